@@ -1,0 +1,116 @@
+"""The engine interface shared by the numpy reference and the GPU engine, and `load()`.
+
+An engine turns (token, pos) into logits with its own KV cache. Life cycle, as in the getp flow:
+`warm_up()` (allocate, upload: no inference), any number of `forward()` calls, `finish()` (free
+everything). `load()` returns an engine already warmed up.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .checkpoint import DEFAULT_SEED, TensorStore, Weights, open_weights
+from .config import ModelConfig
+from .errors import GetpError
+
+ENGINES = ("numpy", "cupy", "auto")
+
+# What `diff --layers` compares, recorded per layer in forward order.
+TRACE_POINTS = (
+    "attn_out",  # (n_attn_heads * D,) attention output before w_o
+    "x_attn",  # (H,) residual after attention
+    "router",  # (E,) router scores incl. bias
+    "experts",  # (k,) chosen experts, int
+    "moe_out",  # (H,) weighted sum of the experts' outputs
+    "x_moe",  # (H,) residual after the MoE
+)
+
+
+@dataclass
+class Trace:
+    """Values recorded during one forward call: `values[layer][point]` and the logits."""
+
+    values: list[dict[str, np.ndarray]] = field(default_factory=list)
+    logits: np.ndarray | None = None
+
+    def record(self, layer: int, point: str, value) -> None:
+        while len(self.values) <= layer:
+            self.values.append({})
+        self.values[layer][point] = np.array(value, copy=True)
+
+
+class Engine(ABC):
+    """One model on one backend; `forward` is single-token, single-sequence decoding."""
+
+    name: str
+
+    def __init__(self, weights: Weights):
+        self.weights = weights
+        self.config: ModelConfig = weights.config
+
+    @abstractmethod
+    def warm_up(self) -> None:
+        """Allocate state and prepare weights; no inference."""
+
+    @abstractmethod
+    def forward(self, token: int, pos: int, trace: Trace | None = None) -> np.ndarray:
+        """Logits (V,) float32 for `token` at position `pos`; writes the KV cache at `pos`."""
+
+    @abstractmethod
+    def reset(self) -> None:
+        """Forget the KV cache (positions restart at 0)."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Free everything `warm_up` allocated."""
+
+    def check_step(self, token: int, pos: int) -> None:
+        if not 0 <= token < self.config.vocab_size:
+            raise GetpError(f"token id {token} out of range for a vocabulary of {self.config.vocab_size}")
+        if not 0 <= pos < self.config.seq_len:
+            raise GetpError(f"position {pos} out of range for seq_len {self.config.seq_len}")
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.finish()
+
+
+def gpu_available() -> bool:
+    """True when the GPU engine can run here (CuPy importable and a device visible)."""
+    from .gpu.device import probe
+
+    return probe() is None
+
+
+def resolve_engine(name: str) -> str:
+    if name not in ENGINES:
+        raise GetpError(f"unknown engine {name!r} (expected {', '.join(ENGINES)})")
+    if name == "auto":
+        return "cupy" if gpu_available() else "numpy"
+    return name
+
+
+def create_engine(weights: Weights, engine: str = "numpy") -> Engine:
+    """An engine for `weights`, not yet warmed up."""
+    engine = resolve_engine(engine)
+    if engine == "numpy":
+        from .reference import NumpyEngine
+
+        return NumpyEngine(weights)
+    from .gpu.engine import CupyEngine
+
+    return CupyEngine(weights)
+
+
+def load(source: str | os.PathLike | TensorStore, engine: str = "numpy", seed: int = DEFAULT_SEED) -> Engine:
+    """Open a model (`.bin` path, checkpoint directory, preset name "7m"/"20b"/"120b", or a store)
+    and return a warmed-up engine: "numpy" (reference), "cupy" (GPU) or "auto"."""
+    model = create_engine(open_weights(source, seed), engine)
+    model.warm_up()
+    return model

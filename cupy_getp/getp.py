@@ -1,0 +1,139 @@
+"""The getp batch-evaluation flow (spec section 4): requests in, token ids out, three timing lines.
+
+    warm up elapsed time(s): X                                   load, allocate, upload
+    elapsed time(s): X, achieved throughput TPS (tok/s): Y       inference only
+    finish elapsed time(s): X                                    free everything, after the output
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import DEFAULT_SEED, open_weights
+from .engine import Engine, create_engine
+from .errors import InputError
+from .fileio import atomic_output
+from .generation import check_prompt, decode, resolve_steps
+from .sampler import Sampler
+from .tokenizer import STOP_TOKENS, Tokenizer
+
+
+@dataclass
+class GetpReport:
+    requests: int
+    generated: int  # tokens recorded over all requests (terminating EOS included)
+    warm_up_s: float
+    inference_s: float
+    finish_s: float
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generated / self.inference_s if self.inference_s > 0 else float("inf")
+
+
+def read_requests(path: str | os.PathLike) -> list[str]:
+    """First line: the number of requests N; then N lines, one prompt each (lines after those are
+    ignored). A trailing '\\r' is dropped from every line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"input file {path} not found") from None
+    except IsADirectoryError:
+        raise InputError(f"input file {path} is a directory") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"input file {path} is not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise InputError(f"cannot read input file {path}: {e.strerror}") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    if text.endswith("\n"):
+        lines.pop()  # the newline ends the last line; it does not start an empty one
+    if not lines or not lines[0].strip().isdigit():
+        first = lines[0] if lines else ""
+        raise InputError(f"input file {path}: the first line must be the number of requests, got {first[:40]!r}")
+    count = int(lines[0])
+    prompts = lines[1:1 + count]
+    if len(prompts) < count:
+        raise InputError(f"input file {path}: the first line announces {count} requests "
+                         f"but only {len(prompts)} prompt lines follow")
+    return prompts
+
+
+def encode_requests(tokenizer: Tokenizer, prompts: Sequence[str], steps: int, source: str) -> list[list[int]]:
+    requests = [tokenizer.encode(p) for p in prompts]
+    for i, tokens in enumerate(requests):
+        check_prompt(tokens, steps, what=f"{source}: request {i + 1} (line {i + 2})")
+    return requests
+
+
+def run_requests(engine: Engine, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
+                 on_request: Callable[[int], None] | None = None) -> list[list[int]]:
+    """Each request from position 0 (earlier cache entries are never read: attention stops at pos)."""
+    results = []
+    for prompt in requests:
+        results.append(list(decode(engine, sampler, prompt, steps, STOP_TOKENS)))
+        if on_request:
+            on_request(len(results[-1]))
+    return results
+
+
+def format_output(results: Sequence[Sequence[int]]) -> str:
+    return "".join(" ".join(map(str, tokens)) + "\n" for tokens in results)
+
+
+def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]]:
+    """The inverse of `format_output`: one list of token ids per line, each id checked."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read token file {path}: {getattr(e, 'strerror', None) or e}") from None
+    result = []
+    for number, line in enumerate(lines, start=1):
+        try:
+            tokens = [int(word) for word in line.split()]
+        except ValueError:
+            raise InputError(f"{path}:{number}: not a list of integer token ids: {line[:40]!r}") from None
+        bad = [t for t in tokens if not 0 <= t < vocab_size]
+        if bad:
+            raise InputError(f"{path}:{number}: token id {bad[0]} outside the vocabulary (0..{vocab_size - 1})")
+        result.append(tokens)
+    return result
+
+
+def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
+         sampler: Sampler, engine: str = "auto", steps: int = 1024, seed: int = DEFAULT_SEED,
+         echo: Callable[[str], None] = print,
+         progress: Callable[[int], Callable[[int], None]] | None = None) -> GetpReport:
+    """Run getp end to end. Everything that can be checked is checked before the warm-up; the
+    output file appears only when complete. `progress(n_requests)` returns a per-request callback."""
+    prompts = read_requests(input_path)
+    weights = open_weights(source, seed)
+    steps = resolve_steps(steps, weights.config.seq_len)
+    requests = encode_requests(tokenizer, prompts, steps, str(input_path))
+    with atomic_output(output_path) as out:
+        start = time.perf_counter()
+        model = create_engine(weights, engine)
+        try:
+            model.warm_up()
+            warm_up_s = time.perf_counter() - start
+            echo(f"warm up elapsed time(s): {warm_up_s:f}")
+
+            start = time.perf_counter()
+            on_request = progress(len(requests)) if progress else None
+            results = run_requests(model, sampler, requests, steps, on_request)
+            inference_s = time.perf_counter() - start
+            generated = sum(map(len, results))
+            echo(f"elapsed time(s): {inference_s:f}, achieved throughput TPS (tok/s): "
+                 f"{generated / inference_s if inference_s > 0 else 0.0:f}")
+            out.write(format_output(results))
+        except BaseException:
+            model.finish()  # free the device even when inference fails or is interrupted
+            raise
+    start = time.perf_counter()
+    model.finish()
+    finish_s = time.perf_counter() - start
+    echo(f"finish elapsed time(s): {finish_s:f}")
+    return GetpReport(len(requests), generated, warm_up_s, inference_s, finish_s)

@@ -1,0 +1,84 @@
+"""Sampling on the CPU (spec section 3): argmax, temperature + full-distribution or nucleus sampling,
+with the original runtime's xorshift generator reproduced bit for bit."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+_M64 = (1 << 64) - 1
+
+
+class XorShift:
+    """xorshift64* of the original runtime: `random_u32`, `random_f32`."""
+
+    def __init__(self, seed: int):
+        self.state = seed & _M64
+
+    def u32(self) -> int:
+        s = self.state
+        s ^= s >> 12
+        s = (s ^ (s << 25)) & _M64
+        s ^= s >> 27
+        self.state = s
+        return ((s * 0x2545F4914F6CDD1D) & _M64) >> 32
+
+    def f32(self) -> np.float32:
+        """A coin in [0, 1) with 24 random bits, as float32."""
+        return np.float32(self.u32() >> 8) / np.float32(16777216.0)
+
+
+def clock_seed() -> int:
+    """Seed 0 means "seed from the clock", as `time(NULL)` in the original."""
+    return int(time.time())
+
+
+class Sampler:
+    def __init__(self, temperature: float = 0.0, topp: float = 0.9, seed: int = 0):
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.temperature = temperature
+        self.topp = topp
+        self.seed = seed if seed > 0 else clock_seed()
+        self.rng = XorShift(self.seed)
+
+    def __call__(self, logits: np.ndarray) -> int:
+        if self.temperature == 0.0:
+            return int(np.argmax(logits))  # first maximum
+        probs = softmax_f32(np.asarray(logits, np.float32) / np.float32(self.temperature))
+        coin = self.rng.f32()
+        if self.topp <= 0 or self.topp >= 1:
+            return sample_mult(probs, coin)
+        return sample_topp(probs, self.topp, coin)
+
+
+def softmax_f32(x: np.ndarray) -> np.ndarray:
+    """The runtime's in-place softmax: float32 exp of (x - max), sum in double, float32 divide."""
+    e = np.exp(x - x.max())
+    return (e / e.sum(dtype=np.float64)).astype(np.float32)  # float / double, rounded to float
+
+
+def sample_mult(probs: np.ndarray, coin: float) -> int:
+    """First index whose running float32 CDF exceeds the coin; the last index if none does."""
+    cdf = np.cumsum(probs, dtype=np.float32)  # sequential float32 sums, as the C loop
+    i = int(np.searchsorted(cdf, coin, side="right"))
+    return min(i, probs.size - 1)
+
+
+def sample_topp(probs: np.ndarray, topp: float, coin: float) -> int:
+    """Nucleus sampling: keep probabilities >= (1 - topp) / (V - 1), sort them descending, cut where
+    the running sum first exceeds topp, and sample inside the kept mass.
+
+    The C runtime sorts with qsort, whose order among equal probabilities is unspecified; here equal
+    probabilities keep token-id order (stable sort)."""
+    cutoff = (np.float32(1) - np.float32(topp)) / np.float32(probs.size - 1)
+    candidates = np.flatnonzero(probs >= cutoff)
+    order = candidates[np.argsort(-probs[candidates], kind="stable")]
+    kept = probs[order]
+    cumulative = np.cumsum(kept, dtype=np.float32)
+    over = np.flatnonzero(cumulative > np.float32(topp))
+    last = int(over[0]) if over.size else kept.size - 1
+    r = np.float32(coin) * cumulative[last]
+    i = int(np.searchsorted(cumulative[: last + 1], r, side="right"))
+    return int(order[min(i, last)])

@@ -1,0 +1,175 @@
+"""gpt-oss's tokenizer, offline: tiktoken's `o200k_harmony`, and the original runtime's `tokenizer.bin`.
+
+tiktoken downloads `o200k_base` at run time. We take the same file from the `bpe-openai` wheel
+(`bpe_openai/data/o200k_base.tiktoken.gz`) or from `$CUPY_GETP_O200K_BASE`, check its sha256,
+and place it where tiktoken's cache (`TIKTOKEN_CACHE_DIR`, file named by the sha1 of the download
+address) and openai-harmony (`TIKTOKEN_ENCODINGS_BASE/o200k_base.tiktoken`) look for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import importlib.util
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from .errors import GetpError
+from .fileio import atomic_output
+
+O200K_BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+O200K_BASE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+VOCAB_SIZE = 201088
+
+ENDOFTEXT = 199999  # <|endoftext|>
+RETURN = 200002  # <|return|>
+STOP_TOKENS = frozenset({ENDOFTEXT, RETURN})  # getp stops after sampling one of these
+
+SPECIAL_SCORE = np.float32(-1e30)  # tokenizer.bin marks special tokens with this score
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("CUPY_GETP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return Path(base) / "cupy-getp"
+
+
+def _o200k_source() -> Path:
+    explicit = os.environ.get("CUPY_GETP_O200K_BASE")
+    if explicit:
+        if not Path(explicit).is_file():
+            raise GetpError(f"CUPY_GETP_O200K_BASE={explicit} is not a file")
+        return Path(explicit)
+    spec = importlib.util.find_spec("bpe_openai")  # locate the package without importing its binary
+    if spec and spec.submodule_search_locations:
+        path = Path(next(iter(spec.submodule_search_locations))) / "data" / "o200k_base.tiktoken.gz"
+        if path.is_file():
+            return path
+    raise GetpError("tokenizer data not found: install the bpe-openai package (pip install bpe-openai) "
+                    "or set CUPY_GETP_O200K_BASE to an o200k_base.tiktoken[.gz] file")
+
+
+def encodings_dir() -> Path:
+    """A directory holding the verified `o200k_base.tiktoken` under both names tiktoken and
+    openai-harmony look for; created on first use."""
+    directory = cache_dir() / "tiktoken"
+    plain = directory / "o200k_base.tiktoken"
+    tiktoken_name = directory / hashlib.sha1(O200K_BASE_URL.encode()).hexdigest()
+    if not (plain.is_file() and tiktoken_name.is_file()):
+        source = _o200k_source()
+        data = source.read_bytes()
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != O200K_BASE_SHA256:
+            raise GetpError(f"{source}: sha256 {digest} is not o200k_base's {O200K_BASE_SHA256}")
+        directory.mkdir(parents=True, exist_ok=True)
+        for target in (plain, tiktoken_name):
+            with atomic_output(target, binary=True) as f:
+                f.write(data)
+    return directory
+
+
+@contextlib.contextmanager
+def _env(**values: str):
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class Tokenizer:
+    """Text <-> token ids over a tiktoken `Encoding`."""
+
+    def __init__(self, encoding, source: str):
+        self.encoding = encoding
+        self.source = source
+        self.vocab_size = encoding.n_vocab
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of `text`, no BOS/EOS; special-token text in a prompt is encoded as plain text."""
+        return self.encoding.encode(text, disallowed_special=())
+
+    def decode(self, ids) -> str:
+        return self.encoding.decode([int(i) for i in ids])
+
+    def token_bytes(self, token: int) -> bytes:
+        return self.encoding.decode_single_token_bytes(int(token))
+
+    def is_special(self, token: int) -> bool:
+        return int(token) in self.encoding._special_tokens.values()
+
+
+def harmony_tokenizer() -> Tokenizer:
+    """Exact `o200k_harmony` (vocabulary 201088), offline."""
+    import tiktoken
+
+    with _env(TIKTOKEN_CACHE_DIR=str(encodings_dir())):
+        encoding = tiktoken.get_encoding("o200k_harmony")
+    return Tokenizer(encoding, "o200k_harmony")
+
+
+def load_tokenizer(path: str | os.PathLike | None = None) -> Tokenizer:
+    """`o200k_harmony`, or the original runtime's `tokenizer.bin` at `path`."""
+    return harmony_tokenizer() if path is None else read_tokenizer_bin(path)
+
+
+# -- tokenizer.bin -------------------------------------------------------------------------------------
+def write_tokenizer_bin(path: str | os.PathLike, tokenizer: Tokenizer) -> int:
+    """int32 max_token_length, then per token: float32 score, int32 byte length, bytes. Regular tokens
+    get score -rank (BPE merges the highest score first), special tokens their text and -1e30."""
+    enc = tokenizer.encoding
+    specials = {i: s.encode() for s, i in enc._special_tokens.items()}
+    pieces = [specials[i] if i in specials else enc.decode_single_token_bytes(i) for i in range(enc.n_vocab)]
+    with atomic_output(path, binary=True) as f:
+        f.write(struct.pack("<i", max(len(p) for p in pieces)))
+        for i, piece in enumerate(pieces):
+            score = SPECIAL_SCORE if i in specials else np.float32(-i)
+            f.write(struct.pack("<fi", score, len(piece)) + piece)
+    return len(pieces)
+
+
+def read_tokenizer_bin(path: str | os.PathLike) -> Tokenizer:
+    """A tiktoken Encoding from a `tokenizer.bin`: token i is rank i, score -1e30 marks specials;
+    the pre-tokenizer pattern is o200k's (the file does not store one)."""
+    import tiktoken
+
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise GetpError(f"cannot read tokenizer file {path}: {e.strerror}") from None
+    ranks, specials = _parse_tokenizer_bin(data, str(path))
+    pattern = harmony_tokenizer().encoding._pat_str
+    encoding = tiktoken.Encoding(name=Path(path).name, pat_str=pattern, mergeable_ranks=ranks,
+                                 special_tokens=specials)
+    return Tokenizer(encoding, str(path))
+
+
+def _parse_tokenizer_bin(data: bytes, source: str) -> tuple[dict[bytes, int], dict[str, int]]:
+    if len(data) < 4:
+        raise GetpError(f"tokenizer file {source} is truncated: {len(data)} bytes")
+    (max_len,) = struct.unpack_from("<i", data, 0)
+    offset, ranks, specials = 4, {}, {}
+    while offset < len(data):
+        if offset + 8 > len(data):
+            raise GetpError(f"tokenizer file {source} is truncated at token {len(ranks) + len(specials)}")
+        score, n = struct.unpack_from("<fi", data, offset)
+        if not 0 < n <= max_len or offset + 8 + n > len(data):
+            raise GetpError(f"tokenizer file {source}: token {len(ranks) + len(specials)} has a bad length {n}")
+        piece = data[offset + 8: offset + 8 + n]
+        token_id = len(ranks) + len(specials)
+        if score == SPECIAL_SCORE:
+            specials[piece.decode("utf-8", errors="replace")] = token_id
+        else:
+            ranks[piece] = token_id
+        offset += 8 + n
+    return ranks, specials

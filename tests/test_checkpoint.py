@@ -1,0 +1,201 @@
+"""Header, validation, .bin round trips through the memmap, the bfloat16 variant, synthetic models."""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16, round_to_bf16
+from cupy_getp.checkpoint import (TENSOR_NAMES, ArrayStore, BinStore, SyntheticStore, Weights, open_store,
+                                  tensor_shapes, write_bin)
+from cupy_getp.config import HEADER_SIZE, PRESETS, ModelConfig
+from cupy_getp.errors import CheckpointError
+
+from conftest import TINY
+
+
+def test_header_is_60_bytes_and_round_trips():
+    data = TINY.to_header()
+    assert len(data) == HEADER_SIZE == 60
+    assert ModelConfig.from_header(data) == TINY
+    # field order and types of spec section 1
+    fields = struct.unpack("<11iffif", data)
+    assert fields[0] == TINY.vocab_size and fields[13] == TINY.sliding_window
+    assert fields[11] == TINY.rope_theta and fields[14] == TINY.swiglu_limit
+
+
+def test_presets_match_the_spec():
+    assert PRESETS["20b"].hidden_dim == 2880 and PRESETS["20b"].n_layers == 24
+    assert PRESETS["120b"].n_layers == 36 and PRESETS["120b"].n_experts == 128
+    c = PRESETS["7m"]
+    assert (c.hidden_dim, c.intermediate_dim, c.n_layers, c.head_dim, c.n_attn_heads, c.n_kv_heads) == \
+        (32, 64, 2, 32, 2, 1)
+    assert round(PRESETS["20b"].bin_size() / 1e9) == 84
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(vocab_size=0), "vocab_size = 0"),
+    (dict(hidden_dim=-3), "hidden_dim = -3"),
+    (dict(head_dim=7), "head_dim = 7 must be even"),
+    (dict(n_attn_heads=6, n_kv_heads=4), "not a multiple of n_kv_heads"),
+    (dict(experts_per_token=6), "experts_per_token = 6 > n_experts = 5"),
+    (dict(sliding_window=-1), "sliding_window = -1"),
+    (dict(rope_theta=float("nan")), "rope_theta = nan"),
+    (dict(swiglu_limit=0.0), "swiglu_limit = 0.0"),
+    (dict(initial_context_length=100000), "YaRN needs 0 < low < high"),
+])
+def test_invalid_headers_name_the_field(change, message):
+    with pytest.raises(CheckpointError, match=message):
+        ModelConfig.from_header(TINY.replace(**change).to_header())
+
+
+def test_short_header():
+    with pytest.raises(CheckpointError, match="shorter than the 60-byte header"):
+        ModelConfig.from_header(b"\0" * 10)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_bin_round_trip_through_memmap(tmp_path, tiny_weights, dtype):
+    path = tmp_path / "tiny.bin"
+    size = write_bin(path, tiny_weights, dtype)
+    assert size == path.stat().st_size == TINY.bin_size(4 if dtype == "float32" else 2)
+    store = BinStore(path)
+    assert store.config == TINY and store.storage_dtype == dtype
+    loaded = Weights(store)
+    for name in TENSOR_NAMES:
+        view = store.read(name)
+        assert isinstance(view.base, np.memmap) or isinstance(view, np.memmap), f"{name} is a copy"
+        want = tiny_weights.f32(name)
+        want = want if dtype == "float32" else round_to_bf16(want)
+        np.testing.assert_array_equal(loaded.f32(name), want, err_msg=name)
+    # per-layer and per-expert access
+    np.testing.assert_array_equal(loaded.layer(1).expert(3).w_mlp2, loaded.f32("w_mlp2")[1, 3])
+    np.testing.assert_array_equal(loaded.layer(2).b_qkv, loaded.f32("b_qkv")[2])
+
+
+def test_tensor_offsets_follow_the_spec_order(tmp_path):
+    """Each tensor filled with its index: the file must hold them back to back in spec order."""
+    shapes = tensor_shapes(TINY)
+    arrays = {n: np.full(s, i, np.float32) for i, (n, s) in enumerate(shapes.items())}
+    path = tmp_path / "order.bin"
+    write_bin(path, Weights(ArrayStore(TINY, arrays)))
+    flat = np.fromfile(path, np.float32, offset=HEADER_SIZE)
+    expected = np.concatenate([np.full(math.prod(s), i, np.float32) for i, s in enumerate(shapes.values())])
+    np.testing.assert_array_equal(flat, expected)
+    assert TENSOR_NAMES[0] == "embedding" and TENSOR_NAMES[-1] == "b_mlp2"
+
+
+@pytest.mark.parametrize("delta, problem", [(-4, "truncated"), (4, "oversized"), (-TINY.n_params() * 2 + 2,
+                                                                                     "truncated")])
+def test_wrong_size_is_rejected(tmp_path, tiny_weights, delta, problem):
+    path = tmp_path / "bad.bin"
+    write_bin(path, tiny_weights)
+    size = path.stat().st_size
+    with open(path, "r+b") as f:
+        f.truncate(size + delta)
+    with pytest.raises(CheckpointError, match=problem):
+        BinStore(path)
+
+
+def test_in_between_size_is_rejected(tmp_path, tiny_weights):
+    path = tmp_path / "bad.bin"
+    write_bin(path, tiny_weights)
+    with open(path, "r+b") as f:
+        f.truncate(TINY.bin_size(3))
+    with pytest.raises(CheckpointError, match=f"truncated: {TINY.bin_size(3)} bytes, but its header describes "
+                                              f"{TINY.bin_size(4)} bytes as float32 or {TINY.bin_size(2)} bytes"):
+        BinStore(path)
+
+
+def test_write_failure_leaves_no_file(tmp_path, tiny_weights):
+    class Broken(Weights):
+        def f32(self, name, *index):
+            if name == "w_mlp1":
+                raise RuntimeError("disk on fire")
+            return super().f32(name, *index)
+
+    path = tmp_path / "partial.bin"
+    with pytest.raises(RuntimeError):
+        write_bin(path, Broken(tiny_weights.store))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synthetic_is_deterministic_and_sliceable():
+    a, b = SyntheticStore(TINY, seed=5), SyntheticStore(TINY, seed=5)
+    other = SyntheticStore(TINY, seed=6)
+    for name in TENSOR_NAMES:
+        full = a.read(name)
+        np.testing.assert_array_equal(full, b.read(name))
+        assert not np.array_equal(full, other.read(name)), name
+    full = a.read("w_mlp1")
+    np.testing.assert_array_equal(a.read("w_mlp1", (2, 4)), full[2, 4])
+    np.testing.assert_array_equal(a.read("w_mlp1", (1, 3, 7)), full[1, 3, 7])
+    np.testing.assert_array_equal(a.read("embedding", (41,)), a.read("embedding")[41])
+
+
+def test_synthetic_moe_weights_are_bf16_exact_and_others_are_not():
+    store = SyntheticStore(TINY, seed=1)
+    for name in ("w_mlp1", "w_mlp2"):
+        w = store.read(name)
+        np.testing.assert_array_equal(round_to_bf16(w), w)
+    w_qkv = store.read("w_qkv")
+    assert not np.array_equal(round_to_bf16(w_qkv), w_qkv)
+
+
+def test_synthetic_value_distribution():
+    store = SyntheticStore(PRESETS["7m"], seed=42)
+    emb = store.read("embedding")
+    assert emb.dtype == np.float32 and emb.shape == (201088, 32)
+    assert -1.0 <= emb.min() and emb.max() < 1.0
+    assert abs(float(emb.mean())) < 0.01 and abs(float(emb.std()) - 1 / math.sqrt(3)) < 0.01
+    rms = store.read("rms_attn_w")
+    assert 0.8 <= rms.min() and rms.max() < 1.2
+
+
+def test_open_store_sources(tmp_path, tiny_weights):
+    assert open_store("7m").config == PRESETS["7m"]
+    path = tmp_path / "m.bin"
+    write_bin(path, tiny_weights)
+    assert isinstance(open_store(str(path)), BinStore)
+    with pytest.raises(CheckpointError, match="no model file"):
+        open_store(tmp_path / "missing.bin")
+
+
+# -- bfloat16 ----------------------------------------------------------------------------------------
+def _bf16_nearest_even(x: float) -> int:
+    """Independent RNE: pick between the two neighbouring bf16 values by exact float64 distance."""
+    bits = np.float32(x).view(np.uint32).item()
+    lo = bits >> 16
+    candidates = [lo, lo + 1]
+    values = [float(np.uint32(c << 16).view(np.float32)) for c in candidates]
+    d = [abs(v - float(np.float32(x))) for v in values]
+    if d[0] != d[1]:
+        return candidates[int(d[1] < d[0])]
+    return candidates[0] if candidates[0] % 2 == 0 else candidates[1]
+
+
+def test_f32_to_bf16_is_round_to_nearest_even():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.standard_normal(2000).astype(np.float32) * 10.0 ** rng.integers(-30, 30, 2000),
+                        # exact ties: low 16 bits 0x8000
+                        (rng.integers(0, 2**15, 200, dtype=np.uint32) << 16 | 0x8000).view(np.float32)])
+    x = x[np.isfinite(x)].astype(np.float32)
+    got = f32_to_bf16(x)
+    want = np.array([_bf16_nearest_even(v) for v in x], np.uint16)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_bf16_special_values():
+    x = np.array([np.nan, -np.nan, np.inf, -np.inf, 0.0, -0.0, np.finfo(np.float32).max], np.float32)
+    h = f32_to_bf16(x)
+    back = bf16_to_f32(h)
+    assert np.isnan(back[0]) and np.isnan(back[1])
+    assert back[2] == np.inf and back[3] == -np.inf
+    assert h[4] == 0 and h[5] == 0x8000
+    assert back[6] == np.inf  # max float32 rounds up past the largest bf16
+    # a NaN whose payload lives only in the low bits must stay NaN (plain rounding would give inf)
+    sneaky = np.array([0x7F800001], np.uint32).view(np.float32)
+    assert np.isnan(bf16_to_f32(f32_to_bf16(sneaky))[0])

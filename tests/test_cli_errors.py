@@ -1,0 +1,169 @@
+"""Every bad input: one clear line on stderr, a non-zero exit, and no output file left behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from cupy_getp.checkpoint import write_bin
+
+from conftest import ROOT, TINY, cli
+
+
+def assert_clean_failure(result, pattern: str, code: int = 1):
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    errors = [l for l in result.stderr.splitlines() if l.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert pattern in errors[0], errors[0]
+    assert not any(l.startswith("elapsed time") for l in result.stdout.splitlines())
+
+
+@pytest.fixture
+def inputs(tmp_path):
+    def write(name: str, text: str):
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
+
+
+@pytest.fixture(scope="module")
+def tiny_bin(tmp_path_factory):
+    from cupy_getp.checkpoint import SyntheticStore, Weights
+
+    path = tmp_path_factory.mktemp("models") / "tiny.bin"
+    write_bin(path, Weights(SyntheticStore(TINY, 1)))
+    return path
+
+
+def getp(tmp_path, *args, model="7m"):
+    out = tmp_path / "out.txt"
+    return cli("run", str(model), "-m", "getp", "-o", str(out), "--engine", "numpy", *args), out
+
+
+def test_truncated_model(tmp_path, tiny_bin):
+    bad = tmp_path / "truncated.bin"
+    bad.write_bytes(tiny_bin.read_bytes()[:-100])
+    result, out = getp(tmp_path, "-i", str(ROOT / "data/input.txt"), model=bad)
+    assert_clean_failure(result, "truncated")
+    assert not out.exists()
+
+
+def test_oversized_model(tmp_path, tiny_bin):
+    bad = tmp_path / "oversized.bin"
+    bad.write_bytes(tiny_bin.read_bytes() + b"\0" * 8)
+    result, out = getp(tmp_path, "-i", str(ROOT / "data/input.txt"), model=bad)
+    assert_clean_failure(result, "oversized")
+    assert not out.exists()
+
+
+def test_invalid_header(tmp_path, tiny_bin):
+    bad = tmp_path / "header.bin"
+    data = bytearray(tiny_bin.read_bytes())
+    data[24:28] = (7).to_bytes(4, "little")  # head_dim = 7
+    bad.write_bytes(bytes(data))
+    result, out = getp(tmp_path, "-i", str(ROOT / "data/input.txt"), model=bad)
+    assert_clean_failure(result, "head_dim = 7 must be even")
+    assert not out.exists()
+
+
+def test_missing_input_file(tmp_path):
+    result, out = getp(tmp_path, "-i", str(tmp_path / "nope.txt"))
+    assert_clean_failure(result, "input file")
+    assert "not found" in result.stderr and not out.exists()
+
+
+def test_count_line_not_a_number(tmp_path, inputs):
+    result, out = getp(tmp_path, "-i", str(inputs("in.txt", "three\na\nb\nc\n")))
+    assert_clean_failure(result, "first line must be the number of requests, got 'three'")
+    assert not out.exists()
+
+
+def test_fewer_prompts_than_the_count(tmp_path, inputs):
+    result, out = getp(tmp_path, "-i", str(inputs("in.txt", "5\na\nb\n")))
+    assert_clean_failure(result, "announces 5 requests but only 2 prompt lines follow")
+    assert not out.exists()
+
+
+def test_prompt_longer_than_the_step_budget(tmp_path, inputs):
+    result, out = getp(tmp_path, "-i", str(inputs("in.txt", "2\nshort\n" + "word " * 50 + "\n")), "-n", "20")
+    assert_clean_failure(result, "request 2 (line 3) is 51 tokens, longer than the step budget of 20")
+    assert not out.exists()
+
+
+def test_empty_prompt(tmp_path, inputs):
+    result, out = getp(tmp_path, "-i", str(inputs("in.txt", "2\nfine\n\n")))
+    assert_clean_failure(result, "request 2 (line 3) is empty")
+    assert not out.exists()
+
+
+def test_unknown_mode(tmp_path):
+    result = cli("run", "7m", "-m", "train")
+    assert_clean_failure(result, "unknown mode 'train'")
+
+
+def test_unknown_flag(tmp_path):
+    result = cli("run", "7m", "-q", "1")
+    assert_clean_failure(result, "No such option: -q", code=2)
+
+
+def test_bad_flag_value(tmp_path):
+    result = cli("run", "7m", "-n", "many")
+    assert_clean_failure(result, "'-n'", code=2)
+
+
+def test_unwritable_output_path(tmp_path):
+    out = tmp_path / "no" / "such" / "dir" / "out.txt"
+    result = cli("run", "7m", "-m", "getp", "-i", str(ROOT / "data/input.txt"), "-o", str(out), "--engine", "numpy")
+    assert_clean_failure(result, f"cannot write output file {out}")
+    assert not (tmp_path / "no").exists()
+
+
+def test_output_path_is_a_directory(tmp_path):
+    result = cli("run", "7m", "-m", "getp", "-i", str(ROOT / "data/input.txt"), "-o", str(tmp_path),
+                 "--engine", "numpy")
+    assert_clean_failure(result, "is a directory")
+
+
+def test_getp_without_files(tmp_path):
+    assert_clean_failure(cli("run", "7m", "-m", "getp"), "getp mode needs an input file")
+
+
+def test_unknown_model():
+    assert_clean_failure(cli("run", "13b", "-m", "getp", "-i", str(ROOT / "data/input.txt"), "-o", "y"),
+                         "no model file")
+
+
+def test_unknown_engine(tmp_path):
+    out = tmp_path / "out.txt"
+    result = cli("getp", "7m", "-i", str(ROOT / "data/input.txt"), "-o", str(out), "--engine", "tpu")
+    assert_clean_failure(result, "unknown engine 'tpu'")
+    assert not out.exists()
+
+
+def test_bad_token_file(tmp_path, inputs):
+    assert_clean_failure(cli("decode", str(inputs("ids.txt", "1 2 x\n"))), "ids.txt:1: not a list of integer")
+    assert_clean_failure(cli("decode", str(inputs("ids2.txt", "1\n999999\n"))), "ids2.txt:2: token id 999999")
+
+
+def test_nothing_half_written_when_interrupted(tmp_path):
+    """A run killed mid-inference leaves neither the output nor its temporary file."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out.txt"
+    proc = subprocess.Popen([sys.executable, "-m", "cupy_getp", "run", "7m", "-m", "getp", "-i",
+                             str(ROOT / "data/input.txt"), "-o", str(out), "--engine", "numpy"],
+                            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".out.txt") for p in tmp_path.iterdir()):
+        time.sleep(0.1)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0
+    assert list(tmp_path.iterdir()) == []
