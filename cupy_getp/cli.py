@@ -292,6 +292,42 @@ def _weights_progress(total: int, label: str):
         yield lambda n: bar.update(task, advance=n)
 
 
+@app.command("diff")
+def diff_command(
+    model: Model = DEFAULT_MODEL,
+    layers: Annotated[bool, typer.Option("--layers", help="One row per layer and position (else one per "
+                                                          "position).")] = False,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="Greedy steps compared after the prompt.")] = 32,
+    prompt: Annotated[str, typer.Option("--prompt", help="The prompt fed first.")] = "Hello world",
+    engine: Annotated[str, typer.Option("--engine", help="The engine diffed against numpy.")] = "cupy",
+    tokenizer: TokenizerPath = None,
+    weights_seed: WeightsSeed = DEFAULT_SEED,
+) -> None:
+    """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
+    any value over the seed's tolerances, differing experts, or a differing greedy token."""
+    from .diff import DiffSummary, diff_engines, format_header, format_step
+    from .engine import create_engine
+
+    _describe_model(model, weights_seed)
+    weights = open_weights(model, weights_seed)
+    tokens = _tokenizer(tokenizer).encode(prompt)
+    with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
+        reference.warm_up()
+        other.warm_up()
+        typer.echo(f"diff: numpy vs {other.name} on {weights.description}, {len(tokens)} prompt tokens, "
+                   f"{steps} greedy steps")
+        typer.echo(format_header(layers))
+        summary = DiffSummary()
+        for step in diff_engines(reference, other, tokens, steps):
+            summary.add(step)
+            for row in format_step(step, layers):
+                typer.echo(row)
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.violations:
+        raise typer.Exit(1)
+
+
 @app.command("export-tokenizer")
 def export_tokenizer(
     output: Annotated[Path, typer.Option("-o", "--output", help="The tokenizer.bin to write.")],

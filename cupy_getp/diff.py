@@ -1,0 +1,129 @@
+"""Layer-by-layer comparison of two engines on the same token stream (`cupy-getp diff --layers`).
+
+Both engines decode the same tokens: the prompt, then the reference's greedy continuation. At every
+position the per-layer trace points and the logits are compared by max abs diff against the seed's
+tolerances; the chosen experts must match; and at every generated step both greedy tokens must agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .engine import TRACE_POINTS, Engine, Trace
+
+# The seed's parity tolerances (max abs diff): the attention block 5e-4; where the BF16 MoE weights
+# are involved (the MoE output, the residual after it, and so the logits) 2e-3.
+TOLERANCES = {"attn_out": 5e-4, "x_attn": 5e-4, "router": 5e-4, "moe_out": 2e-3, "x_moe": 2e-3, "logits": 2e-3}
+VALUE_POINTS = tuple(p for p in TRACE_POINTS if p != "experts")
+
+
+@dataclass
+class StepDiff:
+    pos: int
+    token: int  # fed at this position
+    layers: list[dict[str, float]]  # per layer: point -> max abs diff
+    experts_differ: list[int]  # layers whose chosen experts differ
+    logits: float
+    generated: bool  # a sampled position (greedy tokens compared)
+    reference_token: int
+    other_token: int
+    violations: list[str] = field(default_factory=list)
+
+    @property
+    def token_parity(self) -> bool:
+        return self.reference_token == self.other_token
+
+
+def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    finite = np.isfinite(a64) & np.isfinite(b64)
+    if not np.array_equal(np.isfinite(a64), np.isfinite(b64)) or np.any(a64[~finite] != b64[~finite]):
+        return float("inf")  # a NaN or inf on one side only is never within tolerance
+    return float(np.max(np.abs(a64[finite] - b64[finite]))) if finite.any() else 0.0
+
+
+def compare_step(pos: int, token: int, ref: Trace, other: Trace, generated: bool) -> StepDiff:
+    layers, experts_differ, violations = [], [], []
+    for l, (a, b) in enumerate(zip(ref.values, other.values)):
+        diffs = {p: max_abs_diff(a[p], b[p]) for p in VALUE_POINTS}
+        layers.append(diffs)
+        violations += [f"layer {l} {p} {d:.3g} > {TOLERANCES[p]:g}" for p, d in diffs.items() if d > TOLERANCES[p]]
+        if not np.array_equal(a["experts"], b["experts"]):
+            experts_differ.append(l)
+            violations.append(f"layer {l} experts {a['experts'].tolist()} != {b['experts'].tolist()}")
+    logits = max_abs_diff(ref.logits, other.logits)
+    if logits > TOLERANCES["logits"]:
+        violations.append(f"logits {logits:.3g} > {TOLERANCES['logits']:g}")
+    ref_token, other_token = int(np.argmax(ref.logits)), int(np.argmax(other.logits))
+    if generated and ref_token != other_token:
+        violations.append(f"greedy token {other_token} != reference {ref_token}")
+    return StepDiff(pos, token, layers, experts_differ, logits, generated, ref_token, other_token, violations)
+
+
+def diff_engines(reference: Engine, other: Engine, prompt: Sequence[int], steps: int) -> Iterator[StepDiff]:
+    """Feed `prompt`, then `steps` greedy tokens of the reference (the last one is not fed)."""
+    if not prompt:
+        raise ValueError("diff needs a non-empty prompt")
+    positions = min(len(prompt) + steps - 1, reference.config.seq_len)
+    token = prompt[0]
+    for pos in range(positions):
+        ref_trace, other_trace = Trace(), Trace()
+        reference.forward(token, pos, ref_trace)
+        other.forward(token, pos, other_trace)
+        generated = pos + 1 >= len(prompt)
+        step = compare_step(pos, token, ref_trace, other_trace, generated)
+        yield step
+        token = prompt[pos + 1] if not generated else step.reference_token
+
+
+def format_header(layers: bool) -> str:
+    columns = ["pos", "token", "layer", *VALUE_POINTS, "experts"] if layers else ["pos", "token"]
+    columns += ["logits", "greedy ref/other"]
+    return "  ".join(f"{c:>10}" for c in columns)
+
+
+def format_step(step: StepDiff, layers: bool) -> list[str]:
+    """Table rows: one per layer (with --layers), then the step's logits row. '!' marks a violation."""
+
+    def cell(point: str, value: float) -> str:
+        return f"{value:9.2e}{'!' if value > TOLERANCES[point] else ' '}"
+
+    rows = []
+    if layers:
+        for l, diffs in enumerate(step.layers):
+            experts = "differ!" if l in step.experts_differ else "same"
+            rows.append("  ".join([f"{step.pos:>10}", f"{step.token:>10}", f"{l:>10}",
+                                   *(f"{cell(p, diffs[p]):>10}" for p in VALUE_POINTS), f"{experts:>10}"]))
+    greedy = f"{step.reference_token}/{step.other_token}" + ("" if step.token_parity else " !")
+    pad = [""] * (len(VALUE_POINTS) + 2) if layers else []
+    rows.append("  ".join([f"{step.pos:>10}", f"{step.token:>10}", *(f"{p:>10}" for p in pad),
+                           f"{cell('logits', step.logits):>10}", f"{greedy if step.generated else '-':>10}"]))
+    return rows
+
+
+@dataclass
+class DiffSummary:
+    positions: int = 0
+    generated: int = 0
+    token_matches: int = 0
+    worst: dict[str, float] = field(default_factory=lambda: {p: 0.0 for p in TOLERANCES})
+    violations: list[str] = field(default_factory=list)
+
+    def add(self, step: StepDiff) -> None:
+        self.positions += 1
+        self.generated += step.generated
+        self.token_matches += step.generated and step.token_parity
+        for diffs in step.layers:
+            for p, d in diffs.items():
+                self.worst[p] = max(self.worst[p], d)
+        self.worst["logits"] = max(self.worst["logits"], step.logits)
+        self.violations += [f"pos {step.pos}: {v}" for v in step.violations]
+
+    def lines(self) -> list[str]:
+        worst = ", ".join(f"{p} {d:.2e} (tol {TOLERANCES[p]:g})" for p, d in self.worst.items())
+        return [f"max abs diff over {self.positions} positions: {worst}",
+                f"token parity: {self.token_matches}/{self.generated} greedy steps",
+                f"violations: {len(self.violations)}", *self.violations[:20]]

@@ -1,0 +1,261 @@
+"""Kernel sources -> `cupy.RawModule`s, and one launch helper per kernel.
+
+Each `kernels/<family>.hip` is compiled once per process and device, by hiprtc on ROCm or NVRTC on
+CUDA, from the same text: `#define WARP_SIZE` (from the device), then `common.h` and the file itself
+inlined with `#line` directives, so compiler messages name the right file and line, and CuPy's
+compile cache (which hashes the source string, not included files) sees every change.
+
+Model code calls only the methods of `Kernels`; each one checks shapes, dtypes and contiguity, casts
+scalars to exact numpy types (a bare Python float arrives as 0.0 in a `float` parameter), computes
+the grid, launches on the engine's stream and counts the launch.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from .device import Device
+
+BLOCK_SIZE = 256  # threads per block, as kernels/common.h
+ATTN_CHUNK = 64  # positions per block in the weighted sum of values
+FAMILIES = ("attention", "embedding", "matvec", "moe", "rmsnorm", "rope", "softmax", "synthetic")
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
+
+
+def kernel_dir() -> Path:
+    """kernels/ of a source checkout, or the copy installed in the wheel as cupy_getp/_kernels."""
+    installed = resources.files("cupy_getp") / "_kernels"
+    if installed.is_dir():
+        return Path(str(installed))
+    return Path(__file__).resolve().parents[2] / "kernels"
+
+
+def kernel_files() -> list[Path]:
+    return sorted(kernel_dir().glob("*.hip"))
+
+
+def assemble_source(family: str, warp_size: int) -> str:
+    """The exact text handed to hiprtc / NVRTC for one kernel family."""
+    directory = kernel_dir()
+    header = (directory / "common.h").read_text()
+    body = (directory / f"{family}.hip").read_text()
+    if not _INCLUDE.search(body):
+        raise ValueError(f"kernels/{family}.hip must include \"common.h\"")
+    body = _INCLUDE.sub("", body, count=1)
+    return (f"#define WARP_SIZE {warp_size}\n#define BLOCK_SIZE {BLOCK_SIZE}\n"
+            f'#line 1 "kernels/common.h"\n{header}\n'
+            f'#line 1 "kernels/{family}.hip"\n{body}')
+
+
+@functools.cache
+def _module(family: str, warp_size: int, device_id: int):
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        return cupy.RawModule(code=assemble_source(family, warp_size))
+
+
+def _check(name: str, array, dtype, shape=None) -> None:
+    if array.dtype != dtype:
+        raise TypeError(f"{name}: dtype {array.dtype}, expected {np.dtype(dtype)}")
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{name}: shape {tuple(array.shape)}, expected {tuple(shape)}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous (kernels ignore strides)")
+
+
+def _aligned(*arrays, multiple: int = 16) -> bool:
+    return all(a.data.ptr % multiple == 0 for a in arrays)
+
+
+def _blocks(n: int, per_block: int) -> int:
+    return (n + per_block - 1) // per_block
+
+
+F32, BF16, I32 = np.float32, np.uint16, np.int32
+
+
+class Kernels:
+    """Every kernel of the engine, bound to one device and its stream."""
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.warps_per_block = BLOCK_SIZE // device.warp_size
+        self.functions = {}
+        for family in FAMILIES:  # get_function compiles: compile errors belong to warm-up, not a step
+            module = _module(family, device.warp_size, device.id)
+            for name in re.findall(r'extern "C" __global__ void (\w+)', assemble_source(family, device.warp_size)):
+                self.functions[name] = module.get_function(name)
+
+    def _launch(self, name: str, grid: tuple, block: tuple, args: tuple) -> None:
+        if grid[0] == 0:  # CuPy would still launch one block
+            return
+        try:
+            self.functions[name](grid, block, args, stream=self.device.stream)
+        except Exception as e:
+            raise RuntimeError(f"launch of kernel {name} (grid {grid}, block {block}) failed: {e}") from e
+        counters = self.device.counters
+        counters.launches[name] = counters.launches.get(name, 0) + 1
+        if self.device.sync_check:
+            self.device.synchronize(f"kernel {name}")
+
+    def _rows_grid(self, rows: int, y: int = 1) -> tuple:
+        return (_blocks(rows, self.warps_per_block), y)
+
+    # -- rmsnorm.hip, softmax.hip, rope.hip, embedding.hip --------------------------------------------
+    def rmsnorm(self, out, x, w) -> None:
+        n = x.shape[0]
+        for name, a in (("out", out), ("x", x), ("w", w)):
+            _check(name, a, F32, (n,))
+        self._launch("rmsnorm_f32", (1,), (BLOCK_SIZE,), (out, x, w, I32(n)))
+
+    def softmax_rows(self, x, n: int) -> None:
+        """Softmax of x[r, :n] for every row r of a 2-D buffer, in place."""
+        _check("x", x, F32)
+        rows, stride = x.shape
+        assert 0 < n <= stride
+        self._launch("softmax_rows_f32", (rows,), (BLOCK_SIZE,), (x, I32(n), I32(stride)))
+
+    def rope(self, heads, cos, sin, n_heads: int, head_dim: int) -> None:
+        """Rotate the first n_heads heads of `heads` in place."""
+        _check("heads", heads, F32)
+        _check("cos", cos, F32, (head_dim // 2,))
+        _check("sin", sin, F32, (head_dim // 2,))
+        assert heads.size >= n_heads * head_dim
+        total = n_heads * head_dim // 2
+        self._launch("rope_f32", (_blocks(total, BLOCK_SIZE),), (BLOCK_SIZE,),
+                     (heads, cos, sin, I32(n_heads), I32(head_dim)))
+
+    def embedding(self, x, table, token: int) -> None:
+        _check("x", x, F32, (table.shape[1],))
+        _check("table", table, F32)
+        assert 0 <= token < table.shape[0]
+        self._launch("embedding_f32", (_blocks(x.size, BLOCK_SIZE),), (BLOCK_SIZE,),
+                     (x, table, I32(token), I32(x.size)))
+
+    # -- matvec.hip -----------------------------------------------------------------------------------
+    def matvec(self, y, w, x, b=None, accumulate: bool = False) -> None:
+        """y = w @ x (+ b) (+ y when accumulate). w (rows, cols) float32."""
+        rows, cols = w.shape
+        _check("w", w, F32)
+        _check("x", x, F32, (cols,))
+        _check("y", y, F32, (rows,))
+        if b is not None:
+            _check("b", b, F32, (rows,))
+        vec4 = cols % 4 == 0 and _aligned(w, x)
+        self._launch("matvec_f32", self._rows_grid(rows), (BLOCK_SIZE,),
+                     (y, w, x, b, I32(rows), I32(cols), I32(accumulate), I32(vec4)))
+
+    def matvec_bf16w(self, y, w, x) -> None:
+        """y = w @ x with w (rows, cols) bfloat16 bits, FP32 accumulation."""
+        rows, cols = w.shape
+        _check("w", w, BF16)
+        _check("x", x, F32, (cols,))
+        _check("y", y, F32, (rows,))
+        vec8 = cols % 8 == 0 and _aligned(w, x)
+        self._launch("matvec_bf16w_f32", self._rows_grid(rows), (BLOCK_SIZE,),
+                     (y, w, x, I32(rows), I32(cols), I32(vec8)))
+
+    # -- attention.hip --------------------------------------------------------------------------------
+    def kv_cache_write(self, key_cache, value_cache, qkv, q_dim: int, kv_dim: int, pos: int) -> None:
+        """Rotated k and v of this position into one layer's caches (seq_len, kv_dim)."""
+        for name, a in (("key_cache", key_cache), ("value_cache", value_cache)):
+            _check(name, a, F32)
+            assert a.shape[1] == kv_dim and 0 <= pos < a.shape[0]
+        _check("qkv", qkv, F32, (q_dim + 2 * kv_dim,))
+        self._launch("kv_cache_write_f32", (_blocks(kv_dim, BLOCK_SIZE),), (BLOCK_SIZE,),
+                     (key_cache, value_cache, qkv, I32(q_dim), I32(kv_dim), I32(pos)))
+
+    def attn_scores(self, scores, q, key_cache, sinks, pos: int, head_dim: int, kv_group: int, window: int) -> None:
+        """scores[h, :pos + 2]: q.k / sqrt(D) over the cache (masked outside the window), then the sink."""
+        n_heads, stride = scores.shape
+        _check("scores", scores, F32)
+        _check("q", q, F32)
+        _check("key_cache", key_cache, F32)
+        _check("sinks", sinks, F32, (n_heads,))
+        assert q.size >= n_heads * head_dim and pos + 2 <= stride
+        grid = (_blocks(pos + 1, self.warps_per_block), n_heads)
+        self._launch("attn_scores_f32", grid, (BLOCK_SIZE,),
+                     (scores, q, key_cache, sinks, I32(pos), I32(head_dim), I32(key_cache.shape[1]), I32(kv_group),
+                      I32(window), I32(stride)))
+
+    def attn_weighted_sum_partial(self, partial, probs, value_cache, pos: int, head_dim: int, kv_group: int) -> int:
+        """Chunk sums of the weighted values: partial, flat, holds [h, c, :] = sum over the positions t of
+        chunk c (ATTN_CHUNK positions each) of probs[h, t] * v_t, packed (n_heads, n_chunks, head_dim).
+        Returns n_chunks."""
+        n_heads, stride = probs.shape
+        n_chunks = _blocks(pos + 1, ATTN_CHUNK)
+        _check("partial", partial, F32)
+        _check("probs", probs, F32)
+        _check("value_cache", value_cache, F32)
+        assert partial.ndim == 1 and partial.size >= n_heads * n_chunks * head_dim
+        if head_dim > BLOCK_SIZE:
+            raise ValueError(f"head_dim {head_dim} > {BLOCK_SIZE} is not supported by attn_weighted_sum_partial")
+        block = head_dim * (BLOCK_SIZE // head_dim)
+        self._launch("attn_weighted_sum_partial_f32", (n_chunks, n_heads), (block,),
+                     (partial, probs, value_cache, I32(pos), I32(head_dim), I32(value_cache.shape[1]), I32(kv_group),
+                      I32(stride), I32(ATTN_CHUNK)))
+        return n_chunks
+
+    def attn_combine(self, out, partial, n_heads: int, head_dim: int, n_chunks: int) -> None:
+        """out (n_heads * head_dim,) = the chunk sums of `attn_weighted_sum_partial` added in chunk order."""
+        _check("out", out, F32, (n_heads * head_dim,))
+        _check("partial", partial, F32)
+        assert partial.ndim == 1 and partial.size >= n_heads * n_chunks * head_dim
+        self._launch("attn_combine_f32", (_blocks(out.size, BLOCK_SIZE),), (BLOCK_SIZE,),
+                     (out, partial, I32(n_heads), I32(head_dim), I32(n_chunks)))
+
+    # -- moe.hip --------------------------------------------------------------------------------------
+    def router_topk(self, experts, weights, scores) -> None:
+        k = experts.shape[0]
+        _check("experts", experts, I32, (k,))
+        _check("weights", weights, F32, (k,))
+        _check("scores", scores, F32)
+        assert 0 < k <= scores.shape[0]
+        self._launch("router_topk_f32", (1,), (1,), (experts, weights, scores, I32(scores.shape[0]), I32(k)))
+
+    def moe_mlp1_swiglu(self, g, w_mlp1, b_mlp1, t, experts, limit: float) -> None:
+        """g (k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16."""
+        n_experts, two_inter, hidden = w_mlp1.shape
+        k, inter = g.shape
+        _check("g", g, F32)
+        _check("w_mlp1", w_mlp1, BF16)
+        _check("b_mlp1", b_mlp1, F32, (n_experts, two_inter))
+        _check("t", t, F32, (hidden,))
+        _check("experts", experts, I32, (k,))
+        assert two_inter == 2 * inter
+        vec8 = hidden % 8 == 0 and _aligned(w_mlp1, t)
+        self._launch("moe_mlp1_swiglu_bf16w", self._rows_grid(inter, k), (BLOCK_SIZE,),
+                     (g, w_mlp1, b_mlp1, t, experts, I32(hidden), I32(inter), F32(limit), I32(vec8)))
+
+    def moe_mlp2_accumulate(self, x, moe_out, w_mlp2, b_mlp2, g, experts, weights) -> None:
+        """x += moe_out = sum_s weights[s] * (w_mlp2[e_s] @ g[s] + b_mlp2[e_s]); w_mlp2 (E, H, I) bf16."""
+        n_experts, hidden, inter = w_mlp2.shape
+        k = experts.shape[0]
+        _check("x", x, F32, (hidden,))
+        _check("moe_out", moe_out, F32, (hidden,))
+        _check("w_mlp2", w_mlp2, BF16)
+        _check("b_mlp2", b_mlp2, F32, (n_experts, hidden))
+        _check("g", g, F32, (k, inter))
+        _check("experts", experts, I32, (k,))
+        _check("weights", weights, F32, (k,))
+        vec8 = inter % 8 == 0 and _aligned(w_mlp2, g)
+        self._launch("moe_mlp2_accumulate_bf16w", self._rows_grid(hidden), (BLOCK_SIZE,),
+                     (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(k), I32(hidden), I32(inter), I32(vec8)))
+
+    # -- synthetic.hip --------------------------------------------------------------------------------
+    def synthetic(self, out, start: int, key: int, scale: float, offset: float) -> None:
+        """Fill `out` (float32, or uint16 = bf16) with elements start.. of a synthetic stream."""
+        _check("out", out, out.dtype)
+        if out.dtype not in (np.float32, np.uint16):
+            raise TypeError(f"synthetic: dtype {out.dtype}")
+        assert start + out.size <= 1 << 32
+        name = "synthetic_f32" if out.dtype == np.float32 else "synthetic_bf16"
+        grid = (min(_blocks(out.size, BLOCK_SIZE), 65535),)
+        self._launch(name, grid, (BLOCK_SIZE,),
+                     (out, np.uint32(start), np.uint32(out.size), np.uint32(key), F32(scale), F32(offset)))

@@ -1,0 +1,98 @@
+"""Prove that every kernels/*.hip builds for MI250 (gfx90a, hipcc) and H100 (sm_90, nvcc) on a CPU machine.
+
+Two builds per file and compiler: the source exactly as the run-time compiler receives it
+(`kernels.assemble_source`, with the device's warp size: 64 for gfx90a, 32 for sm_90), and the file on
+its own (`-I kernels`, common.h's defaults). hipcc gets `-include hip/hip_runtime.h`, which hiprtc
+prepends by itself.
+
+    python -m cupy_getp.gpu.portability [--require hipcc,nvcc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .kernels import assemble_source, kernel_dir, kernel_files
+
+
+@dataclass(frozen=True)
+class Target:
+    compiler: str  # executable
+    label: str
+    warp_size: int
+    suffix: str  # what the compiler takes as a device-code source
+
+    def command(self, source: Path, output: Path) -> list[str]:
+        if self.compiler == "hipcc":
+            return ["hipcc", "--offload-arch=gfx90a", "--cuda-device-only", "-include", "hip/hip_runtime.h",
+                    "-I", str(kernel_dir()), "-Werror", "-c", str(source), "-o", str(output)]
+        return ["nvcc", "-x", "cu", "-arch=sm_90", "-I", str(kernel_dir()), "-Werror", "all-warnings", "-c",
+                str(source), "-o", str(output)]
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        if self.compiler == "hipcc":
+            env["HIP_PLATFORM"] = "amd"  # Debian's hipcc would otherwise pick nvcc when it is installed
+        return env
+
+
+TARGETS = (Target("hipcc", "gfx90a (MI250)", 64, ".hip"), Target("nvcc", "sm_90 (H100)", 32, ".cu"))
+
+
+@dataclass
+class Result:
+    target: Target
+    file: str
+    variant: str  # "runtime" or "standalone"
+    ok: bool
+    log: str
+
+
+def compile_all(targets=TARGETS) -> list[Result]:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpdir = Path(tmp)
+        for target in targets:
+            for path in kernel_files():
+                assembled = tmpdir / f"{path.stem}.runtime{target.suffix}"
+                assembled.write_text(assemble_source(path.stem, target.warp_size))
+                for variant, source in (("runtime", assembled), ("standalone", path)):
+                    proc = subprocess.run(target.command(source, tmpdir / f"{path.stem}.{variant}.o"),
+                                          capture_output=True, text=True, env=target.env())
+                    results.append(Result(target, path.name, variant, proc.returncode == 0,
+                                          (proc.stdout + proc.stderr).strip()))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--require", default="", help="compilers that must be present, e.g. hipcc,nvcc")
+    args = parser.parse_args(argv)
+    required = {c for c in args.require.split(",") if c}
+    targets, missing = [], []
+    for target in TARGETS:
+        (targets if shutil.which(target.compiler) else missing).append(target)
+    for target in missing:
+        print(f"skipped {target.label}: {target.compiler} not found")
+    if required & {t.compiler for t in missing}:
+        print(f"error: required compiler missing: {', '.join(sorted(required & {t.compiler for t in missing}))}")
+        return 1
+    results = compile_all(targets)
+    for r in results:
+        print(f"{'ok  ' if r.ok else 'FAIL'} {r.target.label:15} {r.variant:10} kernels/{r.file}")
+        if not r.ok:
+            print("     " + r.log.replace("\n", "\n     "))
+    failed = sum(not r.ok for r in results)
+    print(f"{len(results) - failed}/{len(results)} builds ok")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Weights on the device: FP32, except the MoE matrices `w_mlp1`, `w_mlp2` as BF16 (uint16 bits).
+
+Filled slice by slice (an expert at a time for the MoE), so the host never holds more than one
+slice: a `.bin` is read through its memmap and converted to BF16 per slice; a bfloat16 `.bin` is
+uploaded as it is; a synthetic model is generated directly on the device by `kernels/synthetic.hip`
+(bit-identical to the host generator), which is how a 20b-shaped model runs with no file at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from ..checkpoint import MOE_WEIGHTS, SyntheticStore, TENSOR_NAMES, Weights
+from ..checkpoint.layout import LAYER_TENSORS
+from ..checkpoint.synthetic import stream_key
+from ..checkpoint.weights import chunk_indices
+from .device import Device
+from .kernels import Kernels
+
+UPLOAD_CHUNK = 16 << 20  # weights per host slice: 64 MiB of float32
+
+
+class DeviceWeights:
+    """`w.<name>`: one CuPy array per tensor of the spec's table; `w.layer(l)` for per-layer views."""
+
+    def __init__(self, weights: Weights, device: Device, kernels: Kernels,
+                 progress: Callable[[int], None] | None = None):
+        import cupy
+
+        self.config = weights.config
+        self.arrays: dict[str, object] = {}
+        for name in TENSOR_NAMES:
+            dtype = np.uint16 if name in MOE_WEIGHTS else np.float32
+            self.arrays[name] = cupy.empty(weights.shapes[name], dtype)
+        if isinstance(weights.store, SyntheticStore):
+            self._generate(weights.store, kernels, progress)
+        else:
+            self._upload(weights, device, progress)
+        device.synchronize("weight upload")
+        # Views built once: slicing a CuPy array costs microseconds, and a step takes ~12 per layer.
+        self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS}, l)
+                        for l in range(self.config.n_layers)]
+
+    def __getattr__(self, name: str):
+        try:
+            return self.__dict__["arrays"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def layer(self, l: int) -> _DeviceLayer:
+        return self._layers[l]
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays.values())
+
+    def _upload(self, weights: Weights, device: Device, progress) -> None:
+        for name, dst in self.arrays.items():
+            convert = weights.bf16 if name in MOE_WEIGHTS else weights.f32
+            for index in chunk_indices(dst.shape, UPLOAD_CHUNK):
+                device.upload(dst[index], convert(name, *index))
+                if progress:
+                    progress(math.prod(dst.shape[len(index):]))
+
+    def _generate(self, store: SyntheticStore, kernels: Kernels, progress) -> None:
+        for name, dst in self.arrays.items():
+            init = store.inits[name]
+            layers = range(dst.shape[0]) if name in LAYER_TENSORS else [None]
+            for layer in layers:
+                part = dst if layer is None else dst[layer]
+                kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset)
+                if progress:
+                    progress(part.size)
+
+    def free(self) -> None:
+        self.arrays.clear()
+        self._layers.clear()
+
+
+class _DeviceLayer:
+    """Views of layer l's tensors, named as `LayerWeights`' (the reference's per-layer access)."""
+
+    def __init__(self, views: dict, l: int):
+        self.__dict__.update(views)
+        self.index = l
+

@@ -1,0 +1,138 @@
+// common.h: what differs between HIP (hiprtc, wavefront 64) and CUDA (NVRTC, warp 32), reductions, bf16.
+//
+// cupy_getp/gpu/kernels.py inlines this header into every module's source (CuPy's compile cache hashes
+// the source string, not included files) after `#define WARP_SIZE <device warpSize>`. The defaults
+// below let each kernel file compile on its own:
+//   hipcc -include hip/hip_runtime.h -I kernels -c kernels/FILE.hip       (gfx90a)
+//   nvcc -x cu -arch=sm_90 -I kernels -c kernels/FILE.hip                 (sm_90)
+// Rules for one source on both compilers: extern "C" kernels, __device__ on every helper (hiprtc has
+// no --device-as-default-execution-space), no standard headers, no -D options (hiprtc 3.5-4.1 drops
+// them): anything configurable is a #define with a default here.
+#ifndef GETP_COMMON_H
+#define GETP_COMMON_H
+
+#if defined(__HIPCC_RTC__) || defined(__HIPCC__) || defined(__HIP_PLATFORM_AMD__) || defined(__HIP_PLATFORM_HCC__)
+#define GETP_HIP 1
+#endif
+
+#ifndef WARP_SIZE
+#ifdef GETP_HIP
+#define WARP_SIZE 64  // gfx90a (MI250) wavefront
+#else
+#define WARP_SIZE 32
+#endif
+#endif
+
+// Threads per block for every kernel; launch helpers use the same number (kernels.BLOCK_SIZE).
+#ifndef BLOCK_SIZE
+#define BLOCK_SIZE 256
+#endif
+#define WARPS_PER_BLOCK (BLOCK_SIZE / WARP_SIZE)
+
+#define GETP_DEVICE __device__ __forceinline__
+
+// ROCm 5 has only the non-sync shuffles; CUDA >= 9 on sm_70+ has only the _sync ones.
+#ifdef GETP_HIP
+#define SHFL_XOR(v, mask) __shfl_xor((v), (mask))
+#else
+#define SHFL_XOR(v, mask) __shfl_xor_sync(0xffffffffu, (v), (mask))
+#endif
+
+#define GETP_NEG_INF __int_as_float(0xff800000)
+
+GETP_DEVICE float warp_sum(float v) {
+  for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) v += SHFL_XOR(v, offset);
+  return v;
+}
+
+GETP_DEVICE float warp_max(float v) {
+  for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) v = fmaxf(v, SHFL_XOR(v, offset));
+  return v;
+}
+
+// Sum over the whole block, returned to every thread. `scratch` holds WARPS_PER_BLOCK floats.
+GETP_DEVICE float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+  v = warp_sum(v);
+  __syncthreads();  // a previous reduction may still be reading scratch
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < (int)(blockDim.x / WARP_SIZE) ? scratch[lane] : 0.0f;
+  return warp_sum(v);
+}
+
+GETP_DEVICE float block_max(float v, float* scratch) {
+  const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+  v = warp_max(v);
+  __syncthreads();
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  v = lane < (int)(blockDim.x / WARP_SIZE) ? scratch[lane] : GETP_NEG_INF;
+  return warp_max(v);
+}
+
+// bfloat16 held as uint16 bit patterns (no hip_bf16.h before ROCm 5.6): widening is exact.
+GETP_DEVICE float bf16_to_f32(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
+
+// Both halves of a 32-bit word of two bf16 values (little endian: element 2i in the low half).
+GETP_DEVICE float bf16_lo(unsigned int w) { return __uint_as_float(w << 16); }
+GETP_DEVICE float bf16_hi(unsigned int w) { return __uint_as_float(w & 0xFFFF0000u); }
+
+// Round to nearest even; NaN stays a quiet NaN with its sign (as cupy_getp/bf16.py).
+GETP_DEVICE unsigned short f32_to_bf16_rne(float f) {
+  unsigned int u = __float_as_uint(f);
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) return (unsigned short)((u >> 16) | 0x0040u);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return (unsigned short)(u >> 16);
+}
+
+// a * b + c with both roundings, never fused into an FMA (host numpy rounds twice too).
+GETP_DEVICE float mul_add_unfused(float a, float b, float c) {
+#ifdef GETP_HIP
+#pragma clang fp contract(off)
+  return a * b + c;
+#else
+  return __fadd_rn(__fmul_rn(a, b), c);
+#endif
+}
+
+// Dot product of a row of 8 bf16 (one 16-byte load) with 8 floats (two 16-byte loads).
+GETP_DEVICE float dot8_bf16(uint4 w, const float4* x2) {
+  const float4 a = x2[0], b = x2[1];
+  return bf16_lo(w.x) * a.x + bf16_hi(w.x) * a.y + bf16_lo(w.y) * a.z + bf16_hi(w.y) * a.w +
+         bf16_lo(w.z) * b.x + bf16_hi(w.z) * b.y + bf16_lo(w.w) * b.z + bf16_hi(w.w) * b.w;
+}
+
+// One warp's dot product of a bf16 row with a float vector, FP32 accumulation; every lane gets it.
+// vec8: n % 8 == 0 and both pointers 16-byte aligned (checked by the launch helper).
+GETP_DEVICE float warp_dot_bf16(const unsigned short* __restrict__ w, const float* __restrict__ x, int n, int vec8) {
+  const int lane = threadIdx.x % WARP_SIZE;
+  float acc = 0.0f;
+  if (vec8) {
+    const uint4* w8 = (const uint4*)w;
+    const float4* x4 = (const float4*)x;
+    for (int i = lane; i < n / 8; i += WARP_SIZE) acc += dot8_bf16(w8[i], x4 + 2 * i);
+  } else {
+    for (int i = lane; i < n; i += WARP_SIZE) acc += bf16_to_f32(w[i]) * x[i];
+  }
+  return warp_sum(acc);
+}
+
+// The same for a float32 row; vec4: n % 4 == 0 and both pointers 16-byte aligned.
+GETP_DEVICE float warp_dot_f32(const float* __restrict__ w, const float* __restrict__ x, int n, int vec4) {
+  const int lane = threadIdx.x % WARP_SIZE;
+  float acc = 0.0f;
+  if (vec4) {
+    const float4* w4 = (const float4*)w;
+    const float4* x4 = (const float4*)x;
+    for (int i = lane; i < n / 4; i += WARP_SIZE) {
+      const float4 a = w4[i], b = x4[i];
+      acc += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
+    }
+  } else {
+    for (int i = lane; i < n; i += WARP_SIZE) acc += w[i] * x[i];
+  }
+  return warp_sum(acc);
+}
+
+#endif  // GETP_COMMON_H

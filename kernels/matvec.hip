@@ -1,0 +1,28 @@
+// matvec.hip: y = W x (+ b) (+ y), FP32 weights and FP32 accumulation; one warp per output row.
+// (The BF16-weight matvecs live in moe.hip, fused with what surrounds them.)
+#include "common.h"
+
+// rows x cols row-major W. accumulate != 0 adds the old y (residual connections: x += W a + b).
+// vec4: cols % 4 == 0 and W, x 16-byte aligned, checked by the launch helper.
+extern "C" __global__ void matvec_f32(float* __restrict__ y, const float* __restrict__ W,
+                                      const float* __restrict__ x, const float* __restrict__ b,
+                                      int rows, int cols, int accumulate, int vec4) {
+  const int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+  if (row >= rows) return;
+  float acc = warp_dot_f32(W + (size_t)row * cols, x, cols, vec4);
+  if (threadIdx.x % WARP_SIZE == 0) {
+    if (b) acc += b[row];
+    if (accumulate) acc += y[row];
+    y[row] = acc;
+  }
+}
+
+// A standalone BF16-weight matvec (y = W x, W bf16 rows x cols): the building block of moe.hip's
+// fused kernels, kept as its own kernel for testing and for the bandwidth benchmark.
+extern "C" __global__ void matvec_bf16w_f32(float* __restrict__ y, const unsigned short* __restrict__ W,
+                                            const float* __restrict__ x, int rows, int cols, int vec8) {
+  const int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE;
+  if (row >= rows) return;
+  const float acc = warp_dot_bf16(W + (size_t)row * cols, x, cols, vec8);
+  if (threadIdx.x % WARP_SIZE == 0) y[row] = acc;
+}

@@ -1,0 +1,12 @@
+// rmsnorm.hip: out = w * x / sqrt(mean(x^2) + 1e-5), FP32 accumulation. One block per vector.
+#include "common.h"
+
+extern "C" __global__ void rmsnorm_f32(float* __restrict__ out, const float* __restrict__ x,
+                                       const float* __restrict__ w, int n) {
+  __shared__ float scratch[WARPS_PER_BLOCK];
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
+  ss = block_sum(ss, scratch);
+  const float inv_rms = 1.0f / sqrtf(ss / (float)n + 1e-5f);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = w[i] * (inv_rms * x[i]);
+}

@@ -1,0 +1,226 @@
+"""Every kernel against numpy on random inputs, sizes that are not multiples of a block or warp
+included. Tolerances (max abs diff) are the seed's: element kernels 5e-6, matvecs 5e-5."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
+from cupy_getp.checkpoint import SyntheticStore
+from cupy_getp.checkpoint.layout import LAYER_TENSORS
+from cupy_getp.checkpoint.synthetic import stream_key
+from cupy_getp.config import preset
+from cupy_getp.reference import attention, matvec, rmsnorm, rope, route, softmax, swiglu
+from cupy_getp.rope import rope_cos_sin
+
+from conftest import TINY
+
+pytestmark = pytest.mark.gpu
+
+ELEMENT_TOL = 5e-6
+MATVEC_TOL = 5e-5
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    from cupy_getp.gpu.device import Device
+    from cupy_getp.gpu.kernels import Kernels
+
+    device = Device.open()
+    return device, Kernels(device)
+
+
+@pytest.fixture
+def rng(request):
+    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+def to_device(a):
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def host(a, gpu):
+    gpu[0].synchronize("test")
+    return a.get()
+
+
+def poisoned(shape, dtype=np.float32):
+    """An output buffer full of NaN: every element the kernel should write must be written."""
+    import cupy
+
+    return cupy.full(shape, np.nan, dtype)
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 33, 257, 2880, 5003])
+def test_rmsnorm(gpu, rng, n):
+    x = rng.standard_normal(n).astype(np.float32)
+    w = rng.standard_normal(n).astype(np.float32)
+    out = poisoned(n)
+    gpu[1].rmsnorm(out, to_device(x), to_device(w))
+    assert np.max(np.abs(host(out, gpu) - rmsnorm(x, w))) <= ELEMENT_TOL
+
+
+@pytest.mark.parametrize("n, stride", [(1, 1), (2, 5), (33, 40), (257, 300), (2050, 2049 + 1)])
+def test_softmax_rows(gpu, rng, n, stride):
+    x = (rng.standard_normal((3, stride)) * 3).astype(np.float32)
+    x[1, : n // 2] = -np.inf  # masked positions
+    d = to_device(x)
+    gpu[1].softmax_rows(d, n)
+    got = host(d, gpu)
+    assert np.max(np.abs(got[:, :n] - softmax(x[:, :n]))) <= ELEMENT_TOL
+    np.testing.assert_array_equal(got[:, n:], x[:, n:])  # beyond n untouched
+
+
+@pytest.mark.parametrize("n_heads, head_dim, pos", [(1, 2, 0), (5, 8, 37), (72, 64, 1999), (3, 30, 4095)])
+def test_rope(gpu, rng, n_heads, head_dim, pos):
+    config = TINY.replace(head_dim=head_dim, n_attn_heads=n_heads, n_kv_heads=1, rope_scaling_factor=1.0)
+    cos, sin = rope_cos_sin(config, pos)
+    x = rng.standard_normal(n_heads * head_dim + 7).astype(np.float32)  # a tail the kernel must not touch
+    d = to_device(x)
+    gpu[1].rope(d, to_device(cos), to_device(sin), n_heads, head_dim)
+    got = host(d, gpu)
+    want = rope(x[: n_heads * head_dim].reshape(n_heads, head_dim), cos, sin).reshape(-1)
+    assert np.max(np.abs(got[: n_heads * head_dim] - want)) <= ELEMENT_TOL
+    np.testing.assert_array_equal(got[n_heads * head_dim:], x[n_heads * head_dim:])
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 1), (33, 31), (64, 2880), (201, 37), (5120, 2880), (7, 4096)])
+@pytest.mark.parametrize("bias, accumulate", [(False, False), (True, True)])
+def test_matvec_f32(gpu, rng, rows, cols, bias, accumulate):
+    w = (rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32)
+    x = rng.standard_normal(cols).astype(np.float32)
+    b = rng.standard_normal(rows).astype(np.float32) if bias else None
+    y0 = rng.standard_normal(rows).astype(np.float32)
+    y = to_device(y0) if accumulate else poisoned(rows)
+    gpu[1].matvec(y, to_device(w), to_device(x), to_device(b) if bias else None, accumulate)
+    want = w.astype(np.float64) @ x + (b if bias else 0) + (y0 if accumulate else 0)
+    assert np.max(np.abs(host(y, gpu) - want)) <= MATVEC_TOL
+
+
+def test_matvec_f32_unaligned_view_uses_the_scalar_path(gpu, rng):
+    """A view starting 4 bytes into an allocation must still be right (no 16-byte loads)."""
+    w = (rng.standard_normal((9, 65)) / 8).astype(np.float32)
+    x = rng.standard_normal(65).astype(np.float32)
+    wd = to_device(np.concatenate([[0.0], w.reshape(-1)]).astype(np.float32))[1:].reshape(9, 65)
+    y = poisoned(9)
+    gpu[1].matvec(y, wd, to_device(x))
+    assert np.max(np.abs(host(y, gpu) - w.astype(np.float64) @ x)) <= MATVEC_TOL
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 8), (33, 31), (5760, 2880), (100, 2888), (3, 20)])
+def test_matvec_bf16w(gpu, rng, rows, cols):
+    w = f32_to_bf16((rng.standard_normal((rows, cols)) / np.sqrt(cols)).astype(np.float32))
+    x = rng.standard_normal(cols).astype(np.float32)
+    y = poisoned(rows)
+    gpu[1].matvec_bf16w(y, to_device(w), to_device(x))
+    want = bf16_to_f32(w).astype(np.float64) @ x
+    assert np.max(np.abs(host(y, gpu) - want)) <= MATVEC_TOL
+
+
+def test_embedding(gpu, rng):
+    table = rng.standard_normal((50, 37)).astype(np.float32)
+    x = poisoned(37)
+    gpu[1].embedding(x, to_device(table), 41)
+    np.testing.assert_array_equal(host(x, gpu), table[41])
+
+
+@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, pos, window", [
+    (8, 6, 2, 0, 0), (8, 6, 2, 11, 5), (64, 64, 8, 300, 128), (64, 64, 8, 300, 0), (32, 2, 1, 2047, 128),
+    (64, 64, 8, 63, 0), (64, 64, 8, 64, 0), (30, 4, 4, 130, 0),
+])
+def test_attention_kernels(gpu, rng, head_dim, n_heads, n_kv_heads, pos, window):
+    """kv_cache_write + scores + softmax + weighted sum against reference.attention, past the window."""
+    import cupy
+
+    k = gpu[1]
+    kv_dim, q_dim, seq = head_dim * n_kv_heads, head_dim * n_heads, pos + 3
+    key_cache = rng.standard_normal((seq, kv_dim)).astype(np.float32)
+    value_cache = rng.standard_normal((seq, kv_dim)).astype(np.float32)
+    qkv = rng.standard_normal(q_dim + 2 * kv_dim).astype(np.float32)
+    sinks = rng.standard_normal(n_heads).astype(np.float32)
+    kd, vd = to_device(key_cache), to_device(value_cache)
+    k.kv_cache_write(kd, vd, to_device(qkv), q_dim, kv_dim, pos)
+    key_cache[pos], value_cache[pos] = qkv[q_dim: q_dim + kv_dim], qkv[q_dim + kv_dim:]
+    np.testing.assert_array_equal(host(kd, gpu), key_cache)
+    np.testing.assert_array_equal(host(vd, gpu), value_cache)
+
+    scores = poisoned((n_heads, seq + 1))
+    k.attn_scores(scores, to_device(qkv), kd, to_device(sinks), pos, head_dim, n_heads // n_kv_heads, window)
+    raw = host(scores, gpu)[:, : pos + 2]
+    q = qkv[:q_dim].reshape(n_heads, head_dim).astype(np.float64)
+    keys = key_cache[: pos + 1].reshape(pos + 1, n_kv_heads, head_dim)
+    want = np.einsum("hd,thd->ht", q, keys[:, np.arange(n_heads) // (n_heads // n_kv_heads)]) / np.sqrt(head_dim)
+    if window:
+        want[:, : max(0, pos + 1 - window)] = -np.inf
+    assert np.array_equal(np.isinf(raw[:, : pos + 1]), np.isinf(want))
+    finite = np.isfinite(want)
+    assert np.max(np.abs(raw[:, : pos + 1][finite] - want[finite])) <= MATVEC_TOL
+    np.testing.assert_array_equal(raw[:, pos + 1], sinks)
+
+    k.softmax_rows(scores, pos + 2)
+    out, partial = poisoned(q_dim), poisoned(n_heads * (seq // 64 + 1) * head_dim)
+    chunks = k.attn_weighted_sum_partial(partial, scores, vd, pos, head_dim, n_heads // n_kv_heads)
+    assert chunks == pos // 64 + 1
+    k.attn_combine(out, partial, n_heads, head_dim, chunks)
+    expected = attention(qkv[:q_dim].reshape(n_heads, head_dim), keys,
+                         value_cache[: pos + 1].reshape(pos + 1, n_kv_heads, head_dim), sinks, window)
+    assert np.max(np.abs(host(out, gpu) - expected)) <= 5e-5
+    del cupy
+
+
+@pytest.mark.parametrize("n_experts, k", [(5, 2), (32, 4), (128, 4), (7, 7)])
+def test_router_topk(gpu, rng, n_experts, k):
+    scores = rng.standard_normal(n_experts).astype(np.float32)
+    scores[rng.integers(0, n_experts, 3)] = scores.max()  # ties at the top
+    experts, weights = to_device(np.full(k, -1, np.int32)), poisoned(k)
+    gpu[1].router_topk(experts, weights, to_device(scores))
+    want_experts, want_weights = route(scores, k)
+    np.testing.assert_array_equal(host(experts, gpu), want_experts)
+    assert np.max(np.abs(host(weights, gpu) - want_weights)) <= ELEMENT_TOL
+
+
+@pytest.mark.parametrize("n_experts, k, hidden, inter", [(5, 2, 24, 20), (32, 4, 2880, 2880), (4, 3, 33, 17)])
+def test_moe_kernels(gpu, rng, n_experts, k, hidden, inter):
+    w1 = f32_to_bf16((rng.standard_normal((n_experts, 2 * inter, hidden)) / np.sqrt(hidden)).astype(np.float32))
+    b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
+    w2 = f32_to_bf16((rng.standard_normal((n_experts, hidden, inter)) / np.sqrt(inter)).astype(np.float32))
+    b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
+    t = (rng.standard_normal(hidden) * 2).astype(np.float32)
+    x0 = rng.standard_normal(hidden).astype(np.float32)
+    experts = rng.choice(n_experts, k, replace=False).astype(np.int32)
+    weights = softmax(rng.standard_normal(k).astype(np.float32))
+    limit = 1.5
+
+    g = poisoned((k, inter))
+    gpu[1].moe_mlp1_swiglu(g, to_device(w1), to_device(b1), to_device(t), to_device(experts), limit)
+    want_g = np.stack([swiglu(matvec(bf16_to_f32(w1[e]), t, b1[e]), limit) for e in experts])
+    assert np.max(np.abs(host(g, gpu) - want_g)) <= MATVEC_TOL
+
+    x, moe_out = to_device(x0), poisoned(hidden)
+    gpu[1].moe_mlp2_accumulate(x, moe_out, to_device(w2), to_device(b2), to_device(want_g), to_device(experts),
+                               to_device(weights))
+    want = sum(wt * (bf16_to_f32(w2[e]).astype(np.float64) @ want_g[s] + b2[e])
+               for s, (e, wt) in enumerate(zip(experts, weights)))
+    assert np.max(np.abs(host(moe_out, gpu) - want)) <= MATVEC_TOL
+    assert np.max(np.abs(host(x, gpu) - (x0 + want))) <= MATVEC_TOL
+
+
+@pytest.mark.parametrize("config", [TINY, preset("7m")], ids=["tiny", "7m"])
+def test_synthetic_weights_on_device_are_bit_identical(gpu, config):
+    import cupy
+
+    store = SyntheticStore(config, seed=11)
+    for name in ("embedding", "rms_attn_w", "w_qkv", "attn_sinks", "w_mlp1", "w_mlp2", "b_mlp2"):
+        host_values = store.read(name)
+        layer = 1 if name in LAYER_TENSORS else None
+        if layer is not None:
+            host_values = host_values[layer]
+        bf16 = name in ("w_mlp1", "w_mlp2")
+        out = cupy.empty(host_values.shape, np.uint16 if bf16 else np.float32)
+        init = store.inits[name]
+        gpu[1].synthetic(out.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset)
+        got = host(out, gpu)
+        np.testing.assert_array_equal(bf16_to_f32(got) if bf16 else got, host_values, err_msg=name)
