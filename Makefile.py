@@ -60,6 +60,12 @@ def source_env() -> dict:
 
 
 @task
+def setup(*extras):
+    """Create .venv with cupy-getp installed in editable mode, plus the given extras (e.g. test)."""
+    print(venv(*extras))
+
+
+@task
 def run(*args):
     """getp over data/input.txt on the embedded default (preset 7m): data/output.txt + timing lines."""
     python = venv()

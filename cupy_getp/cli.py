@@ -50,6 +50,20 @@ TokenizerPath = Annotated[Optional[Path], typer.Option("-z", "--tokenizer", help
                                                                                  "o200k_harmony).")]
 EngineName = Annotated[str, typer.Option("--engine", help="numpy, cupy, or auto (cupy when a GPU can run).")]
 WeightsSeed = Annotated[int, typer.Option("--weights-seed", help="Seed of a preset's random weights.")]
+ConfigOverrides = Annotated[Optional[list[str]], typer.Option(
+    "--config", help="KEY=VALUE: set a checkpoint directory's config field, e.g. seq_len=4096 (repeatable).")]
+
+
+def _overrides(items: list[str] | None) -> dict | None:
+    if not items:
+        return None
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise GetpError(f"--config expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = value.strip()
+    return overrides
 
 
 def _note(message: str) -> None:
@@ -127,17 +141,18 @@ def run(
     system: Annotated[Optional[str], typer.Option("-y", "--system", help="chat: developer instructions.")] = None,
     engine: EngineName = "auto",
     weights_seed: WeightsSeed = DEFAULT_SEED,
+    config: ConfigOverrides = None,
 ) -> None:
     """The original runtime's command line: run MODEL [-t -p -s -n -i -o -z -m -y]."""
     _choice(mode, MODES, "mode")
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
-        getp(model, Path(input), output, steps, temperature, topp, seed, tokenizer, engine, weights_seed)
+        getp(model, Path(input), output, steps, temperature, topp, seed, tokenizer, engine, weights_seed, config)
     elif mode == "generate":
-        generate(model, input or "", temperature, topp, seed, steps, tokenizer, engine, weights_seed)
+        generate(model, input or "", temperature, topp, seed, steps, tokenizer, engine, weights_seed, config)
     else:
-        chat(model, input, system, temperature, topp, seed, steps, tokenizer, engine, weights_seed)
+        chat(model, input, system, temperature, topp, seed, steps, tokenizer, engine, weights_seed, config)
 
 
 @app.command()
@@ -154,6 +169,7 @@ def getp(
     tokenizer: TokenizerPath = None,
     engine: EngineName = "auto",
     weights_seed: WeightsSeed = DEFAULT_SEED,
+    config: ConfigOverrides = None,
 ) -> None:
     """Batch evaluation: every request's token ids to OUTPUT, and the three timing lines."""
     from .getp import getp as run_getp
@@ -162,7 +178,8 @@ def getp(
     engine = _resolve_engine(engine)
     with _request_progress() as progress:
         run_getp(model, input, output, tokenizer=_tokenizer(tokenizer), sampler=_sampler(temperature, topp, seed),
-                 engine=engine, steps=steps, seed=weights_seed, echo=typer.echo, progress=progress)
+                 engine=engine, steps=steps, seed=weights_seed, config=_overrides(config), echo=typer.echo,
+                 progress=progress)
 
 
 @app.command()
@@ -176,6 +193,7 @@ def generate(
     tokenizer: TokenizerPath = None,
     engine: EngineName = "auto",
     weights_seed: WeightsSeed = DEFAULT_SEED,
+    config: ConfigOverrides = None,
 ) -> None:
     """Stream a completion of PROMPT; `achieved tok/s` goes to stderr."""
     from .engine import load
@@ -184,7 +202,7 @@ def generate(
     _describe_model(model, weights_seed)
     tok = _tokenizer(tokenizer)
     engine = _resolve_engine(engine)
-    with load(model, engine, weights_seed) as m:
+    with load(model, engine, weights_seed, _overrides(config)) as m:
         positions, seconds = run_generate(m, _sampler(temperature, topp, seed), tok, prompt,
                                           resolve_steps(steps, m.config.seq_len), _write)
     typer.echo("")
@@ -208,6 +226,7 @@ def chat(
     tokenizer: TokenizerPath = None,
     engine: EngineName = "auto",
     weights_seed: WeightsSeed = DEFAULT_SEED,
+    config: ConfigOverrides = None,
 ) -> None:
     """Chat in the harmony format (system, developer, user, assistant); end with an empty line or EOF."""
     from .chat import ChatSession
@@ -217,7 +236,7 @@ def chat(
     _describe_model(model, weights_seed)
     tok = _tokenizer(tokenizer)
     engine = _resolve_engine(engine)
-    with load(model, engine, weights_seed) as m:
+    with load(model, engine, weights_seed, _overrides(config)) as m:
         session = ChatSession(m, _sampler(temperature, topp, seed), tok, resolve_steps(steps, m.config.seq_len),
                               system)
         while True:
@@ -302,6 +321,7 @@ def diff_command(
     engine: Annotated[str, typer.Option("--engine", help="The engine diffed against numpy.")] = "cupy",
     tokenizer: TokenizerPath = None,
     weights_seed: WeightsSeed = DEFAULT_SEED,
+    config: ConfigOverrides = None,
 ) -> None:
     """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
     any value over the seed's tolerances, differing experts, or a differing greedy token."""
@@ -309,7 +329,7 @@ def diff_command(
     from .engine import create_engine
 
     _describe_model(model, weights_seed)
-    weights = open_weights(model, weights_seed)
+    weights = open_weights(model, weights_seed, _overrides(config))
     tokens = _tokenizer(tokenizer).encode(prompt)
     with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
         reference.warm_up()
@@ -328,6 +348,21 @@ def diff_command(
         raise typer.Exit(1)
 
 
+@app.command()
+def export(
+    source: Annotated[str, typer.Argument(help="A checkpoint directory (openai original or Hugging Face "
+                                               "safetensors), a .bin file or a preset.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The .bin file to write.")],
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, or the bfloat16 variant.")] = "float32",
+    config: ConfigOverrides = None,
+) -> None:
+    """Convert a checkpoint to the original runtime's .bin, tensor by tensor (memory bounded by one
+    slice), with a progress bar; the written size is verified."""
+    weights = open_weights(source, DEFAULT_SEED, _overrides(config))
+    typer.echo(f"exporting {weights.description}: {weights.config.n_params():,} weights")
+    _write_bin(weights, output, _choice(dtype, DTYPES, "dtype"))
+
+
 @app.command("export-tokenizer")
 def export_tokenizer(
     output: Annotated[Path, typer.Option("-o", "--output", help="The tokenizer.bin to write.")],
@@ -340,11 +375,15 @@ def export_tokenizer(
 
 
 @app.command()
-def info(model: Model = DEFAULT_MODEL, weights_seed: WeightsSeed = DEFAULT_SEED) -> None:
+def info(
+    model: Model = DEFAULT_MODEL,
+    weights_seed: WeightsSeed = DEFAULT_SEED,
+    config: ConfigOverrides = None,
+) -> None:
     """Print a model's configuration and sizes."""
     from .checkpoint.layout import device_bytes, moe_params
 
-    weights = open_weights(model, weights_seed)
+    weights = open_weights(model, weights_seed, _overrides(config))
     c = weights.config
     typer.echo(f"model: {weights.description} ({weights.store.storage_dtype})")
     for name, value in c.as_dict().items():

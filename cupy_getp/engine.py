@@ -108,9 +108,11 @@ def create_engine(weights: Weights, engine: str = "numpy") -> Engine:
     return CupyEngine(weights)
 
 
-def load(source: str | os.PathLike | TensorStore, engine: str = "numpy", seed: int = DEFAULT_SEED) -> Engine:
+def load(source: str | os.PathLike | TensorStore, engine: str = "numpy", seed: int = DEFAULT_SEED,
+         config: dict | None = None) -> Engine:
     """Open a model (`.bin` path, checkpoint directory, preset name "7m"/"20b"/"120b", or a store)
-    and return a warmed-up engine: "numpy" (reference), "cupy" (GPU) or "auto"."""
-    model = create_engine(open_weights(source, seed), engine)
+    and return a warmed-up engine: "numpy" (reference), "cupy" (GPU) or "auto". `seed` picks a
+    preset's weights; `config` overrides a checkpoint directory's config fields ({"seq_len": 4096})."""
+    model = create_engine(open_weights(source, seed, config), engine)
     model.warm_up()
     return model

@@ -105,12 +105,12 @@ def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]
 
 def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
          sampler: Sampler, engine: str = "auto", steps: int = 1024, seed: int = DEFAULT_SEED,
-         echo: Callable[[str], None] = print,
+         config: dict | None = None, echo: Callable[[str], None] = print,
          progress: Callable[[int], Callable[[int], None]] | None = None) -> GetpReport:
     """Run getp end to end. Everything that can be checked is checked before the warm-up; the
     output file appears only when complete. `progress(n_requests)` returns a per-request callback."""
     prompts = read_requests(input_path)
-    weights = open_weights(source, seed)
+    weights = open_weights(source, seed, config)
     steps = resolve_steps(steps, weights.config.seq_len)
     requests = encode_requests(tokenizer, prompts, steps, str(input_path))
     with atomic_output(output_path) as out:

@@ -199,3 +199,14 @@ def test_bf16_special_values():
     # a NaN whose payload lives only in the low bits must stay NaN (plain rounding would give inf)
     sneaky = np.array([0x7F800001], np.uint32).view(np.float32)
     assert np.isnan(bf16_to_f32(f32_to_bf16(sneaky))[0])
+
+
+def test_not_enough_disk_space_is_reported_before_writing(tmp_path, tiny_weights, monkeypatch):
+    import shutil
+
+    real = shutil.disk_usage
+    monkeypatch.setattr("cupy_getp.checkpoint.bin.shutil.disk_usage",
+                        lambda p: real(p)._replace(free=TINY.bin_size(4) - 1))
+    with pytest.raises(CheckpointError, match="not enough disk space .* needs 0.00 GB"):
+        write_bin(tmp_path / "big.bin", tiny_weights)
+    assert list(tmp_path.iterdir()) == []

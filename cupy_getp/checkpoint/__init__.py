@@ -23,22 +23,27 @@ def is_preset(source: str | os.PathLike) -> bool:
     return str(source) in PRESETS and not Path(source).exists()
 
 
-def open_store(source: str | os.PathLike | TensorStore, seed: int = DEFAULT_SEED) -> TensorStore:
-    """A `.bin` path, a checkpoint directory, a preset name ("7m", "20b", "120b") or a store."""
+def open_store(source: str | os.PathLike | TensorStore, seed: int = DEFAULT_SEED,
+               config: dict | None = None) -> TensorStore:
+    """A `.bin` path, a checkpoint directory, a preset name ("7m", "20b", "120b") or a store.
+    `config` overrides fields of a checkpoint directory's config (seq_len, say)."""
     if not isinstance(source, (str, os.PathLike)):
         return source
+    path = Path(source)
+    if config and not path.is_dir():
+        raise CheckpointError(f"config overrides apply to checkpoint directories, and {source} is not one")
     if is_preset(source):
         return synthetic_store(str(source), seed)
-    path = Path(source)
     if path.is_dir():
         from .safetensors import open_safetensors
 
-        return open_safetensors(path)
+        return open_safetensors(path, config)
     if path.exists():
         return BinStore(path)
     raise CheckpointError(f"no model file, checkpoint directory or preset named {str(source)!r} "
                           f"(presets: {', '.join(PRESETS)})")
 
 
-def open_weights(source: str | os.PathLike | TensorStore, seed: int = DEFAULT_SEED) -> Weights:
-    return Weights(open_store(source, seed))
+def open_weights(source: str | os.PathLike | TensorStore, seed: int = DEFAULT_SEED,
+                 config: dict | None = None) -> Weights:
+    return Weights(open_store(source, seed, config))

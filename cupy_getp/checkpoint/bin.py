@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,6 +77,11 @@ def write_bin(path: str | os.PathLike, weights: Weights, dtype: str = FLOAT32,
     file_dtype, width = _STORAGE[dtype]
     config = weights.config
     expected = config.bin_size(width)
+    directory = Path(path).resolve().parent
+    free = shutil.disk_usage(directory).free if directory.is_dir() else expected
+    if free < expected:
+        raise CheckpointError(f"not enough disk space for {path}: it needs {expected / 1e9:.2f} GB, "
+                              f"{free / 1e9:.2f} GB are free")
     with atomic_output(path, binary=True) as f:
         f.write(config.to_header())
         for name in TENSOR_NAMES:

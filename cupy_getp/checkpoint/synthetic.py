@@ -25,7 +25,7 @@ import numpy as np
 from ..bf16 import round_to_bf16
 from ..config import ModelConfig, preset
 from .layout import LAYER_TENSORS, MOE_WEIGHTS, TENSOR_NAMES, tensor_shapes
-from .weights import FLOAT32
+from .weights import FLOAT32, flat_range
 
 DEFAULT_SEED = 42
 
@@ -113,22 +113,18 @@ class SyntheticStore:
         label = f"preset {name}" if name else "synthetic model"
         self.description = f"{label} (random weights, seed {seed})"
 
-    def read(self, name: str, index: tuple[int, ...] = ()) -> np.ndarray:
+    def read(self, name: str, index: tuple = ()) -> np.ndarray:
         shape = self.shapes[name]
         layered = name in LAYER_TENSORS
-        layer = index[0] if layered and index else None
-        if layered and layer is None:  # whole tensor: one stream per layer
-            return np.stack([self.read(name, (l,)) for l in range(shape[0])])
-        inner_shape = shape[1:] if layered else shape
-        inner_index = index[1:] if layered else index
-        # C-order offset of the slice within its (tensor, layer) stream.
-        slice_shape = inner_shape[len(inner_index):]
-        start = int(np.ravel_multi_index(inner_index, inner_shape[:len(inner_index)])) * math.prod(slice_shape) \
-            if inner_index else 0
-        values = uniform_values(stream_key(self.seed, name, layer), start, math.prod(slice_shape), self.inits[name])
+        if layered and (not index or isinstance(index[0], slice)):  # one stream per layer: stack them
+            layers = range(shape[0])[index[0]] if index else range(shape[0])
+            return np.stack([self.read(name, (l, *index[1:])) for l in layers])
+        layer = index[0] if layered else None
+        start, count, out_shape = flat_range(shape[1:] if layered else shape, index[1:] if layered else index)
+        values = uniform_values(stream_key(self.seed, name, layer), start, count, self.inits[name])
         if name in MOE_WEIGHTS:
             values = round_to_bf16(values)
-        return values.reshape(slice_shape)
+        return values.reshape(out_shape)
 
 
 def synthetic_store(preset_name: str, seed: int = DEFAULT_SEED) -> SyntheticStore:

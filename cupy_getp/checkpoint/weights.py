@@ -113,13 +113,34 @@ class ArrayStore:
         return cls(store.config, {n: weights.f32(n) for n in TENSOR_NAMES}, store.description)
 
 
-def chunk_indices(shape: tuple[int, ...], max_elements: int) -> Iterator[tuple[int, ...]]:
-    """Leading-dimension indices that split a tensor into C-order slices of at most `max_elements`
-    elements (whole trailing dimensions), in storage order."""
-    depth = 0
-    while depth < len(shape) - 1 and math.prod(shape[depth:]) > max_elements:
+def chunk_indices(shape: tuple[int, ...], max_elements: int) -> Iterator[tuple]:
+    """Index tuples that split a tensor into C-order slices of at most `max_elements` elements (but
+    never less than one innermost row), in storage order: integer indices on the leading dimensions,
+    then a range (a slice) of the next one. `()` when the whole tensor fits."""
+    if math.prod(shape) <= max_elements:
+        yield ()
+        return
+    depth = 0  # the dimension to cut into ranges: one entry of it must fit
+    while depth < len(shape) - 1 and math.prod(shape[depth + 1:]) > max_elements:
         depth += 1
-    yield from np.ndindex(*shape[:depth]) if depth else iter([()])
+    step = max(1, max_elements // math.prod(shape[depth + 1:]))
+    for lead in np.ndindex(*shape[:depth]):
+        for start in range(0, shape[depth], step):
+            yield (*lead, slice(start, min(start + step, shape[depth])))
+
+
+def flat_range(shape: tuple[int, ...], index: tuple) -> tuple[int, int, tuple[int, ...]]:
+    """(first element, element count, result shape) in C order of `array[index]`, for an index of
+    integers optionally ending in a step-1 slice (what `chunk_indices` yields)."""
+    ints, last = (index[:-1], index[-1]) if index and isinstance(index[-1], slice) else (index, None)
+    depth = len(ints)
+    start = sum(i * math.prod(shape[j + 1:]) for j, i in enumerate(ints))
+    if last is None:
+        return start, math.prod(shape[depth:]), tuple(shape[depth:])
+    begin, end, step = last.indices(shape[depth])
+    assert step == 1, "flat_range: slices must be contiguous"
+    inner = math.prod(shape[depth + 1:])
+    return start + begin * inner, (end - begin) * inner, (end - begin, *shape[depth + 1:])
 
 
 def fp32_nbytes(config: ModelConfig) -> int:

@@ -8,7 +8,6 @@ uploaded as it is; a synthetic model is generated directly on the device by `ker
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import numpy as np
@@ -60,9 +59,10 @@ class DeviceWeights:
         for name, dst in self.arrays.items():
             convert = weights.bf16 if name in MOE_WEIGHTS else weights.f32
             for index in chunk_indices(dst.shape, UPLOAD_CHUNK):
-                device.upload(dst[index], convert(name, *index))
+                part = dst[index]
+                device.upload(part, convert(name, *index))
                 if progress:
-                    progress(math.prod(dst.shape[len(index):]))
+                    progress(part.size)
 
     def _generate(self, store: SyntheticStore, kernels: Kernels, progress) -> None:
         for name, dst in self.arrays.items():
