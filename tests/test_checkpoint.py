@@ -207,6 +207,6 @@ def test_not_enough_disk_space_is_reported_before_writing(tmp_path, tiny_weights
     real = shutil.disk_usage
     monkeypatch.setattr("cupy_getp.checkpoint.bin.shutil.disk_usage",
                         lambda p: real(p)._replace(free=TINY.bin_size(4) - 1))
-    with pytest.raises(CheckpointError, match="not enough disk space .* needs 0.00 GB"):
+    with pytest.raises(CheckpointError, match="not enough disk space .* needs 0.1 MB, 0.1 MB free"):
         write_bin(tmp_path / "big.bin", tiny_weights)
     assert list(tmp_path.iterdir()) == []

@@ -80,8 +80,7 @@ def write_bin(path: str | os.PathLike, weights: Weights, dtype: str = FLOAT32,
     directory = Path(path).resolve().parent
     free = shutil.disk_usage(directory).free if directory.is_dir() else expected
     if free < expected:
-        raise CheckpointError(f"not enough disk space for {path}: it needs {expected / 1e9:.2f} GB, "
-                              f"{free / 1e9:.2f} GB are free")
+        raise CheckpointError(f"not enough disk space for {path}: it needs {_size(expected)}, {_size(free)} free")
     with atomic_output(path, binary=True) as f:
         f.write(config.to_header())
         for name in TENSOR_NAMES:
@@ -94,3 +93,7 @@ def write_bin(path: str | os.PathLike, weights: Weights, dtype: str = FLOAT32,
         if written != expected:  # a bug, not bad input: the temporary file is removed, nothing appears
             raise RuntimeError(f"write_bin wrote {written} bytes, expected {expected}")
     return written
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
