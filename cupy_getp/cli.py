@@ -86,6 +86,15 @@ def _resolve_engine(name: str) -> str:
     return resolved
 
 
+def _loaded(model: str, engine: str, weights_seed: int, config: list[str] | None):
+    """A warmed-up engine for an interactive command, after saying what runs (the context manager
+    frees it)."""
+    from .engine import load
+
+    _describe_model(model, weights_seed)
+    return load(model, _resolve_engine(engine), weights_seed, _overrides(config))
+
+
 def _sampler(temperature: float, topp: float, seed: int):
     from .sampler import Sampler
 
@@ -196,13 +205,10 @@ def generate(
     config: ConfigOverrides = None,
 ) -> None:
     """Stream a completion of PROMPT; `achieved tok/s` goes to stderr."""
-    from .engine import load
     from .generation import generate as run_generate, resolve_steps
 
-    _describe_model(model, weights_seed)
     tok = _tokenizer(tokenizer)
-    engine = _resolve_engine(engine)
-    with load(model, engine, weights_seed, _overrides(config)) as m:
+    with _loaded(model, engine, weights_seed, config) as m:
         positions, seconds = run_generate(m, _sampler(temperature, topp, seed), tok, prompt,
                                           resolve_steps(steps, m.config.seq_len), _write)
     typer.echo("")
@@ -230,13 +236,10 @@ def chat(
 ) -> None:
     """Chat in the harmony format (system, developer, user, assistant); end with an empty line or EOF."""
     from .chat import ChatSession
-    from .engine import load
     from .generation import resolve_steps
 
-    _describe_model(model, weights_seed)
     tok = _tokenizer(tokenizer)
-    engine = _resolve_engine(engine)
-    with load(model, engine, weights_seed, _overrides(config)) as m:
+    with _loaded(model, engine, weights_seed, config) as m:
         session = ChatSession(m, _sampler(temperature, topp, seed), tok, resolve_steps(steps, m.config.seq_len),
                               system)
         while True:
