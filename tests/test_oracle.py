@@ -31,7 +31,7 @@ def hf_model(seed: int, *, n_kv_heads=2, yarn=True, window=6, layer_types=None):
             else {"rope_type": "default", "rope_theta": 10000.0})
     config = GptOssConfig(vocab_size=300, hidden_size=64, intermediate_size=64, num_hidden_layers=3,
                           num_local_experts=8, num_experts_per_tok=2, head_dim=16, num_attention_heads=4,
-                          num_key_value_heads=n_kv_heads, sliding_window=window, max_position_embeddings=64,
+                          num_key_value_heads=n_kv_heads, sliding_window=window, max_position_embeddings=2048,
                           rope_parameters=rope, layer_types=layer_types, tie_word_embeddings=False)
     config._attn_implementation = "eager"
     torch.manual_seed(seed)
