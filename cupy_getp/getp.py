@@ -30,10 +30,6 @@ class GetpReport:
     inference_s: float
     finish_s: float
 
-    @property
-    def tokens_per_second(self) -> float:
-        return self.generated / self.inference_s if self.inference_s > 0 else float("inf")
-
 
 def read_requests(path: str | os.PathLike) -> list[str]:
     """First line: the number of requests N; then N lines, one prompt each (lines after those are

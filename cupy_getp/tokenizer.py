@@ -105,9 +105,6 @@ class Tokenizer:
     def token_bytes(self, token: int) -> bytes:
         return self.encoding.decode_single_token_bytes(int(token))
 
-    def is_special(self, token: int) -> bool:
-        return int(token) in self.encoding._special_tokens.values()
-
 
 def harmony_tokenizer() -> Tokenizer:
     """Exact `o200k_harmony` (vocabulary 201088), offline."""

@@ -141,7 +141,3 @@ def flat_range(shape: tuple[int, ...], index: tuple) -> tuple[int, int, tuple[in
     assert step == 1, "flat_range: slices must be contiguous"
     inner = math.prod(shape[depth + 1:])
     return start + begin * inner, (end - begin) * inner, (end - begin, *shape[depth + 1:])
-
-
-def fp32_nbytes(config: ModelConfig) -> int:
-    return 4 * config.n_params()
