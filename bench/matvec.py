@@ -31,6 +31,16 @@ def time_ms(stream, fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+def copy_bandwidth(rng, stream, repeats: int) -> float:
+    """GB/s of a 1 GiB device-to-device memcpy, counting bytes read and written."""
+    import cupy
+
+    n = 1 << 28  # 1 GiB of float32
+    src, dst = rng.standard_normal(n, dtype=np.float32), cupy.empty(n, np.float32)
+    ms = time_ms(stream, lambda: dst.data.copy_from_device_async(src.data, src.nbytes, stream), repeats)
+    return round(2 * src.nbytes / ms / 1e6, 1)
+
+
 def main() -> None:
     import cupy
 
@@ -46,11 +56,7 @@ def main() -> None:
     rng = cupy.random.default_rng(0)
     results = {"device": device.describe()}
 
-    n = 1 << 28  # 1 GiB of float32
-    src, dst = rng.standard_normal(n, dtype=np.float32), cupy.empty(n, np.float32)
-    ms = time_ms(stream, lambda: dst.data.copy_from_device_async(src.data, src.nbytes, stream), args.repeats)
-    results["d2d_copy_gb_s"] = round(2 * src.nbytes / ms / 1e6, 1)
-    del src, dst
+    results["d2d_copy_gb_s"] = copy_bandwidth(rng, stream, args.repeats)
 
     shapes = {  # the 20b shape's MoE layer as one matrix, and its unembedding
         "bf16_matvec_184320x2880": (184320, 2880, np.uint16, kernels.matvec_bf16w),
@@ -68,7 +74,6 @@ def main() -> None:
         moved = w.nbytes + x.nbytes + y.nbytes
         results[label] = {"ms": round(ms, 4), "gb_s": round(moved / ms / 1e6, 1),
                           "of_copy": round(moved / ms / 1e6 / results["d2d_copy_gb_s"], 3)}
-        del w, x, y
     print(json.dumps(results), flush=True)
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from .checkpoint import DEFAULT_SEED, is_preset, open_weights
-from .errors import GetpError, InputError
+from .errors import GetpError
 
 # typer >= 0.24 vendors click as typer._click; find its exceptions wherever they are.
 _click_errors = sys.modules[typer.BadParameter.__module__]

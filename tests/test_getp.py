@@ -15,7 +15,7 @@ from cupy_getp.getp import format_output, read_requests
 from cupy_getp.sampler import Sampler
 from cupy_getp.tokenizer import ENDOFTEXT, RETURN, STOP_TOKENS
 
-from conftest import ROOT, TINY, cli
+from conftest import ROOT, cli
 
 TIMING = [
     r"warm up elapsed time\(s\): \d+\.\d{6}",

@@ -12,7 +12,7 @@ from cupy_getp.config import preset
 from cupy_getp.diff import DiffSummary, diff_engines
 from cupy_getp.engine import Trace, create_engine
 
-from conftest import ROOT, TINY, cli
+from conftest import ROOT, cli
 
 pytestmark = pytest.mark.gpu
 

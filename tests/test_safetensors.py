@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cupy_getp.bf16 import round_to_bf16
-from cupy_getp.checkpoint import BinStore, SyntheticStore, TENSOR_NAMES, Weights, open_store, write_bin
+from cupy_getp.checkpoint import BinStore, SyntheticStore, TENSOR_NAMES, Weights, open_store
 from cupy_getp.checkpoint.safetensors import SafetensorsFile, dequantize_mxfp4
 from cupy_getp.config import ModelConfig
 from cupy_getp.engine import create_engine

@@ -19,12 +19,6 @@ from .layout import MOE_WEIGHTS
 from .safetensors import DEFAULT_SEQ_LEN, TensorDirectory
 
 
-def _require(cfg: dict, key: str, source: str):
-    if key not in cfg:
-        raise CheckpointError(f"{source}: missing {key!r}")
-    return cfg[key]
-
-
 class OpenAILayout:
     name = "openai original"
     GLOBAL = {"embedding": "embedding.weight", "out": "unembedding.weight", "rms_out_w": "norm.scale"}

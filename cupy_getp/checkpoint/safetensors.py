@@ -24,7 +24,7 @@ from ..bf16 import bf16_to_f32
 from ..config import ModelConfig
 from ..errors import CheckpointError
 from .layout import LAYER_TENSORS, tensor_shapes
-from .weights import FLOAT32, flat_range
+from .weights import FLOAT32, flat_range, per_layer_indices
 
 # dtype name -> (numpy dtype of the stored bits, converter to float32 or None for integer data)
 _DTYPES: dict[str, tuple[str, Callable | None]] = {
@@ -149,9 +149,9 @@ class CheckpointStore:
     def read(self, name: str, index: tuple = ()) -> np.ndarray:
         if name not in LAYER_TENSORS:
             return self.layout.global_tensor(self.tensors, name, index)
-        if not index or isinstance(index[0], slice):
-            layers = range(self.config.n_layers)[index[0]] if index else range(self.config.n_layers)
-            return np.stack([self.read(name, (l, *index[1:])) for l in layers])
+        parts = per_layer_indices(index, self.config.n_layers)
+        if parts is not None:
+            return np.stack([self.read(name, part) for part in parts])
         out = self.layout.layer_tensor(self.tensors, name, index[0], tuple(index[1:]))
         if out.shape != flat_range(self.shapes[name][1:], tuple(index[1:]))[2]:
             raise CheckpointError(f"{self.description}: layer {index[0]} {name} has shape {out.shape}, "

@@ -25,7 +25,7 @@ import numpy as np
 from ..bf16 import round_to_bf16
 from ..config import ModelConfig, preset
 from .layout import LAYER_TENSORS, MOE_WEIGHTS, TENSOR_NAMES, tensor_shapes
-from .weights import FLOAT32, flat_range
+from .weights import FLOAT32, flat_range, per_layer_indices
 
 DEFAULT_SEED = 42
 
@@ -116,9 +116,9 @@ class SyntheticStore:
     def read(self, name: str, index: tuple = ()) -> np.ndarray:
         shape = self.shapes[name]
         layered = name in LAYER_TENSORS
-        if layered and (not index or isinstance(index[0], slice)):  # one stream per layer: stack them
-            layers = range(shape[0])[index[0]] if index else range(shape[0])
-            return np.stack([self.read(name, (l, *index[1:])) for l in layers])
+        parts = per_layer_indices(index, shape[0]) if layered else None
+        if parts is not None:  # one stream per layer: stack them
+            return np.stack([self.read(name, part) for part in parts])
         layer = index[0] if layered else None
         start, count, out_shape = flat_range(shape[1:] if layered else shape, index[1:] if layered else index)
         values = uniform_values(stream_key(self.seed, name, layer), start, count, self.inits[name])

@@ -129,6 +129,15 @@ def chunk_indices(shape: tuple[int, ...], max_elements: int) -> Iterator[tuple]:
             yield (*lead, slice(start, min(start + step, shape[depth])))
 
 
+def per_layer_indices(index: tuple, n_layers: int) -> list[tuple] | None:
+    """For stores that build layered tensors a layer at a time: the per-layer indices an index covers
+    when it spans layers (no index, or a range on the layer axis), else None (one layer asked for)."""
+    if index and not isinstance(index[0], slice):
+        return None
+    layers = range(n_layers)[index[0]] if index else range(n_layers)
+    return [(l, *index[1:]) for l in layers]
+
+
 def flat_range(shape: tuple[int, ...], index: tuple) -> tuple[int, int, tuple[int, ...]]:
     """(first element, element count, result shape) in C order of `array[index]`, for an index of
     integers optionally ending in a step-1 slice (what `chunk_indices` yields)."""
