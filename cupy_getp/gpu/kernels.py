@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from .device import Device
+from .launch import BatchLaunches
+from .launch.common import BF16, F32, I32, _aligned, _blocks, _check
 
 BLOCK_SIZE = 256  # threads per block, as kernels/common.h
 ATTN_CHUNK = 64  # positions per block in the weighted sum of values
-FAMILIES = ("attention", "embedding", "matvec", "moe", "rmsnorm", "rope", "softmax", "synthetic")
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
 
 
@@ -60,34 +61,20 @@ def _module(family: str, warp_size: int, device_id: int):
         return cupy.RawModule(code=assemble_source(family, warp_size))
 
 
-def _check(name: str, array, dtype, shape=None) -> None:
-    if array.dtype != dtype:
-        raise TypeError(f"{name}: dtype {array.dtype}, expected {np.dtype(dtype)}")
-    if shape is not None and tuple(array.shape) != tuple(shape):
-        raise ValueError(f"{name}: shape {tuple(array.shape)}, expected {tuple(shape)}")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{name}: must be C-contiguous (kernels ignore strides)")
+def families() -> tuple[str, ...]:
+    """Every kernels/<family>.hip: one module each."""
+    return tuple(p.stem for p in kernel_files())
 
 
-def _aligned(*arrays, multiple: int = 16) -> bool:
-    return all(a.data.ptr % multiple == 0 for a in arrays)
-
-
-def _blocks(n: int, per_block: int) -> int:
-    return (n + per_block - 1) // per_block
-
-
-F32, BF16, I32 = np.float32, np.uint16, np.int32
-
-
-class Kernels:
-    """Every kernel of the engine, bound to one device and its stream."""
+class Kernels(BatchLaunches):
+    """Every kernel of the engine, bound to one device and its stream. The single-sequence launch helpers
+    are here; the batched engine's are per family in `launch/` (mixed in)."""
 
     def __init__(self, device: Device):
         self.device = device
         self.warps_per_block = BLOCK_SIZE // device.warp_size
         self.functions = {}
-        for family in FAMILIES:  # get_function compiles: compile errors belong to warm-up, not a step
+        for family in families():  # get_function compiles: compile errors belong to warm-up, not a step
             module = _module(family, device.warp_size, device.id)
             for name in re.findall(r'extern "C" __global__ void (\w+)', assemble_source(family, device.warp_size)):
                 self.functions[name] = module.get_function(name)

@@ -1,0 +1,7 @@
+"""Launch helpers for the batched engine (family: attention)."""
+
+from __future__ import annotations
+
+
+class AttentionLaunches:
+    pass

@@ -1,0 +1,29 @@
+"""What every launch helper shares: argument checks, grid arithmetic, exact scalar types.
+
+Scalars must reach a kernel as exact numpy types (a bare Python float arrives as 0.0 in a `float`
+parameter), arrays C-contiguous (kernels ignore strides). Launch helpers run inside CUDA-graph
+capture too, so nothing here may synchronise or allocate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+F32, BF16, I32 = np.float32, np.uint16, np.int32
+
+
+def _check(name: str, array, dtype, shape=None) -> None:
+    if array.dtype != dtype:
+        raise TypeError(f"{name}: dtype {array.dtype}, expected {np.dtype(dtype)}")
+    if shape is not None and tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{name}: shape {tuple(array.shape)}, expected {tuple(shape)}")
+    if not array.flags.c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous (kernels ignore strides)")
+
+
+def _aligned(*arrays, multiple: int = 16) -> bool:
+    return all(a.data.ptr % multiple == 0 for a in arrays)
+
+
+def _blocks(n: int, per_block: int) -> int:
+    return (n + per_block - 1) // per_block

@@ -1,0 +1,7 @@
+"""Launch helpers for the batched engine (family: moe)."""
+
+from __future__ import annotations
+
+
+class MoeLaunches:
+    pass

@@ -1,0 +1,7 @@
+"""Launch helpers for the batched engine (family: rows)."""
+
+from __future__ import annotations
+
+
+class RowLaunches:
+    pass
