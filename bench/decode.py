@@ -17,7 +17,7 @@ import numpy as np
 
 from cupy_getp.checkpoint.synthetic import synthetic_store
 from cupy_getp.checkpoint.weights import Weights
-from cupy_getp.engine import create_engine
+from cupy_getp.engine.factory import create_engine
 
 
 def decode_rate(engine, start_pos: int, steps: int) -> float:

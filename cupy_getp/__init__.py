@@ -1,7 +1,8 @@
 """cupy-getp: gpt-oss inference on GPUs through CuPy, with a numpy reference of the same model."""
 
 from .config import PRESETS, ModelConfig
-from .engine import Engine, Trace, load
+from .engine.base import Engine, Trace
+from .engine.factory import load
 from .errors import GetpError
 
 __version__ = "0.1.0"

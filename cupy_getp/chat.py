@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from .engine import Engine
+from .engine.base import Engine
 from .errors import GetpError
 from .generation import TextStream, decode
 from .tokenizer import Tokenizer, encodings_dir

@@ -77,7 +77,7 @@ def _describe_model(source: str, seed: int) -> None:
 
 
 def _resolve_engine(name: str) -> str:
-    from .engine import resolve_engine
+    from .engine.factory import resolve_engine
     from .gpu.device import probe
 
     resolved = resolve_engine(name)
@@ -89,7 +89,7 @@ def _resolve_engine(name: str) -> str:
 def _loaded(model: str, engine: str, weights_seed: int, config: list[str] | None):
     """A warmed-up engine for an interactive command, after saying what runs (the context manager
     frees it)."""
-    from .engine import load
+    from .engine.factory import load
 
     _describe_model(model, weights_seed)
     return load(model, _resolve_engine(engine), weights_seed, _overrides(config))
@@ -329,7 +329,7 @@ def diff_command(
     """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
     any value over the seed's tolerances, differing experts, or a differing greedy token."""
     from .diff import DiffSummary, diff_engines, format_header, format_step
-    from .engine import create_engine
+    from .engine.factory import create_engine
 
     _describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, _overrides(config))

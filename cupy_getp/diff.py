@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .engine import TRACE_POINTS, Engine, Trace
+from .engine.base import TRACE_POINTS, Engine, Trace
 
 # The seed's parity tolerances (max abs diff): the attention block 5e-4; where the BF16 MoE weights
 # are involved (the MoE output, the residual after it, and so the logits) 2e-3.

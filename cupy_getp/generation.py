@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .engine import Engine
+from .engine.base import Engine
 from .errors import InputError
 from .tokenizer import STOP_TOKENS, Tokenizer
 

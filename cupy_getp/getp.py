@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .checkpoint import DEFAULT_SEED, open_weights
-from .engine import Engine, create_engine
+from .engine.base import Engine
+from .engine.factory import create_engine
 from .errors import InputError
 from .fileio import atomic_output
 from .generation import check_prompt, decode, resolve_steps

@@ -15,7 +15,7 @@ import numpy as np
 
 from .checkpoint import ArrayStore, BinStore, MOE_WEIGHTS, TENSOR_NAMES, Weights
 from .checkpoint.weights import FLOAT32
-from .engine import Engine, Trace
+from .engine.base import Engine, Trace
 from .rope import rope_cos_sin
 
 RMS_EPS = 1e-5

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from cupy_getp.diff import TOLERANCES, DiffSummary, compare_step, max_abs_diff
-from cupy_getp.engine import TRACE_POINTS, Trace
+from cupy_getp.engine.base import TRACE_POINTS, Trace
 
 from conftest import cli
 

@@ -9,7 +9,7 @@ import pytest
 
 from cupy_getp.checkpoint import ArrayStore, SyntheticStore, Weights, write_bin
 from cupy_getp.config import preset
-from cupy_getp.engine import Engine
+from cupy_getp.engine.base import Engine
 from cupy_getp.generation import decode, resolve_steps
 from cupy_getp.getp import format_output, read_requests
 from cupy_getp.sampler import Sampler

@@ -10,7 +10,8 @@ import pytest
 from cupy_getp.checkpoint import BinStore, SyntheticStore, Weights, write_bin
 from cupy_getp.config import preset
 from cupy_getp.diff import DiffSummary, diff_engines
-from cupy_getp.engine import Trace, create_engine
+from cupy_getp.engine.base import Trace
+from cupy_getp.engine.factory import create_engine
 
 from conftest import ROOT, cli
 

@@ -12,7 +12,7 @@ import pytest
 
 from cupy_getp.checkpoint import ArrayStore, TENSOR_NAMES, Weights, open_store
 from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
-from cupy_getp.engine import create_engine
+from cupy_getp.engine.factory import create_engine
 
 from checkpoints import hf_tensors, openai_config, openai_tensors, random_mxfp4, write_checkpoint
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cupy_getp import Trace
-from cupy_getp.engine import create_engine
+from cupy_getp.engine.factory import create_engine
 from cupy_getp.reference import attention, rmsnorm, route, swiglu
 from cupy_getp.rope import rope_cos_sin
 from oracle64 import Oracle64

@@ -12,7 +12,7 @@ from cupy_getp.bf16 import round_to_bf16
 from cupy_getp.checkpoint import BinStore, SyntheticStore, TENSOR_NAMES, Weights, open_store
 from cupy_getp.checkpoint.safetensors import SafetensorsFile, dequantize_mxfp4
 from cupy_getp.config import ModelConfig
-from cupy_getp.engine import create_engine
+from cupy_getp.engine.factory import create_engine
 from cupy_getp.errors import CheckpointError
 
 from checkpoints import (hf_config, hf_tensors, openai_config, openai_tensors, random_mxfp4, write_checkpoint,

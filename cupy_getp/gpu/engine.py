@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..checkpoint import Weights
-from ..engine import Engine, Trace
+from ..engine.base import Engine, Trace
 from ..rope import rope_cos_sin
 from .device import Device
 from .kernels import ATTN_CHUNK, Kernels

@@ -1,23 +1,20 @@
-"""The engine interface shared by the numpy reference and the GPU engine, and `load()`.
+"""The engine interface shared by the numpy reference and the GPU engine.
 
 An engine turns (token, pos) into logits with its own KV cache. Life cycle, as in the getp flow:
 `warm_up()` (allocate, upload: no inference), any number of `forward()` calls, `finish()` (free
-everything). `load()` returns an engine already warmed up.
+everything). `engine.factory.load()` returns an engine already warmed up.
 """
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from .checkpoint import DEFAULT_SEED, TensorStore, Weights, open_weights
-from .config import ModelConfig
-from .errors import GetpError
-
-ENGINES = ("numpy", "cupy", "auto")
+from ..checkpoint import Weights
+from ..config import ModelConfig
+from ..errors import GetpError
 
 # What `diff --layers` compares, recorded per layer in forward order.
 TRACE_POINTS = (
@@ -79,40 +76,3 @@ class Engine(ABC):
 
     def __exit__(self, *exc) -> None:
         self.finish()
-
-
-def gpu_available() -> bool:
-    """True when the GPU engine can run here (CuPy importable and a device visible)."""
-    from .gpu.device import probe
-
-    return probe() is None
-
-
-def resolve_engine(name: str) -> str:
-    if name not in ENGINES:
-        raise GetpError(f"unknown engine {name!r} (expected {', '.join(ENGINES)})")
-    if name == "auto":
-        return "cupy" if gpu_available() else "numpy"
-    return name
-
-
-def create_engine(weights: Weights, engine: str = "numpy") -> Engine:
-    """An engine for `weights`, not yet warmed up."""
-    engine = resolve_engine(engine)
-    if engine == "numpy":
-        from .reference import NumpyEngine
-
-        return NumpyEngine(weights)
-    from .gpu.engine import CupyEngine
-
-    return CupyEngine(weights)
-
-
-def load(source: str | os.PathLike | TensorStore, engine: str = "numpy", seed: int = DEFAULT_SEED,
-         config: dict | None = None) -> Engine:
-    """Open a model (`.bin` path, checkpoint directory, preset name "7m"/"20b"/"120b", or a store)
-    and return a warmed-up engine: "numpy" (reference), "cupy" (GPU) or "auto". `seed` picks a
-    preset's weights; `config` overrides a checkpoint directory's config fields ({"seq_len": 4096})."""
-    model = create_engine(open_weights(source, seed, config), engine)
-    model.warm_up()
-    return model

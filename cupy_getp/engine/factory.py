@@ -1,0 +1,52 @@
+"""Which engine runs a model: `resolve_engine`, `create_engine`, and `load` (open + warm up).
+
+Kept apart from the interface (`engine/base.py`) so that the engines import the interface without
+importing each other.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..checkpoint import DEFAULT_SEED, TensorStore, Weights, open_weights
+from ..errors import GetpError
+from .base import Engine
+
+ENGINES = ("numpy", "cupy", "auto")
+
+
+def gpu_available() -> bool:
+    """True when the GPU engine can run here (CuPy importable and a device visible)."""
+    from ..gpu.device import probe
+
+    return probe() is None
+
+
+def resolve_engine(name: str) -> str:
+    if name not in ENGINES:
+        raise GetpError(f"unknown engine {name!r} (expected {', '.join(ENGINES)})")
+    if name == "auto":
+        return "cupy" if gpu_available() else "numpy"
+    return name
+
+
+def create_engine(weights: Weights, engine: str = "numpy") -> Engine:
+    """An engine for `weights`, not yet warmed up."""
+    engine = resolve_engine(engine)
+    if engine == "numpy":
+        from ..reference import NumpyEngine
+
+        return NumpyEngine(weights)
+    from ..gpu.engine import CupyEngine
+
+    return CupyEngine(weights)
+
+
+def load(source: str | os.PathLike | TensorStore, engine: str = "numpy", seed: int = DEFAULT_SEED,
+         config: dict | None = None) -> Engine:
+    """Open a model (`.bin` path, checkpoint directory, preset name "7m"/"20b"/"120b", or a store)
+    and return a warmed-up engine: "numpy" (reference), "cupy" (GPU) or "auto". `seed` picks a
+    preset's weights; `config` overrides a checkpoint directory's config fields ({"seq_len": 4096})."""
+    model = create_engine(open_weights(source, seed, config), engine)
+    model.warm_up()
+    return model
