@@ -50,6 +50,12 @@ TokenizerPath = Annotated[Optional[Path], typer.Option("-z", "--tokenizer", help
                                                                                  "o200k_harmony).")]
 EngineName = Annotated[str, typer.Option("--engine", help="numpy, cupy, or auto (cupy when a GPU can run).")]
 WeightsSeed = Annotated[int, typer.Option("--weights-seed", help="Seed of a preset's random weights.")]
+Batch = Annotated[int, typer.Option("--batch", min=0, help="getp on the GPU: request slots run at once "
+                                                         "(0 = as many as free device memory allows).")]
+Precision = Annotated[Optional[str], typer.Option("--precision", help="getp on the GPU: exact (tensor cores, "
+                                                                      "FP32-accurate; default where available), "
+                                                                      "fast (BF16 activations) or fp32 (CUDA "
+                                                                      "cores).")]
 ConfigOverrides = Annotated[Optional[list[str]], typer.Option(
     "--config", help="KEY=VALUE: set a checkpoint directory's config field, e.g. seq_len=4096 (repeatable).")]
 
@@ -151,13 +157,16 @@ def run(
     engine: EngineName = "auto",
     weights_seed: WeightsSeed = DEFAULT_SEED,
     config: ConfigOverrides = None,
+    batch: Batch = 0,
+    precision: Precision = None,
 ) -> None:
     """The original runtime's command line: run MODEL [-t -p -s -n -i -o -z -m -y]."""
     _choice(mode, MODES, "mode")
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
-        getp(model, Path(input), output, steps, temperature, topp, seed, tokenizer, engine, weights_seed, config)
+        getp(model, Path(input), output, steps, temperature, topp, seed, tokenizer, engine, weights_seed, config,
+             batch, precision)
     elif mode == "generate":
         generate(model, input or "", temperature, topp, seed, steps, tokenizer, engine, weights_seed, config)
     else:
@@ -179,6 +188,8 @@ def getp(
     engine: EngineName = "auto",
     weights_seed: WeightsSeed = DEFAULT_SEED,
     config: ConfigOverrides = None,
+    batch: Batch = 0,
+    precision: Precision = None,
 ) -> None:
     """Batch evaluation: every request's token ids to OUTPUT, and the three timing lines."""
     from .getp import getp as run_getp
@@ -188,7 +199,7 @@ def getp(
     with _request_progress() as progress:
         run_getp(model, input, output, tokenizer=_tokenizer(tokenizer), sampler=_sampler(temperature, topp, seed),
                  engine=engine, steps=steps, seed=weights_seed, config=_overrides(config), echo=typer.echo,
-                 progress=progress)
+                 progress=progress, batch=batch, precision=precision, note=_note)
 
 
 @app.command()

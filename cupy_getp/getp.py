@@ -19,7 +19,8 @@ from .engine.factory import create_engine
 from .errors import InputError
 from .fileio import atomic_output
 from .generation import check_prompt, decode, resolve_steps
-from .sampler import Sampler
+from .engine.scheduler import Scheduler, run_scheduled
+from .sampler import RequestSamplers, Sampler
 from .tokenizer import STOP_TOKENS, Tokenizer
 
 
@@ -68,13 +69,25 @@ def encode_requests(tokenizer: Tokenizer, prompts: Sequence[str], steps: int, so
 
 def run_requests(engine: Engine, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
                  on_request: Callable[[int], None] | None = None) -> list[list[int]]:
-    """Each request from position 0 (earlier cache entries are never read: attention stops at pos)."""
+    """One request after another, each from position 0 (earlier cache entries are never read:
+    attention stops at pos). The original's flow, and its single shared sampler."""
     results = []
     for prompt in requests:
         results.append(list(decode(engine, sampler, prompt, steps, STOP_TOKENS)))
         if on_request:
             on_request(len(results[-1]))
     return results
+
+
+def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
+                on_request: Callable[[int], None] | None = None) -> list[list[int]]:
+    """Every request through a batched engine with continuous batching (`engine/scheduler.py`).
+    Greedy tokens come from the device; above temperature 0 each request samples with its own
+    generator (`RequestSamplers`)."""
+    shape = batched.shape
+    scheduler = Scheduler(requests, steps, shape.n_slots, shape.max_rows, shape.max_chunk, STOP_TOKENS)
+    samplers = None if sampler.temperature == 0 else RequestSamplers(sampler)
+    return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers), on_request)
 
 
 def format_output(results: Sequence[Sequence[int]]) -> str:
@@ -103,9 +116,13 @@ def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]
 def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
          sampler: Sampler, engine: str = "auto", steps: int = 1024, seed: int = DEFAULT_SEED,
          config: dict | None = None, echo: Callable[[str], None] = print,
-         progress: Callable[[int], Callable[[int], None]] | None = None) -> GetpReport:
+         progress: Callable[[int], Callable[[int], None]] | None = None, batch: int | None = None,
+         precision: str | None = None, note: Callable[[str], None] | None = None) -> GetpReport:
     """Run getp end to end. Everything that can be checked is checked before the warm-up; the
-    output file appears only when complete. `progress(n_requests)` returns a per-request callback."""
+    output file appears only when complete. `progress(n_requests)` returns a per-request callback.
+
+    An engine that batches (the GPU engine) runs the requests with continuous batching over `batch`
+    request slots (None or 0: as many as free device memory allows), sized during the warm-up."""
     prompts = read_requests(input_path)
     weights = open_weights(source, seed, config)
     steps = resolve_steps(steps, weights.config.seq_len)
@@ -113,24 +130,43 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
     with atomic_output(output_path) as out:
         start = time.perf_counter()
         model = create_engine(weights, engine)
+        batched = None
         try:
             model.warm_up()
+            batched = model.batched(len(requests), steps, slots=batch or None, precision=precision)
+            if batched is not None and note is not None:
+                note(describe_batch(batched))
             warm_up_s = time.perf_counter() - start
             echo(f"warm up elapsed time(s): {warm_up_s:f}")
 
             start = time.perf_counter()
             on_request = progress(len(requests)) if progress else None
-            results = run_requests(model, sampler, requests, steps, on_request)
+            if batched is not None:
+                results = run_batched(batched, sampler, requests, steps, on_request)
+            else:
+                results = run_requests(model, sampler, requests, steps, on_request)
             inference_s = time.perf_counter() - start
             generated = sum(map(len, results))
             echo(f"elapsed time(s): {inference_s:f}, achieved throughput TPS (tok/s): "
                  f"{generated / inference_s if inference_s > 0 else 0.0:f}")
             out.write(format_output(results))
         except BaseException:
+            if batched is not None:
+                batched.free()
             model.finish()  # free the device even when inference fails or is interrupted
             raise
     start = time.perf_counter()
+    if batched is not None:
+        batched.free()
     model.finish()
     finish_s = time.perf_counter() - start
     echo(f"finish elapsed time(s): {finish_s:f}")
     return GetpReport(len(requests), generated, warm_up_s, inference_s, finish_s)
+
+
+def describe_batch(batched) -> str:
+    """What the batched engine chose, in one line: slots, rows, precision, graphs."""
+    shape = batched.shape
+    graphs = "CUDA graphs" if batched.runner.use_graphs else "eager launches"
+    return (f"batched engine: {shape.n_slots} request slots, up to {shape.max_rows} rows per step, "
+            f"precision {batched.precision}, {graphs}")

@@ -53,6 +53,28 @@ class Sampler:
         return sample_topp(probs, self.topp, coin)
 
 
+def request_seed(seed: int, index: int) -> int:
+    """The generator seed of request `index` in a batch: seed + index * 0x9E3779B97F4A7C15 (mod 2^64,
+    the golden-ratio increment of splitmix64), never 0 (xorshift's fixed point)."""
+    return (seed + index * 0x9E3779B97F4A7C15) & _M64 or 1
+
+
+class RequestSamplers:
+    """One sampler per request, each with its own xorshift stream, so that a request's tokens do not
+    depend on what it was batched with (the original's single shared generator cannot be reproduced
+    once requests interleave)."""
+
+    def __init__(self, sampler: Sampler):
+        self.template = sampler
+        self.samplers: dict[int, Sampler] = {}
+
+    def __getitem__(self, index: int) -> Sampler:
+        if index not in self.samplers:
+            t = self.template
+            self.samplers[index] = Sampler(t.temperature, t.topp, request_seed(t.seed, index))
+        return self.samplers[index]
+
+
 def softmax_f32(x: np.ndarray) -> np.ndarray:
     """The runtime's in-place softmax: float32 exp of (x - max), sum in double, float32 divide."""
     e = np.exp(x - x.max())

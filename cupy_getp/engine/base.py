@@ -65,6 +65,12 @@ class Engine(ABC):
     def finish(self) -> None:
         """Free everything `warm_up` allocated."""
 
+    def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
+                use_graphs: bool = True):
+        """A batched engine over this one's weights (`gpu/batch.py`), or None where the engine runs one
+        sequence at a time (the numpy reference)."""
+        return None
+
     def check_step(self, token: int, pos: int) -> None:
         if not 0 <= token < self.config.vocab_size:
             raise GetpError(f"token id {token} out of range for a vocabulary of {self.config.vocab_size}")

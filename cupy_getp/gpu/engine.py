@@ -83,6 +83,15 @@ class CupyEngine(Engine):
         self.w = self.state = None
         self.device.free_all()
 
+    def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
+                use_graphs: bool = True):
+        """A `BatchedEngine` over this engine's device, weights and kernels, sized from free memory."""
+        from .batch import BatchedEngine, free_device_bytes, plan_batch
+
+        with self.device.cuda_device:
+            shape = plan_batch(self.config, n_requests, steps, free_device_bytes(self.device), slots)
+            return BatchedEngine(self, shape, precision, use_graphs)
+
     # -- forward ---------------------------------------------------------------------------------------
     def forward(self, token: int, pos: int, trace: Trace | None = None) -> np.ndarray:
         self.check_step(token, pos)

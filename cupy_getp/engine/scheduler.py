@@ -1,0 +1,131 @@
+"""Continuous batching for getp: which rows each step runs, and what their tokens mean.
+
+A row is (slot, position, token) of one request. Per step: every decoding request gets one row, then
+requests still feeding their prompt get chunks of consecutive positions within the row budget, and
+waiting requests are admitted into free slots in input order. After the step, each row that needed
+a next token records it; a request ends at a stop token or at its last position (the decode loop of
+`generation.decode`, spec section 4), and its slot is free for the next step at once.
+
+No GPU here: `Scheduler` is plain bookkeeping, driven by a model that runs rows (`gpu/batch.py`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Request:
+    """One request in flight. Tokens fed at positions 0.. are the prompt, then what it generated."""
+
+    index: int  # in the input
+    prompt: list[int]
+    slot: int = -1
+    fed: int = 0  # positions fed so far (the next row's position)
+    output: list[int] = field(default_factory=list)
+
+    def token_at(self, pos: int) -> int:
+        return self.prompt[pos] if pos < len(self.prompt) else self.output[pos - len(self.prompt)]
+
+    @property
+    def prefilling(self) -> bool:
+        return self.fed < len(self.prompt)
+
+
+@dataclass
+class StepRows:
+    """The rows of one step, in order: int32 arrays (n,) and, per row, whether it needs a next token
+    and which sequence it belongs to."""
+
+    slots: np.ndarray
+    positions: np.ndarray
+    tokens: np.ndarray
+    wants_token: np.ndarray  # bool
+    owners: list[Request]
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+
+class Scheduler:
+    """Rows for each step over `n_slots` KV-cache slots and at most `max_rows` rows.
+
+    `steps` positions per request (prompt + generated); `max_chunk` prompt positions of one request
+    per step (the windowed layers' ring has room for a chunk of that many); `stop` ends a request.
+    """
+
+    def __init__(self, prompts: Sequence[Sequence[int]], steps: int, n_slots: int, max_rows: int,
+                 max_chunk: int, stop: frozenset[int]):
+        if n_slots < 1 or max_rows < n_slots or max_chunk < 1:
+            raise ValueError(f"invalid batch shape: {n_slots} slots, {max_rows} rows, chunks of {max_chunk}")
+        for i, p in enumerate(prompts):
+            if not 0 < len(p) <= steps:
+                raise ValueError(f"request {i}: prompt of {len(p)} tokens for a budget of {steps} positions")
+        self.steps, self.max_rows, self.max_chunk, self.stop = steps, max_rows, max_chunk, stop
+        self.waiting = deque(Request(i, list(p)) for i, p in enumerate(prompts))
+        self.free_slots = list(range(n_slots - 1, -1, -1))  # pop() gives the lowest slot first
+        self.active: list[Request] = []
+        self.results: list[list[int] | None] = [None] * len(prompts)
+        self.finished: list[Request] = []  # ended during the last `record`
+
+    @property
+    def done(self) -> bool:
+        return not self.waiting and not self.active
+
+    def next_rows(self) -> StepRows:
+        """The next step's rows: decode rows first, then prompt chunks, admitting as slots allow."""
+        while self.waiting and self.free_slots:
+            seq = self.waiting.popleft()
+            seq.slot = self.free_slots.pop()
+            self.active.append(seq)
+        rows: list[tuple[Request, int]] = [(s, s.fed) for s in self.active if not s.prefilling]
+        for seq in self.active:
+            budget = self.max_rows - len(rows)
+            if budget <= 0:
+                break
+            if seq.prefilling:
+                count = min(len(seq.prompt) - seq.fed, self.max_chunk, budget)
+                rows += [(seq, seq.fed + i) for i in range(count)]
+        return StepRows(
+            slots=np.array([s.slot for s, _ in rows], np.int32),
+            positions=np.array([p for _, p in rows], np.int32),
+            tokens=np.array([s.token_at(p) for s, p in rows], np.int32),
+            wants_token=np.array([p >= len(s.prompt) - 1 for s, p in rows], bool),
+            owners=[s for s, _ in rows],
+        )
+
+    def record(self, rows: StepRows, tokens: np.ndarray) -> None:
+        """Advance every sequence past its rows; `tokens[i]` is row i's next token where it wants one."""
+        self.finished = []
+        for i, seq in enumerate(rows.owners):
+            pos = int(rows.positions[i])
+            seq.fed = pos + 1
+            if not rows.wants_token[i]:
+                continue
+            token = int(tokens[i])
+            seq.output.append(token)
+            if token in self.stop or pos == self.steps - 1:
+                self._finish(seq)
+
+    def _finish(self, seq: Request) -> None:
+        self.active.remove(seq)
+        self.free_slots.append(seq.slot)
+        self.free_slots.sort(reverse=True)
+        self.results[seq.index] = seq.output
+        self.finished.append(seq)
+
+
+def run_scheduled(scheduler: Scheduler, next_tokens, on_finish=None) -> list[list[int]]:
+    """Step until every request has ended. `next_tokens(rows)` runs a step and returns one token per
+    row (read where the row wants one); `on_finish(n_tokens)` is called as each request ends."""
+    while not scheduler.done:
+        rows = scheduler.next_rows()
+        scheduler.record(rows, next_tokens(rows))
+        if on_finish:
+            for seq in scheduler.finished:
+                on_finish(len(seq.output))
+    return scheduler.results

@@ -1,0 +1,408 @@
+"""The batched GPU engine: `reference.py`'s model again, over the R rows of a step.
+
+Letters as in reference.py, plus R rows, S slots, C a layer's cache length, P padded (row, expert)
+pairs (docs/batched-engine.md has every buffer and kernel contract). The single-sequence engine
+(`gpu/engine.py`) and this one share the device, the weights and the kernels: `BatchedEngine` is
+built over a warmed-up `CupyEngine`.
+
+Per step the host uploads the row descriptors (one 12-byte-per-row copy) and downloads the chosen
+tokens; everything between runs on the device: on CUDA as one graph per row-count bucket, captured on
+first use and replayed; on ROCm (CuPy 13.3 cannot capture) the same launches eagerly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..engine.base import Trace
+from ..errors import DeviceError, GetpError
+from ..rope import rope_cos_sin
+from .launch.gemm import GROUPED_BLOCK_M
+from .launch.gemm_tc import TC_BLOCK_M, tensor_cores_supported
+from .launch.moe import moe_padded_pairs
+
+ATTN_SPLIT = 256  # positions per attention split on full-attention layers
+SKINNY_ROWS = 32  # up to this many rows the MoE uses the weight-streaming kernels (bandwidth-bound)
+MAX_CHUNK = 128  # prompt positions of one request per step
+MAX_SLOTS = 1024
+RESERVE_BYTES = 2 << 30  # device memory left free for CuPy, the graphs and the driver
+PRECISIONS = ("exact", "fast", "fp32")  # tensor cores with 3 BF16 pieces / 1 piece / CUDA cores only
+
+
+# -- shapes ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchShape:
+    """How many sequences run at once and how long their caches are."""
+
+    n_slots: int  # request slots (one more, the spare slot of pad rows, is allocated)
+    max_rows: int  # rows per step
+    max_chunk: int  # prompt positions of one request per step
+    n_ctx: int  # positions per request (the step budget): the full layers' cache length
+
+    def cache_len(self, config, layer: int) -> int:
+        """C of a layer: a ring of window + max_chunk positions where that is shorter than n_ctx."""
+        if config.uses_sliding_window(layer):
+            return min(self.n_ctx, config.sliding_window + self.max_chunk)
+        return self.n_ctx
+
+    def slot_bytes(self, config) -> int:
+        """KV-cache bytes of one slot (K and V, every layer, FP32)."""
+        return sum(2 * 4 * self.cache_len(config, l) * config.kv_dim for l in range(config.n_layers))
+
+    def buckets(self) -> list[int]:
+        """Row counts a step is padded to (one graph each): powers of two to 64, then steps of 64."""
+        sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b < self.max_rows]
+        sizes += list(range(128, self.max_rows, 64))
+        return sizes + [self.max_rows]
+
+    def bucket(self, rows: int) -> int:
+        return next(b for b in self.buckets() if b >= rows)
+
+
+def row_bytes(config, n_split: int) -> int:
+    """Step-buffer bytes per row (activations, partials, MoE pairs with their padding share, logits)."""
+    c = config
+    floats = (3 * c.hidden_dim + c.qkv_dim + c.q_dim + c.n_attn_heads * n_split * (c.head_dim + 2) + c.n_experts
+              + 2 * c.experts_per_token + c.experts_per_token * (c.intermediate_dim + c.hidden_dim + 2)
+              + c.vocab_size + 4)
+    return 4 * floats
+
+
+def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int | None = None,
+               max_chunk: int = MAX_CHUNK) -> BatchShape:
+    """Slots and rows from free device memory and the step budget (`slots` overrides the count)."""
+    chunk = max(1, min(max_chunk, steps))
+    probe = BatchShape(1, 1 + chunk, chunk, steps)
+    n_split = -(-steps // ATTN_SPLIT)
+    pad = config.n_experts * max(GROUPED_BLOCK_M + (TC_BLOCK_M,)) * (config.intermediate_dim + config.hidden_dim) * 4
+    budget = free_bytes - RESERVE_BYTES - pad
+    per_slot = probe.slot_bytes(config) + row_bytes(config, n_split)
+    fit = (budget - (chunk + 1) * row_bytes(config, n_split)) // per_slot
+    wanted = slots if slots else min(n_requests, MAX_SLOTS)
+    if fit < 1:
+        raise DeviceError(f"not even one request slot fits: one needs {per_slot / 2**20:.0f} MiB of KV cache and "
+                          f"buffers at -n {steps}, {max(0, budget) / 2**30:.2f} GiB are free after the weights")
+    if slots and slots > fit:
+        raise DeviceError(f"--batch {slots} does not fit: at most {fit} request slots fit in free device memory "
+                          f"at -n {steps}")
+    n_slots = int(max(1, min(wanted, fit)))
+    return BatchShape(n_slots, n_slots + chunk, chunk, steps)
+
+
+# -- device state ------------------------------------------------------------------------------------------
+class StepBuffers:
+    """Every buffer of a step at capacity (max_rows rows); `view(R)` are the first R rows of each."""
+
+    def __init__(self, config, shape: BatchShape):
+        import cupy
+
+        c, R = config, shape.max_rows
+        f32, i32 = np.float32, np.int32
+        self.rows_packed = cupy.zeros((3, R), i32)  # slot, pos, token per row: one upload per step
+        self.x = cupy.zeros((R, c.hidden_dim), f32)
+        self.t = cupy.zeros((R, c.hidden_dim), f32)
+        self.qkv = cupy.zeros((R, c.qkv_dim), f32)
+        self.att = cupy.zeros((R, c.q_dim), f32)
+        self.n_split_full = -(-shape.n_ctx // ATTN_SPLIT)
+        self.partial_acc = cupy.zeros(R * c.n_attn_heads * self.n_split_full * c.head_dim, f32)
+        self.partial_ml = cupy.zeros(R * c.n_attn_heads * self.n_split_full * 2, f32)
+        self.router = cupy.zeros((R, c.n_experts), f32)
+        self.experts = cupy.zeros((R, c.experts_per_token), i32)
+        self.expert_weights = cupy.zeros((R, c.experts_per_token), f32)
+        P = max(moe_padded_pairs(R * c.experts_per_token, c.n_experts, bm) for bm in GROUPED_BLOCK_M + (TC_BLOCK_M,))
+        self.pair_of_slot = cupy.zeros(P, i32)
+        self.slot_of_pair = cupy.zeros(R * c.experts_per_token, i32)
+        self.tile_expert = cupy.zeros(P // min(GROUPED_BLOCK_M + (TC_BLOCK_M,)), i32)
+        self.g = cupy.zeros((P, c.intermediate_dim), f32)
+        self.y = cupy.zeros((P, c.hidden_dim), f32)
+        self.moe_out = cupy.zeros((R, c.hidden_dim), f32)
+        self.logits = cupy.zeros((R, c.vocab_size), f32)
+        self.next_token = cupy.zeros(R, i32)
+
+
+class KVCache:
+    """Per layer (S + 1, C_l, kv_dim) FP32 keys and values; slot S is the pad rows' spare slot."""
+
+    def __init__(self, config, shape: BatchShape):
+        import cupy
+
+        self.lengths = [shape.cache_len(config, l) for l in range(config.n_layers)]
+        self.keys = [cupy.zeros((shape.n_slots + 1, n, config.kv_dim), np.float32) for n in self.lengths]
+        self.values = [cupy.zeros_like(k) for k in self.keys]
+
+
+@dataclass
+class RowView:
+    """The first R rows of every step buffer, built once per bucket (slicing costs microseconds)."""
+
+    R: int
+    block_m: int
+    tensor_cores: bool
+    rows_packed: object
+    row_slot: object
+    row_pos: object
+    row_token: object
+    x: object
+    t: object
+    qkv: object
+    att: object
+    partial_acc_full: object
+    partial_ml_full: object
+    partial_acc_window: object
+    partial_ml_window: object
+    router: object
+    experts: object
+    expert_weights: object
+    pair_of_slot: object
+    slot_of_pair: object
+    tile_expert: object
+    g: object
+    y: object
+    moe_out: object
+    logits: object
+    next_token: object
+
+
+def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -> RowView:
+    c, k = config, config.experts_per_token
+    P = moe_padded_pairs(R * k, c.n_experts, block_m)
+    nh, D = c.n_attn_heads, c.head_dim
+
+    def partials(n_split):
+        return (b.partial_acc[: R * nh * n_split * D].reshape(R, nh, n_split, D),
+                b.partial_ml[: R * nh * n_split * 2].reshape(R, nh, n_split, 2))
+
+    acc_full, ml_full = partials(b.n_split_full)
+    acc_win, ml_win = partials(1)
+    return RowView(
+        R, block_m, tensor_cores, b.rows_packed, b.rows_packed[0, :R], b.rows_packed[1, :R], b.rows_packed[2, :R],
+        b.x[:R], b.t[:R], b.qkv[:R], b.att[:R], acc_full, ml_full, acc_win, ml_win, b.router[:R], b.experts[:R],
+        b.expert_weights[:R], b.pair_of_slot[:P], b.slot_of_pair[: R * k], b.tile_expert[: P // block_m],
+        b.g[:P], b.y[:P], b.moe_out[:R], b.logits[:R], b.next_token[:R],
+    )
+
+
+# -- the model over rows -------------------------------------------------------------------------------------
+class RowModel:
+    """`NumpyEngine.forward` over rows: the same functions at the same points, on step buffers."""
+
+    def __init__(self, config, weights, kernels, shape: BatchShape, precision: str):
+        self.config, self.w, self.k, self.shape = config, weights, kernels, shape
+        self.precision = precision
+        self.pieces = 1 if precision == "fast" else 3
+        self.buffers = StepBuffers(config, shape)
+        self.cache = KVCache(config, shape)
+        cos, sin = zip(*(rope_cos_sin(config, p) for p in range(shape.n_ctx)))
+        import cupy
+
+        self.cos, self.sin = cupy.asarray(np.stack(cos)), cupy.asarray(np.stack(sin))  # (n_ctx, D/2), once
+        self.views: dict[int, RowView] = {}
+
+    def view(self, R: int) -> RowView:
+        if R not in self.views:
+            tensor_cores = self.precision != "fp32" and R > SKINNY_ROWS
+            block_m = TC_BLOCK_M if tensor_cores else (GROUPED_BLOCK_M[0] if R <= SKINNY_ROWS else GROUPED_BLOCK_M[1])
+            self.views[R] = row_view(self.buffers, self.config, R, block_m, tensor_cores)
+        return self.views[R]
+
+    def step(self, v: RowView, trace: BatchTrace | None = None) -> None:
+        self.k.embedding_rows(v.x, self.w.embedding, v.row_token)
+        for l in range(self.config.n_layers):
+            self.attention_block(l, v, trace)
+            self.moe_block(l, v, trace)
+        self.unembed(v, trace)
+
+    def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False) -> None:
+        """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows."""
+        if v.tensor_cores and w.dtype == np.uint16:
+            self.k.gemm_tc(c, a, w, bias, accumulate, self.pieces)
+        else:
+            self.k.gemm(c, a, w, bias, accumulate)
+
+    def attention_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
+        c, k, lw = self.config, self.k, self.w.layer(l)
+        k.rmsnorm_rows(v.t, v.x, lw.rms_attn_w)
+        self.matmul(v, v.qkv, v.t, lw.w_qkv, lw.b_qkv)
+        k.rope_kv_write(v.qkv, self.cos, self.sin, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
+                        c.n_attn_heads, c.n_kv_heads, c.head_dim)
+        # A windowed row reads at most `window` positions: one split covers them.
+        windowed = c.uses_sliding_window(l)
+        window = c.sliding_window if windowed else 0
+        acc, ml = (v.partial_acc_window, v.partial_ml_window) if windowed else (v.partial_acc_full, v.partial_ml_full)
+        split = window if windowed else ATTN_SPLIT
+        k.attn_rows_partial(acc, ml, v.qkv, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
+                            c.n_attn_heads, c.n_kv_heads, c.head_dim, window, split)
+        k.attn_rows_merge(v.att, acc, ml, lw.attn_sinks)
+        self.matmul(v, v.x, v.att, lw.w_o, lw.b_o, accumulate=True)  # x += w_o @ att + b_o
+        if trace is not None:
+            trace.record(l, "attn_out", v.att)
+            trace.record(l, "x_attn", v.x)
+
+    def moe_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
+        c, k, lw = self.config, self.k, self.w.layer(l)
+        k.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
+        self.matmul(v, v.router, v.t, lw.w_router, lw.b_router)  # (R, E)
+        k.router_topk_rows(v.experts, v.expert_weights, v.router)
+        k.moe_align(v.pair_of_slot, v.slot_of_pair, v.tile_expert, v.experts, v.block_m)
+        if v.tensor_cores:
+            k.gemm_tc_grouped_swiglu(v.g, v.t, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
+                                     c.experts_per_token, c.swiglu_limit, self.pieces)
+            k.gemm_tc_grouped(v.y, v.g, v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2, self.pieces)
+        else:
+            k.gemm_grouped_swiglu(v.g, v.t, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
+                                  c.experts_per_token, c.swiglu_limit, v.block_m)
+            k.gemm_grouped(v.y, v.g, v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2, v.block_m)
+        k.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.slot_of_pair)  # x += moe_out
+        if trace is not None:
+            trace.record(l, "router", v.router)
+            trace.record(l, "experts", v.experts)
+            trace.record(l, "moe_out", v.moe_out)
+            trace.record(l, "x_moe", v.x)
+
+    def unembed(self, v: RowView, trace: BatchTrace | None) -> None:
+        """Logits of every row (pad and mid-prompt rows included: the graph's shape is the bucket's),
+        then the greedy token of each on the device."""
+        self.k.rmsnorm_rows(v.t, v.x, self.w.rms_out_w)
+        self.matmul(v, v.logits, v.t, self.w.out)
+        self.k.argmax_rows(v.next_token, v.logits)
+        if trace is not None:
+            trace.logits = v.logits.get()
+
+
+class BatchTrace:
+    """Per layer and point, the values of every row of one step (copied to the host)."""
+
+    def __init__(self):
+        self.values: list[dict[str, np.ndarray]] = []
+        self.logits: np.ndarray | None = None
+
+    def record(self, layer: int, point: str, value) -> None:
+        while len(self.values) <= layer:
+            self.values.append({})
+        self.values[layer][point] = value.get()
+
+    def row(self, i: int) -> Trace:
+        """Row i's values as a single-sequence `Trace`, for `diff.compare_step`."""
+        trace = Trace()
+        for l, points in enumerate(self.values):
+            for point, value in points.items():
+                trace.record(l, point, value[i])
+        trace.logits = None if self.logits is None else self.logits[i].copy()
+        return trace
+
+
+# -- running steps -------------------------------------------------------------------------------------------
+class StepRunner:
+    """Runs a `RowModel` step for a bucket: a CUDA graph per bucket (captured on first use), or eagerly."""
+
+    def __init__(self, model: RowModel, device, use_graphs: bool):
+        self.model, self.device = model, device
+        self.use_graphs = use_graphs and not device.is_hip  # CuPy 13.3 on ROCm refuses capture
+        self.graphs: dict[int, object] = {}
+
+    def run(self, v: RowView, trace: BatchTrace | None = None) -> None:
+        if trace is not None or not self.use_graphs:
+            self.model.step(v, trace)
+            return
+        graph = self.graphs.get(v.R)
+        if graph is None:
+            graph = self.graphs[v.R] = self._capture(v)
+        graph.launch(stream=self.device.stream)
+
+    def _capture(self, v: RowView):
+        stream = self.device.stream
+        sync_check, self.device.sync_check = self.device.sync_check, False  # no synchronisation while capturing
+        try:
+            stream.begin_capture()
+            try:
+                self.model.step(v)
+            finally:
+                graph = stream.end_capture()
+        finally:
+            self.device.sync_check = sync_check
+        return graph
+
+
+class BatchedEngine:
+    """Steps over rows on a warmed-up `CupyEngine`'s device, weights and kernels."""
+
+    def __init__(self, engine, shape: BatchShape, precision: str | None = None, use_graphs: bool = True):
+        self.engine, self.config, self.shape = engine, engine.config, shape
+        device = engine.device
+        precision = precision or default_precision(device)
+        if precision not in PRECISIONS:
+            raise DeviceError(f"unknown precision {precision!r} (expected {', '.join(PRECISIONS)})")
+        if precision != "fp32" and not tensor_cores_supported(device):
+            raise DeviceError(f"precision {precision!r} needs BF16 tensor cores (CUDA sm_80 or later); "
+                              f"{device.describe()} has none usable here: use --precision fp32")
+        self.precision = precision
+        with device.stream:
+            self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision)
+        self.runner = StepRunner(self.model, device, use_graphs)
+        self.device = device
+        self.rows_host = device.pinned((3, shape.max_rows), np.int32)
+        self.tokens_host = device.pinned(shape.max_rows, np.int32)
+
+    def step(self, slots: np.ndarray, positions: np.ndarray, tokens: np.ndarray,
+             trace: BatchTrace | None = None) -> RowView:
+        """Run one step over these rows (padded to their bucket); returns the bucket's view, whose
+        `next_token` and `logits` hold the results (read them with `tokens()` / `.get()`)."""
+        n = len(slots)
+        if not 0 < n <= self.shape.max_rows:
+            raise ValueError(f"a step takes 1..{self.shape.max_rows} rows, got {n}")
+        if np.any(positions >= self.shape.n_ctx) or np.any(positions < 0):
+            raise ValueError(f"positions must be in 0..{self.shape.n_ctx - 1}")
+        v = self.model.view(self.shape.bucket(n))
+        rows = self.rows_host
+        rows[0, :] = self.shape.n_slots  # pad rows: the spare slot, position 0, token 0
+        rows[1, :] = 0
+        rows[2, :] = 0
+        rows[0, :n], rows[1, :n], rows[2, :n] = slots, positions, tokens
+        with self.device.stream:
+            self.device.upload(v.rows_packed, rows)
+            self.runner.run(v, trace)
+        return v
+
+    def next_tokens(self, rows, samplers=None) -> np.ndarray:
+        """Run a scheduler's `StepRows`; one next token per row (greedy on the device, or drawn by the
+        row's request sampler from its logits when `samplers` is given)."""
+        n = len(rows)
+        v = self.step(rows.slots, rows.positions, rows.tokens)
+        tokens = self.tokens(v, n)
+        wanted = np.flatnonzero(rows.wants_token)
+        bad = [i for i in wanted if tokens[i] < 0]
+        if bad:
+            owner = rows.owners[bad[0]]
+            raise GetpError(f"request {owner.index + 1}: the logits at position {int(rows.positions[bad[0]])} "
+                            f"are not finite (NaN): the model or its weights are broken")
+        if samplers is not None and wanted.size:
+            import cupy
+
+            with self.device.stream:
+                logits = v.logits[cupy.asarray(wanted.astype(np.int32))].get(stream=self.device.stream)
+            for j, i in enumerate(wanted):
+                tokens[i] = samplers[rows.owners[i].index](logits[j])
+        return tokens
+
+    def free(self) -> None:
+        """Drop the graphs and every buffer (the pool gets them back at the engine's finish)."""
+        self.runner.graphs.clear()
+        self.model = self.runner = None
+
+    def tokens(self, v: RowView, n: int) -> np.ndarray:
+        """The greedy tokens of the first n rows (-1 where a row's logits hold a NaN)."""
+        out = self.device.download(v.next_token, self.tokens_host[: v.R])
+        return out[:n].copy()
+
+
+def default_precision(device) -> str:
+    return "exact" if tensor_cores_supported(device) else "fp32"
+
+
+def free_device_bytes(device) -> int:
+    """Free device memory, counting what CuPy's pool holds unused."""
+    free, _ = device.device_free_bytes()
+    pool = device.cupy.get_default_memory_pool()
+    return free + pool.free_bytes()

@@ -1,0 +1,103 @@
+"""Continuous batching (engine/scheduler.py) on the CPU: a toy model whose next token depends on the
+whole history of its sequence, run one request at a time through `generation.decode` and through the
+scheduler with few slots, prompt chunks and stops. The token lines must be identical."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cupy_getp.engine.scheduler import Scheduler, run_scheduled
+from cupy_getp.generation import decode
+
+VOCAB, STOP = 50, frozenset({7})
+
+
+def next_of(history) -> int:
+    """The toy model: a hash of every token fed so far in this sequence."""
+    return hash(tuple(int(t) for t in history)) % VOCAB  # int tuples hash the same in every process
+
+
+class ToyEngine:
+    """Single sequence: a cache of the tokens by position, as a KV cache (never reset)."""
+
+    def __init__(self, steps):
+        self.cache = np.full(steps, -1)
+
+    def forward(self, token, pos):
+        self.cache[pos] = token
+        logits = np.zeros(VOCAB, np.float32)
+        logits[next_of(self.cache[: pos + 1])] = 1
+        return logits
+
+
+class ToyBatched:
+    """Rows of a step: every row's token is written to its slot's cache first, then each row reads
+    its own slot's positions <= its position (the batched engine's contract)."""
+
+    def __init__(self, n_slots, steps, max_rows, max_chunk):
+        self.cache = np.full((n_slots, steps), -1)
+        self.max_rows, self.max_chunk = max_rows, max_chunk
+        self.row_counts = []
+
+    def __call__(self, rows):
+        assert 0 < len(rows) <= self.max_rows
+        self.row_counts.append(len(rows))
+        for s in set(rows.slots.tolist()):  # a sequence's rows in a step: consecutive, at most a chunk
+            positions = sorted(rows.positions[rows.slots == s].tolist())
+            assert positions == list(range(positions[0], positions[0] + len(positions)))
+            assert len(positions) <= max(1, self.max_chunk)
+        self.cache[rows.slots, rows.positions] = rows.tokens
+        return np.array([next_of(self.cache[s, : p + 1]) for s, p in zip(rows.slots, rows.positions)])
+
+
+def sequential(prompts, steps):
+    engine = ToyEngine(steps)
+    return [list(decode(engine, lambda logits: int(np.argmax(logits)), p, steps, STOP)) for p in prompts]
+
+
+def prompts_of(rng, n, longest):
+    return [rng.integers(0, VOCAB, rng.integers(1, longest + 1)).tolist() for _ in range(n)]
+
+
+@pytest.mark.parametrize("n_requests, n_slots, extra_rows, max_chunk, steps", [
+    (1, 1, 1, 1, 12),  # one slot, one position per step
+    (9, 3, 4, 4, 30),  # requests outnumber slots; chunks split prompts
+    (20, 20, 64, 128, 40),  # everything at once
+    (13, 5, 1, 2, 25),  # a tight row budget: prefill waits for decode rows
+])
+def test_batched_lines_equal_sequential(n_requests, n_slots, extra_rows, max_chunk, steps):
+    rng = np.random.default_rng(n_requests * 100 + n_slots)
+    prompts = prompts_of(rng, n_requests, min(steps, 17))
+    model = ToyBatched(n_slots, steps, n_slots + extra_rows, max_chunk)
+    scheduler = Scheduler(prompts, steps, n_slots, n_slots + extra_rows, max_chunk, STOP)
+    finished = []
+    results = run_scheduled(scheduler, model, finished.append)
+    assert results == sequential(prompts, steps)
+    assert sorted(finished) == sorted(map(len, results))
+    assert any(r and r[-1] in STOP for r in results) or steps < 20  # stops really happen in the toy
+
+
+def test_a_stopped_request_frees_its_slot_for_the_next_at_once():
+    steps = 30
+    prompts = [[3], [4], [5]]
+    scheduler = Scheduler(prompts, steps, 1, 2, 4, STOP)
+    model = ToyBatched(1, steps, 2, 4)
+    slots_in_use = []
+
+    def spy(rows):
+        slots_in_use.append({(r.index, r.slot) for r in rows.owners})
+        return model(rows)
+
+    results = run_scheduled(scheduler, spy)
+    assert results == sequential(prompts, steps)
+    indices_per_step = [{i for i, _ in step} for step in slots_in_use]
+    assert all(len(s) == 1 for s in indices_per_step)  # one slot: one request per step
+    starts = [min(k for k, s in enumerate(indices_per_step) if i in s) for i in range(3)]
+    ends = [max(k for k, s in enumerate(indices_per_step) if i in s) for i in range(3)]
+    assert starts[1] == ends[0] + 1 and starts[2] == ends[1] + 1  # admitted the step after the end
+
+
+def test_scheduler_refuses_a_prompt_longer_than_the_budget():
+    with pytest.raises(ValueError, match="prompt of 5 tokens"):
+        Scheduler([[1] * 5], 4, 1, 2, 2, STOP)
