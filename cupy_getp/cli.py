@@ -325,6 +325,32 @@ def _weights_progress(total: int, label: str):
         yield lambda n: bar.update(task, advance=n)
 
 
+def _diff_batch(weights, input: Path, n: int, steps: int, layers: bool, engine: str, tokenizer, precision) -> None:
+    from .diff import DiffSummary, batch_diff_engine, diff_batched, format_header, format_step
+    from .engine.factory import create_engine
+    from .getp import encode_requests, read_requests
+
+    prompts = encode_requests(_tokenizer(tokenizer), read_requests(input)[:n], weights.config.seq_len, str(input))
+    with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
+        reference.warm_up()
+        other.warm_up()
+        batched = batch_diff_engine(other, prompts, steps, precision)
+        typer.echo(f"diff: numpy vs the batched {other.name} engine on {weights.description}: {len(prompts)} "
+                   f"requests over {batched.shape.n_slots} slots, prompt chunks of {batched.shape.max_chunk}, "
+                   f"{steps} greedy steps each, precision {batched.precision}")
+        typer.echo(format_header(layers))
+        summary = DiffSummary()
+        for request, step in diff_batched(reference, batched, prompts, steps):
+            summary.add(step)
+            for row in format_step(step, layers):
+                typer.echo(f"r{request:<3}{row}")
+        batched.free()
+    for line in summary.lines():
+        typer.echo(line)
+    if summary.violations:
+        raise typer.Exit(1)
+
+
 @app.command("diff")
 def diff_command(
     model: Model = DEFAULT_MODEL,
@@ -336,6 +362,12 @@ def diff_command(
     tokenizer: TokenizerPath = None,
     weights_seed: WeightsSeed = DEFAULT_SEED,
     config: ConfigOverrides = None,
+    batch: Annotated[int, typer.Option("--batch", min=0, help="Diff the batched engine instead: this many "
+                                                              "prompts of --input, continuous batching over "
+                                                              "half as many slots, prompts fed in chunks.")] = 0,
+    input: Annotated[Path, typer.Option("-i", "--input", help="With --batch: the requests file.")] = Path(
+        "data/input.txt"),
+    precision: Precision = None,
 ) -> None:
     """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
     any value over the seed's tolerances, differing experts, or a differing greedy token."""
@@ -344,6 +376,9 @@ def diff_command(
 
     _describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, _overrides(config))
+    if batch:
+        _diff_batch(weights, input, batch, steps, layers, engine, tokenizer, precision)
+        return
     tokens = _tokenizer(tokenizer).encode(prompt)
     with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
         reference.warm_up()

@@ -127,3 +127,62 @@ class DiffSummary:
         return [f"max abs diff over {self.positions} positions: {worst}",
                 f"token parity: {self.token_matches}/{self.generated} greedy steps",
                 f"violations: {len(self.violations)}", *self.violations[:20]]
+
+
+@dataclass
+class ReferenceRun:
+    """A request through the reference: the token fed and the trace at every position."""
+
+    tokens: list[int]
+    traces: list[Trace]
+
+
+def reference_run(reference: Engine, prompt: Sequence[int], positions: int) -> ReferenceRun:
+    """Feed `prompt`, then the reference's own greedy tokens, for `positions` positions."""
+    tokens, traces = [prompt[0]], []
+    for pos in range(positions):
+        trace = Trace()
+        reference.forward(tokens[pos], pos, trace)
+        traces.append(trace)
+        tokens.append(prompt[pos + 1] if pos + 1 < len(prompt) else int(np.argmax(trace.logits)))
+    return ReferenceRun(tokens, traces)
+
+
+def diff_batched(reference: Engine, batched, prompts: Sequence[Sequence[int]], steps: int,
+                 ) -> Iterator[tuple[int, StepDiff]]:
+    """Run `prompts` through a batched engine (`gpu/batch.py`) with continuous batching, every row fed the
+    reference's tokens, and compare each row, layer by layer, with the reference run of its request
+    at that position. Yields (request index, StepDiff) in step order."""
+    from .engine.scheduler import Scheduler
+    from .gpu.batch import BatchTrace
+
+    shape = batched.shape
+    budget = min(max(map(len, prompts)) + steps - 1, shape.n_ctx)
+    runs = [reference_run(reference, p, budget) for p in prompts]
+    scheduler = Scheduler(prompts, budget, shape.n_slots, shape.max_rows, shape.max_chunk, frozenset())
+    while not scheduler.done:
+        rows = scheduler.next_rows()
+        trace = BatchTrace()
+        batched.step(rows.slots, rows.positions, rows.tokens, trace)
+        forced = np.zeros(len(rows), np.int32)
+        for i, owner in enumerate(rows.owners):
+            pos = int(rows.positions[i])
+            run = runs[owner.index]
+            yield owner.index, compare_step(pos, int(rows.tokens[i]), run.traces[pos], trace.row(i),
+                                            bool(rows.wants_token[i]))
+            forced[i] = run.tokens[pos + 1]
+        scheduler.record(rows, forced)
+
+
+def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: int, precision: str | None = None):
+    """A batched engine shaped to exercise everything `diff --batch` should see: half as many slots as
+    requests (admission while others decode), prompt chunks of 3 (prompts span several steps)."""
+    from .errors import GetpError
+    from .gpu.batch import BatchedEngine, BatchShape
+
+    if not engine.batches:
+        raise GetpError(f"the {engine.name} engine has no batched mode")
+    n_ctx = min(max(map(len, prompts)) + steps - 1, engine.config.seq_len)
+    n_slots = max(1, len(prompts) // 2)
+    chunk = 3
+    return BatchedEngine(engine, BatchShape(n_slots, n_slots + chunk, chunk, n_ctx), precision)

@@ -80,12 +80,13 @@ def run_requests(engine: Engine, sampler: Sampler, requests: Sequence[Sequence[i
 
 
 def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
-                on_request: Callable[[int], None] | None = None) -> list[list[int]]:
+                on_request: Callable[[int], None] | None = None, stop: frozenset[int] = STOP_TOKENS,
+                ) -> list[list[int]]:
     """Every request through a batched engine with continuous batching (`engine/scheduler.py`).
     Greedy tokens come from the device; above temperature 0 each request samples with its own
     generator (`RequestSamplers`)."""
     shape = batched.shape
-    scheduler = Scheduler(requests, steps, shape.n_slots, shape.max_rows, shape.max_chunk, STOP_TOKENS)
+    scheduler = Scheduler(requests, steps, shape.n_slots, shape.max_rows, shape.max_chunk, stop)
     samplers = None if sampler.temperature == 0 else RequestSamplers(sampler)
     return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers), on_request)
 

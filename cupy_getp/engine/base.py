@@ -44,6 +44,7 @@ class Engine(ABC):
     """One model on one backend; `forward` is single-token, single-sequence decoding."""
 
     name: str
+    batches = False  # has a batched mode (`batched()`)
 
     def __init__(self, weights: Weights):
         self.weights = weights

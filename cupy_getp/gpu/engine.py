@@ -53,6 +53,7 @@ class DeviceState:
 
 class CupyEngine(Engine):
     name = "cupy"
+    batches = True
 
     def __init__(self, weights: Weights):
         super().__init__(weights)

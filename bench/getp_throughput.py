@@ -1,0 +1,308 @@
+"""getp throughput of the batched GPU engine, with the baselines it replaces, in one run.
+
+Headline workload: N requests cycled from data/input.txt, `-n` positions each, 20b shape (random
+weights generated on the device), greedy. Prints tok/s, the batch used, device memory, time per step
+against rows per step (a table, and a PNG when matplotlib is there), and the fraction of each step's
+lower bound (bytes / copy bandwidth, FLOPs / peak) reached. Then, for ratios: batch-1 decode of the
+batched engine (graph-replayed), the single-sequence engine on the 32 standard prompts, and Hugging Face
+transformers' `generate` on the same shape at batch 32 and 128 when torch is importable.
+
+    python bench/getp_throughput.py                  # the headline: 1024 requests, -n 1024
+    python bench/getp_throughput.py --quick          # 256 requests, -n 256, fewer baselines
+    python bench/getp_throughput.py --precision fp32 --skip single,transformers,decode
+
+Results go to stdout (a table last) and --out (JSON lines, step log, plot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cupy_getp.checkpoint import SyntheticStore, Weights  # noqa: E402
+from cupy_getp.config import preset  # noqa: E402
+from cupy_getp.engine.factory import create_engine  # noqa: E402
+from cupy_getp.engine.scheduler import Scheduler  # noqa: E402
+from cupy_getp.getp import encode_requests, read_requests, run_requests  # noqa: E402
+from cupy_getp.sampler import Sampler  # noqa: E402
+from cupy_getp.tokenizer import STOP_TOKENS, harmony_tokenizer  # noqa: E402
+
+FP32_PEAK = 67e12  # H100 SXM FP32 (CUDA cores), datasheet
+BF16_PEAK = 790e12  # H100 BF16 dense tensor cores, measured on this workplace's H100s (8192 cube)
+GREEDY = Sampler(0.0, 0.9, 1)
+
+
+def log(record: dict, out: Path) -> None:
+    print(json.dumps(record), flush=True)
+    with open(out / "results.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def copy_bandwidth() -> float:
+    """Device-to-device copy of 1 GiB, bytes read + written per second (median of 10)."""
+    import cupy
+
+    a = cupy.ones(1 << 28, np.float32)
+    b = cupy.empty_like(a)
+    times = []
+    for _ in range(12):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record()
+        b[...] = a
+        end.record()
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end) / 1e3)
+    del a, b
+    return 2 * (1 << 30) / statistics.median(times[2:])
+
+
+# -- step lower bound -----------------------------------------------------------------------------------
+def step_bound(c, rows: int, context: float, precision: str, bandwidth: float) -> tuple[float, float]:
+    """(bytes / bandwidth, FLOPs / peak) of one step of `rows` rows at mean context `context`."""
+    H, I, E, k, L = c.hidden_dim, c.intermediate_dim, c.n_experts, c.experts_per_token, c.n_layers
+    dense = L * (H * c.qkv_dim + c.q_dim * H + H * E) + c.vocab_size * H  # weights, FP32
+    expert = 3 * I * H  # mlp1 (2I x H) + mlp2 (H x I), BF16
+    touched = E * (1 - (1 - 1 / E) ** (rows * k))  # expected distinct experts per layer
+    windowed = sum(c.uses_sliding_window(l) for l in range(L))
+    kv_positions = (L - windowed) * context + windowed * min(context, c.sliding_window)
+    bytes_ = 4 * dense + 2 * L * touched * expert + rows * kv_positions * c.kv_dim * 8
+    flops_gemm = 2 * rows * (dense + L * k * expert)
+    flops_attn = 4 * rows * kv_positions * c.q_dim
+    if precision == "fp32":
+        compute = (flops_gemm + flops_attn) / FP32_PEAK
+    else:
+        pieces = 1 if precision == "fast" else 3
+        moe = 2 * rows * L * k * expert
+        compute = pieces * moe / BF16_PEAK + (flops_gemm - moe + flops_attn) / FP32_PEAK
+    return bytes_ / bandwidth, compute
+
+
+# -- the headline ---------------------------------------------------------------------------------------
+def headline(engine, prompts, steps, args, bandwidth, out: Path) -> dict:
+    batched = engine.batched(len(prompts), steps, slots=args.batch or None, precision=args.precision)
+    memory = engine.device.memory_in_use()
+    scheduler = Scheduler(prompts, steps, batched.shape.n_slots, batched.shape.max_rows, batched.shape.max_chunk,
+                          STOP_TOKENS)
+    step_log = []  # (rows, bucket, mean position, seconds)
+    tokens, begin = 0, time.perf_counter()
+    partial = False
+    while not scheduler.done:
+        rows = scheduler.next_rows()
+        t0 = time.perf_counter()
+        next_tokens = batched.next_tokens(rows)
+        step_log.append((len(rows), batched.shape.bucket(len(rows)), float(rows.positions.mean()),
+                         time.perf_counter() - t0))
+        scheduler.record(rows, next_tokens)
+        tokens += int(rows.wants_token.sum())
+        if time.perf_counter() - begin > args.max_seconds:
+            partial = True
+            break
+    elapsed = time.perf_counter() - begin
+    (out / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in step_log))
+    table = step_table(step_log, engine.config, batched.precision, bandwidth)
+    plot(step_log, out / "step_time_vs_rows.png")
+    result = {
+        "bench": "headline", "requests": len(prompts), "steps": steps, "tok_s": round(tokens / elapsed, 1),
+        "tokens": tokens, "seconds": round(elapsed, 2), "partial": partial, "n_slots": batched.shape.n_slots,
+        "max_rows": batched.shape.max_rows, "precision": batched.precision, "graphs": batched.runner.use_graphs,
+        "device_gib_in_use": round(memory / 2**30, 2), "weights_gib": round((engine.memory_after_warm_up - engine.memory_before) / 2**30, 2),
+        "steps_run": len(step_log), "per_bucket": table,
+    }
+    batched.free()
+    return result
+
+
+def step_table(step_log, c, precision, bandwidth) -> list[dict]:
+    """Median step time per bucket of rows, with the bound and the fraction of it reached."""
+    by_bucket: dict[int, list] = {}
+    for rows, bucket, pos, seconds in step_log:
+        by_bucket.setdefault(bucket, []).append((rows, pos, seconds))
+    table = []
+    for bucket, entries in sorted(by_bucket.items()):
+        seconds = statistics.median(e[2] for e in entries)
+        rows = statistics.median(e[0] for e in entries)
+        context = statistics.mean(e[1] for e in entries) + 1
+        memory_s, compute_s = step_bound(c, bucket, context, precision, bandwidth)
+        table.append({"bucket": bucket, "steps": len(entries), "rows": rows, "ms": round(1e3 * seconds, 3),
+                      "tok_s": round(rows / seconds, 1), "bound_ms": round(1e3 * max(memory_s, compute_s), 3),
+                      "bound": "memory" if memory_s > compute_s else "compute",
+                      "of_bound": round(max(memory_s, compute_s) / seconds, 3)})
+    return table
+
+
+def plot(step_log, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    rows = [s[0] for s in step_log]
+    ms = [1e3 * s[3] for s in step_log]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.scatter(rows, ms, s=4, alpha=0.4)
+    ax.set_xlabel("rows in the step")
+    ax.set_ylabel("step time (ms)")
+    ax.set_title("batched getp, 20b shape: time per step against rows per step")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+# -- baselines ------------------------------------------------------------------------------------------
+def batch1_decode(engine, prompt, precision) -> dict:
+    """One request, graph-replayed steps: tok/s at positions 8..264 and 1792..2048."""
+    n_ctx = engine.config.seq_len
+    batched = engine.batched(1, n_ctx, slots=1, precision=precision)
+    times = []
+    token = prompt[0]
+    for pos in range(n_ctx):
+        t0 = time.perf_counter()
+        v = batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([token], np.int32))
+        token = int(batched.tokens(v, 1)[0])
+        times.append(time.perf_counter() - t0)
+    batched.free()
+    return {"bench": "batch1_decode", "tok_s_pos_8_264": round(1 / statistics.median(times[8:264]), 1),
+            "tok_s_pos_1792_2048": round(1 / statistics.median(times[1792:2048]), 1)}
+
+
+def single_sequence(engine, prompts, steps) -> dict:
+    begin = time.perf_counter()
+    lines = run_requests(engine, GREEDY, prompts, steps)
+    elapsed = time.perf_counter() - begin
+    tokens = sum(map(len, lines))
+    return {"bench": "single_sequence", "requests": len(prompts), "steps": steps,
+            "tok_s": round(tokens / elapsed, 1), "tokens": tokens}
+
+
+def batched_same(engine, prompts, steps, precision) -> dict:
+    batched = engine.batched(len(prompts), steps, precision=precision)
+    from cupy_getp.getp import run_batched
+
+    begin = time.perf_counter()
+    lines = run_batched(batched, GREEDY, prompts, steps)
+    elapsed = time.perf_counter() - begin
+    batched.free()
+    return {"bench": "batched_same_workload", "requests": len(prompts), "steps": steps,
+            "tok_s": round(sum(map(len, lines)) / elapsed, 1)}
+
+
+def transformers_generate(c, prompts, batch: int, new_tokens: int) -> dict:
+    """HF transformers GptOss with random bf16 weights of the same shape: `generate` at one batch."""
+    import torch
+    from transformers import GptOssConfig, GptOssForCausalLM
+
+    config = GptOssConfig(vocab_size=c.vocab_size, hidden_size=c.hidden_dim, num_local_experts=c.n_experts,
+                          num_experts_per_tok=c.experts_per_token, intermediate_size=c.intermediate_dim,
+                          num_hidden_layers=c.n_layers, head_dim=c.head_dim, num_attention_heads=c.n_attn_heads,
+                          num_key_value_heads=c.n_kv_heads, sliding_window=c.sliding_window,
+                          max_position_embeddings=c.seq_len * 64, pad_token_id=0,
+                          tie_word_embeddings=False)
+    torch.manual_seed(0)
+    with torch.device("cuda"):
+        model = GptOssForCausalLM(config).to(torch.bfloat16).eval()
+    cycled = [prompts[i % len(prompts)] for i in range(batch)]
+    width = max(map(len, cycled))
+    ids = torch.tensor([[0] * (width - len(p)) + p for p in cycled], device="cuda")
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in cycled], device="cuda")
+    with torch.no_grad():
+        model.generate(input_ids=ids[:, :4], attention_mask=mask[:, :4], max_new_tokens=4, do_sample=False)
+        torch.cuda.synchronize()
+        begin = time.perf_counter()
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new_tokens, do_sample=False,
+                             min_new_tokens=new_tokens)
+        torch.cuda.synchronize()
+        elapsed = time.perf_counter() - begin
+    generated = (out.shape[1] - width) * batch
+    del model
+    torch.cuda.empty_cache()
+    return {"bench": "transformers_generate", "batch": batch, "new_tokens": new_tokens,
+            "tok_s": round(generated / elapsed, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="256 requests, -n 256")
+    parser.add_argument("--requests", type=int, default=None)
+    parser.add_argument("-n", "--steps", type=int, default=None)
+    parser.add_argument("--preset", default="20b")
+    parser.add_argument("--batch", type=int, default=0, help="request slots (0: from free memory)")
+    parser.add_argument("--precision", default=None, help="exact, fast or fp32 (default: the engine's)")
+    parser.add_argument("--max-seconds", type=float, default=420.0, help="stop the headline here (reported)")
+    parser.add_argument("--skip", default="", help="comma list of: headline, decode, single, transformers")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    n_requests = args.requests or (256 if args.quick else 1024)
+    steps = args.steps or (256 if args.quick else 1024)
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    standard = encode_requests(harmony_tokenizer(), read_requests(ROOT / "data" / "input.txt"), steps, "input.txt")
+    prompts = [standard[i % len(standard)] for i in range(n_requests)]
+    weights = Weights(SyntheticStore(preset(args.preset), seed=42, name=args.preset))
+    engine = create_engine(weights, "cupy")
+    begin = time.perf_counter()
+    engine.warm_up()
+    bandwidth = copy_bandwidth()
+    log({"bench": "setup", "device": engine.device.describe(), "preset": args.preset,
+         "warm_up_s": round(time.perf_counter() - begin, 2), "copy_gb_s": round(bandwidth / 1e9, 1),
+         "date": time.strftime("%Y-%m-%d")}, args.out)
+    results = []
+    if "headline" not in skip:
+        results.append(headline(engine, prompts, steps, args, bandwidth, args.out))
+        log(results[-1], args.out)
+    if "decode" not in skip:
+        results.append(batch1_decode(engine, standard[0], args.precision))
+        log(results[-1], args.out)
+    if "single" not in skip:
+        short = 128
+        results.append(single_sequence(engine, standard, short))
+        log(results[-1], args.out)
+        results.append(batched_same(engine, standard, short, args.precision))
+        log(results[-1], args.out)
+    config = engine.config
+    engine.finish()
+    if "transformers" not in skip:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            log({"bench": "transformers_generate", "skipped": "torch not importable"}, args.out)
+        else:
+            for batch in (32, 128):
+                results.append(transformers_generate(config, standard, batch, 112 if not args.quick else 32))
+                log(results[-1], args.out)
+    print_summary(results)
+
+
+def print_summary(results) -> None:
+    print("\n| bench | tok/s | notes |\n|---|---|---|")
+    for r in results:
+        if r["bench"] == "headline":
+            note = (f"{r['requests']} requests, -n {r['steps']}, {r['n_slots']} slots, precision {r['precision']}, "
+                    f"{r['device_gib_in_use']} GiB in use{', PARTIAL' if r['partial'] else ''}")
+            print(f"| headline | {r['tok_s']} | {note} |")
+            print("\n| rows bucket | steps | median rows | ms/step | tok/s | bound ms | bound | of bound |")
+            print("|---|---|---|---|---|---|---|---|")
+            for b in r["per_bucket"]:
+                print(f"| {b['bucket']} | {b['steps']} | {b['rows']} | {b['ms']} | {b['tok_s']} | {b['bound_ms']} | "
+                      f"{b['bound']} | {b['of_bound']} |")
+            print()
+        elif r["bench"] == "batch1_decode":
+            print(f"| batch-1 decode | {r['tok_s_pos_8_264']} / {r['tok_s_pos_1792_2048']} | positions 8-264 / "
+                  f"1792-2048 |")
+        else:
+            print(f"| {r['bench']} | {r['tok_s']} | {r.get('requests', r.get('batch'))} |")
+
+
+if __name__ == "__main__":
+    main()
