@@ -17,12 +17,17 @@ extern "C" __global__ void matvec_f32(float* __restrict__ y, const float* __rest
   }
 }
 
-// A standalone BF16-weight matvec (y = W x, W bf16 rows x cols): the building block of moe.hip's
-// fused kernels, kept as its own kernel for testing and for the bandwidth benchmark.
+// y = W x (+ b) (+ y) with W bf16 rows x cols: the dense weights stored as BF16 where that is lossless
+// (cupy_getp/gpu/weights.py), and the building block of moe.hip's fused kernels.
 extern "C" __global__ void matvec_bf16w_f32(float* __restrict__ y, const unsigned short* __restrict__ W,
-                                            const float* __restrict__ x, int rows, int cols, int vec8) {
+                                            const float* __restrict__ x, const float* __restrict__ b, int rows,
+                                            int cols, int accumulate, int vec8) {
   const int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE;
   if (row >= rows) return;
-  const float acc = warp_dot_bf16(W + (size_t)row * cols, x, cols, vec8);
-  if (threadIdx.x % WARP_SIZE == 0) y[row] = acc;
+  float acc = warp_dot_bf16(W + (size_t)row * cols, x, cols, vec8);
+  if (threadIdx.x % WARP_SIZE == 0) {
+    if (b) acc += b[row];
+    if (accumulate) acc += y[row];
+    y[row] = acc;
+  }
 }

@@ -79,7 +79,8 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
     pad = config.n_experts * max(GROUPED_BLOCK_M + (TC_BLOCK_M,)) * (config.intermediate_dim + config.hidden_dim) * 4
     budget = free_bytes - RESERVE_BYTES - pad
     per_slot = probe.slot_bytes(config) + row_bytes(config, n_split)
-    fit = (budget - (chunk + 1) * row_bytes(config, n_split)) // per_slot
+    # Beyond the slots: the pad rows' spare slot and the prompt-chunk rows.
+    fit = (budget - probe.slot_bytes(config) - chunk * row_bytes(config, n_split)) // per_slot
     wanted = slots if slots else min(n_requests, MAX_SLOTS)
     if fit < 1:
         raise DeviceError(f"not even one request slot fits: one needs {per_slot / 2**20:.0f} MiB of KV cache and "

@@ -85,12 +85,13 @@ class CupyEngine(Engine):
         self.device.free_all()
 
     def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
-                use_graphs: bool = True):
+                use_graphs: bool = True, max_chunk: int | None = None):
         """A `BatchedEngine` over this engine's device, weights and kernels, sized from free memory."""
-        from .batch import BatchedEngine, free_device_bytes, plan_batch
+        from .batch import MAX_CHUNK, BatchedEngine, free_device_bytes, plan_batch
 
         with self.device.cuda_device:
-            shape = plan_batch(self.config, n_requests, steps, free_device_bytes(self.device), slots)
+            shape = plan_batch(self.config, n_requests, steps, free_device_bytes(self.device), slots,
+                               max_chunk or MAX_CHUNK)
             return BatchedEngine(self, shape, precision, use_graphs)
 
     # -- forward ---------------------------------------------------------------------------------------

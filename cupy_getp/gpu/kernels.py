@@ -127,8 +127,12 @@ class Kernels(BatchLaunches):
 
     # -- matvec.hip -----------------------------------------------------------------------------------
     def matvec(self, y, w, x, b=None, accumulate: bool = False) -> None:
-        """y = w @ x (+ b) (+ y when accumulate). w (rows, cols) float32."""
+        """y = w @ x (+ b) (+ y when accumulate). w (rows, cols) float32, or bfloat16 bits (dense weights
+        stored as BF16 where that is lossless)."""
         rows, cols = w.shape
+        if w.dtype == BF16:
+            self.matvec_bf16w(y, w, x, b, accumulate)
+            return
         _check("w", w, F32)
         _check("x", x, F32, (cols,))
         _check("y", y, F32, (rows,))
@@ -138,15 +142,17 @@ class Kernels(BatchLaunches):
         self._launch("matvec_f32", self._rows_grid(rows), (BLOCK_SIZE,),
                      (y, w, x, b, I32(rows), I32(cols), I32(accumulate), I32(vec4)))
 
-    def matvec_bf16w(self, y, w, x) -> None:
-        """y = w @ x with w (rows, cols) bfloat16 bits, FP32 accumulation."""
+    def matvec_bf16w(self, y, w, x, b=None, accumulate: bool = False) -> None:
+        """y = w @ x (+ b) (+ y) with w (rows, cols) bfloat16 bits, FP32 accumulation."""
         rows, cols = w.shape
         _check("w", w, BF16)
         _check("x", x, F32, (cols,))
         _check("y", y, F32, (rows,))
+        if b is not None:
+            _check("b", b, F32, (rows,))
         vec8 = cols % 8 == 0 and _aligned(w, x)
         self._launch("matvec_bf16w_f32", self._rows_grid(rows), (BLOCK_SIZE,),
-                     (y, w, x, I32(rows), I32(cols), I32(vec8)))
+                     (y, w, x, b, I32(rows), I32(cols), I32(accumulate), I32(vec8)))
 
     # -- attention.hip --------------------------------------------------------------------------------
     def kv_cache_write(self, key_cache, value_cache, qkv, q_dim: int, kv_dim: int, pos: int) -> None:

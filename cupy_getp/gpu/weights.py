@@ -1,4 +1,6 @@
-"""Weights on the device: FP32, except the MoE matrices `w_mlp1`, `w_mlp2` as BF16 (uint16 bits).
+"""Weights on the device: FP32, except the MoE matrices `w_mlp1`, `w_mlp2` as BF16 (uint16 bits), and
+the dense GEMM weights (`w_qkv`, `w_o`, `w_router`, `out`) as BF16 where every value is exactly a
+BF16 value (published gpt-oss checkpoints: all of them), which changes no product and halves their bytes.
 
 Filled slice by slice (an expert at a time for the MoE), so the host never holds more than one
 slice: a `.bin` is read through its memmap and converted to BF16 per slice; a bfloat16 `.bin` is
@@ -21,12 +23,15 @@ from .kernels import Kernels
 
 UPLOAD_CHUNK = 16 << 20  # weights per host slice: 64 MiB of float32
 
+# Dense weights read by matvecs / GEMMs, stored as BF16 when that is lossless (tested at warm-up).
+DENSE_GEMM_WEIGHTS = ("w_qkv", "w_o", "w_router", "out")
+
 
 class DeviceWeights:
     """`w.<name>`: one CuPy array per tensor of the spec's table; `w.layer(l)` for per-layer views."""
 
     def __init__(self, weights: Weights, device: Device, kernels: Kernels,
-                 progress: Callable[[int], None] | None = None):
+                 progress: Callable[[int], None] | None = None, dense_bf16: bool = True):
         import cupy
 
         self.config = weights.config
@@ -39,6 +44,10 @@ class DeviceWeights:
         else:
             self._upload(weights, device, progress)
         device.synchronize("weight upload")
+        self.storage = {name: "bf16" if name in MOE_WEIGHTS else "fp32" for name in self.arrays}
+        if dense_bf16:
+            for name in DENSE_GEMM_WEIGHTS:
+                self._store_bf16_if_exact(name)
         # Views built once: slicing a CuPy array costs microseconds, and a step takes ~12 per layer.
         self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS}, l)
                         for l in range(self.config.n_layers)]
@@ -73,6 +82,23 @@ class DeviceWeights:
                 kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset)
                 if progress:
                     progress(part.size)
+
+    def _store_bf16_if_exact(self, name: str) -> None:
+        """Keep `name` as BF16 (its top 16 bits) when no value has bits in the low 16: the same values."""
+        import cupy
+
+        bits = self.arrays[name].view(cupy.uint32)
+        if bool(cupy.any(bits & cupy.uint32(0xFFFF))):
+            return
+        self.arrays[name] = (bits >> cupy.uint32(16)).astype(cupy.uint16)
+        self.storage[name] = "bf16 (lossless)"
+
+    def describe_storage(self) -> str:
+        """One line: which tensors are stored how on the device."""
+        kinds: dict[str, list[str]] = {}
+        for name, kind in self.storage.items():
+            kinds.setdefault(kind, []).append(name)
+        return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items())
 
     def free(self) -> None:
         self.arrays.clear()
