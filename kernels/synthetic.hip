@@ -18,11 +18,14 @@ GETP_DEVICE float synthetic_value(unsigned int i, unsigned int key, float scale,
   return mul_add_unfused(u, scale, offset);
 }
 
-// out[j] = value(start + j), j < n; a grid-stride loop (n may exceed the grid).
+// out[j] = value(start + j), j < n, rounded to a bf16 value when round_bf16 != 0 (BF16-exact synthetic
+// models); a grid-stride loop (n may exceed the grid).
 extern "C" __global__ void synthetic_f32(float* __restrict__ out, unsigned int start, unsigned int n,
-                                         unsigned int key, float scale, float offset) {
-  for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x)
-    out[j] = synthetic_value(start + j, key, scale, offset);
+                                         unsigned int key, float scale, float offset, int round_bf16) {
+  for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
+    const float v = synthetic_value(start + j, key, scale, offset);
+    out[j] = round_bf16 ? bf16_to_f32(f32_to_bf16_rne(v)) : v;
+  }
 }
 
 // The same, rounded to bf16 (the MoE matrices).

@@ -208,11 +208,12 @@ def test_moe_kernels(gpu, rng, n_experts, k, hidden, inter):
     assert np.max(np.abs(host(x, gpu) - (x0 + want))) <= MATVEC_TOL
 
 
+@pytest.mark.parametrize("bf16_exact", [True, False])
 @pytest.mark.parametrize("config", [TINY, preset("7m")], ids=["tiny", "7m"])
-def test_synthetic_weights_on_device_are_bit_identical(gpu, config):
+def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact):
     import cupy
 
-    store = SyntheticStore(config, seed=11)
+    store = SyntheticStore(config, seed=11, bf16_exact=bf16_exact)
     for name in ("embedding", "rms_attn_w", "w_qkv", "attn_sinks", "w_mlp1", "w_mlp2", "b_mlp2"):
         host_values = store.read(name)
         layer = 1 if name in LAYER_TENSORS else None
@@ -221,6 +222,7 @@ def test_synthetic_weights_on_device_are_bit_identical(gpu, config):
         bf16 = name in ("w_mlp1", "w_mlp2")
         out = cupy.empty(host_values.shape, np.uint16 if bf16 else np.float32)
         init = store.inits[name]
-        gpu[1].synthetic(out.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset)
+        gpu[1].synthetic(out.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset,
+                         store.rounds_to_bf16(name))
         got = host(out, gpu)
         np.testing.assert_array_equal(bf16_to_f32(got) if bf16 else got, host_values, err_msg=name)

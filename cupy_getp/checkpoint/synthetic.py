@@ -7,8 +7,11 @@ where a 20b model in float32 would not fit on disk.
 
 Value of element i of (tensor, layer):  h = lowbias32(lowbias32(i) ^ key(seed, tensor, layer)),
 u = (h >> 8) * 2^-23 - 1 in [-1, 1),  w = u * scale + offset  (float32 operations, each rounded).
-The MoE matrices are then rounded to bfloat16: published gpt-oss checkpoints store them in MXFP4,
-which bfloat16 holds exactly, and the synthetic models keep that property.
+Every value is then rounded to bfloat16 (`bf16_exact`, the default): published gpt-oss checkpoints store
+their MoE matrices in MXFP4 and everything else in bfloat16, so every published weight is exactly a
+bfloat16 value, and the synthetic models keep that property (the GPU engine then stores the dense
+matrices as BF16 losslessly and runs them on tensor cores). `bf16_exact=False` keeps full float32
+values outside the MoE matrices, for the FP32 fallback's tests.
 
 Scales keep activations O(1) through any number of layers and 2048 positions: projections use
 sqrt(3 / fan_in) (unit variance out for unit variance in), residual branches are halved, and the
@@ -105,13 +108,16 @@ class SyntheticStore:
 
     storage_dtype = FLOAT32
 
-    def __init__(self, config: ModelConfig, seed: int = DEFAULT_SEED, name: str | None = None):
+    def __init__(self, config: ModelConfig, seed: int = DEFAULT_SEED, name: str | None = None,
+                 bf16_exact: bool = True):
         self.config = config
         self.seed = seed
+        self.bf16_exact = bf16_exact
         self.shapes = tensor_shapes(config)
         self.inits = tensor_inits(config)
         label = f"preset {name}" if name else "synthetic model"
-        self.description = f"{label} (random weights, seed {seed})"
+        exact = "" if bf16_exact else ", float32 values outside the MoE"
+        self.description = f"{label} (random weights, seed {seed}{exact})"
 
     def read(self, name: str, index: tuple = ()) -> np.ndarray:
         shape = self.shapes[name]
@@ -122,9 +128,13 @@ class SyntheticStore:
         layer = index[0] if layered else None
         start, count, out_shape = flat_range(shape[1:] if layered else shape, index[1:] if layered else index)
         values = uniform_values(stream_key(self.seed, name, layer), start, count, self.inits[name])
-        if name in MOE_WEIGHTS:
+        if self.rounds_to_bf16(name):
             values = round_to_bf16(values)
         return values.reshape(out_shape)
+
+
+    def rounds_to_bf16(self, name: str) -> bool:
+        return self.bf16_exact or name in MOE_WEIGHTS
 
 
 def synthetic_store(preset_name: str, seed: int = DEFAULT_SEED) -> SyntheticStore:

@@ -242,13 +242,16 @@ class Kernels(BatchLaunches):
                      (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(k), I32(hidden), I32(inter), I32(vec8)))
 
     # -- synthetic.hip --------------------------------------------------------------------------------
-    def synthetic(self, out, start: int, key: int, scale: float, offset: float) -> None:
-        """Fill `out` (float32, or uint16 = bf16) with elements start.. of a synthetic stream."""
+    def synthetic(self, out, start: int, key: int, scale: float, offset: float, round_bf16: bool = False) -> None:
+        """Fill `out` (float32, or uint16 = bf16) with elements start.. of a synthetic stream (float32 ones
+        rounded to bf16 values when `round_bf16`)."""
         _check("out", out, out.dtype)
         if out.dtype not in (np.float32, np.uint16):
             raise TypeError(f"synthetic: dtype {out.dtype}")
         assert start + out.size <= 1 << 32
-        name = "synthetic_f32" if out.dtype == np.float32 else "synthetic_bf16"
         grid = (min(_blocks(out.size, BLOCK_SIZE), 65535),)
-        self._launch(name, grid, (BLOCK_SIZE,),
-                     (out, np.uint32(start), np.uint32(out.size), np.uint32(key), F32(scale), F32(offset)))
+        args = (out, np.uint32(start), np.uint32(out.size), np.uint32(key), F32(scale), F32(offset))
+        if out.dtype == np.float32:
+            self._launch("synthetic_f32", grid, (BLOCK_SIZE,), args + (I32(round_bf16),))
+        else:
+            self._launch("synthetic_bf16", grid, (BLOCK_SIZE,), args)

@@ -79,7 +79,8 @@ class DeviceWeights:
             layers = range(dst.shape[0]) if name in LAYER_TENSORS else [None]
             for layer in layers:
                 part = dst if layer is None else dst[layer]
-                kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset)
+                kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset,
+                                  store.rounds_to_bf16(name))
                 if progress:
                     progress(part.size)
 
