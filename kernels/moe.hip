@@ -65,3 +65,196 @@ extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, floa
     x[h] += total;
   }
 }
+
+// ---- batched engine: router over rows, expert grouping (align), combine ---------------------------
+
+// Warp-wide ballot as 64 bits: HIP's __ballot is 64 bits (wavefront 64), CUDA's 32 (upper bits 0).
+#ifdef GETP_HIP
+#define MOE_BALLOT(p) ((unsigned long long)__ballot(p))
+#define MOE_WARP_SYNC() __builtin_amdgcn_wave_barrier()
+#else
+#define MOE_BALLOT(p) ((unsigned long long)__ballot_sync(0xffffffffu, (p)))
+#define MOE_WARP_SYNC() __syncwarp()
+#endif
+
+// A strict total order of (score, index) as one unsigned 64-bit key, larger = chosen first: the score's
+// order-preserving bits (+0 and -0 equal, NaN below everything as numpy's argsort of -scores puts NaN
+// last), then the lower index first.
+GETP_DEVICE unsigned long long moe_route_key(float score, int index) {
+  unsigned int u = __float_as_uint(score == 0.0f ? 0.0f : score);
+  unsigned int key;
+  if ((u & 0x7FFFFFFFu) > 0x7F800000u) key = 0u;  // NaN
+  else key = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return ((unsigned long long)key << 32) | (unsigned long long)(0xFFFFFFFFu - (unsigned int)index);
+}
+
+GETP_DEVICE unsigned long long warp_max_u64(unsigned long long v) {
+  for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) {
+    const unsigned int lo = (unsigned int)SHFL_XOR((int)(unsigned int)v, offset);
+    const unsigned int hi = (unsigned int)SHFL_XOR((int)(unsigned int)(v >> 32), offset);
+    const unsigned long long other = ((unsigned long long)hi << 32) | lo;
+    v = other > v ? other : v;
+  }
+  return v;
+}
+
+// Per row r: experts[r, s] = the s-th best expert by score (ties to the lower index), weights[r, :] =
+// softmax of the k chosen scores (as router_topk_f32). One warp per row: the s-th chosen is the
+// largest key below the (s-1)-th, so no per-expert state is kept.
+extern "C" __global__ void router_topk_rows(int* __restrict__ experts, float* __restrict__ weights,
+                                            const float* __restrict__ scores, int rows, int n_experts, int k) {
+  const int r = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+  if (r >= rows) return;  // whole warps
+  const float* row = scores + (size_t)r * n_experts;
+  int* out_e = experts + (size_t)r * k;
+  float* out_w = weights + (size_t)r * k;
+  unsigned long long bound = ~0ull;  // every key is below: the first pick is the maximum
+  for (int s = 0; s < k; ++s) {
+    unsigned long long best = 0ull;  // keys are never 0: the index part of a key is > 0 for index < 2^32 - 1
+    for (int e = lane; e < n_experts; e += WARP_SIZE) {
+      const unsigned long long key = moe_route_key(row[e], e);
+      if (key < bound && key > best) best = key;
+    }
+    best = warp_max_u64(best);
+    if (lane == 0) out_e[s] = (int)(0xFFFFFFFFu - (unsigned int)best);
+    bound = best;
+  }
+  if (lane == 0) {
+    const float m = row[out_e[0]];  // the first chosen is the largest
+    float sum = 0.0f;
+    for (int s = 0; s < k; ++s) {
+      out_w[s] = expf(row[out_e[s]] - m);
+      sum += out_w[s];
+    }
+    for (int s = 0; s < k; ++s) out_w[s] /= sum;
+  }
+}
+
+// moe_align: one block of MOE_ALIGN_THREADS threads; warp w owns the pairs [w L, (w + 1) L) in order.
+//   1. each warp counts its pairs per expert (peers found with ballots over the expert id's bits);
+//   2. per expert, an exclusive prefix over warps (the warp's base rank) and the total n_e;
+//      tiles_e = ceil(n_e / BM), their inclusive scan over experts (Hillis-Steele in shared memory);
+//   3. pair_of_slot = -1 everywhere, tile_expert from the scan (-1 past the used tiles);
+//   4. each warp walks its pairs again in order: position = BM * first tile of e + base rank + rank
+//      among its peers of this chunk. Ranks follow pair ids; nothing depends on scheduling.
+// Pairs whose expert id is outside [0, E), or that would land past P, are not placed: slot_of_pair = -1.
+#ifndef MOE_ALIGN_THREADS
+#define MOE_ALIGN_THREADS 1024
+#endif
+#ifndef MOE_MAX_EXPERTS
+#define MOE_MAX_EXPERTS 256
+#endif
+#define MOE_ALIGN_WARPS (MOE_ALIGN_THREADS / WARP_SIZE)
+static_assert(MOE_ALIGN_THREADS >= MOE_MAX_EXPERTS, "moe_align scans the experts with one thread each");
+
+// Lanes of this warp holding the same valid expert id as this lane (ballot per bit of the id).
+GETP_DEVICE unsigned long long moe_peers(int e, bool valid, int id_bits) {
+  unsigned long long peers = MOE_BALLOT(valid);
+  for (int b = 0; b < id_bits; ++b) {
+    const bool bit = (e >> b) & 1;
+    const unsigned long long set = MOE_BALLOT(bit);
+    peers &= bit ? set : ~set;
+  }
+  return peers;
+}
+
+extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
+moe_align(int* __restrict__ pair_of_slot, int* __restrict__ slot_of_pair, int* __restrict__ tile_expert,
+          const int* __restrict__ experts, int n_pairs, int n_experts, int padded, int block_m) {
+  __shared__ int warp_count[MOE_ALIGN_WARPS][MOE_MAX_EXPERTS];  // then the warp's base rank per expert
+  __shared__ int tile_end[MOE_MAX_EXPERTS];                      // inclusive scan of tiles per expert
+  const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;
+  const int n_warps = blockDim.x / WARP_SIZE;
+  const unsigned long long below = (1ull << lane) - 1ull;  // lanes < this one (lane <= 63)
+  int id_bits = 0;
+  while ((1 << id_bits) < n_experts) ++id_bits;
+  const int per_warp = (n_pairs + n_warps - 1) / n_warps;
+  const int first = warp * per_warp;
+  const int last = min(first + per_warp, n_pairs);
+
+  for (int i = tid; i < n_warps * MOE_MAX_EXPERTS; i += blockDim.x)
+    warp_count[i / MOE_MAX_EXPERTS][i % MOE_MAX_EXPERTS] = 0;
+  __syncthreads();
+
+  // 1. counts per (warp, expert): only each peer group's lowest lane writes, groups differ by expert.
+  for (int base = first; base < last; base += WARP_SIZE) {  // uniform over the warp
+    const int pair = base + lane;
+    const int e = pair < last ? experts[pair] : -1;
+    const bool valid = e >= 0 && e < n_experts;
+    const unsigned long long peers = moe_peers(e, valid, id_bits);
+    if (valid && (peers & below) == 0ull) warp_count[warp][e] += __popcll(peers);
+    MOE_WARP_SYNC();
+  }
+  __syncthreads();
+
+  // 2. base ranks per warp, totals, tiles and their inclusive scan over experts.
+  for (int e = tid; e < MOE_MAX_EXPERTS; e += blockDim.x) {
+    int run = 0;
+    for (int w = 0; w < n_warps; ++w) {
+      const int c = warp_count[w][e];
+      warp_count[w][e] = run;
+      run += c;
+    }
+    tile_end[e] = e < n_experts ? (run + block_m - 1) / block_m : 0;
+  }
+  __syncthreads();
+  for (int offset = 1; offset < MOE_MAX_EXPERTS; offset <<= 1) {  // blockDim >= MOE_MAX_EXPERTS
+    const int add = tid < MOE_MAX_EXPERTS && tid >= offset ? tile_end[tid - offset] : 0;
+    __syncthreads();
+    if (tid < MOE_MAX_EXPERTS) tile_end[tid] += add;
+    __syncthreads();
+  }
+
+  // 3. padding everywhere, then the tiles' experts: the first e with tile_end[e] > i, or -1.
+  for (int p = tid; p < padded; p += blockDim.x) pair_of_slot[p] = -1;
+  const int n_tiles = padded / block_m;
+  for (int i = tid; i < n_tiles; i += blockDim.x) {
+    int lo = 0, hi = n_experts;  // search [lo, hi) for the first tile_end > i
+    while (lo < hi) {
+      const int mid = (lo + hi) / 2;
+      if (tile_end[mid] > i) hi = mid;
+      else lo = mid + 1;
+    }
+    tile_expert[i] = lo < n_experts ? lo : -1;
+  }
+  __syncthreads();  // the -1 fill is ordered before the scatter (same block)
+
+  // 4. stable scatter.
+  for (int base = first; base < last; base += WARP_SIZE) {
+    const int pair = base + lane;
+    const int e = pair < last ? experts[pair] : -1;
+    const bool valid = e >= 0 && e < n_experts;
+    const unsigned long long peers = moe_peers(e, valid, id_bits);
+    int pos = -1;
+    if (valid) {
+      const int start = (e > 0 ? tile_end[e - 1] : 0) * block_m;
+      pos = start + warp_count[warp][e] + __popcll(peers & below);
+      if (pos >= padded) pos = -1;  // only with ids >= the E that P was sized for: never write past P
+    }
+    MOE_WARP_SYNC();  // every lane has read its expert's base before the group's lowest lane moves it
+    if (valid && (peers & below) == 0ull) warp_count[warp][e] += __popcll(peers);
+    if (pair < last) {
+      slot_of_pair[pair] = pos;
+      if (pos >= 0) pair_of_slot[pos] = pair;
+    }
+    MOE_WARP_SYNC();
+  }
+}
+
+// moe_out[r, h] = sum over s = 0..k-1, in order, of weights[r, s] * y[slot_of_pair[r k + s], h] (each
+// product and sum rounded, as numpy's agg += weight * out); x[r, h] += moe_out[r, h].
+// Grid (ceil(H / BLOCK_SIZE), R). A pair that was not placed (slot -1) adds nothing.
+extern "C" __global__ void moe_combine(float* __restrict__ x, float* __restrict__ moe_out, const float* __restrict__ y,
+                                       const float* __restrict__ weights, const int* __restrict__ slot_of_pair,
+                                       int hidden, int k) {
+  const int h = blockIdx.x * blockDim.x + threadIdx.x;
+  const size_t r = blockIdx.y;
+  if (h >= hidden) return;
+  float total = 0.0f;
+  for (int s = 0; s < k; ++s) {
+    const int p = slot_of_pair[r * k + s];
+    if (p >= 0) total = mul_add_unfused(weights[r * k + s], y[(size_t)p * hidden + h], total);
+  }
+  moe_out[r * hidden + h] = total;
+  x[r * hidden + h] += total;
+}

@@ -1,0 +1,295 @@
+"""The batched engine's MoE kernels (kernels/moe.hip, launch/moe.py): router over rows, grouping of the
+(row, slot) pairs by expert into tiles (moe_align), the weighted combine. GPU tests compare with numpy
+(reference.route, a numpy oracle of the grouping); the CPU tests check the padding bound, the oracle
+itself and the launch helpers' arguments and grids (shapes only)."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from cupy_getp.gpu.launch.common import F32, I32
+from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_pairs
+from cupy_getp.reference import route
+
+ELEMENT_TOL = 5e-6
+COMBINE_TOL = 1e-5
+GARBAGE = 0x5EED5EED  # an int32 no kernel writes by itself
+
+gpu = pytest.mark.gpu
+
+
+def align_oracle(experts: np.ndarray, n_experts: int, block_m: int):
+    """(pair_of_slot, slot_of_pair, tile_expert) by the contract: pair id r k + s; expert e's pairs, in
+    increasing pair id, fill ceil(n_e / BM) consecutive tiles in expert order; -1 for padding and unused
+    tiles."""
+    flat = np.asarray(experts).reshape(-1)
+    n_pairs = flat.size
+    padded = moe_padded_pairs(n_pairs, n_experts, block_m)
+    pair_of_slot = np.full(padded, -1, np.int32)
+    slot_of_pair = np.full(n_pairs, -1, np.int32)
+    tile_expert = np.full(padded // block_m, -1, np.int32)
+    tile = 0
+    for e in range(n_experts):
+        ids = np.flatnonzero(flat == e)
+        n_tiles = -(-ids.size // block_m)
+        tile_expert[tile:tile + n_tiles] = e
+        positions = tile * block_m + np.arange(ids.size)
+        pair_of_slot[positions] = ids
+        slot_of_pair[ids] = positions
+        tile += n_tiles
+    return pair_of_slot, slot_of_pair, tile_expert
+
+
+def combine_oracle(x, y, weights, slot_of_pair):
+    rows, k = weights.shape
+    moe_out = np.zeros_like(x)
+    for s in range(k):  # the reference's order: agg += weight * out, slot by slot
+        moe_out += weights[:, s:s + 1] * y[slot_of_pair.reshape(rows, k)[:, s]]
+    return moe_out, x + moe_out
+
+
+def seeded(name: str):
+    return np.random.default_rng(zlib.crc32(name.encode()))
+
+
+@pytest.fixture
+def rng(request):
+    return seeded(request.node.name)
+
+
+# -- CPU: the padding bound, the oracle, the launch helpers ---------------------------------------------
+def test_moe_padded_pairs_bounds_every_grouping():
+    rng = seeded("bounds")
+    for _ in range(2000):
+        n_experts = int(rng.integers(1, 200))
+        block_m = int(rng.choice([1, 2, 8, 16, 32, 64, 128]))
+        n_pairs = int(rng.integers(0, 5000))
+        padded = moe_padded_pairs(n_pairs, n_experts, block_m)
+        assert padded % block_m == 0 and padded >= n_pairs
+        assert padded == block_m * -(-(n_pairs + n_experts * (block_m - 1)) // block_m)
+        # random counts (uniform, skewed, all on one expert, as many experts as possible just past a tile)
+        shapes = [rng.multinomial(n_pairs, np.full(n_experts, 1 / n_experts)),
+                  rng.multinomial(n_pairs, rng.dirichlet(np.full(n_experts, 0.1))),
+                  np.eye(n_experts, dtype=np.int64)[rng.integers(n_experts)] * n_pairs]
+        # the most tiles n_pairs can need: one pair per expert, then every further BM pairs one more tile
+        worst = np.zeros(n_experts, np.int64)
+        worst[: min(n_pairs, n_experts)] = 1
+        extra = max(0, n_pairs - n_experts)
+        worst[0] += block_m * (extra // block_m) + extra % block_m
+        assert np.sum(-(-worst // block_m)) == (n_pairs if n_pairs <= n_experts else n_experts + extra // block_m)
+        shapes.append(worst)
+        for counts in shapes:
+            assert counts.sum() == n_pairs
+            assert int(np.sum(-(-counts // block_m))) <= padded // block_m
+
+
+def test_moe_padded_pairs_is_tight_for_one_pair_per_expert():
+    for n_experts, block_m in [(5, 8), (32, 64), (128, 16)]:
+        padded = moe_padded_pairs(n_experts, n_experts, block_m)
+        assert padded == n_experts * block_m  # every expert one pair: one tile each, nothing spare
+
+
+def test_align_oracle_is_a_consistent_grouping():
+    rng = seeded("oracle")
+    experts = rng.integers(0, 9, (50, 3)).astype(np.int32)
+    pair_of_slot, slot_of_pair, tile_expert = align_oracle(experts, 9, 8)
+    flat = experts.reshape(-1)
+    assert np.array_equal(pair_of_slot[slot_of_pair], np.arange(flat.size))
+    used = pair_of_slot >= 0
+    assert used.sum() == flat.size
+    assert np.array_equal(tile_expert[np.flatnonzero(used) // 8], flat[pair_of_slot[used]])
+    ordered = pair_of_slot[used]
+    assert np.array_equal(ordered, np.lexsort((np.arange(flat.size), flat)))  # by expert, then pair id
+    n_used = int((tile_expert >= 0).sum())
+    assert np.all(tile_expert[:n_used] >= 0) and np.all(np.diff(tile_expert[:n_used]) >= 0)
+
+
+class _Recorder(MoeLaunches):
+    warps_per_block = 8
+
+    def __init__(self):
+        self.calls = []
+
+    def _launch(self, name, grid, block, args):
+        assert isinstance(grid, tuple) and isinstance(block, tuple) and grid[0] > 0
+        self.calls.append((name, grid, block, args))
+
+
+def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
+    k = _Recorder()
+    rows, top, n_experts, block_m, hidden = 100, 4, 32, 16, 24
+    padded = moe_padded_pairs(rows * top, n_experts, block_m)
+    experts = np.zeros((rows, top), I32)
+    k.router_topk_rows(experts, np.zeros((rows, top), F32), np.zeros((rows, n_experts), F32))
+    k.moe_align(np.zeros(padded, I32), np.zeros(rows * top, I32), np.zeros(padded // block_m, I32), experts,
+                block_m, n_experts)
+    k.moe_combine(np.zeros((rows, hidden), F32), np.zeros((rows, hidden), F32), np.zeros((padded, hidden), F32),
+                  np.zeros((rows, top), F32), np.zeros(rows * top, I32))
+    (n1, g1, b1, a1), (n2, g2, b2, a2), (n3, g3, b3, a3) = k.calls
+    assert (n1, g1, b1) == ("router_topk_rows", (13,), (256,))
+    assert (n2, g2, b2) == ("moe_align", (1,), (MOE_ALIGN_THREADS,))
+    assert (n3, g3, b3) == ("moe_combine", (1, rows), (256,))
+    for args in (a1, a2, a3):
+        assert all(isinstance(a, (np.ndarray, np.int32)) for a in args)
+    with pytest.raises(ValueError, match="moe_padded_pairs"):
+        k.moe_align(np.zeros(padded + block_m, I32), np.zeros(rows * top, I32),
+                    np.zeros(padded // block_m + 1, I32), experts, block_m, n_experts)
+    with pytest.raises(ValueError):
+        k.router_topk_rows(np.zeros((rows, 33), I32), np.zeros((rows, 33), F32), np.zeros((rows, 32), F32))
+    with pytest.raises(TypeError):
+        k.moe_combine(np.zeros((rows, hidden), F32), np.zeros((rows, hidden), F32), np.zeros((padded, hidden), F32),
+                      np.zeros((rows, top), F32), np.zeros(rows * top, np.int64))
+
+
+# -- GPU -------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dev():
+    from cupy_getp.gpu.device import Device
+    from cupy_getp.gpu.kernels import Kernels
+
+    device = Device.open()
+    return device, Kernels(device)
+
+
+def to_device(a):
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def host(a, dev):
+    dev[0].synchronize("test")
+    return a.get()
+
+
+def garbage(shape, dtype):
+    import cupy
+
+    return cupy.full(shape, GARBAGE if dtype == np.int32 else np.nan, dtype)
+
+
+def router_scores(rng, rows, n_experts):
+    scores = rng.standard_normal((rows, n_experts)).astype(np.float32)
+    for r in range(0, rows, 3):  # ties at the top: several experts share the row's maximum
+        scores[r, rng.integers(0, n_experts, 3)] = scores[r].max()
+    for r in range(1, rows, 3):  # many ties everywhere
+        scores[r] = np.round(scores[r] * 2) / 2
+    scores[2 % rows, :] = 0.25  # every expert tied
+    if rows > 5:
+        scores[5, : n_experts // 2] = -0.0  # -0 and +0 tie
+        scores[5, n_experts // 2:] = 0.0
+    return scores
+
+
+@gpu
+@pytest.mark.parametrize("n_experts", [5, 32, 128])
+@pytest.mark.parametrize("k", [1, 2, 4, "E"])
+@pytest.mark.parametrize("rows", [1, 37])
+def test_router_topk_rows(dev, rng, n_experts, k, rows):
+    k = n_experts if k == "E" else k
+    if k > n_experts:
+        pytest.skip("k > E")
+    scores = router_scores(rng, rows, n_experts)
+    experts, weights = garbage((rows, k), np.int32), garbage((rows, k), np.float32)
+    dev[1].router_topk_rows(experts, weights, to_device(scores))
+    got_experts, got_weights = host(experts, dev), host(weights, dev)
+    for r in range(rows):
+        want_experts, want_weights = route(scores[r], k)
+        np.testing.assert_array_equal(got_experts[r], want_experts, err_msg=f"row {r}")
+        assert np.max(np.abs(got_weights[r] - want_weights)) <= ELEMENT_TOL, f"row {r}"
+
+
+@gpu
+def test_router_topk_rows_4096_rows_gpt_oss_120b(dev, rng):
+    rows, n_experts, k = 4096, 128, 4
+    scores = router_scores(rng, rows, n_experts)
+    experts, weights = garbage((rows, k), np.int32), garbage((rows, k), np.float32)
+    dev[1].router_topk_rows(experts, weights, to_device(scores))
+    want = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    np.testing.assert_array_equal(host(experts, dev), want)
+    want_weights = np.stack([route(scores[r], k)[1] for r in range(rows)])
+    assert np.max(np.abs(host(weights, dev) - want_weights)) <= ELEMENT_TOL
+
+
+def align_cases():
+    rng = seeded("align cases")
+    return [
+        ("one row", np.array([[3, 1]]), 5, 8),
+        ("one row k=1", np.array([[0]]), 5, 64),
+        ("all on one expert", np.full((40, 2), 2), 5, 8),  # note: rows' experts need not be distinct here
+        ("all on one expert, 64", np.full((300, 1), 4), 5, 64),
+        ("experts without rows", rng.integers(0, 3, (500, 2)) * 3, 9, 8),
+        ("last expert only", np.full((17, 3), 31), 32, 8),
+        ("random 1024x4 E32 BM8", rng.integers(0, 32, (1024, 4)), 32, 8),
+        ("random 1024x4 E32 BM64", rng.integers(0, 32, (1024, 4)), 32, 64),
+        ("E128", rng.integers(0, 128, (256, 4)), 128, 16),
+        ("E128 top-4 of scores", np.argsort(-rng.standard_normal((4096, 128)), axis=1, kind="stable")[:, :4], 128, 64),
+        ("E128 k8 skewed", rng.choice(128, (777, 8), p=rng.dirichlet(np.full(128, 0.05))), 128, 8),
+        ("BM 1", rng.integers(0, 5, (33, 5)), 5, 1),
+    ]
+
+
+@gpu
+@pytest.mark.parametrize("case", align_cases(), ids=lambda c: c[0])
+@pytest.mark.parametrize("pass_n_experts", [True, False])
+def test_moe_align(dev, case, pass_n_experts):
+    _, experts, n_experts, block_m = case
+    experts = np.ascontiguousarray(experts, np.int32)
+    want = align_oracle(experts, n_experts, block_m)
+    padded = want[0].size
+    outs = (garbage(padded, np.int32), garbage(experts.size, np.int32), garbage(padded // block_m, np.int32))
+    d_experts = to_device(experts)
+    for _ in range(2):  # the same buffers again: every element rewritten, the same result
+        dev[1].moe_align(*outs, d_experts, block_m, n_experts if pass_n_experts else None)
+        for name, got, expected in zip(("pair_of_slot", "slot_of_pair", "tile_expert"), outs, want):
+            np.testing.assert_array_equal(host(got, dev), expected, err_msg=name)
+        for out in outs:
+            out.fill(GARBAGE)
+
+
+@gpu
+@pytest.mark.parametrize("rows, k, n_experts, block_m, hidden", [(1, 1, 5, 8, 24), (37, 2, 5, 8, 300),
+                                                                 (256, 4, 32, 16, 2880), (64, 8, 128, 64, 33)])
+def test_moe_combine(dev, rng, rows, k, n_experts, block_m, hidden):
+    experts = np.argsort(rng.random((rows, n_experts)), axis=1)[:, :k].astype(np.int32)
+    _, slot_of_pair, _ = align_oracle(experts, n_experts, block_m)
+    padded = moe_padded_pairs(rows * k, n_experts, block_m)
+    x = rng.standard_normal((rows, hidden)).astype(np.float32)
+    y = rng.standard_normal((padded, hidden)).astype(np.float32)
+    weights = rng.dirichlet(np.ones(k), rows).astype(np.float32)
+    want_out, want_x = combine_oracle(x, y, weights, slot_of_pair)
+    d_x, moe_out = to_device(x), garbage((rows, hidden), np.float32)
+    dev[1].moe_combine(d_x, moe_out, to_device(y), to_device(weights), to_device(slot_of_pair))
+    assert np.max(np.abs(host(moe_out, dev) - want_out)) <= COMBINE_TOL
+    assert np.max(np.abs(host(d_x, dev) - want_x)) <= COMBINE_TOL
+
+
+@gpu
+def test_batched_moe_pipeline_matches_route_per_row(dev, rng):
+    """router_topk_rows -> moe_align -> (y = a function of pair) -> moe_combine, against the reference per row."""
+    rows, n_experts, k, block_m, hidden = 50, 32, 4, 8, 40
+    scores = router_scores(rng, rows, n_experts)
+    padded = moe_padded_pairs(rows * k, n_experts, block_m)
+    experts, weights = garbage((rows, k), np.int32), garbage((rows, k), np.float32)
+    pair_of_slot, slot_of_pair = garbage(padded, np.int32), garbage(rows * k, np.int32)
+    tile_expert = garbage(padded // block_m, np.int32)
+    k_ = dev[1]
+    k_.router_topk_rows(experts, weights, to_device(scores))
+    k_.moe_align(pair_of_slot, slot_of_pair, tile_expert, experts, block_m, n_experts)
+    out_of_pair = rng.standard_normal((rows * k, hidden)).astype(np.float32)
+    pos = host(pair_of_slot, dev)
+    y = np.zeros((padded, hidden), np.float32)
+    y[pos >= 0] = out_of_pair[pos[pos >= 0]]
+    x = rng.standard_normal((rows, hidden)).astype(np.float32)
+    d_x, moe_out = to_device(x), garbage((rows, hidden), np.float32)
+    k_.moe_combine(d_x, moe_out, to_device(y), weights, slot_of_pair)
+    got = host(d_x, dev)
+    for r in range(rows):
+        _, w = route(scores[r], k)
+        agg = np.zeros(hidden, np.float32)
+        for s in range(k):
+            agg += w[s] * out_of_pair[r * k + s]
+        assert np.max(np.abs(got[r] - (x[r] + agg))) <= COMBINE_TOL
