@@ -246,7 +246,7 @@ class RowModel:
         k.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
         self.matmul(v, v.router, v.t, lw.w_router, lw.b_router)  # (R, E)
         k.router_topk_rows(v.experts, v.expert_weights, v.router)
-        k.moe_align(v.pair_of_slot, v.slot_of_pair, v.tile_expert, v.experts, v.block_m)
+        k.moe_align(v.pair_of_slot, v.slot_of_pair, v.tile_expert, v.experts, v.block_m, c.n_experts)
         if v.tensor_cores:
             k.gemm_tc_grouped_swiglu(v.g, v.t, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
                                      c.experts_per_token, c.swiglu_limit, self.pieces)

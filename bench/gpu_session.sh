@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
+#   bash bench/gpu_session.sh [tests|oldtests|diff|quick|headline]...   (default: tests quick)
+# Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+# Logs gather in one folder, packed into $OUT/logs.tgz at the end ($OUT takes few files).
+FINAL=${OUT:-gpu-out}; OUT=/tmp/gpu-logs; rm -rf "$OUT"; mkdir -p "$OUT" "$FINAL"
+trap 'tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs' EXIT
+export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 CUPY_GETP_O200K_BASE=$PWD/.carry/o200k_base.tiktoken.gz
+export CUPY_CACHE_DIR=/tmp/cupy-cache
+parts=${*:-tests quick}
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; git log --oneline -1;
+  python -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"; } > "$OUT/env.txt" 2>&1
+for part in $parts; do
+  case $part in
+    tests)
+      python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py tests/test_gpu_batch_attention.py \
+        tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py tests/test_gpu_weight_storage.py 2>&1 | tee "$OUT/kernel-tests.log" | tail -30
+      python -m pytest -m gpu -q -rfE -s tests/test_gpu_batch_engine.py 2>&1 | tee "$OUT/engine-tests.log" | tail -30
+      ;;
+    oldtests)
+      python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py tests/test_gpu_engine.py tests/test_oracle.py 2>&1 \
+        | tee "$OUT/old-gpu-tests.log" | tail -15
+      ;;
+    diff)
+      python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1; echo "diff 7m exit $?"
+      tail -4 "$OUT/diff-batch-7m.txt"
+      ;;
+    quick)
+      python bench/gemm.py --quick 2>&1 | tee "$OUT/gemm.txt" | tail -25
+      python bench/gemm_tc.py --quick 2>&1 | tee "$OUT/gemm_tc.txt" | tail -25
+      python bench/getp_throughput.py --quick --skip transformers,single --max-seconds 120 --out "$OUT/quick" 2>&1 \
+        | tee "$OUT/quick.txt" | tail -30
+      ;;
+    headline)
+      python bench/getp_throughput.py --max-seconds 400 --out "$OUT/headline" 2>&1 | tee "$OUT/headline.txt" | tail -40
+      ;;
+  esac
+done
