@@ -114,7 +114,8 @@ def headline(engine, prompts, steps, args, bandwidth, out: Path) -> dict:
         "bench": "headline", "requests": len(prompts), "steps": steps, "tok_s": round(tokens / elapsed, 1),
         "tokens": tokens, "seconds": round(elapsed, 2), "partial": partial, "n_slots": batched.shape.n_slots,
         "max_rows": batched.shape.max_rows, "precision": batched.precision, "graphs": batched.runner.use_graphs,
-        "device_gib_in_use": round(memory / 2**30, 2), "weights_gib": round((engine.memory_after_warm_up - engine.memory_before) / 2**30, 2),
+        "device_gib_in_use": round(memory / 2**30, 2),
+        "weights_gib": round((engine.memory_after_warm_up - engine.memory_before) / 2**30, 2),
         "steps_run": len(step_log), "per_bucket": table,
     }
     batched.free()
@@ -174,6 +175,32 @@ def batch1_decode(engine, prompt, precision) -> dict:
     batched.free()
     return {"bench": "batch1_decode", "tok_s_pos_8_264": round(1 / statistics.median(times[8:264]), 1),
             "tok_s_pos_1792_2048": round(1 / statistics.median(times[1792:2048]), 1)}
+
+
+def precision_drift(engine, prompts, steps) -> dict:
+    """`fast` (1 BF16 piece) against `exact` (3 pieces) on the standard prompts: identical lines and the
+    max logit difference over the first step's rows."""
+    from cupy_getp.gpu.batch import default_precision
+    from cupy_getp.getp import run_batched
+
+    if default_precision(engine.device) == "fp32":
+        return {"bench": "precision_drift", "skipped": "no tensor cores"}
+    lines, logits = {}, {}
+    for precision in ("exact", "fast", "fp32"):
+        batched = engine.batched(len(prompts), steps, precision=precision)
+        v = batched.step(np.arange(len(prompts), dtype=np.int32), np.zeros(len(prompts), np.int32),
+                         np.array([p[0] for p in prompts], np.int32))
+        logits[precision] = v.logits[: len(prompts)].get()
+        batched.free()
+        batched = engine.batched(len(prompts), steps, precision=precision)
+        lines[precision] = run_batched(batched, GREEDY, prompts, steps)
+        batched.free()
+    same = {p: sum(a == b for a, b in zip(lines[p], lines["exact"])) for p in ("fast", "fp32")}
+    diff = {p: float(np.max(np.abs(logits[p] - logits["exact"]))) for p in ("fast", "fp32")}
+    return {"bench": "precision_drift", "requests": len(prompts), "steps": steps,
+            "fast_lines_identical_to_exact": f"{same['fast']}/{len(prompts)}",
+            "fp32_lines_identical_to_exact": f"{same['fp32']}/{len(prompts)}",
+            "fast_max_logit_diff_pos0": diff["fast"], "fp32_max_logit_diff_pos0": diff["fp32"]}
 
 
 def single_sequence(engine, prompts, steps) -> dict:
@@ -237,9 +264,10 @@ def main() -> None:
     parser.add_argument("-n", "--steps", type=int, default=None)
     parser.add_argument("--preset", default="20b")
     parser.add_argument("--batch", type=int, default=0, help="request slots (0: from free memory)")
-    parser.add_argument("--precision", default=None, help="exact, fast or fp32 (default: the engine's)")
+    parser.add_argument("--precision", default=None, help="exact, fast or fp32 (default: the engine's); "
+                                                          "a comma list runs the headline once for each")
     parser.add_argument("--max-seconds", type=float, default=420.0, help="stop the headline here (reported)")
-    parser.add_argument("--skip", default="", help="comma list of: headline, decode, single, transformers")
+    parser.add_argument("--skip", default="", help="comma list of: headline, decode, single, drift, transformers")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -258,8 +286,15 @@ def main() -> None:
          "warm_up_s": round(time.perf_counter() - begin, 2), "copy_gb_s": round(bandwidth / 1e9, 1),
          "date": time.strftime("%Y-%m-%d")}, args.out)
     results = []
+    precisions = (args.precision or "").split(",")
     if "headline" not in skip:
-        results.append(headline(engine, prompts, steps, args, bandwidth, args.out))
+        for precision in precisions:
+            args.precision = precision or None
+            results.append(headline(engine, prompts, steps, args, bandwidth, args.out))
+            log(results[-1], args.out)
+    args.precision = precisions[0] or None
+    if "drift" not in skip:
+        results.append(precision_drift(engine, standard, 256))
         log(results[-1], args.out)
     if "decode" not in skip:
         results.append(batch1_decode(engine, standard[0], args.precision))
@@ -297,6 +332,8 @@ def print_summary(results) -> None:
                 print(f"| {b['bucket']} | {b['steps']} | {b['rows']} | {b['ms']} | {b['tok_s']} | {b['bound_ms']} | "
                       f"{b['bound']} | {b['of_bound']} |")
             print()
+        elif r["bench"] == "precision_drift":
+            print(f"| precision drift | | {json.dumps(r)} |")
         elif r["bench"] == "batch1_decode":
             print(f"| batch-1 decode | {r['tok_s_pos_8_264']} / {r['tok_s_pos_1792_2048']} | positions 8-264 / "
                   f"1792-2048 |")
