@@ -66,23 +66,24 @@ def copy_bandwidth() -> float:
 
 
 # -- step lower bound -----------------------------------------------------------------------------------
-def step_bound(c, rows: int, context: float, precision: str, bandwidth: float) -> tuple[float, float]:
-    """(bytes / bandwidth, FLOPs / peak) of one step of `rows` rows at mean context `context`."""
+def step_bound(c, rows: int, context: float, precision: str, bandwidth: float, dense_bf16: bool,
+               ) -> tuple[float, float]:
+    """(bytes / bandwidth, FLOPs / peak) of one step of `rows` rows at mean context `context`. GEMMs on
+    BF16 weights count `pieces` products on tensor cores in exact/fast; the rest runs on CUDA cores."""
     H, I, E, k, L = c.hidden_dim, c.intermediate_dim, c.n_experts, c.experts_per_token, c.n_layers
-    dense = L * (H * c.qkv_dim + c.q_dim * H + H * E) + c.vocab_size * H  # weights, FP32
+    dense = L * (H * c.qkv_dim + c.q_dim * H + H * E) + c.vocab_size * H  # weights
     expert = 3 * I * H  # mlp1 (2I x H) + mlp2 (H x I), BF16
     touched = E * (1 - (1 - 1 / E) ** (rows * k))  # expected distinct experts per layer
-    windowed = sum(c.uses_sliding_window(l) for l in range(L))
+    windowed = sum(c.uses_sliding_window(layer) for layer in range(L))
     kv_positions = (L - windowed) * context + windowed * min(context, c.sliding_window)
-    bytes_ = 4 * dense + 2 * L * touched * expert + rows * kv_positions * c.kv_dim * 8
-    flops_gemm = 2 * rows * (dense + L * k * expert)
+    bytes_ = (2 if dense_bf16 else 4) * dense + 2 * L * touched * expert + rows * kv_positions * c.kv_dim * 8
+    flops_dense, flops_moe = 2 * rows * dense, 2 * rows * L * k * expert
     flops_attn = 4 * rows * kv_positions * c.q_dim
     if precision == "fp32":
-        compute = (flops_gemm + flops_attn) / FP32_PEAK
-    else:
-        pieces = 1 if precision == "fast" else 3
-        moe = 2 * rows * L * k * expert
-        compute = pieces * moe / BF16_PEAK + (flops_gemm - moe + flops_attn) / FP32_PEAK
+        return bytes_ / bandwidth, (flops_dense + flops_moe + flops_attn) / FP32_PEAK
+    pieces = 1 if precision == "fast" else 3
+    on_tensor_cores = flops_moe + (flops_dense if dense_bf16 else 0)
+    compute = pieces * on_tensor_cores / BF16_PEAK + (flops_dense + flops_moe + flops_attn - on_tensor_cores) / FP32_PEAK
     return bytes_ / bandwidth, compute
 
 
@@ -108,7 +109,8 @@ def headline(engine, prompts, steps, args, bandwidth, out: Path) -> dict:
             break
     elapsed = time.perf_counter() - begin
     (out / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in step_log))
-    table = step_table(step_log, engine.config, batched.precision, bandwidth)
+    dense_bf16 = engine.w.storage["w_qkv"] != "fp32"
+    table = step_table(step_log, engine.config, batched.precision, bandwidth, dense_bf16)
     plot(step_log, out / "step_time_vs_rows.png")
     result = {
         "bench": "headline", "requests": len(prompts), "steps": steps, "tok_s": round(tokens / elapsed, 1),
@@ -116,13 +118,13 @@ def headline(engine, prompts, steps, args, bandwidth, out: Path) -> dict:
         "max_rows": batched.shape.max_rows, "precision": batched.precision, "graphs": batched.runner.use_graphs,
         "device_gib_in_use": round(memory / 2**30, 2),
         "weights_gib": round((engine.memory_after_warm_up - engine.memory_before) / 2**30, 2),
-        "steps_run": len(step_log), "per_bucket": table,
+        "steps_run": len(step_log), "dense_storage": engine.w.describe_storage(), "per_bucket": table,
     }
     batched.free()
     return result
 
 
-def step_table(step_log, c, precision, bandwidth) -> list[dict]:
+def step_table(step_log, c, precision, bandwidth, dense_bf16) -> list[dict]:
     """Median step time per bucket of rows, with the bound and the fraction of it reached."""
     by_bucket: dict[int, list] = {}
     for rows, bucket, pos, seconds in step_log:
@@ -132,7 +134,7 @@ def step_table(step_log, c, precision, bandwidth) -> list[dict]:
         seconds = statistics.median(e[2] for e in entries)
         rows = statistics.median(e[0] for e in entries)
         context = statistics.mean(e[1] for e in entries) + 1
-        memory_s, compute_s = step_bound(c, bucket, context, precision, bandwidth)
+        memory_s, compute_s = step_bound(c, bucket, context, precision, bandwidth, dense_bf16)
         table.append({"bucket": bucket, "steps": len(entries), "rows": rows, "ms": round(1e3 * seconds, 3),
                       "tok_s": round(rows / seconds, 1), "bound_ms": round(1e3 * max(memory_s, compute_s), 3),
                       "bound": "memory" if memory_s > compute_s else "compute",
