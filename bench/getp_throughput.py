@@ -83,8 +83,8 @@ def step_bound(c, rows: int, context: float, precision: str, bandwidth: float, d
         return bytes_ / bandwidth, (flops_dense + flops_moe + flops_attn) / FP32_PEAK
     pieces = 1 if precision == "fast" else 3
     on_tensor_cores = flops_moe + (flops_dense if dense_bf16 else 0)
-    compute = pieces * on_tensor_cores / BF16_PEAK + (flops_dense + flops_moe + flops_attn - on_tensor_cores) / FP32_PEAK
-    return bytes_ / bandwidth, compute
+    on_cuda_cores = flops_dense + flops_moe + flops_attn - on_tensor_cores
+    return bytes_ / bandwidth, pieces * on_tensor_cores / BF16_PEAK + on_cuda_cores / FP32_PEAK
 
 
 # -- the headline ---------------------------------------------------------------------------------------
