@@ -25,6 +25,7 @@ from .launch.common import BF16, F32, I32, _aligned, _blocks, _check
 
 BLOCK_SIZE = 256  # threads per block, as kernels/common.h
 ATTN_CHUNK = 64  # positions per block in the weighted sum of values
+_KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)')
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
 
 
@@ -76,14 +77,21 @@ class Kernels(BatchLaunches):
         self.functions = {}
         for family in families():  # get_function compiles: compile errors belong to warm-up, not a step
             module = _module(family, device.warp_size, device.id)
-            for name in re.findall(r'extern "C" __global__ void (\w+)', assemble_source(family, device.warp_size)):
+            for name in _KERNEL.findall(assemble_source(family, device.warp_size)):
                 self.functions[name] = module.get_function(name)
+        self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
 
-    def _launch(self, name: str, grid: tuple, block: tuple, args: tuple) -> None:
+    def _launch(self, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         if grid[0] == 0:  # CuPy would still launch one block
             return
+        function = self.functions[name]
+        # Over 48 KiB of dynamic shared memory must be opted into per kernel on CUDA; on ROCm (CuPy 13)
+        # the setter is a stub that fails, and up to 64 KiB work without it.
+        if shared_mem > 48 * 1024 and not self.device.is_hip and self._shared_limit.get(name, 0) < shared_mem:
+            function.max_dynamic_shared_size_bytes = shared_mem
+            self._shared_limit[name] = shared_mem
         try:
-            self.functions[name](grid, block, args, stream=self.device.stream)
+            function(grid, block, args, shared_mem=shared_mem, stream=self.device.stream)
         except Exception as e:
             raise RuntimeError(f"launch of kernel {name} (grid {grid}, block {block}) failed: {e}") from e
         counters = self.device.counters

@@ -1,0 +1,128 @@
+"""TFLOP/s of the tensor-core products (kernels/gemm_tc.hip): dense gemm_tc at the 20b shape's projection
+sizes and the grouped MoE pair (mlp1 + SwiGLU, mlp2) with E=32, k=4, H=I=2880.
+
+FLOPs are counted per piece (pieces=3 does three BF16 products: 3 x 2 M N K), so the figure is what the
+tensor cores executed; `of_peak` divides by 790 TFLOP/s (measured cuBLAS BF16, H100, 8192 cube). Times
+are the median of device-event timings after warm-up. Under a minute on an H100; `--quick` one M only.
+
+    python bench/gemm_tc.py [--quick] [--repeats 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+
+import numpy as np
+
+BF16_PEAK_TFLOPS = 790.0
+DENSE = ((2880, 5760), (2880, 5120), (4096, 2880))  # (K, N): mlp1 of one expert's width, qkv, attention out
+ROWS = (64, 256, 512, 1024)
+N_EXPERTS, TOP_K, HIDDEN, INTER = 32, 4, 2880, 2880
+
+
+def time_ms(stream, fn, repeats: int) -> float:
+    import cupy
+
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start, end = cupy.cuda.Event(), cupy.cuda.Event()
+        start.record(stream)
+        fn()
+        end.record(stream)
+        end.synchronize()
+        times.append(cupy.cuda.get_elapsed_time(start, end))
+    return float(np.median(times))
+
+
+def random_bf16(rng, shape):
+    """bf16 bits of N(0, 1/K) values (truncated: fine for timing)."""
+    import cupy
+
+    x = rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[-1]))
+    return (x.view(cupy.uint32) >> 16).astype(cupy.uint16)
+
+
+def group_pairs(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[np.ndarray, np.ndarray]:
+    """moe_align's contract on the host: per expert, its pair ids ascending, padded to block_m."""
+    n_padded = block_m * -(-(experts.size + n_experts * (block_m - 1)) // block_m)
+    pair_of_slot = np.full(n_padded, -1, np.int32)
+    tile_expert = np.full(n_padded // block_m, -1, np.int32)
+    position = 0
+    for e in range(n_experts):
+        pairs = np.flatnonzero(experts.reshape(-1) == e)
+        pair_of_slot[position:position + pairs.size] = pairs
+        tiles = -(-pairs.size // block_m)
+        tile_expert[position // block_m:position // block_m + tiles] = e
+        position += tiles * block_m
+    return pair_of_slot, tile_expert
+
+
+def rate(flops: float, ms: float) -> dict:
+    tflops = flops / ms / 1e9
+    return {"ms": round(ms, 4), "tflops": round(tflops, 1), "of_peak": round(tflops / BF16_PEAK_TFLOPS, 3)}
+
+
+def main() -> None:
+    import cupy
+
+    from cupy_getp.gpu.device import Device
+    from cupy_getp.gpu.kernels import Kernels
+    from cupy_getp.gpu.launch.gemm_tc import TC_BLOCK_M, tensor_cores_supported
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="M = 512 only")
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    device = Device.open()
+    if not tensor_cores_supported(device):
+        raise SystemExit(f"no tensor-core path on {device.describe()}")
+    kernels = Kernels(device)
+    stream = device.stream
+    rng = cupy.random.default_rng(0)
+    host_rng = np.random.default_rng(0)
+    rows = (512,) if args.quick else ROWS
+    print(json.dumps({"device": device.describe(), "bf16_peak_tflops": BF16_PEAK_TFLOPS}), flush=True)
+
+    for k, n in DENSE:
+        w = random_bf16(rng, (n, k))
+        for m in rows:
+            a = rng.standard_normal((m, k), dtype=np.float32)
+            c = cupy.empty((m, n), np.float32)
+            for pieces in (3, 1):
+                result = {"kernel": "gemm_tc", "m": m, "k": k, "n": n, "pieces": pieces,
+                          "auto_block_m": kernels._tc_dense_block_m(m, n)}
+                for block_m in (64, 128):
+                    ms = time_ms(stream, partial(kernels.gemm_tc, c, a, w, pieces=pieces, block_m=block_m),
+                                 args.repeats)
+                    result[f"block_m_{block_m}"] = rate(2.0 * m * n * k * pieces, ms)
+                print(json.dumps(result), flush=True)
+
+    w1 = random_bf16(rng, (N_EXPERTS, 2 * INTER, HIDDEN))
+    w2 = random_bf16(rng, (N_EXPERTS, HIDDEN, INTER))
+    b1 = rng.standard_normal((N_EXPERTS, 2 * INTER), dtype=np.float32)
+    b2 = rng.standard_normal((N_EXPERTS, HIDDEN), dtype=np.float32)
+    for r in rows:
+        experts = np.stack([host_rng.permutation(N_EXPERTS)[:TOP_K] for _ in range(r)]).astype(np.int32)
+        pair_host, tile_host = group_pairs(experts, N_EXPERTS, TC_BLOCK_M)
+        pair_of_slot, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
+        a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
+        g = cupy.zeros((pair_host.size, INTER), np.float32)
+        y = cupy.empty((pair_host.size, HIDDEN), np.float32)
+        pairs = r * TOP_K  # useful rows: padding is not counted
+        for pieces in (3, 1):
+            ms1 = time_ms(stream, partial(kernels.gemm_tc_grouped_swiglu, g, a, pair_of_slot, tile_expert, w1, b1,
+                                          TOP_K, 7.0, pieces=pieces), args.repeats)
+            ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, g, pair_of_slot, tile_expert, w2, b2,
+                                          pieces=pieces), args.repeats)
+            print(json.dumps({"kernel": "grouped", "rows": r, "pairs": pairs, "padded": int(pair_host.size),
+                              "pieces": pieces,
+                              "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
+                              "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()

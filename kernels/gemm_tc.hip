@@ -1,0 +1,445 @@
+// gemm_tc.hip: C = A @ W^T on tensor cores, A (M, K) FP32 activations, W (N, K) BF16 weights (uint16
+// bits), FP32-accurate by splitting A ("exact split", docs/batched-engine.md, gemm_tc).
+//
+// Numerics. While an A tile is staged into shared memory each FP32 value x is split into `pieces`
+// BF16 values x1 = bf16(x), x2 = bf16(x - x1), x3 = bf16(x - x1 - x2) (both differences are exact in
+// FP32). W is BF16 already, so every BF16 x BF16 product is exact in FP32 and W x = W x1 + W x2 + W x3
+// up to the order of additions. The tensor core's own accumulation keeps fewer bits than an FP32 add,
+// so per k16 step each output fragment starts a fresh product tmp = 0, tmp += x3 W, tmp += x2 W,
+// tmp += x1 W (smallest first), and tmp is added into FP32 accumulators with an ordinary add
+// ("promotion"; without it 3 pieces are no better than 2). pieces = 1 is plain BF16 activations, and
+// its mma accumulates straight into the accumulators (no promotion: BF16 rounding of x dominates).
+//
+// Tiles. A block (BLOCK_SIZE = 256 threads) computes BM x TC_BN outputs (BM = 64 or 128, TC_BN = 128)
+// over K in steps of TC_BK = 32: the next step's A and W are loaded into registers while the tensor
+// cores work on the current step, then split and stored into the other half of a double-buffered
+// shared-memory stage (one __syncthreads per step). Shared rows are padded to TC_LDS = 40 bf16
+// (80 bytes): the 8 row addresses of an ldmatrix phase then hit 8 disjoint groups of 4 banks.
+// Out-of-range A rows, W rows and K columns are staged as zeros, so M, N, K need no multiple.
+// Dynamic shared memory: 2 stages x (pieces BM + TC_BN) x TC_LDS x 2 bytes (launch/gemm_tc.py).
+//
+// CUDA (sm_80+): per warp a (BM / WARPS_M) x (TC_BN / WARPS_N) tile of m16n8k16 fragments, loaded with
+// ldmatrix.x4 and multiplied with mma.sync (PTX; the fragment layout is in the notes of tc_mma_bf16).
+// HIP (gfx90a / gfx94x): the same tiles per wavefront of 64 with __builtin_amdgcn_mfma_f32_16x16x16bf16_1k.
+// THE HIP PATH IS COMPILED (hipcc, gfx90a) BUT HAS NEVER RUN ON AN AMD GPU: the launch helpers refuse it
+// unless CUPY_GETP_ROCM_MFMA=1. On other architectures (CUDA < sm_80, other AMD GPUs) the kernels
+// compile to an immediate return and must never be launched (tensor_cores_supported() is False).
+#include "common.h"
+
+#define TC_BN 128        // output columns per block
+#define TC_BK 32         // K per pipeline step (two k16 tensor-core steps)
+#define TC_LDS (TC_BK + 8)  // shared-memory row length in bf16: 80 bytes, conflict-free ldmatrix
+#define TC_GROUP_M 64    // rows per tile of the grouped (MoE) kernels: TC_BLOCK_M in Python
+
+#ifdef GETP_HIP
+#if defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__)
+#define GETP_TC 1
+#endif
+#define TC_NT 16  // output columns of one MFMA fragment
+typedef short tc_bf16x4 __attribute__((ext_vector_type(4)));
+typedef float tc_f32x4 __attribute__((ext_vector_type(4)));
+#else
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define GETP_TC 1
+#endif
+#define TC_NT 8  // output columns of one mma.m16n8k16 fragment
+#endif
+#ifndef GETP_TC
+#define GETP_TC 0
+#endif
+
+static_assert(BLOCK_SIZE == 256, "gemm_tc tiles assume 256 threads per block");
+
+// Warp layout of a BM x TC_BN block tile. CUDA (8 warps): 2 x 4 warps of 32 x 32 (BM 64) or 4 x 2 warps
+// of 32 x 64 (BM 128). HIP (4 wavefronts): 2 x 2 of 32 x 64 (BM 64) or 64 x 64 (BM 128).
+template <int BM>
+struct TcTile {
+  static const int WARPS_M = (BM / 32 < WARPS_PER_BLOCK / 2) ? BM / 32 : WARPS_PER_BLOCK / 2;
+  static const int WARPS_N = WARPS_PER_BLOCK / WARPS_M;
+  static const int WTM = BM / WARPS_M, WTN = TC_BN / WARPS_N;  // one warp's output tile
+  static const int MI = WTM / 16, NJ = WTN / TC_NT;            // its fragments
+  static const int A_ROWS = BM / 32;                            // A rows staged per thread (8 threads x 4 floats a row)
+  static const int W_ROWS = TC_BN / 64;                         // W rows staged per thread (4 threads x 8 bf16 a row)
+  static const int STAGE1 = (BM + TC_BN) * TC_LDS;              // bf16 elements of one stage, pieces = 1
+  static const int STAGE3 = (3 * BM + TC_BN) * TC_LDS;          // pieces = 3
+};
+
+template <int BM>
+struct TcAcc {
+  float v[TcTile<BM>::MI][TcTile<BM>::NJ][4];
+};
+
+extern __shared__ __attribute__((aligned(16))) unsigned short tc_smem[];
+
+// ---- tensor-core primitives ---------------------------------------------------------------------------
+#if GETP_TC && !defined(GETP_HIP)
+GETP_DEVICE unsigned tc_smem_addr(const void* p) {
+  unsigned addr;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(p));
+  return addr;
+}
+
+// Four 8x8 b16 matrices; lane l gives the row address of matrix l / 8, row l % 8; register i of every
+// lane receives (row lane / 4, columns 2 (lane % 4) .. + 1) of matrix i.
+GETP_DEVICE void tc_ldmatrix_x4(unsigned (&r)[4], const unsigned short* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(tc_smem_addr(p)));
+}
+
+// d = A (16 x 16) B (16 x 8) + c. Per lane, g = lane / 4, t = lane % 4: a = {(g, 2t..2t+1), (g+8, 2t..),
+// (g, 2t+8..), (g+8, 2t+8..)}, b = {k 2t..2t+1, k 2t+8..2t+9} of column g, c/d = {(g, 2t), (g, 2t+1),
+// (g+8, 2t), (g+8, 2t+1)}.
+GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1, const float (&c)[4]) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+}
+#endif
+
+// ---- staging: global -> registers -> (split) -> shared ------------------------------------------------
+// Thread tid stages A rows tid / 8 + 32 i, columns 4 (tid % 8) .. + 3 of the step, and W rows
+// tid / 4 + 64 j, columns 8 (tid % 4) .. + 7. A null row pointer is a row outside the product.
+// vec8: K % 8 == 0 and 16-byte aligned bases (checked by the launch helper), so a float4 / 8 bf16 group is
+// either wholly inside K or wholly outside.
+GETP_DEVICE float4 tc_load_a(const float* row, int k, int K, int vec8) {
+  float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+  if (row == nullptr) return v;
+  if (vec8) {
+    if (k < K) v = *(const float4*)(row + k);
+  } else {
+    if (k < K) v.x = row[k];
+    if (k + 1 < K) v.y = row[k + 1];
+    if (k + 2 < K) v.z = row[k + 2];
+    if (k + 3 < K) v.w = row[k + 3];
+  }
+  return v;
+}
+
+GETP_DEVICE uint4 tc_load_w(const unsigned short* row, int k, int K, int vec8) {
+  uint4 v = make_uint4(0u, 0u, 0u, 0u);
+  if (row == nullptr) return v;
+  if (vec8) {
+    if (k < K) v = *(const uint4*)(row + k);
+  } else {
+    unsigned h[8];
+    #pragma unroll
+    for (int i = 0; i < 8; ++i) h[i] = k + i < K ? row[k + i] : 0u;
+    v = make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+  }
+  return v;
+}
+
+// x -> bf16 pieces; piece[0] = x1 (largest). An infinite x1 leaves no finite remainder: x2 = x3 = 0.
+template <int PIECES>
+GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
+  const unsigned short h1 = f32_to_bf16_rne(x);
+  piece[0] = h1;
+  if (PIECES == 3) {
+    float r = x - bf16_to_f32(h1);
+    if ((h1 & 0x7F80u) == 0x7F80u) r = 0.0f;  // x1 = +-inf or NaN
+    const unsigned short h2 = f32_to_bf16_rne(r);
+    piece[1] = h2;
+    piece[2] = f32_to_bf16_rne(r - bf16_to_f32(h2));
+  }
+}
+
+template <int BM, int PIECES>
+GETP_DEVICE void tc_store_stage(unsigned short* stage, const float4 (&ra)[TcTile<BM>::A_ROWS],
+                                const uint4 (&rw)[TcTile<BM>::W_ROWS]) {
+  const int tid = threadIdx.x;
+  unsigned short* sa = stage;                     // [PIECES][BM][TC_LDS]
+  unsigned short* sw = stage + PIECES * BM * TC_LDS;  // [TC_BN][TC_LDS]
+  #pragma unroll
+  for (int i = 0; i < TcTile<BM>::A_ROWS; ++i) {
+    unsigned p0[3], p1[3], p2[3], p3[3];
+    tc_split<PIECES>(ra[i].x, p0);
+    tc_split<PIECES>(ra[i].y, p1);
+    tc_split<PIECES>(ra[i].z, p2);
+    tc_split<PIECES>(ra[i].w, p3);
+    const int offset = (tid / 8 + 32 * i) * TC_LDS + 4 * (tid % 8);
+    #pragma unroll
+    for (int p = 0; p < PIECES; ++p)
+      *(uint2*)(sa + p * BM * TC_LDS + offset) = make_uint2(p0[p] | p1[p] << 16, p2[p] | p3[p] << 16);
+  }
+  #pragma unroll
+  for (int j = 0; j < TcTile<BM>::W_ROWS; ++j) *(uint4*)(sw + (tid / 4 + 64 * j) * TC_LDS + 8 * (tid % 4)) = rw[j];
+}
+
+// ---- one TC_BK step on the tensor cores ---------------------------------------------------------------
+template <int BM, int PIECES>
+GETP_DEVICE void tc_compute_stage(TcAcc<BM>& acc, const unsigned short* stage) {
+#if GETP_TC
+  typedef TcTile<BM> T;
+  const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+  const int wm = warp / T::WARPS_N, wn = warp % T::WARPS_N;
+  const unsigned short* sa = stage + wm * T::WTM * TC_LDS;
+  const unsigned short* sw = stage + PIECES * BM * TC_LDS + wn * T::WTN * TC_LDS;
+#ifdef GETP_HIP
+  // MFMA 16x16x16: lane holds A row lane % 16 (B column lane % 16), k = 4 (lane / 16) + 0..3.
+  #pragma unroll
+  for (int kk = 0; kk < TC_BK; kk += 16) {
+    tc_bf16x4 af[PIECES][T::MI], bf[T::NJ];
+    const int offset = (lane % 16) * TC_LDS + kk + 4 * (lane / 16);
+    #pragma unroll
+    for (int p = 0; p < PIECES; ++p)
+      #pragma unroll
+      for (int mi = 0; mi < T::MI; ++mi) af[p][mi] = *(const tc_bf16x4*)(sa + (p * BM + mi * 16) * TC_LDS + offset);
+    #pragma unroll
+    for (int nj = 0; nj < T::NJ; ++nj) bf[nj] = *(const tc_bf16x4*)(sw + nj * 16 * TC_LDS + offset);
+    #pragma unroll
+    for (int mi = 0; mi < T::MI; ++mi)
+      #pragma unroll
+      for (int nj = 0; nj < T::NJ; ++nj) {
+        if (PIECES == 1) {  // plain BF16: no promotion, the MFMA accumulates
+          tc_f32x4 c = {acc.v[mi][nj][0], acc.v[mi][nj][1], acc.v[mi][nj][2], acc.v[mi][nj][3]};
+          c = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(af[0][mi], bf[nj], c, 0, 0, 0);
+          #pragma unroll
+          for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] = c[i];
+          continue;
+        }
+        tc_f32x4 t = {0.0f, 0.0f, 0.0f, 0.0f};
+        #pragma unroll
+        for (int p = PIECES - 1; p >= 0; --p) t = __builtin_amdgcn_mfma_f32_16x16x16bf16_1k(af[p][mi], bf[nj], t, 0, 0, 0);
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] += t[i];
+      }
+  }
+#else
+  #pragma unroll 1  // fragments of one k16 step at a time: unrolled, ptxas hoists both and spills
+  for (int kk = 0; kk < TC_BK; kk += 16) {
+    unsigned af[PIECES][T::MI][4], bf[T::NJ][2];
+    // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15).
+    const int a_offset = (lane % 16) * TC_LDS + kk + 8 * (lane / 16);
+    #pragma unroll
+    for (int p = 0; p < PIECES; ++p)
+      #pragma unroll
+      for (int mi = 0; mi < T::MI; ++mi) tc_ldmatrix_x4(af[p][mi], sa + (p * BM + mi * 16) * TC_LDS + a_offset);
+    // W rows are B's columns: matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
+    const int w_offset = (lane % 8 + 8 * (lane / 16)) * TC_LDS + kk + 8 * ((lane / 8) % 2);
+    #pragma unroll
+    for (int nj = 0; nj < T::NJ; nj += 2) {
+      unsigned r[4];
+      tc_ldmatrix_x4(r, sw + nj * 8 * TC_LDS + w_offset);
+      bf[nj][0] = r[0];
+      bf[nj][1] = r[1];
+      bf[nj + 1][0] = r[2];
+      bf[nj + 1][1] = r[3];
+    }
+    const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    #pragma unroll
+    for (int mi = 0; mi < T::MI; ++mi)
+      #pragma unroll
+      for (int nj = 0; nj < T::NJ; ++nj) {
+        if (PIECES == 1) {  // plain BF16: no promotion, the tensor core accumulates
+          tc_mma_bf16(acc.v[mi][nj], af[0][mi], bf[nj][0], bf[nj][1], acc.v[mi][nj]);
+          continue;
+        }
+        float t[4];
+        tc_mma_bf16(t, af[PIECES - 1][mi], bf[nj][0], bf[nj][1], zero);
+        #pragma unroll
+        for (int p = PIECES - 2; p >= 0; --p) tc_mma_bf16(t, af[p][mi], bf[nj][0], bf[nj][1], t);
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] += t[i];
+      }
+  }
+#endif
+#endif
+}
+
+// The whole K loop for one block: acc = A_tile @ W_tile^T (acc starts at zero).
+template <int BM, int PIECES>
+GETP_DEVICE void tc_mainloop(TcAcc<BM>& acc, const float* const (&arow)[TcTile<BM>::A_ROWS],
+                             const unsigned short* const (&wrow)[TcTile<BM>::W_ROWS], int K, int vec8) {
+  typedef TcTile<BM> T;
+  const int stage_size = PIECES == 3 ? T::STAGE3 : T::STAGE1;
+  const int a_col = 4 * (threadIdx.x % 8), w_col = 8 * (threadIdx.x % 4);
+  const int steps = (K + TC_BK - 1) / TC_BK;
+  float4 ra[T::A_ROWS];
+  uint4 rw[T::W_ROWS];
+  if (steps == 0) return;
+  #pragma unroll
+  for (int i = 0; i < T::A_ROWS; ++i) ra[i] = tc_load_a(arow[i], a_col, K, vec8);
+  #pragma unroll
+  for (int j = 0; j < T::W_ROWS; ++j) rw[j] = tc_load_w(wrow[j], w_col, K, vec8);
+  tc_store_stage<BM, PIECES>(tc_smem, ra, rw);
+  __syncthreads();
+  for (int s = 0; s < steps; ++s) {
+    const bool more = s + 1 < steps;
+    if (more) {  // next step's global loads in flight while the tensor cores run
+      const int k = (s + 1) * TC_BK;
+      #pragma unroll
+      for (int i = 0; i < T::A_ROWS; ++i) ra[i] = tc_load_a(arow[i], k + a_col, K, vec8);
+      #pragma unroll
+      for (int j = 0; j < T::W_ROWS; ++j) rw[j] = tc_load_w(wrow[j], k + w_col, K, vec8);
+    }
+    tc_compute_stage<BM, PIECES>(acc, tc_smem + (s % 2) * stage_size);
+    // The other stage was last read in step s - 1, before the previous barrier.
+    if (more) tc_store_stage<BM, PIECES>(tc_smem + ((s + 1) % 2) * stage_size, ra, rw);
+    __syncthreads();
+  }
+}
+
+template <int BM>
+GETP_DEVICE void tc_product(TcAcc<BM>& acc, const float* const (&arow)[TcTile<BM>::A_ROWS],
+                            const unsigned short* const (&wrow)[TcTile<BM>::W_ROWS], int K, int pieces, int vec8) {
+  #pragma unroll
+  for (int mi = 0; mi < TcTile<BM>::MI; ++mi)
+    #pragma unroll
+    for (int nj = 0; nj < TcTile<BM>::NJ; ++nj)
+      #pragma unroll
+      for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] = 0.0f;
+  if (pieces == 3)
+    tc_mainloop<BM, 3>(acc, arow, wrow, K, vec8);
+  else
+    tc_mainloop<BM, 1>(acc, arow, wrow, K, vec8);
+}
+
+// Calls emit(row, col, v_col, v_col_plus_1) for every even output column of the block tile (row and col
+// relative to the tile). Both values of a pair sit in one thread (CUDA) or in lanes l, l ^ 1 (HIP:
+// exchanged first, so every lane runs the shuffle). col + 1 may lie beyond N: emit checks.
+template <int BM, class Emit>
+GETP_DEVICE void tc_epilogue(const TcAcc<BM>& acc, Emit emit) {
+  typedef TcTile<BM> T;
+  const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+  const int row0 = (warp / T::WARPS_N) * T::WTM, col0 = (warp % T::WARPS_N) * T::WTN;
+  #pragma unroll
+  for (int mi = 0; mi < T::MI; ++mi)
+    #pragma unroll
+    for (int nj = 0; nj < T::NJ; ++nj) {
+#ifdef GETP_HIP
+      // MFMA 16x16 result: acc[i] at row 4 (lane / 16) + i, column lane % 16.
+      #pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const float v = acc.v[mi][nj][i], other = SHFL_XOR(v, 1);
+        if (lane % 2 == 0) emit(row0 + mi * 16 + 4 * (lane / 16) + i, col0 + nj * 16 + lane % 16, v, other);
+      }
+#else
+      const int row = row0 + mi * 16 + lane / 4, col = col0 + nj * 8 + 2 * (lane % 4);
+      emit(row, col, acc.v[mi][nj][0], acc.v[mi][nj][1]);
+      emit(row + 8, col, acc.v[mi][nj][2], acc.v[mi][nj][3]);
+#endif
+    }
+}
+
+// ---- dense: c = a @ w^T (+ bias) (+ c) ------------------------------------------------------------
+GETP_DEVICE float tc_dense_out(float v, const float* bias, int n, int accumulate, const float* old) {
+  if (bias != nullptr) v += bias[n];
+  return accumulate ? v + *old : v;
+}
+
+// Grid (ceil(N / TC_BN), ceil(M / BM)).
+template <int BM>
+GETP_DEVICE void tc_dense(float* __restrict__ c, const float* __restrict__ a, const unsigned short* __restrict__ w,
+                          const float* __restrict__ bias, int M, int N, int K, int accumulate, int pieces, int vec8) {
+  typedef TcTile<BM> T;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * TC_BN;
+  const float* arow[T::A_ROWS];
+  const unsigned short* wrow[T::W_ROWS];
+  #pragma unroll
+  for (int i = 0; i < T::A_ROWS; ++i) {
+    const int m = m0 + threadIdx.x / 8 + 32 * i;
+    arow[i] = m < M ? a + (size_t)m * K : nullptr;
+  }
+  #pragma unroll
+  for (int j = 0; j < T::W_ROWS; ++j) {
+    const int n = n0 + threadIdx.x / 4 + 64 * j;
+    wrow[j] = n < N ? w + (size_t)n * K : nullptr;
+  }
+  TcAcc<BM> acc;
+  tc_product<BM>(acc, arow, wrow, K, pieces, vec8);
+  tc_epilogue<BM>(acc, [&](int row, int col, float v0, float v1) {
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M) return;
+    float* out = c + (size_t)m * N + n;
+    if (n < N) out[0] = tc_dense_out(v0, bias, n, accumulate, out);
+    if (n + 1 < N) out[1] = tc_dense_out(v1, bias, n + 1, accumulate, out + 1);
+  });
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_bf16w_m64(float* __restrict__ c, const float* __restrict__ a,
+                                             const unsigned short* __restrict__ w, const float* __restrict__ bias,
+                                             int M, int N, int K, int accumulate, int pieces, int vec8) {
+  if (GETP_TC) tc_dense<64>(c, a, w, bias, M, N, K, accumulate, pieces, vec8);
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_tc_bf16w_m128(float* __restrict__ c, const float* __restrict__ a,
+                                              const unsigned short* __restrict__ w, const float* __restrict__ bias,
+                                              int M, int N, int K, int accumulate, int pieces, int vec8) {
+  if (GETP_TC) tc_dense<128>(c, a, w, bias, M, N, K, accumulate, pieces, vec8);
+}
+
+// ---- grouped MoE: tiles of TC_GROUP_M padded positions of one expert (moe_align) --------------------
+// mlp1 + SwiGLU: for padded position p of tile blockIdx.y with pair = pair_of_slot[p] >= 0,
+// m = w1[e] (2I x H) @ a[pair / k] + b1[e], g[p, j] = swiglu(m[2j], m[2j + 1]) as moe.hip.
+// Grid (ceil(2I / TC_BN), P / TC_GROUP_M). Pad positions are neither read nor written.
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swiglu_bf16w(float* __restrict__ g, const float* __restrict__ a,
+                                                        const int* __restrict__ pair_of_slot,
+                                                        const int* __restrict__ tile_expert,
+                                                        const unsigned short* __restrict__ w1,
+                                                        const float* __restrict__ b1, int hidden, int inter,
+                                                        int experts_per_token, float limit, int pieces, int vec8) {
+  typedef TcTile<TC_GROUP_M> T;
+  const int e = tile_expert[blockIdx.y];
+  if (!GETP_TC || e < 0) return;
+  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN, N = 2 * inter;
+  const float* arow[T::A_ROWS];
+  const unsigned short* wrow[T::W_ROWS];
+  #pragma unroll
+  for (int i = 0; i < T::A_ROWS; ++i) {
+    const int pair = pair_of_slot[p0 + threadIdx.x / 8 + 32 * i];
+    arow[i] = pair >= 0 ? a + (size_t)(pair / experts_per_token) * hidden : nullptr;
+  }
+  #pragma unroll
+  for (int j = 0; j < T::W_ROWS; ++j) {
+    const int n = n0 + threadIdx.x / 4 + 64 * j;
+    wrow[j] = n < N ? w1 + ((size_t)e * N + n) * hidden : nullptr;
+  }
+  TcAcc<TC_GROUP_M> acc;
+  tc_product<TC_GROUP_M>(acc, arow, wrow, hidden, pieces, vec8);
+  const float* bias = b1 + (size_t)e * N;
+  tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
+    const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
+    if (n >= N || pair_of_slot[p] < 0) return;
+    const float gate = fminf(v0 + bias[n], limit);
+    const float up = fmaxf(fminf(v1 + bias[n + 1], limit), -limit);
+    const float sig = 1.0f / (1.0f + expf(-1.702f * gate));
+    g[(size_t)p * inter + n / 2] = gate * sig * (up + 1.0f);
+  });
+}
+
+// mlp2: y[p] = w2[e] (H x I) @ g[p] + b2[e] for every non-pad position p. Grid (ceil(H / TC_BN), P / TC_GROUP_M).
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_bf16w(float* __restrict__ y, const float* __restrict__ g,
+                                                 const int* __restrict__ pair_of_slot,
+                                                 const int* __restrict__ tile_expert,
+                                                 const unsigned short* __restrict__ w2, const float* __restrict__ b2,
+                                                 int hidden, int inter, int pieces, int vec8) {
+  typedef TcTile<TC_GROUP_M> T;
+  const int e = tile_expert[blockIdx.y];
+  if (!GETP_TC || e < 0) return;
+  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN;
+  const float* arow[T::A_ROWS];
+  const unsigned short* wrow[T::W_ROWS];
+  #pragma unroll
+  for (int i = 0; i < T::A_ROWS; ++i) {
+    const int p = p0 + threadIdx.x / 8 + 32 * i;
+    arow[i] = pair_of_slot[p] >= 0 ? g + (size_t)p * inter : nullptr;
+  }
+  #pragma unroll
+  for (int j = 0; j < T::W_ROWS; ++j) {
+    const int n = n0 + threadIdx.x / 4 + 64 * j;
+    wrow[j] = n < hidden ? w2 + ((size_t)e * hidden + n) * inter : nullptr;
+  }
+  TcAcc<TC_GROUP_M> acc;
+  tc_product<TC_GROUP_M>(acc, arow, wrow, inter, pieces, vec8);
+  const float* bias = b2 + (size_t)e * hidden;
+  tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
+    const int p = p0 + row, n = n0 + col;
+    if (n >= hidden || pair_of_slot[p] < 0) return;
+    float* out = y + (size_t)p * hidden + n;
+    out[0] = v0 + bias[n];
+    if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
+  });
+}

@@ -1,0 +1,258 @@
+"""gemm_tc kernels (BF16 tensor cores, exact split) against float64 numpy products on odd shapes.
+
+Error measure: |y - ref| / (|A| @ |W|^T), the row-column sum of absolute products, so a bound holds
+whatever the cancellation. pieces=3 must be FP32-accurate (<= 1e-6 relative, <= 5e-5 absolute on
+matvec-scale inputs, the project's matvec tolerance); pieces=1 only BF16-accurate (<= 1e-2), and
+measurably worse than pieces=3 on heavy-tailed activations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
+from cupy_getp.gpu.launch.gemm_tc import TC_BLOCK_M, tc_shared_bytes, tensor_cores_supported
+
+EXACT_REL, EXACT_ABS = 1e-6, 5e-5
+BF16_REL = 1e-2
+LIMIT = 7.0
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    from cupy_getp.gpu.device import Device
+    from cupy_getp.gpu.kernels import Kernels
+
+    device = Device.open()
+    if not tensor_cores_supported(device):
+        pytest.skip(f"no tensor-core path on {device.describe()}")
+    return device, Kernels(device)
+
+
+@pytest.fixture
+def rng(request):
+    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+def dev(a):
+    import cupy
+
+    return cupy.asarray(a)
+
+
+def host(a, gpu):
+    gpu[0].synchronize("test")
+    return a.get()
+
+
+def poisoned(shape):
+    import cupy
+
+    return cupy.full(shape, np.nan, np.float32)
+
+
+def activations(rng, shape, heavy: bool) -> np.ndarray:
+    """Standard normal, or heavy-tailed (magnitudes over ~6 decades) so BF16 rounding of x shows."""
+    x = rng.standard_normal(shape)
+    if heavy:
+        x *= np.exp(2.0 * rng.standard_normal(shape))
+    return x.astype(np.float32)
+
+
+def bf16_weights(rng, shape) -> np.ndarray:
+    """bf16 bits of N(0, 1/K) weights: outputs O(1) for normal activations (matvec-scale)."""
+    return f32_to_bf16((rng.standard_normal(shape) / np.sqrt(shape[-1])).astype(np.float32))
+
+
+def product(a: np.ndarray, w_bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 a @ w^T and |a| @ |w|^T."""
+    a64, w64 = a.astype(np.float64), bf16_to_f32(w_bits).astype(np.float64)
+    return a64 @ w64.T, np.abs(a64) @ np.abs(w64).T
+
+
+def relative(got: np.ndarray, want: np.ndarray, scale: np.ndarray) -> float:
+    return float(np.max(np.abs(got - want) / np.maximum(scale, 1e-30), initial=0.0))
+
+
+def assert_accurate(got, want, scale, pieces: int, exact_abs: bool = True) -> None:
+    assert np.all(np.isfinite(got))
+    if pieces == 3:
+        assert relative(got, want, scale) <= EXACT_REL
+        if exact_abs:
+            assert np.max(np.abs(got - want), initial=0.0) <= EXACT_ABS
+    else:
+        assert relative(got, want, scale) <= BF16_REL
+
+
+def group_pairs(experts: np.ndarray, n_experts: int, block_m: int = TC_BLOCK_M) -> tuple[np.ndarray, np.ndarray]:
+    """moe_align's contract on the host: per expert, its pair ids r k + s ascending, padded to block_m."""
+    n_pairs = experts.size
+    n_padded = block_m * -(-(n_pairs + n_experts * (block_m - 1)) // block_m)
+    pair_of_slot = np.full(n_padded, -1, np.int32)
+    tile_expert = np.full(n_padded // block_m, -1, np.int32)
+    position = 0
+    for e in range(n_experts):
+        pairs = np.flatnonzero(experts.reshape(-1) == e)
+        tiles = -(-pairs.size // block_m)
+        pair_of_slot[position:position + pairs.size] = pairs
+        tile_expert[position // block_m:position // block_m + tiles] = e
+        position += tiles * block_m
+    return pair_of_slot, tile_expert
+
+
+def choose_experts(rng, rows: int, k: int, n_experts: int, used: int) -> np.ndarray:
+    """(rows, k) distinct experts per row, drawn from the first `used` experts only (the rest get none)."""
+    return np.stack([rng.permutation(used)[:k] for _ in range(rows)]).astype(np.int32)
+
+
+# -- dense ---------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("block_m", [64, 128])
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("m, k, n, bias, accumulate", [
+    (1, 2880, 37, False, False), (7, 100, 5760, True, False), (64, 33, 130, False, True),
+    (333, 2880, 300, True, True), (129, 16, 128, True, False), (2, 7, 3, False, False),
+    (333, 2880, 5760, False, False),
+])
+def test_gemm_tc(gpu, rng, block_m, pieces, m, k, n, bias, accumulate):
+    a = activations(rng, (m, k), heavy=False)
+    w = bf16_weights(rng, (n, k))
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    c = dev(c0) if accumulate else poisoned((m, n))
+    gpu[1].gemm_tc(c, dev(a), dev(w), dev(b) if bias else None, accumulate, pieces=pieces, block_m=block_m)
+    want, scale = product(a, w)
+    for term in ([b] if bias else []) + ([c0] if accumulate else []):  # added in FP32 after the product
+        want, scale = want + term, scale + np.abs(term)
+    assert_accurate(host(c, gpu), want, scale, pieces)
+
+
+@pytest.mark.gpu
+def test_gemm_tc_unaligned_view_uses_the_scalar_path(gpu, rng):
+    """A view 4 bytes into an allocation (K = 2880 would otherwise take 16-byte loads) must be right."""
+    m, k, n = 9, 2880, 70
+    a = activations(rng, (m, k), heavy=False)
+    w = bf16_weights(rng, (n, k))
+    ad = dev(np.concatenate([[0.0], a.reshape(-1)]).astype(np.float32))[1:].reshape(m, k)
+    c = poisoned((m, n))
+    gpu[1].gemm_tc(c, ad, dev(w))
+    assert_accurate(host(c, gpu), *product(a, w), pieces=3)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m, k, n", [(64, 2880, 256), (333, 1000, 77)])
+def test_split_matters_on_heavy_tailed_activations(gpu, rng, m, k, n):
+    """pieces=3 is FP32-accurate where pieces=1 (plain BF16 activations) is not."""
+    a = activations(rng, (m, k), heavy=True)
+    w = bf16_weights(rng, (n, k))
+    want, scale = product(a, w)
+    errors = {}
+    for pieces in (1, 3):
+        c = poisoned((m, n))
+        gpu[1].gemm_tc(c, dev(a), dev(w), pieces=pieces)
+        got = host(c, gpu)
+        assert_accurate(got, want, scale, pieces, exact_abs=False)
+        errors[pieces] = relative(got, want, scale)
+    assert errors[1] > 1e-5 and errors[1] > 30 * errors[3], errors
+
+
+# -- grouped MoE ---------------------------------------------------------------------------------------
+def swiglu64(m: np.ndarray, limit: float) -> np.ndarray:
+    gate, up = np.minimum(m[..., 0::2], limit), np.clip(m[..., 1::2], -limit, limit)
+    with np.errstate(over="ignore"):
+        return gate / (1.0 + np.exp(-1.702 * gate)) * (up + 1.0)
+
+
+GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
+    (7, 2, 5, 4, 100, 37),       # odd sizes, one expert without rows
+    (1, 4, 32, 32, 2880, 300),    # one row: four tiles of one pair each
+    (130, 1, 3, 1, 33, 64),       # every row on one expert: three tiles of it, two experts empty
+    (333, 4, 8, 6, 2880, 192),    # many rows, realistic K
+    (40, 3, 6, 5, 64, 2880),      # mlp2 with K = I = 2880
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
+def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
+    experts = choose_experts(rng, rows, k, n_experts, used)
+    pair_of_slot, tile_expert = group_pairs(experts, n_experts)
+    a = activations(rng, (rows, hidden), heavy=False)
+    w1 = bf16_weights(rng, (n_experts, 2 * inter, hidden))
+    b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
+    g = poisoned((pair_of_slot.size, inter))
+    gpu[1].gemm_tc_grouped_swiglu(g, dev(a), dev(pair_of_slot), dev(tile_expert), dev(w1), dev(b1), k, LIMIT,
+                                  pieces=pieces)
+    got = host(g, gpu)
+    valid = pair_of_slot >= 0
+    assert np.all(np.isnan(got[~valid]))  # pads never written
+    worst = 0.0
+    for p in np.flatnonzero(valid):
+        e = tile_expert[p // TC_BLOCK_M]
+        m, scale = product(a[pair_of_slot[p] // k][None], w1[e])
+        m, scale = m[0] + b1[e], scale[0]
+        want = swiglu64(m, LIMIT)
+        # |d g / d gate| <= 1.1 (|up| + 1), |d g / d up| <= |gate|: the error of m carried through SwiGLU,
+        # plus the FP32 rounding of SwiGLU itself
+        gate, up = np.minimum(m[0::2], LIMIT), np.clip(m[1::2], -LIMIT, LIMIT)
+        bound = 1.1 * (np.abs(up) + 1) * scale[0::2] + (np.abs(gate) + 1) * scale[1::2] + np.abs(want)
+        worst = max(worst, relative(got[p], want, bound))
+        if pieces == 3:  # SwiGLU reaches |g| ~ 8 limit: the matvec tolerance, relative above 1
+            assert np.all(np.abs(got[p] - want) <= EXACT_ABS * np.maximum(1.0, np.abs(want)))
+    assert worst <= (EXACT_REL if pieces == 3 else BF16_REL)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
+def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
+    experts = choose_experts(rng, rows, k, n_experts, used)
+    pair_of_slot, tile_expert = group_pairs(experts, n_experts)
+    valid = pair_of_slot >= 0
+    g = activations(rng, (pair_of_slot.size, inter), heavy=False)
+    g[~valid] = np.nan  # pad rows of g must not be read into valid rows
+    w2 = bf16_weights(rng, (n_experts, hidden, inter))
+    b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
+    y = poisoned((pair_of_slot.size, hidden))
+    gpu[1].gemm_tc_grouped(y, dev(g), dev(pair_of_slot), dev(tile_expert), dev(w2), dev(b2), pieces=pieces)
+    got = host(y, gpu)
+    assert np.all(np.isnan(got[~valid]))
+    for e in range(n_experts):
+        rows_e = np.flatnonzero(valid & (np.repeat(tile_expert, TC_BLOCK_M) == e))
+        if rows_e.size == 0:
+            continue
+        want, scale = product(g[rows_e], w2[e])
+        assert_accurate(got[rows_e], want + b2[e], scale, pieces)
+
+
+# -- host side (no GPU) ----------------------------------------------------------------------------------
+class FakeDevice:
+    def __init__(self, arch: str, is_hip: bool = False):
+        self.arch, self.is_hip = arch, is_hip
+
+
+def test_tensor_cores_supported_by_arch(monkeypatch):
+    assert tensor_cores_supported(FakeDevice("sm_80")) and tensor_cores_supported(FakeDevice("sm_90"))
+    assert tensor_cores_supported(FakeDevice("sm_120"))
+    assert not tensor_cores_supported(FakeDevice("sm_75")) and not tensor_cores_supported(FakeDevice("sm_70"))
+    monkeypatch.delenv("CUPY_GETP_ROCM_MFMA", raising=False)
+    assert not tensor_cores_supported(FakeDevice("gfx90a:sramecc+:xnack-", is_hip=True))
+    monkeypatch.setenv("CUPY_GETP_ROCM_MFMA", "1")
+    assert tensor_cores_supported(FakeDevice("gfx90a:sramecc+:xnack-", is_hip=True))
+    assert not tensor_cores_supported(FakeDevice("gfx1100", is_hip=True))
+
+
+def test_shared_memory_fits():
+    """Both stages: 80 KiB at 128 rows x 3 pieces (CUDA opt-in), within gfx90a's 64 KiB at 64 rows."""
+    assert tc_shared_bytes(3, 128) == 81920 <= 227 * 1024
+    assert tc_shared_bytes(3, TC_BLOCK_M) <= 64 * 1024 and tc_shared_bytes(1, TC_BLOCK_M) <= 48 * 1024
+
+
+def test_group_pairs_helper():
+    experts = np.array([[2, 0], [2, 1], [0, 2]], np.int32)
+    pair_of_slot, tile_expert = group_pairs(experts, 4, block_m=2)
+    assert pair_of_slot.size == 2 * -(-(6 + 4) // 2)
+    assert list(pair_of_slot[:8]) == [1, 4, 3, -1, 0, 2, 5, -1]
+    assert list(tile_expert) == [0, 1, 2, 2, -1]
