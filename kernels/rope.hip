@@ -14,3 +14,35 @@ extern "C" __global__ void rope_f32(float* __restrict__ x, const float* __restri
   head[i] = x1 * cos_t[i] - x2 * sin_t[i];
   head[half + i] = x2 * cos_t[i] + x1 * sin_t[i];
 }
+
+// Batched engine: per row r (grid (R,)), position p = row_pos[r]: rotate the q and k heads of qkv[r] in
+// place with row p of the (n_pos, head_dim/2) cos/sin tables, write the rotated k heads to
+// key_cache[row_slot[r], p % C] and copy the v heads to value_cache at the same place. Caches are
+// (S + 1, C, n_kv_heads * head_dim).
+extern "C" __global__ void rope_kv_write_f32(float* __restrict__ qkv, const float* __restrict__ cos_t,
+                                             const float* __restrict__ sin_t, float* __restrict__ key_cache,
+                                             float* __restrict__ value_cache, const int* __restrict__ row_slot,
+                                             const int* __restrict__ row_pos, int n_heads, int n_kv_heads,
+                                             int head_dim, int cache_len) {
+  const int r = blockIdx.x, half = head_dim / 2;
+  const int pos = row_pos[r];
+  const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
+  float* row = qkv + (size_t)r * (q_dim + 2 * kv_dim);
+  const float* c = cos_t + (size_t)pos * half;
+  const float* s = sin_t + (size_t)pos * half;
+  const size_t at = ((size_t)row_slot[r] * cache_len + pos % cache_len) * kv_dim;
+  for (int idx = threadIdx.x; idx < (n_heads + n_kv_heads) * half; idx += blockDim.x) {
+    const int h = idx / half, i = idx % half;  // heads h >= n_heads are the k heads
+    float* head = row + (size_t)h * head_dim;
+    const float x1 = head[i], x2 = head[half + i];
+    const float y1 = x1 * c[i] - x2 * s[i], y2 = x2 * c[i] + x1 * s[i];
+    head[i] = y1;
+    head[half + i] = y2;
+    if (h >= n_heads) {
+      float* k = key_cache + at + (size_t)(h - n_heads) * head_dim;
+      k[i] = y1;
+      k[half + i] = y2;
+    }
+  }
+  for (int i = threadIdx.x; i < kv_dim; i += blockDim.x) value_cache[at + i] = row[q_dim + kv_dim + i];
+}

@@ -1,7 +1,66 @@
-"""Launch helpers for the batched engine (family: attention)."""
+"""Launch helpers for the batched engine (family: attention): flash-decoding over rows of different lengths
+(kernels/attention.hip, attn_rows_partial_d*_g*_f32 and attn_rows_merge_f32)."""
 
 from __future__ import annotations
 
+from .common import F32, I32, _aligned, _blocks, _check
+
+_BLOCK = 256  # threads per block: kernels/common.h BLOCK_SIZE (gpu.kernels.BLOCK_SIZE)
+ATTN_MAX_HEAD_DIM = 128
+ATTN_MAX_GROUP = 16
+
+
+def attn_partial_kernel(head_dim: int, group: int) -> str:
+    """The attn_rows_partial specialisation for this head_dim and group size (query heads per kv head)."""
+    if not 0 < head_dim <= ATTN_MAX_HEAD_DIM:
+        raise ValueError(f"attention: head_dim {head_dim} outside 1..{ATTN_MAX_HEAD_DIM}")
+    if not 0 < group <= ATTN_MAX_GROUP:
+        raise ValueError(f"attention: {group} query heads per kv head, at most {ATTN_MAX_GROUP}")
+    return f"attn_rows_partial_d{64 if head_dim <= 64 else 128}_g{8 if group <= 8 else 16}_f32"
+
 
 class AttentionLaunches:
-    pass
+    def attn_rows_partial(self, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos,
+                          n_heads: int, n_kv_heads: int, head_dim: int, window: int, split_len: int) -> None:
+        """Per row r, kv head j and split s (grid (n_split, nkv, R), n_split from the partial buffers):
+        partial_acc (R, nh, n_split, D), partial_ml (R, nh, n_split, 2) of positions
+        [lo + s split_len, lo + (s + 1) split_len) ∩ [lo, row_pos[r]], lo = max(0, pos - window + 1) if
+        window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D)."""
+        rows = qkv.shape[0]
+        assert n_heads % n_kv_heads == 0
+        name = attn_partial_kernel(head_dim, n_heads // n_kv_heads)
+        n_split = partial_ml.shape[2] if partial_ml.ndim == 4 else 0
+        _check("partial_ml", partial_ml, F32, (rows, n_heads, n_split, 2))
+        _check("partial_acc", partial_acc, F32, (rows, n_heads, n_split, head_dim))
+        _check("qkv", qkv, F32, (rows, (n_heads + 2 * n_kv_heads) * head_dim))
+        _check("key_cache", key_cache, F32)
+        assert key_cache.ndim == 3 and key_cache.shape[2] == n_kv_heads * head_dim, f"key_cache {key_cache.shape}"
+        _check("value_cache", value_cache, F32, key_cache.shape)
+        _check("row_slot", row_slot, I32, (rows,))
+        _check("row_pos", row_pos, I32, (rows,))
+        cache_len = key_cache.shape[1]
+        if window < 0 or split_len <= 0 or n_split <= 0:
+            raise ValueError(f"attn_rows_partial: window {window}, split_len {split_len}, n_split {n_split}")
+        span = min(window, cache_len) if window > 0 else cache_len  # most positions a row attends to
+        if n_split * split_len < span:
+            raise ValueError(f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
+        vec4 = head_dim % 4 == 0 and _aligned(key_cache, value_cache)
+        if rows == 0:  # the grid's last dimension: CuPy would still launch one block
+            return
+        self._launch(name, (n_split, n_kv_heads, rows), (_BLOCK,),
+                     (partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, I32(n_heads),
+                      I32(n_kv_heads), I32(head_dim), I32(cache_len), I32(window), I32(split_len), I32(vec4)))
+
+    def attn_rows_merge(self, att, partial_acc, partial_ml, sinks) -> None:
+        """att (R, nh D) = the splits merged with the sink: M = max(max_s m_s, sink), L = sum_s l_s exp(m_s - M)
+        + exp(sink - M), att = sum_s acc_s exp(m_s - M) / L."""
+        _check("partial_acc", partial_acc, F32)
+        assert partial_acc.ndim == 4, f"partial_acc {partial_acc.shape}"
+        rows, n_heads, n_split, head_dim = partial_acc.shape
+        _check("partial_ml", partial_ml, F32, (rows, n_heads, n_split, 2))
+        _check("att", att, F32, (rows, n_heads * head_dim))
+        _check("sinks", sinks, F32, (n_heads,))
+        items = rows * n_heads
+        self._launch("attn_rows_merge_f32", (_blocks(items, self.warps_per_block),), (_BLOCK,),
+                     (att, partial_acc, partial_ml, sinks, I32(items), I32(n_heads), I32(n_split),
+                      I32(head_dim)))

@@ -1,7 +1,58 @@
-"""Launch helpers for the batched engine (family: rows)."""
+"""Launch helpers for the batched engine (family: rows): embedding, rmsnorm, rope + KV-cache write, argmax,
+one block per row. Kernels in kernels/embedding.hip, rmsnorm.hip, rope.hip, softmax.hip."""
 
 from __future__ import annotations
 
+from .common import F32, I32, _aligned, _check
+
+_BLOCK = 256  # threads per block: kernels/common.h BLOCK_SIZE (gpu.kernels.BLOCK_SIZE)
+
 
 class RowLaunches:
-    pass
+    def embedding_rows(self, x, table, tokens) -> None:
+        """x[r] = table[tokens[r]]; x (R, H), table (V, H) f32, tokens (R,) i32."""
+        rows, hidden = x.shape
+        _check("x", x, F32)
+        _check("table", table, F32, (table.shape[0], hidden))
+        _check("tokens", tokens, I32, (rows,))
+        self._launch("embedding_rows_f32", (rows,), (_BLOCK,), (x, table, tokens, I32(hidden)))
+
+    def rmsnorm_rows(self, out, x, w, rows=None) -> None:
+        """out[i] = rmsnorm(x[i]) or, with `rows` (M,) i32, out[i] = rmsnorm(x[rows[i]]); out (M, H), x (R, H)."""
+        m, hidden = out.shape
+        _check("out", out, F32)
+        _check("x", x, F32, (x.shape[0], hidden))
+        _check("w", w, F32, (hidden,))
+        if rows is None:
+            assert x.shape[0] == m, f"rmsnorm_rows: {x.shape[0]} rows in, {m} out, no gather"
+        else:
+            _check("rows", rows, I32, (m,))
+        self._launch("rmsnorm_rows_f32", (m,), (_BLOCK,), (out, x, w, rows, I32(hidden)))
+
+    def rope_kv_write(self, qkv, cos, sin, key_cache, value_cache, row_slot, row_pos,
+                      n_heads: int, n_kv_heads: int, head_dim: int) -> None:
+        """Row r at position p = row_pos[r]: rotate its q and k heads in place with cos/sin (n_pos, D/2) row p,
+        write the rotated k heads to key_cache[row_slot[r], p % C], its v heads to value_cache there.
+        Caches (S1, C, n_kv_heads * head_dim)."""
+        rows = qkv.shape[0]
+        kv_dim = n_kv_heads * head_dim
+        assert head_dim % 2 == 0 and n_heads % n_kv_heads == 0
+        _check("qkv", qkv, F32, (rows, (n_heads + 2 * n_kv_heads) * head_dim))
+        _check("cos", cos, F32, (cos.shape[0], head_dim // 2))
+        _check("sin", sin, F32, cos.shape)
+        _check("key_cache", key_cache, F32)
+        assert key_cache.ndim == 3 and key_cache.shape[2] == kv_dim, f"key_cache {key_cache.shape}"
+        _check("value_cache", value_cache, F32, key_cache.shape)
+        _check("row_slot", row_slot, I32, (rows,))
+        _check("row_pos", row_pos, I32, (rows,))
+        self._launch("rope_kv_write_f32", (rows,), (_BLOCK,),
+                     (qkv, cos, sin, key_cache, value_cache, row_slot, row_pos, I32(n_heads), I32(n_kv_heads),
+                      I32(head_dim), I32(key_cache.shape[1])))
+
+    def argmax_rows(self, next_token, logits) -> None:
+        """next_token[r] = first index of the maximum of logits[r] (R, V); -1 if the row holds a NaN."""
+        rows, vocab = logits.shape
+        _check("logits", logits, F32)
+        _check("next_token", next_token, I32, (rows,))
+        vec4 = vocab % 4 == 0 and _aligned(logits)
+        self._launch("argmax_rows_f32", (rows,), (_BLOCK,), (next_token, logits, I32(vocab), I32(vec4)))
