@@ -24,6 +24,8 @@ from .launch.gemm_tc import TC_BLOCK_M, tensor_cores_supported
 from .launch.moe import moe_padded_pairs
 
 ATTN_SPLIT = 256  # positions per attention split on full-attention layers
+ATTN_SPLIT_FEW_ROWS = 64  # ... when a step has few rows: more blocks to fill the GPU
+FEW_ROWS = 16
 SKINNY_ROWS = 32  # up to this many rows the MoE uses the weight-streaming kernels (bandwidth-bound)
 MAX_CHUNK = 128  # prompt positions of one request per step
 MAX_SLOTS = 1024
@@ -106,9 +108,12 @@ class StepBuffers:
         self.t = cupy.zeros((R, c.hidden_dim), f32)
         self.qkv = cupy.zeros((R, c.qkv_dim), f32)
         self.att = cupy.zeros((R, c.q_dim), f32)
+        self.n_ctx, self.max_rows = shape.n_ctx, R
         self.n_split_full = -(-shape.n_ctx // ATTN_SPLIT)
-        self.partial_acc = cupy.zeros(R * c.n_attn_heads * self.n_split_full * c.head_dim, f32)
-        self.partial_ml = cupy.zeros(R * c.n_attn_heads * self.n_split_full * 2, f32)
+        # (rows x splits) partial results: many rows at ATTN_SPLIT, or few rows at ATTN_SPLIT_FEW_ROWS.
+        splits = max(R * self.n_split_full, min(R, FEW_ROWS) * -(-shape.n_ctx // ATTN_SPLIT_FEW_ROWS))
+        self.partial_acc = cupy.zeros(splits * c.n_attn_heads * c.head_dim, f32)
+        self.partial_ml = cupy.zeros(splits * c.n_attn_heads * 2, f32)
         self.router = cupy.zeros((R, c.n_experts), f32)
         self.experts = cupy.zeros((R, c.experts_per_token), i32)
         self.expert_weights = cupy.zeros((R, c.experts_per_token), f32)
@@ -141,6 +146,7 @@ class RowView:
     R: int
     block_m: int
     tensor_cores: bool
+    attn_split: int  # positions per split on full-attention layers
     rows_packed: object
     row_slot: object
     row_pos: object
@@ -175,13 +181,18 @@ def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -
         return (b.partial_acc[: R * nh * n_split * D].reshape(R, nh, n_split, D),
                 b.partial_ml[: R * nh * n_split * 2].reshape(R, nh, n_split, 2))
 
-    acc_full, ml_full = partials(b.n_split_full)
+    attn_split = ATTN_SPLIT_FEW_ROWS if R <= FEW_ROWS else ATTN_SPLIT
+    n_split = -(-b.n_ctx // attn_split)
+    acc_full, ml_full = partials(n_split)
     acc_win, ml_win = partials(1)
     return RowView(
-        R, block_m, tensor_cores, b.rows_packed, b.rows_packed[0, :R], b.rows_packed[1, :R], b.rows_packed[2, :R],
-        b.x[:R], b.t[:R], b.qkv[:R], b.att[:R], acc_full, ml_full, acc_win, ml_win, b.router[:R], b.experts[:R],
-        b.expert_weights[:R], b.pair_of_slot[:P], b.slot_of_pair[: R * k], b.tile_expert[: P // block_m],
-        b.g[:P], b.y[:P], b.moe_out[:R], b.logits[:R], b.next_token[:R],
+        R=R, block_m=block_m, tensor_cores=tensor_cores, attn_split=attn_split, rows_packed=b.rows_packed,
+        row_slot=b.rows_packed[0, :R], row_pos=b.rows_packed[1, :R], row_token=b.rows_packed[2, :R],
+        x=b.x[:R], t=b.t[:R], qkv=b.qkv[:R], att=b.att[:R], partial_acc_full=acc_full, partial_ml_full=ml_full,
+        partial_acc_window=acc_win, partial_ml_window=ml_win, router=b.router[:R], experts=b.experts[:R],
+        expert_weights=b.expert_weights[:R], pair_of_slot=b.pair_of_slot[:P], slot_of_pair=b.slot_of_pair[: R * k],
+        tile_expert=b.tile_expert[: P // block_m], g=b.g[:P], y=b.y[:P], moe_out=b.moe_out[:R], logits=b.logits[:R],
+        next_token=b.next_token[:R],
     )
 
 
@@ -232,7 +243,7 @@ class RowModel:
         windowed = c.uses_sliding_window(l)
         window = c.sliding_window if windowed else 0
         acc, ml = (v.partial_acc_window, v.partial_ml_window) if windowed else (v.partial_acc_full, v.partial_ml_full)
-        split = window if windowed else ATTN_SPLIT
+        split = window if windowed else v.attn_split
         k.attn_rows_partial(acc, ml, v.qkv, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
                             c.n_attn_heads, c.n_kv_heads, c.head_dim, window, split)
         k.attn_rows_merge(v.att, acc, ml, lw.attn_sinks)
