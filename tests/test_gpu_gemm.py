@@ -220,8 +220,9 @@ def check_grouped(gpu, rng, block_m, rows, k, n_experts, hidden, inter, kind):
 @gpu_test
 @pytest.mark.parametrize("block_m", GROUPED_BLOCK_M)
 def test_gemm_grouped_realistic(gpu, rng, block_m):
-    """The 20b expert shapes: R = 96 rows, k = 4, E = 32, H = I = 2880."""
-    check_grouped_swiglu(gpu, rng, block_m, 96, 4, 32, 2880, 2880, "random", 7.0)
+    """The 20b expert shapes: R = 96 rows, k = 4, E = 32, H = I = 2880. Limit 1.5 as test_moe_kernels: with 7,
+    outputs reach ~50 and float32 rounding of the SwiGLU alone nears the absolute tolerance."""
+    check_grouped_swiglu(gpu, rng, block_m, 96, 4, 32, 2880, 2880, "random", 1.5)
     check_grouped(gpu, rng, block_m, 96, 4, 32, 2880, 2880, "random")
 
 

@@ -11,9 +11,9 @@ import numpy as np
 
 from .common import BF16, F32, I32, _aligned, _blocks, _check
 
-GROUPED_BLOCK_M = (8, 64)  # (small: skinny kernel, large: tiled kernel); the block_m given to moe_align
 SKINNY_BM = 8  # rows per skinny tile (kernels/gemm.hip SKINNY_BM)
 TILE_BM, TILE_BN = 64, 128  # tiled block tile (kernels/gemm.hip TILE_BM, TILE_BN)
+GROUPED_BLOCK_M = (SKINNY_BM, TILE_BM)  # (small: skinny kernel, large: tiled kernel); the block_m given to moe_align
 SKINNY_MAX_M = 16  # dense products with at most this many rows use the skinny kernel
 SKINNY_TILE_GROUPS = 4  # skinny grid.x: tiles are spread over this many blocks per column block, each loops
 GEMM_THREADS = 256  # kernels/common.h BLOCK_SIZE; the tiled kernel's thread layout needs exactly 256
