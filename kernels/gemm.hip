@@ -35,6 +35,14 @@
 #define TILE_THREADS 256
 #define SWIGLU_ALPHA 1.702f
 
+// gfx90a: tell the compiler a block has 256 threads (its default, 1024, caps a thread at 128 VGPRs and the
+// tiled kernel spills). A trailing GNU attribute, so kernels.py still finds `extern "C" __global__ void NAME`.
+#ifdef GETP_HIP
+#define GEMM_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, TILE_THREADS)))
+#else
+#define GEMM_BOUNDS
+#endif
+
 struct GemmArgs {
   float* out;                 // c (M, N), g (P, N / 2) or y (P, N)
   const float* a;             // (M, K) dense and mlp2, (R, K) mlp1
@@ -331,28 +339,28 @@ GETP_DEVICE void gemm_tiled_core(const GemmArgs& g) {
 // WARPS_PER_BLOCK))), tiled (ceil(N / 128), ceil(M / 64)); 256 threads.
 extern "C" __global__ void gemm_f32w_skinny(float* __restrict__ c, const float* __restrict__ a,
                                             const float* __restrict__ w, const float* __restrict__ bias, int M,
-                                            int N, int K, int accumulate, int vec) {
+                                            int N, int K, int accumulate, int vec) GEMM_BOUNDS {
   const GemmArgs g = {c, a, w, bias, 0, 0, M, N, K, accumulate, 1, 0.0f, vec};
   gemm_skinny_core<float, GEMM_DENSE>(g);
 }
 
 extern "C" __global__ void gemm_bf16w_skinny(float* __restrict__ c, const float* __restrict__ a,
                                              const unsigned short* __restrict__ w, const float* __restrict__ bias,
-                                             int M, int N, int K, int accumulate, int vec) {
+                                             int M, int N, int K, int accumulate, int vec) GEMM_BOUNDS {
   const GemmArgs g = {c, a, w, bias, 0, 0, M, N, K, accumulate, 1, 0.0f, vec};
   gemm_skinny_core<unsigned short, GEMM_DENSE>(g);
 }
 
 extern "C" __global__ void gemm_f32w_tiled(float* __restrict__ c, const float* __restrict__ a,
                                            const float* __restrict__ w, const float* __restrict__ bias, int M, int N,
-                                           int K, int accumulate, int vec) {
+                                           int K, int accumulate, int vec) GEMM_BOUNDS {
   const GemmArgs g = {c, a, w, bias, 0, 0, M, N, K, accumulate, 1, 0.0f, vec};
   gemm_tiled_core<float, GEMM_DENSE>(g);
 }
 
 extern "C" __global__ void gemm_bf16w_tiled(float* __restrict__ c, const float* __restrict__ a,
                                             const unsigned short* __restrict__ w, const float* __restrict__ bias,
-                                            int M, int N, int K, int accumulate, int vec) {
+                                            int M, int N, int K, int accumulate, int vec) GEMM_BOUNDS {
   const GemmArgs g = {c, a, w, bias, 0, 0, M, N, K, accumulate, 1, 0.0f, vec};
   gemm_tiled_core<unsigned short, GEMM_DENSE>(g);
 }
@@ -364,7 +372,7 @@ extern "C" __global__ void gemm_grouped_swiglu_skinny(float* __restrict__ g, con
                                                       const int* __restrict__ tile_expert,
                                                       const unsigned short* __restrict__ w1,
                                                       const float* __restrict__ b1, int P, int N, int K,
-                                                      int per_token, float limit, int vec) {
+                                                      int per_token, float limit, int vec) GEMM_BOUNDS {
   const GemmArgs args = {g, a, w1, b1, pair_of_slot, tile_expert, P, N, K, 0, per_token, limit, vec};
   gemm_skinny_core<unsigned short, GEMM_SWIGLU>(args);
 }
@@ -374,7 +382,7 @@ extern "C" __global__ void gemm_grouped_swiglu_tiled(float* __restrict__ g, cons
                                                      const int* __restrict__ tile_expert,
                                                      const unsigned short* __restrict__ w1,
                                                      const float* __restrict__ b1, int P, int N, int K,
-                                                     int per_token, float limit, int vec) {
+                                                     int per_token, float limit, int vec) GEMM_BOUNDS {
   const GemmArgs args = {g, a, w1, b1, pair_of_slot, tile_expert, P, N, K, 0, per_token, limit, vec};
   gemm_tiled_core<unsigned short, GEMM_SWIGLU>(args);
 }
@@ -384,7 +392,7 @@ extern "C" __global__ void gemm_grouped_skinny(float* __restrict__ y, const floa
                                                const int* __restrict__ pair_of_slot,
                                                const int* __restrict__ tile_expert,
                                                const unsigned short* __restrict__ w2, const float* __restrict__ b2,
-                                               int P, int N, int K, int vec) {
+                                               int P, int N, int K, int vec) GEMM_BOUNDS {
   const GemmArgs args = {y, g, w2, b2, pair_of_slot, tile_expert, P, N, K, 0, 1, 0.0f, vec};
   gemm_skinny_core<unsigned short, GEMM_GROUPED>(args);
 }
@@ -393,7 +401,7 @@ extern "C" __global__ void gemm_grouped_tiled(float* __restrict__ y, const float
                                               const int* __restrict__ pair_of_slot,
                                               const int* __restrict__ tile_expert,
                                               const unsigned short* __restrict__ w2, const float* __restrict__ b2,
-                                              int P, int N, int K, int vec) {
+                                              int P, int N, int K, int vec) GEMM_BOUNDS {
   const GemmArgs args = {y, g, w2, b2, pair_of_slot, tile_expert, P, N, K, 0, 1, 0.0f, vec};
   gemm_tiled_core<unsigned short, GEMM_GROUPED>(args);
 }
