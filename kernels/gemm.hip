@@ -36,7 +36,7 @@
 #define SWIGLU_ALPHA 1.702f
 
 // gfx90a: tell the compiler a block has 256 threads (its default, 1024, caps a thread at 128 VGPRs and the
-// tiled kernel spills). A trailing GNU attribute, so kernels.py still finds `extern "C" __global__ void NAME`.
+// tiled kernel spills). A trailing GNU attribute, so the kernel-name regex of kernels.py still matches.
 #ifdef GETP_HIP
 #define GEMM_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, TILE_THREADS)))
 #else
