@@ -283,3 +283,15 @@ def test_grouped_helpers_reject_unsupported_block_m():
     with pytest.raises(ValueError, match="block_m"):
         rec.gemm_grouped(FakeArray((96, 8), np.float32), FakeArray((96, 8), np.float32), FakeArray((96,), np.int32),
                          FakeArray((3,), np.int32), FakeArray((2, 8, 8), np.uint16), FakeArray((2, 8), np.float32), 32)
+
+
+def test_kernel_names_found_by_the_module_loader():
+    """kernels.py finds kernels with a regex over the source: exactly the entry points the helpers launch."""
+    import re
+
+    from cupy_getp.gpu.kernels import assemble_source
+
+    for warp in (32, 64):
+        names = set(re.findall(r'extern "C" __global__ void (\w+)', assemble_source("gemm", warp)))
+        assert names == {f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped")
+                         for shape in ("skinny", "tiled")}
