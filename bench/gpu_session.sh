@@ -15,23 +15,26 @@ parts=${*:-tests quick}
 for part in $parts; do
   case $part in
     tests)
-      python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py tests/test_gpu_batch_attention.py \
-        tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py tests/test_gpu_weight_storage.py 2>&1 | tee "$OUT/kernel-tests.log" | tail -30
-      python -m pytest -m gpu -q -rfE -s tests/test_gpu_batch_engine.py 2>&1 | tee "$OUT/engine-tests.log" | tail -30
+      timeout 240 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_moe.py \
+        tests/test_gpu_batch_attention.py tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py tests/test_gpu_weight_storage.py \
+        tests/test_gpu_kernels.py 2>&1 | tee "$OUT/kernel-tests.log" | grep -E "passed|failed|FAILED|Error" | tail -40
+      timeout 240 python -m pytest -m gpu -q -rfE -s tests/test_gpu_batch_engine.py 2>&1 | tee "$OUT/engine-tests.log" \
+        | grep -vE "^\s*$" | tail -40
       ;;
     oldtests)
       python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py tests/test_gpu_engine.py tests/test_oracle.py 2>&1 \
         | tee "$OUT/old-gpu-tests.log" | tail -15
       ;;
     diff)
-      python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1; echo "diff 7m exit $?"
+      timeout 120 python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1
+      echo "diff 7m exit $?"
       tail -4 "$OUT/diff-batch-7m.txt"
       ;;
     quick)
-      python bench/gemm.py --quick 2>&1 | tee "$OUT/gemm.txt" | tail -25
-      python bench/gemm_tc.py --quick 2>&1 | tee "$OUT/gemm_tc.txt" | tail -25
-      python bench/getp_throughput.py --quick --skip transformers,single --max-seconds 120 --out "$OUT/quick" 2>&1 \
-        | tee "$OUT/quick.txt" | tail -30
+      timeout 90 python bench/gemm.py --quick 2>&1 | tee "$OUT/gemm.txt" | tail -25
+      timeout 90 python bench/gemm_tc.py --quick 2>&1 | tee "$OUT/gemm_tc.txt" | tail -25
+      timeout 200 python bench/getp_throughput.py --quick --skip transformers,single --max-seconds ${QUICK_SECONDS:-60} \
+        --out "$OUT/quick" 2>&1 | tee "$OUT/quick.txt" | tail -30
       ;;
     headline)
       python bench/getp_throughput.py --max-seconds 400 --out "$OUT/headline" 2>&1 | tee "$OUT/headline.txt" | tail -40
