@@ -25,7 +25,9 @@ from .launch.common import BF16, F32, I32, _aligned, _blocks, _check
 
 BLOCK_SIZE = 256  # threads per block, as kernels/common.h
 ATTN_CHUNK = 64  # positions per block in the weighted sum of values
-_KERNEL = re.compile(r'extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+)')
+# A kernel's name, after any __launch_bounds__(...); names made by macros (attention.hip's variants) are
+# found in the compiled modules on first use instead.
+_KERNEL = re.compile(r'extern "C" __global__ void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)')
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
 
 
@@ -74,17 +76,19 @@ class Kernels(BatchLaunches):
     def __init__(self, device: Device):
         self.device = device
         self.warps_per_block = BLOCK_SIZE // device.warp_size
-        self.functions = {}
-        for family in families():  # get_function compiles: compile errors belong to warm-up, not a step
-            module = _module(family, device.warp_size, device.id)
+        self.modules = {family: _module(family, device.warp_size, device.id) for family in families()}
+        self.functions = {}  # name -> kernel; macro-made names are added on first use
+        self._family_of = {}
+        for family, module in self.modules.items():
             for name in _KERNEL.findall(assemble_source(family, device.warp_size)):
-                self.functions[name] = module.get_function(name)
+                self._family_of[name] = family
+                self._open(module, name)  # compiles the module: compile errors belong to warm-up
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
 
     def _launch(self, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         if grid[0] == 0:  # CuPy would still launch one block
             return
-        function = self.functions[name]
+        function = self.functions.get(name) or self._function(name)
         # Over 48 KiB of dynamic shared memory must be opted into per kernel on CUDA; on ROCm (CuPy 13)
         # the setter is a stub that fails, and up to 64 KiB work without it.
         if shared_mem > 48 * 1024 and not self.device.is_hip and self._shared_limit.get(name, 0) < shared_mem:
@@ -98,6 +102,27 @@ class Kernels(BatchLaunches):
         counters.launches[name] = counters.launches.get(name, 0) + 1
         if self.device.sync_check:
             self.device.synchronize(f"kernel {name}")
+
+    def _open(self, module, name: str):
+        """`name` from `module` (compiling it on first use), or None when the module has no such kernel."""
+        from cupy.cuda.compiler import CompileException
+
+        try:
+            function = self.functions[name] = module.get_function(name)
+            return function
+        except CompileException:
+            raise
+        except Exception:  # CUDADriverError / HIP error: no such symbol (a macro matched the pattern)
+            return None
+
+    def _function(self, name: str):
+        """Kernel `name` from its family's module (the one whose source declares it, else any)."""
+        hinted = self._family_of.get(name)
+        for family in sorted(self.modules, key=lambda f: f != hinted):
+            function = self._open(self.modules[family], name)
+            if function is not None:
+                return function
+        raise RuntimeError(f"no kernel named {name} in kernels/*.hip")
 
     def _rows_grid(self, rows: int, y: int = 1) -> tuple:
         return (_blocks(rows, self.warps_per_block), y)
