@@ -143,6 +143,22 @@ class FakeKernels:
             moe_out[r] = total
         x += moe_out
 
+    # the single-sequence kernels a one-row step uses
+    def matvec(self, y, w, x, b=None, accumulate=False):
+        out = f32(w) @ x + (0 if b is None else b)
+        y[...] = out + y if accumulate else out
+
+    def router_topk(self, experts, weights, scores):
+        experts[...], weights[...] = route(scores, experts.shape[0])
+
+    def moe_mlp1_swiglu(self, g, w_mlp1, b_mlp1, t, experts, limit):
+        for s, e in enumerate(experts):
+            g[s] = swiglu(f32(w_mlp1[e]) @ t + b_mlp1[e], limit)
+
+    def moe_mlp2_accumulate(self, x, moe_out, w_mlp2, b_mlp2, g, experts, weights):
+        moe_out[...] = sum(wt * (f32(w_mlp2[e]) @ g[s] + b_mlp2[e]) for s, (e, wt) in enumerate(zip(experts, weights)))
+        x += moe_out
+
     def argmax_rows(self, next_token, logits):
         next_token[...] = [-1 if np.isnan(row).any() else int(np.argmax(row)) for row in logits]
 

@@ -74,3 +74,14 @@ def test_a_nan_logit_stops_with_the_request_and_position(cupy_stand_in):
     batched.engine.w.out[5] = np.nan if batched.engine.w.out.dtype == np.float32 else 0x7FC0  # NaN row of logits
     with pytest.raises(GetpError, match=r"request \d+: the logits at position \d+ are not finite"):
         run_batched(batched, GREEDY, prompts(2, 3), 20)
+
+
+def test_one_slot_runs_one_row_steps_like_the_reference(cupy_stand_in):
+    """One slot, chunks of 1: every step is one row (the matvec and fused-expert path of batch-1 decode)."""
+    weights = Weights(SyntheticStore(TINY, seed=6))
+    requests, steps = prompts(2, 7), 30
+    reference = create_engine(weights, "numpy")
+    reference.warm_up()
+    batched = batched_engine(weights, 1, 1, steps, "exact")
+    assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
+    assert set(batched.model.views) == {1}  # one sequence, chunks of 1: every step is one row

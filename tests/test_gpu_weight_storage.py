@@ -34,7 +34,8 @@ def test_dense_weights_are_bf16_exactly_when_lossless(bf16_exact):
         assert w.storage[name] == ("bf16 (lossless)" if bf16_exact else "fp32")
         values = bf16_to_f32(array.get()) if bf16_exact else array.get()
         np.testing.assert_array_equal(values, store.read(name), err_msg=name)
-    assert "bf16 (lossless): w_qkv" in w.describe_storage() or not bf16_exact
+    described = w.describe_storage()
+    assert ("bf16 (lossless): " in described) == bf16_exact and "w_qkv" in described
 
 
 def test_one_inexact_value_keeps_a_tensor_fp32():

@@ -227,8 +227,11 @@ class RowModel:
         self.unembed(v, trace)
 
     def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False) -> None:
-        """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows."""
-        if v.tensor_cores and w.dtype == np.uint16:
+        """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows; one row
+        takes the single-sequence engine's matvec (bandwidth-bound: batch-1 decode)."""
+        if v.R == 1:
+            self.k.matvec(c[0], w, a[0], bias, accumulate)
+        elif v.tensor_cores and w.dtype == np.uint16:
             self.k.gemm_tc(c, a, w, bias, accumulate, self.pieces)
         else:
             self.k.gemm(c, a, w, bias, accumulate)
@@ -256,6 +259,27 @@ class RowModel:
         c, k, lw = self.config, self.k, self.w.layer(l)
         k.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
         self.matmul(v, v.router, v.t, lw.w_router, lw.b_router)  # (R, E)
+        if v.R == 1:
+            self.moe_one_row(l, v)
+        else:
+            self.moe_rows(l, v)
+        if trace is not None:
+            trace.record(l, "router", v.router)
+            trace.record(l, "experts", v.experts)
+            trace.record(l, "moe_out", v.moe_out)
+            trace.record(l, "x_moe", v.x)
+
+    def moe_one_row(self, l: int, v: RowView) -> None:
+        """One row: the single-sequence engine's fused expert kernels (each chosen expert read once)."""
+        c, k, lw = self.config, self.k, self.w.layer(l)
+        k.router_topk(v.experts[0], v.expert_weights[0], v.router[0])
+        g = v.g[: c.experts_per_token]  # (k, I)
+        k.moe_mlp1_swiglu(g, lw.w_mlp1, lw.b_mlp1, v.t[0], v.experts[0], c.swiglu_limit)
+        k.moe_mlp2_accumulate(v.x[0], v.moe_out[0], lw.w_mlp2, lw.b_mlp2, g, v.experts[0], v.expert_weights[0])
+
+    def moe_rows(self, l: int, v: RowView) -> None:
+        """Rows grouped by expert: routing, alignment, grouped mlp1 + SwiGLU and mlp2, combine in slot order."""
+        c, k, lw = self.config, self.k, self.w.layer(l)
         k.router_topk_rows(v.experts, v.expert_weights, v.router)
         k.moe_align(v.pair_of_slot, v.slot_of_pair, v.tile_expert, v.experts, v.block_m, c.n_experts)
         if v.tensor_cores:
@@ -267,11 +291,6 @@ class RowModel:
                                   c.experts_per_token, c.swiglu_limit, v.block_m)
             k.gemm_grouped(v.y, v.g, v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2, v.block_m)
         k.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.slot_of_pair)  # x += moe_out
-        if trace is not None:
-            trace.record(l, "router", v.router)
-            trace.record(l, "experts", v.experts)
-            trace.record(l, "moe_out", v.moe_out)
-            trace.record(l, "x_moe", v.x)
 
     def unembed(self, v: RowView, trace: BatchTrace | None) -> None:
         """Logits of every row (pad and mid-prompt rows included: the graph's shape is the bucket's),
