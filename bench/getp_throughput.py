@@ -188,11 +188,12 @@ def precision_drift(engine, prompts, steps) -> dict:
     if default_precision(engine.device) == "fp32":
         return {"bench": "precision_drift", "skipped": "no tensor cores"}
     lines, logits = {}, {}
+    rows = 2 * len(prompts)  # over SKINNY_ROWS: the tensor-core path
     for precision in ("exact", "fast", "fp32"):
-        batched = engine.batched(len(prompts), steps, precision=precision)
-        v = batched.step(np.arange(len(prompts), dtype=np.int32), np.zeros(len(prompts), np.int32),
-                         np.array([p[0] for p in prompts], np.int32))
-        logits[precision] = v.logits[: len(prompts)].get()
+        batched = engine.batched(rows, steps, precision=precision)
+        v = batched.step(np.arange(rows, dtype=np.int32), np.zeros(rows, np.int32),
+                         np.array([prompts[i % len(prompts)][0] for i in range(rows)], np.int32))
+        logits[precision] = v.logits[:rows].get()
         batched.free()
         batched = engine.batched(len(prompts), steps, precision=precision)
         lines[precision] = run_batched(batched, GREEDY, prompts, steps)
