@@ -179,6 +179,29 @@ def batch1_decode(engine, prompt, precision) -> dict:
             "tok_s_pos_1792_2048": round(1 / statistics.median(times[1792:2048]), 1)}
 
 
+def profile_step(engine, rows: int, context: int, precision) -> dict:
+    """Device time per kernel of one eager step of `rows` decode rows at position `context`."""
+    import cupy
+
+    batched = engine.batched(rows, context + 1, slots=rows, precision=precision)
+    v = batched.model.view(batched.shape.bucket(rows))
+    args = (np.arange(rows, dtype=np.int32), np.full(rows, context, np.int32), np.full(rows, 13225, np.int32))
+    batched.step(*args)  # graphs captured, caches warm
+    kernels = engine.kernels
+    kernels.profile = {}
+    batched.runner.use_graphs, graphs = False, batched.runner.use_graphs
+    batched.step(*args)
+    engine.device.synchronize("profile")
+    times = {name: sum(cupy.cuda.get_elapsed_time(a, b) for a, b in events) for name, events in kernels.profile.items()}
+    kernels.profile, batched.runner.use_graphs = None, graphs
+    batched.free()
+    total = sum(times.values())
+    top = sorted(times.items(), key=lambda kv: -kv[1])
+    return {"bench": "profile", "rows": rows, "bucket": v.R, "context": context, "precision": batched.precision,
+            "kernel_ms_total": round(total, 3),
+            "per_kernel_ms": {name: round(ms, 3) for name, ms in top}}
+
+
 def precision_drift(engine, prompts, steps) -> dict:
     """`fast` (1 BF16 piece) against `exact` (3 pieces) on the standard prompts: identical lines and the
     max logit difference over the first step's rows."""
@@ -270,7 +293,8 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="exact, fast or fp32 (default: the engine's); "
                                                           "a comma list runs the headline once for each")
     parser.add_argument("--max-seconds", type=float, default=420.0, help="stop the headline here (reported)")
-    parser.add_argument("--skip", default="", help="comma list of: headline, decode, single, drift, transformers")
+    parser.add_argument("--skip", default="", help="comma list of: headline, profile, decode, single, drift, "
+                                                   "transformers")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -296,6 +320,10 @@ def main() -> None:
             results.append(headline(engine, prompts, steps, args, bandwidth, args.out))
             log(results[-1], args.out)
     args.precision = precisions[0] or None
+    if "profile" not in skip:
+        for rows in (64, 256, 512):
+            results.append(profile_step(engine, rows, min(512, steps - 1), args.precision))
+            log(results[-1], args.out)
     if "drift" not in skip:
         results.append(precision_drift(engine, standard, 256))
         log(results[-1], args.out)
@@ -335,6 +363,9 @@ def print_summary(results) -> None:
                 print(f"| {b['bucket']} | {b['steps']} | {b['rows']} | {b['ms']} | {b['tok_s']} | {b['bound_ms']} | "
                       f"{b['bound']} | {b['of_bound']} |")
             print()
+        elif r["bench"] == "profile":
+            top = ", ".join(f"{k} {v}" for k, v in list(r["per_kernel_ms"].items())[:8])
+            print(f"| profile {r['rows']} rows @ {r['context']} | {r['kernel_ms_total']} ms | {top} |")
         elif r["bench"] == "precision_drift":
             print(f"| precision drift | | {json.dumps(r)} |")
         elif r["bench"] == "batch1_decode":

@@ -30,6 +30,16 @@ for part in $parts; do
       echo "diff 7m exit $?"
       tail -4 "$OUT/diff-batch-7m.txt"
       ;;
+    enginetests)
+      timeout 300 python -m pytest -m gpu -q -rfE -s tests/test_gpu_batch_engine.py tests/test_gpu_weight_storage.py 2>&1 \
+        | tee "$OUT/engine-tests.log" | grep -E "passed|failed|FAILED|Error|identical|differs" | tail -40
+      ;;
+    diag20b)
+      (echo 4; sed -n 28,31p data/input.txt) > /tmp/in-26-29.txt
+      timeout 200 python -m cupy_getp diff 20b --layers --batch 4 --reference cupy --steps 12 -i /tmp/in-26-29.txt \
+        > "$OUT/diff-batch-20b.txt" 2>&1; echo "diff 20b exit $?"
+      grep -E "!" "$OUT/diff-batch-20b.txt" | head -12; tail -5 "$OUT/diff-batch-20b.txt"
+      ;;
     quick)
       timeout 90 python bench/gemm.py --quick 2>&1 | tee "$OUT/gemm.txt" | tail -25
       timeout 90 python bench/gemm_tc.py --quick 2>&1 | tee "$OUT/gemm_tc.txt" | tail -25

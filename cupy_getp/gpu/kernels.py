@@ -83,6 +83,7 @@ class Kernels(BatchLaunches):
             for name in _KERNEL.findall(assemble_source(family, device.warp_size)):
                 self._family_of[name] = family
                 self._open(module, name)  # compiles the module: compile errors belong to warm-up
+        self.profile: dict[str, list] | None = None  # name -> [(start, end) events] while profiling (eager)
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
 
     def _launch(self, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
@@ -94,14 +95,28 @@ class Kernels(BatchLaunches):
         if shared_mem > 48 * 1024 and not self.device.is_hip and self._shared_limit.get(name, 0) < shared_mem:
             function.max_dynamic_shared_size_bytes = shared_mem
             self._shared_limit[name] = shared_mem
+        events = self._profile_start(name)
         try:
             function(grid, block, args, shared_mem=shared_mem, stream=self.device.stream)
         except Exception as e:
             raise RuntimeError(f"launch of kernel {name} (grid {grid}, block {block}) failed: {e}") from e
+        if events:
+            events[1].record(self.device.stream)
         counters = self.device.counters
         counters.launches[name] = counters.launches.get(name, 0) + 1
         if self.device.sync_check:
             self.device.synchronize(f"kernel {name}")
+
+    def _profile_start(self, name: str):
+        """(start, end) events around this launch when profiling (bench/getp_throughput.py --profile)."""
+        if self.profile is None:
+            return None
+        import cupy
+
+        events = (cupy.cuda.Event(), cupy.cuda.Event())
+        events[0].record(self.device.stream)
+        self.profile.setdefault(name, []).append(events)
+        return events
 
     def _open(self, module, name: str):
         """`name` from `module` (compiling it on first use), or None when the module has no such kernel."""
