@@ -35,8 +35,7 @@ for part in $parts; do
         | tee "$OUT/engine-tests.log" | grep -E "passed|failed|FAILED|Error|identical|differs" | tail -40
       ;;
     diag20b)
-      (echo 4; sed -n 28,31p data/input.txt) > /tmp/in-26-29.txt
-      timeout 200 python -m cupy_getp diff 20b --layers --batch 4 --reference cupy --steps 12 -i /tmp/in-26-29.txt \
+      timeout 240 python -m cupy_getp diff 20b --layers --batch 32 --slots 32 --chunk 64 --reference cupy --steps 16 \
         > "$OUT/diff-batch-20b.txt" 2>&1; echo "diff 20b exit $?"
       grep -E "!" "$OUT/diff-batch-20b.txt" | head -12; tail -5 "$OUT/diff-batch-20b.txt"
       ;;

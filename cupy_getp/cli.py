@@ -326,7 +326,7 @@ def _weights_progress(total: int, label: str):
 
 
 def _diff_batch(weights, input: Path, n: int, steps: int, layers: bool, engine: str, tokenizer, precision,
-                reference_name: str) -> None:
+                reference_name: str, slots: int, chunk: int) -> None:
     from .diff import DiffSummary, batch_diff_engine, diff_batched, format_header, format_step
     from .engine.factory import create_engine
     from .getp import encode_requests, read_requests
@@ -340,7 +340,7 @@ def _diff_batch(weights, input: Path, n: int, steps: int, layers: bool, engine: 
         reference = other if reference_name == "cupy" else create_engine(weights, "numpy")
         if reference is not other:
             reference.warm_up()
-        batched = batch_diff_engine(other, prompts, steps, precision)
+        batched = batch_diff_engine(other, prompts, steps, precision, slots or None, chunk)
         typer.echo(f"diff: {reference.name} (one sequence at a time) vs the batched {other.name} engine on "
                    f"{weights.description}: {len(prompts)} "
                    f"requests over {batched.shape.n_slots} slots, prompt chunks of {batched.shape.max_chunk}, "
@@ -378,6 +378,10 @@ def diff_command(
     reference: Annotated[str, typer.Option("--reference", help="With --batch: numpy, or cupy (the single-sequence "
                                                                "GPU engine, for shapes numpy is too slow for)."
                                            )] = "numpy",
+    slots: Annotated[int, typer.Option("--slots", min=0, help="With --batch: request slots (0 = half the "
+                                                              "requests).")] = 0,
+    chunk: Annotated[int, typer.Option("--chunk", min=1, help="With --batch: prompt positions of a request per "
+                                                              "step.")] = 3,
 ) -> None:
     """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
     any value over the seed's tolerances, differing experts, or a differing greedy token."""
@@ -387,7 +391,7 @@ def diff_command(
     _describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, _overrides(config))
     if batch:
-        _diff_batch(weights, input, batch, steps, layers, engine, tokenizer, precision, reference)
+        _diff_batch(weights, input, batch, steps, layers, engine, tokenizer, precision, reference, slots, chunk)
         return
     tokens = _tokenizer(tokenizer).encode(prompt)
     with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:

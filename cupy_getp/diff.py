@@ -163,26 +163,31 @@ def diff_batched(reference: Engine, batched, prompts: Sequence[Sequence[int]], s
     while not scheduler.done:
         rows = scheduler.next_rows()
         trace = BatchTrace()
-        batched.step(rows.slots, rows.positions, rows.tokens, trace)
+        view = batched.step(rows.slots, rows.positions, rows.tokens, trace)
+        device_tokens = batched.tokens(view, len(rows))
         forced = np.zeros(len(rows), np.int32)
         for i, owner in enumerate(rows.owners):
             pos = int(rows.positions[i])
             run = runs[owner.index]
-            yield owner.index, compare_step(pos, int(rows.tokens[i]), run.traces[pos], trace.row(i),
-                                            bool(rows.wants_token[i]))
+            step = compare_step(pos, int(rows.tokens[i]), run.traces[pos], trace.row(i), bool(rows.wants_token[i]))
+            if step.generated and device_tokens[i] != step.other_token:  # the device's argmax, not numpy's
+                step.violations.append(f"device greedy token {device_tokens[i]} != argmax {step.other_token} "
+                                       f"of the same logits")
+            yield owner.index, step
             forced[i] = run.tokens[pos + 1]
         scheduler.record(rows, forced)
 
 
-def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: int, precision: str | None = None):
-    """A batched engine shaped to exercise everything `diff --batch` should see: half as many slots as
-    requests (admission while others decode), prompt chunks of 3 (prompts span several steps)."""
+def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: int, precision: str | None = None,
+                      slots: int | None = None, chunk: int = 3):
+    """A batched engine shaped to exercise what `diff --batch` should see: by default half as many slots
+    as requests (admission while others decode) and prompt chunks of 3 (prompts span several steps);
+    more slots and longer chunks reach the many-row kernels (tensor cores above 32 rows)."""
     from .errors import GetpError
     from .gpu.batch import BatchedEngine, BatchShape
 
     if not engine.batches:
         raise GetpError(f"the {engine.name} engine has no batched mode")
     n_ctx = min(max(map(len, prompts)) + steps - 1, engine.config.seq_len)
-    n_slots = max(1, len(prompts) // 2)
-    chunk = 3
+    n_slots = slots or max(1, len(prompts) // 2)
     return BatchedEngine(engine, BatchShape(n_slots, n_slots + chunk, chunk, n_ctx), precision)

@@ -443,3 +443,325 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_bf16
     if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
   });
 }
+
+// ==== v2 (CUDA sm_80+ only): cp.async multi-stage pipeline, 256-column block tiles ======================
+// Selected by the launch helpers when CUPY_GETP_TC_KERNEL=v2 (CUDA only; on HIP the helpers launch the v1
+// kernels and these entry points compile to an immediate return). Same contract, same numerics and the
+// same per-k16 order of additions as v1 (results are bitwise equal to v1's).
+//
+// Block tile BM x TC2_BN (BM = 64 or 128, TC2_BN = 256), 8 warps as 2 x 4 warps of (BM / 2) x 64: each
+// ldmatrix'd B fragment feeds MI x PIECES mma, each A piece fragment feeds 8 (v1: 4). Per K step of
+// TC_BK = 32: W (bf16) and A (FP32, unsplit) go global -> shared with 16-byte cp.async (zero-filled outside
+// the product) into a ring of STAGES slots, issued STAGES - 1 steps ahead. Each thread splits the A
+// chunks it copied itself (cp.async.wait_group suffices for them) into a double-buffered pieces buffer one
+// step ahead of the tensor cores; one __syncthreads per step. Without vec8 (K % 8 != 0 or unaligned bases)
+// the same slots are filled with ordinary loads and stores.
+// Dynamic shared memory (launch/gemm_tc.py tc2_shared_bytes): STAGES x (TC2_BN x TC_LDS x 2 + BM x TC_BK x 4)
+// + 2 x pieces x BM x TC_LDS x 2 bytes; one block per SM.
+#define TC2_BN 256
+
+#if GETP_TC && !defined(GETP_HIP)
+#define GETP_TC2 1
+#else
+#define GETP_TC2 0
+#endif
+
+template <int BM>
+struct Tc2Tile {
+  static const int STAGES = BM == 64 ? 6 : 4;
+  static const int WARPS_M = 2, WARPS_N = 4;
+  static const int WTM = BM / WARPS_M, WTN = TC2_BN / WARPS_N;  // 32 x 64 or 64 x 64
+  static const int MI = WTM / 16, NJ = WTN / 8;
+  static const int A_ROWS = BM / 32;      // A chunks (4 floats) per thread per step: rows tid / 8 + 32 i
+  static const int W_ROWS = TC2_BN / 64;  // W chunks (8 bf16) per thread per step: rows tid / 4 + 64 j
+  static const int W_SLOT = TC2_BN * TC_LDS;  // bf16 elements of one W slot
+  static const int A_SLOT = BM * TC_BK;       // floats of one A slot (rows of 128 bytes, unpadded)
+};
+
+template <int BM>
+struct Tc2Acc {
+  float v[Tc2Tile<BM>::MI][Tc2Tile<BM>::NJ][4];
+};
+
+#if GETP_TC2
+GETP_DEVICE void tc2_cp_async16(void* dst, const void* src, int src_bytes) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src), "r"(src_bytes)
+               : "memory");
+}
+GETP_DEVICE void tc2_cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+GETP_DEVICE void tc2_cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
+// Step `step`'s A and W chunks of this thread into one ring slot. `any` is a valid global address for
+// zero-filling copies (src-size 0 reads nothing).
+template <int BM>
+GETP_DEVICE void tc2_issue(float* sa, unsigned short* sw, const float* const (&arow)[Tc2Tile<BM>::A_ROWS],
+                           const unsigned short* const (&wrow)[Tc2Tile<BM>::W_ROWS], const void* any, int step, int K,
+                           int vec8) {
+  typedef Tc2Tile<BM> T;
+  const int tid = threadIdx.x, k0 = step * TC_BK;
+  const int a_col = 4 * (tid % 8), w_col = 8 * (tid % 4);
+  #pragma unroll
+  for (int i = 0; i < T::A_ROWS; ++i) {
+    float* dst = sa + (tid / 8 + 32 * i) * TC_BK + a_col;
+    if (vec8) {
+      const bool in = arow[i] != nullptr && k0 + a_col < K;
+      tc2_cp_async16(dst, in ? (const void*)(arow[i] + k0 + a_col) : any, in ? 16 : 0);
+    } else {
+      *(float4*)dst = tc_load_a(arow[i], k0 + a_col, K, 0);
+    }
+  }
+  #pragma unroll
+  for (int j = 0; j < T::W_ROWS; ++j) {
+    unsigned short* dst = sw + (tid / 4 + 64 * j) * TC_LDS + w_col;
+    if (vec8) {
+      const bool in = wrow[j] != nullptr && k0 + w_col < K;
+      tc2_cp_async16(dst, in ? (const void*)(wrow[j] + k0 + w_col) : any, in ? 16 : 0);
+    } else {
+      *(uint4*)dst = tc_load_w(wrow[j], k0 + w_col, K, 0);
+    }
+  }
+}
+
+// The A chunks this thread copied (FP32 slot) -> bf16 pieces [PIECES][BM][TC_LDS].
+template <int BM, int PIECES>
+GETP_DEVICE void tc2_split(unsigned short* sp, const float* sa) {
+  const int tid = threadIdx.x;
+  #pragma unroll
+  for (int i = 0; i < Tc2Tile<BM>::A_ROWS; ++i) {
+    const int row = tid / 8 + 32 * i;
+    const float4 x = *(const float4*)(sa + row * TC_BK + 4 * (tid % 8));
+    unsigned p0[3], p1[3], p2[3], p3[3];
+    tc_split<PIECES>(x.x, p0);
+    tc_split<PIECES>(x.y, p1);
+    tc_split<PIECES>(x.z, p2);
+    tc_split<PIECES>(x.w, p3);
+    const int offset = row * TC_LDS + 4 * (tid % 8);
+    #pragma unroll
+    for (int p = 0; p < PIECES; ++p)
+      *(uint2*)(sp + p * BM * TC_LDS + offset) = make_uint2(p0[p] | p1[p] << 16, p2[p] | p3[p] << 16);
+  }
+}
+
+// One TC_BK step: sp = pieces [PIECES][BM][TC_LDS], sw = W slot [TC2_BN][TC_LDS].
+template <int BM, int PIECES>
+GETP_DEVICE void tc2_compute(Tc2Acc<BM>& acc, const unsigned short* sp, const unsigned short* sw) {
+  typedef Tc2Tile<BM> T;
+  const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+  const int wm = warp / T::WARPS_N, wn = warp % T::WARPS_N;
+  const unsigned short* sa = sp + wm * T::WTM * TC_LDS;
+  sw += wn * T::WTN * TC_LDS;
+  const float zero[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  const int unroll_kk = BM == 64 ? 2 : 1;  // BM 128: both k16 steps' fragments hoisted would spill
+  #pragma unroll unroll_kk
+  for (int kk = 0; kk < TC_BK; kk += 16) {
+    unsigned bf[T::NJ][2];
+    const int w_offset = (lane % 8 + 8 * (lane / 16)) * TC_LDS + kk + 8 * ((lane / 8) % 2);
+    #pragma unroll
+    for (int nj = 0; nj < T::NJ; nj += 2) {
+      unsigned r[4];
+      tc_ldmatrix_x4(r, sw + nj * 8 * TC_LDS + w_offset);
+      bf[nj][0] = r[0];
+      bf[nj][1] = r[1];
+      bf[nj + 1][0] = r[2];
+      bf[nj + 1][1] = r[3];
+    }
+    const int a_offset = (lane % 16) * TC_LDS + kk + 8 * (lane / 16);
+    #pragma unroll
+    for (int mi = 0; mi < T::MI; ++mi) {
+      unsigned af[PIECES][4];
+      #pragma unroll
+      for (int p = 0; p < PIECES; ++p) tc_ldmatrix_x4(af[p], sa + (p * BM + mi * 16) * TC_LDS + a_offset);
+      #pragma unroll
+      for (int nj = 0; nj < T::NJ; ++nj) {
+        if (PIECES == 1) {
+          tc_mma_bf16(acc.v[mi][nj], af[0], bf[nj][0], bf[nj][1], acc.v[mi][nj]);
+          continue;
+        }
+        float t[4];
+        tc_mma_bf16(t, af[PIECES - 1], bf[nj][0], bf[nj][1], zero);
+        #pragma unroll
+        for (int p = PIECES - 2; p >= 0; --p) tc_mma_bf16(t, af[p], bf[nj][0], bf[nj][1], t);
+        #pragma unroll
+        for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] += t[i];
+      }
+    }
+  }
+}
+
+template <int BM, int PIECES>
+GETP_DEVICE void tc2_mainloop(Tc2Acc<BM>& acc, const float* const (&arow)[Tc2Tile<BM>::A_ROWS],
+                              const unsigned short* const (&wrow)[Tc2Tile<BM>::W_ROWS], const void* any, int K,
+                              int vec8) {
+  typedef Tc2Tile<BM> T;
+  const int S = T::STAGES;
+  unsigned short* sw0 = tc_smem;                                 // [S][TC2_BN][TC_LDS] bf16
+  float* sa0 = (float*)(tc_smem + S * T::W_SLOT);                // [S][BM][TC_BK] f32
+  unsigned short* sp0 = (unsigned short*)(sa0 + S * T::A_SLOT);  // [2][PIECES][BM][TC_LDS] bf16
+  const int piece_buf = PIECES * BM * TC_LDS;
+  const int steps = (K + TC_BK - 1) / TC_BK;
+  if (steps == 0) return;
+  #pragma unroll
+  for (int st = 0; st < S - 1; ++st) {
+    if (st < steps) tc2_issue<BM>(sa0 + st * T::A_SLOT, sw0 + st * T::W_SLOT, arow, wrow, any, st, K, vec8);
+    tc2_cp_async_commit();
+  }
+  tc2_cp_async_wait<S - 2>();  // step 0 (this thread's copies)
+  tc2_split<BM, PIECES>(sp0, sa0);
+  for (int s = 0; s < steps; ++s) {
+    tc2_cp_async_wait<S - 3>();  // step s + 1
+    // Everyone's copies of steps <= s + 1 and pieces of step s are visible; step s - 1 is done with.
+    __syncthreads();
+    const int next = s + S - 1;
+    if (next < steps) tc2_issue<BM>(sa0 + (next % S) * T::A_SLOT, sw0 + (next % S) * T::W_SLOT, arow, wrow, any, next, K, vec8);
+    tc2_cp_async_commit();
+    if (s + 1 < steps) tc2_split<BM, PIECES>(sp0 + ((s + 1) % 2) * piece_buf, sa0 + ((s + 1) % S) * T::A_SLOT);
+    tc2_compute<BM, PIECES>(acc, sp0 + (s % 2) * piece_buf, sw0 + (s % S) * T::W_SLOT);
+  }
+}
+#endif
+
+template <int BM>
+GETP_DEVICE void tc2_product(Tc2Acc<BM>& acc, const float* const (&arow)[Tc2Tile<BM>::A_ROWS],
+                             const unsigned short* const (&wrow)[Tc2Tile<BM>::W_ROWS], const void* any, int K,
+                             int pieces, int vec8) {
+  #pragma unroll
+  for (int mi = 0; mi < Tc2Tile<BM>::MI; ++mi)
+    #pragma unroll
+    for (int nj = 0; nj < Tc2Tile<BM>::NJ; ++nj)
+      #pragma unroll
+      for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] = 0.0f;
+#if GETP_TC2
+  if (pieces == 3)
+    tc2_mainloop<BM, 3>(acc, arow, wrow, any, K, vec8);
+  else
+    tc2_mainloop<BM, 1>(acc, arow, wrow, any, K, vec8);
+#endif
+}
+
+// emit(row, col, v_col, v_col_plus_1) for every even column of the block tile (CUDA fragment layout).
+template <int BM, class Emit>
+GETP_DEVICE void tc2_epilogue(const Tc2Acc<BM>& acc, Emit emit) {
+  typedef Tc2Tile<BM> T;
+  const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
+  const int row0 = (warp / T::WARPS_N) * T::WTM, col0 = (warp % T::WARPS_N) * T::WTN;
+  #pragma unroll
+  for (int mi = 0; mi < T::MI; ++mi)
+    #pragma unroll
+    for (int nj = 0; nj < T::NJ; ++nj) {
+      const int row = row0 + mi * 16 + lane / 4, col = col0 + nj * 8 + 2 * (lane % 4);
+      emit(row, col, acc.v[mi][nj][0], acc.v[mi][nj][1]);
+      emit(row + 8, col, acc.v[mi][nj][2], acc.v[mi][nj][3]);
+    }
+}
+
+// Grid (ceil(N / TC2_BN), ceil(M / BM)).
+template <int BM>
+GETP_DEVICE void tc2_dense(float* __restrict__ c, const float* __restrict__ a, const unsigned short* __restrict__ w,
+                           const float* __restrict__ bias, int M, int N, int K, int accumulate, int pieces, int vec8) {
+  typedef Tc2Tile<BM> T;
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * TC2_BN;
+  const float* arow[T::A_ROWS];
+  const unsigned short* wrow[T::W_ROWS];
+  #pragma unroll
+  for (int i = 0; i < T::A_ROWS; ++i) {
+    const int m = m0 + threadIdx.x / 8 + 32 * i;
+    arow[i] = m < M ? a + (size_t)m * K : nullptr;
+  }
+  #pragma unroll
+  for (int j = 0; j < T::W_ROWS; ++j) {
+    const int n = n0 + threadIdx.x / 4 + 64 * j;
+    wrow[j] = n < N ? w + (size_t)n * K : nullptr;
+  }
+  Tc2Acc<BM> acc;
+  tc2_product<BM>(acc, arow, wrow, w, K, pieces, vec8);
+  tc2_epilogue<BM>(acc, [&](int row, int col, float v0, float v1) {
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M) return;
+    float* out = c + (size_t)m * N + n;
+    if (n < N) out[0] = tc_dense_out(v0, bias, n, accumulate, out);
+    if (n + 1 < N) out[1] = tc_dense_out(v1, bias, n + 1, accumulate, out + 1);
+  });
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_tc_bf16w_v2_m64(float* __restrict__ c, const float* __restrict__ a,
+                                                const unsigned short* __restrict__ w, const float* __restrict__ bias,
+                                                int M, int N, int K, int accumulate, int pieces, int vec8) {
+  if (GETP_TC2) tc2_dense<64>(c, a, w, bias, M, N, K, accumulate, pieces, vec8);
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_tc_bf16w_v2_m128(float* __restrict__ c, const float* __restrict__ a,
+                                                 const unsigned short* __restrict__ w, const float* __restrict__ bias,
+                                                 int M, int N, int K, int accumulate, int pieces, int vec8) {
+  if (GETP_TC2) tc2_dense<128>(c, a, w, bias, M, N, K, accumulate, pieces, vec8);
+}
+
+// Grouped v2: as gemm_tc_grouped_swiglu_bf16w / gemm_tc_grouped_bf16w (tiles of TC_GROUP_M = 64 padded
+// positions), grid (ceil(N / TC2_BN), P / TC_GROUP_M).
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_tc_grouped_swiglu_bf16w_v2(float* __restrict__ g, const float* __restrict__ a,
+                                                           const int* __restrict__ pair_of_slot,
+                                                           const int* __restrict__ tile_expert,
+                                                           const unsigned short* __restrict__ w1,
+                                                           const float* __restrict__ b1, int hidden, int inter,
+                                                           int experts_per_token, float limit, int pieces, int vec8) {
+  typedef Tc2Tile<TC_GROUP_M> T;
+  const int e = tile_expert[blockIdx.y];
+  if (!GETP_TC2 || e < 0) return;
+  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC2_BN, N = 2 * inter;
+  const float* arow[T::A_ROWS];
+  const unsigned short* wrow[T::W_ROWS];
+  #pragma unroll
+  for (int i = 0; i < T::A_ROWS; ++i) {
+    const int pair = pair_of_slot[p0 + threadIdx.x / 8 + 32 * i];
+    arow[i] = pair >= 0 ? a + (size_t)(pair / experts_per_token) * hidden : nullptr;
+  }
+  #pragma unroll
+  for (int j = 0; j < T::W_ROWS; ++j) {
+    const int n = n0 + threadIdx.x / 4 + 64 * j;
+    wrow[j] = n < N ? w1 + ((size_t)e * N + n) * hidden : nullptr;
+  }
+  Tc2Acc<TC_GROUP_M> acc;
+  tc2_product<TC_GROUP_M>(acc, arow, wrow, w1, hidden, pieces, vec8);
+  const float* bias = b1 + (size_t)e * N;
+  tc2_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
+    const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
+    if (n >= N || pair_of_slot[p] < 0) return;
+    const float gate = fminf(v0 + bias[n], limit);
+    const float up = fmaxf(fminf(v1 + bias[n + 1], limit), -limit);
+    const float sig = 1.0f / (1.0f + expf(-1.702f * gate));
+    g[(size_t)p * inter + n / 2] = gate * sig * (up + 1.0f);
+  });
+}
+
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_tc_grouped_bf16w_v2(float* __restrict__ y, const float* __restrict__ g,
+                                                    const int* __restrict__ pair_of_slot,
+                                                    const int* __restrict__ tile_expert,
+                                                    const unsigned short* __restrict__ w2, const float* __restrict__ b2,
+                                                    int hidden, int inter, int pieces, int vec8) {
+  typedef Tc2Tile<TC_GROUP_M> T;
+  const int e = tile_expert[blockIdx.y];
+  if (!GETP_TC2 || e < 0) return;
+  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC2_BN;
+  const float* arow[T::A_ROWS];
+  const unsigned short* wrow[T::W_ROWS];
+  #pragma unroll
+  for (int i = 0; i < T::A_ROWS; ++i) {
+    const int p = p0 + threadIdx.x / 8 + 32 * i;
+    arow[i] = pair_of_slot[p] >= 0 ? g + (size_t)p * inter : nullptr;
+  }
+  #pragma unroll
+  for (int j = 0; j < T::W_ROWS; ++j) {
+    const int n = n0 + threadIdx.x / 4 + 64 * j;
+    wrow[j] = n < hidden ? w2 + ((size_t)e * hidden + n) * inter : nullptr;
+  }
+  Tc2Acc<TC_GROUP_M> acc;
+  tc2_product<TC_GROUP_M>(acc, arow, wrow, w2, inter, pieces, vec8);
+  const float* bias = b2 + (size_t)e * hidden;
+  tc2_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
+    const int p = p0 + row, n = n0 + col;
+    if (n >= hidden || pair_of_slot[p] < 0) return;
+    float* out = y + (size_t)p * hidden + n;
+    out[0] = v0 + bias[n];
+    if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
+  });
+}
