@@ -137,6 +137,7 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
             batched = model.batched(len(requests), steps, slots=batch or None, precision=precision)
             if batched is not None and note is not None:
                 note(describe_batch(batched))
+                note(f"device weights: {model.w.describe_storage()}")
             warm_up_s = time.perf_counter() - start
             echo(f"warm up elapsed time(s): {warm_up_s:f}")
 
