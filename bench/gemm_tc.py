@@ -5,18 +5,13 @@ FLOPs are counted per piece (pieces=3 does three BF16 products: 3 x 2 M N K), so
 tensor cores executed; `of_peak` divides by 790 TFLOP/s (measured cuBLAS BF16, H100, 8192 cube). Times
 are the median of device-event timings after warm-up. Under a minute on an H100; `--quick` one M only.
 
-Every shape runs each kernel generation (CUPY_GETP_TC_KERNEL, `--versions v1,v2`) side by side on the same
-inputs; each line's `max_abs_diff_vs_v1` is the largest |v2 - v1| of the outputs (v2 keeps v1's order of
-additions, so 0.0 is expected) and `max_abs_v1` the scale. `speedup` = v1 ms / v2 ms.
-
-    python bench/gemm_tc.py [--quick] [--repeats 20] [--versions v1,v2]
+    python bench/gemm_tc.py [--quick] [--repeats 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 from functools import partial
 
 import numpy as np
@@ -66,28 +61,6 @@ def group_pairs(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[np.n
     return pair_of_slot, tile_expert
 
 
-def set_version(version: str) -> None:
-    os.environ["CUPY_GETP_TC_KERNEL"] = version
-
-
-def compare(results: dict, outputs: dict) -> None:
-    """results[version] gets max |out - out_v1| per output name (outputs[version] = {name: array})."""
-    import cupy
-
-    base = outputs.get("v1")
-    for version, outs in outputs.items():
-        if base is None or version == "v1":
-            continue
-        for name, out in outs.items():
-            ref = base[name]
-            finite = cupy.isfinite(ref) & cupy.isfinite(out)
-            same_nonfinite = bool(cupy.all(finite | (cupy.isnan(ref) & cupy.isnan(out))))
-            diff = float(cupy.max(cupy.where(finite, cupy.abs(out - ref), 0.0))) if out.size else 0.0
-            results[version][f"{name}_max_abs_diff_vs_v1"] = diff
-            results[version][f"{name}_max_abs_v1"] = float(cupy.max(cupy.abs(cupy.where(finite, ref, 0.0))))
-            results[version][f"{name}_nan_pattern_same"] = same_nonfinite
-
-
 def rate(flops: float, ms: float) -> dict:
     tflops = flops / ms / 1e9
     return {"ms": round(ms, 4), "tflops": round(tflops, 1), "of_peak": round(tflops / BF16_PEAK_TFLOPS, 3)}
@@ -103,9 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="M = 512 only")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--versions", default="v1,v2", help="kernel generations to time (CUPY_GETP_TC_KERNEL)")
     args = parser.parse_args()
-    versions = [v for v in args.versions.split(",") if v]
     device = Device.open()
     if not tensor_cores_supported(device):
         raise SystemExit(f"no tensor-core path on {device.describe()}")
@@ -120,22 +91,14 @@ def main() -> None:
         w = random_bf16(rng, (n, k))
         for m in rows:
             a = rng.standard_normal((m, k), dtype=np.float32)
+            c = cupy.empty((m, n), np.float32)
             for pieces in (3, 1):
                 result = {"kernel": "gemm_tc", "m": m, "k": k, "n": n, "pieces": pieces,
-                          "auto_block_m": {v: kernels._tc_dense_block_m(m, n, v) for v in versions}}
+                          "auto_block_m": kernels._tc_dense_block_m(m, n)}
                 for block_m in (64, 128):
-                    per_version, outputs = {}, {}
-                    for version in versions:
-                        set_version(version)
-                        c = cupy.full((m, n), np.nan, np.float32)
-                        ms = time_ms(stream, partial(kernels.gemm_tc, c, a, w, pieces=pieces, block_m=block_m),
-                                     args.repeats)
-                        per_version[version] = rate(2.0 * m * n * k * pieces, ms)
-                        outputs[version] = {"c": c}
-                    compare(per_version, outputs)
-                    if "v1" in per_version and "v2" in per_version:
-                        per_version["speedup"] = round(per_version["v1"]["ms"] / per_version["v2"]["ms"], 3)
-                    result[f"block_m_{block_m}"] = per_version
+                    ms = time_ms(stream, partial(kernels.gemm_tc, c, a, w, pieces=pieces, block_m=block_m),
+                                 args.repeats)
+                    result[f"block_m_{block_m}"] = rate(2.0 * m * n * k * pieces, ms)
                 print(json.dumps(result), flush=True)
 
     w1 = random_bf16(rng, (N_EXPERTS, 2 * INTER, HIDDEN))
@@ -147,30 +110,18 @@ def main() -> None:
         pair_host, tile_host = group_pairs(experts, N_EXPERTS, TC_BLOCK_M)
         pair_of_slot, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
-        # mlp2's input: a fixed g (SwiGLU of random data would differ between versions only by rounding)
-        g_in = rng.standard_normal((pair_host.size, INTER), dtype=np.float32)
+        g = cupy.zeros((pair_host.size, INTER), np.float32)
+        y = cupy.empty((pair_host.size, HIDDEN), np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
         for pieces in (3, 1):
-            result = {"kernel": "grouped", "rows": r, "pairs": pairs, "padded": int(pair_host.size), "pieces": pieces}
-            per_version, outputs = {}, {}
-            for version in versions:
-                set_version(version)
-                g = cupy.zeros((pair_host.size, INTER), np.float32)
-                y = cupy.zeros((pair_host.size, HIDDEN), np.float32)
-                ms1 = time_ms(stream, partial(kernels.gemm_tc_grouped_swiglu, g, a, pair_of_slot, tile_expert, w1,
-                                              b1, TOP_K, 7.0, pieces=pieces), args.repeats)
-                ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, g_in, pair_of_slot, tile_expert, w2, b2,
-                                              pieces=pieces), args.repeats)
-                per_version[version] = {"mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
-                                        "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}
-                outputs[version] = {"g": g, "y": y}
-            compare(per_version, outputs)
-            if "v1" in per_version and "v2" in per_version:
-                per_version["speedup"] = {
-                    key: round(per_version["v1"][key]["ms"] / per_version["v2"][key]["ms"], 3)
-                    for key in ("mlp1_swiglu", "mlp2")}
-            result.update(per_version)
-            print(json.dumps(result), flush=True)
+            ms1 = time_ms(stream, partial(kernels.gemm_tc_grouped_swiglu, g, a, pair_of_slot, tile_expert, w1, b1,
+                                          TOP_K, 7.0, pieces=pieces), args.repeats)
+            ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, g, pair_of_slot, tile_expert, w2, b2,
+                                          pieces=pieces), args.repeats)
+            print(json.dumps({"kernel": "grouped", "rows": r, "pairs": pairs, "padded": int(pair_host.size),
+                              "pieces": pieces,
+                              "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
+                              "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
-from cupy_getp.gpu.launch.gemm_tc import (TC_BLOCK_M, tc2_shared_bytes, tc_kernel_version, tc_shared_bytes,
-                                           tensor_cores_supported)
+from cupy_getp.gpu.launch.gemm_tc import TC_BLOCK_M, tc_shared_bytes, tensor_cores_supported
 
 EXACT_REL, EXACT_ABS = 1e-6, 5e-5
 BF16_REL = 1e-2
@@ -29,13 +28,6 @@ def gpu():
     if not tensor_cores_supported(device):
         pytest.skip(f"no tensor-core path on {device.describe()}")
     return device, Kernels(device)
-
-
-@pytest.fixture(params=["v1", "v2"])
-def version(request, monkeypatch):
-    """Both kernel generations (CUPY_GETP_TC_KERNEL; v2 runs v1 on ROCm)."""
-    monkeypatch.setenv("CUPY_GETP_TC_KERNEL", request.param)
-    return request.param
 
 
 @pytest.fixture
@@ -123,7 +115,7 @@ def choose_experts(rng, rows: int, k: int, n_experts: int, used: int) -> np.ndar
     (333, 2880, 300, True, True), (129, 16, 128, True, False), (2, 7, 3, False, False),
     (333, 2880, 5760, False, False),
 ])
-def test_gemm_tc(gpu, version, rng, block_m, pieces, m, k, n, bias, accumulate):
+def test_gemm_tc(gpu, rng, block_m, pieces, m, k, n, bias, accumulate):
     a = activations(rng, (m, k), heavy=False)
     w = bf16_weights(rng, (n, k))
     b = rng.standard_normal(n).astype(np.float32) if bias else None
@@ -137,7 +129,7 @@ def test_gemm_tc(gpu, version, rng, block_m, pieces, m, k, n, bias, accumulate):
 
 
 @pytest.mark.gpu
-def test_gemm_tc_unaligned_view_uses_the_scalar_path(gpu, version, rng):
+def test_gemm_tc_unaligned_view_uses_the_scalar_path(gpu, rng):
     """A view 4 bytes into an allocation (K = 2880 would otherwise take 16-byte loads) must be right."""
     m, k, n = 9, 2880, 70
     a = activations(rng, (m, k), heavy=False)
@@ -150,7 +142,7 @@ def test_gemm_tc_unaligned_view_uses_the_scalar_path(gpu, version, rng):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("m, k, n", [(64, 2880, 256), (333, 1000, 77)])
-def test_split_matters_on_heavy_tailed_activations(gpu, version, rng, m, k, n):
+def test_split_matters_on_heavy_tailed_activations(gpu, rng, m, k, n):
     """pieces=3 is FP32-accurate where pieces=1 (plain BF16 activations) is not."""
     a = activations(rng, (m, k), heavy=True)
     w = bf16_weights(rng, (n, k))
@@ -184,7 +176,7 @@ GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
 @pytest.mark.gpu
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
-def test_gemm_tc_grouped_swiglu(gpu, version, rng, pieces, rows, k, n_experts, used, hidden, inter):
+def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
     experts = choose_experts(rng, rows, k, n_experts, used)
     pair_of_slot, tile_expert = group_pairs(experts, n_experts)
     a = activations(rng, (rows, hidden), heavy=False)
@@ -215,7 +207,7 @@ def test_gemm_tc_grouped_swiglu(gpu, version, rng, pieces, rows, k, n_experts, u
 @pytest.mark.gpu
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
-def test_gemm_tc_grouped(gpu, version, rng, pieces, rows, k, n_experts, used, hidden, inter):
+def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
     experts = choose_experts(rng, rows, k, n_experts, used)
     pair_of_slot, tile_expert = group_pairs(experts, n_experts)
     valid = pair_of_slot >= 0
@@ -256,23 +248,6 @@ def test_shared_memory_fits():
     """Both stages: 80 KiB at 128 rows x 3 pieces (CUDA opt-in), within gfx90a's 64 KiB at 64 rows."""
     assert tc_shared_bytes(3, 128) == 81920 <= 227 * 1024
     assert tc_shared_bytes(3, TC_BLOCK_M) <= 64 * 1024 and tc_shared_bytes(1, TC_BLOCK_M) <= 48 * 1024
-
-
-def test_v2_shared_memory_fits():
-    """v2 (CUDA, one block per SM): the whole cp.async ring within the 227 KiB opt-in limit."""
-    for block_m in (64, 128):
-        assert tc2_shared_bytes(3, block_m) <= 227 * 1024 and tc2_shared_bytes(1, block_m) < tc2_shared_bytes(3, block_m)
-
-
-def test_kernel_version_from_environment(monkeypatch):
-    monkeypatch.delenv("CUPY_GETP_TC_KERNEL", raising=False)
-    assert tc_kernel_version(FakeDevice("sm_90")) == "v1"
-    monkeypatch.setenv("CUPY_GETP_TC_KERNEL", "v2")
-    assert tc_kernel_version(FakeDevice("sm_90")) == "v2"
-    assert tc_kernel_version(FakeDevice("gfx90a", is_hip=True)) == "v1"
-    monkeypatch.setenv("CUPY_GETP_TC_KERNEL", "v3")
-    with pytest.raises(ValueError):
-        tc_kernel_version(FakeDevice("sm_90"))
 
 
 def test_group_pairs_helper():

@@ -1,8 +1,7 @@
 """Launch helpers for the batched engine (family: gemm_tc): products on BF16 tensor cores, FP32-accurate
 with `pieces=3` (each FP32 activation split into three BF16 pieces, kernels/gemm_tc.hip).
 
-CUDA needs compute capability 8.0 (mma.sync bf16). CUPY_GETP_TC_KERNEL=v2 selects the v2 kernels (cp.async
-pipeline, 256-column tiles; CUDA only, read at every launch); the default is v1. The ROCm (gfx90a MFMA) path compiles but has never
+CUDA needs compute capability 8.0 (mma.sync bf16). The ROCm (gfx90a MFMA) path compiles but has never
 run on an AMD GPU: it is off unless CUPY_GETP_ROCM_MFMA=1.
 """
 
@@ -18,20 +17,6 @@ TC_BLOCK_N = 128  # output columns per block (TC_BN)
 TC_BK = 32  # K per pipeline step
 _TC_LDS = TC_BK + 8  # padded shared-memory row, bf16 elements
 _DENSE_BLOCK_M = (64, 128)  # gemm_tc_bf16w_m64, gemm_tc_bf16w_m128
-TC2_BLOCK_N = 256  # v2 (CUDA): output columns per block (TC2_BN)
-_TC2_STAGES = {64: 6, 128: 4}  # v2 cp.async ring slots per block_m (Tc2Tile::STAGES)
-KERNEL_VERSIONS = ("v1", "v2")
-
-
-def tc_kernel_version(device=None) -> str:
-    """"v2" (cp.async pipeline, 256-column tiles) when CUPY_GETP_TC_KERNEL=v2 on CUDA, else "v1". ROCm
-    always runs v1 (v2's entry points compile there to an immediate return)."""
-    version = os.environ.get("CUPY_GETP_TC_KERNEL", "v1") or "v1"
-    if version not in KERNEL_VERSIONS:
-        raise ValueError(f"CUPY_GETP_TC_KERNEL={version!r}: expected one of {KERNEL_VERSIONS}")
-    if device is not None and device.is_hip:
-        return "v1"
-    return version
 
 
 def tensor_cores_supported(device) -> bool:
@@ -48,14 +33,8 @@ def tc_shared_bytes(pieces: int, block_m: int) -> int:
     return 2 * (pieces * block_m + TC_BLOCK_N) * _TC_LDS * 2
 
 
-def tc2_shared_bytes(pieces: int, block_m: int) -> int:
-    """v2: a ring of stages x (TC2_BLOCK_N W rows bf16 padded + block_m x TC_BK FP32 A) and two pieces buffers."""
-    stages = _TC2_STAGES[block_m]
-    return stages * (TC2_BLOCK_N * _TC_LDS * 2 + block_m * TC_BK * 4) + 2 * pieces * block_m * _TC_LDS * 2
-
-
 class TensorCoreGemmLaunches:
-    def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, block_m: int, version: str = "v1") -> None:
+    def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, block_m: int) -> None:
         if not tensor_cores_supported(self.device):
             raise RuntimeError(f"{name}: no tensor-core path on {self.device.arch} (needs CUDA sm_80+; "
                                "ROCm gfx90a only with CUPY_GETP_ROCM_MFMA=1)")
@@ -64,20 +43,15 @@ class TensorCoreGemmLaunches:
         if grid[0] == 0 or grid[1] == 0:  # CuPy would still launch one block
             return
         block = (self.warps_per_block * self.device.warp_size,)
-        shared = tc2_shared_bytes(pieces, block_m) if version == "v2" else tc_shared_bytes(pieces, block_m)
-        self._launch(name, grid, block, args, shared_mem=shared)
+        self._launch(name, grid, block, args, shared_mem=tc_shared_bytes(pieces, block_m))
 
-    def _tc_dense_block_m(self, m: int, n: int, version: str | None = None) -> int:
+    def _tc_dense_block_m(self, m: int, n: int) -> int:
         """128-row tiles (one block per SM) once there are enough of them to fill the GPU twice over;
-        64-row tiles (two blocks per SM) otherwise. ROCm: 64 (128 rows x 3 pieces exceed 64 KiB of LDS).
-        v2 (one block per SM either way): 128 once its 128 x 256 tiles fill the GPU twice over."""
+        64-row tiles (two blocks per SM) otherwise. ROCm: 64 (128 rows x 3 pieces exceed 64 KiB of LDS)."""
         if self.device.is_hip:
             return 64
-        if version is None:
-            version = tc_kernel_version(self.device)
         sms = self._tc_sm_count()
-        block_n = TC2_BLOCK_N if version == "v2" else TC_BLOCK_N
-        return 128 if _blocks(m, 128) * _blocks(n, block_n) >= 2 * sms else 64
+        return 128 if _blocks(m, 128) * _blocks(n, TC_BLOCK_N) >= 2 * sms else 64
 
     def _tc_sm_count(self) -> int:
         count = getattr(self, "_sm_count", None)
@@ -95,19 +69,14 @@ class TensorCoreGemmLaunches:
         _check("c", c, F32, (m, n))
         if bias is not None:
             _check("bias", bias, F32, (n,))
-        version = tc_kernel_version(self.device)
         if block_m is None:
-            block_m = self._tc_dense_block_m(m, n, version)
+            block_m = self._tc_dense_block_m(m, n)
         if block_m not in _DENSE_BLOCK_M or (self.device.is_hip and block_m != 64):
             raise ValueError(f"gemm_tc: block_m {block_m} not available (CUDA {_DENSE_BLOCK_M}, ROCm 64)")
         vec8 = k % 8 == 0 and _aligned(a, w)
-        if version == "v2":
-            name, block_n = f"gemm_tc_bf16w_v2_m{block_m}", TC2_BLOCK_N
-        else:
-            name, block_n = f"gemm_tc_bf16w_m{block_m}", TC_BLOCK_N
-        self._tc_launch(name, (_blocks(n, block_n), _blocks(m, block_m)),
+        self._tc_launch(f"gemm_tc_bf16w_m{block_m}", (_blocks(n, TC_BLOCK_N), _blocks(m, block_m)),
                         (c, a, w, bias, I32(m), I32(n), I32(k), I32(accumulate), I32(pieces), I32(vec8)),
-                        pieces, block_m, version)
+                        pieces, block_m)
 
     def _tc_grouping(self, pair_of_slot, tile_expert) -> int:
         p = pair_of_slot.shape[0]
@@ -130,12 +99,9 @@ class TensorCoreGemmLaunches:
         _check("b1", b1, F32, (n_experts, two_inter))
         assert a.ndim == 2 and a.shape[1] == hidden and two_inter == 2 * inter and experts_per_token > 0
         vec8 = hidden % 8 == 0 and _aligned(a, w1)
-        version = tc_kernel_version(self.device)
-        name, block_n = ("gemm_tc_grouped_swiglu_bf16w_v2", TC2_BLOCK_N) if version == "v2" else \
-            ("gemm_tc_grouped_swiglu_bf16w", TC_BLOCK_N)
-        self._tc_launch(name, (_blocks(two_inter, block_n), p // TC_BLOCK_M),
+        self._tc_launch("gemm_tc_grouped_swiglu_bf16w", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
                         (g, a, pair_of_slot, tile_expert, w1, b1, I32(hidden), I32(inter), I32(experts_per_token),
-                         F32(limit), I32(pieces), I32(vec8)), pieces, TC_BLOCK_M, version)
+                         F32(limit), I32(pieces), I32(vec8)), pieces, TC_BLOCK_M)
 
     def gemm_tc_grouped(self, y, g, pair_of_slot, tile_expert, w2, b2, pieces: int = 3) -> None:
         """y[p] (P,H) = w2[e] (H,I) @ g[p] + b2[e] for every non-pad padded position p of an expert-e tile."""
@@ -146,10 +112,7 @@ class TensorCoreGemmLaunches:
         _check("w2", w2, BF16)
         _check("b2", b2, F32, (n_experts, hidden))
         vec8 = inter % 8 == 0 and _aligned(g, w2)
-        version = tc_kernel_version(self.device)
-        name, block_n = ("gemm_tc_grouped_bf16w_v2", TC2_BLOCK_N) if version == "v2" else \
-            ("gemm_tc_grouped_bf16w", TC_BLOCK_N)
-        self._tc_launch(name, (_blocks(hidden, block_n), p // TC_BLOCK_M),
+        self._tc_launch("gemm_tc_grouped_bf16w", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
                         (y, g, pair_of_slot, tile_expert, w2, b2, I32(hidden), I32(inter), I32(pieces), I32(vec8)),
-                        pieces, TC_BLOCK_M, version)
+                        pieces, TC_BLOCK_M)
 
