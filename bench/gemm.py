@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import argparse
 import time
+from cupy_getp.gpu.launch.moe import moe_align_host
 
 import numpy as np
 
 ROWS = (1, 64, 256, 512, 1024)
 QUICK_ROWS = (1, 256)
 E, K_TOP, HIDDEN, INTER = 32, 4, 2880, 2880
+
+def moe_align(experts, n_experts: int, block_m: int):
+    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_slot, tile_expert
 
 
 def time_ms(stream, fn, *args, budget_s: float = 0.25) -> float:
@@ -40,23 +46,6 @@ def time_ms(stream, fn, *args, budget_s: float = 0.25) -> float:
         end.synchronize()
         times.append(cupy.cuda.get_elapsed_time(start, end))
     return float(np.median(times))
-
-
-def moe_align(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[np.ndarray, np.ndarray]:
-    """Host version of the moe family's moe_align (pair_of_slot, tile_expert); as tests/test_gpu_gemm.py."""
-    flat = experts.reshape(-1)
-    n_pad = block_m * -(-(flat.size + n_experts * (block_m - 1)) // block_m)
-    pair_of_slot = np.full(n_pad, -1, np.int32)
-    tile_expert = np.full(n_pad // block_m, -1, np.int32)
-    pos = 0
-    for e in range(n_experts):
-        pairs = np.nonzero(flat == e)[0]
-        if pairs.size:
-            tiles = -(-pairs.size // block_m)
-            pair_of_slot[pos:pos + pairs.size] = pairs
-            tile_expert[pos // block_m:pos // block_m + tiles] = e
-            pos += tiles * block_m
-    return pair_of_slot, tile_expert
 
 
 def main() -> None:

@@ -12,30 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
+from cupy_getp.gpu.launch.moe import moe_align_host
 from functools import partial
 
 import numpy as np
+from timing import time_ms  # bench/ is on sys.path when run as a script
 
 BF16_PEAK_TFLOPS = 790.0
 DENSE = ((2880, 5760), (2880, 5120), (4096, 2880))  # (K, N): mlp1 of one expert's width, qkv, attention out
 ROWS = (64, 256, 512, 1024)
 N_EXPERTS, TOP_K, HIDDEN, INTER = 32, 4, 2880, 2880
 
-
-def time_ms(stream, fn, repeats: int) -> float:
-    import cupy
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record(stream)
-        fn()
-        end.record(stream)
-        end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, end))
-    return float(np.median(times))
+def group_pairs(experts, n_experts: int, block_m: int):
+    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_slot, tile_expert
 
 
 def random_bf16(rng, shape):
@@ -44,21 +35,6 @@ def random_bf16(rng, shape):
 
     x = rng.standard_normal(shape, dtype=np.float32) / np.float32(np.sqrt(shape[-1]))
     return (x.view(cupy.uint32) >> 16).astype(cupy.uint16)
-
-
-def group_pairs(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[np.ndarray, np.ndarray]:
-    """moe_align's contract on the host: per expert, its pair ids ascending, padded to block_m."""
-    n_padded = block_m * -(-(experts.size + n_experts * (block_m - 1)) // block_m)
-    pair_of_slot = np.full(n_padded, -1, np.int32)
-    tile_expert = np.full(n_padded // block_m, -1, np.int32)
-    position = 0
-    for e in range(n_experts):
-        pairs = np.flatnonzero(experts.reshape(-1) == e)
-        pair_of_slot[position:position + pairs.size] = pairs
-        tiles = -(-pairs.size // block_m)
-        tile_expert[position // block_m:position // block_m + tiles] = e
-        position += tiles * block_m
-    return pair_of_slot, tile_expert
 
 
 def rate(flops: float, ms: float) -> dict:

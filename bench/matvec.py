@@ -13,22 +13,7 @@ import argparse
 import json
 
 import numpy as np
-
-
-def time_ms(stream, fn, repeats: int) -> float:
-    import cupy
-
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = cupy.cuda.Event(), cupy.cuda.Event()
-        start.record(stream)
-        fn()
-        end.record(stream)
-        end.synchronize()
-        times.append(cupy.cuda.get_elapsed_time(start, end))
-    return float(np.median(times))
+from timing import time_ms  # bench/ is on sys.path when run as a script
 
 
 def copy_bandwidth(rng, stream, repeats: int) -> float:

@@ -16,6 +16,7 @@ import numpy as np
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.checkpoint import MOE_WEIGHTS, TENSOR_NAMES
 from cupy_getp.checkpoint.layout import LAYER_TENSORS
+from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.gpu.weights import DENSE_GEMM_WEIGHTS
 from cupy_getp.reference import rmsnorm, rope, route, swiglu
 
@@ -104,15 +105,7 @@ class FakeKernels:
             experts[r], weights[r] = route(scores[r], experts.shape[1])
 
     def moe_align(self, pair_of_slot, slot_of_pair, tile_expert, experts, block_m, n_experts=None):
-        pair_of_slot[...], tile_expert[...] = -1, -1
-        flat, p, tile = experts.reshape(-1), 0, 0
-        for e in range(n_experts):
-            pairs = np.flatnonzero(flat == e)
-            tiles = -(-pairs.size // block_m)
-            pair_of_slot[p:p + pairs.size] = pairs
-            slot_of_pair[pairs] = np.arange(p, p + pairs.size)
-            tile_expert[tile:tile + tiles] = e
-            p, tile = p + tiles * block_m, tile + tiles
+        pair_of_slot[...], slot_of_pair[...], tile_expert[...] = moe_align_host(experts, n_experts, block_m)
 
     def _grouped(self, out, a, rows_of, pair_of_slot, tile_expert, w, b, block_m, epilogue):
         for t, e in enumerate(tile_expert):

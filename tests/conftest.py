@@ -50,6 +50,24 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def gpu():
+    """(Device, Kernels) of the GPU tests."""
+    from cupy_getp.gpu.device import Device
+    from cupy_getp.gpu.kernels import Kernels
+
+    device = Device.open()
+    return device, Kernels(device)
+
+
+@pytest.fixture
+def rng(request):
+    """A generator seeded by the test's name: each test its own inputs, the same on every run."""
+    import numpy as np
+
+    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+@pytest.fixture(scope="session")
 def tiny_weights() -> Weights:
     return Weights(SyntheticStore(TINY, seed=7))
 

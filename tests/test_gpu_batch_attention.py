@@ -13,42 +13,12 @@ from cupy_getp.reference import attention, rmsnorm, rope
 from cupy_getp.rope import rope_cos_sin
 
 from conftest import TINY
+from gpu_helpers import host, poisoned, to_device
 
 gpu_test = pytest.mark.gpu
 
 ELEMENT_TOL = 5e-6
 ATTN_TOL = 5e-5
-
-
-@pytest.fixture(scope="module")
-def gpu():
-    from cupy_getp.gpu.device import Device
-    from cupy_getp.gpu.kernels import Kernels
-
-    device = Device.open()
-    return device, Kernels(device)
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
-
-
-def to_device(a):
-    import cupy
-
-    return cupy.asarray(a)
-
-
-def host(a, gpu):
-    gpu[0].synchronize("test")
-    return a.get()
-
-
-def poisoned(shape, dtype=np.float32):
-    import cupy
-
-    return cupy.full(shape, np.nan if np.dtype(dtype).kind == "f" else -2, dtype)
 
 
 def test_launch_block_size_matches_the_kernels():

@@ -12,6 +12,7 @@ import pytest
 
 from cupy_getp.gpu.launch.common import F32, I32
 from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_pairs
+from cupy_getp.gpu.launch.moe import moe_align_host as align_oracle
 from cupy_getp.reference import route
 
 ELEMENT_TOL = 5e-6
@@ -19,28 +20,6 @@ COMBINE_TOL = 1e-5
 GARBAGE = 0x5EED5EED  # an int32 no kernel writes by itself
 
 gpu = pytest.mark.gpu
-
-
-def align_oracle(experts: np.ndarray, n_experts: int, block_m: int):
-    """(pair_of_slot, slot_of_pair, tile_expert) by the contract: pair id r k + s; expert e's pairs, in
-    increasing pair id, fill ceil(n_e / BM) consecutive tiles in expert order; -1 for padding and unused
-    tiles."""
-    flat = np.asarray(experts).reshape(-1)
-    n_pairs = flat.size
-    padded = moe_padded_pairs(n_pairs, n_experts, block_m)
-    pair_of_slot = np.full(padded, -1, np.int32)
-    slot_of_pair = np.full(n_pairs, -1, np.int32)
-    tile_expert = np.full(padded // block_m, -1, np.int32)
-    tile = 0
-    for e in range(n_experts):
-        ids = np.flatnonzero(flat == e)
-        n_tiles = -(-ids.size // block_m)
-        tile_expert[tile:tile + n_tiles] = e
-        positions = tile * block_m + np.arange(ids.size)
-        pair_of_slot[positions] = ids
-        slot_of_pair[ids] = positions
-        tile += n_tiles
-    return pair_of_slot, slot_of_pair, tile_expert
 
 
 def combine_oracle(x, y, weights, slot_of_pair):

@@ -14,48 +14,16 @@ import pytest
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.gpu.launch.gemm import GROUPED_BLOCK_M, GemmLaunches
 from cupy_getp.reference import swiglu
+from cupy_getp.gpu.launch.moe import moe_align_host
+from gpu_helpers import host, poisoned, to_device
 
 TOL = 5e-5
 gpu_test = pytest.mark.gpu
 
-
-@pytest.fixture(scope="module")
-def gpu():
-    from cupy_getp.gpu.device import Device
-    from cupy_getp.gpu.kernels import Kernels
-
-    device = Device.open()
-    return device, Kernels(device)
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
-
-
-def to_device(a, offset_bytes: int = 0):
-    """A device copy of `a`, C-contiguous; offset_bytes > 0 puts it that far past a 256-byte boundary."""
-    import cupy
-
-    if not offset_bytes:
-        return cupy.asarray(a)
-    pad = offset_bytes // a.itemsize
-    buf = cupy.empty(a.size + pad, a.dtype)
-    view = buf[pad:].reshape(a.shape)
-    view.set(np.ascontiguousarray(a))
-    assert view.flags.c_contiguous and view.data.ptr % 16 == offset_bytes % 16
-    return view
-
-
-def host(a, gpu):
-    gpu[0].synchronize("test")
-    return a.get()
-
-
-def poisoned(shape):
-    import cupy
-
-    return cupy.full(shape, np.nan, np.float32)
+def moe_align(experts, n_experts: int, block_m: int):
+    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_slot, tile_expert
 
 
 def weights(rng, shape, bf16: bool):
@@ -66,25 +34,6 @@ def weights(rng, shape, bf16: bool):
         w = rng.standard_normal(part.shape, dtype=np.float32) / np.float32(np.sqrt(shape[-1]))
         part[...] = f32_to_bf16(w) if bf16 else w
     return out, (bf16_to_f32(out) if bf16 else out)
-
-
-def moe_align(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[np.ndarray, np.ndarray]:
-    """(pair_of_slot, tile_expert) as the moe family's `moe_align`: expert e's pair ids (r * k + s), increasing,
-    fill ceil(n_e / block_m) consecutive tiles; padding -1; tile_expert -1 after the used tiles."""
-    flat = experts.reshape(-1)
-    n_pad = block_m * -(-(flat.size + n_experts * (block_m - 1)) // block_m)
-    pair_of_slot = np.full(n_pad, -1, np.int32)
-    tile_expert = np.full(n_pad // block_m, -1, np.int32)
-    pos = 0
-    for e in range(n_experts):
-        pairs = np.nonzero(flat == e)[0]
-        if pairs.size == 0:
-            continue
-        tiles = -(-pairs.size // block_m)
-        pair_of_slot[pos:pos + pairs.size] = pairs
-        tile_expert[pos // block_m:pos // block_m + tiles] = e
-        pos += tiles * block_m
-    return pair_of_slot, tile_expert
 
 
 def routing(rng, kind: str, rows: int, k: int, n_experts: int) -> np.ndarray:

@@ -13,43 +13,26 @@ import pytest
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.gpu.launch.gemm_tc import TC_BLOCK_M, tc_shared_bytes, tensor_cores_supported
+from cupy_getp.gpu.launch.moe import moe_align_host
+from gpu_helpers import host, poisoned
+from gpu_helpers import to_device as dev
 
 EXACT_REL, EXACT_ABS = 1e-6, 5e-5
 BF16_REL = 1e-2
 LIMIT = 7.0
 
+def group_pairs(experts, n_experts: int, block_m: int = TC_BLOCK_M):
+    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_slot, tile_expert
+
 
 @pytest.fixture(scope="module")
-def gpu():
-    from cupy_getp.gpu.device import Device
-    from cupy_getp.gpu.kernels import Kernels
-
-    device = Device.open()
-    if not tensor_cores_supported(device):
-        pytest.skip(f"no tensor-core path on {device.describe()}")
-    return device, Kernels(device)
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
-
-
-def dev(a):
-    import cupy
-
-    return cupy.asarray(a)
-
-
-def host(a, gpu):
-    gpu[0].synchronize("test")
-    return a.get()
-
-
-def poisoned(shape):
-    import cupy
-
-    return cupy.full(shape, np.nan, np.float32)
+def gpu(gpu):
+    """conftest's (Device, Kernels), where the tensor-core kernels may run."""
+    if not tensor_cores_supported(gpu[0]):
+        pytest.skip(f"no tensor-core path on {gpu[0].describe()}")
+    return gpu
 
 
 def activations(rng, shape, heavy: bool) -> np.ndarray:
@@ -83,22 +66,6 @@ def assert_accurate(got, want, scale, pieces: int, exact_abs: bool = True) -> No
             assert np.max(np.abs(got - want), initial=0.0) <= EXACT_ABS
     else:
         assert relative(got, want, scale) <= BF16_REL
-
-
-def group_pairs(experts: np.ndarray, n_experts: int, block_m: int = TC_BLOCK_M) -> tuple[np.ndarray, np.ndarray]:
-    """moe_align's contract on the host: per expert, its pair ids r k + s ascending, padded to block_m."""
-    n_pairs = experts.size
-    n_padded = block_m * -(-(n_pairs + n_experts * (block_m - 1)) // block_m)
-    pair_of_slot = np.full(n_padded, -1, np.int32)
-    tile_expert = np.full(n_padded // block_m, -1, np.int32)
-    position = 0
-    for e in range(n_experts):
-        pairs = np.flatnonzero(experts.reshape(-1) == e)
-        tiles = -(-pairs.size // block_m)
-        pair_of_slot[position:position + pairs.size] = pairs
-        tile_expert[position // block_m:position // block_m + tiles] = e
-        position += tiles * block_m
-    return pair_of_slot, tile_expert
 
 
 def choose_experts(rng, rows: int, k: int, n_experts: int, used: int) -> np.ndarray:

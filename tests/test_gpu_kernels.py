@@ -15,43 +15,12 @@ from cupy_getp.reference import attention, matvec, rmsnorm, rope, route, softmax
 from cupy_getp.rope import rope_cos_sin
 
 from conftest import TINY
+from gpu_helpers import host, poisoned, to_device
 
 pytestmark = pytest.mark.gpu
 
 ELEMENT_TOL = 5e-6
 MATVEC_TOL = 5e-5
-
-
-@pytest.fixture(scope="module")
-def gpu():
-    from cupy_getp.gpu.device import Device
-    from cupy_getp.gpu.kernels import Kernels
-
-    device = Device.open()
-    return device, Kernels(device)
-
-
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
-
-
-def to_device(a):
-    import cupy
-
-    return cupy.asarray(a)
-
-
-def host(a, gpu):
-    gpu[0].synchronize("test")
-    return a.get()
-
-
-def poisoned(shape, dtype=np.float32):
-    """An output buffer full of NaN: every element the kernel should write must be written."""
-    import cupy
-
-    return cupy.full(shape, np.nan, dtype)
 
 
 @pytest.mark.parametrize("n", [1, 31, 32, 33, 257, 2880, 5003])

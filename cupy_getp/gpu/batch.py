@@ -256,7 +256,7 @@ class RowModel:
             trace.record(l, "x_attn", v.x)
 
     def moe_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
-        c, k, lw = self.config, self.k, self.w.layer(l)
+        k, lw = self.k, self.w.layer(l)
         k.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
         self.matmul(v, v.router, v.t, lw.w_router, lw.b_router)  # (R, E)
         if v.R == 1:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .common import F32, I32, _blocks, _check
 
 BLOCK_SIZE = 256  # as kernels/common.h
@@ -15,6 +17,28 @@ def moe_padded_pairs(n_pairs: int, n_experts: int, block_m: int) -> int:
     if n_pairs < 0 or n_experts < 1 or block_m < 1:
         raise ValueError(f"moe_padded_pairs({n_pairs}, {n_experts}, {block_m})")
     return block_m * _blocks(n_pairs + n_experts * (block_m - 1), block_m)
+
+
+def moe_align_host(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`moe_align`'s contract in numpy (the oracle of its tests, and the grouping of the GEMM tests and
+    benchmarks): (pair_of_slot, slot_of_pair, tile_expert). Pair id r k + s; expert e's pairs, in
+    increasing pair id, fill ceil(n_e / BM) consecutive tiles in expert order; -1 for padding and unused
+    tiles."""
+    flat = np.asarray(experts).reshape(-1)
+    padded = moe_padded_pairs(flat.size, n_experts, block_m)
+    pair_of_slot = np.full(padded, -1, np.int32)
+    slot_of_pair = np.full(flat.size, -1, np.int32)
+    tile_expert = np.full(padded // block_m, -1, np.int32)
+    tile = 0
+    for e in range(n_experts):
+        ids = np.flatnonzero(flat == e)
+        n_tiles = -(-ids.size // block_m)
+        tile_expert[tile:tile + n_tiles] = e
+        positions = tile * block_m + np.arange(ids.size)
+        pair_of_slot[positions] = ids
+        slot_of_pair[ids] = positions
+        tile += n_tiles
+    return pair_of_slot, slot_of_pair, tile_expert
 
 
 class MoeLaunches:
