@@ -1,20 +1,22 @@
 """Layer-by-layer comparison of two engines on the same token stream (`cupy-getp diff --layers`).
 
 Both engines decode the same tokens: the prompt, then the reference's greedy continuation. At every
-position the per-layer trace points and the logits are compared by max abs diff against the seed's
-tolerances; the chosen experts must match; and at every generated step both greedy tokens must agree.
+position the per-layer trace points and the logits are compared by max abs diff against the spec's
+tolerances (docs/spec.md); the chosen experts must match; and at every generated step both greedy tokens must agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .checkpoint import Weights
 from .engine.base import TRACE_POINTS, Engine, Trace
+from .engine.factory import create_engine
 
-# The seed's parity tolerances (max abs diff): the attention block 5e-4; where the BF16 MoE weights
+# The parity tolerances of docs/spec.md (max abs diff): the attention block 5e-4; where the BF16 MoE weights
 # are involved (the MoE output, the residual after it, and so the logits) 2e-3.
 TOLERANCES = {"attn_out": 5e-4, "x_attn": 5e-4, "router": 5e-4, "moe_out": 2e-3, "x_moe": 2e-3, "logits": 2e-3}
 VALUE_POINTS = tuple(p for p in TRACE_POINTS if p != "experts")
@@ -127,3 +129,23 @@ class DiffSummary:
         return [f"max abs diff over {self.positions} positions: {worst}",
                 f"token parity: {self.token_matches}/{self.generated} greedy steps",
                 f"violations: {len(self.violations)}", *self.violations[:20]]
+
+
+def diff_model(weights: Weights, engine: str, prompt: Sequence[int], steps: int, layers: bool,
+               echo: Callable[[str], None]) -> DiffSummary:
+    """`cupy-getp diff`: the numpy reference and `engine` on the same tokens, one table row per
+    position (per layer too with `layers`) through `echo` as they come, then the summary lines."""
+    with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
+        reference.warm_up()
+        other.warm_up()
+        echo(f"diff: numpy vs {other.name} on {weights.description}, {len(prompt)} prompt tokens, "
+             f"{steps} greedy steps")
+        echo(format_header(layers))
+        summary = DiffSummary()
+        for step in diff_engines(reference, other, prompt, steps):
+            summary.add(step)
+            for row in format_step(step, layers):
+                echo(row)
+    for line in summary.lines():
+        echo(line)
+    return summary

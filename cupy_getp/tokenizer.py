@@ -90,9 +90,8 @@ def _env(**values: str):
 class Tokenizer:
     """Text <-> token ids over a tiktoken `Encoding`."""
 
-    def __init__(self, encoding, source: str):
+    def __init__(self, encoding):
         self.encoding = encoding
-        self.source = source
         self.vocab_size = encoding.n_vocab
 
     def encode(self, text: str) -> list[int]:
@@ -112,7 +111,7 @@ def harmony_tokenizer() -> Tokenizer:
 
     with _env(TIKTOKEN_CACHE_DIR=str(encodings_dir())):
         encoding = tiktoken.get_encoding("o200k_harmony")
-    return Tokenizer(encoding, "o200k_harmony")
+    return Tokenizer(encoding)
 
 
 def load_tokenizer(path: str | os.PathLike | None = None) -> Tokenizer:
@@ -148,7 +147,7 @@ def read_tokenizer_bin(path: str | os.PathLike) -> Tokenizer:
     pattern = harmony_tokenizer().encoding._pat_str
     encoding = tiktoken.Encoding(name=Path(path).name, pat_str=pattern, mergeable_ranks=ranks,
                                  special_tokens=specials)
-    return Tokenizer(encoding, str(path))
+    return Tokenizer(encoding)
 
 
 def _parse_tokenizer_bin(data: bytes, source: str) -> tuple[dict[bytes, int], dict[str, int]]:

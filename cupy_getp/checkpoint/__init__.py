@@ -35,7 +35,7 @@ def open_store(source: str | os.PathLike | TensorStore, seed: int = DEFAULT_SEED
     if is_preset(source):
         return synthetic_store(str(source), seed)
     if path.is_dir():
-        from .safetensors import open_safetensors
+        from .directory import open_safetensors
 
         return open_safetensors(path, config)
     if path.exists():

@@ -18,7 +18,7 @@ import numpy as np
 from ..config import HEADER_SIZE, ModelConfig
 from ..errors import CheckpointError
 from ..fileio import atomic_output
-from .layout import TENSOR_NAMES, tensor_shapes
+from .layout import TENSOR_NAMES, bin_size, tensor_shapes
 from .weights import BFLOAT16, FLOAT32, Weights, chunk_indices
 
 _STORAGE = {FLOAT32: (np.dtype("<f4"), 4), BFLOAT16: (np.dtype("<u2"), 2)}
@@ -57,9 +57,9 @@ class BinStore:
 def storage_dtype_for_size(config: ModelConfig, size: int, source: str) -> str:
     """FLOAT32 or BFLOAT16 from the exact file size; anything else is a malformed file."""
     for dtype, (_, width) in _STORAGE.items():
-        if size == config.bin_size(width):
+        if size == bin_size(config, width):
             return dtype
-    fp32, bf16 = config.bin_size(4), config.bin_size(2)
+    fp32, bf16 = bin_size(config, 4), bin_size(config, 2)
     problem = "truncated" if size < fp32 else "oversized"
     raise CheckpointError(f"model file {source} is {problem}: {size} bytes, but its header describes "
                           f"{fp32} bytes as float32 or {bf16} bytes as bfloat16")
@@ -76,7 +76,7 @@ def write_bin(path: str | os.PathLike, weights: Weights, dtype: str = FLOAT32,
         raise CheckpointError(f"unknown .bin dtype {dtype!r} (expected float32 or bfloat16)")
     file_dtype, width = _STORAGE[dtype]
     config = weights.config
-    expected = config.bin_size(width)
+    expected = bin_size(config, width)
     directory = Path(path).resolve().parent
     free = shutil.disk_usage(directory).free if directory.is_dir() else expected
     if free < expected:

@@ -40,7 +40,7 @@ class DeviceWeights:
             self._upload(weights, device, progress)
         device.synchronize("weight upload")
         # Views built once: slicing a CuPy array costs microseconds, and a step takes ~12 per layer.
-        self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS}, l)
+        self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS})
                         for l in range(self.config.n_layers)]
 
     def __getattr__(self, name: str):
@@ -51,9 +51,6 @@ class DeviceWeights:
 
     def layer(self, l: int) -> _DeviceLayer:
         return self._layers[l]
-
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
 
     def _upload(self, weights: Weights, device: Device, progress) -> None:
         for name, dst in self.arrays.items():
@@ -82,7 +79,6 @@ class DeviceWeights:
 class _DeviceLayer:
     """Views of layer l's tensors, named as `LayerWeights`' (the reference's per-layer access)."""
 
-    def __init__(self, views: dict, l: int):
+    def __init__(self, views: dict):
         self.__dict__.update(views)
-        self.index = l
 

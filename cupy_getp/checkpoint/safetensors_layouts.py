@@ -16,7 +16,9 @@ import numpy as np
 
 from ..errors import CheckpointError
 from .layout import MOE_WEIGHTS
-from .safetensors import DEFAULT_SEQ_LEN, TensorDirectory
+from .safetensors import TensorDirectory
+
+DEFAULT_SEQ_LEN = 2048  # the original runtime's exports (docs/spec.md); override with seq_len=...
 
 
 class OpenAILayout:
