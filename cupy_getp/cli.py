@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -409,7 +410,30 @@ def info(
 
 
 # -- entry point ---------------------------------------------------------------------------------------
+class Interrupted(BaseException):
+    """A stop signal, raised where the program is, so that every `finally` and the output's clean-up
+    run. Not a KeyboardInterrupt: typer turns that into a silent exit 130."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _catch_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup, a background job: stay immune
+            signal.signal(signum, _raise_interrupted)
+
+
 def main(argv: list[str] | None = None) -> None:
+    _catch_stop_signals()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="cupy-getp", standalone_mode=False)
@@ -426,9 +450,9 @@ def main(argv: list[str] | None = None) -> None:
     except GetpError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except Interrupted as e:
+        typer.echo(f"\ninterrupted ({e})", err=True)
+        sys.exit(128 + e.signum)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -13,7 +13,7 @@ from cupy_getp.checkpoint import (TENSOR_NAMES, ArrayStore, BinStore, SyntheticS
                                   tensor_shapes, write_bin)
 from cupy_getp.checkpoint.layout import bin_size, n_params
 from cupy_getp.config import HEADER_SIZE, PRESETS, ModelConfig
-from cupy_getp.errors import CheckpointError
+from cupy_getp.errors import CheckpointError, GetpError
 
 from conftest import TINY
 
@@ -206,8 +206,9 @@ def test_not_enough_disk_space_is_reported_before_writing(tmp_path, tiny_weights
     import shutil
 
     real = shutil.disk_usage
-    monkeypatch.setattr("cupy_getp.checkpoint.bin.shutil.disk_usage",
+    monkeypatch.setattr("cupy_getp.fileio.shutil.disk_usage",
                         lambda p: real(p)._replace(free=bin_size(TINY, 4) - 1))
-    with pytest.raises(CheckpointError, match="not enough disk space .* needs 0.1 MB, 0.1 MB free"):
+    with pytest.raises(GetpError, match="cannot write .*big.bin: not enough disk space: it needs 0.1 MB, 0.1 MB free"):
         write_bin(tmp_path / "big.bin", tiny_weights)
+    assert list(tmp_path.iterdir()) == []
     assert list(tmp_path.iterdir()) == []

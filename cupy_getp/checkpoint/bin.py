@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +16,9 @@ import numpy as np
 
 from ..config import HEADER_SIZE, ModelConfig
 from ..errors import CheckpointError
-from ..fileio import atomic_output
+from ..fileio import atomic_output, cannot
 from .layout import TENSOR_NAMES, bin_size, tensor_shapes
-from .weights import BFLOAT16, FLOAT32, Weights, chunk_indices
+from .weights import BFLOAT16, FLOAT32, Weights, chunk_indices, source_files
 
 _STORAGE = {FLOAT32: (np.dtype("<f4"), 4), BFLOAT16: (np.dtype("<u2"), 2)}
 
@@ -32,13 +31,14 @@ class BinStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.files = (self.path,)
         self.description = str(path)
         try:
             size = self.path.stat().st_size
             with open(self.path, "rb") as f:
                 header = f.read(HEADER_SIZE)
         except OSError as e:
-            raise CheckpointError(f"cannot read model file {path}: {e.strerror}") from None
+            raise cannot("read", path, e) from None
         self.config = ModelConfig.from_header(header, source=f"model file {path}")
         self.storage_dtype = storage_dtype_for_size(self.config, size, str(path))
         dtype, _ = _STORAGE[self.storage_dtype]
@@ -77,11 +77,7 @@ def write_bin(path: str | os.PathLike, weights: Weights, dtype: str = FLOAT32,
     file_dtype, width = _STORAGE[dtype]
     config = weights.config
     expected = bin_size(config, width)
-    directory = Path(path).resolve().parent
-    free = shutil.disk_usage(directory).free if directory.is_dir() else expected
-    if free < expected:
-        raise CheckpointError(f"not enough disk space for {path}: it needs {_size(expected)}, {_size(free)} free")
-    with atomic_output(path, binary=True) as f:
+    with atomic_output(path, binary=True, inputs=source_files(weights.store), size=expected) as f:
         f.write(config.to_header())
         for name in TENSOR_NAMES:
             for index in chunk_indices(weights.shapes[name], WRITE_CHUNK):
@@ -93,7 +89,3 @@ def write_bin(path: str | os.PathLike, weights: Weights, dtype: str = FLOAT32,
         if written != expected:  # a bug, not bad input: the temporary file is removed, nothing appears
             raise RuntimeError(f"write_bin wrote {written} bytes, expected {expected}")
     return written
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

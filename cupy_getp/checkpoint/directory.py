@@ -13,9 +13,10 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..errors import CheckpointError
-from .layout import LAYER_TENSORS, tensor_shapes
+from ..fileio import read_text
+from .layout import LAYER_TENSORS, TENSOR_NAMES, tensor_shapes
 from .safetensors import TensorDirectory
-from .safetensors_layouts import detect_layout
+from .safetensors_layouts import check_config_json, detect_layout
 from .weights import FLOAT32, flat_range, per_layer_indices
 
 
@@ -24,14 +25,27 @@ class CheckpointStore:
 
     storage_dtype = FLOAT32
 
-    def __init__(self, tensors: TensorDirectory, config: ModelConfig, layout):
+    def __init__(self, tensors: TensorDirectory, config: ModelConfig, layout, config_path: Path):
         self.tensors, self.config, self.layout = tensors, config, layout
         self.shapes = tensor_shapes(config)
         self.description = f"{tensors.directory} ({layout.name} layout)"
+        self.files = (config_path, *sorted({file.path for file in tensors.files.values()}))
+        self._check_complete()
         for name in ("embedding", "out"):  # cheap up-front check: a mismatched config fails here
             got = tuple(layout.global_shape(tensors, name))
             if got != self.shapes[name]:
                 raise CheckpointError(f"{self.description}: {name} has shape {got}, config says {self.shapes[name]}")
+
+    def _check_complete(self) -> None:
+        """Every tensor the model needs is in the files (names only, nothing read): a checkpoint that
+        cannot run fails at open, not halfway through loading."""
+        keys = [key for name in TENSOR_NAMES for layer in (range(self.config.n_layers) if name in LAYER_TENSORS
+                                                           else [None])
+                for key in self.layout.keys(self.tensors, name, layer)]
+        missing = [key for key in keys if key not in self.tensors]
+        if missing:
+            more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+            raise CheckpointError(f"checkpoint {self.tensors.directory}: tensor {missing[0]} is missing{more}")
 
     def read(self, name: str, index: tuple = ()) -> np.ndarray:
         if name not in LAYER_TENSORS:
@@ -51,16 +65,20 @@ def open_safetensors(directory: str | os.PathLike, overrides: dict | None = None
     lacks or gets wrong (seq_len, say)."""
     path = Path(directory)
     config_path = path / "config.json"
-    try:
-        source_config = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint directory {path} has no config.json") from None
-    except ValueError as e:
-        raise CheckpointError(f"{config_path}: invalid JSON ({e})") from None
+    source_config = read_config_json(config_path)
     tensors = TensorDirectory(path)
     layout = detect_layout(tensors, path)
     config = build_config(layout.config_fields(source_config, str(config_path)), overrides or {}, str(config_path))
-    return CheckpointStore(tensors, config, layout)
+    return CheckpointStore(tensors, config, layout, config_path)
+
+
+def read_config_json(path: Path) -> dict:
+    if not path.exists() and path.parent.is_dir():
+        raise CheckpointError(f"checkpoint directory {path.parent} has no config.json")
+    try:
+        return check_config_json(json.loads(read_text(path)), str(path))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: invalid JSON ({e})") from None
 
 
 def build_config(fields: dict, overrides: dict, source: str) -> ModelConfig:

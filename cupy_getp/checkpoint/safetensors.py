@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 
 from ..bf16 import bf16_to_f32
 from ..errors import CheckpointError
+from ..fileio import cannot
 
 # dtype name -> (numpy dtype of the stored bits, converter to float32 or None for integer data)
 _DTYPES: dict[str, tuple[str, Callable | None]] = {
@@ -51,29 +53,25 @@ class SafetensorsFile:
 
     def __init__(self, path: Path):
         self.path = path
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(f"{path}: not a safetensors file (too short)")
-            (n,) = struct.unpack("<Q", head)
-            if n > size - 8:
-                raise CheckpointError(f"{path}: not a safetensors file (header length {n} > file size)")
-            try:
-                header = json.loads(f.read(n))
-            except ValueError:
-                raise CheckpointError(f"{path}: not a safetensors file (bad JSON header)") from None
-        header.pop("__metadata__", None)
-        self.entries = header
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise CheckpointError(f"{path}: not a safetensors file (too short)")
+                (n,) = struct.unpack("<Q", head)
+                if n > size - 8:
+                    raise CheckpointError(f"{path}: not a safetensors file (header length {n} > file size)")
+                text = f.read(n)
+        except OSError as e:
+            raise cannot("read", path, e) from None
+        try:
+            header = json.loads(text)
+        except ValueError:
+            raise CheckpointError(f"{path}: not a safetensors file (bad JSON header)") from None
         self.data_start = 8 + n
+        self.entries = checked_header(header, size - self.data_start, str(path))
         self.map = np.memmap(path, dtype=np.uint8, mode="r") if size > self.data_start else None
-        for name, entry in header.items():
-            begin, end = entry["data_offsets"]
-            if entry["dtype"] not in _DTYPES:
-                continue  # unused dtypes only matter if asked for
-            width = np.dtype(_DTYPES[entry["dtype"]][0]).itemsize
-            if end - begin != width * math.prod(entry["shape"]) or self.data_start + end > size:
-                raise CheckpointError(f"{path}: tensor {name} is truncated or malformed")
 
     def get(self, name: str) -> np.ndarray:
         entry = self.entries[name]
@@ -87,13 +85,52 @@ class SafetensorsFile:
         return self.entries[name]["dtype"]
 
 
+def checked_header(header, data_size: int, source: str) -> dict[str, dict]:
+    """The header's tensor entries, every field of the right type and inside the data: the one place
+    safetensors JSON is checked, so nothing later meets a list where an object belongs."""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{source}: safetensors header is not a JSON object")
+    entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+    for name, entry in entries.items():
+        problem = _entry_problem(entry, data_size)
+        if problem:
+            raise CheckpointError(f"{source}: tensor {name}: {problem}")
+    return entries
+
+
+def _entry_problem(entry, data_size: int) -> str | None:
+    if not isinstance(entry, dict):
+        return "entry is not a JSON object"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        return f"dtype must be a string, got {dtype!r}"
+    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
+        return f"shape must be a list of non-negative integers, got {shape!r}"
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+        return f"data_offsets must be two non-negative integers, got {offsets!r}"
+    begin, end = offsets
+    if not begin <= end <= data_size:
+        return f"data_offsets {offsets} outside the file's {data_size} data bytes (truncated?)"
+    if dtype in _DTYPES and end - begin != np.dtype(_DTYPES[dtype][0]).itemsize * math.prod(shape):
+        return f"data_offsets {offsets} do not hold a {dtype} tensor of shape {shape}"
+    return None  # unknown dtypes only matter if asked for (get)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class TensorDirectory:
     """Every tensor of every *.safetensors file in a directory (sharded checkpoints included)."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         self.files: dict[str, SafetensorsFile] = {}
-        paths = sorted(directory.glob("*.safetensors"))
+        try:  # glob would say nothing of a directory it may not list
+            paths = sorted(directory / name for name in os.listdir(directory)
+                           if name.endswith(".safetensors") and not name.startswith("."))
+        except OSError as e:
+            raise cannot("read", directory, e) from None
         if not paths:
             raise CheckpointError(f"checkpoint directory {directory} has no .safetensors files")
         for path in paths:
