@@ -55,8 +55,8 @@ ConfigOverrides = Annotated[Optional[list[str]], typer.Option(
 # a new shared option is one entry here and one field of RunOptions.
 RUN_OPTIONS = {
     "model": (Model, DEFAULT_MODEL),
-    "temperature": (Annotated[float, typer.Option("-t", "--temperature", min=0.0, help="0 = greedy.")], 0.0),
-    "topp": (Annotated[float, typer.Option("-p", "--topp", help="Nucleus sampling; outside (0, 1) = off.")], 0.9),
+    "temperature": (Annotated[float, typer.Option("-t", "--temperature", help="0 = greedy.")], 0.0),
+    "topp": (Annotated[float, typer.Option("-p", "--topp", help="Nucleus sampling in (0, 1); 0 or 1 = off.")], 0.9),
     "seed": (Annotated[int, typer.Option("-s", "--seed", help="Sampler seed; 0 = from the clock.")], 0),
     "steps": (Annotated[int, typer.Option("-n", "--steps", min=0, help="Positions per request (prompt + "
                                                                        "generated); 0 = seq_len.")], 1024),
@@ -130,13 +130,18 @@ def _resolve_engine(name: str) -> str:
     return resolved
 
 
-def _loaded(options: RunOptions):
-    """A warmed-up engine for an interactive command, after saying what runs (the context manager
-    frees it)."""
-    from .engine.factory import load
+def _loaded(options: RunOptions, tokenizer):
+    """A warmed-up engine for an interactive command, after saying what runs and checking it can (the
+    context manager frees it)."""
+    from .startup import check_startup, start_engine
 
     _describe_model(options.model, options.weights_seed)
-    return load(options.model, _resolve_engine(options.engine), options.weights_seed, _overrides(options.config))
+    weights = open_weights(options.model, options.weights_seed, _overrides(options.config))
+    engine = _resolve_engine(options.engine)
+    for line in check_startup(weights, engine, tokenizer):
+        _note(line)
+    with _weights_progress(n_params(weights.config), "loading weights") as progress:
+        return start_engine(weights, engine, progress)
 
 
 def _sampler(options: RunOptions):
@@ -152,30 +157,34 @@ def _tokenizer(path: Path | None):
 
 
 @contextlib.contextmanager
-def _request_progress():
-    """A progress bar over getp requests on stderr, when stderr is a terminal."""
+def _getp_progress(weights_total: int):
+    """Progress on stderr, when it is a terminal: (load, start). `load(n)` for n weights loaded;
+    `start(requests)` ends the loading bar and returns the per-request callback."""
     if not sys.stderr.isatty():
-        yield None
+        yield None, None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tokens]} tok"),
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        loading = bar.add_task("loading", total=weights_total, detail="weights")
+
         def start(total: int):
-            task, done = bar.add_task("getp", total=total, tokens=0), [0, 0]
+            bar.remove_task(loading)
+            task, done = bar.add_task("requests", total=total, detail=f"0/{total}, 0 tok"), [0, 0]
 
             def advance(tokens: int) -> None:
                 done[0] += 1
                 done[1] += tokens
-                bar.update(task, advance=1, tokens=done[1])
+                bar.update(task, advance=1, detail=f"{done[0]}/{total}, {done[1]} tok")
                 if done[0] == total:
                     bar.stop()  # before the timing lines reach the same terminal
 
             return advance
 
-        yield start
+        yield (lambda n: bar.update(loading, advance=n)), start
 
 
 # -- commands ------------------------------------------------------------------------------------------
@@ -219,10 +228,11 @@ def _run_getp(options: RunOptions, input: Path, output: Path) -> None:
 
     _describe_model(options.model, options.weights_seed)
     engine = _resolve_engine(options.engine)
-    with _request_progress() as progress:
-        run_getp(options.model, input, output, tokenizer=_tokenizer(options.tokenizer), sampler=_sampler(options),
-                 engine=engine, steps=options.steps, seed=options.weights_seed, config=_overrides(options.config),
-                 echo=typer.echo, progress=progress)
+    weights = open_weights(options.model, options.weights_seed, _overrides(options.config))
+    with _getp_progress(n_params(weights.config)) as (load, progress):
+        run_getp(weights.store, input, output, tokenizer=_tokenizer(options.tokenizer), sampler=_sampler(options),
+                 engine=engine, steps=options.steps, echo=typer.echo, note=_note, progress=progress,
+                 load_progress=load)
 
 
 @app.command()
@@ -239,7 +249,7 @@ def _run_generate(options: RunOptions, prompt: str) -> None:
     from .generation import generate as run_generate, resolve_steps
 
     tok = _tokenizer(options.tokenizer)
-    with _loaded(options) as m:
+    with _loaded(options, tok) as m:
         positions, seconds = run_generate(m, _sampler(options), tok, prompt,
                                           resolve_steps(options.steps, m.config.seq_len), _write)
     typer.echo("")
@@ -267,7 +277,7 @@ def _run_chat(options: RunOptions, prompt: str | None, system: str | None) -> No
     from .generation import resolve_steps
 
     tok = _tokenizer(options.tokenizer)
-    with _loaded(options) as m:
+    with _loaded(options, tok) as m:
         session = ChatSession(m, _sampler(options), tok, resolve_steps(options.steps, m.config.seq_len), system)
         while True:
             user = prompt if prompt is not None else _ask("User: ")

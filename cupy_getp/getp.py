@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from .checkpoint import DEFAULT_SEED, open_weights
 from .checkpoint.weights import source_files
 from .engine.base import Engine
-from .engine.factory import create_engine
+from .engine.factory import create_engine, resolve_engine
 from .errors import InputError
 from .fileio import atomic_output, read_text
 from .generation import check_prompt, decode, resolve_steps
 from .sampler import Sampler
+from .startup import check_startup
 from .tokenizer import STOP_TOKENS, Tokenizer
 
 
@@ -104,18 +105,24 @@ def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]
 def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
          sampler: Sampler, engine: str = "auto", steps: int = 1024, seed: int = DEFAULT_SEED,
          config: dict | None = None, echo: Callable[[str], None] = print,
-         progress: Callable[[int], Callable[[int], None]] | None = None) -> GetpReport:
-    """Run getp end to end. Everything that can be checked is checked before the warm-up; the
-    output file appears only when complete. `progress(n_requests)` returns a per-request callback."""
+         note: Callable[[str], None] | None = None,
+         progress: Callable[[int], Callable[[int], None]] | None = None,
+         load_progress: Callable[[int], None] | None = None) -> GetpReport:
+    """Run getp end to end. Everything that can be checked is checked before the warm-up (`note`
+    hears what an odd but valid run costs); the output file appears only when complete.
+    `progress(n_requests)` returns a per-request callback; `load_progress(n)` hears of weights loaded."""
     prompts = read_requests(input_path)
     weights = open_weights(source, seed, config)
+    for line in check_startup(weights, resolve_engine(engine), tokenizer):
+        if note:
+            note(line)
     steps = resolve_steps(steps, weights.config.seq_len)
     requests = encode_requests(tokenizer, prompts, steps, str(input_path))
     with atomic_output(output_path, inputs=[input_path, *source_files(weights.store)]) as out:
         start = time.perf_counter()
         model = create_engine(weights, engine)
         try:
-            model.warm_up()
+            model.warm_up(progress=load_progress)
             warm_up_s = time.perf_counter() - start
             echo(f"warm up elapsed time(s): {warm_up_s:f}")
 

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from cupy_getp.checkpoint import SyntheticStore, TENSOR_NAMES, open_store
@@ -240,3 +241,153 @@ def test_stop_signals_end_a_run_like_ctrl_c(tmp_path, signum):
     assert stderr.splitlines()[-1] == f"interrupted ({signal.Signals(signum).name})"
     assert "Traceback" not in stderr and list(tmp_path.iterdir()) == []
 
+
+
+# -- 4. inputs read as the spec says ---------------------------------------------------------------------
+def test_a_carriage_return_inside_a_prompt_is_kept(tmp_path):
+    from cupy_getp.getp import read_requests
+
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"2\r\nbefore\rafter\r\nlast\r\n")
+    assert read_requests(path) == ["before\rafter", "last"]
+
+
+@pytest.mark.parametrize("count", ["\u00b2", "\u0663", " 2", "+2", "2.0"])
+def test_the_count_line_is_ascii_digits(tmp_path, count):
+    from cupy_getp.errors import InputError
+    from cupy_getp.getp import read_requests
+
+    path = tmp_path / "in.txt"
+    path.write_text(f"{count}\na\nb\nc\n")
+    with pytest.raises(InputError, match=r"number of requests \(ASCII digits\)"):
+        read_requests(path)
+
+
+@pytest.mark.parametrize("word", ["+5", "1_0", "\u0663", "-1", "0x1"])
+def test_decode_takes_plain_integers_only(tmp_path, word):
+    from cupy_getp.errors import InputError
+    from cupy_getp.getp import read_token_lines
+
+    path = tmp_path / "ids.txt"
+    path.write_text(f"1 {word}\n")
+    with pytest.raises(InputError, match="ids.txt:1: not a list of plain integer token ids"):
+        read_token_lines(path, 100)
+
+
+@pytest.mark.parametrize("args, problem", [
+    ((float("nan"), 0.9, 1), r"temperature \(-t\) must be a finite number >= 0"),
+    ((float("inf"), 0.9, 1), r"temperature \(-t\) must be a finite number >= 0"),
+    ((-0.5, 0.9, 1), r"temperature \(-t\) must be a finite number >= 0"),
+    ((1.0, float("nan"), 1), r"top-p \(-p\) must be in \[0, 1\]"),
+    ((1.0, 1.5, 1), r"top-p \(-p\) must be in \[0, 1\]"),
+    ((1.0, -0.1, 1), r"top-p \(-p\) must be in \[0, 1\]"),
+    ((1.0, 0.9, -3), r"seed \(-s\) must be in 0\.\."),
+])
+def test_sampler_parameters_are_checked(args, problem):
+    from cupy_getp.errors import InputError
+    from cupy_getp.sampler import Sampler
+
+    with pytest.raises(InputError, match=problem):
+        Sampler(*args)
+
+
+def test_a_temperature_so_small_that_logits_overflow_is_greedy():
+    from cupy_getp.sampler import Sampler
+
+    logits = np.array([1.0, -2.0, 3.0, 2.5], np.float32)
+    assert [Sampler(1e-40, topp, 7)(logits) for topp in (0.9, 1.0)] == [2, 2]
+
+
+def test_a_bad_sampler_flag_is_one_line():
+    assert_clean_failure(cli("generate", "7m", "-t", "nan", "--engine", "numpy"), "temperature (-t) must be")
+
+
+# -- 5. tokenizer and model agree ------------------------------------------------------------------------
+def test_a_model_whose_vocabulary_differs_from_the_tokenizer_is_refused(tmp_path, requests):
+    from cupy_getp.checkpoint import Weights, write_bin
+
+    model = tmp_path / "tiny.bin"
+    write_bin(model, Weights(SyntheticStore(TINY, 1)))
+    result = cli("getp", str(model), "-i", str(requests), "-o", str(tmp_path / "o.txt"), "--engine", "numpy")
+    assert_clean_failure(result, "the tokenizer has 201088 tokens but the model's vocabulary is 97")
+    assert not any(l.startswith("warm up") for l in result.stdout.splitlines())
+
+
+def test_a_tokenizer_bin_smaller_than_the_model_is_refused(tmp_path, requests):
+    import struct
+
+    tokenizer = tmp_path / "bytes.bin"
+    tokenizer.write_bytes(struct.pack("<i", 1) + b"".join(struct.pack("<fi", -i, 1) + bytes([i]) for i in range(256)))
+    result = cli("generate", "7m", "-i", "hi", "-z", str(tokenizer), "--engine", "numpy")
+    assert_clean_failure(result, "the tokenizer has 256 tokens but the model's vocabulary is 201088")
+
+
+# -- 6. the Python API raises GetpError subclasses -------------------------------------------------------
+def test_api_argument_types_and_use_after_finish(tiny_weights):
+    import cupy_getp
+    from cupy_getp.errors import GetpError
+
+    engine = cupy_getp.load(tiny_weights.store, engine="numpy")
+    for token, pos in ((1.5, 0), (1, "0"), (True, 0), (None, 0)):
+        with pytest.raises(GetpError, match="must be an integer"):
+            engine.forward(token, pos)
+    assert engine.forward(np.int64(3), 0).shape == (TINY.vocab_size,)
+    engine.finish()
+    for use in (lambda: engine.forward(1, 0), engine.reset):
+        with pytest.raises(GetpError, match="the engine has been finished"):
+            use()
+    for source in (None, 3, [1]):
+        with pytest.raises(GetpError, match="a model is a path, a preset name or a TensorStore"):
+            cupy_getp.load(source)
+
+
+# -- 7. odd but valid requests say what they cost --------------------------------------------------------
+def test_20b_on_numpy_says_what_it_costs_and_refuses_without_the_memory(monkeypatch):
+    from cupy_getp.checkpoint import Weights, synthetic_store
+    from cupy_getp.errors import GetpError
+    from cupy_getp.startup import check_startup
+
+    weights = Weights(synthetic_store("20b"))
+    [note] = check_startup(weights, "numpy", None)
+    assert "the numpy engine will hold ~7.4 GB of memory and run at roughly" in note and "tok/s" in note
+    assert check_startup(weights, "cupy", None) == []
+    monkeypatch.setattr("cupy_getp.startup.available_memory", lambda: 4 << 30)
+    with pytest.raises(GetpError, match=r"needs ~7.4 GB of memory .* 4.3 GB is available"):
+        check_startup(weights, "numpy", None)
+
+
+def test_info_fails_on_a_checkpoint_missing_a_tensor(tmp_path, tiny_tensors):
+    tensors = hf_tensors(tiny_tensors, TINY)
+    del tensors["model.layers.1.mlp.router.bias"]
+    path = write_checkpoint(tmp_path / "hf", tensors, hf_config(TINY))
+    assert_clean_failure(cli("info", str(path)), "tensor model.layers.1.mlp.router.bias is missing")
+
+
+def test_non_finite_logits_stop_generation_naming_position_and_layer(tiny_tensors):
+    from cupy_getp.checkpoint import ArrayStore
+    from cupy_getp.engine.factory import load
+    from cupy_getp.errors import NumericalError
+    from cupy_getp.generation import decode
+    from cupy_getp.sampler import Sampler
+
+    broken = dict(tiny_tensors)
+    broken["rms_ffn_w"] = broken["rms_ffn_w"].copy()
+    broken["rms_ffn_w"][1, 0] = np.nan  # every router score of layer 1 becomes NaN
+    engine = load(ArrayStore(TINY, broken), "numpy")
+    with pytest.raises(NumericalError, match=r"non-finite logits at position 0 \(token 5\).* layer 1 \(router\)"):
+        list(decode(engine, Sampler(0.0), [5, 6], steps=4, stop=frozenset()))
+
+
+def test_loading_reports_progress(tiny_weights):
+    from cupy_getp.checkpoint.layout import n_params
+    from cupy_getp.startup import start_engine
+
+    loaded = []
+    start_engine(tiny_weights, "numpy", loaded.append).finish()
+    assert sum(loaded) == n_params(TINY)
+
+
+# -- 8. first run ----------------------------------------------------------------------------------------
+def test_makefile_names_an_unknown_task():
+    result = subprocess.run([sys.executable, str(ROOT / "Makefile.py"), "unknown"], capture_output=True, text=True)
+    assert result.returncode == 2 and "unknown task 'unknown'" in result.stderr
