@@ -108,12 +108,20 @@ def clean():
         shutil.rmtree(path, ignore_errors=True)
 
 
+def usage(out) -> None:
+    print("usage: python3 Makefile.py <task> [args...]\n\ntasks:", file=out)
+    for name, fn in TASKS.items():
+        print(f"  {name:10} {fn.__doc__.strip().splitlines()[0]}", file=out)
+
+
 def main(argv: list[str]) -> None:
-    if not argv or argv[0] not in TASKS:
-        print("usage: python Makefile.py <task> [args...]\n\ntasks:")
-        for name, fn in TASKS.items():
-            print(f"  {name:10} {fn.__doc__.strip().splitlines()[0]}")
-        sys.exit(0 if not argv else 2)
+    if not argv:
+        usage(sys.stdout)
+        sys.exit(0)
+    if argv[0] not in TASKS:
+        print(f"error: unknown task {argv[0]!r}\n", file=sys.stderr)
+        usage(sys.stderr)
+        sys.exit(2)
     TASKS[argv[0]](*argv[1:])
 
 

@@ -7,14 +7,18 @@ Every user error ends in one line, `error: ...`, and a non-zero exit (2 for usag
 from __future__ import annotations
 
 import contextlib
+import inspect
+import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .checkpoint import DEFAULT_SEED, is_preset, open_weights
+from .checkpoint.layout import n_params
 from .errors import GetpError
 
 # typer >= 0.24 vendors click as typer._click; find its exceptions wherever they are.
@@ -37,18 +41,12 @@ def _choice(value: str, choices: tuple[str, ...], what: str) -> str:
     return value
 
 
-# -- shared options (the original's letters) -----------------------------------------------------------
+# -- the options run, getp, generate and chat share (the original's letters) -------------------------
 Model = Annotated[str, typer.Argument(help="Model: a .bin file, a checkpoint directory, or a preset "
                                            "(7m, 20b, 120b: random weights).")]
-Temperature = Annotated[float, typer.Option("-t", "--temperature", min=0.0, help="0 = greedy.")]
-TopP = Annotated[float, typer.Option("-p", "--topp", help="Nucleus sampling; outside (0, 1) = off.")]
-Seed = Annotated[int, typer.Option("-s", "--seed", help="Sampler seed; 0 = from the clock.")]
-Steps = Annotated[int, typer.Option("-n", "--steps", min=0, help="Positions per request (prompt + generated); "
-                                                                 "0 = seq_len.")]
 TokenizerPath = Annotated[Optional[Path], typer.Option("-z", "--tokenizer", help="The original runtime's "
                                                                                  "tokenizer.bin (default: "
                                                                                  "o200k_harmony).")]
-EngineName = Annotated[str, typer.Option("--engine", help="numpy, cupy, or auto (cupy when a GPU can run).")]
 WeightsSeed = Annotated[int, typer.Option("--weights-seed", help="Seed of a preset's random weights.")]
 Batch = Annotated[int, typer.Option("--batch", min=0, help="getp on the GPU: request slots run at once "
                                                          "(0 = as many as free device memory allows).")]
@@ -58,6 +56,52 @@ Precision = Annotated[Optional[str], typer.Option("--precision", help="getp on t
                                                                       "cores).")]
 ConfigOverrides = Annotated[Optional[list[str]], typer.Option(
     "--config", help="KEY=VALUE: set a checkpoint directory's config field, e.g. seq_len=4096 (repeatable).")]
+
+# name -> (annotation, default). One definition for every command decorated with `with_run_options`;
+# a new shared option is one entry here and one field of RunOptions.
+RUN_OPTIONS = {
+    "model": (Model, DEFAULT_MODEL),
+    "temperature": (Annotated[float, typer.Option("-t", "--temperature", help="0 = greedy.")], 0.0),
+    "topp": (Annotated[float, typer.Option("-p", "--topp", help="Nucleus sampling in (0, 1); 0 or 1 = off.")], 0.9),
+    "seed": (Annotated[int, typer.Option("-s", "--seed", help="Sampler seed; 0 = from the clock.")], 0),
+    "steps": (Annotated[int, typer.Option("-n", "--steps", min=0, help="Positions per request (prompt + "
+                                                                       "generated); 0 = seq_len.")], 1024),
+    "tokenizer": (TokenizerPath, None),
+    "engine": (Annotated[str, typer.Option("--engine", help="numpy, cupy, or auto (cupy when a GPU can "
+                                                            "run).")], "auto"),
+    "weights_seed": (WeightsSeed, DEFAULT_SEED),
+    "config": (ConfigOverrides, None),
+}
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    model: str
+    temperature: float
+    topp: float
+    seed: int
+    steps: int
+    tokenizer: Optional[Path]
+    engine: str
+    weights_seed: int
+    config: Optional[list[str]]
+
+
+def with_run_options(command):
+    """`command(options: RunOptions, **own)` as a typer command taking MODEL, its own parameters, then
+    the shared options. typer builds a command from the signature, so the wrapper's signature lists
+    them all, and the wrapper packs the shared ones into a RunOptions."""
+    keyword = inspect.Parameter.KEYWORD_ONLY  # any order, defaults or not
+    own = [p.replace(kind=keyword) for p in inspect.signature(command, eval_str=True).parameters.values()][1:]
+    shared = [inspect.Parameter(name, keyword, annotation=annotation, default=default)
+              for name, (annotation, default) in RUN_OPTIONS.items()]
+
+    def wrapper(**values):
+        return command(RunOptions(**{name: values.pop(name) for name in RUN_OPTIONS}), **values)
+
+    wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
+    wrapper.__signature__ = inspect.Signature([shared[0], *own, *shared[1:]])
+    return wrapper
 
 
 def _overrides(items: list[str] | None) -> dict | None:
@@ -92,19 +136,24 @@ def _resolve_engine(name: str) -> str:
     return resolved
 
 
-def _loaded(model: str, engine: str, weights_seed: int, config: list[str] | None):
-    """A warmed-up engine for an interactive command, after saying what runs (the context manager
-    frees it)."""
-    from .engine.factory import load
+def _loaded(options: RunOptions, tokenizer):
+    """A warmed-up engine for an interactive command, after saying what runs and checking it can (the
+    context manager frees it)."""
+    from .startup import check_startup, start_engine
 
-    _describe_model(model, weights_seed)
-    return load(model, _resolve_engine(engine), weights_seed, _overrides(config))
+    _describe_model(options.model, options.weights_seed)
+    weights = open_weights(options.model, options.weights_seed, _overrides(options.config))
+    engine = _resolve_engine(options.engine)
+    for line in check_startup(weights, engine, tokenizer):
+        _note(line)
+    with _weights_progress(n_params(weights.config), "loading weights") as progress:
+        return start_engine(weights, engine, progress)
 
 
-def _sampler(temperature: float, topp: float, seed: int):
+def _sampler(options: RunOptions):
     from .sampler import Sampler
 
-    return Sampler(temperature, topp, seed)
+    return Sampler(options.temperature, options.topp, options.seed)
 
 
 def _tokenizer(path: Path | None):
@@ -114,49 +163,46 @@ def _tokenizer(path: Path | None):
 
 
 @contextlib.contextmanager
-def _request_progress():
-    """A progress bar over getp requests on stderr, when stderr is a terminal."""
+def _getp_progress(weights_total: int):
+    """Progress on stderr, when it is a terminal: (load, start). `load(n)` for n weights loaded;
+    `start(requests)` ends the loading bar and returns the per-request callback."""
     if not sys.stderr.isatty():
-        yield None
+        yield None, None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    columns = (TextColumn("requests"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[tokens]} tok"),
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[detail]}"),
                TimeElapsedColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        loading = bar.add_task("loading", total=weights_total, detail="weights")
+
         def start(total: int):
-            task, done = bar.add_task("getp", total=total, tokens=0), [0, 0]
+            bar.remove_task(loading)
+            task, done = bar.add_task("requests", total=total, detail=f"0/{total}, 0 tok"), [0, 0]
 
             def advance(tokens: int) -> None:
                 done[0] += 1
                 done[1] += tokens
-                bar.update(task, advance=1, tokens=done[1])
+                bar.update(task, advance=1, detail=f"{done[0]}/{total}, {done[1]} tok")
                 if done[0] == total:
                     bar.stop()  # before the timing lines reach the same terminal
 
             return advance
 
-        yield start
+        yield (lambda n: bar.update(loading, advance=n)), start
 
 
 # -- commands ------------------------------------------------------------------------------------------
 @app.command()
+@with_run_options
 def run(
-    model: Model = DEFAULT_MODEL,
-    temperature: Temperature = 0.0,
-    topp: TopP = 0.9,
-    seed: Seed = 0,
-    steps: Steps = 1024,
+    options: RunOptions,
     input: Annotated[Optional[str], typer.Option("-i", "--input", help="generate/chat: the prompt; "
                                                                        "getp: the input file.")] = None,
     output: Annotated[Optional[Path], typer.Option("-o", "--output", help="getp: the output file.")] = None,
-    tokenizer: TokenizerPath = None,
     mode: Annotated[str, typer.Option("-m", "--mode", help="generate, chat or getp.")] = "generate",
     system: Annotated[Optional[str], typer.Option("-y", "--system", help="chat: developer instructions.")] = None,
-    engine: EngineName = "auto",
-    weights_seed: WeightsSeed = DEFAULT_SEED,
-    config: ConfigOverrides = None,
     batch: Batch = 0,
     precision: Precision = None,
 ) -> None:
@@ -165,63 +211,57 @@ def run(
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
-        getp(model, Path(input), output, steps, temperature, topp, seed, tokenizer, engine, weights_seed, config,
-             batch, precision)
+        _run_getp(options, Path(input), output, batch, precision)
     elif mode == "generate":
-        generate(model, input or "", temperature, topp, seed, steps, tokenizer, engine, weights_seed, config)
+        _run_generate(options, input or "")
     else:
-        chat(model, input, system, temperature, topp, seed, steps, tokenizer, engine, weights_seed, config)
+        _run_chat(options, input, system)
 
 
 @app.command()
+@with_run_options
 def getp(
-    model: Model = DEFAULT_MODEL,
+    options: RunOptions,
     input: Annotated[Path, typer.Option("-i", "--input", help="Requests: a count line, then one prompt per "
                                                               "line.")] = Path("data/input.txt"),
     output: Annotated[Path, typer.Option("-o", "--output", help="Token ids, one line per request.")] = Path(
         "data/output.txt"),
-    steps: Steps = 1024,
-    temperature: Temperature = 0.0,
-    topp: TopP = 0.9,
-    seed: Seed = 0,
-    tokenizer: TokenizerPath = None,
-    engine: EngineName = "auto",
-    weights_seed: WeightsSeed = DEFAULT_SEED,
-    config: ConfigOverrides = None,
     batch: Batch = 0,
     precision: Precision = None,
 ) -> None:
     """Batch evaluation: every request's token ids to OUTPUT, and the three timing lines."""
+    _run_getp(options, input, output, batch, precision)
+
+
+def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, precision: str | None = None) -> None:
     from .getp import getp as run_getp
 
-    _describe_model(model, weights_seed)
-    engine = _resolve_engine(engine)
-    with _request_progress() as progress:
-        run_getp(model, input, output, tokenizer=_tokenizer(tokenizer), sampler=_sampler(temperature, topp, seed),
-                 engine=engine, steps=steps, seed=weights_seed, config=_overrides(config), echo=typer.echo,
-                 progress=progress, batch=batch, precision=precision, note=_note)
+    _describe_model(options.model, options.weights_seed)
+    engine = _resolve_engine(options.engine)
+    weights = open_weights(options.model, options.weights_seed, _overrides(options.config))
+    with _getp_progress(n_params(weights.config)) as (load, progress):
+        run_getp(weights.store, input, output, tokenizer=_tokenizer(options.tokenizer), sampler=_sampler(options),
+                 engine=engine, steps=options.steps, echo=typer.echo, note=_note, progress=progress,
+                 load_progress=load, batch=batch, precision=precision)
 
 
 @app.command()
+@with_run_options
 def generate(
-    model: Model = DEFAULT_MODEL,
+    options: RunOptions,
     prompt: Annotated[str, typer.Option("-i", "--input", help="The prompt.")] = "",
-    temperature: Temperature = 0.0,
-    topp: TopP = 0.9,
-    seed: Seed = 0,
-    steps: Steps = 1024,
-    tokenizer: TokenizerPath = None,
-    engine: EngineName = "auto",
-    weights_seed: WeightsSeed = DEFAULT_SEED,
-    config: ConfigOverrides = None,
 ) -> None:
     """Stream a completion of PROMPT; `achieved tok/s` goes to stderr."""
+    _run_generate(options, prompt)
+
+
+def _run_generate(options: RunOptions, prompt: str) -> None:
     from .generation import generate as run_generate, resolve_steps
 
-    tok = _tokenizer(tokenizer)
-    with _loaded(model, engine, weights_seed, config) as m:
-        positions, seconds = run_generate(m, _sampler(temperature, topp, seed), tok, prompt,
-                                          resolve_steps(steps, m.config.seq_len), _write)
+    tok = _tokenizer(options.tokenizer)
+    with _loaded(options, tok) as m:
+        positions, seconds = run_generate(m, _sampler(options), tok, prompt,
+                                          resolve_steps(options.steps, m.config.seq_len), _write)
     typer.echo("")
     typer.echo(f"achieved tok/s: {positions / seconds if seconds > 0 else 0.0:f}", err=True)
 
@@ -232,27 +272,23 @@ def _write(text: str) -> None:
 
 
 @app.command()
+@with_run_options
 def chat(
-    model: Model = DEFAULT_MODEL,
+    options: RunOptions,
     prompt: Annotated[Optional[str], typer.Option("-i", "--input", help="The first user message.")] = None,
     system: Annotated[Optional[str], typer.Option("-y", "--system", help="Developer instructions.")] = None,
-    temperature: Temperature = 0.0,
-    topp: TopP = 0.9,
-    seed: Seed = 0,
-    steps: Steps = 1024,
-    tokenizer: TokenizerPath = None,
-    engine: EngineName = "auto",
-    weights_seed: WeightsSeed = DEFAULT_SEED,
-    config: ConfigOverrides = None,
 ) -> None:
     """Chat in the harmony format (system, developer, user, assistant); end with an empty line or EOF."""
+    _run_chat(options, prompt, system)
+
+
+def _run_chat(options: RunOptions, prompt: str | None, system: str | None) -> None:
     from .chat import ChatSession
     from .generation import resolve_steps
 
-    tok = _tokenizer(tokenizer)
-    with _loaded(model, engine, weights_seed, config) as m:
-        session = ChatSession(m, _sampler(temperature, topp, seed), tok, resolve_steps(steps, m.config.seq_len),
-                              system)
+    tok = _tokenizer(options.tokenizer)
+    with _loaded(options, tok) as m:
+        session = ChatSession(m, _sampler(options), tok, resolve_steps(options.steps, m.config.seq_len), system)
         while True:
             user = prompt if prompt is not None else _ask("User: ")
             prompt = None
@@ -306,7 +342,7 @@ def _write_bin(weights, output: Path, dtype: str) -> None:
     from .checkpoint import write_bin
 
     start = time.perf_counter()
-    with _weights_progress(weights.config.n_params(), f"writing {output}") as progress:
+    with _weights_progress(n_params(weights.config), f"writing {output}") as progress:
         size = write_bin(output, weights, dtype, progress)
     typer.echo(f"wrote {output}: {size} bytes ({dtype}) in {time.perf_counter() - start:.1f} s")
 
@@ -323,39 +359,6 @@ def _weights_progress(total: int, label: str):
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.update(task, advance=n)
-
-
-def _diff_batch(weights, input: Path, n: int, steps: int, layers: bool, engine: str, tokenizer, precision,
-                reference_name: str, slots: int, chunk: int) -> None:
-    from .diff import DiffSummary, batch_diff_engine, diff_batched, format_header, format_step
-    from .engine.factory import create_engine
-    from .getp import encode_requests, read_requests
-
-    _choice(reference_name, ("numpy", "cupy"), "reference")
-    prompts = encode_requests(_tokenizer(tokenizer), read_requests(input)[:n], weights.config.seq_len, str(input))
-    with create_engine(weights, engine) as other:
-        other.warm_up()
-        # The single-sequence GPU engine can be the reference where numpy is too slow (20b): the same
-        # engine object, whose own KV cache is apart from the batched engine's.
-        reference = other if reference_name == "cupy" else create_engine(weights, "numpy")
-        if reference is not other:
-            reference.warm_up()
-        batched = batch_diff_engine(other, prompts, steps, precision, slots or None, chunk)
-        typer.echo(f"diff: {reference.name} (one sequence at a time) vs the batched {other.name} engine on "
-                   f"{weights.description}: {len(prompts)} "
-                   f"requests over {batched.shape.n_slots} slots, prompt chunks of {batched.shape.max_chunk}, "
-                   f"{steps} greedy steps each, precision {batched.precision}")
-        typer.echo(format_header(layers))
-        summary = DiffSummary()
-        for request, step in diff_batched(reference, batched, prompts, steps):
-            summary.add(step)
-            for row in format_step(step, layers):
-                typer.echo(f"r{request:<3}{row}")
-        batched.free()
-    for line in summary.lines():
-        typer.echo(line)
-    if summary.violations:
-        raise typer.Exit(1)
 
 
 @app.command("diff")
@@ -384,29 +387,21 @@ def diff_command(
                                                               "step.")] = 3,
 ) -> None:
     """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
-    any value over the seed's tolerances, differing experts, or a differing greedy token."""
-    from .diff import DiffSummary, diff_engines, format_header, format_step
-    from .engine.factory import create_engine
+    any value over the spec's tolerances, differing experts, or a differing greedy token."""
+    from .diff import BatchDiffShape, diff_batched_model, diff_model
 
     _describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, _overrides(config))
     if batch:
-        _diff_batch(weights, input, batch, steps, layers, engine, tokenizer, precision, reference, slots, chunk)
-        return
-    tokens = _tokenizer(tokenizer).encode(prompt)
-    with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
-        reference.warm_up()
-        other.warm_up()
-        typer.echo(f"diff: numpy vs {other.name} on {weights.description}, {len(tokens)} prompt tokens, "
-                   f"{steps} greedy steps")
-        typer.echo(format_header(layers))
-        summary = DiffSummary()
-        for step in diff_engines(reference, other, tokens, steps):
-            summary.add(step)
-            for row in format_step(step, layers):
-                typer.echo(row)
-    for line in summary.lines():
-        typer.echo(line)
+        from .getp import encode_requests, read_requests
+
+        _choice(reference, ("numpy", "cupy"), "reference")
+        prompts = encode_requests(_tokenizer(tokenizer), read_requests(input)[:batch], weights.config.seq_len,
+                                  str(input))
+        summary = diff_batched_model(weights, engine, reference, prompts, steps, layers, typer.echo,
+                                     BatchDiffShape(slots or None, chunk, precision))
+    else:
+        summary = diff_model(weights, engine, _tokenizer(tokenizer).encode(prompt), steps, layers, typer.echo)
     if summary.violations:
         raise typer.Exit(1)
 
@@ -422,7 +417,7 @@ def export(
     """Convert a checkpoint to the original runtime's .bin, tensor by tensor (memory bounded by one
     slice), with a progress bar; the written size is verified."""
     weights = open_weights(source, DEFAULT_SEED, _overrides(config))
-    typer.echo(f"exporting {weights.description}: {weights.config.n_params():,} weights")
+    typer.echo(f"exporting {weights.description}: {n_params(weights.config):,} weights")
     _write_bin(weights, output, _choice(dtype, DTYPES, "dtype"))
 
 
@@ -444,20 +439,43 @@ def info(
     config: ConfigOverrides = None,
 ) -> None:
     """Print a model's configuration and sizes."""
-    from .checkpoint.layout import device_bytes, moe_params
+    from .checkpoint.layout import bin_size, device_bytes, moe_params
 
     weights = open_weights(model, weights_seed, _overrides(config))
     c = weights.config
     typer.echo(f"model: {weights.description} ({weights.store.storage_dtype})")
     for name, value in c.as_dict().items():
         typer.echo(f"  {name}: {value}")
-    typer.echo(f"parameters: {c.n_params():,} ({moe_params(c):,} in the MoE matrices)")
-    typer.echo(f"float32 .bin: {c.bin_size(4) / 1e9:.2f} GB; device weights with BF16 MoE: "
+    typer.echo(f"parameters: {n_params(c):,} ({moe_params(c):,} in the MoE matrices)")
+    typer.echo(f"float32 .bin: {bin_size(c, 4) / 1e9:.2f} GB; device weights with BF16 MoE: "
                f"{device_bytes(c) / 2**30:.2f} GiB")
 
 
 # -- entry point ---------------------------------------------------------------------------------------
+class Interrupted(BaseException):
+    """A stop signal, raised where the program is, so that every `finally` and the output's clean-up
+    run. Not a KeyboardInterrupt: typer turns that into a silent exit 130."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(signum)
+
+
+def _catch_stop_signals() -> None:
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # nohup, a background job: stay immune
+            signal.signal(signum, _raise_interrupted)
+
+
 def main(argv: list[str] | None = None) -> None:
+    _catch_stop_signals()
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="cupy-getp", standalone_mode=False)
@@ -474,9 +492,9 @@ def main(argv: list[str] | None = None) -> None:
     except GetpError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
-    except (KeyboardInterrupt, typer.Abort):
-        typer.echo("interrupted", err=True)
-        sys.exit(130)
+    except Interrupted as e:
+        typer.echo(f"\ninterrupted ({e})", err=True)
+        sys.exit(128 + e.signum)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -122,15 +122,6 @@ class ModelConfig:
         high = half * math.log(icl / (NTK_ALPHA * 2 * math.pi)) / log_theta
         return low, high
 
-    # -- sizes --------------------------------------------------------------------------------------
-    def n_params(self) -> int:
-        from .checkpoint.layout import tensor_shapes
-
-        return sum(math.prod(shape) for shape in tensor_shapes(self).values())
-
-    def bin_size(self, bytes_per_weight: int = 4) -> int:
-        return HEADER_SIZE + bytes_per_weight * self.n_params()
-
 
 def _preset(**changes) -> ModelConfig:
     base = ModelConfig(

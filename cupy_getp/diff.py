@@ -1,20 +1,22 @@
 """Layer-by-layer comparison of two engines on the same token stream (`cupy-getp diff --layers`).
 
 Both engines decode the same tokens: the prompt, then the reference's greedy continuation. At every
-position the per-layer trace points and the logits are compared by max abs diff against the seed's
-tolerances; the chosen experts must match; and at every generated step both greedy tokens must agree.
+position the per-layer trace points and the logits are compared by max abs diff against the spec's
+tolerances (docs/spec.md); the chosen experts must match; and at every generated step both greedy tokens must agree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .checkpoint import Weights
 from .engine.base import TRACE_POINTS, Engine, Trace
+from .engine.factory import create_engine
 
-# The seed's parity tolerances (max abs diff): the attention block 5e-4; where the BF16 MoE weights
+# The parity tolerances of docs/spec.md (max abs diff): the attention block 5e-4; where the BF16 MoE weights
 # are involved (the MoE output, the residual after it, and so the logits) 2e-3.
 TOLERANCES = {"attn_out": 5e-4, "x_attn": 5e-4, "router": 5e-4, "moe_out": 2e-3, "x_moe": 2e-3, "logits": 2e-3}
 VALUE_POINTS = tuple(p for p in TRACE_POINTS if p != "experts")
@@ -178,11 +180,20 @@ def diff_batched(reference: Engine, batched, prompts: Sequence[Sequence[int]], s
         scheduler.record(rows, forced)
 
 
+@dataclass(frozen=True)
+class BatchDiffShape:
+    """How `diff --batch` runs the batched engine: by default half as many slots as requests (admission
+    while others decode) and prompt chunks of 3 (prompts span several steps); more slots and longer
+    chunks reach the many-row kernels (tensor cores above 32 rows)."""
+
+    slots: int | None = None
+    chunk: int = 3
+    precision: str | None = None
+
+
 def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: int, precision: str | None = None,
                       slots: int | None = None, chunk: int = 3):
-    """A batched engine shaped to exercise what `diff --batch` should see: by default half as many slots
-    as requests (admission while others decode) and prompt chunks of 3 (prompts span several steps);
-    more slots and longer chunks reach the many-row kernels (tensor cores above 32 rows)."""
+    """A batched engine over `engine` shaped as `BatchDiffShape` says."""
     from .errors import GetpError
     from .gpu.batch import BatchedEngine, BatchShape
 
@@ -191,3 +202,50 @@ def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: i
     n_ctx = min(max(map(len, prompts)) + steps - 1, engine.config.seq_len)
     n_slots = slots or max(1, len(prompts) // 2)
     return BatchedEngine(engine, BatchShape(n_slots, n_slots + chunk, chunk, n_ctx), precision)
+
+
+def diff_model(weights: Weights, engine: str, prompt: Sequence[int], steps: int, layers: bool,
+               echo: Callable[[str], None]) -> DiffSummary:
+    """`cupy-getp diff`: the numpy reference and `engine` on the same tokens, one table row per
+    position (per layer too with `layers`) through `echo` as they come, then the summary lines."""
+    with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
+        reference.warm_up()
+        other.warm_up()
+        echo(f"diff: numpy vs {other.name} on {weights.description}, {len(prompt)} prompt tokens, "
+             f"{steps} greedy steps")
+        echo(format_header(layers))
+        summary = DiffSummary()
+        for step in diff_engines(reference, other, prompt, steps):
+            summary.add(step)
+            for row in format_step(step, layers):
+                echo(row)
+    for line in summary.lines():
+        echo(line)
+    return summary
+
+
+def diff_batched_model(weights: Weights, engine: str, reference_name: str, prompts: Sequence[Sequence[int]],
+                       steps: int, layers: bool, echo: Callable[[str], None],
+                       shape: BatchDiffShape = BatchDiffShape()) -> DiffSummary:
+    """`cupy-getp diff --batch`: `prompts` through the batched `engine`, every row against the reference
+    run of its request: numpy, or "cupy", the single-sequence GPU engine (the same engine object, whose
+    own KV cache is apart from the batched engine's), for shapes numpy is too slow for."""
+    with create_engine(weights, engine) as other:
+        other.warm_up()
+        reference = other if reference_name == "cupy" else create_engine(weights, "numpy")
+        if reference is not other:
+            reference.warm_up()
+        batched = batch_diff_engine(other, prompts, steps, shape.precision, shape.slots, shape.chunk)
+        echo(f"diff: {reference.name} (one sequence at a time) vs the batched {other.name} engine on "
+             f"{weights.description}: {len(prompts)} requests over {batched.shape.n_slots} slots, prompt chunks "
+             f"of {batched.shape.max_chunk}, {steps} greedy steps each, precision {batched.precision}")
+        echo(format_header(layers))
+        summary = DiffSummary()
+        for request, step in diff_batched(reference, batched, prompts, steps):
+            summary.add(step)
+            for row in format_step(step, layers):
+                echo(f"r{request:<3}{row}")
+        batched.free()
+    for line in summary.lines():
+        echo(line)
+    return summary

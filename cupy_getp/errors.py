@@ -20,3 +20,15 @@ class InputError(GetpError):
 
 class DeviceError(GetpError):
     """No usable GPU engine: CuPy missing, no device, a bad HIP_DEVICE_ID."""
+
+
+class ArgumentError(GetpError, TypeError):
+    """A Python API call with an argument of the wrong type (a float token, a string position)."""
+
+
+class EngineFinishedError(GetpError):
+    """An engine used after `finish()`."""
+
+
+class NumericalError(GetpError):
+    """Non-finite values where the model must produce finite ones (NaN or infinite logits)."""

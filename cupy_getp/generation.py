@@ -4,13 +4,14 @@ or the step budget."""
 from __future__ import annotations
 
 import codecs
+import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .engine.base import Engine
-from .errors import InputError
+from .engine.base import TRACE_POINTS, Engine, Trace
+from .errors import InputError, NumericalError
 from .tokenizer import STOP_TOKENS, Tokenizer
 
 
@@ -39,6 +40,7 @@ def decode(engine: Engine, sample: Callable[[np.ndarray], int], prompt: Sequence
     token = prompt[0]
     for pos in range(steps):
         logits = engine.forward(token, pos)
+        check_logits(engine, token, pos, logits)
         if pos + 1 < len(prompt):
             token = prompt[pos + 1]
             continue
@@ -46,6 +48,25 @@ def decode(engine: Engine, sample: Callable[[np.ndarray], int], prompt: Sequence
         yield token
         if token in stop:
             return
+
+
+def check_logits(engine: Engine, token: int, pos: int, logits: np.ndarray) -> None:
+    """NumericalError for NaN or infinite logits, naming the position and the first layer where a
+    value stopped being finite: sampling them would silently give token 0."""
+    if math.isfinite(float(logits.sum())) or np.isfinite(logits).all():  # the sum alone may overflow
+        return
+    trace = Trace()
+    engine.forward(token, pos, trace)  # the same step again, traced: it rewrites the same cache entry
+    raise NumericalError(f"non-finite logits at position {pos} (token {token}): the first non-finite value "
+                         f"is in {_first_non_finite(trace)}")
+
+
+def _first_non_finite(trace: Trace) -> str:
+    for layer, values in enumerate(trace.values):
+        for point in TRACE_POINTS:
+            if point in values and not np.isfinite(values[point]).all():
+                return f"layer {layer} ({point})"
+    return "the final norm or the unembedding, after the last layer"
 
 
 class TextStream:

@@ -11,16 +11,17 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from .checkpoint import DEFAULT_SEED, open_weights
+from .checkpoint.weights import source_files
 from .engine.base import Engine
-from .engine.factory import create_engine
+from .engine.factory import create_engine, resolve_engine
 from .errors import InputError
-from .fileio import atomic_output
+from .fileio import atomic_output, read_text
 from .generation import check_prompt, decode, resolve_steps
 from .engine.scheduler import Scheduler, run_scheduled
 from .sampler import RequestSamplers, Sampler
+from .startup import check_startup
 from .tokenizer import STOP_TOKENS, Tokenizer
 
 
@@ -34,30 +35,34 @@ class GetpReport:
 
 
 def read_requests(path: str | os.PathLike) -> list[str]:
-    """First line: the number of requests N; then N lines, one prompt each (lines after those are
-    ignored). A trailing '\\r' is dropped from every line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"input file {path} not found") from None
-    except IsADirectoryError:
-        raise InputError(f"input file {path} is a directory") from None
-    except UnicodeDecodeError as e:
-        raise InputError(f"input file {path} is not UTF-8 text (byte {e.start})") from None
-    except OSError as e:
-        raise InputError(f"cannot read input file {path}: {e.strerror}") from None
-    lines = [line.removesuffix("\r") for line in text.split("\n")]
-    if text.endswith("\n"):
-        lines.pop()  # the newline ends the last line; it does not start an empty one
-    if not lines or not lines[0].strip().isdigit():
+    """First line: the number of requests N, ASCII digits; then N lines, one prompt each (lines after
+    those are ignored). Only '\n' ends a line, and a '\r' just before it is dropped: a '\r' elsewhere
+    is part of the prompt."""
+    lines = text_lines(read_text(path))
+    if not lines or not is_plain_integer(lines[0]):
         first = lines[0] if lines else ""
-        raise InputError(f"input file {path}: the first line must be the number of requests, got {first[:40]!r}")
+        raise InputError(f"input file {path}: the first line must be the number of requests (ASCII digits), "
+                         f"got {first[:40]!r}")
     count = int(lines[0])
     prompts = lines[1:1 + count]
     if len(prompts) < count:
         raise InputError(f"input file {path}: the first line announces {count} requests "
                          f"but only {len(prompts)} prompt lines follow")
     return prompts
+
+
+def text_lines(text: str) -> list[str]:
+    """Lines ended by '\n' (a final one ends the last line, it does not start an empty one), each
+    without the '\r' of a CRLF ending."""
+    lines = text.split("\n")
+    if text.endswith("\n"):
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
+def is_plain_integer(word: str) -> bool:
+    """ASCII digits only: no sign, no '_', no other script's digits (which int() would take)."""
+    return word.isascii() and word.isdigit()
 
 
 def encode_requests(tokenizer: Tokenizer, prompts: Sequence[str], steps: int, source: str) -> list[list[int]]:
@@ -96,18 +101,15 @@ def format_output(results: Sequence[Sequence[int]]) -> str:
 
 
 def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]]:
-    """The inverse of `format_output`: one list of token ids per line, each id checked."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise InputError(f"cannot read token file {path}: {getattr(e, 'strerror', None) or e}") from None
+    """The inverse of `format_output`: one list of token ids per line, each a plain integer inside the
+    vocabulary."""
     result = []
-    for number, line in enumerate(lines, start=1):
-        try:
-            tokens = [int(word) for word in line.split()]
-        except ValueError:
-            raise InputError(f"{path}:{number}: not a list of integer token ids: {line[:40]!r}") from None
-        bad = [t for t in tokens if not 0 <= t < vocab_size]
+    for number, line in enumerate(text_lines(read_text(path)), start=1):
+        words = line.split()
+        if not all(is_plain_integer(word) for word in words):
+            raise InputError(f"{path}:{number}: not a list of plain integer token ids: {line[:40]!r}")
+        tokens = [int(word) for word in words]
+        bad = [t for t in tokens if t >= vocab_size]
         if bad:
             raise InputError(f"{path}:{number}: token id {bad[0]} outside the vocabulary (0..{vocab_size - 1})")
         result.append(tokens)
@@ -117,23 +119,30 @@ def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]
 def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
          sampler: Sampler, engine: str = "auto", steps: int = 1024, seed: int = DEFAULT_SEED,
          config: dict | None = None, echo: Callable[[str], None] = print,
-         progress: Callable[[int], Callable[[int], None]] | None = None, batch: int | None = None,
-         precision: str | None = None, note: Callable[[str], None] | None = None) -> GetpReport:
-    """Run getp end to end. Everything that can be checked is checked before the warm-up; the
-    output file appears only when complete. `progress(n_requests)` returns a per-request callback.
+         note: Callable[[str], None] | None = None,
+         progress: Callable[[int], Callable[[int], None]] | None = None,
+         load_progress: Callable[[int], None] | None = None, batch: int | None = None,
+         precision: str | None = None) -> GetpReport:
+    """Run getp end to end. Everything that can be checked is checked before the warm-up (`note`
+    hears what an odd but valid run costs, and what the batched engine chose); the output file appears
+    only when complete. `progress(n_requests)` returns a per-request callback; `load_progress(n)` hears
+    of weights loaded.
 
     An engine that batches (the GPU engine) runs the requests with continuous batching over `batch`
     request slots (None or 0: as many as free device memory allows), sized during the warm-up."""
     prompts = read_requests(input_path)
     weights = open_weights(source, seed, config)
+    for line in check_startup(weights, resolve_engine(engine), tokenizer):
+        if note:
+            note(line)
     steps = resolve_steps(steps, weights.config.seq_len)
     requests = encode_requests(tokenizer, prompts, steps, str(input_path))
-    with atomic_output(output_path) as out:
+    with atomic_output(output_path, inputs=[input_path, *source_files(weights.store)]) as out:
         start = time.perf_counter()
         model = create_engine(weights, engine)
         batched = None
         try:
-            model.warm_up()
+            model.warm_up(progress=load_progress)
             batched = model.batched(len(requests), steps, slots=batch or None, precision=precision)
             if batched is not None and note is not None:
                 note(describe_batch(batched))

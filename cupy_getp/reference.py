@@ -11,6 +11,8 @@ under every tolerance). The GPU engine (`gpu/engine.py`) has one function per fu
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .checkpoint import ArrayStore, BinStore, MOE_WEIGHTS, TENSOR_NAMES, Weights
@@ -73,7 +75,7 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, sinks: np.nda
 
 def route(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k experts by score (ties to the lower index) and their softmax weights. Also used by the
-    GPU engine, which copies the router scores back for it (as the seed allows)."""
+    GPU engine, which copies the router scores back for it (docs/spec.md allows the host top-k)."""
     experts = np.argsort(-scores, kind="stable")[:k]
     return experts, softmax(scores[experts])
 
@@ -91,18 +93,21 @@ def swiglu(m: np.ndarray, limit: float) -> np.ndarray:
 class NumpyEngine(Engine):
     name = "numpy"
 
-    def warm_up(self) -> None:
-        self.weights = host_weights(self.weights)
+    def warm_up(self, progress: Callable[[int], None] | None = None) -> None:
+        self.weights = host_weights(self.weights, progress)
         c = self.config
         self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.float32)  # (L, S, nkv*D)
         self.value_cache = np.zeros_like(self.key_cache)
+        self.finished = False
 
     def reset(self) -> None:
+        self.check_not_finished()
         self.key_cache[:] = 0
         self.value_cache[:] = 0
 
     def finish(self) -> None:
         self.key_cache = self.value_cache = None
+        self.finished = True
 
     def forward(self, token: int, pos: int, trace: Trace | None = None) -> np.ndarray:
         self.check_step(token, pos)
@@ -162,9 +167,13 @@ class _ConvertedStore:
 
     storage_dtype = FLOAT32
 
-    def __init__(self, weights: Weights, names: list[str]):
+    def __init__(self, weights: Weights, names: list[str], progress: Callable[[int], None] | None = None):
         self.config, self.description, self._store = weights.config, weights.description, weights.store
-        self.arrays = {n: weights.f32(n) for n in names}
+        self.arrays = {}
+        for name in names:
+            self.arrays[name] = weights.f32(name)
+            if progress:
+                progress(self.arrays[name].size)
 
     def read(self, name: str, index: tuple[int, ...] = ()) -> np.ndarray:
         if name in self.arrays:
@@ -172,12 +181,32 @@ class _ConvertedStore:
         return self._store.read(name, index)
 
 
-def host_weights(weights: Weights) -> Weights:
+def host_weights(weights: Weights, progress: Callable[[int], None] | None = None) -> Weights:
     """Weights the reference can read every step at no extra cost: float32 memmaps and arrays as
-    they are; bfloat16 files and synthetic models converted once."""
+    they are; bfloat16 files and synthetic models converted once (`progress(n)` per n converted)."""
+    names = _converted_names(weights)
+    return weights if names is None else Weights(_ConvertedStore(weights, names, progress))
+
+
+def numpy_host_bytes(weights: Weights) -> int:
+    """Host memory the numpy engine's weights take: all of a float32 file or array, else what
+    `host_weights` converts."""
+    names = _converted_names(weights)
+    shapes = weights.shapes
+    return 4 * sum(int(np.prod(shapes[n])) for n in (TENSOR_NAMES if names is None else names))
+
+
+def numpy_holds_experts(weights: Weights) -> bool:
+    """Whether the MoE matrices are in host memory as float32, rather than produced every step."""
+    names = _converted_names(weights)
+    return names is None or all(n in names for n in MOE_WEIGHTS)
+
+
+def _converted_names(weights: Weights) -> list[str] | None:
+    """The tensors `host_weights` converts to float32 arrays, None when it uses the store as it is:
+    the dense ones, and the MoE too when it fits in MOE_CACHE_BYTES (else its slices are read per step)."""
     store = weights.store
     if isinstance(store, ArrayStore) or (isinstance(store, BinStore) and store.storage_dtype == FLOAT32):
-        return weights
+        return None
     moe_bytes = sum(4 * np.prod(weights.shapes[n]) for n in MOE_WEIGHTS)
-    names = [n for n in TENSOR_NAMES if n not in MOE_WEIGHTS or moe_bytes <= MOE_CACHE_BYTES]
-    return Weights(_ConvertedStore(weights, names))
+    return [n for n in TENSOR_NAMES if n not in MOE_WEIGHTS or moe_bytes <= MOE_CACHE_BYTES]

@@ -1,7 +1,7 @@
 """RoPE with YaRN scaling: the cos/sin tables of one position (spec 2.4).
 
 Computed on the host in float64 and rounded once to float32, for both engines: the GPU engine
-uploads these same tables each step (as the seed asks), so RoPE inputs are identical on both sides.
+uploads these same tables each step (docs/spec.md, numerics), so RoPE inputs are identical on both sides.
 """
 
 from __future__ import annotations

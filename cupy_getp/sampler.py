@@ -3,9 +3,12 @@ with the original runtime's xorshift generator reproduced bit for bit."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
+
+from .errors import InputError
 
 _M64 = (1 << 64) - 1
 
@@ -36,8 +39,7 @@ def clock_seed() -> int:
 
 class Sampler:
     def __init__(self, temperature: float = 0.0, topp: float = 0.9, seed: int = 0):
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        check_sampling(temperature, topp, seed)
         self.temperature = temperature
         self.topp = topp
         self.seed = seed if seed > 0 else clock_seed()
@@ -46,7 +48,13 @@ class Sampler:
     def __call__(self, logits: np.ndarray) -> int:
         if self.temperature == 0.0:
             return int(np.argmax(logits))  # first maximum
-        probs = softmax_f32(np.asarray(logits, np.float32) / np.float32(self.temperature))
+        with np.errstate(over="ignore", divide="ignore"):
+            scaled = np.asarray(logits, np.float32) / np.float32(self.temperature)
+        if not np.isfinite(scaled.max()):
+            # So small a temperature that a logit overflowed float32: the distribution is the limit
+            # temperature -> 0, all mass on the maximum, i.e. greedy.
+            return int(np.argmax(logits))
+        probs = softmax_f32(scaled)
         coin = self.rng.f32()
         if self.topp <= 0 or self.topp >= 1:
             return sample_mult(probs, coin)
@@ -73,6 +81,15 @@ class RequestSamplers:
             t = self.template
             self.samplers[index] = Sampler(t.temperature, t.topp, request_seed(t.seed, index))
         return self.samplers[index]
+
+def check_sampling(temperature: float, topp: float, seed: int) -> None:
+    """`-t`, `-p` and `-s` as the runtime can use them, else InputError with the allowed range."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise InputError(f"temperature (-t) must be a finite number >= 0 (0 = greedy), got {temperature}")
+    if not (math.isfinite(topp) and 0 <= topp <= 1):
+        raise InputError(f"top-p (-p) must be in [0, 1] (0 or 1 = sample from the full distribution), got {topp}")
+    if not 0 <= seed <= _M64:
+        raise InputError(f"seed (-s) must be in 0..{_M64} (0 = from the clock), got {seed}")
 
 
 def softmax_f32(x: np.ndarray) -> np.ndarray:

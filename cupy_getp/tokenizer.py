@@ -14,12 +14,13 @@ import hashlib
 import importlib.util
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .errors import GetpError
-from .fileio import atomic_output
+from .fileio import atomic_output, cannot, read_bytes
 
 O200K_BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 O200K_BASE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -32,9 +33,18 @@ STOP_TOKENS = frozenset({ENDOFTEXT, RETURN})  # getp stops after sampling one of
 SPECIAL_SCORE = np.float32(-1e30)  # tokenizer.bin marks special tokens with this score
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("CUPY_GETP_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-    return Path(base) / "cupy-getp"
+def cache_dirs() -> list[Path]:
+    """Where the tokenizer cache may live, best first: `$CUPY_GETP_CACHE` alone when set (the user's
+    choice is not second-guessed); else `$XDG_CACHE_HOME` or ~/.cache, then a private directory in
+    the temporary directory, for machines with no home or a read-only one."""
+    explicit = os.environ.get("CUPY_GETP_CACHE")
+    if explicit:
+        return [Path(explicit) / "cupy-getp"]
+    bases = []
+    with contextlib.suppress(RuntimeError):  # no $HOME and no password entry
+        bases.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"))
+    bases.append(Path(tempfile.gettempdir()) / f"cupy-getp-{os.getuid()}")
+    return [base / "cupy-getp" for base in bases]
 
 
 def _o200k_source() -> Path:
@@ -54,23 +64,50 @@ def _o200k_source() -> Path:
 
 def encodings_dir() -> Path:
     """A directory holding the verified `o200k_base.tiktoken` under both names tiktoken and
-    openai-harmony look for; created on first use."""
-    directory = cache_dir() / "tiktoken"
-    plain = directory / "o200k_base.tiktoken"
-    tiktoken_name = directory / hashlib.sha1(O200K_BASE_URL.encode()).hexdigest()
-    if not (plain.is_file() and tiktoken_name.is_file()):
-        source = _o200k_source()
-        data = source.read_bytes()
-        if data[:2] == b"\x1f\x8b":
-            data = gzip.decompress(data)
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != O200K_BASE_SHA256:
-            raise GetpError(f"{source}: sha256 {digest} is not o200k_base's {O200K_BASE_SHA256}")
-        directory.mkdir(parents=True, exist_ok=True)
-        for target in (plain, tiktoken_name):
-            with atomic_output(target, binary=True) as f:
-                f.write(data)
-    return directory
+    openai-harmony look for; created on first use in the first usable cache directory."""
+    candidates = [base / "tiktoken" for base in cache_dirs()]
+    for directory in candidates:
+        if all((directory / name).is_file() for name in _cache_names()) and _trusted(directory):
+            return directory
+    data, problems = _o200k_data(), []
+    for directory in candidates:
+        try:
+            _fill_cache(directory, data)
+            return directory
+        except (OSError, GetpError) as e:
+            problems.append(str(e) if isinstance(e, GetpError) else str(cannot("write", directory, e)))
+    raise GetpError(f"{problems[0]} (tokenizer cache; set CUPY_GETP_CACHE to a writable directory)")
+
+
+def _cache_names() -> tuple[str, str]:
+    return "o200k_base.tiktoken", hashlib.sha1(O200K_BASE_URL.encode()).hexdigest()
+
+
+def _o200k_data() -> bytes:
+    source = _o200k_source()
+    data = read_bytes(source)
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != O200K_BASE_SHA256:
+        raise GetpError(f"{source}: sha256 {digest} is not o200k_base's {O200K_BASE_SHA256}")
+    return data
+
+
+def _fill_cache(directory: Path, data: bytes) -> None:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not _trusted(directory):
+        raise GetpError(f"cannot write {directory}: owned by another user or writable by anyone")
+    for name in _cache_names():
+        with atomic_output(directory / name, binary=True) as f:
+            f.write(data)
+
+
+def _trusted(directory: Path) -> bool:
+    """Ours and not world-writable: the temporary-directory fallback sits where anyone may have
+    created it first, and tiktoken would read whatever it holds."""
+    st = directory.stat()
+    return st.st_uid == os.getuid() and not st.st_mode & 0o002
 
 
 @contextlib.contextmanager
@@ -90,9 +127,8 @@ def _env(**values: str):
 class Tokenizer:
     """Text <-> token ids over a tiktoken `Encoding`."""
 
-    def __init__(self, encoding, source: str):
+    def __init__(self, encoding):
         self.encoding = encoding
-        self.source = source
         self.vocab_size = encoding.n_vocab
 
     def encode(self, text: str) -> list[int]:
@@ -112,7 +148,7 @@ def harmony_tokenizer() -> Tokenizer:
 
     with _env(TIKTOKEN_CACHE_DIR=str(encodings_dir())):
         encoding = tiktoken.get_encoding("o200k_harmony")
-    return Tokenizer(encoding, "o200k_harmony")
+    return Tokenizer(encoding)
 
 
 def load_tokenizer(path: str | os.PathLike | None = None) -> Tokenizer:
@@ -140,15 +176,12 @@ def read_tokenizer_bin(path: str | os.PathLike) -> Tokenizer:
     the pre-tokenizer pattern is o200k's (the file does not store one)."""
     import tiktoken
 
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise GetpError(f"cannot read tokenizer file {path}: {e.strerror}") from None
+    data = read_bytes(path)
     ranks, specials = _parse_tokenizer_bin(data, str(path))
     pattern = harmony_tokenizer().encoding._pat_str
     encoding = tiktoken.Encoding(name=Path(path).name, pat_str=pattern, mergeable_ranks=ranks,
                                  special_tokens=specials)
-    return Tokenizer(encoding, str(path))
+    return Tokenizer(encoding)
 
 
 def _parse_tokenizer_bin(data: bytes, source: str) -> tuple[dict[bytes, int], dict[str, int]]:

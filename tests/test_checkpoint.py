@@ -11,8 +11,9 @@ import pytest
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16, round_to_bf16
 from cupy_getp.checkpoint import (TENSOR_NAMES, ArrayStore, BinStore, SyntheticStore, Weights, open_store,
                                   tensor_shapes, write_bin)
+from cupy_getp.checkpoint.layout import bin_size, n_params
 from cupy_getp.config import HEADER_SIZE, PRESETS, ModelConfig
-from cupy_getp.errors import CheckpointError
+from cupy_getp.errors import CheckpointError, GetpError
 
 from conftest import TINY
 
@@ -33,7 +34,7 @@ def test_presets_match_the_spec():
     c = PRESETS["7m"]
     assert (c.hidden_dim, c.intermediate_dim, c.n_layers, c.head_dim, c.n_attn_heads, c.n_kv_heads) == \
         (32, 64, 2, 32, 2, 1)
-    assert round(PRESETS["20b"].bin_size() / 1e9) == 84
+    assert round(bin_size(PRESETS["20b"]) / 1e9) == 84
 
 
 @pytest.mark.parametrize("change, message", [
@@ -61,7 +62,7 @@ def test_short_header():
 def test_bin_round_trip_through_memmap(tmp_path, tiny_weights, dtype):
     path = tmp_path / "tiny.bin"
     size = write_bin(path, tiny_weights, dtype)
-    assert size == path.stat().st_size == TINY.bin_size(4 if dtype == "float32" else 2)
+    assert size == path.stat().st_size == bin_size(TINY, 4 if dtype == "float32" else 2)
     store = BinStore(path)
     assert store.config == TINY and store.storage_dtype == dtype
     loaded = Weights(store)
@@ -88,7 +89,7 @@ def test_tensor_offsets_follow_the_spec_order(tmp_path):
     assert TENSOR_NAMES[0] == "embedding" and TENSOR_NAMES[-1] == "b_mlp2"
 
 
-@pytest.mark.parametrize("delta, problem", [(-4, "truncated"), (4, "oversized"), (-TINY.n_params() * 2 + 2,
+@pytest.mark.parametrize("delta, problem", [(-4, "truncated"), (4, "oversized"), (-n_params(TINY) * 2 + 2,
                                                                                      "truncated")])
 def test_wrong_size_is_rejected(tmp_path, tiny_weights, delta, problem):
     path = tmp_path / "bad.bin"
@@ -104,9 +105,9 @@ def test_in_between_size_is_rejected(tmp_path, tiny_weights):
     path = tmp_path / "bad.bin"
     write_bin(path, tiny_weights)
     with open(path, "r+b") as f:
-        f.truncate(TINY.bin_size(3))
-    with pytest.raises(CheckpointError, match=f"truncated: {TINY.bin_size(3)} bytes, but its header describes "
-                                              f"{TINY.bin_size(4)} bytes as float32 or {TINY.bin_size(2)} bytes"):
+        f.truncate(bin_size(TINY, 3))
+    with pytest.raises(CheckpointError, match=f"truncated: {bin_size(TINY, 3)} bytes, but its header describes "
+                                              f"{bin_size(TINY, 4)} bytes as float32 or {bin_size(TINY, 2)} bytes"):
         BinStore(path)
 
 
@@ -196,10 +197,11 @@ def test_not_enough_disk_space_is_reported_before_writing(tmp_path, tiny_weights
     import shutil
 
     real = shutil.disk_usage
-    monkeypatch.setattr("cupy_getp.checkpoint.bin.shutil.disk_usage",
-                        lambda p: real(p)._replace(free=TINY.bin_size(4) - 1))
-    with pytest.raises(CheckpointError, match="not enough disk space .* needs 0.1 MB, 0.1 MB free"):
+    monkeypatch.setattr("cupy_getp.fileio.shutil.disk_usage",
+                        lambda p: real(p)._replace(free=bin_size(TINY, 4) - 1))
+    with pytest.raises(GetpError, match="cannot write .*big.bin: not enough disk space: it needs 0.1 MB, 0.1 MB free"):
         write_bin(tmp_path / "big.bin", tiny_weights)
+    assert list(tmp_path.iterdir()) == []
     assert list(tmp_path.iterdir()) == []
 
 

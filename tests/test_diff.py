@@ -92,3 +92,14 @@ def test_cupy_engine_without_a_gpu_is_a_clear_error(tmp_path):
     assert not out.exists()
     auto = cli("generate", "7m", "-i", "Hi", "-n", "4")
     assert auto.returncode == 0 and "note: using the numpy engine" in auto.stderr
+
+
+def test_diff_model_prints_a_row_per_layer_and_position(tiny_weights):
+    from cupy_getp.diff import diff_model
+
+    lines = []
+    summary = diff_model(tiny_weights, "numpy", [1, 2], steps=2, layers=True, echo=lines.append)
+    layer_rows = [l for l in lines if l.split()[:1] in (["0"], ["1"], ["2"]) and len(l.split()) > 4]
+    assert summary.violations == [] and summary.positions == 3
+    assert len(layer_rows) == 3 * tiny_weights.config.n_layers
+    assert lines[-3].startswith("max abs diff over 3 positions") and lines[-1] == "violations: 0"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from cupy_getp.checkpoint import ArrayStore, SyntheticStore, Weights, write_bin
+from cupy_getp.checkpoint.layout import bin_size
 from cupy_getp.config import preset
 from cupy_getp.engine.base import Engine
 from cupy_getp.generation import decode, resolve_steps
@@ -144,7 +145,7 @@ def test_random_model_cli_writes_the_preset(tmp_path):
     path = tmp_path / "m.bin"
     result = cli("random-model", "--preset", "7m", "--seed", "42", "-o", str(path), "--dtype", "bfloat16")
     assert result.returncode == 0, result.stderr
-    assert path.stat().st_size == preset("7m").bin_size(2)
+    assert path.stat().st_size == bin_size(preset("7m"), 2)
     from cupy_getp.checkpoint import BinStore
 
     store = BinStore(path)

@@ -10,6 +10,7 @@ import pytest
 
 from cupy_getp.bf16 import round_to_bf16
 from cupy_getp.checkpoint import BinStore, SyntheticStore, TENSOR_NAMES, Weights, open_store
+from cupy_getp.checkpoint.layout import bin_size
 from cupy_getp.checkpoint.safetensors import SafetensorsFile, dequantize_mxfp4
 from cupy_getp.config import ModelConfig
 from cupy_getp.engine.factory import create_engine
@@ -123,7 +124,7 @@ def test_export_then_run_equals_loading_the_directory(tmp_path, spec_weights, mx
     out = tmp_path / "small.bin"
     result = cli("export", str(path), "-o", str(out))
     assert result.returncode == 0, result.stderr
-    assert out.stat().st_size == SMALL.bin_size(4)
+    assert out.stat().st_size == bin_size(SMALL, 4)
     assert_store_equals(BinStore(out), with_dequantized(spec_weights, mxfp4))
     direct, exported = create_engine(Weights(open_store(path)), "numpy"), create_engine(Weights(BinStore(out)), "numpy")
     direct.warm_up()

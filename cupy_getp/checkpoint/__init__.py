@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from ..config import PRESETS
-from ..errors import CheckpointError
+from ..errors import ArgumentError, CheckpointError
 from .bin import BinStore, write_bin
 from .layout import MOE_WEIGHTS, TENSOR_NAMES, tensor_shapes
 from .synthetic import DEFAULT_SEED, SyntheticStore, synthetic_store
@@ -28,6 +28,9 @@ def open_store(source: str | os.PathLike | TensorStore, seed: int = DEFAULT_SEED
     """A `.bin` path, a checkpoint directory, a preset name ("7m", "20b", "120b") or a store.
     `config` overrides fields of a checkpoint directory's config (seq_len, say)."""
     if not isinstance(source, (str, os.PathLike)):
+        if not (hasattr(source, "read") and hasattr(source, "config")):
+            raise ArgumentError(f"a model is a path, a preset name or a TensorStore, got {type(source).__name__} "
+                                f"{source!r:.40}")
         return source
     path = Path(source)
     if config and not path.is_dir():
@@ -35,7 +38,7 @@ def open_store(source: str | os.PathLike | TensorStore, seed: int = DEFAULT_SEED
     if is_preset(source):
         return synthetic_store(str(source), seed)
     if path.is_dir():
-        from .safetensors import open_safetensors
+        from .directory import open_safetensors
 
         return open_safetensors(path, config)
     if path.exists():

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,9 +16,9 @@ import numpy as np
 
 from ..config import HEADER_SIZE, ModelConfig
 from ..errors import CheckpointError
-from ..fileio import atomic_output
-from .layout import TENSOR_NAMES, tensor_shapes
-from .weights import BFLOAT16, FLOAT32, Weights, chunk_indices
+from ..fileio import atomic_output, cannot
+from .layout import TENSOR_NAMES, bin_size, tensor_shapes
+from .weights import BFLOAT16, FLOAT32, Weights, chunk_indices, source_files
 
 _STORAGE = {FLOAT32: (np.dtype("<f4"), 4), BFLOAT16: (np.dtype("<u2"), 2)}
 
@@ -32,13 +31,14 @@ class BinStore:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self.files = (self.path,)
         self.description = str(path)
         try:
             size = self.path.stat().st_size
             with open(self.path, "rb") as f:
                 header = f.read(HEADER_SIZE)
         except OSError as e:
-            raise CheckpointError(f"cannot read model file {path}: {e.strerror}") from None
+            raise cannot("read", path, e) from None
         self.config = ModelConfig.from_header(header, source=f"model file {path}")
         self.storage_dtype = storage_dtype_for_size(self.config, size, str(path))
         dtype, _ = _STORAGE[self.storage_dtype]
@@ -57,9 +57,9 @@ class BinStore:
 def storage_dtype_for_size(config: ModelConfig, size: int, source: str) -> str:
     """FLOAT32 or BFLOAT16 from the exact file size; anything else is a malformed file."""
     for dtype, (_, width) in _STORAGE.items():
-        if size == config.bin_size(width):
+        if size == bin_size(config, width):
             return dtype
-    fp32, bf16 = config.bin_size(4), config.bin_size(2)
+    fp32, bf16 = bin_size(config, 4), bin_size(config, 2)
     problem = "truncated" if size < fp32 else "oversized"
     raise CheckpointError(f"model file {source} is {problem}: {size} bytes, but its header describes "
                           f"{fp32} bytes as float32 or {bf16} bytes as bfloat16")
@@ -76,12 +76,8 @@ def write_bin(path: str | os.PathLike, weights: Weights, dtype: str = FLOAT32,
         raise CheckpointError(f"unknown .bin dtype {dtype!r} (expected float32 or bfloat16)")
     file_dtype, width = _STORAGE[dtype]
     config = weights.config
-    expected = config.bin_size(width)
-    directory = Path(path).resolve().parent
-    free = shutil.disk_usage(directory).free if directory.is_dir() else expected
-    if free < expected:
-        raise CheckpointError(f"not enough disk space for {path}: it needs {_size(expected)}, {_size(free)} free")
-    with atomic_output(path, binary=True) as f:
+    expected = bin_size(config, width)
+    with atomic_output(path, binary=True, inputs=source_files(weights.store), size=expected) as f:
         f.write(config.to_header())
         for name in TENSOR_NAMES:
             for index in chunk_indices(weights.shapes[name], WRITE_CHUNK):
@@ -93,7 +89,3 @@ def write_bin(path: str | os.PathLike, weights: Weights, dtype: str = FLOAT32,
         if written != expected:  # a bug, not bad input: the temporary file is removed, nothing appears
             raise RuntimeError(f"write_bin wrote {written} bytes, expected {expected}")
     return written
-
-
-def _size(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from ..config import ModelConfig
+from ..config import HEADER_SIZE, ModelConfig
 
 # File order. Names are the spec's, used verbatim everywhere (weights, GPU buffers, exporters).
 TENSOR_NAMES: tuple[str, ...] = (
@@ -16,7 +16,7 @@ TENSOR_NAMES: tuple[str, ...] = (
     "attn_sinks", "w_router", "b_router", "w_mlp1", "b_mlp1", "w_mlp2", "b_mlp2",
 )
 
-# The MoE expert matrices: stored as BF16 on the device (the seed's one exception to FP32).
+# The MoE expert matrices: stored as BF16 on the device (the one exception to FP32: docs/spec.md).
 MOE_WEIGHTS = ("w_mlp1", "w_mlp2")
 
 # Tensors whose leading dimension is the layer.
@@ -46,6 +46,15 @@ def tensor_shapes(c: ModelConfig) -> dict[str, tuple[int, ...]]:
     }
 
 
+def n_params(c: ModelConfig) -> int:
+    return sum(math.prod(shape) for shape in tensor_shapes(c).values())
+
+
+def bin_size(c: ModelConfig, bytes_per_weight: int = 4) -> int:
+    """Bytes of a `.bin` file: the header, then every weight (4 bytes as float32, 2 as bfloat16)."""
+    return HEADER_SIZE + bytes_per_weight * n_params(c)
+
+
 def moe_params(c: ModelConfig) -> int:
     shapes = tensor_shapes(c)
     return sum(math.prod(shapes[n]) for n in MOE_WEIGHTS)
@@ -53,4 +62,4 @@ def moe_params(c: ModelConfig) -> int:
 
 def device_bytes(c: ModelConfig) -> int:
     """Bytes of all weights on the device: float32, except the MoE matrices in bfloat16."""
-    return 4 * c.n_params() - 2 * moe_params(c)
+    return 4 * n_params(c) - 2 * moe_params(c)

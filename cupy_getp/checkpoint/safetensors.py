@@ -1,5 +1,4 @@
-"""Published gpt-oss checkpoints: safetensors directories in the openai "original" or the Hugging Face
-layout, MXFP4 or plain experts, read as a `TensorStore` of the spec's tensors.
+"""The safetensors file format: memory-mapped tensors of any dtype, and MXFP4 dequantization.
 
 Files are memory-mapped by reading the safetensors header ourselves (8-byte little-endian length,
 JSON of name -> dtype, shape, data_offsets, then the data): numpy has no bfloat16, and the
@@ -10,7 +9,6 @@ memory stays bounded by the slice being read (an expert, a range of rows), never
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -21,10 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..bf16 import bf16_to_f32
-from ..config import ModelConfig
 from ..errors import CheckpointError
-from .layout import LAYER_TENSORS, tensor_shapes
-from .weights import FLOAT32, flat_range, per_layer_indices
+from ..fileio import cannot
 
 # dtype name -> (numpy dtype of the stored bits, converter to float32 or None for integer data)
 _DTYPES: dict[str, tuple[str, Callable | None]] = {
@@ -39,8 +35,6 @@ _DTYPES: dict[str, tuple[str, Callable | None]] = {
 # MXFP4: 4-bit e2m1 codes, low nibble first, each block of 32 values scaled by 2^(scale - 127).
 FP4_VALUES = np.array([+0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
                       dtype=np.float32)
-
-DEFAULT_SEQ_LEN = 2048  # the original runtime's exports (spec table); override with seq_len=...
 
 
 def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -59,29 +53,25 @@ class SafetensorsFile:
 
     def __init__(self, path: Path):
         self.path = path
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            head = f.read(8)
-            if len(head) < 8:
-                raise CheckpointError(f"{path}: not a safetensors file (too short)")
-            (n,) = struct.unpack("<Q", head)
-            if n > size - 8:
-                raise CheckpointError(f"{path}: not a safetensors file (header length {n} > file size)")
-            try:
-                header = json.loads(f.read(n))
-            except ValueError:
-                raise CheckpointError(f"{path}: not a safetensors file (bad JSON header)") from None
-        header.pop("__metadata__", None)
-        self.entries = header
+        try:
+            size = path.stat().st_size
+            with open(path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise CheckpointError(f"{path}: not a safetensors file (too short)")
+                (n,) = struct.unpack("<Q", head)
+                if n > size - 8:
+                    raise CheckpointError(f"{path}: not a safetensors file (header length {n} > file size)")
+                text = f.read(n)
+        except OSError as e:
+            raise cannot("read", path, e) from None
+        try:
+            header = json.loads(text)
+        except ValueError:
+            raise CheckpointError(f"{path}: not a safetensors file (bad JSON header)") from None
         self.data_start = 8 + n
+        self.entries = checked_header(header, size - self.data_start, str(path))
         self.map = np.memmap(path, dtype=np.uint8, mode="r") if size > self.data_start else None
-        for name, entry in header.items():
-            begin, end = entry["data_offsets"]
-            if entry["dtype"] not in _DTYPES:
-                continue  # unused dtypes only matter if asked for
-            width = np.dtype(_DTYPES[entry["dtype"]][0]).itemsize
-            if end - begin != width * math.prod(entry["shape"]) or self.data_start + end > size:
-                raise CheckpointError(f"{path}: tensor {name} is truncated or malformed")
 
     def get(self, name: str) -> np.ndarray:
         entry = self.entries[name]
@@ -95,13 +85,52 @@ class SafetensorsFile:
         return self.entries[name]["dtype"]
 
 
+def checked_header(header, data_size: int, source: str) -> dict[str, dict]:
+    """The header's tensor entries, every field of the right type and inside the data: the one place
+    safetensors JSON is checked, so nothing later meets a list where an object belongs."""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{source}: safetensors header is not a JSON object")
+    entries = {name: entry for name, entry in header.items() if name != "__metadata__"}
+    for name, entry in entries.items():
+        problem = _entry_problem(entry, data_size)
+        if problem:
+            raise CheckpointError(f"{source}: tensor {name}: {problem}")
+    return entries
+
+
+def _entry_problem(entry, data_size: int) -> str | None:
+    if not isinstance(entry, dict):
+        return "entry is not a JSON object"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        return f"dtype must be a string, got {dtype!r}"
+    if not (isinstance(shape, list) and all(_is_count(d) for d in shape)):
+        return f"shape must be a list of non-negative integers, got {shape!r}"
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_count(o) for o in offsets)):
+        return f"data_offsets must be two non-negative integers, got {offsets!r}"
+    begin, end = offsets
+    if not begin <= end <= data_size:
+        return f"data_offsets {offsets} outside the file's {data_size} data bytes (truncated?)"
+    if dtype in _DTYPES and end - begin != np.dtype(_DTYPES[dtype][0]).itemsize * math.prod(shape):
+        return f"data_offsets {offsets} do not hold a {dtype} tensor of shape {shape}"
+    return None  # unknown dtypes only matter if asked for (get)
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 class TensorDirectory:
     """Every tensor of every *.safetensors file in a directory (sharded checkpoints included)."""
 
     def __init__(self, directory: Path):
         self.directory = directory
         self.files: dict[str, SafetensorsFile] = {}
-        paths = sorted(directory.glob("*.safetensors"))
+        try:  # glob would say nothing of a directory it may not list
+            paths = sorted(directory / name for name in os.listdir(directory)
+                           if name.endswith(".safetensors") and not name.startswith("."))
+        except OSError as e:
+            raise cannot("read", directory, e) from None
         if not paths:
             raise CheckpointError(f"checkpoint directory {directory} has no .safetensors files")
         for path in paths:
@@ -130,70 +159,3 @@ class TensorDirectory:
         """Dequantized {prefix}blocks / {prefix}scales, indexed on their shared leading dimensions."""
         blocks, scales = self.raw(prefix + "blocks"), self.raw(prefix + "scales")
         return dequantize_mxfp4(blocks[index], scales[index])
-
-
-class CheckpointStore:
-    """A `TensorStore` over a checkpoint directory; `layout` maps spec names to the checkpoint's."""
-
-    storage_dtype = FLOAT32
-
-    def __init__(self, tensors: TensorDirectory, config: ModelConfig, layout):
-        self.tensors, self.config, self.layout = tensors, config, layout
-        self.shapes = tensor_shapes(config)
-        self.description = f"{tensors.directory} ({layout.name} layout)"
-        for name in ("embedding", "out"):  # cheap up-front check: a mismatched config fails here
-            got = tuple(layout.global_shape(tensors, name))
-            if got != self.shapes[name]:
-                raise CheckpointError(f"{self.description}: {name} has shape {got}, config says {self.shapes[name]}")
-
-    def read(self, name: str, index: tuple = ()) -> np.ndarray:
-        if name not in LAYER_TENSORS:
-            return self.layout.global_tensor(self.tensors, name, index)
-        parts = per_layer_indices(index, self.config.n_layers)
-        if parts is not None:
-            return np.stack([self.read(name, part) for part in parts])
-        out = self.layout.layer_tensor(self.tensors, name, index[0], tuple(index[1:]))
-        if out.shape != flat_range(self.shapes[name][1:], tuple(index[1:]))[2]:
-            raise CheckpointError(f"{self.description}: layer {index[0]} {name} has shape {out.shape}, "
-                                  f"expected {self.shapes[name][1:]}")
-        return out
-
-
-def open_safetensors(directory: str | os.PathLike, overrides: dict | None = None) -> CheckpointStore:
-    """A checkpoint directory in either layout. `overrides` sets ModelConfig fields the source config
-    lacks or gets wrong (seq_len, say)."""
-    from .layouts import detect_layout
-
-    path = Path(directory)
-    config_path = path / "config.json"
-    try:
-        source_config = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint directory {path} has no config.json") from None
-    except ValueError as e:
-        raise CheckpointError(f"{config_path}: invalid JSON ({e})") from None
-    tensors = TensorDirectory(path)
-    layout = detect_layout(tensors, path)
-    config = build_config(layout.config_fields(source_config, str(config_path)), overrides or {}, str(config_path))
-    return CheckpointStore(tensors, config, layout)
-
-
-def build_config(fields: dict, overrides: dict, source: str) -> ModelConfig:
-    """A validated ModelConfig from a checkpoint's fields, `overrides` (`--config key=value`) winning."""
-    names = {f.name: f.type for f in dataclasses.fields(ModelConfig)}
-    for key in overrides:
-        if key not in names:
-            raise CheckpointError(f"unknown config field {key!r} (fields: {', '.join(names)})")
-    merged = {**fields, **overrides}
-    missing = [name for name in names if merged.get(name) is None]
-    if missing:
-        raise CheckpointError(f"{source}: no value for {', '.join(missing)}; set it with --config "
-                              f"{missing[0]}=VALUE")
-    values = {}
-    for name, kind in names.items():
-        cast = float if kind in ("float", float) else int
-        try:
-            values[name] = cast(merged[name])
-        except (TypeError, ValueError):
-            raise CheckpointError(f"{source}: {name} = {merged[name]!r} is not a number") from None
-    return ModelConfig(**values).validate(source)

@@ -34,6 +34,12 @@ class TensorStore(Protocol):
         ...
 
 
+def source_files(store: TensorStore) -> tuple:
+    """The files a store reads its tensors from (none for synthetic and in-memory models): an output
+    must never replace one of them."""
+    return tuple(getattr(store, "files", ()))
+
+
 @dataclass(frozen=True)
 class ExpertWeights:
     w_mlp1: np.ndarray  # (2I, H), rows interleaved gate/up

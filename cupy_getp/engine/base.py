@@ -14,7 +14,7 @@ import numpy as np
 
 from ..checkpoint import Weights
 from ..config import ModelConfig
-from ..errors import GetpError
+from ..errors import ArgumentError, EngineFinishedError, GetpError
 
 # What `diff --layers` compares, recorded per layer in forward order.
 TRACE_POINTS = (
@@ -72,7 +72,17 @@ class Engine(ABC):
         sequence at a time (the numpy reference)."""
         return None
 
+    finished = False  # engines set it in finish(), and clear it in warm_up()
+
+    def check_not_finished(self) -> None:
+        if self.finished:
+            raise EngineFinishedError("the engine has been finished: warm_up() it again, or load a new one")
+
     def check_step(self, token: int, pos: int) -> None:
+        self.check_not_finished()
+        for name, value in (("token", token), ("pos", pos)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+                raise ArgumentError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
         if not 0 <= token < self.config.vocab_size:
             raise GetpError(f"token id {token} out of range for a vocabulary of {self.config.vocab_size}")
         if not 0 <= pos < self.config.seq_len:

@@ -49,7 +49,7 @@ class DeviceWeights:
             for name in DENSE_GEMM_WEIGHTS:
                 self._store_bf16_if_exact(name)
         # Views built once: slicing a CuPy array costs microseconds, and a step takes ~12 per layer.
-        self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS}, l)
+        self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS})
                         for l in range(self.config.n_layers)]
 
     def __getattr__(self, name: str):
@@ -60,9 +60,6 @@ class DeviceWeights:
 
     def layer(self, l: int) -> _DeviceLayer:
         return self._layers[l]
-
-    def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.arrays.values())
 
     def _upload(self, weights: Weights, device: Device, progress) -> None:
         for name, dst in self.arrays.items():
@@ -109,7 +106,6 @@ class DeviceWeights:
 class _DeviceLayer:
     """Views of layer l's tensors, named as `LayerWeights`' (the reference's per-layer access)."""
 
-    def __init__(self, views: dict, l: int):
+    def __init__(self, views: dict):
         self.__dict__.update(views)
-        self.index = l
 

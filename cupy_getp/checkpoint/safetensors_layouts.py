@@ -9,6 +9,7 @@ are stored (E, in, out) and transposed here; MXFP4 experts are (E, out, in/32, 1
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -16,7 +17,68 @@ import numpy as np
 
 from ..errors import CheckpointError
 from .layout import MOE_WEIGHTS
-from .safetensors import DEFAULT_SEQ_LEN, TensorDirectory
+from .safetensors import TensorDirectory
+
+DEFAULT_SEQ_LEN = 2048  # the original runtime's exports (docs/spec.md); override with seq_len=...
+
+
+# -- config.json: every key either layout reads, with its JSON type ---------------------------------------
+_INT, _NUMBER, _BOOL, _STR, _OBJECT, _STRINGS = "an integer", "a number", "true or false", "a string", "an object", \
+    "a list of strings"
+CONFIG_KEYS = {
+    **dict.fromkeys(("vocab_size", "hidden_size", "num_experts", "num_local_experts", "experts_per_token",
+                     "num_experts_per_tok", "intermediate_size", "num_hidden_layers", "head_dim",
+                     "num_attention_heads", "num_key_value_heads", "initial_context_length", "sliding_window",
+                     "max_position_embeddings"), _INT),
+    **dict.fromkeys(("rope_theta", "rope_scaling_factor", "swiglu_limit", "rope_ntk_alpha", "rope_ntk_beta",
+                     "rms_norm_eps"), _NUMBER),
+    "rope_parameters": _OBJECT, "rope_scaling": _OBJECT, "layer_types": _STRINGS,
+}
+ROPE_KEYS = {
+    "rope_type": _STR, "type": _STR, "rope_theta": _NUMBER, "factor": _NUMBER, "original_max_position_embeddings": _INT,
+    "truncate": _BOOL, "beta_fast": _NUMBER, "beta_slow": _NUMBER, "attention_factor": _NUMBER, "mscale": _NUMBER,
+    "mscale_all_dim": _NUMBER,
+}
+# Keys Hugging Face writes as null to mean "not set"; the layouts read null as absent.
+NULLABLE = {"sliding_window", "rope_parameters", "rope_scaling", "head_dim", "layer_types", "max_position_embeddings",
+            "attention_factor", "mscale", "mscale_all_dim"}
+
+
+def check_config_json(cfg, source: str) -> dict:
+    """`cfg` if every key the layouts read has its JSON type (a layer count 24, not 24.5 or "24");
+    else CheckpointError naming the file and the field. The one place config.json is type-checked."""
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{source}: the config must be a JSON object, got {_json_type(cfg)}")
+    _check_keys(cfg, CONFIG_KEYS, source, "")
+    for key in ("rope_parameters", "rope_scaling"):
+        if isinstance(cfg.get(key), dict):
+            _check_keys(cfg[key], ROPE_KEYS, source, f"{key}.")
+    return cfg
+
+
+def _check_keys(values: dict, types: dict[str, str], source: str, prefix: str) -> None:
+    for key, kind in types.items():
+        if key not in values or (values[key] is None and key in NULLABLE):
+            continue
+        if not _has_type(values[key], kind):
+            raise CheckpointError(f"{source}: {prefix}{key} must be {kind}, got {_json_type(values[key])} "
+                                  f"{json.dumps(values[key])[:40]}")
+
+
+def _has_type(value, kind: str) -> bool:
+    if kind == _BOOL:
+        return isinstance(value, bool)
+    if isinstance(value, bool):  # JSON true is no number
+        return False
+    return {_INT: isinstance(value, int), _NUMBER: isinstance(value, (int, float)), _STR: isinstance(value, str),
+            _OBJECT: isinstance(value, dict),
+            _STRINGS: isinstance(value, list) and all(isinstance(v, str) for v in value)}[kind]
+
+
+def _json_type(value) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "an object", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
 
 
 class OpenAILayout:
@@ -50,11 +112,20 @@ class OpenAILayout:
     def global_tensor(self, tensors: TensorDirectory, name: str, index: tuple) -> np.ndarray:
         return tensors.f32(self.GLOBAL[name], index)
 
-    def layer_tensor(self, tensors: TensorDirectory, name: str, layer: int, index: tuple) -> np.ndarray:
+    def keys(self, tensors: TensorDirectory, name: str, layer: int | None) -> list[str]:
+        """The checkpoint tensors spec tensor `name` (of `layer`; None for the global ones) is read from."""
+        if layer is None:
+            return [self.GLOBAL[name]]
         key = f"block.{layer}.{self.LAYER[name]}"
         if name in MOE_WEIGHTS and key + ".blocks" in tensors:
-            return tensors.mxfp4(key + ".", index)
-        return tensors.f32(key, index)
+            return [key + ".blocks", key + ".scales"]
+        return [key]
+
+    def layer_tensor(self, tensors: TensorDirectory, name: str, layer: int, index: tuple) -> np.ndarray:
+        keys = self.keys(tensors, name, layer)
+        if len(keys) == 2:  # MXFP4 blocks and scales
+            return tensors.mxfp4(keys[0].removesuffix("blocks"), index)
+        return tensors.f32(keys[0], index)
 
 
 class HuggingFaceLayout:
@@ -108,8 +179,10 @@ class HuggingFaceLayout:
     @staticmethod
     def _sliding_window(cfg: dict, source: str) -> int:
         """The runtime windows even layers; the config must say the same (or window nothing)."""
-        n, window = cfg.get("num_hidden_layers", 0), cfg.get("sliding_window") or 0
-        types = cfg.get("layer_types") or ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(n)]
+        window = cfg.get("sliding_window") or 0
+        types = cfg.get("layer_types")
+        if types is None:  # transformers' default: alternating, from sliding (none when no layers)
+            types = ["sliding_attention", "full_attention"] if cfg.get("num_hidden_layers") else []
         if all(t == "full_attention" for t in types):
             return 0
         expected = ["sliding_attention" if i % 2 == 0 else "full_attention" for i in range(len(types))]
@@ -130,17 +203,27 @@ class HuggingFaceLayout:
     def global_tensor(self, tensors: TensorDirectory, name: str, index: tuple) -> np.ndarray:
         return tensors.f32(self._global_key(tensors, name), index)
 
-    def layer_tensor(self, tensors: TensorDirectory, name: str, layer: int, index: tuple) -> np.ndarray:
+    def keys(self, tensors: TensorDirectory, name: str, layer: int | None) -> list[str]:
+        """The checkpoint tensors spec tensor `name` (of `layer`; None for the global ones) is read from."""
+        if layer is None:
+            return [self._global_key(tensors, name)]
         prefix = f"model.layers.{layer}."
         if name in self.QKV:
-            parts = [tensors.f32(f"{prefix}self_attn.{p}_proj.{self.QKV[name]}") for p in "qkv"]
-            return np.ascontiguousarray(np.concatenate(parts)[index])
+            return [f"{prefix}self_attn.{p}_proj.{self.QKV[name]}" for p in "qkv"]
         if name in self.EXPERTS:
             key = prefix + self.EXPERTS[name]
-            if key + "_blocks" in tensors:
-                return tensors.mxfp4(key + "_", index)
-            return tensors.f32(key, index, transpose=True)  # stored (E, in, out)
-        return tensors.f32(prefix + self.LAYER[name], index)
+            return [key + "_blocks", key + "_scales"] if key + "_blocks" in tensors else [key]
+        return [prefix + self.LAYER[name]]
+
+    def layer_tensor(self, tensors: TensorDirectory, name: str, layer: int, index: tuple) -> np.ndarray:
+        keys = self.keys(tensors, name, layer)
+        if name in self.QKV:
+            return np.ascontiguousarray(np.concatenate([tensors.f32(key) for key in keys])[index])
+        if len(keys) == 2:  # MXFP4 blocks and scales
+            return tensors.mxfp4(keys[0].removesuffix("blocks"), index)
+        if name in self.EXPERTS:
+            return tensors.f32(keys[0], index, transpose=True)  # stored (E, in, out)
+        return tensors.f32(keys[0], index)
 
 
 def detect_layout(tensors: TensorDirectory, path: Path):
