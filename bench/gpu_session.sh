@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [tests|oldtests|diff|quick|headline]...   (default: tests quick)
+#   bash bench/gpu_session.sh [alltests|tests|enginetests|diff|diag20b|quick|headline]...   (default: tests quick)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +21,9 @@ for part in $parts; do
       timeout 240 python -m pytest -m gpu -q -rfE -s tests/test_gpu_batch_engine.py 2>&1 | tee "$OUT/engine-tests.log" \
         | grep -vE "^\s*$" | tail -40
       ;;
-    oldtests)
-      python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py tests/test_gpu_engine.py tests/test_oracle.py 2>&1 \
-        | tee "$OUT/old-gpu-tests.log" | tail -15
+    alltests)
+      timeout 420 python -m pytest -m gpu -q -rfE -s 2>&1 | tee "$OUT/gpu-tests.log" \
+        | grep -E "passed|failed|FAILED|ERROR|identical|differs" | tail -40
       ;;
     diff)
       timeout 120 python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1
@@ -35,9 +35,9 @@ for part in $parts; do
         | tee "$OUT/engine-tests.log" | grep -E "passed|failed|FAILED|Error|identical|differs" | tail -40
       ;;
     diag20b)
-      timeout 240 python -m cupy_getp diff 20b --layers --batch 32 --slots 32 --chunk 64 --reference cupy --steps 16 \
+      timeout 240 python -m cupy_getp diff 20b --layers --batch 32 --slots 32 --chunk 64 --reference cupy --steps 10 \
         > "$OUT/diff-batch-20b.txt" 2>&1; echo "diff 20b exit $?"
-      grep -E "!" "$OUT/diff-batch-20b.txt" | head -12; tail -5 "$OUT/diff-batch-20b.txt"
+      grep -E "!|differ" "$OUT/diff-batch-20b.txt" | head -12; tail -8 "$OUT/diff-batch-20b.txt"
       ;;
     quick)
       timeout 90 python bench/gemm.py --quick 2>&1 | tee "$OUT/gemm.txt" | tail -25
