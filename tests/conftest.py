@@ -49,14 +49,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=oracle_skip_reason()))
 
 
-@pytest.fixture(scope="session")
-def gpu():
-    """(Device, Kernels) of the GPU tests."""
+@pytest.fixture(scope="module")
+def gpu_module():
     from cupy_getp.gpu.device import Device
     from cupy_getp.gpu.kernels import Kernels
 
     device = Device.open()
     return device, Kernels(device)
+
+
+@pytest.fixture
+def gpu(gpu_module):
+    """(Device, Kernels) of the GPU kernel tests, its stream made current: CuPy's own copies and fills
+    (cupy.asarray, .get) then run in order with our kernels, whatever engine an earlier test opened."""
+    gpu_module[0].stream.use()
+    return gpu_module
 
 
 @pytest.fixture

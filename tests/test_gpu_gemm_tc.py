@@ -27,7 +27,7 @@ def group_pairs(experts, n_experts: int, block_m: int = TC_BLOCK_M):
     return pair_of_slot, tile_expert
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def gpu(gpu):
     """conftest's (Device, Kernels), where the tensor-core kernels may run."""
     if not tensor_cores_supported(gpu[0]):
