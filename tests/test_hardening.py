@@ -194,7 +194,7 @@ def test_fifo_output_is_written_in_place(tmp_path, requests):
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)
     received = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_text()))
+    reader = threading.Thread(target=lambda: received.append(fifo.read_text()), daemon=True)
     reader.start()
     result = _getp(tmp_path, requests, fifo)
     reader.join(timeout=60)
