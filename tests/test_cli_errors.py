@@ -158,7 +158,8 @@ def test_nothing_half_written_when_interrupted(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "cupy_getp", "run", "7m", "-m", "getp", "-i",
                              str(ROOT / "data/input.txt"), "-o", str(out), "--engine", "numpy"],
                             env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # even as a background job
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.startswith(".out.txt") for p in tmp_path.iterdir()):
         time.sleep(0.1)

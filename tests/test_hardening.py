@@ -225,12 +225,19 @@ def test_replaced_output_keeps_its_mode(tmp_path, requests):
     assert stat.S_IMODE(out.stat().st_mode) == 0o640 and out.read_text() != "old\n"
 
 
+def _default_signals():
+    """A child that dies on SIGINT/SIGHUP even when this test runs as a background job, which
+    starts with them ignored (and cupy-getp, like any program, keeps an ignored signal ignored)."""
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_stop_signals_end_a_run_like_ctrl_c(tmp_path, signum):
     out = tmp_path / "out.txt"
     proc = subprocess.Popen([sys.executable, "-m", "cupy_getp", "getp", "7m", "-i", INPUT, "-o", str(out),
                              "--engine", "numpy"], env={**os.environ, "PYTHONPATH": str(ROOT)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.startswith(".out.txt") for p in tmp_path.iterdir()):
         time.sleep(0.1)
