@@ -262,8 +262,13 @@ def transformers_generate(c, prompts, batch: int, new_tokens: int) -> dict:
                           max_position_embeddings=c.seq_len * 64, pad_token_id=0,
                           tie_word_embeddings=False)
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        model = GptOssForCausalLM(config).to(torch.bfloat16).eval()
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16: an fp32 20b (84 GB) does not fit an H100
+    try:
+        with torch.device("cuda"):
+            model = GptOssForCausalLM(config).eval()
+    finally:
+        torch.set_default_dtype(default_dtype)
     cycled = [prompts[i % len(prompts)] for i in range(batch)]
     width = max(map(len, cycled))
     ids = torch.tensor([[0] * (width - len(p)) + p for p in cycled], device="cuda")

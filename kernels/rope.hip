@@ -1,6 +1,6 @@
 // rope.hip: rotary embedding in place on n_heads consecutive heads of head_dim.
 // Pairs are (i, i + head_dim/2), not adjacent elements; cos/sin (head_dim/2,) come from the host
-// per step (YaRN concentration included), as the seed asks.
+// per step (YaRN concentration included), as docs/spec.md asks.
 #include "common.h"
 
 extern "C" __global__ void rope_f32(float* __restrict__ x, const float* __restrict__ cos_t,

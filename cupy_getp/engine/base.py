@@ -8,6 +8,7 @@ everything). `engine.factory.load()` returns an engine already warmed up.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -45,14 +46,15 @@ class Engine(ABC):
 
     name: str
     batches = False  # has a batched mode (`batched()`)
+    finished = False  # engines set it in finish(), and clear it in warm_up()
 
     def __init__(self, weights: Weights):
         self.weights = weights
         self.config: ModelConfig = weights.config
 
     @abstractmethod
-    def warm_up(self) -> None:
-        """Allocate state and prepare weights; no inference."""
+    def warm_up(self, progress: Callable[[int], None] | None = None) -> None:
+        """Allocate state and prepare weights; no inference. `progress(n)` hears of n weights loaded."""
 
     @abstractmethod
     def forward(self, token: int, pos: int, trace: Trace | None = None) -> np.ndarray:
@@ -71,8 +73,6 @@ class Engine(ABC):
         """A batched engine over this one's weights (`gpu/batch.py`), or None where the engine runs one
         sequence at a time (the numpy reference)."""
         return None
-
-    finished = False  # engines set it in finish(), and clear it in warm_up()
 
     def check_not_finished(self) -> None:
         if self.finished:

@@ -19,7 +19,7 @@ from .weights import DeviceWeights
 
 
 class DeviceState:
-    """Every activation buffer, allocated once (the seed's DeviceState; the sliding window is a rule in
+    """Every activation buffer, allocated once (the original runtime's DeviceState; the sliding window is a rule in
     the score kernel rather than a mask buffer)."""
 
     def __init__(self, config, device: Device):
@@ -61,6 +61,7 @@ class CupyEngine(Engine):
 
     # -- life cycle ------------------------------------------------------------------------------------
     def warm_up(self, progress=None) -> None:
+        self.finished = False
         self.device = Device.open()
         with self.device.cuda_device, self.device.stream:
             self.memory_before = self.device.memory_in_use()
@@ -83,12 +84,14 @@ class CupyEngine(Engine):
             self.w.free()
         self.w = self.state = None
         self.device.free_all()
+        self.finished = True
 
     def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
                 use_graphs: bool = True, max_chunk: int | None = None):
         """A `BatchedEngine` over this engine's device, weights and kernels, sized from free memory."""
         from .batch import MAX_CHUNK, BatchedEngine, free_device_bytes, plan_batch
 
+        self.check_not_finished()
         with self.device.cuda_device:
             shape = plan_batch(self.config, n_requests, steps, free_device_bytes(self.device), slots,
                                max_chunk or MAX_CHUNK)
@@ -113,7 +116,7 @@ class CupyEngine(Engine):
         return logits
 
     def upload_rope(self, pos: int) -> None:
-        """cos/sin of this position, computed on the host (as the seed asks) by the reference's code."""
+        """cos/sin of this position, computed on the host (docs/spec.md) by the reference's code."""
         s = self.state
         s.cos_host[:], s.sin_host[:] = rope_cos_sin(self.config, pos)
         self.device.upload(s.cos, s.cos_host)
