@@ -439,7 +439,8 @@ def info(
     config: ConfigOverrides = None,
 ) -> None:
     """Print a model's configuration and sizes."""
-    from .checkpoint.layout import bin_size, device_bytes, moe_params
+    from .checkpoint.layout import bin_size, moe_params
+    from .gpu.weights import describe_storage, planned_storage, storage_bytes
 
     weights = open_weights(model, weights_seed, _overrides(config))
     c = weights.config
@@ -447,8 +448,9 @@ def info(
     for name, value in c.as_dict().items():
         typer.echo(f"  {name}: {value}")
     typer.echo(f"parameters: {n_params(c):,} ({moe_params(c):,} in the MoE matrices)")
-    typer.echo(f"float32 .bin: {bin_size(c, 4) / 1e9:.2f} GB; device weights with BF16 MoE: "
-               f"{device_bytes(c) / 2**30:.2f} GiB")
+    storage = planned_storage(weights)
+    typer.echo(f"float32 .bin: {bin_size(c, 4) / 1e9:.2f} GB; device weights: "
+               f"{storage_bytes(weights, storage) / 2**30:.2f} GiB ({describe_storage(storage)})")
 
 
 # -- entry point ---------------------------------------------------------------------------------------

@@ -217,3 +217,19 @@ def test_synthetic_models_are_bf16_exact_unless_asked_otherwise():
         np.testing.assert_array_equal(exact.read(name), round_to_bf16(exact.read(name)))
     assert not np.array_equal(plain.read("w_qkv"), round_to_bf16(plain.read("w_qkv")))
     np.testing.assert_array_equal(plain.read("w_mlp1"), exact.read("w_mlp1"))
+
+
+def test_planned_device_storage_is_decided_on_the_host():
+    """`info`'s storage line: dense GEMM weights BF16 exactly when every value is one (read through the
+    store for files), MoE always BF16, the rest FP32."""
+    from cupy_getp.gpu.weights import DENSE_GEMM_WEIGHTS, planned_storage
+
+    exact = planned_storage(Weights(SyntheticStore(TINY, seed=5)))
+    assert {exact[n] for n in DENSE_GEMM_WEIGHTS} == {"bf16 (lossless)"} and exact["w_mlp1"] == "bf16"
+    assert exact["embedding"] == "fp32"
+    store = ArrayStore.materialize(SyntheticStore(TINY, seed=5))
+    store.arrays["w_o"].reshape(-1)[7] += np.float32(2.0 ** -20)
+    mixed = planned_storage(Weights(store))
+    assert mixed["w_o"] == "fp32" and mixed["w_qkv"] == "bf16 (lossless)"
+    plain = planned_storage(Weights(SyntheticStore(TINY, seed=5, bf16_exact=False)))
+    assert {plain[n] for n in DENSE_GEMM_WEIGHTS} == {"fp32"}

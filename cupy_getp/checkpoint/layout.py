@@ -58,8 +58,3 @@ def bin_size(c: ModelConfig, bytes_per_weight: int = 4) -> int:
 def moe_params(c: ModelConfig) -> int:
     shapes = tensor_shapes(c)
     return sum(math.prod(shapes[n]) for n in MOE_WEIGHTS)
-
-
-def device_bytes(c: ModelConfig) -> int:
-    """Bytes of all weights on the device: float32, except the MoE matrices in bfloat16."""
-    return 4 * n_params(c) - 2 * moe_params(c)

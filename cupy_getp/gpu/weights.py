@@ -10,6 +10,7 @@ uploaded as it is; a synthetic model is generated directly on the device by `ker
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from ..checkpoint import MOE_WEIGHTS, SyntheticStore, TENSOR_NAMES, Weights
 from ..checkpoint.layout import LAYER_TENSORS
 from ..checkpoint.synthetic import stream_key
-from ..checkpoint.weights import chunk_indices
+from ..checkpoint.weights import BFLOAT16, chunk_indices
 from .device import Device
 from .kernels import Kernels
 
@@ -92,11 +93,7 @@ class DeviceWeights:
         self.storage[name] = "bf16 (lossless)"
 
     def describe_storage(self) -> str:
-        """One line: which tensors are stored how on the device."""
-        kinds: dict[str, list[str]] = {}
-        for name, kind in self.storage.items():
-            kinds.setdefault(kind, []).append(name)
-        return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items())
+        return describe_storage(self.storage)
 
     def free(self) -> None:
         self.arrays.clear()
@@ -109,3 +106,43 @@ class _DeviceLayer:
     def __init__(self, views: dict):
         self.__dict__.update(views)
 
+
+
+def describe_storage(storage: dict[str, str]) -> str:
+    """One line: which tensors are (or will be) stored how on the device."""
+    kinds: dict[str, list[str]] = {}
+    for name, kind in storage.items():
+        kinds.setdefault(kind, []).append(name)
+    return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items())
+
+
+def planned_storage(weights: Weights) -> dict[str, str]:
+    """How `DeviceWeights` will store each tensor, decided on the host with no GPU (for `info`)."""
+    storage = {}
+    for name in TENSOR_NAMES:
+        if name in MOE_WEIGHTS:
+            storage[name] = "bf16"
+        elif name in DENSE_GEMM_WEIGHTS and bf16_exact_on_host(weights, name):
+            storage[name] = "bf16 (lossless)"
+        else:
+            storage[name] = "fp32"
+    return storage
+
+
+def bf16_exact_on_host(weights: Weights, name: str) -> bool:
+    """Whether every value of `name` is a bfloat16 value: known for synthetic and bfloat16 stores, else
+    read slice by slice."""
+    store = weights.store
+    if isinstance(store, SyntheticStore):
+        return store.rounds_to_bf16(name)
+    if store.storage_dtype == BFLOAT16:
+        return True
+    for index in chunk_indices(weights.shapes[name], UPLOAD_CHUNK):
+        if np.any(np.ascontiguousarray(weights.f32(name, *index)).view(np.uint32) & np.uint32(0xFFFF)):
+            return False
+    return True
+
+
+def storage_bytes(weights: Weights, storage: dict[str, str]) -> int:
+    """Device bytes of the weights stored as `storage` says (BF16: 2 bytes a weight, FP32: 4)."""
+    return sum(math.prod(weights.shapes[name]) * (4 if kind == "fp32" else 2) for name, kind in storage.items())
