@@ -94,9 +94,11 @@ def kernels(*args):
 
 @task
 def bench(*args):
-    """On a GPU machine: decode tok/s (7m, 20b shapes) and BF16 matvec bandwidth."""
-    sh(sys.executable, "bench/decode.py", *args, env=source_env())
-    sh(sys.executable, "bench/matvec.py", *args, env=source_env())
+    """On a GPU machine: getp throughput of the batched engine (args go to bench/getp_throughput.py, e.g.
+    --quick), then single-sequence decode tok/s and BF16 matvec bandwidth."""
+    sh(sys.executable, "bench/getp_throughput.py", *args, env=source_env())
+    sh(sys.executable, "bench/decode.py", env=source_env())
+    sh(sys.executable, "bench/matvec.py", env=source_env())
 
 
 @task
