@@ -233,9 +233,18 @@ def getp(
     _run_getp(options, input, output, batch, precision)
 
 
+def _check_precision(precision: str | None) -> None:
+    """Refuse an unknown --precision before anything loads."""
+    if precision is not None:
+        from .gpu.batch import PRECISIONS
+
+        _choice(precision, PRECISIONS, "precision")
+
+
 def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, precision: str | None = None) -> None:
     from .getp import getp as run_getp
 
+    _check_precision(precision)
     _describe_model(options.model, options.weights_seed)
     engine = _resolve_engine(options.engine)
     weights = open_weights(options.model, options.weights_seed, _overrides(options.config))
@@ -390,6 +399,7 @@ def diff_command(
     any value over the spec's tolerances, differing experts, or a differing greedy token."""
     from .diff import BatchDiffShape, diff_batched_model, diff_model
 
+    _check_precision(precision)
     _describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, _overrides(config))
     if batch:

@@ -144,9 +144,12 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
         try:
             model.warm_up(progress=load_progress)
             batched = model.batched(len(requests), steps, slots=batch or None, precision=precision)
-            if batched is not None and note is not None:
+            if note is not None and batched is not None:
                 note(describe_batch(batched))
                 note(f"device weights: {model.w.describe_storage()}")
+            elif note is not None and (batch or precision):
+                note(f"--batch and --precision apply to the GPU engine; the {model.name} engine runs one request "
+                     f"at a time")
             warm_up_s = time.perf_counter() - start
             echo(f"warm up elapsed time(s): {warm_up_s:f}")
 

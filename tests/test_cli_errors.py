@@ -168,3 +168,18 @@ def test_nothing_half_written_when_interrupted(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unknown_precision_is_refused_before_loading(tmp_path):
+    result = cli("getp", "20b", "-o", str(tmp_path / "out.txt"), "--precision", "half")
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == (
+        "error: unknown precision 'half' (expected exact, fast, fp32)")
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_batch_options_on_the_numpy_engine_are_noted(tmp_path):
+    (tmp_path / "in.txt").write_text("1\nHello world\n")
+    result = cli("getp", "7m", "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"), "-n", "8",
+                 "--engine", "numpy", "--batch", "4")
+    assert result.returncode == 0, result.stderr
+    assert "--batch and --precision apply to the GPU engine" in result.stderr
