@@ -28,20 +28,22 @@ def standard_prompts(tokenizer):
     return encode_requests(tokenizer, read_requests(ROOT / "data" / "input.txt"), 2048, "input.txt")
 
 
+def warmed_cupy(weights):
+    engine = create_engine(weights, "cupy")
+    engine.warm_up()
+    return engine  # a context manager: finish() on exit
+
+
 @pytest.fixture(scope="module")
 def engine_7m(weights_7m):
-    engine = create_engine(weights_7m, "cupy")
-    engine.warm_up()
-    yield engine
-    engine.finish()
+    with warmed_cupy(weights_7m) as engine:
+        yield engine
 
 
 @pytest.fixture(scope="module")
 def engine_tiny(tiny_weights):
-    engine = create_engine(tiny_weights, "cupy")
-    engine.warm_up()
-    yield engine
-    engine.finish()
+    with warmed_cupy(tiny_weights) as engine:
+        yield engine
 
 
 def tiny_prompts(n, rng, longest=9):
@@ -144,9 +146,7 @@ def test_20b_getp_lines_match_or_differ_only_at_near_ties(standard_prompts):
     near tie decides: fed the same tokens, the first value over the spec's tolerances in that request
     is a different expert choice at a layer whose router scores agree within the router tolerance
     (5e-4), with every earlier value within tolerance. Each case is reported."""
-    weights = Weights(SyntheticStore(preset("20b"), seed=42, name="20b"))
-    engine = create_engine(weights, "cupy")
-    engine.warm_up()
+    engine = warmed_cupy(Weights(SyntheticStore(preset("20b"), seed=42, name="20b")))
     try:
         steps = 64
         want = run_requests(engine, GREEDY, standard_prompts, steps)
