@@ -19,7 +19,8 @@ import typer
 
 from .checkpoint import DEFAULT_SEED, is_preset, open_weights
 from .checkpoint.layout import n_params
-from .errors import GetpError
+from .diff import BatchDiffShape
+from .errors import GetpError, InputError
 
 # typer >= 0.24 vendors click as typer._click; find its exceptions wherever they are.
 _click_errors = sys.modules[typer.BadParameter.__module__]
@@ -393,11 +394,11 @@ def diff_command(
     slots: Annotated[int, typer.Option("--slots", min=0, help="With --batch: request slots (0 = half the "
                                                               "requests).")] = 0,
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="With --batch: prompt positions of a request per "
-                                                              "step.")] = 3,
+                                                              "step.")] = BatchDiffShape.chunk,
 ) -> None:
     """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
     any value over the spec's tolerances, differing experts, or a differing greedy token."""
-    from .diff import BatchDiffShape, diff_batched_model, diff_model
+    from .diff import diff_batched_model, diff_model
 
     _check_precision(precision)
     _describe_model(model, weights_seed)
@@ -406,8 +407,10 @@ def diff_command(
         from .getp import encode_requests, read_requests
 
         _choice(reference, ("numpy", "cupy"), "reference")
-        prompts = encode_requests(_tokenizer(tokenizer), read_requests(input)[:batch], weights.config.seq_len,
-                                  str(input))
+        requests = read_requests(input)
+        if len(requests) < batch:
+            raise InputError(f"diff --batch {batch}: {input} has only {len(requests)} requests")
+        prompts = encode_requests(_tokenizer(tokenizer), requests[:batch], weights.config.seq_len, str(input))
         summary = diff_batched_model(weights, engine, reference, prompts, steps, layers, typer.echo,
                                      BatchDiffShape(slots or None, chunk, precision))
     else:

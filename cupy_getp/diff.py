@@ -65,11 +65,16 @@ def compare_step(pos: int, token: int, ref: Trace, other: Trace, generated: bool
     return StepDiff(pos, token, layers, experts_differ, logits, generated, ref_token, other_token, violations)
 
 
+def diff_positions(prompts: Sequence[Sequence[int]], steps: int, seq_len: int) -> int:
+    """Positions a diff runs: the longest prompt, then `steps` greedy tokens (the last one not fed)."""
+    return min(max(map(len, prompts)) + steps - 1, seq_len)
+
+
 def diff_engines(reference: Engine, other: Engine, prompt: Sequence[int], steps: int) -> Iterator[StepDiff]:
     """Feed `prompt`, then `steps` greedy tokens of the reference (the last one is not fed)."""
     if not prompt:
         raise ValueError("diff needs a non-empty prompt")
-    positions = min(len(prompt) + steps - 1, reference.config.seq_len)
+    positions = diff_positions([prompt], steps, reference.config.seq_len)
     token = prompt[0]
     for pos in range(positions):
         ref_trace, other_trace = Trace(), Trace()
@@ -159,7 +164,7 @@ def diff_batched(reference: Engine, batched, prompts: Sequence[Sequence[int]], s
     from .gpu.batch import BatchTrace
 
     shape = batched.shape
-    budget = min(max(map(len, prompts)) + steps - 1, shape.n_ctx)
+    budget = min(diff_positions(prompts, steps, shape.n_ctx), shape.n_ctx)
     runs = [reference_run(reference, p, budget) for p in prompts]
     scheduler = Scheduler(prompts, budget, shape.n_slots, shape.max_rows, shape.max_chunk, frozenset())
     while not scheduler.done:
@@ -191,17 +196,18 @@ class BatchDiffShape:
     precision: str | None = None
 
 
-def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: int, precision: str | None = None,
-                      slots: int | None = None, chunk: int = 3):
-    """A batched engine over `engine` shaped as `BatchDiffShape` says."""
+def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: int,
+                      shape: BatchDiffShape = BatchDiffShape()):
+    """A batched engine over `engine` shaped as `shape` says, with room for the diff's positions."""
     from .errors import GetpError
     from .gpu.batch import BatchedEngine, BatchShape
 
     if not engine.batches:
         raise GetpError(f"the {engine.name} engine has no batched mode")
-    n_ctx = min(max(map(len, prompts)) + steps - 1, engine.config.seq_len)
-    n_slots = slots or max(1, len(prompts) // 2)
-    return BatchedEngine(engine, BatchShape(n_slots, n_slots + chunk, chunk, n_ctx), precision)
+    n_ctx = diff_positions(prompts, steps, engine.config.seq_len)
+    n_slots = shape.slots or max(1, len(prompts) // 2)
+    chunk = min(shape.chunk, n_ctx)
+    return BatchedEngine(engine, BatchShape(n_slots, n_slots + chunk, chunk, n_ctx), shape.precision)
 
 
 def diff_model(weights: Weights, engine: str, prompt: Sequence[int], steps: int, layers: bool,
@@ -235,10 +241,11 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
         reference = other if reference_name == "cupy" else create_engine(weights, "numpy")
         if reference is not other:
             reference.warm_up()
-        batched = batch_diff_engine(other, prompts, steps, shape.precision, shape.slots, shape.chunk)
+        batched = batch_diff_engine(other, prompts, steps, shape)
         echo(f"diff: {reference.name} (one sequence at a time) vs the batched {other.name} engine on "
              f"{weights.description}: {len(prompts)} requests over {batched.shape.n_slots} slots, prompt chunks "
-             f"of {batched.shape.max_chunk}, {steps} greedy steps each, precision {batched.precision}")
+             f"of {batched.shape.max_chunk}, {batched.shape.n_ctx} positions each (the longest prompt, then "
+             f"{steps} greedy steps), precision {batched.precision}")
         echo(format_header(layers))
         summary = DiffSummary()
         for request, step in diff_batched(reference, batched, prompts, steps):

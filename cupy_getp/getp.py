@@ -16,10 +16,10 @@ from .checkpoint import DEFAULT_SEED, open_weights
 from .checkpoint.weights import source_files
 from .engine.base import Engine
 from .engine.factory import create_engine, resolve_engine
+from .engine.scheduler import Scheduler, run_scheduled
 from .errors import InputError
 from .fileio import atomic_output, read_text
 from .generation import check_prompt, decode, resolve_steps
-from .engine.scheduler import Scheduler, run_scheduled
 from .sampler import RequestSamplers, Sampler
 from .startup import check_startup
 from .tokenizer import STOP_TOKENS, Tokenizer

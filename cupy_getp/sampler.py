@@ -82,6 +82,7 @@ class RequestSamplers:
             self.samplers[index] = Sampler(t.temperature, t.topp, request_seed(t.seed, index))
         return self.samplers[index]
 
+
 def check_sampling(temperature: float, topp: float, seed: int) -> None:
     """`-t`, `-p` and `-s` as the runtime can use them, else InputError with the allowed range."""
     if not (math.isfinite(temperature) and temperature >= 0):

@@ -40,6 +40,9 @@
 
 #define GETP_NEG_INF __int_as_float(0xff800000)
 
+// False for NaN and +-inf (no <cmath> under hiprtc): NaN fails every comparison.
+GETP_DEVICE bool is_finite_f32(float v) { return fabsf(v) <= 3.402823466e+38f; }
+
 GETP_DEVICE float warp_sum(float v) {
   for (int offset = WARP_SIZE / 2; offset > 0; offset >>= 1) v += SHFL_XOR(v, offset);
   return v;

@@ -22,7 +22,7 @@ extern "C" __global__ void softmax_rows_f32(float* __restrict__ x, int n, int st
 GETP_DEVICE bool argmax_better(float av, int ai, float bv, int bi) { return av > bv || (av == bv && ai < bi); }
 
 // Batched engine: next_token[r] = first index of the maximum of logits[r, :n], -1 if the row holds a
-// NaN. Grid (R,): one block per row; each thread scans its indices in increasing order, then a
+// NaN or an infinity (the engine stops there, as the single-sequence decode loop does). Grid (R,): one block per row; each thread scans its indices in increasing order, then a
 // butterfly over (value, index) pairs (deterministic: a total order without NaN).
 // vec4: n % 4 == 0 and logits 16-byte aligned.
 extern "C" __global__ void argmax_rows_f32(int* __restrict__ next_token, const float* __restrict__ logits, int n,
@@ -42,14 +42,14 @@ extern "C" __global__ void argmax_rows_f32(int* __restrict__ next_token, const f
       const float e[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
       for (int k = 0; k < 4; ++k) {
-        if (e[k] != e[k]) nan_seen = 1;
+        if (!is_finite_f32(e[k])) nan_seen = 1;
         else if (argmax_better(e[k], 4 * j + k, bv, bi)) { bv = e[k]; bi = 4 * j + k; }
       }
     }
   } else {
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
       const float e = row[i];
-      if (e != e) nan_seen = 1;
+      if (!is_finite_f32(e)) nan_seen = 1;
       else if (argmax_better(e, i, bv, bi)) { bv = e; bi = i; }
     }
   }

@@ -52,9 +52,8 @@ class FakeKernels:
     def embedding_rows(self, x, table, tokens):
         x[...] = table[tokens]
 
-    def rmsnorm_rows(self, out, x, w, rows=None):
-        src = x if rows is None else x[rows]
-        out[...] = np.stack([rmsnorm(r, w) for r in src])
+    def rmsnorm_rows(self, out, x, w):
+        out[...] = np.stack([rmsnorm(r, w) for r in x])
 
     def gemm(self, c, a, w, bias=None, accumulate=False):
         y = a @ f32(w).T + (0 if bias is None else bias)
@@ -153,7 +152,7 @@ class FakeKernels:
         x += moe_out
 
     def argmax_rows(self, next_token, logits):
-        next_token[...] = [-1 if np.isnan(row).any() else int(np.argmax(row)) for row in logits]
+        next_token[...] = [int(np.argmax(row)) if np.isfinite(row).all() else -1 for row in logits]
 
 
 class FakeDevice:
@@ -181,6 +180,7 @@ class FakeEngine:
 
     def __init__(self, weights):
         self.config, self.device, self.kernels = weights.config, FakeDevice(), FakeKernels()
+        self.finished = False
         arrays = {}
         for name in TENSOR_NAMES:
             values = weights.f32(name)
@@ -190,3 +190,6 @@ class FakeEngine:
         layers = [types.SimpleNamespace(**{n: arrays[n][l] for n in LAYER_TENSORS})
                   for l in range(self.config.n_layers)]
         self.w = types.SimpleNamespace(layer=lambda l: layers[l], **{n: arrays[n] for n in TENSOR_NAMES})
+
+    def check_not_finished(self):
+        assert not self.finished, "the engine has been finished"

@@ -66,13 +66,14 @@ def test_batched_diff_of_every_row_has_no_violation(cupy_stand_in):
     assert not summary.violations, summary.violations[:3]
 
 
-def test_a_nan_logit_stops_with_the_request_and_position(cupy_stand_in):
-    from cupy_getp.errors import GetpError
+def test_a_non_finite_logit_stops_with_the_request_and_position(cupy_stand_in):
+    from cupy_getp.errors import NumericalError
 
     weights = Weights(SyntheticStore(TINY, seed=4))
     batched = batched_engine(weights, 2, 3, 30, "exact")
-    batched.engine.w.out[5] = np.nan if batched.engine.w.out.dtype == np.float32 else 0x7FC0  # NaN row of logits
-    with pytest.raises(GetpError, match=r"request \d+: the logits at position \d+ are not finite"):
+    batched.engine.w.out[5] = np.inf if batched.engine.w.out.dtype == np.float32 else 0x7F80  # +inf bits: logit 5
+    with np.errstate(invalid="ignore"), pytest.raises(NumericalError, match=r"request \d+: non-finite logits at "
+                                                                          r"position \d+"):
         run_batched(batched, GREEDY, prompts(2, 3), 20)
 
 
@@ -85,3 +86,30 @@ def test_one_slot_runs_one_row_steps_like_the_reference(cupy_stand_in):
     batched = batched_engine(weights, 1, 1, steps, "exact")
     assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
     assert set(batched.model.views) == {1}  # one sequence, chunks of 1: every step is one row
+
+
+def test_above_temperature_zero_each_request_draws_its_own_stream(cupy_stand_in):
+    """4 slots or 2, the same lines; request 0's generator is the original's (seed + 0), so its line is
+    the single-sequence decode's with the same seed."""
+    from cupy_getp.generation import decode
+    from cupy_getp.tokenizer import STOP_TOKENS
+
+    weights = Weights(SyntheticStore(TINY, seed=8))
+    requests, steps = prompts(6, 9), 30
+    lines = [run_batched(batched_engine(weights, slots, 3, steps, "exact"), Sampler(0.9, 0.9, 7), requests, steps)
+             for slots in (4, 2)]
+    assert lines[0] == lines[1]
+    reference = create_engine(weights, "numpy")
+    reference.warm_up()
+    assert lines[0][0] == list(decode(reference, Sampler(0.9, 0.9, 7), requests[0], steps, STOP_TOKENS))
+    assert lines[0] != run_requests(reference, GREEDY, requests, steps)  # really sampled
+
+
+def test_a_budget_of_one_position(cupy_stand_in):
+    """-n 1 with one-token prompts: one token a request, the reference's."""
+    weights = Weights(SyntheticStore(TINY, seed=8))
+    requests = [[3], [40], [96]]
+    reference = create_engine(weights, "numpy")
+    reference.warm_up()
+    got = run_batched(batched_engine(weights, 2, 1, 1, "exact"), GREEDY, requests, 1)
+    assert got == run_requests(reference, GREEDY, requests, 1) and all(len(line) == 1 for line in got)

@@ -9,7 +9,7 @@ import pytest
 
 from cupy_getp.checkpoint import SyntheticStore, Weights
 from cupy_getp.config import preset
-from cupy_getp.diff import TOLERANCES, DiffSummary, batch_diff_engine, diff_batched
+from cupy_getp.diff import TOLERANCES, BatchDiffShape, DiffSummary, batch_diff_engine, diff_batched
 from cupy_getp.engine.factory import create_engine
 from cupy_getp.generation import decode
 from cupy_getp.getp import encode_requests, read_requests, run_batched, run_requests
@@ -129,7 +129,7 @@ def first_divergence(engine, prompts, steps, request: int, first: int):  # first
     """Where request `request` first leaves the single-sequence engine when the batch runs as getp ran it
     (every request, a slot each, chunks of 64), every row fed the single-sequence engine's tokens:
     (position, layer, router max abs diff at that layer, the violations there)."""
-    batched = batch_diff_engine(engine, prompts, first + 2, slots=len(prompts), chunk=64)
+    batched = batch_diff_engine(engine, prompts, first + 2, BatchDiffShape(slots=len(prompts), chunk=64))
     try:
         for index, step in diff_batched(engine, batched, prompts, first + 2):
             if index == request and step.violations:

@@ -5,19 +5,22 @@ pairs (docs/batched-engine.md has every buffer and kernel contract). The single-
 (`gpu/engine.py`) and this one share the device, the weights and the kernels: `BatchedEngine` is
 built over a warmed-up `CupyEngine`.
 
-Per step the host uploads the row descriptors (one 12-byte-per-row copy) and downloads the chosen
-tokens; everything between runs on the device: on CUDA as one graph per row-count bucket, captured on
+Per step the host uploads the row descriptors (one copy, 12 bytes for each row of capacity) and
+downloads the chosen tokens; everything between runs on the device: on CUDA as one graph per row-count bucket, captured on
 first use and replayed; on ROCm (CuPy 13.3 cannot capture) the same launches eagerly.
 """
 
 from __future__ import annotations
 
+import bisect
+import contextlib
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..engine.base import Trace
-from ..errors import DeviceError, GetpError
+from ..errors import DeviceError, NumericalError
 from ..rope import rope_cos_sin
 from .launch.gemm import GROUPED_BLOCK_M
 from .launch.gemm_tc import TC_BLOCK_M, tensor_cores_supported
@@ -53,14 +56,15 @@ class BatchShape:
         """KV-cache bytes of one slot (K and V, every layer, FP32)."""
         return sum(2 * 4 * self.cache_len(config, l) * config.kv_dim for l in range(config.n_layers))
 
-    def buckets(self) -> list[int]:
+    @functools.cached_property
+    def buckets(self) -> tuple[int, ...]:
         """Row counts a step is padded to (one graph each): powers of two to 64, then steps of 64."""
         sizes = [b for b in (1, 2, 4, 8, 16, 32, 64) if b < self.max_rows]
         sizes += list(range(128, self.max_rows, 64))
-        return sizes + [self.max_rows]
+        return (*sizes, self.max_rows)
 
     def bucket(self, rows: int) -> int:
-        return next(b for b in self.buckets() if b >= rows)
+        return self.buckets[bisect.bisect_left(self.buckets, rows)]
 
 
 def row_bytes(config, n_split: int) -> int:
@@ -108,7 +112,7 @@ class StepBuffers:
         self.t = cupy.zeros((R, c.hidden_dim), f32)
         self.qkv = cupy.zeros((R, c.qkv_dim), f32)
         self.att = cupy.zeros((R, c.q_dim), f32)
-        self.n_ctx, self.max_rows = shape.n_ctx, R
+        self.n_ctx = shape.n_ctx
         self.n_split_full = -(-shape.n_ctx // ATTN_SPLIT)
         # (rows x splits) partial results: many rows at ATTN_SPLIT, or few rows at ATTN_SPLIT_FEW_ROWS.
         splits = max(R * self.n_split_full, min(R, FEW_ROWS) * -(-shape.n_ctx // ATTN_SPLIT_FEW_ROWS))
@@ -349,11 +353,13 @@ class StepRunner:
             stream.begin_capture()
             try:
                 self.model.step(v)
-            finally:
-                graph = stream.end_capture()
+            except BaseException:
+                with contextlib.suppress(Exception):  # leave capture mode; the launch's error is the news
+                    stream.end_capture()
+                raise
+            return stream.end_capture()
         finally:
             self.device.sync_check = sync_check
-        return graph
 
 
 class BatchedEngine:
@@ -379,7 +385,10 @@ class BatchedEngine:
     def step(self, slots: np.ndarray, positions: np.ndarray, tokens: np.ndarray,
              trace: BatchTrace | None = None) -> RowView:
         """Run one step over these rows (padded to their bucket); returns the bucket's view, whose
-        `next_token` and `logits` hold the results (read them with `tokens()` / `.get()`)."""
+        `next_token` and `logits` hold the results (read them with `tokens()` / `.get()`). The rows go up
+        from one pinned buffer without waiting: read the step's results (which synchronises) before the
+        next step rewrites it."""
+        self.engine.check_not_finished()  # the graphs hold the weights' addresses
         n = len(slots)
         if not 0 < n <= self.shape.max_rows:
             raise ValueError(f"a step takes 1..{self.shape.max_rows} rows, got {n}")
@@ -406,8 +415,9 @@ class BatchedEngine:
         bad = [i for i in wanted if tokens[i] < 0]
         if bad:
             owner = rows.owners[bad[0]]
-            raise GetpError(f"request {owner.index + 1}: the logits at position {int(rows.positions[bad[0]])} "
-                            f"are not finite (NaN): the model or its weights are broken")
+            raise NumericalError(f"request {owner.index + 1}: non-finite logits at position "
+                                 f"{int(rows.positions[bad[0]])} (NaN or infinite); `cupy-getp diff --batch` "
+                                 f"names the first layer")
         if samplers is not None and wanted.size:
             import cupy
 

@@ -57,11 +57,17 @@ def assemble_source(family: str, warp_size: int) -> str:
 
 
 @functools.cache
+def _source(family: str, warp_size: int) -> str:
+    """The assembled source, read once per process (the module and the kernel names both need it)."""
+    return assemble_source(family, warp_size)
+
+
+@functools.cache
 def _module(family: str, warp_size: int, device_id: int):
     import cupy
 
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=assemble_source(family, warp_size))
+        return cupy.RawModule(code=_source(family, warp_size))
 
 
 def families() -> tuple[str, ...]:
@@ -80,7 +86,7 @@ class Kernels(BatchLaunches):
         self.functions = {}  # name -> kernel; macro-made names are added on first use
         self._family_of = {}
         for family, module in self.modules.items():
-            for name in _KERNEL.findall(assemble_source(family, device.warp_size)):
+            for name in _KERNEL.findall(_source(family, device.warp_size)):
                 self._family_of[name] = family
                 self._open(module, name)  # compiles the module: compile errors belong to warm-up
         self.profile: dict[str, list] | None = None  # name -> [(start, end) events] while profiling (eager)
@@ -127,8 +133,10 @@ class Kernels(BatchLaunches):
             return function
         except CompileException:
             raise
-        except Exception:  # CUDADriverError / HIP error: no such symbol (a macro matched the pattern)
-            return None
+        except Exception as e:  # CUDADriverError / HIP error
+            if "not_found" in str(e).lower() or "not found" in str(e).lower():
+                return None  # no such symbol here (a macro matched the pattern, or another module has it)
+            raise
 
     def _function(self, name: str):
         """Kernel `name` from its family's module (the one whose source declares it, else any)."""

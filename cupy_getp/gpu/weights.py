@@ -32,7 +32,7 @@ class DeviceWeights:
     """`w.<name>`: one CuPy array per tensor of the spec's table; `w.layer(l)` for per-layer views."""
 
     def __init__(self, weights: Weights, device: Device, kernels: Kernels,
-                 progress: Callable[[int], None] | None = None, dense_bf16: bool = True):
+                 progress: Callable[[int], None] | None = None):
         import cupy
 
         self.config = weights.config
@@ -46,9 +46,8 @@ class DeviceWeights:
             self._upload(weights, device, progress)
         device.synchronize("weight upload")
         self.storage = {name: "bf16" if name in MOE_WEIGHTS else "fp32" for name in self.arrays}
-        if dense_bf16:
-            for name in DENSE_GEMM_WEIGHTS:
-                self._store_bf16_if_exact(name)
+        for name in DENSE_GEMM_WEIGHTS:
+            self._store_bf16_if_exact(name)
         # Views built once: slicing a CuPy array costs microseconds, and a step takes ~12 per layer.
         self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS})
                         for l in range(self.config.n_layers)]
@@ -83,14 +82,12 @@ class DeviceWeights:
                     progress(part.size)
 
     def _store_bf16_if_exact(self, name: str) -> None:
-        """Keep `name` as BF16 (its top 16 bits) when no value has bits in the low 16: the same values."""
         import cupy
 
-        bits = self.arrays[name].view(cupy.uint32)
-        if bool(cupy.any(bits & cupy.uint32(0xFFFF))):
-            return
-        self.arrays[name] = (bits >> cupy.uint32(16)).astype(cupy.uint16)
-        self.storage[name] = "bf16 (lossless)"
+        bits = bf16_bits_if_exact(cupy, self.arrays[name])
+        if bits is not None:
+            self.arrays[name] = bits
+            self.storage[name] = "bf16 (lossless)"
 
     def describe_storage(self) -> str:
         return describe_storage(self.storage)
@@ -106,6 +103,15 @@ class _DeviceLayer:
     def __init__(self, views: dict):
         self.__dict__.update(views)
 
+
+def bf16_bits_if_exact(xp, values):
+    """The BF16 bits (uint16) of float32 `values` when every value is a BF16 value (its low 16 bits are
+    zero), else None. `xp` is numpy or cupy; little-endian, so half 2i + 1 of the uint16 view is value i's
+    high half. Temporaries: a bool per value and the result, never a full-size uint32 copy."""
+    halves = values.view(xp.uint16).reshape(-1, 2)  # (n, 2): low, high
+    if bool(xp.any(halves[:, 0])):
+        return None
+    return xp.ascontiguousarray(halves[:, 1]).reshape(values.shape)
 
 
 def describe_storage(storage: dict[str, str]) -> str:
@@ -138,7 +144,7 @@ def bf16_exact_on_host(weights: Weights, name: str) -> bool:
     if store.storage_dtype == BFLOAT16:
         return True
     for index in chunk_indices(weights.shapes[name], UPLOAD_CHUNK):
-        if np.any(np.ascontiguousarray(weights.f32(name, *index)).view(np.uint32) & np.uint32(0xFFFF)):
+        if bf16_bits_if_exact(np, np.ascontiguousarray(weights.f32(name, *index))) is None:
             return False
     return True
 

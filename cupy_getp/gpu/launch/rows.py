@@ -17,17 +17,13 @@ class RowLaunches:
         _check("tokens", tokens, I32, (rows,))
         self._launch("embedding_rows_f32", (rows,), (_BLOCK,), (x, table, tokens, I32(hidden)))
 
-    def rmsnorm_rows(self, out, x, w, rows=None) -> None:
-        """out[i] = rmsnorm(x[i]) or, with `rows` (M,) i32, out[i] = rmsnorm(x[rows[i]]); out (M, H), x (R, H)."""
-        m, hidden = out.shape
-        _check("out", out, F32)
-        _check("x", x, F32, (x.shape[0], hidden))
+    def rmsnorm_rows(self, out, x, w) -> None:
+        """out[i] = rmsnorm(x[i]) for each row; out, x (R, H), w (H,)."""
+        rows, hidden = x.shape
+        _check("out", out, F32, (rows, hidden))
+        _check("x", x, F32)
         _check("w", w, F32, (hidden,))
-        if rows is None:
-            assert x.shape[0] == m, f"rmsnorm_rows: {x.shape[0]} rows in, {m} out, no gather"
-        else:
-            _check("rows", rows, I32, (m,))
-        self._launch("rmsnorm_rows_f32", (m,), (_BLOCK,), (out, x, w, rows, I32(hidden)))
+        self._launch("rmsnorm_rows_f32", (rows,), (_BLOCK,), (out, x, w, I32(hidden)))
 
     def rope_kv_write(self, qkv, cos, sin, key_cache, value_cache, row_slot, row_pos,
                       n_heads: int, n_kv_heads: int, head_dim: int) -> None:
