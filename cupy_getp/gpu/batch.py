@@ -6,8 +6,8 @@ pairs (docs/batched-engine.md has every buffer and kernel contract). The single-
 built over a warmed-up `CupyEngine`.
 
 Per step the host uploads the row descriptors (one copy, 12 bytes for each row of capacity) and
-downloads the chosen tokens; everything between runs on the device: on CUDA as one graph per row-count bucket, captured on
-first use and replayed; on ROCm (CuPy 13.3 cannot capture) the same launches eagerly.
+downloads the chosen tokens; everything between runs on the device: on CUDA as one graph per row-count
+bucket, captured on first use and replayed; on ROCm (CuPy 13.3 cannot capture) the same launches eagerly.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ MAX_CHUNK = 128  # prompt positions of one request per step
 MAX_SLOTS = 1024
 RESERVE_BYTES = 2 << 30  # device memory left free for CuPy, the graphs and the driver
 PRECISIONS = ("exact", "fast", "fp32")  # tensor cores with 3 BF16 pieces / 1 piece / CUDA cores only
+BLOCK_MS = (*GROUPED_BLOCK_M, TC_BLOCK_M)  # every MoE tile height a bucket may use (buffers fit them all)
 
 
 # -- shapes ----------------------------------------------------------------------------------------------
@@ -82,7 +83,7 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
     chunk = max(1, min(max_chunk, steps))
     probe = BatchShape(1, 1 + chunk, chunk, steps)
     n_split = -(-steps // ATTN_SPLIT)
-    pad = config.n_experts * max(GROUPED_BLOCK_M + (TC_BLOCK_M,)) * (config.intermediate_dim + config.hidden_dim) * 4
+    pad = config.n_experts * max(BLOCK_MS) * (config.intermediate_dim + config.hidden_dim) * 4
     budget = free_bytes - RESERVE_BYTES - pad
     per_slot = probe.slot_bytes(config) + row_bytes(config, n_split)
     # Beyond the slots: the pad rows' spare slot and the prompt-chunk rows.
@@ -121,10 +122,10 @@ class StepBuffers:
         self.router = cupy.zeros((R, c.n_experts), f32)
         self.experts = cupy.zeros((R, c.experts_per_token), i32)
         self.expert_weights = cupy.zeros((R, c.experts_per_token), f32)
-        P = max(moe_padded_pairs(R * c.experts_per_token, c.n_experts, bm) for bm in GROUPED_BLOCK_M + (TC_BLOCK_M,))
+        P = max(moe_padded_pairs(R * c.experts_per_token, c.n_experts, bm) for bm in BLOCK_MS)
         self.pair_of_slot = cupy.zeros(P, i32)
         self.slot_of_pair = cupy.zeros(R * c.experts_per_token, i32)
-        self.tile_expert = cupy.zeros(P // min(GROUPED_BLOCK_M + (TC_BLOCK_M,)), i32)
+        self.tile_expert = cupy.zeros(P // min(BLOCK_MS), i32)
         self.g = cupy.zeros((P, c.intermediate_dim), f32)
         self.y = cupy.zeros((P, c.hidden_dim), f32)
         self.moe_out = cupy.zeros((R, c.hidden_dim), f32)
@@ -306,17 +307,11 @@ class RowModel:
             trace.logits = v.logits.get()
 
 
-class BatchTrace:
-    """Per layer and point, the values of every row of one step (copied to the host)."""
-
-    def __init__(self):
-        self.values: list[dict[str, np.ndarray]] = []
-        self.logits: np.ndarray | None = None
+class BatchTrace(Trace):
+    """A `Trace` whose values hold every row of one step: (R, ...) arrays, copied from the device."""
 
     def record(self, layer: int, point: str, value) -> None:
-        while len(self.values) <= layer:
-            self.values.append({})
-        self.values[layer][point] = value.get()
+        super().record(layer, point, value.get())
 
     def row(self, i: int) -> Trace:
         """Row i's values as a single-sequence `Trace`, for `diff.compare_step`."""
