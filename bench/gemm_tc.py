@@ -47,7 +47,7 @@ def main() -> None:
 
     from cupy_getp.gpu.device import Device
     from cupy_getp.gpu.kernels import Kernels
-    from cupy_getp.gpu.launch.gemm_tc import TC_BLOCK_M, tensor_cores_supported
+    from cupy_getp.gpu.launch.gemm_tc import _PIECE_TILES, TC_BLOCK_M, pieces_lda, tensor_cores_supported
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="M = 512 only")
@@ -63,18 +63,30 @@ def main() -> None:
     rows = (512,) if args.quick else ROWS
     print(json.dumps({"device": device.describe(), "bf16_peak_tflops": BF16_PEAK_TFLOPS}), flush=True)
 
+    def pre_split(product, a, ap, *rest, **options):
+        """What the engine does with pre-split kernels: split a, then the product on its pieces."""
+        kernels.split_pieces(ap, a)
+        product(ap, *rest, **options)
+
     for k, n in DENSE:
         w = random_bf16(rng, (n, k))
         for m in rows:
             a = rng.standard_normal((m, k), dtype=np.float32)
             c = cupy.empty((m, n), np.float32)
             for pieces in (3, 1):
+                ap = cupy.empty((pieces, m, pieces_lda(k)), np.uint16)
+                flops = 2.0 * m * n * k * pieces
                 result = {"kernel": "gemm_tc", "m": m, "k": k, "n": n, "pieces": pieces,
-                          "auto_block_m": kernels._tc_dense_block_m(m, n)}
+                          "auto_block_m": kernels._tc_dense_block_m(m, n),
+                          "auto_tile": "x".join(map(str, kernels._tc2_dense_tile(m, n)))}
                 for block_m in (64, 128):
                     ms = time_ms(stream, partial(kernels.gemm_tc, c, a, w, pieces=pieces, block_m=block_m),
                                  args.repeats)
-                    result[f"block_m_{block_m}"] = rate(2.0 * m * n * k * pieces, ms)
+                    result[f"staged_m{block_m}"] = rate(flops, ms)
+                for tile in _PIECE_TILES:  # split included
+                    ms = time_ms(stream, partial(pre_split, partial(kernels.gemm_tc_pieces, c), a, ap, w, tile=tile),
+                                 args.repeats)
+                    result[f"pieces_{tile[0]}x{tile[1]}"] = rate(flops, ms)
                 print(json.dumps(result), flush=True)
 
     w1 = random_bf16(rng, (N_EXPERTS, 2 * INTER, HIDDEN))
@@ -94,10 +106,18 @@ def main() -> None:
                                           TOP_K, 7.0, pieces=pieces), args.repeats)
             ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, g, pair_of_slot, tile_expert, w2, b2,
                                           pieces=pieces), args.repeats)
+            ap = cupy.empty((pieces, r, pieces_lda(HIDDEN)), np.uint16)
+            gp = cupy.empty((pieces, pair_host.size, pieces_lda(INTER)), np.uint16)
+            ms1p = time_ms(stream, partial(pre_split, partial(kernels.gemm_tc_grouped_swiglu_pieces, g), a, ap,
+                                           pair_of_slot, tile_expert, w1, b1, TOP_K, 7.0), args.repeats)
+            ms2p = time_ms(stream, partial(pre_split, partial(kernels.gemm_tc_grouped_pieces, y), g, gp,
+                                           pair_of_slot, tile_expert, w2, b2), args.repeats)
+            flops1, flops2 = 2.0 * pairs * 2 * INTER * HIDDEN * pieces, 2.0 * pairs * HIDDEN * INTER * pieces
             print(json.dumps({"kernel": "grouped", "rows": r, "pairs": pairs, "padded": int(pair_host.size),
                               "pieces": pieces,
-                              "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
-                              "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)
+                              "staged_mlp1_swiglu": rate(flops1, ms1), "staged_mlp2": rate(flops2, ms2),
+                              "pieces_mlp1_swiglu": rate(flops1, ms1p), "pieces_mlp2": rate(flops2, ms2p)}),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -174,9 +174,28 @@ def batch1_decode(engine, prompt, precision) -> dict:
         v = batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([token], np.int32))
         token = int(batched.tokens(v, 1)[0])
         times.append(time.perf_counter() - t0)
+    device_ms = graph_replay_ms(batched, 264)
     batched.free()
     return {"bench": "batch1_decode", "tok_s_pos_8_264": round(1 / statistics.median(times[8:264]), 1),
-            "tok_s_pos_1792_2048": round(1 / statistics.median(times[1792:2048]), 1)}
+            "tok_s_pos_1792_2048": round(1 / statistics.median(times[1792:2048]), 1),
+            "ms_per_step_pos_8_264": round(1e3 * statistics.median(times[8:264]), 3),
+            "device_ms_per_step_pos_264": device_ms}
+
+
+def graph_replay_ms(batched, pos: int, repeats: int = 50) -> float:
+    """Device time of one step at `pos`, its replays back to back (no host work between them)."""
+    import cupy
+
+    v = batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([13225], np.int32))
+    stream = batched.device.stream
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    with stream:
+        start.record(stream)
+        for _ in range(repeats):
+            batched.runner.run(v)
+        end.record(stream)
+    end.synchronize()
+    return round(cupy.cuda.get_elapsed_time(start, end) / repeats, 3)
 
 
 def profile_step(engine, rows: int, context: int, precision) -> dict:
@@ -298,6 +317,7 @@ def main() -> None:
     parser.add_argument("--precision", default=None, help="exact, fast or fp32 (default: the engine's); "
                                                           "a comma list runs the headline once for each")
     parser.add_argument("--max-seconds", type=float, default=420.0, help="stop the headline here (reported)")
+    parser.add_argument("--profile-rows", default="1,64,256,512", help="comma list of step sizes to profile")
     parser.add_argument("--skip", default="", help="comma list of: headline, profile, decode, single, drift, "
                                                    "transformers")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
@@ -326,7 +346,7 @@ def main() -> None:
             log(results[-1], args.out)
     args.precision = precisions[0] or None
     if "profile" not in skip:
-        for rows in (64, 256, 512):
+        for rows in map(int, args.profile_rows.split(",")):
             results.append(profile_step(engine, rows, min(512, steps - 1), args.precision))
             log(results[-1], args.out)
     if "drift" not in skip:
@@ -375,7 +395,8 @@ def print_summary(results) -> None:
             print(f"| precision drift | | {json.dumps(r)} |")
         elif r["bench"] == "batch1_decode":
             print(f"| batch-1 decode | {r['tok_s_pos_8_264']} / {r['tok_s_pos_1792_2048']} | positions 8-264 / "
-                  f"1792-2048 |")
+                  f"1792-2048; {r['ms_per_step_pos_8_264']} ms a step, {r['device_ms_per_step_pos_264']} ms of it "
+                  f"on the device (graph replays) |")
         else:
             print(f"| {r['bench']} | {r['tok_s']} | {r.get('requests', r.get('batch'))} |")
 

@@ -52,11 +52,11 @@ static_assert(BLOCK_SIZE == 256, "gemm_tc tiles assume 256 threads per block");
 
 // Warp layout of a BM x TC_BN block tile. CUDA (8 warps): 2 x 4 warps of 32 x 32 (BM 64) or 4 x 2 warps
 // of 32 x 64 (BM 128). HIP (4 wavefronts): 2 x 2 of 32 x 64 (BM 64) or 64 x 64 (BM 128).
-template <int BM>
+template <int BM, int BN = TC_BN>
 struct TcTile {
   static const int WARPS_M = (BM / 32 < WARPS_PER_BLOCK / 2) ? BM / 32 : WARPS_PER_BLOCK / 2;
   static const int WARPS_N = WARPS_PER_BLOCK / WARPS_M;
-  static const int WTM = BM / WARPS_M, WTN = TC_BN / WARPS_N;  // one warp's output tile
+  static const int WTM = BM / WARPS_M, WTN = BN / WARPS_N;  // one warp's output tile
   static const int MI = WTM / 16, NJ = WTN / TC_NT;            // its fragments
   static const int A_ROWS = BM / 32;                            // A rows staged per thread (8 threads x 4 floats a row)
   static const int W_ROWS = TC_BN / 64;                         // W rows staged per thread (4 threads x 8 bf16 a row)
@@ -64,9 +64,9 @@ struct TcTile {
   static const int STAGE3 = (3 * BM + TC_BN) * TC_LDS;          // pieces = 3
 };
 
-template <int BM>
+template <int BM, int BN = TC_BN>
 struct TcAcc {
-  float v[TcTile<BM>::MI][TcTile<BM>::NJ][4];
+  float v[TcTile<BM, BN>::MI][TcTile<BM, BN>::NJ][4];
 };
 
 extern __shared__ __attribute__((aligned(16))) unsigned short tc_smem[];
@@ -169,10 +169,10 @@ GETP_DEVICE void tc_store_stage(unsigned short* stage, const float4 (&ra)[TcTile
 }
 
 // ---- one TC_BK step on the tensor cores ---------------------------------------------------------------
-template <int BM, int PIECES>
-GETP_DEVICE void tc_compute_stage(TcAcc<BM>& acc, const unsigned short* stage) {
+template <int BM, int PIECES, int BN = TC_BN>
+GETP_DEVICE void tc_compute_stage(TcAcc<BM, BN>& acc, const unsigned short* stage) {
 #if GETP_TC
-  typedef TcTile<BM> T;
+  typedef TcTile<BM, BN> T;
   const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
   const int wm = warp / T::WARPS_N, wn = warp % T::WARPS_N;
   const unsigned short* sa = stage + wm * T::WTM * TC_LDS;
@@ -300,9 +300,9 @@ GETP_DEVICE void tc_product(TcAcc<BM>& acc, const float* const (&arow)[TcTile<BM
 // Calls emit(row, col, v_col, v_col_plus_1) for every even output column of the block tile (row and col
 // relative to the tile). Both values of a pair sit in one thread (CUDA) or in lanes l, l ^ 1 (HIP:
 // exchanged first, so every lane runs the shuffle). col + 1 may lie beyond N: emit checks.
-template <int BM, class Emit>
-GETP_DEVICE void tc_epilogue(const TcAcc<BM>& acc, Emit emit) {
-  typedef TcTile<BM> T;
+template <int BM, class Emit, int BN = TC_BN>
+GETP_DEVICE void tc_epilogue(const TcAcc<BM, BN>& acc, Emit emit) {
+  typedef TcTile<BM, BN> T;
   const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
   const int row0 = (warp / T::WARPS_N) * T::WTM, col0 = (warp % T::WARPS_N) * T::WTN;
   #pragma unroll
@@ -434,6 +434,243 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_bf16
   }
   TcAcc<TC_GROUP_M> acc;
   tc_product<TC_GROUP_M>(acc, arow, wrow, inter, pieces, vec8);
+  const float* bias = b2 + (size_t)e * hidden;
+  tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
+    const int p = p0 + row, n = n0 + col;
+    if (n >= hidden || pair_of_slot[p] < 0) return;
+    float* out = y + (size_t)p * hidden + n;
+    out[0] = v0 + bias[n];
+    if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
+  });
+}
+
+// ==== pre-split activations (v2) ======================================================================
+// The same products with A split once, before the GEMM, into BF16 pieces in global memory
+// (tc_split_rows), so the kernels only copy bf16 tiles: on CUDA with cp.async into a ring of
+// TC_STAGES shared-memory stages (loads TC_STAGES - 1 steps ahead, no registers in between); on HIP,
+// which has no cp.async, with plain loads and two stages. The tensor-core step and the order of every
+// addition are those above, so results are bit-identical to the in-kernel split.
+#ifdef GETP_HIP
+#define TC_STAGES 2  // 64 KiB of LDS on gfx90a
+#else
+#define TC_STAGES 4
+#endif
+
+// pieces (n_pieces, rows, lda) bf16 = the pieces of a (rows, K) f32, zeros in columns K..lda-1 (lda a
+// multiple of 8: every 16-byte chunk of a piece row is whole). Grid (rows), BLOCK_SIZE threads.
+extern "C" __global__ void tc_split_rows(unsigned short* __restrict__ pieces, const float* __restrict__ a, int rows,
+                                         int K, int lda, int n_pieces) {
+  const int r = blockIdx.x;
+  const size_t plane = (size_t)rows * lda;
+  unsigned short* out = pieces + (size_t)r * lda;
+  for (int k = threadIdx.x; k < lda; k += blockDim.x) {
+    const float x = k < K ? a[(size_t)r * K + k] : 0.0f;
+    unsigned piece[3];
+    if (n_pieces == 3) {
+      tc_split<3>(x, piece);
+      out[k] = piece[0];
+      out[plane + k] = piece[1];
+      out[2 * plane + k] = piece[2];
+    } else {
+      tc_split<1>(x, piece);
+      out[k] = piece[0];
+    }
+  }
+}
+
+// One stage holds PIECES x BM A rows (piece-major) then BN W rows, TC_LDS bf16 each. Thread tid copies
+// the 16-byte chunk 8 (tid % 4) .. + 7 of the step's columns of stage rows tid / 4 + 64 i.
+template <int BM, int BN, int PIECES>
+struct Tc2Stage {
+  static const int A_ROWS = PIECES * BM;
+  static const int ROWS = A_ROWS + BN;
+  static const int LOADS = ROWS / 64;  // rows per thread
+  static const int SIZE = ROWS * TC_LDS;
+};
+
+GETP_DEVICE void tc_copy16(unsigned short* dst, const unsigned short* src, bool valid) {
+#if GETP_TC && !defined(GETP_HIP)
+  // src-size 0 fills the 16 bytes with zeros and reads nothing (src is still a valid address).
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
+#else
+  *(uint4*)dst = valid ? *(const uint4*)src : make_uint4(0u, 0u, 0u, 0u);
+#endif
+}
+
+GETP_DEVICE void tc_copy_commit() {
+#if GETP_TC && !defined(GETP_HIP)
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+GETP_DEVICE void tc_copy_wait() {
+#if GETP_TC && !defined(GETP_HIP)
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
+
+// Stage the K columns k .. k + 7 of this thread's rows (k = step * TC_BK + 8 (tid % 4)). A rows: piece rows
+// padded to lda (whole chunks). W rows: 16-byte copies when vec8 (K % 8 == 0, aligned), else 8 scalar
+// loads. A null source is a row outside the product: zeros.
+template <int BM, int BN, int PIECES>
+GETP_DEVICE void tc2_load_stage(unsigned short* stage, const unsigned short* const (&src)[Tc2Stage<BM, BN, PIECES>::LOADS],
+                                const unsigned short* dummy, int k, int K, int vec8) {
+  typedef Tc2Stage<BM, BN, PIECES> S;
+  const int row0 = threadIdx.x / 4;
+  unsigned short* dst = stage + row0 * TC_LDS + 8 * (threadIdx.x % 4);
+  #pragma unroll
+  for (int i = 0; i < S::LOADS; ++i) {
+    const unsigned short* row = src[i];
+    unsigned short* d = dst + 64 * i * TC_LDS;
+    if (64 * i < S::A_ROWS || vec8) {  // compile-time for A rows
+      const bool valid = row != nullptr && k < K;
+      tc_copy16(d, valid ? row + k : dummy, valid);
+    } else {
+      unsigned h[8];
+      #pragma unroll
+      for (int j = 0; j < 8; ++j) h[j] = row != nullptr && k + j < K ? row[k + j] : 0u;
+      *(uint4*)d = make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+    }
+  }
+}
+
+// acc = A_tile @ W_tile^T over K: stages loaded TC_STAGES - 1 steps ahead; one barrier per step (the
+// stage loaded in step s was last read in step s - 1, before that barrier).
+template <int BM, int BN, int PIECES>
+GETP_DEVICE void tc2_mainloop(TcAcc<BM, BN>& acc, const unsigned short* const (&src)[Tc2Stage<BM, BN, PIECES>::LOADS],
+                              const unsigned short* dummy, int K, int vec8) {
+  typedef Tc2Stage<BM, BN, PIECES> S;
+  const int kc = 8 * (threadIdx.x % 4);
+  const int steps = (K + TC_BK - 1) / TC_BK;
+  #pragma unroll
+  for (int s = 0; s < TC_STAGES - 1; ++s) {
+    if (s < steps) tc2_load_stage<BM, BN, PIECES>(tc_smem + s * S::SIZE, src, dummy, s * TC_BK + kc, K, vec8);
+    tc_copy_commit();
+  }
+  for (int s = 0; s < steps; ++s) {
+    tc_copy_wait<TC_STAGES - 2>();
+    __syncthreads();
+    const int next = s + TC_STAGES - 1;
+    if (next < steps)
+      tc2_load_stage<BM, BN, PIECES>(tc_smem + (next % TC_STAGES) * S::SIZE, src, dummy, next * TC_BK + kc, K, vec8);
+    tc_copy_commit();
+    tc_compute_stage<BM, PIECES, BN>(acc, tc_smem + (s % TC_STAGES) * S::SIZE);
+  }
+}
+
+// The product for a block whose stage rows come from a_row(r) (piece 0 of tile row r, or null) and
+// w_row(n) (W row of tile column n, or null); piece p of a row is plane elements after piece 0.
+template <int BM, int BN, int PIECES, class ARow, class WRow>
+GETP_DEVICE void tc2_product_pieces(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, size_t plane,
+                                    const unsigned short* dummy, int K, int vec8) {
+  typedef Tc2Stage<BM, BN, PIECES> S;
+  const unsigned short* src[S::LOADS];
+  #pragma unroll
+  for (int i = 0; i < S::LOADS; ++i) {
+    const int row = threadIdx.x / 4 + 64 * i;
+    if (row < S::A_ROWS) {
+      const unsigned short* a = a_row(row % BM);
+      src[i] = a != nullptr ? a + (row / BM) * plane : nullptr;
+    } else {
+      src[i] = w_row(row - S::A_ROWS);
+    }
+  }
+  #pragma unroll
+  for (int mi = 0; mi < TcTile<BM, BN>::MI; ++mi)
+    #pragma unroll
+    for (int nj = 0; nj < TcTile<BM, BN>::NJ; ++nj)
+      #pragma unroll
+      for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] = 0.0f;
+  tc2_mainloop<BM, BN, PIECES>(acc, src, dummy, K, vec8);
+}
+
+template <int BM, int BN, class ARow, class WRow>
+GETP_DEVICE void tc2_product(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, size_t plane, const unsigned short* dummy,
+                             int K, int pieces, int vec8) {
+  if (pieces == 3)
+    tc2_product_pieces<BM, BN, 3>(acc, a_row, w_row, plane, dummy, K, vec8);
+  else
+    tc2_product_pieces<BM, BN, 1>(acc, a_row, w_row, plane, dummy, K, vec8);
+}
+
+// ---- dense, pre-split: c = a @ w^T (+ bias) (+ c), a given as pieces (pieces, M, lda) ------------------
+// Grid (ceil(N / BN), ceil(M / BM)).
+template <int BM, int BN>
+GETP_DEVICE void tc2_dense(float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,
+                           const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces,
+                           int vec8) {
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  TcAcc<BM, BN> acc;
+  tc2_product<BM, BN>(
+      acc, [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; },
+      [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; }, (size_t)M * lda, w, K, pieces, vec8);
+  tc_epilogue<BM>(acc, [&](int row, int col, float v0, float v1) {
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M) return;
+    float* out = c + (size_t)m * N + n;
+    if (n < N) out[0] = tc_dense_out(v0, bias, n, accumulate, out);
+    if (n + 1 < N) out[1] = tc_dense_out(v1, bias, n + 1, accumulate, out + 1);
+  });
+}
+
+// gemm_tc2_m{BM}_n{BN}: one kernel per tile shape (launch/gemm_tc.py picks by M and N).
+#define TC2_DENSE_KERNEL(BM, BN, MIN_BLOCKS)                                                                      \
+  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, MIN_BLOCKS) gemm_tc2_m##BM##_n##BN(                     \
+      float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,         \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces, int vec8) {       \
+    if (GETP_TC) tc2_dense<BM, BN>(c, ap, w, bias, M, N, K, lda, accumulate, pieces, vec8);                       \
+  }
+TC2_DENSE_KERNEL(128, 128, 1)
+TC2_DENSE_KERNEL(64, 128, 2)
+TC2_DENSE_KERNEL(64, 64, 2)
+
+// ---- grouped MoE, pre-split ------------------------------------------------------------------------------
+// mlp1 + SwiGLU as gemm_tc_grouped_swiglu_bf16w, a given as pieces (pieces, R, lda): padded position p's
+// row is pair_of_slot[p] / k. Grid (ceil(2I / TC_BN), P / TC_GROUP_M).
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc2_grouped_swiglu(
+    float* __restrict__ g, const unsigned short* __restrict__ ap, int rows, int lda, const int* __restrict__ pair_of_slot,
+    const int* __restrict__ tile_expert, const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden,
+    int inter, int experts_per_token, float limit, int pieces, int vec8) {
+  const int e = tile_expert[blockIdx.y];
+  if (!GETP_TC || e < 0) return;
+  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN, N = 2 * inter;
+  const unsigned short* w1e = w1 + (size_t)e * N * hidden;
+  TcAcc<TC_GROUP_M> acc;
+  tc2_product<TC_GROUP_M, TC_BN>(
+      acc,
+      [&](int r) {
+        const int pair = pair_of_slot[p0 + r];
+        return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
+      },
+      [&](int n) { return n0 + n < N ? w1e + (size_t)(n0 + n) * hidden : nullptr; }, (size_t)rows * lda, w1, hidden,
+      pieces, vec8);
+  const float* bias = b1 + (size_t)e * N;
+  tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
+    const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
+    if (n >= N || pair_of_slot[p] < 0) return;
+    const float gate = fminf(v0 + bias[n], limit);
+    const float up = fmaxf(fminf(v1 + bias[n + 1], limit), -limit);
+    const float sig = 1.0f / (1.0f + expf(-1.702f * gate));
+    g[(size_t)p * inter + n / 2] = gate * sig * (up + 1.0f);
+  });
+}
+
+// mlp2 as gemm_tc_grouped_bf16w, g given as pieces (pieces, P, lda). Grid (ceil(H / TC_BN), P / TC_GROUP_M).
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc2_grouped(
+    float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
+    const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w2,
+    const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {
+  const int e = tile_expert[blockIdx.y];
+  if (!GETP_TC || e < 0) return;
+  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN;
+  const unsigned short* w2e = w2 + (size_t)e * hidden * inter;
+  TcAcc<TC_GROUP_M> acc;
+  tc2_product<TC_GROUP_M, TC_BN>(
+      acc, [&](int r) { return pair_of_slot[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; },
+      [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; }, (size_t)padded * lda, w2,
+      inter, pieces, vec8);
   const float* bias = b2 + (size_t)e * hidden;
   tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
     const int p = p0 + row, n = n0 + col;

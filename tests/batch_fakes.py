@@ -126,6 +126,28 @@ class FakeKernels:
     def gemm_tc_grouped(self, y, g, pair_of_slot, tile_expert, w2, b2, pieces=3):
         self.gemm_grouped(y, g, pair_of_slot, tile_expert, w2, b2, 64)
 
+    # the pre-split tensor-core kernels: pieces as kernels/gemm_tc.hip splits them, products of their sum
+    def split_pieces(self, ap, a):
+        k = a.shape[1]
+        rest = np.asarray(a, np.float32)
+        for p in range(ap.shape[0]):
+            ap[p] = 0
+            ap[p, :, :k] = f32_to_bf16(rest)
+            rest = rest - bf16_to_f32(ap[p, :, :k])
+
+    @staticmethod
+    def _joined(ap, k):
+        return sum(bf16_to_f32(ap[p, :, :k]).astype(np.float64) for p in range(ap.shape[0])).astype(np.float32)
+
+    def gemm_tc_pieces(self, c, ap, w, bias=None, accumulate=False):
+        self.gemm(c, self._joined(ap, w.shape[1]), w, bias, accumulate)
+
+    def gemm_tc_grouped_swiglu_pieces(self, g, ap, pair_of_slot, tile_expert, w1, b1, k, limit):
+        self.gemm_grouped_swiglu(g, self._joined(ap, w1.shape[2]), pair_of_slot, tile_expert, w1, b1, k, limit, 64)
+
+    def gemm_tc_grouped_pieces(self, y, gp, pair_of_slot, tile_expert, w2, b2):
+        self.gemm_grouped(y, self._joined(gp, w2.shape[2]), pair_of_slot, tile_expert, w2, b2, 64)
+
     def moe_combine(self, x, moe_out, y, weights, slot_of_pair):
         k = weights.shape[1]
         for r in range(x.shape[0]):

@@ -113,3 +113,17 @@ def test_a_budget_of_one_position(cupy_stand_in):
     reference.warm_up()
     got = run_batched(batched_engine(weights, 2, 1, 1, "exact"), GREEDY, requests, 1)
     assert got == run_requests(reference, GREEDY, requests, 1) and all(len(line) == 1 for line in got)
+
+
+def test_many_rows_take_the_tensor_core_path_like_the_reference(cupy_stand_in):
+    """40 slots: steps of more than SKINNY_ROWS rows go through the split pieces and the tensor-core
+    kernels' contracts (dense and grouped), and still give the reference's lines."""
+    from cupy_getp.gpu.batch import SKINNY_ROWS
+
+    weights = Weights(SyntheticStore(TINY, seed=5))
+    requests, steps = prompts(40, 4, longest=3), 6
+    reference = create_engine(weights, "numpy")
+    reference.warm_up()
+    batched = batched_engine(weights, 40, 2, steps, "exact")
+    assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
+    assert any(v.tensor_cores and v.R > SKINNY_ROWS for v in batched.model.views.values())

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
-from cupy_getp.gpu.launch.gemm_tc import TC_BLOCK_M, tc_shared_bytes, tensor_cores_supported
+from cupy_getp.gpu.launch.gemm_tc import (TC_BLOCK_M, pieces_lda, tc2_shared_bytes, tc_shared_bytes,
+                                          tensor_cores_supported)
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
@@ -73,22 +74,67 @@ def choose_experts(rng, rows: int, k: int, n_experts: int, used: int) -> np.ndar
     return np.stack([rng.permutation(used)[:k] for _ in range(rows)]).astype(np.int32)
 
 
+def split(kernels, a, pieces: int):
+    """a's BF16 pieces on the device (split_pieces)."""
+    import cupy
+
+    ap = cupy.full((pieces, a.shape[0], pieces_lda(a.shape[1])), 0xFFFF, np.uint16)  # NaN bits: all rewritten
+    kernels.split_pieces(ap, a)
+    return ap
+
+
+def dense_product(kernels, impl, c, a, w, bias=None, accumulate=False, pieces=3):
+    """c = a @ w^T with the in-kernel split ("staged", block_m 64 or 128) or pre-split pieces (a tile)."""
+    kind, shape = impl
+    if kind == "staged":
+        kernels.gemm_tc(c, a, w, bias, accumulate, pieces=pieces, block_m=shape)
+    else:
+        kernels.gemm_tc_pieces(c, split(kernels, a, pieces), w, bias, accumulate, tile=shape)
+
+
+DENSE_IMPLS = [("staged", 64), ("staged", 128), ("pieces", (128, 128)), ("pieces", (64, 128)), ("pieces", (64, 64))]
+
+
+# -- split ---------------------------------------------------------------------------------------------
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("m, k", [(1, 2880), (5, 13), (64, 4096)])
+def test_split_pieces(gpu, rng, pieces, m, k):
+    """Each piece is the RNE BF16 of what the pieces before it left (exact FP32 differences); columns past
+    K are zeros; three pieces add up to x within 2^-24 |x|, one piece is bf16(x)."""
+    a = activations(rng, (m, k), heavy=True)
+    a[0, :3] = [np.inf, -0.0, np.nan] if k >= 3 else a[0, :3]
+    got = host(split(gpu[1], dev(a), pieces), gpu)
+    rest = a.copy()
+    for p in range(pieces):
+        want = f32_to_bf16(rest)
+        want[~np.isfinite(a)] = f32_to_bf16(a)[~np.isfinite(a)] if p == 0 else 0  # inf / NaN: no remainder
+        np.testing.assert_array_equal(got[p, :, :k], want)
+        assert np.all(got[p, :, k:] == 0)
+        with np.errstate(invalid="ignore"):
+            rest = rest - bf16_to_f32(want)
+    finite = np.isfinite(a)
+    total = sum(bf16_to_f32(got[p, :, :k]).astype(np.float64) for p in range(pieces))
+    bound = (2.0 ** -24 if pieces == 3 else 2.0 ** -8) * np.abs(a[finite])
+    assert np.all(np.abs(total[finite] - a[finite]) <= bound)
+
+
 # -- dense ---------------------------------------------------------------------------------------------
 @pytest.mark.gpu
-@pytest.mark.parametrize("block_m", [64, 128])
+@pytest.mark.parametrize("impl", DENSE_IMPLS, ids=str)
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("m, k, n, bias, accumulate", [
     (1, 2880, 37, False, False), (7, 100, 5760, True, False), (64, 33, 130, False, True),
     (333, 2880, 300, True, True), (129, 16, 128, True, False), (2, 7, 3, False, False),
     (333, 2880, 5760, False, False),
 ])
-def test_gemm_tc(gpu, rng, block_m, pieces, m, k, n, bias, accumulate):
+def test_gemm_tc(gpu, rng, impl, pieces, m, k, n, bias, accumulate):
     a = activations(rng, (m, k), heavy=False)
     w = bf16_weights(rng, (n, k))
     b = rng.standard_normal(n).astype(np.float32) if bias else None
     c0 = rng.standard_normal((m, n)).astype(np.float32)
     c = dev(c0) if accumulate else poisoned((m, n))
-    gpu[1].gemm_tc(c, dev(a), dev(w), dev(b) if bias else None, accumulate, pieces=pieces, block_m=block_m)
+    dense_product(gpu[1], impl, c, dev(a), dev(w), dev(b) if bias else None, accumulate, pieces)
     want, scale = product(a, w)
     for term in ([b] if bias else []) + ([c0] if accumulate else []):  # added in FP32 after the product
         want, scale = want + term, scale + np.abs(term)
@@ -108,8 +154,24 @@ def test_gemm_tc_unaligned_view_uses_the_scalar_path(gpu, rng):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("m, k, n", [(333, 2880, 5760), (7, 100, 130), (129, 4096, 2880)])
+def test_pre_split_is_bit_identical_to_the_staged_split(gpu, rng, pieces, m, k, n):
+    """Same pieces, same order of additions: the two kernel versions give the same bits on every tile."""
+    a, w = dev(activations(rng, (m, k), heavy=True)), dev(bf16_weights(rng, (n, k)))
+    outputs = []
+    for impl in DENSE_IMPLS:
+        c = poisoned((m, n))
+        dense_product(gpu[1], impl, c, a, w, pieces=pieces)
+        outputs.append(host(c, gpu))
+    for got in outputs[1:]:
+        np.testing.assert_array_equal(got, outputs[0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", DENSE_IMPLS[::2], ids=str)
 @pytest.mark.parametrize("m, k, n", [(64, 2880, 256), (333, 1000, 77)])
-def test_split_matters_on_heavy_tailed_activations(gpu, rng, m, k, n):
+def test_split_matters_on_heavy_tailed_activations(gpu, rng, impl, m, k, n):
     """pieces=3 is FP32-accurate where pieces=1 (plain BF16 activations) is not."""
     a = activations(rng, (m, k), heavy=True)
     w = bf16_weights(rng, (n, k))
@@ -117,7 +179,7 @@ def test_split_matters_on_heavy_tailed_activations(gpu, rng, m, k, n):
     errors = {}
     for pieces in (1, 3):
         c = poisoned((m, n))
-        gpu[1].gemm_tc(c, dev(a), dev(w), pieces=pieces)
+        dense_product(gpu[1], impl, c, dev(a), dev(w), pieces=pieces)
         got = host(c, gpu)
         assert_accurate(got, want, scale, pieces, exact_abs=False)
         errors[pieces] = relative(got, want, scale)
@@ -141,17 +203,21 @@ GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["staged", "pieces"])
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
-def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
+def test_gemm_tc_grouped_swiglu(gpu, rng, impl, pieces, rows, k, n_experts, used, hidden, inter):
     experts = choose_experts(rng, rows, k, n_experts, used)
     pair_of_slot, tile_expert = group_pairs(experts, n_experts)
     a = activations(rng, (rows, hidden), heavy=False)
     w1 = bf16_weights(rng, (n_experts, 2 * inter, hidden))
     b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
     g = poisoned((pair_of_slot.size, inter))
-    gpu[1].gemm_tc_grouped_swiglu(g, dev(a), dev(pair_of_slot), dev(tile_expert), dev(w1), dev(b1), k, LIMIT,
-                                  pieces=pieces)
+    grouping = (dev(pair_of_slot), dev(tile_expert), dev(w1), dev(b1), k, LIMIT)
+    if impl == "staged":
+        gpu[1].gemm_tc_grouped_swiglu(g, dev(a), *grouping, pieces=pieces)
+    else:
+        gpu[1].gemm_tc_grouped_swiglu_pieces(g, split(gpu[1], dev(a), pieces), *grouping)
     got = host(g, gpu)
     valid = pair_of_slot >= 0
     assert np.all(np.isnan(got[~valid]))  # pads never written
@@ -172,9 +238,10 @@ def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidd
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("impl", ["staged", "pieces"])
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
-def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
+def test_gemm_tc_grouped(gpu, rng, impl, pieces, rows, k, n_experts, used, hidden, inter):
     experts = choose_experts(rng, rows, k, n_experts, used)
     pair_of_slot, tile_expert = group_pairs(experts, n_experts)
     valid = pair_of_slot >= 0
@@ -183,7 +250,11 @@ def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, int
     w2 = bf16_weights(rng, (n_experts, hidden, inter))
     b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
     y = poisoned((pair_of_slot.size, hidden))
-    gpu[1].gemm_tc_grouped(y, dev(g), dev(pair_of_slot), dev(tile_expert), dev(w2), dev(b2), pieces=pieces)
+    grouping = (dev(pair_of_slot), dev(tile_expert), dev(w2), dev(b2))
+    if impl == "staged":
+        gpu[1].gemm_tc_grouped(y, dev(g), *grouping, pieces=pieces)
+    else:
+        gpu[1].gemm_tc_grouped_pieces(y, split(gpu[1], dev(g), pieces), *grouping)
     got = host(y, gpu)
     assert np.all(np.isnan(got[~valid]))
     for e in range(n_experts):
@@ -209,6 +280,15 @@ def test_tensor_cores_supported_by_arch(monkeypatch):
     monkeypatch.setenv("CUPY_GETP_ROCM_MFMA", "1")
     assert tensor_cores_supported(FakeDevice("gfx90a:sramecc+:xnack-", is_hip=True))
     assert not tensor_cores_supported(FakeDevice("gfx1100", is_hip=True))
+
+
+def test_pre_split_shared_memory_fits():
+    """CUDA: four stages within the 227 KiB a block may opt into (two blocks a SM at 64 rows); ROCm: two
+    stages of 64-row tiles within gfx90a's 64 KiB."""
+    assert tc2_shared_bytes(3, 128, 128, is_hip=False) <= 227 * 1024
+    assert 2 * tc2_shared_bytes(3, 64, 128, is_hip=False) <= 227 * 1024
+    assert tc2_shared_bytes(3, 64, 128, is_hip=True) <= 64 * 1024
+    assert pieces_lda(2880) == 2880 and pieces_lda(13) == 16
 
 
 def test_shared_memory_fits():

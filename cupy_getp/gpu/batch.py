@@ -15,6 +15,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..engine.base import Trace
 from ..errors import DeviceError, NumericalError
 from ..rope import rope_cos_sin
 from .launch.gemm import GROUPED_BLOCK_M
-from .launch.gemm_tc import TC_BLOCK_M, tensor_cores_supported
+from .launch.gemm_tc import TC_BLOCK_M, pieces_lda, tensor_cores_supported
 from .launch.moe import moe_padded_pairs
 
 ATTN_SPLIT = 256  # positions per attention split on full-attention layers
@@ -74,7 +75,8 @@ def row_bytes(config, n_split: int) -> int:
     floats = (3 * c.hidden_dim + c.qkv_dim + c.q_dim + c.n_attn_heads * n_split * (c.head_dim + 2) + c.n_experts
               + 2 * c.experts_per_token + c.experts_per_token * (c.intermediate_dim + c.hidden_dim + 2)
               + c.vocab_size + 4)
-    return 4 * floats
+    pieces = 3 * pieces_lda(max(c.q_dim, c.hidden_dim, c.experts_per_token * c.intermediate_dim))  # bf16
+    return 4 * floats + 2 * pieces
 
 
 def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int | None = None,
@@ -83,7 +85,7 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
     chunk = max(1, min(max_chunk, steps))
     probe = BatchShape(1, 1 + chunk, chunk, steps)
     n_split = -(-steps // ATTN_SPLIT)
-    pad = config.n_experts * max(BLOCK_MS) * (config.intermediate_dim + config.hidden_dim) * 4
+    pad = config.n_experts * max(BLOCK_MS) * (config.intermediate_dim * (4 + 6) + config.hidden_dim * 4)
     budget = free_bytes - RESERVE_BYTES - pad
     per_slot = probe.slot_bytes(config) + row_bytes(config, n_split)
     # Beyond the slots: the pad rows' spare slot and the prompt-chunk rows.
@@ -103,7 +105,7 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
 class StepBuffers:
     """Every buffer of a step at capacity (max_rows rows); `view(R)` are the first R rows of each."""
 
-    def __init__(self, config, shape: BatchShape):
+    def __init__(self, config, shape: BatchShape, n_pieces: int):
         import cupy
 
         c, R = config, shape.max_rows
@@ -131,6 +133,9 @@ class StepBuffers:
         self.moe_out = cupy.zeros((R, c.hidden_dim), f32)
         self.logits = cupy.zeros((R, c.vocab_size), f32)
         self.next_token = cupy.zeros(R, i32)
+        # BF16 pieces of one GEMM's activations at a time (tensor cores): (pieces, rows, lda) views.
+        widest = max(R * pieces_lda(max(c.hidden_dim, c.q_dim)), P * pieces_lda(c.intermediate_dim))
+        self.pieces = cupy.zeros(n_pieces * widest, np.uint16)
 
 
 class KVCache:
@@ -209,7 +214,10 @@ class RowModel:
         self.config, self.w, self.k, self.shape = config, weights, kernels, shape
         self.precision = precision
         self.pieces = 1 if precision == "fast" else 3
-        self.buffers = StepBuffers(config, shape)
+        # Tensor-core kernels: activations split once before each GEMM (default) or while staged (the
+        # first version, kept to compare them in one benchmark run: CUPY_GETP_TC_V1=1).
+        self.presplit = os.environ.get("CUPY_GETP_TC_V1", "") != "1"
+        self.buffers = StepBuffers(config, shape, 0 if precision == "fp32" else self.pieces)
         self.cache = KVCache(config, shape)
         cos, sin = zip(*(rope_cos_sin(config, p) for p in range(shape.n_ctx)))
         import cupy
@@ -236,10 +244,21 @@ class RowModel:
         takes the single-sequence engine's matvec (bandwidth-bound: batch-1 decode)."""
         if v.R == 1:
             self.k.matvec(c[0], w, a[0], bias, accumulate)
+        elif v.tensor_cores and w.dtype == np.uint16 and self.presplit:
+            self.k.gemm_tc_pieces(c, self.split(a), w, bias, accumulate)
         elif v.tensor_cores and w.dtype == np.uint16:
             self.k.gemm_tc(c, a, w, bias, accumulate, self.pieces)
         else:
             self.k.gemm(c, a, w, bias, accumulate)
+
+    def split(self, a):
+        """a (M, K) f32 -> its BF16 pieces (pieces, M, pieces_lda(K)) in the step's pieces buffer, which
+        holds one GEMM's at a time."""
+        m, k = a.shape
+        lda = pieces_lda(k)
+        ap = self.buffers.pieces[: self.pieces * m * lda].reshape(self.pieces, m, lda)
+        self.k.split_pieces(ap, a)
+        return ap
 
     def attention_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
         c, k, lw = self.config, self.k, self.w.layer(l)
@@ -287,7 +306,11 @@ class RowModel:
         c, k, lw = self.config, self.k, self.w.layer(l)
         k.router_topk_rows(v.experts, v.expert_weights, v.router)
         k.moe_align(v.pair_of_slot, v.slot_of_pair, v.tile_expert, v.experts, v.block_m, c.n_experts)
-        if v.tensor_cores:
+        if v.tensor_cores and self.presplit:
+            k.gemm_tc_grouped_swiglu_pieces(v.g, self.split(v.t), v.pair_of_slot, v.tile_expert, lw.w_mlp1,
+                                            lw.b_mlp1, c.experts_per_token, c.swiglu_limit)
+            k.gemm_tc_grouped_pieces(v.y, self.split(v.g), v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2)
+        elif v.tensor_cores:
             k.gemm_tc_grouped_swiglu(v.g, v.t, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
                                      c.experts_per_token, c.swiglu_limit, self.pieces)
             k.gemm_tc_grouped(v.y, v.g, v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2, self.pieces)
