@@ -29,8 +29,8 @@ for part in $parts; do
       timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_tc.py 2>&1 | tee "$OUT/tc-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR" | tail -30
       ;;
-    othertests)
-      timeout ${OTHER_SECONDS:-330} python -m pytest -m gpu -q -rfE -s --ignore tests/test_gpu_gemm_tc.py 2>&1 \
+    othertests)  # until DEADLINE seconds into the session (default 350)
+      timeout $(( ${DEADLINE:-350} - SECONDS )) python -m pytest -m gpu -q -rfE -s --ignore tests/test_gpu_gemm_tc.py 2>&1 \
         | tee "$OUT/gpu-tests.log" | grep -E "passed|failed|FAILED|ERROR|identical|differs" | tail -40
       ;;
     tcbench)  # both tensor-core kernel versions, kernels alone and in the engine (quick workload)
