@@ -2,7 +2,8 @@
 sizes and the grouped MoE pair (mlp1 + SwiGLU, mlp2) with E=32, k=4, H=I=2880.
 
 FLOPs are counted per piece (pieces=3 does three BF16 products: 3 x 2 M N K), so the figure is what the
-tensor cores executed; `of_peak` divides by 790 TFLOP/s (measured cuBLAS BF16, H100, 8192 cube). Times
+tensor cores executed; the split of the activations into pieces is inside the timings (mlp1's output g
+comes out as pieces for mlp2); `of_peak` divides by 790 TFLOP/s (measured cuBLAS BF16, H100, 8192 cube). Times
 are the median of device-event timings after warm-up. Under a minute on an H100; `--quick` one M only.
 
     python bench/gemm_tc.py [--quick] [--repeats 20]
@@ -47,7 +48,7 @@ def main() -> None:
 
     from cupy_getp.gpu.device import Device
     from cupy_getp.gpu.kernels import Kernels
-    from cupy_getp.gpu.launch.gemm_tc import _PIECE_TILES, TC_BLOCK_M, pieces_lda, tensor_cores_supported
+    from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, TC_BLOCK_M, pieces_lda, tensor_cores_supported
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="M = 512 only")
@@ -63,8 +64,8 @@ def main() -> None:
     rows = (512,) if args.quick else ROWS
     print(json.dumps({"device": device.describe(), "bf16_peak_tflops": BF16_PEAK_TFLOPS}), flush=True)
 
-    def pre_split(product, a, ap, *rest, **options):
-        """What the engine does with pre-split kernels: split a, then the product on its pieces."""
+    def split_then(product, a, ap, *rest, **options):
+        """What the engine does: split a, then the product on its pieces (both timed)."""
         kernels.split_pieces(ap, a)
         product(ap, *rest, **options)
 
@@ -77,16 +78,12 @@ def main() -> None:
                 ap = cupy.empty((pieces, m, pieces_lda(k)), np.uint16)
                 flops = 2.0 * m * n * k * pieces
                 result = {"kernel": "gemm_tc", "m": m, "k": k, "n": n, "pieces": pieces,
-                          "auto_block_m": kernels._tc_dense_block_m(m, n),
-                          "auto_tile": "x".join(map(str, kernels._tc2_dense_tile(m, n)))}
-                for block_m in (64, 128):
-                    ms = time_ms(stream, partial(kernels.gemm_tc, c, a, w, pieces=pieces, block_m=block_m),
+                          "auto_tile": "x".join(map(str, kernels.tc_dense_tile(m, n)))}
+                result["split_ms"] = round(time_ms(stream, partial(kernels.split_pieces, ap, a), args.repeats), 4)
+                for tile in DENSE_TILES:
+                    ms = time_ms(stream, partial(split_then, partial(kernels.gemm_tc, c), a, ap, w, tile=tile),
                                  args.repeats)
-                    result[f"staged_m{block_m}"] = rate(flops, ms)
-                for tile in _PIECE_TILES:  # split included
-                    ms = time_ms(stream, partial(pre_split, partial(kernels.gemm_tc_pieces, c), a, ap, w, tile=tile),
-                                 args.repeats)
-                    result[f"pieces_{tile[0]}x{tile[1]}"] = rate(flops, ms)
+                    result[f"{tile[0]}x{tile[1]}"] = rate(flops, ms)
                 print(json.dumps(result), flush=True)
 
     w1 = random_bf16(rng, (N_EXPERTS, 2 * INTER, HIDDEN))
@@ -98,26 +95,19 @@ def main() -> None:
         pair_host, tile_host = group_pairs(experts, N_EXPERTS, TC_BLOCK_M)
         pair_of_slot, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
-        g = cupy.zeros((pair_host.size, INTER), np.float32)
         y = cupy.empty((pair_host.size, HIDDEN), np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
         for pieces in (3, 1):
-            ms1 = time_ms(stream, partial(kernels.gemm_tc_grouped_swiglu, g, a, pair_of_slot, tile_expert, w1, b1,
-                                          TOP_K, 7.0, pieces=pieces), args.repeats)
-            ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, g, pair_of_slot, tile_expert, w2, b2,
-                                          pieces=pieces), args.repeats)
             ap = cupy.empty((pieces, r, pieces_lda(HIDDEN)), np.uint16)
-            gp = cupy.empty((pieces, pair_host.size, pieces_lda(INTER)), np.uint16)
-            ms1p = time_ms(stream, partial(pre_split, partial(kernels.gemm_tc_grouped_swiglu_pieces, g), a, ap,
-                                           pair_of_slot, tile_expert, w1, b1, TOP_K, 7.0), args.repeats)
-            ms2p = time_ms(stream, partial(pre_split, partial(kernels.gemm_tc_grouped_pieces, y), g, gp,
-                                           pair_of_slot, tile_expert, w2, b2), args.repeats)
-            flops1, flops2 = 2.0 * pairs * 2 * INTER * HIDDEN * pieces, 2.0 * pairs * HIDDEN * INTER * pieces
+            gp = cupy.zeros((pieces, pair_host.size, pieces_lda(INTER)), np.uint16)
+            ms1 = time_ms(stream, partial(split_then, partial(kernels.gemm_tc_grouped_swiglu, gp), a, ap,
+                                          pair_of_slot, tile_expert, w1, b1, TOP_K, 7.0), args.repeats)
+            ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_slot, tile_expert, w2, b2),
+                          args.repeats)
             print(json.dumps({"kernel": "grouped", "rows": r, "pairs": pairs, "padded": int(pair_host.size),
                               "pieces": pieces,
-                              "staged_mlp1_swiglu": rate(flops1, ms1), "staged_mlp2": rate(flops2, ms2),
-                              "pieces_mlp1_swiglu": rate(flops1, ms1p), "pieces_mlp2": rate(flops2, ms2p)}),
-                  flush=True)
+                              "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
+                              "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)
 
 
 if __name__ == "__main__":

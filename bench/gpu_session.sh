@@ -33,12 +33,10 @@ for part in $parts; do
       timeout $(( ${DEADLINE:-350} - SECONDS )) python -m pytest -m gpu -q -rfE -s --ignore tests/test_gpu_gemm_tc.py 2>&1 \
         | tee "$OUT/gpu-tests.log" | grep -E "passed|failed|FAILED|ERROR|identical|differs" | tail -40
       ;;
-    tcbench)  # both tensor-core kernel versions, kernels alone and in the engine (quick workload)
+    tcbench)  # the tensor-core kernels alone, and the engine on the quick workload in every precision
       timeout 120 python bench/gemm_tc.py --quick 2>&1 | tee "$OUT/gemm_tc.txt" | tail -12
       timeout 240 python bench/getp_throughput.py --quick --precision exact,fast,fp32 --profile-rows 1,512 \
         --skip single,transformers,drift --out "$OUT/quick" 2>&1 | tee "$OUT/quick.txt" | tail -14
-      CUPY_GETP_TC_V1=1 timeout 100 python bench/getp_throughput.py --quick --precision exact \
-        --skip profile,decode,single,transformers,drift --out "$OUT/quick-v1" 2>&1 | tee "$OUT/quick-v1.txt" | tail -4
       ;;
     diff)
       timeout 120 python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1

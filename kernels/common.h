@@ -108,27 +108,51 @@ GETP_DEVICE float dot8_bf16(uint4 w, const float4* x2) {
 
 // One warp's dot product of a bf16 row with a float vector, FP32 accumulation; every lane gets it.
 // vec8: n % 8 == 0 and both pointers 16-byte aligned (checked by the launch helper).
+// The weight loads of four iterations are issued before any of their products is added (four 16-byte
+// loads in flight per lane instead of one: batch-1 decode is bound by weight bandwidth); the additions
+// keep their order, so the result is the one-load-at-a-time loop's, bit for bit.
 GETP_DEVICE float warp_dot_bf16(const unsigned short* __restrict__ w, const float* __restrict__ x, int n, int vec8) {
   const int lane = threadIdx.x % WARP_SIZE;
   float acc = 0.0f;
   if (vec8) {
     const uint4* w8 = (const uint4*)w;
     const float4* x4 = (const float4*)x;
-    for (int i = lane; i < n / 8; i += WARP_SIZE) acc += dot8_bf16(w8[i], x4 + 2 * i);
+    const int n8 = n / 8;
+    int i = lane;
+    for (; i + 3 * WARP_SIZE < n8; i += 4 * WARP_SIZE) {
+      const uint4 w0 = w8[i], w1 = w8[i + WARP_SIZE], w2 = w8[i + 2 * WARP_SIZE], w3 = w8[i + 3 * WARP_SIZE];
+      acc += dot8_bf16(w0, x4 + 2 * i);
+      acc += dot8_bf16(w1, x4 + 2 * (i + WARP_SIZE));
+      acc += dot8_bf16(w2, x4 + 2 * (i + 2 * WARP_SIZE));
+      acc += dot8_bf16(w3, x4 + 2 * (i + 3 * WARP_SIZE));
+    }
+    for (; i < n8; i += WARP_SIZE) acc += dot8_bf16(w8[i], x4 + 2 * i);
   } else {
     for (int i = lane; i < n; i += WARP_SIZE) acc += bf16_to_f32(w[i]) * x[i];
   }
   return warp_sum(acc);
 }
 
-// The same for a float32 row; vec4: n % 4 == 0 and both pointers 16-byte aligned.
+// The same for a float32 row (four loads in flight too); vec4: n % 4 == 0 and both pointers 16-byte aligned.
 GETP_DEVICE float warp_dot_f32(const float* __restrict__ w, const float* __restrict__ x, int n, int vec4) {
   const int lane = threadIdx.x % WARP_SIZE;
   float acc = 0.0f;
   if (vec4) {
     const float4* w4 = (const float4*)w;
     const float4* x4 = (const float4*)x;
-    for (int i = lane; i < n / 4; i += WARP_SIZE) {
+    const int n4 = n / 4;
+    int i = lane;
+    for (; i + 3 * WARP_SIZE < n4; i += 4 * WARP_SIZE) {  // loads first, additions in order (as above)
+      float4 a[4];
+      #pragma unroll
+      for (int u = 0; u < 4; ++u) a[u] = w4[i + u * WARP_SIZE];
+      #pragma unroll
+      for (int u = 0; u < 4; ++u) {
+        const float4 b = x4[i + u * WARP_SIZE];
+        acc += a[u].x * b.x + a[u].y * b.y + a[u].z * b.z + a[u].w * b.w;
+      }
+    }
+    for (; i < n4; i += WARP_SIZE) {
       const float4 a = w4[i], b = x4[i];
       acc += a.x * b.x + a.y * b.y + a.z * b.z + a.w * b.w;
     }

@@ -1,24 +1,26 @@
 // gemm_tc.hip: C = A @ W^T on tensor cores, A (M, K) FP32 activations, W (N, K) BF16 weights (uint16
 // bits), FP32-accurate by splitting A ("exact split", docs/batched-engine.md, gemm_tc).
 //
-// Numerics. While an A tile is staged into shared memory each FP32 value x is split into `pieces`
+// Numerics. Each FP32 activation x is split once, before the product (tc_split_rows), into `pieces`
 // BF16 values x1 = bf16(x), x2 = bf16(x - x1), x3 = bf16(x - x1 - x2) (both differences are exact in
-// FP32). W is BF16 already, so every BF16 x BF16 product is exact in FP32 and W x = W x1 + W x2 + W x3
-// up to the order of additions. The tensor core's own accumulation keeps fewer bits than an FP32 add,
-// so per k16 step each output fragment starts a fresh product tmp = 0, tmp += x3 W, tmp += x2 W,
-// tmp += x1 W (smallest first), and tmp is added into FP32 accumulators with an ordinary add
-// ("promotion"; without it 3 pieces are no better than 2). pieces = 1 is plain BF16 activations, and
-// its mma accumulates straight into the accumulators (no promotion: BF16 rounding of x dominates).
+// FP32), stored as (pieces, rows, lda) bf16 in global memory. W is BF16 already, so every BF16 x BF16
+// product is exact in FP32 and W x = W x1 + W x2 + W x3 up to the order of additions. The tensor core's
+// own accumulation keeps fewer bits than an FP32 add, so per k16 step each output fragment starts a
+// fresh product tmp = 0, tmp += x3 W, tmp += x2 W, tmp += x1 W (smallest first), and tmp is added into
+// FP32 accumulators with an ordinary add ("promotion"; without it 3 pieces are no better than 2).
+// pieces = 1 is plain BF16 activations, and its mma accumulates straight into the accumulators (no
+// promotion: BF16 rounding of x dominates). The grouped mlp1 kernel writes its output g as pieces.
 //
-// Tiles. A block (BLOCK_SIZE = 256 threads) computes BM x TC_BN outputs (BM = 64 or 128, TC_BN = 128)
-// over K in steps of TC_BK = 32: the next step's A and W are loaded into registers while the tensor
-// cores work on the current step, then split and stored into the other half of a double-buffered
-// shared-memory stage (one __syncthreads per step). Shared rows are padded to TC_LDS = 40 bf16
-// (80 bytes): the 8 row addresses of an ldmatrix phase then hit 8 disjoint groups of 4 banks.
-// Out-of-range A rows, W rows and K columns are staged as zeros, so M, N, K need no multiple.
-// Dynamic shared memory: 2 stages x (pieces BM + TC_BN) x TC_LDS x 2 bytes (launch/gemm_tc.py).
+// Tiles. A block (BLOCK_SIZE = 256 threads) computes BM x BN outputs over K in steps of TC_BK = 32,
+// copying bf16 tiles of the pieces and of W into a ring of TC_STAGES shared-memory stages: on CUDA with
+// cp.async, TC_STAGES - 1 steps ahead of the tensor cores, one barrier per step; on HIP (no cp.async)
+// with plain loads and two stages. Shared rows are padded to TC_LDS = 40 bf16 (80 bytes): the 8 row
+// addresses of an ldmatrix phase then hit 8 disjoint groups of 4 banks. Out-of-range rows and K columns
+// are staged as zeros, so M, N, K need no multiple. Dynamic shared memory: TC_STAGES x (pieces BM + BN)
+// x TC_LDS x 2 bytes (launch/gemm_tc.py). An earlier version split A while staging it (registers, two
+// stages); this one is bit-identical to it and 1.2-1.3x faster (bench/RESULTS.md, 2026-11-25).
 //
-// CUDA (sm_80+): per warp a (BM / WARPS_M) x (TC_BN / WARPS_N) tile of m16n8k16 fragments, loaded with
+// CUDA (sm_80+): per warp a (BM / WARPS_M) x (BN / WARPS_N) tile of m16n8k16 fragments, loaded with
 // ldmatrix.x4 and multiplied with mma.sync (PTX; the fragment layout is in the notes of tc_mma_bf16).
 // HIP (gfx90a / gfx94x): the same tiles per wavefront of 64 with __builtin_amdgcn_mfma_f32_16x16x16bf16_1k.
 // THE HIP PATH IS COMPILED (hipcc, gfx90a) BUT HAS NEVER RUN ON AN AMD GPU: the launch helpers refuse it
@@ -26,7 +28,7 @@
 // compile to an immediate return and must never be launched (tensor_cores_supported() is False).
 #include "common.h"
 
-#define TC_BN 128        // output columns per block
+#define TC_BN 128        // output columns per block of the grouped kernels
 #define TC_BK 32         // K per pipeline step (two k16 tensor-core steps)
 #define TC_LDS (TC_BK + 8)  // shared-memory row length in bf16: 80 bytes, conflict-free ldmatrix
 #define TC_GROUP_M 64    // rows per tile of the grouped (MoE) kernels: TC_BLOCK_M in Python
@@ -58,10 +60,6 @@ struct TcTile {
   static const int WARPS_N = WARPS_PER_BLOCK / WARPS_M;
   static const int WTM = BM / WARPS_M, WTN = BN / WARPS_N;  // one warp's output tile
   static const int MI = WTM / 16, NJ = WTN / TC_NT;            // its fragments
-  static const int A_ROWS = BM / 32;                            // A rows staged per thread (8 threads x 4 floats a row)
-  static const int W_ROWS = TC_BN / 64;                         // W rows staged per thread (4 threads x 8 bf16 a row)
-  static const int STAGE1 = (BM + TC_BN) * TC_LDS;              // bf16 elements of one stage, pieces = 1
-  static const int STAGE3 = (3 * BM + TC_BN) * TC_LDS;          // pieces = 3
 };
 
 template <int BM, int BN = TC_BN>
@@ -99,39 +97,6 @@ GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
 }
 #endif
 
-// ---- staging: global -> registers -> (split) -> shared ------------------------------------------------
-// Thread tid stages A rows tid / 8 + 32 i, columns 4 (tid % 8) .. + 3 of the step, and W rows
-// tid / 4 + 64 j, columns 8 (tid % 4) .. + 7. A null row pointer is a row outside the product.
-// vec8: K % 8 == 0 and 16-byte aligned bases (checked by the launch helper), so a float4 / 8 bf16 group is
-// either wholly inside K or wholly outside.
-GETP_DEVICE float4 tc_load_a(const float* row, int k, int K, int vec8) {
-  float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  if (row == nullptr) return v;
-  if (vec8) {
-    if (k < K) v = *(const float4*)(row + k);
-  } else {
-    if (k < K) v.x = row[k];
-    if (k + 1 < K) v.y = row[k + 1];
-    if (k + 2 < K) v.z = row[k + 2];
-    if (k + 3 < K) v.w = row[k + 3];
-  }
-  return v;
-}
-
-GETP_DEVICE uint4 tc_load_w(const unsigned short* row, int k, int K, int vec8) {
-  uint4 v = make_uint4(0u, 0u, 0u, 0u);
-  if (row == nullptr) return v;
-  if (vec8) {
-    if (k < K) v = *(const uint4*)(row + k);
-  } else {
-    unsigned h[8];
-    #pragma unroll
-    for (int i = 0; i < 8; ++i) h[i] = k + i < K ? row[k + i] : 0u;
-    v = make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
-  }
-  return v;
-}
-
 // x -> bf16 pieces; piece[0] = x1 (largest). An infinite x1 leaves no finite remainder: x2 = x3 = 0.
 template <int PIECES>
 GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
@@ -144,28 +109,6 @@ GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
     piece[1] = h2;
     piece[2] = f32_to_bf16_rne(r - bf16_to_f32(h2));
   }
-}
-
-template <int BM, int PIECES>
-GETP_DEVICE void tc_store_stage(unsigned short* stage, const float4 (&ra)[TcTile<BM>::A_ROWS],
-                                const uint4 (&rw)[TcTile<BM>::W_ROWS]) {
-  const int tid = threadIdx.x;
-  unsigned short* sa = stage;                     // [PIECES][BM][TC_LDS]
-  unsigned short* sw = stage + PIECES * BM * TC_LDS;  // [TC_BN][TC_LDS]
-  #pragma unroll
-  for (int i = 0; i < TcTile<BM>::A_ROWS; ++i) {
-    unsigned p0[3], p1[3], p2[3], p3[3];
-    tc_split<PIECES>(ra[i].x, p0);
-    tc_split<PIECES>(ra[i].y, p1);
-    tc_split<PIECES>(ra[i].z, p2);
-    tc_split<PIECES>(ra[i].w, p3);
-    const int offset = (tid / 8 + 32 * i) * TC_LDS + 4 * (tid % 8);
-    #pragma unroll
-    for (int p = 0; p < PIECES; ++p)
-      *(uint2*)(sa + p * BM * TC_LDS + offset) = make_uint2(p0[p] | p1[p] << 16, p2[p] | p3[p] << 16);
-  }
-  #pragma unroll
-  for (int j = 0; j < TcTile<BM>::W_ROWS; ++j) *(uint4*)(sw + (tid / 4 + 64 * j) * TC_LDS + 8 * (tid % 4)) = rw[j];
 }
 
 // ---- one TC_BK step on the tensor cores ---------------------------------------------------------------
@@ -249,54 +192,6 @@ GETP_DEVICE void tc_compute_stage(TcAcc<BM, BN>& acc, const unsigned short* stag
 #endif
 }
 
-// The whole K loop for one block: acc = A_tile @ W_tile^T (acc starts at zero).
-template <int BM, int PIECES>
-GETP_DEVICE void tc_mainloop(TcAcc<BM>& acc, const float* const (&arow)[TcTile<BM>::A_ROWS],
-                             const unsigned short* const (&wrow)[TcTile<BM>::W_ROWS], int K, int vec8) {
-  typedef TcTile<BM> T;
-  const int stage_size = PIECES == 3 ? T::STAGE3 : T::STAGE1;
-  const int a_col = 4 * (threadIdx.x % 8), w_col = 8 * (threadIdx.x % 4);
-  const int steps = (K + TC_BK - 1) / TC_BK;
-  float4 ra[T::A_ROWS];
-  uint4 rw[T::W_ROWS];
-  if (steps == 0) return;
-  #pragma unroll
-  for (int i = 0; i < T::A_ROWS; ++i) ra[i] = tc_load_a(arow[i], a_col, K, vec8);
-  #pragma unroll
-  for (int j = 0; j < T::W_ROWS; ++j) rw[j] = tc_load_w(wrow[j], w_col, K, vec8);
-  tc_store_stage<BM, PIECES>(tc_smem, ra, rw);
-  __syncthreads();
-  for (int s = 0; s < steps; ++s) {
-    const bool more = s + 1 < steps;
-    if (more) {  // next step's global loads in flight while the tensor cores run
-      const int k = (s + 1) * TC_BK;
-      #pragma unroll
-      for (int i = 0; i < T::A_ROWS; ++i) ra[i] = tc_load_a(arow[i], k + a_col, K, vec8);
-      #pragma unroll
-      for (int j = 0; j < T::W_ROWS; ++j) rw[j] = tc_load_w(wrow[j], k + w_col, K, vec8);
-    }
-    tc_compute_stage<BM, PIECES>(acc, tc_smem + (s % 2) * stage_size);
-    // The other stage was last read in step s - 1, before the previous barrier.
-    if (more) tc_store_stage<BM, PIECES>(tc_smem + ((s + 1) % 2) * stage_size, ra, rw);
-    __syncthreads();
-  }
-}
-
-template <int BM>
-GETP_DEVICE void tc_product(TcAcc<BM>& acc, const float* const (&arow)[TcTile<BM>::A_ROWS],
-                            const unsigned short* const (&wrow)[TcTile<BM>::W_ROWS], int K, int pieces, int vec8) {
-  #pragma unroll
-  for (int mi = 0; mi < TcTile<BM>::MI; ++mi)
-    #pragma unroll
-    for (int nj = 0; nj < TcTile<BM>::NJ; ++nj)
-      #pragma unroll
-      for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] = 0.0f;
-  if (pieces == 3)
-    tc_mainloop<BM, 3>(acc, arow, wrow, K, vec8);
-  else
-    tc_mainloop<BM, 1>(acc, arow, wrow, K, vec8);
-}
-
 // Calls emit(row, col, v_col, v_col_plus_1) for every even output column of the block tile (row and col
 // relative to the tile). Both values of a pair sit in one thread (CUDA) or in lanes l, l ^ 1 (HIP:
 // exchanged first, so every lane runs the shuffle). col + 1 may lie beyond N: emit checks.
@@ -324,164 +219,52 @@ GETP_DEVICE void tc_epilogue(const TcAcc<BM, BN>& acc, Emit emit) {
     }
 }
 
-// ---- dense: c = a @ w^T (+ bias) (+ c) ------------------------------------------------------------
-GETP_DEVICE float tc_dense_out(float v, const float* bias, int n, int accumulate, const float* old) {
-  if (bias != nullptr) v += bias[n];
-  return accumulate ? v + *old : v;
+// ---- split: FP32 rows -> BF16 pieces in global memory ----------------------------------------------
+// pieces (n_pieces, rows, lda) bf16 = the pieces of a (rows, K) f32, zeros in columns K..lda-1 (lda a
+// multiple of 8: every 16-byte chunk of a piece row is whole). Grid (ceil(rows * lda / 8 / BLOCK_SIZE)):
+// a thread per 8 columns of a row (two 16-byte loads when vec4, one 16-byte store per piece).
+extern "C" __global__ void tc_split_rows(unsigned short* __restrict__ pieces, const float* __restrict__ a, int rows,
+                                         int K, int lda, int n_pieces, int vec4) {
+  const int chunks = lda / 8;
+  const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= (size_t)rows * chunks) return;
+  const int r = (int)(i / chunks), k0 = 8 * (int)(i % chunks);
+  const float* row = a + (size_t)r * K;
+  float x[8];
+  if (vec4 && k0 + 8 <= K) {
+    const float4 lo = *(const float4*)(row + k0), hi = *(const float4*)(row + k0 + 4);
+    x[0] = lo.x, x[1] = lo.y, x[2] = lo.z, x[3] = lo.w, x[4] = hi.x, x[5] = hi.y, x[6] = hi.z, x[7] = hi.w;
+  } else {
+    #pragma unroll
+    for (int j = 0; j < 8; ++j) x[j] = k0 + j < K ? row[k0 + j] : 0.0f;
+  }
+  unsigned h[3][8];
+  #pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    unsigned piece[3];
+    if (n_pieces == 3) tc_split<3>(x[j], piece); else tc_split<1>(x[j], piece);
+    h[0][j] = piece[0], h[1][j] = piece[1], h[2][j] = piece[2];
+  }
+  const size_t plane = (size_t)rows * lda;
+  unsigned short* out = pieces + (size_t)r * lda + k0;
+  #pragma unroll
+  for (int p = 0; p < 3; ++p)  // registers, not a stack array: the loop is unrolled and cut at n_pieces
+    if (p < n_pieces)
+      *(uint4*)(out + p * plane) = make_uint4(h[p][0] | h[p][1] << 16, h[p][2] | h[p][3] << 16,
+                                              h[p][4] | h[p][5] << 16, h[p][6] | h[p][7] << 16);
 }
 
-// Grid (ceil(N / TC_BN), ceil(M / BM)).
-template <int BM>
-GETP_DEVICE void tc_dense(float* __restrict__ c, const float* __restrict__ a, const unsigned short* __restrict__ w,
-                          const float* __restrict__ bias, int M, int N, int K, int accumulate, int pieces, int vec8) {
-  typedef TcTile<BM> T;
-  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * TC_BN;
-  const float* arow[T::A_ROWS];
-  const unsigned short* wrow[T::W_ROWS];
-  #pragma unroll
-  for (int i = 0; i < T::A_ROWS; ++i) {
-    const int m = m0 + threadIdx.x / 8 + 32 * i;
-    arow[i] = m < M ? a + (size_t)m * K : nullptr;
-  }
-  #pragma unroll
-  for (int j = 0; j < T::W_ROWS; ++j) {
-    const int n = n0 + threadIdx.x / 4 + 64 * j;
-    wrow[j] = n < N ? w + (size_t)n * K : nullptr;
-  }
-  TcAcc<BM> acc;
-  tc_product<BM>(acc, arow, wrow, K, pieces, vec8);
-  tc_epilogue<BM>(acc, [&](int row, int col, float v0, float v1) {
-    const int m = m0 + row, n = n0 + col;
-    if (m >= M) return;
-    float* out = c + (size_t)m * N + n;
-    if (n < N) out[0] = tc_dense_out(v0, bias, n, accumulate, out);
-    if (n + 1 < N) out[1] = tc_dense_out(v1, bias, n + 1, accumulate, out + 1);
-  });
-}
-
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_bf16w_m64(float* __restrict__ c, const float* __restrict__ a,
-                                             const unsigned short* __restrict__ w, const float* __restrict__ bias,
-                                             int M, int N, int K, int accumulate, int pieces, int vec8) {
-  if (GETP_TC) tc_dense<64>(c, a, w, bias, M, N, K, accumulate, pieces, vec8);
-}
-
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_tc_bf16w_m128(float* __restrict__ c, const float* __restrict__ a,
-                                              const unsigned short* __restrict__ w, const float* __restrict__ bias,
-                                              int M, int N, int K, int accumulate, int pieces, int vec8) {
-  if (GETP_TC) tc_dense<128>(c, a, w, bias, M, N, K, accumulate, pieces, vec8);
-}
-
-// ---- grouped MoE: tiles of TC_GROUP_M padded positions of one expert (moe_align) --------------------
-// mlp1 + SwiGLU: for padded position p of tile blockIdx.y with pair = pair_of_slot[p] >= 0,
-// m = w1[e] (2I x H) @ a[pair / k] + b1[e], g[p, j] = swiglu(m[2j], m[2j + 1]) as moe.hip.
-// Grid (ceil(2I / TC_BN), P / TC_GROUP_M). Pad positions are neither read nor written.
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swiglu_bf16w(float* __restrict__ g, const float* __restrict__ a,
-                                                        const int* __restrict__ pair_of_slot,
-                                                        const int* __restrict__ tile_expert,
-                                                        const unsigned short* __restrict__ w1,
-                                                        const float* __restrict__ b1, int hidden, int inter,
-                                                        int experts_per_token, float limit, int pieces, int vec8) {
-  typedef TcTile<TC_GROUP_M> T;
-  const int e = tile_expert[blockIdx.y];
-  if (!GETP_TC || e < 0) return;
-  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN, N = 2 * inter;
-  const float* arow[T::A_ROWS];
-  const unsigned short* wrow[T::W_ROWS];
-  #pragma unroll
-  for (int i = 0; i < T::A_ROWS; ++i) {
-    const int pair = pair_of_slot[p0 + threadIdx.x / 8 + 32 * i];
-    arow[i] = pair >= 0 ? a + (size_t)(pair / experts_per_token) * hidden : nullptr;
-  }
-  #pragma unroll
-  for (int j = 0; j < T::W_ROWS; ++j) {
-    const int n = n0 + threadIdx.x / 4 + 64 * j;
-    wrow[j] = n < N ? w1 + ((size_t)e * N + n) * hidden : nullptr;
-  }
-  TcAcc<TC_GROUP_M> acc;
-  tc_product<TC_GROUP_M>(acc, arow, wrow, hidden, pieces, vec8);
-  const float* bias = b1 + (size_t)e * N;
-  tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
-    const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
-    if (n >= N || pair_of_slot[p] < 0) return;
-    const float gate = fminf(v0 + bias[n], limit);
-    const float up = fmaxf(fminf(v1 + bias[n + 1], limit), -limit);
-    const float sig = 1.0f / (1.0f + expf(-1.702f * gate));
-    g[(size_t)p * inter + n / 2] = gate * sig * (up + 1.0f);
-  });
-}
-
-// mlp2: y[p] = w2[e] (H x I) @ g[p] + b2[e] for every non-pad position p. Grid (ceil(H / TC_BN), P / TC_GROUP_M).
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_bf16w(float* __restrict__ y, const float* __restrict__ g,
-                                                 const int* __restrict__ pair_of_slot,
-                                                 const int* __restrict__ tile_expert,
-                                                 const unsigned short* __restrict__ w2, const float* __restrict__ b2,
-                                                 int hidden, int inter, int pieces, int vec8) {
-  typedef TcTile<TC_GROUP_M> T;
-  const int e = tile_expert[blockIdx.y];
-  if (!GETP_TC || e < 0) return;
-  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN;
-  const float* arow[T::A_ROWS];
-  const unsigned short* wrow[T::W_ROWS];
-  #pragma unroll
-  for (int i = 0; i < T::A_ROWS; ++i) {
-    const int p = p0 + threadIdx.x / 8 + 32 * i;
-    arow[i] = pair_of_slot[p] >= 0 ? g + (size_t)p * inter : nullptr;
-  }
-  #pragma unroll
-  for (int j = 0; j < T::W_ROWS; ++j) {
-    const int n = n0 + threadIdx.x / 4 + 64 * j;
-    wrow[j] = n < hidden ? w2 + ((size_t)e * hidden + n) * inter : nullptr;
-  }
-  TcAcc<TC_GROUP_M> acc;
-  tc_product<TC_GROUP_M>(acc, arow, wrow, inter, pieces, vec8);
-  const float* bias = b2 + (size_t)e * hidden;
-  tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
-    const int p = p0 + row, n = n0 + col;
-    if (n >= hidden || pair_of_slot[p] < 0) return;
-    float* out = y + (size_t)p * hidden + n;
-    out[0] = v0 + bias[n];
-    if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
-  });
-}
-
-// ==== pre-split activations (v2) ======================================================================
-// The same products with A split once, before the GEMM, into BF16 pieces in global memory
-// (tc_split_rows), so the kernels only copy bf16 tiles: on CUDA with cp.async into a ring of
-// TC_STAGES shared-memory stages (loads TC_STAGES - 1 steps ahead, no registers in between); on HIP,
-// which has no cp.async, with plain loads and two stages. The tensor-core step and the order of every
-// addition are those above, so results are bit-identical to the in-kernel split.
+// ---- global -> shared: a ring of stages --------------------------------------------------------------
 #ifdef GETP_HIP
 #define TC_STAGES 2  // 64 KiB of LDS on gfx90a
 #else
 #define TC_STAGES 4
 #endif
 
-// pieces (n_pieces, rows, lda) bf16 = the pieces of a (rows, K) f32, zeros in columns K..lda-1 (lda a
-// multiple of 8: every 16-byte chunk of a piece row is whole). Grid (rows), BLOCK_SIZE threads.
-extern "C" __global__ void tc_split_rows(unsigned short* __restrict__ pieces, const float* __restrict__ a, int rows,
-                                         int K, int lda, int n_pieces) {
-  const int r = blockIdx.x;
-  const size_t plane = (size_t)rows * lda;
-  unsigned short* out = pieces + (size_t)r * lda;
-  for (int k = threadIdx.x; k < lda; k += blockDim.x) {
-    const float x = k < K ? a[(size_t)r * K + k] : 0.0f;
-    unsigned piece[3];
-    if (n_pieces == 3) {
-      tc_split<3>(x, piece);
-      out[k] = piece[0];
-      out[plane + k] = piece[1];
-      out[2 * plane + k] = piece[2];
-    } else {
-      tc_split<1>(x, piece);
-      out[k] = piece[0];
-    }
-  }
-}
-
 // One stage holds PIECES x BM A rows (piece-major) then BN W rows, TC_LDS bf16 each. Thread tid copies
 // the 16-byte chunk 8 (tid % 4) .. + 7 of the step's columns of stage rows tid / 4 + 64 i.
 template <int BM, int BN, int PIECES>
-struct Tc2Stage {
+struct TcStage {
   static const int A_ROWS = PIECES * BM;
   static const int ROWS = A_ROWS + BN;
   static const int LOADS = ROWS / 64;  // rows per thread
@@ -515,11 +298,10 @@ GETP_DEVICE void tc_copy_wait() {
 // padded to lda (whole chunks). W rows: 16-byte copies when vec8 (K % 8 == 0, aligned), else 8 scalar
 // loads. A null source is a row outside the product: zeros.
 template <int BM, int BN, int PIECES>
-GETP_DEVICE void tc2_load_stage(unsigned short* stage, const unsigned short* const (&src)[Tc2Stage<BM, BN, PIECES>::LOADS],
-                                const unsigned short* dummy, int k, int K, int vec8) {
-  typedef Tc2Stage<BM, BN, PIECES> S;
-  const int row0 = threadIdx.x / 4;
-  unsigned short* dst = stage + row0 * TC_LDS + 8 * (threadIdx.x % 4);
+GETP_DEVICE void tc_load_stage(unsigned short* stage, const unsigned short* const (&src)[TcStage<BM, BN, PIECES>::LOADS],
+                               const unsigned short* dummy, int k, int K, int vec8) {
+  typedef TcStage<BM, BN, PIECES> S;
+  unsigned short* dst = stage + (threadIdx.x / 4) * TC_LDS + 8 * (threadIdx.x % 4);
   #pragma unroll
   for (int i = 0; i < S::LOADS; ++i) {
     const unsigned short* row = src[i];
@@ -539,14 +321,14 @@ GETP_DEVICE void tc2_load_stage(unsigned short* stage, const unsigned short* con
 // acc = A_tile @ W_tile^T over K: stages loaded TC_STAGES - 1 steps ahead; one barrier per step (the
 // stage loaded in step s was last read in step s - 1, before that barrier).
 template <int BM, int BN, int PIECES>
-GETP_DEVICE void tc2_mainloop(TcAcc<BM, BN>& acc, const unsigned short* const (&src)[Tc2Stage<BM, BN, PIECES>::LOADS],
-                              const unsigned short* dummy, int K, int vec8) {
-  typedef Tc2Stage<BM, BN, PIECES> S;
+GETP_DEVICE void tc_mainloop(TcAcc<BM, BN>& acc, const unsigned short* const (&src)[TcStage<BM, BN, PIECES>::LOADS],
+                             const unsigned short* dummy, int K, int vec8) {
+  typedef TcStage<BM, BN, PIECES> S;
   const int kc = 8 * (threadIdx.x % 4);
   const int steps = (K + TC_BK - 1) / TC_BK;
   #pragma unroll
   for (int s = 0; s < TC_STAGES - 1; ++s) {
-    if (s < steps) tc2_load_stage<BM, BN, PIECES>(tc_smem + s * S::SIZE, src, dummy, s * TC_BK + kc, K, vec8);
+    if (s < steps) tc_load_stage<BM, BN, PIECES>(tc_smem + s * S::SIZE, src, dummy, s * TC_BK + kc, K, vec8);
     tc_copy_commit();
   }
   for (int s = 0; s < steps; ++s) {
@@ -554,18 +336,19 @@ GETP_DEVICE void tc2_mainloop(TcAcc<BM, BN>& acc, const unsigned short* const (&
     __syncthreads();
     const int next = s + TC_STAGES - 1;
     if (next < steps)
-      tc2_load_stage<BM, BN, PIECES>(tc_smem + (next % TC_STAGES) * S::SIZE, src, dummy, next * TC_BK + kc, K, vec8);
+      tc_load_stage<BM, BN, PIECES>(tc_smem + (next % TC_STAGES) * S::SIZE, src, dummy, next * TC_BK + kc, K, vec8);
     tc_copy_commit();
     tc_compute_stage<BM, PIECES, BN>(acc, tc_smem + (s % TC_STAGES) * S::SIZE);
   }
 }
 
 // The product for a block whose stage rows come from a_row(r) (piece 0 of tile row r, or null) and
-// w_row(n) (W row of tile column n, or null); piece p of a row is plane elements after piece 0.
+// w_row(n) (W row of tile column n, or null); piece p of a row is p * plane elements after piece 0.
+// dummy: any valid address (the source of zero-filled copies).
 template <int BM, int BN, int PIECES, class ARow, class WRow>
-GETP_DEVICE void tc2_product_pieces(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, size_t plane,
-                                    const unsigned short* dummy, int K, int vec8) {
-  typedef Tc2Stage<BM, BN, PIECES> S;
+GETP_DEVICE void tc_product_pieces(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, size_t plane,
+                                   const unsigned short* dummy, int K, int vec8) {
+  typedef TcStage<BM, BN, PIECES> S;
   const unsigned short* src[S::LOADS];
   #pragma unroll
   for (int i = 0; i < S::LOADS; ++i) {
@@ -583,27 +366,32 @@ GETP_DEVICE void tc2_product_pieces(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, 
     for (int nj = 0; nj < TcTile<BM, BN>::NJ; ++nj)
       #pragma unroll
       for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] = 0.0f;
-  tc2_mainloop<BM, BN, PIECES>(acc, src, dummy, K, vec8);
+  tc_mainloop<BM, BN, PIECES>(acc, src, dummy, K, vec8);
 }
 
 template <int BM, int BN, class ARow, class WRow>
-GETP_DEVICE void tc2_product(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, size_t plane, const unsigned short* dummy,
-                             int K, int pieces, int vec8) {
+GETP_DEVICE void tc_product(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, size_t plane, const unsigned short* dummy,
+                            int K, int pieces, int vec8) {
   if (pieces == 3)
-    tc2_product_pieces<BM, BN, 3>(acc, a_row, w_row, plane, dummy, K, vec8);
+    tc_product_pieces<BM, BN, 3>(acc, a_row, w_row, plane, dummy, K, vec8);
   else
-    tc2_product_pieces<BM, BN, 1>(acc, a_row, w_row, plane, dummy, K, vec8);
+    tc_product_pieces<BM, BN, 1>(acc, a_row, w_row, plane, dummy, K, vec8);
 }
 
-// ---- dense, pre-split: c = a @ w^T (+ bias) (+ c), a given as pieces (pieces, M, lda) ------------------
+// ---- dense: c = a @ w^T (+ bias) (+ c), a given as pieces (pieces, M, lda) -----------------------------
+GETP_DEVICE float tc_dense_out(float v, const float* bias, int n, int accumulate, const float* old) {
+  if (bias != nullptr) v += bias[n];
+  return accumulate ? v + *old : v;
+}
+
 // Grid (ceil(N / BN), ceil(M / BM)).
 template <int BM, int BN>
-GETP_DEVICE void tc2_dense(float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,
-                           const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces,
-                           int vec8) {
+GETP_DEVICE void tc_dense(float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,
+                          const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces,
+                          int vec8) {
   const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
   TcAcc<BM, BN> acc;
-  tc2_product<BM, BN>(
+  tc_product<BM, BN>(
       acc, [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; },
       [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; }, (size_t)M * lda, w, K, pieces, vec8);
   tc_epilogue<BM>(acc, [&](int row, int col, float v0, float v1) {
@@ -615,30 +403,32 @@ GETP_DEVICE void tc2_dense(float* __restrict__ c, const unsigned short* __restri
   });
 }
 
-// gemm_tc2_m{BM}_n{BN}: one kernel per tile shape (launch/gemm_tc.py picks by M and N).
-#define TC2_DENSE_KERNEL(BM, BN, MIN_BLOCKS)                                                                      \
-  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, MIN_BLOCKS) gemm_tc2_m##BM##_n##BN(                     \
+// gemm_tc_m{BM}_n{BN}: one kernel per tile shape (launch/gemm_tc.py picks by M and N).
+#define TC_DENSE_KERNEL(BM, BN, MIN_BLOCKS)                                                                       \
+  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, MIN_BLOCKS) gemm_tc_m##BM##_n##BN(                      \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,         \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces, int vec8) {       \
-    if (GETP_TC) tc2_dense<BM, BN>(c, ap, w, bias, M, N, K, lda, accumulate, pieces, vec8);                       \
+    if (GETP_TC) tc_dense<BM, BN>(c, ap, w, bias, M, N, K, lda, accumulate, pieces, vec8);                        \
   }
-TC2_DENSE_KERNEL(128, 128, 1)
-TC2_DENSE_KERNEL(64, 128, 2)
-TC2_DENSE_KERNEL(64, 64, 2)
+TC_DENSE_KERNEL(128, 128, 1)
+TC_DENSE_KERNEL(64, 128, 2)
+TC_DENSE_KERNEL(64, 64, 2)
 
-// ---- grouped MoE, pre-split ------------------------------------------------------------------------------
-// mlp1 + SwiGLU as gemm_tc_grouped_swiglu_bf16w, a given as pieces (pieces, R, lda): padded position p's
-// row is pair_of_slot[p] / k. Grid (ceil(2I / TC_BN), P / TC_GROUP_M).
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc2_grouped_swiglu(
-    float* __restrict__ g, const unsigned short* __restrict__ ap, int rows, int lda, const int* __restrict__ pair_of_slot,
-    const int* __restrict__ tile_expert, const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden,
-    int inter, int experts_per_token, float limit, int pieces, int vec8) {
+// ---- grouped MoE: tiles of TC_GROUP_M padded positions of one expert (moe_align) --------------------
+// mlp1 + SwiGLU: for padded position p of tile blockIdx.y with pair = pair_of_slot[p] >= 0,
+// m = w1[e] (2I x H) @ a[pair / k] + b1[e], g[p, j] = swiglu(m[2j], m[2j + 1]) as moe.hip, written as
+// its pieces gp (pieces, P, ldg) for mlp2 (columns I..ldg-1 zero). a is given as pieces (pieces, R, lda).
+// Grid (ceil(2I / TC_BN), P / TC_GROUP_M). Pad positions are neither read nor written.
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swiglu(
+    unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows, int lda,
+    const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w1,
+    const float* __restrict__ b1, int hidden, int inter, int experts_per_token, float limit, int pieces, int vec8) {
   const int e = tile_expert[blockIdx.y];
   if (!GETP_TC || e < 0) return;
   const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN, N = 2 * inter;
   const unsigned short* w1e = w1 + (size_t)e * N * hidden;
   TcAcc<TC_GROUP_M> acc;
-  tc2_product<TC_GROUP_M, TC_BN>(
+  tc_product<TC_GROUP_M, TC_BN>(
       acc,
       [&](int r) {
         const int pair = pair_of_slot[p0 + r];
@@ -647,18 +437,30 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc2_grouped_swi
       [&](int n) { return n0 + n < N ? w1e + (size_t)(n0 + n) * hidden : nullptr; }, (size_t)rows * lda, w1, hidden,
       pieces, vec8);
   const float* bias = b1 + (size_t)e * N;
+  const size_t plane = (size_t)padded * ldg;
   tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
     const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
     if (n >= N || pair_of_slot[p] < 0) return;
     const float gate = fminf(v0 + bias[n], limit);
     const float up = fmaxf(fminf(v1 + bias[n + 1], limit), -limit);
     const float sig = 1.0f / (1.0f + expf(-1.702f * gate));
-    g[(size_t)p * inter + n / 2] = gate * sig * (up + 1.0f);
+    unsigned piece[3];
+    if (pieces == 3) tc_split<3>(gate * sig * (up + 1.0f), piece); else tc_split<1>(gate * sig * (up + 1.0f), piece);
+    unsigned short* out = gp + (size_t)p * ldg;
+    #pragma unroll
+    for (int q = 0; q < 3; ++q) {
+      if (q < pieces) {
+        out[q * plane + n / 2] = (unsigned short)piece[q];
+        if (n / 2 == inter - 1)  // the last column's thread zeroes the row's padding
+          for (int j = inter; j < ldg; ++j) out[q * plane + j] = 0;
+      }
+    }
   });
 }
 
-// mlp2 as gemm_tc_grouped_bf16w, g given as pieces (pieces, P, lda). Grid (ceil(H / TC_BN), P / TC_GROUP_M).
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc2_grouped(
+// mlp2: y[p] = w2[e] (H x I) @ g[p] + b2[e] for every non-pad position p, g given as pieces (pieces, P,
+// lda). Grid (ceil(H / TC_BN), P / TC_GROUP_M).
+extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped(
     float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
     const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w2,
     const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {
@@ -667,7 +469,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc2_grouped(
   const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN;
   const unsigned short* w2e = w2 + (size_t)e * hidden * inter;
   TcAcc<TC_GROUP_M> acc;
-  tc2_product<TC_GROUP_M, TC_BN>(
+  tc_product<TC_GROUP_M, TC_BN>(
       acc, [&](int r) { return pair_of_slot[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; },
       [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; }, (size_t)padded * lda, w2,
       inter, pieces, vec8);

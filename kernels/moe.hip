@@ -1,28 +1,6 @@
 // moe.hip: router top-k, and the expert MLPs with BF16 weights (upcast to FP32 before every FMA).
 #include "common.h"
 
-// Top-k experts by score, ties to the lower index, and softmax weights over the k chosen.
-// One thread: E <= a few hundred, k <= E; a serial scan keeps the tie rule obvious.
-extern "C" __global__ void router_topk_f32(int* __restrict__ experts, float* __restrict__ weights,
-                                           const float* __restrict__ scores, int n_experts, int k) {
-  if (blockIdx.x != 0 || threadIdx.x != 0) return;
-  for (int s = 0; s < k; ++s) {
-    int best = -1;
-    for (int e = 0; e < n_experts; ++e) {
-      bool taken = false;
-      for (int j = 0; j < s; ++j) taken |= experts[j] == e;
-      if (!taken && (best < 0 || scores[e] > scores[best])) best = e;
-    }
-    experts[s] = best;
-  }
-  float m = scores[experts[0]], sum = 0.0f;  // the first chosen is the largest
-  for (int s = 0; s < k; ++s) {
-    weights[s] = expf(scores[experts[s]] - m);
-    sum += weights[s];
-  }
-  for (int s = 0; s < k; ++s) weights[s] /= sum;
-}
-
 // For each chosen expert slot s and j < I: the gate row 2j and up row 2j + 1 of w_mlp1[e] (bf16),
 // plus bias, then SwiGLU: gate = min(gate, limit), up = clamp(up, +-limit),
 // g = gate * sigmoid(1.702 gate) * (up + 1). Grid (ceil(I / WARPS_PER_BLOCK), k): a warp per (s, j).
@@ -99,8 +77,9 @@ GETP_DEVICE unsigned long long warp_max_u64(unsigned long long v) {
 }
 
 // Per row r: experts[r, s] = the s-th best expert by score (ties to the lower index), weights[r, :] =
-// softmax of the k chosen scores (as router_topk_f32). One warp per row: the s-th chosen is the
-// largest key below the (s-1)-th, so no per-expert state is kept.
+// softmax of the k chosen scores (exp(score - the largest chosen), normalised). One warp per row: the
+// s-th chosen is the largest key below the (s-1)-th, so no per-expert state is kept. The single-sequence
+// engine runs it on one row.
 extern "C" __global__ void router_topk_rows(int* __restrict__ experts, float* __restrict__ weights,
                                             const float* __restrict__ scores, int rows, int n_experts, int k) {
   const int r = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;

@@ -59,9 +59,6 @@ class FakeKernels:
         y = a @ f32(w).T + (0 if bias is None else bias)
         c[...] = y + c if accumulate else y
 
-    def gemm_tc(self, c, a, w, bias=None, accumulate=False, pieces=3):
-        self.gemm(c, a, w, bias, accumulate)
-
     def rope_kv_write(self, qkv, cos, sin, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads, head_dim):
         q_dim, kv_dim = n_heads * head_dim, n_kv_heads * head_dim
         for r, (slot, pos) in enumerate(zip(row_slot, row_pos)):
@@ -120,13 +117,7 @@ class FakeKernels:
     def gemm_grouped(self, y, g, pair_of_slot, tile_expert, w2, b2, block_m):
         self._grouped(y, g, lambda p, pair: p, pair_of_slot, tile_expert, w2, b2, block_m, lambda m: m)
 
-    def gemm_tc_grouped_swiglu(self, g, a, pair_of_slot, tile_expert, w1, b1, k, limit, pieces=3):
-        self.gemm_grouped_swiglu(g, a, pair_of_slot, tile_expert, w1, b1, k, limit, 64)
-
-    def gemm_tc_grouped(self, y, g, pair_of_slot, tile_expert, w2, b2, pieces=3):
-        self.gemm_grouped(y, g, pair_of_slot, tile_expert, w2, b2, 64)
-
-    # the pre-split tensor-core kernels: pieces as kernels/gemm_tc.hip splits them, products of their sum
+    # the tensor-core kernels: activations as kernels/gemm_tc.hip splits them, products of the pieces' sum
     def split_pieces(self, ap, a):
         k = a.shape[1]
         rest = np.asarray(a, np.float32)
@@ -139,13 +130,15 @@ class FakeKernels:
     def _joined(ap, k):
         return sum(bf16_to_f32(ap[p, :, :k]).astype(np.float64) for p in range(ap.shape[0])).astype(np.float32)
 
-    def gemm_tc_pieces(self, c, ap, w, bias=None, accumulate=False):
+    def gemm_tc(self, c, ap, w, bias=None, accumulate=False):
         self.gemm(c, self._joined(ap, w.shape[1]), w, bias, accumulate)
 
-    def gemm_tc_grouped_swiglu_pieces(self, g, ap, pair_of_slot, tile_expert, w1, b1, k, limit):
+    def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_slot, tile_expert, w1, b1, k, limit):
+        g = np.zeros((gp.shape[1], w1.shape[1] // 2), np.float32)
         self.gemm_grouped_swiglu(g, self._joined(ap, w1.shape[2]), pair_of_slot, tile_expert, w1, b1, k, limit, 64)
+        self.split_pieces(gp, g)
 
-    def gemm_tc_grouped_pieces(self, y, gp, pair_of_slot, tile_expert, w2, b2):
+    def gemm_tc_grouped(self, y, gp, pair_of_slot, tile_expert, w2, b2):
         self.gemm_grouped(y, self._joined(gp, w2.shape[2]), pair_of_slot, tile_expert, w2, b2, 64)
 
     def moe_combine(self, x, moe_out, y, weights, slot_of_pair):

@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
-from cupy_getp.gpu.launch.gemm_tc import (TC_BLOCK_M, pieces_lda, tc2_shared_bytes, tc_shared_bytes,
-                                          tensor_cores_supported)
+from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, TC_BLOCK_M, pieces_lda, tc_shared_bytes, tensor_cores_supported
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
@@ -83,16 +82,17 @@ def split(kernels, a, pieces: int):
     return ap
 
 
-def dense_product(kernels, impl, c, a, w, bias=None, accumulate=False, pieces=3):
-    """c = a @ w^T with the in-kernel split ("staged", block_m 64 or 128) or pre-split pieces (a tile)."""
-    kind, shape = impl
-    if kind == "staged":
-        kernels.gemm_tc(c, a, w, bias, accumulate, pieces=pieces, block_m=shape)
-    else:
-        kernels.gemm_tc_pieces(c, split(kernels, a, pieces), w, bias, accumulate, tile=shape)
+def dense_product(kernels, tile, c, a, w, bias=None, accumulate=False, pieces=3):
+    """c = a @ w^T (+ bias) (+ c) on a's pieces, with this tile shape."""
+    kernels.gemm_tc(c, split(kernels, a, pieces), w, bias, accumulate, tile=tile)
 
 
-DENSE_IMPLS = [("staged", 64), ("staged", 128), ("pieces", (128, 128)), ("pieces", (64, 128)), ("pieces", (64, 64))]
+def joined(pieces_bits: np.ndarray, k: int) -> np.ndarray:
+    """The float64 sum of the pieces (pieces, rows, lda): the values they stand for (NaN where poisoned)."""
+    return sum(bf16_to_f32(pieces_bits[p, :, :k]).astype(np.float64) for p in range(pieces_bits.shape[0]))
+
+
+TILES = list(DENSE_TILES)
 
 
 # -- split ---------------------------------------------------------------------------------------------
@@ -121,20 +121,20 @@ def test_split_pieces(gpu, rng, pieces, m, k):
 
 # -- dense ---------------------------------------------------------------------------------------------
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", DENSE_IMPLS, ids=str)
+@pytest.mark.parametrize("tile", TILES, ids=str)
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("m, k, n, bias, accumulate", [
     (1, 2880, 37, False, False), (7, 100, 5760, True, False), (64, 33, 130, False, True),
     (333, 2880, 300, True, True), (129, 16, 128, True, False), (2, 7, 3, False, False),
     (333, 2880, 5760, False, False),
 ])
-def test_gemm_tc(gpu, rng, impl, pieces, m, k, n, bias, accumulate):
+def test_gemm_tc(gpu, rng, tile, pieces, m, k, n, bias, accumulate):
     a = activations(rng, (m, k), heavy=False)
     w = bf16_weights(rng, (n, k))
     b = rng.standard_normal(n).astype(np.float32) if bias else None
     c0 = rng.standard_normal((m, n)).astype(np.float32)
     c = dev(c0) if accumulate else poisoned((m, n))
-    dense_product(gpu[1], impl, c, dev(a), dev(w), dev(b) if bias else None, accumulate, pieces)
+    dense_product(gpu[1], tile, c, dev(a), dev(w), dev(b) if bias else None, accumulate, pieces)
     want, scale = product(a, w)
     for term in ([b] if bias else []) + ([c0] if accumulate else []):  # added in FP32 after the product
         want, scale = want + term, scale + np.abs(term)
@@ -142,36 +142,49 @@ def test_gemm_tc(gpu, rng, impl, pieces, m, k, n, bias, accumulate):
 
 
 @pytest.mark.gpu
-def test_gemm_tc_unaligned_view_uses_the_scalar_path(gpu, rng):
+def test_split_of_an_unaligned_view_uses_the_scalar_path(gpu, rng):
     """A view 4 bytes into an allocation (K = 2880 would otherwise take 16-byte loads) must be right."""
     m, k, n = 9, 2880, 70
     a = activations(rng, (m, k), heavy=False)
     w = bf16_weights(rng, (n, k))
     ad = dev(np.concatenate([[0.0], a.reshape(-1)]).astype(np.float32))[1:].reshape(m, k)
     c = poisoned((m, n))
-    gpu[1].gemm_tc(c, ad, dev(w))
+    gpu[1].gemm_tc(c, split(gpu[1], ad, 3), dev(w))
     assert_accurate(host(c, gpu), *product(a, w), pieces=3)
+
+
+@pytest.mark.gpu
+def test_misaligned_or_misshapen_pieces_are_refused(gpu, rng):
+    import cupy
+
+    w, c = dev(bf16_weights(rng, (8, 16))), poisoned((2, 8))
+    flat = cupy.zeros(3 * 2 * 16 + 1, np.uint16)
+    with pytest.raises(ValueError, match="16-byte boundary"):
+        gpu[1].gemm_tc(c, flat[1:].reshape(3, 2, 16), w)
+    with pytest.raises(ValueError, match="expected"):
+        gpu[1].gemm_tc(c, flat[:2 * 2 * 16].reshape(2, 2, 16), w)  # 2 pieces
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("m, k, n", [(333, 2880, 5760), (7, 100, 130), (129, 4096, 2880)])
-def test_pre_split_is_bit_identical_to_the_staged_split(gpu, rng, pieces, m, k, n):
-    """Same pieces, same order of additions: the two kernel versions give the same bits on every tile."""
+def test_every_tile_gives_the_same_bits(gpu, rng, pieces, m, k, n):
+    """Each output adds the same products in the same order whatever the tile: a row's result does not
+    depend on the step's size (the engine picks tiles by M)."""
     a, w = dev(activations(rng, (m, k), heavy=True)), dev(bf16_weights(rng, (n, k)))
     outputs = []
-    for impl in DENSE_IMPLS:
+    for tile in TILES:
         c = poisoned((m, n))
-        dense_product(gpu[1], impl, c, a, w, pieces=pieces)
+        dense_product(gpu[1], tile, c, a, w, pieces=pieces)
         outputs.append(host(c, gpu))
     for got in outputs[1:]:
         np.testing.assert_array_equal(got, outputs[0])
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", DENSE_IMPLS[::2], ids=str)
+@pytest.mark.parametrize("tile", TILES[::2], ids=str)
 @pytest.mark.parametrize("m, k, n", [(64, 2880, 256), (333, 1000, 77)])
-def test_split_matters_on_heavy_tailed_activations(gpu, rng, impl, m, k, n):
+def test_split_matters_on_heavy_tailed_activations(gpu, rng, tile, m, k, n):
     """pieces=3 is FP32-accurate where pieces=1 (plain BF16 activations) is not."""
     a = activations(rng, (m, k), heavy=True)
     w = bf16_weights(rng, (n, k))
@@ -179,7 +192,7 @@ def test_split_matters_on_heavy_tailed_activations(gpu, rng, impl, m, k, n):
     errors = {}
     for pieces in (1, 3):
         c = poisoned((m, n))
-        dense_product(gpu[1], impl, c, dev(a), dev(w), pieces=pieces)
+        dense_product(gpu[1], tile, c, dev(a), dev(w), pieces=pieces)
         got = host(c, gpu)
         assert_accurate(got, want, scale, pieces, exact_abs=False)
         errors[pieces] = relative(got, want, scale)
@@ -203,22 +216,23 @@ GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["staged", "pieces"])
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
-def test_gemm_tc_grouped_swiglu(gpu, rng, impl, pieces, rows, k, n_experts, used, hidden, inter):
+def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
+    """g comes out as its pieces (what mlp2 reads): their sum is checked, and the zero padding after I."""
+    import cupy
+
     experts = choose_experts(rng, rows, k, n_experts, used)
     pair_of_slot, tile_expert = group_pairs(experts, n_experts)
     a = activations(rng, (rows, hidden), heavy=False)
     w1 = bf16_weights(rng, (n_experts, 2 * inter, hidden))
     b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
-    g = poisoned((pair_of_slot.size, inter))
-    grouping = (dev(pair_of_slot), dev(tile_expert), dev(w1), dev(b1), k, LIMIT)
-    if impl == "staged":
-        gpu[1].gemm_tc_grouped_swiglu(g, dev(a), *grouping, pieces=pieces)
-    else:
-        gpu[1].gemm_tc_grouped_swiglu_pieces(g, split(gpu[1], dev(a), pieces), *grouping)
-    got = host(g, gpu)
+    gp = cupy.full((pieces, pair_of_slot.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
+    gpu[1].gemm_tc_grouped_swiglu(gp, split(gpu[1], dev(a), pieces), dev(pair_of_slot), dev(tile_expert), dev(w1),
+                                  dev(b1), k, LIMIT)
+    bits = host(gp, gpu)
+    got = joined(bits, inter)
+    assert np.all(bits[:, pair_of_slot >= 0, inter:] == 0)
     valid = pair_of_slot >= 0
     assert np.all(np.isnan(got[~valid]))  # pads never written
     worst = 0.0
@@ -238,10 +252,9 @@ def test_gemm_tc_grouped_swiglu(gpu, rng, impl, pieces, rows, k, n_experts, used
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("impl", ["staged", "pieces"])
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
-def test_gemm_tc_grouped(gpu, rng, impl, pieces, rows, k, n_experts, used, hidden, inter):
+def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
     experts = choose_experts(rng, rows, k, n_experts, used)
     pair_of_slot, tile_expert = group_pairs(experts, n_experts)
     valid = pair_of_slot >= 0
@@ -250,11 +263,7 @@ def test_gemm_tc_grouped(gpu, rng, impl, pieces, rows, k, n_experts, used, hidde
     w2 = bf16_weights(rng, (n_experts, hidden, inter))
     b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
     y = poisoned((pair_of_slot.size, hidden))
-    grouping = (dev(pair_of_slot), dev(tile_expert), dev(w2), dev(b2))
-    if impl == "staged":
-        gpu[1].gemm_tc_grouped(y, dev(g), *grouping, pieces=pieces)
-    else:
-        gpu[1].gemm_tc_grouped_pieces(y, split(gpu[1], dev(g), pieces), *grouping)
+    gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_slot), dev(tile_expert), dev(w2), dev(b2))
     got = host(y, gpu)
     assert np.all(np.isnan(got[~valid]))
     for e in range(n_experts):
@@ -282,19 +291,13 @@ def test_tensor_cores_supported_by_arch(monkeypatch):
     assert not tensor_cores_supported(FakeDevice("gfx1100", is_hip=True))
 
 
-def test_pre_split_shared_memory_fits():
+def test_shared_memory_fits():
     """CUDA: four stages within the 227 KiB a block may opt into (two blocks a SM at 64 rows); ROCm: two
     stages of 64-row tiles within gfx90a's 64 KiB."""
-    assert tc2_shared_bytes(3, 128, 128, is_hip=False) <= 227 * 1024
-    assert 2 * tc2_shared_bytes(3, 64, 128, is_hip=False) <= 227 * 1024
-    assert tc2_shared_bytes(3, 64, 128, is_hip=True) <= 64 * 1024
+    assert tc_shared_bytes(3, 128, 128, is_hip=False) <= 227 * 1024
+    assert 2 * tc_shared_bytes(3, 64, 128, is_hip=False) <= 227 * 1024
+    assert tc_shared_bytes(3, TC_BLOCK_M, 128, is_hip=True) <= 64 * 1024
     assert pieces_lda(2880) == 2880 and pieces_lda(13) == 16
-
-
-def test_shared_memory_fits():
-    """Both stages: 80 KiB at 128 rows x 3 pieces (CUDA opt-in), within gfx90a's 64 KiB at 64 rows."""
-    assert tc_shared_bytes(3, 128) == 81920 <= 227 * 1024
-    assert tc_shared_bytes(3, TC_BLOCK_M) <= 64 * 1024 and tc_shared_bytes(1, TC_BLOCK_M) <= 48 * 1024
 
 
 def test_group_pairs_helper():

@@ -15,7 +15,6 @@ from __future__ import annotations
 import bisect
 import contextlib
 import functools
-import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,8 +74,8 @@ def row_bytes(config, n_split: int) -> int:
     floats = (3 * c.hidden_dim + c.qkv_dim + c.q_dim + c.n_attn_heads * n_split * (c.head_dim + 2) + c.n_experts
               + 2 * c.experts_per_token + c.experts_per_token * (c.intermediate_dim + c.hidden_dim + 2)
               + c.vocab_size + 4)
-    pieces = 3 * pieces_lda(max(c.q_dim, c.hidden_dim, c.experts_per_token * c.intermediate_dim))  # bf16
-    return 4 * floats + 2 * pieces
+    pieces = 3 * (pieces_lda(max(c.q_dim, c.hidden_dim)) + c.experts_per_token * pieces_lda(c.intermediate_dim))
+    return 4 * floats + 2 * pieces  # pieces: bf16
 
 
 def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int | None = None,
@@ -133,9 +132,10 @@ class StepBuffers:
         self.moe_out = cupy.zeros((R, c.hidden_dim), f32)
         self.logits = cupy.zeros((R, c.vocab_size), f32)
         self.next_token = cupy.zeros(R, i32)
-        # BF16 pieces of one GEMM's activations at a time (tensor cores): (pieces, rows, lda) views.
-        widest = max(R * pieces_lda(max(c.hidden_dim, c.q_dim)), P * pieces_lda(c.intermediate_dim))
-        self.pieces = cupy.zeros(n_pieces * widest, np.uint16)
+        # Tensor cores: BF16 pieces of one GEMM's activations at a time, and of g (mlp1's output, mlp2's
+        # input); (pieces, rows, lda) views of them.
+        self.pieces_a = cupy.zeros(n_pieces * R * pieces_lda(max(c.hidden_dim, c.q_dim)), np.uint16)
+        self.pieces_g = cupy.zeros(n_pieces * P * pieces_lda(c.intermediate_dim), np.uint16)
 
 
 class KVCache:
@@ -214,9 +214,6 @@ class RowModel:
         self.config, self.w, self.k, self.shape = config, weights, kernels, shape
         self.precision = precision
         self.pieces = 1 if precision == "fast" else 3
-        # Tensor-core kernels: activations split once before each GEMM (default) or while staged (the
-        # first version, kept to compare them in one benchmark run: CUPY_GETP_TC_V1=1).
-        self.presplit = os.environ.get("CUPY_GETP_TC_V1", "") != "1"
         self.buffers = StepBuffers(config, shape, 0 if precision == "fp32" else self.pieces)
         self.cache = KVCache(config, shape)
         cos, sin = zip(*(rope_cos_sin(config, p) for p in range(shape.n_ctx)))
@@ -239,26 +236,27 @@ class RowModel:
             self.moe_block(l, v, trace)
         self.unembed(v, trace)
 
-    def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False) -> None:
-        """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows; one row
-        takes the single-sequence engine's matvec (bandwidth-bound: batch-1 decode)."""
+    def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False, a_pieces=None) -> None:
+        """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows (on a's
+        pieces: `a_pieces` when already split); one row takes the single-sequence engine's matvec
+        (bandwidth-bound: batch-1 decode)."""
         if v.R == 1:
             self.k.matvec(c[0], w, a[0], bias, accumulate)
-        elif v.tensor_cores and w.dtype == np.uint16 and self.presplit:
-            self.k.gemm_tc_pieces(c, self.split(a), w, bias, accumulate)
         elif v.tensor_cores and w.dtype == np.uint16:
-            self.k.gemm_tc(c, a, w, bias, accumulate, self.pieces)
+            self.k.gemm_tc(c, self.split(a) if a_pieces is None else a_pieces, w, bias, accumulate)
         else:
             self.k.gemm(c, a, w, bias, accumulate)
 
     def split(self, a):
-        """a (M, K) f32 -> its BF16 pieces (pieces, M, pieces_lda(K)) in the step's pieces buffer, which
-        holds one GEMM's at a time."""
-        m, k = a.shape
-        lda = pieces_lda(k)
-        ap = self.buffers.pieces[: self.pieces * m * lda].reshape(self.pieces, m, lda)
+        """a (M, K) f32 -> its BF16 pieces (pieces, M, pieces_lda(K)) in the step's buffer for them (one
+        GEMM's activations at a time)."""
+        ap = self.pieces_view(self.buffers.pieces_a, *a.shape)
         self.k.split_pieces(ap, a)
         return ap
+
+    def pieces_view(self, flat, rows: int, k: int):
+        lda = pieces_lda(k)
+        return flat[: self.pieces * rows * lda].reshape(self.pieces, rows, lda)
 
     def attention_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
         c, k, lw = self.config, self.k, self.w.layer(l)
@@ -282,11 +280,12 @@ class RowModel:
     def moe_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
         k, lw = self.k, self.w.layer(l)
         k.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
-        self.matmul(v, v.router, v.t, lw.w_router, lw.b_router)  # (R, E)
+        t_pieces = self.split(v.t) if v.tensor_cores else None  # the router's and mlp1's
+        self.matmul(v, v.router, v.t, lw.w_router, lw.b_router, a_pieces=t_pieces)  # (R, E)
         if v.R == 1:
             self.moe_one_row(l, v)
         else:
-            self.moe_rows(l, v)
+            self.moe_rows(l, v, t_pieces)
         if trace is not None:
             trace.record(l, "router", v.router)
             trace.record(l, "experts", v.experts)
@@ -301,19 +300,17 @@ class RowModel:
         k.moe_mlp1_swiglu(g, lw.w_mlp1, lw.b_mlp1, v.t[0], v.experts[0], c.swiglu_limit)
         k.moe_mlp2_accumulate(v.x[0], v.moe_out[0], lw.w_mlp2, lw.b_mlp2, g, v.experts[0], v.expert_weights[0])
 
-    def moe_rows(self, l: int, v: RowView) -> None:
-        """Rows grouped by expert: routing, alignment, grouped mlp1 + SwiGLU and mlp2, combine in slot order."""
+    def moe_rows(self, l: int, v: RowView, t_pieces=None) -> None:
+        """Rows grouped by expert: routing, alignment, grouped mlp1 + SwiGLU and mlp2, combine in slot order
+        (on tensor cores: t given as its pieces, g kept as pieces)."""
         c, k, lw = self.config, self.k, self.w.layer(l)
         k.router_topk_rows(v.experts, v.expert_weights, v.router)
         k.moe_align(v.pair_of_slot, v.slot_of_pair, v.tile_expert, v.experts, v.block_m, c.n_experts)
-        if v.tensor_cores and self.presplit:
-            k.gemm_tc_grouped_swiglu_pieces(v.g, self.split(v.t), v.pair_of_slot, v.tile_expert, lw.w_mlp1,
-                                            lw.b_mlp1, c.experts_per_token, c.swiglu_limit)
-            k.gemm_tc_grouped_pieces(v.y, self.split(v.g), v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2)
-        elif v.tensor_cores:
-            k.gemm_tc_grouped_swiglu(v.g, v.t, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
-                                     c.experts_per_token, c.swiglu_limit, self.pieces)
-            k.gemm_tc_grouped(v.y, v.g, v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2, self.pieces)
+        if v.tensor_cores:
+            g_pieces = self.pieces_view(self.buffers.pieces_g, v.g.shape[0], c.intermediate_dim)
+            k.gemm_tc_grouped_swiglu(g_pieces, t_pieces, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
+                                     c.experts_per_token, c.swiglu_limit)
+            k.gemm_tc_grouped(v.y, g_pieces, v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2)
         else:
             k.gemm_grouped_swiglu(v.g, v.t, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
                                   c.experts_per_token, c.swiglu_limit, v.block_m)

@@ -261,12 +261,11 @@ class Kernels(BatchLaunches):
 
     # -- moe.hip --------------------------------------------------------------------------------------
     def router_topk(self, experts, weights, scores) -> None:
+        """One vector's top-k experts and their softmax weights: router_topk_rows on one row."""
         k = experts.shape[0]
         _check("experts", experts, I32, (k,))
-        _check("weights", weights, F32, (k,))
-        _check("scores", scores, F32)
         assert 0 < k <= scores.shape[0]
-        self._launch("router_topk_f32", (1,), (1,), (experts, weights, scores, I32(scores.shape[0]), I32(k)))
+        self.router_topk_rows(experts[None], weights[None], scores[None])
 
     def moe_mlp1_swiglu(self, g, w_mlp1, b_mlp1, t, experts, limit: float) -> None:
         """g (k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16."""
