@@ -88,7 +88,7 @@ def step_bound(c, rows: int, context: float, precision: str, bandwidth: float, d
 
 
 # -- the headline ---------------------------------------------------------------------------------------
-def headline(engine, prompts, steps, args, bandwidth, out: Path) -> dict:
+def headline(engine, prompts, steps, args, bandwidth, out: Path, max_seconds: float) -> dict:
     batched = engine.batched(len(prompts), steps, slots=args.batch or None, precision=args.precision)
     memory = engine.device.memory_in_use()
     scheduler = Scheduler(prompts, steps, batched.shape.n_slots, batched.shape.max_rows, batched.shape.max_chunk,
@@ -104,14 +104,14 @@ def headline(engine, prompts, steps, args, bandwidth, out: Path) -> dict:
                          time.perf_counter() - t0))
         scheduler.record(rows, next_tokens)
         tokens += int(rows.wants_token.sum())
-        if time.perf_counter() - begin > args.max_seconds:
+        if time.perf_counter() - begin > max_seconds:
             partial = True
             break
     elapsed = time.perf_counter() - begin
-    (out / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in step_log))
+    (out / f"steps-{batched.precision}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in step_log))
     dense_bf16 = engine.w.storage["w_qkv"] != "fp32"
     table = step_table(step_log, engine.config, batched.precision, bandwidth, dense_bf16)
-    plot(step_log, out / "step_time_vs_rows.png")
+    plot(step_log, out / f"step_time_vs_rows-{batched.precision}.png")
     result = {
         "bench": "headline", "requests": len(prompts), "steps": steps, "tok_s": round(tokens / elapsed, 1),
         "tokens": tokens, "seconds": round(elapsed, 2), "partial": partial, "n_slots": batched.shape.n_slots,
@@ -316,7 +316,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="request slots (0: from free memory)")
     parser.add_argument("--precision", default=None, help="exact, fast or fp32 (default: the engine's); "
                                                           "a comma list runs the headline once for each")
-    parser.add_argument("--max-seconds", type=float, default=420.0, help="stop the headline here (reported)")
+    parser.add_argument("--max-seconds", default="420", help="stop a headline run here (reported as partial); "
+                                                                "a comma list: one per --precision")
     parser.add_argument("--profile-rows", default="1,64,256,512", help="comma list of step sizes to profile")
     parser.add_argument("--skip", default="", help="comma list of: headline, profile, decode, single, drift, "
                                                    "transformers")
@@ -339,10 +340,11 @@ def main() -> None:
          "date": time.strftime("%Y-%m-%d")}, args.out)
     results = []
     precisions = (args.precision or "").split(",")
+    limits = [float(x) for x in args.max_seconds.split(",")]
     if "headline" not in skip:
-        for precision in precisions:
+        for i, precision in enumerate(precisions):
             args.precision = precision or None
-            results.append(headline(engine, prompts, steps, args, bandwidth, args.out))
+            results.append(headline(engine, prompts, steps, args, bandwidth, args.out, limits[min(i, len(limits) - 1)]))
             log(results[-1], args.out)
     args.precision = precisions[0] or None
     if "profile" not in skip:

@@ -25,6 +25,10 @@ for part in $parts; do
       timeout 420 python -m pytest -m gpu -q -rfE -s 2>&1 | tee "$OUT/gpu-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR|identical|differs" | tail -40
       ;;
+    kerneltests)  # the single-sequence kernels (matvec, fused experts, router) that batch-1 decode uses
+      timeout 90 python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py 2>&1 | tee "$OUT/kernel-tests.log" \
+        | grep -E "passed|failed|FAILED|ERROR" | tail -20
+      ;;
     tctests)  # the tensor-core kernels first, then every other GPU test
       timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_tc.py 2>&1 | tee "$OUT/tc-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR" | tail -30
@@ -60,6 +64,15 @@ for part in $parts; do
       ;;
     headline)
       python bench/getp_throughput.py --max-seconds 400 --out "$OUT/headline" 2>&1 | tee "$OUT/headline.txt" | tail -40
+      ;;
+    headline3)  # issue 9's run: exact and fast whole, the CUDA-core path for FP32_SECONDS (partial)
+      python bench/getp_throughput.py --precision exact,fast,fp32 --max-seconds 330,330,${FP32_SECONDS:-80} \
+        --profile-rows 1,64,256,512 --skip single,transformers --out "$OUT/headline" 2>&1 | tee "$OUT/headline.txt" \
+        | tail -60
+      ;;
+    transformers)
+      python bench/getp_throughput.py --skip headline,profile,drift,decode,single --out "$OUT/transformers" 2>&1 \
+        | tee "$OUT/transformers.txt" | tail -8
       ;;
   esac
 done

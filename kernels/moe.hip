@@ -23,22 +23,32 @@ extern "C" __global__ void moe_mlp1_swiglu_bf16w(float* __restrict__ g, const un
 }
 
 // x[h] += sum_s weight[s] * (w_mlp2[e_s, h, :] . g[s, :] + b_mlp2[e_s, h]), also written to moe_out.
-// Slots are summed in order, as the reference does. One warp per h, all slots.
+// Slots are summed in order, as the reference does. A block takes MOE_MLP2_ROWS rows h; its warps split
+// the k dot products of each (warp w: row w / ks, slots w % ks, + ks, ... with ks = min(k, warps)), so
+// k weight rows stream at once; the first warp of a row adds the slots' results in order.
+// Grid (ceil(hidden / (WARPS_PER_BLOCK / ks))); k <= MOE_MAX_K.
+#define MOE_MAX_K 16
 extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, float* __restrict__ moe_out,
                                                      const unsigned short* __restrict__ w_mlp2,
                                                      const float* __restrict__ b_mlp2, const float* __restrict__ g,
                                                      const int* __restrict__ experts,
                                                      const float* __restrict__ weights, int k, int hidden,
                                                      int inter, int vec8) {
-  const int h = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE;
-  if (h >= hidden) return;
-  float total = 0.0f;
-  for (int s = 0; s < k; ++s) {
-    const size_t e = (size_t)experts[s];
-    const float y = warp_dot_bf16(w_mlp2 + (e * hidden + h) * inter, g + (size_t)s * inter, inter, vec8);
-    total += weights[s] * (y + b_mlp2[e * hidden + h]);
-  }
-  if (threadIdx.x % WARP_SIZE == 0) {
+  __shared__ float y_s[WARPS_PER_BLOCK][MOE_MAX_K];
+  const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+  const int ks = k < WARPS_PER_BLOCK ? k : WARPS_PER_BLOCK;  // warps per row
+  const int row_in_block = warp / ks, h = blockIdx.x * (WARPS_PER_BLOCK / ks) + row_in_block;
+  const bool active = row_in_block < WARPS_PER_BLOCK / ks && h < hidden;
+  if (active)
+    for (int s = warp % ks; s < k; s += ks) {
+      const size_t e = (size_t)experts[s];
+      const float y = warp_dot_bf16(w_mlp2 + (e * hidden + h) * inter, g + (size_t)s * inter, inter, vec8);
+      if (lane == 0) y_s[row_in_block][s] = y;
+    }
+  __syncthreads();
+  if (active && warp % ks == 0 && lane == 0) {
+    float total = 0.0f;
+    for (int s = 0; s < k; ++s) total += weights[s] * (y_s[row_in_block][s] + b_mlp2[(size_t)experts[s] * hidden + h]);
     moe_out[h] = total;
     x[h] += total;
   }

@@ -25,6 +25,7 @@ from .launch.common import BF16, F32, I32, _aligned, _blocks, _check
 
 BLOCK_SIZE = 256  # threads per block, as kernels/common.h
 ATTN_CHUNK = 64  # positions per block in the weighted sum of values
+MOE_MAX_K = 16  # experts per token moe_mlp2_accumulate_bf16w takes (kernels/moe.hip)
 # A kernel's name, after any __launch_bounds__(...); names made by macros (attention.hip's variants) are
 # found in the compiled modules on first use instead.
 _KERNEL = re.compile(r'extern "C" __global__ void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)')
@@ -292,8 +293,11 @@ class Kernels(BatchLaunches):
         _check("g", g, F32, (k, inter))
         _check("experts", experts, I32, (k,))
         _check("weights", weights, F32, (k,))
+        if not 0 < k <= MOE_MAX_K:
+            raise ValueError(f"moe_mlp2_accumulate: {k} experts per token, at most {MOE_MAX_K}")
         vec8 = inter % 8 == 0 and _aligned(w_mlp2, g)
-        self._launch("moe_mlp2_accumulate_bf16w", self._rows_grid(hidden), (BLOCK_SIZE,),
+        rows_per_block = self.warps_per_block // min(k, self.warps_per_block)
+        self._launch("moe_mlp2_accumulate_bf16w", (_blocks(hidden, rows_per_block),), (BLOCK_SIZE,),
                      (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(k), I32(hidden), I32(inter), I32(vec8)))
 
     # -- synthetic.hip --------------------------------------------------------------------------------
