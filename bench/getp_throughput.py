@@ -230,12 +230,14 @@ def precision_drift(engine, prompts, steps) -> dict:
     if default_precision(engine.device) == "fp32":
         return {"bench": "precision_drift", "skipped": "no tensor cores"}
     lines, logits = {}, {}
-    rows = 2 * len(prompts)  # over SKINNY_ROWS: the tensor-core path
+    # 64 rows (over SKINNY_ROWS: the tensor-core path), each a different token at position 0 (every prompt
+    # starts with the same harmony token: its middle and last tokens differ).
+    tokens = np.array([p[len(p) // 2] for p in prompts] + [p[-1] for p in prompts], np.int32)
+    rows = len(tokens)
     for precision in ("exact", "fast", "fp32"):
         batched = engine.batched(rows, steps, precision=precision)
-        v = batched.step(np.arange(rows, dtype=np.int32), np.zeros(rows, np.int32),
-                         np.array([prompts[i % len(prompts)][0] for i in range(rows)], np.int32))
-        logits[precision] = v.logits[:rows].get()
+        v = batched.step(np.arange(rows, dtype=np.int32), np.zeros(rows, np.int32), tokens)
+        logits[precision] = v.logits[:rows].get(stream=engine.device.stream)  # the engine's stream, not the null one
         batched.free()
         batched = engine.batched(len(prompts), steps, precision=precision)
         lines[precision] = run_batched(batched, GREEDY, prompts, steps)
@@ -245,6 +247,7 @@ def precision_drift(engine, prompts, steps) -> dict:
     return {"bench": "precision_drift", "requests": len(prompts), "steps": steps,
             "fast_lines_identical_to_exact": f"{same['fast']}/{len(prompts)}",
             "fp32_lines_identical_to_exact": f"{same['fp32']}/{len(prompts)}",
+            "distinct_tokens_pos0": int(np.unique(tokens).size), "logit_scale_pos0": float(np.abs(logits["exact"]).max()),
             "fast_max_logit_diff_pos0": diff["fast"], "fp32_max_logit_diff_pos0": diff["fp32"]}
 
 

@@ -70,9 +70,14 @@ for part in $parts; do
         --profile-rows 1,64,256,512 --skip single,transformers --out "$OUT/headline" 2>&1 | tee "$OUT/headline.txt" \
         | tail -60
       ;;
-    transformers)
-      python bench/getp_throughput.py --skip headline,profile,drift,decode,single --out "$OUT/transformers" 2>&1 \
+    transformers)  # with the precision drift (both short)
+      python bench/getp_throughput.py --skip headline,profile,decode,single --out "$OUT/transformers" 2>&1 \
         | tee "$OUT/transformers.txt" | tail -8
+      ;;
+    difffast)  # how far fast drifts, layer by layer, from the single-sequence engine (exit 1 expected)
+      timeout 200 python -m cupy_getp diff 20b --layers --batch 32 --slots 32 --chunk 64 --reference cupy --steps 4 \
+        --precision fast > "$OUT/diff-batch-20b-fast.txt" 2>&1; echo "diff 20b fast exit $?"
+      tail -6 "$OUT/diff-batch-20b-fast.txt"
       ;;
   esac
 done
