@@ -215,6 +215,14 @@ GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
 ]
 
 
+def grouped_case(rng, rows: int, k: int, n_experts: int, used: int, n_out: int, k_in: int):
+    """Routing of `rows` rows to `used` of the experts (pair_of_slot, tile_expert) and expert weights
+    (E, n_out, k_in) bf16 with biases (E, n_out)."""
+    pair_of_slot, tile_expert = group_pairs(choose_experts(rng, rows, k, n_experts, used), n_experts)
+    w = bf16_weights(rng, (n_experts, n_out, k_in))
+    return pair_of_slot, tile_expert, w, rng.standard_normal((n_experts, n_out)).astype(np.float32)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
@@ -222,11 +230,8 @@ def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidd
     """g comes out as its pieces (what mlp2 reads): their sum is checked, and the zero padding after I."""
     import cupy
 
-    experts = choose_experts(rng, rows, k, n_experts, used)
-    pair_of_slot, tile_expert = group_pairs(experts, n_experts)
+    pair_of_slot, tile_expert, w1, b1 = grouped_case(rng, rows, k, n_experts, used, 2 * inter, hidden)
     a = activations(rng, (rows, hidden), heavy=False)
-    w1 = bf16_weights(rng, (n_experts, 2 * inter, hidden))
-    b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
     gp = cupy.full((pieces, pair_of_slot.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
     gpu[1].gemm_tc_grouped_swiglu(gp, split(gpu[1], dev(a), pieces), dev(pair_of_slot), dev(tile_expert), dev(w1),
                                   dev(b1), k, LIMIT)
@@ -255,13 +260,10 @@ def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidd
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
 def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
-    experts = choose_experts(rng, rows, k, n_experts, used)
-    pair_of_slot, tile_expert = group_pairs(experts, n_experts)
+    pair_of_slot, tile_expert, w2, b2 = grouped_case(rng, rows, k, n_experts, used, hidden, inter)
     valid = pair_of_slot >= 0
     g = activations(rng, (pair_of_slot.size, inter), heavy=False)
     g[~valid] = np.nan  # pad rows of g must not be read into valid rows
-    w2 = bf16_weights(rng, (n_experts, hidden, inter))
-    b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
     y = poisoned((pair_of_slot.size, hidden))
     gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_slot), dev(tile_expert), dev(w2), dev(b2))
     got = host(y, gpu)
