@@ -74,6 +74,11 @@ for part in $parts; do
       python bench/getp_throughput.py --skip headline,profile,decode,single --out "$OUT/transformers" 2>&1 \
         | tee "$OUT/transformers.txt" | tail -8
       ;;
+    diff32)  # every row, layer by layer, with steps of up to 96 rows: the tensor-core path (exact)
+      timeout 150 python -m cupy_getp diff 7m --layers --batch 32 --slots 32 --chunk 64 --steps 16 \
+        > "$OUT/diff-batch-7m-32.txt" 2>&1; echo "diff 7m --batch 32 exit $?"
+      tail -4 "$OUT/diff-batch-7m-32.txt"
+      ;;
     difffast)  # how far fast drifts, layer by layer, from the single-sequence engine (exit 1 expected)
       timeout 200 python -m cupy_getp diff 20b --layers --batch 32 --slots 32 --chunk 64 --reference cupy --steps 4 \
         --precision fast > "$OUT/diff-batch-20b-fast.txt" 2>&1; echo "diff 20b fast exit $?"
