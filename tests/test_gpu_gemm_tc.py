@@ -293,6 +293,23 @@ def test_tensor_cores_supported_by_arch(monkeypatch):
     assert not tensor_cores_supported(FakeDevice("gfx1100", is_hip=True))
 
 
+def test_dense_tile_choice_follows_the_measured_costs():
+    """At the 20b shapes on 132 SMs, 64 x 128 (the fastest measured at 512 rows, bench/RESULTS.md); at few
+    rows the tile that makes the most blocks; on ROCm only 64-row tiles."""
+    from cupy_getp.gpu.launch.gemm_tc import TensorCoreGemmLaunches
+
+    class Launches(TensorCoreGemmLaunches):
+        def __init__(self, device):
+            self.device, self._sm_count = device, 132
+
+    cuda, rocm = Launches(FakeDevice("sm_90")), Launches(FakeDevice("gfx90a", is_hip=True))
+    for n in (5760, 5120, 2880, 201088):
+        assert cuda.tc_dense_tile(512, n) == (64, 128), n
+    assert cuda.tc_dense_tile(64, 2880) == (64, 64)  # 45 blocks of 64 x 128 would leave 87 SMs idle
+    assert cuda.tc_dense_tile(4096, 201088) == (64, 128)  # 128 x 128 cost 1.34x per output, as measured
+    assert all(rocm.tc_dense_tile(m, n)[0] == 64 for m in (64, 512, 4096) for n in (2880, 201088))
+
+
 def test_shared_memory_fits():
     """CUDA: four stages within the 227 KiB a block may opt into (two blocks a SM at 64 rows); ROCm: two
     stages of 64-row tiles within gfx90a's 64 KiB."""
