@@ -99,6 +99,15 @@ GETP_DEVICE float mul_add_unfused(float a, float b, float c) {
 #endif
 }
 
+// gpt-oss SwiGLU of one (gate, up) pair of mlp1 outputs, bias already added: gate clamped above, up on
+// both sides at `limit`, then gate * sigmoid(1.702 gate) * (up + 1). Every mlp1 kernel ends with it.
+GETP_DEVICE float swiglu_f32(float gate, float up, float limit) {
+  gate = fminf(gate, limit);
+  up = fmaxf(fminf(up, limit), -limit);
+  const float sig = 1.0f / (1.0f + expf(-1.702f * gate));
+  return gate * sig * (up + 1.0f);
+}
+
 // Dot product of a row of 8 bf16 (one 16-byte load) with 8 floats (two 16-byte loads).
 GETP_DEVICE float dot8_bf16(uint4 w, const float4* x2) {
   const float4 a = x2[0], b = x2[1];

@@ -5,7 +5,7 @@
 //   GEMM_DENSE   c[m, n] = a[m] . w[n] (+ bias[n]) (+ c[m, n] when accumulate)
 //   GEMM_SWIGLU  grouped MoE mlp1: tile t of the padded positions has expert e = tile_expert[t] (skipped if < 0);
 //                position p with pair = pair_of_slot[p] >= 0 reads A row a[pair / k]; columns 2j, 2j + 1 of
-//                w1[e] @ arow + b1[e] are (gate, up); g[p, j] = SwiGLU (formula of moe_mlp1_swiglu_bf16w)
+//                w1[e] @ arow + b1[e] are (gate, up); g[p, j] = swiglu_f32 (common.h)
 //   GEMM_GROUPED grouped MoE mlp2: y[p] = w2[e] @ g[p] + b2[e] for pair_of_slot[p] >= 0
 // Pad positions (pair < 0) and rows >= M are neither read nor written.
 //
@@ -33,7 +33,6 @@
 #define TILE_BK 16   // k per shared-memory stage
 #define TILE_PAD 4   // keeps float4 alignment, spreads the transposing stores over banks
 #define TILE_THREADS 256
-#define SWIGLU_ALPHA 1.702f
 
 // gfx90a: tell the compiler a block has 256 threads (its default, 1024, caps a thread at 128 VGPRs and the
 // tiled kernel spills). A trailing GNU attribute, so the kernel-name regex of kernels.py still matches.
@@ -122,11 +121,7 @@ GETP_DEVICE const float* a_row(const GemmArgs& g, int m) {
 template <int MODE>
 GETP_DEVICE void store_pair(const GemmArgs& g, const float* __restrict__ bias, int m, int n, float v0, float v1) {
   if (MODE == GEMM_SWIGLU) {
-    float gate = v0 + bias[n], up = v1 + bias[n + 1];
-    gate = fminf(gate, g.limit);
-    up = fmaxf(fminf(up, g.limit), -g.limit);
-    const float sig = 1.0f / (1.0f + expf(-SWIGLU_ALPHA * gate));
-    g.out[(size_t)m * (g.N / 2) + n / 2] = gate * sig * (up + 1.0f);
+    g.out[(size_t)m * (g.N / 2) + n / 2] = swiglu_f32(v0 + bias[n], v1 + bias[n + 1], g.limit);
     return;
   }
   float* out = g.out + (size_t)m * g.N + n;

@@ -111,6 +111,19 @@ GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
   }
 }
 
+// The same with the piece count known only at run time (1 or 3).
+GETP_DEVICE void tc_split_n(float x, int pieces, unsigned (&piece)[3]) {
+  if (pieces == 3)
+    tc_split<3>(x, piece);
+  else
+    tc_split<1>(x, piece);
+}
+
+// Eight bf16 values (low halves of h) as one 16-byte vector, element 0 first.
+GETP_DEVICE uint4 tc_pack8(const unsigned (&h)[8]) {
+  return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
 // ---- one TC_BK step on the tensor cores ---------------------------------------------------------------
 template <int BM, int PIECES, int BN = TC_BN>
 GETP_DEVICE void tc_compute_stage(TcAcc<BM, BN>& acc, const unsigned short* stage) {
@@ -242,7 +255,7 @@ extern "C" __global__ void tc_split_rows(unsigned short* __restrict__ pieces, co
   #pragma unroll
   for (int j = 0; j < 8; ++j) {
     unsigned piece[3];
-    if (n_pieces == 3) tc_split<3>(x[j], piece); else tc_split<1>(x[j], piece);
+    tc_split_n(x[j], n_pieces, piece);
     h[0][j] = piece[0], h[1][j] = piece[1], h[2][j] = piece[2];
   }
   const size_t plane = (size_t)rows * lda;
@@ -250,8 +263,7 @@ extern "C" __global__ void tc_split_rows(unsigned short* __restrict__ pieces, co
   #pragma unroll
   for (int p = 0; p < 3; ++p)  // registers, not a stack array: the loop is unrolled and cut at n_pieces
     if (p < n_pieces)
-      *(uint4*)(out + p * plane) = make_uint4(h[p][0] | h[p][1] << 16, h[p][2] | h[p][3] << 16,
-                                              h[p][4] | h[p][5] << 16, h[p][6] | h[p][7] << 16);
+      *(uint4*)(out + p * plane) = tc_pack8(h[p]);
 }
 
 // ---- global -> shared: a ring of stages --------------------------------------------------------------
@@ -313,7 +325,7 @@ GETP_DEVICE void tc_load_stage(unsigned short* stage, const unsigned short* cons
       unsigned h[8];
       #pragma unroll
       for (int j = 0; j < 8; ++j) h[j] = row != nullptr && k + j < K ? row[k + j] : 0u;
-      *(uint4*)d = make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+      *(uint4*)d = tc_pack8(h);
     }
   }
 }
@@ -441,11 +453,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swig
   tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
     const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
     if (n >= N || pair_of_slot[p] < 0) return;
-    const float gate = fminf(v0 + bias[n], limit);
-    const float up = fmaxf(fminf(v1 + bias[n + 1], limit), -limit);
-    const float sig = 1.0f / (1.0f + expf(-1.702f * gate));
     unsigned piece[3];
-    if (pieces == 3) tc_split<3>(gate * sig * (up + 1.0f), piece); else tc_split<1>(gate * sig * (up + 1.0f), piece);
+    tc_split_n(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), pieces, piece);
     unsigned short* out = gp + (size_t)p * ldg;
     #pragma unroll
     for (int q = 0; q < 3; ++q) {

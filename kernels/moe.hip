@@ -14,12 +14,9 @@ extern "C" __global__ void moe_mlp1_swiglu_bf16w(float* __restrict__ g, const un
   const unsigned short* gate_row = w_mlp1 + (e * 2 * inter + 2 * (size_t)j) * hidden;
   float gate = warp_dot_bf16(gate_row, t, hidden, vec8);
   float up = warp_dot_bf16(gate_row + hidden, t, hidden, vec8);
-  if (threadIdx.x % WARP_SIZE == 0) {
-    gate = fminf(gate + b_mlp1[e * 2 * inter + 2 * j], limit);
-    up = fmaxf(fminf(up + b_mlp1[e * 2 * inter + 2 * j + 1], limit), -limit);
-    const float sig = 1.0f / (1.0f + expf(-1.702f * gate));
-    g[(size_t)s * inter + j] = gate * sig * (up + 1.0f);
-  }
+  if (threadIdx.x % WARP_SIZE == 0)
+    g[(size_t)s * inter + j] = swiglu_f32(gate + b_mlp1[e * 2 * inter + 2 * j], up + b_mlp1[e * 2 * inter + 2 * j + 1],
+                                          limit);
 }
 
 // x[h] += sum_s weight[s] * (w_mlp2[e_s, h, :] . g[s, :] + b_mlp2[e_s, h]), also written to moe_out.
