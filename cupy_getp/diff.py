@@ -80,10 +80,13 @@ def diff_engines(reference: Engine, other: Engine, prompt: Sequence[int], steps:
         ref_trace, other_trace = Trace(), Trace()
         reference.forward(token, pos, ref_trace)
         other.forward(token, pos, other_trace)
-        generated = pos + 1 >= len(prompt)
-        step = compare_step(pos, token, ref_trace, other_trace, generated)
-        yield step
-        token = prompt[pos + 1] if not generated else step.reference_token
+        yield compare_step(pos, token, ref_trace, other_trace, pos + 1 >= len(prompt))
+        token = next_fed_token(prompt, pos, ref_trace.logits)
+
+
+def next_fed_token(prompt: Sequence[int], pos: int, reference_logits: np.ndarray) -> int:
+    """The token a diff feeds at pos + 1: the prompt's, then the reference's greedy choice."""
+    return prompt[pos + 1] if pos + 1 < len(prompt) else int(np.argmax(reference_logits))
 
 
 def format_header(layers: bool) -> str:
@@ -151,7 +154,7 @@ def reference_run(reference: Engine, prompt: Sequence[int], positions: int) -> R
         trace = Trace()
         reference.forward(tokens[pos], pos, trace)
         traces.append(trace)
-        tokens.append(prompt[pos + 1] if pos + 1 < len(prompt) else int(np.argmax(trace.logits)))
+        tokens.append(next_fed_token(prompt, pos, trace.logits))
     return ReferenceRun(tokens, traces)
 
 
