@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from cupy_getp.checkpoint import SyntheticStore, Weights  # noqa: E402
 from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.engine.factory import create_engine  # noqa: E402
-from cupy_getp.engine.scheduler import Scheduler  # noqa: E402
+from cupy_getp.engine.scheduler import Scheduler, run_scheduled  # noqa: E402
 from cupy_getp.getp import encode_requests, read_requests, run_requests  # noqa: E402
 from cupy_getp.sampler import Sampler  # noqa: E402
 from cupy_getp.tokenizer import STOP_TOKENS, harmony_tokenizer  # noqa: E402
@@ -88,6 +88,10 @@ def step_bound(c, rows: int, context: float, precision: str, bandwidth: float, d
 
 
 # -- the headline ---------------------------------------------------------------------------------------
+class _OutOfTime(Exception):
+    """A headline run reached its time limit (reported as partial)."""
+
+
 def headline(engine, prompts, steps, args, bandwidth, out: Path, max_seconds: float) -> dict:
     batched = engine.batched(len(prompts), steps, slots=args.batch or None, precision=args.precision)
     memory = engine.device.memory_in_use()
@@ -95,19 +99,26 @@ def headline(engine, prompts, steps, args, bandwidth, out: Path, max_seconds: fl
                           STOP_TOKENS)
     step_log = []  # (rows, bucket, mean position, seconds)
     tokens, begin = 0, time.perf_counter()
-    partial = False
-    while not scheduler.done:
-        rows = scheduler.next_rows()
+    end = begin
+
+    def timed_step(rows):
+        """getp's step (run_scheduled drives it), timed; past max_seconds the run stops before the next."""
+        nonlocal tokens, end
+        if end - begin > max_seconds:
+            raise _OutOfTime
         t0 = time.perf_counter()
         next_tokens = batched.next_tokens(rows)
-        step_log.append((len(rows), batched.shape.bucket(len(rows)), float(rows.positions.mean()),
-                         time.perf_counter() - t0))
-        scheduler.record(rows, next_tokens)
+        end = time.perf_counter()
+        step_log.append((len(rows), batched.shape.bucket(len(rows)), float(rows.positions.mean()), end - t0))
         tokens += int(rows.wants_token.sum())
-        if time.perf_counter() - begin > max_seconds:
-            partial = True
-            break
-    elapsed = time.perf_counter() - begin
+        return next_tokens
+
+    try:
+        run_scheduled(scheduler, timed_step)
+        partial = False
+    except _OutOfTime:
+        partial = True
+    elapsed = end - begin
     (out / f"steps-{batched.precision}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in step_log))
     dense_bf16 = engine.w.storage["w_qkv"] != "fp32"
     table = step_table(step_log, engine.config, batched.precision, bandwidth, dense_bf16)
