@@ -49,6 +49,8 @@ def f32(w) -> np.ndarray:
 class FakeKernels:
     """The batched launch helpers, as numpy."""
 
+    wgmma = False  # the products' path (launch/gemm_tc.py): True takes the tensor cores at every row count
+
     def embedding_rows(self, x, table, tokens):
         x[...] = table[tokens]
 
@@ -135,11 +137,13 @@ class FakeKernels:
 
     def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_slot, tile_expert, w1, b1, k, limit):
         g = np.zeros((gp.shape[1], w1.shape[1] // 2), np.float32)
-        self.gemm_grouped_swiglu(g, self._joined(ap, w1.shape[2]), pair_of_slot, tile_expert, w1, b1, k, limit, 64)
+        self.gemm_grouped_swiglu(g, self._joined(ap, w1.shape[2]), pair_of_slot, tile_expert, w1, b1, k, limit,
+                                 pair_of_slot.shape[0] // tile_expert.shape[0])
         self.split_pieces(gp, g)
 
     def gemm_tc_grouped(self, y, gp, pair_of_slot, tile_expert, w2, b2):
-        self.gemm_grouped(y, self._joined(gp, w2.shape[2]), pair_of_slot, tile_expert, w2, b2, 64)
+        self.gemm_grouped(y, self._joined(gp, w2.shape[2]), pair_of_slot, tile_expert, w2, b2,
+                          pair_of_slot.shape[0] // tile_expert.shape[0])
 
     def moe_combine(self, x, moe_out, y, weights, slot_of_pair):
         k = weights.shape[1]

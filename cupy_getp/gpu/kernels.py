@@ -13,6 +13,7 @@ the grid, launches on the engine's stream and counts the launch.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 
 from .device import Device
 from .launch import BatchLaunches
+from .launch.gemm_tc import WG_SMEM_BYTES
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check
 
 BLOCK_SIZE = 256  # threads per block, as kernels/common.h
@@ -52,7 +54,7 @@ def assemble_source(family: str, warp_size: int) -> str:
     if not _INCLUDE.search(body):
         raise ValueError(f"kernels/{family}.hip must include \"common.h\"")
     body = _INCLUDE.sub("", body, count=1)
-    return (f"#define WARP_SIZE {warp_size}\n#define BLOCK_SIZE {BLOCK_SIZE}\n"
+    return (f"#define WARP_SIZE {warp_size}\n#define BLOCK_SIZE {BLOCK_SIZE}\n#define WG_SMEM_BYTES {WG_SMEM_BYTES}\n"
             f'#line 1 "kernels/common.h"\n{header}\n'
             f'#line 1 "kernels/{family}.hip"\n{body}')
 
@@ -64,11 +66,25 @@ def _source(family: str, warp_size: int) -> str:
 
 
 @functools.cache
-def _module(family: str, warp_size: int, device_id: int):
+def _module(family: str, warp_size: int, device_id: int, options: tuple = ()):
     import cupy
 
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=_source(family, warp_size))
+        return cupy.RawModule(code=_source(family, warp_size), options=options)
+
+
+# Families built only where the device has their instructions, with the compiler options that reach
+# them; a failed build leaves the engine on the other kernels (the launch helpers check `wgmma`).
+OPTIONAL_FAMILIES = ("gemm_wgmma",)
+
+
+def family_options(family: str, device: Device) -> tuple | None:
+    """Compile options of a family on this device, or None where it is not built at all. gemm_wgmma:
+    compute capability 9.0 with the sm_90a features (CuPy appends its own -arch=sm_90 after these; the
+    sm_90a one takes effect, as wg_available confirms at run time)."""
+    if family == "gemm_wgmma":
+        return ("-arch=sm_90a",) if not device.is_hip and device.arch == "sm_90" else None
+    return ()
 
 
 def families() -> tuple[str, ...]:
@@ -83,15 +99,41 @@ class Kernels(BatchLaunches):
     def __init__(self, device: Device):
         self.device = device
         self.warps_per_block = BLOCK_SIZE // device.warp_size
-        self.modules = {family: _module(family, device.warp_size, device.id) for family in families()}
         self.functions = {}  # name -> kernel; macro-made names are added on first use
         self._family_of = {}
-        for family, module in self.modules.items():
-            for name in _KERNEL.findall(_source(family, device.warp_size)):
-                self._family_of[name] = family
-                self._open(module, name)  # compiles the module: compile errors belong to warm-up
+        self.modules = {}
+        self.not_built: dict[str, str] = {}  # optional family -> why it is not available
+        for family in families():
+            options = family_options(family, device)
+            if options is None:
+                self.not_built[family] = f"not built for {device.arch}"
+                continue
+            try:
+                self._open_family(family, _module(family, device.warp_size, device.id, options))
+            except Exception as e:
+                if family not in OPTIONAL_FAMILIES:
+                    raise
+                self.not_built[family] = f"build failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         self.profile: dict[str, list] | None = None  # name -> [(start, end) events] while profiling (eager)
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
+        self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
+
+    def _open_family(self, family: str, module) -> None:
+        self.modules[family] = module
+        for name in _KERNEL.findall(_source(family, self.device.warp_size)):
+            self._family_of[name] = family
+            self._open(module, name)  # compiles the module: compile errors belong to warm-up
+
+    def _probe_wgmma(self) -> bool:
+        """True when the gemm_wgmma kernels were built with their wgmma bodies (the device says so, once, at
+        warm-up: never during graph capture). CUPY_GETP_WGMMA=0 keeps the mma.sync kernels."""
+        if "gemm_wgmma" not in self.modules or os.environ.get("CUPY_GETP_WGMMA", "") == "0":
+            return False
+        import cupy
+
+        flag = cupy.zeros(1, np.int32)
+        self._launch("wg_available", (1,), (1,), (flag,))
+        return bool(int(flag.get(stream=self.device.stream)[0]))
 
     def _launch(self, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         if grid[0] == 0:  # CuPy would still launch one block

@@ -1,9 +1,12 @@
-"""Launch helpers for the batched engine (family: gemm_tc): products on BF16 tensor cores, FP32-accurate
-with 3 pieces: each FP32 activation split once, by `split_pieces`, into three BF16 pieces that the
-products read (kernels/gemm_tc.hip).
+"""Launch helpers for the batched engine (families gemm_tc, gemm_wgmma): products on BF16 tensor cores,
+FP32-accurate with 3 pieces: each FP32 activation split once, by `split_pieces`, into three BF16 pieces
+that the products read.
 
-CUDA needs compute capability 8.0 (mma.sync bf16). The ROCm (gfx90a MFMA) path compiles but has never
-run on an AMD GPU: it is off unless CUPY_GETP_ROCM_MFMA=1.
+Which kernels run is decided here, per device: on compute capability 9.0 (H100, H200) the wgmma kernels
+(kernels/gemm_wgmma.hip, built for sm_90a) for every row count, from one row up; elsewhere on CUDA sm_80+
+the mma.sync kernels (kernels/gemm_tc.hip), and on gfx90a their MFMA version, which compiles but has never
+run on an AMD GPU: it is off unless CUPY_GETP_ROCM_MFMA=1. Both give the same bits (same k order, same
+promotion at every k = 16).
 """
 
 from __future__ import annotations
@@ -21,6 +24,22 @@ TC_STAGES = {False: 4, True: 2}  # kernels/gemm_tc.hip TC_STAGES on CUDA, on HIP
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
 DENSE_TILES = {(128, 128): (1, 1.34), (64, 128): (2, 1.0), (64, 64): (2, 1.66)}
+# wgmma kernels: row-tile heights (the N side of the instruction), WG_BN output features per block, and
+# the dynamic shared memory of every block (emitted into kernels/gemm_wgmma.hip as WG_SMEM_BYTES, which
+# sizes its ring of stages). The grouped kernels' tile height is moe_align's block_m.
+WG_ROWS = (8, 16, 32, 64, 128)
+WG_GROUPED_ROWS = (8, 16, 32, 64)
+WG_BN = 128
+WG_SMEM_BYTES = 200 * 1024
+# Relative time per output of a row tile above 64 rows (used when M > 64 to weigh waves of blocks).
+WG_TILE_COST = {64: 1.2, 128: 1.0}
+
+
+def wg_grouped_rows(n_pairs: int, n_experts: int) -> int:
+    """The grouped kernels' tile height for a step of n_pairs (row, expert) pairs: the smallest that holds
+    an expert's average share, at most 64 (the bits do not depend on it)."""
+    share = -(-n_pairs // max(1, n_experts))
+    return next((r for r in WG_GROUPED_ROWS if share <= r), WG_GROUPED_ROWS[-1])
 
 
 def tensor_cores_supported(device) -> bool:
@@ -80,6 +99,24 @@ class TensorCoreGemmLaunches:
         self._launch("tc_split_rows", (_blocks(m * ap.shape[2] // 8, threads),), (threads,),
                      (ap, a, I32(m), I32(k), I32(ap.shape[2]), I32(pieces), I32(vec4)))
 
+    def wg_dense_rows(self, m: int, n: int) -> int:
+        """Row-tile height of the wgmma dense kernel: the smallest that holds M up to 64 rows; above, the
+        one with the least estimated time (waves of blocks x tile cost)."""
+        if m <= 64:
+            return next(r for r in WG_ROWS if m <= r)
+        sms = self._tc_sm_count()
+
+        def cost(rows):
+            blocks = _blocks(m, rows) * _blocks(n, WG_BN)
+            return _blocks(blocks, sms) * rows * WG_TILE_COST[rows]
+
+        return min(WG_TILE_COST, key=cost)
+
+    def _wg_launch(self, name: str, grid: tuple, args: tuple) -> None:
+        if grid[0] == 0 or grid[1] == 0:
+            return
+        self._launch(name, grid, (256,), args, shared_mem=WG_SMEM_BYTES)
+
     def tc_dense_tile(self, m: int, n: int) -> tuple[int, int]:
         """The tile shape with the least estimated time: waves of blocks x blocks per SM x tile cost."""
         sms = self._tc_sm_count()
@@ -93,28 +130,42 @@ class TensorCoreGemmLaunches:
 
     def gemm_tc(self, c, ap, w, bias=None, accumulate: bool = False, tile: tuple[int, int] | None = None) -> None:
         """c (M,N) = a @ w (N,K)^T (+ bias (N,)) (+ c when accumulate), a given as its pieces ap (split_pieces),
-        w bf16 bits. tile: (BM, BN) of DENSE_TILES, None picks by shape."""
+        w bf16 bits. On the wgmma kernels `tile` is the row-tile height (WG_ROWS), else (BM, BN) of
+        DENSE_TILES; None picks by shape."""
         n, k = w.shape
         _check("w", w, BF16)
         pieces, m = self._check_pieces("ap", ap, k)
         _check("c", c, F32, (m, n))
         if bias is not None:
             _check("bias", bias, F32, (n,))
+        vec8 = k % 8 == 0 and _aligned(w)
+        if self.wgmma:
+            rows = tile or self.wg_dense_rows(m, n)
+            if rows not in WG_ROWS:
+                raise ValueError(f"gemm_tc: row tile {rows} not available on the wgmma kernels ({WG_ROWS})")
+            self._wg_launch(f"gemm_wg_r{rows}", (_blocks(n, WG_BN), _blocks(m, rows)),
+                            (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(pieces),
+                             I32(vec8)))
+            return
         tile = tile or self.tc_dense_tile(m, n)
         if tile not in DENSE_TILES or (self.device.is_hip and tile[0] != 64):
             raise ValueError(f"gemm_tc: tile {tile} not available (CUDA {list(DENSE_TILES)}, ROCm 64-row tiles)")
-        vec8 = k % 8 == 0 and _aligned(w)
         self._tc_launch(f"gemm_tc_m{tile[0]}_n{tile[1]}", (_blocks(n, tile[1]), _blocks(m, tile[0])),
                         (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(pieces),
                          I32(vec8)), pieces, tile)
 
-    def _tc_grouping(self, pair_of_slot, tile_expert) -> int:
+    def _tc_grouping(self, pair_of_slot, tile_expert) -> tuple[int, int]:
+        """(P, tile height) of a moe_align grouping: TC_BLOCK_M on the mma.sync kernels, one of
+        WG_GROUPED_ROWS on the wgmma kernels."""
         p = pair_of_slot.shape[0]
         _check("pair_of_slot", pair_of_slot, I32, (p,))
-        if p % TC_BLOCK_M:
-            raise ValueError(f"pair_of_slot: {p} padded positions, not a multiple of TC_BLOCK_M={TC_BLOCK_M}")
-        _check("tile_expert", tile_expert, I32, (p // TC_BLOCK_M,))
-        return p
+        heights = WG_GROUPED_ROWS if self.wgmma else (TC_BLOCK_M,)
+        block_m = p // tile_expert.shape[0] if tile_expert.ndim == 1 and tile_expert.shape[0] else 0
+        if block_m not in heights or p % block_m:
+            raise ValueError(f"pair_of_slot ({p},) and tile_expert {tuple(tile_expert.shape)}: tiles of "
+                             f"{heights} positions expected")
+        _check("tile_expert", tile_expert, I32, (p // block_m,))
+        return p, block_m
 
     def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_slot, tile_expert, w1, b1, experts_per_token: int,
                                limit: float) -> None:
@@ -124,30 +175,38 @@ class TensorCoreGemmLaunches:
         are not written."""
         n_experts, two_inter, hidden = w1.shape
         inter = two_inter // 2
-        p = self._tc_grouping(pair_of_slot, tile_expert)
+        p, block_m = self._tc_grouping(pair_of_slot, tile_expert)
         pieces, rows = self._check_pieces("ap", ap, hidden)
         self._check_pieces("gp", gp, inter, p)
         if gp.shape[0] != pieces:
             raise ValueError(f"gp: {gp.shape[0]} pieces, ap has {pieces}")
         _check("w1", w1, BF16)
         _check("b1", b1, F32, (n_experts, two_inter))
-        assert two_inter == 2 * inter and experts_per_token > 0
+        if two_inter != 2 * inter or experts_per_token < 1:
+            raise ValueError(f"gemm_tc_grouped_swiglu: w1 {tuple(w1.shape)}, {experts_per_token} experts per token")
         vec8 = hidden % 8 == 0 and _aligned(w1)
-        self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
-                        (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_slot, tile_expert,
-                         w1, b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit), I32(pieces),
-                         I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
+        args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_slot, tile_expert, w1, b1,
+                I32(hidden), I32(inter), I32(experts_per_token), F32(limit), I32(pieces), I32(vec8))
+        if self.wgmma:
+            self._wg_launch(f"gemm_wg_grouped_swiglu_r{block_m}", (_blocks(two_inter, WG_BN), p // block_m), args)
+            return
+        self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M), args, pieces,
+                        (TC_BLOCK_M, TC_BLOCK_N))
 
     def gemm_tc_grouped(self, y, gp, pair_of_slot, tile_expert, w2, b2) -> None:
         """y[p] (P,H) = w2[e] (H,I) @ g[p] + b2[e] for every non-pad padded position p of an expert-e tile,
         g given as pieces gp (pieces, P, pieces_lda(I))."""
         n_experts, hidden, inter = w2.shape
-        p = self._tc_grouping(pair_of_slot, tile_expert)
+        p, block_m = self._tc_grouping(pair_of_slot, tile_expert)
         pieces, _ = self._check_pieces("gp", gp, inter, p)
         _check("y", y, F32, (p, hidden))
         _check("w2", w2, BF16)
         _check("b2", b2, F32, (n_experts, hidden))
         vec8 = inter % 8 == 0 and _aligned(w2)
-        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
-                        (y, gp, I32(p), I32(gp.shape[2]), pair_of_slot, tile_expert, w2, b2, I32(hidden), I32(inter),
-                         I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
+        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_slot, tile_expert, w2, b2, I32(hidden), I32(inter),
+                I32(pieces), I32(vec8))
+        if self.wgmma:
+            self._wg_launch(f"gemm_wg_grouped_r{block_m}", (_blocks(hidden, WG_BN), p // block_m), args)
+            return
+        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M), args, pieces,
+                        (TC_BLOCK_M, TC_BLOCK_N))
