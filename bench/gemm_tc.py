@@ -98,7 +98,7 @@ def main() -> None:
                                                             tile=tile), args.repeats)
                     result[f"{tile[0]}x{tile[1]}"] = rate(flops, ms)
                 if has_wgmma:
-                    result["wg_rows"] = kernels.wg_dense_rows(m, n)
+                    result["wg_tile"] = "x".join(map(str, kernels.wg_tile(m, n, pieces)))
                     ms = time_ms(stream, partial(split_then, partial(kernels.gemm_tc, c), a, ap, w), args.repeats)
                     result["wg"] = rate(flops, ms)
                 print(json.dumps(result), flush=True)

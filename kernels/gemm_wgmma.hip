@@ -14,11 +14,14 @@
 // rows a tile: WG_ROWS, chosen by the launch helper from the row count), so a product of a few rows still
 // fills the instruction and reads each weight tile once for all pieces of its rows.
 //
-// Tiles. A block of 256 threads = 2 warpgroups computes WG_BN = 128 output features x BR rows, stepping
-// over K by WG_BK = 64 (one 128-byte row of bf16 per operand row: the 128-byte swizzle atom). Every
-// thread copies 16-byte chunks with cp.async into a ring of stages (as many as WG_SMEM_BYTES holds, at
-// most WG_MAX_STAGES), written in the 128-byte swizzled layout the wgmma descriptors name; the ring is
-// loaded STAGES - 1 steps ahead, one barrier per step. Out-of-range rows and K columns are zeros.
+// Tiles. A block of WG_THREADS = 384 threads is one producer warpgroup and two consumer warpgroups; it
+// computes 128 MB output features (MB blocks of 64 per consumer) x BR rows, stepping over K by WG_BK = 64
+// (one 128-byte row of bf16 per operand row: the 128-byte swizzle atom). The producer copies 16-byte
+// chunks with cp.async into a ring of stages (as many as WG_SMEM_BYTES holds, at most WG_MAX_STAGES),
+// written in the 128-byte swizzled layout the wgmma descriptors name; mbarriers hand each stage to the
+// consumers when its copies have landed and back when their products are done. Out-of-range rows and K
+// columns are zeros. The launch helper picks BR, MB by shape (MB = 1 doubles the blocks of a product of
+// few rows); the bits do not depend on either.
 // W rows are placed so that a thread's accumulators hold output features 2j and 2j + 1 of the same row
 // (SwiGLU's pair, and one 8-byte store in the dense epilogue): tile row n goes to the smem row
 // 16 (n / 16) + 8 (n % 2) + (n % 16) / 2, whose accumulator rows are r and r + 8 of a warp's 16.
@@ -35,19 +38,23 @@
 #endif
 
 #ifndef WG_SMEM_BYTES
-#define WG_SMEM_BYTES (200 * 1024)  // dynamic shared memory of every block (launch/gemm_wgmma.py emits it)
+#define WG_SMEM_BYTES (225 * 1024)  // dynamic shared memory of every block (launch/gemm_tc.py emits it)
 #endif
 #define WG_BK 64         // K per stage (bf16): one 128-byte swizzle row
-#define WG_BN 128        // output features per block: 64 per warpgroup
 #define WG_MAX_STAGES 8
 #define WG_ALIGN 1024    // a 128-byte-swizzle atom: 8 rows of 128 bytes
 
-static_assert(BLOCK_SIZE == 256, "gemm_wgmma blocks are two warpgroups");
+#ifndef WG_THREADS
+#define WG_THREADS 384  // a producer warpgroup and two consumer warpgroups (launch/gemm_tc.py emits it)
+#endif
+static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
 
-// The ring of one product: STAGES stages of W (WG_BN rows) then PIECES x BR activation rows, 128 B each.
-template <int BR, int PIECES>
+// The ring of one product: STAGES stages of W (BN = 128 MB rows) then PIECES x BR activation rows, 128 B
+// each.
+template <int BR, int PIECES, int MB>
 struct WgStage {
-  static const int W_BYTES = WG_BN * 128;
+  static const int BN = 128 * MB;
+  static const int W_BYTES = BN * 128;
   static const int A_ROWS = PIECES * BR;
   static const int BYTES = W_BYTES + A_ROWS * 128;
   static const int FIT = (WG_SMEM_BYTES - WG_ALIGN) / BYTES;
@@ -151,18 +158,40 @@ GETP_DEVICE unsigned wg_swizzled(int r, int c) { return (unsigned)(r * 128 + ((c
 // The smem row of W tile row n (see the header: a thread then holds features 2j and 2j + 1).
 GETP_DEVICE int wg_w_slot(int n) { return (n & ~15) + 8 * (n & 1) + (n & 15) / 2; }
 
-// Stage K columns k0 .. k0 + 63 of the W rows w_row(n) (n < WG_BN) and of the activation rows: piece p of
-// tile row r is a_row(r) + p * plane. Thread tid copies chunk tid % 8 of rows tid / 8 + 32 u. A null row
-// is outside the product: zeros. W rows take 16-byte copies when vec8 (K % 8 == 0, aligned), else
-// 8 scalar loads.
-template <int BR, int PIECES, class WRow, class ARow>
+GETP_DEVICE void mbar_init(unsigned bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+
+GETP_DEVICE void mbar_wait(unsigned bar, int parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWG_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WG_WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+GETP_DEVICE void mbar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
+// One arrival on `bar` once every cp.async this thread issued so far has landed.
+GETP_DEVICE void mbar_arrive_copies(unsigned bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
+// Stage K columns k0 .. k0 + 63 of the W rows w_row(n) (n < BN) and of the activation rows: piece p of tile
+// row r is a_row(r) + p * plane. Producer thread i (of 128) copies chunk i % 8 of rows i / 8 + 16 u. A null
+// row is outside the product: zeros. W rows take 16-byte copies when vec8 (K % 8 == 0, aligned), else
+// 8 scalar loads and a plain shared store.
+template <int BR, int PIECES, int MB, class WRow, class ARow>
 GETP_DEVICE void wg_load_stage(unsigned stage, WRow w_row, ARow a_row, size_t plane, const unsigned short* dummy,
                                int k0, int K, int vec8) {
-  typedef WgStage<BR, PIECES> S;
-  const int c = threadIdx.x % 8, k = k0 + 8 * c;
+  typedef WgStage<BR, PIECES, MB> S;
+  const int i = threadIdx.x % 128, c = i % 8, k = k0 + 8 * c;
   #pragma unroll
-  for (int u = 0; u < WG_BN / 32; ++u) {
-    const int n = threadIdx.x / 8 + 32 * u;
+  for (int u = 0; u < S::BN / 16; ++u) {
+    const int n = i / 8 + 16 * u;
     const unsigned short* row = w_row(n);
     const unsigned dst = stage + wg_swizzled(wg_w_slot(n), c);
     if (vec8) {
@@ -176,8 +205,8 @@ GETP_DEVICE void wg_load_stage(unsigned stage, WRow w_row, ARow a_row, size_t pl
     }
   }
   #pragma unroll
-  for (int u = 0; u < (S::A_ROWS + 31) / 32; ++u) {
-    const int r = threadIdx.x / 8 + 32 * u;
+  for (int u = 0; u < (S::A_ROWS + 15) / 16; ++u) {
+    const int r = i / 8 + 16 * u;
     if (r < S::A_ROWS) {
       const unsigned short* row = a_row(r % BR);
       const bool valid = row != nullptr && k < K;  // piece rows hold zeros from K to lda
@@ -186,94 +215,132 @@ GETP_DEVICE void wg_load_stage(unsigned stage, WRow w_row, ARow a_row, size_t pl
   }
 }
 
-// acc (this warpgroup's 64 features x BR rows) = W_tile A_tile^T over K.
-template <int BR, int PIECES, class WRow, class ARow>
-GETP_DEVICE void wg_product(float (&acc)[BR / 2], WRow w_row, ARow a_row, size_t plane, const unsigned short* dummy,
-                            int K, int vec8) {
-  typedef WgStage<BR, PIECES> S;
+// acc[mb] (64 features x BR rows of each of a consumer warpgroup's MB blocks) = W_tile A_tile^T over K.
+// Warpgroup 0 produces: it stages the ring with cp.async, each stage's `full` barrier completing once its
+// copies have landed; warpgroups 1 and 2 consume: wait for `full`, run the tensor cores, and arrive on
+// `empty` once the products that read the stage are done, which lets the producer refill it.
+// pieces = 3: every k16 step, for each block, t = x3 W + x2 W + x1 W from zero, then a wait and acc += t
+// (waiting on the product before the next one is issued: reading t while a later wgmma runs would make
+// ptxas serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy).
+// pieces = 1: the tensor cores accumulate into acc, one stage's products in flight while the next is
+// issued. Returns true on consumers (their acc holds the result).
+template <int BR, int PIECES, int MB, class WRow, class ARow>
+GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRow w_row, ARow a_row, size_t plane,
+                            const unsigned short* dummy, int K, int vec8) {
+  typedef WgStage<BR, PIECES, MB> S;
+  __shared__ __align__(8) unsigned long long bars[2 * WG_MAX_STAGES];  // full[STAGES], then empty[STAGES]
   const unsigned base = (wg_smem_u32(wg_smem) + WG_ALIGN - 1) & ~(unsigned)(WG_ALIGN - 1);
-  const int steps = (K + WG_BK - 1) / WG_BK;
-  const unsigned w_off = (threadIdx.x / 128) * 64 * 128;  // this warpgroup's 64 W rows
-  #pragma unroll
-  for (int i = 0; i < BR / 2; ++i) acc[i] = 0.0f;
-  float t[BR / 2];
-  #pragma unroll
-  for (int i = 0; i < BR / 2; ++i) t[i] = 0.0f;
-  #pragma unroll
-  for (int s = 0; s < S::STAGES - 1; ++s) {
-    if (s < steps) wg_load_stage<BR, PIECES>(base + s * S::BYTES, w_row, a_row, plane, dummy, s * WG_BK, K, vec8);
-    asm volatile("cp.async.commit_group;\n" ::);
+  const unsigned full = wg_smem_u32(bars), empty = full + 8 * WG_MAX_STAGES;
+  const int steps = (K + WG_BK - 1) / WG_BK, role = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    for (int b = 0; b < S::STAGES; ++b) {
+      mbar_init(full + 8 * b, 256);   // 128 producers x (copies landed + plain stores released)
+      mbar_init(empty + 8 * b, 256);  // 256 consumer threads
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  for (int s = 0; s < steps; ++s) {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(S::STAGES - 2));
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // cp.async and st.shared -> wgmma reads
-    __syncthreads();  // the stage refilled below was last read in step s - 1, whose wgmmas all completed
-    const int next = s + S::STAGES - 1;
-    if (next < steps)
-      wg_load_stage<BR, PIECES>(base + (next % S::STAGES) * S::BYTES, w_row, a_row, plane, dummy, next * WG_BK, K,
-                                vec8);
-    asm volatile("cp.async.commit_group;\n" ::);
-    const unsigned stage = base + (s % S::STAGES) * S::BYTES;
+  __syncthreads();
+  if (role == 0) {
+    for (int s = 0; s < steps; ++s) {
+      const int b = s % S::STAGES;
+      if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
+      wg_load_stage<BR, PIECES, MB>(base + b * S::BYTES, w_row, a_row, plane, dummy, s * WG_BK, K, vec8);
+      mbar_arrive_copies(full + 8 * b);
+      mbar_arrive(full + 8 * b);
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    return false;
+  }
+  const unsigned w_off = (role - 1) * MB * 64 * 128;  // this warpgroup's MB x 64 W rows
+  #pragma unroll
+  for (int mb = 0; mb < MB; ++mb)
     #pragma unroll
-    for (int kk = 0; kk < WG_BK / 16; ++kk) {
-      if (s * WG_BK + 16 * kk >= K) break;  // only zeros left
-      const unsigned long long a = wg_desc(stage + w_off + 32 * kk);
-      const unsigned b = stage + S::W_BYTES + 32 * kk;
-      if constexpr (PIECES == 3) {
+    for (int i = 0; i < BR / 2; ++i) acc[mb][i] = 0.0f;
+  float t[MB][BR / 2];
+  #pragma unroll
+  for (int mb = 0; mb < MB; ++mb)
+    #pragma unroll
+    for (int i = 0; i < BR / 2; ++i) t[mb][i] = 0.0f;
+  for (int s = 0; s < steps; ++s) {
+    const int b = s % S::STAGES;
+    mbar_wait(full + 8 * b, (s / S::STAGES) & 1);
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
+    const unsigned stage = base + b * S::BYTES, a0 = stage + w_off, b0 = stage + S::W_BYTES;
+    if constexpr (PIECES == 3) {
+      #pragma unroll
+      for (int kk = 0; kk < WG_BK / 16; ++kk) {
         wg_fence();
-        wg_mma<BR>(t, a, wg_desc(b + 2 * BR * 128), 0);
-        wg_mma<BR>(t, a, wg_desc(b + BR * 128), 1);
-        wg_mma<BR>(t, a, wg_desc(b), 1);
+        #pragma unroll
+        for (int mb = 0; mb < MB; ++mb) {
+          const unsigned long long a = wg_desc(a0 + mb * 64 * 128 + 32 * kk);
+          const unsigned bk = b0 + 32 * kk;
+          wg_mma<BR>(t[mb], a, wg_desc(bk + 2 * BR * 128), 0);
+          wg_mma<BR>(t[mb], a, wg_desc(bk + BR * 128), 1);
+          wg_mma<BR>(t[mb], a, wg_desc(bk), 1);
+        }
         wg_commit();
         wg_wait0();
-        wg_fence_operands(t);
         #pragma unroll
-        for (int i = 0; i < BR / 2; ++i) acc[i] += t[i];
-      } else {
-        wg_fence();
-        wg_mma<BR>(acc, a, wg_desc(b), 1);
-        wg_commit();
+        for (int mb = 0; mb < MB; ++mb) {
+          wg_fence_operands(t[mb]);
+          #pragma unroll
+          for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+        }
+      }
+      mbar_arrive(empty + 8 * b);
+    } else {
+      wg_fence();
+      #pragma unroll
+      for (int kk = 0; kk < WG_BK / 16; ++kk)
+        #pragma unroll
+        for (int mb = 0; mb < MB; ++mb)
+          wg_mma<BR>(acc[mb], wg_desc(a0 + mb * 64 * 128 + 32 * kk), wg_desc(b0 + 32 * kk), 1);
+      wg_commit();
+      if (s > 0) {
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+        mbar_arrive(empty + 8 * ((s - 1) % S::STAGES));  // step s - 1's products are done
       }
     }
-    if constexpr (PIECES == 1) {
-      wg_wait0();
-      wg_fence_operands(acc);
-    }
   }
+  if constexpr (PIECES == 1) {
+    wg_wait0();
+    #pragma unroll
+    for (int mb = 0; mb < MB; ++mb) wg_fence_operands(acc[mb]);
+  }
+  return true;
 }
 
 // Calls emit(row, feature, v_feature, v_feature_plus_1) for every row of the tile and every even feature
-// of this warpgroup (row and feature relative to the block tile).
-template <int BR, class Emit>
-GETP_DEVICE void wg_epilogue(const float (&acc)[BR / 2], Emit emit) {
+// of this consumer warpgroup (row and feature relative to the block tile).
+template <int BR, int MB, class Emit>
+GETP_DEVICE void wg_epilogue(const float (&acc)[MB][BR / 2], Emit emit) {
   const int lane = threadIdx.x % 32, q = (threadIdx.x % 128) / 32;
-  const int feature = (threadIdx.x / 128) * 64 + 16 * q + 2 * (lane / 4);
   #pragma unroll
-  for (int c = 0; c < BR / 8; ++c) {
-    const int row = 8 * c + 2 * (lane % 4);
-    emit(row, feature, acc[4 * c], acc[4 * c + 2]);
-    emit(row + 1, feature, acc[4 * c + 1], acc[4 * c + 3]);
+  for (int mb = 0; mb < MB; ++mb) {
+    const int feature = ((threadIdx.x / 128 - 1) * MB + mb) * 64 + 16 * q + 2 * (lane / 4);
+    #pragma unroll
+    for (int c = 0; c < BR / 8; ++c) {
+      const int row = 8 * c + 2 * (lane % 4);
+      emit(row, feature, acc[mb][4 * c], acc[mb][4 * c + 2]);
+      emit(row + 1, feature, acc[mb][4 * c + 1], acc[mb][4 * c + 3]);
+    }
   }
 }
-
 #endif  // GETP_WGMMA
 
 // ---- dense: c (M, N) = a @ w^T (+ bias) (+ c), a given as pieces (pieces, M, lda) --------------------------
-// Grid (ceil(N / WG_BN), ceil(M / BR)).
-template <int BR>
+// Grid (ceil(N / (128 MB)), ceil(M / BR)).
+template <int BR, int PIECES, int MB>
 GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restrict__ ap,
                           const unsigned short* __restrict__ w, const float* __restrict__ bias, int M, int N, int K,
-                          int lda, int accumulate, int pieces, int vec8) {
+                          int lda, int accumulate, int vec8) {
 #if GETP_WGMMA
-  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * WG_BN;
-  float acc[BR / 2];
+  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
+  float acc[MB][BR / 2];
   auto w_row = [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; };
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (pieces == 3)
-    wg_product<BR, 3>(acc, w_row, a_row, (size_t)M * lda, w, K, vec8);
-  else
-    wg_product<BR, 1>(acc, w_row, a_row, (size_t)M * lda, w, K, vec8);
-  wg_epilogue<BR>(acc, [&](int row, int feature, float v0, float v1) {
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)M * lda, w, K, vec8)) return;
+  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
     const int m = m0 + row, n = n0 + feature;
     if (m >= M || n >= N) return;
     float* out = c + (size_t)m * N + n;
@@ -288,68 +355,60 @@ GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restric
 }
 
 // ---- grouped MoE: tiles of BR padded positions of one expert (moe_align with block_m = BR) ----------------
-// mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / WG_BN), P / BR).
-template <int BR>
+// mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / (128 MB)), P / BR).
+template <int BR, int PIECES, int MB>
 GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, int ldg,
                                    const unsigned short* __restrict__ ap, int rows, int lda,
                                    const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,
                                    const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden,
-                                   int inter, int experts_per_token, float limit, int pieces, int vec8) {
+                                   int inter, int experts_per_token, float limit, int vec8) {
 #if GETP_WGMMA
   const int e = tile_expert[blockIdx.y];
   if (e < 0) return;
-  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * WG_BN, N = 2 * inter;
+  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB, N = 2 * inter;
   const unsigned short* w1e = w1 + (size_t)e * N * hidden;
-  float acc[BR / 2];
+  float acc[MB][BR / 2];
   auto w_row = [&](int n) { return n0 + n < N ? w1e + (size_t)(n0 + n) * hidden : nullptr; };
   auto a_row = [&](int r) {
     const int pair = pair_of_slot[p0 + r];
     return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
   };
-  if (pieces == 3)
-    wg_product<BR, 3>(acc, w_row, a_row, (size_t)rows * lda, w1, hidden, vec8);
-  else
-    wg_product<BR, 1>(acc, w_row, a_row, (size_t)rows * lda, w1, hidden, vec8);
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)rows * lda, w1, hidden, vec8)) return;
   const float* bias = b1 + (size_t)e * N;
   const size_t plane = (size_t)padded * ldg;
-  wg_epilogue<BR>(acc, [&](int row, int feature, float v0, float v1) {
+  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
     const int p = p0 + row, n = n0 + feature;  // n even, N even: n + 1 < N whenever n < N
     if (n >= N || pair_of_slot[p] < 0) return;
     unsigned piece[3];
-    tc_split_n(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), pieces, piece);
+    tc_split<PIECES>(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), piece);
     unsigned short* out = gp + (size_t)p * ldg;
     #pragma unroll
-    for (int q = 0; q < 3; ++q) {
-      if (q < pieces) {
-        out[q * plane + n / 2] = (unsigned short)piece[q];
-        if (n / 2 == inter - 1)  // the last column's thread zeroes the row's padding
-          for (int j = inter; j < ldg; ++j) out[q * plane + j] = 0;
-      }
+    for (int q = 0; q < PIECES; ++q) {
+      out[q * plane + n / 2] = (unsigned short)piece[q];
+      if (n / 2 == inter - 1)  // the last column's thread zeroes the row's padding
+        for (int j = inter; j < ldg; ++j) out[q * plane + j] = 0;
     }
   });
 #endif
 }
 
-// mlp2, the contract of gemm_tc_grouped (gemm_tc.hip). Grid (ceil(H / WG_BN), P / BR).
-template <int BR>
+// mlp2, the contract of gemm_tc_grouped (gemm_tc.hip). Grid (ceil(H / (128 MB)), P / BR).
+template <int BR, int PIECES, int MB>
 GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
                             const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,
                             const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter,
-                            int pieces, int vec8) {
+                            int vec8) {
 #if GETP_WGMMA
   const int e = tile_expert[blockIdx.y];
   if (e < 0) return;
-  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * WG_BN;
+  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
   const unsigned short* w2e = w2 + (size_t)e * hidden * inter;
-  float acc[BR / 2];
+  float acc[MB][BR / 2];
   auto w_row = [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; };
   auto a_row = [&](int r) { return pair_of_slot[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
-  if (pieces == 3)
-    wg_product<BR, 3>(acc, w_row, a_row, (size_t)padded * lda, w2, inter, vec8);
-  else
-    wg_product<BR, 1>(acc, w_row, a_row, (size_t)padded * lda, w2, inter, vec8);
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, w2, inter, vec8)) return;
   const float* bias = b2 + (size_t)e * hidden;
-  wg_epilogue<BR>(acc, [&](int row, int feature, float v0, float v1) {
+  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
     const int p = p0 + row, n = n0 + feature;
     if (n >= hidden || pair_of_slot[p] < 0) return;
     float* out = y + (size_t)p * hidden + n;
@@ -359,30 +418,39 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
 #endif
 }
 
-// One kernel per row-tile height BR: gemm_wg_r{BR}, gemm_wg_grouped_swiglu_r{BR}, gemm_wg_grouped_r{BR}.
-#define WG_KERNELS(BR)                                                                                              \
-  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_wg_r##BR(                                     \
+// One kernel per (row-tile height BR, pieces P, 64-feature blocks per consumer MB): gemm_wg_r{BR}_p{P}_b{MB},
+// gemm_wg_grouped_swiglu_r..., gemm_wg_grouped_r.... pieces = 3 stops at BR = 64 (t and acc: BR MB
+// registers a thread), the grouped kernels too (moe_align tiles of at most 64 positions).
+#define WG_DENSE_KERNEL(BR, P, MB)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_r##BR##_p##P##_b##MB(                      \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
-      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces, int vec8) {         \
-    wg_dense<BR>(c, ap, w, bias, M, N, K, lda, accumulate, pieces, vec8);                                            \
-  }                                                                                                                 \
-  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_wg_grouped_swiglu_r##BR(                      \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8) {                     \
+    wg_dense<BR, P, MB>(c, ap, w, bias, M, N, K, lda, accumulate, vec8);                                             \
+  }
+#define WG_GROUPED_KERNELS(BR, P, MB)                                                                               \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_swiglu_r##BR##_p##P##_b##MB(       \
       unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows,       \
       int lda, const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,                          \
       const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden, int inter,                  \
-      int experts_per_token, float limit, int pieces, int vec8) {                                                   \
-    wg_grouped_swiglu<BR>(gp, padded, ldg, ap, rows, lda, pair_of_slot, tile_expert, w1, b1, hidden, inter,          \
-                          experts_per_token, limit, pieces, vec8);                                                  \
+      int experts_per_token, float limit, int vec8) {                                                               \
+    wg_grouped_swiglu<BR, P, MB>(gp, padded, ldg, ap, rows, lda, pair_of_slot, tile_expert, w1, b1, hidden, inter,  \
+                                 experts_per_token, limit, vec8);                                                   \
   }                                                                                                                 \
-  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 1) gemm_wg_grouped_r##BR(                             \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_r##BR##_p##P##_b##MB(              \
       float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,                           \
       const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,                                   \
-      const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter, int pieces,      \
-      int vec8) {                                                                                                   \
-    wg_grouped<BR>(y, gp, padded, lda, pair_of_slot, tile_expert, w2, b2, hidden, inter, pieces, vec8);             \
+      const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter, int vec8) {      \
+    wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_slot, tile_expert, w2, b2, hidden, inter, vec8);              \
   }
-WG_KERNELS(8)
-WG_KERNELS(16)
-WG_KERNELS(32)
-WG_KERNELS(64)
-WG_KERNELS(128)
+#define WG_KERNELS(BR, P)                                                                                           \
+  WG_DENSE_KERNEL(BR, P, 1) WG_DENSE_KERNEL(BR, P, 2) WG_GROUPED_KERNELS(BR, P, 1) WG_GROUPED_KERNELS(BR, P, 2)
+WG_KERNELS(8, 3)
+WG_KERNELS(16, 3)
+WG_KERNELS(32, 3)
+WG_KERNELS(64, 3)
+WG_KERNELS(8, 1)
+WG_KERNELS(16, 1)
+WG_KERNELS(32, 1)
+WG_KERNELS(64, 1)
+WG_DENSE_KERNEL(128, 1, 1)
+WG_DENSE_KERNEL(128, 1, 2)

@@ -61,17 +61,19 @@ DENSE = [  # m, k, n, bias, accumulate
 ]
 
 
+TILES = [(pieces, (rows, features)) for pieces in (3, 1) for rows in WG_ROWS[pieces] for features in (1, 2)]
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("rows", WG_ROWS)
-@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("pieces, tile", TILES, ids=str)
 @pytest.mark.parametrize("m, k, n, bias, accumulate", DENSE)
-def test_gemm_wg_dense(gpu, rng, rows, pieces, m, k, n, bias, accumulate):
+def test_gemm_wg_dense(gpu, rng, pieces, tile, m, k, n, bias, accumulate):
     a = activations(rng, (m, k), heavy=False)
     w = bf16_weights(rng, (n, k))
     b = rng.standard_normal(n).astype(np.float32) if bias else None
     c0 = rng.standard_normal((m, n)).astype(np.float32)
     c = dev(c0) if accumulate else poisoned((m, n))
-    gpu[1].gemm_tc(c, split(gpu[1], dev(a), pieces), dev(w), dev(b) if bias else None, accumulate, tile=rows)
+    gpu[1].gemm_tc(c, split(gpu[1], dev(a), pieces), dev(w), dev(b) if bias else None, accumulate, tile=tile)
     want, scale = product(a, w)
     for term in ([b] if bias else []) + ([c0] if accumulate else []):
         want, scale = want + term, scale + np.abs(term)
@@ -87,7 +89,7 @@ def test_gemm_wg_unaligned_weights_take_the_scalar_loads(gpu, rng):
     outputs = []
     for offset in (0, 2):
         c = poisoned((m, n))
-        gpu[1].gemm_tc(c, ap, dev(w, offset), tile=16)
+        gpu[1].gemm_tc(c, ap, dev(w, offset), tile=(16, 1))
         outputs.append(host(c, gpu))
     np.testing.assert_array_equal(outputs[1], outputs[0])
     assert_accurate(outputs[0], *product(a, w), pieces=3, exact_abs=False)
@@ -108,11 +110,11 @@ def test_dense_row_count_invariance(gpu, rng, pieces, k, n):
     for m in (1, 7, 64, 333):
         for start in (0, 5, total - m):
             part = dev(np.ascontiguousarray(a[start:start + m]))
-            for rows in WG_ROWS:
+            for tile in [t for p, t in TILES if p == pieces]:
                 c = poisoned((m, n))
-                gpu[1].gemm_tc(c, split(gpu[1], part, pieces), w, tile=rows)
+                gpu[1].gemm_tc(c, split(gpu[1], part, pieces), w, tile=tile)
                 np.testing.assert_array_equal(host(c, gpu), full[start:start + m], err_msg=f"{m} rows at {start}, "
-                                              f"tile {rows}")
+                                              f"tile {tile}")
 
 
 @pytest.mark.gpu
@@ -238,6 +240,22 @@ def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces,
 
 
 # -- host side (no GPU) ----------------------------------------------------------------------------------
+def test_wgmma_tiles_fill_the_gpu():
+    """Two feature blocks per consumer where the product has blocks for every SM, else one (twice the
+    blocks); the smallest row tile that holds M."""
+    from cupy_getp.gpu.launch.gemm_tc import TensorCoreGemmLaunches
+
+    class Launches(TensorCoreGemmLaunches):
+        def __init__(self):
+            self._sm_count = 132
+
+    k = Launches()
+    assert k.wg_tile(1, 5120, 3) == (8, 1)  # one row: 40 blocks of 128 features
+    assert k.wg_tile(1, 201088, 3) == (8, 2)
+    assert k.wg_tile(1024, 5120, 3) == (64, 2) and k.wg_tile(1024, 5120, 1) == (128, 2)
+    assert k.wg_tile(333, 300, 1) == (128, 1)
+
+
 def test_grouped_tile_height_follows_the_rows_per_expert():
     assert wg_grouped_rows(4, 32) == 8  # one row of the 20b: 4 pairs over 32 experts
     assert wg_grouped_rows(64 * 4, 32) == 8

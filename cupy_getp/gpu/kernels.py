@@ -22,7 +22,7 @@ import numpy as np
 
 from .device import Device
 from .launch import BatchLaunches
-from .launch.gemm_tc import WG_SMEM_BYTES
+from .launch.gemm_tc import WG_SMEM_BYTES, WG_THREADS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check
 
 BLOCK_SIZE = 256  # threads per block, as kernels/common.h
@@ -55,6 +55,7 @@ def assemble_source(family: str, warp_size: int) -> str:
         raise ValueError(f"kernels/{family}.hip must include \"common.h\"")
     body = _INCLUDE.sub("", body, count=1)
     return (f"#define WARP_SIZE {warp_size}\n#define BLOCK_SIZE {BLOCK_SIZE}\n#define WG_SMEM_BYTES {WG_SMEM_BYTES}\n"
+            f"#define WG_THREADS {WG_THREADS}\n"
             f'#line 1 "kernels/common.h"\n{header}\n'
             f'#line 1 "kernels/{family}.hip"\n{body}')
 

@@ -24,15 +24,14 @@ TC_STAGES = {False: 4, True: 2}  # kernels/gemm_tc.hip TC_STAGES on CUDA, on HIP
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
 DENSE_TILES = {(128, 128): (1, 1.34), (64, 128): (2, 1.0), (64, 64): (2, 1.66)}
-# wgmma kernels: row-tile heights (the N side of the instruction), WG_BN output features per block, and
-# the dynamic shared memory of every block (emitted into kernels/gemm_wgmma.hip as WG_SMEM_BYTES, which
-# sizes its ring of stages). The grouped kernels' tile height is moe_align's block_m.
-WG_ROWS = (8, 16, 32, 64, 128)
+# wgmma kernels (kernels/gemm_wgmma.hip): row-tile heights (the N side of the instruction) per piece
+# count, output features per block (128 MB, MB = 1 or 2), threads and dynamic shared memory of every block
+# (both emitted into the kernel source: WG_SMEM_BYTES sizes its ring of stages). The grouped kernels' tile
+# height is moe_align's block_m.
+WG_ROWS = {3: (8, 16, 32, 64), 1: (8, 16, 32, 64, 128)}
 WG_GROUPED_ROWS = (8, 16, 32, 64)
-WG_BN = 128
-WG_SMEM_BYTES = 200 * 1024
-# Relative time per output of a row tile above 64 rows (used when M > 64 to weigh waves of blocks).
-WG_TILE_COST = {64: 1.2, 128: 1.0}
+WG_THREADS = 384
+WG_SMEM_BYTES = 225 * 1024
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int) -> int:
@@ -99,23 +98,22 @@ class TensorCoreGemmLaunches:
         self._launch("tc_split_rows", (_blocks(m * ap.shape[2] // 8, threads),), (threads,),
                      (ap, a, I32(m), I32(k), I32(ap.shape[2]), I32(pieces), I32(vec4)))
 
-    def wg_dense_rows(self, m: int, n: int) -> int:
-        """Row-tile height of the wgmma dense kernel: the smallest that holds M up to 64 rows; above, the
-        one with the least estimated time (waves of blocks x tile cost)."""
-        if m <= 64:
-            return next(r for r in WG_ROWS if m <= r)
-        sms = self._tc_sm_count()
+    def wg_tile(self, m: int, n: int, pieces: int) -> tuple[int, int]:
+        """(row-tile height, 64-feature blocks per consumer) of a wgmma product of M rows and N features:
+        the smallest height that holds M (the largest above it); two blocks per consumer unless that leaves
+        most SMs without a block (few rows, few features)."""
+        heights = WG_ROWS[pieces]
+        rows = next((r for r in heights if m <= r), heights[-1])
+        blocks = _blocks(m, rows) * _blocks(n, 256)
+        return rows, (2 if blocks >= self._tc_sm_count() else 1)
 
-        def cost(rows):
-            blocks = _blocks(m, rows) * _blocks(n, WG_BN)
-            return _blocks(blocks, sms) * rows * WG_TILE_COST[rows]
-
-        return min(WG_TILE_COST, key=cost)
-
-    def _wg_launch(self, name: str, grid: tuple, args: tuple) -> None:
+    def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple) -> None:
+        """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y)."""
+        grid = (_blocks(n, 128 * features), grid_y)
         if grid[0] == 0 or grid[1] == 0:
             return
-        self._launch(name, grid, (256,), args, shared_mem=WG_SMEM_BYTES)
+        self._launch(f"gemm_wg{kind}_r{rows}_p{pieces}_b{features}", grid, (WG_THREADS,), args,
+                     shared_mem=WG_SMEM_BYTES)
 
     def tc_dense_tile(self, m: int, n: int) -> tuple[int, int]:
         """The tile shape with the least estimated time: waves of blocks x blocks per SM x tile cost."""
@@ -130,8 +128,8 @@ class TensorCoreGemmLaunches:
 
     def gemm_tc(self, c, ap, w, bias=None, accumulate: bool = False, tile: tuple[int, int] | None = None) -> None:
         """c (M,N) = a @ w (N,K)^T (+ bias (N,)) (+ c when accumulate), a given as its pieces ap (split_pieces),
-        w bf16 bits. On the wgmma kernels `tile` is the row-tile height (WG_ROWS), else (BM, BN) of
-        DENSE_TILES; None picks by shape."""
+        w bf16 bits. `tile` on the wgmma kernels: (row-tile height of WG_ROWS, feature blocks 1 or 2), else
+        (BM, BN) of DENSE_TILES; None picks by shape."""
         n, k = w.shape
         _check("w", w, BF16)
         pieces, m = self._check_pieces("ap", ap, k)
@@ -140,12 +138,12 @@ class TensorCoreGemmLaunches:
             _check("bias", bias, F32, (n,))
         vec8 = k % 8 == 0 and _aligned(w)
         if self.wgmma:
-            rows = tile or self.wg_dense_rows(m, n)
-            if rows not in WG_ROWS:
-                raise ValueError(f"gemm_tc: row tile {rows} not available on the wgmma kernels ({WG_ROWS})")
-            self._wg_launch(f"gemm_wg_r{rows}", (_blocks(n, WG_BN), _blocks(m, rows)),
-                            (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(pieces),
-                             I32(vec8)))
+            rows, features = tile or self.wg_tile(m, n, pieces)
+            if rows not in WG_ROWS[pieces] or features not in (1, 2):
+                raise ValueError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
+                                 f"(rows {WG_ROWS[pieces]} with {pieces} pieces, 1 or 2 feature blocks)")
+            self._wg_launch("", rows, pieces, features, n, _blocks(m, rows),
+                            (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(vec8)))
             return
         tile = tile or self.tc_dense_tile(m, n)
         if tile not in DENSE_TILES or (self.device.is_hip and tile[0] != 64):
@@ -186,12 +184,13 @@ class TensorCoreGemmLaunches:
             raise ValueError(f"gemm_tc_grouped_swiglu: w1 {tuple(w1.shape)}, {experts_per_token} experts per token")
         vec8 = hidden % 8 == 0 and _aligned(w1)
         args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_slot, tile_expert, w1, b1,
-                I32(hidden), I32(inter), I32(experts_per_token), F32(limit), I32(pieces), I32(vec8))
+                I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
         if self.wgmma:
-            self._wg_launch(f"gemm_wg_grouped_swiglu_r{block_m}", (_blocks(two_inter, WG_BN), p // block_m), args)
+            features = self.wg_tile(p, two_inter, pieces)[1]
+            self._wg_launch("_grouped_swiglu", block_m, pieces, features, two_inter, p // block_m, (*args, I32(vec8)))
             return
-        self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M), args, pieces,
-                        (TC_BLOCK_M, TC_BLOCK_N))
+        self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
+                        (*args, I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
 
     def gemm_tc_grouped(self, y, gp, pair_of_slot, tile_expert, w2, b2) -> None:
         """y[p] (P,H) = w2[e] (H,I) @ g[p] + b2[e] for every non-pad padded position p of an expert-e tile,
@@ -203,10 +202,10 @@ class TensorCoreGemmLaunches:
         _check("w2", w2, BF16)
         _check("b2", b2, F32, (n_experts, hidden))
         vec8 = inter % 8 == 0 and _aligned(w2)
-        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_slot, tile_expert, w2, b2, I32(hidden), I32(inter),
-                I32(pieces), I32(vec8))
+        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_slot, tile_expert, w2, b2, I32(hidden), I32(inter))
         if self.wgmma:
-            self._wg_launch(f"gemm_wg_grouped_r{block_m}", (_blocks(hidden, WG_BN), p // block_m), args)
+            features = self.wg_tile(p, hidden, pieces)[1]
+            self._wg_launch("_grouped", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
-        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M), args, pieces,
-                        (TC_BLOCK_M, TC_BLOCK_N))
+        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M), (*args, I32(pieces), I32(vec8)),
+                        pieces, (TC_BLOCK_M, TC_BLOCK_N))
