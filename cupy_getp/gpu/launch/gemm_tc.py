@@ -28,7 +28,8 @@ DENSE_TILES = {(128, 128): (1, 1.34), (64, 128): (2, 1.0), (64, 64): (2, 1.66)}
 # count, output features per block (128 MB, MB = 1 or 2), threads and dynamic shared memory of every block
 # (both emitted into the kernel source: WG_SMEM_BYTES sizes its ring of stages). The grouped kernels' tile
 # height is moe_align's block_m.
-WG_ROWS = {3: (8, 16, 32, 64), 1: (8, 16, 32, 64, 128)}
+WG_ROWS = {3: (8, 16, 32, 64, 128), 1: (8, 16, 32, 64, 128)}
+WG_DENSE_TILES = {p: [(r, f) for r in WG_ROWS[p] for f in (1, 2) if (p, r, f) != (3, 128, 2)] for p in WG_ROWS}
 WG_GROUPED_ROWS = (8, 16, 32, 64)
 WG_THREADS = 384
 WG_SMEM_BYTES = 225 * 1024
@@ -102,7 +103,7 @@ class TensorCoreGemmLaunches:
         """(row-tile height, 64-feature blocks per consumer) of a wgmma product of M rows and N features:
         the smallest height that holds M (the largest above it); two blocks per consumer unless that leaves
         most SMs without a block (few rows, few features)."""
-        heights = WG_ROWS[pieces]
+        heights = WG_ROWS[pieces][:-1]  # 128-row tiles: measured slower (bench/RESULTS.md)
         rows = next((r for r in heights if m <= r), heights[-1])
         blocks = _blocks(m, rows) * _blocks(n, 256)
         return rows, (2 if blocks >= self._tc_sm_count() else 1)
@@ -139,9 +140,9 @@ class TensorCoreGemmLaunches:
         vec8 = k % 8 == 0 and _aligned(w)
         if self.wgmma:
             rows, features = tile or self.wg_tile(m, n, pieces)
-            if rows not in WG_ROWS[pieces] or features not in (1, 2):
-                raise ValueError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
-                                 f"(rows {WG_ROWS[pieces]} with {pieces} pieces, 1 or 2 feature blocks)")
+            if (rows, features) not in WG_DENSE_TILES[pieces]:
+                raise ValueError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels with "
+                                 f"{pieces} pieces: {WG_DENSE_TILES[pieces]}")
             self._wg_launch("", rows, pieces, features, n, _blocks(m, rows),
                             (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(vec8)))
             return
