@@ -116,8 +116,8 @@ def main() -> None:
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
         paths = [("mma.sync", False, TC_BLOCK_M)]
-        if has_wgmma:
-            paths.append(("wg", True, wg_grouped_rows(pairs, N_EXPERTS)))
+        if has_wgmma:  # the engine's tile height, then 128 rows
+            paths += [("wg", True, b) for b in dict.fromkeys((wg_grouped_rows(pairs, N_EXPERTS), 128))]
         for pieces in (3, 1):
             for label, wgmma, block_m in paths:
                 pair_host, tile_host = group_pairs(experts, N_EXPERTS, block_m)

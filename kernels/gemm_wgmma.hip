@@ -172,12 +172,22 @@ GETP_DEVICE void wg_mma_ra_n64(float (&d)[32], const unsigned (&a)[4], unsigned 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 }
 
+GETP_DEVICE void wg_mma_ra_n128(float (&d)[64], const unsigned (&a)[4], unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
 template <int BR>
 GETP_DEVICE void wg_mma_ra(float (&d)[BR / 2], const unsigned (&a)[4], unsigned long long b, int scale_d) {
   if constexpr (BR == 8) wg_mma_ra_n8(d, a, b, scale_d);
   if constexpr (BR == 16) wg_mma_ra_n16(d, a, b, scale_d);
   if constexpr (BR == 32) wg_mma_ra_n32(d, a, b, scale_d);
   if constexpr (BR == 64) wg_mma_ra_n64(d, a, b, scale_d);
+  if constexpr (BR == 128) wg_mma_ra_n128(d, a, b, scale_d);
+  static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 64 || BR == 128, "no wgmma of this N");
 }
 
 // This warp's A fragment (rows 16 q .. + 15 of the 64 at `tile`, k 16 kk .. + 15) from a 128-byte-swizzled
@@ -197,6 +207,7 @@ GETP_DEVICE void wg_mma(float (&d)[BR / 2], unsigned long long a, unsigned long 
   if constexpr (BR == 32) wg_mma_n32(d, a, b, scale_d);
   if constexpr (BR == 64) wg_mma_n64(d, a, b, scale_d);
   if constexpr (BR == 128) wg_mma_n128(d, a, b, scale_d);
+  static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 64 || BR == 128, "no wgmma of this N");
 }
 
 GETP_DEVICE void wg_copy16(unsigned dst, const unsigned short* src, bool valid) {
@@ -498,7 +509,8 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
 
 // One kernel per (row-tile height BR, pieces P, 64-feature blocks per consumer MB): gemm_wg_r{BR}_p{P}_b{MB},
 // gemm_wg_grouped_swiglu_r..., gemm_wg_grouped_r.... With pieces = 3, t and acc take BR MB registers a
-// thread: BR = 128 only with MB = 1. The grouped kernels stop at BR = 64 (moe_align tiles).
+// thread: BR = 128 only with MB = 1 (and the grouped kernels with 128 rows, whose epilogue
+// would spill, only with MB = 1).
 #define WG_DENSE_KERNEL(BR, P, MB)                                                                                  \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_r##BR##_p##P##_b##MB(                      \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
@@ -533,3 +545,5 @@ WG_KERNELS(64, 1)
 WG_DENSE_KERNEL(128, 3, 1)
 WG_DENSE_KERNEL(128, 1, 1)
 WG_DENSE_KERNEL(128, 1, 2)
+WG_GROUPED_KERNELS(128, 3, 1)
+WG_GROUPED_KERNELS(128, 1, 1)

@@ -30,7 +30,7 @@ DENSE_TILES = {(128, 128): (1, 1.34), (64, 128): (2, 1.0), (64, 64): (2, 1.66)}
 # height is moe_align's block_m.
 WG_ROWS = {3: (8, 16, 32, 64, 128), 1: (8, 16, 32, 64, 128)}
 WG_DENSE_TILES = {p: [(r, f) for r in WG_ROWS[p] for f in (1, 2) if (p, r, f) != (3, 128, 2)] for p in WG_ROWS}
-WG_GROUPED_ROWS = (8, 16, 32, 64)
+WG_GROUPED_ROWS = (8, 16, 32, 64, 128)
 WG_THREADS = 384
 WG_SMEM_BYTES = 225 * 1024
 
@@ -39,7 +39,7 @@ def wg_grouped_rows(n_pairs: int, n_experts: int) -> int:
     """The grouped kernels' tile height for a step of n_pairs (row, expert) pairs: the smallest that holds
     an expert's average share, at most 64 (the bits do not depend on it)."""
     share = -(-n_pairs // max(1, n_experts))
-    return next((r for r in WG_GROUPED_ROWS if share <= r), WG_GROUPED_ROWS[-1])
+    return next((r for r in WG_GROUPED_ROWS[:-1] if share <= r), WG_GROUPED_ROWS[-2])
 
 
 def tensor_cores_supported(device) -> bool:
@@ -105,8 +105,14 @@ class TensorCoreGemmLaunches:
         most SMs without a block (few rows, few features)."""
         heights = WG_ROWS[pieces][:-1]  # 128-row tiles: measured slower (bench/RESULTS.md)
         rows = next((r for r in heights if m <= r), heights[-1])
-        blocks = _blocks(m, rows) * _blocks(n, 256)
-        return rows, (2 if blocks >= self._tc_sm_count() else 1)
+        return rows, self._wg_features(rows, pieces, _blocks(m, rows), n)
+
+    def _wg_features(self, rows: int, pieces: int, row_tiles: int, n: int, grouped: bool = False) -> int:
+        """Feature blocks per consumer: two where that still gives every SM a block (one for 128-row tiles of
+        3 pieces, and of the grouped kernels: registers)."""
+        if rows == 128 and (pieces == 3 or grouped):
+            return 1
+        return 2 if row_tiles * _blocks(n, 256) >= self._tc_sm_count() else 1
 
     def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple) -> None:
         """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y)."""
@@ -187,7 +193,7 @@ class TensorCoreGemmLaunches:
         args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_slot, tile_expert, w1, b1,
                 I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
         if self.wgmma:
-            features = self.wg_tile(p, two_inter, pieces)[1]
+            features = self._wg_features(block_m, pieces, p // block_m, two_inter, grouped=True)
             self._wg_launch("_grouped_swiglu", block_m, pieces, features, two_inter, p // block_m, (*args, I32(vec8)))
             return
         self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
@@ -205,7 +211,7 @@ class TensorCoreGemmLaunches:
         vec8 = inter % 8 == 0 and _aligned(w2)
         args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_slot, tile_expert, w2, b2, I32(hidden), I32(inter))
         if self.wgmma:
-            features = self.wg_tile(p, hidden, pieces)[1]
+            features = self._wg_features(block_m, pieces, p // block_m, hidden, grouped=True)
             self._wg_launch("_grouped", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
         self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M), (*args, I32(pieces), I32(vec8)),
