@@ -5,8 +5,6 @@ itself and the launch helpers' arguments and grids (shapes only)."""
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
 
@@ -14,6 +12,7 @@ from cupy_getp.gpu.launch.common import F32, I32
 from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_pairs
 from cupy_getp.gpu.launch.moe import moe_align_host as align_oracle
 from cupy_getp.reference import route
+from seeding import seeded
 
 ELEMENT_TOL = 5e-6
 COMBINE_TOL = 1e-5
@@ -28,15 +27,6 @@ def combine_oracle(x, y, weights, slot_of_pair):
     for s in range(k):  # the reference's order: agg += weight * out, slot by slot
         moe_out += weights[:, s:s + 1] * y[slot_of_pair.reshape(rows, k)[:, s]]
     return moe_out, x + moe_out
-
-
-def seeded(name: str):
-    return np.random.default_rng(zlib.crc32(name.encode()))
-
-
-@pytest.fixture
-def rng(request):
-    return seeded(request.node.name)
 
 
 # -- CPU: the padding bound, the oracle, the launch helpers ---------------------------------------------
