@@ -91,7 +91,7 @@ extern "C" __global__ void attn_combine_f32(float* __restrict__ out, const float
 // G query heads writes partial_acc[r, h, s, :] (R, nh, n_split, D) and partial_ml[r, h, s, :] = (m, l)
 // (R, nh, n_split, 2). An empty split writes m = -inf, l = 0, acc = 0.
 #define ATTN_TILE 32       // positions per tile; <= WARP_SIZE (step 3 gives a lane one position)
-#define ATTN_MAX_GROUP 16  // query heads per kv head
+// ATTN_MAX_GROUP (query heads per kv head): cupy_getp/gpu/constants.py.
 #define ATTN_KPAD 36       // a 32-float chunk of a K row in shared memory, padded against bank conflicts
 #define ATTN_S_STRIDE (ATTN_TILE + 1)
 #define ATTN_P_STRIDE 20   // P[t][g]: float4-aligned rows; 4-way conflicts on the (rare) writes instead of 16

@@ -25,17 +25,15 @@
 #define GEMM_SWIGLU 1
 #define GEMM_GROUPED 2
 
-#ifndef SKINNY_BM
-#define SKINNY_BM 8  // rows per skinny tile (the grouped small block_m)
-#endif
-#define TILE_BM 64   // rows per tiled block tile (the grouped large block_m)
-#define TILE_BN 128  // columns per tiled block tile
+// SKINNY_BM (rows per skinny tile, the grouped small block_m), TILE_BM x TILE_BN (the tiled block tile;
+// TILE_BM is the grouped large block_m): cupy_getp/gpu/constants.py.
 #define TILE_BK 16   // k per shared-memory stage
 #define TILE_PAD 4   // keeps float4 alignment, spreads the transposing stores over banks
-#define TILE_THREADS 256
+#define TILE_THREADS BLOCK_SIZE
+static_assert(TILE_THREADS == 256, "the tiled kernel's thread layout (16 x 16 threads of 4 x 8) needs 256");
 
 // gfx90a: tell the compiler a block has 256 threads (its default, 1024, caps a thread at 128 VGPRs and the
-// tiled kernel spills). A trailing GNU attribute, so the kernel-name regex of kernels.py still matches.
+// tiled kernel spills).
 #ifdef GETP_HIP
 #define GEMM_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, TILE_THREADS)))
 #else

@@ -23,8 +23,7 @@ extern "C" __global__ void moe_mlp1_swiglu_bf16w(float* __restrict__ g, const un
 // Slots are summed in order, as the reference does. A block takes MOE_MLP2_ROWS rows h; its warps split
 // the k dot products of each (warp w: row w / ks, slots w % ks, + ks, ... with ks = min(k, warps)), so
 // k weight rows stream at once; the first warp of a row adds the slots' results in order.
-// Grid (ceil(hidden / (WARPS_PER_BLOCK / ks))); k <= MOE_MAX_K.
-#define MOE_MAX_K 16
+// Grid (ceil(hidden / (WARPS_PER_BLOCK / ks))); k <= MOE_MAX_K (cupy_getp/gpu/constants.py).
 extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, float* __restrict__ moe_out,
                                                      const unsigned short* __restrict__ w_mlp2,
                                                      const float* __restrict__ b_mlp2, const float* __restrict__ g,
@@ -124,12 +123,7 @@ extern "C" __global__ void router_topk_rows(int* __restrict__ experts, float* __
 //   4. each warp walks its pairs again in order: position = BM * first tile of e + base rank + rank
 //      among its peers of this chunk. Ranks follow pair ids; nothing depends on scheduling.
 // Pairs whose expert id is outside [0, E), or that would land past P, are not placed: slot_of_pair = -1.
-#ifndef MOE_ALIGN_THREADS
-#define MOE_ALIGN_THREADS 1024
-#endif
-#ifndef MOE_MAX_EXPERTS
-#define MOE_MAX_EXPERTS 256
-#endif
+// MOE_ALIGN_THREADS and MOE_MAX_EXPERTS: cupy_getp/gpu/constants.py.
 #define MOE_ALIGN_WARPS (MOE_ALIGN_THREADS / WARP_SIZE)
 static_assert(MOE_ALIGN_THREADS >= MOE_MAX_EXPERTS, "moe_align scans the experts with one thread each");
 

@@ -21,18 +21,17 @@ ELEMENT_TOL = 5e-6
 ATTN_TOL = 5e-5
 
 
-def test_launch_block_size_matches_the_kernels():
-    from cupy_getp.gpu import kernels
+def test_attention_variant_choice():
     from cupy_getp.gpu.launch import attention as attention_launch
-    from cupy_getp.gpu.launch import rows as rows_launch
 
-    assert rows_launch._BLOCK == attention_launch._BLOCK == kernels.BLOCK_SIZE
     assert attention_launch.attn_partial_kernel(64, 8) == "attn_rows_partial_d64_g8_f32"
     assert attention_launch.attn_partial_kernel(30, 3) == "attn_rows_partial_d64_g8_f32"
     assert attention_launch.attn_partial_kernel(128, 16) == "attn_rows_partial_d128_g16_f32"
     for bad in ((129, 8), (64, 17), (0, 1)):
         with pytest.raises(ValueError):
             attention_launch.attn_partial_kernel(*bad)
+    picks = {attention_launch.attn_partial_kernel(d, g) for d in range(1, 129) for g in range(1, 17)}
+    assert picks == set(attention_launch.ATTN_PARTIAL_VARIANTS)  # every variant used, none missing
 
 
 # -- rows ---------------------------------------------------------------------------------------------

@@ -234,13 +234,20 @@ def test_grouped_helpers_reject_unsupported_block_m():
                          FakeArray((3,), np.int32), FakeArray((2, 8, 8), np.uint16), FakeArray((2, 8), np.float32), 32)
 
 
-def test_kernel_names_found_by_the_module_loader():
-    """kernels.py finds kernels with a regex over the source: exactly the entry points the helpers launch."""
-    import re
+def test_gemm_entry_points_are_the_helpers_kernels():
+    """kernels.ENTRY_POINTS["gemm"] is exactly what the helpers launch: every dense and grouped shape."""
+    from cupy_getp.gpu.kernels import ENTRY_POINTS
 
-    from cupy_getp.gpu.kernels import assemble_source
-
-    for warp in (32, 64):
-        names = set(re.findall(r'extern "C" __global__ void (\w+)', assemble_source("gemm", warp)))
-        assert names == {f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped")
-                         for shape in ("skinny", "tiled")}
+    rec = Recorder(8)
+    for m in (1, 100):
+        for dtype in (np.float32, np.uint16):
+            rec.gemm(FakeArray((m, 64), np.float32), FakeArray((m, 64), np.float32), FakeArray((64, 64), dtype))
+    for block_m in GROUPED_BLOCK_M:
+        p = 2 * block_m
+        rec.gemm_grouped_swiglu(FakeArray((p, 8), np.float32), FakeArray((4, 32), np.float32), FakeArray((p,), np.int32),
+                                FakeArray((2,), np.int32), FakeArray((2, 16, 32), np.uint16),
+                                FakeArray((2, 16), np.float32), 2, 7.0, block_m)
+        rec.gemm_grouped(FakeArray((p, 32), np.float32), FakeArray((p, 8), np.float32), FakeArray((p,), np.int32),
+                         FakeArray((2,), np.int32), FakeArray((2, 32, 8), np.uint16), FakeArray((2, 32), np.float32),
+                         block_m)
+    assert {name for name, *_ in rec.launches} == set(ENTRY_POINTS["gemm"])

@@ -11,13 +11,10 @@ from __future__ import annotations
 import os
 import re
 
-from .common import BF16, F32, I32, _aligned, _blocks, _check
+from ...errors import KernelArgumentError
+from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP
+from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
 
-TC_BLOCK_M = 64  # rows per tile of the grouped kernels: the engine's block_m for moe_align
-TC_BLOCK_N = 128  # output columns per block of the grouped kernels (TC_BN)
-TC_BK = 32  # K per pipeline step
-_TC_LDS = TC_BK + 8  # padded shared-memory row, bf16 elements
-TC_STAGES = {False: 4, True: 2}  # kernels/gemm_tc.hip TC_STAGES on CUDA, on HIP
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
 DENSE_TILES = {(128, 128): (1, 1.34), (64, 128): (2, 1.0), (64, 64): (2, 1.66)}
@@ -39,7 +36,8 @@ def pieces_lda(k: int) -> int:
 
 def tc_shared_bytes(pieces: int, block_m: int, block_n: int, is_hip: bool) -> int:
     """Dynamic shared memory of one block: TC_STAGES stages of pieces x BM + BN rows, bf16."""
-    return TC_STAGES[is_hip] * (pieces * block_m + block_n) * _TC_LDS * 2
+    stages = TC_STAGES_HIP if is_hip else TC_STAGES_CUDA
+    return stages * (pieces * block_m + block_n) * TC_LDS * 2
 
 
 class TensorCoreGemmLaunches:
@@ -64,9 +62,9 @@ class TensorCoreGemmLaunches:
         if ap.ndim != 3 or ap.shape[0] not in (1, 3) or ap.shape[2] != pieces_lda(k) or \
                 (rows is not None and ap.shape[1] != rows):
             want = f"(1 or 3, {'rows' if rows is None else rows}, {pieces_lda(k)})"
-            raise ValueError(f"{name}: shape {tuple(ap.shape)}, expected {want}")
+            raise KernelArgumentError(f"{name}: shape {tuple(ap.shape)}, expected {want}")
         if not _aligned(ap):
-            raise ValueError(f"{name}: must start on a 16-byte boundary (the kernels copy 16-byte chunks)")
+            raise KernelArgumentError(f"{name}: must start on a 16-byte boundary (the kernels copy 16-byte chunks)")
         return ap.shape[0], ap.shape[1]
 
     def split_pieces(self, ap, a) -> None:
@@ -102,7 +100,7 @@ class TensorCoreGemmLaunches:
             _check("bias", bias, F32, (n,))
         tile = tile or self.tc_dense_tile(m, n)
         if tile not in DENSE_TILES or (self.device.is_hip and tile[0] != 64):
-            raise ValueError(f"gemm_tc: tile {tile} not available (CUDA {list(DENSE_TILES)}, ROCm 64-row tiles)")
+            raise KernelArgumentError(f"gemm_tc: tile {tile} not available (CUDA {list(DENSE_TILES)}, ROCm 64-row tiles)")
         vec8 = k % 8 == 0 and _aligned(w)
         self._tc_launch(f"gemm_tc_m{tile[0]}_n{tile[1]}", (_blocks(n, tile[1]), _blocks(m, tile[0])),
                         (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(pieces),
@@ -112,7 +110,7 @@ class TensorCoreGemmLaunches:
         p = pair_of_slot.shape[0]
         _check("pair_of_slot", pair_of_slot, I32, (p,))
         if p % TC_BLOCK_M:
-            raise ValueError(f"pair_of_slot: {p} padded positions, not a multiple of TC_BLOCK_M={TC_BLOCK_M}")
+            raise KernelArgumentError(f"pair_of_slot: {p} padded positions, not a multiple of TC_BLOCK_M={TC_BLOCK_M}")
         _check("tile_expert", tile_expert, I32, (p // TC_BLOCK_M,))
         return p
 
@@ -128,10 +126,11 @@ class TensorCoreGemmLaunches:
         pieces, rows = self._check_pieces("ap", ap, hidden)
         self._check_pieces("gp", gp, inter, p)
         if gp.shape[0] != pieces:
-            raise ValueError(f"gp: {gp.shape[0]} pieces, ap has {pieces}")
+            raise KernelArgumentError(f"gp: {gp.shape[0]} pieces, ap has {pieces}")
         _check("w1", w1, BF16)
         _check("b1", b1, F32, (n_experts, two_inter))
-        assert two_inter == 2 * inter and experts_per_token > 0
+        _require(two_inter % 2 == 0 and experts_per_token > 0, f"gemm_tc_grouped_swiglu: w1 of {two_inter} rows "
+                 f"(gate, up pairs), {experts_per_token} experts per token")
         vec8 = hidden % 8 == 0 and _aligned(w1)
         self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
                         (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_slot, tile_expert,

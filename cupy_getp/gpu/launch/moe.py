@@ -4,18 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import KernelArgumentError
+from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS
 from .common import F32, I32, _blocks, _check
-
-BLOCK_SIZE = 256  # as kernels/common.h
-MOE_ALIGN_THREADS = 1024  # as kernels/moe.hip: moe_align runs as one block of this many threads
-MOE_MAX_EXPERTS = 256  # as kernels/moe.hip (moe_align's shared arrays)
 
 
 def moe_padded_pairs(n_pairs: int, n_experts: int, block_m: int) -> int:
     """P: padded positions that hold any grouping of n_pairs pairs over n_experts experts in BM-row tiles.
     sum_e ceil(n_e / BM) <= (n_pairs + E (BM - 1)) / BM, so ceil of that many tiles always suffice."""
     if n_pairs < 0 or n_experts < 1 or block_m < 1:
-        raise ValueError(f"moe_padded_pairs({n_pairs}, {n_experts}, {block_m})")
+        raise KernelArgumentError(f"moe_padded_pairs({n_pairs}, {n_experts}, {block_m})")
     return block_m * _blocks(n_pairs + n_experts * (block_m - 1), block_m)
 
 
@@ -51,7 +49,7 @@ class MoeLaunches:
         _check("experts", experts, I32, (rows, k))
         _check("weights", weights, F32, (rows, k))
         if not 0 < k <= n_experts:
-            raise ValueError(f"router_topk_rows: k = {k} for {n_experts} experts")
+            raise KernelArgumentError(f"router_topk_rows: k = {k} for {n_experts} experts")
         self._launch("router_topk_rows", (_blocks(rows, self.warps_per_block),), (BLOCK_SIZE,),
                      (experts, weights, scores, I32(rows), I32(n_experts), I32(k)))
 
@@ -69,17 +67,17 @@ class MoeLaunches:
         _check("pair_of_slot", pair_of_slot, I32, (padded,))
         _check("slot_of_pair", slot_of_pair, I32, (n_pairs,))
         if block_m < 1 or padded % block_m or padded < n_pairs:
-            raise ValueError(f"moe_align: P = {padded} for {n_pairs} pairs and block_m {block_m}")
+            raise KernelArgumentError(f"moe_align: P = {padded} for {n_pairs} pairs and block_m {block_m}")
         _check("tile_expert", tile_expert, I32, (padded // block_m,))
         if n_experts is None:
             n_experts = MOE_MAX_EXPERTS
         elif padded != moe_padded_pairs(n_pairs, n_experts, block_m):
-            raise ValueError(f"moe_align: P = {padded}, expected moe_padded_pairs({n_pairs}, {n_experts}, "
+            raise KernelArgumentError(f"moe_align: P = {padded}, expected moe_padded_pairs({n_pairs}, {n_experts}, "
                              f"{block_m}) = {moe_padded_pairs(n_pairs, n_experts, block_m)}")
         if not 0 < n_experts <= MOE_MAX_EXPERTS:
-            raise ValueError(f"moe_align: {n_experts} experts (at most {MOE_MAX_EXPERTS})")
+            raise KernelArgumentError(f"moe_align: {n_experts} experts (at most {MOE_MAX_EXPERTS})")
         if padded >= 2**31:
-            raise ValueError(f"moe_align: {padded} padded positions overflow int32")
+            raise KernelArgumentError(f"moe_align: {padded} padded positions overflow int32")
         self._launch("moe_align", (1,), (MOE_ALIGN_THREADS,),
                      (pair_of_slot, slot_of_pair, tile_expert, experts, I32(n_pairs), I32(n_experts), I32(padded),
                       I32(block_m)))
@@ -94,10 +92,10 @@ class MoeLaunches:
         _check("weights", weights, F32, (rows, k))
         _check("slot_of_pair", slot_of_pair, I32, (rows * k,))
         if y.ndim != 2 or y.shape[1] != hidden:
-            raise ValueError(f"moe_combine: y {tuple(y.shape)}, expected (P, {hidden})")
+            raise KernelArgumentError(f"moe_combine: y {tuple(y.shape)}, expected (P, {hidden})")
         if rows == 0 or hidden == 0:  # CuPy would still launch one block along y
             return
         if rows > 65535:
-            raise ValueError(f"moe_combine: {rows} rows (grid y at most 65535)")
+            raise KernelArgumentError(f"moe_combine: {rows} rows (grid y at most 65535)")
         self._launch("moe_combine", (_blocks(hidden, BLOCK_SIZE), rows), (BLOCK_SIZE,),
                      (x, moe_out, y, weights, slot_of_pair, I32(hidden), I32(k)))
