@@ -228,12 +228,15 @@ def moe_mlp2_accumulate(x, moe_out, w_mlp2, b_mlp2, g, experts, weights, k, hidd
 
 
 def _grouped(out, a, row_of, pair_of_slot, tile_expert, w, b, block_m, epilogue):
-    """out[p] = epilogue(w[e] @ a[row_of(p, pair)] + b[e]) for every non-pad position p of an expert-e tile."""
-    for tile, e in enumerate(tile_expert):
-        for p in range(tile * block_m, (tile + 1) * block_m):
-            pair = pair_of_slot[p]
-            if e >= 0 and pair >= 0:
-                out[p] = epilogue(_product(a[row_of(p, pair)], w[e], b[e]).astype(np.float32))
+    """out[p] = epilogue(w[e] @ a[row_of(p, pair)] + b[e]) for every non-pad position p (pair >= 0) of a tile
+    with expert e = tile_expert[tile] >= 0; other positions are not written. One product per expert."""
+    pairs = np.asarray(pair_of_slot)
+    expert_of = np.repeat(np.asarray(tile_expert), block_m)
+    for e in np.unique(expert_of[expert_of >= 0]):
+        positions = np.flatnonzero((expert_of == e) & (pairs >= 0))
+        if positions.size:
+            m = _product(a[row_of(positions, pairs[positions])], w[e], b[e]).astype(np.float32)
+            out[positions] = np.stack([epilogue(row) for row in m])
 
 
 def _grouped_swiglu(block_m):

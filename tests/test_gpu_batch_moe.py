@@ -1,7 +1,7 @@
 """The batched engine's MoE kernels (kernels/moe.hip, launch/moe.py): router over rows, grouping of the
-(row, slot) pairs by expert into tiles (moe_align), the weighted combine. GPU tests compare with numpy
-(reference.route, a numpy oracle of the grouping); the CPU tests check the padding bound, the oracle
-itself and the launch helpers' arguments and grids (shapes only)."""
+(row, top-k choice) pairs by expert into tiles (moe_align), the weighted combine. GPU tests compare with
+the kernels' oracles (tests/kernel_oracles.py, through `expected`) and reference.route; the CPU tests
+check the padding bound, the grouping oracle itself and the launch helpers' arguments and grids."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from cupy_getp.gpu.launch.common import F32, I32
 from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_pairs
 from cupy_getp.gpu.launch.moe import moe_align_host as align_oracle
 from cupy_getp.reference import route
+from batch_fakes import expected
 from seeding import seeded
 
 ELEMENT_TOL = 5e-6
@@ -19,14 +20,6 @@ COMBINE_TOL = 1e-5
 GARBAGE = 0x5EED5EED  # an int32 no kernel writes by itself
 
 gpu = pytest.mark.gpu
-
-
-def combine_oracle(x, y, weights, slot_of_pair):
-    rows, k = weights.shape
-    moe_out = np.zeros_like(x)
-    for s in range(k):  # the reference's order: agg += weight * out, slot by slot
-        moe_out += weights[:, s:s + 1] * y[slot_of_pair.reshape(rows, k)[:, s]]
-    return moe_out, x + moe_out
 
 
 # -- CPU: the padding bound, the oracle, the launch helpers ---------------------------------------------
@@ -207,14 +200,14 @@ def align_cases():
 def test_moe_align(dev, case, pass_n_experts):
     _, experts, n_experts, block_m = case
     experts = np.ascontiguousarray(experts, np.int32)
-    want = align_oracle(experts, n_experts, block_m)
-    padded = want[0].size
+    padded = moe_padded_pairs(experts.size, n_experts, block_m)
     outs = (garbage(padded, np.int32), garbage(experts.size, np.int32), garbage(padded // block_m, np.int32))
+    want = expected("moe_align", *outs, experts, block_m, n_experts if pass_n_experts else None)[:3]
     d_experts = to_device(experts)
     for _ in range(2):  # the same buffers again: every element rewritten, the same result
         dev[1].moe_align(*outs, d_experts, block_m, n_experts if pass_n_experts else None)
-        for name, got, expected in zip(("pair_of_slot", "slot_of_pair", "tile_expert"), outs, want):
-            np.testing.assert_array_equal(host(got, dev), expected, err_msg=name)
+        for name, got, want_one in zip(("pair_of_slot", "slot_of_pair", "tile_expert"), outs, want):
+            np.testing.assert_array_equal(host(got, dev), want_one, err_msg=name)
         for out in outs:
             out.fill(GARBAGE)
 
@@ -229,8 +222,8 @@ def test_moe_combine(dev, rng, rows, k, n_experts, block_m, hidden):
     x = rng.standard_normal((rows, hidden)).astype(np.float32)
     y = rng.standard_normal((padded, hidden)).astype(np.float32)
     weights = rng.dirichlet(np.ones(k), rows).astype(np.float32)
-    want_out, want_x = combine_oracle(x, y, weights, slot_of_pair)
     d_x, moe_out = to_device(x), garbage((rows, hidden), np.float32)
+    want_x, want_out, *_ = expected("moe_combine", x, moe_out, y, weights, slot_of_pair)
     dev[1].moe_combine(d_x, moe_out, to_device(y), to_device(weights), to_device(slot_of_pair))
     assert np.max(np.abs(host(moe_out, dev) - want_out)) <= COMBINE_TOL
     assert np.max(np.abs(host(d_x, dev) - want_x)) <= COMBINE_TOL

@@ -14,7 +14,9 @@ import pytest
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, TC_BLOCK_M, pieces_lda, tc_shared_bytes, tensor_cores_supported
 from cupy_getp.gpu.launch.moe import moe_align_host
+from batch_fakes import expected
 from gpu_helpers import host, poisoned
+from kernel_oracles import joined
 from gpu_helpers import to_device as dev
 
 EXACT_REL, EXACT_ABS = 1e-6, 5e-5
@@ -87,11 +89,6 @@ def dense_product(kernels, tile, c, a, w, bias=None, accumulate=False, pieces=3)
     kernels.gemm_tc(c, split(kernels, a, pieces), w, bias, accumulate, tile=tile)
 
 
-def joined(pieces_bits: np.ndarray, k: int) -> np.ndarray:
-    """The float64 sum of the pieces (pieces, rows, lda): the values they stand for (NaN where poisoned)."""
-    return sum(bf16_to_f32(pieces_bits[p, :, :k]).astype(np.float64) for p in range(pieces_bits.shape[0]))
-
-
 TILES = list(DENSE_TILES)
 
 
@@ -105,14 +102,9 @@ def test_split_pieces(gpu, rng, pieces, m, k):
     a = activations(rng, (m, k), heavy=True)
     a[0, :3] = [np.inf, -0.0, np.nan] if k >= 3 else a[0, :3]
     got = host(split(gpu[1], dev(a), pieces), gpu)
-    rest = a.copy()
-    for p in range(pieces):
-        want = f32_to_bf16(rest)
-        want[~np.isfinite(a)] = f32_to_bf16(a)[~np.isfinite(a)] if p == 0 else 0  # inf / NaN: no remainder
-        np.testing.assert_array_equal(got[p, :, :k], want)
-        assert np.all(got[p, :, k:] == 0)
-        with np.errstate(invalid="ignore"):
-            rest = rest - bf16_to_f32(want)
+    want, _ = expected("split_pieces", np.full_like(got, 0xFFFF), a)  # the oracle: RNE of each remainder
+    np.testing.assert_array_equal(got, want)
+    assert np.all(got[:, :, k:] == 0)
     finite = np.isfinite(a)
     total = sum(bf16_to_f32(got[p, :, :k]).astype(np.float64) for p in range(pieces))
     bound = (2.0 ** -24 if pieces == 3 else 2.0 ** -8) * np.abs(a[finite])
