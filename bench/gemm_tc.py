@@ -25,9 +25,9 @@ ROWS = (64, 256, 512, 1024)
 N_EXPERTS, TOP_K, HIDDEN, INTER = 32, 4, 2880, 2880
 
 def group_pairs(experts, n_experts: int, block_m: int):
-    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
-    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
-    return pair_of_slot, tile_expert
+    """(pair_of_padded, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_padded, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_padded, tile_expert
 
 
 def random_bf16(rng, shape):
@@ -93,7 +93,7 @@ def main() -> None:
     for r in rows:
         experts = np.stack([host_rng.permutation(N_EXPERTS)[:TOP_K] for _ in range(r)]).astype(np.int32)
         pair_host, tile_host = group_pairs(experts, N_EXPERTS, TC_BLOCK_M)
-        pair_of_slot, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
+        pair_of_padded, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
         y = cupy.empty((pair_host.size, HIDDEN), np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
@@ -101,8 +101,8 @@ def main() -> None:
             ap = cupy.empty((pieces, r, pieces_lda(HIDDEN)), np.uint16)
             gp = cupy.zeros((pieces, pair_host.size, pieces_lda(INTER)), np.uint16)
             ms1 = time_ms(stream, partial(split_then, partial(kernels.gemm_tc_grouped_swiglu, gp), a, ap,
-                                          pair_of_slot, tile_expert, w1, b1, TOP_K, 7.0), args.repeats)
-            ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_slot, tile_expert, w2, b2),
+                                          pair_of_padded, tile_expert, w1, b1, TOP_K, 7.0), args.repeats)
+            ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_padded, tile_expert, w2, b2),
                           args.repeats)
             print(json.dumps({"kernel": "grouped", "rows": r, "pairs": pairs, "padded": int(pair_host.size),
                               "pieces": pieces,

@@ -1,5 +1,7 @@
-// attention.hip: KV-cache write, scores with sinks and the sliding window, weighted sum of values.
-// The softmax between scores and weighted sum is softmax.hip's, over pos + 2 entries per head.
+// attention.hip: single-sequence decode attention (KV-cache write, scores with sinks and the sliding
+// window, weighted sum of values; the softmax between scores and weighted sum is softmax.hip's, over
+// pos + 2 entries per head), then the batched engine's flash-decoding over rows (attn_rows_partial_*,
+// attn_rows_merge_f32).
 #include "common.h"
 
 // Copy this position's rotated k and its v from the qkv vector into the layer's caches.
@@ -75,7 +77,7 @@ extern "C" __global__ void attn_combine_f32(float* __restrict__ out, const float
 // Batched engine: decode attention over rows of different lengths, split over positions
 // (flash-decoding), sinks applied at the merge. docs/batched-engine.md, section "attention".
 //
-// attn_rows_partial_d{64,128}_f32: grid (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
+// attn_rows_partial_d{64,128}_g{8,16}_f32: grid (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
 // takes row r's positions [lo + s * split_len, min(lo + (s + 1) * split_len, pos + 1)) of kv head j,
 // ATTN_TILE positions at a time:
 //   1. K and V of the tile: global -> shared, coalesced (16-byte loads when vec4); K rows are stored as

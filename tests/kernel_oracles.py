@@ -191,20 +191,20 @@ def router_topk_rows(experts, weights, scores, rows, n_experts, k):
 
 
 @oracle("moe_align")
-def moe_align(pair_of_slot, slot_of_pair, tile_expert, experts, n_pairs, n_experts, padded, block_m):
+def moe_align(pair_of_padded, padded_of_pair, tile_expert, experts, n_pairs, n_experts, padded, block_m):
     """moe_align_host, cut to P padded positions: a pair that would land past P is not placed (slot -1)."""
     pairs, slots, tiles = moe_align_host(experts, int(n_experts), int(block_m))
-    pair_of_slot[...], tile_expert[...] = -1, -1
-    pair_of_slot[:min(padded, pairs.size)] = pairs[:padded]
+    pair_of_padded[...], tile_expert[...] = -1, -1
+    pair_of_padded[:min(padded, pairs.size)] = pairs[:padded]
     tile_expert[:min(padded // block_m, tiles.size)] = tiles[:padded // block_m]
-    slot_of_pair[...] = np.where(slots < padded, slots, -1)
+    padded_of_pair[...] = np.where(slots < padded, slots, -1)
 
 
 @oracle("moe_combine")
-def moe_combine(x, moe_out, y, weights, slot_of_pair, hidden, k):
+def moe_combine(x, moe_out, y, weights, padded_of_pair, hidden, k):
     rows = x.shape[0]
     total = np.zeros((rows, hidden), np.float32)
-    slots = np.asarray(slot_of_pair).reshape(rows, k)
+    slots = np.asarray(padded_of_pair).reshape(rows, k)
     for s in range(k):  # the reference's order: agg += weight * out, slot by slot; unplaced pairs add nothing
         placed = slots[:, s] >= 0
         total[placed] += weights[placed, s:s + 1] * y[slots[placed, s]]
@@ -227,10 +227,10 @@ def moe_mlp2_accumulate(x, moe_out, w_mlp2, b_mlp2, g, experts, weights, k, hidd
     x += total
 
 
-def _grouped(out, a, row_of, pair_of_slot, tile_expert, w, b, block_m, epilogue):
+def _grouped(out, a, row_of, pair_of_padded, tile_expert, w, b, block_m, epilogue):
     """out[p] = epilogue(w[e] @ a[row_of(p, pair)] + b[e]) for every non-pad position p (pair >= 0) of a tile
     with expert e = tile_expert[tile] >= 0; other positions are not written. One product per expert."""
-    pairs = np.asarray(pair_of_slot)
+    pairs = np.asarray(pair_of_padded)
     expert_of = np.repeat(np.asarray(tile_expert), block_m)
     for e in np.unique(expert_of[expert_of >= 0]):
         positions = np.flatnonzero((expert_of == e) & (pairs >= 0))
@@ -240,15 +240,15 @@ def _grouped(out, a, row_of, pair_of_slot, tile_expert, w, b, block_m, epilogue)
 
 
 def _grouped_swiglu(block_m):
-    def run(g, a, pair_of_slot, tile_expert, w1, b1, p, n, k, experts_per_token, limit, vec):
-        _grouped(g, a, lambda p, pair: pair // experts_per_token, pair_of_slot, tile_expert, w1, b1, block_m,
+    def run(g, a, pair_of_padded, tile_expert, w1, b1, p, n, k, experts_per_token, limit, vec):
+        _grouped(g, a, lambda p, pair: pair // experts_per_token, pair_of_padded, tile_expert, w1, b1, block_m,
                  lambda m: swiglu(m, limit))
     return run
 
 
 def _grouped_plain(block_m):
-    def run(y, g, pair_of_slot, tile_expert, w2, b2, p, n, k, vec):
-        _grouped(y, g, lambda p, pair: p, pair_of_slot, tile_expert, w2, b2, block_m, lambda m: m)
+    def run(y, g, pair_of_padded, tile_expert, w2, b2, p, n, k, vec):
+        _grouped(y, g, lambda p, pair: p, pair_of_padded, tile_expert, w2, b2, block_m, lambda m: m)
     return run
 
 
@@ -282,20 +282,20 @@ def gemm_tc(c, ap, w, bias, m, n, k, lda, accumulate, pieces, vec8):
 
 
 @oracle("gemm_tc_grouped_swiglu")
-def gemm_tc_grouped_swiglu(gp, p, gp_lda, ap, rows, ap_lda, pair_of_slot, tile_expert, w1, b1, hidden, inter,
+def gemm_tc_grouped_swiglu(gp, p, gp_lda, ap, rows, ap_lda, pair_of_padded, tile_expert, w1, b1, hidden, inter,
                            experts_per_token, limit, pieces, vec8):
     g = np.full((p, inter), np.nan, np.float32)
-    _grouped_swiglu(TC_BLOCK_M)(g, joined(ap, hidden), pair_of_slot, tile_expert, w1, b1, p, 2 * inter, hidden,
+    _grouped_swiglu(TC_BLOCK_M)(g, joined(ap, hidden), pair_of_padded, tile_expert, w1, b1, p, 2 * inter, hidden,
                                 experts_per_token, limit, vec8)
-    written = np.asarray(pair_of_slot) >= 0  # pad positions are not written
+    written = np.asarray(pair_of_padded) >= 0  # pad positions are not written
     split = np.zeros((pieces, p, gp_lda), np.uint16)
     tc_split_rows(split, np.nan_to_num(g), p, inter, gp_lda, pieces, vec8)
     gp[:, written] = split[:, written]
 
 
 @oracle("gemm_tc_grouped")
-def gemm_tc_grouped(y, gp, p, gp_lda, pair_of_slot, tile_expert, w2, b2, hidden, inter, pieces, vec8):
-    _grouped_plain(TC_BLOCK_M)(y, joined(gp, inter), pair_of_slot, tile_expert, w2, b2, p, hidden, inter, vec8)
+def gemm_tc_grouped(y, gp, p, gp_lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, pieces, vec8):
+    _grouped_plain(TC_BLOCK_M)(y, joined(gp, inter), pair_of_padded, tile_expert, w2, b2, p, hidden, inter, vec8)
 
 
 # -- synthetic weights ----------------------------------------------------------------------------------------------

@@ -22,9 +22,9 @@ TOL = 5e-5
 gpu_test = pytest.mark.gpu
 
 def moe_align(experts, n_experts: int, block_m: int):
-    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
-    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
-    return pair_of_slot, tile_expert
+    """(pair_of_padded, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_padded, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_padded, tile_expert
 
 
 def weights(rng, shape, bf16: bool):
@@ -94,8 +94,8 @@ def test_gemm_qkv_shape(gpu, rng):
 # -- grouped -------------------------------------------------------------------------------------------------
 def grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m):
     experts = routing(rng, kind, rows, k, n_experts)
-    pair_of_slot, tile_expert = moe_align(experts, n_experts, block_m)
-    return experts, pair_of_slot, tile_expert
+    pair_of_padded, tile_expert = moe_align(experts, n_experts, block_m)
+    return experts, pair_of_padded, tile_expert
 
 
 GROUPED_SHAPES = [  # rows, k, E, H, I, routing
@@ -115,16 +115,16 @@ def test_gemm_grouped_swiglu(gpu, rng, block_m, rows, k, n_experts, hidden, inte
 
 
 def check_grouped_swiglu(gpu, rng, block_m, rows, k, n_experts, hidden, inter, kind, limit):
-    _, pair_of_slot, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
+    _, pair_of_padded, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
     a = rng.standard_normal((rows, hidden), dtype=np.float32)
     w1, w1_val = weights(rng, (n_experts, 2 * inter, hidden), True)
     b1 = rng.standard_normal((n_experts, 2 * inter), dtype=np.float32)
-    g = poisoned((pair_of_slot.size, inter))
-    gpu[1].gemm_grouped_swiglu(g, to_device(a), to_device(pair_of_slot), to_device(tile_expert), to_device(w1),
+    g = poisoned((pair_of_padded.size, inter))
+    gpu[1].gemm_grouped_swiglu(g, to_device(a), to_device(pair_of_padded), to_device(tile_expert), to_device(w1),
                                to_device(b1), k, limit, block_m)
     got = host(g, gpu)
-    want, *_ = expected("gemm_grouped_swiglu", g, a, pair_of_slot, tile_expert, w1, b1, k, limit, block_m)
-    pads = pair_of_slot < 0
+    want, *_ = expected("gemm_grouped_swiglu", g, a, pair_of_padded, tile_expert, w1, b1, k, limit, block_m)
+    pads = pair_of_padded < 0
     assert np.isnan(got[pads]).all() and np.isnan(want[pads]).all(), "pad positions were written"
     assert np.max(np.abs(got[~pads] - want[~pads]), initial=0.0) <= TOL
 
@@ -137,17 +137,17 @@ def test_gemm_grouped(gpu, rng, block_m, rows, k, n_experts, hidden, inter, kind
 
 
 def check_grouped(gpu, rng, block_m, rows, k, n_experts, hidden, inter, kind):
-    _, pair_of_slot, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
-    pads = pair_of_slot < 0
-    g = rng.standard_normal((pair_of_slot.size, inter), dtype=np.float32)
+    _, pair_of_padded, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
+    pads = pair_of_padded < 0
+    g = rng.standard_normal((pair_of_padded.size, inter), dtype=np.float32)
     g[pads] = np.nan  # pad rows must not be read
     w2, w2_val = weights(rng, (n_experts, hidden, inter), True)
     b2 = rng.standard_normal((n_experts, hidden), dtype=np.float32)
-    y = poisoned((pair_of_slot.size, hidden))
-    gpu[1].gemm_grouped(y, to_device(g), to_device(pair_of_slot), to_device(tile_expert), to_device(w2),
+    y = poisoned((pair_of_padded.size, hidden))
+    gpu[1].gemm_grouped(y, to_device(g), to_device(pair_of_padded), to_device(tile_expert), to_device(w2),
                         to_device(b2), block_m)
     got = host(y, gpu)
-    want, *_ = expected("gemm_grouped", y, g, pair_of_slot, tile_expert, w2, b2, block_m)
+    want, *_ = expected("gemm_grouped", y, g, pair_of_padded, tile_expert, w2, b2, block_m)
     assert np.isnan(got[pads]).all(), "pad positions were written"
     assert np.max(np.abs(got[~pads] - want[~pads]), initial=0.0) <= TOL
 
@@ -230,7 +230,8 @@ def test_gemm_entry_points_are_the_helpers_kernels():
             rec.gemm(FakeArray((m, 64), np.float32), FakeArray((m, 64), np.float32), FakeArray((64, 64), dtype))
     for block_m in GROUPED_BLOCK_M:
         p = 2 * block_m
-        rec.gemm_grouped_swiglu(FakeArray((p, 8), np.float32), FakeArray((4, 32), np.float32), FakeArray((p,), np.int32),
+        rec.gemm_grouped_swiglu(FakeArray((p, 8), np.float32), FakeArray((4, 32), np.float32),
+                                FakeArray((p,), np.int32),
                                 FakeArray((2,), np.int32), FakeArray((2, 16, 32), np.uint16),
                                 FakeArray((2, 16), np.float32), 2, 7.0, block_m)
         rec.gemm_grouped(FakeArray((p, 32), np.float32), FakeArray((p, 8), np.float32), FakeArray((p,), np.int32),

@@ -88,24 +88,24 @@ def test_router_align_and_combine_oracles_equal_route_per_row(rng):
     scores = rng.standard_normal((rows, n_experts)).astype(np.float32)
     padded = moe_padded_pairs(rows * top, n_experts, block_m)
     experts, weights = np.zeros((rows, top), np.int32), np.zeros((rows, top), np.float32)
-    pair_of_slot, slot_of_pair = np.zeros(padded, np.int32), np.zeros(rows * top, np.int32)
+    pair_of_padded, padded_of_pair = np.zeros(padded, np.int32), np.zeros(rows * top, np.int32)
     tile_expert = np.zeros(padded // block_m, np.int32)
     k = FakeKernels()
     k.router_topk_rows(experts, weights, scores)
-    k.moe_align(pair_of_slot, slot_of_pair, tile_expert, experts, block_m, n_experts)
+    k.moe_align(pair_of_padded, padded_of_pair, tile_expert, experts, block_m, n_experts)
     out_of_pair = rng.standard_normal((rows * top, hidden)).astype(np.float32)
     y = np.zeros((padded, hidden), np.float32)
-    y[slot_of_pair] = out_of_pair
+    y[padded_of_pair] = out_of_pair
     x, moe_out = np.zeros((rows, hidden), np.float32), np.zeros((rows, hidden), np.float32)
-    k.moe_combine(x, moe_out, y, weights, slot_of_pair)
+    k.moe_combine(x, moe_out, y, weights, padded_of_pair)
     for r in range(rows):
         chosen, w = route(scores[r], top)
         np.testing.assert_array_equal(experts[r], chosen)
         np.testing.assert_allclose(x[r], w @ out_of_pair[r * top:(r + 1) * top], rtol=1e-6, atol=1e-6)
     # a P too small for n_experts = None: pairs past P are left unplaced, never written out of bounds
     short = block_m * -(-rows * top // block_m)  # whole tiles for the pairs, fewer than the grouping needs
-    k.moe_align(np.zeros(short, np.int32), slot_of_pair, np.zeros(short // block_m, np.int32), experts, block_m)
-    assert np.all(slot_of_pair < short) and np.sum(slot_of_pair >= 0) <= short
+    k.moe_align(np.zeros(short, np.int32), padded_of_pair, np.zeros(short // block_m, np.int32), experts, block_m)
+    assert np.all(padded_of_pair < short) and np.sum(padded_of_pair >= 0) <= short
 
 
 def test_tensor_core_oracles_are_products_of_the_split(rng):

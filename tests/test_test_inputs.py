@@ -23,7 +23,8 @@ def test_rng_is_seeded_by_the_crc32_of_the_test_id(rng, request):
 
 def test_seeds_do_not_depend_on_the_process_hash_salt():
     """hash() of a str differs between processes; the seed must not."""
-    code = f"import sys; sys.path.insert(0, {str(TESTS)!r}); from seeding import seeded; print(seeded('t::x').integers(0, 2**32, 4))"
+    code = (f"import sys; sys.path.insert(0, {str(TESTS)!r}); from seeding import seeded; "
+            "print(seeded('t::x').integers(0, 2**32, 4))")
     outputs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONHASHSEED": salt}).stdout for salt in ("1", "2")}
     assert outputs == {f"{seeded('t::x').integers(0, 2**32, 4)}\n"}

@@ -265,35 +265,35 @@ class Kernels(BatchLaunches):
         self.router_topk_rows(experts[None], weights[None], scores[None])
 
     def moe_mlp1_swiglu(self, g, w_mlp1, b_mlp1, t, experts, limit: float) -> None:
-        """g (k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16."""
+        """g (top_k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16."""
         n_experts, two_inter, hidden = w_mlp1.shape
-        k, inter = g.shape
+        top_k, inter = g.shape
         _check("g", g, F32)
         _check("w_mlp1", w_mlp1, BF16)
         _check("b_mlp1", b_mlp1, F32, (n_experts, two_inter))
         _check("t", t, F32, (hidden,))
-        _check("experts", experts, I32, (k,))
+        _check("experts", experts, I32, (top_k,))
         _require(two_inter == 2 * inter, f"moe_mlp1_swiglu: w_mlp1 has {two_inter} rows for g of {inter} columns")
         vec8 = hidden % 8 == 0 and _aligned(w_mlp1, t)
-        self._launch("moe_mlp1_swiglu_bf16w", self._rows_grid(inter, k), (BLOCK_SIZE,),
+        self._launch("moe_mlp1_swiglu_bf16w", self._rows_grid(inter, top_k), (BLOCK_SIZE,),
                      (g, w_mlp1, b_mlp1, t, experts, I32(hidden), I32(inter), F32(limit), I32(vec8)))
 
     def moe_mlp2_accumulate(self, x, moe_out, w_mlp2, b_mlp2, g, experts, weights) -> None:
         """x += moe_out = sum_s weights[s] * (w_mlp2[e_s] @ g[s] + b_mlp2[e_s]); w_mlp2 (E, H, I) bf16."""
         n_experts, hidden, inter = w_mlp2.shape
-        k = experts.shape[0]
+        top_k = experts.shape[0]
         _check("x", x, F32, (hidden,))
         _check("moe_out", moe_out, F32, (hidden,))
         _check("w_mlp2", w_mlp2, BF16)
         _check("b_mlp2", b_mlp2, F32, (n_experts, hidden))
-        _check("g", g, F32, (k, inter))
-        _check("experts", experts, I32, (k,))
-        _check("weights", weights, F32, (k,))
-        _require(0 < k <= MOE_MAX_K, f"moe_mlp2_accumulate: {k} experts per token, at most {MOE_MAX_K}")
+        _check("g", g, F32, (top_k, inter))
+        _check("experts", experts, I32, (top_k,))
+        _check("weights", weights, F32, (top_k,))
+        _require(0 < top_k <= MOE_MAX_K, f"moe_mlp2_accumulate: {top_k} experts per token, at most {MOE_MAX_K}")
         vec8 = inter % 8 == 0 and _aligned(w_mlp2, g)
-        rows_per_block = self.warps_per_block // min(k, self.warps_per_block)
+        rows_per_block = self.warps_per_block // min(top_k, self.warps_per_block)
         self._launch("moe_mlp2_accumulate_bf16w", (_blocks(hidden, rows_per_block),), (BLOCK_SIZE,),
-                     (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(k), I32(hidden), I32(inter), I32(vec8)))
+                     (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(top_k), I32(hidden), I32(inter), I32(vec8)))
 
     # -- synthetic.hip --------------------------------------------------------------------------------
     def synthetic(self, out, start: int, key: int, scale: float, offset: float, round_bf16: bool = False) -> None:

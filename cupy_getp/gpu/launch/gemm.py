@@ -44,7 +44,7 @@ class GemmLaunches:
         else:
             self._launch(f"gemm_{kind}_tiled", (_blocks(n, TILE_BN), _blocks(m, TILE_BM)), (BLOCK_SIZE,), args)
 
-    def _grouped_checks(self, out, a, pair_of_slot, tile_expert, w, b, block_m: int) -> tuple:
+    def _grouped_checks(self, out, a, pair_of_padded, tile_expert, w, b, block_m: int) -> tuple:
         """(P, E, N, K) after the checks every grouped product shares."""
         if block_m not in GROUPED_BLOCK_M:
             raise KernelArgumentError(f"block_m {block_m} not supported; expected one of {GROUPED_BLOCK_M}")
@@ -53,7 +53,7 @@ class GemmLaunches:
         if p % block_m:
             raise KernelArgumentError(f"padded positions {p} not a multiple of block_m {block_m}")
         _check("a", a, F32)
-        _check("pair_of_slot", pair_of_slot, I32, (p,))
+        _check("pair_of_padded", pair_of_padded, I32, (p,))
         _check("tile_expert", tile_expert, I32, (p // block_m,))
         _check("w", w, BF16)
         _check("b", b, F32, (n_experts, n))
@@ -66,11 +66,11 @@ class GemmLaunches:
             return self._skinny_grid(p // SKINNY_BM, n)
         return (_blocks(n, TILE_BN), p // TILE_BM)
 
-    def gemm_grouped_swiglu(self, g, a, pair_of_slot, tile_expert, w1, b1, experts_per_token: int, limit: float,
+    def gemm_grouped_swiglu(self, g, a, pair_of_padded, tile_expert, w1, b1, experts_per_token: int, limit: float,
                             block_m: int) -> None:
-        """g[p] (P, I) = SwiGLU(w1[e] @ a[pair_of_slot[p] // k] + b1[e]) for every non-pad position p of each
+        """g[p] (P, I) = SwiGLU(w1[e] @ a[pair_of_padded[p] // k] + b1[e]) for every non-pad position p of each
         tile with expert e = tile_expert[tile] >= 0; w1 (E, 2I, H) bf16, b1 (E, 2I), a (R, H)."""
-        p, n, k = self._grouped_checks(g, a, pair_of_slot, tile_expert, w1, b1, block_m)
+        p, n, k = self._grouped_checks(g, a, pair_of_padded, tile_expert, w1, b1, block_m)
         _check("g", g, F32, (p, n // 2))
         if n % 2:
             raise KernelArgumentError(f"w1: {n} rows, expected 2 * intermediate (gate, up interleaved)")
@@ -79,13 +79,13 @@ class GemmLaunches:
         vec = k % 8 == 0 and _aligned(a, w1)
         name = "gemm_grouped_swiglu_skinny" if block_m == SKINNY_BM else "gemm_grouped_swiglu_tiled"
         self._launch(name, self._grouped_grid(p, n, block_m), (BLOCK_SIZE,),
-                     (g, a, pair_of_slot, tile_expert, w1, b1, I32(p), I32(n), I32(k), I32(experts_per_token),
+                     (g, a, pair_of_padded, tile_expert, w1, b1, I32(p), I32(n), I32(k), I32(experts_per_token),
                       F32(limit), I32(vec)))
 
-    def gemm_grouped(self, y, g, pair_of_slot, tile_expert, w2, b2, block_m: int) -> None:
+    def gemm_grouped(self, y, g, pair_of_padded, tile_expert, w2, b2, block_m: int) -> None:
         """y[p] (P, H) = w2[e] @ g[p] + b2[e] for every non-pad position p of each tile with expert
         e = tile_expert[tile] >= 0; w2 (E, H, I) bf16, b2 (E, H), g (P, I)."""
-        p, n, k = self._grouped_checks(y, g, pair_of_slot, tile_expert, w2, b2, block_m)
+        p, n, k = self._grouped_checks(y, g, pair_of_padded, tile_expert, w2, b2, block_m)
         _check("y", y, F32, (p, n))
         _check("g", g, F32, (p, k))
         if p == 0 or n == 0:
@@ -93,4 +93,4 @@ class GemmLaunches:
         vec = k % 8 == 0 and _aligned(g, w2)
         name = "gemm_grouped_skinny" if block_m == SKINNY_BM else "gemm_grouped_tiled"
         self._launch(name, self._grouped_grid(p, n, block_m), (BLOCK_SIZE,),
-                     (y, g, pair_of_slot, tile_expert, w2, b2, I32(p), I32(n), I32(k), I32(vec)))
+                     (y, g, pair_of_padded, tile_expert, w2, b2, I32(p), I32(n), I32(k), I32(vec)))

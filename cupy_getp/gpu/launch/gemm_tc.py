@@ -100,21 +100,23 @@ class TensorCoreGemmLaunches:
             _check("bias", bias, F32, (n,))
         tile = tile or self.tc_dense_tile(m, n)
         if tile not in DENSE_TILES or (self.device.is_hip and tile[0] != 64):
-            raise KernelArgumentError(f"gemm_tc: tile {tile} not available (CUDA {list(DENSE_TILES)}, ROCm 64-row tiles)")
+            raise KernelArgumentError(f"gemm_tc: tile {tile} not available (CUDA {list(DENSE_TILES)}, "
+                                      "ROCm 64-row tiles)")
         vec8 = k % 8 == 0 and _aligned(w)
         self._tc_launch(f"gemm_tc_m{tile[0]}_n{tile[1]}", (_blocks(n, tile[1]), _blocks(m, tile[0])),
                         (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(pieces),
                          I32(vec8)), pieces, tile)
 
-    def _tc_grouping(self, pair_of_slot, tile_expert) -> int:
-        p = pair_of_slot.shape[0]
-        _check("pair_of_slot", pair_of_slot, I32, (p,))
+    def _tc_grouping(self, pair_of_padded, tile_expert) -> int:
+        p = pair_of_padded.shape[0]
+        _check("pair_of_padded", pair_of_padded, I32, (p,))
         if p % TC_BLOCK_M:
-            raise KernelArgumentError(f"pair_of_slot: {p} padded positions, not a multiple of TC_BLOCK_M={TC_BLOCK_M}")
+            raise KernelArgumentError(f"pair_of_padded: {p} padded positions, not a multiple of "
+                                      f"TC_BLOCK_M={TC_BLOCK_M}")
         _check("tile_expert", tile_expert, I32, (p // TC_BLOCK_M,))
         return p
 
-    def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_slot, tile_expert, w1, b1, experts_per_token: int,
+    def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_padded, tile_expert, w1, b1, experts_per_token: int,
                                limit: float) -> None:
         """g[p] = swiglu(w1[e] (2I,H) @ a[pair // k] + b1[e]) for every non-pad padded position p of an
         expert-e tile (moe_align with block_m = TC_BLOCK_M), written as its pieces gp (pieces, P,
@@ -122,7 +124,7 @@ class TensorCoreGemmLaunches:
         are not written."""
         n_experts, two_inter, hidden = w1.shape
         inter = two_inter // 2
-        p = self._tc_grouping(pair_of_slot, tile_expert)
+        p = self._tc_grouping(pair_of_padded, tile_expert)
         pieces, rows = self._check_pieces("ap", ap, hidden)
         self._check_pieces("gp", gp, inter, p)
         if gp.shape[0] != pieces:
@@ -133,20 +135,20 @@ class TensorCoreGemmLaunches:
                  f"(gate, up pairs), {experts_per_token} experts per token")
         vec8 = hidden % 8 == 0 and _aligned(w1)
         self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
-                        (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_slot, tile_expert,
+                        (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert,
                          w1, b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit), I32(pieces),
                          I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
 
-    def gemm_tc_grouped(self, y, gp, pair_of_slot, tile_expert, w2, b2) -> None:
+    def gemm_tc_grouped(self, y, gp, pair_of_padded, tile_expert, w2, b2) -> None:
         """y[p] (P,H) = w2[e] (H,I) @ g[p] + b2[e] for every non-pad padded position p of an expert-e tile,
         g given as pieces gp (pieces, P, pieces_lda(I))."""
         n_experts, hidden, inter = w2.shape
-        p = self._tc_grouping(pair_of_slot, tile_expert)
+        p = self._tc_grouping(pair_of_padded, tile_expert)
         pieces, _ = self._check_pieces("gp", gp, inter, p)
         _check("y", y, F32, (p, hidden))
         _check("w2", w2, BF16)
         _check("b2", b2, F32, (n_experts, hidden))
         vec8 = inter % 8 == 0 and _aligned(w2)
         self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
-                        (y, gp, I32(p), I32(gp.shape[2]), pair_of_slot, tile_expert, w2, b2, I32(hidden), I32(inter),
+                        (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, w2, b2, I32(hidden), I32(inter),
                          I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
