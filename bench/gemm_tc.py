@@ -1,9 +1,12 @@
-"""TFLOP/s of the tensor-core products (kernels/gemm_tc.hip): dense gemm_tc at the 20b shape's projection
-sizes and the grouped MoE pair (mlp1 + SwiGLU, mlp2) with E=32, k=4, H=I=2880.
+"""TFLOP/s of the tensor-core products: dense gemm_tc at the 20b shape's projection sizes and the grouped
+MoE pair (mlp1 + SwiGLU, mlp2) with E=32, k=4, H=I=2880, on the mma.sync kernels (kernels/gemm_tc.hip,
+every dense tile) and, where the device has them, the wgmma kernels (kernels/gemm_wgmma.hip, "wg"), in
+the same run.
 
 FLOPs are counted per piece (pieces=3 does three BF16 products: 3 x 2 M N K), so the figure is what the
 tensor cores executed; the split of the activations into pieces is inside the timings (mlp1's output g
-comes out as pieces for mlp2); `of_peak` divides by 790 TFLOP/s (measured cuBLAS BF16, H100, 8192 cube). Times
+comes out as pieces for mlp2); `of_peak` divides by 790 TFLOP/s (measured BF16 on random data, H100 and
+H200). Times
 are the median of device-event timings after warm-up. Under a minute on an H100; `--quick` one M only.
 
     python bench/gemm_tc.py [--quick] [--repeats 20]
@@ -21,7 +24,7 @@ from timing import time_ms  # bench/ is on sys.path when run as a script
 
 BF16_PEAK_TFLOPS = 790.0
 DENSE = ((2880, 5760), (2880, 5120), (4096, 2880))  # (K, N): mlp1 of one expert's width, qkv, attention out
-ROWS = (64, 256, 512, 1024)
+ROWS = (1, 64, 256, 512, 1024)
 N_EXPERTS, TOP_K, HIDDEN, INTER = 32, 4, 2880, 2880
 
 def group_pairs(experts, n_experts: int, block_m: int):
@@ -48,10 +51,11 @@ def main() -> None:
 
     from cupy_getp.gpu.device import Device
     from cupy_getp.gpu.kernels import Kernels
-    from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, TC_BLOCK_M, pieces_lda, tensor_cores_supported
+    from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, TC_BLOCK_M, pieces_lda, tensor_cores_supported,
+                                              wg_grouped_rows)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="M = 512 only")
+    parser.add_argument("--quick", action="store_true", help="M = 512 and 1024 only")
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     device = Device.open()
@@ -61,8 +65,17 @@ def main() -> None:
     stream = device.stream
     rng = cupy.random.default_rng(0)
     host_rng = np.random.default_rng(0)
-    rows = (512,) if args.quick else ROWS
-    print(json.dumps({"device": device.describe(), "bf16_peak_tflops": BF16_PEAK_TFLOPS}), flush=True)
+    rows = (512, 1024) if args.quick else ROWS
+    has_wgmma = kernels.wgmma
+    print(json.dumps({"device": device.describe(), "bf16_peak_tflops": BF16_PEAK_TFLOPS, "wgmma": has_wgmma,
+                      "not_built": kernels.not_built}), flush=True)
+
+    def on(wgmma: bool, fn, *a, **kw):
+        kernels.wgmma = wgmma
+        try:
+            return fn(*a, **kw)
+        finally:
+            kernels.wgmma = has_wgmma
 
     def split_then(product, a, ap, *rest, **options):
         """What the engine does: split a, then the product on its pieces (both timed)."""
@@ -81,9 +94,13 @@ def main() -> None:
                           "auto_tile": "x".join(map(str, kernels.tc_dense_tile(m, n)))}
                 result["split_ms"] = round(time_ms(stream, partial(kernels.split_pieces, ap, a), args.repeats), 4)
                 for tile in DENSE_TILES:
-                    ms = time_ms(stream, partial(split_then, partial(kernels.gemm_tc, c), a, ap, w, tile=tile),
-                                 args.repeats)
+                    ms = on(False, time_ms, stream, partial(split_then, partial(kernels.gemm_tc, c), a, ap, w,
+                                                            tile=tile), args.repeats)
                     result[f"{tile[0]}x{tile[1]}"] = rate(flops, ms)
+                if has_wgmma:
+                    result["wg_tile"] = "x".join(map(str, kernels.wg_tile(m, n, pieces)))
+                    ms = time_ms(stream, partial(split_then, partial(kernels.gemm_tc, c), a, ap, w), args.repeats)
+                    result["wg"] = rate(flops, ms)
                 print(json.dumps(result), flush=True)
 
     w1 = random_bf16(rng, (N_EXPERTS, 2 * INTER, HIDDEN))
@@ -92,22 +109,27 @@ def main() -> None:
     b2 = rng.standard_normal((N_EXPERTS, HIDDEN), dtype=np.float32)
     for r in rows:
         experts = np.stack([host_rng.permutation(N_EXPERTS)[:TOP_K] for _ in range(r)]).astype(np.int32)
-        pair_host, tile_host = group_pairs(experts, N_EXPERTS, TC_BLOCK_M)
-        pair_of_padded, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
-        y = cupy.empty((pair_host.size, HIDDEN), np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
+        paths = [("mma.sync", False, TC_BLOCK_M)]
+        if has_wgmma:
+            paths.append(("wg", True, wg_grouped_rows(pairs, N_EXPERTS)))
         for pieces in (3, 1):
-            ap = cupy.empty((pieces, r, pieces_lda(HIDDEN)), np.uint16)
-            gp = cupy.zeros((pieces, pair_host.size, pieces_lda(INTER)), np.uint16)
-            ms1 = time_ms(stream, partial(split_then, partial(kernels.gemm_tc_grouped_swiglu, gp), a, ap,
-                                          pair_of_padded, tile_expert, w1, b1, TOP_K, 7.0), args.repeats)
-            ms2 = time_ms(stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_padded, tile_expert, w2, b2),
-                          args.repeats)
-            print(json.dumps({"kernel": "grouped", "rows": r, "pairs": pairs, "padded": int(pair_host.size),
-                              "pieces": pieces,
-                              "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
-                              "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)
+            for label, wgmma, block_m in paths:
+                pair_host, tile_host = group_pairs(experts, N_EXPERTS, block_m)
+                pair_of_padded, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
+                y = cupy.empty((pair_host.size, HIDDEN), np.float32)
+                ap = cupy.empty((pieces, r, pieces_lda(HIDDEN)), np.uint16)
+                gp = cupy.zeros((pieces, pair_host.size, pieces_lda(INTER)), np.uint16)
+                ms1 = on(wgmma, time_ms, stream, partial(split_then, partial(kernels.gemm_tc_grouped_swiglu, gp), a,
+                                                         ap, pair_of_padded, tile_expert, w1, b1, TOP_K, 7.0),
+                         args.repeats)
+                ms2 = on(wgmma, time_ms, stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_padded, tile_expert,
+                                                         w2, b2), args.repeats)
+                print(json.dumps({"kernel": "grouped", "path": label, "block_m": block_m, "rows": r, "pairs": pairs,
+                                  "padded": int(pair_host.size), "pieces": pieces,
+                                  "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
+                                  "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)
 
 
 if __name__ == "__main__":

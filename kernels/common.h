@@ -175,4 +175,27 @@ GETP_DEVICE float warp_dot_f32(const float* __restrict__ w, const float* __restr
   return warp_sum(acc);
 }
 
+// FP32 -> BF16 pieces of the tensor-core products (gemm_tc.hip, gemm_wgmma.hip).
+// x -> bf16 pieces; piece[0] = x1 (largest). An infinite x1 leaves no finite remainder: x2 = x3 = 0.
+template <int PIECES>
+GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
+  const unsigned short h1 = f32_to_bf16_rne(x);
+  piece[0] = h1;
+  if (PIECES == 3) {
+    float r = x - bf16_to_f32(h1);
+    if ((h1 & 0x7F80u) == 0x7F80u) r = 0.0f;  // x1 = +-inf or NaN
+    const unsigned short h2 = f32_to_bf16_rne(r);
+    piece[1] = h2;
+    piece[2] = f32_to_bf16_rne(r - bf16_to_f32(h2));
+  }
+}
+
+// The same with the piece count known only at run time (1 or 3).
+GETP_DEVICE void tc_split_n(float x, int pieces, unsigned (&piece)[3]) {
+  if (pieces == 3)
+    tc_split<3>(x, piece);
+  else
+    tc_split<1>(x, piece);
+}
+
 #endif  // GETP_COMMON_H

@@ -97,28 +97,6 @@ GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
 }
 #endif
 
-// x -> bf16 pieces; piece[0] = x1 (largest). An infinite x1 leaves no finite remainder: x2 = x3 = 0.
-template <int PIECES>
-GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
-  const unsigned short h1 = f32_to_bf16_rne(x);
-  piece[0] = h1;
-  if (PIECES == 3) {
-    float r = x - bf16_to_f32(h1);
-    if ((h1 & 0x7F80u) == 0x7F80u) r = 0.0f;  // x1 = +-inf or NaN
-    const unsigned short h2 = f32_to_bf16_rne(r);
-    piece[1] = h2;
-    piece[2] = f32_to_bf16_rne(r - bf16_to_f32(h2));
-  }
-}
-
-// The same with the piece count known only at run time (1 or 3).
-GETP_DEVICE void tc_split_n(float x, int pieces, unsigned (&piece)[3]) {
-  if (pieces == 3)
-    tc_split<3>(x, piece);
-  else
-    tc_split<1>(x, piece);
-}
-
 // Eight bf16 values (low halves of h) as one 16-byte vector, element 0 first.
 GETP_DEVICE uint4 tc_pack8(const unsigned (&h)[8]) {
   return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);

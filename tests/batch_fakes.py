@@ -53,6 +53,8 @@ class FakeKernels(Kernels):
     """`gpu.kernels.Kernels` with its launch helpers as they are (checks, grids, kernel choice) and only
     the launch replaced: kernel `name` runs as its numpy oracle (tests/kernel_oracles.py)."""
 
+    wgmma = False  # Kernels probes it at warm-up: True takes the wgmma products at every row count
+
     def __init__(self, device=None):
         self.device = device or FakeDevice()
         self.warps_per_block = BLOCK_SIZE // self.device.warp_size

@@ -22,7 +22,7 @@ from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.checkpoint.synthetic import Init, uniform_values
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
-from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES
+from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_GROUPED_ROWS, WG_ROWS
 from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.reference import rmsnorm, rope, route, softmax, swiglu
 
@@ -281,21 +281,61 @@ def gemm_tc(c, ap, w, bias, m, n, k, lda, accumulate, pieces, vec8):
     gemm(c, joined(ap, k), w, bias, m, n, k, accumulate, vec8)
 
 
+def _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b1, hidden, inter,
+                           experts_per_token, limit, pieces, block_m):
+    """g of the grouped mlp1 written as its pieces gp (pieces, P, gp_lda); pad positions are not written."""
+    g = np.full((p, inter), np.nan, np.float32)
+    _grouped_swiglu(block_m)(g, joined(ap, hidden), pair_of_padded, tile_expert, w1, b1, p, 2 * inter, hidden,
+                             experts_per_token, limit, 0)
+    written = np.asarray(pair_of_padded) >= 0
+    split = np.zeros((pieces, p, gp_lda), np.uint16)
+    tc_split_rows(split, np.nan_to_num(g), p, inter, gp_lda, pieces, 0)
+    gp[:, written] = split[:, written]
+
+
 @oracle("gemm_tc_grouped_swiglu")
 def gemm_tc_grouped_swiglu(gp, p, gp_lda, ap, rows, ap_lda, pair_of_padded, tile_expert, w1, b1, hidden, inter,
                            experts_per_token, limit, pieces, vec8):
-    g = np.full((p, inter), np.nan, np.float32)
-    _grouped_swiglu(TC_BLOCK_M)(g, joined(ap, hidden), pair_of_padded, tile_expert, w1, b1, p, 2 * inter, hidden,
-                                experts_per_token, limit, vec8)
-    written = np.asarray(pair_of_padded) >= 0  # pad positions are not written
-    split = np.zeros((pieces, p, gp_lda), np.uint16)
-    tc_split_rows(split, np.nan_to_num(g), p, inter, gp_lda, pieces, vec8)
-    gp[:, written] = split[:, written]
+    _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b1, hidden, inter, experts_per_token,
+                           limit, pieces, TC_BLOCK_M)
 
 
 @oracle("gemm_tc_grouped")
 def gemm_tc_grouped(y, gp, p, gp_lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, pieces, vec8):
     _grouped_plain(TC_BLOCK_M)(y, joined(gp, inter), pair_of_padded, tile_expert, w2, b2, p, hidden, inter, vec8)
+
+
+# -- tensor cores on wgmma (sm_90a): the same contracts, pieces and tile height in the kernel's name ----------------
+@oracle("wg_available")
+def wg_available(out):
+    out[0] = 0  # a stand-in has no wgmma bodies
+
+
+@oracle(*(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1) for rows in WG_ROWS[pieces]
+          for blocks in (1, 2)))
+def gemm_wg(c, ap, w, bias, m, n, k, lda, accumulate, vec8):
+    gemm(c, joined(ap, k), w, bias, m, n, k, accumulate, vec8)
+
+
+def _wg_grouped_swiglu(block_m):
+    def run(gp, p, gp_lda, ap, rows, ap_lda, pair_of_padded, tile_expert, w1, b1, hidden, inter, experts_per_token,
+            limit, vec8):
+        _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b1, hidden, inter,
+                               experts_per_token, limit, gp.shape[0], block_m)
+    return run
+
+
+def _wg_grouped(block_m):
+    def run(y, gp, p, gp_lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, vec8):
+        _grouped_plain(block_m)(y, joined(gp, inter), pair_of_padded, tile_expert, w2, b2, p, hidden, inter, vec8)
+    return run
+
+
+for _pieces in (3, 1):
+    for _rows in WG_GROUPED_ROWS:
+        for _blocks in (1, 2):
+            oracle(f"gemm_wg_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped_swiglu(_rows))
+            oracle(f"gemm_wg_grouped_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped(_rows))
 
 
 # -- synthetic weights ----------------------------------------------------------------------------------------------

@@ -127,3 +127,23 @@ def test_many_rows_take_the_tensor_core_path_like_the_reference(cupy_stand_in):
     batched = batched_engine(weights, 40, 2, steps, "exact")
     assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
     assert any(v.tensor_cores and v.R > SKINNY_ROWS for v in batched.model.views.values())
+
+
+def test_wgmma_products_take_every_row_count_like_the_reference(cupy_stand_in, monkeypatch):
+    """Where the wgmma kernels run (sm_90), every step takes the tensor-core products, one row included,
+    with MoE tiles as small as 8 positions: the lines are still the reference's, and no step uses the
+    matvec or the fused one-row expert kernels."""
+    from batch_fakes import FakeKernels
+
+    monkeypatch.setattr(FakeKernels, "wgmma", True)
+    for name in ("matvec", "moe_mlp1_swiglu", "moe_mlp2_accumulate", "router_topk"):
+        monkeypatch.setattr(FakeKernels, name, None)  # any call fails: not on this path
+    weights = Weights(SyntheticStore(TINY, seed=5))
+    requests, steps = prompts(7, 6, longest=4), 8
+    reference = create_engine(weights, "numpy")
+    reference.warm_up()
+    batched = batched_engine(weights, 3, 2, steps, "exact")
+    assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
+    views = batched.model.views.values()
+    assert all(v.tensor_cores for v in views) and any(v.R == 1 for v in views)
+    assert {v.block_m for v in views} <= {8, 16, 32, 64}

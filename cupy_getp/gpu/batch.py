@@ -23,7 +23,7 @@ from ..engine.base import Trace
 from ..errors import DeviceError, NumericalError
 from ..rope import rope_cos_sin
 from .launch.gemm import GROUPED_BLOCK_M
-from .launch.gemm_tc import TC_BLOCK_M, pieces_lda, tensor_cores_supported
+from .launch.gemm_tc import TC_BLOCK_M, WG_GROUPED_ROWS, pieces_lda, tensor_cores_supported, wg_grouped_rows
 from .launch.moe import moe_padded_pairs
 
 ATTN_SPLIT = 256  # positions per attention split on full-attention layers
@@ -34,7 +34,7 @@ MAX_CHUNK = 128  # prompt positions of one request per step
 MAX_SLOTS = 1024
 RESERVE_BYTES = 2 << 30  # device memory left free for CuPy, the graphs and the driver
 PRECISIONS = ("exact", "fast", "fp32")  # tensor cores with 3 BF16 pieces / 1 piece / CUDA cores only
-BLOCK_MS = (*GROUPED_BLOCK_M, TC_BLOCK_M)  # every MoE tile height a bucket may use (buffers fit them all)
+BLOCK_MS = (*GROUPED_BLOCK_M, TC_BLOCK_M, *WG_GROUPED_ROWS)  # every MoE tile height a bucket may use (buffers fit them all)
 
 
 # -- shapes ----------------------------------------------------------------------------------------------
@@ -225,10 +225,21 @@ class RowModel:
 
     def view(self, R: int) -> RowView:
         if R not in self.views:
-            tensor_cores = self.precision != "fp32" and R > SKINNY_ROWS
-            block_m = TC_BLOCK_M if tensor_cores else (GROUPED_BLOCK_M[0] if R <= SKINNY_ROWS else GROUPED_BLOCK_M[1])
-            self.views[R] = row_view(self.buffers, self.config, R, block_m, tensor_cores)
+            self.views[R] = row_view(self.buffers, self.config, R, *self.products(R))
         return self.views[R]
+
+    def products(self, R: int) -> tuple[int, bool]:
+        """(MoE tile height, tensor cores) of a step of R rows. The wgmma kernels take every row count, so
+        a row's products do not depend on the step's size; the mma.sync ones start above SKINNY_ROWS (below,
+        the CUDA-core kernels, and at one row the single-sequence engine's, are faster)."""
+        if self.precision == "fp32":
+            tensor_cores = False
+        else:
+            tensor_cores = self.kernels.wgmma or R > SKINNY_ROWS
+        if tensor_cores:
+            c = self.config
+            return (wg_grouped_rows(R * c.experts_per_token, c.n_experts) if self.kernels.wgmma else TC_BLOCK_M), True
+        return (GROUPED_BLOCK_M[0] if R <= SKINNY_ROWS else GROUPED_BLOCK_M[1]), False
 
     def step(self, v: RowView, trace: BatchTrace | None = None) -> None:
         self.kernels.embedding_rows(v.x, self.w.embedding, v.row_token)
@@ -240,11 +251,11 @@ class RowModel:
     def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False, a_pieces=None) -> None:
         """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows (on a's
         pieces: `a_pieces` when already split); one row takes the single-sequence engine's matvec
-        (bandwidth-bound: batch-1 decode)."""
-        if v.R == 1:
-            self.kernels.matvec(c[0], w, a[0], bias, accumulate)
-        elif v.tensor_cores and w.dtype == np.uint16:
+        (bandwidth-bound: batch-1 decode) unless the tensor cores take every row count."""
+        if v.tensor_cores and w.dtype == np.uint16:
             self.kernels.gemm_tc(c, self.split(a) if a_pieces is None else a_pieces, w, bias, accumulate)
+        elif v.R == 1:
+            self.kernels.matvec(c[0], w, a[0], bias, accumulate)
         else:
             self.kernels.gemm(c, a, w, bias, accumulate)
 
@@ -283,7 +294,7 @@ class RowModel:
         kernels.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
         t_pieces = self.split(v.t) if v.tensor_cores else None  # the router's and mlp1's
         self.matmul(v, v.router, v.t, lw.w_router, lw.b_router, a_pieces=t_pieces)  # (R, E)
-        if v.R == 1:
+        if v.R == 1 and not v.tensor_cores:
             self.moe_one_row(l, v)
         else:
             self.moe_rows(l, v, t_pieces)

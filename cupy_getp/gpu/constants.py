@@ -30,6 +30,10 @@ TC_BK = 32  # K per pipeline step (two k16 tensor-core steps)
 TC_LDS = TC_BK + 8  # shared-memory row in bf16: 80 bytes, conflict-free ldmatrix
 TC_STAGES_CUDA, TC_STAGES_HIP = 4, 2  # shared-memory pipeline stages (HIP: 64 KiB of LDS on gfx90a)
 
+# gemm_wgmma.hip
+WG_THREADS = 384  # a producer warpgroup and two consumer warpgroups per block
+WG_SMEM_BYTES = 225 * 1024  # dynamic shared memory of every block: sizes its ring of stages
+
 KERNEL_CONSTANTS = {
     "BLOCK_SIZE": BLOCK_SIZE,
     "ATTN_MAX_GROUP": ATTN_MAX_GROUP,
@@ -45,6 +49,8 @@ KERNEL_CONSTANTS = {
     "TC_LDS": TC_LDS,
     "TC_STAGES_CUDA": TC_STAGES_CUDA,
     "TC_STAGES_HIP": TC_STAGES_HIP,
+    "WG_THREADS": WG_THREADS,
+    "WG_SMEM_BYTES": WG_SMEM_BYTES,
 }
 
 

@@ -14,18 +14,20 @@ the grid, launches on the engine's stream and counts the launch.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import KernelDtypeError
 from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _require
-from .launch.gemm_tc import DENSE_TILES
+from .launch.gemm_tc import DENSE_TILES, WG_GROUPED_ROWS, WG_ROWS
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
 
@@ -38,6 +40,11 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                   for shape in ("skinny", "tiled")),
     "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES), "gemm_tc_grouped_swiglu",
                 "gemm_tc_grouped"),
+    "gemm_wgmma": ("wg_available",
+                   *(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1) for rows in WG_ROWS[pieces]
+                     for blocks in (1, 2)),
+                   *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in ("grouped_swiglu", "grouped")
+                     for pieces in (3, 1) for rows in WG_GROUPED_ROWS for blocks in (1, 2))),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
     "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "router_topk_rows", "moe_align", "moe_combine"),
     "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32"),
@@ -73,11 +80,25 @@ def assemble_source(family: str, warp_size: int) -> str:
 
 
 @functools.cache
-def _module(family: str, warp_size: int, device_id: int):
+def _module(family: str, warp_size: int, device_id: int, options: tuple = ()):
     import cupy
 
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=assemble_source(family, warp_size))
+        return cupy.RawModule(code=assemble_source(family, warp_size), options=options)
+
+
+# Families built only where the device has their instructions, with the compiler options that reach
+# them; a failed build leaves the engine on the other kernels (the launch helpers check `wgmma`).
+OPTIONAL_FAMILIES = ("gemm_wgmma",)
+
+
+def family_options(family: str, device: Device) -> tuple | None:
+    """Compile options of a family on this device, or None where it is not built at all. gemm_wgmma:
+    compute capability 9.0 with the sm_90a features (CuPy appends its own -arch=sm_90 after these; the
+    sm_90a one takes effect, as wg_available confirms at run time)."""
+    if family == "gemm_wgmma":
+        return ("-arch=sm_90a",) if not device.is_hip and device.arch == "sm_90" else None
+    return ()
 
 
 def families() -> tuple[str, ...]:
@@ -92,18 +113,49 @@ class Kernels(BatchLaunches):
     def __init__(self, device: Device):
         self.device = device
         self.warps_per_block = BLOCK_SIZE // device.warp_size
-        self.modules = {family: _module(family, device.warp_size, device.id) for family in families()}
-        # name -> kernel; opening one compiles its module, so compile errors belong to the warm-up
-        self.functions = {name: self._open(family, name) for family in families() for name in ENTRY_POINTS[family]}
+        self.functions = {}  # name -> kernel of every built family's ENTRY_POINTS
+        self.modules = {}
+        self.not_built: dict[str, str] = {}  # optional family -> why it is not available
+        for family in families():
+            options = family_options(family, device)
+            if options is None:
+                self.not_built[family] = f"not built for {device.arch}"
+                continue
+            try:
+                self._open_family(family, _module(family, device.warp_size, device.id, options))
+            except Exception as e:
+                if family not in OPTIONAL_FAMILIES:
+                    raise
+                self.not_built[family] = f"build failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
         self.profile: dict[str, list] | None = None  # name -> [(start, end) events] while profiling (eager)
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
+        self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
+
+    def _open_family(self, family: str, module) -> None:
+        """Every entry point of the family; opening the first compiles the module, so compile errors
+        belong to the warm-up."""
+        self.modules[family] = module
+        for name in ENTRY_POINTS[family]:
+            self.functions[name] = self._open(family, name)
+
+    def _probe_wgmma(self) -> bool:
+        """True when the gemm_wgmma kernels were built with their wgmma bodies (the device says so, once, at
+        warm-up: never during graph capture). CUPY_GETP_WGMMA=0 keeps the mma.sync kernels."""
+        if "gemm_wgmma" not in self.modules or os.environ.get("CUPY_GETP_WGMMA", "") == "0":
+            return False
+        import cupy
+
+        flag = cupy.zeros(1, np.int32)
+        self._launch("wg_available", (1,), (1,), (flag,))
+        return bool(int(flag.get(stream=self.device.stream)[0]))
 
     def _launch(self, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         if grid[0] == 0:  # CuPy would still launch one block
             return
         function = self.functions.get(name)
         if function is None:
-            raise KernelArgumentError(f"no kernel named {name} in ENTRY_POINTS (cupy_getp/gpu/kernels.py)")
+            raise RuntimeError(f"no kernel {name} on this device: not in ENTRY_POINTS (cupy_getp/gpu/kernels.py), "
+                               f"or its family is not built ({self.not_built})")
         # Over 48 KiB of dynamic shared memory must be opted into per kernel on CUDA; on ROCm (CuPy 13)
         # the setter is a stub that fails, and up to 64 KiB work without it.
         if shared_mem > 48 * 1024 and not self.device.is_hip and self._shared_limit.get(name, 0) < shared_mem:

@@ -1,9 +1,12 @@
-"""Launch helpers for the batched engine (family: gemm_tc): products on BF16 tensor cores, FP32-accurate
-with 3 pieces: each FP32 activation split once, by `split_pieces`, into three BF16 pieces that the
-products read (kernels/gemm_tc.hip).
+"""Launch helpers for the batched engine (families gemm_tc, gemm_wgmma): products on BF16 tensor cores,
+FP32-accurate with 3 pieces: each FP32 activation split once, by `split_pieces`, into three BF16 pieces
+that the products read.
 
-CUDA needs compute capability 8.0 (mma.sync bf16). The ROCm (gfx90a MFMA) path compiles but has never
-run on an AMD GPU: it is off unless CUPY_GETP_ROCM_MFMA=1.
+Which kernels run is decided here, per device: on compute capability 9.0 (H100, H200) the wgmma kernels
+(kernels/gemm_wgmma.hip, built for sm_90a) for every row count, from one row up; elsewhere on CUDA sm_80+
+the mma.sync kernels (kernels/gemm_tc.hip), and on gfx90a their MFMA version, which compiles but has never
+run on an AMD GPU: it is off unless CUPY_GETP_ROCM_MFMA=1. Both give the same bits (same k order, same
+promotion at every k = 16).
 """
 
 from __future__ import annotations
@@ -12,12 +15,24 @@ import os
 import re
 
 from ...errors import KernelArgumentError
-from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP
+from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
 DENSE_TILES = {(128, 128): (1, 1.34), (64, 128): (2, 1.0), (64, 64): (2, 1.66)}
+# wgmma kernels (kernels/gemm_wgmma.hip): row-tile heights (the N side of the instruction) per piece
+# count, output features per block (128 MB, MB = 1 or 2); threads and dynamic shared memory of every block
+# are constants.py's WG_THREADS and WG_SMEM_BYTES. The grouped kernels' tile height is moe_align's block_m.
+WG_ROWS = {3: (8, 16, 32, 64), 1: (8, 16, 32, 64, 128)}
+WG_GROUPED_ROWS = (8, 16, 32, 64)
+
+
+def wg_grouped_rows(n_pairs: int, n_experts: int) -> int:
+    """The grouped kernels' tile height for a step of n_pairs (row, expert) pairs: the smallest that holds
+    an expert's average share, at most 64 (the bits do not depend on it)."""
+    share = -(-n_pairs // max(1, n_experts))
+    return next((r for r in WG_GROUPED_ROWS if share <= r), WG_GROUPED_ROWS[-1])
 
 
 def tensor_cores_supported(device) -> bool:
@@ -78,6 +93,23 @@ class TensorCoreGemmLaunches:
         self._launch("tc_split_rows", (_blocks(m * ap.shape[2] // 8, threads),), (threads,),
                      (ap, a, I32(m), I32(k), I32(ap.shape[2]), I32(pieces), I32(vec4)))
 
+    def wg_tile(self, m: int, n: int, pieces: int) -> tuple[int, int]:
+        """(row-tile height, 64-feature blocks per consumer) of a wgmma product of M rows and N features:
+        the smallest height that holds M (the largest above it); two blocks per consumer unless that leaves
+        most SMs without a block (few rows, few features)."""
+        heights = WG_ROWS[pieces]
+        rows = next((r for r in heights if m <= r), heights[-1])
+        blocks = _blocks(m, rows) * _blocks(n, 256)
+        return rows, (2 if blocks >= self._tc_sm_count() else 1)
+
+    def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple) -> None:
+        """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y)."""
+        grid = (_blocks(n, 128 * features), grid_y)
+        if grid[0] == 0 or grid[1] == 0:
+            return
+        self._launch(f"gemm_wg{kind}_r{rows}_p{pieces}_b{features}", grid, (WG_THREADS,), args,
+                     shared_mem=WG_SMEM_BYTES)
+
     def tc_dense_tile(self, m: int, n: int) -> tuple[int, int]:
         """The tile shape with the least estimated time: waves of blocks x blocks per SM x tile cost."""
         sms = self._tc_sm_count()
@@ -91,30 +123,43 @@ class TensorCoreGemmLaunches:
 
     def gemm_tc(self, c, ap, w, bias=None, accumulate: bool = False, tile: tuple[int, int] | None = None) -> None:
         """c (M,N) = a @ w (N,K)^T (+ bias (N,)) (+ c when accumulate), a given as its pieces ap (split_pieces),
-        w bf16 bits. tile: (BM, BN) of DENSE_TILES, None picks by shape."""
+        w bf16 bits. `tile` on the wgmma kernels: (row-tile height of WG_ROWS, feature blocks 1 or 2), else
+        (BM, BN) of DENSE_TILES; None picks by shape."""
         n, k = w.shape
         _check("w", w, BF16)
         pieces, m = self._check_pieces("ap", ap, k)
         _check("c", c, F32, (m, n))
         if bias is not None:
             _check("bias", bias, F32, (n,))
+        vec8 = k % 8 == 0 and _aligned(w)
+        if self.wgmma:
+            rows, features = tile or self.wg_tile(m, n, pieces)
+            if rows not in WG_ROWS[pieces] or features not in (1, 2):
+                raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
+                                 f"(rows {WG_ROWS[pieces]} with {pieces} pieces, 1 or 2 feature blocks)")
+            self._wg_launch("", rows, pieces, features, n, _blocks(m, rows),
+                            (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(vec8)))
+            return
         tile = tile or self.tc_dense_tile(m, n)
         if tile not in DENSE_TILES or (self.device.is_hip and tile[0] != 64):
             raise KernelArgumentError(f"gemm_tc: tile {tile} not available (CUDA {list(DENSE_TILES)}, "
                                       "ROCm 64-row tiles)")
-        vec8 = k % 8 == 0 and _aligned(w)
         self._tc_launch(f"gemm_tc_m{tile[0]}_n{tile[1]}", (_blocks(n, tile[1]), _blocks(m, tile[0])),
                         (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(pieces),
                          I32(vec8)), pieces, tile)
 
-    def _tc_grouping(self, pair_of_padded, tile_expert) -> int:
+    def _tc_grouping(self, pair_of_padded, tile_expert) -> tuple[int, int]:
+        """(P, tile height) of a moe_align grouping: TC_BLOCK_M on the mma.sync kernels, one of
+        WG_GROUPED_ROWS on the wgmma kernels."""
         p = pair_of_padded.shape[0]
         _check("pair_of_padded", pair_of_padded, I32, (p,))
-        if p % TC_BLOCK_M:
-            raise KernelArgumentError(f"pair_of_padded: {p} padded positions, not a multiple of "
-                                      f"TC_BLOCK_M={TC_BLOCK_M}")
-        _check("tile_expert", tile_expert, I32, (p // TC_BLOCK_M,))
-        return p
+        heights = WG_GROUPED_ROWS if self.wgmma else (TC_BLOCK_M,)
+        block_m = p // tile_expert.shape[0] if tile_expert.ndim == 1 and tile_expert.shape[0] else 0
+        if block_m not in heights or p % block_m:
+            raise KernelArgumentError(f"pair_of_padded ({p},) and tile_expert {tuple(tile_expert.shape)}: tiles of "
+                             f"{heights} positions expected")
+        _check("tile_expert", tile_expert, I32, (p // block_m,))
+        return p, block_m
 
     def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_padded, tile_expert, w1, b1, experts_per_token: int,
                                limit: float) -> None:
@@ -124,31 +169,39 @@ class TensorCoreGemmLaunches:
         are not written."""
         n_experts, two_inter, hidden = w1.shape
         inter = two_inter // 2
-        p = self._tc_grouping(pair_of_padded, tile_expert)
+        p, block_m = self._tc_grouping(pair_of_padded, tile_expert)
         pieces, rows = self._check_pieces("ap", ap, hidden)
         self._check_pieces("gp", gp, inter, p)
         if gp.shape[0] != pieces:
             raise KernelArgumentError(f"gp: {gp.shape[0]} pieces, ap has {pieces}")
         _check("w1", w1, BF16)
         _check("b1", b1, F32, (n_experts, two_inter))
-        _require(two_inter % 2 == 0 and experts_per_token > 0, f"gemm_tc_grouped_swiglu: w1 of {two_inter} rows "
-                 f"(gate, up pairs), {experts_per_token} experts per token")
+        _require(two_inter == 2 * inter and experts_per_token > 0,
+                 f"gemm_tc_grouped_swiglu: w1 {tuple(w1.shape)}, {experts_per_token} experts per token")
         vec8 = hidden % 8 == 0 and _aligned(w1)
+        args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert, w1, b1,
+                I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
+        if self.wgmma:
+            features = self.wg_tile(p, two_inter, pieces)[1]
+            self._wg_launch("_grouped_swiglu", block_m, pieces, features, two_inter, p // block_m, (*args, I32(vec8)))
+            return
         self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
-                        (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert,
-                         w1, b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit), I32(pieces),
-                         I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
+                        (*args, I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
 
     def gemm_tc_grouped(self, y, gp, pair_of_padded, tile_expert, w2, b2) -> None:
         """y[p] (P,H) = w2[e] (H,I) @ g[p] + b2[e] for every non-pad padded position p of an expert-e tile,
         g given as pieces gp (pieces, P, pieces_lda(I))."""
         n_experts, hidden, inter = w2.shape
-        p = self._tc_grouping(pair_of_padded, tile_expert)
+        p, block_m = self._tc_grouping(pair_of_padded, tile_expert)
         pieces, _ = self._check_pieces("gp", gp, inter, p)
         _check("y", y, F32, (p, hidden))
         _check("w2", w2, BF16)
         _check("b2", b2, F32, (n_experts, hidden))
         vec8 = inter % 8 == 0 and _aligned(w2)
-        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
-                        (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, w2, b2, I32(hidden), I32(inter),
-                         I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
+        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, w2, b2, I32(hidden), I32(inter))
+        if self.wgmma:
+            features = self.wg_tile(p, hidden, pieces)[1]
+            self._wg_launch("_grouped", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
+            return
+        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M), (*args, I32(pieces), I32(vec8)),
+                        pieces, (TC_BLOCK_M, TC_BLOCK_N))

@@ -1,0 +1,452 @@
+// gemm_wgmma.hip: the tensor-core products of gemm_tc.hip on Hopper's warpgroup instructions (wgmma,
+// sm_90a only), with the same contracts and the same numerics, for every row count.
+//
+// Numerics: as gemm_tc.hip. The activations come as BF16 pieces (tc_split_rows); W is BF16. pieces = 3
+// ("exact"): per k16 step a fresh product t = x3 W, t += x2 W, t += x1 W on the tensor cores (smallest
+// first), then acc += t with an ordinary FP32 add ("promotion" at every k = 16, the same interval and
+// order as the mma.sync kernels). pieces = 1 ("fast"): the tensor cores accumulate over all of K. Every
+// output element sees the same sequence of operations whatever the tile it sits in, the number of rows
+// in the product or its place among them: there is no split-K, and the k order is 0, 16, 32, ... for
+// every tile shape (row-count invariance, tests/test_gpu_gemm_wgmma.py).
+//
+// Operands are swapped with respect to gemm_tc.hip: the weights are wgmma's A operand (the 64-row M side
+// of the instruction: 64 output features per warpgroup) and the activation rows its N side (8 to 128
+// rows a tile: WG_ROWS, chosen by the launch helper from the row count), so a product of a few rows still
+// fills the instruction and reads each weight tile once for all pieces of its rows.
+//
+// Tiles. A block of WG_THREADS = 384 threads is one producer warpgroup and two consumer warpgroups; it
+// computes 128 MB output features (MB blocks of 64 per consumer) x BR rows, stepping over K by WG_BK = 64
+// (one 128-byte row of bf16 per operand row: the 128-byte swizzle atom). The producer copies 16-byte
+// chunks with cp.async into a ring of stages (as many as WG_SMEM_BYTES holds, at most WG_MAX_STAGES),
+// written in the 128-byte swizzled layout the wgmma descriptors name; mbarriers hand each stage to the
+// consumers when its copies have landed and back when their products are done. Out-of-range rows and K
+// columns are zeros. The launch helper picks BR, MB by shape (MB = 1 doubles the blocks of a product of
+// few rows); the bits do not depend on either.
+// W rows are placed so that a thread's accumulators hold output features 2j and 2j + 1 of the same row
+// (SwiGLU's pair, and one 8-byte store in the dense epilogue): tile row n goes to the smem row
+// 16 (n / 16) + 8 (n % 2) + (n % 16) / 2, whose accumulator rows are r and r + 8 of a warp's 16.
+//
+// Built only for sm_90a (the launch helper compiles this family with -arch=sm_90a on compute capability
+// 9.0); on every other target (sm_90 without the 'a' features, other CUDA GPUs, HIP) the kernels compile
+// to an immediate return, `wg_available` reports 0, and the engine keeps the mma.sync / MFMA kernels.
+#include "common.h"
+
+#if !defined(GETP_HIP) && defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define GETP_WGMMA 1
+#else
+#define GETP_WGMMA 0
+#endif
+
+// WG_SMEM_BYTES (dynamic shared memory of every block) and WG_THREADS (a producer warpgroup and two
+// consumer warpgroups): cupy_getp/gpu/constants.py.
+#define WG_BK 64         // K per stage (bf16): one 128-byte swizzle row
+#define WG_MAX_STAGES 8
+#define WG_ALIGN 1024    // a 128-byte-swizzle atom: 8 rows of 128 bytes
+
+static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
+
+// The ring of one product: STAGES stages of W (BN = 128 MB rows) then PIECES x BR activation rows, 128 B
+// each.
+template <int BR, int PIECES, int MB>
+struct WgStage {
+  static const int BN = 128 * MB;
+  static const int W_BYTES = BN * 128;
+  static const int A_ROWS = PIECES * BR;
+  static const int BYTES = W_BYTES + A_ROWS * 128;
+  static const int FIT = (WG_SMEM_BYTES - WG_ALIGN) / BYTES;
+  static const int STAGES = FIT < WG_MAX_STAGES ? FIT : WG_MAX_STAGES;
+};
+
+extern "C" __global__ void wg_available(int* out) { out[0] = GETP_WGMMA; }
+
+#if GETP_WGMMA
+extern __shared__ __align__(1024) unsigned char wg_smem[];
+
+GETP_DEVICE unsigned wg_smem_u32(const void* p) {
+  unsigned addr;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(p));
+  return addr;
+}
+
+// Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
+GETP_DEVICE unsigned long long wg_desc(unsigned addr) {
+  return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
+         (1ull << 62);
+}
+
+GETP_DEVICE void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+GETP_DEVICE void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+GETP_DEVICE void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+
+// After a wait: the compiler must not move reads of the accumulators above it (CUTLASS's
+// warpgroup_fence_operand).
+template <int N>
+GETP_DEVICE void wg_fence_operands(float (&d)[N]) {
+  #pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// d (64 x N, FP32) = A (64 x 16, bf16, descriptor) B (16 x N, bf16, descriptor, K-major) (+ d when scale_d).
+// Per thread of the warpgroup (warp q, lane l): d[4 c + e] is row 16 q + l / 4 + 8 (e / 2), column
+// 8 c + 2 (l % 4) + e % 2.
+GETP_DEVICE void wg_mma_n8(float (&d)[4], unsigned long long desc_a, unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+GETP_DEVICE void wg_mma_n16(float (&d)[8], unsigned long long desc_a, unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+GETP_DEVICE void wg_mma_n32(float (&d)[16], unsigned long long desc_a, unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+GETP_DEVICE void wg_mma_n64(float (&d)[32], unsigned long long desc_a, unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+GETP_DEVICE void wg_mma_n128(float (&d)[64], unsigned long long desc_a, unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
+
+template <int BR>
+GETP_DEVICE void wg_mma(float (&d)[BR / 2], unsigned long long a, unsigned long long b, int scale_d) {
+  if constexpr (BR == 8) wg_mma_n8(d, a, b, scale_d);
+  if constexpr (BR == 16) wg_mma_n16(d, a, b, scale_d);
+  if constexpr (BR == 32) wg_mma_n32(d, a, b, scale_d);
+  if constexpr (BR == 64) wg_mma_n64(d, a, b, scale_d);
+  if constexpr (BR == 128) wg_mma_n128(d, a, b, scale_d);
+}
+
+GETP_DEVICE void wg_copy16(unsigned dst, const unsigned short* src, bool valid) {
+  // src-size 0 writes 16 zero bytes and reads nothing (src must still be a valid address).
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+
+GETP_DEVICE void wg_store16(unsigned dst, uint4 v) {
+  asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
+}
+
+// Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled tile (tile start 1024-byte aligned).
+GETP_DEVICE unsigned wg_swizzled(int r, int c) { return (unsigned)(r * 128 + ((c ^ (r & 7)) << 4)); }
+
+// The smem row of W tile row n (see the header: a thread then holds features 2j and 2j + 1).
+GETP_DEVICE int wg_w_slot(int n) { return (n & ~15) + 8 * (n & 1) + (n & 15) / 2; }
+
+GETP_DEVICE void mbar_init(unsigned bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+
+GETP_DEVICE void mbar_wait(unsigned bar, int parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWG_WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WG_WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+GETP_DEVICE void mbar_arrive(unsigned bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+
+// One arrival on `bar` once every cp.async this thread issued so far has landed.
+GETP_DEVICE void mbar_arrive_copies(unsigned bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
+// Stage K columns k0 .. k0 + 63 of the W rows w_row(n) (n < BN) and of the activation rows: piece p of tile
+// row r is a_row(r) + p * plane. Producer thread i (of 128) copies chunk i % 8 of rows i / 8 + 16 u. A null
+// row is outside the product: zeros. W rows take 16-byte copies when vec8 (K % 8 == 0, aligned), else
+// 8 scalar loads and a plain shared store.
+template <int BR, int PIECES, int MB, class WRow, class ARow>
+GETP_DEVICE void wg_load_stage(unsigned stage, WRow w_row, ARow a_row, size_t plane, const unsigned short* dummy,
+                               int k0, int K, int vec8) {
+  typedef WgStage<BR, PIECES, MB> S;
+  const int i = threadIdx.x % 128, c = i % 8, k = k0 + 8 * c;
+  #pragma unroll
+  for (int u = 0; u < S::BN / 16; ++u) {
+    const int n = i / 8 + 16 * u;
+    const unsigned short* row = w_row(n);
+    const unsigned dst = stage + wg_swizzled(wg_w_slot(n), c);
+    if (vec8) {
+      const bool valid = row != nullptr && k < K;
+      wg_copy16(dst, valid ? row + k : dummy, valid);
+    } else {
+      unsigned h[8];
+      #pragma unroll
+      for (int j = 0; j < 8; ++j) h[j] = row != nullptr && k + j < K ? row[k + j] : 0u;
+      wg_store16(dst, make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16));
+    }
+  }
+  #pragma unroll
+  for (int u = 0; u < (S::A_ROWS + 15) / 16; ++u) {
+    const int r = i / 8 + 16 * u;
+    if (r < S::A_ROWS) {
+      const unsigned short* row = a_row(r % BR);
+      const bool valid = row != nullptr && k < K;  // piece rows hold zeros from K to lda
+      wg_copy16(stage + S::W_BYTES + wg_swizzled(r, c), valid ? row + (r / BR) * plane + k : dummy, valid);
+    }
+  }
+}
+
+// acc[mb] (64 features x BR rows of each of a consumer warpgroup's MB blocks) = W_tile A_tile^T over K.
+// Warpgroup 0 produces: it stages the ring with cp.async, each stage's `full` barrier completing once its
+// copies have landed; warpgroups 1 and 2 consume: wait for `full`, run the tensor cores, and arrive on
+// `empty` once the products that read the stage are done, which lets the producer refill it.
+// pieces = 3: every k16 step, for each block, t = x3 W + x2 W + x1 W from zero, then a wait and acc += t
+// (waiting on the product before the next one is issued: reading t while a later wgmma runs would make
+// ptxas serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy).
+// pieces = 1: the tensor cores accumulate into acc, one stage's products in flight while the next is
+// issued. Returns true on consumers (their acc holds the result).
+template <int BR, int PIECES, int MB, class WRow, class ARow>
+GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRow w_row, ARow a_row, size_t plane,
+                            const unsigned short* dummy, int K, int vec8) {
+  typedef WgStage<BR, PIECES, MB> S;
+  __shared__ __align__(8) unsigned long long bars[2 * WG_MAX_STAGES];  // full[STAGES], then empty[STAGES]
+  const unsigned base = (wg_smem_u32(wg_smem) + WG_ALIGN - 1) & ~(unsigned)(WG_ALIGN - 1);
+  const unsigned full = wg_smem_u32(bars), empty = full + 8 * WG_MAX_STAGES;
+  const int steps = (K + WG_BK - 1) / WG_BK, role = threadIdx.x / 128;
+  if (threadIdx.x == 0) {
+    for (int b = 0; b < S::STAGES; ++b) {
+      mbar_init(full + 8 * b, 256);   // 128 producers x (copies landed + plain stores released)
+      mbar_init(empty + 8 * b, 256);  // 256 consumer threads
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  if (role == 0) {
+    for (int s = 0; s < steps; ++s) {
+      const int b = s % S::STAGES;
+      if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
+      wg_load_stage<BR, PIECES, MB>(base + b * S::BYTES, w_row, a_row, plane, dummy, s * WG_BK, K, vec8);
+      mbar_arrive_copies(full + 8 * b);
+      mbar_arrive(full + 8 * b);
+    }
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+    return false;
+  }
+  const unsigned w_off = (role - 1) * MB * 64 * 128;  // this warpgroup's MB x 64 W rows
+  #pragma unroll
+  for (int mb = 0; mb < MB; ++mb)
+    #pragma unroll
+    for (int i = 0; i < BR / 2; ++i) acc[mb][i] = 0.0f;
+  float t[MB][BR / 2];
+  #pragma unroll
+  for (int mb = 0; mb < MB; ++mb)
+    #pragma unroll
+    for (int i = 0; i < BR / 2; ++i) t[mb][i] = 0.0f;
+  for (int s = 0; s < steps; ++s) {
+    const int b = s % S::STAGES;
+    mbar_wait(full + 8 * b, (s / S::STAGES) & 1);
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
+    const unsigned stage = base + b * S::BYTES, a0 = stage + w_off, b0 = stage + S::W_BYTES;
+    if constexpr (PIECES == 3) {
+      #pragma unroll
+      for (int kk = 0; kk < WG_BK / 16; ++kk) {
+        wg_fence();
+        #pragma unroll
+        for (int mb = 0; mb < MB; ++mb) {
+          const unsigned long long a = wg_desc(a0 + mb * 64 * 128 + 32 * kk);
+          const unsigned bk = b0 + 32 * kk;
+          wg_mma<BR>(t[mb], a, wg_desc(bk + 2 * BR * 128), 0);
+          wg_mma<BR>(t[mb], a, wg_desc(bk + BR * 128), 1);
+          wg_mma<BR>(t[mb], a, wg_desc(bk), 1);
+        }
+        wg_commit();
+        wg_wait0();
+        #pragma unroll
+        for (int mb = 0; mb < MB; ++mb) {
+          wg_fence_operands(t[mb]);
+          #pragma unroll
+          for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+        }
+      }
+      mbar_arrive(empty + 8 * b);
+    } else {
+      wg_fence();
+      #pragma unroll
+      for (int kk = 0; kk < WG_BK / 16; ++kk)
+        #pragma unroll
+        for (int mb = 0; mb < MB; ++mb)
+          wg_mma<BR>(acc[mb], wg_desc(a0 + mb * 64 * 128 + 32 * kk), wg_desc(b0 + 32 * kk), 1);
+      wg_commit();
+      if (s > 0) {
+        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+        mbar_arrive(empty + 8 * ((s - 1) % S::STAGES));  // step s - 1's products are done
+      }
+    }
+  }
+  if constexpr (PIECES == 1) {
+    wg_wait0();
+    #pragma unroll
+    for (int mb = 0; mb < MB; ++mb) wg_fence_operands(acc[mb]);
+  }
+  return true;
+}
+
+// Calls emit(row, feature, v_feature, v_feature_plus_1) for every row of the tile and every even feature
+// of this consumer warpgroup (row and feature relative to the block tile).
+template <int BR, int MB, class Emit>
+GETP_DEVICE void wg_epilogue(const float (&acc)[MB][BR / 2], Emit emit) {
+  const int lane = threadIdx.x % 32, q = (threadIdx.x % 128) / 32;
+  #pragma unroll
+  for (int mb = 0; mb < MB; ++mb) {
+    const int feature = ((threadIdx.x / 128 - 1) * MB + mb) * 64 + 16 * q + 2 * (lane / 4);
+    #pragma unroll
+    for (int c = 0; c < BR / 8; ++c) {
+      const int row = 8 * c + 2 * (lane % 4);
+      emit(row, feature, acc[mb][4 * c], acc[mb][4 * c + 2]);
+      emit(row + 1, feature, acc[mb][4 * c + 1], acc[mb][4 * c + 3]);
+    }
+  }
+}
+#endif  // GETP_WGMMA
+
+// ---- dense: c (M, N) = a @ w^T (+ bias) (+ c), a given as pieces (pieces, M, lda) --------------------------
+// Grid (ceil(N / (128 MB)), ceil(M / BR)).
+template <int BR, int PIECES, int MB>
+GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restrict__ ap,
+                          const unsigned short* __restrict__ w, const float* __restrict__ bias, int M, int N, int K,
+                          int lda, int accumulate, int vec8) {
+#if GETP_WGMMA
+  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
+  float acc[MB][BR / 2];
+  auto w_row = [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; };
+  auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)M * lda, w, K, vec8)) return;
+  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
+    const int m = m0 + row, n = n0 + feature;
+    if (m >= M || n >= N) return;
+    float* out = c + (size_t)m * N + n;
+    if (bias != nullptr) v0 += bias[n];
+    out[0] = accumulate ? v0 + out[0] : v0;
+    if (n + 1 < N) {
+      if (bias != nullptr) v1 += bias[n + 1];
+      out[1] = accumulate ? v1 + out[1] : v1;
+    }
+  });
+#endif
+}
+
+// ---- grouped MoE: tiles of BR padded positions of one expert (moe_align with block_m = BR) ----------------
+// mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / (128 MB)), P / BR).
+template <int BR, int PIECES, int MB>
+GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, int ldg,
+                                   const unsigned short* __restrict__ ap, int rows, int lda,
+                                   const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,
+                                   const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden,
+                                   int inter, int experts_per_token, float limit, int vec8) {
+#if GETP_WGMMA
+  const int e = tile_expert[blockIdx.y];
+  if (e < 0) return;
+  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB, N = 2 * inter;
+  const unsigned short* w1e = w1 + (size_t)e * N * hidden;
+  float acc[MB][BR / 2];
+  auto w_row = [&](int n) { return n0 + n < N ? w1e + (size_t)(n0 + n) * hidden : nullptr; };
+  auto a_row = [&](int r) {
+    const int pair = pair_of_slot[p0 + r];
+    return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
+  };
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)rows * lda, w1, hidden, vec8)) return;
+  const float* bias = b1 + (size_t)e * N;
+  const size_t plane = (size_t)padded * ldg;
+  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
+    const int p = p0 + row, n = n0 + feature;  // n even, N even: n + 1 < N whenever n < N
+    if (n >= N || pair_of_slot[p] < 0) return;
+    unsigned piece[3];
+    tc_split<PIECES>(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), piece);
+    unsigned short* out = gp + (size_t)p * ldg;
+    #pragma unroll
+    for (int q = 0; q < PIECES; ++q) {
+      out[q * plane + n / 2] = (unsigned short)piece[q];
+      if (n / 2 == inter - 1)  // the last column's thread zeroes the row's padding
+        for (int j = inter; j < ldg; ++j) out[q * plane + j] = 0;
+    }
+  });
+#endif
+}
+
+// mlp2, the contract of gemm_tc_grouped (gemm_tc.hip). Grid (ceil(H / (128 MB)), P / BR).
+template <int BR, int PIECES, int MB>
+GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
+                            const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,
+                            const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter,
+                            int vec8) {
+#if GETP_WGMMA
+  const int e = tile_expert[blockIdx.y];
+  if (e < 0) return;
+  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
+  const unsigned short* w2e = w2 + (size_t)e * hidden * inter;
+  float acc[MB][BR / 2];
+  auto w_row = [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; };
+  auto a_row = [&](int r) { return pair_of_slot[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, w2, inter, vec8)) return;
+  const float* bias = b2 + (size_t)e * hidden;
+  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
+    const int p = p0 + row, n = n0 + feature;
+    if (n >= hidden || pair_of_slot[p] < 0) return;
+    float* out = y + (size_t)p * hidden + n;
+    out[0] = v0 + bias[n];
+    if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
+  });
+#endif
+}
+
+// One kernel per (row-tile height BR, pieces P, 64-feature blocks per consumer MB): gemm_wg_r{BR}_p{P}_b{MB},
+// gemm_wg_grouped_swiglu_r..., gemm_wg_grouped_r.... pieces = 3 stops at BR = 64 (t and acc: BR MB
+// registers a thread), the grouped kernels too (moe_align tiles of at most 64 positions).
+#define WG_DENSE_KERNEL(BR, P, MB)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_r##BR##_p##P##_b##MB(                      \
+      float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8) {                     \
+    wg_dense<BR, P, MB>(c, ap, w, bias, M, N, K, lda, accumulate, vec8);                                             \
+  }
+#define WG_GROUPED_KERNELS(BR, P, MB)                                                                               \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_swiglu_r##BR##_p##P##_b##MB(       \
+      unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows,       \
+      int lda, const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,                          \
+      const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden, int inter,                  \
+      int experts_per_token, float limit, int vec8) {                                                               \
+    wg_grouped_swiglu<BR, P, MB>(gp, padded, ldg, ap, rows, lda, pair_of_slot, tile_expert, w1, b1, hidden, inter,  \
+                                 experts_per_token, limit, vec8);                                                   \
+  }                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_r##BR##_p##P##_b##MB(              \
+      float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,                           \
+      const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,                                   \
+      const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter, int vec8) {      \
+    wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_slot, tile_expert, w2, b2, hidden, inter, vec8);              \
+  }
+#define WG_KERNELS(BR, P)                                                                                           \
+  WG_DENSE_KERNEL(BR, P, 1) WG_DENSE_KERNEL(BR, P, 2) WG_GROUPED_KERNELS(BR, P, 1) WG_GROUPED_KERNELS(BR, P, 2)
+WG_KERNELS(8, 3)
+WG_KERNELS(16, 3)
+WG_KERNELS(32, 3)
+WG_KERNELS(64, 3)
+WG_KERNELS(8, 1)
+WG_KERNELS(16, 1)
+WG_KERNELS(32, 1)
+WG_KERNELS(64, 1)
+WG_DENSE_KERNEL(128, 1, 1)
+WG_DENSE_KERNEL(128, 1, 2)

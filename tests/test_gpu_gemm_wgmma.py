@@ -1,0 +1,264 @@
+"""gemm_wgmma kernels (Hopper wgmma, sm_90a): the contracts of the gemm_tc kernels, at every row count.
+
+Each kernel against float64 numpy products on odd shapes (M of 1, 7, 64, 333, 1152; K and N not multiples
+of the tiles; experts with no rows, one row, all rows), with the bounds of tests/test_gpu_gemm_tc.py
+(pieces=3: <= 1e-6 of |A| @ |W|^T and <= 5e-5 absolute; pieces=1: <= 1e-2). Then the promise of these
+kernels: a row's bits do not depend on how many rows the product has, where the row sits, or the tile
+height, for each precision; and they equal the mma.sync kernels' bits (same k order, same promotion).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cupy_getp.gpu.launch.gemm_tc import WG_GROUPED_ROWS, WG_ROWS, pieces_lda, wg_grouped_rows
+from cupy_getp.gpu.launch.moe import moe_align_host
+from gpu_helpers import host, poisoned
+from gpu_helpers import to_device as dev
+from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, bf16_weights, choose_experts, joined, product,
+                              relative, split, swiglu64, EXACT_ABS, EXACT_REL, BF16_REL)
+
+
+@pytest.fixture
+def gpu(gpu):
+    """conftest's (Device, Kernels) where the wgmma kernels are live (compute capability 9.0)."""
+    if not gpu[1].wgmma:
+        pytest.skip(f"no wgmma kernels on {gpu[0].describe()}: {gpu[1].not_built.get('gemm_wgmma', 'disabled')}")
+    return gpu
+
+
+@pytest.mark.gpu
+def test_wgmma_path_is_live_on_hopper(gpu_module):
+    """On compute capability 9.0 the sm_90a build must succeed and report its wgmma bodies (else the engine
+    would silently run the slower kernels)."""
+    device, kernels = gpu_module
+    if device.is_hip or device.arch != "sm_90":
+        pytest.skip(f"not a Hopper GPU: {device.describe()}")
+    assert "gemm_wgmma" not in kernels.not_built, kernels.not_built
+    assert kernels.wgmma
+
+
+def mma_sync(kernels):
+    """A context in which the products take the mma.sync kernels."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def switched():
+        kernels.wgmma = False
+        try:
+            yield
+        finally:
+            kernels.wgmma = True
+
+    return switched()
+
+
+# -- dense ---------------------------------------------------------------------------------------------
+DENSE = [  # m, k, n, bias, accumulate
+    (1, 2880, 37, False, False), (7, 100, 5760, True, False), (64, 33, 130, False, True),
+    (333, 2880, 300, True, True), (2, 7, 3, False, False), (1152, 2880, 640, True, False),
+]
+
+
+TILES = [(pieces, (rows, features)) for pieces in (3, 1) for rows in WG_ROWS[pieces] for features in (1, 2)]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces, tile", TILES, ids=str)
+@pytest.mark.parametrize("m, k, n, bias, accumulate", DENSE)
+def test_gemm_wg_dense(gpu, rng, pieces, tile, m, k, n, bias, accumulate):
+    a = activations(rng, (m, k), heavy=False)
+    w = bf16_weights(rng, (n, k))
+    b = rng.standard_normal(n).astype(np.float32) if bias else None
+    c0 = rng.standard_normal((m, n)).astype(np.float32)
+    c = dev(c0) if accumulate else poisoned((m, n))
+    gpu[1].gemm_tc(c, split(gpu[1], dev(a), pieces), dev(w), dev(b) if bias else None, accumulate, tile=tile)
+    want, scale = product(a, w)
+    for term in ([b] if bias else []) + ([c0] if accumulate else []):
+        want, scale = want + term, scale + np.abs(term)
+    assert_accurate(host(c, gpu), want, scale, pieces)
+
+
+@pytest.mark.gpu
+def test_gemm_wg_unaligned_weights_take_the_scalar_loads(gpu, rng):
+    """W 2 bytes past a 16-byte boundary (and K = 2880): the scalar staging path must give the same bits."""
+    m, k, n = 9, 2880, 70
+    a, w = activations(rng, (m, k), heavy=True), bf16_weights(rng, (n, k))
+    ap = split(gpu[1], dev(a), 3)
+    outputs = []
+    for offset in (0, 2):
+        c = poisoned((m, n))
+        gpu[1].gemm_tc(c, ap, dev(w, offset), tile=(16, 1))
+        outputs.append(host(c, gpu))
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    assert_accurate(outputs[0], *product(a, w), pieces=3, exact_abs=False)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("k, n", [(2880, 5120), (4096, 2880), (100, 77)])
+def test_dense_row_count_invariance(gpu, rng, pieces, k, n):
+    """The same rows inside products of 1, 7, 64, 333 and 1152 rows, at different places and with every
+    tile height, give the same bits as inside the 1152-row product."""
+    total = 1152
+    a = activations(rng, (total, k), heavy=True)
+    w = dev(bf16_weights(rng, (n, k)))
+    c = poisoned((total, n))
+    gpu[1].gemm_tc(c, split(gpu[1], dev(a), pieces), w)
+    full = host(c, gpu)
+    for m in (1, 7, 64, 333):
+        for start in (0, 5, total - m):
+            part = dev(np.ascontiguousarray(a[start:start + m]))
+            for tile in [t for p, t in TILES if p == pieces]:
+                c = poisoned((m, n))
+                gpu[1].gemm_tc(c, split(gpu[1], part, pieces), w, tile=tile)
+                np.testing.assert_array_equal(host(c, gpu), full[start:start + m], err_msg=f"{m} rows at {start}, "
+                                              f"tile {tile}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("m, k, n", [(1, 2880, 5120), (333, 2880, 300), (1152, 4096, 2880), (7, 100, 130)])
+def test_dense_bits_equal_the_mma_sync_kernels(gpu, rng, pieces, m, k, n):
+    """Same products, same k order, same promotion interval: the wgmma kernels give the mma.sync kernels'
+    bits, so sm_80 and sm_90 engines agree too."""
+    ap, w = split(gpu[1], dev(activations(rng, (m, k), heavy=True)), pieces), dev(bf16_weights(rng, (n, k)))
+    c_wg, c_mma = poisoned((m, n)), poisoned((m, n))
+    gpu[1].gemm_tc(c_wg, ap, w)
+    with mma_sync(gpu[1]):
+        gpu[1].gemm_tc(c_mma, ap, w, tile=(64, 128))
+    np.testing.assert_array_equal(host(c_wg, gpu), host(c_mma, gpu))
+
+
+# -- grouped MoE ---------------------------------------------------------------------------------------
+GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
+    (7, 2, 5, 4, 100, 37),       # odd sizes, one expert without rows
+    (1, 4, 32, 32, 2880, 300),    # one row: four tiles of one pair each
+    (130, 1, 3, 1, 33, 64),       # every row on one expert, two experts empty
+    (333, 4, 8, 6, 2880, 192),    # many rows, realistic K
+    (40, 3, 6, 5, 64, 2880),      # mlp2 with K = I = 2880
+]
+
+
+def grouping(experts, n_experts: int, block_m: int):
+    pair_of_padded, padded_of_pair, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_padded, padded_of_pair, tile_expert
+
+
+def mlp1(kernels, ap, experts, n_experts, block_m, w1, b1, k, inter, pieces):
+    """g's pieces (pieces, P, lda) of gemm_tc_grouped_swiglu on this grouping, and the grouping."""
+    import cupy
+
+    pair_of_padded, padded_of_pair, tile_expert = grouping(experts, n_experts, block_m)
+    gp = cupy.full((pieces, pair_of_padded.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
+    kernels.gemm_tc_grouped_swiglu(gp, ap, dev(pair_of_padded), dev(tile_expert), w1, b1, k, LIMIT)
+    return host(gp, (kernels.device,)), pair_of_padded, padded_of_pair, tile_expert
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block_m", WG_GROUPED_ROWS)
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
+def test_gemm_wg_grouped_swiglu(gpu, rng, block_m, pieces, rows, k, n_experts, used, hidden, inter):
+    experts = choose_experts(rng, rows, k, n_experts, used)
+    w1 = bf16_weights(rng, (n_experts, 2 * inter, hidden))
+    b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
+    a = activations(rng, (rows, hidden), heavy=False)
+    bits, pair_of_padded, _, tile_expert = mlp1(gpu[1], split(gpu[1], dev(a), pieces), experts, n_experts, block_m,
+                                              dev(w1), dev(b1), k, inter, pieces)
+    got = joined(bits, inter)
+    valid = pair_of_padded >= 0
+    assert np.all(bits[:, valid, inter:] == 0) and np.all(np.isnan(got[~valid]))
+    worst = 0.0
+    for p in np.flatnonzero(valid):
+        e = tile_expert[p // block_m]
+        m, scale = product(a[pair_of_padded[p] // k][None], w1[e])
+        m, scale = m[0] + b1[e], scale[0]
+        want = swiglu64(m, LIMIT)
+        gate, up = np.minimum(m[0::2], LIMIT), np.clip(m[1::2], -LIMIT, LIMIT)
+        bound = 1.1 * (np.abs(up) + 1) * scale[0::2] + (np.abs(gate) + 1) * scale[1::2] + np.abs(want)
+        worst = max(worst, relative(got[p], want, bound))
+        if pieces == 3:
+            assert np.all(np.abs(got[p] - want) <= EXACT_ABS * np.maximum(1.0, np.abs(want)))
+    assert worst <= (EXACT_REL if pieces == 3 else BF16_REL)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block_m", WG_GROUPED_ROWS)
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
+def test_gemm_wg_grouped(gpu, rng, block_m, pieces, rows, k, n_experts, used, hidden, inter):
+    experts = choose_experts(rng, rows, k, n_experts, used)
+    pair_of_padded, _, tile_expert = grouping(experts, n_experts, block_m)
+    w2 = bf16_weights(rng, (n_experts, hidden, inter))
+    b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
+    valid = pair_of_padded >= 0
+    g = activations(rng, (pair_of_padded.size, inter), heavy=False)
+    g[~valid] = np.nan  # pad rows of g must not be read into valid rows
+    y = poisoned((pair_of_padded.size, hidden))
+    gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_padded), dev(tile_expert), dev(w2), dev(b2))
+    got = host(y, gpu)
+    assert np.all(np.isnan(got[~valid]))
+    for e in range(n_experts):
+        rows_e = np.flatnonzero(valid & (np.repeat(tile_expert, block_m) == e))
+        if rows_e.size:
+            want, scale = product(g[rows_e], w2[e])
+            assert_accurate(got[rows_e], want + b2[e], scale, pieces)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED[1:4])
+def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces, rows, k, n_experts, used, hidden,
+                                                               inter):
+    """A pair's g and y are the same bits with every tile height (a step's size picks it), and the same as
+    the mma.sync kernels' (64-position tiles)."""
+    experts = choose_experts(rng, rows, k, n_experts, used)
+    a = activations(rng, (rows, hidden), heavy=True)
+    w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
+    b1 = dev(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
+    w2 = dev(bf16_weights(rng, (n_experts, hidden, inter)))
+    b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
+    ap = split(gpu[1], dev(a), pieces)
+    results = {}
+    for label, block_m in [*((f"wgmma {b}", b) for b in WG_GROUPED_ROWS), ("mma.sync 64", 64)]:
+        if label.startswith("mma.sync"):
+            gpu[1].wgmma = False
+        try:
+            bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts, block_m, w1, b1, k,
+                                                                 inter, pieces)
+            y = poisoned((pair_of_padded.size, hidden))
+            gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_padded), dev(tile_expert), w2, b2)
+            results[label] = (bits[:, padded_of_pair], host(y, gpu)[padded_of_pair])  # in pair order
+        finally:
+            gpu[1].wgmma = True
+    first = results["wgmma 8"]
+    for label, (g_bits, y) in results.items():
+        np.testing.assert_array_equal(g_bits, first[0], err_msg=label)
+        np.testing.assert_array_equal(y, first[1], err_msg=label)
+
+
+# -- host side (no GPU) ----------------------------------------------------------------------------------
+def test_wgmma_tiles_fill_the_gpu():
+    """Two feature blocks per consumer where the product has blocks for every SM, else one (twice the
+    blocks); the smallest row tile that holds M."""
+    from cupy_getp.gpu.launch.gemm_tc import TensorCoreGemmLaunches
+
+    class Launches(TensorCoreGemmLaunches):
+        def __init__(self):
+            self._sm_count = 132
+
+    k = Launches()
+    assert k.wg_tile(1, 5120, 3) == (8, 1)  # one row: 40 blocks of 128 features
+    assert k.wg_tile(1, 201088, 3) == (8, 2)
+    assert k.wg_tile(1024, 5120, 3) == (64, 2) and k.wg_tile(1024, 5120, 1) == (128, 2)
+    assert k.wg_tile(333, 300, 1) == (128, 1)
+
+
+def test_grouped_tile_height_follows_the_rows_per_expert():
+    assert wg_grouped_rows(4, 32) == 8  # one row of the 20b: 4 pairs over 32 experts
+    assert wg_grouped_rows(64 * 4, 32) == 8
+    assert wg_grouped_rows(128 * 4, 32) == 16
+    assert wg_grouped_rows(1024 * 4, 32) == 64
+    assert wg_grouped_rows(0, 32) == 8 and wg_grouped_rows(1152 * 4, 32) == 64
