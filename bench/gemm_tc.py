@@ -51,8 +51,8 @@ def main() -> None:
 
     from cupy_getp.gpu.device import Device
     from cupy_getp.gpu.kernels import Kernels
-    from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, TC_BLOCK_M, pieces_lda, tensor_cores_supported,
-                                              wg_grouped_rows)
+    from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, TC_BLOCK_M, WG_DENSE_TILES, pieces_lda,
+                                              tensor_cores_supported, wg_grouped_rows)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="M = 512 and 1024 only")
@@ -97,10 +97,14 @@ def main() -> None:
                     ms = on(False, time_ms, stream, partial(split_then, partial(kernels.gemm_tc, c), a, ap, w,
                                                             tile=tile), args.repeats)
                     result[f"{tile[0]}x{tile[1]}"] = rate(flops, ms)
-                if has_wgmma:
+                if has_wgmma:  # the automatic choice, then the larger tiles
                     result["wg_tile"] = "x".join(map(str, kernels.wg_tile(m, n, pieces)))
                     ms = time_ms(stream, partial(split_then, partial(kernels.gemm_tc, c), a, ap, w), args.repeats)
                     result["wg"] = rate(flops, ms)
+                    for tile in [t for t in WG_DENSE_TILES[pieces] if t[0] >= 64]:
+                        ms = time_ms(stream, partial(split_then, partial(kernels.gemm_tc, c), a, ap, w, tile=tile),
+                                     args.repeats)
+                        result[f"wg_{tile[0]}x{tile[1]}"] = rate(flops, ms)
                 print(json.dumps(result), flush=True)
 
     w1 = random_bf16(rng, (N_EXPERTS, 2 * INTER, HIDDEN))
@@ -112,8 +116,8 @@ def main() -> None:
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
         paths = [("mma.sync", False, TC_BLOCK_M)]
-        if has_wgmma:
-            paths.append(("wg", True, wg_grouped_rows(pairs, N_EXPERTS)))
+        if has_wgmma:  # the engine's tile height, then 128 rows
+            paths += [("wg", True, b) for b in dict.fromkeys((wg_grouped_rows(pairs, N_EXPERTS), 128))]
         for pieces in (3, 1):
             for label, wgmma, block_m in paths:
                 pair_host, tile_host = group_pairs(experts, N_EXPERTS, block_m)

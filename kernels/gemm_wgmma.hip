@@ -74,6 +74,9 @@ GETP_DEVICE unsigned long long wg_desc(unsigned addr) {
          (1ull << 62);
 }
 
+// Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled tile (tile start 1024-byte aligned).
+GETP_DEVICE unsigned wg_swizzled(int r, int c) { return (unsigned)(r * 128 + ((c ^ (r & 7)) << 4)); }
+
 GETP_DEVICE void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 GETP_DEVICE void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 GETP_DEVICE void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
@@ -130,6 +133,69 @@ GETP_DEVICE void wg_mma_n128(float (&d)[64], unsigned long long desc_a, unsigned
 }
 
 
+// The same with A (64 x 16) from registers: per warp q of the warpgroup, rows 16 q .. 16 q + 15 as the
+// m16n8k16 A fragment of mma.sync (a[0] = (r, k 2t..2t+1), a[1] = (r + 8, ...), a[2] = (r, k 2t+8..),
+// a[3] = (r + 8, k 2t+8..), r = lane / 4, t = lane % 4).
+GETP_DEVICE void wg_mma_ra_n8(float (&d)[4], const unsigned (&a)[4], unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
+GETP_DEVICE void wg_mma_ra_n16(float (&d)[8], const unsigned (&a)[4], unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %13, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, {%8, %9, %10, %11}, %12, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
+GETP_DEVICE void wg_mma_ra_n32(float (&d)[16], const unsigned (&a)[4], unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, {%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
+GETP_DEVICE void wg_mma_ra_n64(float (&d)[32], const unsigned (&a)[4], unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, {%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
+GETP_DEVICE void wg_mma_ra_n128(float (&d)[64], const unsigned (&a)[4], unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
+template <int BR>
+GETP_DEVICE void wg_mma_ra(float (&d)[BR / 2], const unsigned (&a)[4], unsigned long long b, int scale_d) {
+  if constexpr (BR == 8) wg_mma_ra_n8(d, a, b, scale_d);
+  if constexpr (BR == 16) wg_mma_ra_n16(d, a, b, scale_d);
+  if constexpr (BR == 32) wg_mma_ra_n32(d, a, b, scale_d);
+  if constexpr (BR == 64) wg_mma_ra_n64(d, a, b, scale_d);
+  if constexpr (BR == 128) wg_mma_ra_n128(d, a, b, scale_d);
+  static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 64 || BR == 128, "no wgmma of this N");
+}
+
+// This warp's A fragment (rows 16 q .. + 15 of the 64 at `tile`, k 16 kk .. + 15) from a 128-byte-swizzled
+// tile: lane l addresses row (l / 8 % 2) 8 + l % 8 of matrix l / 8, in chunk 2 kk + l / 16.
+GETP_DEVICE void wg_load_a(unsigned (&a)[4], unsigned tile, int kk) {
+  const int lane = threadIdx.x % 32, q = (threadIdx.x % 128) / 32;
+  const int row = 16 * q + 8 * ((lane / 8) % 2) + lane % 8, chunk = 2 * kk + lane / 16;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(tile + wg_swizzled(row, chunk)));
+}
+
 template <int BR>
 GETP_DEVICE void wg_mma(float (&d)[BR / 2], unsigned long long a, unsigned long long b, int scale_d) {
   if constexpr (BR == 8) wg_mma_n8(d, a, b, scale_d);
@@ -137,6 +203,7 @@ GETP_DEVICE void wg_mma(float (&d)[BR / 2], unsigned long long a, unsigned long 
   if constexpr (BR == 32) wg_mma_n32(d, a, b, scale_d);
   if constexpr (BR == 64) wg_mma_n64(d, a, b, scale_d);
   if constexpr (BR == 128) wg_mma_n128(d, a, b, scale_d);
+  static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 64 || BR == 128, "no wgmma of this N");
 }
 
 GETP_DEVICE void wg_copy16(unsigned dst, const unsigned short* src, bool valid) {
@@ -148,8 +215,6 @@ GETP_DEVICE void wg_store16(unsigned dst, uint4 v) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
 }
 
-// Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled tile (tile start 1024-byte aligned).
-GETP_DEVICE unsigned wg_swizzled(int r, int c) { return (unsigned)(r * 128 + ((c ^ (r & 7)) << 4)); }
 
 // The smem row of W tile row n (see the header: a thread then holds features 2j and 2j + 1).
 GETP_DEVICE int wg_w_slot(int n) { return (n & ~15) + 8 * (n & 1) + (n & 15) / 2; }
@@ -176,20 +241,42 @@ GETP_DEVICE void mbar_arrive_copies(unsigned bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 
-// Stage K columns k0 .. k0 + 63 of the W rows w_row(n) (n < BN) and of the activation rows: piece p of tile
-// row r is a_row(r) + p * plane. Producer thread i (of 128) copies chunk i % 8 of rows i / 8 + 16 u. A null
-// row is outside the product: zeros. W rows take 16-byte copies when vec8 (K % 8 == 0, aligned), else
-// 8 scalar loads and a plain shared store.
-template <int BR, int PIECES, int MB, class WRow, class ARow>
-GETP_DEVICE void wg_load_stage(unsigned stage, WRow w_row, ARow a_row, size_t plane, const unsigned short* dummy,
+// What one producer thread (i of 128) copies: chunk i % 8 of W rows i / 8 + 16 u and of activation rows
+// i / 8 + 16 u (piece-major: row r is piece r / BR of tile row r % BR). Their sources are found once per
+// block (the grouped kernels read pair_of_slot there, not in every stage); null: a row outside the
+// product (zeros).
+template <int BR, int PIECES, int MB>
+struct WgSources {
+  typedef WgStage<BR, PIECES, MB> S;
+  static const int W_LOADS = S::BN / 16, A_LOADS = (S::A_ROWS + 15) / 16;
+  const unsigned short* w[W_LOADS];
+  const unsigned short* a[A_LOADS];
+
+  template <class WRow, class ARow>
+  GETP_DEVICE WgSources(WRow w_row, ARow a_row, size_t plane) {
+    const int i = threadIdx.x % 128;
+    #pragma unroll
+    for (int u = 0; u < W_LOADS; ++u) w[u] = w_row(i / 8 + 16 * u);
+    #pragma unroll
+    for (int u = 0; u < A_LOADS; ++u) {
+      const int r = i / 8 + 16 * u;
+      const unsigned short* row = r < S::A_ROWS ? a_row(r % BR) : nullptr;
+      a[u] = row != nullptr ? row + (r / BR) * plane : nullptr;
+    }
+  }
+};
+
+// Stage K columns k0 .. k0 + 63 of this thread's rows. W rows take 16-byte copies when vec8 (K % 8 == 0,
+// aligned), else 8 scalar loads and a plain shared store; piece rows hold zeros from K to lda.
+template <int BR, int PIECES, int MB>
+GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB>& src, const unsigned short* dummy,
                                int k0, int K, int vec8) {
   typedef WgStage<BR, PIECES, MB> S;
   const int i = threadIdx.x % 128, c = i % 8, k = k0 + 8 * c;
   #pragma unroll
-  for (int u = 0; u < S::BN / 16; ++u) {
-    const int n = i / 8 + 16 * u;
-    const unsigned short* row = w_row(n);
-    const unsigned dst = stage + wg_swizzled(wg_w_slot(n), c);
+  for (int u = 0; u < src.W_LOADS; ++u) {
+    const unsigned short* row = src.w[u];
+    const unsigned dst = stage + wg_swizzled(wg_w_slot(i / 8 + 16 * u), c);
     if (vec8) {
       const bool valid = row != nullptr && k < K;
       wg_copy16(dst, valid ? row + k : dummy, valid);
@@ -201,12 +288,11 @@ GETP_DEVICE void wg_load_stage(unsigned stage, WRow w_row, ARow a_row, size_t pl
     }
   }
   #pragma unroll
-  for (int u = 0; u < (S::A_ROWS + 15) / 16; ++u) {
+  for (int u = 0; u < src.A_LOADS; ++u) {
     const int r = i / 8 + 16 * u;
     if (r < S::A_ROWS) {
-      const unsigned short* row = a_row(r % BR);
-      const bool valid = row != nullptr && k < K;  // piece rows hold zeros from K to lda
-      wg_copy16(stage + S::W_BYTES + wg_swizzled(r, c), valid ? row + (r / BR) * plane + k : dummy, valid);
+      const bool valid = src.a[u] != nullptr && k < K;
+      wg_copy16(stage + S::W_BYTES + wg_swizzled(r, c), valid ? src.a[u] + k : dummy, valid);
     }
   }
 }
@@ -237,10 +323,11 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRow w_row, ARow a_row, si
   }
   __syncthreads();
   if (role == 0) {
+    const WgSources<BR, PIECES, MB> src(w_row, a_row, plane);
     for (int s = 0; s < steps; ++s) {
       const int b = s % S::STAGES;
       if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
-      wg_load_stage<BR, PIECES, MB>(base + b * S::BYTES, w_row, a_row, plane, dummy, s * WG_BK, K, vec8);
+      wg_load_stage<BR, PIECES, MB>(base + b * S::BYTES, src, dummy, s * WG_BK, K, vec8);
       mbar_arrive_copies(full + 8 * b);
       mbar_arrive(full + 8 * b);
     }
@@ -265,14 +352,16 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRow w_row, ARow a_row, si
     if constexpr (PIECES == 3) {
       #pragma unroll
       for (int kk = 0; kk < WG_BK / 16; ++kk) {
+        unsigned a[MB][4];  // W from registers: read from shared memory once for the three pieces
+        #pragma unroll
+        for (int mb = 0; mb < MB; ++mb) wg_load_a(a[mb], a0 + mb * 64 * 128, kk);
         wg_fence();
         #pragma unroll
         for (int mb = 0; mb < MB; ++mb) {
-          const unsigned long long a = wg_desc(a0 + mb * 64 * 128 + 32 * kk);
           const unsigned bk = b0 + 32 * kk;
-          wg_mma<BR>(t[mb], a, wg_desc(bk + 2 * BR * 128), 0);
-          wg_mma<BR>(t[mb], a, wg_desc(bk + BR * 128), 1);
-          wg_mma<BR>(t[mb], a, wg_desc(bk), 1);
+          wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk + 2 * BR * 128), 0);
+          wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk + BR * 128), 1);
+          wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk), 1);
         }
         wg_commit();
         wg_wait0();
@@ -415,8 +504,9 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
 }
 
 // One kernel per (row-tile height BR, pieces P, 64-feature blocks per consumer MB): gemm_wg_r{BR}_p{P}_b{MB},
-// gemm_wg_grouped_swiglu_r..., gemm_wg_grouped_r.... pieces = 3 stops at BR = 64 (t and acc: BR MB
-// registers a thread), the grouped kernels too (moe_align tiles of at most 64 positions).
+// gemm_wg_grouped_swiglu_r..., gemm_wg_grouped_r.... With pieces = 3, t and acc take BR MB registers a
+// thread: BR = 128 only with MB = 1 (and the grouped kernels with 128 rows, whose epilogue
+// would spill, only with MB = 1).
 #define WG_DENSE_KERNEL(BR, P, MB)                                                                                  \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_r##BR##_p##P##_b##MB(                      \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
@@ -448,5 +538,8 @@ WG_KERNELS(8, 1)
 WG_KERNELS(16, 1)
 WG_KERNELS(32, 1)
 WG_KERNELS(64, 1)
+WG_DENSE_KERNEL(128, 3, 1)
 WG_DENSE_KERNEL(128, 1, 1)
 WG_DENSE_KERNEL(128, 1, 2)
+WG_GROUPED_KERNELS(128, 3, 1)
+WG_GROUPED_KERNELS(128, 1, 1)

@@ -22,7 +22,7 @@ from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.checkpoint.synthetic import Init, uniform_values
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
-from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_GROUPED_ROWS, WG_ROWS
+from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.reference import rmsnorm, rope, route, softmax, swiglu
 
@@ -311,8 +311,7 @@ def wg_available(out):
     out[0] = 0  # a stand-in has no wgmma bodies
 
 
-@oracle(*(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1) for rows in WG_ROWS[pieces]
-          for blocks in (1, 2)))
+@oracle(*(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1) for rows, blocks in WG_DENSE_TILES[pieces]))
 def gemm_wg(c, ap, w, bias, m, n, k, lda, accumulate, vec8):
     gemm(c, joined(ap, k), w, bias, m, n, k, accumulate, vec8)
 
@@ -332,10 +331,9 @@ def _wg_grouped(block_m):
 
 
 for _pieces in (3, 1):
-    for _rows in WG_GROUPED_ROWS:
-        for _blocks in (1, 2):
-            oracle(f"gemm_wg_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped_swiglu(_rows))
-            oracle(f"gemm_wg_grouped_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped(_rows))
+    for _rows, _blocks in WG_GROUPED_TILES:
+        oracle(f"gemm_wg_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped_swiglu(_rows))
+        oracle(f"gemm_wg_grouped_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped(_rows))
 
 
 # -- synthetic weights ----------------------------------------------------------------------------------------------

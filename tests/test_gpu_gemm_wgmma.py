@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cupy_getp.gpu.launch.gemm_tc import WG_GROUPED_ROWS, WG_ROWS, pieces_lda, wg_grouped_rows
+from cupy_getp.gpu.launch.gemm_tc import WG_DENSE_TILES, WG_GROUPED_ROWS, pieces_lda, wg_grouped_rows
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
@@ -61,7 +61,7 @@ DENSE = [  # m, k, n, bias, accumulate
 ]
 
 
-TILES = [(pieces, (rows, features)) for pieces in (3, 1) for rows in WG_ROWS[pieces] for features in (1, 2)]
+TILES = [(pieces, tile) for pieces in (3, 1) for tile in WG_DENSE_TILES[pieces]]
 
 
 @pytest.mark.gpu
@@ -252,8 +252,8 @@ def test_wgmma_tiles_fill_the_gpu():
     k = Launches()
     assert k.wg_tile(1, 5120, 3) == (8, 1)  # one row: 40 blocks of 128 features
     assert k.wg_tile(1, 201088, 3) == (8, 2)
-    assert k.wg_tile(1024, 5120, 3) == (64, 2) and k.wg_tile(1024, 5120, 1) == (128, 2)
-    assert k.wg_tile(333, 300, 1) == (128, 1)
+    assert k.wg_tile(1024, 5120, 3) == (64, 2) and k.wg_tile(1024, 5120, 1) == (64, 2)
+    assert k.wg_tile(333, 300, 1) == (64, 1)
 
 
 def test_grouped_tile_height_follows_the_rows_per_expert():

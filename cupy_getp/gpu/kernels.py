@@ -27,7 +27,7 @@ from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _require
-from .launch.gemm_tc import DENSE_TILES, WG_GROUPED_ROWS, WG_ROWS
+from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
 
@@ -41,10 +41,10 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES), "gemm_tc_grouped_swiglu",
                 "gemm_tc_grouped"),
     "gemm_wgmma": ("wg_available",
-                   *(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1) for rows in WG_ROWS[pieces]
-                     for blocks in (1, 2)),
+                   *(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1)
+                     for rows, blocks in WG_DENSE_TILES[pieces]),
                    *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in ("grouped_swiglu", "grouped")
-                     for pieces in (3, 1) for rows in WG_GROUPED_ROWS for blocks in (1, 2))),
+                     for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
     "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "router_topk_rows", "moe_align", "moe_combine"),
     "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32"),

@@ -24,15 +24,17 @@ DENSE_TILES = {(128, 128): (1, 1.34), (64, 128): (2, 1.0), (64, 64): (2, 1.66)}
 # wgmma kernels (kernels/gemm_wgmma.hip): row-tile heights (the N side of the instruction) per piece
 # count, output features per block (128 MB, MB = 1 or 2); threads and dynamic shared memory of every block
 # are constants.py's WG_THREADS and WG_SMEM_BYTES. The grouped kernels' tile height is moe_align's block_m.
-WG_ROWS = {3: (8, 16, 32, 64), 1: (8, 16, 32, 64, 128)}
-WG_GROUPED_ROWS = (8, 16, 32, 64)
+WG_ROWS = {3: (8, 16, 32, 64, 128), 1: (8, 16, 32, 64, 128)}
+WG_DENSE_TILES = {p: [(r, f) for r in WG_ROWS[p] for f in (1, 2) if (p, r, f) != (3, 128, 2)] for p in WG_ROWS}
+WG_GROUPED_ROWS = (8, 16, 32, 64, 128)
+WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) != (128, 2)]  # either piece count
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int) -> int:
     """The grouped kernels' tile height for a step of n_pairs (row, expert) pairs: the smallest that holds
     an expert's average share, at most 64 (the bits do not depend on it)."""
     share = -(-n_pairs // max(1, n_experts))
-    return next((r for r in WG_GROUPED_ROWS if share <= r), WG_GROUPED_ROWS[-1])
+    return next((r for r in WG_GROUPED_ROWS[:-1] if share <= r), WG_GROUPED_ROWS[-2])
 
 
 def tensor_cores_supported(device) -> bool:
@@ -97,10 +99,16 @@ class TensorCoreGemmLaunches:
         """(row-tile height, 64-feature blocks per consumer) of a wgmma product of M rows and N features:
         the smallest height that holds M (the largest above it); two blocks per consumer unless that leaves
         most SMs without a block (few rows, few features)."""
-        heights = WG_ROWS[pieces]
+        heights = WG_ROWS[pieces][:-1]  # 128-row tiles: measured slower (bench/RESULTS.md)
         rows = next((r for r in heights if m <= r), heights[-1])
-        blocks = _blocks(m, rows) * _blocks(n, 256)
-        return rows, (2 if blocks >= self._tc_sm_count() else 1)
+        return rows, self._wg_features(rows, pieces, _blocks(m, rows), n)
+
+    def _wg_features(self, rows: int, pieces: int, row_tiles: int, n: int, grouped: bool = False) -> int:
+        """Feature blocks per consumer: two where that still gives every SM a block (one for 128-row tiles of
+        3 pieces, and of the grouped kernels: registers)."""
+        if rows == 128 and (pieces == 3 or grouped):
+            return 1
+        return 2 if row_tiles * _blocks(n, 256) >= self._tc_sm_count() else 1
 
     def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple) -> None:
         """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y)."""
@@ -134,9 +142,9 @@ class TensorCoreGemmLaunches:
         vec8 = k % 8 == 0 and _aligned(w)
         if self.wgmma:
             rows, features = tile or self.wg_tile(m, n, pieces)
-            if rows not in WG_ROWS[pieces] or features not in (1, 2):
+            if (rows, features) not in WG_DENSE_TILES[pieces]:
                 raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
-                                 f"(rows {WG_ROWS[pieces]} with {pieces} pieces, 1 or 2 feature blocks)")
+                                          f"with {pieces} pieces: {WG_DENSE_TILES[pieces]}")
             self._wg_launch("", rows, pieces, features, n, _blocks(m, rows),
                             (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(vec8)))
             return
@@ -182,7 +190,7 @@ class TensorCoreGemmLaunches:
         args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert, w1, b1,
                 I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
         if self.wgmma:
-            features = self.wg_tile(p, two_inter, pieces)[1]
+            features = self._wg_features(block_m, pieces, p // block_m, two_inter, grouped=True)
             self._wg_launch("_grouped_swiglu", block_m, pieces, features, two_inter, p // block_m, (*args, I32(vec8)))
             return
         self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
@@ -200,7 +208,7 @@ class TensorCoreGemmLaunches:
         vec8 = inter % 8 == 0 and _aligned(w2)
         args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, w2, b2, I32(hidden), I32(inter))
         if self.wgmma:
-            features = self.wg_tile(p, hidden, pieces)[1]
+            features = self._wg_features(block_m, pieces, p // block_m, hidden, grouped=True)
             self._wg_launch("_grouped", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
         self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M), (*args, I32(pieces), I32(vec8)),
