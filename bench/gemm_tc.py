@@ -115,10 +115,10 @@ def main() -> None:
         experts = np.stack([host_rng.permutation(N_EXPERTS)[:TOP_K] for _ in range(r)]).astype(np.int32)
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
-        paths = [("mma.sync", False, TC_BLOCK_M)]
-        if has_wgmma:  # the engine's tile height, then 128 rows
-            paths += [("wg", True, b) for b in dict.fromkeys((wg_grouped_rows(pairs, N_EXPERTS), 128))]
         for pieces in (3, 1):
+            paths = [("mma.sync", False, TC_BLOCK_M)]
+            if has_wgmma:  # the engine's tile height, then 64 and 128 rows
+                paths += [("wg", True, b) for b in dict.fromkeys((wg_grouped_rows(pairs, N_EXPERTS, pieces), 64, 128))]
             for label, wgmma, block_m in paths:
                 pair_host, tile_host = group_pairs(experts, N_EXPERTS, block_m)
                 pair_of_padded, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)

@@ -252,13 +252,13 @@ def test_wgmma_tiles_fill_the_gpu():
     k = Launches()
     assert k.wg_tile(1, 5120, 3) == (8, 1)  # one row: 40 blocks of 128 features
     assert k.wg_tile(1, 201088, 3) == (8, 2)
-    assert k.wg_tile(1024, 5120, 3) == (64, 2) and k.wg_tile(1024, 5120, 1) == (64, 2)
-    assert k.wg_tile(333, 300, 1) == (64, 1)
+    assert k.wg_tile(1024, 5120, 3) == (128, 1) and k.wg_tile(512, 5120, 3) == (64, 1)
+    assert k.wg_tile(1024, 5120, 1) == (128, 2) and k.wg_tile(333, 300, 1) == (128, 1)
 
 
 def test_grouped_tile_height_follows_the_rows_per_expert():
-    assert wg_grouped_rows(4, 32) == 8  # one row of the 20b: 4 pairs over 32 experts
-    assert wg_grouped_rows(64 * 4, 32) == 8
-    assert wg_grouped_rows(128 * 4, 32) == 16
-    assert wg_grouped_rows(1024 * 4, 32) == 64
-    assert wg_grouped_rows(0, 32) == 8 and wg_grouped_rows(1152 * 4, 32) == 64
+    assert wg_grouped_rows(4, 32, 3) == 8  # one row of the 20b: 4 pairs over 32 experts
+    assert wg_grouped_rows(64 * 4, 32, 3) == 8
+    assert wg_grouped_rows(128 * 4, 32, 3) == 16
+    assert wg_grouped_rows(1024 * 4, 32, 3) == 64 and wg_grouped_rows(1024 * 4, 32, 1) == 128
+    assert wg_grouped_rows(0, 32, 3) == 8 and wg_grouped_rows(1152 * 4, 32, 3) == 64

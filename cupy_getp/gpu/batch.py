@@ -238,7 +238,8 @@ class RowModel:
             tensor_cores = self.kernels.wgmma or R > SKINNY_ROWS
         if tensor_cores:
             c = self.config
-            return (wg_grouped_rows(R * c.experts_per_token, c.n_experts) if self.kernels.wgmma else TC_BLOCK_M), True
+            rows = wg_grouped_rows(R * c.experts_per_token, c.n_experts, self.pieces)
+            return (rows if self.kernels.wgmma else TC_BLOCK_M), True
         return (GROUPED_BLOCK_M[0] if R <= SKINNY_ROWS else GROUPED_BLOCK_M[1]), False
 
     def step(self, v: RowView, trace: BatchTrace | None = None) -> None:

@@ -30,11 +30,13 @@ WG_GROUPED_ROWS = (8, 16, 32, 64, 128)
 WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) != (128, 2)]  # either piece count
 
 
-def wg_grouped_rows(n_pairs: int, n_experts: int) -> int:
+def wg_grouped_rows(n_pairs: int, n_experts: int, pieces: int) -> int:
     """The grouped kernels' tile height for a step of n_pairs (row, expert) pairs: the smallest that holds
-    an expert's average share, at most 64 (the bits do not depend on it)."""
+    an expert's average share; at most 64 with 3 pieces (128 measured no faster), 128 with 1 (faster from
+    1024 rows). The bits do not depend on it."""
     share = -(-n_pairs // max(1, n_experts))
-    return next((r for r in WG_GROUPED_ROWS[:-1] if share <= r), WG_GROUPED_ROWS[-2])
+    heights = WG_GROUPED_ROWS if pieces == 1 else WG_GROUPED_ROWS[:-1]
+    return next((r for r in heights if share <= r), heights[-1])
 
 
 def tensor_cores_supported(device) -> bool:
@@ -96,11 +98,15 @@ class TensorCoreGemmLaunches:
                      (ap, a, I32(m), I32(k), I32(ap.shape[2]), I32(pieces), I32(vec4)))
 
     def wg_tile(self, m: int, n: int, pieces: int) -> tuple[int, int]:
-        """(row-tile height, 64-feature blocks per consumer) of a wgmma product of M rows and N features:
-        the smallest height that holds M (the largest above it); two blocks per consumer unless that leaves
-        most SMs without a block (few rows, few features)."""
-        heights = WG_ROWS[pieces][:-1]  # 128-row tiles: measured slower (bench/RESULTS.md)
-        rows = next((r for r in heights if m <= r), heights[-1])
+        """(row-tile height, 64-feature blocks per consumer) of a wgmma product of M rows and N features. Up to
+        64 rows, the smallest height that holds M; above, as measured on the H200 at 512 and 1024 rows
+        (bench/RESULTS.md, 2026-11-29): exact 64 x 1 up to 512 rows and 128 x 1 beyond, fast 128-row tiles."""
+        if m <= 64:
+            rows = next(r for r in WG_ROWS[pieces] if m <= r)
+        elif pieces == 3:
+            return (64, 1) if m <= 512 else (128, 1)
+        else:
+            rows = 128
         return rows, self._wg_features(rows, pieces, _blocks(m, rows), n)
 
     def _wg_features(self, rows: int, pieces: int, row_tiles: int, n: int, grouped: bool = False) -> int:
