@@ -22,9 +22,9 @@ QUICK_ROWS = (1, 256)
 E, K_TOP, HIDDEN, INTER = 32, 4, 2880, 2880
 
 def moe_align(experts, n_experts: int, block_m: int):
-    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
-    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
-    return pair_of_slot, tile_expert
+    """(pair_of_padded, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_padded, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_padded, tile_expert
 
 
 def time_ms(stream, fn, *args, budget_s: float = 0.25) -> float:
@@ -104,16 +104,16 @@ def main() -> None:
             used = len(np.unique(experts))
             small, large = GROUPED_BLOCK_M
             for block_m in [b for b in (small, large) if (b == small and m <= 64) or (b == large and m >= 64)]:
-                pair_of_slot, tile_expert = (cupy.asarray(x) for x in moe_align(experts, E, block_m))
-                p = pair_of_slot.size
+                pair_of_padded, tile_expert = (cupy.asarray(x) for x in moe_align(experts, E, block_m))
+                p = pair_of_padded.size
                 a = rng.standard_normal((m, HIDDEN), dtype=np.float32)
                 g = rng.standard_normal((p, INTER), dtype=np.float32)
                 y = cupy.empty((p, HIDDEN), np.float32)
-                ms = time_ms(stream, kernels.gemm_grouped_swiglu, g, a, pair_of_slot, tile_expert, w1, b1, K_TOP, 7.0,
+                ms = time_ms(stream, kernels.gemm_grouped_swiglu, g, a, pair_of_padded, tile_expert, w1, b1, K_TOP, 7.0,
                              block_m)
                 row(f"grouped mlp1+swiglu bm={block_m}", m, f"E={E} k={K_TOP} 2I={2 * INTER} H={HIDDEN}", ms,
                     2 * m * K_TOP * 2 * INTER * HIDDEN, used * w1[0].nbytes)
-                ms = time_ms(stream, kernels.gemm_grouped, y, g, pair_of_slot, tile_expert, w2, b2, block_m)
+                ms = time_ms(stream, kernels.gemm_grouped, y, g, pair_of_padded, tile_expert, w2, b2, block_m)
                 row(f"grouped mlp2 bm={block_m}", m, f"E={E} k={K_TOP} H={HIDDEN} I={INTER}", ms,
                     2 * m * K_TOP * HIDDEN * INTER, used * w2[0].nbytes)
 

@@ -28,9 +28,9 @@ ROWS = (1, 64, 256, 512, 1024)
 N_EXPERTS, TOP_K, HIDDEN, INTER = 32, 4, 2880, 2880
 
 def group_pairs(experts, n_experts: int, block_m: int):
-    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
-    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
-    return pair_of_slot, tile_expert
+    """(pair_of_padded, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_padded, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_padded, tile_expert
 
 
 def random_bf16(rng, shape):
@@ -121,14 +121,14 @@ def main() -> None:
                 paths += [("wg", True, b) for b in dict.fromkeys((wg_grouped_rows(pairs, N_EXPERTS, pieces), 64, 128))]
             for label, wgmma, block_m in paths:
                 pair_host, tile_host = group_pairs(experts, N_EXPERTS, block_m)
-                pair_of_slot, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
+                pair_of_padded, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
                 y = cupy.empty((pair_host.size, HIDDEN), np.float32)
                 ap = cupy.empty((pieces, r, pieces_lda(HIDDEN)), np.uint16)
                 gp = cupy.zeros((pieces, pair_host.size, pieces_lda(INTER)), np.uint16)
                 ms1 = on(wgmma, time_ms, stream, partial(split_then, partial(kernels.gemm_tc_grouped_swiglu, gp), a,
-                                                         ap, pair_of_slot, tile_expert, w1, b1, TOP_K, 7.0),
+                                                         ap, pair_of_padded, tile_expert, w1, b1, TOP_K, 7.0),
                          args.repeats)
-                ms2 = on(wgmma, time_ms, stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_slot, tile_expert,
+                ms2 = on(wgmma, time_ms, stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_padded, tile_expert,
                                                          w2, b2), args.repeats)
                 print(json.dumps({"kernel": "grouped", "path": label, "block_m": block_m, "rows": r, "pairs": pairs,
                                   "padded": int(pair_host.size), "pieces": pieces,

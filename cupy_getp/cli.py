@@ -243,7 +243,7 @@ def _check_precision(precision: str | None) -> None:
 
 
 def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, precision: str | None = None) -> None:
-    from .getp import getp as run_getp
+    from .getp import GetpHooks, GetpOptions, getp as run_getp
 
     _check_precision(precision)
     _describe_model(options.model, options.weights_seed)
@@ -251,8 +251,8 @@ def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, pr
     weights = open_weights(options.model, options.weights_seed, _overrides(options.config))
     with _getp_progress(n_params(weights.config)) as (load, progress):
         run_getp(weights.store, input, output, tokenizer=_tokenizer(options.tokenizer), sampler=_sampler(options),
-                 engine=engine, steps=options.steps, echo=typer.echo, note=_note, progress=progress,
-                 load_progress=load, batch=batch, precision=precision)
+                 options=GetpOptions(engine=engine, steps=options.steps, batch=batch, precision=precision),
+                 hooks=GetpHooks(echo=typer.echo, note=_note, progress=progress, load_progress=load))
 
 
 @app.command()

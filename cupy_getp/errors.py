@@ -32,3 +32,12 @@ class EngineFinishedError(GetpError):
 
 class NumericalError(GetpError):
     """Non-finite values where the model must produce finite ones (NaN or infinite logits)."""
+
+
+class KernelArgumentError(ValueError):
+    """A launch helper's argument that breaks its kernel's contract (a shape, a size, a range). A bug in
+    the caller, not the user's input: not a GetpError, so it keeps its traceback."""
+
+
+class KernelDtypeError(KernelArgumentError, TypeError):
+    """A launch helper's array of the wrong dtype."""

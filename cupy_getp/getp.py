@@ -116,66 +116,103 @@ def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]
     return result
 
 
-def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
-         sampler: Sampler, engine: str = "auto", steps: int = 1024, seed: int = DEFAULT_SEED,
-         config: dict | None = None, echo: Callable[[str], None] = print,
-         note: Callable[[str], None] | None = None,
-         progress: Callable[[int], Callable[[int], None]] | None = None,
-         load_progress: Callable[[int], None] | None = None, batch: int | None = None,
-         precision: str | None = None) -> GetpReport:
-    """Run getp end to end. Everything that can be checked is checked before the warm-up (`note`
-    hears what an odd but valid run costs, and what the batched engine chose); the output file appears
-    only when complete. `progress(n_requests)` returns a per-request callback; `load_progress(n)` hears
-    of weights loaded.
+@dataclass(frozen=True)
+class GetpOptions:
+    """How getp runs: the engine, the positions per request, a preset's weights and config overrides, and
+    the batched engine's request slots (None or 0: as many as free device memory allows) and precision."""
+    engine: str = "auto"
+    steps: int = 1024
+    seed: int = DEFAULT_SEED
+    config: dict | None = None
+    batch: int | None = None
+    precision: str | None = None
 
-    An engine that batches (the GPU engine) runs the requests with continuous batching over `batch`
-    request slots (None or 0: as many as free device memory allows), sized during the warm-up."""
+
+@dataclass(frozen=True)
+class GetpHooks:
+    """Who hears what: `echo` the three timing lines; `note` what an odd but valid run costs and what the
+    batched engine chose; `progress(n_requests)` returns a per-request callback; `load_progress(n)` hears
+    of weights loaded."""
+    echo: Callable[[str], None] = print
+    note: Callable[[str], None] | None = None
+    progress: Callable[[int], Callable[[int], None]] | None = None
+    load_progress: Callable[[int], None] | None = None
+
+
+@dataclass
+class _Session:
+    """The engine of one getp run and its batched engine, freed on one path whatever happens."""
+    model: Engine | None = None
+    batched: object | None = None
+
+    def free(self) -> None:
+        if self.batched is not None:
+            self.batched.free()
+        if self.model is not None:
+            self.model.finish()
+
+
+def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
+         sampler: Sampler, options: GetpOptions = GetpOptions(), hooks: GetpHooks = GetpHooks()) -> GetpReport:
+    """Run getp end to end. Everything that can be checked is checked before the warm-up; the output file
+    appears only when complete; the device is freed (timed as the finish) after it, or on any failure.
+
+    An engine that batches (the GPU engine) runs the requests with continuous batching, sized during the
+    warm-up."""
     prompts = read_requests(input_path)
-    weights = open_weights(source, seed, config)
-    for line in check_startup(weights, resolve_engine(engine), tokenizer):
-        if note:
-            note(line)
-    steps = resolve_steps(steps, weights.config.seq_len)
+    weights = open_weights(source, options.seed, options.config)
+    for line in check_startup(weights, resolve_engine(options.engine), tokenizer):
+        _note(hooks, line)
+    steps = resolve_steps(options.steps, weights.config.seq_len)
     requests = encode_requests(tokenizer, prompts, steps, str(input_path))
-    with atomic_output(output_path, inputs=[input_path, *source_files(weights.store)]) as out:
-        start = time.perf_counter()
-        model = create_engine(weights, engine)
-        batched = None
-        try:
-            model.warm_up(progress=load_progress)
-            batched = model.batched(len(requests), steps, slots=batch or None, precision=precision)
-            if note is not None and batched is not None:
-                note(describe_batch(batched))
-                note(f"device weights: {model.w.describe_storage()}")
-            elif note is not None and (batch or precision):
-                note(f"--batch and --precision apply to the GPU engine; the {model.name} engine runs one request "
-                     f"at a time")
+    session = _Session()
+    try:
+        with atomic_output(output_path, inputs=[input_path, *source_files(weights.store)]) as out:
+            start = time.perf_counter()
+            session.model = create_engine(weights, options.engine)
+            session.batched = _warm_up(session.model, len(requests), steps, options, hooks)
             warm_up_s = time.perf_counter() - start
-            echo(f"warm up elapsed time(s): {warm_up_s:f}")
+            hooks.echo(f"warm up elapsed time(s): {warm_up_s:f}")
 
             start = time.perf_counter()
-            on_request = progress(len(requests)) if progress else None
-            if batched is not None:
-                results = run_batched(batched, sampler, requests, steps, on_request)
-            else:
-                results = run_requests(model, sampler, requests, steps, on_request)
+            results = _infer(session, sampler, requests, steps, hooks)
             inference_s = time.perf_counter() - start
             generated = sum(map(len, results))
-            echo(f"elapsed time(s): {inference_s:f}, achieved throughput TPS (tok/s): "
-                 f"{generated / inference_s if inference_s > 0 else 0.0:f}")
+            hooks.echo(f"elapsed time(s): {inference_s:f}, achieved throughput TPS (tok/s): "
+                       f"{generated / inference_s if inference_s > 0 else 0.0:f}")
             out.write(format_output(results))
-        except BaseException:
-            if batched is not None:
-                batched.free()
-            model.finish()  # free the device even when inference fails or is interrupted
-            raise
-    start = time.perf_counter()
-    if batched is not None:
-        batched.free()
-    model.finish()
+        start = time.perf_counter()
+    finally:
+        session.free()  # after the output is complete, or on a failure or an interrupt
     finish_s = time.perf_counter() - start
-    echo(f"finish elapsed time(s): {finish_s:f}")
+    hooks.echo(f"finish elapsed time(s): {finish_s:f}")
     return GetpReport(len(requests), generated, warm_up_s, inference_s, finish_s)
+
+
+def _note(hooks: GetpHooks, line: str) -> None:
+    if hooks.note is not None:
+        hooks.note(line)
+
+
+def _warm_up(model: Engine, n_requests: int, steps: int, options: GetpOptions, hooks: GetpHooks):
+    """Load the weights, then size the batched engine (None where the engine runs one request at a time)."""
+    model.warm_up(progress=hooks.load_progress)
+    batched = model.batched(n_requests, steps, slots=options.batch or None, precision=options.precision)
+    if batched is not None:
+        _note(hooks, describe_batch(batched))
+        _note(hooks, f"device weights: {model.w.describe_storage()}")
+    elif options.batch or options.precision:
+        _note(hooks, f"--batch and --precision apply to the GPU engine; the {model.name} engine runs one request "
+                     f"at a time")
+    return batched
+
+
+def _infer(session: _Session, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
+           hooks: GetpHooks) -> list[list[int]]:
+    on_request = hooks.progress(len(requests)) if hooks.progress else None
+    if session.batched is not None:
+        return run_batched(session.batched, sampler, requests, steps, on_request)
+    return run_requests(session.model, sampler, requests, steps, on_request)
 
 
 def describe_batch(batched) -> str:

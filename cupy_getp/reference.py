@@ -73,10 +73,10 @@ def attention(q: np.ndarray, keys: np.ndarray, values: np.ndarray, sinks: np.nda
     return out.reshape(-1).astype(np.float32)
 
 
-def route(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def route(scores: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k experts by score (ties to the lower index) and their softmax weights. Also used by the
     GPU engine, which copies the router scores back for it (docs/spec.md allows the host top-k)."""
-    experts = np.argsort(-scores, kind="stable")[:k]
+    experts = np.argsort(-scores, kind="stable")[:top_k]
     return experts, softmax(scores[experts])
 
 
@@ -126,8 +126,8 @@ class NumpyEngine(Engine):
         t = rmsnorm(x, lw.rms_attn_w)
         qkv = matvec(lw.w_qkv, t, lw.b_qkv)  # (Q,)
         q = rope(qkv[: c.q_dim].reshape(c.n_attn_heads, c.head_dim), cos, sin)
-        k = rope(qkv[c.q_dim: c.q_dim + c.kv_dim].reshape(c.n_kv_heads, c.head_dim), cos, sin)
-        self.key_cache[l, pos] = k.reshape(-1)
+        key = rope(qkv[c.q_dim: c.q_dim + c.kv_dim].reshape(c.n_kv_heads, c.head_dim), cos, sin)
+        self.key_cache[l, pos] = key.reshape(-1)
         self.value_cache[l, pos] = qkv[c.q_dim + c.kv_dim:]
         shape = (pos + 1, c.n_kv_heads, c.head_dim)
         window = c.sliding_window if c.uses_sliding_window(l) else 0

@@ -1,5 +1,7 @@
-// attention.hip: KV-cache write, scores with sinks and the sliding window, weighted sum of values.
-// The softmax between scores and weighted sum is softmax.hip's, over pos + 2 entries per head.
+// attention.hip: single-sequence decode attention (KV-cache write, scores with sinks and the sliding
+// window, weighted sum of values; the softmax between scores and weighted sum is softmax.hip's, over
+// pos + 2 entries per head), then the batched engine's flash-decoding over rows (attn_rows_partial_*,
+// attn_rows_merge_f32).
 #include "common.h"
 
 // Copy this position's rotated k and its v from the qkv vector into the layer's caches.
@@ -75,7 +77,7 @@ extern "C" __global__ void attn_combine_f32(float* __restrict__ out, const float
 // Batched engine: decode attention over rows of different lengths, split over positions
 // (flash-decoding), sinks applied at the merge. docs/batched-engine.md, section "attention".
 //
-// attn_rows_partial_d{64,128}_f32: grid (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
+// attn_rows_partial_d{64,128}_g{8,16}_f32: grid (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
 // takes row r's positions [lo + s * split_len, min(lo + (s + 1) * split_len, pos + 1)) of kv head j,
 // ATTN_TILE positions at a time:
 //   1. K and V of the tile: global -> shared, coalesced (16-byte loads when vec4); K rows are stored as
@@ -91,7 +93,7 @@ extern "C" __global__ void attn_combine_f32(float* __restrict__ out, const float
 // G query heads writes partial_acc[r, h, s, :] (R, nh, n_split, D) and partial_ml[r, h, s, :] = (m, l)
 // (R, nh, n_split, 2). An empty split writes m = -inf, l = 0, acc = 0.
 #define ATTN_TILE 32       // positions per tile; <= WARP_SIZE (step 3 gives a lane one position)
-#define ATTN_MAX_GROUP 16  // query heads per kv head
+// ATTN_MAX_GROUP (query heads per kv head): cupy_getp/gpu/constants.py.
 #define ATTN_KPAD 36       // a 32-float chunk of a K row in shared memory, padded against bank conflicts
 #define ATTN_S_STRIDE (ATTN_TILE + 1)
 #define ATTN_P_STRIDE 20   // P[t][g]: float4-aligned rows; 4-way conflicts on the (rare) writes instead of 16

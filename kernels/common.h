@@ -1,13 +1,15 @@
 // common.h: what differs between HIP (hiprtc, wavefront 64) and CUDA (NVRTC, warp 32), reductions, bf16.
 //
 // cupy_getp/gpu/kernels.py inlines this header into every module's source (CuPy's compile cache hashes
-// the source string, not included files) after `#define WARP_SIZE <device warpSize>`. The defaults
-// below let each kernel file compile on its own:
-//   hipcc -include hip/hip_runtime.h -I kernels -c kernels/FILE.hip       (gfx90a)
-//   nvcc -x cu -arch=sm_90 -I kernels -c kernels/FILE.hip                 (sm_90)
+// the source string, not included files) after `#define WARP_SIZE <device warpSize>` and the constants
+// of cupy_getp/gpu/constants.py. With those as -D options (`python -m cupy_getp.gpu.portability` passes
+// them) and the defaults below, each kernel file compiles on its own:
+//   hipcc -include hip/hip_runtime.h -I kernels -DBLOCK_SIZE=256 ... -c kernels/FILE.hip       (gfx90a)
+//   nvcc -x cu -arch=sm_90 -I kernels -DBLOCK_SIZE=256 ... -c kernels/FILE.hip                 (sm_90)
 // Rules for one source on both compilers: extern "C" kernels, __device__ on every helper (hiprtc has
 // no --device-as-default-execution-space), no standard headers, no -D options (hiprtc 3.5-4.1 drops
-// them): anything configurable is a #define with a default here.
+// them): anything configurable is a #define, emitted into the assembled source by kernels.py (the numbers
+// shared with Python) or given a default here.
 #ifndef GETP_COMMON_H
 #define GETP_COMMON_H
 
@@ -23,9 +25,11 @@
 #endif
 #endif
 
-// Threads per block for every kernel; launch helpers use the same number (kernels.BLOCK_SIZE).
+// BLOCK_SIZE (threads per block of every kernel) and the other numbers the launch helpers share with the
+// kernels (tile sizes, pipeline stages, MOE_MAX_K, ...) are defined once, in cupy_getp/gpu/constants.py,
+// and #defined before this header (kernels.assemble_source; -D options for a standalone build).
 #ifndef BLOCK_SIZE
-#define BLOCK_SIZE 256
+#error "BLOCK_SIZE and the shared constants come from cupy_getp/gpu/constants.py (kernels.assemble_source)"
 #endif
 #define WARPS_PER_BLOCK (BLOCK_SIZE / WARP_SIZE)
 

@@ -4,9 +4,9 @@
 // One core per kernel shape, shared by every entry point through templates on the weight type and a mode:
 //   GEMM_DENSE   c[m, n] = a[m] . w[n] (+ bias[n]) (+ c[m, n] when accumulate)
 //   GEMM_SWIGLU  grouped MoE mlp1: tile t of the padded positions has expert e = tile_expert[t] (skipped if < 0);
-//                position p with pair = pair_of_slot[p] >= 0 reads A row a[pair / k]; columns 2j, 2j + 1 of
-//                w1[e] @ arow + b1[e] are (gate, up); g[p, j] = swiglu_f32 (common.h)
-//   GEMM_GROUPED grouped MoE mlp2: y[p] = w2[e] @ g[p] + b2[e] for pair_of_slot[p] >= 0
+//                position p with pair = pair_of_padded[p] >= 0 reads A row a[pair / experts_per_token]; columns
+//                2j, 2j + 1 of w1[e] @ arow + b1[e] are (gate, up); g[p, j] = swiglu_f32 (common.h)
+//   GEMM_GROUPED grouped MoE mlp2: y[p] = w2[e] @ g[p] + b2[e] for pair_of_padded[p] >= 0
 // Pad positions (pair < 0) and rows >= M are neither read nor written.
 //
 // Two shapes:
@@ -25,17 +25,15 @@
 #define GEMM_SWIGLU 1
 #define GEMM_GROUPED 2
 
-#ifndef SKINNY_BM
-#define SKINNY_BM 8  // rows per skinny tile (the grouped small block_m)
-#endif
-#define TILE_BM 64   // rows per tiled block tile (the grouped large block_m)
-#define TILE_BN 128  // columns per tiled block tile
+// SKINNY_BM (rows per skinny tile, the grouped small block_m), TILE_BM x TILE_BN (the tiled block tile;
+// TILE_BM is the grouped large block_m): cupy_getp/gpu/constants.py.
 #define TILE_BK 16   // k per shared-memory stage
 #define TILE_PAD 4   // keeps float4 alignment, spreads the transposing stores over banks
-#define TILE_THREADS 256
+#define TILE_THREADS BLOCK_SIZE
+static_assert(TILE_THREADS == 256, "the tiled kernel's thread layout (16 x 16 threads of 4 x 8) needs 256");
 
 // gfx90a: tell the compiler a block has 256 threads (its default, 1024, caps a thread at 128 VGPRs and the
-// tiled kernel spills). A trailing GNU attribute, so the kernel-name regex of kernels.py still matches.
+// tiled kernel spills).
 #ifdef GETP_HIP
 #define GEMM_BOUNDS __attribute__((amdgpu_flat_work_group_size(1, TILE_THREADS)))
 #else
@@ -47,11 +45,11 @@ struct GemmArgs {
   const float* a;             // (M, K) dense and mlp2, (R, K) mlp1
   const void* w;              // (N, K) or (E, N, K)
   const float* bias;          // (N,) or (E, N); may be NULL for dense
-  const int* pair_of_slot;    // (P,) grouped
+  const int* pair_of_padded;    // (P,) grouped
   const int* tile_expert;     // (P / block_m,) grouped
   int M, N, K;                // M: rows (dense) or padded positions P (grouped)
   int accumulate;             // dense
-  int per_token;              // experts per token (mlp1)
+  int experts_per_token;              // experts per token (mlp1)
   float limit;                // swiglu limit (mlp1)
   int vec;
 };
@@ -111,9 +109,9 @@ GETP_DEVICE void load_elems(const T* __restrict__ row, int k, int K, int vec, fl
 template <int MODE>
 GETP_DEVICE const float* a_row(const GemmArgs& g, int m) {
   if (MODE == GEMM_DENSE) return m < g.M ? g.a + (size_t)m * g.K : (const float*)0;
-  const int pair = g.pair_of_slot[m];
+  const int pair = g.pair_of_padded[m];
   if (pair < 0) return (const float*)0;
-  if (MODE == GEMM_SWIGLU) return g.a + (size_t)(pair / g.per_token) * g.K;
+  if (MODE == GEMM_SWIGLU) return g.a + (size_t)(pair / g.experts_per_token) * g.K;
   return g.a + (size_t)m * g.K;
 }
 
@@ -363,40 +361,40 @@ extern "C" __global__ void gemm_bf16w_tiled(float* __restrict__ c, const float* 
 // Grouped mlp1 + SwiGLU: g (P, N / 2), a (R, K), w1 (E, N, K) bf16, b1 (E, N); P a multiple of the block_m
 // (8: skinny, grid (min(P / 8, G), ceil(N / (2 * WARPS_PER_BLOCK))); 64: tiled, grid (ceil(N / 128), P / 64)).
 extern "C" __global__ void gemm_grouped_swiglu_skinny(float* __restrict__ g, const float* __restrict__ a,
-                                                      const int* __restrict__ pair_of_slot,
+                                                      const int* __restrict__ pair_of_padded,
                                                       const int* __restrict__ tile_expert,
                                                       const unsigned short* __restrict__ w1,
                                                       const float* __restrict__ b1, int P, int N, int K,
-                                                      int per_token, float limit, int vec) GEMM_BOUNDS {
-  const GemmArgs args = {g, a, w1, b1, pair_of_slot, tile_expert, P, N, K, 0, per_token, limit, vec};
+                                                      int experts_per_token, float limit, int vec) GEMM_BOUNDS {
+  const GemmArgs args = {g, a, w1, b1, pair_of_padded, tile_expert, P, N, K, 0, experts_per_token, limit, vec};
   gemm_skinny_core<unsigned short, GEMM_SWIGLU>(args);
 }
 
 extern "C" __global__ void gemm_grouped_swiglu_tiled(float* __restrict__ g, const float* __restrict__ a,
-                                                     const int* __restrict__ pair_of_slot,
+                                                     const int* __restrict__ pair_of_padded,
                                                      const int* __restrict__ tile_expert,
                                                      const unsigned short* __restrict__ w1,
                                                      const float* __restrict__ b1, int P, int N, int K,
-                                                     int per_token, float limit, int vec) GEMM_BOUNDS {
-  const GemmArgs args = {g, a, w1, b1, pair_of_slot, tile_expert, P, N, K, 0, per_token, limit, vec};
+                                                     int experts_per_token, float limit, int vec) GEMM_BOUNDS {
+  const GemmArgs args = {g, a, w1, b1, pair_of_padded, tile_expert, P, N, K, 0, experts_per_token, limit, vec};
   gemm_tiled_core<unsigned short, GEMM_SWIGLU>(args);
 }
 
 // Grouped mlp2: y (P, N), g (P, K), w2 (E, N, K) bf16, b2 (E, N); grids as the mlp1 kernels.
 extern "C" __global__ void gemm_grouped_skinny(float* __restrict__ y, const float* __restrict__ g,
-                                               const int* __restrict__ pair_of_slot,
+                                               const int* __restrict__ pair_of_padded,
                                                const int* __restrict__ tile_expert,
                                                const unsigned short* __restrict__ w2, const float* __restrict__ b2,
                                                int P, int N, int K, int vec) GEMM_BOUNDS {
-  const GemmArgs args = {y, g, w2, b2, pair_of_slot, tile_expert, P, N, K, 0, 1, 0.0f, vec};
+  const GemmArgs args = {y, g, w2, b2, pair_of_padded, tile_expert, P, N, K, 0, 1, 0.0f, vec};
   gemm_skinny_core<unsigned short, GEMM_GROUPED>(args);
 }
 
 extern "C" __global__ void gemm_grouped_tiled(float* __restrict__ y, const float* __restrict__ g,
-                                              const int* __restrict__ pair_of_slot,
+                                              const int* __restrict__ pair_of_padded,
                                               const int* __restrict__ tile_expert,
                                               const unsigned short* __restrict__ w2, const float* __restrict__ b2,
                                               int P, int N, int K, int vec) GEMM_BOUNDS {
-  const GemmArgs args = {y, g, w2, b2, pair_of_slot, tile_expert, P, N, K, 0, 1, 0.0f, vec};
+  const GemmArgs args = {y, g, w2, b2, pair_of_padded, tile_expert, P, N, K, 0, 1, 0.0f, vec};
   gemm_tiled_core<unsigned short, GEMM_GROUPED>(args);
 }

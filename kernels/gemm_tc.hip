@@ -28,10 +28,10 @@
 // compile to an immediate return and must never be launched (tensor_cores_supported() is False).
 #include "common.h"
 
-#define TC_BN 128        // output columns per block of the grouped kernels
-#define TC_BK 32         // K per pipeline step (two k16 tensor-core steps)
-#define TC_LDS (TC_BK + 8)  // shared-memory row length in bf16: 80 bytes, conflict-free ldmatrix
-#define TC_GROUP_M 64    // rows per tile of the grouped (MoE) kernels: TC_BLOCK_M in Python
+// TC_BK (K per pipeline step), TC_LDS (shared-memory row in bf16), TC_BLOCK_M x TC_BLOCK_N (tile of the
+// grouped MoE kernels) and TC_STAGES_{CUDA,HIP}: cupy_getp/gpu/constants.py.
+#define TC_BN TC_BLOCK_N
+#define TC_GROUP_M TC_BLOCK_M
 
 #ifdef GETP_HIP
 #if defined(__gfx90a__) || defined(__gfx940__) || defined(__gfx941__) || defined(__gfx942__)
@@ -246,9 +246,9 @@ extern "C" __global__ void tc_split_rows(unsigned short* __restrict__ pieces, co
 
 // ---- global -> shared: a ring of stages --------------------------------------------------------------
 #ifdef GETP_HIP
-#define TC_STAGES 2  // 64 KiB of LDS on gfx90a
+#define TC_STAGES TC_STAGES_HIP
 #else
-#define TC_STAGES 4
+#define TC_STAGES TC_STAGES_CUDA
 #endif
 
 // One stage holds PIECES x BM A rows (piece-major) then BN W rows, TC_LDS bf16 each. Thread tid copies

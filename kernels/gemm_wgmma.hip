@@ -37,16 +37,12 @@
 #define GETP_WGMMA 0
 #endif
 
-#ifndef WG_SMEM_BYTES
-#define WG_SMEM_BYTES (225 * 1024)  // dynamic shared memory of every block (launch/gemm_tc.py emits it)
-#endif
+// WG_SMEM_BYTES (dynamic shared memory of every block) and WG_THREADS (a producer warpgroup and two
+// consumer warpgroups): cupy_getp/gpu/constants.py.
 #define WG_BK 64         // K per stage (bf16): one 128-byte swizzle row
 #define WG_MAX_STAGES 8
 #define WG_ALIGN 1024    // a 128-byte-swizzle atom: 8 rows of 128 bytes
 
-#ifndef WG_THREADS
-#define WG_THREADS 384  // a producer warpgroup and two consumer warpgroups (launch/gemm_tc.py emits it)
-#endif
 static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
 
 // The ring of one product: STAGES stages of W (BN = 128 MB rows) then PIECES x BR activation rows, 128 B

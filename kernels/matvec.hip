@@ -1,5 +1,6 @@
-// matvec.hip: y = W x (+ b) (+ y), FP32 weights and FP32 accumulation; one warp per output row.
-// (The BF16-weight matvecs live in moe.hip, fused with what surrounds them.)
+// matvec.hip: y = W x (+ b) (+ y) for one vector, W float32 (matvec_f32) or bfloat16 bits (matvec_bf16w_f32),
+// FP32 accumulation; one warp per output row. (The MoE experts' bf16 matvecs are in moe.hip, fused with
+// the SwiGLU and the weighted sum; the batched engine's products are gemm.hip's and gemm_tc.hip's.)
 #include "common.h"
 
 // rows x cols row-major W. accumulate != 0 adds the old y (residual connections: x += W a + b).

@@ -1,9 +1,9 @@
 // moe.hip: router top-k, and the expert MLPs with BF16 weights (upcast to FP32 before every FMA).
 #include "common.h"
 
-// For each chosen expert slot s and j < I: the gate row 2j and up row 2j + 1 of w_mlp1[e] (bf16),
-// plus bias, then SwiGLU: gate = min(gate, limit), up = clamp(up, +-limit),
-// g = gate * sigmoid(1.702 gate) * (up + 1). Grid (ceil(I / WARPS_PER_BLOCK), k): a warp per (s, j).
+// For each choice s (the s-th chosen expert, e = experts[s]) and j < I: the gate row 2j and up row 2j + 1
+// of w_mlp1[e] (bf16), plus bias, then SwiGLU: gate = min(gate, limit), up = clamp(up, +-limit),
+// g = gate * sigmoid(1.702 gate) * (up + 1). Grid (ceil(I / WARPS_PER_BLOCK), top_k): a warp per (s, j).
 extern "C" __global__ void moe_mlp1_swiglu_bf16w(float* __restrict__ g, const unsigned short* __restrict__ w_mlp1,
                                                  const float* __restrict__ b_mlp1, const float* __restrict__ t,
                                                  const int* __restrict__ experts, int hidden, int inter,
@@ -20,24 +20,23 @@ extern "C" __global__ void moe_mlp1_swiglu_bf16w(float* __restrict__ g, const un
 }
 
 // x[h] += sum_s weight[s] * (w_mlp2[e_s, h, :] . g[s, :] + b_mlp2[e_s, h]), also written to moe_out.
-// Slots are summed in order, as the reference does. A block takes MOE_MLP2_ROWS rows h; its warps split
-// the k dot products of each (warp w: row w / ks, slots w % ks, + ks, ... with ks = min(k, warps)), so
-// k weight rows stream at once; the first warp of a row adds the slots' results in order.
-// Grid (ceil(hidden / (WARPS_PER_BLOCK / ks))); k <= MOE_MAX_K.
-#define MOE_MAX_K 16
+// Choices are summed in order, as the reference does. A block takes MOE_MLP2_ROWS rows h; its warps split
+// the top_k dot products of each (warp w: row w / ks, choices w % ks, + ks, ... with ks = min(top_k, warps)),
+// so top_k weight rows stream at once; the first warp of a row adds the choices' results in order.
+// Grid (ceil(hidden / (WARPS_PER_BLOCK / ks))); top_k <= MOE_MAX_K (cupy_getp/gpu/constants.py).
 extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, float* __restrict__ moe_out,
                                                      const unsigned short* __restrict__ w_mlp2,
                                                      const float* __restrict__ b_mlp2, const float* __restrict__ g,
                                                      const int* __restrict__ experts,
-                                                     const float* __restrict__ weights, int k, int hidden,
+                                                     const float* __restrict__ weights, int top_k, int hidden,
                                                      int inter, int vec8) {
   __shared__ float y_s[WARPS_PER_BLOCK][MOE_MAX_K];
   const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-  const int ks = k < WARPS_PER_BLOCK ? k : WARPS_PER_BLOCK;  // warps per row
+  const int ks = top_k < WARPS_PER_BLOCK ? top_k : WARPS_PER_BLOCK;  // warps per row
   const int row_in_block = warp / ks, h = blockIdx.x * (WARPS_PER_BLOCK / ks) + row_in_block;
   const bool active = row_in_block < WARPS_PER_BLOCK / ks && h < hidden;
   if (active)
-    for (int s = warp % ks; s < k; s += ks) {
+    for (int s = warp % ks; s < top_k; s += ks) {
       const size_t e = (size_t)experts[s];
       const float y = warp_dot_bf16(w_mlp2 + (e * hidden + h) * inter, g + (size_t)s * inter, inter, vec8);
       if (lane == 0) y_s[row_in_block][s] = y;
@@ -45,7 +44,8 @@ extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, floa
   __syncthreads();
   if (active && warp % ks == 0 && lane == 0) {
     float total = 0.0f;
-    for (int s = 0; s < k; ++s) total += weights[s] * (y_s[row_in_block][s] + b_mlp2[(size_t)experts[s] * hidden + h]);
+    for (int s = 0; s < top_k; ++s)
+      total += weights[s] * (y_s[row_in_block][s] + b_mlp2[(size_t)experts[s] * hidden + h]);
     moe_out[h] = total;
     x[h] += total;
   }
@@ -88,14 +88,14 @@ GETP_DEVICE unsigned long long warp_max_u64(unsigned long long v) {
 // s-th chosen is the largest key below the (s-1)-th, so no per-expert state is kept. The single-sequence
 // engine runs it on one row.
 extern "C" __global__ void router_topk_rows(int* __restrict__ experts, float* __restrict__ weights,
-                                            const float* __restrict__ scores, int rows, int n_experts, int k) {
+                                            const float* __restrict__ scores, int rows, int n_experts, int top_k) {
   const int r = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
   if (r >= rows) return;  // whole warps
   const float* row = scores + (size_t)r * n_experts;
-  int* out_e = experts + (size_t)r * k;
-  float* out_w = weights + (size_t)r * k;
+  int* out_e = experts + (size_t)r * top_k;
+  float* out_w = weights + (size_t)r * top_k;
   unsigned long long bound = ~0ull;  // every key is below: the first pick is the maximum
-  for (int s = 0; s < k; ++s) {
+  for (int s = 0; s < top_k; ++s) {
     unsigned long long best = 0ull;  // keys are never 0: the index part of a key is > 0 for index < 2^32 - 1
     for (int e = lane; e < n_experts; e += WARP_SIZE) {
       const unsigned long long key = moe_route_key(row[e], e);
@@ -108,11 +108,11 @@ extern "C" __global__ void router_topk_rows(int* __restrict__ experts, float* __
   if (lane == 0) {
     const float m = row[out_e[0]];  // the first chosen is the largest
     float sum = 0.0f;
-    for (int s = 0; s < k; ++s) {
+    for (int s = 0; s < top_k; ++s) {
       out_w[s] = expf(row[out_e[s]] - m);
       sum += out_w[s];
     }
-    for (int s = 0; s < k; ++s) out_w[s] /= sum;
+    for (int s = 0; s < top_k; ++s) out_w[s] /= sum;
   }
 }
 
@@ -120,16 +120,11 @@ extern "C" __global__ void router_topk_rows(int* __restrict__ experts, float* __
 //   1. each warp counts its pairs per expert (peers found with ballots over the expert id's bits);
 //   2. per expert, an exclusive prefix over warps (the warp's base rank) and the total n_e;
 //      tiles_e = ceil(n_e / BM), their inclusive scan over experts (Hillis-Steele in shared memory);
-//   3. pair_of_slot = -1 everywhere, tile_expert from the scan (-1 past the used tiles);
+//   3. pair_of_padded = -1 everywhere, tile_expert from the scan (-1 past the used tiles);
 //   4. each warp walks its pairs again in order: position = BM * first tile of e + base rank + rank
 //      among its peers of this chunk. Ranks follow pair ids; nothing depends on scheduling.
-// Pairs whose expert id is outside [0, E), or that would land past P, are not placed: slot_of_pair = -1.
-#ifndef MOE_ALIGN_THREADS
-#define MOE_ALIGN_THREADS 1024
-#endif
-#ifndef MOE_MAX_EXPERTS
-#define MOE_MAX_EXPERTS 256
-#endif
+// Pairs whose expert id is outside [0, E), or that would land past P, are not placed: padded_of_pair = -1.
+// MOE_ALIGN_THREADS and MOE_MAX_EXPERTS: cupy_getp/gpu/constants.py.
 #define MOE_ALIGN_WARPS (MOE_ALIGN_THREADS / WARP_SIZE)
 static_assert(MOE_ALIGN_THREADS >= MOE_MAX_EXPERTS, "moe_align scans the experts with one thread each");
 
@@ -145,7 +140,7 @@ GETP_DEVICE unsigned long long moe_peers(int e, bool valid, int id_bits) {
 }
 
 extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
-moe_align(int* __restrict__ pair_of_slot, int* __restrict__ slot_of_pair, int* __restrict__ tile_expert,
+moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, int* __restrict__ tile_expert,
           const int* __restrict__ experts, int n_pairs, int n_experts, int padded, int block_m) {
   __shared__ int warp_count[MOE_ALIGN_WARPS][MOE_MAX_EXPERTS];  // then the warp's base rank per expert
   __shared__ int tile_end[MOE_MAX_EXPERTS];                      // inclusive scan of tiles per expert
@@ -192,7 +187,7 @@ moe_align(int* __restrict__ pair_of_slot, int* __restrict__ slot_of_pair, int* _
   }
 
   // 3. padding everywhere, then the tiles' experts: the first e with tile_end[e] > i, or -1.
-  for (int p = tid; p < padded; p += blockDim.x) pair_of_slot[p] = -1;
+  for (int p = tid; p < padded; p += blockDim.x) pair_of_padded[p] = -1;
   const int n_tiles = padded / block_m;
   for (int i = tid; i < n_tiles; i += blockDim.x) {
     int lo = 0, hi = n_experts;  // search [lo, hi) for the first tile_end > i
@@ -220,26 +215,26 @@ moe_align(int* __restrict__ pair_of_slot, int* __restrict__ slot_of_pair, int* _
     MOE_WARP_SYNC();  // every lane has read its expert's base before the group's lowest lane moves it
     if (valid && (peers & below) == 0ull) warp_count[warp][e] += __popcll(peers);
     if (pair < last) {
-      slot_of_pair[pair] = pos;
-      if (pos >= 0) pair_of_slot[pos] = pair;
+      padded_of_pair[pair] = pos;
+      if (pos >= 0) pair_of_padded[pos] = pair;
     }
     MOE_WARP_SYNC();
   }
 }
 
-// moe_out[r, h] = sum over s = 0..k-1, in order, of weights[r, s] * y[slot_of_pair[r k + s], h] (each
+// moe_out[r, h] = sum over s < top_k, in order, of weights[r, s] * y[padded_of_pair[r top_k + s], h] (each
 // product and sum rounded, as numpy's agg += weight * out); x[r, h] += moe_out[r, h].
-// Grid (ceil(H / BLOCK_SIZE), R). A pair that was not placed (slot -1) adds nothing.
+// Grid (ceil(H / BLOCK_SIZE), R). A pair that was not placed (padded position -1) adds nothing.
 extern "C" __global__ void moe_combine(float* __restrict__ x, float* __restrict__ moe_out, const float* __restrict__ y,
-                                       const float* __restrict__ weights, const int* __restrict__ slot_of_pair,
-                                       int hidden, int k) {
+                                       const float* __restrict__ weights, const int* __restrict__ padded_of_pair,
+                                       int hidden, int top_k) {
   const int h = blockIdx.x * blockDim.x + threadIdx.x;
   const size_t r = blockIdx.y;
   if (h >= hidden) return;
   float total = 0.0f;
-  for (int s = 0; s < k; ++s) {
-    const int p = slot_of_pair[r * k + s];
-    if (p >= 0) total = mul_add_unfused(weights[r * k + s], y[(size_t)p * hidden + h], total);
+  for (int s = 0; s < top_k; ++s) {
+    const int p = padded_of_pair[r * top_k + s];
+    if (p >= 0) total = mul_add_unfused(weights[r * top_k + s], y[(size_t)p * hidden + h], total);
   }
   moe_out[r * hidden + h] = total;
   x[r * hidden + h] += total;

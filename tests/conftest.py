@@ -12,6 +12,7 @@ import pytest
 
 from cupy_getp.checkpoint import SyntheticStore, Weights
 from cupy_getp.config import ModelConfig, preset
+from seeding import pytest_runtest_makereport, rng  # noqa: F401 (the rng fixture and its seed report)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,14 +65,6 @@ def gpu(gpu_module):
     (cupy.asarray, .get) then run in order with our kernels, whatever engine an earlier test opened."""
     gpu_module[0].stream.use()
     return gpu_module
-
-
-@pytest.fixture
-def rng(request):
-    """A generator seeded by the test's name: each test its own inputs, the same on every run."""
-    import numpy as np
-
-    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
 
 
 @pytest.fixture(scope="session")

@@ -184,3 +184,46 @@ def test_decode_command(tmp_path):
     result = cli("decode", str(path))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["Hello world", "<|start|>"]
+
+
+class CountingEngine(ScriptedEngine):
+    """A ScriptedEngine that counts finish() and can fail at a given position."""
+
+    def __init__(self, fail_at: int | None = None):
+        super().__init__({})
+        self.fail_at, self.finished = fail_at, 0
+
+    def warm_up(self, progress=None):
+        pass
+
+    def finish(self):
+        self.finished += 1
+
+    def forward(self, token, pos, trace=None):
+        if pos == self.fail_at:
+            raise RuntimeError("device fault")
+        return super().forward(token, pos, trace)
+
+
+@pytest.mark.parametrize("fail_at", [None, 2])
+def test_getp_frees_the_engine_once_whether_it_succeeds_or_fails(tmp_path, monkeypatch, tokenizer, fail_at):
+    """One cleanup path: the engine is finished exactly once, after a complete output or on a failure
+    (then no output appears)."""
+    from cupy_getp import getp as getp_module
+
+    engine = CountingEngine(fail_at)
+    monkeypatch.setattr(getp_module, "create_engine", lambda weights, kind: engine)
+    requests, output, lines = tmp_path / "in.txt", tmp_path / "out.txt", []
+    requests.write_text("2\nhello\nworld\n")
+    options = getp_module.GetpOptions(engine="numpy", steps=4)
+    run = lambda: getp_module.getp("7m", requests, output, tokenizer=tokenizer, sampler=Sampler(0.0),  # noqa: E731
+                                   options=options, hooks=getp_module.GetpHooks(echo=lines.append))
+    if fail_at is None:
+        report = run()
+        assert report.requests == 2 and output.read_text().count("\n") == 2
+        assert [re.fullmatch(t, line) is not None for t, line in zip(TIMING, lines)] == [True] * 3
+    else:
+        with pytest.raises(RuntimeError, match="device fault"):
+            run()
+        assert not output.exists() and len(lines) == 1  # the warm-up line only
+    assert engine.finished == 1

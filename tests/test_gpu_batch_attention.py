@@ -1,17 +1,19 @@
 """The batched engine's row kernels (embedding_rows, rmsnorm_rows, rope_kv_write, argmax_rows) and its
 flash-decoding attention (attn_rows_partial + attn_rows_merge) against numpy: rows of different slots and
 positions in one launch, contexts of 1 and of the whole cache, windows with ring wrap, prefill-chunk rows
-of one slot at consecutive positions. Outputs are poisoned first. Tolerances as docs/batched-engine.md asks:
-element kernels 5e-6, attention 5e-5 (max abs, O(1) inputs)."""
+of one slot at consecutive positions. Outputs are poisoned first. What a kernel must write comes from its
+oracle (tests/kernel_oracles.py, through `expected`), the whole attention from the reference engine's.
+Tolerances as docs/batched-engine.md asks: element kernels 5e-6, attention 5e-5 (max abs, O(1) inputs)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from cupy_getp.reference import attention, rmsnorm, rope
+from cupy_getp.reference import attention, rope
 from cupy_getp.rope import rope_cos_sin
 
+from batch_fakes import expected
 from conftest import TINY
 from gpu_helpers import host, poisoned, to_device
 
@@ -21,18 +23,17 @@ ELEMENT_TOL = 5e-6
 ATTN_TOL = 5e-5
 
 
-def test_launch_block_size_matches_the_kernels():
-    from cupy_getp.gpu import kernels
+def test_attention_variant_choice():
     from cupy_getp.gpu.launch import attention as attention_launch
-    from cupy_getp.gpu.launch import rows as rows_launch
 
-    assert rows_launch._BLOCK == attention_launch._BLOCK == kernels.BLOCK_SIZE
     assert attention_launch.attn_partial_kernel(64, 8) == "attn_rows_partial_d64_g8_f32"
     assert attention_launch.attn_partial_kernel(30, 3) == "attn_rows_partial_d64_g8_f32"
     assert attention_launch.attn_partial_kernel(128, 16) == "attn_rows_partial_d128_g16_f32"
     for bad in ((129, 8), (64, 17), (0, 1)):
         with pytest.raises(ValueError):
             attention_launch.attn_partial_kernel(*bad)
+    picks = {attention_launch.attn_partial_kernel(d, g) for d in range(1, 129) for g in range(1, 17)}
+    assert picks == set(attention_launch.ATTN_PARTIAL_VARIANTS)  # every variant used, none missing
 
 
 # -- rows ---------------------------------------------------------------------------------------------
@@ -44,7 +45,8 @@ def test_embedding_rows(gpu, rng, rows, hidden, vocab):
     tokens[0], tokens[-1] = vocab - 1, 0
     x = poisoned((rows, hidden))
     gpu[1].embedding_rows(x, to_device(table), to_device(tokens))
-    np.testing.assert_array_equal(host(x, gpu), table[tokens])
+    want, *_ = expected("embedding_rows", x, table, tokens)
+    np.testing.assert_array_equal(host(x, gpu), want)
 
 
 @gpu_test
@@ -54,7 +56,7 @@ def test_rmsnorm_rows(gpu, rng, rows, hidden):
     w = rng.standard_normal(hidden).astype(np.float32)
     out = poisoned((rows, hidden))
     gpu[1].rmsnorm_rows(out, to_device(x), to_device(w))
-    want = np.stack([rmsnorm(v, w) for v in x])
+    want, *_ = expected("rmsnorm_rows", out, x, w)
     assert np.max(np.abs(host(out, gpu) - want)) <= ELEMENT_TOL
 
 
@@ -85,15 +87,10 @@ def test_rope_kv_write(gpu, rng, n_heads, n_kv_heads, head_dim, slots, cache_len
     gpu[1].rope_kv_write(qkv_d, to_device(cos), to_device(sin), kd, vd, to_device(row_slot), to_device(row_pos),
                          n_heads, n_kv_heads, head_dim)
 
-    want_qkv, want_k, want_v = qkv.copy(), key_cache.copy(), value_cache.copy()
+    want_qkv, _, _, want_k, want_v, *_ = expected("rope_kv_write", qkv, cos, sin, key_cache, value_cache, row_slot,
+                                                 row_pos, n_heads, n_kv_heads, head_dim)
     written = np.zeros(key_cache.shape[:2], bool)
-    for r, (slot, pos) in enumerate(rows):
-        q = rope(qkv[r, :q_dim].reshape(n_heads, head_dim), cos[pos], sin[pos])
-        k = rope(qkv[r, q_dim: q_dim + kv_dim].reshape(n_kv_heads, head_dim), cos[pos], sin[pos])
-        want_qkv[r, :q_dim], want_qkv[r, q_dim: q_dim + kv_dim] = q.reshape(-1), k.reshape(-1)
-        want_k[slot, pos % cache_len] = k.reshape(-1)
-        want_v[slot, pos % cache_len] = qkv[r, q_dim + kv_dim:]
-        written[slot, pos % cache_len] = True
+    written[row_slot, row_pos % cache_len] = True
     got_qkv, got_k, got_v = host(qkv_d, gpu), host(kd, gpu), host(vd, gpu)
     assert np.max(np.abs(got_qkv[:, : q_dim + kv_dim] - want_qkv[:, : q_dim + kv_dim])) <= ELEMENT_TOL
     np.testing.assert_array_equal(got_qkv[:, q_dim + kv_dim:], qkv[:, q_dim + kv_dim:])  # v untouched
@@ -107,7 +104,7 @@ def test_rope_kv_write(gpu, rng, n_heads, n_kv_heads, head_dim, slots, cache_len
 @pytest.mark.parametrize("rows, vocab", [(1, 1), (3, 7), (4, 1001), (5, 201088)])
 def test_argmax_rows(gpu, rng, rows, vocab):
     logits = rng.standard_normal((rows, vocab)).astype(np.float32)
-    want = logits.argmax(axis=1).astype(np.int32)
+    want = logits.argmax(axis=1).astype(np.int32)  # built by hand below, and checked against the oracle
     if vocab > 1:
         # ties: the maximum at several indices (spread over threads and warps); the first one wins
         top = logits[0].max() + 1.0
@@ -126,6 +123,7 @@ def test_argmax_rows(gpu, rng, rows, vocab):
         want[3] = -1
     out = poisoned(rows, np.int32)
     gpu[1].argmax_rows(out, to_device(logits))
+    np.testing.assert_array_equal(expected("argmax_rows", out, logits)[0], want)
     np.testing.assert_array_equal(host(out, gpu), want)
 
 
@@ -219,31 +217,25 @@ def test_attention_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window, cache_l
 
 
 @gpu_test
-def test_attention_rows_partials_per_split(gpu, rng):
-    """The partials of one split against numpy: m the running max of the split's scores, l and acc."""
-    head_dim, n_heads, n_kv_heads, split_len, cache_len = 64, 16, 2, 40, 200
+@pytest.mark.parametrize("window, cache_len", [(0, 200), (100, 140)])
+def test_attention_rows_partials_per_split(gpu, rng, window, cache_len):
+    """The partials of every split against the oracle: m the max of the split's scores, l and acc."""
+    head_dim, n_heads, n_kv_heads, split_len = 64, 16, 2, 40
     rows = [(0, 150), (1, 39)]
-    key_cache, value_cache, history = fill_caches(rng, rows, 2, cache_len, n_kv_heads, head_dim)
+    key_cache, value_cache, _ = fill_caches(rng, rows, 2, cache_len, n_kv_heads, head_dim)
     qkv = rng.standard_normal((2, (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
     n_split = 5
     _, partial_acc, partial_ml = run_attention(gpu, qkv, key_cache, value_cache, rows, np.zeros(n_heads, np.float32),
-                                               n_heads, n_kv_heads, head_dim, 0, split_len, n_split)
-    group = n_heads // n_kv_heads
-    for r, (slot, pos) in enumerate(rows):
-        keys, values = (a.astype(np.float64) for a in history[slot])
-        q = qkv[r, : n_heads * head_dim].reshape(n_heads, head_dim).astype(np.float64)
-        for s in range(n_split):
-            lo, hi = s * split_len, min((s + 1) * split_len, pos + 1)
-            for h in range(n_heads):
-                m, l = partial_ml[r, h, s]
-                if lo >= hi:
-                    assert m == -np.inf and l == 0 and np.all(partial_acc[r, h, s] == 0)
-                    continue
-                scores = keys[lo:hi, h // group] @ q[h] / np.sqrt(head_dim)
-                e = np.exp(scores - scores.max())
-                assert abs(m - scores.max()) <= 1e-5
-                assert abs(l - e.sum()) <= 1e-5 * e.sum()
-                assert np.max(np.abs(partial_acc[r, h, s] - e @ values[lo:hi, h // group])) <= ATTN_TOL
+                                               n_heads, n_kv_heads, head_dim, window, split_len, n_split)
+    want_acc, want_ml, *_ = expected("attn_rows_partial", partial_acc, partial_ml, qkv, key_cache, value_cache,
+                                     np.array([s for s, _ in rows], np.int32), np.array([p for _, p in rows], np.int32),
+                                     n_heads, n_kv_heads, head_dim, window, split_len)
+    empty = want_ml[..., 0] == -np.inf
+    assert np.all(partial_ml[empty] == want_ml[empty]) and np.all(partial_acc[empty] == 0)
+    m, l = partial_ml[~empty].T
+    assert np.max(np.abs(m - want_ml[~empty][:, 0])) <= 1e-5
+    assert np.all(np.abs(l - want_ml[~empty][:, 1]) <= 1e-5 * want_ml[~empty][:, 1])
+    assert np.max(np.abs(partial_acc - want_acc)) <= ATTN_TOL
 
 
 @gpu_test
@@ -257,12 +249,10 @@ def test_attention_rows_merge_alone(gpu, rng):
     acc[0, :, 2:] = 0
     sinks = rng.standard_normal(n_heads).astype(np.float32) * 4
     att = poisoned((R, n_heads * head_dim))
-    gpu[1].attn_rows_merge(att, to_device(acc), to_device(np.stack([m, l], axis=-1)), to_device(sinks))
-    M = np.maximum(m.max(axis=2), sinks).astype(np.float64)
-    w = np.exp(m - M[..., None])
-    L = (l * w).sum(axis=2) + np.exp(sinks - M)
-    want = (acc * w[..., None]).sum(axis=2) / L[..., None]
-    assert np.max(np.abs(host(att, gpu) - want.reshape(R, -1))) <= ELEMENT_TOL * 4
+    ml = np.stack([m, l], axis=-1)
+    gpu[1].attn_rows_merge(att, to_device(acc), to_device(ml), to_device(sinks))
+    want, *_ = expected("attn_rows_merge", att, acc, ml, sinks)
+    assert np.max(np.abs(host(att, gpu) - want)) <= ELEMENT_TOL * 4
 
 
 @gpu_test

@@ -1,11 +1,9 @@
 """The batched engine's MoE kernels (kernels/moe.hip, launch/moe.py): router over rows, grouping of the
-(row, slot) pairs by expert into tiles (moe_align), the weighted combine. GPU tests compare with numpy
-(reference.route, a numpy oracle of the grouping); the CPU tests check the padding bound, the oracle
-itself and the launch helpers' arguments and grids (shapes only)."""
+(row, top-k choice) pairs by expert into tiles (moe_align), the weighted combine. GPU tests compare with
+the kernels' oracles (tests/kernel_oracles.py, through `expected`) and reference.route; the CPU tests
+check the padding bound, the grouping oracle itself and the launch helpers' arguments and grids."""
 
 from __future__ import annotations
-
-import zlib
 
 import numpy as np
 import pytest
@@ -14,29 +12,14 @@ from cupy_getp.gpu.launch.common import F32, I32
 from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_pairs
 from cupy_getp.gpu.launch.moe import moe_align_host as align_oracle
 from cupy_getp.reference import route
+from batch_fakes import expected
+from seeding import seeded
 
 ELEMENT_TOL = 5e-6
 COMBINE_TOL = 1e-5
 GARBAGE = 0x5EED5EED  # an int32 no kernel writes by itself
 
 gpu = pytest.mark.gpu
-
-
-def combine_oracle(x, y, weights, slot_of_pair):
-    rows, k = weights.shape
-    moe_out = np.zeros_like(x)
-    for s in range(k):  # the reference's order: agg += weight * out, slot by slot
-        moe_out += weights[:, s:s + 1] * y[slot_of_pair.reshape(rows, k)[:, s]]
-    return moe_out, x + moe_out
-
-
-def seeded(name: str):
-    return np.random.default_rng(zlib.crc32(name.encode()))
-
-
-@pytest.fixture
-def rng(request):
-    return seeded(request.node.name)
 
 
 # -- CPU: the padding bound, the oracle, the launch helpers ---------------------------------------------
@@ -74,13 +57,13 @@ def test_moe_padded_pairs_is_tight_for_one_pair_per_expert():
 def test_align_oracle_is_a_consistent_grouping():
     rng = seeded("oracle")
     experts = rng.integers(0, 9, (50, 3)).astype(np.int32)
-    pair_of_slot, slot_of_pair, tile_expert = align_oracle(experts, 9, 8)
+    pair_of_padded, padded_of_pair, tile_expert = align_oracle(experts, 9, 8)
     flat = experts.reshape(-1)
-    assert np.array_equal(pair_of_slot[slot_of_pair], np.arange(flat.size))
-    used = pair_of_slot >= 0
+    assert np.array_equal(pair_of_padded[padded_of_pair], np.arange(flat.size))
+    used = pair_of_padded >= 0
     assert used.sum() == flat.size
-    assert np.array_equal(tile_expert[np.flatnonzero(used) // 8], flat[pair_of_slot[used]])
-    ordered = pair_of_slot[used]
+    assert np.array_equal(tile_expert[np.flatnonzero(used) // 8], flat[pair_of_padded[used]])
+    ordered = pair_of_padded[used]
     assert np.array_equal(ordered, np.lexsort((np.arange(flat.size), flat)))  # by expert, then pair id
     n_used = int((tile_expert >= 0).sum())
     assert np.all(tile_expert[:n_used] >= 0) and np.all(np.diff(tile_expert[:n_used]) >= 0)
@@ -217,14 +200,14 @@ def align_cases():
 def test_moe_align(dev, case, pass_n_experts):
     _, experts, n_experts, block_m = case
     experts = np.ascontiguousarray(experts, np.int32)
-    want = align_oracle(experts, n_experts, block_m)
-    padded = want[0].size
+    padded = moe_padded_pairs(experts.size, n_experts, block_m)
     outs = (garbage(padded, np.int32), garbage(experts.size, np.int32), garbage(padded // block_m, np.int32))
+    want = expected("moe_align", *outs, experts, block_m, n_experts if pass_n_experts else None)[:3]
     d_experts = to_device(experts)
     for _ in range(2):  # the same buffers again: every element rewritten, the same result
         dev[1].moe_align(*outs, d_experts, block_m, n_experts if pass_n_experts else None)
-        for name, got, expected in zip(("pair_of_slot", "slot_of_pair", "tile_expert"), outs, want):
-            np.testing.assert_array_equal(host(got, dev), expected, err_msg=name)
+        for name, got, want_one in zip(("pair_of_padded", "padded_of_pair", "tile_expert"), outs, want):
+            np.testing.assert_array_equal(host(got, dev), want_one, err_msg=name)
         for out in outs:
             out.fill(GARBAGE)
 
@@ -234,14 +217,14 @@ def test_moe_align(dev, case, pass_n_experts):
                                                                  (256, 4, 32, 16, 2880), (64, 8, 128, 64, 33)])
 def test_moe_combine(dev, rng, rows, k, n_experts, block_m, hidden):
     experts = np.argsort(rng.random((rows, n_experts)), axis=1)[:, :k].astype(np.int32)
-    _, slot_of_pair, _ = align_oracle(experts, n_experts, block_m)
+    _, padded_of_pair, _ = align_oracle(experts, n_experts, block_m)
     padded = moe_padded_pairs(rows * k, n_experts, block_m)
     x = rng.standard_normal((rows, hidden)).astype(np.float32)
     y = rng.standard_normal((padded, hidden)).astype(np.float32)
     weights = rng.dirichlet(np.ones(k), rows).astype(np.float32)
-    want_out, want_x = combine_oracle(x, y, weights, slot_of_pair)
     d_x, moe_out = to_device(x), garbage((rows, hidden), np.float32)
-    dev[1].moe_combine(d_x, moe_out, to_device(y), to_device(weights), to_device(slot_of_pair))
+    want_x, want_out, *_ = expected("moe_combine", x, moe_out, y, weights, padded_of_pair)
+    dev[1].moe_combine(d_x, moe_out, to_device(y), to_device(weights), to_device(padded_of_pair))
     assert np.max(np.abs(host(moe_out, dev) - want_out)) <= COMBINE_TOL
     assert np.max(np.abs(host(d_x, dev) - want_x)) <= COMBINE_TOL
 
@@ -253,18 +236,18 @@ def test_batched_moe_pipeline_matches_route_per_row(dev, rng):
     scores = router_scores(rng, rows, n_experts)
     padded = moe_padded_pairs(rows * k, n_experts, block_m)
     experts, weights = garbage((rows, k), np.int32), garbage((rows, k), np.float32)
-    pair_of_slot, slot_of_pair = garbage(padded, np.int32), garbage(rows * k, np.int32)
+    pair_of_padded, padded_of_pair = garbage(padded, np.int32), garbage(rows * k, np.int32)
     tile_expert = garbage(padded // block_m, np.int32)
     k_ = dev[1]
     k_.router_topk_rows(experts, weights, to_device(scores))
-    k_.moe_align(pair_of_slot, slot_of_pair, tile_expert, experts, block_m, n_experts)
+    k_.moe_align(pair_of_padded, padded_of_pair, tile_expert, experts, block_m, n_experts)
     out_of_pair = rng.standard_normal((rows * k, hidden)).astype(np.float32)
-    pos = host(pair_of_slot, dev)
+    pos = host(pair_of_padded, dev)
     y = np.zeros((padded, hidden), np.float32)
     y[pos >= 0] = out_of_pair[pos[pos >= 0]]
     x = rng.standard_normal((rows, hidden)).astype(np.float32)
     d_x, moe_out = to_device(x), garbage((rows, hidden), np.float32)
-    k_.moe_combine(d_x, moe_out, to_device(y), weights, slot_of_pair)
+    k_.moe_combine(d_x, moe_out, to_device(y), weights, padded_of_pair)
     got = host(d_x, dev)
     for r in range(rows):
         _, w = route(scores[r], k)

@@ -1,5 +1,6 @@
-"""kernels/gemm.hip against float64 numpy: dense f32 / bf16-weight products (bias, accumulate, unaligned
-views, odd shapes) and the grouped MoE products (mlp1 + SwiGLU, mlp2) over expert-sorted padded positions.
+"""kernels/gemm.hip against its oracles (tests/kernel_oracles.py: float64 products, rounded once): dense f32 /
+bf16-weight products (bias, accumulate, unaligned views, odd shapes) and the grouped MoE products (mlp1 +
+SwiGLU, mlp2) over expert-sorted padded positions.
 Tolerance: the project's matvec tolerance, 5e-5 max abs diff, O(1) activations, weights ~ 1/sqrt(K).
 
 The launch helpers' kernel and grid choice is also checked here without a GPU (a recording stand-in)."""
@@ -13,17 +14,17 @@ import pytest
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.gpu.launch.gemm import GROUPED_BLOCK_M, GemmLaunches
-from cupy_getp.reference import swiglu
 from cupy_getp.gpu.launch.moe import moe_align_host
+from batch_fakes import expected
 from gpu_helpers import host, poisoned, to_device
 
 TOL = 5e-5
 gpu_test = pytest.mark.gpu
 
 def moe_align(experts, n_experts: int, block_m: int):
-    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
-    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
-    return pair_of_slot, tile_expert
+    """(pair_of_padded, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_padded, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_padded, tile_expert
 
 
 def weights(rng, shape, bf16: bool):
@@ -59,12 +60,8 @@ def test_gemm(gpu, rng, m, k, n, bf16, epilogue):
     accumulate = epilogue.endswith("accumulate")
     old = rng.standard_normal((m, n), dtype=np.float32)
     c = to_device(old) if accumulate else poisoned((m, n))
+    want, *_ = expected("gemm", old if accumulate else np.zeros((m, n), np.float32), a, w, bias, accumulate=accumulate)
     gpu[1].gemm(c, to_device(a), to_device(w), None if bias is None else to_device(bias), accumulate=accumulate)
-    want = a.astype(np.float64) @ w_val.astype(np.float64).T
-    if bias is not None:
-        want += bias
-    if accumulate:
-        want += old
     assert np.max(np.abs(host(c, gpu) - want)) <= TOL
 
 
@@ -97,8 +94,8 @@ def test_gemm_qkv_shape(gpu, rng):
 # -- grouped -------------------------------------------------------------------------------------------------
 def grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m):
     experts = routing(rng, kind, rows, k, n_experts)
-    pair_of_slot, tile_expert = moe_align(experts, n_experts, block_m)
-    return experts, pair_of_slot, tile_expert
+    pair_of_padded, tile_expert = moe_align(experts, n_experts, block_m)
+    return experts, pair_of_padded, tile_expert
 
 
 GROUPED_SHAPES = [  # rows, k, E, H, I, routing
@@ -118,24 +115,18 @@ def test_gemm_grouped_swiglu(gpu, rng, block_m, rows, k, n_experts, hidden, inte
 
 
 def check_grouped_swiglu(gpu, rng, block_m, rows, k, n_experts, hidden, inter, kind, limit):
-    _, pair_of_slot, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
+    _, pair_of_padded, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
     a = rng.standard_normal((rows, hidden), dtype=np.float32)
     w1, w1_val = weights(rng, (n_experts, 2 * inter, hidden), True)
     b1 = rng.standard_normal((n_experts, 2 * inter), dtype=np.float32)
-    g = poisoned((pair_of_slot.size, inter))
-    gpu[1].gemm_grouped_swiglu(g, to_device(a), to_device(pair_of_slot), to_device(tile_expert), to_device(w1),
+    g = poisoned((pair_of_padded.size, inter))
+    gpu[1].gemm_grouped_swiglu(g, to_device(a), to_device(pair_of_padded), to_device(tile_expert), to_device(w1),
                                to_device(b1), k, limit, block_m)
     got = host(g, gpu)
-    pads = pair_of_slot < 0
-    assert np.isnan(got[pads]).all(), "pad positions were written"
-    tile_of = np.arange(pair_of_slot.size) // block_m
-    worst = 0.0
-    for e in np.unique(tile_expert[tile_expert >= 0]):
-        p = np.nonzero((tile_expert[tile_of] == e) & ~pads)[0]
-        m = a[pair_of_slot[p] // k].astype(np.float64) @ w1_val[e].astype(np.float64).T + b1[e]
-        want = np.stack([swiglu(row.astype(np.float32), limit) for row in m])
-        worst = max(worst, float(np.max(np.abs(got[p] - want))))
-    assert worst <= TOL
+    want, *_ = expected("gemm_grouped_swiglu", g, a, pair_of_padded, tile_expert, w1, b1, k, limit, block_m)
+    pads = pair_of_padded < 0
+    assert np.isnan(got[pads]).all() and np.isnan(want[pads]).all(), "pad positions were written"
+    assert np.max(np.abs(got[~pads] - want[~pads]), initial=0.0) <= TOL
 
 
 @gpu_test
@@ -146,24 +137,19 @@ def test_gemm_grouped(gpu, rng, block_m, rows, k, n_experts, hidden, inter, kind
 
 
 def check_grouped(gpu, rng, block_m, rows, k, n_experts, hidden, inter, kind):
-    _, pair_of_slot, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
-    pads = pair_of_slot < 0
-    g = rng.standard_normal((pair_of_slot.size, inter), dtype=np.float32)
+    _, pair_of_padded, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
+    pads = pair_of_padded < 0
+    g = rng.standard_normal((pair_of_padded.size, inter), dtype=np.float32)
     g[pads] = np.nan  # pad rows must not be read
     w2, w2_val = weights(rng, (n_experts, hidden, inter), True)
     b2 = rng.standard_normal((n_experts, hidden), dtype=np.float32)
-    y = poisoned((pair_of_slot.size, hidden))
-    gpu[1].gemm_grouped(y, to_device(g), to_device(pair_of_slot), to_device(tile_expert), to_device(w2),
+    y = poisoned((pair_of_padded.size, hidden))
+    gpu[1].gemm_grouped(y, to_device(g), to_device(pair_of_padded), to_device(tile_expert), to_device(w2),
                         to_device(b2), block_m)
     got = host(y, gpu)
+    want, *_ = expected("gemm_grouped", y, g, pair_of_padded, tile_expert, w2, b2, block_m)
     assert np.isnan(got[pads]).all(), "pad positions were written"
-    tile_of = np.arange(pair_of_slot.size) // block_m
-    worst = 0.0
-    for e in np.unique(tile_expert[tile_expert >= 0]):
-        p = np.nonzero((tile_expert[tile_of] == e) & ~pads)[0]
-        want = g[p].astype(np.float64) @ w2_val[e].astype(np.float64).T + b2[e]
-        worst = max(worst, float(np.max(np.abs(got[p] - want))))
-    assert worst <= TOL
+    assert np.max(np.abs(got[~pads] - want[~pads]), initial=0.0) <= TOL
 
 
 @gpu_test
@@ -234,13 +220,21 @@ def test_grouped_helpers_reject_unsupported_block_m():
                          FakeArray((3,), np.int32), FakeArray((2, 8, 8), np.uint16), FakeArray((2, 8), np.float32), 32)
 
 
-def test_kernel_names_found_by_the_module_loader():
-    """kernels.py finds kernels with a regex over the source: exactly the entry points the helpers launch."""
-    import re
+def test_gemm_entry_points_are_the_helpers_kernels():
+    """kernels.ENTRY_POINTS["gemm"] is exactly what the helpers launch: every dense and grouped shape."""
+    from cupy_getp.gpu.kernels import ENTRY_POINTS
 
-    from cupy_getp.gpu.kernels import assemble_source
-
-    for warp in (32, 64):
-        names = set(re.findall(r'extern "C" __global__ void (\w+)', assemble_source("gemm", warp)))
-        assert names == {f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped")
-                         for shape in ("skinny", "tiled")}
+    rec = Recorder(8)
+    for m in (1, 100):
+        for dtype in (np.float32, np.uint16):
+            rec.gemm(FakeArray((m, 64), np.float32), FakeArray((m, 64), np.float32), FakeArray((64, 64), dtype))
+    for block_m in GROUPED_BLOCK_M:
+        p = 2 * block_m
+        rec.gemm_grouped_swiglu(FakeArray((p, 8), np.float32), FakeArray((4, 32), np.float32),
+                                FakeArray((p,), np.int32),
+                                FakeArray((2,), np.int32), FakeArray((2, 16, 32), np.uint16),
+                                FakeArray((2, 16), np.float32), 2, 7.0, block_m)
+        rec.gemm_grouped(FakeArray((p, 32), np.float32), FakeArray((p, 8), np.float32), FakeArray((p,), np.int32),
+                         FakeArray((2,), np.int32), FakeArray((2, 32, 8), np.uint16), FakeArray((2, 32), np.float32),
+                         block_m)
+    assert {name for name, *_ in rec.launches} == set(ENTRY_POINTS["gemm"])

@@ -14,7 +14,9 @@ import pytest
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, TC_BLOCK_M, pieces_lda, tc_shared_bytes, tensor_cores_supported
 from cupy_getp.gpu.launch.moe import moe_align_host
+from batch_fakes import expected
 from gpu_helpers import host, poisoned
+from kernel_oracles import joined
 from gpu_helpers import to_device as dev
 
 EXACT_REL, EXACT_ABS = 1e-6, 5e-5
@@ -22,9 +24,9 @@ BF16_REL = 1e-2
 LIMIT = 7.0
 
 def group_pairs(experts, n_experts: int, block_m: int = TC_BLOCK_M):
-    """(pair_of_slot, tile_expert) of `moe_align_host` (the moe family's contract)."""
-    pair_of_slot, _, tile_expert = moe_align_host(experts, n_experts, block_m)
-    return pair_of_slot, tile_expert
+    """(pair_of_padded, tile_expert) of `moe_align_host` (the moe family's contract)."""
+    pair_of_padded, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_padded, tile_expert
 
 
 @pytest.fixture
@@ -90,11 +92,6 @@ def dense_product(kernels, tile, c, a, w, bias=None, accumulate=False, pieces=3)
     kernels.gemm_tc(c, split(kernels, a, pieces), w, bias, accumulate, tile=tile)
 
 
-def joined(pieces_bits: np.ndarray, k: int) -> np.ndarray:
-    """The float64 sum of the pieces (pieces, rows, lda): the values they stand for (NaN where poisoned)."""
-    return sum(bf16_to_f32(pieces_bits[p, :, :k]).astype(np.float64) for p in range(pieces_bits.shape[0]))
-
-
 TILES = list(DENSE_TILES)
 
 
@@ -108,14 +105,9 @@ def test_split_pieces(gpu, rng, pieces, m, k):
     a = activations(rng, (m, k), heavy=True)
     a[0, :3] = [np.inf, -0.0, np.nan] if k >= 3 else a[0, :3]
     got = host(split(gpu[1], dev(a), pieces), gpu)
-    rest = a.copy()
-    for p in range(pieces):
-        want = f32_to_bf16(rest)
-        want[~np.isfinite(a)] = f32_to_bf16(a)[~np.isfinite(a)] if p == 0 else 0  # inf / NaN: no remainder
-        np.testing.assert_array_equal(got[p, :, :k], want)
-        assert np.all(got[p, :, k:] == 0)
-        with np.errstate(invalid="ignore"):
-            rest = rest - bf16_to_f32(want)
+    want, _ = expected("split_pieces", np.full_like(got, 0xFFFF), a)  # the oracle: RNE of each remainder
+    np.testing.assert_array_equal(got, want)
+    assert np.all(got[:, :, k:] == 0)
     finite = np.isfinite(a)
     total = sum(bf16_to_f32(got[p, :, :k]).astype(np.float64) for p in range(pieces))
     bound = (2.0 ** -24 if pieces == 3 else 2.0 ** -8) * np.abs(a[finite])
@@ -219,11 +211,11 @@ GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
 
 
 def grouped_case(rng, rows: int, k: int, n_experts: int, used: int, n_out: int, k_in: int):
-    """Routing of `rows` rows to `used` of the experts (pair_of_slot, tile_expert) and expert weights
+    """Routing of `rows` rows to `used` of the experts (pair_of_padded, tile_expert) and expert weights
     (E, n_out, k_in) bf16 with biases (E, n_out)."""
-    pair_of_slot, tile_expert = group_pairs(choose_experts(rng, rows, k, n_experts, used), n_experts)
+    pair_of_padded, tile_expert = group_pairs(choose_experts(rng, rows, k, n_experts, used), n_experts)
     w = bf16_weights(rng, (n_experts, n_out, k_in))
-    return pair_of_slot, tile_expert, w, rng.standard_normal((n_experts, n_out)).astype(np.float32)
+    return pair_of_padded, tile_expert, w, rng.standard_normal((n_experts, n_out)).astype(np.float32)
 
 
 @pytest.mark.gpu
@@ -233,20 +225,20 @@ def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidd
     """g comes out as its pieces (what mlp2 reads): their sum is checked, and the zero padding after I."""
     import cupy
 
-    pair_of_slot, tile_expert, w1, b1 = grouped_case(rng, rows, k, n_experts, used, 2 * inter, hidden)
+    pair_of_padded, tile_expert, w1, b1 = grouped_case(rng, rows, k, n_experts, used, 2 * inter, hidden)
     a = activations(rng, (rows, hidden), heavy=False)
-    gp = cupy.full((pieces, pair_of_slot.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
-    gpu[1].gemm_tc_grouped_swiglu(gp, split(gpu[1], dev(a), pieces), dev(pair_of_slot), dev(tile_expert), dev(w1),
+    gp = cupy.full((pieces, pair_of_padded.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
+    gpu[1].gemm_tc_grouped_swiglu(gp, split(gpu[1], dev(a), pieces), dev(pair_of_padded), dev(tile_expert), dev(w1),
                                   dev(b1), k, LIMIT)
     bits = host(gp, gpu)
     got = joined(bits, inter)
-    assert np.all(bits[:, pair_of_slot >= 0, inter:] == 0)
-    valid = pair_of_slot >= 0
+    assert np.all(bits[:, pair_of_padded >= 0, inter:] == 0)
+    valid = pair_of_padded >= 0
     assert np.all(np.isnan(got[~valid]))  # pads never written
     worst = 0.0
     for p in np.flatnonzero(valid):
         e = tile_expert[p // TC_BLOCK_M]
-        m, scale = product(a[pair_of_slot[p] // k][None], w1[e])
+        m, scale = product(a[pair_of_padded[p] // k][None], w1[e])
         m, scale = m[0] + b1[e], scale[0]
         want = swiglu64(m, LIMIT)
         # |d g / d gate| <= 1.1 (|up| + 1), |d g / d up| <= |gate|: the error of m carried through SwiGLU,
@@ -263,12 +255,12 @@ def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidd
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
 def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
-    pair_of_slot, tile_expert, w2, b2 = grouped_case(rng, rows, k, n_experts, used, hidden, inter)
-    valid = pair_of_slot >= 0
-    g = activations(rng, (pair_of_slot.size, inter), heavy=False)
+    pair_of_padded, tile_expert, w2, b2 = grouped_case(rng, rows, k, n_experts, used, hidden, inter)
+    valid = pair_of_padded >= 0
+    g = activations(rng, (pair_of_padded.size, inter), heavy=False)
     g[~valid] = np.nan  # pad rows of g must not be read into valid rows
-    y = poisoned((pair_of_slot.size, hidden))
-    gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_slot), dev(tile_expert), dev(w2), dev(b2))
+    y = poisoned((pair_of_padded.size, hidden))
+    gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_padded), dev(tile_expert), dev(w2), dev(b2))
     got = host(y, gpu)
     assert np.all(np.isnan(got[~valid]))
     for e in range(n_experts):
@@ -324,7 +316,7 @@ def test_shared_memory_fits():
 
 def test_group_pairs_helper():
     experts = np.array([[2, 0], [2, 1], [0, 2]], np.int32)
-    pair_of_slot, tile_expert = group_pairs(experts, 4, block_m=2)
-    assert pair_of_slot.size == 2 * -(-(6 + 4) // 2)
-    assert list(pair_of_slot[:8]) == [1, 4, 3, -1, 0, 2, 5, -1]
+    pair_of_padded, tile_expert = group_pairs(experts, 4, block_m=2)
+    assert pair_of_padded.size == 2 * -(-(6 + 4) // 2)
+    assert list(pair_of_padded[:8]) == [1, 4, 3, -1, 0, 2, 5, -1]
     assert list(tile_expert) == [0, 1, 2, 2, -1]

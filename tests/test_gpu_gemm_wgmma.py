@@ -142,18 +142,18 @@ GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
 
 
 def grouping(experts, n_experts: int, block_m: int):
-    pair_of_slot, slot_of_pair, tile_expert = moe_align_host(experts, n_experts, block_m)
-    return pair_of_slot, slot_of_pair, tile_expert
+    pair_of_padded, padded_of_pair, tile_expert = moe_align_host(experts, n_experts, block_m)
+    return pair_of_padded, padded_of_pair, tile_expert
 
 
 def mlp1(kernels, ap, experts, n_experts, block_m, w1, b1, k, inter, pieces):
     """g's pieces (pieces, P, lda) of gemm_tc_grouped_swiglu on this grouping, and the grouping."""
     import cupy
 
-    pair_of_slot, slot_of_pair, tile_expert = grouping(experts, n_experts, block_m)
-    gp = cupy.full((pieces, pair_of_slot.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
-    kernels.gemm_tc_grouped_swiglu(gp, ap, dev(pair_of_slot), dev(tile_expert), w1, b1, k, LIMIT)
-    return host(gp, (kernels.device,)), pair_of_slot, slot_of_pair, tile_expert
+    pair_of_padded, padded_of_pair, tile_expert = grouping(experts, n_experts, block_m)
+    gp = cupy.full((pieces, pair_of_padded.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
+    kernels.gemm_tc_grouped_swiglu(gp, ap, dev(pair_of_padded), dev(tile_expert), w1, b1, k, LIMIT)
+    return host(gp, (kernels.device,)), pair_of_padded, padded_of_pair, tile_expert
 
 
 @pytest.mark.gpu
@@ -165,15 +165,15 @@ def test_gemm_wg_grouped_swiglu(gpu, rng, block_m, pieces, rows, k, n_experts, u
     w1 = bf16_weights(rng, (n_experts, 2 * inter, hidden))
     b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
     a = activations(rng, (rows, hidden), heavy=False)
-    bits, pair_of_slot, _, tile_expert = mlp1(gpu[1], split(gpu[1], dev(a), pieces), experts, n_experts, block_m,
+    bits, pair_of_padded, _, tile_expert = mlp1(gpu[1], split(gpu[1], dev(a), pieces), experts, n_experts, block_m,
                                               dev(w1), dev(b1), k, inter, pieces)
     got = joined(bits, inter)
-    valid = pair_of_slot >= 0
+    valid = pair_of_padded >= 0
     assert np.all(bits[:, valid, inter:] == 0) and np.all(np.isnan(got[~valid]))
     worst = 0.0
     for p in np.flatnonzero(valid):
         e = tile_expert[p // block_m]
-        m, scale = product(a[pair_of_slot[p] // k][None], w1[e])
+        m, scale = product(a[pair_of_padded[p] // k][None], w1[e])
         m, scale = m[0] + b1[e], scale[0]
         want = swiglu64(m, LIMIT)
         gate, up = np.minimum(m[0::2], LIMIT), np.clip(m[1::2], -LIMIT, LIMIT)
@@ -190,14 +190,14 @@ def test_gemm_wg_grouped_swiglu(gpu, rng, block_m, pieces, rows, k, n_experts, u
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
 def test_gemm_wg_grouped(gpu, rng, block_m, pieces, rows, k, n_experts, used, hidden, inter):
     experts = choose_experts(rng, rows, k, n_experts, used)
-    pair_of_slot, _, tile_expert = grouping(experts, n_experts, block_m)
+    pair_of_padded, _, tile_expert = grouping(experts, n_experts, block_m)
     w2 = bf16_weights(rng, (n_experts, hidden, inter))
     b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
-    valid = pair_of_slot >= 0
-    g = activations(rng, (pair_of_slot.size, inter), heavy=False)
+    valid = pair_of_padded >= 0
+    g = activations(rng, (pair_of_padded.size, inter), heavy=False)
     g[~valid] = np.nan  # pad rows of g must not be read into valid rows
-    y = poisoned((pair_of_slot.size, hidden))
-    gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_slot), dev(tile_expert), dev(w2), dev(b2))
+    y = poisoned((pair_of_padded.size, hidden))
+    gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_padded), dev(tile_expert), dev(w2), dev(b2))
     got = host(y, gpu)
     assert np.all(np.isnan(got[~valid]))
     for e in range(n_experts):
@@ -226,11 +226,11 @@ def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces,
         if label.startswith("mma.sync"):
             gpu[1].wgmma = False
         try:
-            bits, pair_of_slot, slot_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts, block_m, w1, b1, k,
+            bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts, block_m, w1, b1, k,
                                                                  inter, pieces)
-            y = poisoned((pair_of_slot.size, hidden))
-            gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_slot), dev(tile_expert), w2, b2)
-            results[label] = (bits[:, slot_of_pair], host(y, gpu)[slot_of_pair])  # in pair order
+            y = poisoned((pair_of_padded.size, hidden))
+            gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_padded), dev(tile_expert), w2, b2)
+            results[label] = (bits[:, padded_of_pair], host(y, gpu)[padded_of_pair])  # in pair order
         finally:
             gpu[1].wgmma = True
     first = results["wgmma 8"]

@@ -1,5 +1,6 @@
 """Every kernel against numpy on random inputs, sizes that are not multiples of a block or warp
-included. Tolerances (max abs diff) are docs/spec.md's: element kernels 5e-6, matvecs 5e-5."""
+included: the kernels' oracles (tests/kernel_oracles.py, through `expected`) and the reference engine's
+functions. Tolerances (max abs diff) are docs/spec.md's: element kernels 5e-6, matvecs 5e-5."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ from cupy_getp.checkpoint import SyntheticStore
 from cupy_getp.checkpoint.layout import LAYER_TENSORS
 from cupy_getp.checkpoint.synthetic import stream_key
 from cupy_getp.config import preset
-from cupy_getp.reference import attention, matvec, rmsnorm, rope, route, softmax, swiglu
+from cupy_getp.reference import attention, rmsnorm, rope, route, softmax
 from cupy_getp.rope import rope_cos_sin
 
+from batch_fakes import expected
 from conftest import TINY
 from gpu_helpers import host, poisoned, to_device
 
@@ -65,7 +67,7 @@ def test_matvec_f32(gpu, rng, rows, cols, bias, accumulate):
     y0 = rng.standard_normal(rows).astype(np.float32)
     y = to_device(y0) if accumulate else poisoned(rows)
     gpu[1].matvec(y, to_device(w), to_device(x), to_device(b) if bias else None, accumulate)
-    want = w.astype(np.float64) @ x + (b if bias else 0) + (y0 if accumulate else 0)
+    want, *_ = expected("matvec", y0 if accumulate else np.zeros(rows, np.float32), w, x, b, accumulate)
     assert np.max(np.abs(host(y, gpu) - want)) <= MATVEC_TOL
 
 
@@ -85,7 +87,7 @@ def test_matvec_bf16w(gpu, rng, rows, cols):
     x = rng.standard_normal(cols).astype(np.float32)
     y = poisoned(rows)
     gpu[1].matvec_bf16w(y, to_device(w), to_device(x))
-    want = bf16_to_f32(w).astype(np.float64) @ x
+    want, *_ = expected("matvec_bf16w", y, w, x)
     assert np.max(np.abs(host(y, gpu) - want)) <= MATVEC_TOL
 
 
@@ -112,18 +114,16 @@ def test_attention_kernels(gpu, rng, head_dim, n_heads, n_kv_heads, pos, window)
     sinks = rng.standard_normal(n_heads).astype(np.float32)
     kd, vd = to_device(key_cache), to_device(value_cache)
     k.kv_cache_write(kd, vd, to_device(qkv), q_dim, kv_dim, pos)
-    key_cache[pos], value_cache[pos] = qkv[q_dim: q_dim + kv_dim], qkv[q_dim + kv_dim:]
+    key_cache, value_cache, *_ = expected("kv_cache_write", key_cache, value_cache, qkv, q_dim, kv_dim, pos)
     np.testing.assert_array_equal(host(kd, gpu), key_cache)
     np.testing.assert_array_equal(host(vd, gpu), value_cache)
 
     scores = poisoned((n_heads, seq + 1))
     k.attn_scores(scores, to_device(qkv), kd, to_device(sinks), pos, head_dim, n_heads // n_kv_heads, window)
     raw = host(scores, gpu)[:, : pos + 2]
-    q = qkv[:q_dim].reshape(n_heads, head_dim).astype(np.float64)
+    want, *_ = expected("attn_scores", scores, qkv, key_cache, sinks, pos, head_dim, n_heads // n_kv_heads, window)
+    want = want[:, : pos + 1]
     keys = key_cache[: pos + 1].reshape(pos + 1, n_kv_heads, head_dim)
-    want = np.einsum("hd,thd->ht", q, keys[:, np.arange(n_heads) // (n_heads // n_kv_heads)]) / np.sqrt(head_dim)
-    if window:
-        want[:, : max(0, pos + 1 - window)] = -np.inf
     assert np.array_equal(np.isinf(raw[:, : pos + 1]), np.isinf(want))
     finite = np.isfinite(want)
     assert np.max(np.abs(raw[:, : pos + 1][finite] - want[finite])) <= MATVEC_TOL
@@ -134,9 +134,9 @@ def test_attention_kernels(gpu, rng, head_dim, n_heads, n_kv_heads, pos, window)
     chunks = k.attn_weighted_sum_partial(partial, scores, vd, pos, head_dim, n_heads // n_kv_heads)
     assert chunks == pos // 64 + 1
     k.attn_combine(out, partial, n_heads, head_dim, chunks)
-    expected = attention(qkv[:q_dim].reshape(n_heads, head_dim), keys,
+    want_att = attention(qkv[:q_dim].reshape(n_heads, head_dim), keys,
                          value_cache[: pos + 1].reshape(pos + 1, n_kv_heads, head_dim), sinks, window)
-    assert np.max(np.abs(host(out, gpu) - expected)) <= 5e-5
+    assert np.max(np.abs(host(out, gpu) - want_att)) <= 5e-5
     del cupy
 
 
@@ -165,16 +165,15 @@ def test_moe_kernels(gpu, rng, n_experts, k, hidden, inter):
 
     g = poisoned((k, inter))
     gpu[1].moe_mlp1_swiglu(g, to_device(w1), to_device(b1), to_device(t), to_device(experts), limit)
-    want_g = np.stack([swiglu(matvec(bf16_to_f32(w1[e]), t, b1[e]), limit) for e in experts])
+    want_g, *_ = expected("moe_mlp1_swiglu", g, w1, b1, t, experts, limit)
     assert np.max(np.abs(host(g, gpu) - want_g)) <= MATVEC_TOL
 
     x, moe_out = to_device(x0), poisoned(hidden)
     gpu[1].moe_mlp2_accumulate(x, moe_out, to_device(w2), to_device(b2), to_device(want_g), to_device(experts),
                                to_device(weights))
-    want = sum(wt * (bf16_to_f32(w2[e]).astype(np.float64) @ want_g[s] + b2[e])
-               for s, (e, wt) in enumerate(zip(experts, weights)))
+    want_x, want, *_ = expected("moe_mlp2_accumulate", x0, moe_out, w2, b2, want_g, experts, weights)
     assert np.max(np.abs(host(moe_out, gpu) - want)) <= MATVEC_TOL
-    assert np.max(np.abs(host(x, gpu) - (x0 + want))) <= MATVEC_TOL
+    assert np.max(np.abs(host(x, gpu) - want_x)) <= MATVEC_TOL
 
 
 @pytest.mark.parametrize("bf16_exact", [True, False])

@@ -124,8 +124,8 @@ class StepBuffers:
         self.experts = cupy.zeros((R, c.experts_per_token), i32)
         self.expert_weights = cupy.zeros((R, c.experts_per_token), f32)
         P = max(moe_padded_pairs(R * c.experts_per_token, c.n_experts, bm) for bm in BLOCK_MS)
-        self.pair_of_slot = cupy.zeros(P, i32)
-        self.slot_of_pair = cupy.zeros(R * c.experts_per_token, i32)
+        self.pair_of_padded = cupy.zeros(P, i32)
+        self.padded_of_pair = cupy.zeros(R * c.experts_per_token, i32)
         self.tile_expert = cupy.zeros(P // min(BLOCK_MS), i32)
         self.g = cupy.zeros((P, c.intermediate_dim), f32)
         self.y = cupy.zeros((P, c.hidden_dim), f32)
@@ -146,7 +146,7 @@ class KVCache:
 
         self.lengths = [shape.cache_len(config, l) for l in range(config.n_layers)]
         self.keys = [cupy.zeros((shape.n_slots + 1, n, config.kv_dim), np.float32) for n in self.lengths]
-        self.values = [cupy.zeros_like(k) for k in self.keys]
+        self.values = [cupy.zeros_like(key) for key in self.keys]
 
 
 @dataclass
@@ -172,8 +172,8 @@ class RowView:
     router: object
     experts: object
     expert_weights: object
-    pair_of_slot: object
-    slot_of_pair: object
+    pair_of_padded: object
+    padded_of_pair: object
     tile_expert: object
     g: object
     y: object
@@ -183,8 +183,8 @@ class RowView:
 
 
 def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -> RowView:
-    c, k = config, config.experts_per_token
-    P = moe_padded_pairs(R * k, c.n_experts, block_m)
+    c, top_k = config, config.experts_per_token
+    P = moe_padded_pairs(R * top_k, c.n_experts, block_m)
     nh, D = c.n_attn_heads, c.head_dim
 
     def partials(n_split):
@@ -200,7 +200,8 @@ def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -
         row_slot=b.rows_packed[0, :R], row_pos=b.rows_packed[1, :R], row_token=b.rows_packed[2, :R],
         x=b.x[:R], t=b.t[:R], qkv=b.qkv[:R], att=b.att[:R], partial_acc_full=acc_full, partial_ml_full=ml_full,
         partial_acc_window=acc_win, partial_ml_window=ml_win, router=b.router[:R], experts=b.experts[:R],
-        expert_weights=b.expert_weights[:R], pair_of_slot=b.pair_of_slot[:P], slot_of_pair=b.slot_of_pair[: R * k],
+        expert_weights=b.expert_weights[:R], pair_of_padded=b.pair_of_padded[:P],
+        padded_of_pair=b.padded_of_pair[: R * top_k],
         tile_expert=b.tile_expert[: P // block_m], g=b.g[:P], y=b.y[:P], moe_out=b.moe_out[:R], logits=b.logits[:R],
         next_token=b.next_token[:R],
     )
@@ -211,7 +212,7 @@ class RowModel:
     """`NumpyEngine.forward` over rows: the same functions at the same points, on step buffers."""
 
     def __init__(self, config, weights, kernels, shape: BatchShape, precision: str):
-        self.config, self.w, self.k, self.shape = config, weights, kernels, shape
+        self.config, self.w, self.kernels, self.shape = config, weights, kernels, shape
         self.precision = precision
         self.pieces = 1 if precision == "fast" else 3
         self.buffers = StepBuffers(config, shape, 0 if precision == "fp32" else self.pieces)
@@ -234,14 +235,15 @@ class RowModel:
         if self.precision == "fp32":
             tensor_cores = False
         else:
-            tensor_cores = self.k.wgmma or R > SKINNY_ROWS
+            tensor_cores = self.kernels.wgmma or R > SKINNY_ROWS
         if tensor_cores:
             c = self.config
-            return (wg_grouped_rows(R * c.experts_per_token, c.n_experts, self.pieces) if self.k.wgmma else TC_BLOCK_M), True
+            rows = wg_grouped_rows(R * c.experts_per_token, c.n_experts, self.pieces)
+            return (rows if self.kernels.wgmma else TC_BLOCK_M), True
         return (GROUPED_BLOCK_M[0] if R <= SKINNY_ROWS else GROUPED_BLOCK_M[1]), False
 
     def step(self, v: RowView, trace: BatchTrace | None = None) -> None:
-        self.k.embedding_rows(v.x, self.w.embedding, v.row_token)
+        self.kernels.embedding_rows(v.x, self.w.embedding, v.row_token)
         for l in range(self.config.n_layers):
             self.attention_block(l, v, trace)
             self.moe_block(l, v, trace)
@@ -252,17 +254,17 @@ class RowModel:
         pieces: `a_pieces` when already split); one row takes the single-sequence engine's matvec
         (bandwidth-bound: batch-1 decode) unless the tensor cores take every row count."""
         if v.tensor_cores and w.dtype == np.uint16:
-            self.k.gemm_tc(c, self.split(a) if a_pieces is None else a_pieces, w, bias, accumulate)
+            self.kernels.gemm_tc(c, self.split(a) if a_pieces is None else a_pieces, w, bias, accumulate)
         elif v.R == 1:
-            self.k.matvec(c[0], w, a[0], bias, accumulate)
+            self.kernels.matvec(c[0], w, a[0], bias, accumulate)
         else:
-            self.k.gemm(c, a, w, bias, accumulate)
+            self.kernels.gemm(c, a, w, bias, accumulate)
 
     def split(self, a):
         """a (M, K) f32 -> its BF16 pieces (pieces, M, pieces_lda(K)) in the step's buffer for them (one
         GEMM's activations at a time)."""
         ap = self.pieces_view(self.buffers.pieces_a, *a.shape)
-        self.k.split_pieces(ap, a)
+        self.kernels.split_pieces(ap, a)
         return ap
 
     def pieces_view(self, flat, rows: int, k: int):
@@ -270,27 +272,27 @@ class RowModel:
         return flat[: self.pieces * rows * lda].reshape(self.pieces, rows, lda)
 
     def attention_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
-        c, k, lw = self.config, self.k, self.w.layer(l)
-        k.rmsnorm_rows(v.t, v.x, lw.rms_attn_w)
+        c, kernels, lw = self.config, self.kernels, self.w.layer(l)
+        kernels.rmsnorm_rows(v.t, v.x, lw.rms_attn_w)
         self.matmul(v, v.qkv, v.t, lw.w_qkv, lw.b_qkv)
-        k.rope_kv_write(v.qkv, self.cos, self.sin, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
-                        c.n_attn_heads, c.n_kv_heads, c.head_dim)
+        kernels.rope_kv_write(v.qkv, self.cos, self.sin, self.cache.keys[l], self.cache.values[l], v.row_slot,
+                              v.row_pos, c.n_attn_heads, c.n_kv_heads, c.head_dim)
         # A windowed row reads at most `window` positions: one split covers them.
         windowed = c.uses_sliding_window(l)
         window = c.sliding_window if windowed else 0
         acc, ml = (v.partial_acc_window, v.partial_ml_window) if windowed else (v.partial_acc_full, v.partial_ml_full)
         split = window if windowed else v.attn_split
-        k.attn_rows_partial(acc, ml, v.qkv, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
+        kernels.attn_rows_partial(acc, ml, v.qkv, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
                             c.n_attn_heads, c.n_kv_heads, c.head_dim, window, split)
-        k.attn_rows_merge(v.att, acc, ml, lw.attn_sinks)
+        kernels.attn_rows_merge(v.att, acc, ml, lw.attn_sinks)
         self.matmul(v, v.x, v.att, lw.w_o, lw.b_o, accumulate=True)  # x += w_o @ att + b_o
         if trace is not None:
             trace.record(l, "attn_out", v.att)
             trace.record(l, "x_attn", v.x)
 
     def moe_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
-        k, lw = self.k, self.w.layer(l)
-        k.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
+        kernels, lw = self.kernels, self.w.layer(l)
+        kernels.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
         t_pieces = self.split(v.t) if v.tensor_cores else None  # the router's and mlp1's
         self.matmul(v, v.router, v.t, lw.w_router, lw.b_router, a_pieces=t_pieces)  # (R, E)
         if v.R == 1 and not v.tensor_cores:
@@ -305,35 +307,35 @@ class RowModel:
 
     def moe_one_row(self, l: int, v: RowView) -> None:
         """One row: the single-sequence engine's fused expert kernels (each chosen expert read once)."""
-        c, k, lw = self.config, self.k, self.w.layer(l)
-        k.router_topk(v.experts[0], v.expert_weights[0], v.router[0])
-        g = v.g[: c.experts_per_token]  # (k, I)
-        k.moe_mlp1_swiglu(g, lw.w_mlp1, lw.b_mlp1, v.t[0], v.experts[0], c.swiglu_limit)
-        k.moe_mlp2_accumulate(v.x[0], v.moe_out[0], lw.w_mlp2, lw.b_mlp2, g, v.experts[0], v.expert_weights[0])
+        c, kernels, lw = self.config, self.kernels, self.w.layer(l)
+        kernels.router_topk(v.experts[0], v.expert_weights[0], v.router[0])
+        g = v.g[: c.experts_per_token]  # (top_k, I)
+        kernels.moe_mlp1_swiglu(g, lw.w_mlp1, lw.b_mlp1, v.t[0], v.experts[0], c.swiglu_limit)
+        kernels.moe_mlp2_accumulate(v.x[0], v.moe_out[0], lw.w_mlp2, lw.b_mlp2, g, v.experts[0], v.expert_weights[0])
 
     def moe_rows(self, l: int, v: RowView, t_pieces=None) -> None:
         """Rows grouped by expert: routing, alignment, grouped mlp1 + SwiGLU and mlp2, combine in slot order
         (on tensor cores: t given as its pieces, g kept as pieces)."""
-        c, k, lw = self.config, self.k, self.w.layer(l)
-        k.router_topk_rows(v.experts, v.expert_weights, v.router)
-        k.moe_align(v.pair_of_slot, v.slot_of_pair, v.tile_expert, v.experts, v.block_m, c.n_experts)
+        c, kernels, lw = self.config, self.kernels, self.w.layer(l)
+        kernels.router_topk_rows(v.experts, v.expert_weights, v.router)
+        kernels.moe_align(v.pair_of_padded, v.padded_of_pair, v.tile_expert, v.experts, v.block_m, c.n_experts)
         if v.tensor_cores:
             g_pieces = self.pieces_view(self.buffers.pieces_g, v.g.shape[0], c.intermediate_dim)
-            k.gemm_tc_grouped_swiglu(g_pieces, t_pieces, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
+            kernels.gemm_tc_grouped_swiglu(g_pieces, t_pieces, v.pair_of_padded, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
                                      c.experts_per_token, c.swiglu_limit)
-            k.gemm_tc_grouped(v.y, g_pieces, v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2)
+            kernels.gemm_tc_grouped(v.y, g_pieces, v.pair_of_padded, v.tile_expert, lw.w_mlp2, lw.b_mlp2)
         else:
-            k.gemm_grouped_swiglu(v.g, v.t, v.pair_of_slot, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
+            kernels.gemm_grouped_swiglu(v.g, v.t, v.pair_of_padded, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
                                   c.experts_per_token, c.swiglu_limit, v.block_m)
-            k.gemm_grouped(v.y, v.g, v.pair_of_slot, v.tile_expert, lw.w_mlp2, lw.b_mlp2, v.block_m)
-        k.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.slot_of_pair)  # x += moe_out
+            kernels.gemm_grouped(v.y, v.g, v.pair_of_padded, v.tile_expert, lw.w_mlp2, lw.b_mlp2, v.block_m)
+        kernels.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.padded_of_pair)  # x += moe_out
 
     def unembed(self, v: RowView, trace: BatchTrace | None) -> None:
         """Logits of every row (pad and mid-prompt rows included: the graph's shape is the bucket's),
         then the greedy token of each on the device."""
-        self.k.rmsnorm_rows(v.t, v.x, self.w.rms_out_w)
+        self.kernels.rmsnorm_rows(v.t, v.x, self.w.rms_out_w)
         self.matmul(v, v.logits, v.t, self.w.out)
-        self.k.argmax_rows(v.next_token, v.logits)
+        self.kernels.argmax_rows(v.next_token, v.logits)
         if trace is not None:
             trace.logits = v.logits.get()
 

@@ -123,34 +123,35 @@ class CupyEngine(Engine):
         self.device.upload(s.sin, s.sin_host)
 
     def attention_block(self, l: int, pos: int, trace: Trace | None) -> None:
-        c, k, s, lw = self.config, self.kernels, self.state, self.w.layer(l)
-        k.rmsnorm(s.t, s.x, lw.rms_attn_w)
-        k.matvec(s.qkv, lw.w_qkv, s.t, lw.b_qkv)
-        k.rope(s.qkv, s.cos, s.sin, c.n_attn_heads + c.n_kv_heads, c.head_dim)  # q heads then k heads
-        k.kv_cache_write(s.key_caches[l], s.value_caches[l], s.qkv, c.q_dim, c.kv_dim, pos)
+        c, kernels, s, lw = self.config, self.kernels, self.state, self.w.layer(l)
+        kernels.rmsnorm(s.t, s.x, lw.rms_attn_w)
+        kernels.matvec(s.qkv, lw.w_qkv, s.t, lw.b_qkv)
+        kernels.rope(s.qkv, s.cos, s.sin, c.n_attn_heads + c.n_kv_heads, c.head_dim)  # q heads then k heads
+        kernels.kv_cache_write(s.key_caches[l], s.value_caches[l], s.qkv, c.q_dim, c.kv_dim, pos)
         self.attention(l, pos, lw.attn_sinks)
-        k.matvec(s.x, lw.w_o, s.att, lw.b_o, accumulate=True)  # x += w_o @ att + b_o
+        kernels.matvec(s.x, lw.w_o, s.att, lw.b_o, accumulate=True)  # x += w_o @ att + b_o
         if trace is not None:
             trace.record(l, "attn_out", s.att.get(stream=self.device.stream))
             trace.record(l, "x_attn", s.x.get(stream=self.device.stream))
 
     def attention(self, l: int, pos: int, sinks) -> None:
         """Scores with sinks and the window, softmax over pos + 2, weighted sum of values -> s.att."""
-        c, k, s = self.config, self.kernels, self.state
+        c, kernels, s = self.config, self.kernels, self.state
         window = c.sliding_window if c.uses_sliding_window(l) else 0
-        k.attn_scores(s.scores, s.qkv, s.key_caches[l], sinks, pos, c.head_dim, c.kv_group, window)
-        k.softmax_rows(s.scores, pos + 2)
-        chunks = k.attn_weighted_sum_partial(s.att_partial, s.scores, s.value_caches[l], pos, c.head_dim, c.kv_group)
-        k.attn_combine(s.att, s.att_partial, c.n_attn_heads, c.head_dim, chunks)
+        kernels.attn_scores(s.scores, s.qkv, s.key_caches[l], sinks, pos, c.head_dim, c.kv_group, window)
+        kernels.softmax_rows(s.scores, pos + 2)
+        chunks = kernels.attn_weighted_sum_partial(s.att_partial, s.scores, s.value_caches[l], pos, c.head_dim,
+                                                   c.kv_group)
+        kernels.attn_combine(s.att, s.att_partial, c.n_attn_heads, c.head_dim, chunks)
 
     def moe_block(self, l: int, trace: Trace | None) -> None:
-        c, k, s, lw = self.config, self.kernels, self.state, self.w.layer(l)
-        k.rmsnorm(s.t, s.x, lw.rms_ffn_w)
-        k.matvec(s.router, lw.w_router, s.t, lw.b_router)  # (E,)
+        c, kernels, s, lw = self.config, self.kernels, self.state, self.w.layer(l)
+        kernels.rmsnorm(s.t, s.x, lw.rms_ffn_w)
+        kernels.matvec(s.router, lw.w_router, s.t, lw.b_router)  # (E,)
         self.route()
         # Per chosen expert: mlp1 (BF16) + bias + SwiGLU, then mlp2 (BF16) + bias, weighted, into x.
-        k.moe_mlp1_swiglu(s.g, lw.w_mlp1, lw.b_mlp1, s.t, s.experts, c.swiglu_limit)
-        k.moe_mlp2_accumulate(s.x, s.moe_out, lw.w_mlp2, lw.b_mlp2, s.g, s.experts, s.expert_weights)
+        kernels.moe_mlp1_swiglu(s.g, lw.w_mlp1, lw.b_mlp1, s.t, s.experts, c.swiglu_limit)
+        kernels.moe_mlp2_accumulate(s.x, s.moe_out, lw.w_mlp2, lw.b_mlp2, s.g, s.experts, s.expert_weights)
         if trace is not None:
             stream = self.device.stream
             trace.record(l, "router", s.router.get(stream=stream))
@@ -164,7 +165,7 @@ class CupyEngine(Engine):
         self.kernels.router_topk(s.experts, s.expert_weights, s.router)
 
     def unembed(self) -> np.ndarray:
-        k, s = self.kernels, self.state
-        k.rmsnorm(s.t, s.x, self.w.rms_out_w)
-        k.matvec(s.logits, self.w.out, s.t)
+        kernels, s = self.kernels, self.state
+        kernels.rmsnorm(s.t, s.x, self.w.rms_out_w)
+        kernels.matvec(s.logits, self.w.out, s.t)
         return self.device.download(s.logits, s.logits_host).copy()

@@ -1,9 +1,10 @@
 """Kernel sources -> `cupy.RawModule`s, and one launch helper per kernel.
 
 Each `kernels/<family>.hip` is compiled once per process and device, by hiprtc on ROCm or NVRTC on
-CUDA, from the same text: `#define WARP_SIZE` (from the device), then `common.h` and the file itself
-inlined with `#line` directives, so compiler messages name the right file and line, and CuPy's
-compile cache (which hashes the source string, not included files) sees every change.
+CUDA, from the same text: `#define WARP_SIZE` (from the device) and the constants of `constants.py`,
+then `common.h` and the file itself inlined with `#line` directives, so compiler messages name the
+right file and line, and CuPy's compile cache (which hashes the source string, not included files)
+sees every change. `ENTRY_POINTS` lists every kernel of every family; all are opened at warm-up.
 
 Model code calls only the methods of `Kernels`; each one checks shapes, dtypes and contiguity, casts
 scalars to exact numpy types (a bare Python float arrives as 0.0 in a `float` parameter), computes
@@ -20,18 +21,37 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import KernelDtypeError
+from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
-from .launch.gemm_tc import WG_SMEM_BYTES, WG_THREADS
-from .launch.common import BF16, F32, I32, _aligned, _blocks, _check
+from .launch.attention import ATTN_PARTIAL_VARIANTS
+from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _require
+from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 
-BLOCK_SIZE = 256  # threads per block, as kernels/common.h
-ATTN_CHUNK = 64  # positions per block in the weighted sum of values
-MOE_MAX_K = 16  # experts per token moe_mlp2_accumulate_bf16w takes (kernels/moe.hip)
-# A kernel's name, after any __launch_bounds__(...); names made by macros (attention.hip's variants) are
-# found in the compiled modules on first use instead.
-_KERNEL = re.compile(r'extern "C" __global__ void\s+(?:__launch_bounds__\([^)]*\)\s+)?(\w+)')
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
+
+# Every kernel of every family, by name (macro-made ones included): the launch helpers' targets.
+ENTRY_POINTS: dict[str, tuple[str, ...]] = {
+    "attention": ("kv_cache_write_f32", "attn_scores_f32", "attn_weighted_sum_partial_f32", "attn_combine_f32",
+                  *ATTN_PARTIAL_VARIANTS, "attn_rows_merge_f32"),
+    "embedding": ("embedding_f32", "embedding_rows_f32"),
+    "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped")
+                  for shape in ("skinny", "tiled")),
+    "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES), "gemm_tc_grouped_swiglu",
+                "gemm_tc_grouped"),
+    "gemm_wgmma": ("wg_available",
+                   *(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1)
+                     for rows, blocks in WG_DENSE_TILES[pieces]),
+                   *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in ("grouped_swiglu", "grouped")
+                     for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
+    "matvec": ("matvec_f32", "matvec_bf16w_f32"),
+    "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "router_topk_rows", "moe_align", "moe_combine"),
+    "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32"),
+    "rope": ("rope_f32", "rope_kv_write_f32"),
+    "softmax": ("softmax_rows_f32", "argmax_rows_f32"),
+    "synthetic": ("synthetic_f32", "synthetic_bf16"),
+}
 
 
 def kernel_dir() -> Path:
@@ -54,16 +74,9 @@ def assemble_source(family: str, warp_size: int) -> str:
     if not _INCLUDE.search(body):
         raise ValueError(f"kernels/{family}.hip must include \"common.h\"")
     body = _INCLUDE.sub("", body, count=1)
-    return (f"#define WARP_SIZE {warp_size}\n#define BLOCK_SIZE {BLOCK_SIZE}\n#define WG_SMEM_BYTES {WG_SMEM_BYTES}\n"
-            f"#define WG_THREADS {WG_THREADS}\n"
+    return (f"#define WARP_SIZE {warp_size}\n{kernel_defines()}"
             f'#line 1 "kernels/common.h"\n{header}\n'
             f'#line 1 "kernels/{family}.hip"\n{body}')
-
-
-@functools.cache
-def _source(family: str, warp_size: int) -> str:
-    """The assembled source, read once per process (the module and the kernel names both need it)."""
-    return assemble_source(family, warp_size)
 
 
 @functools.cache
@@ -71,7 +84,7 @@ def _module(family: str, warp_size: int, device_id: int, options: tuple = ()):
     import cupy
 
     with cupy.cuda.Device(device_id):
-        return cupy.RawModule(code=_source(family, warp_size), options=options)
+        return cupy.RawModule(code=assemble_source(family, warp_size), options=options)
 
 
 # Families built only where the device has their instructions, with the compiler options that reach
@@ -100,8 +113,7 @@ class Kernels(BatchLaunches):
     def __init__(self, device: Device):
         self.device = device
         self.warps_per_block = BLOCK_SIZE // device.warp_size
-        self.functions = {}  # name -> kernel; macro-made names are added on first use
-        self._family_of = {}
+        self.functions = {}  # name -> kernel of every built family's ENTRY_POINTS
         self.modules = {}
         self.not_built: dict[str, str] = {}  # optional family -> why it is not available
         for family in families():
@@ -120,10 +132,11 @@ class Kernels(BatchLaunches):
         self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
 
     def _open_family(self, family: str, module) -> None:
+        """Every entry point of the family; opening the first compiles the module, so compile errors
+        belong to the warm-up."""
         self.modules[family] = module
-        for name in _KERNEL.findall(_source(family, self.device.warp_size)):
-            self._family_of[name] = family
-            self._open(module, name)  # compiles the module: compile errors belong to warm-up
+        for name in ENTRY_POINTS[family]:
+            self.functions[name] = self._open(family, name)
 
     def _probe_wgmma(self) -> bool:
         """True when the gemm_wgmma kernels were built with their wgmma bodies (the device says so, once, at
@@ -139,7 +152,10 @@ class Kernels(BatchLaunches):
     def _launch(self, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         if grid[0] == 0:  # CuPy would still launch one block
             return
-        function = self.functions.get(name) or self._function(name)
+        function = self.functions.get(name)
+        if function is None:
+            raise RuntimeError(f"no kernel {name} on this device: not in ENTRY_POINTS (cupy_getp/gpu/kernels.py), "
+                               f"or its family is not built ({self.not_built})")
         # Over 48 KiB of dynamic shared memory must be opted into per kernel on CUDA; on ROCm (CuPy 13)
         # the setter is a stub that fails, and up to 64 KiB work without it.
         if shared_mem > 48 * 1024 and not self.device.is_hip and self._shared_limit.get(name, 0) < shared_mem:
@@ -168,28 +184,16 @@ class Kernels(BatchLaunches):
         self.profile.setdefault(name, []).append(events)
         return events
 
-    def _open(self, module, name: str):
-        """`name` from `module` (compiling it on first use), or None when the module has no such kernel."""
+    def _open(self, family: str, name: str):
+        """Kernel `name` of kernels/<family>.hip (compiling the module on first use)."""
         from cupy.cuda.compiler import CompileException
 
         try:
-            function = self.functions[name] = module.get_function(name)
-            return function
+            return self.modules[family].get_function(name)
         except CompileException:
             raise
         except Exception as e:  # CUDADriverError (CUDA_ERROR_NOT_FOUND) / hipErrorNotFound
-            if "notfound" in str(e).lower().replace("_", "").replace(" ", ""):
-                return None  # no such symbol here (a macro matched the pattern, or another module has it)
-            raise
-
-    def _function(self, name: str):
-        """Kernel `name` from its family's module (the one whose source declares it, else any)."""
-        hinted = self._family_of.get(name)
-        for family in sorted(self.modules, key=lambda f: f != hinted):
-            function = self._open(self.modules[family], name)
-            if function is not None:
-                return function
-        raise RuntimeError(f"no kernel named {name} in kernels/*.hip")
+            raise RuntimeError(f"kernels/{family}.hip has no kernel {name} (ENTRY_POINTS): {e}") from e
 
     def _rows_grid(self, rows: int, y: int = 1) -> tuple:
         return (_blocks(rows, self.warps_per_block), y)
@@ -205,7 +209,7 @@ class Kernels(BatchLaunches):
         """Softmax of x[r, :n] for every row r of a 2-D buffer, in place."""
         _check("x", x, F32)
         rows, stride = x.shape
-        assert 0 < n <= stride
+        _require(0 < n <= stride, f"softmax_rows: n {n} outside 1..{stride}")
         self._launch("softmax_rows_f32", (rows,), (BLOCK_SIZE,), (x, I32(n), I32(stride)))
 
     def rope(self, heads, cos, sin, n_heads: int, head_dim: int) -> None:
@@ -213,7 +217,7 @@ class Kernels(BatchLaunches):
         _check("heads", heads, F32)
         _check("cos", cos, F32, (head_dim // 2,))
         _check("sin", sin, F32, (head_dim // 2,))
-        assert heads.size >= n_heads * head_dim
+        _require(heads.size >= n_heads * head_dim, f"rope: heads holds {heads.size} < {n_heads} x {head_dim}")
         total = n_heads * head_dim // 2
         self._launch("rope_f32", (_blocks(total, BLOCK_SIZE),), (BLOCK_SIZE,),
                      (heads, cos, sin, I32(n_heads), I32(head_dim)))
@@ -221,7 +225,7 @@ class Kernels(BatchLaunches):
     def embedding(self, x, table, token: int) -> None:
         _check("x", x, F32, (table.shape[1],))
         _check("table", table, F32)
-        assert 0 <= token < table.shape[0]
+        _require(0 <= token < table.shape[0], f"embedding: token {token} outside 0..{table.shape[0] - 1}")
         self._launch("embedding_f32", (_blocks(x.size, BLOCK_SIZE),), (BLOCK_SIZE,),
                      (x, table, I32(token), I32(x.size)))
 
@@ -259,7 +263,8 @@ class Kernels(BatchLaunches):
         """Rotated k and v of this position into one layer's caches (seq_len, kv_dim)."""
         for name, a in (("key_cache", key_cache), ("value_cache", value_cache)):
             _check(name, a, F32)
-            assert a.shape[1] == kv_dim and 0 <= pos < a.shape[0]
+            _require(a.ndim == 2 and a.shape[1] == kv_dim and 0 <= pos < a.shape[0],
+                     f"kv_cache_write: {name} {tuple(a.shape)} for kv_dim {kv_dim}, position {pos}")
         _check("qkv", qkv, F32, (q_dim + 2 * kv_dim,))
         self._launch("kv_cache_write_f32", (_blocks(kv_dim, BLOCK_SIZE),), (BLOCK_SIZE,),
                      (key_cache, value_cache, qkv, I32(q_dim), I32(kv_dim), I32(pos)))
@@ -271,7 +276,8 @@ class Kernels(BatchLaunches):
         _check("q", q, F32)
         _check("key_cache", key_cache, F32)
         _check("sinks", sinks, F32, (n_heads,))
-        assert q.size >= n_heads * head_dim and pos + 2 <= stride
+        _require(q.size >= n_heads * head_dim and pos + 2 <= stride,
+                 f"attn_scores: q of {q.size} for {n_heads} x {head_dim}, position {pos} with rows of {stride}")
         grid = (_blocks(pos + 1, self.warps_per_block), n_heads)
         self._launch("attn_scores_f32", grid, (BLOCK_SIZE,),
                      (scores, q, key_cache, sinks, I32(pos), I32(head_dim), I32(key_cache.shape[1]), I32(kv_group),
@@ -286,9 +292,9 @@ class Kernels(BatchLaunches):
         _check("partial", partial, F32)
         _check("probs", probs, F32)
         _check("value_cache", value_cache, F32)
-        assert partial.ndim == 1 and partial.size >= n_heads * n_chunks * head_dim
-        if head_dim > BLOCK_SIZE:
-            raise ValueError(f"head_dim {head_dim} > {BLOCK_SIZE} is not supported by attn_weighted_sum_partial")
+        _require(partial.ndim == 1 and partial.size >= n_heads * n_chunks * head_dim,
+                 f"attn_weighted_sum_partial: partial {tuple(partial.shape)}, needs {n_heads * n_chunks * head_dim}")
+        _require(0 < head_dim <= BLOCK_SIZE, f"attn_weighted_sum_partial: head_dim {head_dim} outside 1..{BLOCK_SIZE}")
         block = head_dim * (BLOCK_SIZE // head_dim)
         self._launch("attn_weighted_sum_partial_f32", (n_chunks, n_heads), (block,),
                      (partial, probs, value_cache, I32(pos), I32(head_dim), I32(value_cache.shape[1]), I32(kv_group),
@@ -299,49 +305,47 @@ class Kernels(BatchLaunches):
         """out (n_heads * head_dim,) = the chunk sums of `attn_weighted_sum_partial` added in chunk order."""
         _check("out", out, F32, (n_heads * head_dim,))
         _check("partial", partial, F32)
-        assert partial.ndim == 1 and partial.size >= n_heads * n_chunks * head_dim
+        _require(partial.ndim == 1 and partial.size >= n_heads * n_chunks * head_dim,
+                 f"attn_combine: partial {tuple(partial.shape)}, needs {n_heads * n_chunks * head_dim}")
         self._launch("attn_combine_f32", (_blocks(out.size, BLOCK_SIZE),), (BLOCK_SIZE,),
                      (out, partial, I32(n_heads), I32(head_dim), I32(n_chunks)))
 
     # -- moe.hip --------------------------------------------------------------------------------------
     def router_topk(self, experts, weights, scores) -> None:
         """One vector's top-k experts and their softmax weights: router_topk_rows on one row."""
-        k = experts.shape[0]
-        _check("experts", experts, I32, (k,))
-        assert 0 < k <= scores.shape[0]
+        _check("experts", experts, I32, (experts.shape[0],))
         self.router_topk_rows(experts[None], weights[None], scores[None])
 
     def moe_mlp1_swiglu(self, g, w_mlp1, b_mlp1, t, experts, limit: float) -> None:
-        """g (k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16."""
+        """g (top_k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16."""
         n_experts, two_inter, hidden = w_mlp1.shape
-        k, inter = g.shape
+        top_k, inter = g.shape
         _check("g", g, F32)
         _check("w_mlp1", w_mlp1, BF16)
         _check("b_mlp1", b_mlp1, F32, (n_experts, two_inter))
         _check("t", t, F32, (hidden,))
-        _check("experts", experts, I32, (k,))
-        assert two_inter == 2 * inter
+        _check("experts", experts, I32, (top_k,))
+        _require(two_inter == 2 * inter, f"moe_mlp1_swiglu: w_mlp1 has {two_inter} rows for g of {inter} columns")
         vec8 = hidden % 8 == 0 and _aligned(w_mlp1, t)
-        self._launch("moe_mlp1_swiglu_bf16w", self._rows_grid(inter, k), (BLOCK_SIZE,),
+        self._launch("moe_mlp1_swiglu_bf16w", self._rows_grid(inter, top_k), (BLOCK_SIZE,),
                      (g, w_mlp1, b_mlp1, t, experts, I32(hidden), I32(inter), F32(limit), I32(vec8)))
 
     def moe_mlp2_accumulate(self, x, moe_out, w_mlp2, b_mlp2, g, experts, weights) -> None:
         """x += moe_out = sum_s weights[s] * (w_mlp2[e_s] @ g[s] + b_mlp2[e_s]); w_mlp2 (E, H, I) bf16."""
         n_experts, hidden, inter = w_mlp2.shape
-        k = experts.shape[0]
+        top_k = experts.shape[0]
         _check("x", x, F32, (hidden,))
         _check("moe_out", moe_out, F32, (hidden,))
         _check("w_mlp2", w_mlp2, BF16)
         _check("b_mlp2", b_mlp2, F32, (n_experts, hidden))
-        _check("g", g, F32, (k, inter))
-        _check("experts", experts, I32, (k,))
-        _check("weights", weights, F32, (k,))
-        if not 0 < k <= MOE_MAX_K:
-            raise ValueError(f"moe_mlp2_accumulate: {k} experts per token, at most {MOE_MAX_K}")
+        _check("g", g, F32, (top_k, inter))
+        _check("experts", experts, I32, (top_k,))
+        _check("weights", weights, F32, (top_k,))
+        _require(0 < top_k <= MOE_MAX_K, f"moe_mlp2_accumulate: {top_k} experts per token, at most {MOE_MAX_K}")
         vec8 = inter % 8 == 0 and _aligned(w_mlp2, g)
-        rows_per_block = self.warps_per_block // min(k, self.warps_per_block)
+        rows_per_block = self.warps_per_block // min(top_k, self.warps_per_block)
         self._launch("moe_mlp2_accumulate_bf16w", (_blocks(hidden, rows_per_block),), (BLOCK_SIZE,),
-                     (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(k), I32(hidden), I32(inter), I32(vec8)))
+                     (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(top_k), I32(hidden), I32(inter), I32(vec8)))
 
     # -- synthetic.hip --------------------------------------------------------------------------------
     def synthetic(self, out, start: int, key: int, scale: float, offset: float, round_bf16: bool = False) -> None:
@@ -349,8 +353,8 @@ class Kernels(BatchLaunches):
         rounded to bf16 values when `round_bf16`)."""
         _check("out", out, out.dtype)
         if out.dtype not in (np.float32, np.uint16):
-            raise TypeError(f"synthetic: dtype {out.dtype}")
-        assert start + out.size <= 1 << 32
+            raise KernelDtypeError(f"synthetic: dtype {out.dtype}, expected float32 or uint16 (bf16)")
+        _require(start + out.size <= 1 << 32, f"synthetic: elements {start}..{start + out.size} past 2^32")
         grid = (min(_blocks(out.size, BLOCK_SIZE), 65535),)
         args = (out, np.uint32(start), np.uint32(out.size), np.uint32(key), F32(scale), F32(offset))
         if out.dtype == np.float32:

@@ -2,8 +2,8 @@
 
 Two builds per file and compiler: the source exactly as the run-time compiler receives it
 (`kernels.assemble_source`, with the device's warp size: 64 for gfx90a, 32 for sm_90), and the file on
-its own (`-I kernels`, common.h's defaults). hipcc gets `-include hip/hip_runtime.h`, which hiprtc
-prepends by itself.
+its own (`-I kernels`, the shared constants of `constants.py` as -D options, common.h's defaults for the
+rest). hipcc gets `-include hip/hip_runtime.h`, which hiprtc prepends by itself.
 
     python -m cupy_getp.gpu.portability [--require hipcc,nvcc]
 """
@@ -19,6 +19,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .constants import KERNEL_CONSTANTS
 from .kernels import assemble_source, kernel_dir, kernel_files
 
 
@@ -29,12 +30,12 @@ class Target:
     warp_size: int
     suffix: str  # what the compiler takes as a device-code source
 
-    def command(self, source: Path, output: Path) -> list[str]:
+    def command(self, source: Path, output: Path, defines: tuple[str, ...] = ()) -> list[str]:
         if self.compiler == "hipcc":
             return ["hipcc", "--offload-arch=gfx90a", "--cuda-device-only", "-include", "hip/hip_runtime.h",
-                    "-I", str(kernel_dir()), "-Werror", "-c", str(source), "-o", str(output)]
-        return ["nvcc", "-x", "cu", "-arch=sm_90", "-I", str(kernel_dir()), "-Werror", "all-warnings", "-c",
-                str(source), "-o", str(output)]
+                    "-I", str(kernel_dir()), *defines, "-Werror", "-c", str(source), "-o", str(output)]
+        return ["nvcc", "-x", "cu", "-arch=sm_90", "-I", str(kernel_dir()), *defines, "-Werror", "all-warnings",
+                "-c", str(source), "-o", str(output)]
 
     def env(self) -> dict:
         env = dict(os.environ)
@@ -63,8 +64,9 @@ def compile_all(targets=TARGETS) -> list[Result]:
             for path in kernel_files():
                 assembled = tmpdir / f"{path.stem}.runtime{target.suffix}"
                 assembled.write_text(assemble_source(path.stem, target.warp_size))
-                for variant, source in (("runtime", assembled), ("standalone", path)):
-                    proc = subprocess.run(target.command(source, tmpdir / f"{path.stem}.{variant}.o"),
+                standalone = tuple(f"-D{name}={value}" for name, value in KERNEL_CONSTANTS.items())
+                for variant, source, defines in (("runtime", assembled, ()), ("standalone", path, standalone)):
+                    proc = subprocess.run(target.command(source, tmpdir / f"{path.stem}.{variant}.o", defines),
                                           capture_output=True, text=True, env=target.env())
                     results.append(Result(target, path.name, variant, proc.returncode == 0,
                                           (proc.stdout + proc.stderr).strip()))

@@ -3,19 +3,18 @@
 
 from __future__ import annotations
 
-from .common import F32, I32, _aligned, _blocks, _check
+from ..constants import ATTN_MAX_GROUP, ATTN_MAX_HEAD_DIM, BLOCK_SIZE
+from .common import F32, I32, _aligned, _blocks, _check, _require
 
-_BLOCK = 256  # threads per block: kernels/common.h BLOCK_SIZE (gpu.kernels.BLOCK_SIZE)
-ATTN_MAX_HEAD_DIM = 128
-ATTN_MAX_GROUP = 16
+# attn_rows_partial's specialisations (kernels/attention.hip ATTN_ROWS_PARTIAL_KERNEL): (head_dim bound, group bound)
+ATTN_PARTIAL_BOUNDS = ((64, 8), (64, 16), (128, 8), (128, ATTN_MAX_GROUP))
+ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_f32" for d, g in ATTN_PARTIAL_BOUNDS)
 
 
 def attn_partial_kernel(head_dim: int, group: int) -> str:
     """The attn_rows_partial specialisation for this head_dim and group size (query heads per kv head)."""
-    if not 0 < head_dim <= ATTN_MAX_HEAD_DIM:
-        raise ValueError(f"attention: head_dim {head_dim} outside 1..{ATTN_MAX_HEAD_DIM}")
-    if not 0 < group <= ATTN_MAX_GROUP:
-        raise ValueError(f"attention: {group} query heads per kv head, at most {ATTN_MAX_GROUP}")
+    _require(0 < head_dim <= ATTN_MAX_HEAD_DIM, f"attention: head_dim {head_dim} outside 1..{ATTN_MAX_HEAD_DIM}")
+    _require(0 < group <= ATTN_MAX_GROUP, f"attention: {group} query heads per kv head, at most {ATTN_MAX_GROUP}")
     return f"attn_rows_partial_d{64 if head_dim <= 64 else 128}_g{8 if group <= 8 else 16}_f32"
 
 
@@ -27,27 +26,29 @@ class AttentionLaunches:
         [lo + s split_len, lo + (s + 1) split_len) ∩ [lo, row_pos[r]], lo = max(0, pos - window + 1) if
         window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D)."""
         rows = qkv.shape[0]
-        assert n_heads % n_kv_heads == 0
+        _require(n_kv_heads > 0 and n_heads % n_kv_heads == 0,
+                 f"attn_rows_partial: {n_heads} query heads over {n_kv_heads} kv heads")
         name = attn_partial_kernel(head_dim, n_heads // n_kv_heads)
         n_split = partial_ml.shape[2] if partial_ml.ndim == 4 else 0
         _check("partial_ml", partial_ml, F32, (rows, n_heads, n_split, 2))
         _check("partial_acc", partial_acc, F32, (rows, n_heads, n_split, head_dim))
         _check("qkv", qkv, F32, (rows, (n_heads + 2 * n_kv_heads) * head_dim))
         _check("key_cache", key_cache, F32)
-        assert key_cache.ndim == 3 and key_cache.shape[2] == n_kv_heads * head_dim, f"key_cache {key_cache.shape}"
+        _require(key_cache.ndim == 3 and key_cache.shape[2] == n_kv_heads * head_dim,
+                 f"key_cache: shape {tuple(key_cache.shape)}, expected (slots, C, {n_kv_heads * head_dim})")
         _check("value_cache", value_cache, F32, key_cache.shape)
         _check("row_slot", row_slot, I32, (rows,))
         _check("row_pos", row_pos, I32, (rows,))
         cache_len = key_cache.shape[1]
-        if window < 0 or split_len <= 0 or n_split <= 0:
-            raise ValueError(f"attn_rows_partial: window {window}, split_len {split_len}, n_split {n_split}")
+        _require(window >= 0 and split_len > 0 and n_split > 0,
+                 f"attn_rows_partial: window {window}, split_len {split_len}, n_split {n_split}")
         span = min(window, cache_len) if window > 0 else cache_len  # most positions a row attends to
-        if n_split * split_len < span:
-            raise ValueError(f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
+        _require(n_split * split_len >= span,
+                 f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
         vec4 = head_dim % 4 == 0 and _aligned(key_cache, value_cache)
         if rows == 0:  # the grid's last dimension: CuPy would still launch one block
             return
-        self._launch(name, (n_split, n_kv_heads, rows), (_BLOCK,),
+        self._launch(name, (n_split, n_kv_heads, rows), (BLOCK_SIZE,),
                      (partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, I32(n_heads),
                       I32(n_kv_heads), I32(head_dim), I32(cache_len), I32(window), I32(split_len), I32(vec4)))
 
@@ -55,12 +56,12 @@ class AttentionLaunches:
         """att (R, nh D) = the splits merged with the sink: M = max(max_s m_s, sink), L = sum_s l_s exp(m_s - M)
         + exp(sink - M), att = sum_s acc_s exp(m_s - M) / L."""
         _check("partial_acc", partial_acc, F32)
-        assert partial_acc.ndim == 4, f"partial_acc {partial_acc.shape}"
+        _require(partial_acc.ndim == 4, f"partial_acc: shape {tuple(partial_acc.shape)}, expected (R, nh, n_split, D)")
         rows, n_heads, n_split, head_dim = partial_acc.shape
         _check("partial_ml", partial_ml, F32, (rows, n_heads, n_split, 2))
         _check("att", att, F32, (rows, n_heads * head_dim))
         _check("sinks", sinks, F32, (n_heads,))
         items = rows * n_heads
-        self._launch("attn_rows_merge_f32", (_blocks(items, self.warps_per_block),), (_BLOCK,),
+        self._launch("attn_rows_merge_f32", (_blocks(items, self.warps_per_block),), (BLOCK_SIZE,),
                      (att, partial_acc, partial_ml, sinks, I32(items), I32(n_heads), I32(n_split),
                       I32(head_dim)))

@@ -2,23 +2,32 @@
 
 Scalars must reach a kernel as exact numpy types (a bare Python float arrives as 0.0 in a `float`
 parameter), arrays C-contiguous (kernels ignore strides). Launch helpers run inside CUDA-graph
-capture too, so nothing here may synchronise or allocate.
+capture too, so nothing here may synchronise or allocate. Every check raises KernelArgumentError (or
+KernelDtypeError) with a message, never a bare `assert` (gone under `python -O`).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from ...errors import KernelArgumentError, KernelDtypeError
+
 F32, BF16, I32 = np.float32, np.uint16, np.int32
 
 
 def _check(name: str, array, dtype, shape=None) -> None:
     if array.dtype != dtype:
-        raise TypeError(f"{name}: dtype {array.dtype}, expected {np.dtype(dtype)}")
+        raise KernelDtypeError(f"{name}: dtype {array.dtype}, expected {np.dtype(dtype)}")
     if shape is not None and tuple(array.shape) != tuple(shape):
-        raise ValueError(f"{name}: shape {tuple(array.shape)}, expected {tuple(shape)}")
+        raise KernelArgumentError(f"{name}: shape {tuple(array.shape)}, expected {tuple(shape)}")
     if not array.flags.c_contiguous:
-        raise ValueError(f"{name}: must be C-contiguous (kernels ignore strides)")
+        raise KernelArgumentError(f"{name}: must be C-contiguous (kernels ignore strides)")
+
+
+def _require(condition: bool, message: str) -> None:
+    """A launch argument check that is not a dtype or exact shape: KernelArgumentError(message) when false."""
+    if not condition:
+        raise KernelArgumentError(message)
 
 
 def _aligned(*arrays, multiple: int = 16) -> bool:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import KernelArgumentError, KernelDtypeError
+from ..constants import BLOCK_SIZE, SKINNY_BM, TILE_BM, TILE_BN
 from .common import BF16, F32, I32, _aligned, _blocks, _check
 
-SKINNY_BM = 8  # rows per skinny tile (kernels/gemm.hip SKINNY_BM)
-TILE_BM, TILE_BN = 64, 128  # tiled block tile (kernels/gemm.hip TILE_BM, TILE_BN)
 GROUPED_BLOCK_M = (SKINNY_BM, TILE_BM)  # (small: skinny kernel, large: tiled kernel); the block_m given to moe_align
 SKINNY_MAX_M = 16  # dense products with at most this many rows use the skinny kernel
 SKINNY_TILE_GROUPS = 4  # skinny grid.x: tiles are spread over this many blocks per column block, each loops
-GEMM_THREADS = 256  # kernels/common.h BLOCK_SIZE; the tiled kernel's thread layout needs exactly 256
 
 
 class GemmLaunches:
@@ -30,7 +29,7 @@ class GemmLaunches:
         n = w.shape[0]
         _check("a", a, F32)
         if w.dtype not in (np.float32, np.uint16):
-            raise TypeError(f"w: dtype {w.dtype}, expected float32 or uint16 (bf16)")
+            raise KernelDtypeError(f"w: dtype {w.dtype}, expected float32 or uint16 (bf16)")
         _check("w", w, w.dtype, (n, k))
         _check("c", c, F32, (m, n))
         if bias is not None:
@@ -41,25 +40,25 @@ class GemmLaunches:
         vec = k % (4 if w.dtype == np.float32 else 8) == 0 and _aligned(a, w)
         args = (c, a, w, bias, I32(m), I32(n), I32(k), I32(bool(accumulate)), I32(vec))
         if m <= SKINNY_MAX_M:
-            self._launch(f"gemm_{kind}_skinny", self._skinny_grid(_blocks(m, SKINNY_BM), n), (GEMM_THREADS,), args)
+            self._launch(f"gemm_{kind}_skinny", self._skinny_grid(_blocks(m, SKINNY_BM), n), (BLOCK_SIZE,), args)
         else:
-            self._launch(f"gemm_{kind}_tiled", (_blocks(n, TILE_BN), _blocks(m, TILE_BM)), (GEMM_THREADS,), args)
+            self._launch(f"gemm_{kind}_tiled", (_blocks(n, TILE_BN), _blocks(m, TILE_BM)), (BLOCK_SIZE,), args)
 
-    def _grouped_checks(self, out, a, pair_of_slot, tile_expert, w, b, block_m: int) -> tuple:
+    def _grouped_checks(self, out, a, pair_of_padded, tile_expert, w, b, block_m: int) -> tuple:
         """(P, E, N, K) after the checks every grouped product shares."""
         if block_m not in GROUPED_BLOCK_M:
-            raise ValueError(f"block_m {block_m} not supported; expected one of {GROUPED_BLOCK_M}")
+            raise KernelArgumentError(f"block_m {block_m} not supported; expected one of {GROUPED_BLOCK_M}")
         n_experts, n, k = w.shape
         p = out.shape[0]
         if p % block_m:
-            raise ValueError(f"padded positions {p} not a multiple of block_m {block_m}")
+            raise KernelArgumentError(f"padded positions {p} not a multiple of block_m {block_m}")
         _check("a", a, F32)
-        _check("pair_of_slot", pair_of_slot, I32, (p,))
+        _check("pair_of_padded", pair_of_padded, I32, (p,))
         _check("tile_expert", tile_expert, I32, (p // block_m,))
         _check("w", w, BF16)
         _check("b", b, F32, (n_experts, n))
         if a.ndim != 2 or a.shape[1] != k:
-            raise ValueError(f"a: shape {tuple(a.shape)}, expected (rows, {k})")
+            raise KernelArgumentError(f"a: shape {tuple(a.shape)}, expected (rows, {k})")
         return p, n, k
 
     def _grouped_grid(self, p: int, n: int, block_m: int) -> tuple:
@@ -67,31 +66,31 @@ class GemmLaunches:
             return self._skinny_grid(p // SKINNY_BM, n)
         return (_blocks(n, TILE_BN), p // TILE_BM)
 
-    def gemm_grouped_swiglu(self, g, a, pair_of_slot, tile_expert, w1, b1, experts_per_token: int, limit: float,
+    def gemm_grouped_swiglu(self, g, a, pair_of_padded, tile_expert, w1, b1, experts_per_token: int, limit: float,
                             block_m: int) -> None:
-        """g[p] (P, I) = SwiGLU(w1[e] @ a[pair_of_slot[p] // k] + b1[e]) for every non-pad position p of each
+        """g[p] (P, I) = SwiGLU(w1[e] @ a[pair_of_padded[p] // k] + b1[e]) for every non-pad position p of each
         tile with expert e = tile_expert[tile] >= 0; w1 (E, 2I, H) bf16, b1 (E, 2I), a (R, H)."""
-        p, n, k = self._grouped_checks(g, a, pair_of_slot, tile_expert, w1, b1, block_m)
+        p, n, k = self._grouped_checks(g, a, pair_of_padded, tile_expert, w1, b1, block_m)
         _check("g", g, F32, (p, n // 2))
         if n % 2:
-            raise ValueError(f"w1: {n} rows, expected 2 * intermediate (gate, up interleaved)")
+            raise KernelArgumentError(f"w1: {n} rows, expected 2 * intermediate (gate, up interleaved)")
         if p == 0 or n == 0:
             return
         vec = k % 8 == 0 and _aligned(a, w1)
         name = "gemm_grouped_swiglu_skinny" if block_m == SKINNY_BM else "gemm_grouped_swiglu_tiled"
-        self._launch(name, self._grouped_grid(p, n, block_m), (GEMM_THREADS,),
-                     (g, a, pair_of_slot, tile_expert, w1, b1, I32(p), I32(n), I32(k), I32(experts_per_token),
+        self._launch(name, self._grouped_grid(p, n, block_m), (BLOCK_SIZE,),
+                     (g, a, pair_of_padded, tile_expert, w1, b1, I32(p), I32(n), I32(k), I32(experts_per_token),
                       F32(limit), I32(vec)))
 
-    def gemm_grouped(self, y, g, pair_of_slot, tile_expert, w2, b2, block_m: int) -> None:
+    def gemm_grouped(self, y, g, pair_of_padded, tile_expert, w2, b2, block_m: int) -> None:
         """y[p] (P, H) = w2[e] @ g[p] + b2[e] for every non-pad position p of each tile with expert
         e = tile_expert[tile] >= 0; w2 (E, H, I) bf16, b2 (E, H), g (P, I)."""
-        p, n, k = self._grouped_checks(y, g, pair_of_slot, tile_expert, w2, b2, block_m)
+        p, n, k = self._grouped_checks(y, g, pair_of_padded, tile_expert, w2, b2, block_m)
         _check("y", y, F32, (p, n))
         _check("g", g, F32, (p, k))
         if p == 0 or n == 0:
             return
         vec = k % 8 == 0 and _aligned(g, w2)
         name = "gemm_grouped_skinny" if block_m == SKINNY_BM else "gemm_grouped_tiled"
-        self._launch(name, self._grouped_grid(p, n, block_m), (GEMM_THREADS,),
-                     (y, g, pair_of_slot, tile_expert, w2, b2, I32(p), I32(n), I32(k), I32(vec)))
+        self._launch(name, self._grouped_grid(p, n, block_m), (BLOCK_SIZE,),
+                     (y, g, pair_of_padded, tile_expert, w2, b2, I32(p), I32(n), I32(k), I32(vec)))

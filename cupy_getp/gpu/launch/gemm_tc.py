@@ -14,25 +14,20 @@ from __future__ import annotations
 import os
 import re
 
-from .common import BF16, F32, I32, _aligned, _blocks, _check
+from ...errors import KernelArgumentError
+from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
+from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
 
-TC_BLOCK_M = 64  # rows per tile of the grouped kernels: the engine's block_m for moe_align
-TC_BLOCK_N = 128  # output columns per block of the grouped kernels (TC_BN)
-TC_BK = 32  # K per pipeline step
-_TC_LDS = TC_BK + 8  # padded shared-memory row, bf16 elements
-TC_STAGES = {False: 4, True: 2}  # kernels/gemm_tc.hip TC_STAGES on CUDA, on HIP
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
 DENSE_TILES = {(128, 128): (1, 1.34), (64, 128): (2, 1.0), (64, 64): (2, 1.66)}
 # wgmma kernels (kernels/gemm_wgmma.hip): row-tile heights (the N side of the instruction) per piece
-# count, output features per block (128 MB, MB = 1 or 2), threads and dynamic shared memory of every block
-# (both emitted into the kernel source: WG_SMEM_BYTES sizes its ring of stages). The grouped kernels' tile
-# height is moe_align's block_m.
+# count, output features per block (128 MB, MB = 1 or 2); threads and dynamic shared memory of every block
+# are constants.py's WG_THREADS and WG_SMEM_BYTES. The grouped kernels' tile height is moe_align's block_m.
 WG_ROWS = {3: (8, 16, 32, 64, 128), 1: (8, 16, 32, 64, 128)}
 WG_DENSE_TILES = {p: [(r, f) for r in WG_ROWS[p] for f in (1, 2) if (p, r, f) != (3, 128, 2)] for p in WG_ROWS}
 WG_GROUPED_ROWS = (8, 16, 32, 64, 128)
-WG_THREADS = 384
-WG_SMEM_BYTES = 225 * 1024
+WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) != (128, 2)]  # either piece count
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int, pieces: int) -> int:
@@ -60,7 +55,8 @@ def pieces_lda(k: int) -> int:
 
 def tc_shared_bytes(pieces: int, block_m: int, block_n: int, is_hip: bool) -> int:
     """Dynamic shared memory of one block: TC_STAGES stages of pieces x BM + BN rows, bf16."""
-    return TC_STAGES[is_hip] * (pieces * block_m + block_n) * _TC_LDS * 2
+    stages = TC_STAGES_HIP if is_hip else TC_STAGES_CUDA
+    return stages * (pieces * block_m + block_n) * TC_LDS * 2
 
 
 class TensorCoreGemmLaunches:
@@ -85,9 +81,9 @@ class TensorCoreGemmLaunches:
         if ap.ndim != 3 or ap.shape[0] not in (1, 3) or ap.shape[2] != pieces_lda(k) or \
                 (rows is not None and ap.shape[1] != rows):
             want = f"(1 or 3, {'rows' if rows is None else rows}, {pieces_lda(k)})"
-            raise ValueError(f"{name}: shape {tuple(ap.shape)}, expected {want}")
+            raise KernelArgumentError(f"{name}: shape {tuple(ap.shape)}, expected {want}")
         if not _aligned(ap):
-            raise ValueError(f"{name}: must start on a 16-byte boundary (the kernels copy 16-byte chunks)")
+            raise KernelArgumentError(f"{name}: must start on a 16-byte boundary (the kernels copy 16-byte chunks)")
         return ap.shape[0], ap.shape[1]
 
     def split_pieces(self, ap, a) -> None:
@@ -153,32 +149,33 @@ class TensorCoreGemmLaunches:
         if self.wgmma:
             rows, features = tile or self.wg_tile(m, n, pieces)
             if (rows, features) not in WG_DENSE_TILES[pieces]:
-                raise ValueError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels with "
-                                 f"{pieces} pieces: {WG_DENSE_TILES[pieces]}")
+                raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
+                                          f"with {pieces} pieces: {WG_DENSE_TILES[pieces]}")
             self._wg_launch("", rows, pieces, features, n, _blocks(m, rows),
                             (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(vec8)))
             return
         tile = tile or self.tc_dense_tile(m, n)
         if tile not in DENSE_TILES or (self.device.is_hip and tile[0] != 64):
-            raise ValueError(f"gemm_tc: tile {tile} not available (CUDA {list(DENSE_TILES)}, ROCm 64-row tiles)")
+            raise KernelArgumentError(f"gemm_tc: tile {tile} not available (CUDA {list(DENSE_TILES)}, "
+                                      "ROCm 64-row tiles)")
         self._tc_launch(f"gemm_tc_m{tile[0]}_n{tile[1]}", (_blocks(n, tile[1]), _blocks(m, tile[0])),
                         (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(pieces),
                          I32(vec8)), pieces, tile)
 
-    def _tc_grouping(self, pair_of_slot, tile_expert) -> tuple[int, int]:
+    def _tc_grouping(self, pair_of_padded, tile_expert) -> tuple[int, int]:
         """(P, tile height) of a moe_align grouping: TC_BLOCK_M on the mma.sync kernels, one of
         WG_GROUPED_ROWS on the wgmma kernels."""
-        p = pair_of_slot.shape[0]
-        _check("pair_of_slot", pair_of_slot, I32, (p,))
+        p = pair_of_padded.shape[0]
+        _check("pair_of_padded", pair_of_padded, I32, (p,))
         heights = WG_GROUPED_ROWS if self.wgmma else (TC_BLOCK_M,)
         block_m = p // tile_expert.shape[0] if tile_expert.ndim == 1 and tile_expert.shape[0] else 0
         if block_m not in heights or p % block_m:
-            raise ValueError(f"pair_of_slot ({p},) and tile_expert {tuple(tile_expert.shape)}: tiles of "
+            raise KernelArgumentError(f"pair_of_padded ({p},) and tile_expert {tuple(tile_expert.shape)}: tiles of "
                              f"{heights} positions expected")
         _check("tile_expert", tile_expert, I32, (p // block_m,))
         return p, block_m
 
-    def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_slot, tile_expert, w1, b1, experts_per_token: int,
+    def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_padded, tile_expert, w1, b1, experts_per_token: int,
                                limit: float) -> None:
         """g[p] = swiglu(w1[e] (2I,H) @ a[pair // k] + b1[e]) for every non-pad padded position p of an
         expert-e tile (moe_align with block_m = TC_BLOCK_M), written as its pieces gp (pieces, P,
@@ -186,17 +183,17 @@ class TensorCoreGemmLaunches:
         are not written."""
         n_experts, two_inter, hidden = w1.shape
         inter = two_inter // 2
-        p, block_m = self._tc_grouping(pair_of_slot, tile_expert)
+        p, block_m = self._tc_grouping(pair_of_padded, tile_expert)
         pieces, rows = self._check_pieces("ap", ap, hidden)
         self._check_pieces("gp", gp, inter, p)
         if gp.shape[0] != pieces:
-            raise ValueError(f"gp: {gp.shape[0]} pieces, ap has {pieces}")
+            raise KernelArgumentError(f"gp: {gp.shape[0]} pieces, ap has {pieces}")
         _check("w1", w1, BF16)
         _check("b1", b1, F32, (n_experts, two_inter))
-        if two_inter != 2 * inter or experts_per_token < 1:
-            raise ValueError(f"gemm_tc_grouped_swiglu: w1 {tuple(w1.shape)}, {experts_per_token} experts per token")
+        _require(two_inter == 2 * inter and experts_per_token > 0,
+                 f"gemm_tc_grouped_swiglu: w1 {tuple(w1.shape)}, {experts_per_token} experts per token")
         vec8 = hidden % 8 == 0 and _aligned(w1)
-        args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_slot, tile_expert, w1, b1,
+        args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert, w1, b1,
                 I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
         if self.wgmma:
             features = self._wg_features(block_m, pieces, p // block_m, two_inter, grouped=True)
@@ -205,17 +202,17 @@ class TensorCoreGemmLaunches:
         self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
                         (*args, I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
 
-    def gemm_tc_grouped(self, y, gp, pair_of_slot, tile_expert, w2, b2) -> None:
+    def gemm_tc_grouped(self, y, gp, pair_of_padded, tile_expert, w2, b2) -> None:
         """y[p] (P,H) = w2[e] (H,I) @ g[p] + b2[e] for every non-pad padded position p of an expert-e tile,
         g given as pieces gp (pieces, P, pieces_lda(I))."""
         n_experts, hidden, inter = w2.shape
-        p, block_m = self._tc_grouping(pair_of_slot, tile_expert)
+        p, block_m = self._tc_grouping(pair_of_padded, tile_expert)
         pieces, _ = self._check_pieces("gp", gp, inter, p)
         _check("y", y, F32, (p, hidden))
         _check("w2", w2, BF16)
         _check("b2", b2, F32, (n_experts, hidden))
         vec8 = inter % 8 == 0 and _aligned(w2)
-        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_slot, tile_expert, w2, b2, I32(hidden), I32(inter))
+        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, w2, b2, I32(hidden), I32(inter))
         if self.wgmma:
             features = self._wg_features(block_m, pieces, p // block_m, hidden, grouped=True)
             self._wg_launch("_grouped", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))

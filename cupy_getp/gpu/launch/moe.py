@@ -4,30 +4,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import KernelArgumentError
+from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS
 from .common import F32, I32, _blocks, _check
-
-BLOCK_SIZE = 256  # as kernels/common.h
-MOE_ALIGN_THREADS = 1024  # as kernels/moe.hip: moe_align runs as one block of this many threads
-MOE_MAX_EXPERTS = 256  # as kernels/moe.hip (moe_align's shared arrays)
 
 
 def moe_padded_pairs(n_pairs: int, n_experts: int, block_m: int) -> int:
     """P: padded positions that hold any grouping of n_pairs pairs over n_experts experts in BM-row tiles.
     sum_e ceil(n_e / BM) <= (n_pairs + E (BM - 1)) / BM, so ceil of that many tiles always suffice."""
     if n_pairs < 0 or n_experts < 1 or block_m < 1:
-        raise ValueError(f"moe_padded_pairs({n_pairs}, {n_experts}, {block_m})")
+        raise KernelArgumentError(f"moe_padded_pairs({n_pairs}, {n_experts}, {block_m})")
     return block_m * _blocks(n_pairs + n_experts * (block_m - 1), block_m)
 
 
 def moe_align_host(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`moe_align`'s contract in numpy (the oracle of its tests, and the grouping of the GEMM tests and
-    benchmarks): (pair_of_slot, slot_of_pair, tile_expert). Pair id r k + s; expert e's pairs, in
+    benchmarks): (pair_of_padded, padded_of_pair, tile_expert). Pair id r k + s; expert e's pairs, in
     increasing pair id, fill ceil(n_e / BM) consecutive tiles in expert order; -1 for padding and unused
     tiles."""
     flat = np.asarray(experts).reshape(-1)
     padded = moe_padded_pairs(flat.size, n_experts, block_m)
-    pair_of_slot = np.full(padded, -1, np.int32)
-    slot_of_pair = np.full(flat.size, -1, np.int32)
+    pair_of_padded = np.full(padded, -1, np.int32)
+    padded_of_pair = np.full(flat.size, -1, np.int32)
     tile_expert = np.full(padded // block_m, -1, np.int32)
     tile = 0
     for e in range(n_experts):
@@ -35,69 +33,69 @@ def moe_align_host(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[n
         n_tiles = -(-ids.size // block_m)
         tile_expert[tile:tile + n_tiles] = e
         positions = tile * block_m + np.arange(ids.size)
-        pair_of_slot[positions] = ids
-        slot_of_pair[ids] = positions
+        pair_of_padded[positions] = ids
+        padded_of_pair[ids] = positions
         tile += n_tiles
-    return pair_of_slot, slot_of_pair, tile_expert
+    return pair_of_padded, padded_of_pair, tile_expert
 
 
 class MoeLaunches:
     def router_topk_rows(self, experts, weights, scores) -> None:
-        """experts (R, k), weights (R, k) = per row of scores (R, E): top-k (ties to the lower index) and
+        """experts (R, top_k), weights (R, top_k) = per row of scores (R, E): top-k (ties to the lower index) and
         the softmax of the chosen scores. One warp per row."""
         rows, n_experts = scores.shape
-        k = experts.shape[1] if experts.ndim == 2 else -1
+        top_k = experts.shape[1] if experts.ndim == 2 else -1
         _check("scores", scores, F32)
-        _check("experts", experts, I32, (rows, k))
-        _check("weights", weights, F32, (rows, k))
-        if not 0 < k <= n_experts:
-            raise ValueError(f"router_topk_rows: k = {k} for {n_experts} experts")
+        _check("experts", experts, I32, (rows, top_k))
+        _check("weights", weights, F32, (rows, top_k))
+        if not 0 < top_k <= n_experts:
+            raise KernelArgumentError(f"router_topk_rows: top_k = {top_k} for {n_experts} experts")
         self._launch("router_topk_rows", (_blocks(rows, self.warps_per_block),), (BLOCK_SIZE,),
-                     (experts, weights, scores, I32(rows), I32(n_experts), I32(k)))
+                     (experts, weights, scores, I32(rows), I32(n_experts), I32(top_k)))
 
-    def moe_align(self, pair_of_slot, slot_of_pair, tile_expert, experts, block_m: int,
+    def moe_align(self, pair_of_padded, padded_of_pair, tile_expert, experts, block_m: int,
                   n_experts: int | None = None) -> None:
-        """Group the R k (row, slot) pairs of experts (R, k) by expert into BM-row tiles (see
-        docs/batched-engine.md). With n_experts, P = pair_of_slot's length must be
-        moe_padded_pairs(R k, E, BM); without, ids are taken as < MOE_MAX_EXPERTS and P is only checked
-        to be whole tiles (the kernel never writes past P: a pair that would is left unplaced, slot -1).
+        """Group the R top_k (row, choice) pairs of experts (R, top_k) by expert into BM-row tiles (see
+        docs/batched-engine.md). With n_experts, P = pair_of_padded's length must be
+        moe_padded_pairs(R top_k, E, BM); without, ids are taken as < MOE_MAX_EXPERTS and P is only checked
+        to be whole tiles (the kernel never writes past P: a pair that would is left unplaced, padded position -1).
         Writes every element of the three outputs; one block, grid from shapes only."""
-        rows, k = experts.shape
-        n_pairs = rows * k
-        padded = pair_of_slot.shape[0] if pair_of_slot.ndim == 1 else -1
+        rows, top_k = experts.shape
+        n_pairs = rows * top_k
+        padded = pair_of_padded.shape[0] if pair_of_padded.ndim == 1 else -1
         _check("experts", experts, I32)
-        _check("pair_of_slot", pair_of_slot, I32, (padded,))
-        _check("slot_of_pair", slot_of_pair, I32, (n_pairs,))
+        _check("pair_of_padded", pair_of_padded, I32, (padded,))
+        _check("padded_of_pair", padded_of_pair, I32, (n_pairs,))
         if block_m < 1 or padded % block_m or padded < n_pairs:
-            raise ValueError(f"moe_align: P = {padded} for {n_pairs} pairs and block_m {block_m}")
+            raise KernelArgumentError(f"moe_align: P = {padded} for {n_pairs} pairs and block_m {block_m}")
         _check("tile_expert", tile_expert, I32, (padded // block_m,))
         if n_experts is None:
             n_experts = MOE_MAX_EXPERTS
         elif padded != moe_padded_pairs(n_pairs, n_experts, block_m):
-            raise ValueError(f"moe_align: P = {padded}, expected moe_padded_pairs({n_pairs}, {n_experts}, "
+            raise KernelArgumentError(f"moe_align: P = {padded}, expected moe_padded_pairs({n_pairs}, {n_experts}, "
                              f"{block_m}) = {moe_padded_pairs(n_pairs, n_experts, block_m)}")
         if not 0 < n_experts <= MOE_MAX_EXPERTS:
-            raise ValueError(f"moe_align: {n_experts} experts (at most {MOE_MAX_EXPERTS})")
+            raise KernelArgumentError(f"moe_align: {n_experts} experts (at most {MOE_MAX_EXPERTS})")
         if padded >= 2**31:
-            raise ValueError(f"moe_align: {padded} padded positions overflow int32")
+            raise KernelArgumentError(f"moe_align: {padded} padded positions overflow int32")
         self._launch("moe_align", (1,), (MOE_ALIGN_THREADS,),
-                     (pair_of_slot, slot_of_pair, tile_expert, experts, I32(n_pairs), I32(n_experts), I32(padded),
+                     (pair_of_padded, padded_of_pair, tile_expert, experts, I32(n_pairs), I32(n_experts), I32(padded),
                       I32(block_m)))
 
-    def moe_combine(self, x, moe_out, y, weights, slot_of_pair) -> None:
-        """moe_out[r] = sum_s (in order) weights[r, s] * y[slot_of_pair[r k + s]]; x[r] += moe_out[r]."""
+    def moe_combine(self, x, moe_out, y, weights, padded_of_pair) -> None:
+        """moe_out[r] = sum_s (in order) weights[r, s] * y[padded_of_pair[r top_k + s]]; x[r] += moe_out[r]."""
         rows, hidden = x.shape
-        k = weights.shape[1] if weights.ndim == 2 else -1
+        top_k = weights.shape[1] if weights.ndim == 2 else -1
         _check("x", x, F32)
         _check("moe_out", moe_out, F32, (rows, hidden))
         _check("y", y, F32)
-        _check("weights", weights, F32, (rows, k))
-        _check("slot_of_pair", slot_of_pair, I32, (rows * k,))
+        _check("weights", weights, F32, (rows, top_k))
+        _check("padded_of_pair", padded_of_pair, I32, (rows * top_k,))
         if y.ndim != 2 or y.shape[1] != hidden:
-            raise ValueError(f"moe_combine: y {tuple(y.shape)}, expected (P, {hidden})")
+            raise KernelArgumentError(f"moe_combine: y {tuple(y.shape)}, expected (P, {hidden})")
         if rows == 0 or hidden == 0:  # CuPy would still launch one block along y
             return
         if rows > 65535:
-            raise ValueError(f"moe_combine: {rows} rows (grid y at most 65535)")
+            raise KernelArgumentError(f"moe_combine: {rows} rows (grid y at most 65535)")
         self._launch("moe_combine", (_blocks(hidden, BLOCK_SIZE), rows), (BLOCK_SIZE,),
-                     (x, moe_out, y, weights, slot_of_pair, I32(hidden), I32(k)))
+                     (x, moe_out, y, weights, padded_of_pair, I32(hidden), I32(top_k)))

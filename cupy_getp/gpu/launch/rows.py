@@ -3,9 +3,8 @@ one block per row. Kernels in kernels/embedding.hip, rmsnorm.hip, rope.hip, soft
 
 from __future__ import annotations
 
-from .common import F32, I32, _aligned, _check
-
-_BLOCK = 256  # threads per block: kernels/common.h BLOCK_SIZE (gpu.kernels.BLOCK_SIZE)
+from ..constants import BLOCK_SIZE
+from .common import F32, I32, _aligned, _check, _require
 
 
 class RowLaunches:
@@ -15,7 +14,7 @@ class RowLaunches:
         _check("x", x, F32)
         _check("table", table, F32, (table.shape[0], hidden))
         _check("tokens", tokens, I32, (rows,))
-        self._launch("embedding_rows_f32", (rows,), (_BLOCK,), (x, table, tokens, I32(hidden)))
+        self._launch("embedding_rows_f32", (rows,), (BLOCK_SIZE,), (x, table, tokens, I32(hidden)))
 
     def rmsnorm_rows(self, out, x, w) -> None:
         """out[i] = rmsnorm(x[i]) for each row; out, x (R, H), w (H,)."""
@@ -23,7 +22,7 @@ class RowLaunches:
         _check("out", out, F32, (rows, hidden))
         _check("x", x, F32)
         _check("w", w, F32, (hidden,))
-        self._launch("rmsnorm_rows_f32", (rows,), (_BLOCK,), (out, x, w, I32(hidden)))
+        self._launch("rmsnorm_rows_f32", (rows,), (BLOCK_SIZE,), (out, x, w, I32(hidden)))
 
     def rope_kv_write(self, qkv, cos, sin, key_cache, value_cache, row_slot, row_pos,
                       n_heads: int, n_kv_heads: int, head_dim: int) -> None:
@@ -32,16 +31,18 @@ class RowLaunches:
         Caches (S1, C, n_kv_heads * head_dim)."""
         rows = qkv.shape[0]
         kv_dim = n_kv_heads * head_dim
-        assert head_dim % 2 == 0 and n_heads % n_kv_heads == 0
+        _require(head_dim % 2 == 0 and n_kv_heads > 0 and n_heads % n_kv_heads == 0,
+                 f"rope_kv_write: head_dim {head_dim}, {n_heads} query heads over {n_kv_heads} kv heads")
         _check("qkv", qkv, F32, (rows, (n_heads + 2 * n_kv_heads) * head_dim))
         _check("cos", cos, F32, (cos.shape[0], head_dim // 2))
         _check("sin", sin, F32, cos.shape)
         _check("key_cache", key_cache, F32)
-        assert key_cache.ndim == 3 and key_cache.shape[2] == kv_dim, f"key_cache {key_cache.shape}"
+        _require(key_cache.ndim == 3 and key_cache.shape[2] == kv_dim,
+                 f"key_cache: shape {tuple(key_cache.shape)}, expected (slots, C, {kv_dim})")
         _check("value_cache", value_cache, F32, key_cache.shape)
         _check("row_slot", row_slot, I32, (rows,))
         _check("row_pos", row_pos, I32, (rows,))
-        self._launch("rope_kv_write_f32", (rows,), (_BLOCK,),
+        self._launch("rope_kv_write_f32", (rows,), (BLOCK_SIZE,),
                      (qkv, cos, sin, key_cache, value_cache, row_slot, row_pos, I32(n_heads), I32(n_kv_heads),
                       I32(head_dim), I32(key_cache.shape[1])))
 
@@ -51,4 +52,4 @@ class RowLaunches:
         _check("logits", logits, F32)
         _check("next_token", next_token, I32, (rows,))
         vec4 = vocab % 4 == 0 and _aligned(logits)
-        self._launch("argmax_rows_f32", (rows,), (_BLOCK,), (next_token, logits, I32(vocab), I32(vec4)))
+        self._launch("argmax_rows_f32", (rows,), (BLOCK_SIZE,), (next_token, logits, I32(vocab), I32(vec4)))

@@ -1,0 +1,348 @@
+"""One numpy oracle per kernel: the contract of every entry point of kernels/*.hip, written once.
+
+`ORACLES[name](*args)` does what kernel `name` does, taking the very argument tuple its launch helper
+passes to the launch (arrays, then exact numpy scalars; outputs written in place). Two users:
+
+- `FakeKernels` (tests/batch_fakes.py) runs the real launch helpers of `gpu.kernels.Kernels`, with
+  their checks, grids and kernel choice, and replaces only the launch by the oracle: the CPU tests of
+  the engines' orchestration.
+- the GPU kernel tests (tests/test_gpu_*.py) compute what a kernel must write with `expected(...)`:
+  the same launch helper on host copies, through the same oracle.
+
+Products are taken in float64 and rounded once (the GPU tests' tolerances are against that); vec4 and
+vec8 flags only pick load widths and are ignored here. tests/test_kernel_oracles.py checks that every
+entry point has an oracle taking as many arguments as the kernel has parameters.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
+from cupy_getp.checkpoint.synthetic import Init, uniform_values
+from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
+from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
+from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
+from cupy_getp.gpu.launch.moe import moe_align_host
+from cupy_getp.reference import rmsnorm, rope, route, softmax, swiglu
+
+ORACLES: dict = {}
+
+
+def oracle(*names: str):
+    def register(function):
+        for name in names:
+            ORACLES[name] = function
+        return function
+    return register
+
+
+def f32(w) -> np.ndarray:
+    """Weights as float32 values: bf16 bits widened exactly, float32 as they are."""
+    return bf16_to_f32(w) if w.dtype == np.uint16 else np.asarray(w, np.float32)
+
+
+def _product(a, w, bias=None) -> np.ndarray:
+    """a (..., K) @ w (N, K)^T (+ bias), float64."""
+    y = np.asarray(a, np.float64) @ f32(w).astype(np.float64).T
+    return y if bias is None else y + bias
+
+
+# -- rows: embedding, rmsnorm, rope, softmax, argmax -----------------------------------------------------
+@oracle("embedding_f32")
+def embedding(x, table, token, size):
+    x[...] = table[token]
+
+
+@oracle("embedding_rows_f32")
+def embedding_rows(x, table, tokens, hidden):
+    x[...] = table[tokens]
+
+
+@oracle("rmsnorm_f32")
+def rmsnorm_one(out, x, w, n):
+    out[...] = rmsnorm(np.asarray(x), w)
+
+
+@oracle("rmsnorm_rows_f32")
+def rmsnorm_rows(out, x, w, hidden):
+    for r in range(x.shape[0]):
+        out[r] = rmsnorm(np.asarray(x[r]), w)
+
+
+@oracle("rope_f32")
+def rope_heads(heads, cos, sin, n_heads, head_dim):
+    flat = heads.reshape(-1)
+    used = flat[:n_heads * head_dim].reshape(n_heads, head_dim)
+    flat[:n_heads * head_dim] = rope(np.array(used), cos, sin).reshape(-1)
+
+
+@oracle("rope_kv_write_f32")
+def rope_kv_write(qkv, cos, sin, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads, head_dim,
+                  cache_len):
+    q_dim, kv_dim = n_heads * head_dim, n_kv_heads * head_dim
+    for r, (slot, pos) in enumerate(zip(row_slot, row_pos)):
+        q = rope(np.array(qkv[r, :q_dim]).reshape(n_heads, head_dim), cos[pos], sin[pos])
+        key = rope(np.array(qkv[r, q_dim:q_dim + kv_dim]).reshape(n_kv_heads, head_dim), cos[pos], sin[pos])
+        qkv[r, :q_dim], qkv[r, q_dim:q_dim + kv_dim] = q.reshape(-1), key.reshape(-1)
+        key_cache[slot, pos % cache_len] = key.reshape(-1)
+        value_cache[slot, pos % cache_len] = qkv[r, q_dim + kv_dim:]
+
+
+@oracle("softmax_rows_f32")
+def softmax_rows(x, n, stride):
+    for r in range(x.shape[0]):
+        x[r, :n] = softmax(np.array(x[r, :n]))
+
+
+@oracle("argmax_rows_f32")
+def argmax_rows(next_token, logits, vocab, vec4):
+    next_token[...] = [int(np.argmax(row)) if np.isfinite(row).all() else -1 for row in np.asarray(logits)]
+
+
+# -- dense products ------------------------------------------------------------------------------------------
+@oracle("matvec_f32", "matvec_bf16w_f32")
+def matvec(y, w, x, b, rows, cols, accumulate, vec):
+    result = _product(x, w, b)
+    y[...] = result + y if accumulate else result
+
+
+@oracle("gemm_f32w_skinny", "gemm_f32w_tiled", "gemm_bf16w_skinny", "gemm_bf16w_tiled")
+def gemm(c, a, w, bias, m, n, k, accumulate, vec):
+    result = _product(a, w, bias)
+    c[...] = result + c if accumulate else result
+
+
+# -- single-sequence attention ------------------------------------------------------------------------------
+@oracle("kv_cache_write_f32")
+def kv_cache_write(key_cache, value_cache, qkv, q_dim, kv_dim, pos):
+    key_cache[pos] = qkv[q_dim:q_dim + kv_dim]
+    value_cache[pos] = qkv[q_dim + kv_dim:q_dim + 2 * kv_dim]
+
+
+@oracle("attn_scores_f32")
+def attn_scores(scores, q, key_cache, sinks, pos, head_dim, kv_dim, kv_group, window, stride):
+    n_heads = scores.shape[0]
+    for h in range(n_heads):
+        kv = slice((h // kv_group) * head_dim, (h // kv_group + 1) * head_dim)
+        keys = np.asarray(key_cache[:pos + 1, kv], np.float64)
+        s = keys @ np.asarray(q.reshape(-1)[h * head_dim:(h + 1) * head_dim], np.float64) / np.sqrt(head_dim)
+        if window > 0:
+            s[:max(0, pos - window + 1)] = -np.inf
+        scores[h, :pos + 1], scores[h, pos + 1] = s, sinks[h]
+
+
+@oracle("attn_weighted_sum_partial_f32")
+def attn_weighted_sum_partial(partial, probs, value_cache, pos, head_dim, kv_dim, kv_group, stride, chunk):
+    n_heads, n_chunks = probs.shape[0], -(-(pos + 1) // chunk)
+    out = partial[:n_heads * n_chunks * head_dim].reshape(n_heads, n_chunks, head_dim)
+    for h in range(n_heads):
+        values = np.asarray(value_cache[:, (h // kv_group) * head_dim:(h // kv_group + 1) * head_dim], np.float64)
+        for c in range(n_chunks):
+            t = slice(c * chunk, min(pos + 1, (c + 1) * chunk))
+            out[h, c] = np.asarray(probs[h, t], np.float64) @ values[t]
+
+
+@oracle("attn_combine_f32")
+def attn_combine(out, partial, n_heads, head_dim, n_chunks):
+    chunks = np.asarray(partial[:n_heads * n_chunks * head_dim]).reshape(n_heads, n_chunks, head_dim)
+    total = np.zeros((n_heads, head_dim), np.float32)
+    for c in range(n_chunks):  # in chunk order, float32 adds
+        total += chunks[:, c]
+    out[...] = total.reshape(-1)
+
+
+# -- batched attention: flash-decoding partials and their merge ------------------------------------------------
+@oracle(*ATTN_PARTIAL_VARIANTS)
+def attn_rows_partial(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
+                      head_dim, cache_len, window, split_len, vec4):
+    n_split, group = partial_acc.shape[2], n_heads // n_kv_heads
+    for r, (slot, pos) in enumerate(zip(row_slot, row_pos)):
+        lo = max(0, pos - window + 1) if window > 0 else 0
+        for s in range(n_split):
+            ts = np.arange(lo + s * split_len, min(lo + (s + 1) * split_len, pos + 1)) % cache_len
+            for h in range(n_heads):
+                if ts.size == 0:  # an empty split: m = -inf, l = 0, acc = 0
+                    partial_acc[r, h, s], partial_ml[r, h, s] = 0, (-np.inf, 0)
+                    continue
+                kv = slice((h // group) * head_dim, (h // group + 1) * head_dim)
+                q = np.asarray(qkv[r, h * head_dim:(h + 1) * head_dim], np.float64)
+                scores = np.asarray(key_cache[slot, ts, kv], np.float64) @ q / np.sqrt(head_dim)
+                p = np.exp(scores - scores.max())
+                partial_acc[r, h, s] = p @ np.asarray(value_cache[slot, ts, kv], np.float64)
+                partial_ml[r, h, s] = (scores.max(), p.sum())
+
+
+@oracle("attn_rows_merge_f32")
+def attn_rows_merge(att, partial_acc, partial_ml, sinks, items, n_heads, n_split, head_dim):
+    m, l = np.asarray(partial_ml[..., 0], np.float64), np.asarray(partial_ml[..., 1], np.float64)
+    top = np.maximum(m.max(axis=2), sinks)  # (R, nh): M = max(max_s m_s, sink)
+    scale = np.exp(m - top[..., None])  # exp(-inf - M) = 0 for empty splits
+    total = (l * scale).sum(axis=2) + np.exp(sinks - top)
+    merged = (np.asarray(partial_acc, np.float64) * scale[..., None]).sum(axis=2) / total[..., None]
+    att[...] = merged.reshape(att.shape)
+
+
+# -- MoE: router, grouping, expert products, combine ---------------------------------------------------------------
+@oracle("router_topk_rows")
+def router_topk_rows(experts, weights, scores, rows, n_experts, k):
+    for r in range(rows):
+        experts[r], weights[r] = route(np.asarray(scores[r]), k)
+
+
+@oracle("moe_align")
+def moe_align(pair_of_padded, padded_of_pair, tile_expert, experts, n_pairs, n_experts, padded, block_m):
+    """moe_align_host, cut to P padded positions: a pair that would land past P is not placed (slot -1)."""
+    pairs, slots, tiles = moe_align_host(experts, int(n_experts), int(block_m))
+    pair_of_padded[...], tile_expert[...] = -1, -1
+    pair_of_padded[:min(padded, pairs.size)] = pairs[:padded]
+    tile_expert[:min(padded // block_m, tiles.size)] = tiles[:padded // block_m]
+    padded_of_pair[...] = np.where(slots < padded, slots, -1)
+
+
+@oracle("moe_combine")
+def moe_combine(x, moe_out, y, weights, padded_of_pair, hidden, k):
+    rows = x.shape[0]
+    total = np.zeros((rows, hidden), np.float32)
+    slots = np.asarray(padded_of_pair).reshape(rows, k)
+    for s in range(k):  # the reference's order: agg += weight * out, slot by slot; unplaced pairs add nothing
+        placed = slots[:, s] >= 0
+        total[placed] += weights[placed, s:s + 1] * y[slots[placed, s]]
+    moe_out[...] = total
+    x += total
+
+
+@oracle("moe_mlp1_swiglu_bf16w")
+def moe_mlp1_swiglu(g, w_mlp1, b_mlp1, t, experts, hidden, inter, limit, vec8):
+    for s, e in enumerate(experts):
+        g[s] = swiglu(_product(t, w_mlp1[e], b_mlp1[e]).astype(np.float32), limit)
+
+
+@oracle("moe_mlp2_accumulate_bf16w")
+def moe_mlp2_accumulate(x, moe_out, w_mlp2, b_mlp2, g, experts, weights, k, hidden, inter, vec8):
+    total = np.zeros(hidden, np.float32)
+    for s in range(k):  # slots summed in order
+        total += weights[s] * _product(g[s], w_mlp2[experts[s]], b_mlp2[experts[s]]).astype(np.float32)
+    moe_out[...] = total
+    x += total
+
+
+def _grouped(out, a, row_of, pair_of_padded, tile_expert, w, b, block_m, epilogue):
+    """out[p] = epilogue(w[e] @ a[row_of(p, pair)] + b[e]) for every non-pad position p (pair >= 0) of a tile
+    with expert e = tile_expert[tile] >= 0; other positions are not written. One product per expert."""
+    pairs = np.asarray(pair_of_padded)
+    expert_of = np.repeat(np.asarray(tile_expert), block_m)
+    for e in np.unique(expert_of[expert_of >= 0]):
+        positions = np.flatnonzero((expert_of == e) & (pairs >= 0))
+        if positions.size:
+            m = _product(a[row_of(positions, pairs[positions])], w[e], b[e]).astype(np.float32)
+            out[positions] = np.stack([epilogue(row) for row in m])
+
+
+def _grouped_swiglu(block_m):
+    def run(g, a, pair_of_padded, tile_expert, w1, b1, p, n, k, experts_per_token, limit, vec):
+        _grouped(g, a, lambda p, pair: pair // experts_per_token, pair_of_padded, tile_expert, w1, b1, block_m,
+                 lambda m: swiglu(m, limit))
+    return run
+
+
+def _grouped_plain(block_m):
+    def run(y, g, pair_of_padded, tile_expert, w2, b2, p, n, k, vec):
+        _grouped(y, g, lambda p, pair: p, pair_of_padded, tile_expert, w2, b2, block_m, lambda m: m)
+    return run
+
+
+oracle("gemm_grouped_swiglu_skinny")(_grouped_swiglu(SKINNY_BM))
+oracle("gemm_grouped_swiglu_tiled")(_grouped_swiglu(TILE_BM))
+oracle("gemm_grouped_skinny")(_grouped_plain(SKINNY_BM))
+oracle("gemm_grouped_tiled")(_grouped_plain(TILE_BM))
+
+
+# -- tensor cores: activations as BF16 pieces, products of the pieces' sum ------------------------------------------
+@oracle("tc_split_rows")
+def tc_split_rows(ap, a, m, k, lda, pieces, vec4):
+    """Piece p is the RNE bf16 of what pieces 0..p-1 left (exact FP32 differences); zeros after column K.
+    An infinite or NaN x: piece 0 is bf16(x), no remainder."""
+    rest = np.array(a, np.float32)
+    for p in range(pieces):
+        ap[p] = 0
+        ap[p, :, :k] = f32_to_bf16(rest)
+        with np.errstate(invalid="ignore"):
+            rest = np.where(np.isfinite(rest), rest - bf16_to_f32(ap[p, :, :k]), 0).astype(np.float32)
+
+
+def joined(ap, k: int) -> np.ndarray:
+    """The float64 sum of pieces (pieces, rows, lda) bf16: the values they stand for."""
+    return sum(bf16_to_f32(ap[p, :, :k]).astype(np.float64) for p in range(ap.shape[0]))
+
+
+@oracle(*(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES))
+def gemm_tc(c, ap, w, bias, m, n, k, lda, accumulate, pieces, vec8):
+    gemm(c, joined(ap, k), w, bias, m, n, k, accumulate, vec8)
+
+
+def _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b1, hidden, inter,
+                           experts_per_token, limit, pieces, block_m):
+    """g of the grouped mlp1 written as its pieces gp (pieces, P, gp_lda); pad positions are not written."""
+    g = np.full((p, inter), np.nan, np.float32)
+    _grouped_swiglu(block_m)(g, joined(ap, hidden), pair_of_padded, tile_expert, w1, b1, p, 2 * inter, hidden,
+                             experts_per_token, limit, 0)
+    written = np.asarray(pair_of_padded) >= 0
+    split = np.zeros((pieces, p, gp_lda), np.uint16)
+    tc_split_rows(split, np.nan_to_num(g), p, inter, gp_lda, pieces, 0)
+    gp[:, written] = split[:, written]
+
+
+@oracle("gemm_tc_grouped_swiglu")
+def gemm_tc_grouped_swiglu(gp, p, gp_lda, ap, rows, ap_lda, pair_of_padded, tile_expert, w1, b1, hidden, inter,
+                           experts_per_token, limit, pieces, vec8):
+    _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b1, hidden, inter, experts_per_token,
+                           limit, pieces, TC_BLOCK_M)
+
+
+@oracle("gemm_tc_grouped")
+def gemm_tc_grouped(y, gp, p, gp_lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, pieces, vec8):
+    _grouped_plain(TC_BLOCK_M)(y, joined(gp, inter), pair_of_padded, tile_expert, w2, b2, p, hidden, inter, vec8)
+
+
+# -- tensor cores on wgmma (sm_90a): the same contracts, pieces and tile height in the kernel's name ----------------
+@oracle("wg_available")
+def wg_available(out):
+    out[0] = 0  # a stand-in has no wgmma bodies
+
+
+@oracle(*(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1) for rows, blocks in WG_DENSE_TILES[pieces]))
+def gemm_wg(c, ap, w, bias, m, n, k, lda, accumulate, vec8):
+    gemm(c, joined(ap, k), w, bias, m, n, k, accumulate, vec8)
+
+
+def _wg_grouped_swiglu(block_m):
+    def run(gp, p, gp_lda, ap, rows, ap_lda, pair_of_padded, tile_expert, w1, b1, hidden, inter, experts_per_token,
+            limit, vec8):
+        _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b1, hidden, inter,
+                               experts_per_token, limit, gp.shape[0], block_m)
+    return run
+
+
+def _wg_grouped(block_m):
+    def run(y, gp, p, gp_lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, vec8):
+        _grouped_plain(block_m)(y, joined(gp, inter), pair_of_padded, tile_expert, w2, b2, p, hidden, inter, vec8)
+    return run
+
+
+for _pieces in (3, 1):
+    for _rows, _blocks in WG_GROUPED_TILES:
+        oracle(f"gemm_wg_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped_swiglu(_rows))
+        oracle(f"gemm_wg_grouped_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped(_rows))
+
+
+# -- synthetic weights ----------------------------------------------------------------------------------------------
+@oracle("synthetic_f32")
+def synthetic_f32(out, start, n, key, scale, offset, round_bf16):
+    values = uniform_values(int(key), int(start), int(n), Init(float(scale), float(offset)))
+    out[...] = bf16_to_f32(f32_to_bf16(values)) if round_bf16 else values
+
+
+@oracle("synthetic_bf16")
+def synthetic_bf16(out, start, n, key, scale, offset):
+    out[...] = f32_to_bf16(uniform_values(int(key), int(start), int(n), Init(float(scale), float(offset))))

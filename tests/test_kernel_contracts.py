@@ -1,0 +1,92 @@
+"""What the host and the kernels share is stated once: the constants of cupy_getp/gpu/constants.py are
+emitted into every assembled source and defined by no kernel file; `kernels.ENTRY_POINTS` is exactly the
+set of kernels the sources declare (after the preprocessor: macro-made names included); launch helpers
+check their arguments with the project's errors, never a bare `assert`."""
+
+from __future__ import annotations
+
+import ast
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from cupy_getp.gpu import constants, kernels
+
+from conftest import ROOT
+
+_DECLARATION = re.compile(r'extern "C" __global__ void\s+')
+
+
+def _skip_balanced(text: str, i: int) -> int:
+    """Index just past the parenthesised group starting at text[i] == '('."""
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"(": 1, ")": -1}.get(text[j], 0)
+        if depth == 0:
+            return j + 1
+    raise ValueError("unbalanced parentheses")
+
+
+def declared_kernels(family: str, warp_size: int) -> dict[str, int]:
+    """Kernel name -> number of parameters, from the preprocessed assembled source (CUDA side)."""
+    source = kernels.assemble_source(family, warp_size)
+    text = subprocess.run(["cpp", "-P", "-D__CUDA_ARCH__=900", "-"], input=source, capture_output=True, text=True,
+                          check=True).stdout
+    found = {}
+    for match in _DECLARATION.finditer(text):
+        i = match.end()
+        while True:  # attributes before the name: __launch_bounds__(...), __attribute__((...))
+            attr = re.match(r"\s*(__launch_bounds__|__attribute__)\s*", text[i:])
+            if not attr:
+                break
+            i = _skip_balanced(text, i + attr.end())
+        name = re.match(r"\s*(\w+)\s*", text[i:])
+        i += name.end()
+        params = text[i + 1:_skip_balanced(text, i) - 1]
+        depth, count = 0, 1 if params.strip() else 0
+        for ch in params:
+            depth += {"(": 1, ")": -1, "<": 1, ">": -1}.get(ch, 0)
+            count += ch == "," and depth == 0
+        found[name.group(1)] = count
+    return found
+
+
+needs_cpp = pytest.mark.skipif(not shutil.which("cpp"), reason="the C preprocessor (cpp) is needed")
+
+
+@needs_cpp
+@pytest.mark.parametrize("family", kernels.families())
+def test_entry_points_are_exactly_the_declared_kernels(family):
+    for warp_size in (32, 64):
+        assert sorted(declared_kernels(family, warp_size)) == sorted(kernels.ENTRY_POINTS[family])
+
+
+def test_every_family_has_its_entry_points():
+    assert set(kernels.ENTRY_POINTS) == set(kernels.families())
+    names = [n for family in kernels.ENTRY_POINTS.values() for n in family]
+    assert len(names) == len(set(names)), "a kernel name in two families"
+
+
+def test_shared_constants_are_emitted_once_and_defined_by_no_kernel_file():
+    files = {p.name: p.read_text() for p in [*kernels.kernel_files(), kernels.kernel_dir() / "common.h"]}
+    for name, value in constants.KERNEL_CONSTANTS.items():
+        for file, text in files.items():
+            assert not re.search(rf"#\s*define\s+{name}\b", text), f"{file} defines {name}: constants.py does"
+        assert any(re.search(rf"\b{name}\b", text) for text in files.values()), f"no kernel uses {name}"
+        source = kernels.assemble_source("moe", 64)
+        assert re.findall(rf"^#define {name} (.*)$", source, re.MULTILINE) == [str(value)]
+
+
+def test_a_missing_constant_stops_the_build():
+    """common.h refuses to compile without the emitted constants (no silent second default)."""
+    assert re.search(r"#ifndef BLOCK_SIZE\s*\n\s*#error", (kernels.kernel_dir() / "common.h").read_text())
+
+
+def test_launch_helpers_have_no_bare_asserts():
+    """Checks must survive `python -O`: KernelArgumentError / KernelDtypeError with a message."""
+    gpu = ROOT / "cupy_getp" / "gpu"
+    for path in [gpu / "kernels.py", *(gpu / "launch").glob("*.py")]:
+        asserts = [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+        assert not asserts, f"{path.relative_to(ROOT)}: assert at lines {asserts}"
