@@ -42,8 +42,11 @@ def validation_error(e: RequestValidationError) -> ApiError:
     path = [str(p) for p in first.get("loc", ()) if p != "body"]
     if not path and first.get("type") in ("model_attributes_type", "dict_type"):
         return ApiError(400, "the body must be a JSON object (sent as Content-Type: application/json)")
-    param = ".".join(path) or None
-    return ApiError(400, f"{param or 'the body'}: {first['msg']}", param)
+    if not path:
+        return ApiError(400, f"the body: {first['msg']}")
+    # the field is the parameter; deeper parts (a list index, a union's member) say where inside it
+    where = f" (at {'.'.join(path)})" if len(path) > 1 else ""
+    return ApiError(400, f"{path[0]}: {first['msg']}{where}", path[0])
 
 
 def install_error_handlers(app: FastAPI) -> None:
