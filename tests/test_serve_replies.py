@@ -65,3 +65,13 @@ def test_chat_output_that_is_not_harmony_is_content(tokenizer):
 def test_prompt_fits_the_context_as_getp_counts_it(prompt_len, max_tokens, fits):
     """16 positions: a prompt of 8 leaves 9 tokens (the last one sampled is never fed)."""
     assert (prompt_fits([1] * prompt_len, max_tokens, 16) is None) == fits
+
+
+@pytest.mark.parametrize("host, api_key, warned", [
+    ("127.0.0.1", None, False), ("localhost", None, False), ("::1", None, False), ("0.0.0.0", None, True),
+    ("192.168.1.7", None, True), ("0.0.0.0", "key", False),
+])
+def test_binding_beyond_loopback_without_a_key_is_warned(host, api_key, warned):
+    from cupy_getp.serve.server import exposure_warning
+
+    assert (exposure_warning(host, api_key) is not None) == warned

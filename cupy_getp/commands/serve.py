@@ -8,10 +8,11 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import GetpError
-from .common import Batch, Precision, RunOptions, app, check_precision, loaded_engine, make_sampler, note, \
+from .common import Batch, Precision, RunOptions, app, check_precision, choice, loaded_engine, make_sampler, note, \
     open_tokenizer, with_run_options
 
 SERVE_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @app.command()
@@ -29,6 +30,8 @@ def serve(
     drain_timeout: Annotated[float, typer.Option("--drain-timeout", min=0, help="After SIGTERM, seconds running "
                                                                                 "requests may go on.")] = 30.0,
     max_body: Annotated[int, typer.Option("--max-body", min=1, help="Largest request body, bytes.")] = 1 << 20,
+    log_level: Annotated[str, typer.Option("--log-level", help="uvicorn's: debug (with every request), info, "
+                                                               "warning, error.")] = "info",
     model_name: Annotated[Optional[str], typer.Option("--model-name", help="The model's id in the API "
                                                                            "(default: MODEL as given).")] = None,
 ) -> None:
@@ -51,6 +54,6 @@ def serve(
         if state.engine.n_slots == 1 and (batch or precision):
             note(f"--batch and --precision apply to the GPU engine; the {engine.name} engine serves one request "
                  f"at a time")
-        run_server(state, Listen(host, port, max_body, drain_timeout),
+        run_server(state, Listen(host, port, max_body, drain_timeout, choice(log_level, LOG_LEVELS, "log level")),
                    on_ready=lambda url: note(f"serving {state.model_id!r} at {url} ({state.engine.n_slots} request "
                                              f"slots, context {steps})"))
