@@ -169,10 +169,17 @@ class FakeKernels:
         next_token[...] = [int(np.argmax(row)) if np.isfinite(row).all() else -1 for row in logits]
 
 
+class _Current(contextlib.nullcontext):
+    """A stream or device: usable in `with`, and made current with `use()` (a no-op here)."""
+
+    def use(self):
+        return self
+
+
 class FakeDevice:
     is_hip, arch, sync_check = False, "sm_90", False
-    stream = contextlib.nullcontext()
-    cuda_device = contextlib.nullcontext()
+    stream = _Current()
+    cuda_device = _Current()
 
     def describe(self):
         return "numpy stand-in"

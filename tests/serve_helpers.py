@@ -20,7 +20,7 @@ class LiveServer:
 
     def __init__(self, *args: str, start_timeout: float = 120.0):
         self.log = tempfile.NamedTemporaryFile("w+", prefix="serve-", suffix=".log", delete=False)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
         self.proc = subprocess.Popen([sys.executable, "-m", "cupy_getp", "serve", *args, "--port", "0"],
                                      stdout=subprocess.DEVNULL, stderr=self.log, env=env, cwd=ROOT)
         self.url = self._wait_ready(start_timeout)

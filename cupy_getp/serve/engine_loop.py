@@ -71,6 +71,9 @@ class SequentialStepper:
     def __init__(self, engine):
         self.engine = engine
 
+    def bind_thread(self) -> None:
+        """The numpy engine needs nothing of the thread that runs it."""
+
     def next_tokens(self, rows, samplers) -> np.ndarray:
         token, pos = int(rows.tokens[0]), int(rows.positions[0])
         logits = self.engine.forward(token, pos)
@@ -89,6 +92,12 @@ class BatchedStepper:
         self.batched = batched
         shape = batched.shape
         self.n_slots, self.max_rows, self.max_chunk = shape.n_slots, shape.max_rows, shape.max_chunk
+
+    def bind_thread(self) -> None:
+        """CuPy's current device and stream are per thread: the engine thread takes the engine's."""
+        device = self.batched.device
+        device.cuda_device.use()
+        device.stream.use()
 
     def next_tokens(self, rows, samplers) -> np.ndarray:
         return self.batched.next_tokens(rows, samplers)
@@ -152,6 +161,7 @@ class EngineLoop:
 
     # -- the engine thread ----------------------------------------------------------------------------
     def _run(self) -> None:
+        self.stepper.bind_thread()
         while True:
             self._take_inbox()
             if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -209,10 +219,14 @@ class EngineLoop:
         self._publish()
 
     def _publish(self) -> None:
+        """Queue depth and running slots as of the next step: waiting requests that a free slot takes at
+        its start count as running already (a step may be long; the queue's limit should not wait for it)."""
+        scheduler = self.scheduler
+        admitted = min(len(scheduler.waiting), len(scheduler.free_slots))
         with self.lock:
-            self.waiting = len(self.inbox) + len(self.scheduler.waiting)
+            self.waiting = len(self.inbox) + len(scheduler.waiting) - admitted
         self.metrics.queue_depth.set(self.waiting)
-        self.metrics.running.set(len(self.scheduler.active))
+        self.metrics.running.set(len(scheduler.active) + admitted)
 
 
 def stepper_for(engine, steps: int, slots: int = 0, precision: str | None = None):
