@@ -97,6 +97,17 @@ def test_stop_string_ends_the_answer(server):
     assert stopped.finish_reason == "stop" and stopped.text == full[:full.index(cut)]
 
 
+def test_a_seed_gives_the_same_sample_again(server):
+    api = client(server)
+
+    def sample(seed):
+        return api.completions.create(model="7m", prompt="Hello", max_tokens=8, temperature=1.0, top_p=1.0,
+                                      seed=seed, extra_body={"return_token_ids": True}).choices[0].token_ids
+
+    first = sample(7)
+    assert sample(7) == first and sample(8) != first
+
+
 def test_sixteen_concurrent_streams_equal_getp(server, tmp_path, tokenizer):
     prompts = (ROOT / "data" / "input.txt").read_text().splitlines()[1:17]
     (tmp_path / "in.txt").write_text(f"{len(prompts)}\n" + "".join(p + "\n" for p in prompts))
@@ -233,6 +244,21 @@ def test_sigterm_while_streaming_ends_the_stream_cleanly_and_exits():
         assert "interrupted (SIGTERM)" in server.stderr()
         with pytest.raises(openai.APIConnectionError):
             api.completions.create(model="7m", prompt="Hi", max_tokens=1)
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads():
+    import socket
+
+    from conftest import cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = cli("serve", "7m", "--engine", "numpy", "--port", str(port), timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
+    assert "synthetic preset" not in result.stderr  # refused before the model was even described
 
 
 @pytest.mark.gpu

@@ -40,20 +40,20 @@ def serve(
     if missing:
         raise GetpError(f"serve needs {', '.join(missing)}: pip install 'cupy-getp[serve]'")
     from ..generation import resolve_steps
-    from ..serve.server import Listen, exposure_warning, serve as run_server, server_state
+    from ..serve.server import Listen, bind, exposure_warning, serve as run_server, server_state, url
 
     check_precision(precision)
+    log_level = choice(log_level, LOG_LEVELS, "log level")
     warning = exposure_warning(host, api_key)
     if warning:
         typer.echo(f"warning: {warning}", err=True)
     sampler, tokenizer = make_sampler(options), open_tokenizer(options.tokenizer)
-    with loaded_engine(options, tokenizer) as engine:
+    with bind(host, port) as sock, loaded_engine(options, tokenizer) as engine:
         steps = resolve_steps(options.steps, engine.config.seq_len)
         state = server_state(engine, tokenizer, sampler, steps, model_name or options.model, slots=batch,
                              precision=precision, max_queue=max_queue, api_key=api_key)
         if state.engine.n_slots == 1 and (batch or precision):
             note(f"--batch and --precision apply to the GPU engine; the {engine.name} engine serves one request "
                  f"at a time")
-        run_server(state, Listen(host, port, max_body, drain_timeout, choice(log_level, LOG_LEVELS, "log level")),
-                   on_ready=lambda url: note(f"serving {state.model_id!r} at {url} ({state.engine.n_slots} request "
-                                             f"slots, context {steps})"))
+        note(f"serving {state.model_id!r} at {url(sock)} ({state.engine.n_slots} request slots, context {steps})")
+        run_server(state, sock, Listen(max_body, drain_timeout, log_level))

@@ -146,8 +146,8 @@ def merged(pieces) -> dict[str, str]:
     return out
 
 
-async def whole(state: ServerState, endpoint: str, request: Request, gen: Generation, choice):
-    """Collect the answer; `choice(fields, finish_reason, token_ids)` is its `choices[0]`."""
+async def whole(state: ServerState, endpoint: str, request: Request, gen: Generation, build):
+    """Collect the answer; `build(fields)` makes the response object of its fields' text."""
     collected = []
     try:
         async for pieces, _ in gen.pieces(request):
@@ -159,7 +159,22 @@ async def whole(state: ServerState, endpoint: str, request: Request, gen: Genera
         state.metrics.count(endpoint, "cancelled")
         return Response(status_code=499)  # nobody reads it: nginx's "client closed request"
     finish(state, endpoint, gen)
-    return choice(merged(collected), gen.finish_reason, gen.tokens)
+    return build(merged(collected))
+
+
+def answer_object(chunk: Chunks, gen: Generation, fields: dict[str, str], return_ids: bool) -> dict:
+    """A whole answer: a `chat.completion` (the message, reasoning apart) or a `text_completion`."""
+    if chunk.chat:
+        message = {"role": "assistant", "content": fields.get("content", "")}
+        if "reasoning_content" in fields:
+            message["reasoning_content"] = fields["reasoning_content"]
+        choice = {"index": 0, "message": message, "finish_reason": gen.finish_reason}
+    else:
+        choice = {"index": 0, "text": fields.get("text", ""), "logprobs": None, "finish_reason": gen.finish_reason}
+    if return_ids:
+        choice["token_ids"] = gen.tokens
+    kind = "chat.completion" if chunk.chat else "text_completion"
+    return {**chunk([choice]), "object": kind, "usage": gen.usage()}
 
 
 def finish(state: ServerState, endpoint: str, gen: Generation) -> None:
@@ -269,21 +284,7 @@ def create_app(state: ServerState, max_body: int) -> FastAPI:
         if body.stream:
             return streamed(state, endpoint, gen, chunk, {"role": "assistant", "content": ""} if chat else None,
                             body.return_token_ids, body.include_usage)
-
-        def choice(fields, finish_reason, tokens):
-            if chat:
-                message = {"role": "assistant", "content": fields.get("content", "")}
-                if "reasoning_content" in fields:
-                    message["reasoning_content"] = fields["reasoning_content"]
-                made = {"index": 0, "message": message, "finish_reason": finish_reason}
-            else:
-                made = {"index": 0, "text": fields.get("text", ""), "logprobs": None, "finish_reason": finish_reason}
-            if body.return_token_ids:
-                made["token_ids"] = tokens
-            result = chunk([made])
-            result["object"] = "chat.completion" if chat else "text_completion"
-            return {**result, "usage": gen.usage()}
-
-        return await whole(state, endpoint, request, gen, choice)
+        return await whole(state, endpoint, request, gen,
+                           lambda fields: answer_object(chunk, gen, fields, body.return_token_ids))
 
     return app

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import uvicorn
 
+from ..errors import GetpError
 from .app import ServerState, create_app
 from .engine_loop import EngineLoop, stepper_for
 from .metrics import Metrics
@@ -19,8 +20,6 @@ log = logging.getLogger("cupy_getp.serve")
 
 @dataclass(frozen=True)
 class Listen:
-    host: str = "127.0.0.1"
-    port: int = 8000
     max_body: int = 1 << 20  # bytes of a request body
     drain_s: float = 30.0  # after SIGTERM, how long running requests may go on
     log_level: str = "info"
@@ -69,34 +68,34 @@ class DrainingServer(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(state: ServerState, listen: Listen, on_ready=None) -> None:
-    """Serve until a stop signal. `on_ready(url)` is called once the port is bound."""
+def serve(state: ServerState, sock: socket.socket, listen: Listen) -> None:
+    """Serve on a listening socket (`bind`) until a stop signal."""
     app = create_app(state, listen.max_body)
-    sock = bind(listen.host, listen.port)
     config = uvicorn.Config(app, log_level=listen.log_level, timeout_graceful_shutdown=listen.drain_s + 5,
                             access_log=listen.log_level == "debug")
     server = DrainingServer(config, state, listen.drain_s)
     state.engine.start()
     try:
-        if on_ready:
-            host, port = sock.getsockname()[:2]
-            on_ready(f"http://{host if ':' not in host else f'[{host}]'}:{port}")
         server.run(sockets=[sock])
     finally:
         state.engine.stop()
-        sock.close()
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """The listening socket, bound before uvicorn starts so that port 0 (any free port) can be told."""
+    """The listening socket, bound before the model loads: a port in use is said at once, and port 0
+    (any free port) can be told (`url`)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
-    except OSError:
+        sock.listen(2048)
+    except (OSError, OverflowError) as e:
         sock.close()
-        raise
-    sock.listen(2048)
-    sock.set_inheritable(True)
+        raise GetpError(f"cannot listen on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
     return sock
+
+
+def url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}"
