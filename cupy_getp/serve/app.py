@@ -65,28 +65,40 @@ class Generation:
         `request`: watch it for a client that leaves (streams are cancelled by the server instead)."""
         try:
             while self.finish_reason is None:
-                event = await self._next(request)
-                if isinstance(event, End):
-                    if event.reason == "error":
-                        raise EngineFailed(event.message)
-                    self.finish_reason = event.reason
-                    yield self.answer.finish(), []
-                    return
-                self.tokens.append(event.token)
-                pieces = self.answer.push(event.token)
-                if self.answer.stopped:
-                    self.finish_reason = "stop"
-                yield pieces, [event.token]
+                pieces, ids = [], []
+                for event in await self._available(request):  # several when the server falls behind
+                    if isinstance(event, End):
+                        if event.reason == "error":
+                            raise EngineFailed(event.message)
+                        self.finish_reason = event.reason
+                        pieces += self.answer.finish()
+                        break
+                    self.tokens.append(event.token)
+                    ids.append(event.token)
+                    pieces += self.answer.push(event.token)
+                    if self.answer.stopped:
+                        self.finish_reason = "stop"
+                        break
+                yield pieces, ids
         finally:
             self.state.engine.cancel(self.job)  # a no-op for a job that ended
 
-    async def _next(self, request: Request | None):
-        while True:
+    async def _available(self, request: Request | None) -> list:
+        """The next event and every one already queued after it."""
+        events = self.job.events
+        while request is not None:
             try:
-                return await asyncio.wait_for(self.job.events.get(), DISCONNECT_POLL_S if request else None)
+                first = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
+                break
             except asyncio.TimeoutError:
                 if await request.is_disconnected():
                     raise ClientLeft from None
+        else:
+            first = await events.get()
+        taken = [first]
+        while not events.empty():
+            taken.append(events.get_nowait())
+        return taken
 
     def usage(self) -> dict:
         prompt = len(self.job.prompt)

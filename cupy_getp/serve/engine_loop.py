@@ -58,8 +58,22 @@ class Job:
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     seq: Request | None = None  # the scheduler's, once the engine thread took the job
 
-    def emit(self, event) -> None:  # engine thread
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+
+def deliver(events: list[tuple[Job, object]]) -> None:
+    """On the server's loop: each event to its job's queue."""
+    for job, event in events:
+        job.events.put_nowait(event)
+
+
+def post(events: list[tuple[Job, object]]) -> None:
+    """From the engine thread: a step's events in one call per event loop (not one wake-up a token)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+    for job, event in events:
+        by_loop.setdefault(job.loop, []).append((job, event))
+    for loop, batch in by_loop.items():
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(deliver, batch)
 
 
 class SequentialStepper:
@@ -198,11 +212,11 @@ class EngineLoop:
             self._end_all(End("error", f"{type(e).__name__}: {e}"))
             return
         self.metrics.step_seconds.observe(time.perf_counter() - start)
-        for seq in {seq.index: seq for seq, wants in zip(rows.owners, rows.wants_token) if wants}.values():
-            self.jobs[seq.index].emit(Token(seq.output[-1]))
+        sampled = {seq.index: seq for seq, wants in zip(rows.owners, rows.wants_token) if wants}.values()
+        events = [(self.jobs[seq.index], Token(seq.output[-1])) for seq in sampled]
         for seq in self.scheduler.finished:
-            job = self.jobs.pop(seq.index)
-            job.emit(End("stop" if seq.output[-1] in seq.stop else "length"))
+            events.append((self.jobs.pop(seq.index), End("stop" if seq.output[-1] in seq.stop else "length")))
+        post(events)
         self._publish()
 
     def _samplers(self):
@@ -212,9 +226,9 @@ class EngineLoop:
         return {index: job.sampler for index, job in self.jobs.items()}
 
     def _end_all(self, end: End) -> None:
-        for job in list(self.jobs.values()):
+        for job in self.jobs.values():
             self.scheduler.cancel(job.seq)
-            job.emit(end)
+        post([(job, end) for job in self.jobs.values()])
         self.jobs.clear()
         self._publish()
 
