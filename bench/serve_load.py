@@ -8,7 +8,7 @@ the same run (after the server has stopped, so that both have the device to them
 
     python bench/serve_load.py                                        # 20b, 1024 requests at once, -n 1024
     python bench/serve_load.py --requests 1024 --rate 40              # a rate that keeps ~256 running
-    python bench/serve_load.py --model 7m --engine numpy -n 24 --requests 6   # a CPU check
+    python bench/serve_load.py --model 7m --engine numpy -n 64 --requests 8   # a CPU check
 
 The server is started here (a subprocess on a free 127.0.0.1 port); --json FILE saves the figures.
 """
@@ -66,7 +66,8 @@ async def one_request(http: httpx.AsyncClient, url: str, model: str, prompt: str
     timing = Timing()
     body = {"model": model, "prompt": prompt, "stream": True, "temperature": 0, "return_token_ids": True}
     async with http.stream("POST", f"{url}/v1/completions", json=body) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise SystemExit(f"error: {prompt[:40]!r}: {response.status_code} {(await response.aread()).decode()}")
         async for line in response.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
@@ -130,10 +131,21 @@ def getp_throughput(a, prompts: list[str], work: Path) -> dict:
     return {"tokens": report.generated, "seconds": report.inference_s, "tok_s": report.generated / report.inference_s}
 
 
+def raise_open_files_limit() -> None:
+    """One socket a request on each side: 1024 at once pass the usual soft limit of 1024 descriptors (the
+    server, started from here, inherits the raised limit)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def main(argv=None) -> None:
     import tempfile
 
     a = parse_args(argv)
+    raise_open_files_limit()
     pool = read_requests(a.prompts)
     prompts = [pool[i % len(pool)] for i in range(a.requests)]
     with LiveServer(*server_args(a), start_timeout=900) as server:
