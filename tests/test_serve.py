@@ -212,6 +212,16 @@ def test_client_leaving_mid_stream_frees_its_slot(busy_server):
     assert api.completions.create(model="7m", prompt="Hi", max_tokens=2).choices[0].finish_reason == "length"
 
 
+def test_client_leaving_while_waiting_for_a_whole_answer_frees_its_slot(busy_server):
+    before = metric(metrics(busy_server), "cupy_getp_requests_total", endpoint="completions", outcome="cancelled")
+    with pytest.raises(httpx.TimeoutException):
+        httpx.post(f"{busy_server.url}/v1/completions", json={"model": "7m", "prompt": "Hello", "max_tokens": 2000},
+                   headers={"Authorization": f"Bearer {KEY}"}, timeout=0.5)
+    assert wait_for(lambda: metric(metrics(busy_server), "cupy_getp_running_slots") == 0, timeout=1.5)
+    after = metric(metrics(busy_server), "cupy_getp_requests_total", endpoint="completions", outcome="cancelled")
+    assert after == (before or 0) + 1
+
+
 def test_full_queue_answers_429_with_retry_after(busy_server):
     api = client(busy_server, KEY)
     running = api.completions.create(model="7m", prompt="Hello", max_tokens=2000, stream=True)

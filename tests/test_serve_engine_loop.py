@@ -146,3 +146,37 @@ def test_full_queue_and_draining_refuse_and_drain_aborts():
 
     (_, first), (tokens, second) = run_loop(loop, scenario())
     assert first == second == "abort" and tokens == []
+
+
+class FailsOnce:
+    """A one-slot stepper whose first step fails as a NaN would (then it works)."""
+
+    n_slots = max_rows = max_chunk = 1
+
+    def __init__(self):
+        self.failed = False
+
+    def bind_thread(self):
+        pass
+
+    def next_tokens(self, rows, samplers):
+        import numpy as np
+
+        from cupy_getp.errors import NumericalError
+
+        if not self.failed:
+            self.failed = True
+            raise NumericalError("non-finite logits at position 0")
+        return np.full(len(rows), 5, np.int32)
+
+
+def test_a_failing_step_ends_its_requests_with_the_error_and_the_loop_goes_on():
+    loop = EngineLoop(FailsOnce(), STEPS, NO_STOP, max_queue=4, metrics=Metrics(1))
+
+    async def scenario():
+        failed = await generate(loop, [1, 2])
+        return failed, await generate(loop, [3], max_tokens=2)
+
+    (tokens, reason), after = run_loop(loop, scenario())
+    assert reason == "error" and tokens == []
+    assert after == ([5, 5], "length")

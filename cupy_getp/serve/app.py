@@ -59,6 +59,7 @@ class Generation:
         self.state, self.job, self.answer = state, job, answer
         self.tokens: list[int] = []
         self.finish_reason: str | None = None
+        self.next_check = time.monotonic() + DISCONNECT_POLL_S  # for a client that left
 
     async def pieces(self, request: Request | None = None):
         """Yield (pieces, new token ids) until the job ends; raise EngineFailed if the engine failed.
@@ -82,17 +83,22 @@ class Generation:
                 yield pieces, ids
         finally:
             self.state.engine.cancel(self.job)  # a no-op for a job that ended
+            self.state.metrics.generated_tokens.inc(len(self.tokens))
 
     async def _available(self, request: Request | None) -> list:
-        """The next event and every one already queued after it."""
+        """The next event and every one already queued after it; with `request`, every
+        DISCONNECT_POLL_S, whether its client left (tokens may keep coming for a client that did)."""
         events = self.job.events
         while request is not None:
+            if time.monotonic() >= self.next_check:
+                self.next_check = time.monotonic() + DISCONNECT_POLL_S
+                if await request.is_disconnected():
+                    raise ClientLeft
             try:
                 first = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
                 break
             except asyncio.TimeoutError:
-                if await request.is_disconnected():
-                    raise ClientLeft from None
+                continue
         else:
             first = await events.get()
         taken = [first]
@@ -191,7 +197,6 @@ def answer_object(chunk: Chunks, gen: Generation, fields: dict[str, str], return
 
 def finish(state: ServerState, endpoint: str, gen: Generation) -> None:
     state.metrics.count(endpoint, "aborted" if gen.finish_reason == "abort" else "completed")
-    state.metrics.generated_tokens.inc(len(gen.tokens))
 
 
 def sse(data) -> str:
