@@ -6,10 +6,10 @@ frees its slot; a full queue answers 429; SIGTERM ends the streams cleanly."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -265,7 +265,8 @@ def test_a_port_in_use_is_refused_before_the_model_loads():
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        result = cli("serve", "7m", "--engine", "numpy", "--port", str(port), timeout=60)
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))  # the serve extra's too
+        result = cli("serve", "7m", "--engine", "numpy", "--port", str(port), timeout=60, env={"PYTHONPATH": path})
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith(f"error: cannot listen on 127.0.0.1:{port}: ")
     assert "synthetic preset" not in result.stderr  # refused before the model was even described
