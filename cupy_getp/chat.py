@@ -14,7 +14,8 @@ import numpy as np
 
 from .engine.base import Engine
 from .errors import GetpError
-from .generation import TextStream, decode
+from .fileio import utf8_text
+from .generation import TextStream, check_prompt, decode
 from .tokenizer import Tokenizer, encodings_dir
 
 
@@ -39,7 +40,7 @@ class ChatSession:
         self.engine, self.sample, self.tokenizer, self.steps = engine, sample, tokenizer, steps
         self.messages = [oh.Message.from_role_and_content(oh.Role.SYSTEM, oh.SystemContent.new())]
         if instructions:
-            developer = oh.DeveloperContent.new().with_instructions(instructions)
+            developer = oh.DeveloperContent.new().with_instructions(utf8_text(instructions, "the instructions"))
             self.messages.append(oh.Message.from_role_and_content(oh.Role.DEVELOPER, developer))
 
     def prompt_tokens(self) -> list[int]:
@@ -47,11 +48,17 @@ class ChatSession:
         return self.encoding.render_conversation_for_completion(conversation, self.oh.Role.ASSISTANT)
 
     def reply(self, user_text: str) -> Iterator[tuple[str | None, str]]:
-        """Add a user turn and stream the assistant's answer as (channel, text) pieces (`HarmonyReply`)."""
+        """Add a user turn (checked now, before the answer starts) and stream the assistant's answer as
+        (channel, text) pieces (`HarmonyReply`)."""
         oh = self.oh
-        self.messages.append(oh.Message.from_role_and_content(oh.Role.USER, user_text))
+        self.messages.append(oh.Message.from_role_and_content(oh.Role.USER, utf8_text(user_text, "the message")))
+        return self._answer()
+
+    def _answer(self) -> Iterator[tuple[str | None, str]]:
         reply = HarmonyReply(self.tokenizer)
-        for token in decode(self.engine, self.sample, self.prompt_tokens(), self.steps, reply.stop):
+        prompt = self.prompt_tokens()
+        check_prompt(prompt, self.steps, "the conversation", self.engine.config.seq_len)
+        for token in decode(self.engine, self.sample, prompt, self.steps, reply.stop):
             yield from reply.push(token)
         yield from reply.finish()
         self.messages.extend(self._parsed(reply.raw, reply.stop))

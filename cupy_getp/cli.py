@@ -7,13 +7,17 @@ The commands live in `cupy_getp.commands`, by family; this module registers them
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import sys
 
 import typer
 
 from .commands.common import app
+from .commands.streams import ReaderGone, flush_standard_output, guard_standard_streams
 from .errors import GetpError
+from .fileio import STOP_SIGNALS
 
 # -- the command families: importing a module registers its commands on `app`, in --help's order. A new
 # family is one more line here.
@@ -37,10 +41,17 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_stopping: list[int] = []  # the stop signal being handled, once one has arrived
 
 
 def _raise_interrupted(signum: int, frame) -> None:
+    """Raise for the first stop signal only. Later ones (a burst: INT, TERM and HUP milliseconds apart)
+    would raise again inside the clean-up the first one started, skipping what is left of it (the
+    removal of a temporary file) and leaving an exit code that disagrees with the message. (Setting
+    SIG_IGN instead would race with signals already caught: Python reports those as errors.)"""
+    if _stopping:
+        return
+    _stopping.append(signum)
     raise Interrupted(signum)
 
 
@@ -50,11 +61,23 @@ def _catch_stop_signals() -> None:
             signal.signal(signum, _raise_interrupted)
 
 
+def _exit_now(code: int) -> None:
+    """Exit once the clean-up is done, without the interpreter's shutdown: that restores the default
+    action of every signal with a Python handler, and a stop signal still arriving would then kill the
+    process, its exit code no longer the one the message names."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     _catch_stop_signals()
     command = typer.main.get_command(app)
     try:
+        guard_standard_streams()
         code = command.main(args=argv, prog_name="cupy-getp", standalone_mode=False)
+        flush_standard_output()
     except UsageError as e:
         if type(e).__name__ == "NoArgsIsHelpError":  # bare `cupy-getp`: help, as a usage error
             typer.echo(e.ctx.get_help(), err=True)
@@ -62,15 +85,20 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{e.ctx.command_path} --help')" if e.ctx else ""
         typer.echo(f"error: {e.format_message()}{hint}", err=True)
         sys.exit(2)
+    except ReaderGone:
+        sys.exit(128 + signal.SIGPIPE)
     except ClickException as e:
         typer.echo(f"error: {e.format_message()}", err=True)
         sys.exit(1)
     except GetpError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(1)
+    except MemoryError as e:  # one the library did not name (hostmem.allocating names the large ones)
+        typer.echo(f"error: cannot allocate host memory{f' ({e})' if str(e) else ''}", err=True)
+        sys.exit(1)
     except Interrupted as e:
         typer.echo(f"\ninterrupted ({e})", err=True)
-        sys.exit(128 + e.signum)
+        _exit_now(128 + e.signum)
     sys.exit(code if isinstance(code, int) else 0)
 
 

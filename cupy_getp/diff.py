@@ -15,6 +15,7 @@ import numpy as np
 from .checkpoint import Weights
 from .engine.base import TRACE_POINTS, Engine, Trace
 from .engine.factory import create_engine
+from .generation import check_prompt
 
 # The parity tolerances of docs/spec.md (max abs diff): the attention block 5e-4; where the BF16 MoE weights
 # are involved (the MoE output, the residual after it, and so the logits) 2e-3.
@@ -70,10 +71,15 @@ def diff_positions(prompts: Sequence[Sequence[int]], steps: int, seq_len: int) -
     return min(max(map(len, prompts)) + steps - 1, seq_len)
 
 
+def greedy_steps(prompts: Sequence[Sequence[int]], steps: int, seq_len: int) -> str:
+    """The greedy steps a diff compares, as its heading says them: fewer than `--steps` asked for
+    where seq_len ends the run first."""
+    done = diff_positions(prompts, steps, seq_len) - max(map(len, prompts)) + 1
+    return f"{done} greedy steps" + (f" (seq_len {seq_len} ends the run before {steps})" if done < steps else "")
+
+
 def diff_engines(reference: Engine, other: Engine, prompt: Sequence[int], steps: int) -> Iterator[StepDiff]:
     """Feed `prompt`, then `steps` greedy tokens of the reference (the last one is not fed)."""
-    if not prompt:
-        raise ValueError("diff needs a non-empty prompt")
     positions = diff_positions([prompt], steps, reference.config.seq_len)
     token = prompt[0]
     for pos in range(positions):
@@ -217,11 +223,12 @@ def diff_model(weights: Weights, engine: str, prompt: Sequence[int], steps: int,
                echo: Callable[[str], None]) -> DiffSummary:
     """`cupy-getp diff`: the numpy reference and `engine` on the same tokens, one table row per
     position (per layer too with `layers`) through `echo` as they come, then the summary lines."""
+    check_prompt(prompt, weights.config.seq_len, "the diff prompt")
     with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
         reference.warm_up()
         other.warm_up()
         echo(f"diff: numpy vs {other.name} on {weights.description}, {len(prompt)} prompt tokens, "
-             f"{steps} greedy steps")
+             f"{greedy_steps([prompt], steps, weights.config.seq_len)}")
         echo(format_header(layers))
         summary = DiffSummary()
         for step in diff_engines(reference, other, prompt, steps):
@@ -248,7 +255,7 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
         echo(f"diff: {reference.name} (one sequence at a time) vs the batched {other.name} engine on "
              f"{weights.description}: {len(prompts)} requests over {batched.shape.n_slots} slots, prompt chunks "
              f"of {batched.shape.max_chunk}, {batched.shape.n_ctx} positions each (the longest prompt, then "
-             f"{steps} greedy steps), precision {batched.precision}")
+             f"{greedy_steps(prompts, steps, batched.shape.n_ctx)}), precision {batched.precision}")
         echo(format_header(layers))
         summary = DiffSummary()
         for request, step in diff_batched(reference, batched, prompts, steps):

@@ -4,14 +4,19 @@ appear whole or not at all, never replacing an input, a read-only file or a devi
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
+import signal
 import stat
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .errors import GetpError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)  # what the command line turns into a clean stop
 
 
 def cannot(action: str, path: str | os.PathLike, error: OSError | str) -> GetpError:
@@ -20,20 +25,59 @@ def cannot(action: str, path: str | os.PathLike, error: OSError | str) -> GetpEr
     return GetpError(f"cannot {action} {path}: {reason}")
 
 
-def read_bytes(path: str | os.PathLike) -> bytes:
+def read_bytes(path: str | os.PathLike, regular: bool = False) -> bytes:
+    """The file's bytes; with `regular`, a FIFO, device or socket is refused instead of read."""
+    if not regular:
+        try:
+            return Path(path).read_bytes()
+        except OSError as e:
+            raise cannot("read", path, e) from None
+    with open_regular(path) as f:
+        try:
+            return f.read()
+        except OSError as e:
+            raise cannot("read", path, e) from None
+
+
+def open_regular(path: str | os.PathLike):
+    """`path` opened for binary reading, if it is a regular file (a symlink to one is). A FIFO would
+    block until someone writes to it and a device never ends: both are refused, without blocking."""
     try:
-        return Path(path).read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise cannot("read", path, e) from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise cannot("read", path, os.strerror(errno.EISDIR) if stat.S_ISDIR(mode) else
+                     "not a regular file (a FIFO, a device or a socket)")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
 
 
-def read_text(path: str | os.PathLike) -> str:
+def read_text(path: str | os.PathLike, regular: bool = False) -> str:
     """UTF-8 text with its line endings as they are: a '\\r' inside a line is data, not a newline."""
-    data = read_bytes(path)
+    data = read_bytes(path, regular)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise cannot("read", path, f"not UTF-8 text (byte {e.start})") from None
+
+
+def utf8_text(text: str | bytes, what: str) -> str:
+    """The one door for text typed by the user (a prompt, instructions, a line of standard input) on its
+    way to the tokenizer or openai-harmony: bytes, or a str as Python decodes the command line and
+    standard input (bytes that are not UTF-8 kept as lone surrogates), become valid UTF-8 text, or
+    GetpError naming `what` and the first bad byte."""
+    if isinstance(text, str):
+        try:
+            text = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError as e:  # a lone surrogate that no byte explains (the Python API)
+            raise GetpError(f"{what}: not UTF-8 text (a lone surrogate at character {e.start})") from None
+    try:
+        return text.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise GetpError(f"{what}: not UTF-8 text (byte 0x{text[e.start]:02x} at offset {e.start})") from None
 
 
 class OutputFile:
@@ -74,19 +118,35 @@ def atomic_output(path: str | os.PathLike, binary: bool = False, inputs: Sequenc
         with _opened(path, lambda: open(target, mode, encoding=encoding)) as f:
             yield OutputFile(f, path)
         return
+    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    except OSError as e:
-        raise cannot("write", path, e) from None
-    try:
+        try:
+            with _stop_signals_held():  # a stop signal's exception cannot come between the file and `tmp`
+                fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        except OSError as e:
+            raise cannot("write", path, e) from None
         if size is not None:
             _check_free_space(path, target.parent, size)
         with _opened(path, lambda: os.fdopen(fd, mode, encoding=encoding)) as f:
             yield OutputFile(f, path)
         _install(tmp, target, existing, path)
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)  # gone already once renamed
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)  # gone already once renamed
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """INT, TERM and HUP wait until the block ends, then arrive as usual (the main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _existing(target: Path, path, inputs) -> os.stat_result | None:

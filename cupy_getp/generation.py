@@ -22,12 +22,19 @@ def resolve_steps(steps: int, seq_len: int) -> int:
     return seq_len if steps == 0 or steps > seq_len else steps
 
 
-def check_prompt(prompt: Sequence[int], steps: int, what: str = "prompt") -> None:
+def check_prompt(prompt: Sequence[int], steps: int, what: str = "prompt", seq_len: int | None = None) -> None:
+    """A prompt of at least one token that fits in `steps` positions. `seq_len`, where -n set `steps`:
+    raising -n is advised only while it can still help."""
     if not prompt:
         raise InputError(f"{what} is empty: it must encode to at least one token")
     if len(prompt) > steps:
-        raise InputError(f"{what} is {len(prompt)} tokens, longer than the step budget of {steps} "
-                         f"(raise -n, up to the model's seq_len)")
+        if seq_len is None:
+            limit = f"the {steps} positions it may use"
+        elif steps < seq_len:
+            limit = f"the step budget of {steps} (raise -n, up to the model's seq_len {seq_len})"
+        else:
+            limit = f"the model's seq_len of {seq_len}"
+        raise InputError(f"{what} is {len(prompt)} tokens, longer than {limit}")
 
 
 def decode(engine: Engine, sample: Callable[[np.ndarray], int], prompt: Sequence[int], steps: int,
@@ -53,8 +60,9 @@ def decode(engine: Engine, sample: Callable[[np.ndarray], int], prompt: Sequence
 def check_logits(engine: Engine, token: int, pos: int, logits: np.ndarray) -> None:
     """NumericalError for NaN or infinite logits, naming the position and the first layer where a
     value stopped being finite: sampling them would silently give token 0."""
-    if math.isfinite(float(logits.sum())) or np.isfinite(logits).all():  # the sum alone may overflow
-        return
+    with np.errstate(over="ignore", invalid="ignore"):  # the sum alone may overflow: no warning for it
+        if math.isfinite(float(logits.sum())) or np.isfinite(logits).all():
+            return
     trace = Trace()
     engine.forward(token, pos, trace)  # the same step again, traced: it rewrites the same cache entry
     raise NumericalError(f"non-finite logits at position {pos} (token {token}): the first non-finite value "
@@ -88,7 +96,7 @@ def generate(engine: Engine, sample: Callable[[np.ndarray], int], tokenizer: Tok
     """The original's generate mode: write the prompt, then the completion as it is sampled (a stop
     token ends it and is not written). Returns (positions decoded, seconds)."""
     tokens = tokenizer.encode(prompt)
-    check_prompt(tokens, steps)
+    check_prompt(tokens, steps, seq_len=engine.config.seq_len)
     write(prompt)
     text = TextStream(tokenizer)
     start, generated = time.perf_counter(), 0

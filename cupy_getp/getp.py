@@ -53,7 +53,9 @@ def read_requests(path: str | os.PathLike) -> list[str]:
 
 def text_lines(text: str) -> list[str]:
     """Lines ended by '\n' (a final one ends the last line, it does not start an empty one), each
-    without the '\r' of a CRLF ending."""
+    without the '\r' of a CRLF ending. Empty text has no lines (not one empty line)."""
+    if not text:
+        return []
     lines = text.split("\n")
     if text.endswith("\n"):
         lines.pop()
@@ -65,10 +67,12 @@ def is_plain_integer(word: str) -> bool:
     return word.isascii() and word.isdigit()
 
 
-def encode_requests(tokenizer: Tokenizer, prompts: Sequence[str], steps: int, source: str) -> list[list[int]]:
+def encode_requests(tokenizer: Tokenizer, prompts: Sequence[str], steps: int, source: str,
+                    seq_len: int | None = None) -> list[list[int]]:
+    """Every prompt's ids, checked against `steps` (`seq_len` where -n set them: see check_prompt)."""
     requests = [tokenizer.encode(p) for p in prompts]
     for i, tokens in enumerate(requests):
-        check_prompt(tokens, steps, what=f"{source}: request {i + 1} (line {i + 2})")
+        check_prompt(tokens, steps, what=f"{source}: request {i + 1} (line {i + 2})", seq_len=seq_len)
     return requests
 
 
@@ -136,7 +140,7 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
         if note:
             note(line)
     steps = resolve_steps(steps, weights.config.seq_len)
-    requests = encode_requests(tokenizer, prompts, steps, str(input_path))
+    requests = encode_requests(tokenizer, prompts, steps, str(input_path), weights.config.seq_len)
     with atomic_output(output_path, inputs=[input_path, *source_files(weights.store)]) as out:
         start = time.perf_counter()
         model = create_engine(weights, engine)

@@ -17,7 +17,9 @@ import numpy as np
 
 from .checkpoint import ArrayStore, BinStore, MOE_WEIGHTS, TENSOR_NAMES, Weights
 from .checkpoint.weights import FLOAT32
+from .config import ModelConfig
 from .engine.base import Engine, Trace
+from .hostmem import allocating
 from .rope import rope_cos_sin
 
 RMS_EPS = 1e-5
@@ -94,10 +96,12 @@ class NumpyEngine(Engine):
     name = "numpy"
 
     def warm_up(self, progress: Callable[[int], None] | None = None) -> None:
-        self.weights = host_weights(self.weights, progress)
+        with allocating("the numpy engine's weights", numpy_host_bytes(self.weights)):
+            self.weights = host_weights(self.weights, progress)
         c = self.config
-        self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.float32)  # (L, S, nkv*D)
-        self.value_cache = np.zeros_like(self.key_cache)
+        with allocating(f"the KV cache of {c.seq_len} positions", numpy_kv_bytes(c)):
+            self.key_cache = np.zeros((c.n_layers, c.seq_len, c.kv_dim), np.float32)  # (L, S, nkv*D)
+            self.value_cache = np.zeros_like(self.key_cache)
         self.finished = False
 
     def reset(self) -> None:
@@ -113,10 +117,13 @@ class NumpyEngine(Engine):
         self.check_step(token, pos)
         cos, sin = rope_cos_sin(self.config, pos)
         x = self.weights.embedding_row(token).copy()  # (H,)
-        for l in range(self.config.n_layers):
-            x = self.attention_block(l, x, pos, cos, sin, trace)
-            x = self.moe_block(l, x, trace)
-        logits = self.unembed(x)
+        # Overflow and NaN are found and named (position, layer) by the logits check of generation.py;
+        # numpy's RuntimeWarnings would only come first, each with a line of our source.
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            for l in range(self.config.n_layers):
+                x = self.attention_block(l, x, pos, cos, sin, trace)
+                x = self.moe_block(l, x, trace)
+            logits = self.unembed(x)
         if trace is not None:
             trace.logits = logits.copy()
         return logits
@@ -194,6 +201,11 @@ def numpy_host_bytes(weights: Weights) -> int:
     names = _converted_names(weights)
     shapes = weights.shapes
     return 4 * sum(int(np.prod(shapes[n])) for n in (TENSOR_NAMES if names is None else names))
+
+
+def numpy_kv_bytes(c: ModelConfig) -> int:
+    """The numpy engine's KV cache: keys and values, float32, every layer and position."""
+    return 2 * 4 * c.n_layers * c.seq_len * c.kv_dim
 
 
 def numpy_holds_experts(weights: Weights) -> bool:

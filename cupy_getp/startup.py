@@ -3,7 +3,6 @@ large model on the numpy engine fits in memory, and what it will cost), then the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -12,8 +11,9 @@ from .checkpoint.layout import moe_params, n_params
 from .config import ModelConfig
 from .engine.base import Engine
 from .engine.factory import create_engine
-from .errors import GetpError, InputError
-from .reference import numpy_holds_experts, numpy_host_bytes
+from .errors import InputError
+from .hostmem import HostMemoryError, available_memory
+from .reference import numpy_holds_experts, numpy_host_bytes, numpy_kv_bytes
 from .tokenizer import Tokenizer
 
 # Rates of the numpy engine, measured on a 2-core x86 VM (numpy 2, OpenBLAS): float32 matvecs read
@@ -43,27 +43,11 @@ def numpy_footprint(weights: Weights) -> Footprint:
     """A token reads the dense weights and k experts of every layer once; experts not held in memory
     are produced (converted or generated) on every step."""
     c = weights.config
-    kv_cache = 2 * 4 * c.n_layers * c.seq_len * c.kv_dim  # keys and values, float32
     active_experts = moe_params(c) * c.experts_per_token // c.n_experts
     seconds = 4 * (n_params(c) - moe_params(c) + active_experts) / NUMPY_WEIGHT_BYTES_PER_S
     if not numpy_holds_experts(weights):
         seconds += active_experts / NUMPY_EXPERT_WEIGHTS_PER_S
-    return Footprint(numpy_host_bytes(weights) + kv_cache, 1 / seconds)
-
-
-def available_memory() -> int | None:
-    """Bytes the kernel says a new allocation can get (MemAvailable), or None where it cannot say."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return None
+    return Footprint(numpy_host_bytes(weights) + numpy_kv_bytes(c), 1 / seconds)
 
 
 def check_startup(weights: Weights, engine: str, tokenizer: Tokenizer | None) -> list[str]:
@@ -75,7 +59,7 @@ def check_startup(weights: Weights, engine: str, tokenizer: Tokenizer | None) ->
     cost = numpy_footprint(weights)
     available = available_memory()
     if available is not None and cost.memory_bytes > available:
-        raise GetpError(f"the numpy engine needs ~{cost.memory_bytes / 1e9:.1f} GB of memory for "
+        raise HostMemoryError(f"the numpy engine needs ~{cost.memory_bytes / 1e9:.1f} GB of memory for "
                         f"{weights.description}, {available / 1e9:.1f} GB is available (use --engine cupy)")
     if cost.memory_bytes < NOTE_BYTES:
         return []

@@ -15,12 +15,13 @@ import importlib.util
 import os
 import struct
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .errors import GetpError
-from .fileio import atomic_output, cannot, read_bytes
+from .fileio import atomic_output, cannot, read_bytes, utf8_text
 
 O200K_BASE_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
 O200K_BASE_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
@@ -67,7 +68,7 @@ def encodings_dir() -> Path:
     openai-harmony look for; created on first use in the first usable cache directory."""
     candidates = [base / "tiktoken" for base in cache_dirs()]
     for directory in candidates:
-        if all((directory / name).is_file() for name in _cache_names()) and _trusted(directory):
+        if _verified(directory):
             return directory
     data, problems = _o200k_data(), []
     for directory in candidates:
@@ -79,16 +80,34 @@ def encodings_dir() -> Path:
     raise GetpError(f"{problems[0]} (tokenizer cache; set CUPY_GETP_CACHE to a writable directory)")
 
 
+def _verified(directory: Path) -> bool:
+    """A cache is used only while its files hold o200k_base to the byte (sha256; ~10 ms each): with a
+    damaged file, tiktoken would try to download it again and openai-harmony would fail every chat.
+    A damaged cache is rebuilt from the source, offline."""
+    try:
+        return _trusted(directory) and all(_sha256(read_bytes(directory / name, regular=True)) == O200K_BASE_SHA256
+                                           for name in _cache_names())
+    except (OSError, GetpError):
+        return False
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def _cache_names() -> tuple[str, str]:
     return "o200k_base.tiktoken", hashlib.sha1(O200K_BASE_URL.encode()).hexdigest()
 
 
 def _o200k_data() -> bytes:
     source = _o200k_source()
-    data = read_bytes(source)
+    data = read_bytes(source, regular=True)
     if data[:2] == b"\x1f\x8b":
-        data = gzip.decompress(data)
-    digest = hashlib.sha256(data).hexdigest()
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:  # truncated or corrupt
+            raise cannot("read", source, f"not a complete gzip file ({e})") from None
+    digest = _sha256(data)
     if digest != O200K_BASE_SHA256:
         raise GetpError(f"{source}: sha256 {digest} is not o200k_base's {O200K_BASE_SHA256}")
     return data
@@ -131,9 +150,10 @@ class Tokenizer:
         self.encoding = encoding
         self.vocab_size = encoding.n_vocab
 
-    def encode(self, text: str) -> list[int]:
-        """Ids of `text`, no BOS/EOS; special-token text in a prompt is encoded as plain text."""
-        return self.encoding.encode(text, disallowed_special=())
+    def encode(self, text: str, what: str = "the prompt") -> list[int]:
+        """Ids of `text`, no BOS/EOS; special-token text in a prompt is encoded as plain text. Text
+        that is not UTF-8 is refused, naming `what`."""
+        return self.encoding.encode(utf8_text(text, what), disallowed_special=())
 
     def decode(self, ids) -> str:
         return self.encoding.decode([int(i) for i in ids])
@@ -197,9 +217,20 @@ def _parse_tokenizer_bin(data: bytes, source: str) -> tuple[dict[bytes, int], di
             raise GetpError(f"tokenizer file {source}: token {len(ranks) + len(specials)} has a bad length {n}")
         piece = data[offset + 8: offset + 8 + n]
         token_id = len(ranks) + len(specials)
-        if score == SPECIAL_SCORE:
-            specials[piece.decode("utf-8", errors="replace")] = token_id
-        else:
-            ranks[piece] = token_id
+        special = score == SPECIAL_SCORE
+        table, key = (specials, piece.decode("utf-8", errors="replace")) if special else (ranks, piece)
+        if key in table:
+            raise GetpError(f"tokenizer file {source}: token {token_id} repeats token {table[key]} ({piece!r:.40})")
+        table[key] = token_id
         offset += 8 + n
+    _check_single_bytes(ranks, source)
     return ranks, specials
+
+
+def _check_single_bytes(ranks: dict[bytes, int], source: str) -> None:
+    """Byte-level BPE starts from the 256 single bytes: tiktoken's Rust core panics on text holding a
+    byte that is not a regular token (one marked special, say)."""
+    missing = [b for b in range(256) if bytes([b]) not in ranks]
+    if missing:
+        raise GetpError(f"tokenizer file {source}: byte 0x{missing[0]:02x} is not a regular token "
+                        f"({len(missing)} of the 256 single bytes are not), so some text could not be encoded")

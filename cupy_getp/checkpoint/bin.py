@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import HEADER_SIZE, ModelConfig
 from ..errors import CheckpointError
-from ..fileio import atomic_output, cannot
+from ..fileio import atomic_output, cannot, open_regular
 from .layout import TENSOR_NAMES, bin_size, tensor_shapes
 from .weights import BFLOAT16, FLOAT32, Weights, chunk_indices, source_files
 
@@ -34,8 +34,8 @@ class BinStore:
         self.files = (self.path,)
         self.description = str(path)
         try:
-            size = self.path.stat().st_size
-            with open(self.path, "rb") as f:
+            with open_regular(self.path) as f:  # a FIFO would block, a device never end
+                size = os.fstat(f.fileno()).st_size
                 header = f.read(HEADER_SIZE)
         except OSError as e:
             raise cannot("read", path, e) from None

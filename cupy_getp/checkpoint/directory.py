@@ -4,8 +4,10 @@ tensors."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 from pathlib import Path
 
@@ -76,9 +78,26 @@ def read_config_json(path: Path) -> dict:
     if not path.exists() and path.parent.is_dir():
         raise CheckpointError(f"checkpoint directory {path.parent} has no config.json")
     try:
-        return check_config_json(json.loads(read_text(path)), str(path))
+        return check_config_json(json.loads(read_text(path, regular=True)), str(path))
     except ValueError as e:
         raise CheckpointError(f"{path}: invalid JSON ({e})") from None
+
+
+def _override_value(key: str, text, real: bool) -> int | float:
+    """`--config KEY=TEXT` as the field's type: a real number, or an integer written in any float
+    notation that is exactly one (seq_len=1e3); else an error naming the option, not config.json."""
+    if not isinstance(text, str):
+        return text  # the Python API's dict of numbers
+    if not real:
+        with contextlib.suppress(ValueError):
+            return int(text)  # exactly, however large
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and (real or value.is_integer()):
+        return value if real else int(value)
+    raise CheckpointError(f"--config {key}={text}: not {'a finite number' if real else 'an integer'}")
 
 
 def build_config(fields: dict, overrides: dict, source: str) -> ModelConfig:
@@ -87,7 +106,7 @@ def build_config(fields: dict, overrides: dict, source: str) -> ModelConfig:
     for key in overrides:
         if key not in names:
             raise CheckpointError(f"unknown config field {key!r} (fields: {', '.join(names)})")
-    merged = {**fields, **overrides}
+    merged = {**fields, **{k: _override_value(k, v, names[k] in ("float", float)) for k, v in overrides.items()}}
     missing = [name for name in names if merged.get(name) is None]
     if missing:
         raise CheckpointError(f"{source}: no value for {', '.join(missing)}; set it with --config "

@@ -20,7 +20,7 @@ import numpy as np
 
 from ..bf16 import bf16_to_f32
 from ..errors import CheckpointError
-from ..fileio import cannot
+from ..fileio import cannot, open_regular
 
 # dtype name -> (numpy dtype of the stored bits, converter to float32 or None for integer data)
 _DTYPES: dict[str, tuple[str, Callable | None]] = {
@@ -54,8 +54,8 @@ class SafetensorsFile:
     def __init__(self, path: Path):
         self.path = path
         try:
-            size = path.stat().st_size
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
+                size = os.fstat(f.fileno()).st_size
                 head = f.read(8)
                 if len(head) < 8:
                     raise CheckpointError(f"{path}: not a safetensors file (too short)")

@@ -27,12 +27,14 @@ import numpy as np
 
 from ..bf16 import round_to_bf16
 from ..config import ModelConfig, preset
+from ..errors import ArgumentError, GetpError
 from .layout import LAYER_TENSORS, MOE_WEIGHTS, TENSOR_NAMES, tensor_shapes
 from .weights import FLOAT32, flat_range, per_layer_indices
 
 DEFAULT_SEED = 42
 
 _M32 = 0xFFFFFFFF
+_M64 = (1 << 64) - 1
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,15 @@ def uniform_values(key: int, start: int, count: int, init: Init) -> np.ndarray:
     return w + np.float32(init.offset) if init.offset else w
 
 
+def checked_seed(seed) -> int:
+    """A weights seed as `-s` takes a sampler's: an integer in 0..2^64-1, never silently wrapped."""
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ArgumentError(f"the weights seed must be an integer, got {type(seed).__name__} {seed!r:.40}")
+    if not 0 <= seed <= _M64:
+        raise GetpError(f"the weights seed (--weights-seed, random-model --seed) must be in 0..{_M64}, got {seed}")
+    return int(seed)
+
+
 class SyntheticStore:
     """A `TensorStore` that computes weights on demand from (config, seed)."""
 
@@ -111,7 +122,7 @@ class SyntheticStore:
     def __init__(self, config: ModelConfig, seed: int = DEFAULT_SEED, name: str | None = None,
                  bf16_exact: bool = True):
         self.config = config
-        self.seed = seed
+        self.seed = checked_seed(seed)
         self.bf16_exact = bf16_exact
         self.shapes = tensor_shapes(config)
         self.inits = tensor_inits(config)

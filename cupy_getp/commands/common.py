@@ -32,12 +32,25 @@ def choice(value: str, choices: tuple[str, ...], what: str) -> str:
     return value
 
 
+def given_path(value: str, option: str | None = None) -> Path:
+    """Every path option's parser: an empty argument is refused as such (Path("") would be ".")."""
+    if not value:
+        raise typer.BadParameter("an empty path", param_hint=option)
+    return Path(value)
+
+
+def given_model(value: str) -> str:
+    if not value:
+        raise typer.BadParameter("an empty model name or path")
+    return value
+
+
 # -- the options run, getp, generate and chat share (the original's letters) -------------------------
-Model = Annotated[str, typer.Argument(help="Model: a .bin file, a checkpoint directory, or a preset "
-                                           "(7m, 20b, 120b: random weights).")]
-TokenizerPath = Annotated[Optional[Path], typer.Option("-z", "--tokenizer", help="The original runtime's "
-                                                                                 "tokenizer.bin (default: "
-                                                                                 "o200k_harmony).")]
+Model = Annotated[str, typer.Argument(parser=given_model, help="Model: a .bin file, a checkpoint directory, "
+                                                                "or a preset (7m, 20b, 120b: random weights).")]
+TokenizerPath = Annotated[Optional[Path], typer.Option("-z", "--tokenizer", parser=given_path,
+                                                      help="The original runtime's tokenizer.bin (default: "
+                                                           "o200k_harmony).")]
 WeightsSeed = Annotated[int, typer.Option("--weights-seed", help="Seed of a preset's random weights.")]
 Batch = Annotated[int, typer.Option("--batch", min=0, help="getp on the GPU: request slots run at once "
                                                          "(0 = as many as free device memory allows).")]
@@ -93,6 +106,16 @@ def with_run_options(command):
     wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
     wrapper.__signature__ = inspect.Signature([shared[0], *own, *shared[1:]])
     return wrapper
+
+
+def refuse_unless(ctx: typer.Context, condition: str, names: list[str], applies: bool = True) -> None:
+    """Refuse the options of `names` given on the command line where they would be ignored: they
+    apply only with `condition` (or, `applies=False`, only without it)."""
+    given = [p for p in ctx.command.params if p.name in names and
+             ctx.get_parameter_source(p.name).name in ("COMMANDLINE", "ENVIRONMENT")]
+    if given:
+        flag = given[0].opts[-1]
+        raise GetpError(f"{flag} applies only {'with' if applies else 'without'} {condition}")
 
 
 def config_overrides(items: list[str] | None) -> dict | None:
@@ -172,9 +195,10 @@ def weights_progress(total: int, label: str):
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn(label), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
+    count = TextColumn("{task.completed:,.0f}/{task.total:,.0f} weights")  # weights, not bytes (no "MB")
+    with Progress(TextColumn(label), BarColumn(), count, TimeRemainingColumn(),
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total)
         yield lambda n: bar.update(task, advance=n)

@@ -11,11 +11,13 @@ from ..checkpoint import DEFAULT_SEED, open_weights
 from ..diff import BatchDiffShape
 from ..errors import InputError
 from .common import (DEFAULT_MODEL, ConfigOverrides, Model, Precision, TokenizerPath, WeightsSeed, app,
-                     check_precision, choice, config_overrides, describe_model, open_tokenizer)
+                     check_precision, choice, config_overrides, describe_model, given_path, open_tokenizer,
+                     refuse_unless)
 
 
 @app.command("diff")
 def diff_command(
+    ctx: typer.Context,
     model: Model = DEFAULT_MODEL,
     layers: Annotated[bool, typer.Option("--layers", help="One row per layer and position (else one per "
                                                           "position).")] = False,
@@ -28,8 +30,8 @@ def diff_command(
     batch: Annotated[int, typer.Option("--batch", min=0, help="Diff the batched engine instead: this many "
                                                               "prompts of --input, continuous batching over "
                                                               "half as many slots, prompts fed in chunks.")] = 0,
-    input: Annotated[Path, typer.Option("-i", "--input", help="With --batch: the requests file.")] = Path(
-        "data/input.txt"),
+    input: Annotated[Path, typer.Option("-i", "--input", parser=given_path,
+                                        help="With --batch: the requests file.")] = Path("data/input.txt"),
     precision: Precision = None,
     reference: Annotated[str, typer.Option("--reference", help="With --batch: numpy, or cupy (the single-sequence "
                                                                "GPU engine, for shapes numpy is too slow for)."
@@ -43,6 +45,10 @@ def diff_command(
     any value over the spec's tolerances, differing experts, or a differing greedy token."""
     from ..diff import diff_batched_model, diff_model
 
+    if batch:
+        refuse_unless(ctx, "--batch N", ["prompt"], applies=False)
+    else:
+        refuse_unless(ctx, "--batch N", ["input", "precision", "reference", "slots", "chunk"])
     check_precision(precision)
     describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, config_overrides(config))

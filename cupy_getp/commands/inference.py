@@ -13,7 +13,7 @@ from ..checkpoint import open_weights
 from ..checkpoint.layout import n_params
 from ..errors import GetpError
 from .common import (MODES, Batch, Precision, RunOptions, app, check_precision, choice, config_overrides,
-                     describe_model, loaded_engine, make_sampler, note, open_tokenizer, pick_engine,
+                     describe_model, given_path, loaded_engine, make_sampler, note, open_tokenizer, pick_engine,
                      with_run_options, write_out)
 
 
@@ -54,7 +54,8 @@ def run(
     options: RunOptions,
     input: Annotated[Optional[str], typer.Option("-i", "--input", help="generate/chat: the prompt; "
                                                                        "getp: the input file.")] = None,
-    output: Annotated[Optional[Path], typer.Option("-o", "--output", help="getp: the output file.")] = None,
+    output: Annotated[Optional[Path], typer.Option("-o", "--output", parser=given_path,
+                                                   help="getp: the output file.")] = None,
     mode: Annotated[str, typer.Option("-m", "--mode", help="generate, chat or getp.")] = "generate",
     system: Annotated[Optional[str], typer.Option("-y", "--system", help="chat: developer instructions.")] = None,
     batch: Batch = 0,
@@ -65,7 +66,7 @@ def run(
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
-        _run_getp(options, Path(input), output, batch, precision)
+        _run_getp(options, given_path(input, "'-i' / '--input'"), output, batch, precision)
     elif mode == "generate":
         _run_generate(options, input or "")
     else:
@@ -76,10 +77,11 @@ def run(
 @with_run_options
 def getp(
     options: RunOptions,
-    input: Annotated[Path, typer.Option("-i", "--input", help="Requests: a count line, then one prompt per "
-                                                              "line.")] = Path("data/input.txt"),
-    output: Annotated[Path, typer.Option("-o", "--output", help="Token ids, one line per request.")] = Path(
-        "data/output.txt"),
+    input: Annotated[Path, typer.Option("-i", "--input", parser=given_path, help="Requests: a count line, then one "
+                                                                                 "prompt per line.")] = Path(
+        "data/input.txt"),
+    output: Annotated[Path, typer.Option("-o", "--output", parser=given_path,
+                                         help="Token ids, one line per request.")] = Path("data/output.txt"),
     batch: Batch = 0,
     precision: Precision = None,
 ) -> None:
@@ -144,9 +146,10 @@ def _run_chat(options: RunOptions, prompt: str | None, system: str | None) -> No
             prompt = None
             if not user:
                 break
+            answer = session.reply(user)
             write_out("Assistant: ")
             channel = None
-            for piece_channel, text in session.reply(user):
+            for piece_channel, text in answer:
                 if piece_channel != channel and piece_channel is not None:
                     write_out(f"\n[{piece_channel}] ")
                     channel = piece_channel
@@ -156,7 +159,8 @@ def _run_chat(options: RunOptions, prompt: str | None, system: str | None) -> No
 
 def _ask(label: str) -> str:
     write_out(label)
-    line = sys.stdin.readline()
+    # Bytes, as the command line's are: the chat session says if they are not UTF-8 (fileio.utf8_text).
+    line = sys.stdin.buffer.readline().decode("utf-8", "surrogateescape")
     return line.rstrip("\n")
 
 

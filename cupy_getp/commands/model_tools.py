@@ -11,12 +11,14 @@ import typer
 from ..checkpoint import DEFAULT_SEED, open_weights
 from ..checkpoint.layout import n_params
 from .common import (DEFAULT_MODEL, DTYPES, ConfigOverrides, Model, TokenizerPath, WeightsSeed, app, choice,
-                     config_overrides, open_tokenizer, weights_progress)
+                     config_overrides, given_model, given_path, open_tokenizer,
+                     weights_progress)
 
 
 @app.command()
 def decode(
-    file: Annotated[Path, typer.Argument(help="Token ids: one sequence per line, separated by spaces.")],
+    file: Annotated[Path, typer.Argument(parser=given_path,
+                                         help="Token ids: one sequence per line, separated by spaces.")],
     tokenizer: TokenizerPath = None,
 ) -> None:
     """Print the text of every line of token ids (a getp output file, say)."""
@@ -29,7 +31,7 @@ def decode(
 
 @app.command("random-model")
 def random_model(
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .bin file to write.")],
+    output: Annotated[Path, typer.Option("-o", "--output", parser=given_path, help="The .bin file to write.")],
     preset: Annotated[str, typer.Option("--preset", help="7m, 20b or 120b.")] = "7m",
     seed: Annotated[int, typer.Option("--seed", help="Weights seed.")] = DEFAULT_SEED,
     dtype: Annotated[str, typer.Option("--dtype", help="float32, or the bfloat16 variant.")] = "float32",
@@ -53,9 +55,10 @@ def _write_bin(weights, output: Path, dtype: str) -> None:
 
 @app.command()
 def export(
-    source: Annotated[str, typer.Argument(help="A checkpoint directory (openai original or Hugging Face "
-                                               "safetensors), a .bin file or a preset.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The .bin file to write.")],
+    source: Annotated[str, typer.Argument(parser=given_model, help="A checkpoint directory (openai original or "
+                                                                   "Hugging Face safetensors), a .bin file or a "
+                                                                   "preset.")],
+    output: Annotated[Path, typer.Option("-o", "--output", parser=given_path, help="The .bin file to write.")],
     dtype: Annotated[str, typer.Option("--dtype", help="float32, or the bfloat16 variant.")] = "float32",
     config: ConfigOverrides = None,
 ) -> None:
@@ -68,7 +71,7 @@ def export(
 
 @app.command("export-tokenizer")
 def export_tokenizer(
-    output: Annotated[Path, typer.Option("-o", "--output", help="The tokenizer.bin to write.")],
+    output: Annotated[Path, typer.Option("-o", "--output", parser=given_path, help="The tokenizer.bin to write.")],
 ) -> None:
     """Write o200k_harmony as the original runtime's tokenizer.bin (for -z)."""
     from ..tokenizer import harmony_tokenizer, write_tokenizer_bin
