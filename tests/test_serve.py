@@ -150,6 +150,7 @@ BAD_REQUESTS = {
     "negative seed": ({"model": "7m", "prompt": "Hi", "seed": -1}, 400, "seed"),
     "body over the size limit": ({"model": "7m", "prompt": "x" * 70000}, 413, None),
     "several choices": ({"model": "7m", "prompt": "Hi", "n": 2}, 400, "n"),
+    "a lone surrogate": (b'{"model": "7m", "prompt": "a\\ud800b"}', 400, "prompt"),
 }
 
 
@@ -173,6 +174,9 @@ def test_bad_chat_requests(server):
         api.chat.completions.create(model="7m", messages=[{"role": "user", "content": "x"}], reasoning_effort="max")
     with pytest.raises(openai.NotFoundError):
         api.chat.completions.create(model="7m-x", messages=[{"role": "user", "content": "x"}])
+    surrogate = httpx.post(f"{server.url}/v1/chat/completions", timeout=30, headers={"Content-Type": "application/json"},
+                           content=b'{"model": "7m", "messages": [{"role": "user", "content": "a\\udc80"}]}')
+    assert surrogate.status_code == 400 and surrogate.json()["error"]["param"] == "messages"
 
 
 def test_models_health_and_unknown_paths(server):

@@ -8,7 +8,18 @@ from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
+from ..errors import GetpError
+from ..fileio import utf8_text
+
 MAX_STOP = 4
+
+
+def text_of(text: str, what: str) -> str:
+    """Text for the tokenizer or openai-harmony (a JSON string may hold a lone surrogate: refused)."""
+    try:
+        return utf8_text(text, what)
+    except GetpError as e:
+        raise ValueError(str(e)) from None
 SEED_MAX = 2**64 - 1
 
 
@@ -65,7 +76,7 @@ class CompletionRequest(SamplingFields):
             prompt = prompt[0]
         if not prompt:
             raise ValueError("the prompt is empty")
-        return prompt
+        return text_of(prompt, "the prompt") if isinstance(prompt, str) else prompt
 
 
 class TextPart(BaseModel):
@@ -82,6 +93,15 @@ class ChatMessage(BaseModel):
     @property
     def text(self) -> str:
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
+
+    @field_validator("content")
+    @classmethod
+    def _utf8(cls, content):
+        if isinstance(content, str):
+            return text_of(content, "the content")
+        for part in content:
+            text_of(part.text, "the content")
+        return content
 
 
 class ChatRequest(SamplingFields):
