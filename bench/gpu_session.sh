@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|enginetests|diff|diag20b|quick|headline]...   (default: tests quick)
+#   bash bench/gpu_session.sh [alltests|tests|enginetests|diff|diag20b|quick|headline|servetests|serveload]...
+#   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,11 @@ trap 'tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs' EXIT
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 CUPY_GETP_O200K_BASE=$PWD/.carry/o200k_base.tiktoken.gz
 export CUPY_CACHE_DIR=/tmp/cupy-cache
 parts=${*:-tests quick}
+serve_wheels() {  # FastAPI, uvicorn, pydantic, openai, ... for the server (that machine has no registry)
+  [ -d /tmp/serve-site ] || python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/serve-site .whl-serve/*.whl || return 1
+  export PYTHONPATH=$PWD:/tmp/serve-site
+}
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; git log --oneline -1;
   python -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"; } > "$OUT/env.txt" 2>&1
 for part in $parts; do
@@ -83,6 +89,16 @@ for part in $parts; do
       timeout 200 python -m cupy_getp diff 20b --layers --batch 32 --slots 32 --chunk 64 --reference cupy --steps 4 \
         --precision fast > "$OUT/diff-batch-20b-fast.txt" 2>&1; echo "diff 20b fast exit $?"
       tail -6 "$OUT/diff-batch-20b-fast.txt"
+      ;;
+    servetests)  # the server's gpu tests (batched 7m suite, 20b smoke); needs the wheels of /work/wheels-serve as .whl-serve
+      serve_wheels && timeout 540 python -m pytest -m gpu -q -rfE tests/test_serve.py 2>&1 | tee "$OUT/serve-tests.log" \
+        | grep -E "passed|failed|FAILED|ERROR" | tail -30
+      ;;
+    serveload)  # issue 17's targets: 20b, all at once, then a rate keeping ~256 running (SERVE_N requests, -n SERVE_N)
+      serve_wheels && for rate in inf ${SERVE_RATE:-40}; do
+        timeout 900 python bench/serve_load.py --requests ${SERVE_N:-1024} -n ${SERVE_N:-1024} --rate $rate \
+          --json "$OUT/serve-load-$rate.json" 2>&1 | tee "$OUT/serve-load-$rate.txt" | tail -8
+      done
       ;;
   esac
 done

@@ -24,6 +24,7 @@ from .fileio import STOP_SIGNALS
 from .commands import inference  # noqa: F401  run, getp, generate, chat
 from .commands import model_tools  # noqa: F401  decode, random-model, export, export-tokenizer, info
 from .commands import diff  # noqa: F401  diff
+from .commands import serve  # noqa: F401  serve
 
 # typer >= 0.24 vendors click as typer._click; find its exceptions wherever they are.
 _click_errors = sys.modules[typer.BadParameter.__module__]

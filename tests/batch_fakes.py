@@ -81,13 +81,20 @@ def _host_copy(a):
     return host_array(np.array(a)) if isinstance(a, np.ndarray) else a
 
 
-class _FakeCudaDevice(contextlib.nullcontext):
+class _Current(contextlib.nullcontext):
+    """A stream or device: usable in `with`, and made current with `use()` (a no-op here)."""
+
+    def use(self):
+        return self
+
+
+class _FakeCudaDevice(_Current):
     attributes = {"MultiProcessorCount": 132}  # an H100's: the dense tensor-core tile choice reads it
 
 
 class FakeDevice:
     is_hip, arch, sync_check, warp_size = False, "sm_90", False, 32
-    stream = contextlib.nullcontext()
+    stream = _Current()
     cuda_device = _FakeCudaDevice()
 
     def describe(self):

@@ -101,3 +101,50 @@ def test_a_stopped_request_frees_its_slot_for_the_next_at_once():
 def test_scheduler_refuses_a_prompt_longer_than_the_budget():
     with pytest.raises(ValueError, match="prompt of 5 tokens"):
         Scheduler([[1] * 5], 4, 1, 2, 2, STOP)
+
+
+def test_requests_added_while_running_equal_sequential_with_their_own_limits_and_stops():
+    """A server's use: requests join between steps, each with its own token limit and stop tokens."""
+    steps, rng = 30, np.random.default_rng(5)
+    prompts = prompts_of(rng, 9, 12)
+    limits = [None, 1, 3, 8, None, 2, 5, None, 4]
+    stops = [STOP, frozenset(), STOP, frozenset({next_of(prompts[3])}), frozenset(), STOP, STOP, frozenset(), STOP]
+    model = ToyBatched(3, steps, 3 + 4, 4)
+    scheduler = Scheduler([], steps, 3, 3 + 4, 4, STOP)
+    added = []
+    for step in range(200):
+        if step % 2 == 0 and len(added) < len(prompts):  # one more every other step
+            i = len(added)
+            added.append(scheduler.add(prompts[i], limits[i], stops[i]))
+        if scheduler.done and len(added) == len(prompts):
+            break
+        if not scheduler.done:
+            scheduler.step(model)
+    for i, seq in enumerate(added):
+        engine = ToyEngine(steps)
+        last = steps if limits[i] is None else len(prompts[i]) + limits[i] - 1
+        want = list(decode(engine, lambda logits: int(np.argmax(logits)), prompts[i], last, stops[i]))
+        assert seq.output == want, i
+    assert scheduler.results == []  # requests added later are not getp's results
+
+
+def test_cancel_frees_the_slot_for_the_next_request_at_once():
+    scheduler = Scheduler([], 30, 1, 2, 4, frozenset())
+    first, second = scheduler.add([3, 4]), scheduler.add([5])
+    model = ToyBatched(1, 30, 2, 4)
+    scheduler.step(model)
+    assert first.slot == 0 and scheduler.active == [first]
+    scheduler.cancel(first)
+    rows = scheduler.step(model)
+    assert {s.index for s in rows.owners} == {second.index} and second.slot == 0
+    scheduler.cancel(first)  # ended already: nothing happens
+    assert scheduler.active == [second]
+
+
+def test_add_refuses_what_does_not_fit_the_budget():
+    scheduler = Scheduler([], 4, 1, 2, 2, STOP)
+    scheduler.add([1, 2], max_tokens=3)  # positions 0..3: the last sampled token is never fed
+    with pytest.raises(ValueError, match="do not fit"):
+        scheduler.add([1, 2], max_tokens=4)
+    with pytest.raises(ValueError, match="do not fit"):
+        scheduler.add([], max_tokens=1)

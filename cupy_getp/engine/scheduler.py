@@ -6,6 +6,9 @@ waiting requests are admitted into free slots in input order. After the step, ea
 a next token records it; a request ends at a stop token or at its last position (the decode loop of
 `generation.decode`, spec section 4), and its slot is free for the next step at once.
 
+getp gives every request at the start; a server `add`s them while the scheduler runs (each with its own
+token limit and stop tokens) and `cancel`s those whose client left.
+
 No GPU here: `Scheduler` is plain bookkeeping, driven by a model that runs rows (`gpu/batch.py`).
 """
 
@@ -27,6 +30,8 @@ class Request:
     slot: int = -1
     fed: int = 0  # positions fed so far (the next row's position)
     output: list[int] = field(default_factory=list)
+    last_pos: int = -1  # the last position it may feed: it ends when the token sampled there is recorded
+    stop: frozenset[int] = frozenset()  # tokens that end it
 
     def token_at(self, pos: int) -> int:
         return self.prompt[pos] if pos < len(self.prompt) else self.output[pos - len(self.prompt)]
@@ -66,15 +71,43 @@ class Scheduler:
             if not 0 < len(p) <= steps:
                 raise ValueError(f"request {i}: prompt of {len(p)} tokens for a budget of {steps} positions")
         self.steps, self.max_rows, self.max_chunk, self.stop = steps, max_rows, max_chunk, stop
-        self.waiting = deque(Request(i, list(p)) for i, p in enumerate(prompts))
+        self.waiting = deque(Request(i, list(p), last_pos=steps - 1, stop=stop) for i, p in enumerate(prompts))
+        self.next_index = len(prompts)
         self.free_slots = list(range(n_slots - 1, -1, -1))  # pop() gives the lowest slot first
         self.active: list[Request] = []
-        self.results: list[list[int] | None] = [None] * len(prompts)
+        self.results: list[list[int] | None] = [None] * len(prompts)  # of the requests given here
         self.finished: list[Request] = []  # ended during the last `record`
 
     @property
     def done(self) -> bool:
         return not self.waiting and not self.active
+
+    def add(self, prompt: Sequence[int], max_tokens: int | None = None,
+            stop: frozenset[int] | None = None) -> Request:
+        """Queue one more request (a server's, while the scheduler runs): it is admitted as a slot frees
+        and ends after `max_tokens` tokens (None: at the step budget) or at a token of `stop` (None: the
+        scheduler's). Its tokens are in its own `output`, not in `results`."""
+        last_pos = self.steps - 1 if max_tokens is None else len(prompt) + max_tokens - 2
+        if not 0 < len(prompt) <= last_pos + 1 <= self.steps:
+            raise ValueError(f"a prompt of {len(prompt)} tokens and {max_tokens} tokens to generate do not fit "
+                             f"a budget of {self.steps} positions")
+        seq = Request(self.next_index, list(prompt), last_pos=last_pos, stop=self.stop if stop is None else stop)
+        self.next_index += 1
+        self.waiting.append(seq)
+        return seq
+
+    def cancel(self, seq: Request) -> None:
+        """End a request now, waiting or running (its client left); its slot is free for the next step."""
+        if seq in self.waiting:
+            self.waiting.remove(seq)
+        elif seq in self.active:
+            self._release(seq)
+
+    def step(self, next_tokens) -> StepRows:
+        """Run one step: `next_tokens(rows)` returns one token per row (read where the row wants one)."""
+        rows = self.next_rows()
+        self.record(rows, next_tokens(rows))
+        return rows
 
     def next_rows(self) -> StepRows:
         """The next step's rows: decode rows first, then prompt chunks, admitting as slots allow."""
@@ -108,23 +141,26 @@ class Scheduler:
                 continue
             token = int(tokens[i])
             seq.output.append(token)
-            if token in self.stop or pos == self.steps - 1:
+            if token in seq.stop or pos == seq.last_pos:
                 self._finish(seq)
 
     def _finish(self, seq: Request) -> None:
+        self._release(seq)
+        if seq.index < len(self.results):
+            self.results[seq.index] = seq.output
+        self.finished.append(seq)
+
+    def _release(self, seq: Request) -> None:
         self.active.remove(seq)
         self.free_slots.append(seq.slot)
         self.free_slots.sort(reverse=True)
-        self.results[seq.index] = seq.output
-        self.finished.append(seq)
 
 
 def run_scheduled(scheduler: Scheduler, next_tokens, on_finish=None) -> list[list[int]]:
     """Step until every request has ended. `next_tokens(rows)` runs a step and returns one token per
     row (read where the row wants one); `on_finish(n_tokens)` is called as each request ends."""
     while not scheduler.done:
-        rows = scheduler.next_rows()
-        scheduler.record(rows, next_tokens(rows))
+        scheduler.step(next_tokens)
         if on_finish:
             for seq in scheduler.finished:
                 on_finish(len(seq.output))
