@@ -220,8 +220,9 @@ def _infer(session: _Session, sampler: Sampler, requests: Sequence[Sequence[int]
 
 
 def describe_batch(batched) -> str:
-    """What the batched engine chose, in one line: slots, rows, precision, graphs."""
+    """What the batched engine chose, in one line: slots, rows, precision and the products' kernels,
+    graphs."""
     shape = batched.shape
     graphs = "CUDA graphs" if batched.runner.use_graphs else "eager launches"
     return (f"batched engine: {shape.n_slots} request slots, up to {shape.max_rows} rows per step, "
-            f"precision {batched.precision}, {graphs}")
+            f"precision {batched.precision} ({batched.products}), {graphs}")

@@ -129,14 +129,14 @@ def test_many_rows_take_the_tensor_core_path_like_the_reference(cupy_stand_in):
     assert any(v.tensor_cores and v.R > SKINNY_ROWS for v in batched.model.views.values())
 
 
-def test_wgmma_products_take_every_row_count_like_the_reference(cupy_stand_in, monkeypatch):
-    """Where the wgmma kernels run (sm_90), every step takes the tensor-core products, one row included,
-    with MoE tiles as small as 8 positions: the lines are still the reference's, and no step uses the
-    matvec or the fused one-row expert kernels."""
+def test_wgmma_products_take_every_step_of_two_rows_or_more_like_the_reference(cupy_stand_in, monkeypatch):
+    """Where the wgmma kernels run (sm_90), every step of two rows or more takes the tensor-core products,
+    with MoE tiles as small as 8 positions, and one-row steps the single-sequence kernels: the lines are
+    still the reference's, and no step of several rows uses the CUDA-core products."""
     from batch_fakes import FakeKernels
 
     monkeypatch.setattr(FakeKernels, "wgmma", True)
-    for name in ("matvec", "moe_mlp1_swiglu", "moe_mlp2_accumulate", "router_topk"):
+    for name in ("gemm", "gemm_grouped_swiglu", "gemm_grouped"):
         monkeypatch.setattr(FakeKernels, name, None)  # any call fails: not on this path
     weights = Weights(SyntheticStore(TINY, seed=5))
     requests, steps = prompts(7, 6, longest=4), 8
@@ -144,6 +144,7 @@ def test_wgmma_products_take_every_row_count_like_the_reference(cupy_stand_in, m
     reference.warm_up()
     batched = batched_engine(weights, 3, 2, steps, "exact")
     assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
-    views = batched.model.views.values()
-    assert all(v.tensor_cores for v in views) and any(v.R == 1 for v in views)
-    assert {v.block_m for v in views} <= {8, 16, 32, 64}
+    views = batched.model.views
+    assert 1 in views and not views[1].tensor_cores
+    assert len(views) > 1 and all(v.tensor_cores for R, v in views.items() if R > 1)
+    assert {v.block_m for R, v in views.items() if R > 1} <= {8, 16, 32, 64}

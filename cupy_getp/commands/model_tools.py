@@ -99,5 +99,19 @@ def info(
     storage = planned_storage(weights)
     typer.echo(f"float32 .bin: {bin_size(c, 4) / 1e9:.2f} GB; device weights: "
                f"{storage_bytes(weights, storage) / 2**30:.2f} GiB ({describe_storage(storage)})")
+    typer.echo(f"GPU: {describe_gpu()}")
+
+
+def describe_gpu() -> str:
+    """The GPU the engine would use and which kernels its tensor-core products take (expected from the
+    architecture: `info` builds no kernels), or why there is none."""
+    from ..gpu.device import Device, probe
+    from ..gpu.launch.gemm_tc import describe_products
+
+    reason = probe()
+    if reason is not None:
+        return f"none ({reason})"
+    device = Device.open()
+    return f"{device.describe()}; products on {describe_products(device)}"
 
 

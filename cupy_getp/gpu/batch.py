@@ -23,7 +23,8 @@ from ..engine.base import Trace
 from ..errors import DeviceError, NumericalError
 from ..rope import rope_cos_sin
 from .launch.gemm import GROUPED_BLOCK_M
-from .launch.gemm_tc import TC_BLOCK_M, WG_GROUPED_ROWS, pieces_lda, tensor_cores_supported, wg_grouped_rows
+from .launch.gemm_tc import (TC_BLOCK_M, WG_GROUPED_ROWS, describe_products, pieces_lda, tensor_cores_supported,
+                             wg_grouped_rows)
 from .launch.moe import moe_padded_pairs
 
 ATTN_SPLIT = 256  # positions per attention split on full-attention layers
@@ -229,10 +230,12 @@ class RowModel:
         return self.views[R]
 
     def products(self, R: int) -> tuple[int, bool]:
-        """(MoE tile height, tensor cores) of a step of R rows. The wgmma kernels take every row count, so
-        a row's products do not depend on the step's size; the mma.sync ones start above SKINNY_ROWS (below,
-        the CUDA-core kernels, and at one row the single-sequence engine's, are faster)."""
-        if self.precision == "fp32":
+        """(MoE tile height, tensor cores) of a step of R rows. The wgmma kernels take every step of two rows
+        or more, so a row's products do not depend on the step's size there. One row keeps the
+        single-sequence engine's kernels: on the wgmma kernels it ran 1.5x slower (168 against 254 tok/s,
+        bench/RESULTS.md, 2026-11-29) until the products are as fast at one row. The mma.sync kernels start
+        above SKINNY_ROWS (below, the CUDA-core kernels are faster)."""
+        if self.precision == "fp32" or R == 1:
             tensor_cores = False
         else:
             tensor_cores = self.kernels.wgmma or R > SKINNY_ROWS
@@ -406,6 +409,9 @@ class BatchedEngine:
         with device.stream:
             self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision)
         self.runner = StepRunner(self.model, device, use_graphs)
+        kernels = engine.kernels
+        self.products = "CUDA cores" if precision == "fp32" else describe_products(
+            device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
         self.device = device
         self.rows_host = device.pinned((3, shape.max_rows), np.int32)
         self.tokens_host = device.pinned(shape.max_rows, np.int32)

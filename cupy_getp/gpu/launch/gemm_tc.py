@@ -48,6 +48,20 @@ def tensor_cores_supported(device) -> bool:
     return bool(match) and int(match.group(1)) >= 8
 
 
+def describe_products(device, wgmma: bool | None = None, not_built: str | None = None) -> str:
+    """Which kernels run the tensor-core products on this device, in a few words. `wgmma`: whether the
+    wgmma kernels were built and report their bodies (Kernels.wgmma); None: what a compute capability 9.0
+    device is expected to take."""
+    if not tensor_cores_supported(device):
+        return "CUDA cores (no tensor-core path on this device: --precision fp32)"
+    if device.is_hip:
+        return "MFMA tensor cores (gfx90a; compiled, never run on an AMD GPU)"
+    if device.arch == "sm_90" and wgmma is not False:
+        return "wgmma tensor cores (sm_90a) from two rows a step"
+    why = f" (wgmma {not_built})" if device.arch == "sm_90" and not_built else ""
+    return f"mma.sync tensor cores above {32} rows a step{why}"
+
+
 def pieces_lda(k: int) -> int:
     """Row length of split activations: K rounded up to 8 (whole 16-byte chunks, zeros after K)."""
     return -(-k // 8) * 8
