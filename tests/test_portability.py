@@ -20,6 +20,17 @@ def test_every_kernel_builds_for_mi250_and_h100():
     assert not failures, "\n".join(failures)
 
 
+@pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc needed")
+def test_the_wgmma_kernels_build_for_sm90a_with_their_bodies_unserialised_and_unspilled():
+    results = portability.compile_all(targets=(), sm90a=True)
+    assert [r.file for r in results] == list(portability.SM90A_FILES)
+    for r in results:
+        assert r.ok, r.log
+        assert "wgmma.mma_async" not in r.log and r.log.count("Compiling entry function") >= 40
+        spilled = [line for line in r.log.splitlines() if "bytes spill stores" in line and " 0 bytes spill" not in line]
+        assert len(spilled) <= 1, spilled  # gemm_wg_grouped_swiglu_r64_p3_b2's epilogue: 148 bytes
+
+
 @needs_compilers
 def test_a_cuda_only_shuffle_fails_for_the_hip_target(tmp_path, monkeypatch):
     """The check is real: a kernel using __shfl_xor_sync directly (CUDA only on ROCm 5) fails for gfx90a."""
