@@ -30,7 +30,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import httpx  # noqa: E402
 
-from cupy_getp.getp import getp, read_requests  # noqa: E402
+from cupy_getp.getp import GetpHooks, GetpOptions, getp, read_requests  # noqa: E402
 from cupy_getp.sampler import Sampler  # noqa: E402
 from cupy_getp.tokenizer import harmony_tokenizer  # noqa: E402
 from serve_helpers import LiveServer, metric  # noqa: E402
@@ -126,8 +126,9 @@ def server_args(a) -> list[str]:
 def getp_throughput(a, prompts: list[str], work: Path) -> dict:
     (work / "in.txt").write_text(f"{len(prompts)}\n" + "".join(p + "\n" for p in prompts))
     report = getp(a.model, work / "in.txt", work / "out.txt", tokenizer=harmony_tokenizer(),
-                  sampler=Sampler(0.0, 0.9, 1), engine=a.engine, steps=a.steps, echo=lambda line: None,
-                  batch=a.batch or None, precision=a.precision)
+                  sampler=Sampler(0.0, 0.9, 1),
+                  options=GetpOptions(engine=a.engine, steps=a.steps, batch=a.batch or None, precision=a.precision),
+                  hooks=GetpHooks(echo=lambda line: None))
     return {"tokens": report.generated, "seconds": report.inference_s, "tok_s": report.generated / report.inference_s}
 
 

@@ -18,7 +18,7 @@ openai = pytest.importorskip("openai", reason="the server tests need the openai 
 httpx = pytest.importorskip("httpx")
 
 from cupy_getp.chat import harmony_prompt  # noqa: E402
-from cupy_getp.getp import getp, read_token_lines  # noqa: E402
+from cupy_getp.getp import GetpHooks, GetpOptions, getp, read_token_lines  # noqa: E402
 from cupy_getp.sampler import Sampler  # noqa: E402
 from cupy_getp.tokenizer import STOP_TOKENS  # noqa: E402
 
@@ -112,7 +112,7 @@ def test_sixteen_concurrent_streams_equal_getp(server, tmp_path, tokenizer):
     prompts = (ROOT / "data" / "input.txt").read_text().splitlines()[1:17]
     (tmp_path / "in.txt").write_text(f"{len(prompts)}\n" + "".join(p + "\n" for p in prompts))
     getp("7m", tmp_path / "in.txt", tmp_path / "out.txt", tokenizer=tokenizer, sampler=Sampler(0.0, 0.9, 1),
-         engine=server.engine, steps=CONTEXT, echo=lambda line: None)
+         options=GetpOptions(engine=server.engine, steps=CONTEXT), hooks=GetpHooks(echo=lambda line: None))
     want = read_token_lines(tmp_path / "out.txt", tokenizer.vocab_size)
 
     got: dict[int, tuple[list[int], str]] = {}
