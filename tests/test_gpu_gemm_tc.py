@@ -230,14 +230,20 @@ def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidd
     gp = cupy.full((pieces, pair_of_padded.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
     gpu[1].gemm_tc_grouped_swiglu(gp, split(gpu[1], dev(a), pieces), dev(pair_of_padded), dev(tile_expert), dev(w1),
                                   dev(b1), k, LIMIT)
-    bits = host(gp, gpu)
+    assert_swiglu_pieces(host(gp, gpu), a, pair_of_padded, tile_expert, TC_BLOCK_M, w1, b1, k, inter, pieces)
+
+
+def assert_swiglu_pieces(bits, a, pair_of_padded, tile_expert, block_m: int, w1, b1, k: int, inter: int,
+                         pieces: int) -> None:
+    """gemm_tc_grouped_swiglu's output g, as pieces (what mlp2 reads): their sum against float64, the zero
+    padding after I, pads never written."""
     got = joined(bits, inter)
-    assert np.all(bits[:, pair_of_padded >= 0, inter:] == 0)
     valid = pair_of_padded >= 0
+    assert np.all(bits[:, valid, inter:] == 0)
     assert np.all(np.isnan(got[~valid]))  # pads never written
     worst = 0.0
     for p in np.flatnonzero(valid):
-        e = tile_expert[p // TC_BLOCK_M]
+        e = tile_expert[p // block_m]
         m, scale = product(a[pair_of_padded[p] // k][None], w1[e])
         m, scale = m[0] + b1[e], scale[0]
         want = swiglu64(m, LIMIT)
@@ -261,14 +267,18 @@ def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, int
     g[~valid] = np.nan  # pad rows of g must not be read into valid rows
     y = poisoned((pair_of_padded.size, hidden))
     gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_padded), dev(tile_expert), dev(w2), dev(b2))
-    got = host(y, gpu)
+    assert_grouped_outputs(host(y, gpu), g, pair_of_padded, tile_expert, TC_BLOCK_M, w2, b2, pieces)
+
+
+def assert_grouped_outputs(got, g, pair_of_padded, tile_expert, block_m: int, w2, b2, pieces: int) -> None:
+    """gemm_tc_grouped's y against float64 per expert; pad rows never written."""
+    valid = pair_of_padded >= 0
     assert np.all(np.isnan(got[~valid]))
-    for e in range(n_experts):
-        rows_e = np.flatnonzero(valid & (np.repeat(tile_expert, TC_BLOCK_M) == e))
-        if rows_e.size == 0:
-            continue
-        want, scale = product(g[rows_e], w2[e])
-        assert_accurate(got[rows_e], want + b2[e], scale, pieces)
+    for e in range(tile_expert.max(initial=-1) + 1):
+        rows_e = np.flatnonzero(valid & (np.repeat(tile_expert, block_m) == e))
+        if rows_e.size:
+            want, scale = product(g[rows_e], w2[e])
+            assert_accurate(got[rows_e], want + b2[e], scale, pieces)
 
 
 # -- host side (no GPU) ----------------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from cupy_getp.gpu.launch.gemm_tc import WG_DENSE_TILES, WG_GROUPED_ROWS, pieces
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
-from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, bf16_weights, choose_experts, joined, product,
-                              relative, split, swiglu64, EXACT_ABS, EXACT_REL, BF16_REL)
+from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, assert_grouped_outputs, assert_swiglu_pieces,
+                              bf16_weights, choose_experts, product, split)
 
 
 @pytest.fixture
@@ -167,21 +167,7 @@ def test_gemm_wg_grouped_swiglu(gpu, rng, block_m, pieces, rows, k, n_experts, u
     a = activations(rng, (rows, hidden), heavy=False)
     bits, pair_of_padded, _, tile_expert = mlp1(gpu[1], split(gpu[1], dev(a), pieces), experts, n_experts, block_m,
                                               dev(w1), dev(b1), k, inter, pieces)
-    got = joined(bits, inter)
-    valid = pair_of_padded >= 0
-    assert np.all(bits[:, valid, inter:] == 0) and np.all(np.isnan(got[~valid]))
-    worst = 0.0
-    for p in np.flatnonzero(valid):
-        e = tile_expert[p // block_m]
-        m, scale = product(a[pair_of_padded[p] // k][None], w1[e])
-        m, scale = m[0] + b1[e], scale[0]
-        want = swiglu64(m, LIMIT)
-        gate, up = np.minimum(m[0::2], LIMIT), np.clip(m[1::2], -LIMIT, LIMIT)
-        bound = 1.1 * (np.abs(up) + 1) * scale[0::2] + (np.abs(gate) + 1) * scale[1::2] + np.abs(want)
-        worst = max(worst, relative(got[p], want, bound))
-        if pieces == 3:
-            assert np.all(np.abs(got[p] - want) <= EXACT_ABS * np.maximum(1.0, np.abs(want)))
-    assert worst <= (EXACT_REL if pieces == 3 else BF16_REL)
+    assert_swiglu_pieces(bits, a, pair_of_padded, tile_expert, block_m, w1, b1, k, inter, pieces)
 
 
 @pytest.mark.gpu
@@ -198,13 +184,7 @@ def test_gemm_wg_grouped(gpu, rng, block_m, pieces, rows, k, n_experts, used, hi
     g[~valid] = np.nan  # pad rows of g must not be read into valid rows
     y = poisoned((pair_of_padded.size, hidden))
     gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_padded), dev(tile_expert), dev(w2), dev(b2))
-    got = host(y, gpu)
-    assert np.all(np.isnan(got[~valid]))
-    for e in range(n_experts):
-        rows_e = np.flatnonzero(valid & (np.repeat(tile_expert, block_m) == e))
-        if rows_e.size:
-            want, scale = product(g[rows_e], w2[e])
-            assert_accurate(got[rows_e], want + b2[e], scale, pieces)
+    assert_grouped_outputs(host(y, gpu), g, pair_of_padded, tile_expert, block_m, w2, b2, pieces)
 
 
 @pytest.mark.gpu

@@ -35,7 +35,8 @@ MAX_CHUNK = 128  # prompt positions of one request per step
 MAX_SLOTS = 1024
 RESERVE_BYTES = 2 << 30  # device memory left free for CuPy, the graphs and the driver
 PRECISIONS = ("exact", "fast", "fp32")  # tensor cores with 3 BF16 pieces / 1 piece / CUDA cores only
-BLOCK_MS = (*GROUPED_BLOCK_M, TC_BLOCK_M, *WG_GROUPED_ROWS)  # every MoE tile height a bucket may use (buffers fit them all)
+# Every MoE tile height a bucket may use (the buffers fit them all).
+BLOCK_MS = (*GROUPED_BLOCK_M, TC_BLOCK_M, *WG_GROUPED_ROWS)
 
 
 # -- shapes ----------------------------------------------------------------------------------------------

@@ -231,5 +231,5 @@ class TensorCoreGemmLaunches:
             features = self._wg_features(block_m, pieces, p // block_m, hidden, grouped=True)
             self._wg_launch("_grouped", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
-        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M), (*args, I32(pieces), I32(vec8)),
-                        pieces, (TC_BLOCK_M, TC_BLOCK_N))
+        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
+                        (*args, I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
