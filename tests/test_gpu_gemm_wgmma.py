@@ -242,3 +242,22 @@ def test_grouped_tile_height_follows_the_rows_per_expert():
     assert wg_grouped_rows(128 * 4, 32, 3) == 16
     assert wg_grouped_rows(1024 * 4, 32, 3) == 64 and wg_grouped_rows(1024 * 4, 32, 1) == 128
     assert wg_grouped_rows(0, 32, 3) == 8 and wg_grouped_rows(1152 * 4, 32, 3) == 64
+
+
+def test_the_products_path_is_named_per_device(monkeypatch):
+    """What `info` and the warm-up note say runs the tensor-core products."""
+    from cupy_getp.gpu.launch.gemm_tc import describe_products
+
+    class Device:
+        def __init__(self, arch, is_hip=False):
+            self.arch, self.is_hip = arch, is_hip
+
+    monkeypatch.delenv("CUPY_GETP_ROCM_MFMA", raising=False)
+    assert describe_products(Device("sm_90")).startswith("wgmma")
+    assert describe_products(Device("sm_90"), wgmma=True).startswith("wgmma")
+    fallback = describe_products(Device("sm_90"), wgmma=False, not_built="build failed: no sm_90a")
+    assert fallback.startswith("mma.sync") and "no sm_90a" in fallback
+    assert describe_products(Device("sm_80"), wgmma=False) == "mma.sync tensor cores"
+    assert describe_products(Device("gfx90a:sramecc+:xnack-", is_hip=True)).startswith("CUDA cores")
+    monkeypatch.setenv("CUPY_GETP_ROCM_MFMA", "1")
+    assert describe_products(Device("gfx90a:sramecc+:xnack-", is_hip=True)).startswith("MFMA")

@@ -411,8 +411,12 @@ class BatchedEngine:
             self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision)
         self.runner = StepRunner(self.model, device, use_graphs)
         kernels = engine.kernels
-        self.products = "CUDA cores" if precision == "fp32" else describe_products(
-            device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
+        if precision == "fp32":
+            self.products = "CUDA cores"
+        else:
+            rows = "two" if kernels.wgmma else f"{SKINNY_ROWS + 1}"
+            self.products = (f"{describe_products(device, kernels.wgmma, kernels.not_built.get('gemm_wgmma'))} "
+                             f"from {rows} rows a step")
         self.device = device
         self.rows_host = device.pinned((3, shape.max_rows), np.int32)
         self.tokens_host = device.pinned(shape.max_rows, np.int32)

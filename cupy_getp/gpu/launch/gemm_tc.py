@@ -57,9 +57,9 @@ def describe_products(device, wgmma: bool | None = None, not_built: str | None =
     if device.is_hip:
         return "MFMA tensor cores (gfx90a; compiled, never run on an AMD GPU)"
     if device.arch == "sm_90" and wgmma is not False:
-        return "wgmma tensor cores (sm_90a) from two rows a step"
+        return "wgmma tensor cores (sm_90a)"
     why = f" (wgmma {not_built})" if device.arch == "sm_90" and not_built else ""
-    return f"mma.sync tensor cores above {32} rows a step{why}"
+    return f"mma.sync tensor cores{why}"
 
 
 def pieces_lda(k: int) -> int:
