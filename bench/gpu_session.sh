@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|enginetests|diff|diag20b|quick|headline|servetests|serveload]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -34,6 +34,10 @@ for part in $parts; do
     kerneltests)  # the single-sequence kernels (matvec, fused experts, router) that batch-1 decode uses
       timeout 90 python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py 2>&1 | tee "$OUT/kernel-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR" | tail -20
+      ;;
+    wgtests)  # the wgmma kernels (sm_90a): accuracy, row-count invariance, bit identity with mma.sync
+      timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py 2>&1 | tee "$OUT/wg-tests.log" \
+        | grep -E "passed|failed|FAILED|ERROR" | tail -30
       ;;
     tctests)  # the tensor-core kernels first, then every other GPU test
       timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_tc.py 2>&1 | tee "$OUT/tc-tests.log" \
