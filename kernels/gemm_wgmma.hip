@@ -20,8 +20,9 @@
 // chunks with cp.async into a ring of stages (as many as WG_SMEM_BYTES holds, at most WG_MAX_STAGES),
 // written in the 128-byte swizzled layout the wgmma descriptors name; mbarriers hand each stage to the
 // consumers when its copies have landed and back when their products are done. Out-of-range rows and K
-// columns are zeros. The launch helper picks BR, MB by shape (MB = 1 doubles the blocks of a product of
-// few rows); the bits do not depend on either.
+// columns are zeros. With pieces = 3 a consumer reads its W fragment once per k16 step into registers
+// (ldmatrix) for the three products. The launch helper picks BR, MB by shape (MB = 1 doubles the blocks of a
+// product of few rows); the bits do not depend on either.
 // W rows are placed so that a thread's accumulators hold output features 2j and 2j + 1 of the same row
 // (SwiGLU's pair, and one 8-byte store in the dense epilogue): tile row n goes to the smem row
 // 16 (n / 16) + 8 (n % 2) + (n % 16) / 2, whose accumulator rows are r and r + 8 of a warp's 16.
