@@ -149,11 +149,19 @@ class _Session:
     model: Engine | None = None
     batched: object | None = None
 
-    def free(self) -> None:
-        if self.batched is not None:
-            self.batched.free()
-        if self.model is not None:
-            self.model.finish()
+    def free(self, failing: bool = False) -> None:
+        """Free the batched engine, then the engine, whatever the first does. While another error is on
+        its way out (`failing`), an error of freeing (a device already in a bad state) does not replace it."""
+        try:
+            try:
+                if self.batched is not None:
+                    self.batched.free()
+            finally:
+                if self.model is not None:
+                    self.model.finish()
+        except Exception:
+            if not failing:
+                raise
 
 
 def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
@@ -186,8 +194,10 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
                        f"{generated / inference_s if inference_s > 0 else 0.0:f}")
             out.write(format_output(results))
         start = time.perf_counter()
-    finally:
-        session.free()  # after the output is complete, or on a failure or an interrupt
+    except BaseException:
+        session.free(failing=True)  # on a failure or an interrupt: the device freed, the first error kept
+        raise
+    session.free()  # after the output is complete
     finish_s = time.perf_counter() - start
     hooks.echo(f"finish elapsed time(s): {finish_s:f}")
     return GetpReport(len(requests), generated, warm_up_s, inference_s, finish_s)
@@ -225,4 +235,4 @@ def describe_batch(batched) -> str:
     shape = batched.shape
     graphs = "CUDA graphs" if batched.runner.use_graphs else "eager launches"
     return (f"batched engine: {shape.n_slots} request slots, up to {shape.max_rows} rows per step, "
-            f"precision {batched.precision} ({batched.products}), {graphs}")
+            f"precision {batched.precision} ({batched.products_path}), {graphs}")

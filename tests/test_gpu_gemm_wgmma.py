@@ -261,3 +261,40 @@ def test_the_products_path_is_named_per_device(monkeypatch):
     assert describe_products(Device("gfx90a:sramecc+:xnack-", is_hip=True)).startswith("CUDA cores")
     monkeypatch.setenv("CUPY_GETP_ROCM_MFMA", "1")
     assert describe_products(Device("gfx90a:sramecc+:xnack-", is_hip=True)).startswith("MFMA")
+
+
+def test_a_failed_wgmma_build_leaves_the_mma_sync_kernels(monkeypatch):
+    """On compute capability 9.0, an sm_90a build that fails (an older NVRTC, say) must leave the engine on
+    the mma.sync kernels with the reason recorded, not stop it."""
+    import sys
+    import types
+
+    from cupy_getp.gpu import kernels as kernels_module
+
+    class CompileException(Exception):
+        pass
+
+    compiler = types.SimpleNamespace(CompileException=CompileException)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(compiler=compiler)))
+    monkeypatch.setitem(sys.modules, "cupy.cuda", sys.modules["cupy"].cuda)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.compiler", compiler)
+
+    class Module:
+        def __init__(self, family):
+            self.family = family
+
+        def get_function(self, name):
+            if self.family == "gemm_wgmma":
+                raise CompileException("ptxas fatal: 'wgmma.fence' not supported on .target 'sm_90'")
+            return f"{self.family}:{name}"
+
+    monkeypatch.setattr(kernels_module, "_module", lambda family, *args: Module(family))
+
+    class Device:
+        arch, is_hip, warp_size, id = "sm_90", False, 32, 0
+
+    k = kernels_module.Kernels(Device())
+    assert not k.wgmma and "gemm_wgmma" not in k.modules
+    assert k.not_built["gemm_wgmma"].startswith("build failed: ptxas fatal")
+    assert not any(name.startswith("gemm_wg") for name in k.functions)
+    assert k.functions["gemm_tc_grouped"] == "gemm_tc:gemm_tc_grouped"

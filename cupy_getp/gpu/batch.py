@@ -412,11 +412,11 @@ class BatchedEngine:
         self.runner = StepRunner(self.model, device, use_graphs)
         kernels = engine.kernels
         if precision == "fp32":
-            self.products = "CUDA cores"
+            self.products_path = "CUDA cores"
         else:
             rows = "two" if kernels.wgmma else f"{SKINNY_ROWS + 1}"
-            self.products = (f"{describe_products(device, kernels.wgmma, kernels.not_built.get('gemm_wgmma'))} "
-                             f"from {rows} rows a step")
+            path = describe_products(device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
+            self.products_path = f"{path} from {rows} rows a step"
         self.device = device
         self.rows_host = device.pinned((3, shape.max_rows), np.int32)
         self.tokens_host = device.pinned(shape.max_rows, np.int32)

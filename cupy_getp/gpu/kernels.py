@@ -87,6 +87,11 @@ def _module(family: str, warp_size: int, device_id: int, options: tuple = ()):
         return cupy.RawModule(code=assemble_source(family, warp_size), options=options)
 
 
+def wgmma_disabled() -> bool:
+    """CUPY_GETP_WGMMA=0: the products keep the mma.sync kernels on Hopper too."""
+    return os.environ.get("CUPY_GETP_WGMMA", "") == "0"
+
+
 # Families built only where the device has their instructions, with the compiler options that reach
 # them; a failed build leaves the engine on the other kernels (the launch helpers check `wgmma`).
 OPTIONAL_FAMILIES = ("gemm_wgmma",)
@@ -99,6 +104,18 @@ def family_options(family: str, device: Device) -> tuple | None:
     if family == "gemm_wgmma":
         return ("-arch=sm_90a",) if not device.is_hip and device.arch == "sm_90" else None
     return ()
+
+
+def _open_function(family: str, module, name: str):
+    """Kernel `name` of kernels/<family>.hip (compiling the module on first use)."""
+    from cupy.cuda.compiler import CompileException
+
+    try:
+        return module.get_function(name)
+    except CompileException:
+        raise
+    except Exception as e:  # CUDADriverError (CUDA_ERROR_NOT_FOUND) / hipErrorNotFound
+        raise RuntimeError(f"kernels/{family}.hip has no kernel {name} (ENTRY_POINTS): {e}") from e
 
 
 def families() -> tuple[str, ...]:
@@ -133,15 +150,16 @@ class Kernels(BatchLaunches):
 
     def _open_family(self, family: str, module) -> None:
         """Every entry point of the family; opening the first compiles the module, so compile errors
-        belong to the warm-up."""
+        belong to the warm-up. The family is recorded only once all of them opened (a failed optional
+        build leaves nothing behind)."""
+        functions = {name: _open_function(family, module, name) for name in ENTRY_POINTS[family]}
         self.modules[family] = module
-        for name in ENTRY_POINTS[family]:
-            self.functions[name] = self._open(family, name)
+        self.functions.update(functions)
 
     def _probe_wgmma(self) -> bool:
         """True when the gemm_wgmma kernels were built with their wgmma bodies (the device says so, once, at
         warm-up: never during graph capture). CUPY_GETP_WGMMA=0 keeps the mma.sync kernels."""
-        if "gemm_wgmma" not in self.modules or os.environ.get("CUPY_GETP_WGMMA", "") == "0":
+        if "gemm_wgmma" not in self.modules or wgmma_disabled():
             return False
         import cupy
 
@@ -183,17 +201,6 @@ class Kernels(BatchLaunches):
         events[0].record(self.device.stream)
         self.profile.setdefault(name, []).append(events)
         return events
-
-    def _open(self, family: str, name: str):
-        """Kernel `name` of kernels/<family>.hip (compiling the module on first use)."""
-        from cupy.cuda.compiler import CompileException
-
-        try:
-            return self.modules[family].get_function(name)
-        except CompileException:
-            raise
-        except Exception as e:  # CUDADriverError (CUDA_ERROR_NOT_FOUND) / hipErrorNotFound
-            raise RuntimeError(f"kernels/{family}.hip has no kernel {name} (ENTRY_POINTS): {e}") from e
 
     def _rows_grid(self, rows: int, y: int = 1) -> tuple:
         return (_blocks(rows, self.warps_per_block), y)

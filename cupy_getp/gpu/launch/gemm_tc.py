@@ -3,7 +3,8 @@ FP32-accurate with 3 pieces: each FP32 activation split once, by `split_pieces`,
 that the products read.
 
 Which kernels run is decided here, per device: on compute capability 9.0 (H100, H200) the wgmma kernels
-(kernels/gemm_wgmma.hip, built for sm_90a) for every row count, from one row up; elsewhere on CUDA sm_80+
+(kernels/gemm_wgmma.hip, built for sm_90a) for any row count (the engine uses them from two rows a step);
+elsewhere on CUDA sm_80+
 the mma.sync kernels (kernels/gemm_tc.hip), and on gfx90a their MFMA version, which compiles but has never
 run on an AMD GPU: it is off unless CUPY_GETP_ROCM_MFMA=1. Both give the same bits (same k order, same
 promotion at every k = 16).
@@ -51,7 +52,9 @@ def tensor_cores_supported(device) -> bool:
 def describe_products(device, wgmma: bool | None = None, not_built: str | None = None) -> str:
     """Which kernels run the tensor-core products on this device, in a few words. `wgmma`: whether the
     wgmma kernels were built and report their bodies (Kernels.wgmma); None: what a compute capability 9.0
-    device is expected to take."""
+    device is expected to take (CUPY_GETP_WGMMA=0 included)."""
+    if wgmma is None and os.environ.get("CUPY_GETP_WGMMA", "") == "0":
+        wgmma, not_built = False, "disabled by CUPY_GETP_WGMMA=0"
     if not tensor_cores_supported(device):
         return "CUDA cores (no tensor-core path on this device: --precision fp32)"
     if device.is_hip:
