@@ -24,7 +24,7 @@
 // (ldmatrix) for the three products. The launch helper picks BR, MB by shape (MB = 1 doubles the blocks of a
 // product of few rows); the bits do not depend on either.
 // W rows are placed so that a thread's accumulators hold output features 2j and 2j + 1 of the same row
-// (SwiGLU's pair, and one 8-byte store in the dense epilogue): tile row n goes to the smem row
+// (SwiGLU's pair, and neighbouring stores in the dense epilogue): tile row n goes to the smem row
 // 16 (n / 16) + 8 (n % 2) + (n % 16) / 2, whose accumulator rows are r and r + 8 of a warp's 16.
 //
 // Built only for sm_90a (the launch helper compiles this family with -arch=sm_90a on compute capability
@@ -56,6 +56,7 @@ struct WgStage {
   static const int BYTES = W_BYTES + A_ROWS * 128;
   static const int FIT = (WG_SMEM_BYTES - WG_ALIGN) / BYTES;
   static const int STAGES = FIT < WG_MAX_STAGES ? FIT : WG_MAX_STAGES;
+  static_assert(STAGES >= 2, "the ring needs two stages: one filling while one is read");
 };
 
 extern "C" __global__ void wg_available(int* out) { out[0] = GETP_WGMMA; }
@@ -306,7 +307,9 @@ GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB>& 
 // (waiting on the product before the next one is issued: reading t while a later wgmma runs would make
 // ptxas serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy).
 // pieces = 1: the tensor cores accumulate into acc, one stage's products in flight while the next is
-// issued. Returns true on consumers (their acc holds the result).
+// issued. `dummy`: the source of zero-filled copies, a valid 16-byte-aligned address (the activation pieces,
+// whose alignment the launch helper checks; W need not be aligned). Returns true on consumers (their acc
+// holds the result).
 template <int BR, int PIECES, int MB, class WRow, class ARow>
 GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRow w_row, ARow a_row, size_t plane,
                             const unsigned short* dummy, int K, int vec8) {
@@ -425,7 +428,7 @@ GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restric
   float acc[MB][BR / 2];
   auto w_row = [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; };
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)M * lda, w, K, vec8)) return;
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)M * lda, ap, K, vec8)) return;
   wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
     const int m = m0 + row, n = n0 + feature;
     if (m >= M || n >= N) return;
@@ -459,7 +462,7 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
     const int pair = pair_of_slot[p0 + r];
     return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
   };
-  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)rows * lda, w1, hidden, vec8)) return;
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)rows * lda, ap, hidden, vec8)) return;
   const float* bias = b1 + (size_t)e * N;
   const size_t plane = (size_t)padded * ldg;
   wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
@@ -492,7 +495,7 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   float acc[MB][BR / 2];
   auto w_row = [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; };
   auto a_row = [&](int r) { return pair_of_slot[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, w2, inter, vec8)) return;
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, gp, inter, vec8)) return;
   const float* bias = b2 + (size_t)e * hidden;
   wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
     const int p = p0 + row, n = n0 + feature;

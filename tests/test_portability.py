@@ -22,13 +22,22 @@ def test_every_kernel_builds_for_mi250_and_h100():
 
 @pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc needed")
 def test_the_wgmma_kernels_build_for_sm90a_with_their_bodies_unserialised_and_unspilled():
+    """Every entry point of the wgmma file compiles for sm_90a; ptxas serialises no wgmma (its C7514 note)
+    and spills in no kernel but the one known (the SwiGLU epilogue of the 64-row exact tile, 148 bytes)."""
     results = portability.compile_all(targets=(), sm90a=True)
     assert [r.file for r in results] == list(portability.SM90A_FILES)
     for r in results:
         assert r.ok, r.log
-        assert "wgmma.mma_async" not in r.log and r.log.count("Compiling entry function") >= 40
-        spilled = [line for line in r.log.splitlines() if "bytes spill stores" in line and " 0 bytes spill" not in line]
-        assert len(spilled) <= 1, spilled  # gemm_wg_grouped_swiglu_r64_p3_b2's epilogue: 148 bytes
+        assert "wgmma.mma_async" not in r.log
+        entries, spilled, entry = [], set(), None
+        for line in r.log.splitlines():
+            if "Compiling entry function" in line:
+                entry = line.split("'")[1]
+                entries.append(entry)
+            elif "bytes spill stores" in line and " 0 bytes spill stores" not in line:
+                spilled.add(entry)
+        assert sorted(entries) == sorted(kernels.ENTRY_POINTS["gemm_wgmma"])
+        assert spilled <= {"gemm_wg_grouped_swiglu_r64_p3_b2"}, spilled
 
 
 @needs_compilers
