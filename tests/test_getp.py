@@ -227,3 +227,26 @@ def test_getp_frees_the_engine_once_whether_it_succeeds_or_fails(tmp_path, monke
             run()
         assert not output.exists() and len(lines) == 1  # the warm-up line only
     assert engine.finished == 1
+
+
+def test_freeing_after_a_failure_finishes_the_engine_and_keeps_the_first_error():
+    """A batched engine whose free fails (a device already in a bad state): the engine is still finished,
+    and during a failure the first error is the one that surfaces; after a success the free error does."""
+    from cupy_getp.getp import _Session
+
+    class Batched:
+        def free(self):
+            raise RuntimeError("free failed")
+
+    class Model:
+        finished = 0
+
+        def finish(self):
+            self.finished += 1
+
+    session = _Session(Model(), Batched())
+    session.free(failing=True)  # the error of freeing does not replace the one on its way out
+    assert session.model.finished == 1
+    with pytest.raises(RuntimeError, match="free failed"):
+        session.free()
+    assert session.model.finished == 2

@@ -198,6 +198,11 @@ def test_api_key_is_checked(busy_server):
         client(busy_server, "wrong").models.list()
     missing = httpx.post(f"{busy_server.url}/v1/completions", json={"model": "7m", "prompt": "Hi"}, timeout=10)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "invalid_api_key"
+    # checked before the body: an unauthenticated client learns nothing of the vocabulary or the fields
+    for body in ({"model": "7m", "prompt": [10**9]}, {"model": "7m", "prompt": "Hi", "max_tokens": "five"}):
+        refused = httpx.post(f"{busy_server.url}/v1/completions", json=body, timeout=10)
+        assert refused.status_code == 401
+        assert "vocabulary" not in refused.text and "max_tokens" not in refused.text
     assert client(busy_server, KEY).completions.create(model="7m", prompt="Hi", max_tokens=1).choices
 
 

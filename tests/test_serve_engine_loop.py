@@ -180,3 +180,57 @@ def test_a_failing_step_ends_its_requests_with_the_error_and_the_loop_goes_on():
     (tokens, reason), after = run_loop(loop, scenario())
     assert reason == "error" and tokens == []
     assert after == ([5, 5], "length")
+
+
+class BlockedWide(Blocked):
+    """Blocked with eight slots."""
+
+    n_slots = max_rows = max_chunk = 8
+
+
+def test_requests_a_free_slot_will_take_do_not_count_against_the_queue():
+    """Eight slots, one busy mid-step, --max-queue 2: seven requests go to the free slots at the next step
+    and two more may wait; the tenth is refused."""
+    stepper = BlockedWide()
+    loop = EngineLoop(stepper, STEPS, NO_STOP, max_queue=2, metrics=Metrics(8))
+
+    async def scenario():
+        running = asyncio.ensure_future(generate(loop, [1, 2], max_tokens=1))
+        await asyncio.get_running_loop().run_in_executor(None, stepper.entered.wait, 10)
+        jobs = [Job([3], 1, NO_STOP, Sampler(0.0), asyncio.get_running_loop()) for _ in range(10)]
+        for job in jobs[:9]:
+            loop.submit(job)
+        with pytest.raises(QueueFull):
+            loop.submit(jobs[9])
+        stepper.release.set()
+        ends = [await asyncio.wait_for(_end(job), 10) for job in jobs[:9]]
+        return await asyncio.wait_for(running, 10), ends
+
+    (_, first), ends = run_loop(loop, scenario())
+    assert first == "length" and ends == ["length"] * 9
+
+
+async def _end(job):
+    while not isinstance(event := await job.events.get(), End):
+        pass
+    return event.reason
+
+
+class Crashes(Blocked):
+    """A stepper whose step escapes the step's own error handling (not an Exception)."""
+
+    def next_tokens(self, rows, samplers):
+        raise SystemExit("the device went away")
+
+
+def test_an_engine_loop_that_stops_ends_every_job_and_refuses_new_ones():
+    loop = EngineLoop(Crashes(), STEPS, NO_STOP, max_queue=4, metrics=Metrics(1))
+
+    async def scenario():
+        ended = await asyncio.wait_for(generate(loop, [1, 2]), 10)
+        with pytest.raises(Draining, match="engine stopped"):
+            loop.submit(Job([4], None, NO_STOP, Sampler(0.0), asyncio.get_running_loop()))
+        return ended
+
+    tokens, reason = run_loop(loop, scenario())
+    assert reason == "error" and tokens == [] and "SystemExit" in loop.failed

@@ -25,8 +25,9 @@ def serve(
                                                    help="Requests must send Authorization: Bearer KEY.")] = None,
     batch: Batch = 0,
     precision: Precision = None,
-    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests waiting for a slot before "
-                                                                      "the next gets 429.")] = 256,
+    max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests waiting for a slot (beyond "
+                                                                      "those a free slot takes at the next step) "
+                                                                      "before the next gets 429; 0: none wait.")] = 256,
     drain_timeout: Annotated[float, typer.Option("--drain-timeout", min=0, help="After SIGTERM, seconds running "
                                                                                 "requests may go on.")] = 30.0,
     max_body: Annotated[int, typer.Option("--max-body", min=1, help="Largest request body, bytes.")] = 1 << 20,

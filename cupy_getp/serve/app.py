@@ -20,7 +20,7 @@ from ..chat import harmony_prompt
 from ..sampler import Sampler, request_seed
 from ..tokenizer import Tokenizer
 from .engine_loop import Draining, End, EngineLoop, Job, QueueFull, prompt_fits
-from .http_errors import ApiError, BodyLimit, check_api_key, error_body, install_error_handlers
+from .http_errors import ApiError, ApiKeyCheck, BodyLimit, error_body, install_error_handlers
 from .metrics import Metrics
 from .replies import Answer, ChatText, CompletionText
 from .schemas import ChatRequest, CompletionRequest, SamplingFields
@@ -258,9 +258,12 @@ def create_app(state: ServerState, max_body: int) -> FastAPI:
     app = FastAPI(title="cupy-getp", docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=max_body)
+    app.add_middleware(ApiKeyCheck, api_key=state.api_key)  # added last: runs first
 
     @app.get("/health")
     async def health():
+        if state.engine.failed is not None:
+            return JSONResponse({"status": "engine stopped", "error": state.engine.failed}, 503)
         if state.engine.deadline is not None:
             return JSONResponse({"status": "shutting down"}, 503)
         return {"status": "ok"}
@@ -270,8 +273,7 @@ def create_app(state: ServerState, max_body: int) -> FastAPI:
         return Response(state.metrics.text(), media_type=state.metrics.content_type)
 
     @app.get("/v1/models")
-    async def models(request: Request):
-        check_api_key(request, state.api_key)
+    async def models():
         return {"object": "list", "data": [{"id": state.model_id, "object": "model", "created": state.created,
                                             "owned_by": "cupy-getp", "max_model_len": state.steps}]}
 
@@ -288,7 +290,6 @@ def create_app(state: ServerState, max_body: int) -> FastAPI:
     async def answer(request: Request, body: SamplingFields, endpoint: str, prompt: list[int],
                      max_tokens: int | None, renderer):
         try:
-            check_api_key(request, state.api_key)
             check_model(state, body)
             gen = start_job(state, endpoint, body, prompt, max_tokens, renderer)
         except ApiError as e:

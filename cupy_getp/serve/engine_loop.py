@@ -128,6 +128,8 @@ class EngineLoop:
         self.inbox: deque[Job] = deque()
         self.cancelled: list[Job] = []
         self.waiting = 0  # jobs submitted and not yet in a slot
+        self.free_slots = stepper.n_slots  # slots no job takes at the next step: so many wait for none
+        self.failed: str | None = None  # why the engine thread stopped, when it did
         self.lock = threading.Condition()
         self.deadline: float | None = None  # draining: monotonic time when running jobs are ended
         self.stopping = False
@@ -143,10 +145,13 @@ class EngineLoop:
 
     def submit(self, job: Job) -> None:
         with self.lock:
+            if self.failed is not None:
+                raise Draining(f"the engine stopped: {self.failed}")
             if self.deadline is not None:
                 raise Draining("the server is shutting down")
-            if self.waiting >= self.max_queue:
-                raise QueueFull(f"{self.waiting} requests are waiting for a slot, the queue's limit")
+            queued = self.waiting - self.free_slots  # the ones a free slot takes do not queue
+            if queued >= self.max_queue:
+                raise QueueFull(f"{queued} requests are waiting for a slot, the queue's limit")
             self.waiting += 1
             self.inbox.append(job)
             self.metrics.queue_depth.set(self.waiting)
@@ -175,6 +180,20 @@ class EngineLoop:
 
     # -- the engine thread ----------------------------------------------------------------------------
     def _run(self) -> None:
+        """The loop, guarded: anything that escapes it ends every job with an error and marks the loop failed
+        (/health answers 503, new requests are refused) instead of leaving streams waiting forever."""
+        try:
+            self._loop()
+        except BaseException as e:
+            log.exception("the engine loop stopped")
+            with self.lock:
+                self.failed = f"{type(e).__name__}: {e}"
+                orphans, self.inbox = list(self.inbox), deque()
+            end = End("error", f"the engine stopped: {self.failed}")
+            post([(job, end) for job in [*self.jobs.values(), *orphans]])
+            self.jobs.clear()
+
+    def _loop(self) -> None:
         self.stepper.bind_thread()
         while True:
             self._take_inbox()
@@ -239,6 +258,7 @@ class EngineLoop:
         admitted = min(len(scheduler.waiting), len(scheduler.free_slots))
         with self.lock:
             self.waiting = len(self.inbox) + len(scheduler.waiting) - admitted
+            self.free_slots = len(scheduler.free_slots) - admitted
         self.metrics.queue_depth.set(self.waiting)
         self.metrics.running.set(len(scheduler.active) + admitted)
 
