@@ -117,11 +117,12 @@ class TensorCoreGemmLaunches:
     def wg_tile(self, m: int, n: int, pieces: int) -> tuple[int, int]:
         """(row-tile height, 64-feature blocks per consumer) of a wgmma product of M rows and N features. Up to
         64 rows, the smallest height that holds M; above, as measured on the H200 at 512 and 1024 rows
-        (bench/RESULTS.md, 2026-11-29): exact 64 x 1 up to 512 rows and 128 x 1 beyond, fast 128-row tiles."""
+        (bench/RESULTS.md, 2026-11-29): exact 64 x 1, and 128 x 1 above 512 rows where N >= 4096 (at
+        N = 2880 the 128-row tiles leave the last wave half empty); fast 128-row tiles."""
         if m <= 64:
             rows = next(r for r in WG_ROWS[pieces] if m <= r)
         elif pieces == 3:
-            return (64, 1) if m <= 512 else (128, 1)
+            return (128, 1) if m > 512 and n >= 4096 else (64, 1)
         else:
             rows = 128
         return rows, self._wg_features(rows, pieces, _blocks(m, rows), n)
