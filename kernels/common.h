@@ -93,6 +93,21 @@ GETP_DEVICE unsigned short f32_to_bf16_rne(float f) {
   return (unsigned short)(u >> 16);
 }
 
+// MXFP4: E2M1 code (4 bits: sign, 2 exponent, 1 mantissa) times 2^(e8m0 - 127), exactly numpy's
+// ldexp(FP4_VALUES[code], e8m0 - 127) in float32 (cupy_getp/checkpoint/safetensors.py dequantize_mxfp4) for
+// every code and scale: the magnitude's bits are built directly (0, 0.5, 1, 1.5, 2, 3, 4, 6), then scaled
+// by two normal powers of two, each product exact (subnormal results included) but for overflow to inf,
+// as numpy's. For the published scales every result is a normal BF16 value.
+GETP_DEVICE float pow2_f32(int n) { return __uint_as_float((unsigned int)(n + 127) << 23); }  // |n| <= 126
+
+GETP_DEVICE float mxfp4_value(unsigned int code, unsigned int e8m0) {
+  const unsigned int m = code & 7u;
+  const unsigned int mag = m == 0u ? 0u : m == 1u ? (126u << 23) : ((126u + (m >> 1)) << 23) | ((m & 1u) << 22);
+  const float v = __uint_as_float(mag | ((code & 8u) << 28));
+  const int k = (int)e8m0 - 127, hi = k >> 1;  // hi in [-64, 63], k - hi in [-63, 64]
+  return (v * pow2_f32(hi)) * pow2_f32(k - hi);
+}
+
 // a * b + c with both roundings, never fused into an FMA (host numpy rounds twice too).
 GETP_DEVICE float mul_add_unfused(float a, float b, float c) {
 #ifdef GETP_HIP

@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
-from cupy_getp.checkpoint.synthetic import Init, uniform_values
+from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
+from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_values, uniform_values
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
@@ -346,3 +347,14 @@ def synthetic_f32(out, start, n, key, scale, offset, round_bf16):
 @oracle("synthetic_bf16")
 def synthetic_bf16(out, start, n, key, scale, offset):
     out[...] = f32_to_bf16(uniform_values(int(key), int(start), int(n), Init(float(scale), float(offset))))
+
+
+@oracle("synthetic_mxfp4_bf16")
+def synthetic_mxfp4_bf16(out, start, n, cols, key, scale_key, exponent):
+    stream = Mxfp4Stream(int(key), int(scale_key), int(exponent), int(cols))
+    out[...] = f32_to_bf16(mxfp4_values(stream, int(start), int(n)))
+
+
+@oracle("mxfp4_widen_f32")
+def mxfp4_widen_f32(out, codes, scales, n):
+    out[...] = dequantize_mxfp4(codes.reshape(-1, 16), scales).reshape(-1)

@@ -176,12 +176,12 @@ def test_moe_kernels(gpu, rng, n_experts, k, hidden, inter):
     assert np.max(np.abs(host(x, gpu) - want_x)) <= MATVEC_TOL
 
 
-@pytest.mark.parametrize("bf16_exact", [True, False])
+@pytest.mark.parametrize("bf16_exact, mxfp4_experts", [(True, True), (False, True), (True, False)])
 @pytest.mark.parametrize("config", [TINY, preset("7m")], ids=["tiny", "7m"])
-def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact):
+def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact, mxfp4_experts):
     import cupy
 
-    store = SyntheticStore(config, seed=11, bf16_exact=bf16_exact)
+    store = SyntheticStore(config, seed=11, bf16_exact=bf16_exact, mxfp4_experts=mxfp4_experts)
     for name in ("embedding", "rms_attn_w", "w_qkv", "attn_sinks", "w_mlp1", "w_mlp2", "b_mlp2"):
         host_values = store.read(name)
         layer = 1 if name in LAYER_TENSORS else None
@@ -190,7 +190,30 @@ def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact):
         bf16 = name in ("w_mlp1", "w_mlp2")
         out = cupy.empty(host_values.shape, np.uint16 if bf16 else np.float32)
         init = store.inits[name]
-        gpu[1].synthetic(out.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset,
-                         store.rounds_to_bf16(name))
+        if store.is_mxfp4(name):
+            gpu[1].synthetic_mxfp4(out.reshape(-1), 0, store.mxfp4_stream(name, layer))
+        else:
+            gpu[1].synthetic(out.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset,
+                             store.rounds_to_bf16(name))
         got = host(out, gpu)
         np.testing.assert_array_equal(bf16_to_f32(got) if bf16 else got, host_values, err_msg=name)
+
+
+def every_mxfp4_code_and_scale() -> tuple[np.ndarray, np.ndarray]:
+    """(256 * 16,) code bytes and (256,) scales: every E8M0 scale, each block holding every E2M1 code in
+    both nibbles (low: 0..15, high: 15..0)."""
+    codes = np.arange(16, dtype=np.uint8) | (np.arange(15, -1, -1, dtype=np.uint8) << 4)
+    return np.tile(codes, 256), np.arange(256, dtype=np.uint8)
+
+
+def test_mxfp4_widening_equals_numpys_dequantize_bit_for_bit(gpu):
+    """The widening every MXFP4 kernel does (common.h mxfp4_value), on every code and scale: the float32
+    bits of dequantize_mxfp4, subnormal (scale 0, 1) and overflowing (255) results included."""
+    from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
+
+    codes, scales = every_mxfp4_code_and_scale()
+    out = poisoned(codes.size * 2)
+    gpu[1].mxfp4_widen(out, to_device(codes), to_device(scales))
+    with np.errstate(over="ignore"):  # scale 255: 2^128 times the codes >= 1 is inf, as on the device
+        want = dequantize_mxfp4(codes.reshape(256, 16), scales).reshape(-1)
+    np.testing.assert_array_equal(host(out, gpu).view(np.uint32), want.view(np.uint32))

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KernelDtypeError
-from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, kernel_defines
+from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
@@ -50,7 +50,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32"),
     "rope": ("rope_f32", "rope_kv_write_f32"),
     "softmax": ("softmax_rows_f32", "argmax_rows_f32"),
-    "synthetic": ("synthetic_f32", "synthetic_bf16"),
+    "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "mxfp4_widen_f32"),
 }
 
 
@@ -361,3 +361,23 @@ class Kernels(BatchLaunches):
             self._launch("synthetic_f32", grid, (BLOCK_SIZE,), args + (I32(round_bf16),))
         else:
             self._launch("synthetic_bf16", grid, (BLOCK_SIZE,), args)
+
+    def synthetic_mxfp4(self, out, start: int, stream) -> None:
+        """Fill `out` (uint16 = bf16) with elements start.. of an MXFP4 synthetic matrix (`Mxfp4Stream`)."""
+        _check("out", out, BF16)
+        _require(stream.cols > 0 and start + out.size <= 1 << 32,
+                 f"synthetic_mxfp4: elements {start}..{start + out.size} past 2^32")
+        grid = (min(_blocks(out.size, BLOCK_SIZE), 65535),)
+        self._launch("synthetic_mxfp4_bf16", grid, (BLOCK_SIZE,),
+                     (out, np.uint32(start), np.uint32(out.size), np.uint32(stream.cols), np.uint32(stream.key),
+                      np.uint32(stream.scale_key), I32(stream.exponent)))
+
+    def mxfp4_widen(self, out, codes, scales) -> None:
+        """out (n,) float32 = MXFP4 values of `codes` (n / 2 bytes, low nibble first) and `scales` (n / 32)."""
+        n = out.size
+        _check("out", out, F32, (n,))
+        _check("codes", codes, np.uint8, (n // 2,))
+        _check("scales", scales, np.uint8, (n // MXFP4_BLOCK,))
+        _require(n % MXFP4_BLOCK == 0, f"mxfp4_widen: {n} values, not whole blocks of {MXFP4_BLOCK}")
+        grid = (min(_blocks(n, BLOCK_SIZE), 65535),)
+        self._launch("mxfp4_widen_f32", grid, (BLOCK_SIZE,), (out, codes, scales, np.uint32(n)))

@@ -76,8 +76,11 @@ class DeviceWeights:
             layers = range(dst.shape[0]) if name in LAYER_TENSORS else [None]
             for layer in layers:
                 part = dst if layer is None else dst[layer]
-                kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset,
-                                  store.rounds_to_bf16(name))
+                if store.is_mxfp4(name):
+                    kernels.synthetic_mxfp4(part.reshape(-1), 0, store.mxfp4_stream(name, layer))
+                else:
+                    kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale,
+                                      init.offset, store.rounds_to_bf16(name))
                 if progress:
                     progress(part.size)
 
