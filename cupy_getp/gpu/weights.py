@@ -16,10 +16,11 @@ from collections.abc import Callable
 import numpy as np
 
 from ..checkpoint import MOE_WEIGHTS, SyntheticStore, TENSOR_NAMES, Weights
-from ..checkpoint.layout import LAYER_TENSORS
+from ..checkpoint.layout import LAYER_TENSORS, moe_params
 from ..checkpoint.synthetic import stream_key
 from ..checkpoint.weights import BFLOAT16, chunk_indices
-from .device import Device
+from ..errors import DeviceError
+from .device import Device, gib, out_of_memory_line
 from .kernels import Kernels
 
 UPLOAD_CHUNK = 16 << 20  # weights per host slice: 64 MiB of float32
@@ -37,17 +38,19 @@ class DeviceWeights:
 
         self.config = weights.config
         self.arrays: dict[str, object] = {}
-        for name in TENSOR_NAMES:
-            dtype = np.uint16 if name in MOE_WEIGHTS else np.float32
-            self.arrays[name] = cupy.empty(weights.shapes[name], dtype)
-        if isinstance(weights.store, SyntheticStore):
-            self._generate(weights.store, kernels, progress)
-        else:
-            self._upload(weights, device, progress)
-        device.synchronize("weight upload")
-        self.storage = {name: "bf16" if name in MOE_WEIGHTS else "fp32" for name in self.arrays}
-        for name in DENSE_GEMM_WEIGHTS:
-            self._store_bf16_if_exact(name)
+        check_weights_fit(weights, device)
+        with device.allocating("the weights", weights_remedy(weights)):
+            for name in TENSOR_NAMES:
+                dtype = np.uint16 if name in MOE_WEIGHTS else np.float32
+                self.arrays[name] = cupy.empty(weights.shapes[name], dtype)
+            if isinstance(weights.store, SyntheticStore):
+                self._generate(weights.store, kernels, progress)
+            else:
+                self._upload(weights, device, progress)
+            device.synchronize("weight upload")
+            self.storage = {name: "bf16" if name in MOE_WEIGHTS else "fp32" for name in self.arrays}
+            for name in DENSE_GEMM_WEIGHTS:
+                self._store_bf16_if_exact(name)
         # Views built once: slicing a CuPy array costs microseconds, and a step takes ~12 per layer.
         self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS})
                         for l in range(self.config.n_layers)]
@@ -155,3 +158,25 @@ def bf16_exact_on_host(weights: Weights, name: str) -> bool:
 def storage_bytes(weights: Weights, storage: dict[str, str]) -> int:
     """Device bytes of the weights stored as `storage` says (BF16: 2 bytes a weight, FP32: 4)."""
     return sum(math.prod(weights.shapes[name]) * (4 if kind == "fp32" else 2) for name, kind in storage.items())
+
+
+def upload_bytes(weights: Weights) -> int:
+    """Device bytes `DeviceWeights` allocates before any dense tensor turns to BF16: BF16 experts, FP32 rest."""
+    return storage_bytes(weights, {name: "bf16" if name in MOE_WEIGHTS else "fp32" for name in TENSOR_NAMES})
+
+
+def weights_remedy(weights: Weights) -> str:
+    """What would help weights that do not fit: a larger device; the MXFP4 storage's size, for the record."""
+    mxfp4 = upload_bytes(weights) - moe_params(weights.config) * (2 - MXFP4_BYTES_PER_VALUE)
+    return f"a device with more free memory (MXFP4 experts, not available yet, would need about {gib(mxfp4)})"
+
+
+MXFP4_BYTES_PER_VALUE = 0.5 + 1 / 32  # a 4-bit code, and a scale byte per 32 values
+
+
+def check_weights_fit(weights: Weights, device: Device) -> None:
+    """Refuse, before allocating anything, weights larger than what the device can still allocate."""
+    needed, free = upload_bytes(weights), device.allocatable_bytes()
+    if needed > free:
+        raise DeviceError(out_of_memory_line(f"the weights ({gib(needed)}, BF16 experts)", None, free,
+                                             device.device_free_bytes()[1], weights_remedy(weights)))
