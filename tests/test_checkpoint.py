@@ -182,6 +182,26 @@ def test_bf16_only_experts_keep_the_uniform_values():
     np.testing.assert_array_equal(mx.read("w_qkv"), plain.read("w_qkv"))
 
 
+@pytest.mark.parametrize("config", [TINY, PRESETS["7m"]], ids=["tiny", "7m"])
+def test_synthetic_experts_come_as_mxfp4_codes_and_scales(config):
+    """`Weights.mxfp4` of a synthetic model: what `read` decodes (rows padded to whole blocks with code 0),
+    for a layer, an expert, a row range; None for BF16-only experts and for other stores."""
+    from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
+
+    weights = Weights(SyntheticStore(config, seed=5))
+    cols = config.hidden_dim
+    blocks, scales = weights.mxfp4("w_mlp1", 1)
+    assert blocks.shape == (config.n_experts, 2 * config.intermediate_dim, -(-cols // 32), 16)
+    assert scales.shape == blocks.shape[:-1] and blocks.dtype == scales.dtype == np.uint8
+    np.testing.assert_array_equal(dequantize_mxfp4(blocks, scales)[..., :cols], weights.f32("w_mlp1", 1))
+    assert not dequantize_mxfp4(blocks, scales)[..., cols:].any()
+    np.testing.assert_array_equal(weights.mxfp4("w_mlp1", 1, 2, slice(3, 7))[0], blocks[2, 3:7])
+    np.testing.assert_array_equal(weights.mxfp4("w_mlp1")[1][1], scales)
+    assert weights.mxfp4("b_mlp1", 1) is None
+    assert Weights(SyntheticStore(config, seed=5, mxfp4_experts=False)).mxfp4("w_mlp1", 1) is None
+    assert Weights(ArrayStore.materialize(SyntheticStore(TINY, seed=5))).mxfp4("w_mlp1", 1) is None
+
+
 TINY_EXPERT_SHAPE = (TINY.n_experts, 2 * TINY.intermediate_dim, TINY.hidden_dim)
 
 

@@ -207,6 +207,21 @@ class SyntheticStore:
             values = round_to_bf16(values)
         return values.reshape(out_shape)
 
+    def read_mxfp4(self, name: str, index: tuple = ()) -> tuple[np.ndarray, np.ndarray] | None:
+        """`Weights.mxfp4`: the codes and scales `read` decodes, for whole rows (index on the leading axes)."""
+        if not self.is_mxfp4(name):
+            return None
+        parts = per_layer_indices(index, self.config.n_layers)
+        if parts is not None:
+            pairs = [self.read_mxfp4(name, part) for part in parts]
+            return np.stack([b for b, _ in pairs]), np.stack([s for _, s in pairs])
+        shape = self.shapes[name]
+        if len(index) > len(shape) - 1:
+            raise ValueError(f"read_mxfp4: index {index} goes into the rows of {name}; MXFP4 comes in whole rows")
+        row0, rows, out_rows = flat_range(shape[1:-1], tuple(index[1:]))
+        blocks, scales = mxfp4_blocks(self.mxfp4_stream(name, index[0]), row0, rows)
+        return blocks.reshape(*out_rows, *blocks.shape[1:]), scales.reshape(*out_rows, scales.shape[1])
+
     def is_mxfp4(self, name: str) -> bool:
         return self.mxfp4_experts and name in MOE_WEIGHTS
 
