@@ -59,6 +59,26 @@ extern "C" __global__ void synthetic_mxfp4_bf16(unsigned short* __restrict__ out
     out[j] = f32_to_bf16_rne(synthetic_mxfp4_value(start + j, cols, key, scale_key, exponent));
 }
 
+// Rows row0..row0+rows of an MXFP4 synthetic matrix as stored: blocks (rows, G, 16) code bytes, low nibble
+// first, codes past `cols` 0; scales (rows, G) E8M0; G = ceil(cols / MXFP4_BLOCK). A grid-stride loop over
+// the code bytes; the first byte of each block writes its scale.
+extern "C" __global__ void synthetic_mxfp4_codes(unsigned char* __restrict__ blocks, unsigned char* __restrict__ scales,
+                                                 unsigned int row0, unsigned int rows, unsigned int cols,
+                                                 unsigned int key, unsigned int scale_key, int exponent) {
+  const unsigned int groups = (cols + MXFP4_BLOCK - 1) / MXFP4_BLOCK, row_bytes = groups * (MXFP4_BLOCK / 2);
+  for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < rows * row_bytes; j += gridDim.x * blockDim.x) {
+    const unsigned int row = j / row_bytes, col = 2u * (j - row * row_bytes);
+    const unsigned int p = (row0 + row) * groups * MXFP4_BLOCK + col;  // element index of the padded rows
+    const unsigned int lo = col < cols ? lowbias32(lowbias32(p) ^ key) >> 28 : 0u;
+    const unsigned int hi = col + 1u < cols ? lowbias32(lowbias32(p + 1u) ^ key) >> 28 : 0u;
+    blocks[j] = (unsigned char)(lo | (hi << 4));
+    if (col % MXFP4_BLOCK == 0u) {
+      const unsigned int h = lowbias32(lowbias32(p / MXFP4_BLOCK) ^ scale_key);
+      scales[j / (MXFP4_BLOCK / 2)] = (unsigned char)(exponent + (int)(h & 1u) - (int)((h >> 1) & 1u));
+    }
+  }
+}
+
 // out[j] = the MXFP4 value of code (codes[j / 2] >> 4 (j & 1)) & 15 and scale scales[j / MXFP4_BLOCK], as
 // float32 (the widening every MXFP4 kernel does, on its own: tested against numpy on every code and scale).
 extern "C" __global__ void mxfp4_widen_f32(float* __restrict__ out, const unsigned char* __restrict__ codes,

@@ -20,7 +20,7 @@ import numpy as np
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
-from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_values, uniform_values
+from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp4_values, uniform_values
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
@@ -355,6 +355,15 @@ def synthetic_mxfp4_bf16(out, start, n, cols, key, scale_key, exponent):
     out[...] = f32_to_bf16(mxfp4_values(stream, int(start), int(n)))
 
 
+@oracle("synthetic_mxfp4_codes")
+def synthetic_mxfp4_codes(blocks, scales, row0, rows, cols, key, scale_key, exponent):
+    want_blocks, want_scales = mxfp4_blocks(Mxfp4Stream(int(key), int(scale_key), int(exponent), int(cols)),
+                                            int(row0), int(rows))
+    blocks[...] = want_blocks.reshape(blocks.shape)
+    scales[...] = want_scales.reshape(scales.shape)
+
+
 @oracle("mxfp4_widen_f32")
 def mxfp4_widen_f32(out, codes, scales, n):
-    out[...] = dequantize_mxfp4(codes.reshape(-1, 16), scales).reshape(-1)
+    with np.errstate(over="ignore"):  # scale 255: inf, as numpy's ldexp and the kernel give
+        out[...] = dequantize_mxfp4(codes.reshape(-1, 16), scales).reshape(-1)

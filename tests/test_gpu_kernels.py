@@ -199,6 +199,22 @@ def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact, 
         np.testing.assert_array_equal(bf16_to_f32(got) if bf16 else got, host_values, err_msg=name)
 
 
+@pytest.mark.parametrize("config", [TINY, preset("7m")], ids=["tiny", "7m"])
+def test_synthetic_mxfp4_codes_on_device_are_bit_identical(gpu, config):
+    """The codes and scales MXFP4 expert storage generates on the device: the host's, from a row offset (layer
+    1's expert 1), with TINY's partial last block padded by code 0."""
+    import cupy
+
+    store = SyntheticStore(config, seed=11)
+    for name in ("w_mlp1", "w_mlp2"):
+        want_blocks, want_scales = store.read_mxfp4(name, (1, 1))
+        rows = want_scales.shape[0]
+        blocks, scales = cupy.full(want_blocks.shape, 0xFF, np.uint8), cupy.full(want_scales.shape, 0xFF, np.uint8)
+        gpu[1].synthetic_mxfp4_codes(blocks, scales, rows, store.mxfp4_stream(name, 1))
+        np.testing.assert_array_equal(host(blocks, gpu), want_blocks, err_msg=name)
+        np.testing.assert_array_equal(host(scales, gpu), want_scales, err_msg=name)
+
+
 def every_mxfp4_code_and_scale() -> tuple[np.ndarray, np.ndarray]:
     """(256 * 16,) code bytes and (256,) scales: every E8M0 scale, each block holding every E2M1 code in
     both nibbles (low: 0..15, high: 15..0)."""

@@ -50,7 +50,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32"),
     "rope": ("rope_f32", "rope_kv_write_f32"),
     "softmax": ("softmax_rows_f32", "argmax_rows_f32"),
-    "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "mxfp4_widen_f32"),
+    "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "synthetic_mxfp4_codes",
+                  "mxfp4_widen_f32"),
 }
 
 
@@ -370,6 +371,20 @@ class Kernels(BatchLaunches):
         grid = (min(_blocks(out.size, BLOCK_SIZE), 65535),)
         self._launch("synthetic_mxfp4_bf16", grid, (BLOCK_SIZE,),
                      (out, np.uint32(start), np.uint32(out.size), np.uint32(stream.cols), np.uint32(stream.key),
+                      np.uint32(stream.scale_key), I32(stream.exponent)))
+
+    def synthetic_mxfp4_codes(self, blocks, scales, row0: int, stream) -> None:
+        """Rows row0.. of an MXFP4 synthetic matrix as stored: blocks (..., G, 16), scales (..., G) uint8."""
+        groups = -(-stream.cols // MXFP4_BLOCK)
+        _check("scales", scales, np.uint8)
+        _check("blocks", blocks, np.uint8, (*scales.shape, MXFP4_BLOCK // 2))
+        _require(scales.ndim >= 1 and scales.shape[-1] == groups,
+                 f"synthetic_mxfp4_codes: scales {scales.shape}, expected (..., {groups}) for {stream.cols} columns")
+        rows = scales.size // groups
+        _require((row0 + rows) * groups * MXFP4_BLOCK <= 1 << 32, "synthetic_mxfp4_codes: rows past 2^32 elements")
+        grid = (min(_blocks(blocks.size, BLOCK_SIZE), 65535),)
+        self._launch("synthetic_mxfp4_codes", grid, (BLOCK_SIZE,),
+                     (blocks, scales, np.uint32(row0), np.uint32(rows), np.uint32(stream.cols), np.uint32(stream.key),
                       np.uint32(stream.scale_key), I32(stream.exponent)))
 
     def mxfp4_widen(self, out, codes, scales) -> None:

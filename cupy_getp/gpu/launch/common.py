@@ -8,11 +8,36 @@ KernelDtypeError) with a message, never a bare `assert` (gone under `python -O`)
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from ...errors import KernelArgumentError, KernelDtypeError
 
 F32, BF16, I32 = np.float32, np.uint16, np.int32
+
+
+@dataclass(frozen=True)
+class Mxfp4Matrix:
+    """Expert weights kept in MXFP4 on the device, as the checkpoints store them: blocks (..., rows, G, 16)
+    code bytes (E2M1, low nibble first) and scales (..., rows, G) E8M0 bytes, G = ceil(cols / 32), codes past
+    `cols` zero; kernels widen code x 2^(scale - 127), which is exactly a BF16 value."""
+
+    blocks: object
+    scales: object
+    cols: int
+
+    @property
+    def shape(self) -> tuple:
+        return (*self.scales.shape[:-1], self.cols)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __getitem__(self, index) -> Mxfp4Matrix:  # leading dimensions (layer, expert, rows) only
+        return Mxfp4Matrix(self.blocks[index], self.scales[index], self.cols)
 
 
 def _check(name: str, array, dtype, shape=None) -> None:

@@ -1,0 +1,77 @@
+"""`DeviceWeights` on the CPU stand-ins (numpy for CuPy, the kernels' oracles for the kernels): BF16 experts
+(today's storage) hold the weights' values; MXFP4 experts hold the store's blocks and scales byte for byte,
+generated on the device for a synthetic model and uploaded as stored for a checkpoint; a store without an
+MXFP4 form is refused in one line."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+from cupy_getp.bf16 import bf16_to_f32
+from cupy_getp.checkpoint import MOE_WEIGHTS, TENSOR_NAMES, ArrayStore, SyntheticStore, Weights, open_store
+from cupy_getp.errors import DeviceError
+
+from batch_fakes import FakeDevice, FakeKernels, fake_cupy
+from checkpoints import openai_config, openai_tensors, random_mxfp4, write_checkpoint
+from conftest import TINY
+from test_safetensors import SMALL
+
+
+@pytest.fixture
+def stand_in(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+
+
+def device_weights(weights, experts):
+    from cupy_getp.gpu.weights import DeviceWeights
+
+    return DeviceWeights(weights, FakeDevice(), FakeKernels(), experts=experts)
+
+
+def assert_mxfp4_as_stored(w, weights):
+    for name in MOE_WEIGHTS:
+        blocks, scales = weights.mxfp4(name)
+        assert w.storage[name] == "mxfp4"
+        np.testing.assert_array_equal(w.arrays[name].blocks, blocks, err_msg=name)
+        np.testing.assert_array_equal(w.arrays[name].scales, scales, err_msg=name)
+        layer = w.layer(1)
+        np.testing.assert_array_equal(getattr(layer, name).scales, scales[1], err_msg=name)
+
+
+@pytest.mark.parametrize("config", [TINY, SMALL], ids=["tiny", "small"])
+def test_synthetic_experts_are_generated_as_mxfp4_or_bf16(stand_in, config):
+    weights = Weights(SyntheticStore(config, seed=3))
+    assert_mxfp4_as_stored(device_weights(weights, "mxfp4"), weights)
+    w = device_weights(weights, "bf16")
+    for name in TENSOR_NAMES:
+        got = w.arrays[name]
+        values = bf16_to_f32(got) if got.dtype == np.uint16 else got
+        np.testing.assert_array_equal(values, weights.f32(name), err_msg=name)
+
+
+def test_checkpoint_experts_are_uploaded_as_stored(stand_in, tmp_path):
+    rng = np.random.default_rng(1)
+    c = SMALL
+    store = SyntheticStore(c, seed=4)
+    spec = {n: store.read(n) for n in TENSOR_NAMES}
+    mxfp4 = {}
+    for name, rows, cols in (("w_mlp1", 2 * c.intermediate_dim, c.hidden_dim),
+                             ("w_mlp2", c.hidden_dim, c.intermediate_dim)):
+        pairs = [random_mxfp4(rng, c.n_experts, rows, cols) for _ in range(c.n_layers)]
+        mxfp4[name] = np.stack([b for b, _ in pairs]), np.stack([s for _, s in pairs])
+    path = write_checkpoint(tmp_path / "oai", openai_tensors(spec, c, mxfp4), openai_config(c))
+    weights = Weights(open_store(path, config={"seq_len": 64}))
+    assert_mxfp4_as_stored(device_weights(weights, "mxfp4"), weights)
+
+
+def test_mxfp4_storage_of_experts_not_stored_as_mxfp4_is_one_line(stand_in):
+    plain = Weights(ArrayStore.materialize(SyntheticStore(TINY, seed=3)))
+    with pytest.raises(DeviceError, match=r"^MXFP4 expert storage needs experts stored as MXFP4 .* holds layer 0 "
+                                          r"w_mlp1 otherwise: use BF16 expert storage$"):
+        device_weights(plain, "mxfp4")
+    bf16_only = Weights(SyntheticStore(TINY, seed=3, mxfp4_experts=False))
+    with pytest.raises(DeviceError, match="MXFP4 expert storage needs"):
+        device_weights(bf16_only, "mxfp4")
