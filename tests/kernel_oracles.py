@@ -228,6 +228,22 @@ def moe_mlp2_accumulate(x, moe_out, w_mlp2, b_mlp2, g, experts, weights, k, hidd
     x += total
 
 
+def widened(blocks, scales, cols) -> np.ndarray:
+    """An MXFP4 matrix's values (..., rows, cols), float32: what the mxfp4w kernels compute with."""
+    return dequantize_mxfp4(blocks, scales)[..., :int(cols)]
+
+
+@oracle("moe_mlp1_swiglu_mxfp4w")
+def moe_mlp1_swiglu_mxfp4(g, codes, scales, b_mlp1, t, experts, hidden, inter, limit, vec8):
+    moe_mlp1_swiglu(g, widened(codes, scales, hidden), b_mlp1, t, experts, hidden, inter, limit, vec8)
+
+
+@oracle("moe_mlp2_accumulate_mxfp4w")
+def moe_mlp2_accumulate_mxfp4(x, moe_out, codes, scales, b_mlp2, g, experts, weights, k, hidden, inter, vec8):
+    moe_mlp2_accumulate(x, moe_out, widened(codes, scales, inter), b_mlp2, g, experts, weights, k, hidden, inter,
+                        vec8)
+
+
 def _grouped(out, a, row_of, pair_of_padded, tile_expert, w, b, block_m, epilogue):
     """out[p] = epilogue(w[e] @ a[row_of(p, pair)] + b[e]) for every non-pad position p (pair >= 0) of a tile
     with expert e = tile_expert[tile] >= 0; other positions are not written. One product per expert."""

@@ -75,3 +75,35 @@ def test_mxfp4_storage_of_experts_not_stored_as_mxfp4_is_one_line(stand_in):
     bf16_only = Weights(SyntheticStore(TINY, seed=3, mxfp4_experts=False))
     with pytest.raises(DeviceError, match="MXFP4 expert storage needs"):
         device_weights(bf16_only, "mxfp4")
+
+
+def test_one_row_expert_kernels_take_mxfp4_storage(stand_in):
+    """The launch helpers dispatch an Mxfp4Matrix to the mxfp4w kernels with codes and scales in the kernels'
+    order (through their oracles): the same results as BF16 storage of the same layer."""
+    from cupy_getp.bf16 import f32_to_bf16
+    from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
+
+    from batch_fakes import host_array
+
+    c = SMALL
+    mx = device_weights(Weights(SyntheticStore(c, seed=6)), "mxfp4")
+    rng = np.random.default_rng(2)
+    t, x0 = host_array(rng.standard_normal(c.hidden_dim).astype(np.float32)), rng.standard_normal(c.hidden_dim)
+    experts, weights = host_array(np.array([3, 1], np.int32)), host_array(np.array([0.75, 0.25], np.float32))
+    results = []
+    for w1, w2 in ((mx.w_mlp1[1], mx.w_mlp2[1]),
+                   (host_array(f32_to_bf16(dequantize_mxfp4(mx.w_mlp1.blocks[1], mx.w_mlp1.scales[1]))),
+                    host_array(f32_to_bf16(dequantize_mxfp4(mx.w_mlp2.blocks[1], mx.w_mlp2.scales[1]))))):
+        k = FakeKernels()
+        g, x, moe_out = (host_array(np.zeros(shape, np.float32)) for shape in ((2, c.intermediate_dim),
+                                                                                c.hidden_dim, c.hidden_dim))
+        x[...] = x0
+        k.moe_mlp1_swiglu(g, w1, mx.b_mlp1[1], t, experts, c.swiglu_limit)
+        k.moe_mlp2_accumulate(x, moe_out, w2, mx.b_mlp2[1], g, experts, weights)
+        results.append((k.launches, g.copy(), x.copy()))
+    (mx_launches, *mx_values), (bf_launches, *bf_values) = results
+    assert mx_launches == ["moe_mlp1_swiglu_mxfp4w", "moe_mlp2_accumulate_mxfp4w"]
+    assert bf_launches == ["moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w"]
+    for a, b in zip(mx_values, bf_values):
+        np.testing.assert_array_equal(a, b)
+    assert np.abs(mx_values[1] - x0).max() > 0  # the MoE added something

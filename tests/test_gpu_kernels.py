@@ -176,6 +176,47 @@ def test_moe_kernels(gpu, rng, n_experts, k, hidden, inter):
     assert np.max(np.abs(host(x, gpu) - want_x)) <= MATVEC_TOL
 
 
+def random_mxfp4_matrix(rng, shape):
+    """Random MXFP4 (blocks, scales) of a matrix of `shape` (..., cols), codes past cols 0, scales near 2^-6."""
+    *lead, cols = shape
+    groups = -(-cols // 32)
+    codes = rng.integers(0, 16, (*lead, groups * 32), dtype=np.uint8)
+    codes[..., cols:] = 0
+    pairs = codes.reshape(*lead, groups, 16, 2)
+    return pairs[..., 0] | (pairs[..., 1] << 4), rng.integers(119, 125, (*lead, groups), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("n_experts, k, hidden, inter", [(5, 2, 24, 20), (32, 4, 2880, 2880), (4, 3, 33, 17)])
+def test_moe_kernels_with_mxfp4_experts_equal_bf16_bit_for_bit(gpu, rng, n_experts, k, hidden, inter):
+    """The one-row expert kernels on MXFP4 storage against BF16 storage of the same values: identical bits
+    (partial blocks, the 20b shape, the scalar path), and both the oracle's within MATVEC_TOL."""
+    from cupy_getp.gpu.launch.common import Mxfp4Matrix
+
+    from kernel_oracles import widened
+
+    mx1 = random_mxfp4_matrix(rng, (n_experts, 2 * inter, hidden))
+    mx2 = random_mxfp4_matrix(rng, (n_experts, hidden, inter))
+    w1, w2 = f32_to_bf16(widened(*mx1, hidden)), f32_to_bf16(widened(*mx2, inter))
+    b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
+    b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
+    t, x0 = (rng.standard_normal(hidden) * 2).astype(np.float32), rng.standard_normal(hidden).astype(np.float32)
+    experts = to_device(rng.choice(n_experts, k, replace=False).astype(np.int32))
+    weights = to_device(softmax(rng.standard_normal(k).astype(np.float32)))
+    stored = {"bf16": (to_device(w1), to_device(w2)),
+              "mxfp4": (Mxfp4Matrix(to_device(mx1[0]), to_device(mx1[1]), hidden),
+                        Mxfp4Matrix(to_device(mx2[0]), to_device(mx2[1]), inter))}
+    got = {}
+    for kind, (d1, d2) in stored.items():
+        g, x, moe_out = poisoned((k, inter)), to_device(x0), poisoned(hidden)
+        gpu[1].moe_mlp1_swiglu(g, d1, to_device(b1), to_device(t), experts, 1.5)
+        gpu[1].moe_mlp2_accumulate(x, moe_out, d2, to_device(b2), g, experts, weights)
+        got[kind] = [host(a, gpu) for a in (g, moe_out, x)]
+    for name, a, b in zip(("g", "moe_out", "x"), got["bf16"], got["mxfp4"]):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32), err_msg=name)
+    want_g, *_ = expected("moe_mlp1_swiglu", poisoned((k, inter)), w1, b1, t, host(experts, gpu), 1.5)
+    assert np.max(np.abs(got["mxfp4"][0] - want_g)) <= MATVEC_TOL
+
+
 @pytest.mark.parametrize("bf16_exact, mxfp4_experts", [(True, True), (False, True), (True, False)])
 @pytest.mark.parametrize("config", [TINY, preset("7m")], ids=["tiny", "7m"])
 def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact, mxfp4_experts):

@@ -26,7 +26,7 @@ from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_de
 from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
-from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _require
+from .launch.common import BF16, F32, I32, Mxfp4Matrix, _aligned, _blocks, _check, _require
 from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
@@ -46,13 +46,27 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                    *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in ("grouped_swiglu", "grouped")
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
-    "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "router_topk_rows", "moe_align", "moe_combine"),
+    "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "moe_mlp1_swiglu_mxfp4w",
+            "moe_mlp2_accumulate_mxfp4w", "router_topk_rows", "moe_align", "moe_combine"),
     "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32"),
     "rope": ("rope_f32", "rope_kv_write_f32"),
     "softmax": ("softmax_rows_f32", "argmax_rows_f32"),
     "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "synthetic_mxfp4_codes",
                   "mxfp4_widen_f32"),
 }
+
+
+def _expert_weights(name: str, w) -> tuple[str, tuple, object]:
+    """(kernel name suffix, the weight's kernel arguments, the array vector loads read) of an expert matrix:
+    bf16 bits, or an `Mxfp4Matrix` (codes and scales, whole rows of blocks)."""
+    if isinstance(w, Mxfp4Matrix):
+        _check(f"{name}.scales", w.scales, np.uint8)
+        _check(f"{name}.blocks", w.blocks, np.uint8, (*w.scales.shape, MXFP4_BLOCK // 2))
+        _require(w.scales.shape[-1] == -(-w.cols // MXFP4_BLOCK),
+                 f"{name}: {w.scales.shape[-1]} MXFP4 blocks a row for {w.cols} columns")
+        return "mxfp4w", (w.blocks, w.scales), w.blocks
+    _check(name, w, BF16)
+    return "bf16w", (w,), w
 
 
 def kernel_dir() -> Path:
@@ -318,35 +332,38 @@ class Kernels(BatchLaunches):
         self.router_topk_rows(experts[None], weights[None], scores[None])
 
     def moe_mlp1_swiglu(self, g, w_mlp1, b_mlp1, t, experts, limit: float) -> None:
-        """g (top_k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16."""
+        """g (top_k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16
+        or an Mxfp4Matrix (the same results, bit for bit)."""
         n_experts, two_inter, hidden = w_mlp1.shape
         top_k, inter = g.shape
         _check("g", g, F32)
-        _check("w_mlp1", w_mlp1, BF16)
+        kind, w_args, w_first = _expert_weights("w_mlp1", w_mlp1)
         _check("b_mlp1", b_mlp1, F32, (n_experts, two_inter))
         _check("t", t, F32, (hidden,))
         _check("experts", experts, I32, (top_k,))
         _require(two_inter == 2 * inter, f"moe_mlp1_swiglu: w_mlp1 has {two_inter} rows for g of {inter} columns")
-        vec8 = hidden % 8 == 0 and _aligned(w_mlp1, t)
-        self._launch("moe_mlp1_swiglu_bf16w", self._rows_grid(inter, top_k), (BLOCK_SIZE,),
-                     (g, w_mlp1, b_mlp1, t, experts, I32(hidden), I32(inter), F32(limit), I32(vec8)))
+        vec8 = hidden % 8 == 0 and _aligned(w_first, t)
+        self._launch(f"moe_mlp1_swiglu_{kind}", self._rows_grid(inter, top_k), (BLOCK_SIZE,),
+                     (g, *w_args, b_mlp1, t, experts, I32(hidden), I32(inter), F32(limit), I32(vec8)))
 
     def moe_mlp2_accumulate(self, x, moe_out, w_mlp2, b_mlp2, g, experts, weights) -> None:
-        """x += moe_out = sum_s weights[s] * (w_mlp2[e_s] @ g[s] + b_mlp2[e_s]); w_mlp2 (E, H, I) bf16."""
+        """x += moe_out = sum_s weights[s] * (w_mlp2[e_s] @ g[s] + b_mlp2[e_s]); w_mlp2 (E, H, I) bf16 or an
+        Mxfp4Matrix."""
         n_experts, hidden, inter = w_mlp2.shape
         top_k = experts.shape[0]
         _check("x", x, F32, (hidden,))
         _check("moe_out", moe_out, F32, (hidden,))
-        _check("w_mlp2", w_mlp2, BF16)
+        kind, w_args, w_first = _expert_weights("w_mlp2", w_mlp2)
         _check("b_mlp2", b_mlp2, F32, (n_experts, hidden))
         _check("g", g, F32, (top_k, inter))
         _check("experts", experts, I32, (top_k,))
         _check("weights", weights, F32, (top_k,))
         _require(0 < top_k <= MOE_MAX_K, f"moe_mlp2_accumulate: {top_k} experts per token, at most {MOE_MAX_K}")
-        vec8 = inter % 8 == 0 and _aligned(w_mlp2, g)
+        vec8 = inter % 8 == 0 and _aligned(w_first, g)
         rows_per_block = self.warps_per_block // min(top_k, self.warps_per_block)
-        self._launch("moe_mlp2_accumulate_bf16w", (_blocks(hidden, rows_per_block),), (BLOCK_SIZE,),
-                     (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(top_k), I32(hidden), I32(inter), I32(vec8)))
+        self._launch(f"moe_mlp2_accumulate_{kind}", (_blocks(hidden, rows_per_block),), (BLOCK_SIZE,),
+                     (x, moe_out, *w_args, b_mlp2, g, experts, weights, I32(top_k), I32(hidden), I32(inter),
+                      I32(vec8)))
 
     # -- synthetic.hip --------------------------------------------------------------------------------
     def synthetic(self, out, start: int, key: int, scale: float, offset: float, round_bf16: bool = False) -> None:
