@@ -275,6 +275,24 @@ oracle("gemm_grouped_skinny")(_grouped_plain(SKINNY_BM))
 oracle("gemm_grouped_tiled")(_grouped_plain(TILE_BM))
 
 
+def _grouped_swiglu_mxfp4(block_m):
+    def run(g, a, pair_of_padded, tile_expert, codes, scales, b1, p, n, k, experts_per_token, limit, vec):
+        _grouped_swiglu(block_m)(g, a, pair_of_padded, tile_expert, widened(codes, scales, k), b1, p, n, k,
+                                 experts_per_token, limit, vec)
+    return run
+
+
+def _grouped_plain_mxfp4(block_m):
+    def run(y, g, pair_of_padded, tile_expert, codes, scales, b2, p, n, k, vec):
+        _grouped_plain(block_m)(y, g, pair_of_padded, tile_expert, widened(codes, scales, k), b2, p, n, k, vec)
+    return run
+
+
+for _shape, _block_m in (("skinny", SKINNY_BM), ("tiled", TILE_BM)):
+    oracle(f"gemm_grouped_swiglu_mxfp4w_{_shape}")(_grouped_swiglu_mxfp4(_block_m))
+    oracle(f"gemm_grouped_mxfp4w_{_shape}")(_grouped_plain_mxfp4(_block_m))
+
+
 # -- tensor cores: activations as BF16 pieces, products of the pieces' sum ------------------------------------------
 @oracle("tc_split_rows")
 def tc_split_rows(ap, a, m, k, lda, pieces, vec4):

@@ -107,3 +107,32 @@ def test_one_row_expert_kernels_take_mxfp4_storage(stand_in):
     for a, b in zip(mx_values, bf_values):
         np.testing.assert_array_equal(a, b)
     assert np.abs(mx_values[1] - x0).max() > 0  # the MoE added something
+
+
+def test_batched_engine_runs_on_mxfp4_experts_end_to_end(stand_in):
+    """fp32 precision (CUDA-core grouped products, one-row kernels for one-row steps) through the stand-ins,
+    the weights from `DeviceWeights`: MXFP4 storage gives BF16 storage's greedy tokens, which are the numpy
+    reference's, request by request; every MoE product ran an mxfp4w kernel."""
+    from cupy_getp.engine.factory import create_engine
+    from cupy_getp.getp import run_batched, run_requests
+    from cupy_getp.gpu.batch import BatchedEngine, BatchShape
+    from cupy_getp.sampler import Sampler
+
+    from batch_fakes import FakeEngine
+
+    weights = Weights(SyntheticStore(TINY, seed=9))
+    rng = np.random.default_rng(3)
+    requests = [rng.integers(0, TINY.vocab_size, rng.integers(1, 8)).tolist() for _ in range(6)]
+    greedy, steps = Sampler(0.0, 0.9, 1), 12
+    reference = create_engine(weights, "numpy")
+    reference.warm_up()
+    want = run_requests(reference, greedy, requests, steps)
+    for experts in ("bf16", "mxfp4"):
+        engine = FakeEngine(weights)
+        engine.w = device_weights(weights, experts)
+        batched = BatchedEngine(engine, BatchShape(3, 6, 3, steps), "fp32", use_graphs=False)
+        assert run_batched(batched, greedy, requests, steps) == want, experts
+        moe = {name for name in engine.kernels.launches if "mlp" in name or "grouped" in name}
+        assert len(moe) >= 4, moe  # one-row and grouped, mlp1 and mlp2
+        assert all(name.endswith(("mxfp4w", "mxfp4w_skinny", "mxfp4w_tiled")) == (experts == "mxfp4")
+                   for name in moe), moe

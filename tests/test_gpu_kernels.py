@@ -17,7 +17,7 @@ from cupy_getp.rope import rope_cos_sin
 
 from batch_fakes import expected
 from conftest import TINY
-from gpu_helpers import host, poisoned, to_device
+from gpu_helpers import host, poisoned, random_mxfp4_matrix, to_device
 
 pytestmark = pytest.mark.gpu
 
@@ -174,16 +174,6 @@ def test_moe_kernels(gpu, rng, n_experts, k, hidden, inter):
     want_x, want, *_ = expected("moe_mlp2_accumulate", x0, moe_out, w2, b2, want_g, experts, weights)
     assert np.max(np.abs(host(moe_out, gpu) - want)) <= MATVEC_TOL
     assert np.max(np.abs(host(x, gpu) - want_x)) <= MATVEC_TOL
-
-
-def random_mxfp4_matrix(rng, shape):
-    """Random MXFP4 (blocks, scales) of a matrix of `shape` (..., cols), codes past cols 0, scales near 2^-6."""
-    *lead, cols = shape
-    groups = -(-cols // 32)
-    codes = rng.integers(0, 16, (*lead, groups * 32), dtype=np.uint8)
-    codes[..., cols:] = 0
-    pairs = codes.reshape(*lead, groups, 16, 2)
-    return pairs[..., 0] | (pairs[..., 1] << 4), rng.integers(119, 125, (*lead, groups), dtype=np.uint8)
 
 
 @pytest.mark.parametrize("n_experts, k, hidden, inter", [(5, 2, 24, 20), (32, 4, 2880, 2880), (4, 3, 33, 17)])

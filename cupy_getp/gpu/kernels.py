@@ -26,7 +26,7 @@ from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_de
 from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
-from .launch.common import BF16, F32, I32, Mxfp4Matrix, _aligned, _blocks, _check, _require
+from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
@@ -36,7 +36,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "attention": ("kv_cache_write_f32", "attn_scores_f32", "attn_weighted_sum_partial_f32", "attn_combine_f32",
                   *ATTN_PARTIAL_VARIANTS, "attn_rows_merge_f32"),
     "embedding": ("embedding_f32", "embedding_rows_f32"),
-    "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped")
+    "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped",
+                                                      "grouped_swiglu_mxfp4w", "grouped_mxfp4w")
                   for shape in ("skinny", "tiled")),
     "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES), "gemm_tc_grouped_swiglu",
                 "gemm_tc_grouped"),
@@ -54,19 +55,6 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "synthetic_mxfp4_codes",
                   "mxfp4_widen_f32"),
 }
-
-
-def _expert_weights(name: str, w) -> tuple[str, tuple, object]:
-    """(kernel name suffix, the weight's kernel arguments, the array vector loads read) of an expert matrix:
-    bf16 bits, or an `Mxfp4Matrix` (codes and scales, whole rows of blocks)."""
-    if isinstance(w, Mxfp4Matrix):
-        _check(f"{name}.scales", w.scales, np.uint8)
-        _check(f"{name}.blocks", w.blocks, np.uint8, (*w.scales.shape, MXFP4_BLOCK // 2))
-        _require(w.scales.shape[-1] == -(-w.cols // MXFP4_BLOCK),
-                 f"{name}: {w.scales.shape[-1]} MXFP4 blocks a row for {w.cols} columns")
-        return "mxfp4w", (w.blocks, w.scales), w.blocks
-    _check(name, w, BF16)
-    return "bf16w", (w,), w
 
 
 def kernel_dir() -> Path:

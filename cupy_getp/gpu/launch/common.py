@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...errors import KernelArgumentError, KernelDtypeError
+from ..constants import MXFP4_BLOCK
 
 F32, BF16, I32 = np.float32, np.uint16, np.int32
 
@@ -61,3 +62,16 @@ def _aligned(*arrays, multiple: int = 16) -> bool:
 
 def _blocks(n: int, per_block: int) -> int:
     return (n + per_block - 1) // per_block
+
+
+def _expert_weights(name: str, w) -> tuple[str, tuple, object]:
+    """(kernel name suffix, the weight's kernel arguments, the array vector loads read) of an expert matrix:
+    bf16 bits, or an `Mxfp4Matrix` (codes and scales, whole rows of blocks)."""
+    if isinstance(w, Mxfp4Matrix):
+        _check(f"{name}.scales", w.scales, np.uint8)
+        _check(f"{name}.blocks", w.blocks, np.uint8, (*w.scales.shape, MXFP4_BLOCK // 2))
+        _require(w.scales.shape[-1] == -(-w.cols // MXFP4_BLOCK),
+                 f"{name}: {w.scales.shape[-1]} MXFP4 blocks a row for {w.cols} columns")
+        return "mxfp4w", (w.blocks, w.scales), w.blocks
+    _check(name, w, BF16)
+    return "bf16w", (w,), w
