@@ -93,6 +93,21 @@ GETP_DEVICE unsigned short f32_to_bf16_rne(float f) {
   return (unsigned short)(u >> 16);
 }
 
+// MXFP4: E2M1 code (4 bits: sign, 2 exponent, 1 mantissa) times 2^(e8m0 - 127), exactly numpy's
+// ldexp(FP4_VALUES[code], e8m0 - 127) in float32 (cupy_getp/checkpoint/safetensors.py dequantize_mxfp4) for
+// every code and scale: the magnitude's bits are built directly (0, 0.5, 1, 1.5, 2, 3, 4, 6), then scaled
+// by two normal powers of two, each product exact (subnormal results included) but for overflow to inf,
+// as numpy's. For the published scales every result is a normal BF16 value.
+GETP_DEVICE float pow2_f32(int n) { return __uint_as_float((unsigned int)(n + 127) << 23); }  // |n| <= 126
+
+GETP_DEVICE float mxfp4_value(unsigned int code, unsigned int e8m0) {
+  const unsigned int m = code & 7u;
+  const unsigned int mag = m == 0u ? 0u : m == 1u ? (126u << 23) : ((126u + (m >> 1)) << 23) | ((m & 1u) << 22);
+  const float v = __uint_as_float(mag | ((code & 8u) << 28));
+  const int k = (int)e8m0 - 127, hi = k >> 1;  // hi in [-64, 63], k - hi in [-63, 64]
+  return (v * pow2_f32(hi)) * pow2_f32(k - hi);
+}
+
 // a * b + c with both roundings, never fused into an FMA (host numpy rounds twice too).
 GETP_DEVICE float mul_add_unfused(float a, float b, float c) {
 #ifdef GETP_HIP
@@ -142,6 +157,45 @@ GETP_DEVICE float warp_dot_bf16(const unsigned short* __restrict__ w, const floa
     for (; i < n8; i += WARP_SIZE) acc += dot8_bf16(w8[i], x4 + 2 * i);
   } else {
     for (int i = lane; i < n; i += WARP_SIZE) acc += bf16_to_f32(w[i]) * x[i];
+  }
+  return warp_sum(acc);
+}
+
+// Dot product of 8 MXFP4 values (one 4-byte load of codes, element 2i in byte i's low nibble, all in one
+// block of scale e8m0) with 8 floats: the very expression of dot8_bf16 on the widened values, so a row
+// stored as MXFP4 gives dot8_bf16's result on the same values stored as BF16, bit for bit.
+GETP_DEVICE float dot8_mxfp4(unsigned int c, unsigned int e8m0, const float4* x2) {
+  const float4 a = x2[0], b = x2[1];
+  const float w0 = mxfp4_value(c & 15u, e8m0), w1 = mxfp4_value((c >> 4) & 15u, e8m0);
+  const float w2 = mxfp4_value((c >> 8) & 15u, e8m0), w3 = mxfp4_value((c >> 12) & 15u, e8m0);
+  const float w4 = mxfp4_value((c >> 16) & 15u, e8m0), w5 = mxfp4_value((c >> 20) & 15u, e8m0);
+  const float w6 = mxfp4_value((c >> 24) & 15u, e8m0), w7 = mxfp4_value(c >> 28, e8m0);
+  return w0 * a.x + w1 * a.y + w2 * a.z + w3 * a.w + w4 * b.x + w5 * b.y + w6 * b.z + w7 * b.w;
+}
+
+// warp_dot_bf16 for an MXFP4 row: codes (ceil(n / 32) * 16 bytes), scales (ceil(n / 32)); the same lanes
+// take the same elements and add them in the same order, so the result equals warp_dot_bf16's on the
+// widened row (bit-identical storage). vec8: n % 8 == 0, codes 4-byte and x 16-byte aligned.
+GETP_DEVICE float warp_dot_mxfp4(const unsigned char* __restrict__ codes, const unsigned char* __restrict__ scales,
+                                 const float* __restrict__ x, int n, int vec8) {
+  const int lane = threadIdx.x % WARP_SIZE;
+  float acc = 0.0f;
+  if (vec8) {
+    const unsigned int* c8 = (const unsigned int*)codes;
+    const float4* x4 = (const float4*)x;
+    const int n8 = n / 8;
+    int i = lane;
+    for (; i + 3 * WARP_SIZE < n8; i += 4 * WARP_SIZE) {
+      const unsigned int c0 = c8[i], c1 = c8[i + WARP_SIZE], c2 = c8[i + 2 * WARP_SIZE], c3 = c8[i + 3 * WARP_SIZE];
+      acc += dot8_mxfp4(c0, scales[i / (MXFP4_BLOCK / 8)], x4 + 2 * i);
+      acc += dot8_mxfp4(c1, scales[(i + WARP_SIZE) / (MXFP4_BLOCK / 8)], x4 + 2 * (i + WARP_SIZE));
+      acc += dot8_mxfp4(c2, scales[(i + 2 * WARP_SIZE) / (MXFP4_BLOCK / 8)], x4 + 2 * (i + 2 * WARP_SIZE));
+      acc += dot8_mxfp4(c3, scales[(i + 3 * WARP_SIZE) / (MXFP4_BLOCK / 8)], x4 + 2 * (i + 3 * WARP_SIZE));
+    }
+    for (; i < n8; i += WARP_SIZE) acc += dot8_mxfp4(c8[i], scales[i / (MXFP4_BLOCK / 8)], x4 + 2 * i);
+  } else {
+    for (int i = lane; i < n; i += WARP_SIZE)
+      acc += mxfp4_value((codes[i >> 1] >> ((i & 1) * 4)) & 15u, scales[i / MXFP4_BLOCK]) * x[i];
   }
   return warp_sum(acc);
 }

@@ -52,6 +52,7 @@ struct GemmArgs {
   int experts_per_token;              // experts per token (mlp1)
   float limit;                // swiglu limit (mlp1)
   int vec;
+  const unsigned char* scales;  // MXFP4 weights: (E, N, G) E8M0 scales beside the codes in w; NULL otherwise
 };
 
 // -- weight types: 16-byte vector and exact widening -------------------------------------------------------
@@ -87,20 +88,63 @@ GETP_DEVICE void widen(uint4 v, float* o) {
 GETP_DEVICE float widen1(float x) { return x; }
 GETP_DEVICE float widen1(unsigned short h) { return bf16_to_f32(h); }
 
+// MXFP4 weights (cupy_getp/gpu/launch/common.py Mxfp4Matrix): a row of K values is G = ceil(K / MXFP4_BLOCK)
+// blocks of 16 code bytes (element 2i in byte i's low nibble) and G scales. A row handle holds both; its
+// vector is 8 values (4 code bytes, one scale), widened exactly (mxfp4_value) to the BF16 values they are.
+struct Mxfp4 {};
+struct Mxfp4Row {
+  const unsigned char* codes;
+  const unsigned char* scales;
+};
+template <>
+struct WVec<Mxfp4> {
+  enum { N = 8 };
+};
+
+// Row handles: `const T*` for float and bf16 weights (unchanged), Mxfp4Row for MXFP4; WRows<T> makes them.
+template <typename T>
+struct WRows {
+  typedef const T* Row;
+  static GETP_DEVICE Row null() { return (Row)0; }
+  static GETP_DEVICE Row row(const GemmArgs& g, size_t r) { return (const T*)g.w + r * g.K; }  // row r of (E*N, K)
+  static GETP_DEVICE float at(Row row, int k) { return widen1(row[k]); }
+  static GETP_DEVICE void vec(Row row, int i, float* o) { widen(((const typename WVec<T>::V*)row)[i], o); }
+};
+template <>
+struct WRows<Mxfp4> {
+  typedef Mxfp4Row Row;
+  static GETP_DEVICE Row null() { return Mxfp4Row{(const unsigned char*)0, (const unsigned char*)0}; }
+  static GETP_DEVICE Row row(const GemmArgs& g, size_t r) {
+    const size_t groups = (g.K + MXFP4_BLOCK - 1) / MXFP4_BLOCK;
+    return Mxfp4Row{(const unsigned char*)g.w + r * groups * (MXFP4_BLOCK / 2), g.scales + r * groups};
+  }
+  static GETP_DEVICE float at(Row row, int k) {
+    return mxfp4_value((row.codes[k >> 1] >> ((k & 1) * 4)) & 15u, row.scales[k / MXFP4_BLOCK]);
+  }
+  static GETP_DEVICE void vec(Row row, int i, float* o) {  // values 8i .. 8i + 7
+    const unsigned int c = ((const unsigned int*)row.codes)[i], e = row.scales[i / (MXFP4_BLOCK / 8)];
+#pragma unroll
+    for (int q = 0; q < 8; ++q) o[q] = mxfp4_value((c >> (4 * q)) & 15u, e);
+  }
+};
+GETP_DEVICE bool row_ok(const float* row) { return row != 0; }
+GETP_DEVICE bool row_ok(const unsigned short* row) { return row != 0; }
+GETP_DEVICE bool row_ok(Mxfp4Row row) { return row.codes != 0; }
+
 // The WVec<T>::N elements row[k..k+N) as floats, zero past K or for a NULL row.
 template <typename T>
-GETP_DEVICE void load_elems(const T* __restrict__ row, int k, int K, int vec, float* o) {
+GETP_DEVICE void load_elems(typename WRows<T>::Row row, int k, int K, int vec, float* o) {
   const int VN = WVec<T>::N;
-  if (row && vec) {  // vec: K % VN == 0, so a vector is all in or all out
+  if (row_ok(row) && vec) {  // vec: K % VN == 0, so a vector is all in or all out
     if (k < K) {
-      widen(*(const typename WVec<T>::V*)(row + k), o);
+      WRows<T>::vec(row, k / VN, o);
     } else {
 #pragma unroll
       for (int q = 0; q < VN; ++q) o[q] = 0.0f;
     }
   } else {
 #pragma unroll
-    for (int q = 0; q < VN; ++q) o[q] = (row && k + q < K) ? widen1(row[k + q]) : 0.0f;
+    for (int q = 0; q < VN; ++q) o[q] = (row_ok(row) && k + q < K) ? WRows<T>::at(row, k + q) : 0.0f;
   }
 }
 
@@ -135,37 +179,35 @@ GETP_DEVICE void store_pair(const GemmArgs& g, const float* __restrict__ bias, i
   if (n + 1 < g.N) out[1] = v1;
 }
 
-// Weights and bias of tile t: expert tile_expert[t] (grouped), NULL weights when the tile is unused.
-template <typename WT, int MODE>
-GETP_DEVICE const WT* tile_weights(const GemmArgs& g, int t, const float** bias) {
+// Bias of tile t and the index of its weights' first row (expert tile_expert[t] of the grouped products: row
+// e * N); -1 when the tile is unused.
+template <int MODE>
+GETP_DEVICE long long tile_weights(const GemmArgs& g, int t, const float** bias) {
   *bias = g.bias;
-  if (MODE == GEMM_DENSE) return (const WT*)g.w;
+  if (MODE == GEMM_DENSE) return 0;
   const int e = g.tile_expert[t];
-  if (e < 0) return (const WT*)0;
+  if (e < 0) return -1;
   *bias = g.bias + (size_t)e * g.N;
-  return (const WT*)g.w + (size_t)e * g.N * g.K;
+  return (long long)e * g.N;
 }
 
 // -- skinny: one warp, two weight rows, MT activation rows ------------------------------------------------
 // Lane-strided partial dot products of w0, w1 with the MT rows ap[r], then warp sums; lane r stores row r.
 template <typename WT, int MODE, int MT>
-GETP_DEVICE void skinny_tile(const GemmArgs& g, const WT* __restrict__ w0, const WT* __restrict__ w1,
+GETP_DEVICE void skinny_tile(const GemmArgs& g, typename WRows<WT>::Row w0, typename WRows<WT>::Row w1,
                              const float* const* ap, const bool* ok, const float* bias, int row0, int n) {
-  typedef typename WVec<WT>::V V;
   const int VN = WVec<WT>::N;
   const int lane = threadIdx.x % WARP_SIZE;
   float acc[MT][2];
 #pragma unroll
   for (int r = 0; r < MT; ++r) acc[r][0] = acc[r][1] = 0.0f;
   if (g.vec) {
-    const V* w0v = (const V*)w0;
-    const V* w1v = (const V*)w1;
     const int nv = g.K / VN;
 #pragma unroll 2
     for (int i = lane; i < nv; i += WARP_SIZE) {
       float x0[VN], x1[VN];
-      widen(w0v[i], x0);
-      widen(w1v[i], x1);
+      WRows<WT>::vec(w0, i, x0);
+      WRows<WT>::vec(w1, i, x1);
 #pragma unroll
       for (int r = 0; r < MT; ++r) {
         const float4* a4 = (const float4*)(ap[r] + (size_t)i * VN);
@@ -179,7 +221,7 @@ GETP_DEVICE void skinny_tile(const GemmArgs& g, const WT* __restrict__ w0, const
     }
   } else {
     for (int k = lane; k < g.K; k += WARP_SIZE) {
-      const float x0 = widen1(w0[k]), x1 = widen1(w1[k]);
+      const float x0 = WRows<WT>::at(w0, k), x1 = WRows<WT>::at(w1, k);
 #pragma unroll
       for (int r = 0; r < MT; ++r) {
         const float v = ap[r][k];
@@ -202,10 +244,11 @@ GETP_DEVICE void gemm_skinny_core(const GemmArgs& g) {
   const int n_tiles = (g.M + SKINNY_BM - 1) / SKINNY_BM;
   for (int t = blockIdx.x; t < n_tiles; t += gridDim.x) {
     const float* bias;
-    const WT* w = tile_weights<WT, MODE>(g, t, &bias);
-    if (!w) continue;
-    const WT* w0 = w + (size_t)n * g.K;
-    const WT* w1 = n + 1 < g.N ? w0 + g.K : w0;  // odd N: the last warp computes column n twice
+    const long long first_row = tile_weights<MODE>(g, t, &bias);
+    if (first_row < 0) continue;
+    const typename WRows<WT>::Row w0 = WRows<WT>::row(g, (size_t)first_row + n);
+    // odd N: the last warp computes column n twice
+    const typename WRows<WT>::Row w1 = n + 1 < g.N ? WRows<WT>::row(g, (size_t)first_row + n + 1) : w0;
     const int row0 = t * SKINNY_BM;
     const float* ap[SKINNY_BM];
     bool ok[SKINNY_BM];
@@ -247,20 +290,20 @@ GETP_DEVICE void gemm_tiled_core(const GemmArgs& g) {
   const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
   const int m0 = blockIdx.y * TILE_BM, n0 = blockIdx.x * TILE_BN;
   const float* bias;
-  const WT* w = tile_weights<WT, MODE>(g, blockIdx.y, &bias);
-  if (!w) return;  // the whole block: no barrier reached yet
+  const long long first_row = tile_weights<MODE>(g, blockIdx.y, &bias);
+  if (first_row < 0) return;  // the whole block: no barrier reached yet
 
   // Loaders: A row tid / 4 at k offset (tid % 4) * 4; weight vector i: row idx / (BK / VN), k (idx % (BK / VN)) * VN.
   const int a_r = tid / 4, a_k = (tid % 4) * 4;
   const float* arow = a_row<MODE>(g, m0 + a_r);
-  const WT* wrow[W_LOADS];
+  typename WRows<WT>::Row wrow[W_LOADS];
   int w_n[W_LOADS], w_k[W_LOADS];
 #pragma unroll
   for (int i = 0; i < W_LOADS; ++i) {
     const int idx = tid + i * TILE_THREADS;
     w_n[i] = idx / (TILE_BK / VN);
     w_k[i] = (idx % (TILE_BK / VN)) * VN;
-    wrow[i] = n0 + w_n[i] < g.N ? w + (size_t)(n0 + w_n[i]) * g.K : (const WT*)0;
+    wrow[i] = n0 + w_n[i] < g.N ? WRows<WT>::row(g, (size_t)first_row + n0 + w_n[i]) : WRows<WT>::null();
   }
   float ra[4], rw[W_LOADS][VN];
 
@@ -398,3 +441,31 @@ extern "C" __global__ void gemm_grouped_tiled(float* __restrict__ y, const float
   const GemmArgs args = {y, g, w2, b2, pair_of_padded, tile_expert, P, N, K, 0, 1, 0.0f, vec};
   gemm_tiled_core<unsigned short, GEMM_GROUPED>(args);
 }
+
+// The grouped products with MXFP4 experts: codes (E, N, G, 16) and scales (E, N, G), G = ceil(K / MXFP4_BLOCK),
+// in place of the bf16 w; each value widened exactly (mxfp4_value) where the bf16 kernels widen theirs, the
+// products and their order unchanged, so the results equal the bf16 kernels' on the same values bit for bit.
+// vec: K % 8 == 0 (the codes of 8 values are one 4-byte load). Grids as the bf16 kernels.
+#define GEMM_GROUPED_SWIGLU_MXFP4(NAME, CORE)                                                                      \
+  extern "C" __global__ void NAME(float* __restrict__ g, const float* __restrict__ a,                             \
+                                  const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,     \
+                                  const unsigned char* __restrict__ codes, const unsigned char* __restrict__ scales, \
+                                  const float* __restrict__ b1, int P, int N, int K, int experts_per_token,        \
+                                  float limit, int vec) GEMM_BOUNDS {                                              \
+    const GemmArgs args = {g, a, codes, b1, pair_of_padded, tile_expert, P, N, K, 0, experts_per_token, limit,    \
+                           vec, scales};                                                                           \
+    CORE<Mxfp4, GEMM_SWIGLU>(args);                                                                                \
+  }
+GEMM_GROUPED_SWIGLU_MXFP4(gemm_grouped_swiglu_mxfp4w_skinny, gemm_skinny_core)
+GEMM_GROUPED_SWIGLU_MXFP4(gemm_grouped_swiglu_mxfp4w_tiled, gemm_tiled_core)
+
+#define GEMM_GROUPED_MXFP4(NAME, CORE)                                                                             \
+  extern "C" __global__ void NAME(float* __restrict__ y, const float* __restrict__ g,                             \
+                                  const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,     \
+                                  const unsigned char* __restrict__ codes, const unsigned char* __restrict__ scales, \
+                                  const float* __restrict__ b2, int P, int N, int K, int vec) GEMM_BOUNDS {        \
+    const GemmArgs args = {y, g, codes, b2, pair_of_padded, tile_expert, P, N, K, 0, 1, 0.0f, vec, scales};       \
+    CORE<Mxfp4, GEMM_GROUPED>(args);                                                                               \
+  }
+GEMM_GROUPED_MXFP4(gemm_grouped_mxfp4w_skinny, gemm_skinny_core)
+GEMM_GROUPED_MXFP4(gemm_grouped_mxfp4w_tiled, gemm_tiled_core)

@@ -1,22 +1,57 @@
-// moe.hip: router top-k, and the expert MLPs with BF16 weights (upcast to FP32 before every FMA).
+// moe.hip: router top-k, and the expert MLPs with BF16 or MXFP4 weights (widened exactly to FP32 before every
+// FMA).
 #include "common.h"
 
+// Expert weight rows of n values, by row index (expert e's row r is e * rows + r): BF16 bits, or MXFP4 codes
+// and scales (cupy_getp/gpu/launch/common.py Mxfp4Matrix: G = ceil(n / MXFP4_BLOCK) scales and G * 16 code
+// bytes a row). warp_dot_mxfp4 widens each value exactly to the BF16 value it stands for and adds in
+// warp_dot_bf16's order, so the mxfp4w kernels' results equal the bf16w kernels' bit for bit.
+struct Bf16Rows {
+  const unsigned short* w;
+  int n, vec8;
+  GETP_DEVICE float dot(size_t row, const float* __restrict__ x) const {
+    return warp_dot_bf16(w + row * n, x, n, vec8);
+  }
+};
+struct Mxfp4Rows {
+  const unsigned char* codes;
+  const unsigned char* scales;
+  int n, vec8;
+  GETP_DEVICE float dot(size_t row, const float* __restrict__ x) const {
+    const size_t groups = (n + MXFP4_BLOCK - 1) / MXFP4_BLOCK;
+    return warp_dot_mxfp4(codes + row * groups * (MXFP4_BLOCK / 2), scales + row * groups, x, n, vec8);
+  }
+};
+
 // For each choice s (the s-th chosen expert, e = experts[s]) and j < I: the gate row 2j and up row 2j + 1
-// of w_mlp1[e] (bf16), plus bias, then SwiGLU: gate = min(gate, limit), up = clamp(up, +-limit),
+// of w_mlp1[e], plus bias, then SwiGLU: gate = min(gate, limit), up = clamp(up, +-limit),
 // g = gate * sigmoid(1.702 gate) * (up + 1). Grid (ceil(I / WARPS_PER_BLOCK), top_k): a warp per (s, j).
+template <typename Rows>
+GETP_DEVICE void moe_mlp1_swiglu_core(float* __restrict__ g, const Rows& w_mlp1, const float* __restrict__ b_mlp1,
+                                      const float* __restrict__ t, const int* __restrict__ experts, int inter,
+                                      float limit) {
+  const int j = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE, s = blockIdx.y;
+  if (j >= inter) return;
+  const size_t gate_row = (size_t)experts[s] * 2 * inter + 2 * (size_t)j;
+  float gate = w_mlp1.dot(gate_row, t);
+  float up = w_mlp1.dot(gate_row + 1, t);
+  if (threadIdx.x % WARP_SIZE == 0)
+    g[(size_t)s * inter + j] = swiglu_f32(gate + b_mlp1[gate_row], up + b_mlp1[gate_row + 1], limit);
+}
+
 extern "C" __global__ void moe_mlp1_swiglu_bf16w(float* __restrict__ g, const unsigned short* __restrict__ w_mlp1,
                                                  const float* __restrict__ b_mlp1, const float* __restrict__ t,
                                                  const int* __restrict__ experts, int hidden, int inter,
                                                  float limit, int vec8) {
-  const int j = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE, s = blockIdx.y;
-  if (j >= inter) return;
-  const size_t e = (size_t)experts[s];
-  const unsigned short* gate_row = w_mlp1 + (e * 2 * inter + 2 * (size_t)j) * hidden;
-  float gate = warp_dot_bf16(gate_row, t, hidden, vec8);
-  float up = warp_dot_bf16(gate_row + hidden, t, hidden, vec8);
-  if (threadIdx.x % WARP_SIZE == 0)
-    g[(size_t)s * inter + j] = swiglu_f32(gate + b_mlp1[e * 2 * inter + 2 * j], up + b_mlp1[e * 2 * inter + 2 * j + 1],
-                                          limit);
+  moe_mlp1_swiglu_core(g, Bf16Rows{w_mlp1, hidden, vec8}, b_mlp1, t, experts, inter, limit);
+}
+
+extern "C" __global__ void moe_mlp1_swiglu_mxfp4w(float* __restrict__ g, const unsigned char* __restrict__ codes,
+                                                  const unsigned char* __restrict__ scales,
+                                                  const float* __restrict__ b_mlp1, const float* __restrict__ t,
+                                                  const int* __restrict__ experts, int hidden, int inter,
+                                                  float limit, int vec8) {
+  moe_mlp1_swiglu_core(g, Mxfp4Rows{codes, scales, hidden, vec8}, b_mlp1, t, experts, inter, limit);
 }
 
 // x[h] += sum_s weight[s] * (w_mlp2[e_s, h, :] . g[s, :] + b_mlp2[e_s, h]), also written to moe_out.
@@ -24,12 +59,11 @@ extern "C" __global__ void moe_mlp1_swiglu_bf16w(float* __restrict__ g, const un
 // the top_k dot products of each (warp w: row w / ks, choices w % ks, + ks, ... with ks = min(top_k, warps)),
 // so top_k weight rows stream at once; the first warp of a row adds the choices' results in order.
 // Grid (ceil(hidden / (WARPS_PER_BLOCK / ks))); top_k <= MOE_MAX_K (cupy_getp/gpu/constants.py).
-extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, float* __restrict__ moe_out,
-                                                     const unsigned short* __restrict__ w_mlp2,
-                                                     const float* __restrict__ b_mlp2, const float* __restrict__ g,
-                                                     const int* __restrict__ experts,
-                                                     const float* __restrict__ weights, int top_k, int hidden,
-                                                     int inter, int vec8) {
+template <typename Rows>
+GETP_DEVICE void moe_mlp2_accumulate_core(float* __restrict__ x, float* __restrict__ moe_out, const Rows& w_mlp2,
+                                          const float* __restrict__ b_mlp2, const float* __restrict__ g,
+                                          const int* __restrict__ experts, const float* __restrict__ weights,
+                                          int top_k, int hidden, int inter) {
   __shared__ float y_s[WARPS_PER_BLOCK][MOE_MAX_K];
   const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
   const int ks = top_k < WARPS_PER_BLOCK ? top_k : WARPS_PER_BLOCK;  // warps per row
@@ -38,7 +72,7 @@ extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, floa
   if (active)
     for (int s = warp % ks; s < top_k; s += ks) {
       const size_t e = (size_t)experts[s];
-      const float y = warp_dot_bf16(w_mlp2 + (e * hidden + h) * inter, g + (size_t)s * inter, inter, vec8);
+      const float y = w_mlp2.dot(e * hidden + h, g + (size_t)s * inter);
       if (lane == 0) y_s[row_in_block][s] = y;
     }
   __syncthreads();
@@ -49,6 +83,27 @@ extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, floa
     moe_out[h] = total;
     x[h] += total;
   }
+}
+
+extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, float* __restrict__ moe_out,
+                                                     const unsigned short* __restrict__ w_mlp2,
+                                                     const float* __restrict__ b_mlp2, const float* __restrict__ g,
+                                                     const int* __restrict__ experts,
+                                                     const float* __restrict__ weights, int top_k, int hidden,
+                                                     int inter, int vec8) {
+  moe_mlp2_accumulate_core(x, moe_out, Bf16Rows{w_mlp2, inter, vec8}, b_mlp2, g, experts, weights, top_k, hidden,
+                           inter);
+}
+
+extern "C" __global__ void moe_mlp2_accumulate_mxfp4w(float* __restrict__ x, float* __restrict__ moe_out,
+                                                      const unsigned char* __restrict__ codes,
+                                                      const unsigned char* __restrict__ scales,
+                                                      const float* __restrict__ b_mlp2, const float* __restrict__ g,
+                                                      const int* __restrict__ experts,
+                                                      const float* __restrict__ weights, int top_k, int hidden,
+                                                      int inter, int vec8) {
+  moe_mlp2_accumulate_core(x, moe_out, Mxfp4Rows{codes, scales, inter, vec8}, b_mlp2, g, experts, weights, top_k,
+                           hidden, inter);
 }
 
 // ---- batched engine: router over rows, expert grouping (align), combine ---------------------------

@@ -46,6 +46,11 @@ fake_cupy = types.SimpleNamespace(
     zeros=lambda shape, dtype=np.float32: host_array(np.zeros(shape, dtype)),
     zeros_like=lambda a: host_array(np.zeros_like(a)),
     asarray=lambda a: host_array(np.array(a)),
+    # what gpu/weights.py's DeviceWeights uses (uninitialised memory, the lossless-BF16 test)
+    empty=lambda shape, dtype=np.float32: host_array(np.empty(shape, dtype)),
+    any=np.any,
+    ascontiguousarray=lambda a: host_array(np.ascontiguousarray(a)),
+    uint16=np.uint16,
 )
 
 
@@ -110,6 +115,18 @@ class FakeDevice:
     def download(self, src, out):
         out[...] = src
         return out
+
+    def synchronize(self, what):
+        pass
+
+    def allocatable_bytes(self):
+        return 1 << 40
+
+    def device_free_bytes(self):
+        return 1 << 40, 1 << 40
+
+    def allocating(self, what, remedy):  # host memory: an allocation that fails stays numpy's MemoryError
+        return contextlib.nullcontext()
 
 
 class FakeEngine:

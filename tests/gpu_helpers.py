@@ -29,3 +29,17 @@ def poisoned(shape, dtype=np.float32):
     import cupy
 
     return cupy.full(shape, np.nan, dtype)
+
+
+def random_mxfp4_matrix(rng, shape) -> tuple[np.ndarray, np.ndarray]:
+    """Random MXFP4 (blocks, scales) of a matrix of `shape` (..., cols): uniform codes (those past cols 0) and
+    scales within a factor 2 of the one that gives values ~ 1/sqrt(cols), as the kernel tests' weights."""
+    import math
+
+    *lead, cols = shape
+    groups = -(-cols // 32)
+    codes = rng.integers(0, 16, (*lead, groups * 32), dtype=np.uint8)
+    codes[..., cols:] = 0
+    pairs = codes.reshape(*lead, groups, 16, 2)
+    middle = 127 + round(math.log2(1 / math.sqrt(cols) / 2.93))  # 2.93: the E2M1 codes' rms
+    return pairs[..., 0] | (pairs[..., 1] << 4), rng.integers(middle - 1, middle + 2, (*lead, groups), dtype=np.uint8)

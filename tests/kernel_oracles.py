@@ -19,7 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
-from cupy_getp.checkpoint.synthetic import Init, uniform_values
+from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
+from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp4_values, uniform_values
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
@@ -227,6 +228,22 @@ def moe_mlp2_accumulate(x, moe_out, w_mlp2, b_mlp2, g, experts, weights, k, hidd
     x += total
 
 
+def widened(blocks, scales, cols) -> np.ndarray:
+    """An MXFP4 matrix's values (..., rows, cols), float32: what the mxfp4w kernels compute with."""
+    return dequantize_mxfp4(blocks, scales)[..., :int(cols)]
+
+
+@oracle("moe_mlp1_swiglu_mxfp4w")
+def moe_mlp1_swiglu_mxfp4(g, codes, scales, b_mlp1, t, experts, hidden, inter, limit, vec8):
+    moe_mlp1_swiglu(g, widened(codes, scales, hidden), b_mlp1, t, experts, hidden, inter, limit, vec8)
+
+
+@oracle("moe_mlp2_accumulate_mxfp4w")
+def moe_mlp2_accumulate_mxfp4(x, moe_out, codes, scales, b_mlp2, g, experts, weights, k, hidden, inter, vec8):
+    moe_mlp2_accumulate(x, moe_out, widened(codes, scales, inter), b_mlp2, g, experts, weights, k, hidden, inter,
+                        vec8)
+
+
 def _grouped(out, a, row_of, pair_of_padded, tile_expert, w, b, block_m, epilogue):
     """out[p] = epilogue(w[e] @ a[row_of(p, pair)] + b[e]) for every non-pad position p (pair >= 0) of a tile
     with expert e = tile_expert[tile] >= 0; other positions are not written. One product per expert."""
@@ -256,6 +273,24 @@ oracle("gemm_grouped_swiglu_skinny")(_grouped_swiglu(SKINNY_BM))
 oracle("gemm_grouped_swiglu_tiled")(_grouped_swiglu(TILE_BM))
 oracle("gemm_grouped_skinny")(_grouped_plain(SKINNY_BM))
 oracle("gemm_grouped_tiled")(_grouped_plain(TILE_BM))
+
+
+def _grouped_swiglu_mxfp4(block_m):
+    def run(g, a, pair_of_padded, tile_expert, codes, scales, b1, p, n, k, experts_per_token, limit, vec):
+        _grouped_swiglu(block_m)(g, a, pair_of_padded, tile_expert, widened(codes, scales, k), b1, p, n, k,
+                                 experts_per_token, limit, vec)
+    return run
+
+
+def _grouped_plain_mxfp4(block_m):
+    def run(y, g, pair_of_padded, tile_expert, codes, scales, b2, p, n, k, vec):
+        _grouped_plain(block_m)(y, g, pair_of_padded, tile_expert, widened(codes, scales, k), b2, p, n, k, vec)
+    return run
+
+
+for _shape, _block_m in (("skinny", SKINNY_BM), ("tiled", TILE_BM)):
+    oracle(f"gemm_grouped_swiglu_mxfp4w_{_shape}")(_grouped_swiglu_mxfp4(_block_m))
+    oracle(f"gemm_grouped_mxfp4w_{_shape}")(_grouped_plain_mxfp4(_block_m))
 
 
 # -- tensor cores: activations as BF16 pieces, products of the pieces' sum ------------------------------------------
@@ -346,3 +381,23 @@ def synthetic_f32(out, start, n, key, scale, offset, round_bf16):
 @oracle("synthetic_bf16")
 def synthetic_bf16(out, start, n, key, scale, offset):
     out[...] = f32_to_bf16(uniform_values(int(key), int(start), int(n), Init(float(scale), float(offset))))
+
+
+@oracle("synthetic_mxfp4_bf16")
+def synthetic_mxfp4_bf16(out, start, n, cols, key, scale_key, exponent):
+    stream = Mxfp4Stream(int(key), int(scale_key), int(exponent), int(cols))
+    out[...] = f32_to_bf16(mxfp4_values(stream, int(start), int(n)))
+
+
+@oracle("synthetic_mxfp4_codes")
+def synthetic_mxfp4_codes(blocks, scales, row0, rows, cols, key, scale_key, exponent):
+    want_blocks, want_scales = mxfp4_blocks(Mxfp4Stream(int(key), int(scale_key), int(exponent), int(cols)),
+                                            int(row0), int(rows))
+    blocks[...] = want_blocks.reshape(blocks.shape)
+    scales[...] = want_scales.reshape(scales.shape)
+
+
+@oracle("mxfp4_widen_f32")
+def mxfp4_widen_f32(out, codes, scales, n):
+    with np.errstate(over="ignore"):  # scale 255: inf, as numpy's ldexp and the kernel give
+        out[...] = dequantize_mxfp4(codes.reshape(-1, 16), scales).reshape(-1)

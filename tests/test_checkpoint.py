@@ -135,6 +135,74 @@ def test_synthetic_is_deterministic_and_sliceable():
     np.testing.assert_array_equal(a.read("w_mlp1", (2, 4)), full[2, 4])
     np.testing.assert_array_equal(a.read("w_mlp1", (1, 3, 7)), full[1, 3, 7])
     np.testing.assert_array_equal(a.read("embedding", (41,)), a.read("embedding")[41])
+    # an MXFP4 slice that starts and ends inside a row's blocks (TINY's rows are not whole blocks)
+    np.testing.assert_array_equal(a.read("w_mlp2", (2, 1, 5, slice(3, 21))), a.read("w_mlp2")[2, 1, 5, 3:21])
+
+
+def _block_scale(values: np.ndarray) -> int | None:
+    """The power of two k with every value of the block in FP4_VALUES * 2^k, or None."""
+    from cupy_getp.checkpoint.safetensors import FP4_VALUES
+
+    top = float(np.max(np.abs(values)))
+    if top == 0.0:
+        return 0
+    first = math.floor(math.log2(top))
+    for k in range(first - 3, first + 2):
+        if np.isin(np.ldexp(values.astype(np.float64), -k), FP4_VALUES).all():
+            return k
+    return None
+
+
+@pytest.mark.parametrize("config", [TINY, PRESETS["7m"]], ids=["tiny", "7m"])
+def test_synthetic_experts_are_mxfp4_values(config):
+    """Every 32 values of a row (the last block may be partial) share one power-of-two scale and are E2M1
+    values under it, as in the published checkpoints; their spread stays near the uniform values'."""
+    store = SyntheticStore(config, seed=5)
+    for name in ("w_mlp1", "w_mlp2"):
+        rows = store.read(name).reshape(-1, config.hidden_dim if name == "w_mlp1" else config.intermediate_dim)
+        scales = [_block_scale(rows[r, c:c + 32]) for r in range(0, len(rows), 7)
+                  for c in range(0, rows.shape[1], 32)]
+        assert None not in scales, name
+        assert len(set(scales)) >= 3, name  # scales vary from block to block
+        uniform_std = store.inits[name].scale / math.sqrt(3)
+        assert 0.5 < float(np.std(rows)) / uniform_std < 2.0, name
+
+
+def test_bf16_only_experts_keep_the_uniform_values():
+    """mxfp4_experts=False: the MoE matrices are the uniform stream rounded to bfloat16 (earlier presets),
+    which MXFP4 cannot hold; the other tensors are unchanged."""
+    from cupy_getp.checkpoint.synthetic import stream_key, uniform_values
+
+    mx, plain = SyntheticStore(TINY, seed=5), SyntheticStore(TINY, seed=5, mxfp4_experts=False)
+    want = round_to_bf16(uniform_values(stream_key(5, "w_mlp1", 1), 0, math.prod(TINY_EXPERT_SHAPE),
+                                        plain.inits["w_mlp1"]))
+    np.testing.assert_array_equal(plain.read("w_mlp1", (1,)).reshape(-1), want)
+    assert _block_scale(plain.read("w_mlp1", (1, 0, 0))[:24]) is None
+    assert not np.array_equal(mx.read("w_mlp1"), plain.read("w_mlp1"))
+    np.testing.assert_array_equal(mx.read("w_qkv"), plain.read("w_qkv"))
+
+
+@pytest.mark.parametrize("config", [TINY, PRESETS["7m"]], ids=["tiny", "7m"])
+def test_synthetic_experts_come_as_mxfp4_codes_and_scales(config):
+    """`Weights.mxfp4` of a synthetic model: what `read` decodes (rows padded to whole blocks with code 0),
+    for a layer, an expert, a row range; None for BF16-only experts and for other stores."""
+    from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
+
+    weights = Weights(SyntheticStore(config, seed=5))
+    cols = config.hidden_dim
+    blocks, scales = weights.mxfp4("w_mlp1", 1)
+    assert blocks.shape == (config.n_experts, 2 * config.intermediate_dim, -(-cols // 32), 16)
+    assert scales.shape == blocks.shape[:-1] and blocks.dtype == scales.dtype == np.uint8
+    np.testing.assert_array_equal(dequantize_mxfp4(blocks, scales)[..., :cols], weights.f32("w_mlp1", 1))
+    assert not dequantize_mxfp4(blocks, scales)[..., cols:].any()
+    np.testing.assert_array_equal(weights.mxfp4("w_mlp1", 1, 2, slice(3, 7))[0], blocks[2, 3:7])
+    np.testing.assert_array_equal(weights.mxfp4("w_mlp1")[1][1], scales)
+    assert weights.mxfp4("b_mlp1", 1) is None
+    assert Weights(SyntheticStore(config, seed=5, mxfp4_experts=False)).mxfp4("w_mlp1", 1) is None
+    assert Weights(ArrayStore.materialize(SyntheticStore(TINY, seed=5))).mxfp4("w_mlp1", 1) is None
+
+
+TINY_EXPERT_SHAPE = (TINY.n_experts, 2 * TINY.intermediate_dim, TINY.hidden_dim)
 
 
 def test_synthetic_value_distribution():

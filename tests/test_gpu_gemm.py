@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
+from cupy_getp.gpu.launch.common import Mxfp4Matrix
 from cupy_getp.gpu.launch.gemm import GROUPED_BLOCK_M, GemmLaunches
 from cupy_getp.gpu.launch.moe import moe_align_host
 from batch_fakes import expected
@@ -230,11 +231,12 @@ def test_gemm_entry_points_are_the_helpers_kernels():
             rec.gemm(FakeArray((m, 64), np.float32), FakeArray((m, 64), np.float32), FakeArray((64, 64), dtype))
     for block_m in GROUPED_BLOCK_M:
         p = 2 * block_m
-        rec.gemm_grouped_swiglu(FakeArray((p, 8), np.float32), FakeArray((4, 32), np.float32),
-                                FakeArray((p,), np.int32),
-                                FakeArray((2,), np.int32), FakeArray((2, 16, 32), np.uint16),
-                                FakeArray((2, 16), np.float32), 2, 7.0, block_m)
-        rec.gemm_grouped(FakeArray((p, 32), np.float32), FakeArray((p, 8), np.float32), FakeArray((p,), np.int32),
-                         FakeArray((2,), np.int32), FakeArray((2, 32, 8), np.uint16), FakeArray((2, 32), np.float32),
-                         block_m)
+        for w1, w2 in ((FakeArray((2, 16, 32), np.uint16), FakeArray((2, 32, 8), np.uint16)),
+                       (Mxfp4Matrix(FakeArray((2, 16, 1, 16), np.uint8), FakeArray((2, 16, 1), np.uint8), 32),
+                        Mxfp4Matrix(FakeArray((2, 32, 1, 16), np.uint8), FakeArray((2, 32, 1), np.uint8), 8))):
+            rec.gemm_grouped_swiglu(FakeArray((p, 8), np.float32), FakeArray((4, 32), np.float32),
+                                    FakeArray((p,), np.int32), FakeArray((2,), np.int32), w1,
+                                    FakeArray((2, 16), np.float32), 2, 7.0, block_m)
+            rec.gemm_grouped(FakeArray((p, 32), np.float32), FakeArray((p, 8), np.float32), FakeArray((p,), np.int32),
+                             FakeArray((2,), np.int32), w2, FakeArray((2, 32), np.float32), block_m)
     assert {name for name, *_ in rec.launches} == set(ENTRY_POINTS["gemm"])

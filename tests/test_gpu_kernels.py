@@ -17,7 +17,7 @@ from cupy_getp.rope import rope_cos_sin
 
 from batch_fakes import expected
 from conftest import TINY
-from gpu_helpers import host, poisoned, to_device
+from gpu_helpers import host, poisoned, random_mxfp4_matrix, to_device
 
 pytestmark = pytest.mark.gpu
 
@@ -176,12 +176,43 @@ def test_moe_kernels(gpu, rng, n_experts, k, hidden, inter):
     assert np.max(np.abs(host(x, gpu) - want_x)) <= MATVEC_TOL
 
 
-@pytest.mark.parametrize("bf16_exact", [True, False])
+@pytest.mark.parametrize("n_experts, k, hidden, inter", [(5, 2, 24, 20), (32, 4, 2880, 2880), (4, 3, 33, 17)])
+def test_moe_kernels_with_mxfp4_experts_equal_bf16_bit_for_bit(gpu, rng, n_experts, k, hidden, inter):
+    """The one-row expert kernels on MXFP4 storage against BF16 storage of the same values: identical bits
+    (partial blocks, the 20b shape, the scalar path), and both the oracle's within MATVEC_TOL."""
+    from cupy_getp.gpu.launch.common import Mxfp4Matrix
+
+    from kernel_oracles import widened
+
+    mx1 = random_mxfp4_matrix(rng, (n_experts, 2 * inter, hidden))
+    mx2 = random_mxfp4_matrix(rng, (n_experts, hidden, inter))
+    w1, w2 = f32_to_bf16(widened(*mx1, hidden)), f32_to_bf16(widened(*mx2, inter))
+    b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
+    b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
+    t, x0 = (rng.standard_normal(hidden) * 2).astype(np.float32), rng.standard_normal(hidden).astype(np.float32)
+    experts = to_device(rng.choice(n_experts, k, replace=False).astype(np.int32))
+    weights = to_device(softmax(rng.standard_normal(k).astype(np.float32)))
+    stored = {"bf16": (to_device(w1), to_device(w2)),
+              "mxfp4": (Mxfp4Matrix(to_device(mx1[0]), to_device(mx1[1]), hidden),
+                        Mxfp4Matrix(to_device(mx2[0]), to_device(mx2[1]), inter))}
+    got = {}
+    for kind, (d1, d2) in stored.items():
+        g, x, moe_out = poisoned((k, inter)), to_device(x0), poisoned(hidden)
+        gpu[1].moe_mlp1_swiglu(g, d1, to_device(b1), to_device(t), experts, 1.5)
+        gpu[1].moe_mlp2_accumulate(x, moe_out, d2, to_device(b2), g, experts, weights)
+        got[kind] = [host(a, gpu) for a in (g, moe_out, x)]
+    for name, a, b in zip(("g", "moe_out", "x"), got["bf16"], got["mxfp4"]):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32), err_msg=name)
+    want_g, *_ = expected("moe_mlp1_swiglu", poisoned((k, inter)), w1, b1, t, host(experts, gpu), 1.5)
+    assert np.max(np.abs(got["mxfp4"][0] - want_g)) <= MATVEC_TOL
+
+
+@pytest.mark.parametrize("bf16_exact, mxfp4_experts", [(True, True), (False, True), (True, False)])
 @pytest.mark.parametrize("config", [TINY, preset("7m")], ids=["tiny", "7m"])
-def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact):
+def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact, mxfp4_experts):
     import cupy
 
-    store = SyntheticStore(config, seed=11, bf16_exact=bf16_exact)
+    store = SyntheticStore(config, seed=11, bf16_exact=bf16_exact, mxfp4_experts=mxfp4_experts)
     for name in ("embedding", "rms_attn_w", "w_qkv", "attn_sinks", "w_mlp1", "w_mlp2", "b_mlp2"):
         host_values = store.read(name)
         layer = 1 if name in LAYER_TENSORS else None
@@ -190,7 +221,46 @@ def test_synthetic_weights_on_device_are_bit_identical(gpu, config, bf16_exact):
         bf16 = name in ("w_mlp1", "w_mlp2")
         out = cupy.empty(host_values.shape, np.uint16 if bf16 else np.float32)
         init = store.inits[name]
-        gpu[1].synthetic(out.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset,
-                         store.rounds_to_bf16(name))
+        if store.is_mxfp4(name):
+            gpu[1].synthetic_mxfp4(out.reshape(-1), 0, store.mxfp4_stream(name, layer))
+        else:
+            gpu[1].synthetic(out.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset,
+                             store.rounds_to_bf16(name))
         got = host(out, gpu)
         np.testing.assert_array_equal(bf16_to_f32(got) if bf16 else got, host_values, err_msg=name)
+
+
+@pytest.mark.parametrize("config", [TINY, preset("7m")], ids=["tiny", "7m"])
+def test_synthetic_mxfp4_codes_on_device_are_bit_identical(gpu, config):
+    """The codes and scales MXFP4 expert storage generates on the device: the host's, from a row offset (layer
+    1's expert 1), with TINY's partial last block padded by code 0."""
+    import cupy
+
+    store = SyntheticStore(config, seed=11)
+    for name in ("w_mlp1", "w_mlp2"):
+        want_blocks, want_scales = store.read_mxfp4(name, (1, 1))
+        rows = want_scales.shape[0]
+        blocks, scales = cupy.full(want_blocks.shape, 0xFF, np.uint8), cupy.full(want_scales.shape, 0xFF, np.uint8)
+        gpu[1].synthetic_mxfp4_codes(blocks, scales, rows, store.mxfp4_stream(name, 1))
+        np.testing.assert_array_equal(host(blocks, gpu), want_blocks, err_msg=name)
+        np.testing.assert_array_equal(host(scales, gpu), want_scales, err_msg=name)
+
+
+def every_mxfp4_code_and_scale() -> tuple[np.ndarray, np.ndarray]:
+    """(256 * 16,) code bytes and (256,) scales: every E8M0 scale, each block holding every E2M1 code in
+    both nibbles (low: 0..15, high: 15..0)."""
+    codes = np.arange(16, dtype=np.uint8) | (np.arange(15, -1, -1, dtype=np.uint8) << 4)
+    return np.tile(codes, 256), np.arange(256, dtype=np.uint8)
+
+
+def test_mxfp4_widening_equals_numpys_dequantize_bit_for_bit(gpu):
+    """The widening every MXFP4 kernel does (common.h mxfp4_value), on every code and scale: the float32
+    bits of dequantize_mxfp4, subnormal (scale 0, 1) and overflowing (255) results included."""
+    from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
+
+    codes, scales = every_mxfp4_code_and_scale()
+    out = poisoned(codes.size * 2)
+    gpu[1].mxfp4_widen(out, to_device(codes), to_device(scales))
+    with np.errstate(over="ignore"):  # scale 255: 2^128 times the codes >= 1 is inf, as on the device
+        want = dequantize_mxfp4(codes.reshape(256, 16), scales).reshape(-1)
+    np.testing.assert_array_equal(host(out, gpu).view(np.uint32), want.view(np.uint32))

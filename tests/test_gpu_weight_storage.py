@@ -15,13 +15,27 @@ from conftest import TINY
 pytestmark = pytest.mark.gpu
 
 
-def device_weights(store):
+def device_weights(store, experts="bf16"):
     from cupy_getp.gpu.device import Device
     from cupy_getp.gpu.kernels import Kernels
     from cupy_getp.gpu.weights import DeviceWeights
 
     device = Device.open()
-    return DeviceWeights(Weights(store), device, Kernels(device))
+    return DeviceWeights(Weights(store), device, Kernels(device), experts=experts)
+
+
+def test_mxfp4_expert_storage_holds_the_codes_and_scales_as_stored():
+    """7m shape, generated on the device: the blocks and scales `Weights.mxfp4` reads, the rest as with BF16."""
+    from cupy_getp.config import preset
+
+    store = SyntheticStore(preset("7m"), seed=3)
+    w = device_weights(store, "mxfp4")
+    for name in ("w_mlp1", "w_mlp2"):
+        blocks, scales = Weights(store).mxfp4(name)
+        assert w.storage[name] == "mxfp4"
+        np.testing.assert_array_equal(w.arrays[name].blocks.get(), blocks, err_msg=name)
+        np.testing.assert_array_equal(w.arrays[name].scales.get(), scales, err_msg=name)
+    np.testing.assert_array_equal(bf16_to_f32(w.w_qkv.get()), Weights(store).f32("w_qkv"))
 
 
 @pytest.mark.parametrize("bf16_exact", [True, False])

@@ -97,6 +97,36 @@ def test_openai_layout_bf16_dense_and_mxfp4(tmp_path, spec_weights, mxfp4):
     assert_store_equals(store, with_dequantized(expected, mxfp4))
 
 
+@pytest.mark.parametrize("layout", ["openai", "hf"])
+def test_mxfp4_experts_read_as_stored_without_widening(tmp_path, spec_weights, mxfp4, layout):
+    """Both published layouts give their blocks and scales back byte for byte, per layer, expert or row
+    range, and they decode to what `read` gives; plain experts, dense tensors and a .bin have no MXFP4 form."""
+    tensors, config = ((openai_tensors(spec_weights, SMALL, mxfp4), openai_config(SMALL)) if layout == "openai"
+                       else (hf_tensors(spec_weights, SMALL, mxfp4), hf_config(SMALL)))
+    weights = Weights(open_store(write_checkpoint(tmp_path / layout, tensors, config), config={"seq_len": 64}))
+    for name in ("w_mlp1", "w_mlp2"):
+        blocks, scales = mxfp4[name]
+        got = weights.mxfp4(name, 1, 2)
+        assert got[0].dtype == got[1].dtype == np.uint8
+        np.testing.assert_array_equal(got[0], blocks[1, 2])
+        np.testing.assert_array_equal(got[1], scales[1, 2])
+        np.testing.assert_array_equal(dequantize_mxfp4(*got), weights.f32(name, 1, 2))
+        whole = weights.mxfp4(name)
+        np.testing.assert_array_equal(whole[0], blocks)
+        np.testing.assert_array_equal(weights.mxfp4(name, 0, 3, slice(4, 9))[1], scales[0, 3, 4:9])
+    assert weights.mxfp4("w_qkv", 0) is None
+    plain = write_checkpoint(tmp_path / "plain", openai_tensors(spec_weights, SMALL), openai_config(SMALL))
+    assert Weights(open_store(plain)).mxfp4("w_mlp1", 0) is None
+
+
+def test_mxfp4_blocks_of_the_wrong_shape_are_named(tmp_path, spec_weights, mxfp4):
+    tensors = openai_tensors(spec_weights, SMALL, mxfp4)
+    tensors["block.1.mlp.mlp1_weight.scales"] = tensors["block.1.mlp.mlp1_weight.scales"][:, :, :1].copy()
+    weights = Weights(open_store(write_checkpoint(tmp_path / "bad", tensors, openai_config(SMALL))))
+    with pytest.raises(CheckpointError, match=r"layer 1 w_mlp1: MXFP4 blocks .* and scales \(4, 64, 1\)"):
+        weights.mxfp4("w_mlp1", 1)
+
+
 def test_openai_layout_plain_experts_default_seq_len(tmp_path, spec_weights):
     path = write_checkpoint(tmp_path / "oai", openai_tensors(spec_weights, SMALL), openai_config(SMALL))
     store = open_store(path)

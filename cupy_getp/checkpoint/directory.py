@@ -16,8 +16,8 @@ import numpy as np
 from ..config import ModelConfig
 from ..errors import CheckpointError
 from ..fileio import read_text
-from .layout import LAYER_TENSORS, TENSOR_NAMES, tensor_shapes
-from .safetensors import TensorDirectory
+from .layout import LAYER_TENSORS, MOE_WEIGHTS, TENSOR_NAMES, tensor_shapes
+from .safetensors import MXFP4_BLOCK, TensorDirectory
 from .safetensors_layouts import check_config_json, detect_layout
 from .weights import FLOAT32, flat_range, per_layer_indices
 
@@ -60,6 +60,27 @@ class CheckpointStore:
             raise CheckpointError(f"{self.description}: layer {index[0]} {name} has shape {out.shape}, "
                                   f"expected {self.shapes[name][1:]}")
         return out
+
+    def read_mxfp4(self, name: str, index: tuple = ()) -> tuple[np.ndarray, np.ndarray] | None:
+        """`Weights.mxfp4`: the blocks and scales of both published layouts, (E, rows, G, 16) and (E, rows, G)
+        per layer, sliced on their leading dimensions and copied (one slice in host memory, never more)."""
+        if name not in MOE_WEIGHTS:
+            return None
+        parts = per_layer_indices(index, self.config.n_layers)
+        if parts is not None:
+            pairs = [self.read_mxfp4(name, part) for part in parts]
+            return None if pairs[0] is None else (np.stack([b for b, _ in pairs]), np.stack([s for _, s in pairs]))
+        keys = self.layout.keys(self.tensors, name, index[0])
+        if len(keys) != 2:
+            return None
+        blocks, scales = (self.tensors.raw(key) for key in keys)
+        rows, cols = self.shapes[name][2:]
+        want = (self.shapes[name][1], rows, -(-cols // MXFP4_BLOCK))
+        if blocks.shape != (*want, MXFP4_BLOCK // 2) or scales.shape != want or blocks.dtype != np.uint8:
+            raise CheckpointError(f"{self.description}: layer {index[0]} {name}: MXFP4 blocks {blocks.shape} and "
+                                  f"scales {scales.shape}, expected {(*want, MXFP4_BLOCK // 2)} and {want} (uint8)")
+        rest = tuple(index[1:])
+        return np.ascontiguousarray(blocks[rest]), np.ascontiguousarray(scales[rest])
 
 
 def open_safetensors(directory: str | os.PathLike, overrides: dict | None = None) -> CheckpointStore:

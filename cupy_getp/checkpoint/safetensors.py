@@ -33,6 +33,7 @@ _DTYPES: dict[str, tuple[str, Callable | None]] = {
 }
 
 # MXFP4: 4-bit e2m1 codes, low nibble first, each block of 32 values scaled by 2^(scale - 127).
+MXFP4_BLOCK = 32
 FP4_VALUES = np.array([+0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, -0.0, -0.5, -1.0, -1.5, -2.0, -3.0, -4.0, -6.0],
                       dtype=np.float32)
 
@@ -43,7 +44,7 @@ def dequantize_mxfp4(blocks: np.ndarray, scales: np.ndarray) -> np.ndarray:
         raise CheckpointError(f"MXFP4 blocks {blocks.shape} and scales {scales.shape} do not match")
     blocks = np.asarray(blocks, np.uint8)
     values = np.stack([FP4_VALUES[blocks & 0x0F], FP4_VALUES[blocks >> 4]], axis=-1)  # (..., G, 16, 2)
-    values = values.reshape(*blocks.shape[:-1], 32)
+    values = values.reshape(*blocks.shape[:-1], MXFP4_BLOCK)
     values = np.ldexp(values, (np.asarray(scales, np.int32) - 127)[..., None]).astype(np.float32)
     return values.reshape(*blocks.shape[:-2], -1)
 

@@ -85,6 +85,13 @@ class Weights:
         a = self.store.read(name, index)
         return a if a.dtype == np.uint16 else f32_to_bf16(a)
 
+    def mxfp4(self, name: str, *index: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """An expert matrix's slice as its store holds it in MXFP4, nothing widened: ((..., rows, G, 16)
+        uint8 codes, (..., rows, G) uint8 E8M0 scales), rows padded to whole blocks of 32; None when the
+        store has no MXFP4 form of it (a .bin, plain experts, BF16-only synthetic experts)."""
+        read = getattr(self.store, "read_mxfp4", None)
+        return read(name, index) if read else None
+
     def layer(self, layer: int) -> LayerWeights:
         return LayerWeights(self, layer)
 

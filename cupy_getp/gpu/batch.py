@@ -375,7 +375,8 @@ class StepRunner:
             return
         graph = self.graphs.get(v.R)
         if graph is None:
-            graph = self.graphs[v.R] = self._capture(v)
+            with self.device.allocating(f"the CUDA graph of a {v.R}-row step", "a smaller --batch or -n"):
+                graph = self.graphs[v.R] = self._capture(v)
         graph.launch(stream=self.device.stream)
 
     def _capture(self, v: RowView):
@@ -407,7 +408,8 @@ class BatchedEngine:
             raise DeviceError(f"precision {precision!r} needs BF16 tensor cores (CUDA sm_80 or later); "
                               f"{device.describe()} has none usable here: use --precision fp32")
         self.precision = precision
-        with device.stream:
+        with device.stream, device.allocating(f"the step buffers and KV cache of {shape.n_slots} request slots "
+                                              f"at -n {shape.n_ctx}", "a smaller --batch or -n"):
             self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision)
         self.runner = StepRunner(self.model, device, use_graphs)
         kernels = engine.kernels
@@ -479,10 +481,3 @@ class BatchedEngine:
 
 def default_precision(device) -> str:
     return "exact" if tensor_cores_supported(device) else "fp32"
-
-
-def free_device_bytes(device) -> int:
-    """Free device memory, counting what CuPy's pool holds unused."""
-    free, _ = device.device_free_bytes()
-    pool = device.cupy.get_default_memory_pool()
-    return free + pool.free_bytes()

@@ -7,6 +7,8 @@
 
 from __future__ import annotations
 
+from ..checkpoint.safetensors import MXFP4_BLOCK  # the format's block: defined with its decoder
+
 BLOCK_SIZE = 256  # threads per block of every kernel (WARPS_PER_BLOCK = BLOCK_SIZE / WARP_SIZE)
 
 # attention.hip
@@ -37,6 +39,7 @@ WG_SMEM_BYTES = 225 * 1024  # dynamic shared memory of every block: sizes its ri
 KERNEL_CONSTANTS = {
     "BLOCK_SIZE": BLOCK_SIZE,
     "ATTN_MAX_GROUP": ATTN_MAX_GROUP,
+    "MXFP4_BLOCK": MXFP4_BLOCK,
     "MOE_MAX_K": MOE_MAX_K,
     "MOE_ALIGN_THREADS": MOE_ALIGN_THREADS,
     "MOE_MAX_EXPERTS": MOE_MAX_EXPERTS,

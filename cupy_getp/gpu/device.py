@@ -7,6 +7,7 @@ when CuPy is missing, no device is visible or the id is out of range, and a debu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from dataclasses import dataclass, field
@@ -143,3 +144,33 @@ class Device:
     def device_free_bytes(self) -> tuple[int, int]:
         """(free, total) bytes on the device, as the driver sees them."""
         return self.cupy.cuda.runtime.memGetInfo()
+
+    def allocatable_bytes(self) -> int:
+        """What CuPy can still allocate: the driver's free memory and the pool's unused blocks, within the
+        pool's limit where one is set (`cupy.get_default_memory_pool().set_limit`)."""
+        free, _ = self.device_free_bytes()
+        pool = self.cupy.get_default_memory_pool()
+        available = free + pool.free_bytes()
+        limit = pool.get_limit()
+        return min(available, max(0, limit - pool.used_bytes())) if limit else available
+
+    @contextlib.contextmanager
+    def allocating(self, what: str, remedy: str):
+        """Device allocations of `what` inside: running out of memory ends in one line (DeviceError) with
+        how much was asked for, how much is free and `remedy`, not CuPy's traceback."""
+        try:
+            yield
+        except self.cupy.cuda.memory.OutOfMemoryError as e:
+            size = getattr(e, "_size", None)  # CuPy keeps the request's size there
+            raise DeviceError(out_of_memory_line(what, size, self.allocatable_bytes(),
+                                                 self.device_free_bytes()[1], remedy)) from None
+
+
+def out_of_memory_line(what: str, size: int | None, free: int, total: int, remedy: str) -> str:
+    """`out of device memory ...`: what, how much (when known), free of total, what would help."""
+    asked = f" ({gib(size)} more)" if size else ""
+    return f"out of device memory allocating {what}{asked}: {gib(free)} free of {gib(total)}; {remedy}"
+
+
+def gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"

@@ -66,7 +66,9 @@ class CupyEngine(Engine):
         with self.device.cuda_device, self.device.stream:
             self.memory_before = self.device.memory_in_use()
             self.kernels = Kernels(self.device)
-            self.state = DeviceState(self.config, self.device)
+            with self.device.allocating(f"the single-sequence state and KV cache ({self.config.seq_len} positions)",
+                                        "a smaller seq_len (--config seq_len=N)"):
+                self.state = DeviceState(self.config, self.device)
             self.w = DeviceWeights(self.weights, self.device, self.kernels, progress)
             self.memory_after_warm_up = self.device.memory_in_use()
         self.device.counters.reset()
@@ -89,11 +91,11 @@ class CupyEngine(Engine):
     def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
                 use_graphs: bool = True, max_chunk: int | None = None):
         """A `BatchedEngine` over this engine's device, weights and kernels, sized from free memory."""
-        from .batch import MAX_CHUNK, BatchedEngine, free_device_bytes, plan_batch
+        from .batch import MAX_CHUNK, BatchedEngine, plan_batch
 
         self.check_not_finished()
         with self.device.cuda_device:
-            shape = plan_batch(self.config, n_requests, steps, free_device_bytes(self.device), slots,
+            shape = plan_batch(self.config, n_requests, steps, self.device.allocatable_bytes(), slots,
                                max_chunk or MAX_CHUNK)
             return BatchedEngine(self, shape, precision, use_graphs)
 

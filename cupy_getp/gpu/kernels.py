@@ -22,11 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KernelDtypeError
-from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, kernel_defines
+from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
-from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _require
+from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
@@ -36,7 +36,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "attention": ("kv_cache_write_f32", "attn_scores_f32", "attn_weighted_sum_partial_f32", "attn_combine_f32",
                   *ATTN_PARTIAL_VARIANTS, "attn_rows_merge_f32"),
     "embedding": ("embedding_f32", "embedding_rows_f32"),
-    "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped")
+    "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped",
+                                                      "grouped_swiglu_mxfp4w", "grouped_mxfp4w")
                   for shape in ("skinny", "tiled")),
     "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES), "gemm_tc_grouped_swiglu",
                 "gemm_tc_grouped"),
@@ -46,11 +47,13 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                    *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in ("grouped_swiglu", "grouped")
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
-    "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "router_topk_rows", "moe_align", "moe_combine"),
+    "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "moe_mlp1_swiglu_mxfp4w",
+            "moe_mlp2_accumulate_mxfp4w", "router_topk_rows", "moe_align", "moe_combine"),
     "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32"),
     "rope": ("rope_f32", "rope_kv_write_f32"),
     "softmax": ("softmax_rows_f32", "argmax_rows_f32"),
-    "synthetic": ("synthetic_f32", "synthetic_bf16"),
+    "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "synthetic_mxfp4_codes",
+                  "mxfp4_widen_f32"),
 }
 
 
@@ -324,35 +327,38 @@ class Kernels(BatchLaunches):
         self.router_topk_rows(experts[None], weights[None], scores[None])
 
     def moe_mlp1_swiglu(self, g, w_mlp1, b_mlp1, t, experts, limit: float) -> None:
-        """g (top_k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16."""
+        """g (top_k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16
+        or an Mxfp4Matrix (the same results, bit for bit)."""
         n_experts, two_inter, hidden = w_mlp1.shape
         top_k, inter = g.shape
         _check("g", g, F32)
-        _check("w_mlp1", w_mlp1, BF16)
+        kind, w_args, w_first = _expert_weights("w_mlp1", w_mlp1)
         _check("b_mlp1", b_mlp1, F32, (n_experts, two_inter))
         _check("t", t, F32, (hidden,))
         _check("experts", experts, I32, (top_k,))
         _require(two_inter == 2 * inter, f"moe_mlp1_swiglu: w_mlp1 has {two_inter} rows for g of {inter} columns")
-        vec8 = hidden % 8 == 0 and _aligned(w_mlp1, t)
-        self._launch("moe_mlp1_swiglu_bf16w", self._rows_grid(inter, top_k), (BLOCK_SIZE,),
-                     (g, w_mlp1, b_mlp1, t, experts, I32(hidden), I32(inter), F32(limit), I32(vec8)))
+        vec8 = hidden % 8 == 0 and _aligned(w_first, t)
+        self._launch(f"moe_mlp1_swiglu_{kind}", self._rows_grid(inter, top_k), (BLOCK_SIZE,),
+                     (g, *w_args, b_mlp1, t, experts, I32(hidden), I32(inter), F32(limit), I32(vec8)))
 
     def moe_mlp2_accumulate(self, x, moe_out, w_mlp2, b_mlp2, g, experts, weights) -> None:
-        """x += moe_out = sum_s weights[s] * (w_mlp2[e_s] @ g[s] + b_mlp2[e_s]); w_mlp2 (E, H, I) bf16."""
+        """x += moe_out = sum_s weights[s] * (w_mlp2[e_s] @ g[s] + b_mlp2[e_s]); w_mlp2 (E, H, I) bf16 or an
+        Mxfp4Matrix."""
         n_experts, hidden, inter = w_mlp2.shape
         top_k = experts.shape[0]
         _check("x", x, F32, (hidden,))
         _check("moe_out", moe_out, F32, (hidden,))
-        _check("w_mlp2", w_mlp2, BF16)
+        kind, w_args, w_first = _expert_weights("w_mlp2", w_mlp2)
         _check("b_mlp2", b_mlp2, F32, (n_experts, hidden))
         _check("g", g, F32, (top_k, inter))
         _check("experts", experts, I32, (top_k,))
         _check("weights", weights, F32, (top_k,))
         _require(0 < top_k <= MOE_MAX_K, f"moe_mlp2_accumulate: {top_k} experts per token, at most {MOE_MAX_K}")
-        vec8 = inter % 8 == 0 and _aligned(w_mlp2, g)
+        vec8 = inter % 8 == 0 and _aligned(w_first, g)
         rows_per_block = self.warps_per_block // min(top_k, self.warps_per_block)
-        self._launch("moe_mlp2_accumulate_bf16w", (_blocks(hidden, rows_per_block),), (BLOCK_SIZE,),
-                     (x, moe_out, w_mlp2, b_mlp2, g, experts, weights, I32(top_k), I32(hidden), I32(inter), I32(vec8)))
+        self._launch(f"moe_mlp2_accumulate_{kind}", (_blocks(hidden, rows_per_block),), (BLOCK_SIZE,),
+                     (x, moe_out, *w_args, b_mlp2, g, experts, weights, I32(top_k), I32(hidden), I32(inter),
+                      I32(vec8)))
 
     # -- synthetic.hip --------------------------------------------------------------------------------
     def synthetic(self, out, start: int, key: int, scale: float, offset: float, round_bf16: bool = False) -> None:
@@ -368,3 +374,37 @@ class Kernels(BatchLaunches):
             self._launch("synthetic_f32", grid, (BLOCK_SIZE,), args + (I32(round_bf16),))
         else:
             self._launch("synthetic_bf16", grid, (BLOCK_SIZE,), args)
+
+    def synthetic_mxfp4(self, out, start: int, stream) -> None:
+        """Fill `out` (uint16 = bf16) with elements start.. of an MXFP4 synthetic matrix (`Mxfp4Stream`)."""
+        _check("out", out, BF16)
+        _require(stream.cols > 0 and start + out.size <= 1 << 32,
+                 f"synthetic_mxfp4: elements {start}..{start + out.size} past 2^32")
+        grid = (min(_blocks(out.size, BLOCK_SIZE), 65535),)
+        self._launch("synthetic_mxfp4_bf16", grid, (BLOCK_SIZE,),
+                     (out, np.uint32(start), np.uint32(out.size), np.uint32(stream.cols), np.uint32(stream.key),
+                      np.uint32(stream.scale_key), I32(stream.exponent)))
+
+    def synthetic_mxfp4_codes(self, blocks, scales, row0: int, stream) -> None:
+        """Rows row0.. of an MXFP4 synthetic matrix as stored: blocks (..., G, 16), scales (..., G) uint8."""
+        groups = -(-stream.cols // MXFP4_BLOCK)
+        _check("scales", scales, np.uint8)
+        _check("blocks", blocks, np.uint8, (*scales.shape, MXFP4_BLOCK // 2))
+        _require(scales.ndim >= 1 and scales.shape[-1] == groups,
+                 f"synthetic_mxfp4_codes: scales {scales.shape}, expected (..., {groups}) for {stream.cols} columns")
+        rows = scales.size // groups
+        _require((row0 + rows) * groups * MXFP4_BLOCK <= 1 << 32, "synthetic_mxfp4_codes: rows past 2^32 elements")
+        grid = (min(_blocks(blocks.size, BLOCK_SIZE), 65535),)
+        self._launch("synthetic_mxfp4_codes", grid, (BLOCK_SIZE,),
+                     (blocks, scales, np.uint32(row0), np.uint32(rows), np.uint32(stream.cols), np.uint32(stream.key),
+                      np.uint32(stream.scale_key), I32(stream.exponent)))
+
+    def mxfp4_widen(self, out, codes, scales) -> None:
+        """out (n,) float32 = MXFP4 values of `codes` (n / 2 bytes, low nibble first) and `scales` (n / 32)."""
+        n = out.size
+        _check("out", out, F32, (n,))
+        _check("codes", codes, np.uint8, (n // 2,))
+        _check("scales", scales, np.uint8, (n // MXFP4_BLOCK,))
+        _require(n % MXFP4_BLOCK == 0, f"mxfp4_widen: {n} values, not whole blocks of {MXFP4_BLOCK}")
+        grid = (min(_blocks(n, BLOCK_SIZE), 65535),)
+        self._launch("mxfp4_widen_f32", grid, (BLOCK_SIZE,), (out, codes, scales, np.uint32(n)))

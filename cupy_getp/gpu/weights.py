@@ -17,12 +17,17 @@ import numpy as np
 
 from ..checkpoint import MOE_WEIGHTS, SyntheticStore, TENSOR_NAMES, Weights
 from ..checkpoint.layout import LAYER_TENSORS
+from ..checkpoint.safetensors import MXFP4_BLOCK
 from ..checkpoint.synthetic import stream_key
 from ..checkpoint.weights import BFLOAT16, chunk_indices
-from .device import Device
+from ..errors import DeviceError
+from .device import Device, gib, out_of_memory_line
 from .kernels import Kernels
+from .launch.common import Mxfp4Matrix
 
 UPLOAD_CHUNK = 16 << 20  # weights per host slice: 64 MiB of float32
+
+EXPERT_STORAGES = ("bf16", "mxfp4")  # the MoE matrices on the device: BF16 bits, or MXFP4 as stored
 
 # Dense weights read by matvecs / GEMMs, stored as BF16 when that is lossless (tested at warm-up).
 DENSE_GEMM_WEIGHTS = ("w_qkv", "w_o", "w_router", "out")
@@ -32,22 +37,25 @@ class DeviceWeights:
     """`w.<name>`: one CuPy array per tensor of the spec's table; `w.layer(l)` for per-layer views."""
 
     def __init__(self, weights: Weights, device: Device, kernels: Kernels,
-                 progress: Callable[[int], None] | None = None):
-        import cupy
-
+                 progress: Callable[[int], None] | None = None, experts: str = "bf16"):
+        if experts not in EXPERT_STORAGES:
+            raise ValueError(f"expert storage {experts!r}, expected one of {EXPERT_STORAGES}")
         self.config = weights.config
         self.arrays: dict[str, object] = {}
-        for name in TENSOR_NAMES:
-            dtype = np.uint16 if name in MOE_WEIGHTS else np.float32
-            self.arrays[name] = cupy.empty(weights.shapes[name], dtype)
-        if isinstance(weights.store, SyntheticStore):
-            self._generate(weights.store, kernels, progress)
-        else:
-            self._upload(weights, device, progress)
-        device.synchronize("weight upload")
-        self.storage = {name: "bf16" if name in MOE_WEIGHTS else "fp32" for name in self.arrays}
-        for name in DENSE_GEMM_WEIGHTS:
-            self._store_bf16_if_exact(name)
+        if experts == "mxfp4":
+            check_mxfp4_source(weights)
+        check_weights_fit(weights, device, experts)
+        with device.allocating("the weights", weights_remedy(weights, experts)):
+            for name in TENSOR_NAMES:
+                self.arrays[name] = _empty(weights.shapes[name], experts if name in MOE_WEIGHTS else "fp32")
+            if isinstance(weights.store, SyntheticStore):
+                self._generate(weights.store, kernels, progress)
+            else:
+                self._upload(weights, device, progress)
+            device.synchronize("weight upload")
+            self.storage = {name: experts if name in MOE_WEIGHTS else "fp32" for name in self.arrays}
+            for name in DENSE_GEMM_WEIGHTS:
+                self._store_bf16_if_exact(name)
         # Views built once: slicing a CuPy array costs microseconds, and a step takes ~12 per layer.
         self._layers = [_DeviceLayer({n: self.arrays[n][l] for n in LAYER_TENSORS})
                         for l in range(self.config.n_layers)]
@@ -66,7 +74,12 @@ class DeviceWeights:
             convert = weights.bf16 if name in MOE_WEIGHTS else weights.f32
             for index in chunk_indices(dst.shape, UPLOAD_CHUNK):
                 part = dst[index]
-                device.upload(part, convert(name, *index))
+                if isinstance(part, Mxfp4Matrix):  # as stored: blocks and scales, nothing widened
+                    blocks, scales = weights.mxfp4(name, *index)
+                    device.upload(part.blocks, blocks)
+                    device.upload(part.scales, scales)
+                else:
+                    device.upload(part, convert(name, *index))
                 if progress:
                     progress(part.size)
 
@@ -76,8 +89,13 @@ class DeviceWeights:
             layers = range(dst.shape[0]) if name in LAYER_TENSORS else [None]
             for layer in layers:
                 part = dst if layer is None else dst[layer]
-                kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale, init.offset,
-                                  store.rounds_to_bf16(name))
+                if isinstance(part, Mxfp4Matrix):
+                    kernels.synthetic_mxfp4_codes(part.blocks, part.scales, 0, store.mxfp4_stream(name, layer))
+                elif store.is_mxfp4(name):
+                    kernels.synthetic_mxfp4(part.reshape(-1), 0, store.mxfp4_stream(name, layer))
+                else:
+                    kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale,
+                                      init.offset, store.rounds_to_bf16(name))
                 if progress:
                     progress(part.size)
 
@@ -150,5 +168,54 @@ def bf16_exact_on_host(weights: Weights, name: str) -> bool:
 
 
 def storage_bytes(weights: Weights, storage: dict[str, str]) -> int:
-    """Device bytes of the weights stored as `storage` says (BF16: 2 bytes a weight, FP32: 4)."""
-    return sum(math.prod(weights.shapes[name]) * (4 if kind == "fp32" else 2) for name, kind in storage.items())
+    """Device bytes of the weights stored as `storage` says (BF16: 2 bytes a weight, FP32: 4, MXFP4: 17 per
+    32 of a row, the last block padded)."""
+    return sum(tensor_bytes(weights.shapes[name], kind) for name, kind in storage.items())
+
+
+def tensor_bytes(shape: tuple, kind: str) -> int:
+    if kind == "mxfp4":
+        return math.prod(shape[:-1]) * -(-shape[-1] // MXFP4_BLOCK) * (MXFP4_BLOCK // 2 + 1)
+    return math.prod(shape) * (4 if kind == "fp32" else 2)
+
+
+def _empty(shape: tuple, kind: str):
+    """An uninitialised device tensor of `kind`: fp32, bf16 (uint16 bits) or mxfp4 (an `Mxfp4Matrix`)."""
+    import cupy
+
+    if kind == "mxfp4":
+        groups = -(-shape[-1] // MXFP4_BLOCK)
+        return Mxfp4Matrix(cupy.empty((*shape[:-1], groups, MXFP4_BLOCK // 2), np.uint8),
+                           cupy.empty((*shape[:-1], groups), np.uint8), shape[-1])
+    return cupy.empty(shape, np.float32 if kind == "fp32" else np.uint16)
+
+
+def check_mxfp4_source(weights: Weights) -> None:
+    """MXFP4 storage keeps experts as stored: every layer's must come in MXFP4 (read one row of each)."""
+    for name in MOE_WEIGHTS:
+        for layer in range(weights.config.n_layers):
+            if weights.mxfp4(name, layer, 0, slice(0, 1)) is None:
+                raise DeviceError(f"MXFP4 expert storage needs experts stored as MXFP4 (a published checkpoint or a "
+                                  f"synthetic preset); {weights.description} holds layer {layer} {name} otherwise: "
+                                  f"use BF16 expert storage")
+
+
+def upload_bytes(weights: Weights, experts: str = "bf16") -> int:
+    """Device bytes `DeviceWeights` allocates before any dense tensor turns to BF16: experts as `experts`, FP32 rest."""
+    return storage_bytes(weights, {name: experts if name in MOE_WEIGHTS else "fp32" for name in TENSOR_NAMES})
+
+
+def weights_remedy(weights: Weights, experts: str = "bf16") -> str:
+    """What would help weights that do not fit: a larger device; with BF16 experts, MXFP4's size for the record."""
+    if experts == "mxfp4":
+        return "a device with more free memory"
+    return (f"a device with more free memory (MXFP4 experts, not available yet, would need about "
+            f"{gib(upload_bytes(weights, 'mxfp4'))})")
+
+
+def check_weights_fit(weights: Weights, device: Device, experts: str = "bf16") -> None:
+    """Refuse, before allocating anything, weights larger than what the device can still allocate."""
+    needed, free = upload_bytes(weights, experts), device.allocatable_bytes()
+    if needed > free:
+        raise DeviceError(out_of_memory_line(f"the weights ({gib(needed)}, {experts.upper()} experts)", None, free,
+                                             device.device_free_bytes()[1], weights_remedy(weights, experts)))

@@ -8,11 +8,37 @@ KernelDtypeError) with a message, never a bare `assert` (gone under `python -O`)
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import numpy as np
 
 from ...errors import KernelArgumentError, KernelDtypeError
+from ..constants import MXFP4_BLOCK
 
 F32, BF16, I32 = np.float32, np.uint16, np.int32
+
+
+@dataclass(frozen=True)
+class Mxfp4Matrix:
+    """Expert weights kept in MXFP4 on the device, as the checkpoints store them: blocks (..., rows, G, 16)
+    code bytes (E2M1, low nibble first) and scales (..., rows, G) E8M0 bytes, G = ceil(cols / 32), codes past
+    `cols` zero; kernels widen code x 2^(scale - 127), which is exactly a BF16 value."""
+
+    blocks: object
+    scales: object
+    cols: int
+
+    @property
+    def shape(self) -> tuple:
+        return (*self.scales.shape[:-1], self.cols)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    def __getitem__(self, index) -> Mxfp4Matrix:  # leading dimensions (layer, expert, rows) only
+        return Mxfp4Matrix(self.blocks[index], self.scales[index], self.cols)
 
 
 def _check(name: str, array, dtype, shape=None) -> None:
@@ -36,3 +62,16 @@ def _aligned(*arrays, multiple: int = 16) -> bool:
 
 def _blocks(n: int, per_block: int) -> int:
     return (n + per_block - 1) // per_block
+
+
+def _expert_weights(name: str, w) -> tuple[str, tuple, object]:
+    """(kernel name suffix, the weight's kernel arguments, the array vector loads read) of an expert matrix:
+    bf16 bits, or an `Mxfp4Matrix` (codes and scales, whole rows of blocks)."""
+    if isinstance(w, Mxfp4Matrix):
+        _check(f"{name}.scales", w.scales, np.uint8)
+        _check(f"{name}.blocks", w.blocks, np.uint8, (*w.scales.shape, MXFP4_BLOCK // 2))
+        _require(w.scales.shape[-1] == -(-w.cols // MXFP4_BLOCK),
+                 f"{name}: {w.scales.shape[-1]} MXFP4 blocks a row for {w.cols} columns")
+        return "mxfp4w", (w.blocks, w.scales), w.blocks
+    _check(name, w, BF16)
+    return "bf16w", (w,), w

@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import KernelArgumentError, KernelDtypeError
 from ..constants import BLOCK_SIZE, SKINNY_BM, TILE_BM, TILE_BN
-from .common import BF16, F32, I32, _aligned, _blocks, _check
+from .common import F32, I32, _aligned, _blocks, _check, _expert_weights
 
 GROUPED_BLOCK_M = (SKINNY_BM, TILE_BM)  # (small: skinny kernel, large: tiled kernel); the block_m given to moe_align
 SKINNY_MAX_M = 16  # dense products with at most this many rows use the skinny kernel
@@ -55,7 +55,6 @@ class GemmLaunches:
         _check("a", a, F32)
         _check("pair_of_padded", pair_of_padded, I32, (p,))
         _check("tile_expert", tile_expert, I32, (p // block_m,))
-        _check("w", w, BF16)
         _check("b", b, F32, (n_experts, n))
         if a.ndim != 2 or a.shape[1] != k:
             raise KernelArgumentError(f"a: shape {tuple(a.shape)}, expected (rows, {k})")
@@ -69,28 +68,34 @@ class GemmLaunches:
     def gemm_grouped_swiglu(self, g, a, pair_of_padded, tile_expert, w1, b1, experts_per_token: int, limit: float,
                             block_m: int) -> None:
         """g[p] (P, I) = SwiGLU(w1[e] @ a[pair_of_padded[p] // k] + b1[e]) for every non-pad position p of each
-        tile with expert e = tile_expert[tile] >= 0; w1 (E, 2I, H) bf16, b1 (E, 2I), a (R, H)."""
+        tile with expert e = tile_expert[tile] >= 0; w1 (E, 2I, H) bf16 or an Mxfp4Matrix, b1 (E, 2I), a (R, H)."""
         p, n, k = self._grouped_checks(g, a, pair_of_padded, tile_expert, w1, b1, block_m)
         _check("g", g, F32, (p, n // 2))
         if n % 2:
             raise KernelArgumentError(f"w1: {n} rows, expected 2 * intermediate (gate, up interleaved)")
         if p == 0 or n == 0:
             return
-        vec = k % 8 == 0 and _aligned(a, w1)
-        name = "gemm_grouped_swiglu_skinny" if block_m == SKINNY_BM else "gemm_grouped_swiglu_tiled"
-        self._launch(name, self._grouped_grid(p, n, block_m), (BLOCK_SIZE,),
-                     (g, a, pair_of_padded, tile_expert, w1, b1, I32(p), I32(n), I32(k), I32(experts_per_token),
-                      F32(limit), I32(vec)))
+        kind, w_args, w_first = _expert_weights("w1", w1)
+        vec = k % 8 == 0 and _aligned(a, w_first)
+        self._launch(_grouped_name("gemm_grouped_swiglu", kind, block_m), self._grouped_grid(p, n, block_m),
+                     (BLOCK_SIZE,), (g, a, pair_of_padded, tile_expert, *w_args, b1, I32(p), I32(n), I32(k),
+                                     I32(experts_per_token), F32(limit), I32(vec)))
 
     def gemm_grouped(self, y, g, pair_of_padded, tile_expert, w2, b2, block_m: int) -> None:
         """y[p] (P, H) = w2[e] @ g[p] + b2[e] for every non-pad position p of each tile with expert
-        e = tile_expert[tile] >= 0; w2 (E, H, I) bf16, b2 (E, H), g (P, I)."""
+        e = tile_expert[tile] >= 0; w2 (E, H, I) bf16 or an Mxfp4Matrix, b2 (E, H), g (P, I)."""
         p, n, k = self._grouped_checks(y, g, pair_of_padded, tile_expert, w2, b2, block_m)
         _check("y", y, F32, (p, n))
         _check("g", g, F32, (p, k))
         if p == 0 or n == 0:
             return
-        vec = k % 8 == 0 and _aligned(g, w2)
-        name = "gemm_grouped_skinny" if block_m == SKINNY_BM else "gemm_grouped_tiled"
-        self._launch(name, self._grouped_grid(p, n, block_m), (BLOCK_SIZE,),
-                     (y, g, pair_of_padded, tile_expert, w2, b2, I32(p), I32(n), I32(k), I32(vec)))
+        kind, w_args, w_first = _expert_weights("w2", w2)
+        vec = k % 8 == 0 and _aligned(g, w_first)
+        self._launch(_grouped_name("gemm_grouped", kind, block_m), self._grouped_grid(p, n, block_m), (BLOCK_SIZE,),
+                     (y, g, pair_of_padded, tile_expert, *w_args, b2, I32(p), I32(n), I32(k), I32(vec)))
+
+
+def _grouped_name(product: str, kind: str, block_m: int) -> str:
+    """gemm_grouped[_swiglu][_mxfp4w]_{skinny,tiled}: the bf16 kernels keep their names."""
+    suffix = "" if kind == "bf16w" else f"_{kind}"
+    return f"{product}{suffix}_{'skinny' if block_m == SKINNY_BM else 'tiled'}"

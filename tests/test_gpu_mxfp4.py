@@ -1,0 +1,51 @@
+"""MXFP4 expert storage on the device: the grouped CUDA-core products (kernels/gemm.hip, the mxfp4w entry
+points) give the bf16 kernels' results on the same values bit for bit, pad positions unwritten, and the
+oracle's within the matvec tolerance. (The one-row kernels and the widening itself: test_gpu_kernels.py.)"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cupy_getp.bf16 import f32_to_bf16
+from cupy_getp.gpu.launch.common import Mxfp4Matrix
+from cupy_getp.gpu.launch.gemm import GROUPED_BLOCK_M
+
+from batch_fakes import expected
+from gpu_helpers import host, poisoned, random_mxfp4_matrix, to_device
+from kernel_oracles import widened
+from test_gpu_gemm import GROUPED_SHAPES, TOL, grouped_case
+
+pytestmark = pytest.mark.gpu
+
+
+def stored(mx, cols):
+    """{storage: device weights} of one expert matrix: its MXFP4 blocks and scales, and their BF16 values."""
+    return {"bf16": to_device(f32_to_bf16(widened(*mx, cols))),
+            "mxfp4": Mxfp4Matrix(to_device(mx[0]), to_device(mx[1]), cols)}
+
+
+@pytest.mark.parametrize("block_m", GROUPED_BLOCK_M)
+@pytest.mark.parametrize("rows, k, n_experts, hidden, inter, kind",
+                         [*GROUPED_SHAPES, (96, 4, 32, 2880, 2880, "random")])  # the last: the 20b shape
+def test_grouped_products_with_mxfp4_experts_equal_bf16(gpu, rng, block_m, rows, k, n_experts, hidden, inter, kind):
+    _, pair_of_padded, tile_expert = grouped_case(rng, rows, k, n_experts, hidden, inter, kind, block_m)
+    a = to_device(rng.standard_normal((rows, hidden), dtype=np.float32))
+    mx1 = random_mxfp4_matrix(rng, (n_experts, 2 * inter, hidden))
+    mx2 = random_mxfp4_matrix(rng, (n_experts, hidden, inter))
+    b1 = to_device(rng.standard_normal((n_experts, 2 * inter), dtype=np.float32))
+    b2 = to_device(rng.standard_normal((n_experts, hidden), dtype=np.float32))
+    pairs, tiles = to_device(pair_of_padded), to_device(tile_expert)
+    got = {}
+    for storage, (w1, w2) in {s: (stored(mx1, hidden)[s], stored(mx2, inter)[s]) for s in ("bf16", "mxfp4")}.items():
+        g, y = poisoned((pair_of_padded.size, inter)), poisoned((pair_of_padded.size, hidden))
+        gpu[1].gemm_grouped_swiglu(g, a, pairs, tiles, w1, b1, k, 1.5, block_m)
+        gpu[1].gemm_grouped(y, g, pairs, tiles, w2, b2, block_m)
+        got[storage] = host(g, gpu), host(y, gpu)
+    for name, bf16, mxfp4 in zip(("g", "y"), got["bf16"], got["mxfp4"]):
+        np.testing.assert_array_equal(bf16.view(np.uint32), mxfp4.view(np.uint32), err_msg=name)  # pads: NaN both
+    g = got["mxfp4"][0]
+    want, *_ = expected("gemm_grouped_swiglu", poisoned(g.shape), host(a, gpu), pair_of_padded, tile_expert,
+                        f32_to_bf16(widened(*mx1, hidden)), host(b1, gpu), k, 1.5, block_m)
+    real = pair_of_padded >= 0
+    assert np.max(np.abs(g[real] - want[real]), initial=0.0) <= TOL
