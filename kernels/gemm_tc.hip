@@ -405,13 +405,13 @@ TC_DENSE_KERNEL(64, 128, 2)
 TC_DENSE_KERNEL(64, 64, 2)
 
 // ---- grouped MoE: tiles of TC_GROUP_M padded positions of one expert (moe_align) --------------------
-// mlp1 + SwiGLU: for padded position p of tile blockIdx.y with pair = pair_of_slot[p] >= 0,
+// mlp1 + SwiGLU: for padded position p of tile blockIdx.y with pair = pair_of_padded[p] >= 0,
 // m = w1[e] (2I x H) @ a[pair / k] + b1[e], g[p, j] = swiglu(m[2j], m[2j + 1]) as moe.hip, written as
 // its pieces gp (pieces, P, ldg) for mlp2 (columns I..ldg-1 zero). a is given as pieces (pieces, R, lda).
 // Grid (ceil(2I / TC_BN), P / TC_GROUP_M). Pad positions are neither read nor written.
 extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swiglu(
     unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows, int lda,
-    const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w1,
+    const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w1,
     const float* __restrict__ b1, int hidden, int inter, int experts_per_token, float limit, int pieces, int vec8) {
   const int e = tile_expert[blockIdx.y];
   if (!GETP_TC || e < 0) return;
@@ -421,7 +421,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swig
   tc_product<TC_GROUP_M, TC_BN>(
       acc,
       [&](int r) {
-        const int pair = pair_of_slot[p0 + r];
+        const int pair = pair_of_padded[p0 + r];
         return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
       },
       [&](int n) { return n0 + n < N ? w1e + (size_t)(n0 + n) * hidden : nullptr; }, (size_t)rows * lda, w1, hidden,
@@ -430,7 +430,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swig
   const size_t plane = (size_t)padded * ldg;
   tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
     const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
-    if (n >= N || pair_of_slot[p] < 0) return;
+    if (n >= N || pair_of_padded[p] < 0) return;
     unsigned piece[3];
     tc_split_n(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), pieces, piece);
     unsigned short* out = gp + (size_t)p * ldg;
@@ -449,7 +449,7 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swig
 // lda). Grid (ceil(H / TC_BN), P / TC_GROUP_M).
 extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped(
     float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
-    const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w2,
+    const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w2,
     const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {
   const int e = tile_expert[blockIdx.y];
   if (!GETP_TC || e < 0) return;
@@ -457,13 +457,13 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped(
   const unsigned short* w2e = w2 + (size_t)e * hidden * inter;
   TcAcc<TC_GROUP_M> acc;
   tc_product<TC_GROUP_M, TC_BN>(
-      acc, [&](int r) { return pair_of_slot[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; },
+      acc, [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; },
       [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; }, (size_t)padded * lda, w2,
       inter, pieces, vec8);
   const float* bias = b2 + (size_t)e * hidden;
   tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
     const int p = p0 + row, n = n0 + col;
-    if (n >= hidden || pair_of_slot[p] < 0) return;
+    if (n >= hidden || pair_of_padded[p] < 0) return;
     float* out = y + (size_t)p * hidden + n;
     out[0] = v0 + bias[n];
     if (n + 1 < hidden) out[1] = v1 + bias[n + 1];

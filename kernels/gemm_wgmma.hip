@@ -245,7 +245,7 @@ GETP_DEVICE void mbar_arrive_copies(unsigned bar) {
 
 // What one producer thread (i of 128) copies: chunk i % 8 of W rows i / 8 + 16 u and of activation rows
 // i / 8 + 16 u (piece-major: row r is piece r / BR of tile row r % BR). Their sources are found once per
-// block (the grouped kernels read pair_of_slot there, not in every stage); null: a row outside the
+// block (the grouped kernels read pair_of_padded there, not in every stage); null: a row outside the
 // product (zeros).
 template <int BR, int PIECES, int MB>
 struct WgSources {
@@ -448,7 +448,7 @@ GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restric
 template <int BR, int PIECES, int MB>
 GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, int ldg,
                                    const unsigned short* __restrict__ ap, int rows, int lda,
-                                   const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,
+                                   const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,
                                    const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden,
                                    int inter, int experts_per_token, float limit, int vec8) {
 #if GETP_WGMMA
@@ -459,7 +459,7 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
   float acc[MB][BR / 2];
   auto w_row = [&](int n) { return n0 + n < N ? w1e + (size_t)(n0 + n) * hidden : nullptr; };
   auto a_row = [&](int r) {
-    const int pair = pair_of_slot[p0 + r];
+    const int pair = pair_of_padded[p0 + r];
     return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
   };
   if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)rows * lda, ap, hidden, vec8)) return;
@@ -467,7 +467,7 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
   const size_t plane = (size_t)padded * ldg;
   wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
     const int p = p0 + row, n = n0 + feature;  // n even, N even: n + 1 < N whenever n < N
-    if (n >= N || pair_of_slot[p] < 0) return;
+    if (n >= N || pair_of_padded[p] < 0) return;
     unsigned piece[3];
     tc_split<PIECES>(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), piece);
     unsigned short* out = gp + (size_t)p * ldg;
@@ -484,7 +484,7 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
 // mlp2, the contract of gemm_tc_grouped (gemm_tc.hip). Grid (ceil(H / (128 MB)), P / BR).
 template <int BR, int PIECES, int MB>
 GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
-                            const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,
+                            const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,
                             const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter,
                             int vec8) {
 #if GETP_WGMMA
@@ -494,12 +494,12 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   const unsigned short* w2e = w2 + (size_t)e * hidden * inter;
   float acc[MB][BR / 2];
   auto w_row = [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; };
-  auto a_row = [&](int r) { return pair_of_slot[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
+  auto a_row = [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
   if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, gp, inter, vec8)) return;
   const float* bias = b2 + (size_t)e * hidden;
   wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
     const int p = p0 + row, n = n0 + feature;
-    if (n >= hidden || pair_of_slot[p] < 0) return;
+    if (n >= hidden || pair_of_padded[p] < 0) return;
     float* out = y + (size_t)p * hidden + n;
     out[0] = v0 + bias[n];
     if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
@@ -520,17 +520,17 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
 #define WG_GROUPED_KERNELS(BR, P, MB)                                                                               \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_swiglu_r##BR##_p##P##_b##MB(       \
       unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows,       \
-      int lda, const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,                          \
+      int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,                          \
       const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden, int inter,                  \
       int experts_per_token, float limit, int vec8) {                                                               \
-    wg_grouped_swiglu<BR, P, MB>(gp, padded, ldg, ap, rows, lda, pair_of_slot, tile_expert, w1, b1, hidden, inter,  \
+    wg_grouped_swiglu<BR, P, MB>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, w1, b1, hidden, inter,  \
                                  experts_per_token, limit, vec8);                                                   \
   }                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_r##BR##_p##P##_b##MB(              \
       float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,                           \
-      const int* __restrict__ pair_of_slot, const int* __restrict__ tile_expert,                                   \
+      const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,                                   \
       const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter, int vec8) {      \
-    wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_slot, tile_expert, w2, b2, hidden, inter, vec8);              \
+    wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, vec8);              \
   }
 #define WG_KERNELS(BR, P)                                                                                           \
   WG_DENSE_KERNEL(BR, P, 1) WG_DENSE_KERNEL(BR, P, 2) WG_GROUPED_KERNELS(BR, P, 1) WG_GROUPED_KERNELS(BR, P, 2)
