@@ -124,6 +124,11 @@ def test_split_pieces(gpu, rng, pieces, m, k):
     (333, 2880, 5760, False, False),
 ])
 def test_gemm_tc(gpu, rng, tile, pieces, m, k, n, bias, accumulate):
+    check_dense(gpu, rng, m, k, n, bias, accumulate, pieces, tile)
+
+
+def check_dense(gpu, rng, m: int, k: int, n: int, bias: bool, accumulate: bool, pieces: int, tile) -> None:
+    """gemm_tc with this tile on random operands (bias, accumulation into c as asked) against float64."""
     a = activations(rng, (m, k), heavy=False)
     w = bf16_weights(rng, (n, k))
     b = rng.standard_normal(n).astype(np.float32) if bias else None

@@ -17,7 +17,7 @@ from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
 from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, assert_grouped_outputs, assert_swiglu_pieces,
-                              bf16_weights, choose_experts, product, split)
+                              bf16_weights, check_dense, choose_experts, product, split)
 
 
 @pytest.fixture
@@ -68,16 +68,7 @@ TILES = [(pieces, tile) for pieces in (3, 1) for tile in WG_DENSE_TILES[pieces]]
 @pytest.mark.parametrize("pieces, tile", TILES, ids=str)
 @pytest.mark.parametrize("m, k, n, bias, accumulate", DENSE)
 def test_gemm_wg_dense(gpu, rng, pieces, tile, m, k, n, bias, accumulate):
-    a = activations(rng, (m, k), heavy=False)
-    w = bf16_weights(rng, (n, k))
-    b = rng.standard_normal(n).astype(np.float32) if bias else None
-    c0 = rng.standard_normal((m, n)).astype(np.float32)
-    c = dev(c0) if accumulate else poisoned((m, n))
-    gpu[1].gemm_tc(c, split(gpu[1], dev(a), pieces), dev(w), dev(b) if bias else None, accumulate, tile=tile)
-    want, scale = product(a, w)
-    for term in ([b] if bias else []) + ([c0] if accumulate else []):
-        want, scale = want + term, scale + np.abs(term)
-    assert_accurate(host(c, gpu), want, scale, pieces)
+    check_dense(gpu, rng, m, k, n, bias, accumulate, pieces, tile)
 
 
 @pytest.mark.gpu
