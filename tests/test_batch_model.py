@@ -32,6 +32,18 @@ def prompts(n, seed, longest=9):
     return [rng.integers(0, TINY.vocab_size, rng.integers(1, longest + 1)).tolist() for _ in range(n)]
 
 
+def reference_engine(weights):
+    """The numpy engine, warmed up: the oracle of these tests."""
+    reference = create_engine(weights, "numpy")
+    reference.warm_up()
+    return reference
+
+
+def reference_lines(weights, requests, steps):
+    """The greedy lines of the numpy engine running the requests one at a time."""
+    return run_requests(reference_engine(weights), GREEDY, requests, steps)
+
+
 def batched_engine(weights, n_slots, max_chunk, n_ctx, precision):
     from cupy_getp.gpu.batch import BatchedEngine, BatchShape
 
@@ -45,9 +57,7 @@ def test_batched_lines_equal_the_reference_one_request_at_a_time(cupy_stand_in, 
     over 4 slots: admission while others decode; 40 positions: past the window."""
     weights = Weights(SyntheticStore(TINY, seed=9, bf16_exact=bf16_exact))
     requests, steps = prompts(11, 1), 40
-    reference = create_engine(weights, "numpy")
-    reference.warm_up()
-    want = run_requests(reference, GREEDY, requests, steps)
+    want = reference_lines(weights, requests, steps)
     batched = batched_engine(weights, 4, 3, steps, precision)
     assert batched.model.cache.lengths[0] == TINY.sliding_window + 3 < steps  # a real ring
     assert run_batched(batched, GREEDY, requests, steps) == want
@@ -56,8 +66,7 @@ def test_batched_lines_equal_the_reference_one_request_at_a_time(cupy_stand_in, 
 def test_batched_diff_of_every_row_has_no_violation(cupy_stand_in):
     weights = Weights(SyntheticStore(TINY, seed=4))
     requests = prompts(5, 2)
-    reference = create_engine(weights, "numpy")
-    reference.warm_up()
+    reference = reference_engine(weights)
     batched = batched_engine(weights, 2, 3, 30, "exact")
     summary = DiffSummary()
     for _, step in diff_batched(reference, batched, requests, 20):
@@ -81,10 +90,8 @@ def test_one_slot_runs_one_row_steps_like_the_reference(cupy_stand_in):
     """One slot, chunks of 1: every step is one row (the matvec and fused-expert path of batch-1 decode)."""
     weights = Weights(SyntheticStore(TINY, seed=6))
     requests, steps = prompts(2, 7), 30
-    reference = create_engine(weights, "numpy")
-    reference.warm_up()
     batched = batched_engine(weights, 1, 1, steps, "exact")
-    assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
+    assert run_batched(batched, GREEDY, requests, steps) == reference_lines(weights, requests, steps)
     assert set(batched.model.views) == {1}  # one sequence, chunks of 1: every step is one row
 
 
@@ -99,8 +106,7 @@ def test_above_temperature_zero_each_request_draws_its_own_stream(cupy_stand_in)
     lines = [run_batched(batched_engine(weights, slots, 3, steps, "exact"), Sampler(0.9, 0.9, 7), requests, steps)
              for slots in (4, 2)]
     assert lines[0] == lines[1]
-    reference = create_engine(weights, "numpy")
-    reference.warm_up()
+    reference = reference_engine(weights)
     assert lines[0][0] == list(decode(reference, Sampler(0.9, 0.9, 7), requests[0], steps, STOP_TOKENS))
     assert lines[0] != run_requests(reference, GREEDY, requests, steps)  # really sampled
 
@@ -109,10 +115,8 @@ def test_a_budget_of_one_position(cupy_stand_in):
     """-n 1 with one-token prompts: one token a request, the reference's."""
     weights = Weights(SyntheticStore(TINY, seed=8))
     requests = [[3], [40], [96]]
-    reference = create_engine(weights, "numpy")
-    reference.warm_up()
     got = run_batched(batched_engine(weights, 2, 1, 1, "exact"), GREEDY, requests, 1)
-    assert got == run_requests(reference, GREEDY, requests, 1) and all(len(line) == 1 for line in got)
+    assert got == reference_lines(weights, requests, 1) and all(len(line) == 1 for line in got)
 
 
 def test_many_rows_take_the_tensor_core_path_like_the_reference(cupy_stand_in):
@@ -122,10 +126,8 @@ def test_many_rows_take_the_tensor_core_path_like_the_reference(cupy_stand_in):
 
     weights = Weights(SyntheticStore(TINY, seed=5))
     requests, steps = prompts(40, 4, longest=3), 6
-    reference = create_engine(weights, "numpy")
-    reference.warm_up()
     batched = batched_engine(weights, 40, 2, steps, "exact")
-    assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
+    assert run_batched(batched, GREEDY, requests, steps) == reference_lines(weights, requests, steps)
     assert any(v.tensor_cores and v.R > SKINNY_ROWS for v in batched.model.views.values())
 
 
@@ -140,10 +142,8 @@ def test_wgmma_products_take_every_step_of_two_rows_or_more_like_the_reference(c
         monkeypatch.setattr(FakeKernels, name, None)  # any call fails: not on this path
     weights = Weights(SyntheticStore(TINY, seed=5))
     requests, steps = prompts(7, 6, longest=4), 8
-    reference = create_engine(weights, "numpy")
-    reference.warm_up()
     batched = batched_engine(weights, 3, 2, steps, "exact")
-    assert run_batched(batched, GREEDY, requests, steps) == run_requests(reference, GREEDY, requests, steps)
+    assert run_batched(batched, GREEDY, requests, steps) == reference_lines(weights, requests, steps)
     views = batched.model.views
     assert 1 in views and not views[1].tensor_cores
     assert len(views) > 1 and all(v.tensor_cores for R, v in views.items() if R > 1)

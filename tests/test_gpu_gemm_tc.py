@@ -215,10 +215,11 @@ GROUPED = [  # rows R, k, experts E, experts that get rows, H, I
 ]
 
 
-def grouped_case(rng, rows: int, k: int, n_experts: int, used: int, n_out: int, k_in: int):
-    """Routing of `rows` rows to `used` of the experts (pair_of_padded, tile_expert) and expert weights
-    (E, n_out, k_in) bf16 with biases (E, n_out)."""
-    pair_of_padded, tile_expert = group_pairs(choose_experts(rng, rows, k, n_experts, used), n_experts)
+def grouped_case(rng, rows: int, k: int, n_experts: int, used: int, n_out: int, k_in: int,
+                 block_m: int = TC_BLOCK_M):
+    """Routing of `rows` rows to `used` of the experts in tiles of block_m (pair_of_padded, tile_expert) and
+    expert weights (E, n_out, k_in) bf16 with biases (E, n_out)."""
+    pair_of_padded, tile_expert = group_pairs(choose_experts(rng, rows, k, n_experts, used), n_experts, block_m)
     w = bf16_weights(rng, (n_experts, n_out, k_in))
     return pair_of_padded, tile_expert, w, rng.standard_normal((n_experts, n_out)).astype(np.float32)
 
@@ -227,15 +228,21 @@ def grouped_case(rng, rows: int, k: int, n_experts: int, used: int, n_out: int, 
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
 def test_gemm_tc_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
-    """g comes out as its pieces (what mlp2 reads): their sum is checked, and the zero padding after I."""
+    check_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter, TC_BLOCK_M)
+
+
+def check_grouped_swiglu(gpu, rng, pieces: int, rows: int, k: int, n_experts: int, used: int, hidden: int,
+                         inter: int, block_m: int) -> None:
+    """gemm_tc_grouped_swiglu on a random routing in tiles of block_m: g comes out as its pieces (what mlp2
+    reads), checked by assert_swiglu_pieces."""
     import cupy
 
-    pair_of_padded, tile_expert, w1, b1 = grouped_case(rng, rows, k, n_experts, used, 2 * inter, hidden)
+    pair_of_padded, tile_expert, w1, b1 = grouped_case(rng, rows, k, n_experts, used, 2 * inter, hidden, block_m)
     a = activations(rng, (rows, hidden), heavy=False)
     gp = cupy.full((pieces, pair_of_padded.size, pieces_lda(inter)), 0xFFFF, np.uint16)  # NaN bits
     gpu[1].gemm_tc_grouped_swiglu(gp, split(gpu[1], dev(a), pieces), dev(pair_of_padded), dev(tile_expert), dev(w1),
                                   dev(b1), k, LIMIT)
-    assert_swiglu_pieces(host(gp, gpu), a, pair_of_padded, tile_expert, TC_BLOCK_M, w1, b1, k, inter, pieces)
+    assert_swiglu_pieces(host(gp, gpu), a, pair_of_padded, tile_expert, block_m, w1, b1, k, inter, pieces)
 
 
 def assert_swiglu_pieces(bits, a, pair_of_padded, tile_expert, block_m: int, w1, b1, k: int, inter: int,
@@ -266,13 +273,20 @@ def assert_swiglu_pieces(bits, a, pair_of_padded, tile_expert, block_m: int, w1,
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
 def test_gemm_tc_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
-    pair_of_padded, tile_expert, w2, b2 = grouped_case(rng, rows, k, n_experts, used, hidden, inter)
+    check_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter, TC_BLOCK_M)
+
+
+def check_grouped(gpu, rng, pieces: int, rows: int, k: int, n_experts: int, used: int, hidden: int, inter: int,
+                  block_m: int) -> None:
+    """gemm_tc_grouped on a random routing in tiles of block_m, pad rows of g NaN, checked by
+    assert_grouped_outputs."""
+    pair_of_padded, tile_expert, w2, b2 = grouped_case(rng, rows, k, n_experts, used, hidden, inter, block_m)
     valid = pair_of_padded >= 0
     g = activations(rng, (pair_of_padded.size, inter), heavy=False)
     g[~valid] = np.nan  # pad rows of g must not be read into valid rows
     y = poisoned((pair_of_padded.size, hidden))
     gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_padded), dev(tile_expert), dev(w2), dev(b2))
-    assert_grouped_outputs(host(y, gpu), g, pair_of_padded, tile_expert, TC_BLOCK_M, w2, b2, pieces)
+    assert_grouped_outputs(host(y, gpu), g, pair_of_padded, tile_expert, block_m, w2, b2, pieces)
 
 
 def assert_grouped_outputs(got, g, pair_of_padded, tile_expert, block_m: int, w2, b2, pieces: int) -> None:

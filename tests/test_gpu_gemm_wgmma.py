@@ -16,8 +16,8 @@ from cupy_getp.gpu.launch.gemm_tc import WG_DENSE_TILES, WG_GROUPED_ROWS, pieces
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
-from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, assert_grouped_outputs, assert_swiglu_pieces,
-                              bf16_weights, check_dense, choose_experts, product, split)
+from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, bf16_weights, check_dense, check_grouped,
+                              check_grouped_swiglu, choose_experts, product, split)
 
 
 @pytest.fixture
@@ -152,13 +152,7 @@ def mlp1(kernels, ap, experts, n_experts, block_m, w1, b1, k, inter, pieces):
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
 def test_gemm_wg_grouped_swiglu(gpu, rng, block_m, pieces, rows, k, n_experts, used, hidden, inter):
-    experts = choose_experts(rng, rows, k, n_experts, used)
-    w1 = bf16_weights(rng, (n_experts, 2 * inter, hidden))
-    b1 = rng.standard_normal((n_experts, 2 * inter)).astype(np.float32)
-    a = activations(rng, (rows, hidden), heavy=False)
-    bits, pair_of_padded, _, tile_expert = mlp1(gpu[1], split(gpu[1], dev(a), pieces), experts, n_experts, block_m,
-                                              dev(w1), dev(b1), k, inter, pieces)
-    assert_swiglu_pieces(bits, a, pair_of_padded, tile_expert, block_m, w1, b1, k, inter, pieces)
+    check_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter, block_m)
 
 
 @pytest.mark.gpu
@@ -166,16 +160,7 @@ def test_gemm_wg_grouped_swiglu(gpu, rng, block_m, pieces, rows, k, n_experts, u
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
 def test_gemm_wg_grouped(gpu, rng, block_m, pieces, rows, k, n_experts, used, hidden, inter):
-    experts = choose_experts(rng, rows, k, n_experts, used)
-    pair_of_padded, _, tile_expert = grouping(experts, n_experts, block_m)
-    w2 = bf16_weights(rng, (n_experts, hidden, inter))
-    b2 = rng.standard_normal((n_experts, hidden)).astype(np.float32)
-    valid = pair_of_padded >= 0
-    g = activations(rng, (pair_of_padded.size, inter), heavy=False)
-    g[~valid] = np.nan  # pad rows of g must not be read into valid rows
-    y = poisoned((pair_of_padded.size, hidden))
-    gpu[1].gemm_tc_grouped(y, split(gpu[1], dev(g), pieces), dev(pair_of_padded), dev(tile_expert), dev(w2), dev(b2))
-    assert_grouped_outputs(host(y, gpu), g, pair_of_padded, tile_expert, block_m, w2, b2, pieces)
+    check_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter, block_m)
 
 
 @pytest.mark.gpu
