@@ -14,7 +14,6 @@ the grid, launches on the engine's stream and counts the launch.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from importlib import resources
 from pathlib import Path
@@ -27,7 +26,7 @@ from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
-from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
+from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, wgmma_disabled
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
 
@@ -88,11 +87,6 @@ def _module(family: str, warp_size: int, device_id: int, options: tuple = ()):
 
     with cupy.cuda.Device(device_id):
         return cupy.RawModule(code=assemble_source(family, warp_size), options=options)
-
-
-def wgmma_disabled() -> bool:
-    """CUPY_GETP_WGMMA=0: the products keep the mma.sync kernels on Hopper too."""
-    return os.environ.get("CUPY_GETP_WGMMA", "") == "0"
 
 
 # Families built only where the device has their instructions, with the compiler options that reach

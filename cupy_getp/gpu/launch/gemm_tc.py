@@ -49,11 +49,16 @@ def tensor_cores_supported(device) -> bool:
     return bool(match) and int(match.group(1)) >= 8
 
 
+def wgmma_disabled() -> bool:
+    """CUPY_GETP_WGMMA=0: the products keep the mma.sync kernels on Hopper too."""
+    return os.environ.get("CUPY_GETP_WGMMA", "") == "0"
+
+
 def describe_products(device, wgmma: bool | None = None, not_built: str | None = None) -> str:
     """Which kernels run the tensor-core products on this device, in a few words. `wgmma`: whether the
     wgmma kernels were built and report their bodies (Kernels.wgmma); None: what a compute capability 9.0
     device is expected to take (CUPY_GETP_WGMMA=0 included)."""
-    if wgmma is None and os.environ.get("CUPY_GETP_WGMMA", "") == "0":
+    if wgmma is None and wgmma_disabled():
         wgmma, not_built = False, "disabled by CUPY_GETP_WGMMA=0"
     if not tensor_cores_supported(device):
         return "CUDA cores (no tensor-core path on this device: --precision fp32)"
