@@ -9,7 +9,10 @@ comes out as pieces for mlp2); `of_peak` divides by 790 TFLOP/s (measured BF16 o
 H200). Times
 are the median of device-event timings after warm-up. Under a minute on an H100; `--quick` one M only.
 
-    python bench/gemm_tc.py [--quick] [--repeats 20]
+    python bench/gemm_tc.py [--quick] [--repeats 20] [--experts bf16,mxfp4] [--grouped-only]
+
+`--experts mxfp4` times the grouped products on MXFP4 experts too (the *_mxfp4w kernels: a quarter of the
+expert bytes, widened to BF16 while staged), beside BF16 experts in the same run.
 """
 
 from __future__ import annotations
@@ -41,6 +44,18 @@ def random_bf16(rng, shape):
     return (x.view(cupy.uint32) >> 16).astype(cupy.uint16)
 
 
+def random_mxfp4(rng, shape):
+    """An `Mxfp4Matrix` of random codes, scales around 2^-6 (values ~ N(0, 1/K) at K = 2880)."""
+    import cupy
+
+    from cupy_getp.gpu.launch.common import Mxfp4Matrix
+
+    *lead, cols = shape
+    groups = -(-cols // 32)
+    blocks = rng.integers(0, 256, (*lead, groups, 16), dtype=np.uint8)
+    return Mxfp4Matrix(blocks, rng.integers(120, 122, (*lead, groups), dtype=np.uint8).astype(cupy.uint8), cols)
+
+
 def rate(flops: float, ms: float) -> dict:
     tflops = flops / ms / 1e9
     return {"ms": round(ms, 4), "tflops": round(tflops, 1), "of_peak": round(tflops / BF16_PEAK_TFLOPS, 3)}
@@ -57,7 +72,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="M = 512 and 1024 only")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--experts", default="bf16", help="expert storages of the grouped products: bf16, mxfp4")
+    parser.add_argument("--grouped-only", action="store_true", help="skip the dense products")
     args = parser.parse_args()
+    storages = args.experts.split(",")
+    if not set(storages) <= {"bf16", "mxfp4"}:
+        raise SystemExit(f"error: --experts {args.experts}: expected bf16, mxfp4 or both")
     device = Device.open()
     if not tensor_cores_supported(device):
         raise SystemExit(f"no tensor-core path on {device.describe()}")
@@ -82,7 +102,7 @@ def main() -> None:
         kernels.split_pieces(ap, a)
         product(ap, *rest, **options)
 
-    for k, n in DENSE:
+    for k, n in () if args.grouped_only else DENSE:
         w = random_bf16(rng, (n, k))
         for m in rows:
             a = rng.standard_normal((m, k), dtype=np.float32)
@@ -107,8 +127,9 @@ def main() -> None:
                         result[f"wg_{tile[0]}x{tile[1]}"] = rate(flops, ms)
                 print(json.dumps(result), flush=True)
 
-    w1 = random_bf16(rng, (N_EXPERTS, 2 * INTER, HIDDEN))
-    w2 = random_bf16(rng, (N_EXPERTS, HIDDEN, INTER))
+    make = {"bf16": random_bf16, "mxfp4": random_mxfp4}
+    experts_w = {s: (make[s](rng, (N_EXPERTS, 2 * INTER, HIDDEN)), make[s](rng, (N_EXPERTS, HIDDEN, INTER)))
+                 for s in storages}
     b1 = rng.standard_normal((N_EXPERTS, 2 * INTER), dtype=np.float32)
     b2 = rng.standard_normal((N_EXPERTS, HIDDEN), dtype=np.float32)
     for r in rows:
@@ -119,7 +140,8 @@ def main() -> None:
             paths = [("mma.sync", False, TC_BLOCK_M)]
             if has_wgmma:  # the engine's tile height, then 64 and 128 rows
                 paths += [("wg", True, b) for b in dict.fromkeys((wg_grouped_rows(pairs, N_EXPERTS, pieces), 64, 128))]
-            for label, wgmma, block_m in paths:
+            for (label, wgmma, block_m), storage in ((p, s) for p in paths for s in storages):
+                w1, w2 = experts_w[storage]
                 pair_host, tile_host = group_pairs(experts, N_EXPERTS, block_m)
                 pair_of_padded, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
                 y = cupy.empty((pair_host.size, HIDDEN), np.float32)
@@ -130,7 +152,7 @@ def main() -> None:
                          args.repeats)
                 ms2 = on(wgmma, time_ms, stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_padded, tile_expert,
                                                          w2, b2), args.repeats)
-                print(json.dumps({"kernel": "grouped", "path": label, "block_m": block_m, "rows": r, "pairs": pairs,
+                print(json.dumps({"kernel": "grouped", "path": label, "experts": storage, "block_m": block_m, "rows": r, "pairs": pairs,
                                   "padded": int(pair_host.size), "pieces": pieces,
                                   "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
                                   "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)

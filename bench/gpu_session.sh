@@ -35,6 +35,18 @@ for part in $parts; do
       timeout 90 python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py 2>&1 | tee "$OUT/kernel-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR" | tail -20
       ;;
+    mxkernels)  # MXFP4 experts: widening, generators, every grouped product vs bf16; the tc kernels; their speed
+      timeout 150 python -m pytest -m gpu -v -rfE tests/test_gpu_kernels.py -k "mxfp4 or synthetic" 2>&1 \
+        > "$OUT/mx-kernel-tests.log"; tail -3 "$OUT/mx-kernel-tests.log"
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py tests/test_gpu_gemm_tc.py \
+        tests/test_gpu_gemm_wgmma.py 2>&1 > "$OUT/mx-tc-tests.log"; grep -E "passed|failed|FAILED|ERROR" "$OUT/mx-tc-tests.log" | tail -12
+      timeout 120 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 2>&1 | tee "$OUT/gemm_tc_mxfp4.txt" \
+        | python -c "import json,sys
+for l in sys.stdin:
+    try: r=json.loads(l)
+    except Exception: print(l.strip()); continue
+    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])"
+      ;;
     wgtests)  # the wgmma kernels (sm_90a): accuracy, row-count invariance, bit identity with mma.sync
       timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py 2>&1 | tee "$OUT/wg-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR" | tail -30

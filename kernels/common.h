@@ -108,6 +108,48 @@ GETP_DEVICE float mxfp4_value(unsigned int code, unsigned int e8m0) {
   return (v * pow2_f32(hi)) * pow2_f32(k - hi);
 }
 
+// An MXFP4 row of K values (launch/common.py Mxfp4Matrix): G = ceil(K / MXFP4_BLOCK) blocks of 16 code
+// bytes (element 2i in byte i's low nibble, codes past K zero) and G E8M0 scales; null codes: a row outside
+// the product.
+struct Mxfp4Row {
+  const unsigned char* codes;
+  const unsigned char* scales;
+};
+GETP_DEVICE bool row_ok(const unsigned short* row) { return row != 0; }
+GETP_DEVICE bool row_ok(Mxfp4Row row) { return row.codes != 0; }
+
+// Row r of codes (rows, G, 16) and scales (rows, G).
+GETP_DEVICE Mxfp4Row mxfp4_row(const unsigned char* codes, const unsigned char* scales, size_t r, int K) {
+  const size_t groups = (K + MXFP4_BLOCK - 1) / MXFP4_BLOCK;
+  return Mxfp4Row{codes + r * groups * (MXFP4_BLOCK / 2), scales + r * groups};
+}
+
+// The BF16 bits of the 8 values of code word c (value q in bits 4q .. 4q + 3) with scale e8m0, two to a word,
+// the lower value low: what a 16-byte load of the same values stored as BF16 gives. Exact: every MXFP4 value
+// is a BF16 value (its float32 bits end in 16 zeros, subnormal results included; inf stays inf).
+GETP_DEVICE uint4 mxfp4_bf16x8(unsigned int c, unsigned int e8m0) {
+  unsigned int h[8];
+#pragma unroll
+  for (int q = 0; q < 8; ++q) h[q] = __float_as_uint(mxfp4_value((c >> (4 * q)) & 15u, e8m0)) >> 16;
+  return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
+// Expert matrices (E, N, K) as the tensor-core products read them (gemm_tc.hip, gemm_wgmma.hip): BF16 bits,
+// or MXFP4 codes and scales. row(r, K): row r of the (E N, K) matrix; none(): a row outside the product.
+struct Bf16Experts {
+  const unsigned short* w;
+  typedef const unsigned short* Row;
+  GETP_DEVICE Row row(size_t r, int K) const { return w + r * K; }
+  static GETP_DEVICE Row none() { return (Row)0; }
+};
+struct Mxfp4Experts {
+  const unsigned char* codes;
+  const unsigned char* scales;
+  typedef Mxfp4Row Row;
+  GETP_DEVICE Row row(size_t r, int K) const { return mxfp4_row(codes, scales, r, K); }
+  static GETP_DEVICE Row none() { return Mxfp4Row{(const unsigned char*)0, (const unsigned char*)0}; }
+};
+
 // a * b + c with both roundings, never fused into an FMA (host numpy rounds twice too).
 GETP_DEVICE float mul_add_unfused(float a, float b, float c) {
 #ifdef GETP_HIP

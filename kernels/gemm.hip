@@ -92,10 +92,6 @@ GETP_DEVICE float widen1(unsigned short h) { return bf16_to_f32(h); }
 // blocks of 16 code bytes (element 2i in byte i's low nibble) and G scales. A row handle holds both; its
 // vector is 8 values (4 code bytes, one scale), widened exactly (mxfp4_value) to the BF16 values they are.
 struct Mxfp4 {};
-struct Mxfp4Row {
-  const unsigned char* codes;
-  const unsigned char* scales;
-};
 template <>
 struct WVec<Mxfp4> {
   enum { N = 8 };
@@ -115,8 +111,7 @@ struct WRows<Mxfp4> {
   typedef Mxfp4Row Row;
   static GETP_DEVICE Row null() { return Mxfp4Row{(const unsigned char*)0, (const unsigned char*)0}; }
   static GETP_DEVICE Row row(const GemmArgs& g, size_t r) {
-    const size_t groups = (g.K + MXFP4_BLOCK - 1) / MXFP4_BLOCK;
-    return Mxfp4Row{(const unsigned char*)g.w + r * groups * (MXFP4_BLOCK / 2), g.scales + r * groups};
+    return mxfp4_row((const unsigned char*)g.w, g.scales, r, g.K);
   }
   static GETP_DEVICE float at(Row row, int k) {
     return mxfp4_value((row.codes[k >> 1] >> ((k & 1) * 4)) & 15u, row.scales[k / MXFP4_BLOCK]);
@@ -127,9 +122,7 @@ struct WRows<Mxfp4> {
     for (int q = 0; q < 8; ++q) o[q] = mxfp4_value((c >> (4 * q)) & 15u, e);
   }
 };
-GETP_DEVICE bool row_ok(const float* row) { return row != 0; }
-GETP_DEVICE bool row_ok(const unsigned short* row) { return row != 0; }
-GETP_DEVICE bool row_ok(Mxfp4Row row) { return row.codes != 0; }
+GETP_DEVICE bool row_ok(const float* row) { return row != 0; }  // bf16 and MXFP4 rows: common.h
 
 // The WVec<T>::N elements row[k..k+N) as floats, zero past K or for a NULL row.
 template <typename T>

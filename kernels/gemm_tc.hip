@@ -7,7 +7,8 @@
 // product is exact in FP32 and W x = W x1 + W x2 + W x3 up to the order of additions. The tensor core's
 // own accumulation keeps fewer bits than an FP32 add, so per k16 step each output fragment starts a
 // fresh product tmp = 0, tmp += x3 W, tmp += x2 W, tmp += x1 W (smallest first), and tmp is added into
-// FP32 accumulators with an ordinary add ("promotion"; without it 3 pieces are no better than 2).
+// FP32 accumulators with an ordinary add ("promotion"; without it 3 pieces are no better than 2). The
+// grouped kernels take MXFP4 experts too (*_mxfp4w): staged widened to the very BF16 bits, the same products.
 // pieces = 1 is plain BF16 activations, and its mma accumulates straight into the accumulators (no
 // promotion: BF16 rounding of x dominates). The grouped mlp1 kernel writes its output g as pieces.
 //
@@ -252,13 +253,23 @@ extern "C" __global__ void tc_split_rows(unsigned short* __restrict__ pieces, co
 #endif
 
 // One stage holds PIECES x BM A rows (piece-major) then BN W rows, TC_LDS bf16 each. Thread tid copies
-// the 16-byte chunk 8 (tid % 4) .. + 7 of the step's columns of stage rows tid / 4 + 64 i.
+// the 16-byte chunk 8 (tid % 4) .. + 7 of the step's columns of A rows tid / 4 + 64 i and of W rows
+// tid / 4 + 64 j.
 template <int BM, int BN, int PIECES>
 struct TcStage {
   static const int A_ROWS = PIECES * BM;
   static const int ROWS = A_ROWS + BN;
-  static const int LOADS = ROWS / 64;  // rows per thread
+  static const int A_LOADS = A_ROWS / 64, W_LOADS = BN / 64;  // rows per thread
   static const int SIZE = ROWS * TC_LDS;
+  static_assert(A_ROWS % 64 == 0 && BN % 64 == 0, "a block of 256 threads stages 64 rows at a time");
+};
+
+// The rows a thread stages: piece 0 of A rows (piece p is p * plane elements further) and W rows, a
+// bf16 pointer or an Mxfp4Row (null: a row outside the product, staged as zeros).
+template <int BM, int BN, int PIECES, class WRow>
+struct TcSources {
+  const unsigned short* a[TcStage<BM, BN, PIECES>::A_LOADS];
+  WRow w[TcStage<BM, BN, PIECES>::W_LOADS];
 };
 
 GETP_DEVICE void tc_copy16(unsigned short* dst, const unsigned short* src, bool valid) {
@@ -284,41 +295,56 @@ GETP_DEVICE void tc_copy_wait() {
 #endif
 }
 
+// W columns k .. k + 7 of a bf16 row into the stage: a 16-byte copy when vec8 (K % 8 == 0, aligned), else
+// 8 scalar loads.
+GETP_DEVICE void tc_stage_w8(unsigned short* d, const unsigned short* row, const unsigned short* dummy, int k, int K,
+                             int vec8) {
+  if (vec8) {
+    const bool valid = row != nullptr && k < K;
+    tc_copy16(d, valid ? row + k : dummy, valid);
+  } else {
+    unsigned h[8];
+    #pragma unroll
+    for (int j = 0; j < 8; ++j) h[j] = row != nullptr && k + j < K ? row[k + j] : 0u;
+    *(uint4*)d = tc_pack8(h);
+  }
+}
+
+// The same of an MXFP4 row: one 4-byte load of codes and a scale, widened to the BF16 bits a bf16 row of
+// the same values holds (k % 8 == 0 and codes past K are zero, so 8 values are all in or all out).
+GETP_DEVICE void tc_stage_w8(unsigned short* d, Mxfp4Row row, const unsigned short*, int k, int K, int) {
+  *(uint4*)d = row.codes != nullptr && k < K
+                   ? mxfp4_bf16x8(*(const unsigned int*)(row.codes + k / 2), row.scales[k / MXFP4_BLOCK])
+                   : make_uint4(0u, 0u, 0u, 0u);
+}
+
 // Stage the K columns k .. k + 7 of this thread's rows (k = step * TC_BK + 8 (tid % 4)). A rows: piece rows
-// padded to lda (whole chunks). W rows: 16-byte copies when vec8 (K % 8 == 0, aligned), else 8 scalar
-// loads. A null source is a row outside the product: zeros.
-template <int BM, int BN, int PIECES>
-GETP_DEVICE void tc_load_stage(unsigned short* stage, const unsigned short* const (&src)[TcStage<BM, BN, PIECES>::LOADS],
+// padded to lda (whole chunks), 16-byte copies. A null source is a row outside the product: zeros.
+template <int BM, int BN, int PIECES, class WRow>
+GETP_DEVICE void tc_load_stage(unsigned short* stage, const TcSources<BM, BN, PIECES, WRow>& src,
                                const unsigned short* dummy, int k, int K, int vec8) {
   typedef TcStage<BM, BN, PIECES> S;
   unsigned short* dst = stage + (threadIdx.x / 4) * TC_LDS + 8 * (threadIdx.x % 4);
   #pragma unroll
-  for (int i = 0; i < S::LOADS; ++i) {
-    const unsigned short* row = src[i];
-    unsigned short* d = dst + 64 * i * TC_LDS;
-    if (64 * i < S::A_ROWS || vec8) {  // compile-time for A rows
-      const bool valid = row != nullptr && k < K;
-      tc_copy16(d, valid ? row + k : dummy, valid);
-    } else {
-      unsigned h[8];
-      #pragma unroll
-      for (int j = 0; j < 8; ++j) h[j] = row != nullptr && k + j < K ? row[k + j] : 0u;
-      *(uint4*)d = tc_pack8(h);
-    }
+  for (int i = 0; i < S::A_LOADS; ++i) {
+    const bool valid = src.a[i] != nullptr && k < K;
+    tc_copy16(dst + 64 * i * TC_LDS, valid ? src.a[i] + k : dummy, valid);
   }
+  #pragma unroll
+  for (int j = 0; j < S::W_LOADS; ++j) tc_stage_w8(dst + (S::A_ROWS + 64 * j) * TC_LDS, src.w[j], dummy, k, K, vec8);
 }
 
 // acc = A_tile @ W_tile^T over K: stages loaded TC_STAGES - 1 steps ahead; one barrier per step (the
 // stage loaded in step s was last read in step s - 1, before that barrier).
-template <int BM, int BN, int PIECES>
-GETP_DEVICE void tc_mainloop(TcAcc<BM, BN>& acc, const unsigned short* const (&src)[TcStage<BM, BN, PIECES>::LOADS],
+template <int BM, int BN, int PIECES, class WRow>
+GETP_DEVICE void tc_mainloop(TcAcc<BM, BN>& acc, const TcSources<BM, BN, PIECES, WRow>& src,
                              const unsigned short* dummy, int K, int vec8) {
   typedef TcStage<BM, BN, PIECES> S;
   const int kc = 8 * (threadIdx.x % 4);
   const int steps = (K + TC_BK - 1) / TC_BK;
   #pragma unroll
   for (int s = 0; s < TC_STAGES - 1; ++s) {
-    if (s < steps) tc_load_stage<BM, BN, PIECES>(tc_smem + s * S::SIZE, src, dummy, s * TC_BK + kc, K, vec8);
+    if (s < steps) tc_load_stage(tc_smem + s * S::SIZE, src, dummy, s * TC_BK + kc, K, vec8);
     tc_copy_commit();
   }
   for (int s = 0; s < steps; ++s) {
@@ -326,37 +352,36 @@ GETP_DEVICE void tc_mainloop(TcAcc<BM, BN>& acc, const unsigned short* const (&s
     __syncthreads();
     const int next = s + TC_STAGES - 1;
     if (next < steps)
-      tc_load_stage<BM, BN, PIECES>(tc_smem + (next % TC_STAGES) * S::SIZE, src, dummy, next * TC_BK + kc, K, vec8);
+      tc_load_stage(tc_smem + (next % TC_STAGES) * S::SIZE, src, dummy, next * TC_BK + kc, K, vec8);
     tc_copy_commit();
     tc_compute_stage<BM, PIECES, BN>(acc, tc_smem + (s % TC_STAGES) * S::SIZE);
   }
 }
 
 // The product for a block whose stage rows come from a_row(r) (piece 0 of tile row r, or null) and
-// w_row(n) (W row of tile column n, or null); piece p of a row is p * plane elements after piece 0.
-// dummy: any valid address (the source of zero-filled copies).
-template <int BM, int BN, int PIECES, class ARow, class WRow>
-GETP_DEVICE void tc_product_pieces(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, size_t plane,
+// w_row(n) (W row of tile column n: a bf16 pointer or an Mxfp4Row, null outside the product); piece p of a
+// row is p * plane elements after piece 0. dummy: a valid 16-byte-aligned address (the source of
+// zero-filled copies).
+template <int BM, int BN, int PIECES, class ARow, class WRowOf>
+GETP_DEVICE void tc_product_pieces(TcAcc<BM, BN>& acc, ARow a_row, WRowOf w_row, size_t plane,
                                    const unsigned short* dummy, int K, int vec8) {
   typedef TcStage<BM, BN, PIECES> S;
-  const unsigned short* src[S::LOADS];
+  TcSources<BM, BN, PIECES, decltype(w_row(0))> src;
   #pragma unroll
-  for (int i = 0; i < S::LOADS; ++i) {
+  for (int i = 0; i < S::A_LOADS; ++i) {
     const int row = threadIdx.x / 4 + 64 * i;
-    if (row < S::A_ROWS) {
-      const unsigned short* a = a_row(row % BM);
-      src[i] = a != nullptr ? a + (row / BM) * plane : nullptr;
-    } else {
-      src[i] = w_row(row - S::A_ROWS);
-    }
+    const unsigned short* a = a_row(row % BM);
+    src.a[i] = a != nullptr ? a + (row / BM) * plane : nullptr;
   }
+  #pragma unroll
+  for (int j = 0; j < S::W_LOADS; ++j) src.w[j] = w_row(threadIdx.x / 4 + 64 * j);
   #pragma unroll
   for (int mi = 0; mi < TcTile<BM, BN>::MI; ++mi)
     #pragma unroll
     for (int nj = 0; nj < TcTile<BM, BN>::NJ; ++nj)
       #pragma unroll
       for (int i = 0; i < 4; ++i) acc.v[mi][nj][i] = 0.0f;
-  tc_mainloop<BM, BN, PIECES>(acc, src, dummy, K, vec8);
+  tc_mainloop(acc, src, dummy, K, vec8);
 }
 
 template <int BM, int BN, class ARow, class WRow>
@@ -408,15 +433,17 @@ TC_DENSE_KERNEL(64, 64, 2)
 // mlp1 + SwiGLU: for padded position p of tile blockIdx.y with pair = pair_of_padded[p] >= 0,
 // m = w1[e] (2I x H) @ a[pair / k] + b1[e], g[p, j] = swiglu(m[2j], m[2j + 1]) as moe.hip, written as
 // its pieces gp (pieces, P, ldg) for mlp2 (columns I..ldg-1 zero). a is given as pieces (pieces, R, lda).
-// Grid (ceil(2I / TC_BN), P / TC_GROUP_M). Pad positions are neither read nor written.
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swiglu(
-    unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows, int lda,
-    const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w1,
-    const float* __restrict__ b1, int hidden, int inter, int experts_per_token, float limit, int pieces, int vec8) {
+// Grid (ceil(2I / TC_BN), P / TC_GROUP_M). Pad positions are neither read nor written. W: Bf16Experts or
+// Mxfp4Experts (common.h), the same products of the same BF16 values.
+template <class W>
+GETP_DEVICE void tc_grouped_swiglu(unsigned short* __restrict__ gp, int padded, int ldg,
+                                   const unsigned short* __restrict__ ap, int rows, int lda,
+                                   const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W w1,
+                                   const float* __restrict__ b1, int hidden, int inter, int experts_per_token,
+                                   float limit, int pieces, int vec8) {
   const int e = tile_expert[blockIdx.y];
   if (!GETP_TC || e < 0) return;
   const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN, N = 2 * inter;
-  const unsigned short* w1e = w1 + (size_t)e * N * hidden;
   TcAcc<TC_GROUP_M> acc;
   tc_product<TC_GROUP_M, TC_BN>(
       acc,
@@ -424,8 +451,8 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swig
         const int pair = pair_of_padded[p0 + r];
         return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
       },
-      [&](int n) { return n0 + n < N ? w1e + (size_t)(n0 + n) * hidden : nullptr; }, (size_t)rows * lda, w1, hidden,
-      pieces, vec8);
+      [&](int n) { return n0 + n < N ? w1.row((size_t)e * N + n0 + n, hidden) : W::none(); }, (size_t)rows * lda,
+      ap, hidden, pieces, vec8);
   const float* bias = b1 + (size_t)e * N;
   const size_t plane = (size_t)padded * ldg;
   tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
@@ -447,19 +474,18 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swig
 
 // mlp2: y[p] = w2[e] (H x I) @ g[p] + b2[e] for every non-pad position p, g given as pieces (pieces, P,
 // lda). Grid (ceil(H / TC_BN), P / TC_GROUP_M).
-extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped(
-    float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
-    const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, const unsigned short* __restrict__ w2,
-    const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {
+template <class W>
+GETP_DEVICE void tc_grouped(float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
+                            const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W w2,
+                            const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {
   const int e = tile_expert[blockIdx.y];
   if (!GETP_TC || e < 0) return;
   const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN;
-  const unsigned short* w2e = w2 + (size_t)e * hidden * inter;
   TcAcc<TC_GROUP_M> acc;
   tc_product<TC_GROUP_M, TC_BN>(
       acc, [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; },
-      [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; }, (size_t)padded * lda, w2,
-      inter, pieces, vec8);
+      [&](int n) { return n0 + n < hidden ? w2.row((size_t)e * hidden + n0 + n, inter) : W::none(); },
+      (size_t)padded * lda, gp, inter, pieces, vec8);
   const float* bias = b2 + (size_t)e * hidden;
   tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
     const int p = p0 + row, n = n0 + col;
@@ -469,3 +495,25 @@ extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped(
     if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
   });
 }
+
+// The grouped entry points: gemm_tc_grouped_swiglu / gemm_tc_grouped with bf16 experts (w), and *_mxfp4w with
+// MXFP4 experts (codes (E, N, G, 16), scales (E, N, G)): results bit-identical for the same values.
+#define TC_GROUPED_KERNELS(SUFFIX, W_PARAMS, W_VALUE)                                                             \
+  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swiglu##SUFFIX(                      \
+      unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows,       \
+      int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,              \
+      const float* __restrict__ b1, int hidden, int inter, int experts_per_token, float limit, int pieces,         \
+      int vec8) {                                                                                                   \
+    tc_grouped_swiglu(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, W_VALUE, b1, hidden, inter,       \
+                      experts_per_token, limit, pieces, vec8);                                                     \
+  }                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped##SUFFIX(                             \
+      float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,                           \
+      const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,                        \
+      const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {                                  \
+    tc_grouped(y, gp, padded, lda, pair_of_padded, tile_expert, W_VALUE, b2, hidden, inter, pieces, vec8);          \
+  }
+#define TC_COMMA ,
+TC_GROUPED_KERNELS(, const unsigned short* __restrict__ w, Bf16Experts{w})
+TC_GROUPED_KERNELS(_mxfp4w, const unsigned char* __restrict__ codes TC_COMMA const unsigned char* __restrict__ scales,
+                   Mxfp4Experts{codes TC_COMMA scales})

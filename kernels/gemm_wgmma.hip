@@ -20,7 +20,9 @@
 // chunks with cp.async into a ring of stages (as many as WG_SMEM_BYTES holds, at most WG_MAX_STAGES),
 // written in the 128-byte swizzled layout the wgmma descriptors name; mbarriers hand each stage to the
 // consumers when its copies have landed and back when their products are done. Out-of-range rows and K
-// columns are zeros. With pieces = 3 a consumer reads its W fragment once per k16 step into registers
+// columns are zeros. MXFP4 experts: the producer loads their code words a stage ahead into registers and
+// stores them widened to the very BF16 bits (common.h mxfp4_bf16x8), so every product is the bf16 kernels'
+// bit for bit. With pieces = 3 a consumer reads its W fragment once per k16 step into registers
 // (ldmatrix) for the three products. The launch helper picks BR, MB by shape (MB = 1 doubles the blocks of a
 // product of few rows); the bits do not depend on either.
 // W rows are placed so that a thread's accumulators hold output features 2j and 2j + 1 of the same row
@@ -246,16 +248,16 @@ GETP_DEVICE void mbar_arrive_copies(unsigned bar) {
 // What one producer thread (i of 128) copies: chunk i % 8 of W rows i / 8 + 16 u and of activation rows
 // i / 8 + 16 u (piece-major: row r is piece r / BR of tile row r % BR). Their sources are found once per
 // block (the grouped kernels read pair_of_padded there, not in every stage); null: a row outside the
-// product (zeros).
-template <int BR, int PIECES, int MB>
+// product (zeros). W rows: bf16 pointers or Mxfp4Rows (common.h).
+template <int BR, int PIECES, int MB, class WRow>
 struct WgSources {
   typedef WgStage<BR, PIECES, MB> S;
   static const int W_LOADS = S::BN / 16, A_LOADS = (S::A_ROWS + 15) / 16;
-  const unsigned short* w[W_LOADS];
+  WRow w[W_LOADS];
   const unsigned short* a[A_LOADS];
 
-  template <class WRow, class ARow>
-  GETP_DEVICE WgSources(WRow w_row, ARow a_row, size_t plane) {
+  template <class WRowOf, class ARow>
+  GETP_DEVICE WgSources(WRowOf w_row, ARow a_row, size_t plane) {
     const int i = threadIdx.x % 128;
     #pragma unroll
     for (int u = 0; u < W_LOADS; ++u) w[u] = w_row(i / 8 + 16 * u);
@@ -268,27 +270,64 @@ struct WgSources {
   }
 };
 
-// Stage K columns k0 .. k0 + 63 of this thread's rows. W rows take 16-byte copies when vec8 (K % 8 == 0,
-// aligned), else 8 scalar loads and a plain shared store; piece rows hold zeros from K to lda.
-template <int BR, int PIECES, int MB>
-GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB>& src, const unsigned short* dummy,
-                               int k0, int K, int vec8) {
-  typedef WgStage<BR, PIECES, MB> S;
-  const int i = threadIdx.x % 128, c = i % 8, k = k0 + 8 * c;
+// The W values of a thread's next stage where the producer widens them itself: MXFP4 rows, whose code words
+// and scales are loaded one stage ahead into registers (their latency then overlaps the wait for a free
+// stage). bf16 rows keep nothing here: cp.async copies them when staged.
+template <class WRow, int N>
+struct WgWNext {
+  GETP_DEVICE void fetch(const WRow (&)[N], int, int) {}
+};
+template <int N>
+struct WgWNext<Mxfp4Row, N> {
+  unsigned codes[N], scales[N];
+  GETP_DEVICE void fetch(const Mxfp4Row (&rows)[N], int k, int K) {  // values k .. k + 7 of every row
+    #pragma unroll
+    for (int u = 0; u < N; ++u) {
+      const bool valid = rows[u].codes != nullptr && k < K;  // codes past K are zero: 8 values all in or out
+      codes[u] = valid ? *(const unsigned*)(rows[u].codes + k / 2) : 0u;
+      scales[u] = valid ? rows[u].scales[k / MXFP4_BLOCK] : 0u;
+    }
+  }
+};
+
+// W columns k .. k + 7 of bf16 rows: 16-byte copies when vec8 (K % 8 == 0, aligned), else 8 scalar loads and
+// a plain shared store. dst(u): the shared address of row u's chunk.
+template <int N, class Dst>
+GETP_DEVICE void wg_stage_w(Dst dst, const unsigned short* const (&rows)[N], const WgWNext<const unsigned short*, N>&,
+                            const unsigned short* dummy, int k, int K, int vec8) {
   #pragma unroll
-  for (int u = 0; u < src.W_LOADS; ++u) {
-    const unsigned short* row = src.w[u];
-    const unsigned dst = stage + wg_swizzled(wg_w_slot(i / 8 + 16 * u), c);
+  for (int u = 0; u < N; ++u) {
+    const unsigned short* row = rows[u];
     if (vec8) {
       const bool valid = row != nullptr && k < K;
-      wg_copy16(dst, valid ? row + k : dummy, valid);
+      wg_copy16(dst(u), valid ? row + k : dummy, valid);
     } else {
       unsigned h[8];
       #pragma unroll
       for (int j = 0; j < 8; ++j) h[j] = row != nullptr && k + j < K ? row[k + j] : 0u;
-      wg_store16(dst, make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16));
+      wg_store16(dst(u), make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16));
     }
   }
+}
+
+// The same of MXFP4 rows, from the code words fetched a stage ahead: widened to the BF16 bits a bf16 row of
+// the same values holds, and stored.
+template <int N, class Dst>
+GETP_DEVICE void wg_stage_w(Dst dst, const Mxfp4Row (&)[N], const WgWNext<Mxfp4Row, N>& next, const unsigned short*,
+                            int, int, int) {
+  #pragma unroll
+  for (int u = 0; u < N; ++u) wg_store16(dst(u), mxfp4_bf16x8(next.codes[u], next.scales[u]));
+}
+
+// Stage K columns k0 .. k0 + 63 of this thread's rows (W as wg_stage_w); piece rows hold zeros from K to lda.
+template <int BR, int PIECES, int MB, class WRow>
+GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, WRow>& src,
+                               const WgWNext<WRow, WgSources<BR, PIECES, MB, WRow>::W_LOADS>& w_next,
+                               const unsigned short* dummy, int k0, int K, int vec8) {
+  typedef WgStage<BR, PIECES, MB> S;
+  const int i = threadIdx.x % 128, c = i % 8, k = k0 + 8 * c;
+  wg_stage_w([&](int u) { return stage + wg_swizzled(wg_w_slot(i / 8 + 16 * u), c); }, src.w, w_next, dummy, k, K,
+             vec8);
   #pragma unroll
   for (int u = 0; u < src.A_LOADS; ++u) {
     const int r = i / 8 + 16 * u;
@@ -310,8 +349,8 @@ GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB>& 
 // issued. `dummy`: the source of zero-filled copies, a valid 16-byte-aligned address (the activation pieces,
 // whose alignment the launch helper checks; W need not be aligned). Returns true on consumers (their acc
 // holds the result).
-template <int BR, int PIECES, int MB, class WRow, class ARow>
-GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRow w_row, ARow a_row, size_t plane,
+template <int BR, int PIECES, int MB, class WRowOf, class ARow>
+GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, size_t plane,
                             const unsigned short* dummy, int K, int vec8) {
   typedef WgStage<BR, PIECES, MB> S;
   __shared__ __align__(8) unsigned long long bars[2 * WG_MAX_STAGES];  // full[STAGES], then empty[STAGES]
@@ -327,13 +366,19 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRow w_row, ARow a_row, si
   }
   __syncthreads();
   if (role == 0) {
-    const WgSources<BR, PIECES, MB> src(w_row, a_row, plane);
+    typedef WgSources<BR, PIECES, MB, decltype(w_row(0))> Sources;
+    typedef WgWNext<decltype(w_row(0)), Sources::W_LOADS> WNext;
+    const Sources src(w_row, a_row, plane);
+    const int kc = 8 * (threadIdx.x % 8);  // this thread's columns of a stage
+    WNext w_next;
+    w_next.fetch(src.w, kc, K);
     for (int s = 0; s < steps; ++s) {
       const int b = s % S::STAGES;
       if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
-      wg_load_stage<BR, PIECES, MB>(base + b * S::BYTES, src, dummy, s * WG_BK, K, vec8);
+      wg_load_stage(base + b * S::BYTES, src, w_next, dummy, s * WG_BK, K, vec8);
       mbar_arrive_copies(full + 8 * b);
       mbar_arrive(full + 8 * b);
+      if (s + 1 < steps) w_next.fetch(src.w, (s + 1) * WG_BK + kc, K);  // in flight during the next wait
     }
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return false;
@@ -445,19 +490,19 @@ GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restric
 
 // ---- grouped MoE: tiles of BR padded positions of one expert (moe_align with block_m = BR) ----------------
 // mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / (128 MB)), P / BR).
-template <int BR, int PIECES, int MB>
+// W: Bf16Experts or Mxfp4Experts (common.h), the same products of the same BF16 values.
+template <int BR, int PIECES, int MB, class W>
 GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, int ldg,
                                    const unsigned short* __restrict__ ap, int rows, int lda,
-                                   const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,
-                                   const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden,
-                                   int inter, int experts_per_token, float limit, int vec8) {
+                                   const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W w1,
+                                   const float* __restrict__ b1, int hidden, int inter, int experts_per_token,
+                                   float limit, int vec8) {
 #if GETP_WGMMA
   const int e = tile_expert[blockIdx.y];
   if (e < 0) return;
   const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB, N = 2 * inter;
-  const unsigned short* w1e = w1 + (size_t)e * N * hidden;
   float acc[MB][BR / 2];
-  auto w_row = [&](int n) { return n0 + n < N ? w1e + (size_t)(n0 + n) * hidden : nullptr; };
+  auto w_row = [&](int n) { return n0 + n < N ? w1.row((size_t)e * N + n0 + n, hidden) : W::none(); };
   auto a_row = [&](int r) {
     const int pair = pair_of_padded[p0 + r];
     return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
@@ -482,18 +527,16 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
 }
 
 // mlp2, the contract of gemm_tc_grouped (gemm_tc.hip). Grid (ceil(H / (128 MB)), P / BR).
-template <int BR, int PIECES, int MB>
+template <int BR, int PIECES, int MB, class W>
 GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
-                            const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,
-                            const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter,
-                            int vec8) {
+                            const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W w2,
+                            const float* __restrict__ b2, int hidden, int inter, int vec8) {
 #if GETP_WGMMA
   const int e = tile_expert[blockIdx.y];
   if (e < 0) return;
   const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
-  const unsigned short* w2e = w2 + (size_t)e * hidden * inter;
   float acc[MB][BR / 2];
-  auto w_row = [&](int n) { return n0 + n < hidden ? w2e + (size_t)(n0 + n) * inter : nullptr; };
+  auto w_row = [&](int n) { return n0 + n < hidden ? w2.row((size_t)e * hidden + n0 + n, inter) : W::none(); };
   auto a_row = [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
   if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, gp, inter, vec8)) return;
   const float* bias = b2 + (size_t)e * hidden;
@@ -508,30 +551,36 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
 }
 
 // One kernel per (row-tile height BR, pieces P, 64-feature blocks per consumer MB): gemm_wg_r{BR}_p{P}_b{MB},
-// gemm_wg_grouped_swiglu_r..., gemm_wg_grouped_r.... With pieces = 3, t and acc take BR MB registers a
-// thread: BR = 128 only with MB = 1 (and the grouped kernels with 128 rows, whose epilogue
-// would spill, only with MB = 1).
+// gemm_wg_grouped_swiglu_r..., gemm_wg_grouped_r... (bf16 experts) and gemm_wg_grouped_swiglu_mxfp4w_r...,
+// gemm_wg_grouped_mxfp4w_r... (MXFP4 experts: codes (E, N, G, 16), scales (E, N, G)).
+// With pieces = 3, t and acc take BR MB registers a thread: BR = 128 only with MB = 1 (and the grouped kernels
+// with 128 rows, whose epilogue would spill, only with MB = 1).
 #define WG_DENSE_KERNEL(BR, P, MB)                                                                                  \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_r##BR##_p##P##_b##MB(                      \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8) {                     \
     wg_dense<BR, P, MB>(c, ap, w, bias, M, N, K, lda, accumulate, vec8);                                             \
   }
-#define WG_GROUPED_KERNELS(BR, P, MB)                                                                               \
-  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_swiglu_r##BR##_p##P##_b##MB(       \
+#define WG_GROUPED_KERNELS_OF(BR, P, MB, SUFFIX, W_PARAMS, W_VALUE)                                              \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_swiglu##SUFFIX##_r##BR##_p##P##_b##MB( \
       unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows,       \
-      int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,                          \
-      const unsigned short* __restrict__ w1, const float* __restrict__ b1, int hidden, int inter,                  \
-      int experts_per_token, float limit, int vec8) {                                                               \
-    wg_grouped_swiglu<BR, P, MB>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, w1, b1, hidden, inter,  \
-                                 experts_per_token, limit, vec8);                                                   \
+      int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,              \
+      const float* __restrict__ b1, int hidden, int inter, int experts_per_token, float limit, int vec8) {         \
+    wg_grouped_swiglu<BR, P, MB>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, W_VALUE, b1, hidden,   \
+                                 inter, experts_per_token, limit, vec8);                                            \
   }                                                                                                                 \
-  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_r##BR##_p##P##_b##MB(              \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped##SUFFIX##_r##BR##_p##P##_b##MB(     \
       float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,                           \
-      const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,                                   \
-      const unsigned short* __restrict__ w2, const float* __restrict__ b2, int hidden, int inter, int vec8) {      \
-    wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, vec8);              \
+      const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,                        \
+      const float* __restrict__ b2, int hidden, int inter, int vec8) {                                              \
+    wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, W_VALUE, b2, hidden, inter, vec8);         \
   }
+#define WG_COMMA ,
+#define WG_GROUPED_KERNELS(BR, P, MB)                                                                               \
+  WG_GROUPED_KERNELS_OF(BR, P, MB, , const unsigned short* __restrict__ w, Bf16Experts{w})                         \
+  WG_GROUPED_KERNELS_OF(BR, P, MB, _mxfp4w,                                                                         \
+                        const unsigned char* __restrict__ codes WG_COMMA const unsigned char* __restrict__ scales,  \
+                        Mxfp4Experts{codes WG_COMMA scales})
 #define WG_KERNELS(BR, P)                                                                                           \
   WG_DENSE_KERNEL(BR, P, 1) WG_DENSE_KERNEL(BR, P, 2) WG_GROUPED_KERNELS(BR, P, 1) WG_GROUPED_KERNELS(BR, P, 2)
 WG_KERNELS(8, 3)

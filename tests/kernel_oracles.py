@@ -16,6 +16,8 @@ entry point has an oracle taking as many arguments as the kernel has parameters.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
@@ -340,6 +342,23 @@ def gemm_tc_grouped(y, gp, p, gp_lda, pair_of_padded, tile_expert, w2, b2, hidde
     _grouped_plain(TC_BLOCK_M)(y, joined(gp, inter), pair_of_padded, tile_expert, w2, b2, p, hidden, inter, vec8)
 
 
+def _with_widened_experts(run, w_at: int, k_at: int):
+    """An oracle for the *_mxfp4w twin of a grouped tensor-core kernel: its arguments with the experts as codes
+    and scales at w_at, w_at + 1 (K at k_at of the bf16 kernel's arguments), run on their widened values."""
+    def run_mxfp4(*args):
+        w = widened(args[w_at], args[w_at + 1], args[k_at + 1])
+        return run(*args[:w_at], w, *args[w_at + 2:])
+
+    params = list(inspect.signature(run).parameters.values())
+    codes = [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD) for name in ("codes", "scales")]
+    run_mxfp4.__signature__ = inspect.Signature([*params[:w_at], *codes, *params[w_at + 1:]])  # the kernel's arity
+    return run_mxfp4
+
+
+oracle("gemm_tc_grouped_swiglu_mxfp4w")(_with_widened_experts(gemm_tc_grouped_swiglu, 8, 10))
+oracle("gemm_tc_grouped_mxfp4w")(_with_widened_experts(gemm_tc_grouped, 6, 9))
+
+
 # -- tensor cores on wgmma (sm_90a): the same contracts, pieces and tile height in the kernel's name ----------------
 @oracle("wg_available")
 def wg_available(out):
@@ -369,6 +388,10 @@ for _pieces in (3, 1):
     for _rows, _blocks in WG_GROUPED_TILES:
         oracle(f"gemm_wg_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped_swiglu(_rows))
         oracle(f"gemm_wg_grouped_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped(_rows))
+        oracle(f"gemm_wg_grouped_swiglu_mxfp4w_r{_rows}_p{_pieces}_b{_blocks}")(
+            _with_widened_experts(_wg_grouped_swiglu(_rows), 8, 10))
+        oracle(f"gemm_wg_grouped_mxfp4w_r{_rows}_p{_pieces}_b{_blocks}")(
+            _with_widened_experts(_wg_grouped(_rows), 6, 9))
 
 
 # -- synthetic weights ----------------------------------------------------------------------------------------------

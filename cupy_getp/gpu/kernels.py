@@ -30,6 +30,9 @@ from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, wgmma
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
 
+# The tensor-core grouped products: mlp1 + SwiGLU and mlp2, with bf16 experts and with MXFP4 experts.
+GROUPED_KINDS = ("grouped_swiglu", "grouped", "grouped_swiglu_mxfp4w", "grouped_mxfp4w")
+
 # Every kernel of every family, by name (macro-made ones included): the launch helpers' targets.
 ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "attention": ("kv_cache_write_f32", "attn_scores_f32", "attn_weighted_sum_partial_f32", "attn_combine_f32",
@@ -38,12 +41,12 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped",
                                                       "grouped_swiglu_mxfp4w", "grouped_mxfp4w")
                   for shape in ("skinny", "tiled")),
-    "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES), "gemm_tc_grouped_swiglu",
-                "gemm_tc_grouped"),
+    "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES),
+                *(f"gemm_tc_{kind}" for kind in GROUPED_KINDS)),
     "gemm_wgmma": ("wg_available",
                    *(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1)
                      for rows, blocks in WG_DENSE_TILES[pieces]),
-                   *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in ("grouped_swiglu", "grouped")
+                   *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in GROUPED_KINDS
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
     "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "moe_mlp1_swiglu_mxfp4w",

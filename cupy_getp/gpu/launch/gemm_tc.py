@@ -17,7 +17,7 @@ import re
 
 from ...errors import KernelArgumentError
 from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
-from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
+from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
@@ -29,6 +29,11 @@ WG_ROWS = {3: (8, 16, 32, 64, 128), 1: (8, 16, 32, 64, 128)}
 WG_DENSE_TILES = {p: [(r, f) for r in WG_ROWS[p] for f in (1, 2) if (p, r, f) != (3, 128, 2)] for p in WG_ROWS}
 WG_GROUPED_ROWS = (8, 16, 32, 64, 128)
 WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) != (128, 2)]  # either piece count
+
+
+def _grouped_suffix(kind: str) -> str:
+    """The grouped kernels' name suffix for `_expert_weights`' kind: none for bf16 experts, _mxfp4w for MXFP4."""
+    return "" if kind == "bf16w" else f"_{kind}"
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int, pieces: int) -> int:
@@ -203,7 +208,7 @@ class TensorCoreGemmLaunches:
         """g[p] = swiglu(w1[e] (2I,H) @ a[pair // k] + b1[e]) for every non-pad padded position p of an
         expert-e tile (moe_align with block_m = TC_BLOCK_M), written as its pieces gp (pieces, P,
         pieces_lda(I)) for gemm_tc_grouped; a given as pieces ap (pieces, R, pieces_lda(H)). Pad positions
-        are not written."""
+        are not written. w1: bf16 bits or an `Mxfp4Matrix` (the *_mxfp4w kernels, bit-identical results)."""
         n_experts, two_inter, hidden = w1.shape
         inter = two_inter // 2
         p, block_m = self._tc_grouping(pair_of_padded, tile_expert)
@@ -211,34 +216,37 @@ class TensorCoreGemmLaunches:
         self._check_pieces("gp", gp, inter, p)
         if gp.shape[0] != pieces:
             raise KernelArgumentError(f"gp: {gp.shape[0]} pieces, ap has {pieces}")
-        _check("w1", w1, BF16)
+        kind, w_args, loaded = _expert_weights("w1", w1)
         _check("b1", b1, F32, (n_experts, two_inter))
         _require(two_inter == 2 * inter and experts_per_token > 0,
                  f"gemm_tc_grouped_swiglu: w1 {tuple(w1.shape)}, {experts_per_token} experts per token")
-        vec8 = hidden % 8 == 0 and _aligned(w1)
-        args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert, w1, b1,
-                I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
+        vec8 = hidden % 8 == 0 and _aligned(loaded)
+        args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert, *w_args,
+                b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
+        suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_features(block_m, pieces, p // block_m, two_inter, grouped=True)
-            self._wg_launch("_grouped_swiglu", block_m, pieces, features, two_inter, p // block_m, (*args, I32(vec8)))
+            self._wg_launch(f"_grouped_swiglu{suffix}", block_m, pieces, features, two_inter, p // block_m,
+                            (*args, I32(vec8)))
             return
-        self._tc_launch("gemm_tc_grouped_swiglu", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
+        self._tc_launch(f"gemm_tc_grouped_swiglu{suffix}", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
                         (*args, I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
 
     def gemm_tc_grouped(self, y, gp, pair_of_padded, tile_expert, w2, b2) -> None:
         """y[p] (P,H) = w2[e] (H,I) @ g[p] + b2[e] for every non-pad padded position p of an expert-e tile,
-        g given as pieces gp (pieces, P, pieces_lda(I))."""
+        g given as pieces gp (pieces, P, pieces_lda(I)); w2 bf16 bits or an `Mxfp4Matrix`."""
         n_experts, hidden, inter = w2.shape
         p, block_m = self._tc_grouping(pair_of_padded, tile_expert)
         pieces, _ = self._check_pieces("gp", gp, inter, p)
         _check("y", y, F32, (p, hidden))
-        _check("w2", w2, BF16)
+        kind, w_args, loaded = _expert_weights("w2", w2)
         _check("b2", b2, F32, (n_experts, hidden))
-        vec8 = inter % 8 == 0 and _aligned(w2)
-        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, w2, b2, I32(hidden), I32(inter))
+        vec8 = inter % 8 == 0 and _aligned(loaded)
+        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, *w_args, b2, I32(hidden), I32(inter))
+        suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_features(block_m, pieces, p // block_m, hidden, grouped=True)
-            self._wg_launch("_grouped", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
+            self._wg_launch(f"_grouped{suffix}", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
-        self._tc_launch("gemm_tc_grouped", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
+        self._tc_launch(f"gemm_tc_grouped{suffix}", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
                         (*args, I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
