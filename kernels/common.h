@@ -95,17 +95,20 @@ GETP_DEVICE unsigned short f32_to_bf16_rne(float f) {
 
 // MXFP4: E2M1 code (4 bits: sign, 2 exponent, 1 mantissa) times 2^(e8m0 - 127), exactly numpy's
 // ldexp(FP4_VALUES[code], e8m0 - 127) in float32 (cupy_getp/checkpoint/safetensors.py dequantize_mxfp4) for
-// every code and scale: the magnitude's bits are built directly (0, 0.5, 1, 1.5, 2, 3, 4, 6), then scaled
-// by two normal powers of two, each product exact (subnormal results included) but for overflow to inf,
-// as numpy's. For the published scales every result is a normal BF16 value.
-GETP_DEVICE float pow2_f32(int n) { return __uint_as_float((unsigned int)(n + 127) << 23); }  // |n| <= 126
-
+// every code and scale, built from its bits with integer operations only: no float arithmetic, so no
+// flush of subnormal results to zero (which the H200's runtime-compiled kernels showed). The magnitude is
+// 0.5 (m = 1) or (1 + (m & 1) / 2) 2^((m >> 1) - 1) (m >= 2); scaled, its exponent field is `biased`:
+// >= 255 overflows to inf (as numpy's), <= 0 is subnormal (exact: at most 2 zero bits shifted out). For
+// the published scales every result is a normal BF16 value.
 GETP_DEVICE float mxfp4_value(unsigned int code, unsigned int e8m0) {
-  const unsigned int m = code & 7u;
-  const unsigned int mag = m == 0u ? 0u : m == 1u ? (126u << 23) : ((126u + (m >> 1)) << 23) | ((m & 1u) << 22);
-  const float v = __uint_as_float(mag | ((code & 8u) << 28));
-  const int k = (int)e8m0 - 127, hi = k >> 1;  // hi in [-64, 63], k - hi in [-63, 64]
-  return (v * pow2_f32(hi)) * pow2_f32(k - hi);
+  const unsigned int m = code & 7u, sign = (code & 8u) << 28;
+  if (m == 0u) return __uint_as_float(sign);
+  const int biased = (int)e8m0 + (m == 1u ? -1 : (int)(m >> 1) - 1);
+  const unsigned int frac = m == 1u ? 0u : (m & 1u);
+  const unsigned int mag = biased >= 255 ? 0x7F800000u
+                           : biased >= 1 ? ((unsigned int)biased << 23) | (frac << 22)
+                                         : ((2u + frac) << 22) >> (1 - biased);
+  return __uint_as_float(sign | mag);
 }
 
 // An MXFP4 row of K values (launch/common.py Mxfp4Matrix): G = ceil(K / MXFP4_BLOCK) blocks of 16 code
@@ -132,6 +135,29 @@ GETP_DEVICE uint4 mxfp4_bf16x8(unsigned int c, unsigned int e8m0) {
 #pragma unroll
   for (int q = 0; q < 8; ++q) h[q] = __float_as_uint(mxfp4_value((c >> (4 * q)) & 15u, e8m0)) >> 16;
   return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
+// The same from a table of the 256 code bytes' BF16 pairs at scale 2^0 (mxfp4_pair_at_unit_scale): 4 table
+// loads and a few integer operations instead of 8 mxfp4_value. The scale is added to the exponent field of
+// each nonzero half (each half on its own, no carry between them), exact while every result is normal
+// (e8m0 in 2 .. 252); other scales take mxfp4_bf16x8.
+GETP_DEVICE unsigned int mxfp4_pair_at_unit_scale(unsigned int byte) {
+  return (__float_as_uint(mxfp4_value(byte & 15u, 127u)) >> 16) |
+         (__float_as_uint(mxfp4_value(byte >> 4, 127u)) & 0xFFFF0000u);
+}
+
+GETP_DEVICE uint4 mxfp4_bf16x8_table(unsigned int c, unsigned int e8m0, const unsigned int* table) {
+  if (e8m0 < 2u || e8m0 > 252u) return mxfp4_bf16x8(c, e8m0);
+  const unsigned int d = ((unsigned int)((int)e8m0 - 127) << 7) & 0xFFFFu;  // the scale in one half's exponent
+  unsigned int w[4];
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    const unsigned int p = table[(c >> (8 * b)) & 255u];
+    const unsigned int nonzero = ((p & 0x7FFF7FFFu) + 0x7FFF7FFFu) & 0x80008000u;  // bit 15 / 31: that half
+    const unsigned int add = (nonzero >> 15) * d;
+    w[b] = ((p & 0xFFFF0000u) + (add & 0xFFFF0000u)) | ((p + add) & 0xFFFFu);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 // Expert matrices (E, N, K) as the tensor-core products read them (gemm_tc.hip, gemm_wgmma.hip): BF16 bits,

@@ -275,11 +275,20 @@ struct WgSources {
 // stage). bf16 rows keep nothing here: cp.async copies them when staged.
 template <class WRow, int N>
 struct WgWNext {
+  GETP_DEVICE void prepare() {}
   GETP_DEVICE void fetch(const WRow (&)[N], int, int) {}
 };
 template <int N>
 struct WgWNext<Mxfp4Row, N> {
   unsigned codes[N], scales[N];
+  const unsigned* table;  // mxfp4_bf16x8_table's, in shared memory
+
+  GETP_DEVICE void prepare() {  // by the producer warpgroup alone (named barrier 1)
+    __shared__ unsigned pairs[256];
+    for (int b = threadIdx.x; b < 256; b += 128) pairs[b] = mxfp4_pair_at_unit_scale(b);
+    asm volatile("bar.sync 1, 128;\n" ::: "memory");
+    table = pairs;
+  }
   GETP_DEVICE void fetch(const Mxfp4Row (&rows)[N], int k, int K) {  // values k .. k + 7 of every row
     #pragma unroll
     for (int u = 0; u < N; ++u) {
@@ -316,7 +325,7 @@ template <int N, class Dst>
 GETP_DEVICE void wg_stage_w(Dst dst, const Mxfp4Row (&)[N], const WgWNext<Mxfp4Row, N>& next, const unsigned short*,
                             int, int, int) {
   #pragma unroll
-  for (int u = 0; u < N; ++u) wg_store16(dst(u), mxfp4_bf16x8(next.codes[u], next.scales[u]));
+  for (int u = 0; u < N; ++u) wg_store16(dst(u), mxfp4_bf16x8_table(next.codes[u], next.scales[u], next.table));
 }
 
 // Stage K columns k0 .. k0 + 63 of this thread's rows (W as wg_stage_w); piece rows hold zeros from K to lda.
@@ -372,6 +381,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     const int kc = 8 * (threadIdx.x % 8);  // this thread's columns of a stage
     WNext w_next;
     w_next.fetch(src.w, kc, K);
+    w_next.prepare();
     for (int s = 0; s < steps; ++s) {
       const int b = s % S::STAGES;
       if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
