@@ -43,7 +43,7 @@ def allocating(what: str, nbytes: int):
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e9:.2f} GB" if n >= 10**7 else f"{n / 1e6:.2f} MB"
 
 
 def _mem_available() -> int | None:

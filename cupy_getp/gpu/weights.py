@@ -149,12 +149,15 @@ def describe_storage(storage: dict[str, str]) -> str:
 def _host_slice(weights: Weights, name: str, index: tuple, n_weights: int, read):
     """`read(name, *index)`: a slice read and converted on the host; running out of host memory there is
     one line naming the slice and its size (FP32 bytes: the most a conversion holds)."""
-    with allocating_on_host(f"a slice of {name} {_index_text(index)} of {weights.description} while loading "
-                            f"the weights", 4 * n_weights):
+    with allocating_on_host(f"{name}{_index_text(index)} of {weights.description} while loading the weights",
+                            4 * n_weights):
         return read(name, *index)
 
 
 def _index_text(index: tuple) -> str:
+    """`[0, 8:16]` for a slice of a tensor; nothing for the whole of it."""
+    if not index:
+        return ""
     return "[" + ", ".join(f"{i.start}:{i.stop}" if isinstance(i, slice) else str(i) for i in index) + "]"
 
 
