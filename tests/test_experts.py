@@ -238,6 +238,10 @@ def test_not_even_one_slot_names_mxfp4_where_it_would_help(stand_ins):
     with pytest.raises(DeviceError, match=r"^not even one request slot fits: .*; a smaller -n, or --experts mxfp4 "
                                           r"\(0\.00 GiB less for the weights\)$"):
         engine.batched(4, 40)
+    stand_ins[1][-1].free = 3 * GiB
+    with pytest.raises(DeviceError, match=r"^--batch 1000000 does not fit: at most \d+ request slots fit .*; a smaller "
+                                          r"--batch or -n, or --experts mxfp4 \("):
+        engine.batched(4, 40, slots=10**6)
 
 
 def test_getp_on_mxfp4_experts_writes_the_numpy_engines_lines(stand_ins, tmp_path, tokenizer):

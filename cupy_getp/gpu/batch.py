@@ -104,9 +104,10 @@ def slots_that_fit(config, steps: int, free_bytes: int, max_chunk: int = MAX_CHU
 
 
 def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int | None = None,
-               max_chunk: int = MAX_CHUNK, remedy: str = "") -> BatchShape:
-    """Slots and rows from free device memory and the step budget (`slots` overrides the count);
-    `remedy` ends the line when not even one slot fits (what else would help)."""
+               max_chunk: int = MAX_CHUNK, hint: str = "") -> BatchShape:
+    """Slots and rows from free device memory and the step budget (`slots` overrides the count); `hint`:
+    what else would help when they do not fit (`--experts mxfp4`, where it frees memory)."""
+    also = f", or {hint}" if hint else ""
     chunk, slot, row = _shape_for(config, steps, max_chunk)
     fit = slots_that_fit(config, steps, free_bytes, max_chunk)
     wanted = slots if slots else min(n_requests, MAX_SLOTS)
@@ -115,10 +116,10 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
         raise DeviceError(f"not even one request slot fits: one needs {(slot + row) / 2**20:.0f} MiB of KV cache and "
                           f"buffers at -n {steps} ({one / 2**30:.2f} GiB with the step buffers and "
                           f"{RESERVE_BYTES / 2**30:.0f} GiB of reserve), {free_bytes / 2**30:.2f} GiB are free after "
-                          f"the weights{remedy}")
+                          f"the weights; a smaller -n{also}")
     if slots and slots > fit:
         raise DeviceError(f"--batch {slots} does not fit: at most {fit} request slots fit in free device memory "
-                          f"at -n {steps}")
+                          f"at -n {steps}" + (f"; a smaller --batch or -n{also}" if hint else ""))
     n_slots = int(max(1, min(wanted, fit)))
     return BatchShape(n_slots, n_slots + chunk, chunk, steps)
 

@@ -112,7 +112,7 @@ class CupyEngine(Engine):
         self.check_not_finished()
         with self.device.cuda_device:
             shape = plan_batch(self.config, n_requests, steps, self.device.allocatable_bytes(), slots,
-                               max_chunk or MAX_CHUNK, remedy=f"; {self.memory_remedy('a smaller -n')}")
+                               max_chunk or MAX_CHUNK, self.experts.hint())
             return BatchedEngine(self, shape, precision, use_graphs)
 
     # -- forward ---------------------------------------------------------------------------------------

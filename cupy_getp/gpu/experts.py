@@ -35,11 +35,13 @@ class ExpertStorage:
         kind = self.storage.upper() if self.storage else "BF16 or MXFP4"
         return f"experts: {kind} ({self.reason})"
 
+    def hint(self) -> str:
+        """`--experts mxfp4` and what it frees, where it would free memory; else nothing."""
+        return f"--experts mxfp4 ({gib(self.mxfp4_saves)} less for the weights)" if self.mxfp4_saves > 0 else ""
+
     def remedy(self, remedy: str) -> str:
         """`remedy`, and `--experts mxfp4` where it would free memory."""
-        if self.mxfp4_saves <= 0:
-            return remedy
-        return f"{remedy}, or --experts mxfp4 ({gib(self.mxfp4_saves)} less for the weights)"
+        return f"{remedy}, or {self.hint()}" if self.hint() else remedy
 
 
 def check_expert_choice(requested: str) -> str:
