@@ -330,8 +330,8 @@ def test_an_upload_slice_out_of_host_memory_names_slice_and_size(monkeypatch):
             return store.arrays[name][index]
 
         monkeypatch.setattr(store, "read", read)
-        with pytest.raises(HostMemoryError, match=r"^cannot allocate w_o\[1, 6:12\] of synthetic model .* while loading "
-                                                  r"the weights \(0\.00 MB\) on the host: "):
+        with pytest.raises(HostMemoryError, match=r"^cannot allocate w_o\[1, 6:12\] of synthetic model .* while "
+                                                  r"loading the weights \(0\.00 MB\) on the host: "):
             DeviceWeights(Weights(store), FakeDevice(), FakeKernels(), experts="bf16")
     monkeypatch.setattr(store, "read", lambda name, index=(): (_ for _ in ()).throw(OSError(errno.EIO, "I/O")))
     with pytest.raises(OSError, match="I/O"):  # only out-of-memory is turned into the line

@@ -106,9 +106,9 @@ def test_with_no_writable_directory_chat_ends_in_one_line(tmp_path):
 
     result = cli("chat", "7m", "--engine", "numpy", "-i", "hi", "-n", "64", env=no_writable_directory(tmp_path))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.strip().splitlines()[-1] == ("error: cannot write /proc/no-such-home/.cache/cupy-getp/tiktoken: "
-                                                      "No such file or directory (tokenizer cache; set CUPY_GETP_CACHE "
-                                                      "to a writable directory)")
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: cannot write /proc/no-such-home/.cache/cupy-getp/tiktoken: No such file or directory (tokenizer "
+        "cache; set CUPY_GETP_CACHE to a writable directory)")
 
 
 def test_no_usable_temporary_directory_at_all_still_loads(monkeypatch, tokenizer):
