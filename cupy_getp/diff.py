@@ -220,15 +220,16 @@ def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: i
 
 
 def diff_model(weights: Weights, engine: str, prompt: Sequence[int], steps: int, layers: bool,
-               echo: Callable[[str], None]) -> DiffSummary:
-    """`cupy-getp diff`: the numpy reference and `engine` on the same tokens, one table row per
-    position (per layer too with `layers`) through `echo` as they come, then the summary lines."""
+               echo: Callable[[str], None], experts: str = "auto") -> DiffSummary:
+    """`cupy-getp diff`: the numpy reference and `engine` (the GPU one with `experts` storage) on the same
+    tokens, one table row per position (per layer too with `layers`) through `echo` as they come, then the
+    summary lines."""
     check_prompt(prompt, weights.config.seq_len, "the diff prompt")
-    with create_engine(weights, "numpy") as reference, create_engine(weights, engine) as other:
+    with create_engine(weights, "numpy") as reference, create_engine(weights, engine, experts) as other:
         reference.warm_up()
         other.warm_up()
         echo(f"diff: numpy vs {other.name} on {weights.description}, {len(prompt)} prompt tokens, "
-             f"{greedy_steps([prompt], steps, weights.config.seq_len)}")
+             f"{greedy_steps([prompt], steps, weights.config.seq_len)}{_storage(other)}")
         echo(format_header(layers))
         summary = DiffSummary()
         for step in diff_engines(reference, other, prompt, steps):
@@ -242,11 +243,11 @@ def diff_model(weights: Weights, engine: str, prompt: Sequence[int], steps: int,
 
 def diff_batched_model(weights: Weights, engine: str, reference_name: str, prompts: Sequence[Sequence[int]],
                        steps: int, layers: bool, echo: Callable[[str], None],
-                       shape: BatchDiffShape = BatchDiffShape()) -> DiffSummary:
+                       shape: BatchDiffShape = BatchDiffShape(), experts: str = "auto") -> DiffSummary:
     """`cupy-getp diff --batch`: `prompts` through the batched `engine`, every row against the reference
     run of its request: numpy, or "cupy", the single-sequence GPU engine (the same engine object, whose
     own KV cache is apart from the batched engine's), for shapes numpy is too slow for."""
-    with create_engine(weights, engine) as other:
+    with create_engine(weights, engine, experts) as other:
         other.warm_up()
         reference = other if reference_name == "cupy" else create_engine(weights, "numpy")
         if reference is not other:
@@ -255,7 +256,8 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
         echo(f"diff: {reference.name} (one sequence at a time) vs the batched {other.name} engine on "
              f"{weights.description}: {len(prompts)} requests over {batched.shape.n_slots} slots, prompt chunks "
              f"of {batched.shape.max_chunk}, {batched.shape.n_ctx} positions each (the longest prompt, then "
-             f"{greedy_steps(prompts, steps, batched.shape.n_ctx)}), precision {batched.precision}")
+             f"{greedy_steps(prompts, steps, batched.shape.n_ctx)}), precision {batched.precision}"
+             f"{_storage(other)}")
         echo(format_header(layers))
         summary = DiffSummary()
         for request, step in diff_batched(reference, batched, prompts, steps):
@@ -266,3 +268,9 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
     for line in summary.lines():
         echo(line)
     return summary
+
+
+def _storage(engine: Engine) -> str:
+    """The heading's mention of how the engine holds its weights (the GPU engine's expert storage)."""
+    notes = engine.storage_notes()
+    return f"; {notes[0]}" if notes else ""

@@ -122,14 +122,16 @@ def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]
 
 @dataclass(frozen=True)
 class GetpOptions:
-    """How getp runs: the engine, the positions per request, a preset's weights and config overrides, and
-    the batched engine's request slots (None or 0: as many as free device memory allows) and precision."""
+    """How getp runs: the engine, the positions per request, a preset's weights and config overrides, the
+    batched engine's request slots (None or 0: as many as free device memory allows) and precision, and the
+    GPU engine's expert storage (bf16, mxfp4 or auto: `gpu/experts.py`)."""
     engine: str = "auto"
     steps: int = 1024
     seed: int = DEFAULT_SEED
     config: dict | None = None
     batch: int | None = None
     precision: str | None = None
+    experts: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
     warm-up."""
     prompts = read_requests(input_path)
     weights = open_weights(source, options.seed, options.config)
-    for line in check_startup(weights, resolve_engine(options.engine), tokenizer):
+    for line in check_startup(weights, resolve_engine(options.engine), tokenizer, options.experts):
         _note(hooks, line)
     steps = resolve_steps(options.steps, weights.config.seq_len)
     requests = encode_requests(tokenizer, prompts, steps, str(input_path), weights.config.seq_len)
@@ -181,7 +183,7 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
     try:
         with atomic_output(output_path, inputs=[input_path, *source_files(weights.store)]) as out:
             start = time.perf_counter()
-            session.model = create_engine(weights, options.engine)
+            session.model = create_engine(weights, options.engine, options.experts, steps)
             session.batched = _warm_up(session.model, len(requests), steps, options, hooks)
             warm_up_s = time.perf_counter() - start
             hooks.echo(f"warm up elapsed time(s): {warm_up_s:f}")
@@ -211,11 +213,12 @@ def _note(hooks: GetpHooks, line: str) -> None:
 def _warm_up(model: Engine, n_requests: int, steps: int, options: GetpOptions, hooks: GetpHooks):
     """Load the weights, then size the batched engine (None where the engine runs one request at a time)."""
     model.warm_up(progress=hooks.load_progress)
+    for line in model.storage_notes():
+        _note(hooks, line)
     batched = model.batched(n_requests, steps, slots=options.batch or None, precision=options.precision)
     if batched is not None:
         _note(hooks, describe_batch(batched))
-        _note(hooks, f"device weights: {model.w.describe_storage()}")
-    elif options.batch or options.precision:
+    if batched is None and (options.batch or options.precision):
         _note(hooks, f"--batch and --precision apply to the GPU engine; the {model.name} engine runs one request "
                      f"at a time")
     return batched

@@ -7,6 +7,7 @@ or a cgroup's memory.max (a container, a systemd slice) can refuse far less. The
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import resource
 from pathlib import Path
@@ -27,10 +28,13 @@ def available_memory() -> int | None:
 
 @contextlib.contextmanager
 def allocating(what: str, nbytes: int):
-    """Turn numpy's MemoryError (a traceback) into `cannot allocate WHAT (SIZE) on the host: ...`."""
+    """Turn numpy's MemoryError (a traceback), or an OSError ENOMEM (a memory map's read, a file system
+    that ran out), into `cannot allocate WHAT (SIZE) on the host: ...`."""
     try:
         yield
-    except MemoryError:
+    except (MemoryError, OSError) as e:
+        if isinstance(e, OSError) and e.errno != errno.ENOMEM:
+            raise
         available = available_memory()
         free = f"{_gb(available)} available" if available is not None else "the system refused it"
         raise HostMemoryError(f"cannot allocate {what} ({_gb(nbytes)}) on the host: {free} "
@@ -39,7 +43,7 @@ def allocating(what: str, nbytes: int):
 
 
 def _gb(n: int) -> str:
-    return f"{n / 1e9:.2f} GB"
+    return f"{n / 1e9:.2f} GB" if n >= 10**7 else f"{n / 1e6:.2f} MB"
 
 
 def _mem_available() -> int | None:

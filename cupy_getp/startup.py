@@ -50,12 +50,22 @@ def numpy_footprint(weights: Weights) -> Footprint:
     return Footprint(numpy_host_bytes(weights) + numpy_kv_bytes(c), 1 / seconds)
 
 
-def check_startup(weights: Weights, engine: str, tokenizer: Tokenizer | None) -> list[str]:
-    """Raise GetpError for a run that cannot work; return notes on what an odd but valid one costs."""
+def check_startup(weights: Weights, engine: str, tokenizer: Tokenizer | None, experts: str = "auto") -> list[str]:
+    """Raise GetpError for a run that cannot work; return notes on what an odd but valid one costs. `experts`:
+    the GPU engine's expert storage asked for (`mxfp4` needs experts that come in MXFP4, on any engine)."""
+    from .gpu.experts import check_expert_request
+
     if tokenizer is not None:
         check_vocabularies(tokenizer, weights.config)
+    check_expert_request(weights, experts)
     if engine != "numpy":
         return []
+    notes = [] if experts == "auto" else [f"--experts {experts} applies to the GPU engine, not the numpy engine"]
+    return notes + _numpy_cost(weights)
+
+
+def _numpy_cost(weights: Weights) -> list[str]:
+    """Refuse a numpy run whose memory is not available; a note on what a large one costs."""
     cost = numpy_footprint(weights)
     available = available_memory()
     if available is not None and cost.memory_bytes > available:
@@ -67,8 +77,10 @@ def check_startup(weights: Weights, engine: str, tokenizer: Tokenizer | None) ->
             f"{cost.tokens_per_s:.2g} tok/s on {weights.description}"]
 
 
-def start_engine(weights: Weights, engine: str, progress: Callable[[int], None] | None = None) -> Engine:
-    """A warmed-up engine; `progress(n)` hears of every n weights loaded."""
-    model = create_engine(weights, engine)
+def start_engine(weights: Weights, engine: str, progress: Callable[[int], None] | None = None,
+                 experts: str = "auto", steps: int | None = None) -> Engine:
+    """A warmed-up engine; `progress(n)` hears of every n weights loaded; `experts` and `steps` as
+    `create_engine`'s."""
+    model = create_engine(weights, engine, experts, steps)
     model.warm_up(progress=progress)
     return model

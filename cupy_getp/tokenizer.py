@@ -44,8 +44,13 @@ def cache_dirs() -> list[Path]:
     bases = []
     with contextlib.suppress(RuntimeError):  # no $HOME and no password entry
         bases.append(Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"))
-    bases.append(Path(tempfile.gettempdir()) / f"cupy-getp-{os.getuid()}")
+    with contextlib.suppress(FileNotFoundError):  # "No usable temporary directory found"
+        bases.append(Path(tempfile.gettempdir()) / f"cupy-getp-{os.getuid()}")
     return [base / "cupy-getp" for base in bases]
+
+
+class CacheUnwritable(GetpError):
+    """No directory of `cache_dirs()` can hold the tokenizer cache."""
 
 
 def _o200k_source() -> Path:
@@ -77,7 +82,8 @@ def encodings_dir() -> Path:
             return directory
         except (OSError, GetpError) as e:
             problems.append(str(e) if isinstance(e, GetpError) else str(cannot("write", directory, e)))
-    raise GetpError(f"{problems[0]} (tokenizer cache; set CUPY_GETP_CACHE to a writable directory)")
+    first = problems[0] if problems else "no home directory and no usable temporary directory"
+    raise CacheUnwritable(f"{first} (tokenizer cache; set CUPY_GETP_CACHE to a writable directory)")
 
 
 def _verified(directory: Path) -> bool:
@@ -163,12 +169,35 @@ class Tokenizer:
 
 
 def harmony_tokenizer() -> Tokenizer:
-    """Exact `o200k_harmony` (vocabulary 201088), offline."""
+    """Exact `o200k_harmony` (vocabulary 201088), offline. Where no cache directory can be written (and
+    the user named none), it is built in memory from the verified source, each time."""
     import tiktoken
 
-    with _env(TIKTOKEN_CACHE_DIR=str(encodings_dir())):
+    try:
+        directory = encodings_dir()
+    except CacheUnwritable:
+        if os.environ.get("CUPY_GETP_CACHE"):  # the user's choice: say it does not work
+            raise
+        return Tokenizer(_in_memory_encoding(_o200k_data()))
+    with _env(TIKTOKEN_CACHE_DIR=str(directory)):
         encoding = tiktoken.get_encoding("o200k_harmony")
     return Tokenizer(encoding)
+
+
+def _in_memory_encoding(data: bytes):
+    """tiktoken's own o200k_harmony constructor with its file reader handed `data` (verified o200k_base)
+    instead of a cached download: the same encoding, no file written or read."""
+    import tiktoken
+    import tiktoken.load
+    from tiktoken_ext import openai_public
+
+    reader = tiktoken.load.read_file_cached
+    tiktoken.load.read_file_cached = lambda blobpath, expected_hash=None: data
+    try:
+        spec = openai_public.o200k_harmony()
+    finally:
+        tiktoken.load.read_file_cached = reader
+    return tiktoken.Encoding(**spec)
 
 
 def load_tokenizer(path: str | os.PathLike | None = None) -> Tokenizer:

@@ -212,7 +212,7 @@ def test_getp_frees_the_engine_once_whether_it_succeeds_or_fails(tmp_path, monke
     from cupy_getp import getp as getp_module
 
     engine = CountingEngine(fail_at)
-    monkeypatch.setattr(getp_module, "create_engine", lambda weights, kind: engine)
+    monkeypatch.setattr(getp_module, "create_engine", lambda weights, kind, *storage: engine)
     requests, output, lines = tmp_path / "in.txt", tmp_path / "out.txt", []
     requests.write_text("2\nhello\nworld\n")
     options = getp_module.GetpOptions(engine="numpy", steps=4)

@@ -75,3 +75,55 @@ def test_hash_is_checked(tmp_path, monkeypatch):
     with pytest.raises(GetpError, match="sha256 .* is not o200k_base's"):
         harmony_tokenizer()
     assert not (tmp_path / "cache" / "cupy-getp" / "tiktoken" / "o200k_base.tiktoken").exists()
+
+
+# -- no directory at all can be written ----------------------------------------------------------------------
+def no_writable_directory(tmp_path) -> dict[str, str]:
+    """An environment where neither the home cache nor the temporary directory's fallback can be created:
+    no home, and TMPDIR's `cupy-getp-UID` taken by a file (the tests run as root: permissions would not stop
+    it)."""
+    import os
+
+    (tmp_path / f"cupy-getp-{os.getuid()}").write_text("not a directory")
+    return {"HOME": "/proc/no-such-home", "XDG_CACHE_HOME": "", "CUPY_GETP_CACHE": "", "TMPDIR": str(tmp_path)}
+
+
+def test_with_no_writable_directory_the_tokenizer_loads_from_memory(tmp_path):
+    from conftest import cli
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("13225 2375\n")
+    env = no_writable_directory(tmp_path)
+    before = sorted(tmp_path.iterdir())
+    result = cli("decode", str(ids), env=env)
+    assert result.returncode == 0 and result.stdout == "Hello world\n", result.stderr
+    assert sorted(tmp_path.iterdir()) == before  # nothing cached anywhere we can see
+
+
+def test_with_no_writable_directory_chat_ends_in_one_line(tmp_path):
+    """openai-harmony reads its encoding from a directory: chat says which one could not be written."""
+    from conftest import cli
+
+    result = cli("chat", "7m", "--engine", "numpy", "-i", "hi", "-n", "64", env=no_writable_directory(tmp_path))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: cannot write /proc/no-such-home/.cache/cupy-getp/tiktoken: No such file or directory (tokenizer "
+        "cache; set CUPY_GETP_CACHE to a writable directory)")
+
+
+def test_no_usable_temporary_directory_at_all_still_loads(monkeypatch, tokenizer):
+    """tempfile finds no usable temporary directory (FileNotFoundError) and home is unusable: the in-memory
+    encoding, the same as the cached one."""
+    import tempfile
+
+    def no_temporary_directory():
+        raise FileNotFoundError("No usable temporary directory found")
+
+    monkeypatch.setattr(tempfile, "gettempdir", no_temporary_directory)
+    monkeypatch.setenv("HOME", "/proc/no-such-home")
+    monkeypatch.setenv("XDG_CACHE_HOME", "")
+    monkeypatch.delenv("CUPY_GETP_CACHE", raising=False)
+    loaded = harmony_tokenizer()
+    text = (ROOT / "data" / "input.txt").read_text()
+    assert loaded.encode(text) == tokenizer.encode(text) and loaded.vocab_size == 201088
+    assert loaded.encoding.encode_single_token("<|return|>") == RETURN

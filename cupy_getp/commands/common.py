@@ -58,6 +58,10 @@ Precision = Annotated[Optional[str], typer.Option("--precision", help="getp on t
                                                                       "FP32-accurate; default where available), "
                                                                       "fast (BF16 activations) or fp32 (CUDA "
                                                                       "cores).")]
+Experts = Annotated[str, typer.Option("--experts", help="GPU engine: the MoE experts on the device: bf16, mxfp4 "
+                                                      "(as published checkpoints store them: a quarter of the "
+                                                      "bytes, the same results) or auto (bf16 where the model "
+                                                      "fits with a request slot, else mxfp4).")]
 ConfigOverrides = Annotated[Optional[list[str]], typer.Option(
     "--config", help="KEY=VALUE: set a checkpoint directory's config field, e.g. seq_len=4096 (repeatable).")]
 
@@ -75,6 +79,7 @@ RUN_OPTIONS = {
                                                             "run).")], "auto"),
     "weights_seed": (WeightsSeed, DEFAULT_SEED),
     "config": (ConfigOverrides, None),
+    "experts": (Experts, "auto"),
 }
 
 
@@ -89,6 +94,7 @@ class RunOptions:
     engine: str
     weights_seed: int
     config: Optional[list[str]]
+    experts: str = "auto"
 
 
 def with_run_options(command):
@@ -153,15 +159,20 @@ def pick_engine(name: str) -> str:
 def loaded_engine(options: RunOptions, tokenizer):
     """A warmed-up engine for an interactive command, after saying what runs and checking it can (the
     context manager frees it)."""
+    from ..generation import resolve_steps
     from ..startup import check_startup, start_engine
 
     describe_model(options.model, options.weights_seed)
     weights = open_weights(options.model, options.weights_seed, config_overrides(options.config))
     engine = pick_engine(options.engine)
-    for line in check_startup(weights, engine, tokenizer):
+    for line in check_startup(weights, engine, tokenizer, options.experts):
         note(line)
+    steps = resolve_steps(options.steps, weights.config.seq_len)
     with weights_progress(n_params(weights.config), "loading weights") as progress:
-        return start_engine(weights, engine, progress)
+        model = start_engine(weights, engine, progress, options.experts, steps)
+    for line in model.storage_notes():
+        note(line)
+    return model
 
 
 def make_sampler(options: RunOptions):

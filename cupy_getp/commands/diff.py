@@ -10,7 +10,7 @@ import typer
 from ..checkpoint import DEFAULT_SEED, open_weights
 from ..diff import BatchDiffShape
 from ..errors import InputError
-from .common import (DEFAULT_MODEL, ConfigOverrides, Model, Precision, TokenizerPath, WeightsSeed, app,
+from .common import (DEFAULT_MODEL, ConfigOverrides, Experts, Model, Precision, TokenizerPath, WeightsSeed, app,
                      check_precision, choice, config_overrides, describe_model, given_path, open_tokenizer,
                      refuse_unless)
 
@@ -40,10 +40,12 @@ def diff_command(
                                                               "requests).")] = 0,
     chunk: Annotated[int, typer.Option("--chunk", min=1, help="With --batch: prompt positions of a request per "
                                                               "step.")] = BatchDiffShape.chunk,
+    experts: Experts = "auto",
 ) -> None:
     """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
     any value over the spec's tolerances, differing experts, or a differing greedy token."""
     from ..diff import diff_batched_model, diff_model
+    from ..gpu.experts import check_expert_request
 
     if batch:
         refuse_unless(ctx, "--batch N", ["prompt"], applies=False)
@@ -52,6 +54,7 @@ def diff_command(
     check_precision(precision)
     describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, config_overrides(config))
+    check_expert_request(weights, experts)
     if batch:
         from ..getp import encode_requests, read_requests
 
@@ -61,9 +64,10 @@ def diff_command(
             raise InputError(f"diff --batch {batch}: {input} has only {len(requests)} requests")
         prompts = encode_requests(open_tokenizer(tokenizer), requests[:batch], weights.config.seq_len, str(input))
         summary = diff_batched_model(weights, engine, reference, prompts, steps, layers, typer.echo,
-                                     BatchDiffShape(slots or None, chunk, precision))
+                                     BatchDiffShape(slots or None, chunk, precision), experts)
     else:
-        summary = diff_model(weights, engine, open_tokenizer(tokenizer).encode(prompt), steps, layers, typer.echo)
+        summary = diff_model(weights, engine, open_tokenizer(tokenizer).encode(prompt), steps, layers, typer.echo,
+                             experts)
     if summary.violations:
         raise typer.Exit(1)
 

@@ -99,7 +99,8 @@ def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, pr
     with _getp_progress(n_params(weights.config)) as (load, progress):
         run_getp(weights.store, input, output, tokenizer=open_tokenizer(options.tokenizer),
                  sampler=make_sampler(options),
-                 options=GetpOptions(engine=engine, steps=options.steps, batch=batch, precision=precision),
+                 options=GetpOptions(engine=engine, steps=options.steps, batch=batch, precision=precision,
+                                     experts=options.experts),
                  hooks=GetpHooks(echo=typer.echo, note=note, progress=progress, load_progress=load))
 
 

@@ -10,7 +10,7 @@ import typer
 
 from ..checkpoint import DEFAULT_SEED, open_weights
 from ..checkpoint.layout import n_params
-from .common import (DEFAULT_MODEL, DTYPES, ConfigOverrides, Model, TokenizerPath, WeightsSeed, app, choice,
+from .common import (DEFAULT_MODEL, DTYPES, ConfigOverrides, Experts, Model, TokenizerPath, WeightsSeed, app, choice,
                      config_overrides, given_model, given_path, open_tokenizer,
                      weights_progress)
 
@@ -85,10 +85,11 @@ def info(
     model: Model = DEFAULT_MODEL,
     weights_seed: WeightsSeed = DEFAULT_SEED,
     config: ConfigOverrides = None,
+    experts: Experts = "auto",
 ) -> None:
-    """Print a model's configuration and sizes."""
+    """Print a model's configuration and sizes, and the expert storage the GPU engine would take."""
     from ..checkpoint.layout import bin_size, moe_params
-    from ..gpu.weights import describe_storage, planned_storage, storage_bytes
+    from ..gpu.experts import choose_expert_storage
 
     weights = open_weights(model, weights_seed, config_overrides(config))
     c = weights.config
@@ -96,22 +97,37 @@ def info(
     for name, value in c.as_dict().items():
         typer.echo(f"  {name}: {value}")
     typer.echo(f"parameters: {n_params(c):,} ({moe_params(c):,} in the MoE matrices)")
-    storage = planned_storage(weights)
+    device, gpu = open_gpu()
+    chosen = choose_expert_storage(weights, device.allocatable_bytes() if device else None, experts)
     typer.echo(f"float32 .bin: {bin_size(c, 4) / 1e9:.2f} GB; device weights: "
-               f"{storage_bytes(weights, storage) / 2**30:.2f} GiB ({describe_storage(storage)})")
-    typer.echo(f"GPU: {describe_gpu()}")
+               f"{device_weights_size(weights, chosen.storage)}")
+    typer.echo(chosen.describe())
+    typer.echo(f"GPU: {gpu}")
 
 
-def describe_gpu() -> str:
-    """The GPU the engine would use and which kernels its tensor-core products take (expected from the
-    architecture: `info` builds no kernels), or why there is none."""
+def device_weights_size(weights, experts: str | None) -> str:
+    """The device weights' size and storage with `experts` storage; both sizes where it is not decided."""
+    from ..checkpoint import MOE_WEIGHTS
+    from ..gpu.weights import describe_storage, has_mxfp4_source, planned_storage, storage_bytes
+
+    kinds = [experts] if experts else ["bf16", *(["mxfp4"] if has_mxfp4_source(weights) else [])]
+    dense = planned_storage(weights)  # read once: a checkpoint's dense tensors are checked slice by slice
+    sizes = {kind: {**dense, **dict.fromkeys(MOE_WEIGHTS, kind)} for kind in kinds}
+    text = " or ".join(f"{storage_bytes(weights, storage) / 2**30:.2f} GiB with {kind.upper()} experts"
+                       for kind, storage in sizes.items())
+    return f"{text} ({describe_storage(sizes[kinds[-1]])})"
+
+
+def open_gpu():
+    """(the Device the engine would use or None, a line on it: the kernels its tensor-core products take,
+    expected from the architecture (`info` builds no kernels), or why there is none)."""
     from ..gpu.device import Device, probe
     from ..gpu.launch.gemm_tc import describe_products
 
     reason = probe()
     if reason is not None:
-        return f"none ({reason})"
+        return None, f"none ({reason})"
     device = Device.open()
-    return f"{device.describe()}; products on {describe_products(device)}"
+    return device, f"{device.describe()}; products on {describe_products(device)}"
 
 

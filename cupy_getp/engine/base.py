@@ -74,6 +74,11 @@ class Engine(ABC):
         sequence at a time (the numpy reference)."""
         return None
 
+    def storage_notes(self) -> list[str]:
+        """What a warm-up note says of how the weights are held (the GPU engine: which expert storage and why,
+        the device bytes); nothing for an engine with one way."""
+        return []
+
     def check_not_finished(self) -> None:
         if self.finished:
             raise EngineFinishedError("the engine has been finished: warm_up() it again, or load a new one")

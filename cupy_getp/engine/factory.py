@@ -30,8 +30,13 @@ def resolve_engine(name: str) -> str:
     return name
 
 
-def create_engine(weights: Weights, engine: str = "numpy") -> Engine:
-    """An engine for `weights`, not yet warmed up."""
+def create_engine(weights: Weights, engine: str = "numpy", experts: str = "auto", steps: int | None = None) -> Engine:
+    """An engine for `weights`, not yet warmed up. The GPU engine's `experts` storage (bf16, mxfp4 or auto:
+    `gpu/experts.py`) is decided at warm-up for requests of `steps` positions (default seq_len); the numpy
+    engine has one way."""
+    from ..gpu.experts import check_expert_choice
+
+    check_expert_choice(experts)
     engine = resolve_engine(engine)
     if engine == "numpy":
         from ..reference import NumpyEngine
@@ -39,14 +44,16 @@ def create_engine(weights: Weights, engine: str = "numpy") -> Engine:
         return NumpyEngine(weights)
     from ..gpu.engine import CupyEngine
 
-    return CupyEngine(weights)
+    return CupyEngine(weights, experts, steps)
 
 
 def load(source: str | os.PathLike | TensorStore, engine: str = "numpy", seed: int = DEFAULT_SEED,
-         config: dict | None = None) -> Engine:
+         config: dict | None = None, experts: str = "auto") -> Engine:
     """Open a model (`.bin` path, checkpoint directory, preset name "7m"/"20b"/"120b", or a store)
     and return a warmed-up engine: "numpy" (reference), "cupy" (GPU) or "auto". `seed` picks a
-    preset's weights; `config` overrides a checkpoint directory's config fields ({"seq_len": 4096})."""
-    model = create_engine(open_weights(source, seed, config), engine)
+    preset's weights; `config` overrides a checkpoint directory's config fields ({"seq_len": 4096});
+    `experts` is the GPU engine's expert storage: "bf16", "mxfp4" (the experts must come in MXFP4) or
+    "auto" (BF16 where the model fits, else MXFP4)."""
+    model = create_engine(open_weights(source, seed, config), engine, experts)
     model.warm_up()
     return model

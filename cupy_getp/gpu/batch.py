@@ -80,24 +80,46 @@ def row_bytes(config, n_split: int) -> int:
     return 4 * floats + 2 * pieces  # pieces: bf16
 
 
-def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int | None = None,
-               max_chunk: int = MAX_CHUNK) -> BatchShape:
-    """Slots and rows from free device memory and the step budget (`slots` overrides the count)."""
+def _shape_for(config, steps: int, max_chunk: int) -> tuple[int, int, int]:
+    """(prompt chunk, one slot's KV-cache bytes, one row's step-buffer bytes) of a batch at -n `steps`."""
     chunk = max(1, min(max_chunk, steps))
     probe = BatchShape(1, 1 + chunk, chunk, steps)
-    n_split = -(-steps // ATTN_SPLIT)
+    return chunk, probe.slot_bytes(config), row_bytes(config, -(-steps // ATTN_SPLIT))
+
+
+def batch_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK) -> int:
+    """Device bytes a batched engine of `n_slots` request slots at -n `steps` takes: their KV caches and
+    rows, the spare slot of pad rows, the prompt-chunk rows, the MoE's tile padding, RoPE's tables, and
+    RESERVE_BYTES left for CuPy, the graphs and the driver."""
+    chunk, slot, row = _shape_for(config, steps, max_chunk)
     pad = config.n_experts * max(BLOCK_MS) * (config.intermediate_dim * (4 + 6) + config.hidden_dim * 4)
-    budget = free_bytes - RESERVE_BYTES - pad
-    per_slot = probe.slot_bytes(config) + row_bytes(config, n_split)
-    # Beyond the slots: the pad rows' spare slot and the prompt-chunk rows.
-    fit = (budget - probe.slot_bytes(config) - chunk * row_bytes(config, n_split)) // per_slot
+    rope = 2 * 4 * steps * (config.head_dim // 2)  # cos, sin: (n_ctx, D/2) FP32 each
+    return RESERVE_BYTES + pad + rope + slot + chunk * row + n_slots * (slot + row)
+
+
+def slots_that_fit(config, steps: int, free_bytes: int, max_chunk: int = MAX_CHUNK) -> int:
+    """Request slots `batch_bytes` fits in `free_bytes` (0 or less: not one)."""
+    _, slot, row = _shape_for(config, steps, max_chunk)
+    return (free_bytes - batch_bytes(config, steps, 0, max_chunk)) // (slot + row)
+
+
+def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int | None = None,
+               max_chunk: int = MAX_CHUNK, hint: str = "") -> BatchShape:
+    """Slots and rows from free device memory and the step budget (`slots` overrides the count); `hint`:
+    what else would help when they do not fit (`--experts mxfp4`, where it frees memory)."""
+    also = f", or {hint}" if hint else ""
+    chunk, slot, row = _shape_for(config, steps, max_chunk)
+    fit = slots_that_fit(config, steps, free_bytes, max_chunk)
     wanted = slots if slots else min(n_requests, MAX_SLOTS)
     if fit < 1:
-        raise DeviceError(f"not even one request slot fits: one needs {per_slot / 2**20:.0f} MiB of KV cache and "
-                          f"buffers at -n {steps}, {max(0, budget) / 2**30:.2f} GiB are free after the weights")
+        one = batch_bytes(config, steps, 1, max_chunk)
+        raise DeviceError(f"not even one request slot fits: one needs {(slot + row) / 2**20:.0f} MiB of KV cache and "
+                          f"buffers at -n {steps} ({one / 2**30:.2f} GiB with the step buffers and "
+                          f"{RESERVE_BYTES / 2**30:.0f} GiB of reserve), {free_bytes / 2**30:.2f} GiB are free after "
+                          f"the weights; a smaller -n{also}")
     if slots and slots > fit:
         raise DeviceError(f"--batch {slots} does not fit: at most {fit} request slots fit in free device memory "
-                          f"at -n {steps}")
+                          f"at -n {steps}" + (f"; a smaller --batch or -n{also}" if hint else ""))
     n_slots = int(max(1, min(wanted, fit)))
     return BatchShape(n_slots, n_slots + chunk, chunk, steps)
 
@@ -364,8 +386,8 @@ class BatchTrace(Trace):
 class StepRunner:
     """Runs a `RowModel` step for a bucket: a CUDA graph per bucket (captured on first use), or eagerly."""
 
-    def __init__(self, model: RowModel, device, use_graphs: bool):
-        self.model, self.device = model, device
+    def __init__(self, model: RowModel, device, use_graphs: bool, remedy: str = "a smaller --batch or -n"):
+        self.model, self.device, self.remedy = model, device, remedy
         self.use_graphs = use_graphs and not device.is_hip  # CuPy 13.3 on ROCm refuses capture
         self.graphs: dict[int, object] = {}
 
@@ -375,7 +397,7 @@ class StepRunner:
             return
         graph = self.graphs.get(v.R)
         if graph is None:
-            with self.device.allocating(f"the CUDA graph of a {v.R}-row step", "a smaller --batch or -n"):
+            with self.device.allocating(f"the CUDA graph of a {v.R}-row step", self.remedy):
                 graph = self.graphs[v.R] = self._capture(v)
         graph.launch(stream=self.device.stream)
 
@@ -408,10 +430,11 @@ class BatchedEngine:
             raise DeviceError(f"precision {precision!r} needs BF16 tensor cores (CUDA sm_80 or later); "
                               f"{device.describe()} has none usable here: use --precision fp32")
         self.precision = precision
+        remedy = engine.memory_remedy("a smaller --batch or -n")
         with device.stream, device.allocating(f"the step buffers and KV cache of {shape.n_slots} request slots "
-                                              f"at -n {shape.n_ctx}", "a smaller --batch or -n"):
+                                              f"at -n {shape.n_ctx}", remedy):
             self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision)
-        self.runner = StepRunner(self.model, device, use_graphs)
+        self.runner = StepRunner(self.model, device, use_graphs, remedy)
         kernels = engine.kernels
         if precision == "fp32":
             self.products_path = "CUDA cores"

@@ -13,14 +13,15 @@ import numpy as np
 from ..checkpoint import Weights
 from ..engine.base import Engine, Trace
 from ..rope import rope_cos_sin
-from .device import Device
+from .device import Device, gib
+from .experts import ExpertStorage, check_expert_choice, choose_expert_storage
 from .kernels import ATTN_CHUNK, Kernels
 from .weights import DeviceWeights
 
 
 class DeviceState:
     """Every activation buffer, allocated once (the original runtime's DeviceState; the sliding window is a rule in
-    the score kernel rather than a mask buffer)."""
+    the score kernel rather than a mask buffer). `experts.state_bytes` counts them for planning."""
 
     def __init__(self, config, device: Device):
         import cupy
@@ -55,9 +56,13 @@ class CupyEngine(Engine):
     name = "cupy"
     batches = True
 
-    def __init__(self, weights: Weights):
+    def __init__(self, weights: Weights, experts: str = "auto", steps: int | None = None):
+        """`experts`: the MoE experts' storage on the device, bf16, mxfp4 or auto (`gpu/experts.py`), decided
+        at warm-up for requests of `steps` positions (default seq_len)."""
         super().__init__(weights)
+        self.requested_experts, self.steps = check_expert_choice(experts), steps
         self.device = self.kernels = self.w = self.state = None
+        self.experts: ExpertStorage | None = None
 
     # -- life cycle ------------------------------------------------------------------------------------
     def warm_up(self, progress=None) -> None:
@@ -65,13 +70,24 @@ class CupyEngine(Engine):
         self.device = Device.open()
         with self.device.cuda_device, self.device.stream:
             self.memory_before = self.device.memory_in_use()
+            # Decided from the free memory before anything of this engine is allocated (the plan counts it all).
+            self.experts = choose_expert_storage(self.weights, self.device.allocatable_bytes(),
+                                                 self.requested_experts, self.steps)
             self.kernels = Kernels(self.device)
             with self.device.allocating(f"the single-sequence state and KV cache ({self.config.seq_len} positions)",
                                         "a smaller seq_len (--config seq_len=N)"):
                 self.state = DeviceState(self.config, self.device)
-            self.w = DeviceWeights(self.weights, self.device, self.kernels, progress)
+            self.w = DeviceWeights(self.weights, self.device, self.kernels, progress, self.experts.storage)
             self.memory_after_warm_up = self.device.memory_in_use()
         self.device.counters.reset()
+
+    def storage_notes(self) -> list[str]:
+        return [self.experts.describe(),
+                f"device weights: {gib(self.w.nbytes())} ({self.w.nbytes():,} bytes): {self.w.describe_storage()}"]
+
+    def memory_remedy(self, remedy: str) -> str:
+        """What would help an allocation that failed: `remedy`, and `--experts mxfp4` where it frees memory."""
+        return self.experts.remedy(remedy) if self.experts else remedy
 
     def reset(self) -> None:
         with self.device.stream:
@@ -96,7 +112,7 @@ class CupyEngine(Engine):
         self.check_not_finished()
         with self.device.cuda_device:
             shape = plan_batch(self.config, n_requests, steps, self.device.allocatable_bytes(), slots,
-                               max_chunk or MAX_CHUNK)
+                               max_chunk or MAX_CHUNK, self.experts.hint())
             return BatchedEngine(self, shape, precision, use_graphs)
 
     # -- forward ---------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from ..checkpoint.safetensors import MXFP4_BLOCK
 from ..checkpoint.synthetic import stream_key
 from ..checkpoint.weights import BFLOAT16, chunk_indices
 from ..errors import DeviceError
+from ..hostmem import allocating as allocating_on_host
 from .device import Device, gib, out_of_memory_line
 from .kernels import Kernels
 from .launch.common import Mxfp4Matrix
@@ -75,11 +76,11 @@ class DeviceWeights:
             for index in chunk_indices(dst.shape, UPLOAD_CHUNK):
                 part = dst[index]
                 if isinstance(part, Mxfp4Matrix):  # as stored: blocks and scales, nothing widened
-                    blocks, scales = weights.mxfp4(name, *index)
+                    blocks, scales = _host_slice(weights, name, index, part.size, weights.mxfp4)
                     device.upload(part.blocks, blocks)
                     device.upload(part.scales, scales)
                 else:
-                    device.upload(part, convert(name, *index))
+                    device.upload(part, _host_slice(weights, name, index, part.size, convert))
                 if progress:
                     progress(part.size)
 
@@ -109,6 +110,11 @@ class DeviceWeights:
 
     def describe_storage(self) -> str:
         return describe_storage(self.storage)
+
+    def nbytes(self) -> int:
+        """Device bytes the weights hold (an MXFP4 tensor's blocks and scales)."""
+        return sum(a.blocks.nbytes + a.scales.nbytes if isinstance(a, Mxfp4Matrix) else a.nbytes
+                   for a in self.arrays.values())
 
     def free(self) -> None:
         self.arrays.clear()
@@ -140,12 +146,28 @@ def describe_storage(storage: dict[str, str]) -> str:
     return "; ".join(f"{kind}: {', '.join(names)}" for kind, names in kinds.items())
 
 
-def planned_storage(weights: Weights) -> dict[str, str]:
-    """How `DeviceWeights` will store each tensor, decided on the host with no GPU (for `info`)."""
+def _host_slice(weights: Weights, name: str, index: tuple, n_weights: int, read):
+    """`read(name, *index)`: a slice read and converted on the host; running out of host memory there is
+    one line naming the slice and its size (FP32 bytes: the most a conversion holds)."""
+    with allocating_on_host(f"{name}{_index_text(index)} of {weights.description} while loading the weights",
+                            4 * n_weights):
+        return read(name, *index)
+
+
+def _index_text(index: tuple) -> str:
+    """`[0, 8:16]` for a slice of a tensor; nothing for the whole of it."""
+    if not index:
+        return ""
+    return "[" + ", ".join(f"{i.start}:{i.stop}" if isinstance(i, slice) else str(i) for i in index) + "]"
+
+
+def planned_storage(weights: Weights, experts: str = "bf16") -> dict[str, str]:
+    """How `DeviceWeights` will store each tensor with `experts` storage, decided on the host with no GPU
+    (for `info`)."""
     storage = {}
     for name in TENSOR_NAMES:
         if name in MOE_WEIGHTS:
-            storage[name] = "bf16"
+            storage[name] = experts
         elif name in DENSE_GEMM_WEIGHTS and bf16_exact_on_host(weights, name):
             storage[name] = "bf16 (lossless)"
         else:
@@ -192,12 +214,26 @@ def _empty(shape: tuple, kind: str):
 
 def check_mxfp4_source(weights: Weights) -> None:
     """MXFP4 storage keeps experts as stored: every layer's must come in MXFP4 (read one row of each)."""
+    missing = _first_without_mxfp4(weights)
+    if missing is not None:
+        layer, name = missing
+        raise DeviceError(f"MXFP4 expert storage needs experts stored as MXFP4 (a published checkpoint or a "
+                                  f"synthetic preset); {weights.description} holds layer {layer} {name} otherwise: "
+                                  f"use BF16 expert storage")
+
+
+def has_mxfp4_source(weights: Weights) -> bool:
+    """Whether every expert matrix comes in MXFP4 (what MXFP4 storage needs)."""
+    return _first_without_mxfp4(weights) is None
+
+
+def _first_without_mxfp4(weights: Weights) -> tuple[int, str] | None:
+    """(layer, name) of the first expert matrix with no MXFP4 form (one row of each read), or None."""
     for name in MOE_WEIGHTS:
         for layer in range(weights.config.n_layers):
             if weights.mxfp4(name, layer, 0, slice(0, 1)) is None:
-                raise DeviceError(f"MXFP4 expert storage needs experts stored as MXFP4 (a published checkpoint or a "
-                                  f"synthetic preset); {weights.description} holds layer {layer} {name} otherwise: "
-                                  f"use BF16 expert storage")
+                return layer, name
+    return None
 
 
 def upload_bytes(weights: Weights, experts: str = "bf16") -> int:
@@ -206,11 +242,12 @@ def upload_bytes(weights: Weights, experts: str = "bf16") -> int:
 
 
 def weights_remedy(weights: Weights, experts: str = "bf16") -> str:
-    """What would help weights that do not fit: a larger device; with BF16 experts, MXFP4's size for the record."""
-    if experts == "mxfp4":
+    """What would help weights that do not fit: a device with more free memory; with BF16 experts that
+    come in MXFP4, `--experts mxfp4` and its size."""
+    if experts == "mxfp4" or not has_mxfp4_source(weights):
         return "a device with more free memory"
-    return (f"a device with more free memory (MXFP4 experts, not available yet, would need about "
-            f"{gib(upload_bytes(weights, 'mxfp4'))})")
+    return (f"--experts mxfp4 (the weights then need {gib(upload_bytes(weights, 'mxfp4'))}), or a device with "
+            f"more free memory")
 
 
 def check_weights_fit(weights: Weights, device: Device, experts: str = "bf16") -> None:

@@ -1,0 +1,115 @@
+"""Which storage the MoE expert matrices get on the device (`--experts bf16|mxfp4|auto`), decided in one
+place, `choose_expert_storage`, from what the GPU engine will allocate.
+
+BF16 is the spec's storage. MXFP4 keeps the experts as the published checkpoints store them (17 bytes per
+32 weights instead of 64); every MXFP4 value is a BF16 value and the kernels widen it exactly, so both give
+the same bits. `auto` keeps BF16 where the model fits with room for at least one request slot, and takes
+MXFP4 where it does not and the experts come in MXFP4.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..checkpoint import Weights
+from ..errors import GetpError
+from .batch import MAX_SLOTS, batch_bytes, slots_that_fit
+from .device import gib
+from .constants import ATTN_CHUNK
+from .weights import DENSE_GEMM_WEIGHTS, check_mxfp4_source, has_mxfp4_source, upload_bytes
+
+EXPERT_CHOICES = ("auto", "bf16", "mxfp4")
+
+
+@dataclass(frozen=True)
+class ExpertStorage:
+    """The chosen storage and why; `mxfp4_saves`: the bytes `--experts mxfp4` would free, where the experts
+    are BF16 and come in MXFP4 (0 otherwise), for the out-of-memory lines' remedies."""
+
+    storage: str | None  # "bf16" or "mxfp4"; None: auto with no device to decide on (`info` without a GPU)
+    reason: str
+    mxfp4_saves: int = 0
+
+    def describe(self) -> str:
+        kind = self.storage.upper() if self.storage else "BF16 or MXFP4"
+        return f"experts: {kind} ({self.reason})"
+
+    def hint(self) -> str:
+        """`--experts mxfp4` and what it frees, where it would free memory; else nothing."""
+        return f"--experts mxfp4 ({gib(self.mxfp4_saves)} less for the weights)" if self.mxfp4_saves > 0 else ""
+
+    def remedy(self, remedy: str) -> str:
+        """`remedy`, and `--experts mxfp4` where it would free memory."""
+        return f"{remedy}, or {self.hint()}" if self.hint() else remedy
+
+
+def check_expert_choice(requested: str) -> str:
+    if requested not in EXPERT_CHOICES:
+        raise GetpError(f"unknown expert storage {requested!r} (expected {', '.join(EXPERT_CHOICES)})")
+    return requested
+
+
+def check_expert_request(weights: Weights, requested: str) -> None:
+    """Before anything loads: a known storage, and for `mxfp4` experts that come in MXFP4 (one line if not)."""
+    check_expert_choice(requested)
+    if requested == "mxfp4":
+        check_mxfp4_source(weights)
+
+
+def choose_expert_storage(weights: Weights, free_bytes: int | None, requested: str = "auto",
+                          steps: int | None = None) -> ExpertStorage:
+    """The expert storage for `weights` on a device with `free_bytes` allocatable (None: not known), for
+    requests of `steps` positions (default seq_len). `mxfp4` is refused in one line unless every expert
+    comes in MXFP4; `auto` is BF16 when `device_bytes(..., "bf16")` fit, else MXFP4 when the experts come
+    in MXFP4, else BF16 (whose weights or slots then end in the out-of-memory line)."""
+    check_expert_request(weights, requested)
+    if requested == "mxfp4":
+        return ExpertStorage("mxfp4", "--experts mxfp4")
+    mxfp4 = has_mxfp4_source(weights)
+    saves = upload_bytes(weights, "bf16") - upload_bytes(weights, "mxfp4") if mxfp4 else 0
+    if requested == "bf16":
+        return ExpertStorage("bf16", "--experts bf16", saves)
+    steps = steps or weights.config.seq_len
+    need = device_bytes(weights, "bf16", steps)
+    if free_bytes is None:
+        otherwise = f"else MXFP4 ({gib(device_bytes(weights, 'mxfp4', steps))})" if mxfp4 else \
+            "the experts do not come in MXFP4"
+        return ExpertStorage(None, f"auto: depends on the device: BF16 where {gib(need)} are free; {otherwise}")
+    if need <= free_bytes:
+        slots = min(MAX_SLOTS, slots_that_fit(weights.config, steps, free_bytes - resident_bytes(weights, "bf16")))
+        return ExpertStorage("bf16", f"auto: fits with room for {slots} request slots at -n {steps}", saves)
+    short = f"BF16 experts need {gib(need)}, {gib(free_bytes)} free"
+    if mxfp4:
+        return ExpertStorage("mxfp4", f"auto: {short}")
+    return ExpertStorage("bf16", f"auto: {short}, and the experts do not come in MXFP4", saves)
+
+
+def device_bytes(weights: Weights, experts: str, steps: int) -> int:
+    """Everything the GPU engine allocates for requests of `steps` positions with one request slot: the
+    single-sequence state, the weights as uploaded, then the larger of the dense weights' BF16 conversion
+    temporaries and one slot's batched engine (the conversion ends before the batch is sized)."""
+    return (resident_bytes(weights, experts)
+            + max(conversion_bytes(weights), batch_bytes(weights.config, steps, 1)))
+
+
+def resident_bytes(weights: Weights, experts: str) -> int:
+    """The single-sequence state and the weights as uploaded (dense ones FP32 until converted)."""
+    return state_bytes(weights.config) + upload_bytes(weights, experts)
+
+
+def conversion_bytes(weights: Weights) -> int:
+    """Temporaries of a dense weight's lossless BF16 conversion (`bf16_bits_if_exact`): a bool per value and
+    the BF16 result, for the largest of them."""
+    return 3 * max(math.prod(weights.shapes[name]) for name in DENSE_GEMM_WEIGHTS)
+
+
+def state_bytes(config) -> int:
+    """Device bytes of the single-sequence engine's `DeviceState` (every buffer FP32 or int32)."""
+    c = config
+    chunks = -(-c.seq_len // ATTN_CHUNK)
+    values = (3 * c.hidden_dim + c.qkv_dim + c.q_dim + c.n_attn_heads * (c.seq_len + 1)
+              + c.n_attn_heads * chunks * c.head_dim + c.n_experts + 2 * c.experts_per_token
+              + c.experts_per_token * c.intermediate_dim + c.vocab_size + 2 * c.n_layers * c.seq_len * c.kv_dim
+              + c.head_dim)
+    return 4 * values

@@ -1,0 +1,338 @@
+"""Expert storage, `--experts bf16|mxfp4|auto` (gpu/experts.py), on the CPU: the option on every command that
+builds an engine, `mxfp4` refused in one line where the experts do not come in MXFP4, what `auto` picks on
+simulated devices, the plan against what the engine allocates (the CPU stand-ins count it), the remedies that
+name `--experts mxfp4`, and a host slice that cannot be allocated while loading."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cupy_getp.checkpoint import BinStore, SyntheticStore, Weights, write_bin
+from cupy_getp.config import preset
+from cupy_getp.errors import DeviceError, GetpError
+from cupy_getp.gpu.batch import RESERVE_BYTES, batch_bytes
+from cupy_getp.gpu.experts import ExpertStorage, choose_expert_storage, device_bytes, state_bytes
+from cupy_getp.gpu.weights import upload_bytes
+
+from batch_fakes import FakeDevice, FakeKernels, HostArray, fake_cupy
+from conftest import ROOT, TINY, cli
+
+GiB = 2**30
+NOT_MXFP4 = "MXFP4 expert storage needs experts stored as MXFP4"
+
+
+@pytest.fixture(scope="module")
+def bin_7m(tmp_path_factory, weights_7m):
+    """The 7m model as a .bin: experts with no MXFP4 form."""
+    path = tmp_path_factory.mktemp("bin") / "7m.bin"
+    write_bin(path, weights_7m)
+    return path
+
+
+def one_line_error(result, start: str) -> None:
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {start}"), result.stderr
+
+
+# -- the option on every command ------------------------------------------------------------------------------
+def commands(model: str, tmp_path) -> dict[str, tuple[str, ...]]:
+    out = str(tmp_path / "out.txt")
+    return {
+        "run": ("run", model, "-m", "getp", "-i", str(ROOT / "data/input.txt"), "-o", out),
+        "getp": ("getp", model, "-i", str(ROOT / "data/input.txt"), "-o", out),
+        "generate": ("generate", model, "-i", "hi"),
+        "chat": ("chat", model, "-i", "hi"),
+        "serve": ("serve", model, "--port", "0"),
+        "diff": ("diff", model, "--steps", "1"),
+        "info": ("info", model),
+    }
+
+
+@pytest.mark.parametrize("command", ["run", "getp", "generate", "chat", "serve", "diff", "info"])
+def test_mxfp4_of_experts_not_stored_as_mxfp4_is_one_line_on_every_command(command, bin_7m, tmp_path):
+    """Each command takes --experts and refuses mxfp4 for a .bin (no MXFP4 form) before any inference and
+    before writing anything."""
+    engine = ("--engine", "numpy") if command != "info" else ()
+    result = cli(*commands(str(bin_7m), tmp_path)[command], *engine, "--experts", "mxfp4")
+    one_line_error(result, NOT_MXFP4)
+    assert not (tmp_path / "out.txt").exists()
+
+
+@pytest.mark.parametrize("command", ["getp", "info", "diff"])
+def test_an_unknown_expert_storage_is_one_line(command, tmp_path):
+    result = cli(*commands("7m", tmp_path)[command], "--experts", "fp8")
+    one_line_error(result, "unknown expert storage 'fp8' (expected auto, bf16, mxfp4)")
+
+
+def test_experts_on_the_numpy_engine_is_noted_and_mxfp4_of_a_preset_accepted(tmp_path):
+    requests = tmp_path / "in.txt"
+    requests.write_text("2\nHi\nyo\n")
+    result = cli("getp", "7m", "-i", str(requests), "-o", str(tmp_path / "out.txt"), "-n", "4", "--engine", "numpy",
+                 "--experts", "mxfp4")
+    assert result.returncode == 0, result.stderr
+    assert "note: --experts mxfp4 applies to the GPU engine, not the numpy engine" in result.stderr
+
+
+def test_info_says_what_auto_would_pick_or_that_it_depends_on_the_device(bin_7m):
+    """With no GPU here: the preset's auto depends on the device (both sizes given); a .bin's experts do not
+    come in MXFP4; `--experts mxfp4` says so."""
+    preset_info = cli("info", "120b").stdout
+    assert "experts: BF16 or MXFP4 (auto: depends on the device: BF16 where 22" in preset_info
+    assert "; else MXFP4 (6" in preset_info and "GiB with MXFP4 experts" in preset_info
+    assert "the experts do not come in MXFP4" in cli("info", str(bin_7m)).stdout
+    assert "experts: MXFP4 (--experts mxfp4)" in cli("info", "7m", "--experts", "mxfp4").stdout
+
+
+# -- what auto picks --------------------------------------------------------------------------------------
+def test_auto_keeps_bf16_while_it_fits_with_a_slot_then_takes_mxfp4():
+    """20b shape (experts in MXFP4): BF16 exactly while `device_bytes` fit, MXFP4 one byte below, and the
+    MXFP4 plan a quarter of the experts' bytes."""
+    weights = Weights(SyntheticStore(preset("20b")))
+    need = device_bytes(weights, "bf16", 1024)
+    at = choose_expert_storage(weights, need, "auto", 1024)
+    assert at.storage == "bf16" and at.reason.startswith("auto: fits with room for ") and at.mxfp4_saves > 20 * GiB
+    below = choose_expert_storage(weights, need - 1, "auto", 1024)
+    assert below.storage == "mxfp4"
+    assert below.describe() == f"experts: MXFP4 (auto: BF16 experts need {need / GiB:.2f} GiB, " \
+                               f"{(need - 1) / GiB:.2f} GiB free)"
+    assert choose_expert_storage(weights, 139 * GiB, "auto", 1024).reason == \
+           "auto: fits with room for 1024 request slots at -n 1024"
+    assert device_bytes(weights, "mxfp4", 1024) < need - 25 * GiB
+
+
+def test_auto_on_experts_not_stored_as_mxfp4_stays_bf16_and_its_weights_end_in_the_line(bin_7m):
+    weights = Weights(BinStore(bin_7m))
+    chosen = choose_expert_storage(weights, 1 * GiB, "auto", 64)
+    assert chosen.storage == "bf16" and chosen.reason.endswith("and the experts do not come in MXFP4")
+    assert chosen.mxfp4_saves == 0 and chosen.remedy("a smaller -n") == "a smaller -n"
+    with pytest.raises(DeviceError, match=NOT_MXFP4):
+        choose_expert_storage(weights, 100 * GiB, "mxfp4")
+    with pytest.raises(GetpError, match="unknown expert storage 'BF16'"):
+        choose_expert_storage(weights, 100 * GiB, "BF16")
+
+
+def test_bf16_asked_for_keeps_bf16_and_its_remedies_name_mxfp4():
+    weights = Weights(SyntheticStore(preset("120b")))
+    chosen = choose_expert_storage(weights, 10 * GiB, "bf16")
+    assert chosen == ExpertStorage("bf16", "--experts bf16", upload_bytes(weights) - upload_bytes(weights, "mxfp4"))
+    assert chosen.remedy("a smaller --batch or -n") == \
+           f"a smaller --batch or -n, or --experts mxfp4 ({chosen.mxfp4_saves / GiB:.2f} GiB less for the weights)"
+
+
+# -- the plan against what the engine allocates (the CPU stand-ins count every array) -------------------------
+class CountingCupy:
+    """fake_cupy whose allocations add up their bytes."""
+
+    def __init__(self):
+        self.allocated = 0
+
+    def __getattr__(self, name):
+        make = getattr(fake_cupy, name)
+        if name not in ("zeros", "zeros_like", "empty", "asarray", "ascontiguousarray"):
+            return make
+
+        def counted(*args, **kwargs):
+            array = make(*args, **kwargs)
+            self.allocated += array.nbytes
+            return array
+
+        return counted
+
+
+class SizedDevice(FakeDevice):
+    """A stand-in device with `free` bytes allocatable; steps run eagerly (as on ROCm: no graph to capture)."""
+
+    is_hip = True
+
+    def __init__(self, free: int):
+        from cupy_getp.gpu.device import Counters
+
+        self.free, self.counters = free, Counters()
+
+    def allocatable_bytes(self):
+        return self.free
+
+    def device_free_bytes(self):
+        return self.free, 80 * GiB
+
+    def memory_in_use(self):
+        return 0
+
+    def free_all(self):
+        pass
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """CuPy, the device and the kernels replaced by the CPU stand-ins; yields the counting CuPy."""
+    import cupy_getp.gpu.engine as engine_module
+    from cupy_getp.gpu.device import Device
+
+    counting = CountingCupy()
+    monkeypatch.setitem(sys.modules, "cupy", counting)
+    monkeypatch.setattr(engine_module, "Kernels", FakeKernels)
+    devices = []
+    monkeypatch.setattr(Device, "open", classmethod(lambda cls: devices[-1]))
+    return counting, devices
+
+
+def warmed_cupy(weights, stand_ins, free: int, experts="auto", steps=None):
+    from cupy_getp.engine.factory import create_engine
+
+    stand_ins[1].append(SizedDevice(free))
+    engine = create_engine(weights, "cupy", experts, steps)
+    engine.warm_up()
+    return engine
+
+
+def test_the_plan_counts_everything_the_engine_allocates(stand_ins):
+    """The single-sequence state is `state_bytes` to the byte; weights, state and one slot's batched engine
+    (KV cache, step buffers, tables) stay within `device_bytes` less the reserve left for CuPy and the driver."""
+    counting = stand_ins[0]
+    weights = Weights(SyntheticStore(TINY, seed=5))
+    from cupy_getp.gpu.engine import DeviceState
+
+    DeviceState(TINY, FakeDevice())
+    assert counting.allocated == state_bytes(TINY)
+    for experts in ("bf16", "mxfp4"):
+        counting.allocated = 0
+        engine = warmed_cupy(weights, stand_ins, 100 * GiB, experts, steps=40)
+        engine.batched(1, 40, slots=1, precision="fp32")
+        assert 0 < counting.allocated <= device_bytes(weights, experts, 40) - RESERVE_BYTES, experts
+        assert engine.w.nbytes() <= upload_bytes(weights, experts)
+
+
+def test_a_batch_of_n_slots_allocates_within_batch_bytes(stand_ins):
+    counting = stand_ins[0]
+    engine = warmed_cupy(Weights(SyntheticStore(TINY, seed=5)), stand_ins, 100 * GiB, "bf16")
+    for slots, steps in ((1, 8), (5, 40), (12, TINY.seq_len)):
+        counting.allocated = 0
+        batched = engine.batched(slots, steps, slots=slots, precision="fp32")
+        assert batched.shape.n_slots == slots
+        assert 0 < counting.allocated <= batch_bytes(TINY, steps, slots) - RESERVE_BYTES, (slots, steps)
+
+
+def test_warm_up_takes_the_storage_auto_picks_and_says_why(stand_ins):
+    weights = Weights(SyntheticStore(TINY, seed=5))
+    need = device_bytes(weights, "bf16", TINY.seq_len)
+    roomy = warmed_cupy(weights, stand_ins, need)
+    assert roomy.experts.storage == "bf16" and roomy.w.storage["w_mlp1"] == "bf16"
+    tight = warmed_cupy(weights, stand_ins, need - 1)
+    assert tight.experts.storage == "mxfp4" and tight.w.storage["w_mlp2"] == "mxfp4"
+    notes = tight.storage_notes()
+    assert notes[0].startswith("experts: MXFP4 (auto: BF16 experts need ")
+    assert notes[1].startswith("device weights: ") and f"({tight.w.nbytes():,} bytes)" in notes[1]
+
+
+def test_not_even_one_slot_names_mxfp4_where_it_would_help(stand_ins):
+    weights = Weights(SyntheticStore(TINY, seed=5))
+    engine = warmed_cupy(weights, stand_ins, 100 * GiB, "bf16")
+    stand_ins[1][-1].free = RESERVE_BYTES
+    with pytest.raises(DeviceError, match=r"^not even one request slot fits: .*; a smaller -n, or --experts mxfp4 "
+                                          r"\(0\.00 GiB less for the weights\)$"):
+        engine.batched(4, 40)
+    stand_ins[1][-1].free = 3 * GiB
+    with pytest.raises(DeviceError, match=r"^--batch 1000000 does not fit: at most \d+ request slots fit .*; a smaller "
+                                          r"--batch or -n, or --experts mxfp4 \("):
+        engine.batched(4, 40, slots=10**6)
+
+
+def test_getp_on_mxfp4_experts_writes_the_numpy_engines_lines(stand_ins, tmp_path, tokenizer):
+    """The whole getp flow with `experts="mxfp4"` on the stand-ins (fp32 products): the numpy engine's ids."""
+    from cupy_getp.getp import GetpHooks, GetpOptions, getp
+    from cupy_getp.sampler import Sampler
+
+    stand_ins[1].append(SizedDevice(100 * GiB))
+    requests = tmp_path / "in.txt"
+    requests.write_text("3\nHello\nworld\nAgain and again\n")
+    store = SyntheticStore(preset("7m"), seed=42, name="7m")
+    lines, outputs = [], {}
+    for engine, experts in (("numpy", "auto"), ("cupy", "mxfp4")):
+        out = tmp_path / f"{engine}.txt"
+        getp(store, requests, out, tokenizer=tokenizer, sampler=Sampler(0.0),
+             options=GetpOptions(engine=engine, steps=12, precision="fp32" if engine == "cupy" else None,
+                                 experts=experts),
+             hooks=GetpHooks(echo=lines.append, note=lines.append))
+        outputs[engine] = out.read_text()
+    assert outputs["cupy"] == outputs["numpy"] and outputs["cupy"].count("\n") == 3
+    assert "experts: MXFP4 (--experts mxfp4)" in lines
+
+
+# -- the host side of loading --------------------------------------------------------------------------------
+RAISING_READER = """
+import sys
+sys.path.insert(0, {tests!r})
+from cupy_getp.checkpoint import BinStore
+def read(self, name, index=()):
+    if name == "w_mlp1":
+        raise MemoryError()
+    return READ(self, name, index)
+READ, BinStore.read = BinStore.read, read
+{stand_ins}
+from cupy_getp.cli import main
+main({argv!r})
+"""
+
+STAND_INS = """
+import types
+import batch_fakes
+import cupy_getp.gpu.device as device_module, cupy_getp.gpu.engine as engine_module
+sys.modules["cupy"] = batch_fakes.fake_cupy
+class Device(batch_fakes.FakeDevice):
+    counters = device_module.Counters()
+    memory_in_use = lambda self: 0
+    free_all = lambda self: None
+device_module.Device.open = classmethod(lambda cls: Device())
+engine_module.Kernels = batch_fakes.FakeKernels
+"""
+
+
+def test_a_host_slice_that_cannot_be_allocated_while_loading_is_one_line(weights_7m, tmp_path):
+    """The CLI with the .bin reader raising MemoryError on w_mlp1: the GPU engine's upload (on the CPU
+    stand-ins) names the slice and its size; the numpy engine (converting a bfloat16 .bin at warm-up) names
+    its weights. Exit 1, no output."""
+    model, out = tmp_path / "7m-bf16.bin", tmp_path / "out.txt"
+    write_bin(model, weights_7m, "bfloat16")
+    argv = ["getp", str(model), "-i", str(ROOT / "data/input.txt"), "-o", str(out), "-n", "64", "--engine"]
+    for options, stand_ins, start in (
+            (["cupy", "--precision", "fp32"], STAND_INS, f"cannot allocate w_mlp1 of {model} while loading "),
+            (["numpy"], "", "cannot allocate the numpy engine's weights (")):
+        code = RAISING_READER.format(tests=str(ROOT / "tests"), stand_ins=stand_ins, argv=[*argv, *options])
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                                env={**os.environ, "PYTHONPATH": str(ROOT)})
+        one_line_error(result, start)
+        assert re.search(r" \(\d+\.\d\d [MG]B\) on the host: ", result.stderr) and not out.exists()
+
+
+def test_an_upload_slice_out_of_host_memory_names_slice_and_size(monkeypatch):
+    """In process: MemoryError or ENOMEM from the reader of a slice becomes HostMemoryError naming it."""
+    import errno
+
+    from cupy_getp.checkpoint import ArrayStore
+    from cupy_getp.gpu import weights as weights_module
+    from cupy_getp.hostmem import HostMemoryError
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    monkeypatch.setattr(weights_module, "UPLOAD_CHUNK", 300)  # w_o (3, 24, 48) in slices of 6 rows
+    DeviceWeights = weights_module.DeviceWeights
+    store = ArrayStore.materialize(SyntheticStore(TINY, seed=3))
+    for error in (MemoryError(), OSError(errno.ENOMEM, "Cannot allocate memory")):
+        def read(name, index=(), error=error):
+            if name == "w_o" and index == (1, slice(6, 12)):
+                raise error
+            return store.arrays[name][index]
+
+        monkeypatch.setattr(store, "read", read)
+        with pytest.raises(HostMemoryError, match=r"^cannot allocate w_o\[1, 6:12\] of synthetic model .* while "
+                                                  r"loading the weights \(0\.00 MB\) on the host: "):
+            DeviceWeights(Weights(store), FakeDevice(), FakeKernels(), experts="bf16")
+    monkeypatch.setattr(store, "read", lambda name, index=(): (_ for _ in ()).throw(OSError(errno.EIO, "I/O")))
+    with pytest.raises(OSError, match="I/O"):  # only out-of-memory is turned into the line
+        DeviceWeights(Weights(store), FakeDevice(), FakeKernels(), experts="bf16")
