@@ -335,6 +335,8 @@ def main() -> None:
     parser.add_argument("--profile-rows", default="1,64,256,512", help="comma list of step sizes to profile")
     parser.add_argument("--skip", default="", help="comma list of: headline, profile, decode, single, drift, "
                                                    "transformers")
+    parser.add_argument("--experts", default="auto", help="expert storage (bf16, mxfp4, auto); a comma list runs "
+                                                          "everything once for each, in this process")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -345,12 +347,21 @@ def main() -> None:
     standard = encode_requests(harmony_tokenizer(), read_requests(ROOT / "data" / "input.txt"), steps, "input.txt")
     prompts = [standard[i % len(standard)] for i in range(n_requests)]
     weights = Weights(SyntheticStore(preset(args.preset), seed=42, name=args.preset))
-    engine = create_engine(weights, "cupy")
+    results = []
+    for experts in args.experts.split(","):
+        results += bench_storage(weights, experts, prompts, standard, steps, skip, args)
+    print_summary(results)
+
+
+def bench_storage(weights, experts: str, prompts, standard, steps: int, skip: set, args) -> list[dict]:
+    """Every part not skipped, on one engine with this expert storage; its results (also logged)."""
+    engine = create_engine(weights, "cupy", experts=experts)
     begin = time.perf_counter()
     engine.warm_up()
     bandwidth = copy_bandwidth()
     log({"bench": "setup", "device": engine.device.describe(), "preset": args.preset,
          "warm_up_s": round(time.perf_counter() - begin, 2), "copy_gb_s": round(bandwidth / 1e9, 1),
+         "experts": engine.experts.describe(), "weights_gib": round(engine.w.nbytes() / 2**30, 2),
          "date": time.strftime("%Y-%m-%d")}, args.out)
     results = []
     precisions = (args.precision or "").split(",")
@@ -388,7 +399,9 @@ def main() -> None:
             for batch in (32, 128):
                 results.append(transformers_generate(config, standard, batch, 112 if not args.quick else 32))
                 log(results[-1], args.out)
-    print_summary(results)
+    for r in results:
+        r["experts"] = experts
+    return results
 
 
 def print_summary(results) -> None:
@@ -397,7 +410,7 @@ def print_summary(results) -> None:
         if r["bench"] == "headline":
             note = (f"{r['requests']} requests, -n {r['steps']}, {r['n_slots']} slots, precision {r['precision']}, "
                     f"{r['device_gib_in_use']} GiB in use{', PARTIAL' if r['partial'] else ''}")
-            print(f"| headline | {r['tok_s']} | {note} |")
+            print(f"| headline ({r['experts']} experts) | {r['tok_s']} | {note} |")
             print("\n| rows bucket | steps | median rows | ms/step | tok/s | bound ms | bound | of bound |")
             print("|---|---|---|---|---|---|---|---|")
             for b in r["per_bucket"]:
@@ -410,7 +423,7 @@ def print_summary(results) -> None:
         elif r["bench"] == "precision_drift":
             print(f"| precision drift | | {json.dumps(r)} |")
         elif r["bench"] == "batch1_decode":
-            print(f"| batch-1 decode | {r['tok_s_pos_8_264']} / {r['tok_s_pos_1792_2048']} | positions 8-264 / "
+            print(f"| batch-1 decode ({r['experts']} experts) | {r['tok_s_pos_8_264']} / {r['tok_s_pos_1792_2048']} | positions 8-264 / "
                   f"1792-2048; {r['ms_per_step_pos_8_264']} ms a step, {r['device_ms_per_step_pos_264']} ms of it "
                   f"on the device (graph replays) |")
         else:

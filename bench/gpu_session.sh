@@ -47,6 +47,25 @@ for l in sys.stdin:
     except Exception: print(l.strip()); continue
     if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])"
       ;;
+    experts)  # issue 16 on the device: widening, every grouped product vs bf16, their speed, engine-level
+      # bit identity (7m, 20b cut, 120b shape), the pool-limited auto choice, diff with MXFP4 experts
+      timeout 130 python -m pytest -m gpu -v -rfE tests/test_gpu_kernels.py -k "mxfp4 or synthetic" 2>&1 \
+        > "$OUT/mx-kernel-tests.log"; tail -2 "$OUT/mx-kernel-tests.log"
+      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py 2>&1 > "$OUT/mx-tests.log"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/mx-tests.log" | tail -8
+      timeout 60 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 2>&1 | tee "$OUT/gemm_tc_mxfp4.txt" \
+        | python -c "import json,sys
+for l in sys.stdin:
+    try: r=json.loads(l)
+    except Exception: print(l.strip()); continue
+    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])"
+      timeout 330 python -m pytest -m gpu -v -rfE -s tests/test_gpu_experts.py tests/test_device_memory.py 2>&1 \
+        > "$OUT/experts-tests.log"; grep -E "PASS|FAIL|ERROR|SKIP|passed|failed|weights|experts:" "$OUT/experts-tests.log" | tail -30
+      timeout 60 python -m cupy_getp diff 7m --layers --experts mxfp4 > "$OUT/diff-7m-mxfp4.txt" 2>&1
+      echo "diff 7m mxfp4 exit $?"; tail -3 "$OUT/diff-7m-mxfp4.txt"
+      timeout 90 python -m cupy_getp diff 7m --layers --batch 8 --experts mxfp4 > "$OUT/diff-batch-7m-mxfp4.txt" 2>&1
+      echo "diff --batch 7m mxfp4 exit $?"; tail -3 "$OUT/diff-batch-7m-mxfp4.txt"
+      ;;
     wgtests)  # the wgmma kernels (sm_90a): accuracy, row-count invariance, bit identity with mma.sync
       timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py 2>&1 | tee "$OUT/wg-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR" | tail -30
