@@ -66,6 +66,17 @@ for l in sys.stdin:
       timeout 90 python -m cupy_getp diff 7m --layers --batch 8 --experts mxfp4 > "$OUT/diff-batch-7m-mxfp4.txt" 2>&1
       echo "diff --batch 7m mxfp4 exit $?"; tail -3 "$OUT/diff-batch-7m-mxfp4.txt"
       ;;
+    expertsbench)  # issue 16's figures: widening and tensor-core bit identity, then headline and batch-1 decode
+      # with BF16 and MXFP4 experts (20b, same process) and the 120b with MXFP4, each headline capped
+      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py::test_mxfp4_widening_equals_numpys_dequantize_bit_for_bit \
+        tests/test_gpu_mxfp4.py -k "widening or tensor_core" 2>&1 > "$OUT/mx-tests.log"; tail -3 "$OUT/mx-tests.log"
+      timeout 230 python bench/getp_throughput.py --preset 20b --experts bf16,mxfp4 --precision exact \
+        --max-seconds ${HEADLINE_SECONDS:-50} --skip profile,drift,single,transformers --out "$OUT/experts-20b" 2>&1 \
+        | tee "$OUT/experts-20b.txt" | grep -E "^\|" | head -12
+      timeout 170 python bench/getp_throughput.py --preset 120b --experts mxfp4 --precision exact \
+        --max-seconds ${HEADLINE_SECONDS_120B:-70} --skip profile,drift,single,transformers --out "$OUT/experts-120b" 2>&1 \
+        | tee "$OUT/experts-120b.txt" | grep -E "^\|" | head -8
+      ;;
     wgtests)  # the wgmma kernels (sm_90a): accuracy, row-count invariance, bit identity with mma.sync
       timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py 2>&1 | tee "$OUT/wg-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR" | tail -30
