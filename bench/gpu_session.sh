@@ -77,6 +77,22 @@ for l in sys.stdin:
         --max-seconds ${HEADLINE_SECONDS_120B:-70} --skip profile,drift,single,transformers --out "$OUT/experts-120b" 2>&1 \
         | tee "$OUT/experts-120b.txt" | grep -E "^\|" | head -8
       ;;
+    expertsfinal)  # after the faster widening: bit identity (kernels, engines, diff), grouped speed, batch-1 decode;
+      # logs straight into $FINAL so a run cut short still returns them
+      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py tests/test_gpu_experts.py 2>&1 \
+        > "$FINAL/final-mx-tests.log"; tail -3 "$FINAL/final-mx-tests.log"
+      timeout 45 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 --repeats 10 2>&1 \
+        > "$FINAL/final-gemm_tc_mxfp4.txt"
+      python -c "import json,sys
+for l in open(sys.argv[1]):
+    try: r=json.loads(l)
+    except Exception: print(l.strip()); continue
+    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])" "$FINAL/final-gemm_tc_mxfp4.txt"
+      timeout 75 python bench/decode.py --presets 20b --experts bf16,mxfp4 --steps 128 2>&1 > "$FINAL/final-decode.txt"
+      cut -c1-300 "$FINAL/final-decode.txt"
+      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py tests/test_gpu_gemm.py 2>&1 \
+        > "$FINAL/final-kernel-tests.log"; tail -3 "$FINAL/final-kernel-tests.log"
+      ;;
     wgtests)  # the wgmma kernels (sm_90a): accuracy, row-count invariance, bit identity with mma.sync
       timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py 2>&1 | tee "$OUT/wg-tests.log" \
         | grep -E "passed|failed|FAILED|ERROR" | tail -30

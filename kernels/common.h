@@ -111,6 +111,39 @@ GETP_DEVICE float mxfp4_value(unsigned int code, unsigned int e8m0) {
   return __uint_as_float(sign | mag);
 }
 
+// a * b with subnormal operands and results kept (no flush to zero, whatever the compiler's mode).
+GETP_DEVICE float mul_keep_subnormals(float a, float b) {
+#ifdef GETP_HIP
+  return a * b;
+#else
+  float d;
+  asm("mul.rn.f32 %0, %1, %2;\n" : "=f"(d) : "f"(a), "f"(b));
+  return d;
+#endif
+}
+
+// The 8 values of code word c (value q in bits 4q .. 4q + 3) with scale e8m0: mxfp4_value's, in fewer
+// instructions (the one-row kernels are bound by this widening). Each code's bits are placed at float32's
+// sign, exponent and top mantissa bits, which makes the float E2M1 x 2^-126 exactly (exponent 0: a subnormal,
+// m x 2^-127); a product by 2^(e8m0 - 1) (two past e8m0 = 128, where that factor is no float) gives
+// E2M1 x 2^(e8m0 - 127), exact while the result is normal (e8m0 in 2 .. 252; other scales: mxfp4_value).
+GETP_DEVICE void mxfp4_values8(unsigned int c, unsigned int e8m0, float (&w)[8]) {
+  if (e8m0 < 2u || e8m0 > 252u) {
+#pragma unroll
+    for (int q = 0; q < 8; ++q) w[q] = mxfp4_value((c >> (4 * q)) & 15u, e8m0);
+    return;
+  }
+  const bool one = e8m0 <= 128u;
+  const float f1 = __uint_as_float((one ? e8m0 + 126u : 253u) << 23);  // 2^(e8m0 - 1), or 2^126
+  const float f2 = __uint_as_float(e8m0 << 23);                        // 2^(e8m0 - 127)
+#pragma unroll
+  for (int q = 0; q < 8; ++q) {
+    const unsigned int n = c >> (4 * q);
+    const float v = mul_keep_subnormals(__uint_as_float(((n & 7u) << 22) | ((n & 8u) << 28)), f1);
+    w[q] = one ? v : v * f2;
+  }
+}
+
 // An MXFP4 row of K values (launch/common.py Mxfp4Matrix): G = ceil(K / MXFP4_BLOCK) blocks of 16 code
 // bytes (element 2i in byte i's low nibble, codes past K zero) and G E8M0 scales; null codes: a row outside
 // the product.
@@ -131,33 +164,12 @@ GETP_DEVICE Mxfp4Row mxfp4_row(const unsigned char* codes, const unsigned char* 
 // the lower value low: what a 16-byte load of the same values stored as BF16 gives. Exact: every MXFP4 value
 // is a BF16 value (its float32 bits end in 16 zeros, subnormal results included; inf stays inf).
 GETP_DEVICE uint4 mxfp4_bf16x8(unsigned int c, unsigned int e8m0) {
+  float w[8];
+  mxfp4_values8(c, e8m0, w);
   unsigned int h[8];
 #pragma unroll
-  for (int q = 0; q < 8; ++q) h[q] = __float_as_uint(mxfp4_value((c >> (4 * q)) & 15u, e8m0)) >> 16;
+  for (int q = 0; q < 8; ++q) h[q] = __float_as_uint(w[q]) >> 16;
   return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
-}
-
-// The same from a table of the 256 code bytes' BF16 pairs at scale 2^0 (mxfp4_pair_at_unit_scale): 4 table
-// loads and a few integer operations instead of 8 mxfp4_value. The scale is added to the exponent field of
-// each nonzero half (each half on its own, no carry between them), exact while every result is normal
-// (e8m0 in 2 .. 252); other scales take mxfp4_bf16x8.
-GETP_DEVICE unsigned int mxfp4_pair_at_unit_scale(unsigned int byte) {
-  return (__float_as_uint(mxfp4_value(byte & 15u, 127u)) >> 16) |
-         (__float_as_uint(mxfp4_value(byte >> 4, 127u)) & 0xFFFF0000u);
-}
-
-GETP_DEVICE uint4 mxfp4_bf16x8_table(unsigned int c, unsigned int e8m0, const unsigned int* table) {
-  if (e8m0 < 2u || e8m0 > 252u) return mxfp4_bf16x8(c, e8m0);
-  const unsigned int d = ((unsigned int)((int)e8m0 - 127) << 7) & 0xFFFFu;  // the scale in one half's exponent
-  unsigned int w[4];
-#pragma unroll
-  for (int b = 0; b < 4; ++b) {
-    const unsigned int p = table[(c >> (8 * b)) & 255u];
-    const unsigned int nonzero = ((p & 0x7FFF7FFFu) + 0x7FFF7FFFu) & 0x80008000u;  // bit 15 / 31: that half
-    const unsigned int add = (nonzero >> 15) * d;
-    w[b] = ((p & 0xFFFF0000u) + (add & 0xFFFF0000u)) | ((p + add) & 0xFFFFu);
-  }
-  return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 // Expert matrices (E, N, K) as the tensor-core products read them (gemm_tc.hip, gemm_wgmma.hip): BF16 bits,
@@ -234,11 +246,9 @@ GETP_DEVICE float warp_dot_bf16(const unsigned short* __restrict__ w, const floa
 // stored as MXFP4 gives dot8_bf16's result on the same values stored as BF16, bit for bit.
 GETP_DEVICE float dot8_mxfp4(unsigned int c, unsigned int e8m0, const float4* x2) {
   const float4 a = x2[0], b = x2[1];
-  const float w0 = mxfp4_value(c & 15u, e8m0), w1 = mxfp4_value((c >> 4) & 15u, e8m0);
-  const float w2 = mxfp4_value((c >> 8) & 15u, e8m0), w3 = mxfp4_value((c >> 12) & 15u, e8m0);
-  const float w4 = mxfp4_value((c >> 16) & 15u, e8m0), w5 = mxfp4_value((c >> 20) & 15u, e8m0);
-  const float w6 = mxfp4_value((c >> 24) & 15u, e8m0), w7 = mxfp4_value(c >> 28, e8m0);
-  return w0 * a.x + w1 * a.y + w2 * a.z + w3 * a.w + w4 * b.x + w5 * b.y + w6 * b.z + w7 * b.w;
+  float w[8];
+  mxfp4_values8(c, e8m0, w);
+  return w[0] * a.x + w[1] * a.y + w[2] * a.z + w[3] * a.w + w[4] * b.x + w[5] * b.y + w[6] * b.z + w[7] * b.w;
 }
 
 // warp_dot_bf16 for an MXFP4 row: codes (ceil(n / 32) * 16 bytes), scales (ceil(n / 32)); the same lanes

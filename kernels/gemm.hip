@@ -117,9 +117,10 @@ struct WRows<Mxfp4> {
     return mxfp4_value((row.codes[k >> 1] >> ((k & 1) * 4)) & 15u, row.scales[k / MXFP4_BLOCK]);
   }
   static GETP_DEVICE void vec(Row row, int i, float* o) {  // values 8i .. 8i + 7
-    const unsigned int c = ((const unsigned int*)row.codes)[i], e = row.scales[i / (MXFP4_BLOCK / 8)];
+    float w[8];
+    mxfp4_values8(((const unsigned int*)row.codes)[i], row.scales[i / (MXFP4_BLOCK / 8)], w);
 #pragma unroll
-    for (int q = 0; q < 8; ++q) o[q] = mxfp4_value((c >> (4 * q)) & 15u, e);
+    for (int q = 0; q < 8; ++q) o[q] = w[q];
   }
 };
 GETP_DEVICE bool row_ok(const float* row) { return row != 0; }  // bf16 and MXFP4 rows: common.h
