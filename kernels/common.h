@@ -164,12 +164,33 @@ GETP_DEVICE Mxfp4Row mxfp4_row(const unsigned char* codes, const unsigned char* 
 // the lower value low: what a 16-byte load of the same values stored as BF16 gives. Exact: every MXFP4 value
 // is a BF16 value (its float32 bits end in 16 zeros, subnormal results included; inf stays inf).
 GETP_DEVICE uint4 mxfp4_bf16x8(unsigned int c, unsigned int e8m0) {
-  float w[8];
-  mxfp4_values8(c, e8m0, w);
   unsigned int h[8];
 #pragma unroll
-  for (int q = 0; q < 8; ++q) h[q] = __float_as_uint(w[q]) >> 16;
+  for (int q = 0; q < 8; ++q) h[q] = __float_as_uint(mxfp4_value((c >> (4 * q)) & 15u, e8m0)) >> 16;
   return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+}
+
+// The same from a table of the 256 code bytes' BF16 pairs at scale 2^0 (mxfp4_pair_at_unit_scale): 4 table
+// loads and a few integer operations instead of 8 mxfp4_value. The scale is added to the exponent field of
+// each nonzero half (each half on its own, no carry between them), exact while every result is normal
+// (e8m0 in 2 .. 252); other scales take mxfp4_bf16x8.
+GETP_DEVICE unsigned int mxfp4_pair_at_unit_scale(unsigned int byte) {
+  return (__float_as_uint(mxfp4_value(byte & 15u, 127u)) >> 16) |
+         (__float_as_uint(mxfp4_value(byte >> 4, 127u)) & 0xFFFF0000u);
+}
+
+GETP_DEVICE uint4 mxfp4_bf16x8_table(unsigned int c, unsigned int e8m0, const unsigned int* table) {
+  if (e8m0 < 2u || e8m0 > 252u) return mxfp4_bf16x8(c, e8m0);
+  const unsigned int d = ((unsigned int)((int)e8m0 - 127) << 7) & 0xFFFFu;  // the scale in one half's exponent
+  unsigned int w[4];
+#pragma unroll
+  for (int b = 0; b < 4; ++b) {
+    const unsigned int p = table[(c >> (8 * b)) & 255u];
+    const unsigned int nonzero = ((p & 0x7FFF7FFFu) + 0x7FFF7FFFu) & 0x80008000u;  // bit 15 / 31: that half
+    const unsigned int add = (nonzero >> 15) * d;
+    w[b] = ((p & 0xFFFF0000u) + (add & 0xFFFF0000u)) | ((p + add) & 0xFFFFu);
+  }
+  return make_uint4(w[0], w[1], w[2], w[3]);
 }
 
 // Expert matrices (E, N, K) as the tensor-core products read them (gemm_tc.hip, gemm_wgmma.hip): BF16 bits,

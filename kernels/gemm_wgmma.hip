@@ -275,12 +275,20 @@ struct WgSources {
 // stage). bf16 rows keep nothing here: cp.async copies them when staged.
 template <class WRow, int N>
 struct WgWNext {
+  GETP_DEVICE void prepare() {}
   GETP_DEVICE void fetch(const WRow (&)[N], int, int) {}
 };
 template <int N>
 struct WgWNext<Mxfp4Row, N> {
   unsigned codes[N], scales[N];
+  const unsigned* table;  // mxfp4_bf16x8_table's, in shared memory
 
+  GETP_DEVICE void prepare() {  // by the producer warpgroup alone (named barrier 1)
+    __shared__ unsigned pairs[256];
+    for (int b = threadIdx.x; b < 256; b += 128) pairs[b] = mxfp4_pair_at_unit_scale(b);
+    asm volatile("bar.sync 1, 128;\n" ::: "memory");
+    table = pairs;
+  }
   GETP_DEVICE void fetch(const Mxfp4Row (&rows)[N], int k, int K) {  // values k .. k + 7 of every row
     #pragma unroll
     for (int u = 0; u < N; ++u) {
@@ -311,44 +319,13 @@ GETP_DEVICE void wg_stage_w(Dst dst, const unsigned short* const (&rows)[N], con
   }
 }
 
-// a * b on two BF16 values at once (sm_90), subnormal inputs kept (no flush to zero).
-GETP_DEVICE unsigned wg_bf16x2_mul(unsigned a, unsigned b) {
-  unsigned d;
-  asm("mul.rn.bf16x2 %0, %1, %2;\n" : "=r"(d) : "r"(a), "r"(b));
-  return d;
-}
-
-// mxfp4_bf16x8 in a few instructions for the producer (its widening bounds the MXFP4 products): each
-// E2M1 code's bits (sign; exponent E, 2 bits; mantissa m) are placed at BF16's sign, exponent and top
-// mantissa bits, two codes to a word (codes i and i + 4), which makes the BF16 value E2M1 x 2^-126 exactly
-// (E = 0 a subnormal: m x 2^-127); one bf16x2 product by 2^(e8m0 - 1) (two past e8m0 = 128, where that
-// factor is no BF16 value) gives E2M1 x 2^(e8m0 - 127), exact while the result is normal (e8m0 in 2 .. 252;
-// other scales take mxfp4_bf16x8). Byte permutes put the values back in order.
-GETP_DEVICE uint4 wg_mxfp4_bf16x8(unsigned c, unsigned e8m0) {
-  if (e8m0 < 2u || e8m0 > 252u) return mxfp4_bf16x8(c, e8m0);
-  const bool one = e8m0 <= 128u;
-  const unsigned f1 = (one ? e8m0 + 126u : 253u) << 7;  // BF16 2^(e8m0 - 1), or 2^126
-  const unsigned f2 = e8m0 << 7;                          // BF16 2^(e8m0 - 127)
-  unsigned p[4];
-  #pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const unsigned w = (c >> (4 * i)) & 0x000F000Fu;  // code i (low half), code i + 4 (high half)
-    unsigned v = ((w << 6) & 0x01C001C0u) | ((w << 12) & 0x80008000u);
-    v = wg_bf16x2_mul(v, f1 | f1 << 16);
-    if (!one) v = wg_bf16x2_mul(v, f2 | f2 << 16);
-    p[i] = v;
-  }
-  return make_uint4(__byte_perm(p[0], p[1], 0x5410), __byte_perm(p[2], p[3], 0x5410),
-                    __byte_perm(p[0], p[1], 0x7632), __byte_perm(p[2], p[3], 0x7632));
-}
-
 // The same of MXFP4 rows, from the code words fetched a stage ahead: widened to the BF16 bits a bf16 row of
 // the same values holds, and stored.
 template <int N, class Dst>
 GETP_DEVICE void wg_stage_w(Dst dst, const Mxfp4Row (&)[N], const WgWNext<Mxfp4Row, N>& next, const unsigned short*,
                             int, int, int) {
   #pragma unroll
-  for (int u = 0; u < N; ++u) wg_store16(dst(u), wg_mxfp4_bf16x8(next.codes[u], next.scales[u]));
+  for (int u = 0; u < N; ++u) wg_store16(dst(u), mxfp4_bf16x8_table(next.codes[u], next.scales[u], next.table));
 }
 
 // Stage K columns k0 .. k0 + 63 of this thread's rows (W as wg_stage_w); piece rows hold zeros from K to lda.
@@ -404,6 +381,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     const int kc = 8 * (threadIdx.x % 8);  // this thread's columns of a stage
     WNext w_next;
     w_next.fetch(src.w, kc, K);
+    w_next.prepare();
     for (int s = 0; s < steps; ++s) {
       const int b = s % S::STAGES;
       if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
