@@ -11,6 +11,13 @@ trap 'tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs' EXIT
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 CUPY_GETP_O200K_BASE=$PWD/.carry/o200k_base.tiktoken.gz
 export CUPY_CACHE_DIR=/tmp/cupy-cache
 parts=${*:-tests quick}
+grouped_tflops() {  # the grouped rows of a bench/gemm_tc.py log: path, experts, tile, rows, pieces, TFLOP/s mlp1 / mlp2
+  python -c "import json,sys
+for l in open(sys.argv[1]):
+    try: r=json.loads(l)
+    except Exception: print(l.strip()); continue
+    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])" "$1"
+}
 serve_wheels() {  # FastAPI, uvicorn, pydantic, openai, ... for the server (that machine has no registry)
   [ -d /tmp/serve-site ] || python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/serve-site .whl-serve/*.whl || return 1
@@ -37,30 +44,22 @@ for part in $parts; do
       ;;
     mxkernels)  # MXFP4 experts: widening, generators, every grouped product vs bf16; the tc kernels; their speed
       timeout 150 python -m pytest -m gpu -v -rfE tests/test_gpu_kernels.py -k "mxfp4 or synthetic" 2>&1 \
-        > "$OUT/mx-kernel-tests.log"; tail -3 "$OUT/mx-kernel-tests.log"
+        > "$OUT/mx-kernel-tests.log" 2>&1; tail -3 "$OUT/mx-kernel-tests.log"
       timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py tests/test_gpu_gemm_tc.py \
-        tests/test_gpu_gemm_wgmma.py 2>&1 > "$OUT/mx-tc-tests.log"; grep -E "passed|failed|FAILED|ERROR" "$OUT/mx-tc-tests.log" | tail -12
-      timeout 120 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 2>&1 | tee "$OUT/gemm_tc_mxfp4.txt" \
-        | python -c "import json,sys
-for l in sys.stdin:
-    try: r=json.loads(l)
-    except Exception: print(l.strip()); continue
-    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])"
+        tests/test_gpu_gemm_wgmma.py > "$OUT/mx-tc-tests.log" 2>&1; grep -E "passed|failed|FAILED|ERROR" "$OUT/mx-tc-tests.log" | tail -12
+      timeout 120 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 > "$OUT/gemm_tc_mxfp4.txt" 2>&1
+      grouped_tflops "$OUT/gemm_tc_mxfp4.txt"
       ;;
     experts)  # issue 16 on the device: widening, every grouped product vs bf16, their speed, engine-level
       # bit identity (7m, 20b cut, 120b shape), the pool-limited auto choice, diff with MXFP4 experts
       timeout 130 python -m pytest -m gpu -v -rfE tests/test_gpu_kernels.py -k "mxfp4 or synthetic" 2>&1 \
-        > "$OUT/mx-kernel-tests.log"; tail -2 "$OUT/mx-kernel-tests.log"
-      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py 2>&1 > "$OUT/mx-tests.log"
+        > "$OUT/mx-kernel-tests.log" 2>&1; tail -2 "$OUT/mx-kernel-tests.log"
+      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py > "$OUT/mx-tests.log" 2>&1
       grep -E "passed|failed|FAILED|ERROR" "$OUT/mx-tests.log" | tail -8
-      timeout 60 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 2>&1 | tee "$OUT/gemm_tc_mxfp4.txt" \
-        | python -c "import json,sys
-for l in sys.stdin:
-    try: r=json.loads(l)
-    except Exception: print(l.strip()); continue
-    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])"
+      timeout 60 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 > "$OUT/gemm_tc_mxfp4.txt" 2>&1
+      grouped_tflops "$OUT/gemm_tc_mxfp4.txt"
       timeout 330 python -m pytest -m gpu -v -rfE -s tests/test_gpu_experts.py tests/test_device_memory.py 2>&1 \
-        > "$OUT/experts-tests.log"; grep -E "PASS|FAIL|ERROR|SKIP|passed|failed|weights|experts:" "$OUT/experts-tests.log" | tail -30
+        > "$OUT/experts-tests.log" 2>&1; grep -E "PASS|FAIL|ERROR|SKIP|passed|failed|weights|experts:" "$OUT/experts-tests.log" | tail -30
       timeout 60 python -m cupy_getp diff 7m --layers --experts mxfp4 > "$OUT/diff-7m-mxfp4.txt" 2>&1
       echo "diff 7m mxfp4 exit $?"; tail -3 "$OUT/diff-7m-mxfp4.txt"
       timeout 90 python -m cupy_getp diff 7m --layers --batch 8 --experts mxfp4 > "$OUT/diff-batch-7m-mxfp4.txt" 2>&1
@@ -69,7 +68,7 @@ for l in sys.stdin:
     expertsbench)  # issue 16's figures: widening and tensor-core bit identity, then headline and batch-1 decode
       # with BF16 and MXFP4 experts (20b, same process) and the 120b with MXFP4, each headline capped
       timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py::test_mxfp4_widening_equals_numpys_dequantize_bit_for_bit \
-        tests/test_gpu_mxfp4.py -k "widening or tensor_core" 2>&1 > "$OUT/mx-tests.log"; tail -3 "$OUT/mx-tests.log"
+        tests/test_gpu_mxfp4.py -k "widening or tensor_core" > "$OUT/mx-tests.log" 2>&1; tail -3 "$OUT/mx-tests.log"
       timeout 230 python bench/getp_throughput.py --preset 20b --experts bf16,mxfp4 --precision exact \
         --max-seconds ${HEADLINE_SECONDS:-50} --skip profile,drift,single,transformers --out "$OUT/experts-20b" 2>&1 \
         | tee "$OUT/experts-20b.txt" | grep -E "^\|" | head -12
@@ -79,19 +78,15 @@ for l in sys.stdin:
       ;;
     expertsfinal)  # after the faster widening: bit identity (kernels, engines, diff), grouped speed, batch-1 decode;
       # logs straight into $FINAL so a run cut short still returns them
-      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py tests/test_gpu_experts.py 2>&1 \
-        > "$FINAL/final-mx-tests.log"; tail -3 "$FINAL/final-mx-tests.log"
-      timeout 45 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 --repeats 10 2>&1 \
-        > "$FINAL/final-gemm_tc_mxfp4.txt"
-      python -c "import json,sys
-for l in open(sys.argv[1]):
-    try: r=json.loads(l)
-    except Exception: print(l.strip()); continue
-    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])" "$FINAL/final-gemm_tc_mxfp4.txt"
-      timeout 75 python bench/decode.py --presets 20b --experts bf16,mxfp4 --steps 128 2>&1 > "$FINAL/final-decode.txt"
+      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py tests/test_gpu_experts.py \
+        > "$FINAL/final-mx-tests.log" 2>&1; tail -3 "$FINAL/final-mx-tests.log"
+      timeout 45 python bench/gemm_tc.py --quick --grouped-only --experts bf16,mxfp4 --repeats 10 \
+        > "$FINAL/final-gemm_tc_mxfp4.txt" 2>&1
+      grouped_tflops "$FINAL/final-gemm_tc_mxfp4.txt"
+      timeout 75 python bench/decode.py --presets 20b --experts bf16,mxfp4 --steps 128 > "$FINAL/final-decode.txt" 2>&1
       cut -c1-300 "$FINAL/final-decode.txt"
-      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py tests/test_gpu_gemm.py 2>&1 \
-        > "$FINAL/final-kernel-tests.log"; tail -3 "$FINAL/final-kernel-tests.log"
+      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_kernels.py tests/test_gpu_gemm.py \
+        > "$FINAL/final-kernel-tests.log" 2>&1; tail -3 "$FINAL/final-kernel-tests.log"
       ;;
     wgtests)  # the wgmma kernels (sm_90a): accuracy, row-count invariance, bit identity with mma.sync
       timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py 2>&1 | tee "$OUT/wg-tests.log" \
