@@ -23,10 +23,14 @@ CONFIGS = {"7m": preset("7m"), "tiny": TINY_EP}
 
 
 @pytest.fixture(scope="module")
-def weights_on_device(weights_7m):
-    """name -> (config, device weights)."""
+def weights_on_device(gpu_module, weights_7m):
+    """name -> (config, device weights), uploaded on the kernels' stream."""
+    device = gpu_module[0]
+    device.stream.use()
     tiny = Weights(SyntheticStore(TINY_EP, seed=11))
-    return {"7m": (CONFIGS["7m"], device_weights(weights_7m)), "tiny": (TINY_EP, device_weights(tiny))}
+    uploaded = {"7m": (CONFIGS["7m"], device_weights(weights_7m)), "tiny": (TINY_EP, device_weights(tiny))}
+    device.synchronize("the test weights' upload")
+    return uploaded
 
 
 @pytest.mark.parametrize("precision", ["exact", "fast", "fp32"])
