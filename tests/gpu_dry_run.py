@@ -4,7 +4,7 @@ the launches). It runs the tests' own code (shapes, helper calls, `expected`, th
 reference engine) before GPU time is spent on them; it says nothing about the kernels themselves.
 
     PYTHONPATH=tests python -m pytest -p gpu_dry_run tests/test_gpu_kernels.py tests/test_gpu_batch_attention.py \
-        tests/test_gpu_batch_moe.py tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py
+        tests/test_gpu_batch_moe.py tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py tests/test_gpu_expert_parallel.py
 
 Loaded only with `-p gpu_dry_run`; the engine-level GPU tests (test_gpu_engine, test_gpu_batch_engine,
 test_gpu_weight_storage) need more of CuPy than this and are not meant to run under it.

@@ -155,3 +155,88 @@ def test_a_wrong_combine_order_is_caught(cupy_stand_in, tiny_ep_weights, monkeyp
     (want_x, want_moe), (got_x, got_moe) = moe_chain(TINY_EP, device_weights(tiny_ep_weights), FakeKernels(),
                                                      FakeDevice(), "fp32", 2, 5, 1)
     assert not np.array_equal(got_moe, want_moe)
+
+
+# -- the NCCL communicator's arithmetic, over a fake NCCL (no GPU, no NCCL here) ------------------------------
+class FakeNccl:
+    """`cupy.cuda.nccl` for G communicators in one thread: calls are recorded and delivered afterwards
+    (`deliver`), sends matched with receives in order per (source, destination), as NCCL does."""
+
+    NCCL_FLOAT32, NCCL_INT32 = 7, 2
+
+    def __init__(self, buffers):
+        self.sends, self.recvs, self.gathers = {}, {}, []
+        self.buffers = buffers  # every array the calls may touch: a copy outside them is a failure, not a crash
+
+    def copy(self, dst: int, src: int, n: int) -> None:
+        import ctypes
+
+        for ptr in (dst, src):
+            assert any(a.ctypes.data <= ptr and ptr + n <= a.ctypes.data + a.nbytes for a in self.buffers), \
+                "a copy outside the buffers"
+        ctypes.memmove(dst, src, n)
+
+    def groupStart(self):
+        pass
+
+    def groupEnd(self):
+        pass
+
+    def NcclCommunicator(self, n_ranks, unique_id, rank):
+        net = self
+
+        class Comm:
+            def send(self, ptr, count, dtype, peer, stream):
+                net.sends.setdefault((rank, peer), []).append((ptr, 4 * count))
+
+            def recv(self, ptr, count, dtype, peer, stream):
+                net.recvs.setdefault((peer, rank), []).append((ptr, 4 * count))
+
+            def allGather(self, send_ptr, recv_ptr, count, dtype, stream):
+                net.gathers.append((rank, send_ptr, recv_ptr, 4 * count))
+
+        return Comm()
+
+    def deliver(self):
+        assert self.sends.keys() == self.recvs.keys()
+        for pair, sends in self.sends.items():
+            for (src, n), (dst, m) in zip(sends, self.recvs[pair], strict=True):
+                assert n == m, pair
+                self.copy(dst, src, n)
+        for _, _, recv_ptr, n in self.gathers:
+            for src, send_ptr, _, _ in sorted(self.gathers):
+                self.copy(recv_ptr + src * n, send_ptr, n)
+
+
+def test_nccl_communicator_moves_what_the_in_process_one_does(rng, monkeypatch):
+    import sys
+    import types
+
+    from batch_fakes import host_array
+    from cupy_getp.gpu.comm import NcclCommunicator
+
+    n_ranks, width = 3, 5
+    counts = rng.integers(0, 4, (n_ranks, n_ranks)).tolist()  # counts[src][dst], zeros included
+    counts[1][2] = 0
+    sends = [host_array(rng.standard_normal((sum(c), width)).astype(np.float32)) for c in counts]
+    received = [[counts[src][dst] for src in range(n_ranks)] for dst in range(n_ranks)]
+    ids = [host_array(np.full((2, 2), r, np.int32)) for r in range(n_ranks)]
+    want = [np.full((sum(r) + 1, width), np.nan, np.float32) for r in received]
+    want_ids = [np.zeros((n_ranks, 2, 2), np.int32) for _ in range(n_ranks)]
+    InProcessCommunicator(n_ranks).all_to_all(sends, counts, want, received)
+    InProcessCommunicator(n_ranks).all_gather(ids, want_ids)
+    got = [host_array(np.full_like(w, np.nan)) for w in want]
+    got_ids = [host_array(np.zeros_like(w)) for w in want_ids]
+    net = FakeNccl([*sends, *ids, *got, *got_ids])
+    cuda = types.SimpleNamespace(nccl=net)
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cuda)
+    stream = types.SimpleNamespace(ptr=0)
+    for rank in range(n_ranks):
+        comm = NcclCommunicator(n_ranks, rank, b"id", stream)
+        comm.all_to_all([sends[rank]], [counts[rank]], [got[rank]], [received[rank]])
+        comm.all_gather([ids[rank]], [got_ids[rank]])
+    net.deliver()
+    for rank in range(n_ranks):
+        np.testing.assert_array_equal(got[rank], want[rank])  # the spare last row stays NaN in both
+        np.testing.assert_array_equal(got_ids[rank], want_ids[rank])

@@ -48,7 +48,8 @@ class InProcessCommunicator:
 
 class NcclCommunicator:
     """One rank of G over NCCL (RCCL on ROCm), through `cupy.cuda.nccl`: all-gather, and the all-to-all as
-    grouped send/recv pairs (NCCL >= 2.7). Never run: no machine with several GPUs was lent (docs/multi-gpu.md)."""
+    grouped send/recv pairs (NCCL >= 2.7). Never run on NCCL: no machine with several GPUs was lent
+    (docs/multi-gpu.md); its offsets and counts are checked over a fake NCCL (tests/test_expert_parallel.py)."""
 
     def __init__(self, n_ranks: int, rank: int, unique_id, stream):
         from cupy.cuda import nccl
