@@ -39,22 +39,23 @@ def bits(a) -> np.ndarray:
     return np.asarray(a.get()).view(np.uint32)
 
 
-def expert_parallel(config, w, kernels, device, precision, n_ranks, rows, n_ctx=1):
-    """G shards of `rows` rows each, in process."""
-    shards = [ExpertShard(q, n_ranks, config, w, kernels, BatchShape(rows, rows, 1, n_ctx), precision)
-              for q in range(n_ranks)]
+def expert_parallel(config, w, kernels, device, precision, n_ranks, rows, n_ctx=1, shard_weights=None):
+    """G shards of `rows` rows each, in process; each views the experts it holds of `w`, or holds
+    shard_weights[q] (weights of its experts only)."""
+    shards = [ExpertShard(q, n_ranks, config, shard_weights[q] if shard_weights else w, kernels,
+                          BatchShape(rows, rows, 1, n_ctx), precision) for q in range(n_ranks)]
     return ExpertParallel(shards, InProcessCommunicator(n_ranks), device)
 
 
-def moe_chain(config, w, kernels, device, precision, n_ranks, rows, seed):
-    """Random rows x through every layer's MoE block only (x += MoE(x)), unsharded and expert-parallel:
-    ((x, moe_out) one GPU, (x, moe_out) G ranks, rows of rank q at q R.. (q + 1) R), as bits."""
+def moe_chain(config, w, kernels, device, precision, n_ranks, rows, seed, shard_weights=None):
+    """Random rows x through every layer's MoE block only (x += MoE(x)), unsharded (weights w) and
+    expert-parallel: ((x, moe_out) one GPU, (x, moe_out) G ranks, rows of rank q at q R.. (q + 1) R), as bits."""
     total = n_ranks * rows
     x = np.random.default_rng(seed).standard_normal((total, config.hidden_dim)).astype(np.float32)
     one = RowModel(config, w, kernels, BatchShape(total, total, 1, 1), precision)
     v = one.view(total)
     device.upload(v.x, x)
-    ep = expert_parallel(config, w, kernels, device, precision, n_ranks, rows)
+    ep = expert_parallel(config, w, kernels, device, precision, n_ranks, rows, shard_weights=shard_weights)
     views = [s.model.view(rows) for s in ep.shards]
     for q, view in enumerate(views):
         device.upload(view.x, x[q * rows: (q + 1) * rows])

@@ -240,3 +240,61 @@ def test_nccl_communicator_moves_what_the_in_process_one_does(rng, monkeypatch):
     for rank in range(n_ranks):
         np.testing.assert_array_equal(got[rank], want[rank])  # the spare last row stays NaN in both
         np.testing.assert_array_equal(got_ids[rank], want_ids[rank])
+
+
+# -- a device holding only its experts ----------------------------------------------------------------------
+def device_weights_of(weights, experts, expert_range=None):
+    from cupy_getp.gpu.weights import DeviceWeights
+
+    return DeviceWeights(weights, FakeDevice(), FakeKernels(), experts=experts, expert_range=expert_range)
+
+
+def expert_arrays(w, name):
+    a = w.arrays[name]
+    return (a.blocks, a.scales) if hasattr(a, "blocks") else (a,)
+
+
+def weights_case(case, tmp_path):
+    """(weights, expert storage) of a case: generated on the device, uploaded, or an MXFP4 checkpoint."""
+    from cupy_getp.checkpoint import ArrayStore
+    from test_device_weights import mxfp4_checkpoint
+
+    if case == "checkpoint mxfp4":
+        return mxfp4_checkpoint(tmp_path), "mxfp4"
+    store = SyntheticStore(TINY_EP, seed=5)
+    return Weights(ArrayStore.materialize(store) if case == "uploaded bf16" else store), case.split()[-1]
+
+
+@pytest.mark.parametrize("case", ["synthetic bf16", "synthetic mxfp4", "uploaded bf16", "checkpoint mxfp4"])
+def test_device_weights_of_an_expert_range_are_that_slice(cupy_stand_in, tmp_path, case):
+    """Generated on the device (the stream started past the experts before) or uploaded (per layer and
+    expert): experts [lo, hi) of every layer as the full weights hold them, the dense tensors whole."""
+    from cupy_getp.gpu.weights import EXPERT_TENSORS, upload_bytes
+
+    weights, storage = weights_case(case, tmp_path)
+    E = weights.config.n_experts
+    full = device_weights_of(weights, storage)
+    for lo, hi in [(0, E // 2), (E // 2, E), (1, E - 1)]:
+        part = device_weights_of(weights, storage, (lo, hi))
+        assert part.expert_range == (lo, hi)
+        for name in full.arrays:
+            for got, whole in zip(expert_arrays(part, name), expert_arrays(full, name), strict=True):
+                want = whole[:, lo:hi] if name in EXPERT_TENSORS else whole
+                np.testing.assert_array_equal(got, want, err_msg=f"{name} {lo}..{hi}")
+    assert upload_bytes(weights, storage, (0, E // 2)) < upload_bytes(weights, storage)
+    with pytest.raises(ValueError, match=f"expert range 1..{E + 1} outside the model's {E} experts"):
+        device_weights_of(weights, storage, (1, E + 1))
+
+
+@pytest.mark.parametrize("experts", ["bf16", "mxfp4"])
+def test_ranks_holding_only_their_experts_give_one_gpus_bits(cupy_stand_in, experts):
+    weights = Weights(SyntheticStore(TINY_EP, seed=5))
+    full = device_weights_of(weights, experts)
+    shards = [device_weights_of(weights, experts, (q * 3, q * 3 + 3)) for q in range(4)]
+    kernels = stand_in_kernels("exact")
+    (want_x, want_moe), (got_x, got_moe) = moe_chain(TINY_EP, full, kernels, FakeDevice(), "exact", 4, 4, 3,
+                                                     shard_weights=shards)
+    np.testing.assert_array_equal(got_moe, want_moe)
+    np.testing.assert_array_equal(got_x, want_x)
+    with pytest.raises(ValueError, match="rank 0 needs experts 0..3; its weights hold experts 3..6"):
+        moe_chain(TINY_EP, full, kernels, FakeDevice(), "exact", 4, 4, 3, shard_weights=shards[1:] + shards[:1])

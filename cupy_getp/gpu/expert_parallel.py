@@ -46,8 +46,8 @@ class ExpertShard:
         model = ShardRowModel(n_ranks, *model_args)
         self.rank, self.model, self.per_rank = rank, model, per_rank
         lo = rank * per_rank
-        # Views of the experts held (a device holding only these is docs/multi-gpu.md's "not done").
-        self.experts = [ExpertWeights.of(model.w.layer(l), lo, lo + per_rank) for l in range(c.n_layers)]
+        self.experts = [ExpertWeights.of(model.w.layer(l), *self._held(model.w, lo, lo + per_rank))
+                        for l in range(c.n_layers)]
         own = model.shape.max_rows * c.experts_per_token
         capacity = n_ranks * own
         f32, i32, H = np.float32, np.int32, c.hidden_dim
@@ -66,6 +66,16 @@ class ExpertShard:
         pieces = 0 if model.precision == "fp32" else model.pieces
         self.pieces_received = cupy.zeros(pieces * capacity * pieces_lda(H), np.uint16)
         self.pieces_g = cupy.zeros(pieces * P * pieces_lda(c.intermediate_dim), np.uint16)
+
+    def _held(self, w, lo: int, hi: int) -> tuple[int, int]:
+        """Where experts [lo, hi) lie in the weights: weights of every expert (`DeviceWeights`' default, or
+        one device's weights shared by in-process ranks), or of these only (`expert_range`)."""
+        held = getattr(w, "expert_range", (0, self.model.config.n_experts))
+        if held == (lo, hi):
+            return 0, hi - lo
+        if held == (0, self.model.config.n_experts):
+            return lo, hi
+        raise ValueError(f"rank {self.rank} needs experts {lo}..{hi}; its weights hold experts {held[0]}..{held[1]}")
 
     def grouping(self, n: int, block_m: int, tensor_cores: bool) -> Grouping:
         """The first n received pairs' grouping buffers, cut to their padded size."""
