@@ -52,7 +52,9 @@ sys.modules["cupy"] = types.SimpleNamespace(
     asarray=lambda a, dtype=None: _device(np.array(a, dtype=dtype)), full=_full,
     empty=lambda shape, dtype=np.float32: _device(np.empty(shape, dtype)),
     zeros=lambda shape, dtype=np.float32: _device(np.zeros(shape, dtype)),
-    zeros_like=lambda a: _device(np.zeros_like(a)), ndarray=DeviceArray)
+    zeros_like=lambda a: _device(np.zeros_like(a)), ndarray=DeviceArray,
+    # what gpu/weights.py's lossless-BF16 test of the dense weights uses
+    any=np.any, ascontiguousarray=lambda a: _device(np.ascontiguousarray(a)), uint16=np.uint16)
 
 import cupy_getp.gpu.device as _device_module  # noqa: E402
 import cupy_getp.gpu.kernels as _kernels_module  # noqa: E402

@@ -52,3 +52,24 @@ def test_step_logits_of_g_ranks_are_one_gpus_bits(gpu, weights_on_device, which,
     rows = FEW_ROWS // n_ranks // 2  # 2 or 4 a rank, 8 a step
     want, got = step_logits(config, w, gpu[1], gpu[0], precision, n_ranks, rows, 3, 5)
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("experts", ["bf16", "mxfp4"])
+def test_ranks_holding_only_their_experts(gpu, experts):
+    """DeviceWeights of an expert range, generated on the device: the full weights' slice; 4 ranks each
+    holding only its experts give one GPU's bits."""
+    from cupy_getp.gpu.weights import EXPERT_TENSORS, DeviceWeights
+
+    weights = Weights(SyntheticStore(TINY_EP, seed=5))
+    full = DeviceWeights(weights, *gpu, experts=experts)
+    shards = [DeviceWeights(weights, *gpu, experts=experts, expert_range=(3 * q, 3 * q + 3)) for q in range(4)]
+    for q, shard in enumerate(shards):
+        for name in EXPERT_TENSORS:
+            got, whole = shard.arrays[name], full.arrays[name][:, 3 * q: 3 * q + 3]
+            for part in ("blocks", "scales") if experts == "mxfp4" and name.startswith("w_") else (None,):
+                a, b = (getattr(got, part), getattr(whole, part)) if part else (got, whole)
+                np.testing.assert_array_equal(a.get(), b.get(), err_msg=f"rank {q} {name} {part or ''}")
+    (want_x, want_moe), (got_x, got_moe) = moe_chain(TINY_EP, full, gpu[1], gpu[0], "exact", 4, 5, 9,
+                                                     shard_weights=shards)
+    np.testing.assert_array_equal(got_moe, want_moe)
+    np.testing.assert_array_equal(got_x, want_x)
