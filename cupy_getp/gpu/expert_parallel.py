@@ -32,6 +32,9 @@ class ShardRowModel(RowModel):
     def products(self, R: int) -> tuple[int, bool]:
         return super().products(self.n_ranks * R)
 
+    def moe_block(self, l: int, v: RowView, trace=None) -> None:
+        raise RuntimeError("a rank's MoE runs through ExpertParallel.moe_layer: it holds a slice of the experts")
+
 
 class ExpertShard:
     """Rank q of G: its `RowModel` (its rows, step buffers and KV cache), its experts of every layer, and
