@@ -4,7 +4,7 @@ the launches). It runs the tests' own code (shapes, helper calls, `expected`, th
 reference engine) before GPU time is spent on them; it says nothing about the kernels themselves.
 
     PYTHONPATH=tests python -m pytest -p gpu_dry_run tests/test_gpu_kernels.py tests/test_gpu_batch_attention.py \
-        tests/test_gpu_batch_moe.py tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py
+        tests/test_gpu_batch_moe.py tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py tests/test_gpu_expert_parallel.py
 
 Loaded only with `-p gpu_dry_run`; the engine-level GPU tests (test_gpu_engine, test_gpu_batch_engine,
 test_gpu_weight_storage) need more of CuPy than this and are not meant to run under it.
@@ -52,7 +52,9 @@ sys.modules["cupy"] = types.SimpleNamespace(
     asarray=lambda a, dtype=None: _device(np.array(a, dtype=dtype)), full=_full,
     empty=lambda shape, dtype=np.float32: _device(np.empty(shape, dtype)),
     zeros=lambda shape, dtype=np.float32: _device(np.zeros(shape, dtype)),
-    zeros_like=lambda a: _device(np.zeros_like(a)), ndarray=DeviceArray)
+    zeros_like=lambda a: _device(np.zeros_like(a)), ndarray=DeviceArray,
+    # what gpu/weights.py's lossless-BF16 test of the dense weights uses
+    any=np.any, ascontiguousarray=lambda a: _device(np.ascontiguousarray(a)), uint16=np.uint16)
 
 import cupy_getp.gpu.device as _device_module  # noqa: E402
 import cupy_getp.gpu.kernels as _kernels_module  # noqa: E402

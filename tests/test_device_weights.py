@@ -52,9 +52,9 @@ def test_synthetic_experts_are_generated_as_mxfp4_or_bf16(stand_in, config):
         np.testing.assert_array_equal(values, weights.f32(name), err_msg=name)
 
 
-def test_checkpoint_experts_are_uploaded_as_stored(stand_in, tmp_path):
+def mxfp4_checkpoint(tmp_path, c=SMALL) -> Weights:
+    """An openai-layout checkpoint of config c with random MXFP4 experts, opened."""
     rng = np.random.default_rng(1)
-    c = SMALL
     store = SyntheticStore(c, seed=4)
     spec = {n: store.read(n) for n in TENSOR_NAMES}
     mxfp4 = {}
@@ -63,7 +63,11 @@ def test_checkpoint_experts_are_uploaded_as_stored(stand_in, tmp_path):
         pairs = [random_mxfp4(rng, c.n_experts, rows, cols) for _ in range(c.n_layers)]
         mxfp4[name] = np.stack([b for b, _ in pairs]), np.stack([s for _, s in pairs])
     path = write_checkpoint(tmp_path / "oai", openai_tensors(spec, c, mxfp4), openai_config(c))
-    weights = Weights(open_store(path, config={"seq_len": 64}))
+    return Weights(open_store(path, config={"seq_len": 64}))
+
+
+def test_checkpoint_experts_are_uploaded_as_stored(stand_in, tmp_path):
+    weights = mxfp4_checkpoint(tmp_path)
     assert_mxfp4_as_stored(device_weights(weights, "mxfp4"), weights)
 
 

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.base import Trace
 from ..errors import DeviceError, NumericalError
 from ..rope import rope_cos_sin
+from .batch_trace import BatchTrace
 from .launch.gemm import GROUPED_BLOCK_M
 from .launch.gemm_tc import (TC_BLOCK_M, WG_GROUPED_ROWS, describe_products, pieces_lda, tensor_cores_supported,
                              wg_grouped_rows)
 from .launch.moe import moe_padded_pairs
+from .moe_products import ExpertWeights, Grouping, expert_products
 
 ATTN_SPLIT = 256  # positions per attention split on full-attention layers
 ATTN_SPLIT_FEW_ROWS = 64  # ... when a step has few rows: more blocks to fill the GPU
@@ -317,10 +318,7 @@ class RowModel:
             trace.record(l, "x_attn", v.x)
 
     def moe_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
-        kernels, lw = self.kernels, self.w.layer(l)
-        kernels.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
-        t_pieces = self.split(v.t) if v.tensor_cores else None  # the router's and mlp1's
-        self.matmul(v, v.router, v.t, lw.w_router, lw.b_router, a_pieces=t_pieces)  # (R, E)
+        t_pieces = self.router_scores(l, v)
         if v.R == 1 and not v.tensor_cores:
             self.moe_one_row(l, v)
         else:
@@ -331,6 +329,15 @@ class RowModel:
             trace.record(l, "moe_out", v.moe_out)
             trace.record(l, "x_moe", v.x)
 
+    def router_scores(self, l: int, v: RowView):
+        """t = rmsnorm(x), router scores (R, E) = w_router @ t + b; returns t's pieces on tensor cores (the
+        router's and mlp1's), else None. Expert parallelism (gpu/expert_parallel.py) starts here too."""
+        lw = self.w.layer(l)
+        self.kernels.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
+        t_pieces = self.split(v.t) if v.tensor_cores else None
+        self.matmul(v, v.router, v.t, lw.w_router, lw.b_router, a_pieces=t_pieces)  # (R, E)
+        return t_pieces
+
     def moe_one_row(self, l: int, v: RowView) -> None:
         """One row: the single-sequence engine's fused expert kernels (each chosen expert read once)."""
         c, kernels, lw = self.config, self.kernels, self.w.layer(l)
@@ -340,21 +347,19 @@ class RowModel:
         kernels.moe_mlp2_accumulate(v.x[0], v.moe_out[0], lw.w_mlp2, lw.b_mlp2, g, v.experts[0], v.expert_weights[0])
 
     def moe_rows(self, l: int, v: RowView, t_pieces=None) -> None:
-        """Rows grouped by expert: routing, alignment, grouped mlp1 + SwiGLU and mlp2, combine in slot order
+        """Rows grouped by expert: routing, the grouped products (gpu/moe_products.py), combine in slot order
         (on tensor cores: t given as its pieces, g kept as pieces)."""
-        c, kernels, lw = self.config, self.kernels, self.w.layer(l)
+        c, kernels = self.config, self.kernels
         kernels.router_topk_rows(v.experts, v.expert_weights, v.router)
-        kernels.moe_align(v.pair_of_padded, v.padded_of_pair, v.tile_expert, v.experts, v.block_m, c.n_experts)
-        if v.tensor_cores:
-            g_pieces = self.pieces_view(self.buffers.pieces_g, v.g.shape[0], c.intermediate_dim)
-            kernels.gemm_tc_grouped_swiglu(g_pieces, t_pieces, v.pair_of_padded, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
-                                     c.experts_per_token, c.swiglu_limit)
-            kernels.gemm_tc_grouped(v.y, g_pieces, v.pair_of_padded, v.tile_expert, lw.w_mlp2, lw.b_mlp2)
-        else:
-            kernels.gemm_grouped_swiglu(v.g, v.t, v.pair_of_padded, v.tile_expert, lw.w_mlp1, lw.b_mlp1,
-                                  c.experts_per_token, c.swiglu_limit, v.block_m)
-            kernels.gemm_grouped(v.y, v.g, v.pair_of_padded, v.tile_expert, lw.w_mlp2, lw.b_mlp2, v.block_m)
+        expert_products(kernels, self.grouping(v), v.experts, v.t, t_pieces, ExpertWeights.of(self.w.layer(l)),
+                        c.experts_per_token, c.swiglu_limit)
         kernels.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.padded_of_pair)  # x += moe_out
+
+    def grouping(self, v: RowView) -> Grouping:
+        g_pieces = self.pieces_view(self.buffers.pieces_g, v.g.shape[0], self.config.intermediate_dim) \
+            if v.tensor_cores else None
+        return Grouping(v.block_m, v.tensor_cores, v.pair_of_padded, v.padded_of_pair, v.tile_expert, v.g, g_pieces,
+                        v.y)
 
     def unembed(self, v: RowView, trace: BatchTrace | None) -> None:
         """Logits of every row (pad and mid-prompt rows included: the graph's shape is the bucket's),
@@ -364,22 +369,6 @@ class RowModel:
         self.kernels.argmax_rows(v.next_token, v.logits)
         if trace is not None:
             trace.logits = v.logits.get()
-
-
-class BatchTrace(Trace):
-    """A `Trace` whose values hold every row of one step: (R, ...) arrays, copied from the device."""
-
-    def record(self, layer: int, point: str, value) -> None:
-        super().record(layer, point, value.get())
-
-    def row(self, i: int) -> Trace:
-        """Row i's values as a single-sequence `Trace`, for `diff.compare_step`."""
-        trace = Trace()
-        for l, points in enumerate(self.values):
-            for point, value in points.items():
-                trace.record(l, point, value[i])
-        trace.logits = None if self.logits is None else self.logits[i].copy()
-        return trace
 
 
 # -- running steps -------------------------------------------------------------------------------------------

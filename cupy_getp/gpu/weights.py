@@ -30,25 +30,32 @@ UPLOAD_CHUNK = 16 << 20  # weights per host slice: 64 MiB of float32
 
 EXPERT_STORAGES = ("bf16", "mxfp4")  # the MoE matrices on the device: BF16 bits, or MXFP4 as stored
 
+# Tensors with an expert axis (axis 1): a device of expert parallelism holds experts [lo, hi) of them only.
+EXPERT_TENSORS = ("w_mlp1", "b_mlp1", "w_mlp2", "b_mlp2")
+
 # Dense weights read by matvecs / GEMMs, stored as BF16 when that is lossless (tested at warm-up).
 DENSE_GEMM_WEIGHTS = ("w_qkv", "w_o", "w_router", "out")
 
 
 class DeviceWeights:
-    """`w.<name>`: one CuPy array per tensor of the spec's table; `w.layer(l)` for per-layer views."""
+    """`w.<name>`: one CuPy array per tensor of the spec's table; `w.layer(l)` for per-layer views.
+    `expert_range` (lo, hi): only experts [lo, hi) of every layer (expert parallelism, gpu/expert_parallel.py)."""
 
     def __init__(self, weights: Weights, device: Device, kernels: Kernels,
-                 progress: Callable[[int], None] | None = None, experts: str = "bf16"):
+                 progress: Callable[[int], None] | None = None, experts: str = "bf16",
+                 expert_range: tuple[int, int] | None = None):
         if experts not in EXPERT_STORAGES:
             raise ValueError(f"expert storage {experts!r}, expected one of {EXPERT_STORAGES}")
         self.config = weights.config
+        self.expert_range = expert_range or (0, self.config.n_experts)
         self.arrays: dict[str, object] = {}
         if experts == "mxfp4":
             check_mxfp4_source(weights)
-        check_weights_fit(weights, device, experts)
+        shapes = device_shapes(weights, self.expert_range)
+        check_weights_fit(weights, device, experts, self.expert_range)
         with device.allocating("the weights", weights_remedy(weights, experts)):
             for name in TENSOR_NAMES:
-                self.arrays[name] = _empty(weights.shapes[name], experts if name in MOE_WEIGHTS else "fp32")
+                self.arrays[name] = _empty(shapes[name], experts if name in MOE_WEIGHTS else "fp32")
             if isinstance(weights.store, SyntheticStore):
                 self._generate(weights.store, kernels, progress)
             else:
@@ -73,29 +80,44 @@ class DeviceWeights:
     def _upload(self, weights: Weights, device: Device, progress) -> None:
         for name, dst in self.arrays.items():
             convert = weights.bf16 if name in MOE_WEIGHTS else weights.f32
-            for index in chunk_indices(dst.shape, UPLOAD_CHUNK):
+            for index, host_index in self._upload_indices(name, dst.shape):
                 part = dst[index]
                 if isinstance(part, Mxfp4Matrix):  # as stored: blocks and scales, nothing widened
-                    blocks, scales = _host_slice(weights, name, index, part.size, weights.mxfp4)
+                    blocks, scales = _host_slice(weights, name, host_index, part.size, weights.mxfp4)
                     device.upload(part.blocks, blocks)
                     device.upload(part.scales, scales)
                 else:
-                    device.upload(part, _host_slice(weights, name, index, part.size, convert))
+                    device.upload(part, _host_slice(weights, name, host_index, part.size, convert))
                 if progress:
                     progress(part.size)
+
+    def _upload_indices(self, name: str, shape: tuple):
+        """(device index, host index) of each upload slice: the same, or per (layer, expert) with the host's
+        expert lo + e where the device holds experts [lo, hi) only."""
+        lo, hi = self.expert_range
+        if name not in EXPERT_TENSORS or (lo, hi) == (0, self.config.n_experts):
+            yield from ((index, index) for index in chunk_indices(shape, UPLOAD_CHUNK))
+            return
+        for layer, expert in np.ndindex(*shape[:2]):
+            for index in chunk_indices(shape[2:], UPLOAD_CHUNK):
+                yield (layer, expert, *index), (layer, lo + expert, *index)
 
     def _generate(self, store: SyntheticStore, kernels: Kernels, progress) -> None:
         for name, dst in self.arrays.items():
             init = store.inits[name]
             layers = range(dst.shape[0]) if name in LAYER_TENSORS else [None]
+            # the experts before this device's: their elements (or MXFP4 rows) come first in a layer's stream
+            skipped = self.expert_range[0] if name in EXPERT_TENSORS else 0
             for layer in layers:
                 part = dst if layer is None else dst[layer]
+                start = skipped * math.prod(part.shape[1:])
                 if isinstance(part, Mxfp4Matrix):
-                    kernels.synthetic_mxfp4_codes(part.blocks, part.scales, 0, store.mxfp4_stream(name, layer))
+                    kernels.synthetic_mxfp4_codes(part.blocks, part.scales, skipped * part.shape[1],
+                                                  store.mxfp4_stream(name, layer))
                 elif store.is_mxfp4(name):
-                    kernels.synthetic_mxfp4(part.reshape(-1), 0, store.mxfp4_stream(name, layer))
+                    kernels.synthetic_mxfp4(part.reshape(-1), start, store.mxfp4_stream(name, layer))
                 else:
-                    kernels.synthetic(part.reshape(-1), 0, stream_key(store.seed, name, layer), init.scale,
+                    kernels.synthetic(part.reshape(-1), start, stream_key(store.seed, name, layer), init.scale,
                                       init.offset, store.rounds_to_bf16(name))
                 if progress:
                     progress(part.size)
@@ -236,9 +258,20 @@ def _first_without_mxfp4(weights: Weights) -> tuple[int, str] | None:
     return None
 
 
-def upload_bytes(weights: Weights, experts: str = "bf16") -> int:
-    """Device bytes `DeviceWeights` allocates before any dense tensor turns to BF16: experts as `experts`, FP32 rest."""
-    return storage_bytes(weights, {name: experts if name in MOE_WEIGHTS else "fp32" for name in TENSOR_NAMES})
+def device_shapes(weights: Weights, expert_range: tuple[int, int] | None = None) -> dict[str, tuple]:
+    """Every tensor's shape on the device: with `expert_range` (lo, hi), experts [lo, hi) only."""
+    lo, hi = expert_range or (0, weights.config.n_experts)
+    if not 0 <= lo < hi <= weights.config.n_experts:
+        raise ValueError(f"expert range {lo}..{hi} outside the model's {weights.config.n_experts} experts")
+    return {name: (shape[0], hi - lo, *shape[2:]) if name in EXPERT_TENSORS else shape
+            for name, shape in weights.shapes.items()}
+
+
+def upload_bytes(weights: Weights, experts: str = "bf16", expert_range: tuple[int, int] | None = None) -> int:
+    """Device bytes `DeviceWeights` allocates before any dense tensor turns to BF16: experts as `experts`, FP32 rest
+    (experts [lo, hi) only with `expert_range`)."""
+    shapes = device_shapes(weights, expert_range)
+    return sum(tensor_bytes(shapes[name], experts if name in MOE_WEIGHTS else "fp32") for name in TENSOR_NAMES)
 
 
 def weights_remedy(weights: Weights, experts: str = "bf16") -> str:
@@ -250,9 +283,10 @@ def weights_remedy(weights: Weights, experts: str = "bf16") -> str:
             f"more free memory")
 
 
-def check_weights_fit(weights: Weights, device: Device, experts: str = "bf16") -> None:
+def check_weights_fit(weights: Weights, device: Device, experts: str = "bf16",
+                      expert_range: tuple[int, int] | None = None) -> None:
     """Refuse, before allocating anything, weights larger than what the device can still allocate."""
-    needed, free = upload_bytes(weights, experts), device.allocatable_bytes()
+    needed, free = upload_bytes(weights, experts, expert_range), device.allocatable_bytes()
     if needed > free:
         raise DeviceError(out_of_memory_line(f"the weights ({gib(needed)}, {experts.upper()} experts)", None, free,
                                              device.device_free_bytes()[1], weights_remedy(weights, experts)))
