@@ -38,7 +38,10 @@ class ExpertWeights:
 
     @classmethod
     def of(cls, layer, lo: int = 0, hi: int | None = None) -> ExpertWeights:
-        """Experts [lo, hi) of a layer's views (`DeviceWeights.layer(l)`): views, nothing copied."""
+        """Experts [lo, hi) of a layer's views (`DeviceWeights.layer(l)`): views, nothing copied (all of them:
+        the layer's own views, no new slice objects in the step)."""
+        if lo == 0 and hi is None:
+            return cls(layer.w_mlp1, layer.b_mlp1, layer.w_mlp2, layer.b_mlp2)
         part = slice(lo, hi)
         return cls(layer.w_mlp1[part], layer.b_mlp1[part], layer.w_mlp2[part], layer.b_mlp2[part])
 
