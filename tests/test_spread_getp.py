@@ -186,3 +186,50 @@ def test_request_samplers_draw_by_input_number():
     """A shard's or a chunk's request samples with the generator of its number in the whole input."""
     part = RequestSamplers(Sampler(0.8, 0.9, 11), numbers=[5, 9])
     assert part[1].seed == request_seed(11, 9) != RequestSamplers(Sampler(0.8, 0.9, 11))[1].seed
+
+
+FAILING_RUN = """
+import sys
+import worker_faults
+from cupy_getp import workers
+from cupy_getp.errors import GetpError
+from cupy_getp.getp import GetpHooks, GetpOptions, Spread, getp
+from cupy_getp.sampler import Sampler
+from cupy_getp.tokenizer import harmony_tokenizer
+
+if __name__ == "__main__":
+    workers.worker_main = worker_faults.failing_worker
+    try:
+        getp("7m", sys.argv[1], sys.argv[2], tokenizer=harmony_tokenizer(), sampler=Sampler(0.0),
+             options=GetpOptions(engine="numpy", steps=12), spread=Spread(workers=(None, None)),
+             hooks=GetpHooks(echo=lambda line: None))
+    except GetpError as e:
+        print(e)
+"""
+
+
+def test_a_failed_run_exits_with_chunks_left_in_the_queue(tmp_path):
+    """Thousands of one-request chunks no worker will take (more than a pipe holds): the run's process still
+    exits at once (it does not wait to push them to workers that are gone)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    requests = tmp_path / "in.txt"
+    requests.write_text("3000\n" + "a prompt of a few words\n" * 3000)
+    result = subprocess.run([sys.executable, "-c", FAILING_RUN, str(requests), str(tmp_path / "out.txt")],
+                            capture_output=True, text=True, timeout=60,
+                            env={**__import__("os").environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"})
+    assert result.returncode == 0 and "device fault" in result.stdout, result.stderr
+    assert not (tmp_path / "out.txt").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "7m", "-m", "generate", "--shard", "1/2"], "apply only with -m getp"),
+    (["getp", "7m", "--gpus", "0", "--engine", "numpy"], "--gpus"),
+])
+def test_spread_command_errors(tmp_path, args, message):
+    result = cli(*args, "-o", str(tmp_path / "out.txt")) if args[0] == "getp" else cli(*args)
+    assert result.returncode == 1 and result.stderr.splitlines()[-1].startswith("error: ")
+    assert message in result.stderr.splitlines()[-1] and not (tmp_path / "out.txt").exists()
