@@ -25,7 +25,7 @@ from .sampler import Sampler
 from .shards import Shard, run_identity, shard_header
 from .startup import check_startup
 from .tokenizer import Tokenizer
-from .workers import WorkerPool, parse_gpus, use_device, visible_gpus, worker_jobs
+from .workers import parse_gpus, use_device, visible_gpus, worker_pool
 
 
 @dataclass
@@ -144,8 +144,8 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
     numbers = spread.shard.numbers(len(requests)) if spread.shard else range(len(requests))
     options = replace(options, engine=engine, steps=steps)
     if spread.workers:
-        jobs = worker_jobs(os.fspath(source), options, sampler, spread.workers, len(numbers), _one_at_a_time(engine))
-        runner = WorkerPool(jobs, hooks)
+        runner = worker_pool(os.fspath(source), options, sampler, spread.workers, len(numbers),
+                             _one_at_a_time(engine), hooks)
     else:
         runner = _InProcess(weights, len(numbers), options, sampler, hooks, spread.device)
     header = None

@@ -83,6 +83,37 @@ def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], st
     return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers), on_request)
 
 
+def run_fed(batched, sampler: Sampler, steps: int, take: Callable[[bool], list | None],
+            on_result: Callable[[int, list[int]], None]) -> None:
+    """Continuous batching fed while it runs (a worker of `workers.py`, from the run's shared queue).
+    Before each step, while fewer requests wait than slots are free (taking no more than the step can start:
+    the rest stay in the queue for the other workers), `take(block)` gives more as (number,
+    prompt) pairs: [] when there are none now (it blocks only when nothing is left to run), None once
+    there will be no more. `on_result(number, tokens)` hears each request as it ends. A request's number
+    in the whole input seeds its generator (above temperature 0), as in `run_batched` of the whole input."""
+    shape = batched.shape
+    scheduler = Scheduler([], steps, shape.n_slots, shape.max_rows, shape.max_chunk, STOP_TOKENS)
+    numbers: dict[int, int] = {}  # the scheduler's index of a request -> its number in the input
+    samplers = None if sampler.temperature == 0 else RequestSamplers(sampler, numbers)
+    more = True
+    while True:
+        while more and len(scheduler.waiting) < len(scheduler.free_slots):  # slots the next step can fill
+            given = take(scheduler.done)
+            if given is None:
+                more = False
+            elif not given:
+                break
+            for number, prompt in given or ():
+                numbers[scheduler.add(prompt).index] = number
+        if scheduler.done:
+            if not more:
+                return
+            continue
+        scheduler.step(lambda rows: batched.next_tokens(rows, samplers))
+        for seq in scheduler.finished:
+            on_result(numbers[seq.index], seq.output)
+
+
 @dataclass
 class Session:
     """The engine of one getp run and its batched engine, freed on one path whatever happens."""

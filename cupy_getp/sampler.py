@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class RequestSamplers:
     depend on what it was batched with (the original's single shared generator cannot be reproduced
     once requests interleave)."""
 
-    def __init__(self, sampler: Sampler, numbers: Sequence[int] | None = None):
+    def __init__(self, sampler: Sampler, numbers: Sequence[int] | Mapping[int, int] | None = None):
         self.template = sampler
         # The requests' numbers in the whole input, where the batch holds a part of it (a shard, a worker's
         # chunk): request `index` of the batch then draws the same stream as in a run of the whole input.

@@ -1,14 +1,16 @@
 """getp over several engine processes (`--gpus 0,1,...`): one worker process per GPU, each with its own
-engine, all fed from one queue of chunks of requests (a worker that finishes early takes the next chunk);
-the results come back to this process, which writes them in input order.
+engine, all fed from one queue of chunks of requests (a worker that has room takes the next chunk: one that
+runs faster takes more); the results come back to this process, which writes them in input order.
 
 Workers are started with `spawn` (a fresh interpreter: a forked CUDA context is unusable), and each sets
 its device (HIP_DEVICE_ID, read by `gpu/device.py`) before it creates its engine. Nothing in a worker is
 GPU-specific: with no device (`--workers N`, the test-only way) the workers run whatever engine the run
 names, the numpy engine on a CPU-only machine, through the same code.
 
-Messages, worker -> here, on one queue: ("note", worker, line), ("load", n), ("ready", worker),
-("request", tokens), ("chunk", numbers, results), ("freed", worker), ("error", worker, line).
+Tasks, here -> workers, on one queue: ("chunk", numbers, prompts) for the run, then one ("end",) per worker
+(no more requests), later one None per worker (free the engine and exit). Messages, workers -> here, on one
+queue: ("note", worker, line), ("load", n), ("ready", worker), ("result", number, tokens), ("freed", worker),
+("error", worker, line).
 """
 
 from __future__ import annotations
@@ -24,30 +26,31 @@ from dataclasses import dataclass
 from .checkpoint import open_weights
 from .engine.factory import create_engine
 from .errors import GetpError
-from .getp_session import GetpHooks, GetpOptions, Session, infer, warm_up_engine
+from .getp_session import GetpHooks, GetpOptions, Session, infer, run_fed, warm_up_engine
 from .sampler import Sampler
 
 POLL_S = 0.2  # how often a waiting side looks whether the other is still alive
-CHUNKS_PER_WORKER = 2  # a batched engine's chunks: see `chunk_size`
+CHUNKS_PER_WORKER = 16  # a batched engine's chunks: see `chunk_size`
 
 
 @dataclass(frozen=True)
 class WorkerJob:
     """What one worker needs, all of it picklable: the model as the user named it (a path or a preset:
     each worker opens it), the run's options with its resolved steps, the sampler's settings (the seed
-    resolved, so that a clock seed is the same in every worker) and the most requests of one chunk."""
+    resolved, so that a clock seed is the same in every worker), and the requests it sizes its batched
+    engine for (its even share of the run)."""
     number: int
     device: int | None
     model: str
     options: GetpOptions
     sampling: tuple[float, float, int]
-    chunk: int
+    share: int
 
 
 def chunk_size(n_requests: int, n_workers: int, one_at_a_time: bool) -> int:
-    """Requests per chunk. An engine that runs requests one at a time loses nothing between chunks: one
-    request each balances best. A batched engine fills its slots from one chunk and drains at its end, so
-    its chunks are large (each worker's share in CHUNKS_PER_WORKER parts): fewer drains, a coarser balance."""
+    """Requests per chunk. An engine that runs requests one at a time takes one: the finest balance. A
+    batched engine takes chunks as its slots free (`getp_session.run_fed`): small ones balance the end of
+    the run best, each costs a message; CHUNKS_PER_WORKER of them make a worker's share."""
     if one_at_a_time:
         return 1
     return max(1, math.ceil(n_requests / (n_workers * CHUNKS_PER_WORKER)))
@@ -90,8 +93,8 @@ def use_device(device: int | None) -> None:
 
 # -- the worker process --------------------------------------------------------------------------------
 def worker_main(job: WorkerJob, tasks, results) -> None:
-    """Open and warm up an engine, run chunks until the None that ends the run, free the engine. Any
-    failure becomes one ("error", ...) message; the run's process decides what happens next."""
+    """Open and warm up an engine, run the requests it takes until the run's end, then free the engine
+    when told. Any failure becomes one ("error", ...) message; the run's process decides what happens next."""
     # A terminal's ^C reaches the whole process group: the run's process handles it (and ends us).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -102,14 +105,10 @@ def worker_main(job: WorkerJob, tasks, results) -> None:
         session.model = create_engine(weights, job.options.engine, job.options.experts, job.options.steps)
         hooks = GetpHooks(echo=None, note=lambda line: results.put(("note", job.number, line)),
                           load_progress=lambda n: results.put(("load", n)))
-        session.batched = warm_up_engine(session.model, job.chunk, job.options.steps, job.options, hooks)
+        session.batched = warm_up_engine(session.model, job.share, job.options.steps, job.options, hooks)
         results.put(("ready", job.number))
-        sampler = Sampler(*job.sampling)
-        while (task := _next_task(tasks)) is not None:
-            numbers, requests = task
-            tokens = infer(session, sampler, requests, job.options.steps,
-                           lambda n: results.put(("request", n)), numbers)
-            results.put(("chunk", numbers, tokens))
+        _serve(session, Sampler(*job.sampling), job.options.steps, tasks, results)
+        _next_task(tasks)  # the None after the output is written (or the run's process gone)
         session.free()
         results.put(("freed", job.number))
     except BaseException as e:  # noqa: BLE001 (reported, whatever it is)
@@ -117,9 +116,36 @@ def worker_main(job: WorkerJob, tasks, results) -> None:
         session.free(failing=True)
 
 
+def _serve(session: Session, sampler: Sampler, steps: int, tasks, results) -> None:
+    """The run's requests, as this worker takes them, until its ("end",)."""
+    def report(number: int, tokens: list[int]) -> None:
+        results.put(("result", number, tokens))
+
+    take = lambda block: _take(tasks, block)  # noqa: E731
+    if session.batched is not None:
+        run_fed(session.batched, sampler, steps, take, report)
+        return
+    while (given := take(True)) is not None:
+        for number, prompt in given:
+            report(number, infer(session, sampler, [prompt], steps, None)[0])
+
+
+def _take(tasks, block: bool) -> list | None:
+    """(number, prompt) pairs of the next chunk; [] if none is there now (unless `block`); None at the end."""
+    if block:
+        task = _next_task(tasks)
+    else:
+        try:
+            task = tasks.get_nowait()
+        except queue.Empty:
+            return []
+    if task is None or task[0] == "end":
+        return None
+    return list(zip(task[1], task[2]))
+
+
 def _next_task(tasks):
-    """The next chunk, or None at the end of the run or when the run's process is gone (killed: no one
-    will ever send the None)."""
+    """The next task; None when the run's process is gone (killed: no one will ever send one)."""
     parent = multiprocessing.parent_process()
     while True:
         try:
@@ -141,8 +167,9 @@ class WorkerPool:
     the in-process runner (`getp.py`). The workers run `worker_main`, looked up here when the pool is
     made: a test puts one that fails in its place (a module's function, which spawn sends by name)."""
 
-    def __init__(self, jobs: Sequence[WorkerJob], hooks: GetpHooks):
+    def __init__(self, jobs: Sequence[WorkerJob], hooks: GetpHooks, chunk: int):
         target = worker_main
+        self.chunk = chunk
         context = multiprocessing.get_context("spawn")
         self.tasks, self.results = context.Queue(), context.Queue()
         self.jobs, self.hooks = list(jobs), hooks
@@ -162,10 +189,12 @@ class WorkerPool:
     def infer(self, requests: Sequence[Sequence[int]], numbers: Sequence[int]) -> list[list[int]]:
         """Every request's tokens, in the order given."""
         self.on_request = self.hooks.progress(len(requests)) if self.hooks.progress else None
-        size = self.jobs[0].chunk
+        size = self.chunk
         for start in range(0, len(requests), size):
-            self.tasks.put((list(numbers[start:start + size]), list(requests[start:start + size])))
-        self._receive(lambda: all(n in self.done for n in numbers))
+            self.tasks.put(("chunk", list(numbers[start:start + size]), list(requests[start:start + size])))
+        for _ in self.processes:
+            self.tasks.put(("end",))
+        self._receive(lambda: len(self.done) == len(requests))
         return [self.done[n] for n in numbers]
 
     def free(self, failing: bool = False) -> None:
@@ -206,10 +235,10 @@ class WorkerPool:
         kind, *body = message
         if kind == "error":
             raise GetpError(f"{self._where(body[0])}: {body[1]}")
-        if kind == "chunk":
-            self.done.update(zip(body[0], body[1]))
-        elif kind == "request" and self.on_request:
-            self.on_request(body[0])
+        if kind == "result":
+            self.done[body[0]] = body[1]
+            if self.on_request:
+                self.on_request(len(body[1]))
         elif kind == "load" and self.hooks.load_progress:
             self.hooks.load_progress(body[0] / len(self.jobs))  # the bar counts one model's weights
         elif kind == "note" and self.hooks.note:
@@ -238,8 +267,10 @@ class WorkerPool:
         return f"worker {number}" + (f" (GPU {device})" if device is not None else "")
 
 
-def worker_jobs(model: str, options: GetpOptions, sampler: Sampler, devices: Sequence[int | None],
-                n_requests: int, one_at_a_time: bool) -> list[WorkerJob]:
-    chunk = chunk_size(n_requests, len(devices), one_at_a_time)
+def worker_pool(model: str, options: GetpOptions, sampler: Sampler, devices: Sequence[int | None],
+                n_requests: int, one_at_a_time: bool, hooks: GetpHooks) -> WorkerPool:
+    """A pool of one worker per entry of `devices` for a run of `n_requests`."""
+    share = math.ceil(n_requests / len(devices))
     sampling = (sampler.temperature, sampler.topp, sampler.seed)
-    return [WorkerJob(i, device, model, options, sampling, chunk) for i, device in enumerate(devices)]
+    jobs = [WorkerJob(i, device, model, options, sampling, share) for i, device in enumerate(devices)]
+    return WorkerPool(jobs, hooks, chunk_size(n_requests, len(devices), one_at_a_time))

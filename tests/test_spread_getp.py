@@ -233,3 +233,14 @@ def test_spread_command_errors(tmp_path, args, message):
     result = cli(*args, "-o", str(tmp_path / "out.txt")) if args[0] == "getp" else cli(*args)
     assert result.returncode == 1 and result.stderr.splitlines()[-1].startswith("error: ")
     assert message in result.stderr.splitlines()[-1] and not (tmp_path / "out.txt").exists()
+
+
+def test_a_worker_takes_chunks_until_the_end_of_the_run():
+    """The shared queue as a worker reads it: a chunk's (number, prompt) pairs, [] when nothing is there and
+    it must not wait, None at the run's end."""
+    tasks = multiprocessing.get_context("spawn").Queue()
+    tasks.put(("chunk", [4, 7], [[1, 2], [3]]))
+    assert workers._take(tasks, True) == [(4, [1, 2]), (7, [3])]
+    assert workers._take(tasks, False) == []
+    tasks.put(("end",))
+    assert workers._take(tasks, True) is None
