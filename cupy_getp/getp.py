@@ -136,6 +136,7 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
     prompts = read_requests(input_path)
     weights = open_weights(source, options.seed, options.config)
     engine = resolve_engine(options.engine)
+    use_device(spread.device)  # before the checks of the device's memory
     for line in check_startup(weights, engine, tokenizer, options.experts):
         note(hooks, line)
     steps = resolve_steps(options.steps, weights.config.seq_len)
@@ -147,7 +148,7 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
         runner = worker_pool(os.fspath(source), options, sampler, spread.workers, len(numbers),
                              _one_at_a_time(engine), hooks)
     else:
-        runner = _InProcess(weights, len(numbers), options, sampler, hooks, spread.device)
+        runner = _InProcess(weights, len(numbers), options, sampler, hooks)
     header = None
     if spread.shard is not None:
         identity = run_identity(prompts, steps, sampler.temperature, sampler.topp, sampler.seed)
@@ -175,14 +176,12 @@ class _InProcess:
     """The getp runner of one engine in this process: `warm_up()`, `infer(requests, numbers)`,
     `free(failing)`, as `workers.WorkerPool`."""
 
-    def __init__(self, weights, n_requests: int, options: GetpOptions, sampler: Sampler, hooks: GetpHooks,
-                 device: int | None):
+    def __init__(self, weights, n_requests: int, options: GetpOptions, sampler: Sampler, hooks: GetpHooks):
         self.weights, self.n_requests, self.options = weights, n_requests, options
-        self.sampler, self.hooks, self.device = sampler, hooks, device
+        self.sampler, self.hooks = sampler, hooks
         self.session, self.freed = Session(), False
 
     def warm_up(self) -> None:
-        use_device(self.device)
         o = self.options
         self.session.model = create_engine(self.weights, o.engine, o.experts, o.steps)
         self.session.batched = warm_up_engine(self.session.model, self.n_requests, o.steps, o, self.hooks)
