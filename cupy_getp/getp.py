@@ -10,19 +10,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from .checkpoint import DEFAULT_SEED, open_weights
+from .checkpoint import open_weights
 from .checkpoint.weights import source_files
-from .engine.base import Engine
 from .engine.factory import create_engine, resolve_engine
-from .engine.scheduler import Scheduler, run_scheduled
-from .errors import InputError
+from .errors import GetpError, InputError
 from .fileio import atomic_output, read_text
-from .generation import check_prompt, decode, resolve_steps
-from .sampler import RequestSamplers, Sampler
+from .generation import check_prompt, resolve_steps
+from .getp_session import (GetpHooks, GetpOptions, Session, elapsed_line, finish_line, format_output, infer, note,
+                           warm_up_engine, warm_up_line)
+from .getp_session import describe_batch, run_batched, run_requests  # noqa: F401 (the getp API, as before)
+from .sampler import Sampler
+from .shards import Shard, run_identity, shard_header
 from .startup import check_startup
-from .tokenizer import STOP_TOKENS, Tokenizer
+from .tokenizer import Tokenizer
+from .workers import parse_gpus, use_device, visible_gpus, worker_pool
 
 
 @dataclass
@@ -76,34 +79,6 @@ def encode_requests(tokenizer: Tokenizer, prompts: Sequence[str], steps: int, so
     return requests
 
 
-def run_requests(engine: Engine, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
-                 on_request: Callable[[int], None] | None = None) -> list[list[int]]:
-    """One request after another, each from position 0 (earlier cache entries are never read:
-    attention stops at pos). The original's flow, and its single shared sampler."""
-    results = []
-    for prompt in requests:
-        results.append(list(decode(engine, sampler, prompt, steps, STOP_TOKENS)))
-        if on_request:
-            on_request(len(results[-1]))
-    return results
-
-
-def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
-                on_request: Callable[[int], None] | None = None, stop: frozenset[int] = STOP_TOKENS,
-                ) -> list[list[int]]:
-    """Every request through a batched engine with continuous batching (`engine/scheduler.py`).
-    Greedy tokens come from the device; above temperature 0 each request samples with its own
-    generator (`RequestSamplers`)."""
-    shape = batched.shape
-    scheduler = Scheduler(requests, steps, shape.n_slots, shape.max_rows, shape.max_chunk, stop)
-    samplers = None if sampler.temperature == 0 else RequestSamplers(sampler)
-    return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers), on_request)
-
-
-def format_output(results: Sequence[Sequence[int]]) -> str:
-    return "".join(" ".join(map(str, tokens)) + "\n" for tokens in results)
-
-
 def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]]:
     """The inverse of `format_output`: one list of token ids per line, each a plain integer inside the
     vocabulary."""
@@ -121,121 +96,137 @@ def read_token_lines(path: str | os.PathLike, vocab_size: int) -> list[list[int]
 
 
 @dataclass(frozen=True)
-class GetpOptions:
-    """How getp runs: the engine, the positions per request, a preset's weights and config overrides, the
-    batched engine's request slots (None or 0: as many as free device memory allows) and precision, and the
-    GPU engine's expert storage (bf16, mxfp4 or auto: `gpu/experts.py`)."""
-    engine: str = "auto"
-    steps: int = 1024
-    seed: int = DEFAULT_SEED
-    config: dict | None = None
-    batch: int | None = None
-    precision: str | None = None
-    experts: str = "auto"
+class Spread:
+    """Where a getp run's requests go. `shard`: a slice of the input (`shards.py`; None: all of it), whose
+    file `merge` joins with the others'. `workers`: one engine process per entry, on that GPU (None: no
+    device, the test-only `--workers`), fed from one queue (`workers.py`); empty: one engine in this
+    process, on `device` (None: HIP_DEVICE_ID's, as ever)."""
+    shard: Shard | None = None
+    workers: tuple[int | None, ...] = ()
+    device: int | None = None
 
 
-@dataclass(frozen=True)
-class GetpHooks:
-    """Who hears what: `echo` the three timing lines; `note` what an odd but valid run costs and what the
-    batched engine chose; `progress(n_requests)` returns a per-request callback; `load_progress(n)` hears
-    of weights loaded."""
-    echo: Callable[[str], None] = print
-    note: Callable[[str], None] | None = None
-    progress: Callable[[int], Callable[[int], None]] | None = None
-    load_progress: Callable[[int], None] | None = None
-
-
-@dataclass
-class _Session:
-    """The engine of one getp run and its batched engine, freed on one path whatever happens."""
-    model: Engine | None = None
-    batched: object | None = None
-
-    def free(self, failing: bool = False) -> None:
-        """Free the batched engine, then the engine, whatever the first does. While another error is on
-        its way out (`failing`), an error of freeing (a device already in a bad state) does not replace it."""
-        try:
-            try:
-                if self.batched is not None:
-                    self.batched.free()
-            finally:
-                if self.model is not None:
-                    self.model.finish()
-        except Exception:
-            if not failing:
-                raise
+def make_spread(shard: str | None, gpus: str | None, workers: int, engine: str, temperature: float,
+                seed: int) -> Spread:
+    """The command line's `--shard K/N`, `--gpus LIST|all` and test-only `--workers N` as a Spread, for a
+    run of `engine` (resolved) with the sampler's `temperature` and `seed` as the user gave it."""
+    if gpus is not None and workers:
+        raise GetpError("--gpus and --workers exclude each other")
+    if shard is not None and temperature > 0 and seed == 0:
+        raise GetpError("--shard at temperature > 0 needs a seed (-s N): seed 0 takes one from the clock, a "
+                        "different one in each shard")
+    devices = parse_gpus(gpus, visible_gpus) if gpus is not None else ()  # first: why no GPU, if none
+    if gpus is not None and engine != "cupy":
+        raise GetpError(f"--gpus runs the cupy engine, not the {engine} engine")
+    if workers and engine == "cupy":
+        raise GetpError("--workers runs engine processes without a device (for tests); use --gpus for the cupy engine")
+    return Spread(shard=Shard.parse(shard) if shard is not None else None,
+                  workers=(None,) * workers if workers else devices if len(devices) > 1 else (),
+                  device=devices[0] if len(devices) == 1 else None)
 
 
 def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
-         sampler: Sampler, options: GetpOptions = GetpOptions(), hooks: GetpHooks = GetpHooks()) -> GetpReport:
+         sampler: Sampler, options: GetpOptions = GetpOptions(), hooks: GetpHooks = GetpHooks(),
+         spread: Spread = Spread()) -> GetpReport:
     """Run getp end to end. Everything that can be checked is checked before the warm-up; the output file
     appears only when complete; the device is freed (timed as the finish) after it, or on any failure.
 
     An engine that batches (the GPU engine) runs the requests with continuous batching, sized during the
-    warm-up."""
+    warm-up. A shard's file starts with a header holding its times, so it is written after its finish."""
     prompts = read_requests(input_path)
     weights = open_weights(source, options.seed, options.config)
-    for line in check_startup(weights, resolve_engine(options.engine), tokenizer, options.experts):
-        _note(hooks, line)
+    engine = resolve_engine(options.engine)
+    use_device(spread.device)  # before the checks of the device's memory
+    for line in check_startup(weights, engine, tokenizer, options.experts):
+        note(hooks, line)
     steps = resolve_steps(options.steps, weights.config.seq_len)
+    _check_spread(spread, source, engine, sampler)
     requests = encode_requests(tokenizer, prompts, steps, str(input_path), weights.config.seq_len)
-    session = _Session()
+    numbers = spread.shard.numbers(len(requests)) if spread.shard else range(len(requests))
+    options = replace(options, engine=engine, steps=steps)
+    if spread.workers:
+        runner = worker_pool(os.fspath(source), options, sampler, spread.workers, len(numbers),
+                             _one_at_a_time(engine), hooks)
+    else:
+        runner = _InProcess(weights, len(numbers), options, sampler, hooks)
+    header = None
+    if spread.shard is not None:
+        identity = run_identity(prompts, steps, sampler.temperature, sampler.topp, sampler.seed)
+        header = lambda *times: shard_header(spread.shard, identity, *times)  # noqa: E731
+    return _timed_run(runner, [requests[i] for i in numbers], numbers, output_path,
+                      [input_path, *source_files(weights.store)], hooks, header)
+
+
+def _one_at_a_time(engine: str) -> bool:
+    """The numpy engine runs one request after another with the original's one shared sampler."""
+    return engine == "numpy"
+
+
+def _check_spread(spread: Spread, source, engine: str, sampler: Sampler) -> None:
+    if not (spread.shard or spread.workers):
+        return
+    if sampler.temperature > 0 and _one_at_a_time(engine):
+        raise GetpError("--shard, --gpus and --workers at temperature > 0 need the batched (cupy) engine: the numpy "
+                        "engine's one shared sampler makes each request's tokens depend on the requests before it")
+    if spread.workers and not isinstance(source, (str, os.PathLike)):
+        raise GetpError("worker processes open the model themselves: give its path or preset name")
+
+
+class _InProcess:
+    """The getp runner of one engine in this process: `warm_up()`, `infer(requests, numbers)`,
+    `free(failing)`, as `workers.WorkerPool`."""
+
+    def __init__(self, weights, n_requests: int, options: GetpOptions, sampler: Sampler, hooks: GetpHooks):
+        self.weights, self.n_requests, self.options = weights, n_requests, options
+        self.sampler, self.hooks = sampler, hooks
+        self.session, self.freed = Session(), False
+
+    def warm_up(self) -> None:
+        o = self.options
+        self.session.model = create_engine(self.weights, o.engine, o.experts, o.steps)
+        self.session.batched = warm_up_engine(self.session.model, self.n_requests, o.steps, o, self.hooks)
+
+    def infer(self, requests: Sequence[Sequence[int]], numbers: Sequence[int]) -> list[list[int]]:
+        on_request = self.hooks.progress(len(requests)) if self.hooks.progress else None
+        return infer(self.session, self.sampler, requests, self.options.steps, on_request, numbers)
+
+    def free(self, failing: bool = False) -> None:
+        if not self.freed:  # once, whoever asks again (a failure after the finish)
+            self.freed = True
+            self.session.free(failing)
+
+
+def _timed_run(runner, requests: Sequence[Sequence[int]], numbers: Sequence[int], output_path, inputs,
+               hooks: GetpHooks, header: Callable[..., str] | None) -> GetpReport:
+    """Warm up, infer, write, finish: the three timing lines; `header(warm_up_s, inference_s, finish_s)`,
+    a shard's, goes first in the file, which is then written after the finish."""
     try:
-        with atomic_output(output_path, inputs=[input_path, *source_files(weights.store)]) as out:
+        with atomic_output(output_path, inputs=inputs) as out:
             start = time.perf_counter()
-            session.model = create_engine(weights, options.engine, options.experts, steps)
-            session.batched = _warm_up(session.model, len(requests), steps, options, hooks)
+            runner.warm_up()
             warm_up_s = time.perf_counter() - start
-            hooks.echo(f"warm up elapsed time(s): {warm_up_s:f}")
+            hooks.echo(warm_up_line(warm_up_s))
 
             start = time.perf_counter()
-            results = _infer(session, sampler, requests, steps, hooks)
+            results = runner.infer(requests, numbers)
             inference_s = time.perf_counter() - start
             generated = sum(map(len, results))
-            hooks.echo(f"elapsed time(s): {inference_s:f}, achieved throughput TPS (tok/s): "
-                       f"{generated / inference_s if inference_s > 0 else 0.0:f}")
+            hooks.echo(elapsed_line(inference_s, generated))
+            if header is not None:
+                finish_s = _finish(runner, hooks)
+                out.write(header(warm_up_s, inference_s, finish_s))
             out.write(format_output(results))
-        start = time.perf_counter()
+        if header is None:
+            finish_s = _finish(runner, hooks)  # after the output is complete
     except BaseException:
-        session.free(failing=True)  # on a failure or an interrupt: the device freed, the first error kept
+        runner.free(failing=True)  # on a failure or an interrupt: the device freed, the first error kept
         raise
-    session.free()  # after the output is complete
-    finish_s = time.perf_counter() - start
-    hooks.echo(f"finish elapsed time(s): {finish_s:f}")
     return GetpReport(len(requests), generated, warm_up_s, inference_s, finish_s)
 
 
-def _note(hooks: GetpHooks, line: str) -> None:
-    if hooks.note is not None:
-        hooks.note(line)
-
-
-def _warm_up(model: Engine, n_requests: int, steps: int, options: GetpOptions, hooks: GetpHooks):
-    """Load the weights, then size the batched engine (None where the engine runs one request at a time)."""
-    model.warm_up(progress=hooks.load_progress)
-    for line in model.storage_notes():
-        _note(hooks, line)
-    batched = model.batched(n_requests, steps, slots=options.batch or None, precision=options.precision)
-    if batched is not None:
-        _note(hooks, describe_batch(batched))
-    if batched is None and (options.batch or options.precision):
-        _note(hooks, f"--batch and --precision apply to the GPU engine; the {model.name} engine runs one request "
-                     f"at a time")
-    return batched
-
-
-def _infer(session: _Session, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
-           hooks: GetpHooks) -> list[list[int]]:
-    on_request = hooks.progress(len(requests)) if hooks.progress else None
-    if session.batched is not None:
-        return run_batched(session.batched, sampler, requests, steps, on_request)
-    return run_requests(session.model, sampler, requests, steps, on_request)
-
-
-def describe_batch(batched) -> str:
-    """What the batched engine chose, in one line: slots, rows, precision and the products' kernels,
-    graphs."""
-    shape = batched.shape
-    graphs = "CUDA graphs" if batched.runner.use_graphs else "eager launches"
-    return (f"batched engine: {shape.n_slots} request slots, up to {shape.max_rows} rows per step, "
-            f"precision {batched.precision} ({batched.products_path}), {graphs}")
+def _finish(runner, hooks: GetpHooks) -> float:
+    start = time.perf_counter()
+    runner.free()
+    finish_s = time.perf_counter() - start
+    hooks.echo(finish_line(finish_s))
+    return finish_s

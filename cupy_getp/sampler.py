@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -72,14 +73,18 @@ class RequestSamplers:
     depend on what it was batched with (the original's single shared generator cannot be reproduced
     once requests interleave)."""
 
-    def __init__(self, sampler: Sampler):
+    def __init__(self, sampler: Sampler, numbers: Sequence[int] | Mapping[int, int] | None = None):
         self.template = sampler
+        # The requests' numbers in the whole input, where the batch holds a part of it (a shard, a worker's
+        # chunk): request `index` of the batch then draws the same stream as in a run of the whole input.
+        self.numbers = numbers
         self.samplers: dict[int, Sampler] = {}
 
     def __getitem__(self, index: int) -> Sampler:
         if index not in self.samplers:
             t = self.template
-            self.samplers[index] = Sampler(t.temperature, t.topp, request_seed(t.seed, index))
+            number = index if self.numbers is None else self.numbers[index]
+            self.samplers[index] = Sampler(t.temperature, t.topp, request_seed(t.seed, number))
         return self.samplers[index]
 
 

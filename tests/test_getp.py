@@ -232,7 +232,7 @@ def test_getp_frees_the_engine_once_whether_it_succeeds_or_fails(tmp_path, monke
 def test_freeing_after_a_failure_finishes_the_engine_and_keeps_the_first_error():
     """A batched engine whose free fails (a device already in a bad state): the engine is still finished,
     and during a failure the first error is the one that surfaces; after a success the free error does."""
-    from cupy_getp.getp import _Session
+    from cupy_getp.getp_session import Session as _Session
 
     class Batched:
         def free(self):

@@ -58,6 +58,13 @@ Precision = Annotated[Optional[str], typer.Option("--precision", help="getp on t
                                                                       "FP32-accurate; default where available), "
                                                                       "fast (BF16 activations) or fp32 (CUDA "
                                                                       "cores).")]
+ShardOption = Annotated[Optional[str], typer.Option("--shard", help="getp: run the K-th of N slices of the input "
+                                                                  "(K/N: requests K-1, K-1+N, ...) into a file "
+                                                                  "that `merge` joins with the others.")]
+Gpus = Annotated[Optional[str], typer.Option("--gpus", help="getp: one engine process per GPU (0,1,... or all), "
+                                                           "fed from one queue; one output in input order.")]
+Workers = Annotated[int, typer.Option("--workers", min=0, hidden=True,
+                                      help="getp, for tests: N engine processes without a device (numpy engine).")]
 Experts = Annotated[str, typer.Option("--experts", help="GPU engine: the MoE experts on the device: bf16, mxfp4 "
                                                       "(as published checkpoints store them: a quarter of the "
                                                       "bytes, the same results) or auto (bf16 where the model "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -12,9 +13,9 @@ import typer
 from ..checkpoint import open_weights
 from ..checkpoint.layout import n_params
 from ..errors import GetpError
-from .common import (MODES, Batch, Precision, RunOptions, app, check_precision, choice, config_overrides,
-                     describe_model, given_path, loaded_engine, make_sampler, note, open_tokenizer, pick_engine,
-                     with_run_options, write_out)
+from .common import (MODES, Batch, Gpus, Precision, RunOptions, ShardOption, Workers, app, check_precision, choice,
+                     config_overrides, describe_model, given_path, loaded_engine, make_sampler, note, open_tokenizer,
+                     pick_engine, with_run_options, write_out)
 
 
 @contextlib.contextmanager
@@ -60,13 +61,19 @@ def run(
     system: Annotated[Optional[str], typer.Option("-y", "--system", help="chat: developer instructions.")] = None,
     batch: Batch = 0,
     precision: Precision = None,
+    shard: ShardOption = None,
+    gpus: Gpus = None,
+    workers: Workers = 0,
 ) -> None:
     """The original runtime's command line: run MODEL [-t -p -s -n -i -o -z -m -y]."""
     choice(mode, MODES, "mode")
+    spreading = _Spreading(shard, gpus, workers)
+    if mode != "getp" and spreading != _Spreading():
+        raise GetpError("--shard, --gpus and --workers apply only with -m getp")
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
-        _run_getp(options, given_path(input, "'-i' / '--input'"), output, batch, precision)
+        _run_getp(options, given_path(input, "'-i' / '--input'"), output, batch, precision, spreading)
     elif mode == "generate":
         _run_generate(options, input or "")
     else:
@@ -84,24 +91,53 @@ def getp(
                                          help="Token ids, one line per request.")] = Path("data/output.txt"),
     batch: Batch = 0,
     precision: Precision = None,
+    shard: ShardOption = None,
+    gpus: Gpus = None,
+    workers: Workers = 0,
 ) -> None:
     """Batch evaluation: every request's token ids to OUTPUT, and the three timing lines."""
-    _run_getp(options, input, output, batch, precision)
+    _run_getp(options, input, output, batch, precision, _Spreading(shard, gpus, workers))
 
 
-def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, precision: str | None = None) -> None:
-    from ..getp import GetpHooks, GetpOptions, getp as run_getp
+@dataclass(frozen=True)
+class _Spreading:
+    """--shard, --gpus and --workers as given."""
+    shard: str | None = None
+    gpus: str | None = None
+    workers: int = 0
+
+
+def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, precision: str | None = None,
+              spreading: _Spreading = _Spreading()) -> None:
+    from ..getp import GetpHooks, GetpOptions, getp as run_getp, make_spread
 
     check_precision(precision)
     describe_model(options.model, options.weights_seed)
     engine = pick_engine(options.engine)
-    weights = open_weights(options.model, options.weights_seed, config_overrides(options.config))
+    spread = make_spread(spreading.shard, spreading.gpus, spreading.workers, engine, options.temperature,
+                         options.seed)
+    overrides = config_overrides(options.config)
+    weights = open_weights(options.model, options.weights_seed, overrides)
     with _getp_progress(n_params(weights.config)) as (load, progress):
-        run_getp(weights.store, input, output, tokenizer=open_tokenizer(options.tokenizer),
+        # The model as named (worker processes open it themselves), with its seed and overrides.
+        run_getp(options.model, input, output, tokenizer=open_tokenizer(options.tokenizer),
                  sampler=make_sampler(options),
-                 options=GetpOptions(engine=engine, steps=options.steps, batch=batch, precision=precision,
-                                     experts=options.experts),
-                 hooks=GetpHooks(echo=typer.echo, note=note, progress=progress, load_progress=load))
+                 options=GetpOptions(engine=engine, steps=options.steps, seed=options.weights_seed, config=overrides,
+                                     batch=batch, precision=precision, experts=options.experts),
+                 hooks=GetpHooks(echo=typer.echo, note=note, progress=progress, load_progress=load),
+                 spread=spread)
+
+
+@app.command()
+def merge(
+    output: Annotated[Path, typer.Argument(parser=given_path, help="The output file of the whole run.")],
+    shards: Annotated[list[Path], typer.Argument(parser=given_path, help="The files of its shards (getp "
+                                                                          "--shard K/N), in any order.")],
+) -> None:
+    """Join the files of a getp run's shards into its output, in input order, and print its timing lines."""
+    from ..merge import merge as run_merge
+
+    run_merge(output, shards, echo=typer.echo, note=note)
 
 
 @app.command()

@@ -1,0 +1,170 @@
+"""One engine's part of a getp run, wherever it runs (this process or a worker process: `workers.py`):
+its options and hooks, its warm-up, its requests through the engine, and its freeing; and the three
+timing lines of spec section 4.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from .checkpoint import DEFAULT_SEED
+from .engine.base import Engine
+from .engine.scheduler import Scheduler, run_scheduled
+from .generation import decode
+from .sampler import RequestSamplers, Sampler
+from .tokenizer import STOP_TOKENS
+
+
+@dataclass(frozen=True)
+class GetpOptions:
+    """How getp runs: the engine, the positions per request, a preset's weights and config overrides, the
+    batched engine's request slots (None or 0: as many as free device memory allows) and precision, and the
+    GPU engine's expert storage (bf16, mxfp4 or auto: `gpu/experts.py`)."""
+    engine: str = "auto"
+    steps: int = 1024
+    seed: int = DEFAULT_SEED
+    config: dict | None = None
+    batch: int | None = None
+    precision: str | None = None
+    experts: str = "auto"
+
+
+@dataclass(frozen=True)
+class GetpHooks:
+    """Who hears what: `echo` the three timing lines; `note` what an odd but valid run costs and what the
+    batched engine chose; `progress(n_requests)` returns a per-request callback; `load_progress(n)` hears
+    of weights loaded."""
+    echo: Callable[[str], None] = print
+    note: Callable[[str], None] | None = None
+    progress: Callable[[int], Callable[[int], None]] | None = None
+    load_progress: Callable[[int], None] | None = None
+
+
+def warm_up_line(seconds: float) -> str:
+    return f"warm up elapsed time(s): {seconds:f}"
+
+
+def elapsed_line(seconds: float, generated: int) -> str:
+    return (f"elapsed time(s): {seconds:f}, achieved throughput TPS (tok/s): "
+            f"{generated / seconds if seconds > 0 else 0.0:f}")
+
+
+def finish_line(seconds: float) -> str:
+    return f"finish elapsed time(s): {seconds:f}"
+
+
+def format_output(results: Sequence[Sequence[int]]) -> str:
+    return "".join(" ".join(map(str, tokens)) + "\n" for tokens in results)
+
+
+def run_requests(engine: Engine, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
+                 on_request: Callable[[int], None] | None = None) -> list[list[int]]:
+    """One request after another, each from position 0 (earlier cache entries are never read:
+    attention stops at pos). The original's flow, and its single shared sampler."""
+    results = []
+    for prompt in requests:
+        results.append(list(decode(engine, sampler, prompt, steps, STOP_TOKENS)))
+        if on_request:
+            on_request(len(results[-1]))
+    return results
+
+
+def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
+                on_request: Callable[[int], None] | None = None, stop: frozenset[int] = STOP_TOKENS,
+                numbers: Sequence[int] | None = None) -> list[list[int]]:
+    """Every request through a batched engine with continuous batching (`engine/scheduler.py`).
+    Greedy tokens come from the device; above temperature 0 each request samples with its own
+    generator (`RequestSamplers`), seeded by its number in the whole input (`numbers`, where the
+    requests are a part of it)."""
+    shape = batched.shape
+    scheduler = Scheduler(requests, steps, shape.n_slots, shape.max_rows, shape.max_chunk, stop)
+    samplers = None if sampler.temperature == 0 else RequestSamplers(sampler, numbers)
+    return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers), on_request)
+
+
+def run_fed(batched, sampler: Sampler, steps: int, take: Callable[[bool], list | None],
+            on_result: Callable[[int, list[int]], None]) -> None:
+    """Continuous batching fed while it runs (a worker of `workers.py`, from the run's shared queue).
+    Before each step, while fewer requests wait than slots are free (taking no more than the step can start:
+    the rest stay in the queue for the other workers), `take(block)` gives more as (number,
+    prompt) pairs: [] when there are none now (it blocks only when nothing is left to run), None once
+    there will be no more. `on_result(number, tokens)` hears each request as it ends. A request's number
+    in the whole input seeds its generator (above temperature 0), as in `run_batched` of the whole input."""
+    shape = batched.shape
+    scheduler = Scheduler([], steps, shape.n_slots, shape.max_rows, shape.max_chunk, STOP_TOKENS)
+    numbers: dict[int, int] = {}  # the scheduler's index of a request -> its number in the input
+    samplers = None if sampler.temperature == 0 else RequestSamplers(sampler, numbers)
+    more = True
+    while True:
+        while more and len(scheduler.waiting) < len(scheduler.free_slots):  # slots the next step can fill
+            given = take(scheduler.done)
+            if given is None:
+                more = False
+            elif not given:
+                break
+            for number, prompt in given or ():
+                numbers[scheduler.add(prompt).index] = number
+        if scheduler.done:
+            if not more:
+                return
+            continue
+        scheduler.step(lambda rows: batched.next_tokens(rows, samplers))
+        for seq in scheduler.finished:
+            on_result(numbers[seq.index], seq.output)
+
+
+@dataclass
+class Session:
+    """The engine of one getp run and its batched engine, freed on one path whatever happens."""
+    model: Engine | None = None
+    batched: object | None = None
+
+    def free(self, failing: bool = False) -> None:
+        """Free the batched engine, then the engine, whatever the first does. While another error is on
+        its way out (`failing`), an error of freeing (a device already in a bad state) does not replace it."""
+        try:
+            try:
+                if self.batched is not None:
+                    self.batched.free()
+            finally:
+                if self.model is not None:
+                    self.model.finish()
+        except Exception:
+            if not failing:
+                raise
+
+
+def note(hooks: GetpHooks, line: str) -> None:
+    if hooks.note is not None:
+        hooks.note(line)
+
+
+def warm_up_engine(model: Engine, n_requests: int, steps: int, options: GetpOptions, hooks: GetpHooks):
+    """Load the weights, then size the batched engine (None where the engine runs one request at a time)."""
+    model.warm_up(progress=hooks.load_progress)
+    for line in model.storage_notes():
+        note(hooks, line)
+    batched = model.batched(n_requests, steps, slots=options.batch or None, precision=options.precision)
+    if batched is not None:
+        note(hooks, describe_batch(batched))
+    if batched is None and (options.batch or options.precision):
+        note(hooks, f"--batch and --precision apply to the GPU engine; the {model.name} engine runs one request "
+                     f"at a time")
+    return batched
+
+
+def infer(session: Session, sampler: Sampler, requests: Sequence[Sequence[int]], steps: int,
+           on_request: Callable[[int], None] | None, numbers: Sequence[int] | None = None) -> list[list[int]]:
+    if session.batched is not None:
+        return run_batched(session.batched, sampler, requests, steps, on_request, numbers=numbers)
+    return run_requests(session.model, sampler, requests, steps, on_request)
+
+
+def describe_batch(batched) -> str:
+    """What the batched engine chose, in one line: slots, rows, precision and the products' kernels,
+    graphs."""
+    shape = batched.shape
+    graphs = "CUDA graphs" if batched.runner.use_graphs else "eager launches"
+    return (f"batched engine: {shape.n_slots} request slots, up to {shape.max_rows} rows per step, "
+            f"precision {batched.precision} ({batched.products_path}), {graphs}")
