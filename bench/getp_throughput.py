@@ -92,8 +92,8 @@ class _OutOfTime(Exception):
     """A headline run reached its time limit (reported as partial)."""
 
 
-def headline(engine, prompts, steps, args, bandwidth, out: Path, max_seconds: float) -> dict:
-    batched = engine.batched(len(prompts), steps, slots=args.batch or None, precision=args.precision)
+def headline(engine, prompts, steps, args, precision, bandwidth, out: Path, max_seconds: float) -> dict:
+    batched = engine.batched(len(prompts), steps, slots=args.batch or None, precision=precision)
     memory = engine.device.memory_in_use()
     scheduler = Scheduler(prompts, steps, batched.shape.n_slots, batched.shape.max_rows, batched.shape.max_chunk,
                           STOP_TOKENS)
@@ -347,14 +347,33 @@ def main() -> None:
     standard = encode_requests(harmony_tokenizer(), read_requests(ROOT / "data" / "input.txt"), steps, "input.txt")
     prompts = [standard[i % len(standard)] for i in range(n_requests)]
     weights = Weights(SyntheticStore(preset(args.preset), seed=42, name=args.preset))
+    precisions = [p or None for p in (args.precision or "").split(",")]
+    limits = [float(x) for x in args.max_seconds.split(",")]
     results = []
-    for experts in args.experts.split(","):
-        results += bench_storage(weights, experts, prompts, standard, steps, skip, args)
+    storages = args.experts.split(",")
+    for experts in storages:
+        # each storage's step logs and plots apart (their names hold the precision only)
+        steps_dir = args.out if len(storages) == 1 else args.out / f"experts-{experts}"
+        steps_dir.mkdir(parents=True, exist_ok=True)
+        results += bench_storage(weights, experts, prompts, standard, steps, precisions, limits, skip, args,
+                                 steps_dir)
+    if "transformers" not in skip:  # no expert storage there: once
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            log({"bench": "transformers_generate", "skipped": "torch not importable"}, args.out)
+        else:
+            for batch in (32, 128):
+                results.append(transformers_generate(weights.config, standard, batch, 112 if not args.quick else 32))
+                log(results[-1], args.out)
     print_summary(results)
 
 
-def bench_storage(weights, experts: str, prompts, standard, steps: int, skip: set, args) -> list[dict]:
-    """Every part not skipped, on one engine with this expert storage; its results (also logged)."""
+def bench_storage(weights, experts: str, prompts, standard, steps: int, precisions: list, limits: list[float],
+                  skip: set, args, steps_dir: Path) -> list[dict]:
+    """Every engine part not skipped, on one engine with this expert storage; its results (also logged). The
+    headline runs once per precision (the time limit of the same place in `limits`, else its last), the other
+    parts in the first precision."""
     engine = create_engine(weights, "cupy", experts=experts)
     begin = time.perf_counter()
     engine.warm_up()
@@ -364,41 +383,29 @@ def bench_storage(weights, experts: str, prompts, standard, steps: int, skip: se
          "experts": engine.experts.describe(), "weights_gib": round(engine.w.nbytes() / 2**30, 2),
          "date": time.strftime("%Y-%m-%d")}, args.out)
     results = []
-    precisions = (args.precision or "").split(",")
-    limits = [float(x) for x in args.max_seconds.split(",")]
     if "headline" not in skip:
         for i, precision in enumerate(precisions):
-            args.precision = precision or None
-            results.append(headline(engine, prompts, steps, args, bandwidth, args.out, limits[min(i, len(limits) - 1)]))
+            results.append(headline(engine, prompts, steps, args, precision, bandwidth, steps_dir,
+                                    limits[min(i, len(limits) - 1)]))
             log(results[-1], args.out)
-    args.precision = precisions[0] or None
+    precision = precisions[0]
     if "profile" not in skip:
         for rows in map(int, args.profile_rows.split(",")):
-            results.append(profile_step(engine, rows, min(512, steps - 1), args.precision))
+            results.append(profile_step(engine, rows, min(512, steps - 1), precision))
             log(results[-1], args.out)
     if "drift" not in skip:
         results.append(precision_drift(engine, standard, 256))
         log(results[-1], args.out)
     if "decode" not in skip:
-        results.append(batch1_decode(engine, standard[0], args.precision))
+        results.append(batch1_decode(engine, standard[0], precision))
         log(results[-1], args.out)
     if "single" not in skip:
         short = 128
         results.append(single_sequence(engine, standard, short))
         log(results[-1], args.out)
-        results.append(batched_same(engine, standard, short, args.precision))
+        results.append(batched_same(engine, standard, short, precision))
         log(results[-1], args.out)
-    config = engine.config
     engine.finish()
-    if "transformers" not in skip:
-        try:
-            import torch  # noqa: F401
-        except ImportError:
-            log({"bench": "transformers_generate", "skipped": "torch not importable"}, args.out)
-        else:
-            for batch in (32, 128):
-                results.append(transformers_generate(config, standard, batch, 112 if not args.quick else 32))
-                log(results[-1], args.out)
     for r in results:
         r["experts"] = experts
     return results
