@@ -164,10 +164,9 @@ def attn_rows_partial(partial_acc, partial_ml, qkv, key_cache, value_cache, row_
         lo = max(0, pos - window + 1) if window > 0 else 0
         for s in range(n_split):
             ts = np.arange(lo + s * split_len, min(lo + (s + 1) * split_len, pos + 1)) % cache_len
+            if ts.size == 0:  # a split the row does not reach: not written
+                continue
             for h in range(n_heads):
-                if ts.size == 0:  # an empty split: m = -inf, l = 0, acc = 0
-                    partial_acc[r, h, s], partial_ml[r, h, s] = 0, (-np.inf, 0)
-                    continue
                 kv = slice((h // group) * head_dim, (h // group + 1) * head_dim)
                 q = np.asarray(qkv[r, h * head_dim:(h + 1) * head_dim], np.float64)
                 scores = np.asarray(key_cache[slot, ts, kv], np.float64) @ q / np.sqrt(head_dim)
@@ -177,12 +176,17 @@ def attn_rows_partial(partial_acc, partial_ml, qkv, key_cache, value_cache, row_
 
 
 @oracle("attn_rows_merge_f32")
-def attn_rows_merge(att, partial_acc, partial_ml, sinks, items, n_heads, n_split, head_dim):
-    m, l = np.asarray(partial_ml[..., 0], np.float64), np.asarray(partial_ml[..., 1], np.float64)
-    top = np.maximum(m.max(axis=2), sinks)  # (R, nh): M = max(max_s m_s, sink)
-    scale = np.exp(m - top[..., None])  # exp(-inf - M) = 0 for empty splits
-    total = (l * scale).sum(axis=2) + np.exp(sinks - top)
-    merged = (np.asarray(partial_acc, np.float64) * scale[..., None]).sum(axis=2) / total[..., None]
+def attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim, window,
+                    split_len):
+    merged = np.zeros((len(row_pos), n_heads, head_dim))
+    for r, pos in enumerate(row_pos):
+        lo = max(0, pos - window + 1) if window > 0 else 0
+        used = min(n_split, -(-(pos + 1 - lo) // split_len))  # only the splits the row reaches were written
+        m, l = np.asarray(partial_ml[r, :, :used, 0], np.float64), np.asarray(partial_ml[r, :, :used, 1], np.float64)
+        top = np.maximum(m.max(axis=1), sinks)  # (nh,): M = max(max_s m_s, sink)
+        scale = np.exp(m - top[:, None])
+        total = (l * scale).sum(axis=1) + np.exp(sinks - top)
+        merged[r] = (np.asarray(partial_acc[r, :, :used], np.float64) * scale[..., None]).sum(axis=1) / total[:, None]
     att[...] = merged.reshape(att.shape)
 
 

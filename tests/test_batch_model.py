@@ -120,31 +120,29 @@ def test_a_budget_of_one_position(cupy_stand_in):
 
 
 def test_many_rows_take_the_tensor_core_path_like_the_reference(cupy_stand_in):
-    """40 slots: steps of more than SKINNY_ROWS rows go through the split pieces and the tensor-core
-    kernels' contracts (dense and grouped), and still give the reference's lines."""
-    from cupy_getp.gpu.batch import SKINNY_ROWS
-
+    """40 slots on the mma.sync path: every step, one row included, goes through the split pieces and the
+    tensor-core kernels' contracts (dense and grouped), and still gives the reference's lines."""
     weights = Weights(SyntheticStore(TINY, seed=5))
     requests, steps = prompts(40, 4, longest=3), 6
     batched = batched_engine(weights, 40, 2, steps, "exact")
     assert run_batched(batched, GREEDY, requests, steps) == reference_lines(weights, requests, steps)
-    assert any(v.tensor_cores and v.R > SKINNY_ROWS for v in batched.model.views.values())
+    views = batched.model.views
+    assert any(R > 32 for R in views) and all(v.tensor_cores for v in views.values())
 
 
-def test_wgmma_products_take_every_step_of_two_rows_or_more_like_the_reference(cupy_stand_in, monkeypatch):
-    """Where the wgmma kernels run (sm_90), every step of two rows or more takes the tensor-core products,
-    with MoE tiles as small as 8 positions, and one-row steps the single-sequence kernels: the lines are
-    still the reference's, and no step of several rows uses the CUDA-core products."""
+def test_wgmma_products_take_every_step_one_row_included_like_the_reference(cupy_stand_in, monkeypatch):
+    """Where the wgmma kernels run (sm_90), every step takes the tensor-core products, one row included
+    (batch invariance), with MoE tiles as small as 8 positions: the lines are still the reference's, and
+    no step uses a CUDA-core product or the single-sequence engine's one-row kernels."""
     from batch_fakes import FakeKernels
 
     monkeypatch.setattr(FakeKernels, "wgmma", True)
-    for name in ("gemm", "gemm_grouped_swiglu", "gemm_grouped"):
+    for name in ("gemm", "gemm_grouped_swiglu", "gemm_grouped", "matvec", "moe_mlp1_swiglu", "moe_mlp2_accumulate"):
         monkeypatch.setattr(FakeKernels, name, None)  # any call fails: not on this path
     weights = Weights(SyntheticStore(TINY, seed=5))
     requests, steps = prompts(7, 6, longest=4), 8
     batched = batched_engine(weights, 3, 2, steps, "exact")
     assert run_batched(batched, GREEDY, requests, steps) == reference_lines(weights, requests, steps)
     views = batched.model.views
-    assert 1 in views and not views[1].tensor_cores
-    assert len(views) > 1 and all(v.tensor_cores for R, v in views.items() if R > 1)
-    assert {v.block_m for R, v in views.items() if R > 1} <= {8, 16, 32, 64}
+    assert 1 in views and len(views) > 1 and all(v.tensor_cores for v in views.values())
+    assert {v.block_m for v in views.values()} <= {8, 16, 32, 64}

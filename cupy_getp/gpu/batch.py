@@ -22,15 +22,13 @@ import numpy as np
 from ..errors import DeviceError, NumericalError
 from ..rope import rope_cos_sin
 from .batch_trace import BatchTrace
+from .launch.attention import attn_split_positions
 from .launch.gemm import GROUPED_BLOCK_M
 from .launch.gemm_tc import (TC_BLOCK_M, WG_GROUPED_ROWS, describe_products, pieces_lda, tensor_cores_supported,
                              wg_grouped_rows)
 from .launch.moe import moe_padded_pairs
 from .moe_products import ExpertWeights, Grouping, expert_products
 
-ATTN_SPLIT = 256  # positions per attention split on full-attention layers
-ATTN_SPLIT_FEW_ROWS = 64  # ... when a step has few rows: more blocks to fill the GPU
-FEW_ROWS = 16
 SKINNY_ROWS = 32  # up to this many rows the MoE uses the weight-streaming kernels (bandwidth-bound)
 MAX_CHUNK = 128  # prompt positions of one request per step
 MAX_SLOTS = 1024
@@ -71,6 +69,18 @@ class BatchShape:
         return self.buckets[bisect.bisect_left(self.buckets, rows)]
 
 
+def attn_split_len(config) -> int:
+    """Positions per attention split, on every layer and at every row count: fixed by the model alone, so a
+    row's attention depends on its own position and cache only (batch invariance). As many as one block of
+    attn_rows_partial holds."""
+    return attn_split_positions(config.head_dim)
+
+
+def attn_splits(config, span: int) -> int:
+    """Splits that cover `span` positions (the full layers' n_ctx, or the window)."""
+    return -(-span // attn_split_len(config))
+
+
 def row_bytes(config, n_split: int) -> int:
     """Step-buffer bytes per row (activations, partials, MoE pairs with their padding share, logits)."""
     c = config
@@ -85,7 +95,7 @@ def _shape_for(config, steps: int, max_chunk: int) -> tuple[int, int, int]:
     """(prompt chunk, one slot's KV-cache bytes, one row's step-buffer bytes) of a batch at -n `steps`."""
     chunk = max(1, min(max_chunk, steps))
     probe = BatchShape(1, 1 + chunk, chunk, steps)
-    return chunk, probe.slot_bytes(config), row_bytes(config, -(-steps // ATTN_SPLIT))
+    return chunk, probe.slot_bytes(config), row_bytes(config, attn_splits(config, steps))
 
 
 def batch_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK) -> int:
@@ -140,9 +150,8 @@ class StepBuffers:
         self.qkv = cupy.zeros((R, c.qkv_dim), f32)
         self.att = cupy.zeros((R, c.q_dim), f32)
         self.n_ctx = shape.n_ctx
-        self.n_split_full = -(-shape.n_ctx // ATTN_SPLIT)
-        # (rows x splits) partial results: many rows at ATTN_SPLIT, or few rows at ATTN_SPLIT_FEW_ROWS.
-        splits = max(R * self.n_split_full, min(R, FEW_ROWS) * -(-shape.n_ctx // ATTN_SPLIT_FEW_ROWS))
+        # (rows x splits) partial results of attention: the full layers' splits (the windowed ones need fewer).
+        splits = R * attn_splits(c, shape.n_ctx)
         self.partial_acc = cupy.zeros(splits * c.n_attn_heads * c.head_dim, f32)
         self.partial_ml = cupy.zeros(splits * c.n_attn_heads * 2, f32)
         self.router = cupy.zeros((R, c.n_experts), f32)
@@ -181,7 +190,7 @@ class RowView:
     R: int
     block_m: int
     tensor_cores: bool
-    attn_split: int  # positions per split on full-attention layers
+    attn_split: int  # positions per attention split (attn_split_len)
     rows_packed: object
     row_slot: object
     row_pos: object
@@ -216,10 +225,10 @@ def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -
         return (b.partial_acc[: R * nh * n_split * D].reshape(R, nh, n_split, D),
                 b.partial_ml[: R * nh * n_split * 2].reshape(R, nh, n_split, 2))
 
-    attn_split = ATTN_SPLIT_FEW_ROWS if R <= FEW_ROWS else ATTN_SPLIT
-    n_split = -(-b.n_ctx // attn_split)
-    acc_full, ml_full = partials(n_split)
-    acc_win, ml_win = partials(1)
+    attn_split = attn_split_len(c)
+    acc_full, ml_full = partials(attn_splits(c, b.n_ctx))
+    window = min(c.sliding_window, b.n_ctx) if any(c.uses_sliding_window(l) for l in range(c.n_layers)) else 1
+    acc_win, ml_win = partials(attn_splits(c, window))
     return RowView(
         R=R, block_m=block_m, tensor_cores=tensor_cores, attn_split=attn_split, rows_packed=b.rows_packed,
         row_slot=b.rows_packed[0, :R], row_pos=b.rows_packed[1, :R], row_token=b.rows_packed[2, :R],
@@ -254,15 +263,11 @@ class RowModel:
         return self.views[R]
 
     def products(self, R: int) -> tuple[int, bool]:
-        """(MoE tile height, tensor cores) of a step of R rows. The wgmma kernels take every step of two rows
-        or more, so a row's products do not depend on the step's size there. One row keeps the
-        single-sequence engine's kernels: on the wgmma kernels it ran 1.5x slower (168 against 254 tok/s,
-        bench/RESULTS.md, 2026-11-29) until the products are as fast at one row. The mma.sync kernels start
-        above SKINNY_ROWS (below, the CUDA-core kernels are faster)."""
-        if self.precision == "fp32" or R == 1:
-            tensor_cores = False
-        else:
-            tensor_cores = self.kernels.wgmma or R > SKINNY_ROWS
+        """(MoE tile height, tensor cores) of a step of R rows. In `exact` and `fast` the tensor-core products
+        take every step, one row included: their bits do not depend on the row count, the tile or a row's
+        place (no split-K, one k order), which is what makes a request's output independent of its batch.
+        `fp32` runs on the CUDA cores, whose kernels are chosen by row count (not batch-invariant)."""
+        tensor_cores = self.precision != "fp32"
         if tensor_cores:
             c = self.config
             rows = wg_grouped_rows(R * c.experts_per_token, c.n_experts, self.pieces)
@@ -278,8 +283,8 @@ class RowModel:
 
     def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False, a_pieces=None) -> None:
         """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows (on a's
-        pieces: `a_pieces` when already split); one row takes the single-sequence engine's matvec
-        (bandwidth-bound: batch-1 decode) unless the tensor cores take every row count."""
+        pieces: `a_pieces` when already split); otherwise the CUDA cores, one row on the single-sequence
+        engine's matvec (FP32 weights that are not BF16 values, and `fp32`: not batch-invariant)."""
         if v.tensor_cores and w.dtype == np.uint16:
             self.kernels.gemm_tc(c, self.split(a) if a_pieces is None else a_pieces, w, bias, accumulate)
         elif v.R == 1:
@@ -304,14 +309,13 @@ class RowModel:
         self.matmul(v, v.qkv, v.t, lw.w_qkv, lw.b_qkv)
         kernels.rope_kv_write(v.qkv, self.cos, self.sin, self.cache.keys[l], self.cache.values[l], v.row_slot,
                               v.row_pos, c.n_attn_heads, c.n_kv_heads, c.head_dim)
-        # A windowed row reads at most `window` positions: one split covers them.
+        # A windowed row reads at most `window` positions: fewer splits cover them.
         windowed = c.uses_sliding_window(l)
         window = c.sliding_window if windowed else 0
         acc, ml = (v.partial_acc_window, v.partial_ml_window) if windowed else (v.partial_acc_full, v.partial_ml_full)
-        split = window if windowed else v.attn_split
         kernels.attn_rows_partial(acc, ml, v.qkv, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
-                            c.n_attn_heads, c.n_kv_heads, c.head_dim, window, split)
-        kernels.attn_rows_merge(v.att, acc, ml, lw.attn_sinks)
+                                  c.n_attn_heads, c.n_kv_heads, c.head_dim, window, v.attn_split)
+        kernels.attn_rows_merge(v.att, acc, ml, lw.attn_sinks, v.row_pos, window, v.attn_split)
         self.matmul(v, v.x, v.att, lw.w_o, lw.b_o, accumulate=True)  # x += w_o @ att + b_o
         if trace is not None:
             trace.record(l, "attn_out", v.att)
@@ -428,9 +432,8 @@ class BatchedEngine:
         if precision == "fp32":
             self.products_path = "CUDA cores"
         else:
-            rows = "two" if kernels.wgmma else f"{SKINNY_ROWS + 1}"
             path = describe_products(device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
-            self.products_path = f"{path} from {rows} rows a step"
+            self.products_path = f"{path} at every row count"
         self.device = device
         self.rows_host = device.pinned((3, shape.max_rows), np.int32)
         self.tokens_host = device.pinned(shape.max_rows, np.int32)

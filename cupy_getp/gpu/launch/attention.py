@@ -11,6 +11,13 @@ ATTN_PARTIAL_BOUNDS = ((64, 8), (64, 16), (128, 8), (128, ATTN_MAX_GROUP))
 ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_f32" for d, g in ATTN_PARTIAL_BOUNDS)
 
 
+def attn_split_positions(head_dim: int) -> int:
+    """The most positions one split may hold (kernels/attention.hip AttnRows::TILE): 64 up to head_dim 64,
+    32 up to 128."""
+    _require(0 < head_dim <= ATTN_MAX_HEAD_DIM, f"attention: head_dim {head_dim} outside 1..{ATTN_MAX_HEAD_DIM}")
+    return 64 if head_dim <= 64 else 32
+
+
 def attn_partial_kernel(head_dim: int, group: int) -> str:
     """The attn_rows_partial specialisation for this head_dim and group size (query heads per kv head)."""
     _require(0 < head_dim <= ATTN_MAX_HEAD_DIM, f"attention: head_dim {head_dim} outside 1..{ATTN_MAX_HEAD_DIM}")
@@ -24,7 +31,8 @@ class AttentionLaunches:
         """Per row r, kv head j and split s (grid (n_split, nkv, R), n_split from the partial buffers):
         partial_acc (R, nh, n_split, D), partial_ml (R, nh, n_split, 2) of positions
         [lo + s split_len, lo + (s + 1) split_len) ∩ [lo, row_pos[r]], lo = max(0, pos - window + 1) if
-        window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D)."""
+        window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D). A split a row
+        does not reach is not written. split_len <= attn_split_positions(head_dim)."""
         rows = qkv.shape[0]
         _require(n_kv_heads > 0 and n_heads % n_kv_heads == 0,
                  f"attn_rows_partial: {n_heads} query heads over {n_kv_heads} kv heads")
@@ -40,8 +48,9 @@ class AttentionLaunches:
         _check("row_slot", row_slot, I32, (rows,))
         _check("row_pos", row_pos, I32, (rows,))
         cache_len = key_cache.shape[1]
-        _require(window >= 0 and split_len > 0 and n_split > 0,
-                 f"attn_rows_partial: window {window}, split_len {split_len}, n_split {n_split}")
+        _require(window >= 0 and 0 < split_len <= attn_split_positions(head_dim) and n_split > 0,
+                 f"attn_rows_partial: window {window}, split_len {split_len} (at most "
+                 f"{attn_split_positions(head_dim)} at head_dim {head_dim}), n_split {n_split}")
         span = min(window, cache_len) if window > 0 else cache_len  # most positions a row attends to
         _require(n_split * split_len >= span,
                  f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
@@ -52,8 +61,9 @@ class AttentionLaunches:
                      (partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, I32(n_heads),
                       I32(n_kv_heads), I32(head_dim), I32(cache_len), I32(window), I32(split_len), I32(vec4)))
 
-    def attn_rows_merge(self, att, partial_acc, partial_ml, sinks) -> None:
-        """att (R, nh D) = the splits merged with the sink: M = max(max_s m_s, sink), L = sum_s l_s exp(m_s - M)
+    def attn_rows_merge(self, att, partial_acc, partial_ml, sinks, row_pos, window: int, split_len: int) -> None:
+        """att (R, nh D) = the splits row r reaches (those attn_rows_partial wrote for row_pos[r], window and
+        split_len), merged in split order with the sink: M = max(max_s m_s, sink), L = sum_s l_s exp(m_s - M)
         + exp(sink - M), att = sum_s acc_s exp(m_s - M) / L."""
         _check("partial_acc", partial_acc, F32)
         _require(partial_acc.ndim == 4, f"partial_acc: shape {tuple(partial_acc.shape)}, expected (R, nh, n_split, D)")
@@ -61,7 +71,9 @@ class AttentionLaunches:
         _check("partial_ml", partial_ml, F32, (rows, n_heads, n_split, 2))
         _check("att", att, F32, (rows, n_heads * head_dim))
         _check("sinks", sinks, F32, (n_heads,))
+        _check("row_pos", row_pos, I32, (rows,))
+        _require(window >= 0 and split_len > 0, f"attn_rows_merge: window {window}, split_len {split_len}")
         items = rows * n_heads
         self._launch("attn_rows_merge_f32", (_blocks(items, self.warps_per_block),), (BLOCK_SIZE,),
-                     (att, partial_acc, partial_ml, sinks, I32(items), I32(n_heads), I32(n_split),
-                      I32(head_dim)))
+                     (att, partial_acc, partial_ml, sinks, row_pos, I32(items), I32(n_heads), I32(n_split),
+                      I32(head_dim), I32(window), I32(split_len)))
