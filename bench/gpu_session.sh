@@ -27,6 +27,51 @@ serve_wheels() {  # FastAPI, uvicorn, pydantic, openai, ... for the server (that
   python -c "import cupy, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__)"; } > "$OUT/env.txt" 2>&1
 for part in $parts; do
   case $part in
+    invariance7m)  # getp's output across --batch 1 / 7 / default and a shuffled input, 7m, exact and fast (-n 256)
+      shuf --random-source=<(yes) data/input.txt > /tmp/shuffled.txt 2>/dev/null || cp data/input.txt /tmp/shuffled.txt
+      for precision in exact fast; do
+        for batch in 1 7 0; do
+          extra=""; [ "$batch" != 0 ] && extra="--batch $batch"
+          timeout 120 python -m cupy_getp getp 7m -i data/input.txt -o "$OUT/inv-$precision-b$batch.txt" -n 256 \
+            --precision $precision $extra > "$OUT/inv-$precision-b$batch.log" 2>&1 || echo "getp $precision $batch exit $?"
+        done
+        timeout 120 python -m cupy_getp getp 7m -i /tmp/shuffled.txt -o "$OUT/inv-$precision-shuf.txt" -n 256 \
+          --precision $precision > "$OUT/inv-$precision-shuf.log" 2>&1 || echo "getp $precision shuffled exit $?"
+        python - "$OUT" $precision <<'PY'
+import sys
+out, p = sys.argv[1], sys.argv[2]
+def lines(name): return open(f"{out}/inv-{p}-{name}.txt").read().splitlines()
+base = lines("b0")
+for name in ("b1", "b7"):
+    other = lines(name)
+    print(p, name, "vs default:", sum(a != b for a, b in zip(base, other)), "of", len(base), "lines differ")
+prompts = open("data/input.txt").read().splitlines(); shuffled = open("/tmp/shuffled.txt").read().splitlines()
+got = dict(zip(shuffled, lines("shuf")))
+print(p, "shuffled vs default:", sum(got[q] != l for q, l in zip(prompts, base)), "of", len(base), "lines differ")
+PY
+      done
+      ;;
+    s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
+      timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \
+        tests/test_gpu_engine.py tests/test_gpu_expert_parallel.py tests/test_gpu_spread.py tests/test_gpu_batch_moe.py \
+        tests/test_gpu_weight_storage.py 2>&1 | tee "$OUT/engine-tests.log" | grep -E "passed|failed|FAILED|ERROR" | tail -30
+      ;;
+    profile20b)  # per-kernel time of one eager step at 1/64/512/1024 rows (context 512) and batch-1 decode, exact
+      timeout 200 python bench/getp_throughput.py --preset 20b --requests 1024 -n 1024 --precision exact \
+        --profile-rows 1,64,512,1024 --skip headline,drift,single,transformers --out "$OUT/profile" \
+        > "$OUT/profile.log" 2>&1; echo "profile exit $?"
+      python - "$OUT/profile.log" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except Exception: continue
+    if r.get("bench") == "profile":
+        k = r["per_kernel_ms"]; attn = sum(v for n, v in k.items() if n.startswith("attn_rows"))
+        print("profile rows", r["rows"], "total ms", r["kernel_ms_total"], "attention ms", round(attn, 3),
+              {n: v for n, v in list(k.items())[:6]})
+    elif r.get("bench") in ("batch1_decode", "setup"): print(r)
+PY
+      ;;
     tests)
       timeout 240 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_moe.py \
         tests/test_gpu_batch_attention.py tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py tests/test_gpu_weight_storage.py \
