@@ -235,7 +235,8 @@ ATTENTION_CASES = [
 # contexts on both sides of the split boundaries; a full layer and a windowed ring (C = window + 64)
 SHAPE_ROWS = [(0, 0), (1, 31), (1, 32), (2, 63), (2, 64), (3, 127), (3, 128), (3, 129), (4, 299)]
 ATTENTION_CASES += [(head_dim, 2 * group, 2, window, cache_len, SHAPE_ROWS)
-                    for head_dim in (64, 40, 80) for group in (1, 8, 16) for window, cache_len in ((0, 300), (100, 164))]
+                    for head_dim in (64, 40, 80) for group in (1, 8, 16)
+                    for window, cache_len in ((0, 300), (100, 164))]
 
 
 @gpu_test
