@@ -8,7 +8,8 @@ is the device's, not the launches'; each configuration reports the median of a f
 
 KV bytes read per row: positions read x kv_dim x 2 (K and V) x 4. The copy bandwidth is that of a
 device-to-device copy of the same number of bytes, measured in the same run (bytes read + written per
-second, as bench/getp_throughput.py counts it); of_copy = (KV bytes / time) / copy bandwidth.
+second, as bench/getp_throughput.py counts it; the setup line gives a 1 GiB copy's too); of_copy = (KV bytes
+/ time) / that copy bandwidth. Small cases fit in the L2 cache, their copies too.
 
     python bench/attention.py [--rows 1,64,512,1024] [--contexts 512,2048] [--out attn.jsonl]
     ncu --clock-control none python bench/attention.py --reps 3 --warmup 1 --no-copy --eager --rows 1024 --contexts 512
@@ -34,6 +35,7 @@ from timing import time_ms  # noqa: E402 (bench/ is on sys.path when run as a sc
 
 LAYERS = ("full", "window")
 CHUNK = 128  # prompt positions of one request per step: a windowed layer's ring is window + CHUNK long
+REFERENCE_COPY = 1 << 30  # bytes of the copy whose bandwidth the setup line reports (past the L2 cache)
 TIMED_REPLAYS = 5  # timed launches of a configuration's graph, after timing.time_ms's warm-up
 
 
@@ -195,13 +197,10 @@ def run(args) -> list[dict]:
     device.sync_check = device.sync_check and eager  # no synchronisation while capturing
     split_len = attn_split_len(config)
     cases = [Case(layer, rows, context) for layer in args.layers for context in args.contexts for rows in args.rows]
-    results = [emit({"bench": "attention_setup", "device": device.describe(), "date": time.strftime("%Y-%m-%d"),
-                     "preset": args.preset, "n_heads": config.n_attn_heads, "n_kv_heads": config.n_kv_heads,
-                     "head_dim": config.head_dim, "window": config.sliding_window, "split_len": split_len,
-                     "reps": args.reps, "timing": "eager" if eager else "cuda graph"}, args.out)]
     with stream:
-        copies = None if args.no_copy else CopyBandwidth(max(c.kv_bytes(config) for c in cases), stream, args.reps,
-                                                          args.warmup, eager)
+        copies = None if args.no_copy else CopyBandwidth(max(REFERENCE_COPY, *(c.kv_bytes(config) for c in cases)),
+                                                          stream, args.reps, args.warmup, eager)
+        results = [emit(setup_record(device, args, split_len, eager, copies), args.out)]
         for layer in args.layers:
             for context in args.contexts:
                 group = [c for c in cases if c.layer == layer and c.context == context]
@@ -212,6 +211,15 @@ def run(args) -> list[dict]:
                 del caches
                 cupy.get_default_memory_pool().free_all_blocks()
     return results
+
+
+def setup_record(device, args, split_len: int, eager: bool, copies) -> dict:
+    c = args.config
+    return {"bench": "attention_setup", "device": device.describe(), "date": time.strftime("%Y-%m-%d"),
+            "preset": args.preset, "n_heads": c.n_attn_heads, "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
+            "window": c.sliding_window, "split_len": split_len, "reps": args.reps,
+            "timing": "eager" if eager else "cuda graph",
+            "copy_gb_s_1gib": round(copies.gb_s(REFERENCE_COPY), 1) if copies else None}
 
 
 def measure(kernels, config, case: Case, caches: Caches, split_len: int, copies, args, eager: bool) -> dict:
