@@ -95,10 +95,12 @@ def kernels(*args):
 @task
 def bench(*args):
     """On a GPU machine: getp throughput of the batched engine (args go to bench/getp_throughput.py, e.g.
-    --quick), then single-sequence decode tok/s and BF16 matvec bandwidth."""
+    --quick), then single-sequence decode tok/s, BF16 matvec bandwidth and attention's fraction of the copy
+    bandwidth."""
     sh(sys.executable, "bench/getp_throughput.py", *args, env=source_env())
     sh(sys.executable, "bench/decode.py", env=source_env())
     sh(sys.executable, "bench/matvec.py", env=source_env())
+    sh(sys.executable, "bench/attention.py", env=source_env())
 
 
 @task

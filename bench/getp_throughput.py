@@ -35,6 +35,7 @@ from cupy_getp.engine.scheduler import Scheduler, run_scheduled  # noqa: E402
 from cupy_getp.getp import encode_requests, read_requests, run_requests  # noqa: E402
 from cupy_getp.sampler import Sampler  # noqa: E402
 from cupy_getp.tokenizer import STOP_TOKENS, harmony_tokenizer  # noqa: E402
+from timing import eager_step_profile, graph_replay_ms  # noqa: E402 (bench/ is on sys.path as a script)
 
 FP32_PEAK = 67e12  # H100 SXM FP32 (CUDA cores), datasheet
 BF16_PEAK = 790e12  # H100 BF16 dense tensor cores, measured on this workplace's H100s (8192 cube)
@@ -193,37 +194,13 @@ def batch1_decode(engine, prompt, precision) -> dict:
             "device_ms_per_step_pos_264": device_ms}
 
 
-def graph_replay_ms(batched, pos: int, repeats: int = 50) -> float:
-    """Device time of one step at `pos`, its replays back to back (no host work between them)."""
-    import cupy
-
-    v = batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([13225], np.int32))
-    stream = batched.device.stream
-    start, end = cupy.cuda.Event(), cupy.cuda.Event()
-    with stream:
-        start.record(stream)
-        for _ in range(repeats):
-            batched.runner.run(v)
-        end.record(stream)
-    end.synchronize()
-    return round(cupy.cuda.get_elapsed_time(start, end) / repeats, 3)
-
-
 def profile_step(engine, rows: int, context: int, precision) -> dict:
     """Device time per kernel of one eager step of `rows` decode rows at position `context`."""
-    import cupy
-
     batched = engine.batched(rows, context + 1, slots=rows, precision=precision)
     v = batched.model.view(batched.shape.bucket(rows))
     args = (np.arange(rows, dtype=np.int32), np.full(rows, context, np.int32), np.full(rows, 13225, np.int32))
     batched.step(*args)  # graphs captured, caches warm
-    kernels = engine.kernels
-    kernels.profile = {}
-    batched.runner.use_graphs, graphs = False, batched.runner.use_graphs
-    batched.step(*args)
-    engine.device.synchronize("profile")
-    times = {name: sum(cupy.cuda.get_elapsed_time(a, b) for a, b in events) for name, events in kernels.profile.items()}
-    kernels.profile, batched.runner.use_graphs = None, graphs
+    times, _ = eager_step_profile(batched, lambda: batched.step(*args))
     batched.free()
     total = sum(times.values())
     top = sorted(times.items(), key=lambda kv: -kv[1])

@@ -19,3 +19,47 @@ def time_ms(stream, fn, repeats: int) -> float:
         end.synchronize()
         times.append(cupy.cuda.get_elapsed_time(start, end))
     return float(np.median(times))
+
+
+def graph_replay_ms(batched, pos: int, repeats: int = 50) -> float:
+    """Device time of one step of a batched engine's single row at `pos`: its graph replayed back to back
+    (no host work between the replays), between two events."""
+    import cupy
+
+    v = batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([13225], np.int32))
+    stream = batched.device.stream
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    with stream:
+        start.record(stream)
+        for _ in range(repeats):
+            batched.runner.run(v)
+        end.record(stream)
+    end.synchronize()
+    return round(cupy.cuda.get_elapsed_time(start, end) / repeats, 3)
+
+
+def kernel_profile(device, kernels, fn) -> tuple[dict[str, float], dict[str, int]]:
+    """Run `fn` (eager launches) with every kernel launch event-timed: (kernel -> summed device ms, kernel ->
+    launches). The launch counters start from zero here."""
+    import cupy
+
+    device.counters.reset()
+    kernels.profile = {}
+    try:
+        fn()
+        device.synchronize("profile")
+        events = kernels.profile
+    finally:
+        kernels.profile = None
+    times = {name: sum(cupy.cuda.get_elapsed_time(a, b) for a, b in pairs) for name, pairs in events.items()}
+    return times, dict(device.counters.launches)
+
+
+def eager_step_profile(batched, step) -> tuple[dict[str, float], dict[str, int]]:
+    """kernel_profile of one step of a batched engine launched kernel by kernel (`step()` runs it; its
+    graphs set aside meanwhile): the launches that a graph of that step replays."""
+    graphs, batched.runner.use_graphs = batched.runner.use_graphs, False
+    try:
+        return kernel_profile(batched.device, batched.model.kernels, step)
+    finally:
+        batched.runner.use_graphs = graphs

@@ -1,7 +1,9 @@
 """The batched engine's row kernels (embedding_rows, rmsnorm_rows, rope_kv_write, argmax_rows) and its
 flash-decoding attention (attn_rows_partial + attn_rows_merge) against numpy: rows of different slots and
-positions in one launch, contexts of 1 and of the whole cache, windows with ring wrap, prefill-chunk rows
-of one slot at consecutive positions. Outputs are poisoned first. What a kernel must write comes from its
+positions in one launch, contexts of 1 and of the whole cache (127, 128, 129 and seq_len at the 20b shape),
+windows with ring wrap, prefill-chunk rows of one slot at consecutive positions (the window's start moving
+inside the chunk), the engine's split length (`attn_split_len`), and a row's output bit-identical whatever
+the launch's other rows. Outputs are poisoned first. What a kernel must write comes from its
 oracle (tests/kernel_oracles.py, through `expected`), the whole attention from the reference engine's.
 Tolerances as docs/batched-engine.md asks: element kernels 5e-6, attention 5e-5 (max abs, O(1) inputs)."""
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cupy_getp.config import preset
 from cupy_getp.reference import attention, rope
 from cupy_getp.rope import rope_cos_sin
 
@@ -138,6 +141,32 @@ def test_argmax_rows_unaligned_view_uses_the_scalar_path(gpu, rng):
 
 
 # -- attention ----------------------------------------------------------------------------------------
+CTX_20B = preset("20b").seq_len  # the 20b shape's last position is CTX_20B - 1
+
+
+def split_len_of(head_dim: int, n_heads: int, n_kv_heads: int) -> int:
+    """The engine's positions per split for a model of these attention shapes (fixed by the model alone)."""
+    from cupy_getp.gpu.batch import attn_split_len
+
+    return attn_split_len(TINY.replace(head_dim=head_dim, n_attn_heads=n_heads, n_kv_heads=n_kv_heads))
+
+
+def splits_of(window: int, cache_len: int, split_len: int) -> int:
+    """The partial buffers' splits: ceil(span / split_len), span the most positions a row attends to."""
+    span = min(window, cache_len) if window else cache_len
+    return -(-span // split_len)
+
+
+def reached_mask(positions, n_heads: int, n_split: int, window: int, split_len: int) -> np.ndarray:
+    """(R, nh, n_split): True where the row at that position reaches the split (its positions [lo, pos],
+    lo = max(0, pos - window + 1) on a windowed layer, else 0)."""
+    positions = np.asarray(positions)
+    lo = np.maximum(0, positions - window + 1) if window else np.zeros_like(positions)
+    reached = -(-(positions - lo + 1) // split_len)
+    mask = np.arange(n_split)[None, :] < reached[:, None]
+    return np.broadcast_to(mask[:, None, :], (len(positions), n_heads, n_split))
+
+
 def fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim):
     """Each slot's history of K and V (positions 0..its largest row position), written to the caches at
     p % C in increasing p (as the engine writes them), and the caches."""
@@ -156,10 +185,12 @@ def fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim):
     return key_cache, value_cache, history
 
 
-def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim, window, split_len,
-                  n_split):
+def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim, window, split_len):
+    """attn_rows_partial then attn_rows_merge as the engine launches them (partial buffers of the engine's
+    splits, NaN-poisoned); host or device inputs. Returns the device att, partial_acc and partial_ml."""
     k = gpu[1]
     R = len(rows)
+    n_split = splits_of(window, key_cache.shape[1], split_len)
     row_slot = to_device(np.array([s for s, _ in rows], np.int32))
     row_pos = to_device(np.array([p for _, p in rows], np.int32))
     partial_acc = poisoned((R, n_heads, n_split, head_dim))
@@ -167,132 +198,202 @@ def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_h
     att = poisoned((R, n_heads * head_dim))
     k.attn_rows_partial(partial_acc, partial_ml, to_device(qkv), to_device(key_cache), to_device(value_cache),
                         row_slot, row_pos, n_heads, n_kv_heads, head_dim, window, split_len)
-    k.attn_rows_merge(att, partial_acc, partial_ml, to_device(sinks))
-    return host(att, gpu), host(partial_acc, gpu), host(partial_ml, gpu)
+    k.attn_rows_merge(att, partial_acc, partial_ml, to_device(sinks), row_pos, window, split_len)
+    return att, partial_acc, partial_ml
+
+
+def assert_only_reached_splits_written(partial_acc, partial_ml, rows, window, split_len):
+    """A split a row does not reach is not written (its poison stays); every split it reaches is finite."""
+    R, n_heads, n_split, _ = partial_acc.shape
+    reached = reached_mask([p for _, p in rows], n_heads, n_split, window, split_len)
+    assert np.all(np.isnan(partial_ml[~reached])) and np.all(np.isnan(partial_acc[~reached]))
+    assert np.all(np.isfinite(partial_ml[reached])) and np.all(np.isfinite(partial_acc[reached]))
 
 
 ATTENTION_CASES = [
-    # head_dim, n_heads, n_kv_heads, window, cache_len, split_len, rows (slot, position)
-    (8, 6, 2, 0, 64, 256, [(0, 0)]),  # one row, context 1, G = 3
-    (8, 6, 2, 0, 64, 16, [(0, 63), (1, 0), (2, 17), (2, 18), (3, 0)]),  # context seq_len; chunk rows; pad row
-    (64, 64, 8, 0, 300, 256, [(0, 299), (1, 0), (2, 40), (2, 41), (2, 42), (3, 255), (3, 256), (4, 31), (4, 32)]),
-    (64, 64, 8, 0, 300, 37, [(0, 299), (1, 1), (2, 100)]),  # split_len not a multiple of the 32-position tile
-    # windowed ring of C = window + chunk: positions past the window and wrapping p % C; chunk rows
-    (64, 64, 8, 128, 144, 128, [(0, 500), (1, 143), (1, 144), (1, 145), (2, 7), (3, 127), (3, 128), (4, 1000)]),
-    (64, 64, 8, 128, 144, 48, [(0, 500), (1, 130), (2, 0)]),
-    (30, 3, 1, 5, 9, 4, [(0, 40), (0, 41), (1, 3), (2, 4), (2, 5)]),  # D = 30 (scalar loads), G = 3
-    (30, 6, 2, 0, 70, 64, [(0, 69), (1, 33)]),
-    (32, 16, 1, 0, 100, 64, [(0, 99), (1, 64), (2, 2)]),  # G = 16
-    (64, 4, 4, 0, 80, 32, [(0, 79), (1, 10)]),  # G = 1
-    (64, 24, 3, 0, 90, 32, [(0, 89), (1, 45)]),  # G = 8 with 3 kv heads
-    (128, 16, 2, 0, 70, 32, [(0, 69), (1, 20)]),  # head_dim 128
-    (96, 12, 1, 20, 28, 16, [(0, 60), (0, 61), (1, 27)]),  # 64 < head_dim < 128, G = 12, windowed
-    (64, 8, 8, 0, 1024, 256, [(0, 1023), (1, 511), (2, 700)]),
+    # head_dim, n_heads, n_kv_heads, window, cache_len, rows (slot, position); split_len is the engine's
+    (8, 6, 2, 0, 64, [(0, 0)]),  # one row, context 1, G = 3
+    (8, 6, 2, 0, 64, [(0, 63), (1, 0), (2, 17), (2, 18), (3, 0)]),  # context = the cache; chunk rows; pad row
+    (64, 64, 8, 0, 300, [(0, 299), (1, 0), (2, 40), (2, 41), (2, 42), (3, 255), (3, 256), (4, 31), (4, 32)]),
+    # the 20b shape at contexts 1, 127, 128, 129 and seq_len: a full layer, and a windowed layer's ring of
+    # C = window + chunk (positions past C wrap p % C)
+    (64, 64, 8, 0, CTX_20B, [(0, 0), (1, 126), (2, 127), (3, 128), (4, CTX_20B - 1)]),
+    (64, 64, 8, 128, 256, [(0, 0), (1, 126), (2, 127), (3, 128), (4, CTX_20B - 1)]),
+    (64, 64, 8, 0, CTX_20B, [(0, CTX_20B - 1)]),  # one row, the longest context
+    (64, 64, 8, 128, 256, [(0, 1000)]),  # one row on the ring
+    (64, 64, 8, 128, 144, [(0, 500), (1, 143), (1, 144), (1, 145), (2, 7), (3, 127), (3, 128), (4, 1000)]),
+    (30, 3, 1, 5, 9, [(0, 40), (0, 41), (1, 3), (2, 4), (2, 5)]),  # D = 30 (scalar loads), G = 3
+    (30, 6, 2, 0, 70, [(0, 69), (1, 33)]),
+    (32, 16, 1, 0, 100, [(0, 99), (1, 64), (2, 2)]),  # G = 16
+    (64, 4, 4, 0, 80, [(0, 79), (1, 10)]),  # G = 1
+    (64, 24, 3, 0, 90, [(0, 89), (1, 45)]),  # G = 8 with 3 kv heads
+    (128, 16, 2, 0, 70, [(0, 69), (1, 20)]),  # head_dim 128
+    (96, 12, 1, 20, 28, [(0, 60), (0, 61), (1, 27)]),  # 64 < head_dim < 128, G = 12, windowed
+    (64, 8, 8, 0, 1024, [(0, 1023), (1, 511), (2, 700)]),
 ]
+# head_dim 64 and two odd ones (40: the 64-position splits, 80: the 32-position ones) at groups 1, 8 and 16;
+# contexts on both sides of the split boundaries; a full layer and a windowed ring (C = window + 64)
+SHAPE_ROWS = [(0, 0), (1, 31), (1, 32), (2, 63), (2, 64), (3, 127), (3, 128), (3, 129), (4, 299)]
+ATTENTION_CASES += [(head_dim, 2 * group, 2, window, cache_len, SHAPE_ROWS)
+                    for head_dim in (64, 40, 80) for group in (1, 8, 16)
+                    for window, cache_len in ((0, 300), (100, 164))]
 
 
 @gpu_test
-@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, split_len, rows", ATTENTION_CASES)
+@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, rows", ATTENTION_CASES)
 @pytest.mark.parametrize("sink_scale", [0.5, 8.0])
-def test_attention_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window, cache_len, split_len, rows, sink_scale):
+def test_attention_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window, cache_len, rows, sink_scale):
     slots = max(s for s, _ in rows) + 1
     key_cache, value_cache, history = fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim)
     qkv = rng.standard_normal((len(rows), (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
     sinks = (rng.standard_normal(n_heads) * sink_scale).astype(np.float32)
     if sink_scale > 1:
         sinks[0] = 20.0  # the sink takes nearly all of the probability
-    span = min(window, cache_len) if window else cache_len
-    n_split = -(-span // split_len) + 1  # one split more than needed: always empty
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
     att, partial_acc, partial_ml = run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads,
-                                                 n_kv_heads, head_dim, window, split_len, n_split)
+                                                 n_kv_heads, head_dim, window, split_len)
+    att = host(att, gpu)
     q_dim = n_heads * head_dim
     for r, (slot, pos) in enumerate(rows):
         keys, values = history[slot]
         want = attention(qkv[r, :q_dim].reshape(n_heads, head_dim), keys[: pos + 1], values[: pos + 1], sinks, window)
         assert np.max(np.abs(att[r] - want)) <= ATTN_TOL, f"row {r} (slot {slot}, position {pos})"
-    # empty splits (the last one always): m = -inf, l = 0, acc = 0
-    assert np.all(partial_ml[:, :, -1, 0] == -np.inf) and np.all(partial_ml[:, :, -1, 1] == 0)
-    assert np.all(partial_acc[:, :, -1] == 0)
-    assert np.all(np.isfinite(partial_acc)) and not np.any(np.isnan(partial_ml))
+    assert_only_reached_splits_written(host(partial_acc, gpu), host(partial_ml, gpu), rows, window, split_len)
 
 
 @gpu_test
 @pytest.mark.parametrize("window, cache_len", [(0, 200), (100, 140)])
 def test_attention_rows_partials_per_split(gpu, rng, window, cache_len):
-    """The partials of every split against the oracle: m the max of the split's scores, l and acc."""
-    head_dim, n_heads, n_kv_heads, split_len = 64, 16, 2, 40
-    rows = [(0, 150), (1, 39)]
-    key_cache, value_cache, _ = fill_caches(rng, rows, 2, cache_len, n_kv_heads, head_dim)
-    qkv = rng.standard_normal((2, (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
-    n_split = 5
+    """The partials of every split a row reaches against the oracle: m the max of the split's scores, l, acc."""
+    head_dim, n_heads, n_kv_heads = 64, 16, 2
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    rows = [(0, 150), (1, 39), (2, 0)]
+    key_cache, value_cache, _ = fill_caches(rng, rows, 3, cache_len, n_kv_heads, head_dim)
+    qkv = rng.standard_normal((3, (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
     _, partial_acc, partial_ml = run_attention(gpu, qkv, key_cache, value_cache, rows, np.zeros(n_heads, np.float32),
-                                               n_heads, n_kv_heads, head_dim, window, split_len, n_split)
+                                               n_heads, n_kv_heads, head_dim, window, split_len)
     want_acc, want_ml, *_ = expected("attn_rows_partial", partial_acc, partial_ml, qkv, key_cache, value_cache,
                                      np.array([s for s, _ in rows], np.int32), np.array([p for _, p in rows], np.int32),
                                      n_heads, n_kv_heads, head_dim, window, split_len)
-    empty = want_ml[..., 0] == -np.inf
-    assert np.all(partial_ml[empty] == want_ml[empty]) and np.all(partial_acc[empty] == 0)
-    m, l = partial_ml[~empty].T
-    assert np.max(np.abs(m - want_ml[~empty][:, 0])) <= 1e-5
-    assert np.all(np.abs(l - want_ml[~empty][:, 1]) <= 1e-5 * want_ml[~empty][:, 1])
-    assert np.max(np.abs(partial_acc - want_acc)) <= ATTN_TOL
+    partial_acc, partial_ml = host(partial_acc, gpu), host(partial_ml, gpu)
+    assert_only_reached_splits_written(partial_acc, partial_ml, rows, window, split_len)
+    reached = reached_mask([p for _, p in rows], n_heads, partial_ml.shape[2], window, split_len)
+    (m, l), (want_m, want_l) = partial_ml[reached].T, want_ml[reached].T
+    assert np.max(np.abs(m - want_m)) <= 1e-5
+    assert np.all(np.abs(l - want_l) <= 1e-5 * want_l)
+    assert np.max(np.abs(partial_acc[reached] - want_acc[reached])) <= ATTN_TOL
 
 
 @gpu_test
-def test_attention_rows_merge_alone(gpu, rng):
-    """The merge against the contract's formula on made-up partials (empty splits included)."""
-    R, n_heads, n_split, head_dim = 3, 5, 4, 30
+@pytest.mark.parametrize("window, positions", [(0, [100, 255, 0, 191, 64]), (100, [100, 255, 0, 30, 64])])
+def test_attention_rows_merge_alone(gpu, rng, window, positions):
+    """The merge against its oracle on made-up partials: a row reads only the splits it reaches (the others
+    hold NaNs here, as the partial kernel leaves them); the oracle sees them as empty (m = -inf, l = 0)."""
+    n_heads, head_dim = 5, 30
+    split_len = split_len_of(head_dim, n_heads, 1)
+    n_split = splits_of(window, 256, split_len)
+    row_pos = np.array(positions, np.int32)
+    R = len(row_pos)
+    reached = reached_mask(row_pos, n_heads, n_split, window, split_len)
+    assert len({int(n) for n in reached[:, 0].sum(axis=1)}) > 1  # rows reaching different numbers of splits
     m = rng.standard_normal((R, n_heads, n_split)).astype(np.float32) * 3
     l = rng.uniform(0.5, 20, (R, n_heads, n_split)).astype(np.float32)
-    m[0, :, 2:], l[0, :, 2:] = -np.inf, 0
+    ml = np.stack([m, l], axis=-1)
     acc = rng.standard_normal((R, n_heads, n_split, head_dim)).astype(np.float32)
-    acc[0, :, 2:] = 0
+    empty_ml, empty_acc = ml.copy(), acc.copy()
+    empty_ml[~reached], empty_acc[~reached] = (-np.inf, 0.0), 0.0
+    ml[~reached], acc[~reached] = np.nan, np.nan
     sinks = rng.standard_normal(n_heads).astype(np.float32) * 4
     att = poisoned((R, n_heads * head_dim))
-    ml = np.stack([m, l], axis=-1)
-    gpu[1].attn_rows_merge(att, to_device(acc), to_device(ml), to_device(sinks))
-    want, *_ = expected("attn_rows_merge", att, acc, ml, sinks)
+    gpu[1].attn_rows_merge(att, to_device(acc), to_device(ml), to_device(sinks), to_device(row_pos), window, split_len)
+    want, *_ = expected("attn_rows_merge", att, empty_acc, empty_ml, sinks, row_pos, window, split_len)
     assert np.max(np.abs(host(att, gpu) - want)) <= ELEMENT_TOL * 4
 
 
+PREFILL_CASES = [
+    # head_dim, n_heads, n_kv_heads, window, cache_len, start, chunk: slot 0 holds positions 0..start-1 (earlier
+    # steps) and takes start..start+chunk-1 in this step, beside a decode row of slot 1
+    (64, 16, 2, 0, 40, 0, 12),  # a prompt's first chunk
+    (64, 64, 8, 128, 256, 100, 128),  # the window's start moves inside the chunk (lo from 0 up to 100)
+    (64, 64, 8, 128, 256, 300, 128),  # and the ring wraps: the chunk writes over positions it no longer needs
+    (80, 16, 2, 20, 36, 50, 16),  # head_dim 80 (32-position splits): window crossing with a wrap
+    (64, 64, 8, 0, CTX_20B, CTX_20B - 128, 128),  # the last chunk of a full layer, up to seq_len
+]
+
+
 @gpu_test
-def test_rope_kv_write_then_attention_over_a_prefill_chunk(gpu, rng):
-    """A prefill chunk of one sequence (rows at positions 0..n-1) and a decode row of another sequence in
-    one step: rope_kv_write fills the caches, then every row attends to its own positions <= its own."""
-    head_dim, n_heads, n_kv_heads, cache_len, window = 64, 16, 2, 40, 0
+@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, start, chunk", PREFILL_CASES)
+def test_rope_kv_write_then_attention_over_a_prefill_chunk(gpu, rng, head_dim, n_heads, n_kv_heads, window,
+                                                           cache_len, start, chunk):
+    """A prefill chunk of one sequence and a decode row of another in one step, as the engine runs it:
+    rope_kv_write puts the step's K and V in the caches (at p % C), then every row attends to its own
+    positions <= its own (within the window), against numpy over each sequence's whole history."""
     kv_dim, q_dim = n_kv_heads * head_dim, n_heads * head_dim
-    chunk = [(0, p) for p in range(12)]
-    prior = 30  # slot 1 already holds positions 0..29 (written by earlier steps)
-    rows = chunk + [(1, prior)]
-    cos, sin = rope_tables(head_dim, cache_len)
-    key_cache = rng.standard_normal((3, cache_len, kv_dim)).astype(np.float32)
+    other = 3 * cache_len + 5 if window else cache_len - 1  # the decode row's position
+    rows = [(0, p) for p in range(start, start + chunk)] + [(1, other)]
+    first_new, n_positions = {0: start, 1: other}, {0: start + chunk, 1: other + 1}
+    key_cache = rng.standard_normal((3, cache_len, kv_dim)).astype(np.float32)  # stale entries; slot 2 spare
     value_cache = rng.standard_normal((3, cache_len, kv_dim)).astype(np.float32)
+    keys = {s: rng.standard_normal((n, n_kv_heads, head_dim)).astype(np.float32) for s, n in n_positions.items()}
+    values = {s: rng.standard_normal((n, n_kv_heads, head_dim)).astype(np.float32) for s, n in n_positions.items()}
+    for slot, first in first_new.items():  # earlier steps' (already rotated) K and V
+        for p in range(first):
+            key_cache[slot, p % cache_len] = keys[slot][p].reshape(-1)
+            value_cache[slot, p % cache_len] = values[slot][p].reshape(-1)
+    cos, sin = rope_tables(head_dim, max(n_positions.values()))
     qkv = rng.standard_normal((len(rows), q_dim + 2 * kv_dim)).astype(np.float32)
     sinks = rng.standard_normal(n_heads).astype(np.float32)
     qkv_d, kd, vd = to_device(qkv), to_device(key_cache), to_device(value_cache)
     row_slot = to_device(np.array([s for s, _ in rows], np.int32))
     row_pos = to_device(np.array([p for _, p in rows], np.int32))
-    k = gpu[1]
-    k.rope_kv_write(qkv_d, to_device(cos), to_device(sin), kd, vd, row_slot, row_pos, n_heads, n_kv_heads, head_dim)
-    n_split = 3
-    partial_acc, partial_ml = poisoned((len(rows), n_heads, n_split, head_dim)), poisoned((len(rows), n_heads, n_split, 2))
-    att = poisoned((len(rows), q_dim))
-    k.attn_rows_partial(partial_acc, partial_ml, qkv_d, kd, vd, row_slot, row_pos, n_heads, n_kv_heads, head_dim,
-                        window, 16)
-    k.attn_rows_merge(att, partial_acc, partial_ml, to_device(sinks))
+    gpu[1].rope_kv_write(qkv_d, to_device(cos), to_device(sin), kd, vd, row_slot, row_pos, n_heads, n_kv_heads,
+                         head_dim)
+    att, _, _ = run_attention(gpu, qkv_d, kd, vd, rows, sinks, n_heads, n_kv_heads, head_dim, window,
+                              split_len_of(head_dim, n_heads, n_kv_heads))
     att = host(att, gpu)
 
-    keys = key_cache.reshape(3, cache_len, n_kv_heads, head_dim).copy()
-    values = value_cache.reshape(3, cache_len, n_kv_heads, head_dim).copy()
     qs = []
+    for r, (slot, pos) in enumerate(rows):  # this step's rows: q and k rotated, k and v into the history
+        qs.append(rope(qkv[r, :q_dim].reshape(n_heads, head_dim), cos[pos], sin[pos]))
+        keys[slot][pos] = rope(qkv[r, q_dim: q_dim + kv_dim].reshape(n_kv_heads, head_dim), cos[pos], sin[pos])
+        values[slot][pos] = qkv[r, q_dim + kv_dim:].reshape(n_kv_heads, head_dim)
     for r, (slot, pos) in enumerate(rows):
-        q = rope(qkv[r, :q_dim].reshape(n_heads, head_dim), cos[pos], sin[pos])
-        keys[slot, pos] = rope(qkv[r, q_dim: q_dim + kv_dim].reshape(n_kv_heads, head_dim), cos[pos], sin[pos])
-        values[slot, pos] = qkv[r, q_dim + kv_dim:].reshape(n_kv_heads, head_dim)
-        qs.append(q)
-    for r, (slot, pos) in enumerate(rows):
-        want = attention(qs[r], keys[slot, : pos + 1], values[slot, : pos + 1], sinks, window)
+        want = attention(qs[r], keys[slot][: pos + 1], values[slot][: pos + 1], sinks, window)
         assert np.max(np.abs(att[r] - want)) <= ATTN_TOL, f"row {r} (slot {slot}, position {pos})"
+
+
+@gpu_test
+@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len", [
+    (64, 64, 8, 0, CTX_20B), (64, 64, 8, 128, 256), (80, 32, 2, 0, 300), (40, 16, 16, 100, 164)])
+def test_attention_row_is_bit_identical_whatever_the_other_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window,
+                                                                  cache_len):
+    """The invariance the engine relies on: a row's attention output is a function of its q, slot and position
+    alone, bit for bit: the same alone, among 7 other rows, and among 300 others at another index."""
+    slots, kv_dim = 24, n_kv_heads * head_dim
+    key_cache = to_device(rng.standard_normal((slots + 1, cache_len, kv_dim), dtype=np.float32))  # uploaded once
+    value_cache = to_device(rng.standard_normal((slots + 1, cache_len, kv_dim), dtype=np.float32))
+    sinks = rng.standard_normal(n_heads).astype(np.float32)
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    last = 4 * cache_len if window else cache_len - 1  # the largest position: windowed rows wrap the ring
+    q_width = (n_heads + 2 * n_kv_heads) * head_dim
+
+    def output_of(row, q, others: int, index: int) -> np.ndarray:
+        rows = list(zip(rng.integers(0, slots, others).tolist(), rng.integers(0, last + 1, others).tolist()))
+        rows.insert(index, row)
+        qkv = rng.standard_normal((len(rows), q_width)).astype(np.float32)
+        qkv[index] = q
+        att, _, _ = run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim,
+                                  window, split_len)
+        return host(att, gpu)[index]
+
+    for row in ((7, last - 3), (3, 5), (slots - 1, split_len)):
+        q = rng.standard_normal(q_width).astype(np.float32)
+        alone = output_of(row, q, 0, 0)
+        assert np.all(np.isfinite(alone))
+        for others, index in ((7, 3), (300, 217)):
+            got = output_of(row, q, others, index)
+            np.testing.assert_array_equal(got.view(np.uint32), alone.view(np.uint32),
+                                          err_msg=f"row {row} among {others} others at index {index}")
 
 
 @gpu_test
@@ -300,11 +401,13 @@ def test_attention_rows_rejects_splits_that_cannot_cover_the_cache(gpu):
     import cupy
 
     R, n_heads, n_kv_heads, head_dim = 1, 2, 1, 8
-    cache = cupy.zeros((2, 100, head_dim), np.float32)
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    cache_len = split_len + 36
+    cache = cupy.zeros((2, cache_len, head_dim), np.float32)
     args = (cupy.zeros((R, (n_heads + 2) * head_dim), np.float32), cache, cache,
             cupy.zeros(R, np.int32), cupy.zeros(R, np.int32), n_heads, n_kv_heads, head_dim)
-    with pytest.raises(ValueError):
-        gpu[1].attn_rows_partial(cupy.zeros((R, n_heads, 3, head_dim), np.float32),
-                                 cupy.zeros((R, n_heads, 3, 2), np.float32), *args, 0, 32)  # 96 < 100
-    gpu[1].attn_rows_partial(cupy.zeros((R, n_heads, 1, head_dim), np.float32),
-                             cupy.zeros((R, n_heads, 1, 2), np.float32), *args, 50, 64)  # window 50 <= 64
+    with pytest.raises(ValueError):  # one split cannot cover the full layer's cache_len positions
+        gpu[1].attn_rows_partial(cupy.zeros((R, n_heads, 1, head_dim), np.float32),
+                                 cupy.zeros((R, n_heads, 1, 2), np.float32), *args, 0, split_len)
+    gpu[1].attn_rows_partial(cupy.zeros((R, n_heads, 1, head_dim), np.float32),  # a window <= split_len: one
+                             cupy.zeros((R, n_heads, 1, 2), np.float32), *args, split_len - 14, split_len)

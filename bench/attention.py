@@ -1,0 +1,266 @@
+"""The batched engine's attention alone (attn_rows_partial + attn_rows_merge) against the copy bandwidth.
+
+The 20b shape (64 query heads, 8 kv heads, head_dim 64), FP32 KV caches of random values, the engine's
+split over positions (`attn_split_len`); a full-attention layer and a windowed one (window 128, a ring
+of window + chunk positions) reported apart. Every row of a launch sits at the same position (context - 1)
+in its own slot. On CUDA the calls are captured in a CUDA graph (`--reps` calls back to back) so the time
+is the device's, not the launches'; each configuration reports the median of a few timed replays.
+
+KV bytes read per row: positions read x kv_dim x 2 (K and V) x 4. The copy bandwidth is that of a
+device-to-device copy of the same number of bytes, measured in the same run (bytes read + written per
+second, as bench/getp_throughput.py counts it; the setup line gives a 1 GiB copy's too); of_copy = (KV bytes
+/ time) / that copy bandwidth. Small cases fit in the L2 cache, their copies too.
+
+    python bench/attention.py [--rows 1,64,512,1024] [--contexts 512,2048] [--out attn.jsonl]
+    ncu --clock-control none python bench/attention.py --reps 3 --warmup 1 --no-copy --eager --rows 1024 --contexts 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from cupy_getp.config import preset  # noqa: E402
+from cupy_getp.errors import DeviceError  # noqa: E402
+from timing import time_ms  # noqa: E402 (bench/ is on sys.path when run as a script)
+
+LAYERS = ("full", "window")
+CHUNK = 128  # prompt positions of one request per step: a windowed layer's ring is window + CHUNK long
+REFERENCE_COPY = 1 << 30  # bytes of the copy whose bandwidth the setup line reports (past the L2 cache)
+TIMED_REPLAYS = 5  # timed launches of a configuration's graph, after timing.time_ms's warm-up
+
+
+class OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str):
+        sys.exit(f"error: {message}")
+
+
+def positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: every value must be >= 1")
+    return values
+
+
+def layer_list(text: str) -> list[str]:
+    layers = text.split(",")
+    unknown = [x for x in layers if x not in LAYERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown layer {unknown[0]!r} (expected {', '.join(LAYERS)})")
+    return layers
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="20b", help="the model shape (heads, head_dim, window)")
+    parser.add_argument("--rows", type=positive_ints, default=[1, 64, 512, 1024], help="rows per launch, a comma list")
+    parser.add_argument("--contexts", type=positive_ints, default=[512, 2048], help="positions per row, a comma list")
+    parser.add_argument("--layers", type=layer_list, default=list(LAYERS), help="full, window or both")
+    parser.add_argument("--reps", type=int, default=50, help="calls timed per configuration (one graph of them)")
+    parser.add_argument("--warmup", type=int, default=5, help="calls before timing")
+    parser.add_argument("--no-copy", action="store_true", help="skip the copy bandwidth (e.g. under ncu)")
+    parser.add_argument("--eager", action="store_true", help="time eager launches instead of a CUDA graph")
+    parser.add_argument("--out", type=Path, default=None, help="append the JSON lines here too")
+    args = parser.parse_args(argv)
+    if args.reps < 1 or args.warmup < 0:
+        parser.error(f"--reps {args.reps} must be >= 1 and --warmup {args.warmup} >= 0")
+    if args.out is not None and args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory; give a file to append JSON lines to")
+    try:
+        args.config = preset(args.preset)
+    except Exception as e:  # CheckpointError: an unknown preset
+        parser.error(str(e))
+    return args
+
+
+# -- one configuration ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Case:
+    layer: str
+    rows: int
+    context: int
+
+    def window(self, config) -> int:
+        return config.sliding_window if self.layer == "window" else 0
+
+    def cache_len(self, config) -> int:
+        """C as the engine sizes it: n_ctx on a full layer, a ring of window + CHUNK on a windowed one."""
+        return min(self.context, config.sliding_window + CHUNK) if self.window(config) else self.context
+
+    def positions_read(self, config) -> int:
+        return min(self.window(config), self.context) if self.window(config) else self.context
+
+    def kv_bytes(self, config) -> int:
+        return self.rows * self.positions_read(config) * config.kv_dim * 2 * 4
+
+
+class Caches:
+    """Random FP32 K and V of one layer kind and context for the most rows asked (slots 0..R-1, one spare),
+    reused by every row count."""
+
+    def __init__(self, config, case: Case, max_rows: int, seed: int):
+        import cupy
+
+        rng = cupy.random.default_rng(seed)
+        shape = (max_rows + 1, case.cache_len(config), config.kv_dim)  # (S + 1, C, nkv D)
+        self.keys = rng.standard_normal(shape, dtype=np.float32)
+        self.values = rng.standard_normal(shape, dtype=np.float32)
+
+
+def attention_call(kernels, config, case: Case, caches: Caches, split_len: int, seed: int):
+    """A function running the engine's attention over this case's rows, on buffers made once here."""
+    import cupy
+
+    c, R = config, case.rows
+    rng = cupy.random.default_rng(seed)
+    window = case.window(c)
+    span = min(window, case.cache_len(c)) if window else case.cache_len(c)
+    n_split = -(-span // split_len)  # as the engine sizes its partial buffers
+    qkv = rng.standard_normal((R, c.qkv_dim), dtype=np.float32)
+    sinks = rng.standard_normal(c.n_attn_heads, dtype=np.float32)
+    row_slot = cupy.arange(R, dtype=np.int32)  # distinct slots
+    row_pos = cupy.full(R, case.context - 1, np.int32)
+    partial_acc = cupy.zeros((R, c.n_attn_heads, n_split, c.head_dim), np.float32)
+    partial_ml = cupy.zeros((R, c.n_attn_heads, n_split, 2), np.float32)
+    att = cupy.zeros((R, c.q_dim), np.float32)
+
+    def call():
+        kernels.attn_rows_partial(partial_acc, partial_ml, qkv, caches.keys, caches.values, row_slot, row_pos,
+                                  c.n_attn_heads, c.n_kv_heads, c.head_dim, window, split_len)
+        kernels.attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, window, split_len)
+
+    return call, n_split
+
+
+# -- timing ----------------------------------------------------------------------------------------------------
+def ms_per_call(stream, call, reps: int, warmup: int, eager: bool) -> float:
+    """Event time of `reps` calls back to back, / reps (timing.time_ms: the median of TIMED_REPLAYS after
+    its warm-up): one CUDA graph of the `reps` calls, or eager launches (ROCm, --eager)."""
+    for _ in range(warmup):
+        call()
+    if eager:
+        return time_ms(stream, lambda: [call() for _ in range(reps)], TIMED_REPLAYS) / reps
+    stream.begin_capture()
+    try:
+        for _ in range(reps):
+            call()
+    finally:
+        graph = stream.end_capture()
+    return time_ms(stream, lambda: graph.launch(stream=stream), TIMED_REPLAYS) / reps
+
+
+class CopyBandwidth:
+    """GB/s (bytes read + written per second) of a device-to-device copy of n bytes, measured once per size,
+    from buffers as big as the largest size asked."""
+
+    def __init__(self, max_bytes: int, stream, reps: int, warmup: int, eager: bool):
+        import cupy
+
+        n = -(-max_bytes // 4)
+        self.src, self.dst = cupy.ones(n, np.float32), cupy.empty(n, np.float32)
+        self.stream, self.reps, self.warmup, self.eager = stream, reps, warmup, eager
+        self.measured: dict[int, float] = {}
+
+    def gb_s(self, nbytes: int) -> float:
+        if nbytes not in self.measured:
+            copy = lambda: self.dst.data.copy_from_device_async(self.src.data, nbytes, self.stream)  # noqa: E731
+            ms = ms_per_call(self.stream, copy, self.reps, self.warmup, self.eager)
+            self.measured[nbytes] = 2 * nbytes / ms / 1e6
+        return self.measured[nbytes]
+
+
+# -- the run -----------------------------------------------------------------------------------------------------
+def run(args) -> list[dict]:
+    from cupy_getp.gpu.device import Device
+
+    device = Device.open()  # first: without a GPU, the one-line error and nothing else
+    import cupy
+
+    from cupy_getp.gpu.batch import attn_split_len
+    from cupy_getp.gpu.kernels import Kernels
+
+    kernels = Kernels(device)
+    config, stream = args.config, device.stream
+    eager = args.eager or device.is_hip  # CuPy on ROCm cannot capture graphs
+    device.sync_check = device.sync_check and eager  # no synchronisation while capturing
+    split_len = attn_split_len(config)
+    cases = [Case(layer, rows, context) for layer in args.layers for context in args.contexts for rows in args.rows]
+    with stream:
+        copies = None if args.no_copy else CopyBandwidth(max(REFERENCE_COPY, *(c.kv_bytes(config) for c in cases)),
+                                                          stream, args.reps, args.warmup, eager)
+        results = [emit(setup_record(device, args, split_len, eager, copies), args.out)]
+        for layer in args.layers:
+            for context in args.contexts:
+                group = [c for c in cases if c.layer == layer and c.context == context]
+                caches = Caches(config, group[0], max(c.rows for c in group), seed=context)
+                for case in group:
+                    results.append(emit(measure(kernels, config, case, caches, split_len, copies, args, eager),
+                                        args.out))
+                del caches
+                cupy.get_default_memory_pool().free_all_blocks()
+    return results
+
+
+def setup_record(device, args, split_len: int, eager: bool, copies) -> dict:
+    c = args.config
+    return {"bench": "attention_setup", "device": device.describe(), "date": time.strftime("%Y-%m-%d"),
+            "preset": args.preset, "n_heads": c.n_attn_heads, "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
+            "window": c.sliding_window, "split_len": split_len, "reps": args.reps,
+            "timing": "eager" if eager else "cuda graph",
+            "copy_gb_s_1gib": round(copies.gb_s(REFERENCE_COPY), 1) if copies else None}
+
+
+def measure(kernels, config, case: Case, caches: Caches, split_len: int, copies, args, eager: bool) -> dict:
+    call, n_split = attention_call(kernels, config, case, caches, split_len, seed=case.rows)
+    ms = ms_per_call(kernels.device.stream, call, args.reps, args.warmup, eager)
+    kv_bytes = case.kv_bytes(config)
+    gb_s = kv_bytes / ms / 1e6
+    copy_gb_s = copies.gb_s(kv_bytes) if copies else None
+    return {"bench": "attention", "layer": case.layer, "rows": case.rows, "context": case.context,
+            "positions_read": case.positions_read(config), "cache_len": case.cache_len(config),
+            "split_len": split_len, "n_split": n_split, "ms": round(ms, 5), "kv_bytes": kv_bytes,
+            "gb_s": round(gb_s, 1), "copy_gb_s": round(copy_gb_s, 1) if copy_gb_s else None,
+            "of_copy": round(gb_s / copy_gb_s, 3) if copy_gb_s else None}
+
+
+def emit(record: dict, out: Path | None) -> dict:
+    print(json.dumps(record), flush=True)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(out, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return record
+
+
+def print_table(results: list[dict]) -> None:
+    print("\n| layer | rows | context | ms/call | KV MB read | GB/s | copy GB/s | of copy |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        if r["bench"] == "attention":
+            print(f"| {r['layer']} | {r['rows']} | {r['context']} | {r['ms']} | {r['kv_bytes'] / 1e6:.1f} | "
+                  f"{r['gb_s']} | {r['copy_gb_s'] or '-'} | {r['of_copy'] or '-'} |")
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    try:
+        results = run(args)
+    except DeviceError as e:
+        sys.exit(f"error: {e}")
+    print_table(results)
+
+
+if __name__ == "__main__":
+    main()
