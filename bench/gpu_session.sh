@@ -28,7 +28,7 @@ serve_wheels() {  # FastAPI, uvicorn, pydantic, openai, ... for the server (that
 for part in $parts; do
   case $part in
     invariance7m)  # getp's output across --batch 1 / 7 / default and a shuffled input, 7m, exact and fast (-n 256)
-      shuf --random-source=<(yes) data/input.txt > /tmp/shuffled.txt 2>/dev/null || cp data/input.txt /tmp/shuffled.txt
+      { head -1 data/input.txt; tail -n +2 data/input.txt | shuf --random-source=<(yes); } > /tmp/shuffled.txt
       for precision in exact fast; do
         for batch in 1 7 0; do
           extra=""; [ "$batch" != 0 ] && extra="--batch $batch"
@@ -45,7 +45,7 @@ base = lines("b0")
 for name in ("b1", "b7"):
     other = lines(name)
     print(p, name, "vs default:", sum(a != b for a, b in zip(base, other)), "of", len(base), "lines differ")
-prompts = open("data/input.txt").read().splitlines(); shuffled = open("/tmp/shuffled.txt").read().splitlines()
+prompts = open("data/input.txt").read().splitlines()[1:]; shuffled = open("/tmp/shuffled.txt").read().splitlines()[1:]
 got = dict(zip(shuffled, lines("shuf")))
 print(p, "shuffled vs default:", sum(got[q] != l for q, l in zip(prompts, base)), "of", len(base), "lines differ")
 PY

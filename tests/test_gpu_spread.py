@@ -21,7 +21,7 @@ def run(tmp_path, name, tokenizer, spread: Spread, sampler=None):
     request's, wherever it runs, so the lines are comparable bit for bit without batch invariance)."""
     output = tmp_path / f"{name}.txt"
     getp("7m", ROOT / "data/input.txt", output, tokenizer=tokenizer, sampler=sampler or Sampler(0.0),
-         options=GetpOptions(engine="cupy", steps=40, batch=1), hooks=GetpHooks(echo=lambda line: None),
+         options=GetpOptions(engine="cupy", steps=64, batch=1), hooks=GetpHooks(echo=lambda line: None),
          spread=spread)
     return output.read_text()
 
@@ -40,7 +40,7 @@ def test_gpu_one_device_runs_in_process_as_without_gpus(tmp_path):
     outputs = []
     for extra in ([], ["--gpus", "0"]):
         out = tmp_path / f"out{len(extra)}.txt"
-        result = cli("getp", "7m", "-i", str(ROOT / "data/input.txt"), "-o", str(out), "-n", "40", "--engine", "cupy",
+        result = cli("getp", "7m", "-i", str(ROOT / "data/input.txt"), "-o", str(out), "-n", "64", "--engine", "cupy",
                      *extra)
         assert result.returncode == 0, result.stderr
         assert "worker" not in result.stderr  # no worker process: one engine here
