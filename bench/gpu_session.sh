@@ -51,6 +51,17 @@ print(p, "shuffled vs default:", sum(got[q] != l for q, l in zip(prompts, base))
 PY
       done
       ;;
+    attnbench)  # attention alone: fraction of the copy bandwidth at 1/64/512/1024 rows, contexts 512 and 2048
+      timeout 150 python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1; echo "attention exit $?"
+      grep -vE "^\{" "$OUT/attention.txt" | tail -22
+      ;;
+    attnncu)  # ncu of attn_rows_partial and the merge at 1024 rows, context 512, full layer
+      timeout 150 ncu --clock-control none -k regex:attn_rows --launch-count 2 --section SpeedOfLight \
+        --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
+        --section SchedulerStats --section ComputeWorkloadAnalysis python bench/attention.py --reps 1 --warmup 1 \
+        --no-copy --eager --rows 1024 --contexts 512 --layers full > "$OUT/attn-ncu.txt" 2>&1; echo "ncu exit $?"
+      grep -E "attn_rows|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers|Issued Ipc|No Eligible|Stall|Block Limit|Warp Cycles Per Issued" "$OUT/attn-ncu.txt" | head -60
+      ;;
     s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \
         tests/test_gpu_engine.py tests/test_gpu_expert_parallel.py tests/test_gpu_spread.py tests/test_gpu_batch_moe.py \

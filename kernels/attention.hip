@@ -124,6 +124,12 @@ struct AttnRows {
 #define ATTN_BOUNDS(GMAX) __launch_bounds__(BLOCK_SIZE, (GMAX) <= 8 ? 4 : 2)
 #endif
 
+// Cache index of the split's t-th position: (first + t) mod C without a division (first < C, t < C).
+GETP_DEVICE int attn_ring_index(int first, int t, int cache_len) {
+  const int i = first + t;
+  return i < cache_len ? i : i - cache_len;
+}
+
 template <int DMAX, int GMAX>
 GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__ partial_acc,
                                    float* __restrict__ partial_ml, const float* __restrict__ qkv,
@@ -151,13 +157,14 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   const size_t slot_base = (size_t)row_slot[r] * cache_len;
   const float* kbase = key_cache + (size_t)kvh * D;
   const float* vbase = value_cache + (size_t)kvh * D;
+  const int first = t_begin % cache_len;  // the split's first position in the ring (one division a block)
 
   // 1. Every load of the split, issued before any use.
   const int t_qk = tid / L::PARTS, part = tid % L::PARTS, d_qk = part * 16;
   float k[16];
   {
     const bool ok = t_qk < tn;
-    const float* src = kbase + (slot_base + (t_begin + t_qk) % cache_len) * kv_dim + d_qk;
+    const float* src = kbase + (slot_base + attn_ring_index(first, t_qk, cache_len)) * kv_dim + d_qk;
     if (vec4) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
@@ -177,7 +184,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
 #pragma unroll
   for (int i = 0; i < L::PER_SLICE; ++i) {
     const int t = sl + i * L::SLICES;
-    const float* src = vbase + (slot_base + (t_begin + t) % cache_len) * kv_dim + d_pv;
+    const float* src = vbase + (slot_base + attn_ring_index(first, t, cache_len)) * kv_dim + d_pv;
     if (vec4) {
       v[i] = (t < tn && d_pv < D) ? *(const float2*)src : make_float2(0.f, 0.f);
     } else {
