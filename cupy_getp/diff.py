@@ -3,6 +3,7 @@
 Both engines decode the same tokens: the prompt, then the reference's greedy continuation. At every
 position the per-layer trace points and the logits are compared by max abs diff against the spec's
 tolerances (docs/spec.md); the chosen experts must match; and at every generated step both greedy tokens must agree.
+With --batch, two batched runs of different shapes must also agree bit for bit (`invariance.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from .checkpoint import Weights
 from .engine.base import TRACE_POINTS, Engine, Trace
 from .engine.factory import create_engine
 from .generation import check_prompt
+from .invariance import SECOND_CHUNK, InvarianceCheck, RowDigests, compare_rows, describe_shape
 
 # The parity tolerances of docs/spec.md (max abs diff): the attention block 5e-4; where the BF16 MoE weights
 # are involved (the MoE output, the residual after it, and so the logits) 2e-3.
@@ -164,18 +166,29 @@ def reference_run(reference: Engine, prompt: Sequence[int], positions: int) -> R
     return ReferenceRun(tokens, traces)
 
 
-def diff_batched(reference: Engine, batched, prompts: Sequence[Sequence[int]], steps: int,
-                 ) -> Iterator[tuple[int, StepDiff]]:
-    """Run `prompts` through a batched engine (`gpu/batch.py`) with continuous batching, every row fed the
-    reference's tokens, and compare each row, layer by layer, with the reference run of its request
-    at that position. Yields (request index, StepDiff) in step order."""
+@dataclass
+class BatchedRow:
+    """One row of a batched step: its request and position, the token fed there, whether it samples, its
+    values, the device's greedy token, and the token fed at pos + 1."""
+
+    request: int
+    pos: int
+    token: int
+    wants_token: bool
+    trace: Trace
+    device_token: int
+    next_token: int
+
+
+def batched_rows(batched, prompts: Sequence[Sequence[int]], positions: int,
+                 feed: Callable[[int, int], int]) -> Iterator[BatchedRow]:
+    """`prompts` through a batched engine (`gpu/batch.py`) with continuous batching, `positions` positions
+    each, every row as its step ends; after its prompt, request r is fed `feed(r, pos)` at pos + 1."""
     from .engine.scheduler import Scheduler
     from .gpu.batch import BatchTrace
 
     shape = batched.shape
-    budget = min(diff_positions(prompts, steps, shape.n_ctx), shape.n_ctx)
-    runs = [reference_run(reference, p, budget) for p in prompts]
-    scheduler = Scheduler(prompts, budget, shape.n_slots, shape.max_rows, shape.max_chunk, frozenset())
+    scheduler = Scheduler(prompts, positions, shape.n_slots, shape.max_rows, shape.max_chunk, frozenset())
     while not scheduler.done:
         rows = scheduler.next_rows()
         trace = BatchTrace()
@@ -184,14 +197,32 @@ def diff_batched(reference: Engine, batched, prompts: Sequence[Sequence[int]], s
         forced = np.zeros(len(rows), np.int32)
         for i, owner in enumerate(rows.owners):
             pos = int(rows.positions[i])
-            run = runs[owner.index]
-            step = compare_step(pos, int(rows.tokens[i]), run.traces[pos], trace.row(i), bool(rows.wants_token[i]))
-            if step.generated and device_tokens[i] != step.other_token:  # the device's argmax, not numpy's
-                step.violations.append(f"device greedy token {device_tokens[i]} != argmax {step.other_token} "
-                                       f"of the same logits")
-            yield owner.index, step
-            forced[i] = run.tokens[pos + 1]
+            forced[i] = feed(owner.index, pos)
+            yield BatchedRow(owner.index, pos, int(rows.tokens[i]), bool(rows.wants_token[i]), trace.row(i),
+                             int(device_tokens[i]), int(forced[i]))
         scheduler.record(rows, forced)
+
+
+def diff_budget(prompts: Sequence[Sequence[int]], steps: int, batched) -> int:
+    """Positions each request of a batched diff runs."""
+    return min(diff_positions(prompts, steps, batched.shape.n_ctx), batched.shape.n_ctx)
+
+
+def diff_batched(reference: Engine, batched, prompts: Sequence[Sequence[int]], steps: int,
+                 record: Callable[[BatchedRow], None] | None = None) -> Iterator[tuple[int, StepDiff]]:
+    """Run `prompts` through a batched engine (`gpu/batch.py`) with continuous batching, every row fed the
+    reference's tokens, and compare each row, layer by layer, with the reference run of its request
+    at that position. Yields (request index, StepDiff) in step order; `record(row)` hears each row."""
+    budget = diff_budget(prompts, steps, batched)
+    runs = [reference_run(reference, p, budget) for p in prompts]
+    for row in batched_rows(batched, prompts, budget, lambda request, pos: runs[request].tokens[pos + 1]):
+        step = compare_step(row.pos, row.token, runs[row.request].traces[row.pos], row.trace, row.wants_token)
+        if step.generated and row.device_token != step.other_token:  # the device's argmax, not numpy's
+            step.violations.append(f"device greedy token {row.device_token} != argmax {step.other_token} "
+                                   f"of the same logits")
+        if record is not None:
+            record(row)
+        yield row.request, step
 
 
 @dataclass(frozen=True)
@@ -217,6 +248,29 @@ def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: i
     n_slots = shape.slots or max(1, len(prompts) // 2)
     chunk = min(shape.chunk, n_ctx)
     return BatchedEngine(engine, BatchShape(n_slots, n_slots + chunk, chunk, n_ctx), shape.precision)
+
+
+def second_shape(first, n_requests: int, precision: str) -> BatchDiffShape:
+    """The shape of the invariance check's second run (`invariance.py`), in the first's precision: another
+    slot count (every request at once where the first runs fewer, else half as many; 2 where it runs one
+    slot for one request), so that steps have other row counts and rows other places, and prompt chunks of
+    SECOND_CHUNK (the default's where the first's are SECOND_CHUNK)."""
+    slots = n_requests if first.n_slots < n_requests else max(1, first.n_slots // 2)
+    chunk = SECOND_CHUNK if first.max_chunk != SECOND_CHUNK else BatchDiffShape.chunk
+    return BatchDiffShape(slots if slots != first.n_slots else slots + 1, chunk, precision)
+
+
+def check_invariance(engine: Engine, first_shape, precision: str, digests: RowDigests,
+                     prompts: Sequence[Sequence[int]], steps: int) -> InvarianceCheck:
+    """The same rows as the first batched run (its digests, the tokens it fed) through a batched engine of
+    another shape, compared bit for bit."""
+    second = batch_diff_engine(engine, prompts, steps, second_shape(first_shape, len(prompts), precision))
+    try:
+        check = InvarianceCheck(describe_shape(first_shape), describe_shape(second.shape), second.precision)
+        rows = batched_rows(second, prompts, diff_budget(prompts, steps, second), digests.next_token)
+        return compare_rows(digests, rows, engine.config.n_layers, check)
+    finally:
+        second.free()
 
 
 def diff_model(weights: Weights, engine: str, prompt: Sequence[int], steps: int, layers: bool,
@@ -246,7 +300,9 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
                        shape: BatchDiffShape = BatchDiffShape(), experts: str = "auto") -> DiffSummary:
     """`cupy-getp diff --batch`: `prompts` through the batched `engine`, every row against the reference
     run of its request: numpy, or "cupy", the single-sequence GPU engine (the same engine object, whose
-    own KV cache is apart from the batched engine's), for shapes numpy is too slow for."""
+    own KV cache is apart from the batched engine's), for shapes numpy is too slow for. Then the same rows
+    through a batched engine of another shape, bit for bit against the first (`invariance.py`): one line,
+    and a violation where they differ in a precision the promise covers."""
     with create_engine(weights, engine, experts) as other:
         other.warm_up()
         reference = other if reference_name == "cupy" else create_engine(weights, "numpy")
@@ -259,12 +315,17 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
              f"{greedy_steps(prompts, steps, batched.shape.n_ctx)}), precision {batched.precision}"
              f"{_storage(other)}")
         echo(format_header(layers))
-        summary = DiffSummary()
-        for request, step in diff_batched(reference, batched, prompts, steps):
+        summary, digests = DiffSummary(), RowDigests()
+        for request, step in diff_batched(reference, batched, prompts, steps, digests.record):
             summary.add(step)
             for row in format_step(step, layers):
                 echo(f"r{request:<3}{row}")
+        first_shape, precision = batched.shape, batched.precision
         batched.free()
+        invariance = check_invariance(other, first_shape, precision, digests, prompts, steps)
+    echo(invariance.line())
+    if not invariance.agree and invariance.covered:
+        summary.violations.append(invariance.line())
     for line in summary.lines():
         echo(line)
     return summary

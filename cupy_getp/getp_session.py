@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from .checkpoint import DEFAULT_SEED
 from .engine.base import Engine
 from .engine.scheduler import Scheduler, run_scheduled
+from .errors import GetpError
 from .generation import decode
 from .sampler import RequestSamplers, Sampler
 from .tokenizer import STOP_TOKENS
@@ -19,8 +20,9 @@ from .tokenizer import STOP_TOKENS
 @dataclass(frozen=True)
 class GetpOptions:
     """How getp runs: the engine, the positions per request, a preset's weights and config overrides, the
-    batched engine's request slots (None or 0: as many as free device memory allows) and precision, and the
-    GPU engine's expert storage (bf16, mxfp4 or auto: `gpu/experts.py`)."""
+    batched engine's request slots (None or 0: as many as free device memory allows), prompt positions of
+    one request per step (None: gpu/batch.py's MAX_CHUNK) and precision, and the GPU engine's expert storage
+    (bf16, mxfp4 or auto: `gpu/experts.py`)."""
     engine: str = "auto"
     steps: int = 1024
     seed: int = DEFAULT_SEED
@@ -28,6 +30,14 @@ class GetpOptions:
     batch: int | None = None
     precision: str | None = None
     experts: str = "auto"
+    chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.chunk is not None:
+            from .gpu.batch import MAX_CHUNK
+
+            if not 1 <= self.chunk <= MAX_CHUNK:
+                raise GetpError(f"the prompt chunk (--chunk) must be in 1..{MAX_CHUNK}, got {self.chunk}")
 
 
 @dataclass(frozen=True)
@@ -145,12 +155,13 @@ def warm_up_engine(model: Engine, n_requests: int, steps: int, options: GetpOpti
     model.warm_up(progress=hooks.load_progress)
     for line in model.storage_notes():
         note(hooks, line)
-    batched = model.batched(n_requests, steps, slots=options.batch or None, precision=options.precision)
+    batched = model.batched(n_requests, steps, slots=options.batch or None, precision=options.precision,
+                            max_chunk=options.chunk)
     if batched is not None:
         note(hooks, describe_batch(batched))
-    if batched is None and (options.batch or options.precision):
-        note(hooks, f"--batch and --precision apply to the GPU engine; the {model.name} engine runs one request "
-                     f"at a time")
+    if batched is None and (options.batch or options.chunk or options.precision):
+        note(hooks, f"--batch, --chunk and --precision apply to the GPU engine; the {model.name} engine runs one "
+                     f"request at a time")
     return batched
 
 

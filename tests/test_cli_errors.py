@@ -177,9 +177,19 @@ def test_an_unknown_precision_is_refused_before_loading(tmp_path):
     assert not (tmp_path / "out.txt").exists()
 
 
-def test_batch_options_on_the_numpy_engine_are_noted(tmp_path):
+@pytest.mark.parametrize("option", [["--batch", "4"], ["--chunk", "16"]])
+def test_batch_options_on_the_numpy_engine_are_noted(tmp_path, option):
     (tmp_path / "in.txt").write_text("1\nHello world\n")
     result = cli("getp", "7m", "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"), "-n", "8",
-                 "--engine", "numpy", "--batch", "4")
+                 "--engine", "numpy", *option)
     assert result.returncode == 0, result.stderr
-    assert "--batch and --precision apply to the GPU engine" in result.stderr
+    assert "--batch, --chunk and --precision apply to the GPU engine" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["getp", "7m"], ["run", "7m", "-m", "getp"]])
+@pytest.mark.parametrize("chunk", ["0", "129", "many"])
+def test_a_prompt_chunk_out_of_range_is_refused(tmp_path, command, chunk):
+    out = tmp_path / "out.txt"
+    result = cli(*command, "-i", str(ROOT / "data/input.txt"), "-o", str(out), "--engine", "numpy", "--chunk", chunk)
+    assert_clean_failure(result, "'--chunk'", code=2)
+    assert not out.exists()

@@ -250,3 +250,58 @@ def test_freeing_after_a_failure_finishes_the_engine_and_keeps_the_first_error()
     with pytest.raises(RuntimeError, match="free failed"):
         session.free()
     assert session.model.finished == 2
+
+
+class BatchAskingEngine(CountingEngine):
+    """A CountingEngine that records what getp asks of its batched mode, and has none (None: one
+    request at a time, as the numpy engine)."""
+
+    def __init__(self):
+        super().__init__()
+        self.asked = []
+
+    def batched(self, n_requests, steps, slots=None, precision=None, use_graphs=True, max_chunk=None):
+        self.asked.append({"slots": slots, "precision": precision, "max_chunk": max_chunk})
+        return None
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 16, 128])
+def test_getp_passes_the_prompt_chunk_to_the_batched_engine(tmp_path, monkeypatch, tokenizer, chunk):
+    from cupy_getp import getp as getp_module
+
+    engine, notes = BatchAskingEngine(), []
+    monkeypatch.setattr(getp_module, "create_engine", lambda weights, kind, *storage: engine)
+    requests = tmp_path / "in.txt"
+    requests.write_text("2\nhello\nworld\n")
+    getp_module.getp("7m", requests, tmp_path / "out.txt", tokenizer=tokenizer, sampler=Sampler(0.0),
+                     options=getp_module.GetpOptions(engine="numpy", steps=4, batch=3, chunk=chunk),
+                     hooks=getp_module.GetpHooks(echo=lambda line: None, note=notes.append))
+    assert engine.asked == [{"slots": 3, "precision": None, "max_chunk": chunk}]
+    assert any("--batch, --chunk and --precision apply to the GPU engine" in n for n in notes), notes
+
+
+@pytest.mark.parametrize("chunk", [0, -3, 129])
+def test_a_prompt_chunk_out_of_range_is_refused_by_the_library(chunk):
+    from cupy_getp.errors import GetpError
+    from cupy_getp.getp import GetpOptions
+
+    with pytest.raises(GetpError, match=rf"the prompt chunk \(--chunk\) must be in 1\.\.128, got {chunk}"):
+        GetpOptions(chunk=chunk)
+
+
+@pytest.mark.parametrize("command", [["getp", "7m"], ["run", "7m", "-m", "getp"]])
+@pytest.mark.parametrize("given, want", [([], None), (["--chunk", "16"], 16), (["--chunk", "128"], 128)])
+def test_the_chunk_option_travels_to_getp(tmp_path, monkeypatch, command, given, want):
+    """getp and run -m getp: --chunk reaches GetpOptions.chunk (None when not given: the engine's most)."""
+    from typer.testing import CliRunner
+
+    import cupy_getp.cli  # noqa: F401  (registers the commands)
+    from cupy_getp import getp as getp_module
+    from cupy_getp.commands.common import app
+
+    seen = []
+    monkeypatch.setattr(getp_module, "getp", lambda *args, options, **kw: seen.append(options))
+    result = CliRunner().invoke(app, [*command, "-i", str(ROOT / "data/input.txt"), "-o", str(tmp_path / "out.txt"),
+                                      "--engine", "numpy", "--batch", "5", *given])
+    assert result.exit_code == 0, result.output
+    assert [(o.chunk, o.batch) for o in seen] == [(want, 5)]

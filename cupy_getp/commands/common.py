@@ -15,6 +15,7 @@ import typer
 from ..checkpoint import DEFAULT_SEED, is_preset, open_weights
 from ..checkpoint.layout import n_params
 from ..errors import GetpError
+from ..gpu.batch import MAX_CHUNK
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gpt-oss inference on GPUs through CuPy, with a numpy reference of the same model.")
@@ -54,6 +55,10 @@ TokenizerPath = Annotated[Optional[Path], typer.Option("-z", "--tokenizer", pars
 WeightsSeed = Annotated[int, typer.Option("--weights-seed", help="Seed of a preset's random weights.")]
 Batch = Annotated[int, typer.Option("--batch", min=0, help="getp on the GPU: request slots run at once "
                                                          "(0 = as many as free device memory allows).")]
+Chunk = Annotated[Optional[int], typer.Option("--chunk", min=1, max=MAX_CHUNK,
+                                              help=f"getp on the GPU: prompt positions of one request per step "
+                                                   f"(1..{MAX_CHUNK}; default {MAX_CHUNK}). A request's output "
+                                                   f"does not depend on it.")]
 Precision = Annotated[Optional[str], typer.Option("--precision", help="getp on the GPU: exact (tensor cores, "
                                                                       "FP32-accurate; default where available), "
                                                                       "fast (BF16 activations) or fp32 (CUDA "

@@ -43,7 +43,9 @@ def diff_command(
     experts: Experts = "auto",
 ) -> None:
     """Run numpy and ENGINE on the same tokens; print max abs diffs per layer and position; exit 1 on
-    any value over the spec's tolerances, differing experts, or a differing greedy token."""
+    any value over the spec's tolerances, differing experts, or a differing greedy token. With --batch,
+    the same rows run again through a batched engine of another shape (other slots, prompt chunks of 16)
+    and must agree bit for bit (exact and fast)."""
     from ..diff import diff_batched_model, diff_model
     from ..gpu.experts import check_expert_request
 

@@ -13,9 +13,9 @@ import typer
 from ..checkpoint import open_weights
 from ..checkpoint.layout import n_params
 from ..errors import GetpError
-from .common import (MODES, Batch, Gpus, Precision, RunOptions, ShardOption, Workers, app, check_precision, choice,
-                     config_overrides, describe_model, given_path, loaded_engine, make_sampler, note, open_tokenizer,
-                     pick_engine, with_run_options, write_out)
+from .common import (MODES, Batch, Chunk, Gpus, Precision, RunOptions, ShardOption, Workers, app, check_precision,
+                     choice, config_overrides, describe_model, given_path, loaded_engine, make_sampler, note,
+                     open_tokenizer, pick_engine, with_run_options, write_out)
 
 
 @contextlib.contextmanager
@@ -60,6 +60,7 @@ def run(
     mode: Annotated[str, typer.Option("-m", "--mode", help="generate, chat or getp.")] = "generate",
     system: Annotated[Optional[str], typer.Option("-y", "--system", help="chat: developer instructions.")] = None,
     batch: Batch = 0,
+    chunk: Chunk = None,
     precision: Precision = None,
     shard: ShardOption = None,
     gpus: Gpus = None,
@@ -73,7 +74,7 @@ def run(
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
-        _run_getp(options, given_path(input, "'-i' / '--input'"), output, batch, precision, spreading)
+        _run_getp(options, given_path(input, "'-i' / '--input'"), output, batch, chunk, precision, spreading)
     elif mode == "generate":
         _run_generate(options, input or "")
     else:
@@ -90,13 +91,14 @@ def getp(
     output: Annotated[Path, typer.Option("-o", "--output", parser=given_path,
                                          help="Token ids, one line per request.")] = Path("data/output.txt"),
     batch: Batch = 0,
+    chunk: Chunk = None,
     precision: Precision = None,
     shard: ShardOption = None,
     gpus: Gpus = None,
     workers: Workers = 0,
 ) -> None:
     """Batch evaluation: every request's token ids to OUTPUT, and the three timing lines."""
-    _run_getp(options, input, output, batch, precision, _Spreading(shard, gpus, workers))
+    _run_getp(options, input, output, batch, chunk, precision, _Spreading(shard, gpus, workers))
 
 
 @dataclass(frozen=True)
@@ -107,8 +109,8 @@ class _Spreading:
     workers: int = 0
 
 
-def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, precision: str | None = None,
-              spreading: _Spreading = _Spreading()) -> None:
+def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, chunk: int | None = None,
+              precision: str | None = None, spreading: _Spreading = _Spreading()) -> None:
     from ..getp import GetpHooks, GetpOptions, getp as run_getp, make_spread
 
     check_precision(precision)
@@ -123,7 +125,8 @@ def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, pr
         run_getp(options.model, input, output, tokenizer=open_tokenizer(options.tokenizer),
                  sampler=make_sampler(options),
                  options=GetpOptions(engine=engine, steps=options.steps, seed=options.weights_seed, config=overrides,
-                                     batch=batch, precision=precision, experts=options.experts),
+                                     batch=batch, chunk=chunk, precision=precision,
+                                     experts=options.experts),
                  hooks=GetpHooks(echo=typer.echo, note=note, progress=progress, load_progress=load),
                  spread=spread)
 
