@@ -79,41 +79,43 @@ extern "C" __global__ void attn_combine_f32(float* __restrict__ out, const float
 //
 // The split is a fixed number of positions (split_len, chosen from the model alone: batch.py
 // attn_split_len), so a row's result depends on its own position and cache only, never on the other rows
-// of the step or on how many there are (batch invariance). Each split is one pass: its positions' K and V
-// go straight from global memory into registers (16-byte loads, all issued before any arithmetic, so a
-// block keeps its whole split in flight), and the split's softmax is exact within the split (no online
-// rescaling): the merge combines the splits in split order.
+// of the step or on how many there are (batch invariance). Each split is one pass, its softmax exact within
+// the split (no online rescaling); the merge combines the splits in split order.
 //
 // attn_rows_partial_d{64,128}_g{8,16}_f32: grid (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
 // takes row r's positions [lo + s split_len, min(lo + (s + 1) split_len, pos + 1)) of kv head j, for the G
 // query heads sharing it (K and V read once for all of them); lo = max(0, pos - window + 1) when window > 0,
-// else 0. split_len <= AttnRows<DMAX>::TILE (64 positions for head_dim <= 64, 32 up to 128).
-//   1. loads: thread (t, part) holds 16 dims of K row t; thread (slice, pair) holds dims 2 pair, 2 pair + 1
-//      of the V rows slice, slice + SLICES, ...; q of the G heads goes to shared memory (zero-padded to DMAX).
-//   2. scores: per head g, thread (t, part) dots its 16 dims with q_g (float4 broadcasts), the PARTS lanes
-//      of a position add theirs with SHFL_XOR; S[g][t] = dot / sqrt(D).
+// else 0. split_len <= AttnRows::TILE (128 positions at head_dim <= 64 and G <= 8: the 20b and 120b).
+//   1. loads, all issued first: thread (pair of positions t, t + TILE/2; 16-dim part) holds those 16 dims of
+//      both K rows in registers (16-byte loads); V goes to shared memory by asynchronous 16-byte copies
+//      (cp.async) that land while the scores are computed; q of the G heads to shared memory (zero-padded).
+//   2. scores: per head g, thread (pair, part) dots its two K pieces with q_g (float4 broadcasts, each q
+//      load serving both positions), the PARTS lanes of a position add theirs with SHFL_XOR.
 //   3. softmax within the split, a warp per head: m = max_t S, p_t = exp(S - m) into P[t][g], l = sum p.
-//   4. P.V: thread (slice, pair) accumulates acc[g] over its positions (ascending) for all G heads; the
-//      slices' accumulators are then added through shared memory in slice order.
+//   4. P.V: thread (slice, pair of dims) accumulates acc[g] over its positions (ascending) for all G heads
+//      from shared V; the slices' accumulators are then added through shared memory in slice order.
 // Output: partial_acc[r, h, s, :] (R, nh, n_split, D) and partial_ml[r, h, s, :] = (m, l) (R, nh, n_split, 2).
 // A split beyond the row's last position is not written (attn_rows_merge reads only the splits a row uses).
 template <int DMAX, int GMAX>
 struct AttnRows {
-  static const int PARTS = DMAX / 16;          // threads per position in the scores: 16 dims each
-  static const int TILE = BLOCK_SIZE / PARTS;  // the most positions a split may hold: 64 (d64), 32 (d128)
+  static const int PARTS = DMAX / 16;          // threads per position (pair) in the scores: 16 dims each
+  static const int PER_THREAD = GMAX <= 8 ? 2 : 1;  // positions a thread scores (registers: 16 each)
+  static const int TILE = PER_THREAD * BLOCK_SIZE / PARTS;  // the most positions a split may hold
   static const int PAIRS = DMAX / 2;           // P.V: threads per position, a pair of dims each
   static const int SLICES = BLOCK_SIZE / PAIRS;
   static const int PER_SLICE = TILE / SLICES;  // positions per thread in P.V
   static const int Q_STRIDE = PARTS * 20;      // q_g in shared memory: per part 16 dims + 4 pad (no conflicts)
   static const int S_STRIDE = TILE + 1;
   static const int P_STRIDE = GMAX + 4;        // P[t][g]: float4-aligned rows
-  static const int WORK = GMAX * Q_STRIDE + GMAX * S_STRIDE + TILE * P_STRIDE;
-  static const int RED = 8 * SLICES * DMAX;    // the slices' accumulators of 8 heads (reuses Q, S, P)
-  static const int TOTAL = (WORK > RED ? WORK : RED) + 2 * GMAX;  // + m, l per head
+  static const int Q_AT = 0, S_AT = GMAX * Q_STRIDE, P_AT = S_AT + GMAX * S_STRIDE;
+  static const int V_AT = (P_AT + TILE * P_STRIDE + 3) / 4 * 4;  // V[t][d], DMAX floats a row
+  static const int RED = 8 * SLICES * DMAX;    // the slices' accumulators of 8 heads (reuses V)
+  static const int ML_AT = V_AT + (TILE * DMAX > RED ? TILE * DMAX : RED);  // m, l per head
+  static const int TOTAL = ML_AT + 2 * GMAX;
   static_assert(GMAX % 8 == 0 && GMAX <= ATTN_MAX_GROUP, "group bounds: multiples of 8, at most ATTN_MAX_GROUP");
   static_assert(BLOCK_SIZE % PARTS == 0 && BLOCK_SIZE % PAIRS == 0 && TILE % SLICES == 0, "thread mappings");
-  static_assert(TOTAL % 4 == 0 && (GMAX * Q_STRIDE) % 4 == 0 && (GMAX * Q_STRIDE + GMAX * S_STRIDE) % 4 == 0 &&
-                    P_STRIDE % 4 == 0, "float4 alignment of Qs, P and their rows");
+  static_assert(S_AT % 4 == 0 && P_AT % 4 == 0 && P_STRIDE % 4 == 0 && TOTAL % 4 == 0, "float4 alignment");
+  static_assert(TOTAL * 4 <= 48 * 1024, "static shared memory");
 };
 
 // CUDA: blocks per SM the register allocation must allow. HIP's second __launch_bounds__ argument means
@@ -121,7 +123,7 @@ struct AttnRows {
 #ifdef GETP_HIP
 #define ATTN_BOUNDS(GMAX) __launch_bounds__(BLOCK_SIZE)
 #else
-#define ATTN_BOUNDS(GMAX) __launch_bounds__(BLOCK_SIZE, (GMAX) <= 8 ? 4 : 2)
+#define ATTN_BOUNDS(GMAX) __launch_bounds__(BLOCK_SIZE, 3)
 #endif
 
 // Cache index of the split's t-th position: (first + t) mod C without a division (first < C, t < C).
@@ -138,11 +140,12 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
                                    int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,
                                    int split_len, int vec4) {
   typedef AttnRows<DMAX, GMAX> L;
-  float* Qs = smem;
-  float* S = Qs + GMAX * L::Q_STRIDE;
-  float* P = S + GMAX * L::S_STRIDE;
-  float* red = smem;  // after P.V: reuses Qs, S and P
-  float* m_s = smem + (L::TOTAL - 2 * GMAX);
+  float* Qs = smem + L::Q_AT;
+  float* S = smem + L::S_AT;
+  float* P = smem + L::P_AT;
+  float* Vs = smem + L::V_AT;
+  float* red = Vs;  // after P.V
+  float* m_s = smem + L::ML_AT;
   float* l_s = m_s + GMAX;
 
   const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z, n_split = gridDim.x;
@@ -154,42 +157,44 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   if (t_begin >= t_end) return;  // block-uniform: a split this row does not reach
   const int tn = t_end - t_begin;
   const size_t out_row = ((size_t)r * n_heads + (size_t)kvh * G) * n_split + split;  // head g: + g n_split
-  const size_t slot_base = (size_t)row_slot[r] * cache_len;
-  const float* kbase = key_cache + (size_t)kvh * D;
-  const float* vbase = value_cache + (size_t)kvh * D;
+  const float* kbase = key_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
+  const float* vbase = value_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
   const int first = t_begin % cache_len;  // the split's first position in the ring (one division a block)
 
-  // 1. Every load of the split, issued before any use.
-  const int t_qk = tid / L::PARTS, part = tid % L::PARTS, d_qk = part * 16;
-  float k[16];
-  {
-    const bool ok = t_qk < tn;
-    const float* src = kbase + (slot_base + attn_ring_index(first, t_qk, cache_len)) * kv_dim + d_qk;
+  // 1. Every load of the split, issued before any use: V (asynchronous, to shared), K (registers), q.
+  if (vec4) {
+    const int per = DMAX / 4;
+    for (int i = tid; i < L::TILE * per; i += blockDim.x) {
+      const int t = i / per, e = (i % per) * 4;
+      const bool ok = t < tn && e < D;
+      copy16_async(Vs + t * DMAX + e, ok ? vbase + (size_t)attn_ring_index(first, t, cache_len) * kv_dim + e : vbase,
+                   ok);
+    }
+  } else {
+    for (int i = tid; i < L::TILE * DMAX; i += blockDim.x) {
+      const int t = i / DMAX, e = i % DMAX;
+      Vs[i] = (t < tn && e < D) ? vbase[(size_t)attn_ring_index(first, t, cache_len) * kv_dim + e] : 0.0f;
+    }
+  }
+  const int pair_qk = tid / L::PARTS, part = tid % L::PARTS, d_qk = part * 16;
+  float k[L::PER_THREAD][16];
+#pragma unroll
+  for (int u = 0; u < L::PER_THREAD; ++u) {
+    const int t = pair_qk + u * (L::TILE / L::PER_THREAD);
+    const bool ok = t < tn;
+    const float* src = kbase + (size_t)attn_ring_index(first, ok ? t : 0, cache_len) * kv_dim + d_qk;
     if (vec4) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const float4 v = (ok && d_qk + 4 * j < D) ? *(const float4*)(src + 4 * j) : make_float4(0.f, 0.f, 0.f, 0.f);
-        k[4 * j] = v.x;
-        k[4 * j + 1] = v.y;
-        k[4 * j + 2] = v.z;
-        k[4 * j + 3] = v.w;
+        k[u][4 * j] = v.x;
+        k[u][4 * j + 1] = v.y;
+        k[u][4 * j + 2] = v.z;
+        k[u][4 * j + 3] = v.w;
       }
     } else {
 #pragma unroll
-      for (int j = 0; j < 16; ++j) k[j] = (ok && d_qk + j < D) ? src[j] : 0.0f;
-    }
-  }
-  const int pair = tid % L::PAIRS, sl = tid / L::PAIRS, d_pv = 2 * pair;
-  float2 v[L::PER_SLICE];
-#pragma unroll
-  for (int i = 0; i < L::PER_SLICE; ++i) {
-    const int t = sl + i * L::SLICES;
-    const float* src = vbase + (slot_base + attn_ring_index(first, t, cache_len)) * kv_dim + d_pv;
-    if (vec4) {
-      v[i] = (t < tn && d_pv < D) ? *(const float2*)src : make_float2(0.f, 0.f);
-    } else {
-      v[i].x = (t < tn && d_pv < D) ? src[0] : 0.0f;
-      v[i].y = (t < tn && d_pv + 1 < D) ? src[1] : 0.0f;
+      for (int j = 0; j < 16; ++j) k[u][j] = (ok && d_qk + j < D) ? src[j] : 0.0f;
     }
   }
   {
@@ -205,16 +210,25 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   const float scale = 1.0f / sqrtf((float)D);
   for (int g = 0; g < G; ++g) {
     const float4* qg = (const float4*)(Qs + g * L::Q_STRIDE + part * 20);
-    float s = 0.0f;
+    float s[L::PER_THREAD];
+#pragma unroll
+    for (int u = 0; u < L::PER_THREAD; ++u) s[u] = 0.0f;
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const float4 q4 = qg[j];
-      s += k[4 * j] * q4.x + k[4 * j + 1] * q4.y + k[4 * j + 2] * q4.z + k[4 * j + 3] * q4.w;
+#pragma unroll
+      for (int u = 0; u < L::PER_THREAD; ++u)
+        s[u] += k[u][4 * j] * q4.x + k[u][4 * j + 1] * q4.y + k[u][4 * j + 2] * q4.z + k[u][4 * j + 3] * q4.w;
     }
 #pragma unroll
-    for (int off = 1; off < L::PARTS; off <<= 1) s += SHFL_XOR(s, off);
-    if (part == 0 && t_qk < tn) S[g * L::S_STRIDE + t_qk] = s * scale;
+    for (int u = 0; u < L::PER_THREAD; ++u) {
+#pragma unroll
+      for (int off = 1; off < L::PARTS; off <<= 1) s[u] += SHFL_XOR(s[u], off);
+      const int t = pair_qk + u * (L::TILE / L::PER_THREAD);
+      if (part == 0 && t < tn) S[g * L::S_STRIDE + t] = s[u] * scale;
+    }
   }
+  copy_async_wait_all();  // V has landed (this thread's copies; the barrier makes it everyone's)
   __syncthreads();
 
   // 3. Softmax within the split, a warp per head.
@@ -237,27 +251,26 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   __syncthreads();
 
   // 4. P.V over this thread's positions, ascending.
+  const int pair = tid % L::PAIRS, sl = tid / L::PAIRS, d_pv = 2 * pair;
   float acc0[GMAX], acc1[GMAX];
 #pragma unroll
   for (int g = 0; g < GMAX; ++g) acc0[g] = acc1[g] = 0.0f;
+  const int t_stop = min(tn, L::TILE);
+  for (int t = sl; t < t_stop; t += L::SLICES) {
+    const float2 v = *(const float2*)(Vs + t * DMAX + d_pv);
+    const float4* p4 = (const float4*)(P + t * L::P_STRIDE);
 #pragma unroll
-  for (int i = 0; i < L::PER_SLICE; ++i) {
-    const int t = sl + i * L::SLICES;
-    if (t < tn) {
-      const float4* p4 = (const float4*)(P + t * L::P_STRIDE);
-#pragma unroll
-      for (int j = 0; j < GMAX / 4; ++j) {
-        if (4 * j < G) {
-          const float4 p = p4[j];
-          acc0[4 * j] += p.x * v[i].x;
-          acc1[4 * j] += p.x * v[i].y;
-          acc0[4 * j + 1] += p.y * v[i].x;
-          acc1[4 * j + 1] += p.y * v[i].y;
-          acc0[4 * j + 2] += p.z * v[i].x;
-          acc1[4 * j + 2] += p.z * v[i].y;
-          acc0[4 * j + 3] += p.w * v[i].x;
-          acc1[4 * j + 3] += p.w * v[i].y;
-        }
+    for (int j = 0; j < GMAX / 4; ++j) {
+      if (4 * j < G) {
+        const float4 p = p4[j];
+        acc0[4 * j] += p.x * v.x;
+        acc1[4 * j] += p.x * v.y;
+        acc0[4 * j + 1] += p.y * v.x;
+        acc1[4 * j + 1] += p.y * v.y;
+        acc0[4 * j + 2] += p.z * v.x;
+        acc1[4 * j + 2] += p.z * v.y;
+        acc0[4 * j + 3] += p.w * v.x;
+        acc1[4 * j + 3] += p.w * v.y;
       }
     }
   }

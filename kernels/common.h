@@ -45,6 +45,32 @@
 #define GETP_NEG_INF __int_as_float(0xff800000)
 
 // False for NaN and +-inf (no <cmath> under hiprtc): NaN fails every comparison.
+// Asynchronous 16-byte copies from global to shared memory: cp.async on CUDA sm_80+, a plain copy
+// elsewhere (HIP, older CUDA). Then copy_async_wait_all() and a barrier before the bytes are read. An
+// invalid copy fills zeros and reads nothing (src must still be a valid address).
+#if !defined(GETP_HIP) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define GETP_CP_ASYNC 1
+#else
+#define GETP_CP_ASYNC 0
+#endif
+
+GETP_DEVICE void copy16_async(void* dst, const void* src, bool valid) {
+#if GETP_CP_ASYNC
+  unsigned addr;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(valid ? 16 : 0)
+               : "memory");
+#else
+  *(float4*)dst = valid ? *(const float4*)src : make_float4(0.f, 0.f, 0.f, 0.f);
+#endif
+}
+
+GETP_DEVICE void copy_async_wait_all() {
+#if GETP_CP_ASYNC
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+#endif
+}
+
 GETP_DEVICE bool is_finite_f32(float v) { return fabsf(v) <= 3.402823466e+38f; }
 
 GETP_DEVICE float warp_sum(float v) {

@@ -73,7 +73,7 @@ def attn_split_len(config) -> int:
     """Positions per attention split, on every layer and at every row count: fixed by the model alone, so a
     row's attention depends on its own position and cache only (batch invariance). As many as one block of
     attn_rows_partial holds."""
-    return attn_split_positions(config.head_dim)
+    return attn_split_positions(config.head_dim, config.n_attn_heads // config.n_kv_heads)
 
 
 def attn_splits(config, span: int) -> int:

@@ -11,11 +11,11 @@ ATTN_PARTIAL_BOUNDS = ((64, 8), (64, 16), (128, 8), (128, ATTN_MAX_GROUP))
 ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_f32" for d, g in ATTN_PARTIAL_BOUNDS)
 
 
-def attn_split_positions(head_dim: int) -> int:
-    """The most positions one split may hold (kernels/attention.hip AttnRows::TILE): 64 up to head_dim 64,
-    32 up to 128."""
-    _require(0 < head_dim <= ATTN_MAX_HEAD_DIM, f"attention: head_dim {head_dim} outside 1..{ATTN_MAX_HEAD_DIM}")
-    return 64 if head_dim <= 64 else 32
+def attn_split_positions(head_dim: int, group: int) -> int:
+    """The most positions one split may hold (kernels/attention.hip AttnRows::TILE of the variant): 128 up to
+    head_dim 64 with up to 8 query heads per kv head (gpt-oss), halved for head_dim 128 and halved for 16."""
+    attn_partial_kernel(head_dim, group)  # the bounds' checks
+    return 128 // (1 if head_dim <= 64 else 2) // (1 if group <= 8 else 2)
 
 
 def attn_partial_kernel(head_dim: int, group: int) -> str:
@@ -32,7 +32,7 @@ class AttentionLaunches:
         partial_acc (R, nh, n_split, D), partial_ml (R, nh, n_split, 2) of positions
         [lo + s split_len, lo + (s + 1) split_len) ∩ [lo, row_pos[r]], lo = max(0, pos - window + 1) if
         window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D). A split a row
-        does not reach is not written. split_len <= attn_split_positions(head_dim)."""
+        does not reach is not written. split_len <= attn_split_positions(head_dim, G)."""
         rows = qkv.shape[0]
         _require(n_kv_heads > 0 and n_heads % n_kv_heads == 0,
                  f"attn_rows_partial: {n_heads} query heads over {n_kv_heads} kv heads")
@@ -48,9 +48,9 @@ class AttentionLaunches:
         _check("row_slot", row_slot, I32, (rows,))
         _check("row_pos", row_pos, I32, (rows,))
         cache_len = key_cache.shape[1]
-        _require(window >= 0 and 0 < split_len <= attn_split_positions(head_dim) and n_split > 0,
-                 f"attn_rows_partial: window {window}, split_len {split_len} (at most "
-                 f"{attn_split_positions(head_dim)} at head_dim {head_dim}), n_split {n_split}")
+        most = attn_split_positions(head_dim, n_heads // n_kv_heads)
+        _require(window >= 0 and 0 < split_len <= most and n_split > 0,
+                 f"attn_rows_partial: window {window}, split_len {split_len} (at most {most} here), n_split {n_split}")
         span = min(window, cache_len) if window > 0 else cache_len  # most positions a row attends to
         _require(n_split * split_len >= span,
                  f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
