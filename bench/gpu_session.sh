@@ -62,6 +62,14 @@ PY
         --no-copy --eager --rows 1024 --contexts 512 --layers full > "$OUT/attn-ncu.txt" 2>&1; echo "ncu exit $?"
       grep -E "attn_rows|Duration|Throughput|Achieved Occupancy|Theoretical Occupancy|Registers|Issued Ipc|No Eligible|Stall|Block Limit|Warp Cycles Per Issued" "$OUT/attn-ncu.txt" | head -60
       ;;
+    attntests)  # attention against numpy on odd shapes, a row's bits whatever the other rows
+      timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py > "$OUT/attn-tests.log" 2>&1
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/attn-tests.log" | tail -12
+      ;;
+    invtests)  # batch invariance end to end: getp's output across --batch, --chunk, shuffled input (INV_K: a -k filter)
+      timeout ${INV_SECONDS:-420} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py -k "${INV_K:-not nothing}" \
+        > "$OUT/inv-tests.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -20
+      ;;
     s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \
         tests/test_gpu_engine.py tests/test_gpu_expert_parallel.py tests/test_gpu_spread.py tests/test_gpu_batch_moe.py \
