@@ -123,7 +123,7 @@ struct AttnRows {
 #ifdef GETP_HIP
 #define ATTN_BOUNDS(GMAX) __launch_bounds__(BLOCK_SIZE)
 #else
-#define ATTN_BOUNDS(GMAX) __launch_bounds__(BLOCK_SIZE, 3)
+#define ATTN_BOUNDS(GMAX) __launch_bounds__(BLOCK_SIZE, (GMAX) <= 8 ? 4 : 3)
 #endif
 
 // Cache index of the split's t-th position: (first + t) mod C without a division (first < C, t < C).
