@@ -312,6 +312,13 @@ def tc_split_rows(ap, a, m, k, lda, pieces, vec4):
             rest = np.where(np.isfinite(rest), rest - bf16_to_f32(ap[p, :, :k]), 0).astype(np.float32)
 
 
+@oracle("rmsnorm_split_rows")
+def rmsnorm_split_rows(out, ap, x, w, hidden, lda, pieces):
+    """rmsnorm_rows, then tc_split_rows of its output."""
+    rmsnorm_rows(out, x, w, hidden)
+    tc_split_rows(ap, out, out.shape[0], hidden, lda, pieces, 0)
+
+
 def joined(ap, k: int) -> np.ndarray:
     """The float64 sum of pieces (pieces, rows, lda) bf16: the values they stand for."""
     return sum(bf16_to_f32(ap[p, :, :k]).astype(np.float64) for p in range(ap.shape[0]))

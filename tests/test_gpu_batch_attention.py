@@ -63,6 +63,30 @@ def test_rmsnorm_rows(gpu, rng, rows, hidden):
     assert np.max(np.abs(host(out, gpu) - want)) <= ELEMENT_TOL
 
 
+@gpu_test
+@pytest.mark.parametrize("pieces", [1, 3])
+@pytest.mark.parametrize("rows, hidden", [(1, 2880), (3, 37), (70, 2880), (5, 100)])
+def test_rmsnorm_split_rows_is_rmsnorm_then_split_bit_for_bit(gpu, rng, rows, hidden, pieces):
+    """The fused kernel the engine runs on tensor cores: its t and its pieces are the two kernels' bits."""
+    import cupy
+
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    x = (rng.standard_normal((rows, hidden)) * 3).astype(np.float32)
+    x[0, :3] = (1e30, -1e-30, 0.0)  # large, tiny and zero values split too
+    w = rng.standard_normal(hidden).astype(np.float32)
+    lda = pieces_lda(hidden)
+    t_want, t_got = poisoned((rows, hidden)), poisoned((rows, hidden))
+    ap_want = cupy.full((pieces, rows, lda), 0xFFFF, np.uint16)
+    ap_got = cupy.full((pieces, rows, lda), 0xFFFF, np.uint16)
+    xd, wd = to_device(x), to_device(w)
+    gpu[1].rmsnorm_rows(t_want, xd, wd)
+    gpu[1].split_pieces(ap_want, t_want)
+    gpu[1].rmsnorm_split_rows(t_got, ap_got, xd, wd)
+    np.testing.assert_array_equal(host(t_got, gpu).view(np.uint32), host(t_want, gpu).view(np.uint32))
+    np.testing.assert_array_equal(host(ap_got, gpu), host(ap_want, gpu))
+
+
 def rope_tables(head_dim: int, n_pos: int):
     config = TINY.replace(head_dim=head_dim)
     tables = [rope_cos_sin(config, p) for p in range(n_pos)]

@@ -299,14 +299,24 @@ class RowModel:
         self.kernels.split_pieces(ap, a)
         return ap
 
+    def norm(self, v: RowView, w):
+        """t = rmsnorm(x) (R, H) with weights w; on tensor cores t's BF16 pieces too, in the same launch, for
+        the products that read t (returned; None on the CUDA cores)."""
+        if not v.tensor_cores:
+            self.kernels.rmsnorm_rows(v.t, v.x, w)
+            return None
+        t_pieces = self.pieces_view(self.buffers.pieces_a, *v.t.shape)
+        self.kernels.rmsnorm_split_rows(v.t, t_pieces, v.x, w)
+        return t_pieces
+
     def pieces_view(self, flat, rows: int, k: int):
         lda = pieces_lda(k)
         return flat[: self.pieces * rows * lda].reshape(self.pieces, rows, lda)
 
     def attention_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
         c, kernels, lw = self.config, self.kernels, self.w.layer(l)
-        kernels.rmsnorm_rows(v.t, v.x, lw.rms_attn_w)
-        self.matmul(v, v.qkv, v.t, lw.w_qkv, lw.b_qkv)
+        t_pieces = self.norm(v, lw.rms_attn_w)
+        self.matmul(v, v.qkv, v.t, lw.w_qkv, lw.b_qkv, a_pieces=t_pieces)
         kernels.rope_kv_write(v.qkv, self.cos, self.sin, self.cache.keys[l], self.cache.values[l], v.row_slot,
                               v.row_pos, c.n_attn_heads, c.n_kv_heads, c.head_dim)
         # A windowed row reads at most `window` positions: fewer splits cover them.
@@ -337,8 +347,7 @@ class RowModel:
         """t = rmsnorm(x), router scores (R, E) = w_router @ t + b; returns t's pieces on tensor cores (the
         router's and mlp1's), else None. Expert parallelism (gpu/expert_parallel.py) starts here too."""
         lw = self.w.layer(l)
-        self.kernels.rmsnorm_rows(v.t, v.x, lw.rms_ffn_w)
-        t_pieces = self.split(v.t) if v.tensor_cores else None
+        t_pieces = self.norm(v, lw.rms_ffn_w)
         self.matmul(v, v.router, v.t, lw.w_router, lw.b_router, a_pieces=t_pieces)  # (R, E)
         return t_pieces
 
@@ -368,8 +377,8 @@ class RowModel:
     def unembed(self, v: RowView, trace: BatchTrace | None) -> None:
         """Logits of every row (pad and mid-prompt rows included: the graph's shape is the bucket's),
         then the greedy token of each on the device."""
-        self.kernels.rmsnorm_rows(v.t, v.x, self.w.rms_out_w)
-        self.matmul(v, v.logits, v.t, self.w.out)
+        t_pieces = self.norm(v, self.w.rms_out_w)
+        self.matmul(v, v.logits, v.t, self.w.out, a_pieces=t_pieces)
         self.kernels.argmax_rows(v.next_token, v.logits)
         if trace is not None:
             trace.logits = v.logits.get()

@@ -51,7 +51,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
     "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "moe_mlp1_swiglu_mxfp4w",
             "moe_mlp2_accumulate_mxfp4w", "router_topk_rows", "moe_align", "moe_combine"),
-    "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32"),
+    "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32", "rmsnorm_split_rows"),
     "rope": ("rope_f32", "rope_kv_write_f32"),
     "softmax": ("softmax_rows_f32", "argmax_rows_f32"),
     "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "synthetic_mxfp4_codes",

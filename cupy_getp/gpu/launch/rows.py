@@ -24,6 +24,17 @@ class RowLaunches:
         _check("w", w, F32, (hidden,))
         self._launch("rmsnorm_rows_f32", (rows,), (BLOCK_SIZE,), (out, x, w, I32(hidden)))
 
+    def rmsnorm_split_rows(self, out, ap, x, w) -> None:
+        """out[i] = rmsnorm(x[i]) as rmsnorm_rows, and ap (pieces, R, pieces_lda(H)) bf16 = its BF16 pieces as
+        split_pieces would write them, in one launch."""
+        rows, hidden = x.shape
+        _check("out", out, F32, (rows, hidden))
+        _check("x", x, F32)
+        _check("w", w, F32, (hidden,))
+        pieces, _ = self._check_pieces("ap", ap, hidden, rows)
+        self._launch("rmsnorm_split_rows", (rows,), (BLOCK_SIZE,), (out, ap, x, w, I32(hidden), I32(ap.shape[2]),
+                                                                   I32(pieces)))
+
     def rope_kv_write(self, qkv, cos, sin, key_cache, value_cache, row_slot, row_pos,
                       n_heads: int, n_kv_heads: int, head_dim: int) -> None:
         """Row r at position p = row_pos[r]: rotate its q and k heads in place with cos/sin (n_pos, D/2) row p,
