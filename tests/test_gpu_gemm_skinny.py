@@ -306,3 +306,13 @@ def test_hip_keeps_the_mfma_tiles(monkeypatch):
         grouped(1, TC_SKINNY_GROUP_M)
     with pytest.raises(RuntimeError, match="CUDA sm_80"):
         dense(1, tile=SKINNY_TILE)
+
+
+def test_skinny_shared_memory_fits():
+    """A block may opt into 227 KiB: the 16 rows a dense skinny block takes fit; at the 8 rows gemm_tc gives it
+    (and the grouped tiles), two blocks a SM; at one row, five (a one-row product has 1-3 warps a SM)."""
+    from cupy_getp.gpu.launch.gemm_tc import SKINNY_MAX_ROWS, tc_skinny_shared_bytes
+
+    assert tc_skinny_shared_bytes(3, 16) <= 227 * 1024
+    assert 2 * tc_skinny_shared_bytes(3, max(SKINNY_MAX_ROWS, TC_SKINNY_GROUP_M)) <= 227 * 1024
+    assert 5 * tc_skinny_shared_bytes(3, 1) <= 227 * 1024

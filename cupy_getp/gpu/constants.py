@@ -38,7 +38,7 @@ TC_SKINNY_GROUP_M = 8  # rows per tile of the grouped skinny kernels: their bloc
 TC_SKINNY_N = 16  # output features per warp (two n8 fragments)
 TC_SKINNY_BK = 64  # K per stage (four k16 steps)
 TC_SKINNY_LDS = TC_SKINNY_BK + 8  # shared-memory row in bf16: 144 bytes, conflict-free ldmatrix
-TC_SKINNY_STAGES = 12  # stages in flight per warp (weight bytes in flight: the one-row products' bandwidth)
+TC_SKINNY_STAGES = 16  # stages per warp: 15 x 2 KiB of weights in flight (what a one-row product streams at)
 
 # gemm_wgmma.hip
 WG_THREADS = 384  # a producer warpgroup and two consumer warpgroups per block
