@@ -410,22 +410,109 @@ struct TcTiles {
 // ---- skinny: a few rows, one warp streaming TC_SKINNY_N weight rows over all of K (CUDA only) ------------
 // For one-row (and few-row) steps, where a block tile of 64-128 rows leaves most SMs idle and most of its
 // work zeros. A block is one warp; it owns TC_SKINNY_N = 16 output features of ROWS (<= 16) activation rows,
-// over all of K (no split-K: that would change the bits). Its weight rows are copied with 16-byte cp.async
-// into a private ring of TC_SKINNY_STAGES stages of TC_SKINNY_BK columns, TC_SKINNY_STAGES - 1 stages ahead
-// of the tensor cores (the bytes in flight that let ~all SMs stream the weights near the copy bandwidth);
-// each stage also holds the stage's columns of the `rows` activation rows' pieces (from L2: small).
+// over all of K (no split-K: that would change the bits). Its weight rows are copied with cp.async into a
+// private ring of TC_SKINNY_STAGES stages of TC_SKINNY_BK columns, TC_SKINNY_STAGES - 1 stages ahead of the
+// tensor cores (the bytes in flight that let ~all SMs stream the weights near the copy bandwidth); each
+// stage also holds the stage's columns of the `rows` activation rows' pieces (from L2: small). MXFP4 experts
+// are copied as codes (a quarter of the bytes) and widened to the very BF16 bits when read (the table of
+// mxfp4_bf16x8_table, as gemm_wgmma.hip), their scales copied once a block.
 // Numerics: the very operations of the tile kernels on each output element (tc_compute_stage): the same
 // mma.m16n8k16 with the activations as A (rows; rows past `rows` read a zero row) and W as B, the same
-// ldmatrix fragment layouts, the same k16 steps in order (2 ceil(K / TC_BK) of them: the tiles' count, zero
-// columns included), the same promotion for 3 pieces and accumulation for 1, the same epilogue: bit-identical
-// to gemm_tc_m*_n* (and so to gemm_wgmma). On HIP (MFMA) run() is empty: the launch helpers never pick these.
+// fragment layouts, the same k16 steps in order (2 ceil(K / TC_BK) of them: the tiles' count, zero columns
+// included), the same promotion for 3 pieces and accumulation for 1, the same epilogue: bit-identical to
+// gemm_tc_m*_n* (and so to gemm_wgmma). On HIP (MFMA) run() is empty: the launch helpers never pick these.
+#if GETP_TC && !defined(GETP_HIP)
+// A skinny warp's weights: how a stage is copied and how B fragments are read from it.
+template <class Row>
+struct TcSkinnyWeights;
+
+// bf16 rows: lane copies columns 8 (lane % 8) .. + 7 of rows lane / 8 + 4 i (16-byte cp.async), read with ldmatrix.
+template <>
+struct TcSkinnyWeights<const unsigned short*> {
+  const unsigned short* w[4];
+  int K, vec8;
+
+  template <class WRowOf>
+  GETP_DEVICE void init(WRowOf w_row, int K_, int vec8_, unsigned char*) {
+    K = K_, vec8 = vec8_;
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) w[i] = w_row(threadIdx.x % WARP_SIZE / 8 + 4 * i);
+  }
+
+  GETP_DEVICE void load(unsigned short* stage, const unsigned short* dummy, int s) const {
+    const int lane = threadIdx.x % WARP_SIZE, chunk = 8 * (lane % 8), k = s * TC_SKINNY_BK + chunk;
+    #pragma unroll
+    for (int i = 0; i < 4; ++i)
+      tc_stage_w8(stage + (lane / 8 + 4 * i) * TC_SKINNY_LDS + chunk, w[i], dummy, k, K, vec8);
+  }
+
+  // b = {b0, b1} of features 0-7, then of 8-15, at column kk: tc_compute_stage's W fragments.
+  GETP_DEVICE void fragments(unsigned (&b)[4], const unsigned short* stage, int, int kk) const {
+    const int lane = threadIdx.x % WARP_SIZE;
+    // matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
+    tc_ldmatrix_x4(b, stage + (lane % 8 + 8 * (lane / 16)) * TC_SKINNY_LDS + kk + 8 * ((lane / 8) % 2));
+  }
+};
+
+// MXFP4 rows: a stage of a row is 32 code bytes (two blocks of MXFP4_BLOCK values); lane copies block 2 s +
+// lane % 2 of row lane / 2 (16 bytes) to the start of the stage's row. The 16 rows' scales are consecutive
+// (rows of one expert matrix): copied once, in 4-byte words from the word boundary at or before the first
+// (inside the same allocation: CuPy's start on 256-byte boundaries), zero-filled past the last.
+template <>
+struct TcSkinnyWeights<Mxfp4Row> {
+  Mxfp4Row w;
+  const unsigned char* scales;  // shared: row r's at r * groups
+  const unsigned* table;        // shared: mxfp4_pair_at_unit_scale of every code byte
+  int groups;
+  static_assert(TC_SKINNY_BK == 2 * MXFP4_BLOCK, "a stage of an MXFP4 row is two 16-byte blocks of codes");
+
+  template <class WRowOf>
+  GETP_DEVICE void init(WRowOf w_row, int K, int, unsigned char* tail) {
+    __shared__ unsigned pairs[256];
+    const int lane = threadIdx.x % WARP_SIZE;
+    for (int b = lane; b < 256; b += WARP_SIZE) pairs[b] = mxfp4_pair_at_unit_scale(b);
+    table = pairs;
+    groups = (K + MXFP4_BLOCK - 1) / MXFP4_BLOCK;
+    w = w_row(lane / 2);
+    const int rows = __popc(__ballot_sync(0xffffffffu, lane < TC_SKINNY_N && row_ok(w_row(lane))));
+    const unsigned char* first = w_row(0).scales;
+    const int offset = (int)((size_t)first & 3), bytes = offset + rows * groups;
+    for (int j = 4 * lane; j < bytes; j += 4 * WARP_SIZE)
+      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(tc_smem_addr(tail + j)),
+                   "l"(first - offset + j), "r"(bytes - j < 4 ? bytes - j : 4));
+    scales = tail + offset;
+  }
+
+  GETP_DEVICE void load(unsigned short* stage, const unsigned short* dummy, int s) const {
+    const int lane = threadIdx.x % WARP_SIZE, block = 2 * s + lane % 2;
+    const bool valid = w.codes != nullptr && block < groups;
+    tc_copy16(stage + (lane / 2) * TC_SKINNY_LDS + 8 * (lane % 2),
+              valid ? (const unsigned short*)(w.codes + block * (MXFP4_BLOCK / 2)) : dummy, valid);
+  }
+
+  // The bf16 kernels' fragments: b0 = values kk + 2t, + 1 of feature g (code byte kk / 2 + t), b1 = values
+  // kk + 8 + 2t, + 1 (byte kk / 2 + 4 + t); codes past the row (zero-filled) widen to zeros whatever the scale.
+  GETP_DEVICE void fragments(unsigned (&b)[4], const unsigned short* stage, int s, int kk) const {
+    const int lane = threadIdx.x % WARP_SIZE, block = 2 * s + kk / MXFP4_BLOCK;
+    #pragma unroll
+    for (int nj = 0; nj < 2; ++nj) {
+      const int row = nj * 8 + lane / 4;
+      const unsigned char* codes = (const unsigned char*)(stage + row * TC_SKINNY_LDS) + kk / 2 + lane % 4;
+      const unsigned e8m0 = scales[row * groups + block];
+      b[2 * nj] = mxfp4_bf16x2_table(codes[0], e8m0, table);
+      b[2 * nj + 1] = mxfp4_bf16x2_table(codes[4], e8m0, table);
+    }
+  }
+};
+#endif
+
 template <int BR>
 struct TcSkinny {
   static const int ROWS = BR, FEATURES = TC_SKINNY_N;
   static_assert(BR <= 16 && TC_SKINNY_N == 16, "a warp: one m16 row fragment, two n8 feature fragments");
 
-  template <class ARow, class WRow, class Emit>
-  static GETP_DEVICE void run(ARow a_row, WRow w_row, int rows, size_t plane, const unsigned short* dummy, int K,
+  template <class ARow, class WRowOf, class Emit>
+  static GETP_DEVICE void run(ARow a_row, WRowOf w_row, int rows, size_t plane, const unsigned short* dummy, int K,
                               int pieces, int vec8, Emit emit) {
 #if GETP_TC && !defined(GETP_HIP)
     __shared__ const unsigned short* row_of[BR];                    // piece 0 of each row, or null: zeros
@@ -433,10 +520,9 @@ struct TcSkinny {
     const int lane = threadIdx.x % WARP_SIZE;
     if (lane < rows) row_of[lane] = a_row(lane);
     if (lane < 8) zero[lane] = 0;
-    typedef decltype(w_row(0)) Row;
-    Row w[4];  // this lane copies W rows lane / 8 + 4 i, columns 8 (lane % 8) .. + 7 of each stage
-    #pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = w_row(lane / 8 + 4 * i);
+    TcSkinnyWeights<decltype(w_row(0))> w;
+    // what follows the ring in shared memory (MXFP4: the scales; launch/gemm_tc.py tc_skinny_shared_bytes)
+    w.init(w_row, K, vec8, (unsigned char*)(tc_smem + TC_SKINNY_STAGES * stage_size(pieces, rows)));
     __syncwarp();
     float acc[2][4];
     #pragma unroll
@@ -444,9 +530,9 @@ struct TcSkinny {
       #pragma unroll
       for (int i = 0; i < 4; ++i) acc[nj][i] = 0.0f;
     if (pieces == 3)
-      mainloop<3>(acc, w, row_of, zero, rows, plane, dummy, K, vec8);
+      mainloop<3>(acc, w, row_of, zero, rows, plane, dummy, K);
     else
-      mainloop<1>(acc, w, row_of, zero, rows, plane, dummy, K, vec8);
+      mainloop<1>(acc, w, row_of, zero, rows, plane, dummy, K);
     // c/d of mma.m16n8k16: (row g, features 2t, 2t + 1) and (row g + 8, ...); rows past BR belong to no one.
     const int g = lane / 4, col = 2 * (lane % 4);
     #pragma unroll
@@ -458,18 +544,16 @@ struct TcSkinny {
   }
 
 #if GETP_TC && !defined(GETP_HIP)
-  // Stage `slot` of the ring: W rows 0..15, then PIECES x rows activation rows (piece-major), TC_SKINNY_LDS apart.
+  // A stage: W rows 0..15, then PIECES x rows activation rows (piece-major), TC_SKINNY_LDS bf16 apart.
   static GETP_DEVICE int stage_size(int pieces, int rows) { return (TC_SKINNY_N + pieces * rows) * TC_SKINNY_LDS; }
 
-  // Copy K columns s TC_SKINNY_BK .. + TC_SKINNY_BK - 1 into `stage`: 16-byte chunks, lane % 8 the chunk
-  // (32 lanes: every chunk a lane copies is column k of it). Zeros past K (cp.async zero fill).
-  template <int PIECES, class Row>
-  static GETP_DEVICE void load(unsigned short* stage, const Row (&w)[4], const unsigned short* const* row_of,
-                               int rows, size_t plane, const unsigned short* dummy, int s, int K, int vec8) {
+  // Copy K columns s TC_SKINNY_BK .. + TC_SKINNY_BK - 1 into `stage`: W (w.load), then the activations in
+  // 16-byte chunks, lane % 8 the chunk (32 lanes: every chunk a lane copies is column k of it), zeros past K.
+  template <int PIECES, class W>
+  static GETP_DEVICE void load(unsigned short* stage, const W& w, const unsigned short* const* row_of, int rows,
+                               size_t plane, const unsigned short* dummy, int s, int K) {
+    w.load(stage, dummy, s);
     const int lane = threadIdx.x % WARP_SIZE, chunk = 8 * (lane % 8), k = s * TC_SKINNY_BK + chunk;
-    #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      tc_stage_w8(stage + (lane / 8 + 4 * i) * TC_SKINNY_LDS + chunk, w[i], dummy, k, K, vec8);
     unsigned short* xs = stage + TC_SKINNY_N * TC_SKINNY_LDS + chunk;
     for (int r8 = lane / 8; r8 < PIECES * rows; r8 += WARP_SIZE / 8) {  // r8: piece r8 / rows, row r8 % rows
       const unsigned short* a = row_of[r8 % rows];
@@ -478,18 +562,17 @@ struct TcSkinny {
     }
   }
 
-  // One k16 step at column kk of a stage: tc_compute_stage's fragments and products for a 16 x 16 tile.
-  template <int PIECES>
-  static GETP_DEVICE void step(float (&acc)[2][4], const unsigned short* stage, const unsigned short* zero, int rows,
-                               int kk) {
+  // One k16 step at column kk of stage s: tc_compute_stage's fragments and products for a 16 x 16 tile.
+  template <int PIECES, class W>
+  static GETP_DEVICE void step(float (&acc)[2][4], const W& w, const unsigned short* stage, const unsigned short* zero,
+                               int rows, int s, int kk) {
     const int lane = threadIdx.x % WARP_SIZE, r = lane % 16;
     unsigned af[PIECES][4], b[4];
     // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15).
     const unsigned short* xs = stage + TC_SKINNY_N * TC_SKINNY_LDS + kk + 8 * (lane / 16);
     #pragma unroll
     for (int p = 0; p < PIECES; ++p) tc_ldmatrix_x4(af[p], r < rows ? xs + (p * rows + r) * TC_SKINNY_LDS : zero);
-    // W rows are B's columns: matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15).
-    tc_ldmatrix_x4(b, stage + (lane % 8 + 8 * (lane / 16)) * TC_SKINNY_LDS + kk + 8 * ((lane / 8) % 2));
+    w.fragments(b, stage, s, kk);
     const float zeros[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     #pragma unroll
     for (int nj = 0; nj < 2; ++nj) {
@@ -508,15 +591,15 @@ struct TcSkinny {
 
   // The ring: one wait and one __syncwarp per stage (the slot refilled in stage s was read in stage s - 1,
   // before that __syncwarp); k16 steps past the tiles' 2 ceil(K / TC_BK) are not taken.
-  template <int PIECES, class Row>
-  static GETP_DEVICE void mainloop(float (&acc)[2][4], const Row (&w)[4], const unsigned short* const* row_of,
+  template <int PIECES, class W>
+  static GETP_DEVICE void mainloop(float (&acc)[2][4], const W& w, const unsigned short* const* row_of,
                                    const unsigned short* zero, int rows, size_t plane, const unsigned short* dummy,
-                                   int K, int vec8) {
+                                   int K) {
     const int size = stage_size(PIECES, rows);
     const int stages = (K + TC_SKINNY_BK - 1) / TC_SKINNY_BK, k16_steps = 2 * ((K + TC_BK - 1) / TC_BK);
     #pragma unroll
     for (int s = 0; s < TC_SKINNY_STAGES - 1; ++s) {
-      if (s < stages) load<PIECES>(tc_smem + s * size, w, row_of, rows, plane, dummy, s, K, vec8);
+      if (s < stages) load<PIECES>(tc_smem + s * size, w, row_of, rows, plane, dummy, s, K);
       tc_copy_commit();
     }
     for (int s = 0; s < stages; ++s) {
@@ -524,12 +607,12 @@ struct TcSkinny {
       __syncwarp();
       const int next = s + TC_SKINNY_STAGES - 1;
       if (next < stages)
-        load<PIECES>(tc_smem + (next % TC_SKINNY_STAGES) * size, w, row_of, rows, plane, dummy, next, K, vec8);
+        load<PIECES>(tc_smem + (next % TC_SKINNY_STAGES) * size, w, row_of, rows, plane, dummy, next, K);
       tc_copy_commit();
       const unsigned short* stage = tc_smem + (s % TC_SKINNY_STAGES) * size;
       #pragma unroll
       for (int q = 0; q < TC_SKINNY_BK / 16; ++q)
-        if ((TC_SKINNY_BK / 16) * s + q < k16_steps) step<PIECES>(acc, stage, zero, rows, 16 * q);
+        if ((TC_SKINNY_BK / 16) * s + q < k16_steps) step<PIECES>(acc, w, stage, zero, rows, s, 16 * q);
     }
   }
 #endif

@@ -247,7 +247,15 @@ def fake_products(device=None):
                         tile=tile)
         return kernels.launches[-1]
 
-    def grouped(rows: int, block_m: int) -> list[str]:
+    def expert_matrices(shape, mxfp4: bool):
+        if not mxfp4:
+            return host_array(bf16_weights(rng, shape))
+        from cupy_getp.gpu.launch.common import Mxfp4Matrix
+
+        blocks, scales = random_mxfp4_matrix(rng, shape)
+        return Mxfp4Matrix(host_array(blocks), host_array(scales), shape[-1])
+
+    def grouped(rows: int, block_m: int, mxfp4: bool = False) -> list[str]:
         experts = np.array([rng.permutation(8)[:2] for _ in range(rows)], np.int32)
         pair_of_padded, _, tile_expert = moe_align_host(experts, 8, block_m)
         ap = host_array(np.zeros((3, rows, 64), np.uint16))
@@ -255,9 +263,9 @@ def fake_products(device=None):
         y = host_array(np.zeros((pair_of_padded.size, 64), np.float32))
         pairs, tiles = host_array(pair_of_padded), host_array(tile_expert)
         kernels.launches.clear()
-        kernels.gemm_tc_grouped_swiglu(gp, ap, pairs, tiles, host_array(bf16_weights(rng, (8, 80, 64))),
+        kernels.gemm_tc_grouped_swiglu(gp, ap, pairs, tiles, expert_matrices((8, 80, 64), mxfp4),
                                        host_array(np.zeros((8, 80), np.float32)), 2, LIMIT)
-        kernels.gemm_tc_grouped(y, gp, pairs, tiles, host_array(bf16_weights(rng, (8, 64, 40))),
+        kernels.gemm_tc_grouped(y, gp, pairs, tiles, expert_matrices((8, 64, 40), mxfp4),
                                 host_array(np.zeros((8, 64), np.float32)))
         return kernels.launches
 
@@ -276,6 +284,8 @@ def test_cuda_products_take_the_skinny_kernels_at_few_rows():
     assert dense(16, tile=SKINNY_TILE) == "gemm_tc_skinny"
     assert grouped(1, TC_SKINNY_GROUP_M) == ["gemm_tc_skinny_grouped_swiglu", "gemm_tc_skinny_grouped"]
     assert grouped(1, TC_BLOCK_M) == ["gemm_tc_grouped_swiglu", "gemm_tc_grouped"]
+    assert grouped(3, TC_SKINNY_GROUP_M, mxfp4=True) == ["gemm_tc_skinny_grouped_swiglu_mxfp4w",
+                                                         "gemm_tc_skinny_grouped_mxfp4w"]
     assert kernels.tc_grouped_rows(4, 32, 3) == TC_SKINNY_GROUP_M  # one row of the 20b: 4 pairs, 32 experts
     assert kernels.tc_grouped_rows(1024 * 4, 32, 3) == TC_BLOCK_M
     kernels.wgmma = True
@@ -316,3 +326,5 @@ def test_skinny_shared_memory_fits():
     assert tc_skinny_shared_bytes(3, 16) <= 227 * 1024
     assert 2 * tc_skinny_shared_bytes(3, max(SKINNY_MAX_ROWS, TC_SKINNY_GROUP_M)) <= 227 * 1024
     assert 5 * tc_skinny_shared_bytes(3, 1) <= 227 * 1024
+    assert 2 * tc_skinny_shared_bytes(3, TC_SKINNY_GROUP_M, mxfp4_k=2880) <= 227 * 1024  # + 16 rows' scales
+    assert tc_skinny_shared_bytes(1, 8, mxfp4_k=2880) - tc_skinny_shared_bytes(1, 8) == 16 * 90 + 16

@@ -19,7 +19,7 @@ import os
 import re
 
 from ...errors import KernelArgumentError
-from ..constants import (TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_SKINNY_GROUP_M, TC_SKINNY_LDS, TC_SKINNY_N,
+from ..constants import (MXFP4_BLOCK, TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_SKINNY_GROUP_M, TC_SKINNY_LDS, TC_SKINNY_N,
                          TC_SKINNY_ROWS, TC_SKINNY_STAGES, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS)
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 
@@ -94,10 +94,12 @@ def tc_shared_bytes(pieces: int, block_m: int, block_n: int, is_hip: bool) -> in
     return stages * (pieces * block_m + block_n) * TC_LDS * 2
 
 
-def tc_skinny_shared_bytes(pieces: int, rows: int) -> int:
+def tc_skinny_shared_bytes(pieces: int, rows: int, mxfp4_k: int = 0) -> int:
     """Dynamic shared memory of a skinny block (one warp): TC_SKINNY_STAGES stages of 16 W rows and pieces x
-    rows activation rows, bf16."""
-    return TC_SKINNY_STAGES * (TC_SKINNY_N + pieces * rows) * TC_SKINNY_LDS * 2
+    rows activation rows, bf16; with MXFP4 weights of K = mxfp4_k columns, then the 16 rows' scales (and
+    the word boundary before them, and a block past them)."""
+    scales = TC_SKINNY_N * -(-mxfp4_k // MXFP4_BLOCK) + 16 if mxfp4_k else 0
+    return TC_SKINNY_STAGES * (TC_SKINNY_N + pieces * rows) * TC_SKINNY_LDS * 2 + scales
 
 
 class TensorCoreGemmLaunches:
@@ -126,14 +128,24 @@ class TensorCoreGemmLaunches:
             return TC_SKINNY_GROUP_M
         return wg_grouped_rows(n_pairs, n_experts, pieces) if self.wgmma else TC_BLOCK_M
 
-    def _skinny_launch(self, name: str, n: int, grid_y: int, rows: int, pieces: int, args: tuple) -> None:
-        """Kernel `name` over (ceil(N / TC_SKINNY_N), grid_y) blocks of one warp, `rows` activation rows a block."""
+    def _skinny_launch(self, name: str, n: int, grid_y: int, rows: int, pieces: int, args: tuple,
+                       mxfp4_k: int = 0) -> None:
+        """Kernel `name` over (ceil(N / TC_SKINNY_N), grid_y) blocks of one warp, `rows` activation rows a block
+        (mxfp4_k: K of MXFP4 weights, whose scales the block keeps in shared memory)."""
         if not self.skinny_available():
             raise RuntimeError(f"{name}: the skinny kernels need CUDA sm_80+ ({self.device.arch})")
         grid = (_blocks(n, TC_SKINNY_N), grid_y)
         if grid[0] == 0 or grid[1] == 0:
             return
-        self._launch(name, grid, (self.device.warp_size,), args, shared_mem=tc_skinny_shared_bytes(pieces, rows))
+        self._launch(name, grid, (self.device.warp_size,), args,
+                     shared_mem=tc_skinny_shared_bytes(pieces, rows, mxfp4_k))
+
+    def _skinny_grouped_launch(self, name: str, kind: str, loaded, n: int, k: int, p: int, block_m: int, pieces: int,
+                               args: tuple) -> None:
+        """A grouped skinny kernel over P / block_m tiles; MXFP4 codes are copied in 16-byte blocks."""
+        if kind != "bf16w" and not _aligned(loaded):
+            raise KernelArgumentError(f"{name}: MXFP4 codes must start on a 16-byte boundary")
+        self._skinny_launch(name, n, p // block_m, block_m, pieces, args, mxfp4_k=k if kind != "bf16w" else 0)
 
     def _tc_sm_count(self) -> int:
         count = getattr(self, "_sm_count", None)
@@ -277,8 +289,8 @@ class TensorCoreGemmLaunches:
                 b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
         suffix = _grouped_suffix(kind)
         if self._skinny_grouped(block_m):
-            self._skinny_launch(f"gemm_tc_skinny_grouped_swiglu{suffix}", two_inter, p // block_m, block_m, pieces,
-                                (*args, I32(pieces), I32(vec8)))
+            self._skinny_grouped_launch(f"gemm_tc_skinny_grouped_swiglu{suffix}", kind, loaded, two_inter, hidden, p,
+                                        block_m, pieces, (*args, I32(pieces), I32(vec8)))
             return
         if self.wgmma:
             features = self._wg_features(block_m, pieces, p // block_m, two_inter, grouped=True)
@@ -301,8 +313,8 @@ class TensorCoreGemmLaunches:
         args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, *w_args, b2, I32(hidden), I32(inter))
         suffix = _grouped_suffix(kind)
         if self._skinny_grouped(block_m):
-            self._skinny_launch(f"gemm_tc_skinny_grouped{suffix}", hidden, p // block_m, block_m, pieces,
-                                (*args, I32(pieces), I32(vec8)))
+            self._skinny_grouped_launch(f"gemm_tc_skinny_grouped{suffix}", kind, loaded, hidden, inter, p, block_m,
+                                        pieces, (*args, I32(pieces), I32(vec8)))
             return
         if self.wgmma:
             features = self._wg_features(block_m, pieces, p // block_m, hidden, grouped=True)
