@@ -98,7 +98,7 @@ def test_skinny_dense_bits_equal_the_tiles(gpu, rng, m, k, n, pieces, bias, accu
 @pytest.mark.parametrize("m, k, n", [(1, 2880, 5120), (5, 2880, 2880), (8, 4096, 2880), (3, 37, 13)])
 def test_skinny_dense_heavy_tailed_bits(gpu, rng, m, k, n, pieces):
     """Activations over ~6 decades (every piece matters, promotion shows): still the tiles' bits; and a row's
-    bits do not depend on the rows beside it (the same row alone, and among 8)."""
+    bits do not depend on the rows beside it (the last row alone, and among the others)."""
     kernels = gpu[1]
     a = activations(rng, (m, k), heavy=True)
     w = dev(bf16_weights(rng, (n, k)))
