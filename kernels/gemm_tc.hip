@@ -610,9 +610,13 @@ struct TcSkinny {
         load<PIECES>(tc_smem + (next % TC_SKINNY_STAGES) * size, w, row_of, rows, plane, dummy, next, K);
       tc_copy_commit();
       const unsigned short* stage = tc_smem + (s % TC_SKINNY_STAGES) * size;
-      #pragma unroll
-      for (int q = 0; q < TC_SKINNY_BK / 16; ++q)
-        if ((TC_SKINNY_BK / 16) * s + q < k16_steps) step<PIECES>(acc, w, stage, zero, rows, s, 16 * q);
+      const int q0 = (TC_SKINNY_BK / 16) * s;
+      if (q0 + TC_SKINNY_BK / 16 <= k16_steps) {  // one block: the steps' independent mma chains interleave
+        #pragma unroll
+        for (int q = 0; q < TC_SKINNY_BK / 16; ++q) step<PIECES>(acc, w, stage, zero, rows, s, 16 * q);
+      } else {  // the last stage, cut at the tiles' k16 count
+        for (int q = 0; q0 + q < k16_steps; ++q) step<PIECES>(acc, w, stage, zero, rows, s, 16 * q);
+      }
     }
   }
 #endif
