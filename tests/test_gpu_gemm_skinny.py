@@ -211,10 +211,14 @@ def test_skinny_grouped_against_float64(gpu, rng, pieces, rows, k, n_experts, us
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("pieces", [3, 1])
-@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", [(1, 4, 32, 32, 2880, 300), (5, 2, 5, 4, 100, 37)])
+@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", [
+    (1, 4, 32, 32, 2880, 300), (5, 2, 5, 4, 100, 37),
+    (6, 2, 5, 5, 37, 72),  # mlp2: 37 rows of 3 scales an expert, so a block's scales start 1-3 bytes past a word
+])
 def test_skinny_grouped_mxfp4_experts_equal_bf16_tiles(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
     """The *_mxfp4w skinny kernels: MXFP4 experts give the bits of the mma.sync tiles on BF16 experts holding
-    the same values."""
+    the same values (the scales copied from the word boundary before a block's first, the last block's
+    rows partly past N)."""
     kernels = gpu[1]
     experts = choose_experts(rng, rows, k, n_experts, used)
     ap = split(kernels, dev(activations(rng, (rows, hidden), heavy=True)), pieces)
