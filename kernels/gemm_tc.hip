@@ -272,11 +272,18 @@ struct TcSources {
   WRow w[TcStage<BM, BN, PIECES>::W_LOADS];
 };
 
+// CACHE_L1: through L1 too (.ca; the skinny kernels' activation rows, which the SM's warps all read), else
+// L2 only (.cg: weights streamed once).
+template <bool CACHE_L1 = false>
 GETP_DEVICE void tc_copy16(unsigned short* dst, const unsigned short* src, bool valid) {
 #if GETP_TC && !defined(GETP_HIP)
   // src-size 0 fills the 16 bytes with zeros and reads nothing (src is still a valid address).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
+  if (CACHE_L1)
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
+  else
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0));
 #else
   *(uint4*)dst = valid ? *(const uint4*)src : make_uint4(0u, 0u, 0u, 0u);
 #endif
@@ -558,7 +565,7 @@ struct TcSkinny {
     for (int r8 = lane / 8; r8 < PIECES * rows; r8 += WARP_SIZE / 8) {  // r8: piece r8 / rows, row r8 % rows
       const unsigned short* a = row_of[r8 % rows];
       const bool valid = a != nullptr && k < K;
-      tc_copy16(xs + r8 * TC_SKINNY_LDS, valid ? a + (r8 / rows) * plane + k : dummy, valid);
+      tc_copy16<true>(xs + r8 * TC_SKINNY_LDS, valid ? a + (r8 / rows) * plane + k : dummy, valid);
     }
   }
 
