@@ -29,14 +29,6 @@ L2_SAFE_BYTES = 256 << 20  # weight copies per product: at least this many bytes
 
 
 def main() -> None:
-    import cupy
-
-    from cupy_getp.gpu.constants import TC_BLOCK_M, TC_SKINNY_GROUP_M
-    from cupy_getp.gpu.device import Device
-    from cupy_getp.gpu.kernels import Kernels
-    from cupy_getp.gpu.launch.gemm_tc import SKINNY_TILE, pieces_lda, tensor_cores_supported
-    from cupy_getp.gpu.launch.moe import moe_align_host
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--experts", default="bf16", help="expert storages of the grouped products: bf16, mxfp4")
@@ -46,7 +38,20 @@ def main() -> None:
     storages = args.experts.split(",")
     if not set(storages) <= {"bf16", "mxfp4"}:
         raise SystemExit(f"error: --experts {args.experts}: expected bf16, mxfp4 or both")
-    device = Device.open()
+    from cupy_getp.errors import DeviceError
+    from cupy_getp.gpu.device import Device
+
+    try:
+        device = Device.open()  # first: without a GPU, one line and nothing else
+    except DeviceError as e:
+        raise SystemExit(f"error: {e}") from None
+    import cupy
+
+    from cupy_getp.gpu.constants import TC_BLOCK_M, TC_SKINNY_GROUP_M
+    from cupy_getp.gpu.kernels import Kernels
+    from cupy_getp.gpu.launch.gemm_tc import SKINNY_TILE, pieces_lda, tensor_cores_supported
+    from cupy_getp.gpu.launch.moe import moe_align_host
+
     if device.is_hip or not tensor_cores_supported(device):
         raise SystemExit(f"error: no skinny tensor-core kernels on {device.describe()} (CUDA sm_80+)")
     kernels = Kernels(device)
