@@ -82,7 +82,6 @@ def main() -> None:
     if not tensor_cores_supported(device):
         raise SystemExit(f"no tensor-core path on {device.describe()}")
     kernels = Kernels(device)
-    kernels.skinny = False  # the tiles at every M here; the skinny kernels at few rows: bench/gemm_skinny.py
     stream = device.stream
     rng = cupy.random.default_rng(0)
     host_rng = np.random.default_rng(0)

@@ -70,16 +70,6 @@ PY
       timeout ${INV_SECONDS:-420} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py -k "${INV_K:-not nothing}" \
         > "$OUT/inv-tests.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -20
       ;;
-    s3d)  # the skinny tensor-core kernels: bits against the tiles and wgmma, the tiles' bits unchanged, their speed
-      timeout 260 python -m pytest -m gpu -q -rfE --maxfail=20 tests/test_gpu_gemm_skinny.py \
-        tests/test_gpu_batch_attention.py::test_rmsnorm_split_rows_is_rmsnorm_then_split_bit_for_bit \
-        "tests/test_gpu_gemm_wgmma.py::test_dense_bits_equal_the_mma_sync_kernels" \
-        "tests/test_gpu_gemm_wgmma.py::test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels" \
-        "tests/test_gpu_gemm_tc.py::test_every_tile_gives_the_same_bits" > "$OUT/skinny-tests.log" 2>&1
-      grep -E "passed|failed|FAILED|ERROR" "$OUT/skinny-tests.log" | tail -15
-      timeout 100 python bench/gemm_skinny.py --rows 1,8,16,64 > "$OUT/gemm-skinny.txt" 2>&1; echo "skinny bench exit $?"
-      grep -vE "^\{" "$OUT/gemm-skinny.txt" | tail -30
-      ;;
     s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \
         tests/test_gpu_engine.py tests/test_gpu_expert_parallel.py tests/test_gpu_spread.py tests/test_gpu_batch_moe.py \

@@ -200,37 +200,23 @@ GETP_DEVICE uint4 mxfp4_bf16x8(unsigned int c, unsigned int e8m0) {
 // loads and a few integer operations instead of 8 mxfp4_value. The scale is added to the exponent field of
 // each nonzero half (each half on its own, no carry between them), exact while every result is normal
 // (e8m0 in 2 .. 252); other scales take mxfp4_bf16x8.
-GETP_DEVICE unsigned int mxfp4_pair(unsigned int byte, unsigned int e8m0) {  // the two values of a code byte
-  return (__float_as_uint(mxfp4_value(byte & 15u, e8m0)) >> 16) |
-         (__float_as_uint(mxfp4_value(byte >> 4, e8m0)) & 0xFFFF0000u);
-}
-
-GETP_DEVICE unsigned int mxfp4_pair_at_unit_scale(unsigned int byte) { return mxfp4_pair(byte, 127u); }
-
-// One code byte's pair (its table entry p) at scale e8m0 given as d, the scale in one half's exponent field.
-GETP_DEVICE unsigned int mxfp4_scaled_pair(unsigned int p, unsigned int d) {
-  const unsigned int nonzero = ((p & 0x7FFF7FFFu) + 0x7FFF7FFFu) & 0x80008000u;  // bit 15 / 31: that half
-  const unsigned int add = (nonzero >> 15) * d;
-  return ((p & 0xFFFF0000u) + (add & 0xFFFF0000u)) | ((p + add) & 0xFFFFu);
-}
-
-GETP_DEVICE unsigned int mxfp4_scale_field(unsigned int e8m0) {
-  return ((unsigned int)((int)e8m0 - 127) << 7) & 0xFFFFu;
+GETP_DEVICE unsigned int mxfp4_pair_at_unit_scale(unsigned int byte) {
+  return (__float_as_uint(mxfp4_value(byte & 15u, 127u)) >> 16) |
+         (__float_as_uint(mxfp4_value(byte >> 4, 127u)) & 0xFFFF0000u);
 }
 
 GETP_DEVICE uint4 mxfp4_bf16x8_table(unsigned int c, unsigned int e8m0, const unsigned int* table) {
   if (e8m0 < 2u || e8m0 > 252u) return mxfp4_bf16x8(c, e8m0);
-  const unsigned int d = mxfp4_scale_field(e8m0);
+  const unsigned int d = ((unsigned int)((int)e8m0 - 127) << 7) & 0xFFFFu;  // the scale in one half's exponent
   unsigned int w[4];
 #pragma unroll
-  for (int b = 0; b < 4; ++b) w[b] = mxfp4_scaled_pair(table[(c >> (8 * b)) & 255u], d);
+  for (int b = 0; b < 4; ++b) {
+    const unsigned int p = table[(c >> (8 * b)) & 255u];
+    const unsigned int nonzero = ((p & 0x7FFF7FFFu) + 0x7FFF7FFFu) & 0x80008000u;  // bit 15 / 31: that half
+    const unsigned int add = (nonzero >> 15) * d;
+    w[b] = ((p & 0xFFFF0000u) + (add & 0xFFFF0000u)) | ((p + add) & 0xFFFFu);
+  }
   return make_uint4(w[0], w[1], w[2], w[3]);
-}
-
-// The BF16 pair (lower value low) of one code byte: mxfp4_bf16x8_table's for 2 values.
-GETP_DEVICE unsigned int mxfp4_bf16x2_table(unsigned int byte, unsigned int e8m0, const unsigned int* table) {
-  if (e8m0 < 2u || e8m0 > 252u) return mxfp4_pair(byte, e8m0);
-  return mxfp4_scaled_pair(table[byte], mxfp4_scale_field(e8m0));
 }
 
 // Expert matrices (E, N, K) as the tensor-core products read them (gemm_tc.hip, gemm_wgmma.hip): BF16 bits,

@@ -272,18 +272,11 @@ struct TcSources {
   WRow w[TcStage<BM, BN, PIECES>::W_LOADS];
 };
 
-// CACHE_L1: through L1 too (.ca; the skinny kernels' activation rows, which the SM's warps all read), else
-// L2 only (.cg: weights streamed once).
-template <bool CACHE_L1 = false>
 GETP_DEVICE void tc_copy16(unsigned short* dst, const unsigned short* src, bool valid) {
 #if GETP_TC && !defined(GETP_HIP)
   // src-size 0 fills the 16 bytes with zeros and reads nothing (src is still a valid address).
-  if (CACHE_L1)
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src),
-                 "r"(valid ? 16 : 0));
-  else
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src),
-                 "r"(valid ? 16 : 0));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src),
+               "r"(valid ? 16 : 0));
 #else
   *(uint4*)dst = valid ? *(const uint4*)src : make_uint4(0u, 0u, 0u, 0u);
 #endif
@@ -400,284 +393,49 @@ GETP_DEVICE void tc_product(TcAcc<BM, BN>& acc, ARow a_row, WRow w_row, size_t p
     tc_product_pieces<BM, BN, 1>(acc, a_row, w_row, plane, dummy, K, vec8);
 }
 
-// The block tiles as a product engine: the block's TcTile over K, then tc_epilogue. ROWS x FEATURES outputs
-// a block; `rows` (the tile rows that may hold activations) is for the skinny engine and unused here.
-template <int BM, int BN = TC_BN>
-struct TcTiles {
-  static const int ROWS = BM, FEATURES = BN;
-  template <class ARow, class WRow, class Emit>
-  static GETP_DEVICE void run(ARow a_row, WRow w_row, int, size_t plane, const unsigned short* dummy, int K,
-                              int pieces, int vec8, Emit emit) {
-    TcAcc<BM, BN> acc;
-    tc_product<BM, BN>(acc, a_row, w_row, plane, dummy, K, pieces, vec8);
-    tc_epilogue<BM>(acc, emit);
-  }
-};
-
-// ---- skinny: a few rows, one warp streaming TC_SKINNY_N weight rows over all of K (CUDA only) ------------
-// For one-row (and few-row) steps, where a block tile of 64-128 rows leaves most SMs idle and most of its
-// work zeros. A block is one warp; it owns TC_SKINNY_N = 16 output features of ROWS (<= 16) activation rows,
-// over all of K (no split-K: that would change the bits). Its weight rows are copied with cp.async into a
-// private ring of TC_SKINNY_STAGES stages of TC_SKINNY_BK columns, TC_SKINNY_STAGES - 1 stages ahead of the
-// tensor cores (the bytes in flight that let ~all SMs stream the weights near the copy bandwidth); each
-// stage also holds the stage's columns of the `rows` activation rows' pieces (from L2: small). MXFP4 experts
-// are copied as codes (a quarter of the bytes) and widened to the very BF16 bits when read (the table of
-// mxfp4_bf16x8_table, as gemm_wgmma.hip), their scales copied once a block.
-// Numerics: the very operations of the tile kernels on each output element (tc_compute_stage): the same
-// mma.m16n8k16 with the activations as A (rows; rows past `rows` read a zero row) and W as B, the same
-// fragment layouts, the same k16 steps in order (2 ceil(K / TC_BK) of them: the tiles' count, zero columns
-// included), the same promotion for 3 pieces and accumulation for 1, the same epilogue: bit-identical to
-// gemm_tc_m*_n* (and so to gemm_wgmma). On HIP (MFMA) run() is empty: the launch helpers never pick these.
-#if GETP_TC && !defined(GETP_HIP)
-// A skinny warp's weights: how a stage is copied and how B fragments are read from it.
-template <class Row>
-struct TcSkinnyWeights;
-
-// bf16 rows: lane copies columns 8 (lane % 8) .. + 7 of rows lane / 8 + 4 i (16-byte cp.async), read with ldmatrix.
-template <>
-struct TcSkinnyWeights<const unsigned short*> {
-  const unsigned short* w[4];
-  int K, vec8;
-
-  template <class WRowOf>
-  GETP_DEVICE void init(WRowOf w_row, int K_, int vec8_, unsigned char*) {
-    K = K_, vec8 = vec8_;
-    #pragma unroll
-    for (int i = 0; i < 4; ++i) w[i] = w_row(threadIdx.x % WARP_SIZE / 8 + 4 * i);
-  }
-
-  GETP_DEVICE void load(unsigned short* stage, const unsigned short* dummy, int s) const {
-    const int lane = threadIdx.x % WARP_SIZE, chunk = 8 * (lane % 8), k = s * TC_SKINNY_BK + chunk;
-    #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      tc_stage_w8(stage + (lane / 8 + 4 * i) * TC_SKINNY_LDS + chunk, w[i], dummy, k, K, vec8);
-  }
-
-  // b = {b0, b1} of features 0-7, then of 8-15, at column kk: tc_compute_stage's W fragments.
-  GETP_DEVICE void fragments(unsigned (&b)[4], const unsigned short* stage, int, int kk) const {
-    const int lane = threadIdx.x % WARP_SIZE;
-    // matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
-    tc_ldmatrix_x4(b, stage + (lane % 8 + 8 * (lane / 16)) * TC_SKINNY_LDS + kk + 8 * ((lane / 8) % 2));
-  }
-};
-
-// MXFP4 rows: a stage of a row is 32 code bytes (two blocks of MXFP4_BLOCK values); lane copies block 2 s +
-// lane % 2 of row lane / 2 (16 bytes) to the start of the stage's row. The 16 rows' scales are consecutive
-// (rows of one expert matrix): copied once, in 4-byte words from the word boundary at or before the first
-// (inside the same allocation: CuPy's start on 256-byte boundaries), zero-filled past the last.
-template <>
-struct TcSkinnyWeights<Mxfp4Row> {
-  Mxfp4Row w;
-  const unsigned char* scales;  // shared: row r's at r * groups
-  const unsigned* table;        // shared: mxfp4_pair_at_unit_scale of every code byte
-  int groups;
-  static_assert(TC_SKINNY_BK == 2 * MXFP4_BLOCK, "a stage of an MXFP4 row is two 16-byte blocks of codes");
-
-  template <class WRowOf>
-  GETP_DEVICE void init(WRowOf w_row, int K, int, unsigned char* tail) {
-    __shared__ unsigned pairs[256];
-    const int lane = threadIdx.x % WARP_SIZE;
-    for (int b = lane; b < 256; b += WARP_SIZE) pairs[b] = mxfp4_pair_at_unit_scale(b);
-    table = pairs;
-    groups = (K + MXFP4_BLOCK - 1) / MXFP4_BLOCK;
-    w = w_row(lane / 2);
-    const int rows = __popc(__ballot_sync(0xffffffffu, lane < TC_SKINNY_N && row_ok(w_row(lane))));
-    const unsigned char* first = w_row(0).scales;
-    const int offset = (int)((size_t)first & 3), bytes = offset + rows * groups;
-    for (int j = 4 * lane; j < bytes; j += 4 * WARP_SIZE)
-      asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(tc_smem_addr(tail + j)),
-                   "l"(first - offset + j), "r"(bytes - j < 4 ? bytes - j : 4));
-    scales = tail + offset;
-  }
-
-  GETP_DEVICE void load(unsigned short* stage, const unsigned short* dummy, int s) const {
-    const int lane = threadIdx.x % WARP_SIZE, block = 2 * s + lane % 2;
-    const bool valid = w.codes != nullptr && block < groups;
-    tc_copy16(stage + (lane / 2) * TC_SKINNY_LDS + 8 * (lane % 2),
-              valid ? (const unsigned short*)(w.codes + block * (MXFP4_BLOCK / 2)) : dummy, valid);
-  }
-
-  // The bf16 kernels' fragments: b0 = values kk + 2t, + 1 of feature g (code byte kk / 2 + t), b1 = values
-  // kk + 8 + 2t, + 1 (byte kk / 2 + 4 + t); codes past the row (zero-filled) widen to zeros whatever the scale.
-  GETP_DEVICE void fragments(unsigned (&b)[4], const unsigned short* stage, int s, int kk) const {
-    const int lane = threadIdx.x % WARP_SIZE, block = 2 * s + kk / MXFP4_BLOCK;
-    #pragma unroll
-    for (int nj = 0; nj < 2; ++nj) {
-      const int row = nj * 8 + lane / 4;
-      const unsigned char* codes = (const unsigned char*)(stage + row * TC_SKINNY_LDS) + kk / 2 + lane % 4;
-      const unsigned e8m0 = scales[row * groups + block];
-      b[2 * nj] = mxfp4_bf16x2_table(codes[0], e8m0, table);
-      b[2 * nj + 1] = mxfp4_bf16x2_table(codes[4], e8m0, table);
-    }
-  }
-};
-#endif
-
-template <int BR>
-struct TcSkinny {
-  static const int ROWS = BR, FEATURES = TC_SKINNY_N;
-  static_assert(BR <= 16 && TC_SKINNY_N == 16, "a warp: one m16 row fragment, two n8 feature fragments");
-
-  template <class ARow, class WRowOf, class Emit>
-  static GETP_DEVICE void run(ARow a_row, WRowOf w_row, int rows, size_t plane, const unsigned short* dummy, int K,
-                              int pieces, int vec8, Emit emit) {
-#if GETP_TC && !defined(GETP_HIP)
-    __shared__ const unsigned short* row_of[BR];                    // piece 0 of each row, or null: zeros
-    __shared__ __attribute__((aligned(16))) unsigned short zero[8];  // what rows >= `rows` read
-    const int lane = threadIdx.x % WARP_SIZE;
-    if (lane < rows) row_of[lane] = a_row(lane);
-    if (lane < 8) zero[lane] = 0;
-    TcSkinnyWeights<decltype(w_row(0))> w;
-    // what follows the ring in shared memory (MXFP4: the scales; launch/gemm_tc.py tc_skinny_shared_bytes)
-    w.init(w_row, K, vec8, (unsigned char*)(tc_smem + TC_SKINNY_STAGES * stage_size(pieces, rows)));
-    __syncwarp();
-    float acc[2][4];
-    #pragma unroll
-    for (int nj = 0; nj < 2; ++nj)
-      #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[nj][i] = 0.0f;
-    if (pieces == 3)
-      mainloop<3>(acc, w, row_of, zero, rows, plane, dummy, K);
-    else
-      mainloop<1>(acc, w, row_of, zero, rows, plane, dummy, K);
-    // c/d of mma.m16n8k16: (row g, features 2t, 2t + 1) and (row g + 8, ...); rows past BR belong to no one.
-    const int g = lane / 4, col = 2 * (lane % 4);
-    #pragma unroll
-    for (int nj = 0; nj < 2; ++nj) {
-      emit(g, nj * 8 + col, acc[nj][0], acc[nj][1]);
-      if (g + 8 < BR) emit(g + 8, nj * 8 + col, acc[nj][2], acc[nj][3]);
-    }
-#endif
-  }
-
-#if GETP_TC && !defined(GETP_HIP)
-  // A stage: W rows 0..15, then PIECES x rows activation rows (piece-major), TC_SKINNY_LDS bf16 apart.
-  static GETP_DEVICE int stage_size(int pieces, int rows) { return (TC_SKINNY_N + pieces * rows) * TC_SKINNY_LDS; }
-
-  // Copy K columns s TC_SKINNY_BK .. + TC_SKINNY_BK - 1 into `stage`: W (w.load), then the activations in
-  // 16-byte chunks, lane % 8 the chunk (32 lanes: every chunk a lane copies is column k of it), zeros past K.
-  template <int PIECES, class W>
-  static GETP_DEVICE void load(unsigned short* stage, const W& w, const unsigned short* const* row_of, int rows,
-                               size_t plane, const unsigned short* dummy, int s, int K) {
-    w.load(stage, dummy, s);
-    const int lane = threadIdx.x % WARP_SIZE, chunk = 8 * (lane % 8), k = s * TC_SKINNY_BK + chunk;
-    unsigned short* xs = stage + TC_SKINNY_N * TC_SKINNY_LDS + chunk;
-    for (int r8 = lane / 8; r8 < PIECES * rows; r8 += WARP_SIZE / 8) {  // r8: piece r8 / rows, row r8 % rows
-      const unsigned short* a = row_of[r8 % rows];
-      const bool valid = a != nullptr && k < K;
-      tc_copy16<true>(xs + r8 * TC_SKINNY_LDS, valid ? a + (r8 / rows) * plane + k : dummy, valid);
-    }
-  }
-
-  // One k16 step at column kk of stage s: tc_compute_stage's fragments and products for a 16 x 16 tile.
-  template <int PIECES, class W>
-  static GETP_DEVICE void step(float (&acc)[2][4], const W& w, const unsigned short* stage, const unsigned short* zero,
-                               int rows, int s, int kk) {
-    const int lane = threadIdx.x % WARP_SIZE, r = lane % 16;
-    unsigned af[PIECES][4], b[4];
-    // A: matrices (rows 0-7, k 0-7), (rows 8-15, k 0-7), (rows 0-7, k 8-15), (rows 8-15, k 8-15).
-    const unsigned short* xs = stage + TC_SKINNY_N * TC_SKINNY_LDS + kk + 8 * (lane / 16);
-    #pragma unroll
-    for (int p = 0; p < PIECES; ++p) tc_ldmatrix_x4(af[p], r < rows ? xs + (p * rows + r) * TC_SKINNY_LDS : zero);
-    w.fragments(b, stage, s, kk);
-    const float zeros[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    #pragma unroll
-    for (int nj = 0; nj < 2; ++nj) {
-      if (PIECES == 1) {  // plain BF16: no promotion, the tensor core accumulates
-        tc_mma_bf16(acc[nj], af[0], b[2 * nj], b[2 * nj + 1], acc[nj]);
-        continue;
-      }
-      float t[4];
-      tc_mma_bf16(t, af[PIECES - 1], b[2 * nj], b[2 * nj + 1], zeros);
-      #pragma unroll
-      for (int p = PIECES - 2; p >= 0; --p) tc_mma_bf16(t, af[p], b[2 * nj], b[2 * nj + 1], t);
-      #pragma unroll
-      for (int i = 0; i < 4; ++i) acc[nj][i] += t[i];
-    }
-  }
-
-  // The ring: one wait and one __syncwarp per stage (the slot refilled in stage s was read in stage s - 1,
-  // before that __syncwarp); k16 steps past the tiles' 2 ceil(K / TC_BK) are not taken.
-  template <int PIECES, class W>
-  static GETP_DEVICE void mainloop(float (&acc)[2][4], const W& w, const unsigned short* const* row_of,
-                                   const unsigned short* zero, int rows, size_t plane, const unsigned short* dummy,
-                                   int K) {
-    const int size = stage_size(PIECES, rows);
-    const int stages = (K + TC_SKINNY_BK - 1) / TC_SKINNY_BK, k16_steps = 2 * ((K + TC_BK - 1) / TC_BK);
-    #pragma unroll
-    for (int s = 0; s < TC_SKINNY_STAGES - 1; ++s) {
-      if (s < stages) load<PIECES>(tc_smem + s * size, w, row_of, rows, plane, dummy, s, K);
-      tc_copy_commit();
-    }
-    for (int s = 0; s < stages; ++s) {
-      tc_copy_wait<TC_SKINNY_STAGES - 2>();
-      __syncwarp();
-      const int next = s + TC_SKINNY_STAGES - 1;
-      if (next < stages)
-        load<PIECES>(tc_smem + (next % TC_SKINNY_STAGES) * size, w, row_of, rows, plane, dummy, next, K);
-      tc_copy_commit();
-      const unsigned short* stage = tc_smem + (s % TC_SKINNY_STAGES) * size;
-      const int q0 = (TC_SKINNY_BK / 16) * s;
-      if (q0 + TC_SKINNY_BK / 16 <= k16_steps) {  // one block: the steps' independent mma chains interleave
-        #pragma unroll
-        for (int q = 0; q < TC_SKINNY_BK / 16; ++q) step<PIECES>(acc, w, stage, zero, rows, s, 16 * q);
-      } else {  // the last stage, cut at the tiles' k16 count
-        for (int q = 0; q0 + q < k16_steps; ++q) step<PIECES>(acc, w, stage, zero, rows, s, 16 * q);
-      }
-    }
-  }
-#endif
-};
-
 // ---- dense: c = a @ w^T (+ bias) (+ c), a given as pieces (pieces, M, lda) -----------------------------
 GETP_DEVICE float tc_dense_out(float v, const float* bias, int n, int accumulate, const float* old) {
   if (bias != nullptr) v += bias[n];
   return accumulate ? v + *old : v;
 }
 
-// Grid (ceil(N / FEATURES), ceil(M / ROWS)) of Engine (TcTiles or TcSkinny).
-template <class Engine>
+// Grid (ceil(N / BN), ceil(M / BM)).
+template <int BM, int BN>
 GETP_DEVICE void tc_dense(float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,
                           const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces,
                           int vec8) {
-  const int m0 = blockIdx.y * Engine::ROWS, n0 = blockIdx.x * Engine::FEATURES;
-  const int rows = M - m0 < Engine::ROWS ? M - m0 : Engine::ROWS;
-  Engine::run(
-      [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; },
-      [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; }, rows, (size_t)M * lda, w, K, pieces,
-      vec8, [&](int row, int col, float v0, float v1) {
-        const int m = m0 + row, n = n0 + col;
-        if (m >= M) return;
-        float* out = c + (size_t)m * N + n;
-        if (n < N) out[0] = tc_dense_out(v0, bias, n, accumulate, out);
-        if (n + 1 < N) out[1] = tc_dense_out(v1, bias, n + 1, accumulate, out + 1);
-      });
+  const int m0 = blockIdx.y * BM, n0 = blockIdx.x * BN;
+  TcAcc<BM, BN> acc;
+  tc_product<BM, BN>(
+      acc, [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; },
+      [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; }, (size_t)M * lda, w, K, pieces, vec8);
+  tc_epilogue<BM>(acc, [&](int row, int col, float v0, float v1) {
+    const int m = m0 + row, n = n0 + col;
+    if (m >= M) return;
+    float* out = c + (size_t)m * N + n;
+    if (n < N) out[0] = tc_dense_out(v0, bias, n, accumulate, out);
+    if (n + 1 < N) out[1] = tc_dense_out(v1, bias, n + 1, accumulate, out + 1);
+  });
 }
 
-#define TC_DENSE_ARGS                                                                                             \
-  float *__restrict__ c, const unsigned short *__restrict__ ap, const unsigned short *__restrict__ w,             \
-      const float *__restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces, int vec8
 // gemm_tc_m{BM}_n{BN}: one kernel per tile shape (launch/gemm_tc.py picks by M and N).
 #define TC_DENSE_KERNEL(BM, BN, MIN_BLOCKS)                                                                       \
-  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, MIN_BLOCKS) gemm_tc_m##BM##_n##BN(TC_DENSE_ARGS) {     \
-    if (GETP_TC) tc_dense<TcTiles<BM, BN> >(c, ap, w, bias, M, N, K, lda, accumulate, pieces, vec8);             \
+  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, MIN_BLOCKS) gemm_tc_m##BM##_n##BN(                      \
+      float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,         \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces, int vec8) {       \
+    if (GETP_TC) tc_dense<BM, BN>(c, ap, w, bias, M, N, K, lda, accumulate, pieces, vec8);                        \
   }
 TC_DENSE_KERNEL(128, 128, 1)
 TC_DENSE_KERNEL(64, 128, 2)
 TC_DENSE_KERNEL(64, 64, 2)
 
-// gemm_tc_skinny: the same contract for M <= TC_SKINNY_ROWS, one warp a block; grid (ceil(N / TC_SKINNY_N)).
-extern "C" __global__ void __launch_bounds__(WARP_SIZE) gemm_tc_skinny(TC_DENSE_ARGS) {
-  if (GETP_TC) tc_dense<TcSkinny<TC_SKINNY_ROWS> >(c, ap, w, bias, M, N, K, lda, accumulate, pieces, vec8);
-}
-
-// ---- grouped MoE: tiles of Engine::ROWS padded positions of one expert (moe_align) ---------------------
+// ---- grouped MoE: tiles of TC_GROUP_M padded positions of one expert (moe_align) --------------------
 // mlp1 + SwiGLU: for padded position p of tile blockIdx.y with pair = pair_of_padded[p] >= 0,
 // m = w1[e] (2I x H) @ a[pair / k] + b1[e], g[p, j] = swiglu(m[2j], m[2j + 1]) as moe.hip, written as
 // its pieces gp (pieces, P, ldg) for mlp2 (columns I..ldg-1 zero). a is given as pieces (pieces, R, lda).
-// Grid (ceil(2I / FEATURES), P / ROWS). Pad positions are neither read nor written. W: Bf16Experts or
+// Grid (ceil(2I / TC_BN), P / TC_GROUP_M). Pad positions are neither read nor written. W: Bf16Experts or
 // Mxfp4Experts (common.h), the same products of the same BF16 values.
-template <class Engine, class W>
+template <class W>
 GETP_DEVICE void tc_grouped_swiglu(unsigned short* __restrict__ gp, int padded, int ldg,
                                    const unsigned short* __restrict__ ap, int rows, int lda,
                                    const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W w1,
@@ -685,79 +443,77 @@ GETP_DEVICE void tc_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
                                    float limit, int pieces, int vec8) {
   const int e = tile_expert[blockIdx.y];
   if (!GETP_TC || e < 0) return;
-  const int p0 = blockIdx.y * Engine::ROWS, n0 = blockIdx.x * Engine::FEATURES, N = 2 * inter;
-  const float* bias = b1 + (size_t)e * N;
-  const size_t plane = (size_t)padded * ldg;
-  Engine::run(
+  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN, N = 2 * inter;
+  TcAcc<TC_GROUP_M> acc;
+  tc_product<TC_GROUP_M, TC_BN>(
+      acc,
       [&](int r) {
         const int pair = pair_of_padded[p0 + r];
         return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
       },
-      [&](int n) { return n0 + n < N ? w1.row((size_t)e * N + n0 + n, hidden) : W::none(); }, Engine::ROWS,
-      (size_t)rows * lda, ap, hidden, pieces, vec8, [&](int row, int col, float v0, float v1) {
-        const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
-        if (n >= N || pair_of_padded[p] < 0) return;
-        unsigned piece[3];
-        tc_split_n(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), pieces, piece);
-        unsigned short* out = gp + (size_t)p * ldg;
-        #pragma unroll
-        for (int q = 0; q < 3; ++q) {
-          if (q < pieces) {
-            out[q * plane + n / 2] = (unsigned short)piece[q];
-            if (n / 2 == inter - 1)  // the last column's thread zeroes the row's padding
-              for (int j = inter; j < ldg; ++j) out[q * plane + j] = 0;
-          }
-        }
-      });
+      [&](int n) { return n0 + n < N ? w1.row((size_t)e * N + n0 + n, hidden) : W::none(); }, (size_t)rows * lda,
+      ap, hidden, pieces, vec8);
+  const float* bias = b1 + (size_t)e * N;
+  const size_t plane = (size_t)padded * ldg;
+  tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
+    const int p = p0 + row, n = n0 + col;  // n even, N even: n + 1 < N whenever n < N
+    if (n >= N || pair_of_padded[p] < 0) return;
+    unsigned piece[3];
+    tc_split_n(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), pieces, piece);
+    unsigned short* out = gp + (size_t)p * ldg;
+    #pragma unroll
+    for (int q = 0; q < 3; ++q) {
+      if (q < pieces) {
+        out[q * plane + n / 2] = (unsigned short)piece[q];
+        if (n / 2 == inter - 1)  // the last column's thread zeroes the row's padding
+          for (int j = inter; j < ldg; ++j) out[q * plane + j] = 0;
+      }
+    }
+  });
 }
 
 // mlp2: y[p] = w2[e] (H x I) @ g[p] + b2[e] for every non-pad position p, g given as pieces (pieces, P,
-// lda). Grid (ceil(H / FEATURES), P / ROWS).
-template <class Engine, class W>
+// lda). Grid (ceil(H / TC_BN), P / TC_GROUP_M).
+template <class W>
 GETP_DEVICE void tc_grouped(float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
                             const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W w2,
                             const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {
   const int e = tile_expert[blockIdx.y];
   if (!GETP_TC || e < 0) return;
-  const int p0 = blockIdx.y * Engine::ROWS, n0 = blockIdx.x * Engine::FEATURES;
+  const int p0 = blockIdx.y * TC_GROUP_M, n0 = blockIdx.x * TC_BN;
+  TcAcc<TC_GROUP_M> acc;
+  tc_product<TC_GROUP_M, TC_BN>(
+      acc, [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; },
+      [&](int n) { return n0 + n < hidden ? w2.row((size_t)e * hidden + n0 + n, inter) : W::none(); },
+      (size_t)padded * lda, gp, inter, pieces, vec8);
   const float* bias = b2 + (size_t)e * hidden;
-  Engine::run(
-      [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; },
-      [&](int n) { return n0 + n < hidden ? w2.row((size_t)e * hidden + n0 + n, inter) : W::none(); }, Engine::ROWS,
-      (size_t)padded * lda, gp, inter, pieces, vec8, [&](int row, int col, float v0, float v1) {
-        const int p = p0 + row, n = n0 + col;
-        if (n >= hidden || pair_of_padded[p] < 0) return;
-        float* out = y + (size_t)p * hidden + n;
-        out[0] = v0 + bias[n];
-        if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
-      });
+  tc_epilogue<TC_GROUP_M>(acc, [&](int row, int col, float v0, float v1) {
+    const int p = p0 + row, n = n0 + col;
+    if (n >= hidden || pair_of_padded[p] < 0) return;
+    float* out = y + (size_t)p * hidden + n;
+    out[0] = v0 + bias[n];
+    if (n + 1 < hidden) out[1] = v1 + bias[n + 1];
+  });
 }
 
-// The grouped entry points: gemm_tc{NAME}grouped_swiglu / gemm_tc{NAME}grouped with bf16 experts (w), and
-// *_mxfp4w with MXFP4 experts (codes (E, N, G, 16), scales (E, N, G)): results bit-identical for the same
-// values. NAME _ : the block tiles (TC_GROUP_M positions), _skinny_ : one warp per TC_SKINNY_GROUP_M
-// positions x TC_SKINNY_N features (CUDA only).
-#define TC_GROUPED_KERNELS(NAME, ENGINE, BOUNDS, SUFFIX, W_PARAMS, W_VALUE)                                      \
-  extern "C" __global__ void BOUNDS gemm_tc##NAME##grouped_swiglu##SUFFIX(                                         \
+// The grouped entry points: gemm_tc_grouped_swiglu / gemm_tc_grouped with bf16 experts (w), and *_mxfp4w with
+// MXFP4 experts (codes (E, N, G, 16), scales (E, N, G)): results bit-identical for the same values.
+#define TC_GROUPED_KERNELS(SUFFIX, W_PARAMS, W_VALUE)                                                             \
+  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped_swiglu##SUFFIX(                      \
       unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows,       \
       int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,              \
       const float* __restrict__ b1, int hidden, int inter, int experts_per_token, float limit, int pieces,         \
       int vec8) {                                                                                                   \
-    tc_grouped_swiglu<ENGINE>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, W_VALUE, b1, hidden,     \
-                              inter, experts_per_token, limit, pieces, vec8);                                       \
+    tc_grouped_swiglu(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, W_VALUE, b1, hidden, inter,       \
+                      experts_per_token, limit, pieces, vec8);                                                     \
   }                                                                                                                 \
-  extern "C" __global__ void BOUNDS gemm_tc##NAME##grouped##SUFFIX(                                                \
+  extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, 2) gemm_tc_grouped##SUFFIX(                             \
       float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,                           \
       const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,                        \
       const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {                                  \
-    tc_grouped<ENGINE>(y, gp, padded, lda, pair_of_padded, tile_expert, W_VALUE, b2, hidden, inter, pieces, vec8); \
+    tc_grouped(y, gp, padded, lda, pair_of_padded, tile_expert, W_VALUE, b2, hidden, inter, pieces, vec8);          \
   }
 #define TC_COMMA ,
-#define TC_BF16W const unsigned short* __restrict__ w
-#define TC_MXFP4W const unsigned char* __restrict__ codes TC_COMMA const unsigned char* __restrict__ scales
-TC_GROUPED_KERNELS(_, TcTiles<TC_GROUP_M>, __launch_bounds__(BLOCK_SIZE, 2), , TC_BF16W, Bf16Experts{w})
-TC_GROUPED_KERNELS(_, TcTiles<TC_GROUP_M>, __launch_bounds__(BLOCK_SIZE, 2), _mxfp4w, TC_MXFP4W,
-                   Mxfp4Experts{codes TC_COMMA scales})
-TC_GROUPED_KERNELS(_skinny_, TcSkinny<TC_SKINNY_GROUP_M>, __launch_bounds__(WARP_SIZE), , TC_BF16W, Bf16Experts{w})
-TC_GROUPED_KERNELS(_skinny_, TcSkinny<TC_SKINNY_GROUP_M>, __launch_bounds__(WARP_SIZE), _mxfp4w, TC_MXFP4W,
+TC_GROUPED_KERNELS(, const unsigned short* __restrict__ w, Bf16Experts{w})
+TC_GROUPED_KERNELS(_mxfp4w, const unsigned char* __restrict__ codes TC_COMMA const unsigned char* __restrict__ scales,
                    Mxfp4Experts{codes TC_COMMA scales})

@@ -23,7 +23,7 @@ import numpy as np
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
 from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp4_values, uniform_values
-from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TC_SKINNY_GROUP_M, TILE_BM
+from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 from cupy_getp.gpu.launch.moe import moe_align_host
@@ -341,18 +341,16 @@ def _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b
     gp[:, written] = split[:, written]
 
 
-def _tc_grouped_swiglu(block_m):
-    def run(gp, p, gp_lda, ap, rows, ap_lda, pair_of_padded, tile_expert, w1, b1, hidden, inter, experts_per_token,
-            limit, pieces, vec8):
-        _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b1, hidden, inter,
-                               experts_per_token, limit, pieces, block_m)
-    return run
+@oracle("gemm_tc_grouped_swiglu")
+def gemm_tc_grouped_swiglu(gp, p, gp_lda, ap, rows, ap_lda, pair_of_padded, tile_expert, w1, b1, hidden, inter,
+                           experts_per_token, limit, pieces, vec8):
+    _grouped_swiglu_pieces(gp, p, gp_lda, ap, pair_of_padded, tile_expert, w1, b1, hidden, inter, experts_per_token,
+                           limit, pieces, TC_BLOCK_M)
 
 
-def _tc_grouped(block_m):
-    def run(y, gp, p, gp_lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, pieces, vec8):
-        _grouped_plain(block_m)(y, joined(gp, inter), pair_of_padded, tile_expert, w2, b2, p, hidden, inter, vec8)
-    return run
+@oracle("gemm_tc_grouped")
+def gemm_tc_grouped(y, gp, p, gp_lda, pair_of_padded, tile_expert, w2, b2, hidden, inter, pieces, vec8):
+    _grouped_plain(TC_BLOCK_M)(y, joined(gp, inter), pair_of_padded, tile_expert, w2, b2, p, hidden, inter, vec8)
 
 
 def _with_widened_experts(run, w_at: int, k_at: int):
@@ -368,13 +366,8 @@ def _with_widened_experts(run, w_at: int, k_at: int):
     return run_mxfp4
 
 
-# the block tiles (TC_BLOCK_M positions) and the skinny kernels (TC_SKINNY_GROUP_M): the same contract
-oracle("gemm_tc_skinny")(gemm_tc)
-for _name, _block_m in (("gemm_tc", TC_BLOCK_M), ("gemm_tc_skinny", TC_SKINNY_GROUP_M)):
-    oracle(f"{_name}_grouped_swiglu")(_tc_grouped_swiglu(_block_m))
-    oracle(f"{_name}_grouped")(_tc_grouped(_block_m))
-    oracle(f"{_name}_grouped_swiglu_mxfp4w")(_with_widened_experts(_tc_grouped_swiglu(_block_m), 8, 10))
-    oracle(f"{_name}_grouped_mxfp4w")(_with_widened_experts(_tc_grouped(_block_m), 6, 9))
+oracle("gemm_tc_grouped_swiglu_mxfp4w")(_with_widened_experts(gemm_tc_grouped_swiglu, 8, 10))
+oracle("gemm_tc_grouped_mxfp4w")(_with_widened_experts(gemm_tc_grouped, 6, 9))
 
 
 # -- tensor cores on wgmma (sm_90a): the same contracts, pieces and tile height in the kernel's name ----------------

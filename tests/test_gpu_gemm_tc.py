@@ -31,14 +31,13 @@ def group_pairs(experts, n_experts: int, block_m: int = TC_BLOCK_M):
 
 @pytest.fixture
 def gpu(gpu):
-    """conftest's (Device, Kernels), where the tensor-core kernels may run, on the mma.sync / MFMA tiles
-    (kernels/gemm_tc.hip) even where the wgmma or skinny ones would be chosen (tests/test_gpu_gemm_wgmma.py,
-    tests/test_gpu_gemm_skinny.py)."""
+    """conftest's (Device, Kernels), where the tensor-core kernels may run, on the mma.sync / MFMA kernels
+    (kernels/gemm_tc.hip) even where the wgmma ones would be chosen (tests/test_gpu_gemm_wgmma.py)."""
     if not tensor_cores_supported(gpu[0]):
         pytest.skip(f"no tensor-core path on {gpu[0].describe()}")
-    (wgmma, skinny), (gpu[1].wgmma, gpu[1].skinny) = (gpu[1].wgmma, gpu[1].skinny), (False, False)
+    wgmma, gpu[1].wgmma = gpu[1].wgmma, False
     yield gpu
-    gpu[1].wgmma, gpu[1].skinny = wgmma, skinny
+    gpu[1].wgmma = wgmma
 
 
 def activations(rng, shape, heavy: bool) -> np.ndarray:

@@ -22,13 +22,10 @@ from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, bf16_weights,
 
 @pytest.fixture
 def gpu(gpu):
-    """conftest's (Device, Kernels) where the wgmma kernels are live (compute capability 9.0), with the skinny
-    kernels off: few-row products and tiles of 8 stay on the wgmma kernels (tests/test_gpu_gemm_skinny.py)."""
+    """conftest's (Device, Kernels) where the wgmma kernels are live (compute capability 9.0)."""
     if not gpu[1].wgmma:
         pytest.skip(f"no wgmma kernels on {gpu[0].describe()}: {gpu[1].not_built.get('gemm_wgmma', 'disabled')}")
-    skinny, gpu[1].skinny = gpu[1].skinny, False
-    yield gpu
-    gpu[1].skinny = skinny
+    return gpu
 
 
 @pytest.mark.gpu

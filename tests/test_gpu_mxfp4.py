@@ -11,7 +11,7 @@ import pytest
 from cupy_getp.bf16 import f32_to_bf16
 from cupy_getp.gpu.launch.common import Mxfp4Matrix
 from cupy_getp.gpu.launch.gemm import GROUPED_BLOCK_M
-from cupy_getp.gpu.constants import TC_BLOCK_M, TC_SKINNY_GROUP_M
+from cupy_getp.gpu.constants import TC_BLOCK_M
 from cupy_getp.gpu.launch.gemm_tc import WG_GROUPED_ROWS, tensor_cores_supported
 
 from batch_fakes import expected
@@ -63,12 +63,10 @@ TC_SHAPES = [  # rows R, k, experts E, experts that get rows, H, I
 
 
 def tc_paths(kernels):
-    """(label, use wgmma, use the skinny kernels, tile height) of the tensor-core products this device has."""
-    paths = [("mma.sync", False, False, TC_BLOCK_M)]
-    if kernels.skinny_available():
-        paths.append(("skinny", kernels.wgmma, True, TC_SKINNY_GROUP_M))
+    """(label, use wgmma, tile height) of the tensor-core products this device has."""
+    paths = [("mma.sync", False, TC_BLOCK_M)]
     if kernels.wgmma:
-        paths += [(f"wgmma {rows}", True, False, rows) for rows in WG_GROUPED_ROWS]
+        paths += [(f"wgmma {rows}", True, rows) for rows in WG_GROUPED_ROWS]
     return paths
 
 
@@ -87,10 +85,10 @@ def test_tensor_core_products_with_mxfp4_experts_equal_bf16(gpu, rng, pieces, ro
     w1, w2 = stored(mx1, hidden), stored(mx2, inter)
     b1 = to_device(rng.standard_normal((n_experts, 2 * inter), dtype=np.float32))
     b2 = to_device(rng.standard_normal((n_experts, hidden), dtype=np.float32))
-    wgmma, skinny = gpu[1].wgmma, gpu[1].skinny
+    wgmma = gpu[1].wgmma
     try:
-        for label, use_wgmma, use_skinny, block_m in tc_paths(gpu[1]):
-            gpu[1].wgmma, gpu[1].skinny = use_wgmma, use_skinny
+        for label, use_wgmma, block_m in tc_paths(gpu[1]):
+            gpu[1].wgmma = use_wgmma
             pair_of_padded, tile_expert = group_pairs(experts, n_experts, block_m)
             pairs, tiles = to_device(pair_of_padded), to_device(tile_expert)
             got = {}
@@ -106,4 +104,4 @@ def test_tensor_core_products_with_mxfp4_experts_equal_bf16(gpu, rng, pieces, ro
             real = pair_of_padded >= 0
             assert np.isfinite(y_mxfp4[real]).all() and np.isnan(y_mxfp4[~real]).all(), label
     finally:
-        gpu[1].wgmma, gpu[1].skinny = wgmma, skinny
+        gpu[1].wgmma = wgmma

@@ -24,7 +24,8 @@ from ..rope import rope_cos_sin
 from .batch_trace import BatchTrace
 from .launch.attention import attn_split_positions
 from .launch.gemm import GROUPED_BLOCK_M
-from .launch.gemm_tc import TC_BLOCK_M, WG_GROUPED_ROWS, describe_products, pieces_lda, tensor_cores_supported
+from .launch.gemm_tc import (TC_BLOCK_M, WG_GROUPED_ROWS, describe_products, pieces_lda, tensor_cores_supported,
+                             wg_grouped_rows)
 from .launch.moe import moe_padded_pairs
 from .moe_products import ExpertWeights, Grouping, expert_products
 
@@ -267,9 +268,10 @@ class RowModel:
         place (no split-K, one k order), which is what makes a request's output independent of its batch.
         `fp32` runs on the CUDA cores, whose kernels are chosen by row count (not batch-invariant)."""
         tensor_cores = self.precision != "fp32"
-        if tensor_cores:  # tiles of 8 (the skinny kernels on CUDA) where an expert's share fits (tc_grouped_rows)
+        if tensor_cores:
             c = self.config
-            return self.kernels.tc_grouped_rows(R * c.experts_per_token, c.n_experts, self.pieces), True
+            rows = wg_grouped_rows(R * c.experts_per_token, c.n_experts, self.pieces)
+            return (rows if self.kernels.wgmma else TC_BLOCK_M), True
         return (GROUPED_BLOCK_M[0] if R <= SKINNY_ROWS else GROUPED_BLOCK_M[1]), False
 
     def step(self, v: RowView, trace: BatchTrace | None = None) -> None:

@@ -31,14 +31,6 @@ TC_BLOCK_N = 128  # output columns per block of the grouped tensor-core kernels
 TC_BK = 32  # K per pipeline step (two k16 tensor-core steps)
 TC_LDS = TC_BK + 8  # shared-memory row in bf16: 80 bytes, conflict-free ldmatrix
 TC_STAGES_CUDA, TC_STAGES_HIP = 4, 2  # shared-memory pipeline stages (HIP: 64 KiB of LDS on gfx90a)
-# gemm_tc.hip skinny kernels (a few rows, CUDA only): one warp per block streams TC_SKINNY_N weight rows over
-# all of K through a ring of TC_SKINNY_STAGES stages of TC_SKINNY_BK columns (rows TC_SKINNY_LDS bf16 apart)
-TC_SKINNY_ROWS = 16  # activation rows a dense skinny product takes (the m16 side of mma.m16n8k16)
-TC_SKINNY_GROUP_M = 8  # rows per tile of the grouped skinny kernels: their block_m for moe_align
-TC_SKINNY_N = 16  # output features per warp (two n8 fragments)
-TC_SKINNY_BK = 64  # K per stage (four k16 steps)
-TC_SKINNY_LDS = TC_SKINNY_BK + 8  # shared-memory row in bf16: 144 bytes, conflict-free ldmatrix
-TC_SKINNY_STAGES = 16  # stages per warp: 15 x 2 KiB of weights in flight (what a one-row product streams at)
 
 # gemm_wgmma.hip
 WG_THREADS = 384  # a producer warpgroup and two consumer warpgroups per block
@@ -60,12 +52,6 @@ KERNEL_CONSTANTS = {
     "TC_LDS": TC_LDS,
     "TC_STAGES_CUDA": TC_STAGES_CUDA,
     "TC_STAGES_HIP": TC_STAGES_HIP,
-    "TC_SKINNY_ROWS": TC_SKINNY_ROWS,
-    "TC_SKINNY_GROUP_M": TC_SKINNY_GROUP_M,
-    "TC_SKINNY_N": TC_SKINNY_N,
-    "TC_SKINNY_BK": TC_SKINNY_BK,
-    "TC_SKINNY_LDS": TC_SKINNY_LDS,
-    "TC_SKINNY_STAGES": TC_SKINNY_STAGES,
     "WG_THREADS": WG_THREADS,
     "WG_SMEM_BYTES": WG_SMEM_BYTES,
 }

@@ -42,8 +42,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                                                       "grouped_swiglu_mxfp4w", "grouped_mxfp4w")
                   for shape in ("skinny", "tiled")),
     "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES),
-                *(f"gemm_tc_{kind}" for kind in GROUPED_KINDS), "gemm_tc_skinny",
-                *(f"gemm_tc_skinny_{kind}" for kind in GROUPED_KINDS)),
+                *(f"gemm_tc_{kind}" for kind in GROUPED_KINDS)),
     "gemm_wgmma": ("wg_available",
                    *(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1)
                      for rows, blocks in WG_DENSE_TILES[pieces]),
@@ -148,7 +147,6 @@ class Kernels(BatchLaunches):
         self.profile: dict[str, list] | None = None  # name -> [(start, end) events] while profiling (eager)
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
         self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
-        self.skinny = True  # products of few rows take the skinny kernels on CUDA (tests switch it off)
 
     def _open_family(self, family: str, module) -> None:
         """Every entry point of the family; opening the first compiles the module, so compile errors

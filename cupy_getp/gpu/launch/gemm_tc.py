@@ -7,10 +7,7 @@ Which kernels run is decided here, per device: on compute capability 9.0 (H100, 
 elsewhere on CUDA sm_80+
 the mma.sync kernels (kernels/gemm_tc.hip), and on gfx90a their MFMA version, which compiles but has never
 run on an AMD GPU: it is off unless CUPY_GETP_ROCM_MFMA=1. Both give the same bits (same k order, same
-promotion at every k = 16). On CUDA, products of a few rows (up to SKINNY_MAX_ROWS; grouped: tiles of
-TC_SKINNY_GROUP_M) take the skinny mma.sync kernels instead (one warp streams 16 weight rows over all of K),
-on Hopper too: the same bits again. On HIP the skinny kernels compile to an immediate return (CUDA-only
-PTX) and the MFMA tiles keep every row count.
+promotion at every k = 16).
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ import os
 import re
 
 from ...errors import KernelArgumentError
-from ..constants import (MXFP4_BLOCK, TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_SKINNY_GROUP_M, TC_SKINNY_LDS, TC_SKINNY_N,
-                         TC_SKINNY_ROWS, TC_SKINNY_STAGES, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS)
+from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
@@ -33,10 +29,6 @@ WG_ROWS = {3: (8, 16, 32, 64, 128), 1: (8, 16, 32, 64, 128)}
 WG_DENSE_TILES = {p: [(r, f) for r in WG_ROWS[p] for f in (1, 2) if (p, r, f) != (3, 128, 2)] for p in WG_ROWS}
 WG_GROUPED_ROWS = (8, 16, 32, 64, 128)
 WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) != (128, 2)]  # either piece count
-# The skinny kernels (CUDA): `tile=SKINNY_TILE` forces them; gemm_tc picks them up to SKINNY_MAX_ROWS rows (a
-# warp takes up to TC_SKINNY_ROWS; above SKINNY_MAX_ROWS the tiles read the weights once for more rows).
-SKINNY_TILE = "skinny"
-SKINNY_MAX_ROWS = 8
 
 
 def _grouped_suffix(kind: str) -> str:
@@ -94,14 +86,6 @@ def tc_shared_bytes(pieces: int, block_m: int, block_n: int, is_hip: bool) -> in
     return stages * (pieces * block_m + block_n) * TC_LDS * 2
 
 
-def tc_skinny_shared_bytes(pieces: int, rows: int, mxfp4_k: int = 0) -> int:
-    """Dynamic shared memory of a skinny block (one warp): TC_SKINNY_STAGES stages of 16 W rows and pieces x
-    rows activation rows, bf16; with MXFP4 weights of K = mxfp4_k columns, then the 16 rows' scales (and
-    the word boundary before them, and a block past them)."""
-    scales = TC_SKINNY_N * -(-mxfp4_k // MXFP4_BLOCK) + 16 if mxfp4_k else 0
-    return TC_SKINNY_STAGES * (TC_SKINNY_N + pieces * rows) * TC_SKINNY_LDS * 2 + scales
-
-
 class TensorCoreGemmLaunches:
     def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, tile: tuple[int, int]) -> None:
         if not tensor_cores_supported(self.device):
@@ -111,41 +95,6 @@ class TensorCoreGemmLaunches:
             return
         block = (self.warps_per_block * self.device.warp_size,)
         self._launch(name, grid, block, args, shared_mem=tc_shared_bytes(pieces, *tile, self.device.is_hip))
-
-    def skinny_available(self) -> bool:
-        """The skinny kernels can run: CUDA sm_80+ (on HIP they compile to an immediate return)."""
-        return not self.device.is_hip and tensor_cores_supported(self.device)
-
-    def skinny_preferred(self) -> bool:
-        """Products of few rows take the skinny kernels (`skinny` False, as tests set it: the tiles do)."""
-        return getattr(self, "skinny", True) and self.skinny_available()
-
-    def tc_grouped_rows(self, n_pairs: int, n_experts: int, pieces: int) -> int:
-        """moe_align's block_m for a step of n_pairs (row, expert) pairs on the tensor cores: the skinny
-        kernels' TC_SKINNY_GROUP_M where an expert's average share fits in it, else the wgmma kernels' choice
-        (wg_grouped_rows) or the mma.sync tiles' TC_BLOCK_M. The bits do not depend on it."""
-        if -(-n_pairs // max(1, n_experts)) <= TC_SKINNY_GROUP_M and self.skinny_preferred():
-            return TC_SKINNY_GROUP_M
-        return wg_grouped_rows(n_pairs, n_experts, pieces) if self.wgmma else TC_BLOCK_M
-
-    def _skinny_launch(self, name: str, n: int, grid_y: int, rows: int, pieces: int, args: tuple,
-                       mxfp4_k: int = 0) -> None:
-        """Kernel `name` over (ceil(N / TC_SKINNY_N), grid_y) blocks of one warp, `rows` activation rows a block
-        (mxfp4_k: K of MXFP4 weights, whose scales the block keeps in shared memory)."""
-        if not self.skinny_available():
-            raise RuntimeError(f"{name}: the skinny kernels need CUDA sm_80+ ({self.device.arch})")
-        grid = (_blocks(n, TC_SKINNY_N), grid_y)
-        if grid[0] == 0 or grid[1] == 0:
-            return
-        self._launch(name, grid, (self.device.warp_size,), args,
-                     shared_mem=tc_skinny_shared_bytes(pieces, rows, mxfp4_k))
-
-    def _skinny_grouped_launch(self, name: str, kind: str, loaded, n: int, k: int, p: int, block_m: int, pieces: int,
-                               args: tuple) -> None:
-        """A grouped skinny kernel over P / block_m tiles; MXFP4 codes are copied in 16-byte blocks."""
-        if kind != "bf16w" and not _aligned(loaded):
-            raise KernelArgumentError(f"{name}: MXFP4 codes must start on a 16-byte boundary")
-        self._skinny_launch(name, n, p // block_m, block_m, pieces, args, mxfp4_k=k if kind != "bf16w" else 0)
 
     def _tc_sm_count(self) -> int:
         count = getattr(self, "_sm_count", None)
@@ -217,8 +166,7 @@ class TensorCoreGemmLaunches:
     def gemm_tc(self, c, ap, w, bias=None, accumulate: bool = False, tile: tuple[int, int] | None = None) -> None:
         """c (M,N) = a @ w (N,K)^T (+ bias (N,)) (+ c when accumulate), a given as its pieces ap (split_pieces),
         w bf16 bits. `tile` on the wgmma kernels: (row-tile height of WG_ROWS, feature blocks 1 or 2), else
-        (BM, BN) of DENSE_TILES; SKINNY_TILE: the skinny kernels (CUDA); None picks by shape (skinny up to
-        SKINNY_MAX_ROWS rows on CUDA)."""
+        (BM, BN) of DENSE_TILES; None picks by shape."""
         n, k = w.shape
         _check("w", w, BF16)
         pieces, m = self._check_pieces("ap", ap, k)
@@ -226,11 +174,6 @@ class TensorCoreGemmLaunches:
         if bias is not None:
             _check("bias", bias, F32, (n,))
         vec8 = k % 8 == 0 and _aligned(w)
-        if tile == SKINNY_TILE or (tile is None and m <= SKINNY_MAX_ROWS and self.skinny_preferred()):
-            self._skinny_launch("gemm_tc_skinny", n, _blocks(m, TC_SKINNY_ROWS), min(m, TC_SKINNY_ROWS), pieces,
-                                (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate),
-                                 I32(pieces), I32(vec8)))
-            return
         if self.wgmma:
             rows, features = tile or self.wg_tile(m, n, pieces)
             if (rows, features) not in WG_DENSE_TILES[pieces]:
@@ -249,12 +192,10 @@ class TensorCoreGemmLaunches:
 
     def _tc_grouping(self, pair_of_padded, tile_expert) -> tuple[int, int]:
         """(P, tile height) of a moe_align grouping: TC_BLOCK_M on the mma.sync kernels, one of
-        WG_GROUPED_ROWS on the wgmma kernels; TC_SKINNY_GROUP_M (the skinny kernels) too on CUDA."""
+        WG_GROUPED_ROWS on the wgmma kernels."""
         p = pair_of_padded.shape[0]
         _check("pair_of_padded", pair_of_padded, I32, (p,))
         heights = WG_GROUPED_ROWS if self.wgmma else (TC_BLOCK_M,)
-        if self.skinny_available() and TC_SKINNY_GROUP_M not in heights:
-            heights = (TC_SKINNY_GROUP_M, *heights)
         block_m = p // tile_expert.shape[0] if tile_expert.ndim == 1 and tile_expert.shape[0] else 0
         if block_m not in heights or p % block_m:
             raise KernelArgumentError(f"pair_of_padded ({p},) and tile_expert {tuple(tile_expert.shape)}: tiles of "
@@ -262,15 +203,10 @@ class TensorCoreGemmLaunches:
         _check("tile_expert", tile_expert, I32, (p // block_m,))
         return p, block_m
 
-    def _skinny_grouped(self, block_m: int) -> bool:
-        """A grouping in tiles of block_m takes the skinny kernels: TC_SKINNY_GROUP_M on CUDA (on Hopper
-        unless `skinny` is off: then the wgmma kernels of that height)."""
-        return block_m == TC_SKINNY_GROUP_M and (self.skinny_preferred() or not self.wgmma)
-
     def gemm_tc_grouped_swiglu(self, gp, ap, pair_of_padded, tile_expert, w1, b1, experts_per_token: int,
                                limit: float) -> None:
         """g[p] = swiglu(w1[e] (2I,H) @ a[pair // k] + b1[e]) for every non-pad padded position p of an
-        expert-e tile (moe_align with a block_m _tc_grouping accepts), written as its pieces gp (pieces, P,
+        expert-e tile (moe_align with block_m = TC_BLOCK_M), written as its pieces gp (pieces, P,
         pieces_lda(I)) for gemm_tc_grouped; a given as pieces ap (pieces, R, pieces_lda(H)). Pad positions
         are not written. w1: bf16 bits or an `Mxfp4Matrix` (the *_mxfp4w kernels, bit-identical results)."""
         n_experts, two_inter, hidden = w1.shape
@@ -288,10 +224,6 @@ class TensorCoreGemmLaunches:
         args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert, *w_args,
                 b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
         suffix = _grouped_suffix(kind)
-        if self._skinny_grouped(block_m):
-            self._skinny_grouped_launch(f"gemm_tc_skinny_grouped_swiglu{suffix}", kind, loaded, two_inter, hidden, p,
-                                        block_m, pieces, (*args, I32(pieces), I32(vec8)))
-            return
         if self.wgmma:
             features = self._wg_features(block_m, pieces, p // block_m, two_inter, grouped=True)
             self._wg_launch(f"_grouped_swiglu{suffix}", block_m, pieces, features, two_inter, p // block_m,
@@ -312,10 +244,6 @@ class TensorCoreGemmLaunches:
         vec8 = inter % 8 == 0 and _aligned(loaded)
         args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, *w_args, b2, I32(hidden), I32(inter))
         suffix = _grouped_suffix(kind)
-        if self._skinny_grouped(block_m):
-            self._skinny_grouped_launch(f"gemm_tc_skinny_grouped{suffix}", kind, loaded, hidden, inter, p, block_m,
-                                        pieces, (*args, I32(pieces), I32(vec8)))
-            return
         if self.wgmma:
             features = self._wg_features(block_m, pieces, p // block_m, hidden, grouped=True)
             self._wg_launch(f"_grouped{suffix}", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
