@@ -70,6 +70,16 @@ PY
       timeout ${INV_SECONDS:-420} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py -k "${INV_K:-not nothing}" \
         > "$OUT/inv-tests.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -20
       ;;
+    s3final)  # session 3's last run: invariance end to end, the headline in exact and fast with the step profile
+      # and batch-1 decode (one 20b engine), then the batched engine's tests
+      timeout 260 python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
+      grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -20
+      timeout 220 python bench/getp_throughput.py --preset 20b --precision exact,fast --max-seconds 90 \
+        --profile-rows 1,1024 --skip drift,single,transformers --out "$OUT/headline" > "$OUT/headline.txt" 2>&1
+      echo "headline exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline.txt" | cut -c1-300 | tail -14
+      timeout 120 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py > "$OUT/engine-tests.log" 2>&1
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/engine-tests.log" | tail -8
+      ;;
     s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \
         tests/test_gpu_engine.py tests/test_gpu_expert_parallel.py tests/test_gpu_spread.py tests/test_gpu_batch_moe.py \
