@@ -6,10 +6,12 @@ of window + chunk positions) reported apart. Every row of a launch sits at the s
 in its own slot. On CUDA the calls are captured in a CUDA graph (`--reps` calls back to back) so the time
 is the device's, not the launches'; each configuration reports the median of a few timed replays.
 
-KV bytes read per row: positions read x kv_dim x 2 (K and V) x 4. The copy bandwidth is that of a
-device-to-device copy of the same number of bytes, measured in the same run (bytes read + written per
-second, as bench/getp_throughput.py counts it; the setup line gives a 1 GiB copy's too); of_copy = (KV bytes
-/ time) / that copy bandwidth. Small cases fit in the L2 cache, their copies too.
+KV bytes read per row: positions read x kv_dim x 2 (K and V) x 4. The copy bandwidth is a 1 GiB
+device-to-device copy's, measured in the same run as bench/matvec.py measures it (each copy timed alone
+between two events, the median; bytes read + written): ~4.2 TB/s on the H200. of_copy = (KV bytes / time) /
+that bandwidth. (A graph of 50 copies back to back, this bench's first reference, ran at only ~2.8 TB/s,
+cudaMemcpy or a copy kernel alike, which flattered every fraction: bench/RESULTS.md, run 16.) Small cases fit
+in the L2 cache.
 
     python bench/attention.py [--rows 1,64,512,1024] [--contexts 512,2048] [--out attn.jsonl]
     ncu --clock-control none python bench/attention.py --reps 3 --warmup 1 --no-copy --eager --rows 1024 --contexts 512
@@ -31,11 +33,11 @@ sys.path.insert(0, str(ROOT))
 
 from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.errors import DeviceError  # noqa: E402
-from timing import time_ms  # noqa: E402 (bench/ is on sys.path when run as a script)
+from matvec import copy_bandwidth  # noqa: E402 (bench/ is on sys.path when run as a script)
+from timing import time_ms  # noqa: E402
 
 LAYERS = ("full", "window")
 CHUNK = 128  # prompt positions of one request per step: a windowed layer's ring is window + CHUNK long
-REFERENCE_COPY = 1 << 30  # bytes of the copy whose bandwidth the setup line reports (past the L2 cache)
 TIMED_REPLAYS = 5  # timed launches of a configuration's graph, after timing.time_ms's warm-up
 
 
@@ -161,35 +163,6 @@ def ms_per_call(stream, call, reps: int, warmup: int, eager: bool) -> float:
     return time_ms(stream, lambda: graph.launch(stream=stream), TIMED_REPLAYS) / reps
 
 
-class CopyBandwidth:
-    """GB/s (bytes read + written per second) of a device-to-device copy of n bytes by a copy kernel (as
-    bench/getp_throughput.py measures it: cudaMemcpy's own device-to-device copy ran at ~2.7 TB/s on the
-    H200 where a kernel copies at ~4.2), measured once per size, from buffers as big as the largest size."""
-
-    def __init__(self, max_bytes: int, stream, reps: int, warmup: int, eager: bool):
-        import cupy
-
-        n = -(-max_bytes // 4)
-        self.src, self.dst = cupy.ones(n, np.float32), cupy.empty(n, np.float32)
-        self.stream, self.reps, self.warmup, self.eager = stream, reps, warmup, eager
-        self.measured: dict[int, float] = {}
-
-    def gb_s(self, nbytes: int) -> float:
-        if nbytes not in self.measured:
-            import cupy
-
-            n = nbytes // 4
-            src, dst = self.src[:n], self.dst[:n]
-
-            def copy():
-                with self.stream:
-                    cupy.copyto(dst, src)
-
-            ms = ms_per_call(self.stream, copy, self.reps, self.warmup, self.eager)
-            self.measured[nbytes] = 2 * nbytes / ms / 1e6
-        return self.measured[nbytes]
-
-
 # -- the run -----------------------------------------------------------------------------------------------------
 def run(args) -> list[dict]:
     from cupy_getp.gpu.device import Device
@@ -207,36 +180,34 @@ def run(args) -> list[dict]:
     split_len = attn_split_len(config)
     cases = [Case(layer, rows, context) for layer in args.layers for context in args.contexts for rows in args.rows]
     with stream:
-        copies = None if args.no_copy else CopyBandwidth(max(REFERENCE_COPY, *(c.kv_bytes(config) for c in cases)),
-                                                          stream, args.reps, args.warmup, eager)
-        results = [emit(setup_record(device, args, split_len, eager, copies), args.out)]
+        copy_gb_s = None if args.no_copy else copy_bandwidth(cupy.random.default_rng(0), stream, 20)
+        results = [emit(setup_record(device, args, split_len, eager, copy_gb_s), args.out)]
         for layer in args.layers:
             for context in args.contexts:
                 group = [c for c in cases if c.layer == layer and c.context == context]
                 caches = Caches(config, group[0], max(c.rows for c in group), seed=context)
                 for case in group:
-                    results.append(emit(measure(kernels, config, case, caches, split_len, copies, args, eager),
+                    results.append(emit(measure(kernels, config, case, caches, split_len, copy_gb_s, args, eager),
                                         args.out))
                 del caches
                 cupy.get_default_memory_pool().free_all_blocks()
     return results
 
 
-def setup_record(device, args, split_len: int, eager: bool, copies) -> dict:
+def setup_record(device, args, split_len: int, eager: bool, copy_gb_s) -> dict:
     c = args.config
     return {"bench": "attention_setup", "device": device.describe(), "date": time.strftime("%Y-%m-%d"),
             "preset": args.preset, "n_heads": c.n_attn_heads, "n_kv_heads": c.n_kv_heads, "head_dim": c.head_dim,
             "window": c.sliding_window, "split_len": split_len, "reps": args.reps,
             "timing": "eager" if eager else "cuda graph",
-            "copy_gb_s_1gib": round(copies.gb_s(REFERENCE_COPY), 1) if copies else None}
+            "copy_gb_s_1gib": copy_gb_s}
 
 
-def measure(kernels, config, case: Case, caches: Caches, split_len: int, copies, args, eager: bool) -> dict:
+def measure(kernels, config, case: Case, caches: Caches, split_len: int, copy_gb_s, args, eager: bool) -> dict:
     call, n_split = attention_call(kernels, config, case, caches, split_len, seed=case.rows)
     ms = ms_per_call(kernels.device.stream, call, args.reps, args.warmup, eager)
     kv_bytes = case.kv_bytes(config)
     gb_s = kv_bytes / ms / 1e6
-    copy_gb_s = copies.gb_s(kv_bytes) if copies else None
     return {"bench": "attention", "layer": case.layer, "rows": case.rows, "context": case.context,
             "positions_read": case.positions_read(config), "cache_len": case.cache_len(config),
             "split_len": split_len, "n_split": n_split, "ms": round(ms, 5), "kv_bytes": kv_bytes,
