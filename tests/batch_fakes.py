@@ -58,7 +58,7 @@ class FakeKernels(Kernels):
     """`gpu.kernels.Kernels` with its launch helpers as they are (checks, grids, kernel choice) and only
     the launch replaced: kernel `name` runs as its numpy oracle (tests/kernel_oracles.py)."""
 
-    wgmma = False  # Kernels probes it at warm-up: True takes the wgmma products from two rows a step up
+    wgmma = False  # Kernels probes it at warm-up: True takes the wgmma products (every step in exact / fast)
     not_built: dict = {}  # optional kernel families not built (Kernels.not_built)
 
     def __init__(self, device=None):

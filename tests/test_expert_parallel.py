@@ -113,7 +113,7 @@ def tiny_ep_weights():
 
 
 def stand_in_kernels(precision):
-    """The stand-ins with the wgmma kernels for exact / fast (tensor cores from two rows, as on an H200)."""
+    """The stand-ins with the wgmma kernels for exact / fast (tensor cores at every row count, as on an H200)."""
     kernels = FakeKernels()
     kernels.wgmma = precision != "fp32"
     return kernels

@@ -3,7 +3,7 @@ FP32-accurate with 3 pieces: each FP32 activation split once, by `split_pieces`,
 that the products read.
 
 Which kernels run is decided here, per device: on compute capability 9.0 (H100, H200) the wgmma kernels
-(kernels/gemm_wgmma.hip, built for sm_90a) for any row count (the engine uses them from two rows a step);
+(kernels/gemm_wgmma.hip, built for sm_90a) for any row count (the engine uses them at every row count);
 elsewhere on CUDA sm_80+
 the mma.sync kernels (kernels/gemm_tc.hip), and on gfx90a their MFMA version, which compiles but has never
 run on an AMD GPU: it is off unless CUPY_GETP_ROCM_MFMA=1. Both give the same bits (same k order, same
