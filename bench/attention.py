@@ -170,7 +170,7 @@ def run(args) -> list[dict]:
     device = Device.open()  # first: without a GPU, the one-line error and nothing else
     import cupy
 
-    from cupy_getp.gpu.batch import attn_split_len
+    from cupy_getp.gpu.batch_shape import attn_split_len
     from cupy_getp.gpu.kernels import Kernels
 
     kernels = Kernels(device)

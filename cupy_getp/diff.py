@@ -240,7 +240,8 @@ def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: i
                       shape: BatchDiffShape = BatchDiffShape()):
     """A batched engine over `engine` shaped as `shape` says, with room for the diff's positions."""
     from .errors import GetpError
-    from .gpu.batch import BatchedEngine, BatchShape
+    from .gpu.batch import BatchedEngine
+    from .gpu.batch_shape import BatchShape
 
     if not engine.batches:
         raise GetpError(f"the {engine.name} engine has no batched mode")

@@ -34,7 +34,7 @@ class GetpOptions:
 
     def __post_init__(self) -> None:
         if self.chunk is not None:
-            from .gpu.batch import MAX_CHUNK
+            from .gpu.batch_shape import MAX_CHUNK
 
             if not 1 <= self.chunk <= MAX_CHUNK:
                 raise GetpError(f"the prompt chunk (--chunk) must be in 1..{MAX_CHUNK}, got {self.chunk}")

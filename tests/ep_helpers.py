@@ -11,7 +11,8 @@ import numpy as np
 
 from cupy_getp.checkpoint import TENSOR_NAMES
 from cupy_getp.checkpoint.layout import LAYER_TENSORS
-from cupy_getp.gpu.batch import BatchShape, RowModel
+from cupy_getp.gpu.batch import RowModel
+from cupy_getp.gpu.batch_shape import BatchShape
 from cupy_getp.gpu.comm import InProcessCommunicator
 from cupy_getp.gpu.expert_parallel import ExpertParallel, ExpertShard
 

@@ -45,7 +45,8 @@ def reference_lines(weights, requests, steps):
 
 
 def batched_engine(weights, n_slots, max_chunk, n_ctx, precision):
-    from cupy_getp.gpu.batch import BatchedEngine, BatchShape
+    from cupy_getp.gpu.batch import BatchedEngine
+    from cupy_getp.gpu.batch_shape import BatchShape
 
     return BatchedEngine(FakeEngine(weights), BatchShape(n_slots, n_slots + max_chunk, max_chunk, n_ctx), precision,
                          use_graphs=False)

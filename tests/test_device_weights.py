@@ -119,7 +119,8 @@ def test_batched_engine_runs_on_mxfp4_experts_end_to_end(stand_in):
     reference's, request by request; every MoE product ran an mxfp4w kernel."""
     from cupy_getp.engine.factory import create_engine
     from cupy_getp.getp import run_batched, run_requests
-    from cupy_getp.gpu.batch import BatchedEngine, BatchShape
+    from cupy_getp.gpu.batch import BatchedEngine
+    from cupy_getp.gpu.batch_shape import BatchShape
     from cupy_getp.sampler import Sampler
 
     from batch_fakes import FakeEngine

@@ -122,7 +122,7 @@ def test_digests_compare_bits_not_values():
 
 def test_the_second_shape_differs_in_slots_and_chunks():
     from cupy_getp.diff import BatchDiffShape, second_shape
-    from cupy_getp.gpu.batch import BatchShape
+    from cupy_getp.gpu.batch_shape import BatchShape
 
     def shape(slots, chunk):
         return BatchShape(slots, slots + chunk, chunk, 30)

@@ -16,7 +16,7 @@ import pytest
 from cupy_getp.checkpoint import BinStore, SyntheticStore, Weights, write_bin
 from cupy_getp.config import preset
 from cupy_getp.errors import DeviceError, GetpError
-from cupy_getp.gpu.batch import RESERVE_BYTES, batch_bytes
+from cupy_getp.gpu.batch_shape import RESERVE_BYTES, batch_bytes
 from cupy_getp.gpu.experts import ExpertStorage, choose_expert_storage, device_bytes, state_bytes
 from cupy_getp.gpu.weights import upload_bytes
 

@@ -170,7 +170,7 @@ CTX_20B = preset("20b").seq_len  # the 20b shape's last position is CTX_20B - 1
 
 def split_len_of(head_dim: int, n_heads: int, n_kv_heads: int) -> int:
     """The engine's positions per split for a model of these attention shapes (fixed by the model alone)."""
-    from cupy_getp.gpu.batch import attn_split_len
+    from cupy_getp.gpu.batch_shape import attn_split_len
 
     return attn_split_len(TINY.replace(head_dim=head_dim, n_attn_heads=n_heads, n_kv_heads=n_kv_heads))
 

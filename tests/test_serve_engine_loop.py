@@ -79,7 +79,8 @@ def run_loop(loop: EngineLoop, coroutine):
 
 
 def test_requests_joining_while_it_runs_get_their_tokens_alone(cupy_stand_in, weights):
-    from cupy_getp.gpu.batch import BatchedEngine, BatchShape
+    from cupy_getp.gpu.batch import BatchedEngine
+    from cupy_getp.gpu.batch_shape import BatchShape
 
     requests = prompts(9, 3)
     batched = BatchedEngine(FakeEngine(weights), BatchShape(3, 3 + 3, 3, STEPS), "exact", use_graphs=False)

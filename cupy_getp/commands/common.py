@@ -15,7 +15,7 @@ import typer
 from ..checkpoint import DEFAULT_SEED, is_preset, open_weights
 from ..checkpoint.layout import n_params
 from ..errors import GetpError
-from ..gpu.batch import MAX_CHUNK
+from ..gpu.batch_shape import MAX_CHUNK
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="gpt-oss inference on GPUs through CuPy, with a numpy reference of the same model.")

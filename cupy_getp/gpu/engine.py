@@ -107,7 +107,8 @@ class CupyEngine(Engine):
     def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
                 use_graphs: bool = True, max_chunk: int | None = None):
         """A `BatchedEngine` over this engine's device, weights and kernels, sized from free memory."""
-        from .batch import MAX_CHUNK, BatchedEngine, plan_batch
+        from .batch import BatchedEngine
+        from .batch_shape import MAX_CHUNK, plan_batch
 
         self.check_not_finished()
         with self.device.cuda_device:

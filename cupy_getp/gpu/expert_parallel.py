@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batch import BLOCK_MS, RowModel, RowView
+from .batch import RowModel, RowView
+from .batch_shape import BLOCK_MS
 from .expert_plan import ExchangePlan, check_divisible, plan_exchange
 from .launch.gemm_tc import pieces_lda
 from .launch.moe import moe_padded_pairs

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ..checkpoint import Weights
 from ..errors import GetpError
-from .batch import MAX_SLOTS, batch_bytes, slots_that_fit
+from .batch_shape import MAX_SLOTS, batch_bytes, slots_that_fit
 from .device import gib
 from .constants import ATTN_CHUNK
 from .weights import DENSE_GEMM_WEIGHTS, check_mxfp4_source, has_mxfp4_source, upload_bytes
