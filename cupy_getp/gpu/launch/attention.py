@@ -11,18 +11,25 @@ ATTN_PARTIAL_BOUNDS = ((64, 8), (64, 16), (128, 8), (128, ATTN_MAX_GROUP))
 ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_f32" for d, g in ATTN_PARTIAL_BOUNDS)
 
 
-def attn_split_positions(head_dim: int, group: int) -> int:
-    """The most positions one split may hold (kernels/attention.hip AttnRows::TILE of the variant): 128 up to
-    head_dim 64 with up to 8 query heads per kv head (gpt-oss), halved for head_dim 128 and halved for 16."""
-    attn_partial_kernel(head_dim, group)  # the bounds' checks
-    return 128 // (1 if head_dim <= 64 else 2) // (1 if group <= 8 else 2)
+def attn_variant(head_dim: int, group: int) -> tuple[int, int]:
+    """(head_dim bound, group bound) of the attn_rows_partial specialisation for this head_dim and group size
+    (query heads per kv head)."""
+    _require(0 < head_dim <= ATTN_MAX_HEAD_DIM, f"attention: head_dim {head_dim} outside 1..{ATTN_MAX_HEAD_DIM}")
+    _require(0 < group <= ATTN_MAX_GROUP, f"attention: {group} query heads per kv head, at most {ATTN_MAX_GROUP}")
+    return 64 if head_dim <= 64 else 128, 8 if group <= 8 else 16
 
 
 def attn_partial_kernel(head_dim: int, group: int) -> str:
-    """The attn_rows_partial specialisation for this head_dim and group size (query heads per kv head)."""
-    _require(0 < head_dim <= ATTN_MAX_HEAD_DIM, f"attention: head_dim {head_dim} outside 1..{ATTN_MAX_HEAD_DIM}")
-    _require(0 < group <= ATTN_MAX_GROUP, f"attention: {group} query heads per kv head, at most {ATTN_MAX_GROUP}")
-    return f"attn_rows_partial_d{64 if head_dim <= 64 else 128}_g{8 if group <= 8 else 16}_f32"
+    """The attn_rows_partial specialisation's name."""
+    d, g = attn_variant(head_dim, group)
+    return f"attn_rows_partial_d{d}_g{g}_f32"
+
+
+def attn_split_positions(head_dim: int, group: int) -> int:
+    """The most positions one split may hold: the variant's AttnRows::TILE (kernels/attention.hip), BLOCK_SIZE
+    threads of 16 dims each scoring two positions (one at group bound 16): 128 at the 20b/120b shape."""
+    d, g = attn_variant(head_dim, group)
+    return (2 if g <= 8 else 1) * BLOCK_SIZE // (d // 16)
 
 
 class AttentionLaunches:
