@@ -1,12 +1,18 @@
 // rmsnorm.hip: out = w * x / sqrt(mean(x^2) + 1e-5), FP32 accumulation. One block per vector.
 #include "common.h"
 
-GETP_DEVICE void rmsnorm_block(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ w,
-                               int n, float* scratch) {
+// 1 / sqrt(mean(x^2) + 1e-5) of one vector, to every thread of the block (one order of additions for every
+// kernel of this file: rmsnorm_split_rows gives rmsnorm_rows_f32's bits through it).
+GETP_DEVICE float rmsnorm_inv(const float* __restrict__ x, int n, float* scratch) {
   float ss = 0.0f;
   for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
   ss = block_sum(ss, scratch);
-  const float inv_rms = 1.0f / sqrtf(ss / (float)n + 1e-5f);
+  return 1.0f / sqrtf(ss / (float)n + 1e-5f);
+}
+
+GETP_DEVICE void rmsnorm_block(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ w,
+                               int n, float* scratch) {
+  const float inv_rms = rmsnorm_inv(x, n, scratch);
   for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = w[i] * (inv_rms * x[i]);
 }
 
@@ -33,10 +39,7 @@ extern "C" __global__ void rmsnorm_split_rows(float* __restrict__ out, unsigned 
   __shared__ float scratch[WARPS_PER_BLOCK];
   const size_t r = blockIdx.x, plane = (size_t)gridDim.x * lda;
   const float* xr = x + r * n;
-  float ss = 0.0f;  // rmsnorm_block's reduction, the same order
-  for (int i = threadIdx.x; i < n; i += blockDim.x) ss += xr[i] * xr[i];
-  ss = block_sum(ss, scratch);
-  const float inv_rms = 1.0f / sqrtf(ss / (float)n + 1e-5f);
+  const float inv_rms = rmsnorm_inv(xr, n, scratch);
   for (int i = threadIdx.x; i < lda; i += blockDim.x) {
     const float v = i < n ? w[i] * (inv_rms * xr[i]) : 0.0f;
     if (i < n) out[r * n + i] = v;

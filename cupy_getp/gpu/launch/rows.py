@@ -18,19 +18,13 @@ class RowLaunches:
 
     def rmsnorm_rows(self, out, x, w) -> None:
         """out[i] = rmsnorm(x[i]) for each row; out, x (R, H), w (H,)."""
-        rows, hidden = x.shape
-        _check("out", out, F32, (rows, hidden))
-        _check("x", x, F32)
-        _check("w", w, F32, (hidden,))
+        rows, hidden = _rmsnorm_shape(out, x, w)
         self._launch("rmsnorm_rows_f32", (rows,), (BLOCK_SIZE,), (out, x, w, I32(hidden)))
 
     def rmsnorm_split_rows(self, out, ap, x, w) -> None:
         """out[i] = rmsnorm(x[i]) as rmsnorm_rows, and ap (pieces, R, pieces_lda(H)) bf16 = its BF16 pieces as
         split_pieces would write them, in one launch."""
-        rows, hidden = x.shape
-        _check("out", out, F32, (rows, hidden))
-        _check("x", x, F32)
-        _check("w", w, F32, (hidden,))
+        rows, hidden = _rmsnorm_shape(out, x, w)
         pieces, _ = self._check_pieces("ap", ap, hidden, rows)
         self._launch("rmsnorm_split_rows", (rows,), (BLOCK_SIZE,), (out, ap, x, w, I32(hidden), I32(ap.shape[2]),
                                                                    I32(pieces)))
@@ -64,3 +58,12 @@ class RowLaunches:
         _check("next_token", next_token, I32, (rows,))
         vec4 = vocab % 4 == 0 and _aligned(logits)
         self._launch("argmax_rows_f32", (rows,), (BLOCK_SIZE,), (next_token, logits, I32(vocab), I32(vec4)))
+
+
+def _rmsnorm_shape(out, x, w) -> tuple[int, int]:
+    """(R, H) of an rmsnorm over rows, after the checks: out, x (R, H) f32, w (H,) f32."""
+    rows, hidden = x.shape
+    _check("out", out, F32, (rows, hidden))
+    _check("x", x, F32)
+    _check("w", w, F32, (hidden,))
+    return rows, hidden
