@@ -44,7 +44,6 @@
 
 #define GETP_NEG_INF __int_as_float(0xff800000)
 
-// False for NaN and +-inf (no <cmath> under hiprtc): NaN fails every comparison.
 // Asynchronous 16-byte copies from global to shared memory: cp.async on CUDA sm_80+, a plain copy
 // elsewhere (HIP, older CUDA). Then copy_async_wait_all() and a barrier before the bytes are read. An
 // invalid copy fills zeros and reads nothing (src must still be a valid address).
@@ -71,6 +70,7 @@ GETP_DEVICE void copy_async_wait_all() {
 #endif
 }
 
+// False for NaN and +-inf (no <cmath> under hiprtc): NaN fails every comparison.
 GETP_DEVICE bool is_finite_f32(float v) { return fabsf(v) <= 3.402823466e+38f; }
 
 GETP_DEVICE float warp_sum(float v) {
