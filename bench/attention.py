@@ -125,11 +125,13 @@ def attention_call(kernels, config, case: Case, caches: Caches, split_len: int, 
     """A function running the engine's attention over this case's rows, on buffers made once here."""
     import cupy
 
+    from cupy_getp.gpu.batch_shape import attn_splits
+
     c, R = config, case.rows
     rng = cupy.random.default_rng(seed)
     window = case.window(c)
     span = min(window, case.cache_len(c)) if window else case.cache_len(c)
-    n_split = -(-span // split_len)  # as the engine sizes its partial buffers
+    n_split = attn_splits(c, span)  # as the engine sizes its partial buffers
     qkv = rng.standard_normal((R, c.qkv_dim), dtype=np.float32)
     sinks = rng.standard_normal(c.n_attn_heads, dtype=np.float32)
     row_slot = cupy.arange(R, dtype=np.int32)  # distinct slots

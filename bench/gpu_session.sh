@@ -70,10 +70,9 @@ PY
       timeout ${INV_SECONDS:-420} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py -k "${INV_K:-not nothing}" \
         > "$OUT/inv-tests.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -20
       ;;
-    s3final)  # session 3's last run: invariance end to end, the headline in exact and fast with the step profile
-      # and batch-1 decode (one 20b engine), then the batched engine's tests
-      timeout 260 python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
-      grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -20
+    s3final)  # session 3's last run, after `invtests` (INV_SECONDS=260 bash bench/gpu_session.sh invtests s3final):
+      # the headline in exact and fast with the step profile and batch-1 decode (one 20b engine), then the batched
+      # engine's tests
       timeout 220 python bench/getp_throughput.py --preset 20b --precision exact,fast --max-seconds 90 \
         --profile-rows 1,1024 --skip drift,single,transformers --out "$OUT/headline" > "$OUT/headline.txt" 2>&1
       echo "headline exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline.txt" | cut -c1-300 | tail -14

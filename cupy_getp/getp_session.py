@@ -21,7 +21,7 @@ from .tokenizer import STOP_TOKENS
 class GetpOptions:
     """How getp runs: the engine, the positions per request, a preset's weights and config overrides, the
     batched engine's request slots (None or 0: as many as free device memory allows), prompt positions of
-    one request per step (None: gpu/batch.py's MAX_CHUNK) and precision, and the GPU engine's expert storage
+    one request per step (None: gpu/batch_shape.py's MAX_CHUNK) and precision, and the GPU engine's expert storage
     (bf16, mxfp4 or auto: `gpu/experts.py`)."""
     engine: str = "auto"
     steps: int = 1024

@@ -62,7 +62,7 @@ class RowDigests:
 
 
 def describe_shape(shape) -> str:
-    """A batched engine's shape (gpu/batch.py BatchShape) as the check's line names it."""
+    """A batched engine's shape (gpu/batch_shape.py BatchShape) as the check's line names it."""
     return f"{shape.n_slots} slot{'s' if shape.n_slots != 1 else ''} with prompt chunks of {shape.max_chunk}"
 
 
