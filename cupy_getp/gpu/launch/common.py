@@ -75,3 +75,9 @@ def _expert_weights(name: str, w) -> tuple[str, tuple, object]:
         return "mxfp4w", (w.blocks, w.scales), w.blocks
     _check(name, w, BF16)
     return "bf16w", (w,), w
+
+
+def _grouped_suffix(kind: str) -> str:
+    """The grouped kernels' name suffix for `_expert_weights`' kind: none for bf16 experts (their kernels keep
+    their names), _mxfp4w for MXFP4."""
+    return "" if kind == "bf16w" else f"_{kind}"

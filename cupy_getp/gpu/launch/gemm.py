@@ -11,7 +11,7 @@ import numpy as np
 
 from ...errors import KernelArgumentError, KernelDtypeError
 from ..constants import BLOCK_SIZE, SKINNY_BM, TILE_BM, TILE_BN
-from .common import F32, I32, _aligned, _blocks, _check, _expert_weights
+from .common import F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix
 
 GROUPED_BLOCK_M = (SKINNY_BM, TILE_BM)  # (small: skinny kernel, large: tiled kernel); the block_m given to moe_align
 SKINNY_MAX_M = 16  # dense products with at most this many rows use the skinny kernel
@@ -96,6 +96,5 @@ class GemmLaunches:
 
 
 def _grouped_name(product: str, kind: str, block_m: int) -> str:
-    """gemm_grouped[_swiglu][_mxfp4w]_{skinny,tiled}: the bf16 kernels keep their names."""
-    suffix = "" if kind == "bf16w" else f"_{kind}"
-    return f"{product}{suffix}_{'skinny' if block_m == SKINNY_BM else 'tiled'}"
+    """gemm_grouped[_swiglu][_mxfp4w]_{skinny,tiled}."""
+    return f"{product}{_grouped_suffix(kind)}_{'skinny' if block_m == SKINNY_BM else 'tiled'}"

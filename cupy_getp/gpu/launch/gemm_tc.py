@@ -17,7 +17,7 @@ import re
 
 from ...errors import KernelArgumentError
 from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
-from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
+from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
@@ -29,11 +29,6 @@ WG_ROWS = {3: (8, 16, 32, 64, 128), 1: (8, 16, 32, 64, 128)}
 WG_DENSE_TILES = {p: [(r, f) for r in WG_ROWS[p] for f in (1, 2) if (p, r, f) != (3, 128, 2)] for p in WG_ROWS}
 WG_GROUPED_ROWS = (8, 16, 32, 64, 128)
 WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) != (128, 2)]  # either piece count
-
-
-def _grouped_suffix(kind: str) -> str:
-    """The grouped kernels' name suffix for `_expert_weights`' kind: none for bf16 experts, _mxfp4w for MXFP4."""
-    return "" if kind == "bf16w" else f"_{kind}"
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int, pieces: int) -> int:
