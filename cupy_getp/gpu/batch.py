@@ -122,8 +122,7 @@ def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -
 
     attn_split = attn_split_len(c)
     acc_full, ml_full = partials(attn_splits(c, b.n_ctx))
-    window = min(c.sliding_window, b.n_ctx) if any(c.uses_sliding_window(l) for l in range(c.n_layers)) else 1
-    acc_win, ml_win = partials(attn_splits(c, window))
+    acc_win, ml_win = partials(attn_splits(c, min(c.sliding_window, b.n_ctx)))  # views: unused without windows
     return RowView(
         R=R, block_m=block_m, tensor_cores=tensor_cores, attn_split=attn_split, rows_packed=b.rows_packed,
         row_slot=b.rows_packed[0, :R], row_pos=b.rows_packed[1, :R], row_token=b.rows_packed[2, :R],
