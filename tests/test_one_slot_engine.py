@@ -147,3 +147,17 @@ def test_the_one_slot_model_is_made_once_by_the_first_forward_and_names_itself_o
     assert remedy == gpu.memory_remedy("a smaller seq_len (--config seq_len=N)")
     assert remedy.startswith("a smaller seq_len (--config seq_len=N), or --experts mxfp4 (")  # TINY's come in MXFP4
     assert lines["the CUDA graph of a 1-row step"] == remedy
+
+
+def test_the_first_forward_captures_the_one_row_step_and_the_next_ones_replay_it(device):
+    """What tests/test_gpu_engine.py counts on the device: the captured step's launches, the one-row kernels
+    (matvec, the fused one-row experts), and none more for a replay."""
+    _, gpu = engines(seed=8)
+    gpu.kernels.launches.clear()  # the weights' generation at warm-up
+    gpu.forward(1, 0)
+    launches, L = list(gpu.kernels.launches), TINY.n_layers
+    assert len(launches) == 1 + 11 * L + 3, launches  # embedding; 11 a layer; rmsnorm, unembedding, argmax
+    assert sum(name.startswith("matvec") for name in launches) == 3 * L + 1  # qkv, o, router; unembedding
+    assert sum(name.startswith(("moe_mlp1_swiglu", "moe_mlp2_accumulate")) for name in launches) == 2 * L
+    gpu.forward(2, 1)
+    assert len(gpu.kernels.launches) == len(launches)

@@ -1,7 +1,7 @@
-"""Shapes and sizes of the batched engine (`gpu/batch.py`): how many request slots and rows a step, the KV
-caches' lengths, attention's split over positions, and the device bytes all of it takes, from the model's
-configuration and free memory alone (no device work: `--experts auto` and the planners use it before anything is
-allocated)."""
+"""Shapes and sizes of the batched engine (`gpu/batch.py`), getp's batches and the single-sequence engine's one
+slot: how many request slots and rows a step, the KV caches' lengths, attention's split over positions, and the
+device bytes all of it takes, from the model's configuration and free memory alone (no device work: `--experts
+auto` and the planners use it before anything is allocated)."""
 
 from __future__ import annotations
 
