@@ -1,4 +1,4 @@
-// softmax.hip: the greedy token of each row of logits.
+// softmax.hip: the greedy token of each row of logits (the argmax; the softmaxes are fused into attention and routing).
 #include "common.h"
 
 // (value, index) a beats (value, index) b: larger value, or the same value at a lower index.
