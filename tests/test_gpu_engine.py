@@ -10,7 +10,7 @@ import pytest
 from cupy_getp.checkpoint import BinStore, SyntheticStore, Weights, write_bin
 from cupy_getp.config import preset
 from cupy_getp.diff import DiffSummary, diff_engines
-from cupy_getp.engine.base import Trace
+from cupy_getp.engine.base import TRACE_POINTS, Trace
 from cupy_getp.engine.factory import create_engine
 from cupy_getp.gpu.batch_shape import one_slot_bytes
 
@@ -130,13 +130,17 @@ def test_reset_restarts_at_position_0(weights_7m):
 
 
 def test_trace_values_are_recorded(weights_7m):
+    """A traced step (eager) records every point of row 0, and its logits are the replayed graph's, bit for bit."""
     gpu = create_engine(weights_7m, "cupy")
     gpu.warm_up()
+    replayed = gpu.forward(13225, 0)
     trace = Trace()
-    gpu.forward(13225, 0, trace)
-    assert len(trace.values) == 2 and set(trace.values[0]) >= {"attn_out", "x_attn", "router", "experts", "moe_out",
-                                                             "x_moe"}
+    traced = gpu.forward(13225, 0, trace)
+    assert len(trace.values) == 2 and all(set(values) == set(TRACE_POINTS) for values in trace.values)
+    assert trace.values[0]["attn_out"].shape == (weights_7m.config.q_dim,)
     assert trace.logits.shape == (201088,)
+    np.testing.assert_array_equal(traced, replayed)
+    np.testing.assert_array_equal(trace.logits, replayed)
     gpu.finish()
 
 

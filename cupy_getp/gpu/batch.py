@@ -178,8 +178,8 @@ class RowModel:
 
     def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False, a_pieces=None) -> None:
         """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows (on a's
-        pieces: `a_pieces` when already split); otherwise the CUDA cores, one row on the
-        matvec (FP32 weights that are not BF16 values, and `fp32`: not batch-invariant)."""
+        pieces: `a_pieces` when already split); otherwise the CUDA cores, one row on the matvec (FP32
+        weights that are not BF16 values, and `fp32`: not batch-invariant)."""
         if v.tensor_cores and w.dtype == np.uint16:
             self.kernels.gemm_tc(c, self.split(a) if a_pieces is None else a_pieces, w, bias, accumulate)
         elif v.R == 1:
