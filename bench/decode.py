@@ -1,14 +1,17 @@
 """Batch-1 decode throughput of the GPU engine on synthetic 7m- and 20b-shaped models.
 
-Each step is what getp does per generated token: forward (logits copied back) + greedy sampling on
-the CPU. Timed with a host clock over whole steps (each step ends in a device sync). Also reports
-the device memory of the weights and state, launches and copies per token, and the summed kernel time
-of one forward (each launch event-timed).
+First the single-sequence engine (`generate`, `chat`, `diff`): each step is a forward, one step of the
+one-slot model over rows in `fp32` (a CUDA graph replayed per step; `gpu/engine.py`), its logits copied
+back, then greedy sampling on the CPU. Timed with a host clock over whole steps (each step ends in a device
+sync). Also reports the device memory of the weights and of the one-slot model (made by the first forward),
+launches and copies per token (a replay launches nothing of ours: 0 after the first step), and the summed
+kernel time of one forward run eagerly (each launch event-timed).
 
-Then the batched engine at one row, as getp runs a lone request (a CUDA graph replayed per step, the
-token chosen on the device): host ms per step of the step's call alone (it enqueues without waiting) and
-with its token read back (which waits), device ms per step (events around graph replays back to back),
-and the launches of one eager step (what the graph replays) with their summed kernel time.
+Then the batched engine at one row in its precision (the device's default, or --precision), as getp runs a
+lone request (a CUDA graph replayed per step, the token chosen on the device): host ms per step of the
+step's call alone (it enqueues without waiting) and with its token read back (which waits), device ms per
+step (events around graph replays back to back), and the launches of one eager step (what the graph replays)
+with their summed kernel time.
 
     python bench/decode.py [--presets 7m,20b] [--steps 256] [--experts bf16,mxfp4] [--precision exact]
 """
@@ -31,7 +34,7 @@ from cupy_getp.checkpoint.weights import Weights  # noqa: E402
 from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.engine.factory import create_engine  # noqa: E402
 from cupy_getp.errors import GetpError  # noqa: E402
-from timing import eager_step_profile, graph_replay_ms, kernel_profile  # noqa: E402 (bench/ is on sys.path)
+from timing import eager_step_profile, graph_replay_ms  # noqa: E402 (bench/ is on sys.path)
 
 FIRST_POS = 8  # steps before it warm the caches, the allocator and (batched) the graph
 TOKEN = 13225
@@ -46,7 +49,8 @@ def decode_rate(engine, start_pos: int, steps: int) -> float:
 
 
 def bench_preset(name: str, steps: int, experts: str = "auto", precision: str | None = None) -> list[dict]:
-    """The single-sequence engine's record, then the batched engine's at one row (same engine)."""
+    """The single-sequence engine's record (its one-slot model), then the batched engine's at one row (same
+    engine)."""
     engine = create_engine(Weights(synthetic_store(name)), "cupy", experts=experts)
     begin = time.perf_counter()
     engine.warm_up()
@@ -58,14 +62,15 @@ def bench_preset(name: str, steps: int, experts: str = "auto", precision: str | 
     per_token = {"launches": counters.total_launches() / steps, "h2d_copies": counters.h2d_copies / steps,
                  "d2h_copies": counters.d2h_copies / steps, "d2h_bytes": counters.d2h_bytes / steps}
     end = FIRST_POS + steps
-    kernel_ms, _ = kernel_profile(engine.device, engine.kernels, lambda: engine.forward(TOKEN, end))
-    per_token["kernel_ms"] = round(sum(kernel_ms.values()), 3)  # one forward at position `end`
+    kernel_ms, _ = eager_step_profile(engine.one_slot_model(), lambda: engine.forward(TOKEN, end))
+    per_token["kernel_ms"] = round(sum(kernel_ms.values()), 3)  # one forward at position `end`, eagerly
     late_start = engine.config.seq_len - steps
     long = decode_rate(engine, late_start, steps)
     result = {
         "preset": name, "experts": engine.experts.describe(), "device": engine.device.describe(),
         "warm_up_s": round(warm_up_s, 2), "weights_gib": round(engine.w.nbytes() / 2**30, 2),
         "device_gib": round((engine.memory_after_warm_up - engine.memory_before) / 2**30, 3),
+        "one_slot_gib": round((engine.device.memory_in_use() - engine.memory_after_warm_up) / 2**30, 3),
         f"tok_s_pos_{FIRST_POS}_{end}": round(short, 1), f"tok_s_pos_{late_start}_{late_start + steps}": round(long, 1),
         f"host_ms_per_step_pos_{FIRST_POS}_{end}": round(1e3 / short, 3),
         "per_token": per_token,

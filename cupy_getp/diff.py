@@ -300,8 +300,9 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
                        steps: int, layers: bool, echo: Callable[[str], None],
                        shape: BatchDiffShape = BatchDiffShape(), experts: str = "auto") -> DiffSummary:
     """`cupy-getp diff --batch`: `prompts` through the batched `engine`, every row against the reference
-    run of its request: numpy, or "cupy", the single-sequence GPU engine (the same engine object, whose
-    own KV cache is apart from the batched engine's), for shapes numpy is too slow for. Then the same rows
+    run of its request: numpy, or "cupy", the single-sequence GPU engine (the same engine object's
+    one-slot model: the same model over rows with one request slot in `fp32`, its own KV cache apart from the
+    batched engine's), for shapes numpy is too slow for. Then the same rows
     through a batched engine of another shape, bit for bit against the first (`invariance.py`): one line,
     and a violation where they differ in a precision the promise covers."""
     with create_engine(weights, engine, experts) as other:

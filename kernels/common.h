@@ -94,16 +94,6 @@ GETP_DEVICE float block_sum(float v, float* scratch) {
   return warp_sum(v);
 }
 
-GETP_DEVICE float block_max(float v, float* scratch) {
-  const int lane = threadIdx.x % WARP_SIZE, warp = threadIdx.x / WARP_SIZE;
-  v = warp_max(v);
-  __syncthreads();
-  if (lane == 0) scratch[warp] = v;
-  __syncthreads();
-  v = lane < (int)(blockDim.x / WARP_SIZE) ? scratch[lane] : GETP_NEG_INF;
-  return warp_max(v);
-}
-
 // bfloat16 held as uint16 bit patterns (no hip_bf16.h before ROCm 5.6): widening is exact.
 GETP_DEVICE float bf16_to_f32(unsigned short h) { return __uint_as_float(((unsigned int)h) << 16); }
 

@@ -16,12 +16,6 @@ GETP_DEVICE void rmsnorm_block(float* __restrict__ out, const float* __restrict_
   for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = w[i] * (inv_rms * x[i]);
 }
 
-extern "C" __global__ void rmsnorm_f32(float* __restrict__ out, const float* __restrict__ x,
-                                       const float* __restrict__ w, int n) {
-  __shared__ float scratch[WARPS_PER_BLOCK];
-  rmsnorm_block(out, x, w, n, scratch);
-}
-
 // Batched engine: every row of (R, n) out and x. Grid (R,): one block per row.
 extern "C" __global__ void rmsnorm_rows_f32(float* __restrict__ out, const float* __restrict__ x,
                                             const float* __restrict__ w, int n) {

@@ -70,6 +70,10 @@ class FakeKernels(Kernels):
         if grid[0] == 0:  # as Kernels._launch: nothing to run
             return
         self.launches.append(name)
+        captured = getattr(self.device.stream, "captured", None)
+        if captured is not None:  # a CapturingStream capturing: recorded, not run (as CUDA does)
+            captured.append((name, args))
+            return
         ORACLES[name](*args)
 
 
@@ -92,6 +96,33 @@ class _Current(contextlib.nullcontext):
 
     def use(self):
         return self
+
+
+class FakeGraph:
+    """A captured step: its launches with the arguments they had, run again by `launch` (what a CUDA graph
+    replays: the same buffers and the same scalars, whatever the host holds now)."""
+
+    def __init__(self, launches: list):
+        self.launches, self.replays = launches, 0
+
+    def launch(self, stream=None):
+        self.replays += 1
+        for name, args in self.launches:
+            ORACLES[name](*args)
+
+
+class CapturingStream(_Current):
+    """A stream that captures like CUDA's (`begin_capture` / `end_capture`): FakeKernels records the launches
+    in between instead of running them, and `end_capture` returns them as a `FakeGraph`."""
+
+    captured: list | None = None
+
+    def begin_capture(self):
+        self.captured = []
+
+    def end_capture(self) -> FakeGraph:
+        graph, self.captured = FakeGraph(self.captured), None
+        return graph
 
 
 class _FakeCudaDevice(_Current):

@@ -27,7 +27,7 @@ from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 from cupy_getp.gpu.launch.moe import moe_align_host
-from cupy_getp.reference import rmsnorm, rope, route, softmax, swiglu
+from cupy_getp.reference import rmsnorm, rope, route, swiglu
 
 ORACLES: dict = {}
 
@@ -51,33 +51,16 @@ def _product(a, w, bias=None) -> np.ndarray:
     return y if bias is None else y + bias
 
 
-# -- rows: embedding, rmsnorm, rope, softmax, argmax -----------------------------------------------------
-@oracle("embedding_f32")
-def embedding(x, table, token, size):
-    x[...] = table[token]
-
-
+# -- rows: embedding, rmsnorm, rope, argmax -----------------------------------------------------------
 @oracle("embedding_rows_f32")
 def embedding_rows(x, table, tokens, hidden):
     x[...] = table[tokens]
-
-
-@oracle("rmsnorm_f32")
-def rmsnorm_one(out, x, w, n):
-    out[...] = rmsnorm(np.asarray(x), w)
 
 
 @oracle("rmsnorm_rows_f32")
 def rmsnorm_rows(out, x, w, hidden):
     for r in range(x.shape[0]):
         out[r] = rmsnorm(np.asarray(x[r]), w)
-
-
-@oracle("rope_f32")
-def rope_heads(heads, cos, sin, n_heads, head_dim):
-    flat = heads.reshape(-1)
-    used = flat[:n_heads * head_dim].reshape(n_heads, head_dim)
-    flat[:n_heads * head_dim] = rope(np.array(used), cos, sin).reshape(-1)
 
 
 @oracle("rope_kv_write_f32")
@@ -90,12 +73,6 @@ def rope_kv_write(qkv, cos, sin, key_cache, value_cache, row_slot, row_pos, n_he
         qkv[r, :q_dim], qkv[r, q_dim:q_dim + kv_dim] = q.reshape(-1), key.reshape(-1)
         key_cache[slot, pos % cache_len] = key.reshape(-1)
         value_cache[slot, pos % cache_len] = qkv[r, q_dim + kv_dim:]
-
-
-@oracle("softmax_rows_f32")
-def softmax_rows(x, n, stride):
-    for r in range(x.shape[0]):
-        x[r, :n] = softmax(np.array(x[r, :n]))
 
 
 @oracle("argmax_rows_f32")
@@ -114,45 +91,6 @@ def matvec(y, w, x, b, rows, cols, accumulate, vec):
 def gemm(c, a, w, bias, m, n, k, accumulate, vec):
     result = _product(a, w, bias)
     c[...] = result + c if accumulate else result
-
-
-# -- single-sequence attention ------------------------------------------------------------------------------
-@oracle("kv_cache_write_f32")
-def kv_cache_write(key_cache, value_cache, qkv, q_dim, kv_dim, pos):
-    key_cache[pos] = qkv[q_dim:q_dim + kv_dim]
-    value_cache[pos] = qkv[q_dim + kv_dim:q_dim + 2 * kv_dim]
-
-
-@oracle("attn_scores_f32")
-def attn_scores(scores, q, key_cache, sinks, pos, head_dim, kv_dim, kv_group, window, stride):
-    n_heads = scores.shape[0]
-    for h in range(n_heads):
-        kv = slice((h // kv_group) * head_dim, (h // kv_group + 1) * head_dim)
-        keys = np.asarray(key_cache[:pos + 1, kv], np.float64)
-        s = keys @ np.asarray(q.reshape(-1)[h * head_dim:(h + 1) * head_dim], np.float64) / np.sqrt(head_dim)
-        if window > 0:
-            s[:max(0, pos - window + 1)] = -np.inf
-        scores[h, :pos + 1], scores[h, pos + 1] = s, sinks[h]
-
-
-@oracle("attn_weighted_sum_partial_f32")
-def attn_weighted_sum_partial(partial, probs, value_cache, pos, head_dim, kv_dim, kv_group, stride, chunk):
-    n_heads, n_chunks = probs.shape[0], -(-(pos + 1) // chunk)
-    out = partial[:n_heads * n_chunks * head_dim].reshape(n_heads, n_chunks, head_dim)
-    for h in range(n_heads):
-        values = np.asarray(value_cache[:, (h // kv_group) * head_dim:(h // kv_group + 1) * head_dim], np.float64)
-        for c in range(n_chunks):
-            t = slice(c * chunk, min(pos + 1, (c + 1) * chunk))
-            out[h, c] = np.asarray(probs[h, t], np.float64) @ values[t]
-
-
-@oracle("attn_combine_f32")
-def attn_combine(out, partial, n_heads, head_dim, n_chunks):
-    chunks = np.asarray(partial[:n_heads * n_chunks * head_dim]).reshape(n_heads, n_chunks, head_dim)
-    total = np.zeros((n_heads, head_dim), np.float32)
-    for c in range(n_chunks):  # in chunk order, float32 adds
-        total += chunks[:, c]
-    out[...] = total.reshape(-1)
 
 
 # -- batched attention: flash-decoding partials and their merge ------------------------------------------------

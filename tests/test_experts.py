@@ -16,8 +16,8 @@ import pytest
 from cupy_getp.checkpoint import BinStore, SyntheticStore, Weights, write_bin
 from cupy_getp.config import preset
 from cupy_getp.errors import DeviceError, GetpError
-from cupy_getp.gpu.batch_shape import RESERVE_BYTES, batch_bytes
-from cupy_getp.gpu.experts import ExpertStorage, choose_expert_storage, device_bytes, state_bytes
+from cupy_getp.gpu.batch_shape import RESERVE_BYTES, batch_bytes, one_slot_bytes
+from cupy_getp.gpu.experts import ExpertStorage, choose_expert_storage, device_bytes
 from cupy_getp.gpu.weights import upload_bytes
 
 from batch_fakes import FakeDevice, FakeKernels, HostArray, fake_cupy
@@ -193,19 +193,20 @@ def warmed_cupy(weights, stand_ins, free: int, experts="auto", steps=None):
 
 
 def test_the_plan_counts_everything_the_engine_allocates(stand_ins):
-    """The single-sequence state is `state_bytes` to the byte; weights, state and one slot's batched engine
-    (KV cache, step buffers, tables) stay within `device_bytes` less the reserve left for CuPy and the driver."""
+    """The one-slot model of `forward` stays within `one_slot_bytes`, made by the first forward only; weights,
+    that model and one slot's batched engine (KV cache, step buffers, tables) stay within `device_bytes` less the
+    reserve left for CuPy and the driver."""
     counting = stand_ins[0]
     weights = Weights(SyntheticStore(TINY, seed=5))
-    from cupy_getp.gpu.engine import DeviceState
-
-    DeviceState(TINY, FakeDevice())
-    assert counting.allocated == state_bytes(TINY)
     for experts in ("bf16", "mxfp4"):
         counting.allocated = 0
         engine = warmed_cupy(weights, stand_ins, 100 * GiB, experts, steps=40)
         engine.batched(1, 40, slots=1, precision="fp32")
-        assert 0 < counting.allocated <= device_bytes(weights, experts, 40) - RESERVE_BYTES, experts
+        assert engine.one_slot is None  # getp's path: no forward, no one-slot model
+        before = counting.allocated
+        engine.forward(1, 0)
+        assert 0 < counting.allocated - before <= one_slot_bytes(TINY), experts
+        assert counting.allocated <= device_bytes(weights, experts, 40) - RESERVE_BYTES, experts
         assert engine.w.nbytes() <= upload_bytes(weights, experts)
 
 

@@ -10,8 +10,9 @@ import pytest
 from cupy_getp.checkpoint import BinStore, SyntheticStore, Weights, write_bin
 from cupy_getp.config import preset
 from cupy_getp.diff import DiffSummary, diff_engines
-from cupy_getp.engine.base import Trace
+from cupy_getp.engine.base import TRACE_POINTS, Trace
 from cupy_getp.engine.factory import create_engine
+from cupy_getp.gpu.batch_shape import one_slot_bytes
 
 from conftest import ROOT, cli
 
@@ -67,20 +68,27 @@ def test_bin_upload_path_matches_the_synthetic_path(tmp_path, weights_7m):
 
 
 def test_launches_and_copies_are_accounted_for(weights_7m):
+    """The first forward captures the one-row step's graph (its launches counted once, as captured), then every
+    forward replays it: one copy up (the row), one down (the logits), no launch of ours."""
     gpu = create_engine(weights_7m, "cupy")
     gpu.warm_up()
     gpu.forward(1, 0)
     counters = gpu.device.counters
     L = weights_7m.config.n_layers
-    # embedding; per layer 9 attention + 5 MoE launches; final rmsnorm and unembedding
-    assert counters.total_launches() == 1 + 14 * L + 2, counters.launches
-    assert counters.h2d_copies == 2 and counters.d2h_copies == 1  # cos, sin up; logits down
+    # embedding; per layer 6 attention (rmsnorm, qkv, RoPE + KV write, partial, merge, o) + 5 MoE (rmsnorm,
+    # router, top-k, mlp1, mlp2) launches; final rmsnorm, unembedding, argmax
+    step_launches = 1 + 11 * L + 3
+    assert counters.total_launches() == step_launches, counters.launches
+    assert counters.h2d_copies == 1 and counters.d2h_copies == 1  # the row up; logits down
+    gpu.forward(2, 1)
+    assert counters.total_launches() == step_launches and set(gpu.one_slot.runner.graphs) == {1}
+    assert counters.h2d_copies == 2 and counters.d2h_copies == 2
     gpu.finish()
 
 
 def test_20b_shape_fits_runs_and_frees(capsys):
-    """Synthetic 20b weights generated on the device: under 64 GB, a few finite steps, and finish()
-    returns device memory to its pre-load level."""
+    """Synthetic 20b weights generated on the device: under 64 GB, a few finite steps (their one-slot model
+    within what `--experts auto` counts for it), and finish() returns device memory to its pre-load level."""
     import cupy
 
     from cupy_getp.gpu.device import Device
@@ -101,31 +109,38 @@ def test_20b_shape_fits_runs_and_frees(capsys):
         logits = gpu.forward(token, pos)
         assert np.all(np.isfinite(logits)) and logits.std() > 0.1
         token = int(np.argmax(logits))
+    one_slot = gpu.device.memory_in_use() - gpu.memory_after_warm_up  # made by the first forward
+    assert 0 < one_slot <= one_slot_bytes(preset("20b")), one_slot
     gpu.finish()
     free_after, _ = device.device_free_bytes()
     assert gpu.device.memory_in_use() == 0
     assert abs(free_after - free_before) < 64 << 20, (free_before, free_after)
 
 
-def test_reset_forgets_the_cache(weights_7m):
+def test_reset_restarts_at_position_0(weights_7m):
     gpu = create_engine(weights_7m, "cupy")
     gpu.warm_up()
     first = gpu.forward(5, 0)
-    gpu.forward(6, 1)
-    gpu.reset()
-    assert float(gpu.state.key_cache.sum()) == 0.0
+    second = gpu.forward(6, 1)
+    gpu.forward(7, 2)
+    gpu.reset()  # nothing cleared: position 0 is rewritten before it is read, positions 1 and 2 are not read
     np.testing.assert_array_equal(gpu.forward(5, 0), first)
+    np.testing.assert_array_equal(gpu.forward(6, 1), second)
     gpu.finish()
 
 
 def test_trace_values_are_recorded(weights_7m):
+    """A traced step (eager) records every point of row 0, and its logits are the replayed graph's, bit for bit."""
     gpu = create_engine(weights_7m, "cupy")
     gpu.warm_up()
+    replayed = gpu.forward(13225, 0)
     trace = Trace()
-    gpu.forward(13225, 0, trace)
-    assert len(trace.values) == 2 and set(trace.values[0]) >= {"attn_out", "x_attn", "router", "experts", "moe_out",
-                                                             "x_moe"}
+    traced = gpu.forward(13225, 0, trace)
+    assert len(trace.values) == 2 and all(set(values) == set(TRACE_POINTS) for values in trace.values)
+    assert trace.values[0]["attn_out"].shape == (weights_7m.config.q_dim,)
     assert trace.logits.shape == (201088,)
+    np.testing.assert_array_equal(traced, replayed)
+    np.testing.assert_array_equal(trace.logits, replayed)
     gpu.finish()
 
 

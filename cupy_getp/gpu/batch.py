@@ -1,9 +1,9 @@
 """The batched GPU engine: `reference.py`'s model again, over the R rows of a step.
 
 Letters as in reference.py, plus R rows, S slots, C a layer's cache length, P padded (row, expert)
-pairs (docs/batched-engine.md has every buffer and kernel contract). The single-sequence engine
-(`gpu/engine.py`) and this one share the device, the weights and the kernels: `BatchedEngine` is
-built over a warmed-up `CupyEngine`.
+pairs (docs/batched-engine.md has every buffer and kernel contract). It is the only GPU model:
+`BatchedEngine` is built over a warmed-up `CupyEngine` (its device, weights and kernels) for getp's
+batches, and with one request slot for the engine's own single-sequence `forward` (`gpu/engine.py`).
 
 Per step the host uploads the row descriptors (one copy, 12 bytes for each row of capacity) and
 downloads the chosen tokens; everything between runs on the device: on CUDA as one graph per row-count
@@ -177,8 +177,8 @@ class RowModel:
 
     def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False, a_pieces=None) -> None:
         """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows (on a's
-        pieces: `a_pieces` when already split); otherwise the CUDA cores, one row on the single-sequence
-        engine's matvec (FP32 weights that are not BF16 values, and `fp32`: not batch-invariant)."""
+        pieces: `a_pieces` when already split); otherwise the CUDA cores, one row on the matvec (FP32
+        weights that are not BF16 values, and `fp32`: not batch-invariant)."""
         if v.tensor_cores and w.dtype == np.uint16:
             self.kernels.gemm_tc(c, self.split(a) if a_pieces is None else a_pieces, w, bias, accumulate)
         elif v.R == 1:
@@ -227,6 +227,7 @@ class RowModel:
 
     def moe_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
         t_pieces = self.router_scores(l, v)
+        self.kernels.router_topk_rows(v.experts, v.expert_weights, v.router)
         if v.R == 1 and not v.tensor_cores:
             self.moe_one_row(l, v)
         else:
@@ -246,18 +247,16 @@ class RowModel:
         return t_pieces
 
     def moe_one_row(self, l: int, v: RowView) -> None:
-        """One row: the single-sequence engine's fused expert kernels (each chosen expert read once)."""
+        """One row on the CUDA cores: the fused one-row expert kernels (each chosen expert read once)."""
         c, kernels, lw = self.config, self.kernels, self.w.layer(l)
-        kernels.router_topk(v.experts[0], v.expert_weights[0], v.router[0])
         g = v.g[: c.experts_per_token]  # (top_k, I)
         kernels.moe_mlp1_swiglu(g, lw.w_mlp1, lw.b_mlp1, v.t[0], v.experts[0], c.swiglu_limit)
         kernels.moe_mlp2_accumulate(v.x[0], v.moe_out[0], lw.w_mlp2, lw.b_mlp2, g, v.experts[0], v.expert_weights[0])
 
     def moe_rows(self, l: int, v: RowView, t_pieces=None) -> None:
-        """Rows grouped by expert: routing, the grouped products (gpu/moe_products.py), combine in slot order
-        (on tensor cores: t given as its pieces, g kept as pieces)."""
+        """Rows grouped by expert: the grouped products (gpu/moe_products.py), combine in slot order (on tensor
+        cores: t given as its pieces, g kept as pieces)."""
         c, kernels = self.config, self.kernels
-        kernels.router_topk_rows(v.experts, v.expert_weights, v.router)
         expert_products(kernels, self.grouping(v), v.experts, v.t, t_pieces, ExpertWeights.of(self.w.layer(l)),
                         c.experts_per_token, c.swiglu_limit)
         kernels.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.padded_of_pair)  # x += moe_out
@@ -314,9 +313,12 @@ class StepRunner:
 
 
 class BatchedEngine:
-    """Steps over rows on a warmed-up `CupyEngine`'s device, weights and kernels."""
+    """Steps over rows on a warmed-up `CupyEngine`'s device, weights and kernels: getp's batches, and the
+    engine's own one-slot model behind `forward`."""
 
-    def __init__(self, engine, shape: BatchShape, precision: str | None = None, use_graphs: bool = True):
+    def __init__(self, engine, shape: BatchShape, precision: str | None = None, use_graphs: bool = True,
+                 memory: tuple[str, str] | None = None):
+        """`memory`: (what, remedy) of the out-of-memory line; by default a batch's (request slots, --batch or -n)."""
         self.engine, self.config, self.shape = engine, engine.config, shape
         device = engine.device
         precision = precision or default_precision(device)
@@ -326,9 +328,9 @@ class BatchedEngine:
             raise DeviceError(f"precision {precision!r} needs BF16 tensor cores (CUDA sm_80 or later); "
                               f"{device.describe()} has none usable here: use --precision fp32")
         self.precision = precision
-        remedy = engine.memory_remedy("a smaller --batch or -n")
-        with device.stream, device.allocating(f"the step buffers and KV cache of {shape.n_slots} request slots "
-                                              f"at -n {shape.n_ctx}", remedy):
+        what, remedy = memory or (f"the step buffers and KV cache of {shape.n_slots} request slots at -n {shape.n_ctx}",
+                                  engine.memory_remedy("a smaller --batch or -n"))
+        with device.stream, device.allocating(what, remedy):
             self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision)
         self.runner = StepRunner(self.model, device, use_graphs, remedy)
         kernels = engine.kernels

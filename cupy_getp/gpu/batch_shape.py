@@ -1,7 +1,7 @@
-"""Shapes and sizes of the batched engine (`gpu/batch.py`): how many request slots and rows a step, the KV
-caches' lengths, attention's split over positions, and the device bytes all of it takes, from the model's
-configuration and free memory alone (no device work: `--experts auto` and the planners use it before anything is
-allocated)."""
+"""Shapes and sizes of the batched engine (`gpu/batch.py`), getp's batches and the single-sequence engine's one
+slot: how many request slots and rows a step, the KV caches' lengths, attention's split over positions, and the
+device bytes all of it takes, from the model's configuration and free memory alone (no device work: `--experts
+auto` and the planners use it before anything is allocated)."""
 
 from __future__ import annotations
 
@@ -80,14 +80,32 @@ def _shape_for(config, steps: int, max_chunk: int) -> tuple[int, int, int]:
     return chunk, probe.slot_bytes(config), row_bytes(config, attn_splits(config, steps))
 
 
-def batch_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK) -> int:
-    """Device bytes a batched engine of `n_slots` request slots at -n `steps` takes: their KV caches and
-    rows, the spare slot of pad rows, the prompt-chunk rows, the MoE's tile padding, RoPE's tables, and
-    RESERVE_BYTES left for CuPy, the graphs and the driver."""
+def model_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK) -> int:
+    """Device bytes of a model over rows (`gpu/batch.py`'s `RowModel`) of `n_slots` request slots at -n `steps`:
+    their KV caches and rows, the spare slot of pad rows, the prompt-chunk rows, the MoE's tile padding and
+    RoPE's tables."""
     chunk, slot, row = _shape_for(config, steps, max_chunk)
     pad = config.n_experts * max(BLOCK_MS) * (config.intermediate_dim * (4 + 6) + config.hidden_dim * 4)
     rope = 2 * 4 * steps * (config.head_dim // 2)  # cos, sin: (n_ctx, D/2) FP32 each
-    return RESERVE_BYTES + pad + rope + slot + chunk * row + n_slots * (slot + row)
+    return pad + rope + slot + chunk * row + n_slots * (slot + row)
+
+
+def batch_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK) -> int:
+    """Device bytes a batched engine of `n_slots` request slots at -n `steps` takes: its model (`model_bytes`)
+    and RESERVE_BYTES left for CuPy, the graphs and the driver."""
+    return RESERVE_BYTES + model_bytes(config, steps, n_slots, max_chunk)
+
+
+def one_slot_shape(config) -> BatchShape:
+    """The single-sequence engine's model (`gpu/engine.py`): one request slot of seq_len positions, fed one
+    position a step; rows for the slot and one prompt chunk, as `plan_batch` shapes every batch."""
+    return BatchShape(1, 1 + 1, 1, config.seq_len)
+
+
+def one_slot_bytes(config) -> int:
+    """Device bytes of the single-sequence engine's one-slot model (`model_bytes` of `one_slot_shape`)."""
+    shape = one_slot_shape(config)
+    return model_bytes(config, shape.n_ctx, shape.n_slots, shape.max_chunk)
 
 
 def slots_that_fit(config, steps: int, free_bytes: int, max_chunk: int = MAX_CHUNK) -> int:

@@ -1,4 +1,5 @@
-"""A step's values at the engines' hook points, every row of it (`diff --batch`)."""
+"""A step's values at the engines' hook points, every row of it (`diff --batch`; `diff --layers` takes row 0 of the
+single-sequence engine's one-row steps)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ class BatchTrace(Trace):
     def record(self, layer: int, point: str, value) -> None:
         super().record(layer, point, value.get())
 
-    def row(self, i: int) -> Trace:
-        """Row i's values as a single-sequence `Trace`, for `diff.compare_step`."""
-        trace = Trace()
+    def row(self, i: int, into: Trace | None = None) -> Trace:
+        """Row i's values as a single-sequence `Trace` (`into`, where given: the one-slot engine's `forward`
+        fills its caller's), for `diff.compare_step`."""
+        trace = Trace() if into is None else into
         for l, points in enumerate(self.values):
             for point, value in points.items():
                 trace.record(l, point, value[i])

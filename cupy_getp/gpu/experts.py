@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 from ..checkpoint import Weights
 from ..errors import GetpError
-from .batch_shape import MAX_SLOTS, batch_bytes, slots_that_fit
+from .batch_shape import MAX_SLOTS, batch_bytes, one_slot_bytes, slots_that_fit
 from .device import gib
-from .constants import ATTN_CHUNK
 from .weights import DENSE_GEMM_WEIGHTS, check_mxfp4_source, has_mxfp4_source, upload_bytes
 
 EXPERT_CHOICES = ("auto", "bf16", "mxfp4")
@@ -87,29 +86,20 @@ def choose_expert_storage(weights: Weights, free_bytes: int | None, requested: s
 
 def device_bytes(weights: Weights, experts: str, steps: int) -> int:
     """Everything the GPU engine allocates for requests of `steps` positions with one request slot: the
-    single-sequence state, the weights as uploaded, then the larger of the dense weights' BF16 conversion
-    temporaries and one slot's batched engine (the conversion ends before the batch is sized)."""
+    single-sequence engine's one-slot model, the weights as uploaded, then the larger of the dense weights' BF16
+    conversion temporaries and one slot's batched engine (the conversion ends before the batch is sized)."""
     return (resident_bytes(weights, experts)
             + max(conversion_bytes(weights), batch_bytes(weights.config, steps, 1)))
 
 
 def resident_bytes(weights: Weights, experts: str) -> int:
-    """The single-sequence state and the weights as uploaded (dense ones FP32 until converted)."""
-    return state_bytes(weights.config) + upload_bytes(weights, experts)
+    """The single-sequence engine's one-slot model (allocated on its first `forward`, counted whether or not it
+    comes: `generate` and `diff` have it, getp does not) and the weights as uploaded (dense ones FP32 until
+    converted)."""
+    return one_slot_bytes(weights.config) + upload_bytes(weights, experts)
 
 
 def conversion_bytes(weights: Weights) -> int:
     """Temporaries of a dense weight's lossless BF16 conversion (`bf16_bits_if_exact`): a bool per value and
     the BF16 result, for the largest of them."""
     return 3 * max(math.prod(weights.shapes[name]) for name in DENSE_GEMM_WEIGHTS)
-
-
-def state_bytes(config) -> int:
-    """Device bytes of the single-sequence engine's `DeviceState` (every buffer FP32 or int32)."""
-    c = config
-    chunks = -(-c.seq_len // ATTN_CHUNK)
-    values = (3 * c.hidden_dim + c.qkv_dim + c.q_dim + c.n_attn_heads * (c.seq_len + 1)
-              + c.n_attn_heads * chunks * c.head_dim + c.n_experts + 2 * c.experts_per_token
-              + c.experts_per_token * c.intermediate_dim + c.vocab_size + 2 * c.n_layers * c.seq_len * c.kv_dim
-              + c.head_dim)
-    return 4 * values

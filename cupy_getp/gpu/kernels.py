@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import KernelDtypeError
-from .constants import ATTN_CHUNK, BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
+from .constants import BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
@@ -35,9 +35,8 @@ GROUPED_KINDS = ("grouped_swiglu", "grouped", "grouped_swiglu_mxfp4w", "grouped_
 
 # Every kernel of every family, by name (macro-made ones included): the launch helpers' targets.
 ENTRY_POINTS: dict[str, tuple[str, ...]] = {
-    "attention": ("kv_cache_write_f32", "attn_scores_f32", "attn_weighted_sum_partial_f32", "attn_combine_f32",
-                  *ATTN_PARTIAL_VARIANTS, "attn_rows_merge_f32"),
-    "embedding": ("embedding_f32", "embedding_rows_f32"),
+    "attention": (*ATTN_PARTIAL_VARIANTS, "attn_rows_merge_f32"),
+    "embedding": ("embedding_rows_f32",),
     "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped",
                                                       "grouped_swiglu_mxfp4w", "grouped_mxfp4w")
                   for shape in ("skinny", "tiled")),
@@ -51,9 +50,9 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
     "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "moe_mlp1_swiglu_mxfp4w",
             "moe_mlp2_accumulate_mxfp4w", "router_topk_rows", "moe_align", "moe_combine"),
-    "rmsnorm": ("rmsnorm_f32", "rmsnorm_rows_f32", "rmsnorm_split_rows"),
-    "rope": ("rope_f32", "rope_kv_write_f32"),
-    "softmax": ("softmax_rows_f32", "argmax_rows_f32"),
+    "rmsnorm": ("rmsnorm_rows_f32", "rmsnorm_split_rows"),
+    "rope": ("rope_kv_write_f32",),
+    "softmax": ("argmax_rows_f32",),
     "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "synthetic_mxfp4_codes",
                   "mxfp4_widen_f32"),
 }
@@ -124,8 +123,9 @@ def families() -> tuple[str, ...]:
 
 
 class Kernels(BatchLaunches):
-    """Every kernel of the engine, bound to one device and its stream. The single-sequence launch helpers
-    are here; the batched engine's are per family in `launch/` (mixed in)."""
+    """Every kernel of the engine, bound to one device and its stream. The one-row products' launch helpers
+    (matvec, the fused one-row experts) and the weight generator's are here; the rest are per family in
+    `launch/` (mixed in)."""
 
     def __init__(self, device: Device):
         self.device = device
@@ -205,37 +205,6 @@ class Kernels(BatchLaunches):
     def _rows_grid(self, rows: int, y: int = 1) -> tuple:
         return (_blocks(rows, self.warps_per_block), y)
 
-    # -- rmsnorm.hip, softmax.hip, rope.hip, embedding.hip --------------------------------------------
-    def rmsnorm(self, out, x, w) -> None:
-        n = x.shape[0]
-        for name, a in (("out", out), ("x", x), ("w", w)):
-            _check(name, a, F32, (n,))
-        self._launch("rmsnorm_f32", (1,), (BLOCK_SIZE,), (out, x, w, I32(n)))
-
-    def softmax_rows(self, x, n: int) -> None:
-        """Softmax of x[r, :n] for every row r of a 2-D buffer, in place."""
-        _check("x", x, F32)
-        rows, stride = x.shape
-        _require(0 < n <= stride, f"softmax_rows: n {n} outside 1..{stride}")
-        self._launch("softmax_rows_f32", (rows,), (BLOCK_SIZE,), (x, I32(n), I32(stride)))
-
-    def rope(self, heads, cos, sin, n_heads: int, head_dim: int) -> None:
-        """Rotate the first n_heads heads of `heads` in place."""
-        _check("heads", heads, F32)
-        _check("cos", cos, F32, (head_dim // 2,))
-        _check("sin", sin, F32, (head_dim // 2,))
-        _require(heads.size >= n_heads * head_dim, f"rope: heads holds {heads.size} < {n_heads} x {head_dim}")
-        total = n_heads * head_dim // 2
-        self._launch("rope_f32", (_blocks(total, BLOCK_SIZE),), (BLOCK_SIZE,),
-                     (heads, cos, sin, I32(n_heads), I32(head_dim)))
-
-    def embedding(self, x, table, token: int) -> None:
-        _check("x", x, F32, (table.shape[1],))
-        _check("table", table, F32)
-        _require(0 <= token < table.shape[0], f"embedding: token {token} outside 0..{table.shape[0] - 1}")
-        self._launch("embedding_f32", (_blocks(x.size, BLOCK_SIZE),), (BLOCK_SIZE,),
-                     (x, table, I32(token), I32(x.size)))
-
     # -- matvec.hip -----------------------------------------------------------------------------------
     def matvec(self, y, w, x, b=None, accumulate: bool = False) -> None:
         """y = w @ x (+ b) (+ y when accumulate). w (rows, cols) float32, or bfloat16 bits (dense weights
@@ -265,64 +234,7 @@ class Kernels(BatchLaunches):
         self._launch("matvec_bf16w_f32", self._rows_grid(rows), (BLOCK_SIZE,),
                      (y, w, x, b, I32(rows), I32(cols), I32(accumulate), I32(vec8)))
 
-    # -- attention.hip --------------------------------------------------------------------------------
-    def kv_cache_write(self, key_cache, value_cache, qkv, q_dim: int, kv_dim: int, pos: int) -> None:
-        """Rotated k and v of this position into one layer's caches (seq_len, kv_dim)."""
-        for name, a in (("key_cache", key_cache), ("value_cache", value_cache)):
-            _check(name, a, F32)
-            _require(a.ndim == 2 and a.shape[1] == kv_dim and 0 <= pos < a.shape[0],
-                     f"kv_cache_write: {name} {tuple(a.shape)} for kv_dim {kv_dim}, position {pos}")
-        _check("qkv", qkv, F32, (q_dim + 2 * kv_dim,))
-        self._launch("kv_cache_write_f32", (_blocks(kv_dim, BLOCK_SIZE),), (BLOCK_SIZE,),
-                     (key_cache, value_cache, qkv, I32(q_dim), I32(kv_dim), I32(pos)))
-
-    def attn_scores(self, scores, q, key_cache, sinks, pos: int, head_dim: int, kv_group: int, window: int) -> None:
-        """scores[h, :pos + 2]: q.k / sqrt(D) over the cache (masked outside the window), then the sink."""
-        n_heads, stride = scores.shape
-        _check("scores", scores, F32)
-        _check("q", q, F32)
-        _check("key_cache", key_cache, F32)
-        _check("sinks", sinks, F32, (n_heads,))
-        _require(q.size >= n_heads * head_dim and pos + 2 <= stride,
-                 f"attn_scores: q of {q.size} for {n_heads} x {head_dim}, position {pos} with rows of {stride}")
-        grid = (_blocks(pos + 1, self.warps_per_block), n_heads)
-        self._launch("attn_scores_f32", grid, (BLOCK_SIZE,),
-                     (scores, q, key_cache, sinks, I32(pos), I32(head_dim), I32(key_cache.shape[1]), I32(kv_group),
-                      I32(window), I32(stride)))
-
-    def attn_weighted_sum_partial(self, partial, probs, value_cache, pos: int, head_dim: int, kv_group: int) -> int:
-        """Chunk sums of the weighted values: partial, flat, holds [h, c, :] = sum over the positions t of
-        chunk c (ATTN_CHUNK positions each) of probs[h, t] * v_t, packed (n_heads, n_chunks, head_dim).
-        Returns n_chunks."""
-        n_heads, stride = probs.shape
-        n_chunks = _blocks(pos + 1, ATTN_CHUNK)
-        _check("partial", partial, F32)
-        _check("probs", probs, F32)
-        _check("value_cache", value_cache, F32)
-        _require(partial.ndim == 1 and partial.size >= n_heads * n_chunks * head_dim,
-                 f"attn_weighted_sum_partial: partial {tuple(partial.shape)}, needs {n_heads * n_chunks * head_dim}")
-        _require(0 < head_dim <= BLOCK_SIZE, f"attn_weighted_sum_partial: head_dim {head_dim} outside 1..{BLOCK_SIZE}")
-        block = head_dim * (BLOCK_SIZE // head_dim)
-        self._launch("attn_weighted_sum_partial_f32", (n_chunks, n_heads), (block,),
-                     (partial, probs, value_cache, I32(pos), I32(head_dim), I32(value_cache.shape[1]), I32(kv_group),
-                      I32(stride), I32(ATTN_CHUNK)))
-        return n_chunks
-
-    def attn_combine(self, out, partial, n_heads: int, head_dim: int, n_chunks: int) -> None:
-        """out (n_heads * head_dim,) = the chunk sums of `attn_weighted_sum_partial` added in chunk order."""
-        _check("out", out, F32, (n_heads * head_dim,))
-        _check("partial", partial, F32)
-        _require(partial.ndim == 1 and partial.size >= n_heads * n_chunks * head_dim,
-                 f"attn_combine: partial {tuple(partial.shape)}, needs {n_heads * n_chunks * head_dim}")
-        self._launch("attn_combine_f32", (_blocks(out.size, BLOCK_SIZE),), (BLOCK_SIZE,),
-                     (out, partial, I32(n_heads), I32(head_dim), I32(n_chunks)))
-
-    # -- moe.hip --------------------------------------------------------------------------------------
-    def router_topk(self, experts, weights, scores) -> None:
-        """One vector's top-k experts and their softmax weights: router_topk_rows on one row."""
-        _check("experts", experts, I32, (experts.shape[0],))
-        self.router_topk_rows(experts[None], weights[None], scores[None])
-
+    # -- moe.hip: the fused one-row experts (RowModel's one-row step on the CUDA cores) ----------------------
     def moe_mlp1_swiglu(self, g, w_mlp1, b_mlp1, t, experts, limit: float) -> None:
         """g (top_k, I) = SwiGLU(w_mlp1[e] @ t + b_mlp1[e]) for each chosen expert e; w_mlp1 (E, 2I, H) bf16
         or an Mxfp4Matrix (the same results, bit for bit)."""
