@@ -110,6 +110,7 @@ def batched_one_row(engine, steps: int, precision: str | None) -> dict:
         "launches_per_step": sum(launches.values()),
         "kernel_ms_per_step_eager": round(sum(kernel_ms.values()), 3),
         "launches_by_kernel": dict(sorted(launches.items(), key=lambda kv: -kv[1])),
+        "kernel_ms_by_kernel": {n: round(v, 3) for n, v in sorted(kernel_ms.items(), key=lambda kv: -kv[1])},
     }
     batched.free()
     return result
