@@ -79,7 +79,7 @@ PY
       timeout 120 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py > "$OUT/engine-tests.log" 2>&1
       grep -E "passed|failed|FAILED|ERROR" "$OUT/engine-tests.log" | tail -8
       ;;
-    s4a)  # session 4's first run (branches wg-inflight + onemodel merged): the wgmma bits and the one-slot engine's
+    s4a)  # session 4's first run (run 18, on main + branches wg-inflight and onemodel): the wgmma bits and the one-slot engine's
       # GPU tests; the one-slot engine's diff against numpy; batch-1 decode at 20b
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 --durations 15 tests/test_gpu_gemm_wgmma.py \
         tests/test_gpu_engine.py tests/test_gpu_batch_engine.py tests/test_gpu_experts.py tests/test_device_memory.py \
@@ -90,24 +90,6 @@ PY
       echo "diff 7m --batch 8 exit $?"; tail -3 "$OUT/diff-batch-7m.txt"
       timeout 110 python bench/decode.py --presets 20b --steps 128 > "$OUT/decode.txt" 2>&1
       echo "decode exit $?"; tail -12 "$OUT/decode.txt" | cut -c1-1500
-      ;;
-    kfvariant)  # the wgmma products with KF k16 steps in flight chosen by t's registers (128 / (BR MB), at most 4)
-      # beside this tree's choice: bench/gemm_tc.py --quick on both (a copy of the tree with the variant kernel)
-      rm -rf /tmp/kfv; mkdir /tmp/kfv; cp -r cupy_getp kernels bench /tmp/kfv/
-      python - <<'PY'
-p = "/tmp/kfv/kernels/gemm_wgmma.hip"; s = open(p).read()
-old = "constexpr int KF = BR <= 16 ? 4 : (BR <= 32 ? 2 : 1);"
-assert old in s
-open(p, "w").write(s.replace(old, "constexpr int KF = BR * MB <= 32 ? 4 : (BR * MB <= 64 ? 2 : 1);"))
-PY
-      timeout 150 python bench/gemm_tc.py --quick > "$OUT/gemm-kf-base.txt" 2>&1; echo "base exit $?"
-      (cd /tmp/kfv && PYTHONPATH=/tmp/kfv CUPY_CACHE_DIR=/tmp/cupy-cache-kfv timeout 200 python bench/gemm_tc.py --quick) \
-        > "$OUT/gemm-kf-variant.txt" 2>&1; echo "variant exit $?"
-      for f in base variant; do echo "== $f"; grep -E '"wg"' "$OUT/gemm-kf-$f.txt" | python -c "
-import json, sys
-for l in sys.stdin:
-    r = json.loads(l); print(r['m'], r['k'], r['n'], r['pieces'], r['wg_tile'], r['wg']['tflops'], 'TFLOP/s')"
-        grouped_tflops "$OUT/gemm-kf-$f.txt" | grep -i wg; done
       ;;
     s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \
