@@ -91,6 +91,30 @@ PY
       timeout 110 python bench/decode.py --presets 20b --steps 128 > "$OUT/decode.txt" 2>&1
       echo "decode exit $?"; tail -12 "$OUT/decode.txt" | cut -c1-1500
       ;;
+    onerow)  # the one-row products at the 20b shape: every kernel choice with the same bits (bench/onerow.py)
+      timeout 200 python bench/onerow.py > "$OUT/onerow.txt" 2>&1; echo "onerow exit $?"
+      python - "$OUT/onerow.txt" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except Exception: print(line.rstrip()); continue
+    print(*(r.get(k) for k in ("pieces", "kind", "choice", "us_per_launch", "weight_gb_s", "of_copy")) if "kind" in r else r)
+PY
+      ;;
+    onerowncu)  # ncu of the one-row wgmma qkv product (3 launches, exact)
+      timeout 150 ncu --clock-control none -k regex:gemm_wg_r8_p3_b1 --launch-count 3 --section SpeedOfLight \
+        --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
+        --section SchedulerStats python bench/onerow.py --pieces 3 --launches 1 > "$OUT/onerow-ncu.txt" 2>&1
+      echo "ncu exit $?"; grep -E "gemm_wg|Duration|Throughput|Issued Ipc|No Eligible|Stall|Warp Cycles Per Issued|Registers" \
+        "$OUT/onerow-ncu.txt" | head -40
+      ;;
+    s4rest)  # the GPU tests run 18 did not reach (the batched engine's kernels, spread, experts, attention)
+      timeout ${REST_SECONDS:-280} python -m pytest -m gpu -q -rfE --maxfail=30 --durations 10 \
+        tests/test_gpu_weight_storage.py tests/test_gpu_batch_attention.py tests/test_gpu_spread.py \
+        tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py tests/test_gpu_mxfp4.py tests/test_gpu_batch_moe.py \
+        tests/test_gpu_expert_parallel.py > "$OUT/rest-tests.log" 2>&1
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/rest-tests.log" | tail -20
+      ;;
     s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \
         tests/test_gpu_engine.py tests/test_gpu_expert_parallel.py tests/test_gpu_spread.py tests/test_gpu_batch_moe.py \
