@@ -18,6 +18,16 @@ for l in open(sys.argv[1]):
     except Exception: print(l.strip()); continue
     if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])" "$1"
 }
+onerow_bench() {  # bench/onerow.py, its records as lines: pieces, product, kernel choice, us a launch, GB/s, of copy
+  timeout 200 python bench/onerow.py > "$OUT/onerow.txt" 2>&1; echo "onerow exit $?"
+  python - "$OUT/onerow.txt" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except Exception: print(line.rstrip()); continue
+    print(*(r.get(k) for k in ("pieces", "kind", "choice", "us_per_launch", "weight_gb_s", "of_copy")) if "kind" in r else r)
+PY
+}
 serve_wheels() {  # FastAPI, uvicorn, pydantic, openai, ... for the server (that machine has no registry)
   [ -d /tmp/serve-site ] || python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/serve-site .whl-serve/*.whl || return 1
@@ -92,14 +102,7 @@ PY
       echo "decode exit $?"; tail -12 "$OUT/decode.txt" | cut -c1-1500
       ;;
     onerow)  # the one-row products at the 20b shape: every kernel choice with the same bits (bench/onerow.py)
-      timeout 200 python bench/onerow.py > "$OUT/onerow.txt" 2>&1; echo "onerow exit $?"
-      python - "$OUT/onerow.txt" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    try: r = json.loads(line)
-    except Exception: print(line.rstrip()); continue
-    print(*(r.get(k) for k in ("pieces", "kind", "choice", "us_per_launch", "weight_gb_s", "of_copy")) if "kind" in r else r)
-PY
+      onerow_bench
       ;;
     onerowncu)  # ncu of the one-row wgmma qkv product (3 launches, exact)
       timeout 150 ncu --clock-control none -k regex:gemm_wg_r8_p3_b1 --launch-count 3 --section SpeedOfLight \
@@ -114,6 +117,15 @@ PY
         tests/test_gpu_gemm.py tests/test_gpu_gemm_tc.py tests/test_gpu_mxfp4.py tests/test_gpu_batch_moe.py \
         tests/test_gpu_expert_parallel.py > "$OUT/rest-tests.log" 2>&1
       grep -E "passed|failed|FAILED|ERROR" "$OUT/rest-tests.log" | tail -20
+      ;;
+    s4b)  # run 20: absent rows zeroed once (not copied every stage) and grouped blocks by occupied tiles: the wgmma
+      # bits, the one-row products, then the headline (exact, fast) with the 1- and 1024-row step profiles
+      timeout 170 python -m pytest -m gpu -q -rfE --maxfail=10 tests/test_gpu_gemm_wgmma.py > "$OUT/wgmma-tests.log" 2>&1
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/wgmma-tests.log" | tail -10
+      onerow_bench
+      timeout 230 python bench/getp_throughput.py --preset 20b --precision exact,fast --max-seconds 90 \
+        --profile-rows 1,1024 --skip drift,single,transformers --out "$OUT/headline" > "$OUT/headline.txt" 2>&1
+      echo "headline exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline.txt" | cut -c1-300 | tail -14
       ;;
     s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \

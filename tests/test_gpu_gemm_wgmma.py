@@ -168,8 +168,9 @@ def test_gemm_wg_grouped(gpu, rng, block_m, pieces, rows, k, n_experts, used, hi
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED[1:4])
 def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces, rows, k, n_experts, used, hidden,
                                                                inter):
-    """A pair's g and y are the same bits with every tile height (a step's size picks it), and the same as
-    the mma.sync kernels' (64-position tiles)."""
+    """A pair's g and y are the same bits with every tile height (a step's size picks it), with one or two
+    feature blocks per consumer (the launch helper picks by the tiles that hold a pair), and the same as the
+    mma.sync kernels' (64-position tiles)."""
     experts = choose_experts(rng, rows, k, n_experts, used)
     a = activations(rng, (rows, hidden), heavy=True)
     w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
@@ -178,9 +179,13 @@ def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces,
     b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
     ap = split(gpu[1], dev(a), pieces)
     results = {}
-    for label, block_m in [*((f"wgmma {b}", b) for b in WG_GROUPED_ROWS), ("mma.sync 64", 64)]:
+    chosen = gpu[1]._wg_features
+    for label, block_m, features in [*((f"wgmma {b}", b, None) for b in WG_GROUPED_ROWS),
+                                     *((f"wgmma 8 x{f}", 8, f) for f in (1, 2)), ("mma.sync 64", 64, None)]:
         if label.startswith("mma.sync"):
             gpu[1].wgmma = False
+        if features is not None:
+            gpu[1]._wg_features = lambda *args, f=features, **kw: f
         try:
             bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts, block_m, w1, b1, k,
                                                                  inter, pieces)
@@ -188,7 +193,7 @@ def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces,
             gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_padded), dev(tile_expert), w2, b2)
             results[label] = (bits[:, padded_of_pair], host(y, gpu)[padded_of_pair])  # in pair order
         finally:
-            gpu[1].wgmma = True
+            gpu[1].wgmma, gpu[1]._wg_features = True, chosen
     first = results["wgmma 8"]
     for label, (g_bits, y) in results.items():
         np.testing.assert_array_equal(g_bits, first[0], err_msg=label)
@@ -211,6 +216,10 @@ def test_wgmma_tiles_fill_the_gpu():
     assert k.wg_tile(1024, 5120, 3) == (128, 1) and k.wg_tile(512, 5120, 3) == (64, 1)
     assert k.wg_tile(1024, 2880, 3) == (64, 1)  # the output projection: measured faster in 64-row tiles
     assert k.wg_tile(1024, 5120, 1) == (128, 2) and k.wg_tile(333, 300, 1) == (128, 1)
+    # grouped, by the tiles that hold a pair: one row's 4 experts of mlp2 (2880 features) in blocks of one
+    # (92 blocks), of mlp1 (5760) in blocks of two (90: 180 of one would be two waves); many tiles: two
+    assert k._wg_features(8, 3, 4, 2880, grouped=True) == 1 and k._wg_features(8, 3, 4, 5760, grouped=True) == 2
+    assert k._wg_features(64, 3, 64, 2880, grouped=True) == 2 and k._wg_features(128, 1, 4, 2880, grouped=True) == 1
 
 
 def test_grouped_tile_height_follows_the_rows_per_expert():

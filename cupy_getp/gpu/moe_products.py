@@ -60,7 +60,8 @@ def expert_products(kernels, grouping: Grouping, experts, a, a_pieces, w: Expert
     if G.tensor_cores:
         kernels.gemm_tc_grouped_swiglu(G.g_pieces, a_pieces, G.pair_of_padded, G.tile_expert, w.w_mlp1, w.b_mlp1,
                                        top_k, limit)
-        kernels.gemm_tc_grouped(G.y, G.g_pieces, G.pair_of_padded, G.tile_expert, w.w_mlp2, w.b_mlp2)
+        kernels.gemm_tc_grouped(G.y, G.g_pieces, G.pair_of_padded, G.tile_expert, w.w_mlp2, w.b_mlp2,
+                                pairs=experts.size)
     else:
         kernels.gemm_grouped_swiglu(G.g, a, G.pair_of_padded, G.tile_expert, w.w_mlp1, w.b_mlp1, top_k, limit,
                                     G.block_m)

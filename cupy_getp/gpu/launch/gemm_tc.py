@@ -133,10 +133,15 @@ class TensorCoreGemmLaunches:
         return rows, self._wg_features(rows, pieces, _blocks(m, rows), n)
 
     def _wg_features(self, rows: int, pieces: int, row_tiles: int, n: int, grouped: bool = False) -> int:
-        """Feature blocks per consumer: two where that still gives every SM a block (one for 128-row tiles of
-        3 pieces, and of the grouped kernels: registers)."""
+        """Feature blocks per consumer: dense, two where that still gives every SM a block; grouped (row_tiles:
+        at most the tiles that hold a pair), one where one-block tiles all fit in one wave (measured at one
+        row, bench/onerow.py: mlp2's 4 x 23 blocks of one in 26.5 us, of two in 35.7; mlp1's 4 x 45 blocks
+        of one are two waves: 54 us, of two 40). One for 128-row tiles of 3 pieces, and of the grouped
+        kernels: registers."""
         if rows == 128 and (pieces == 3 or grouped):
             return 1
+        if grouped:
+            return 1 if row_tiles * _blocks(n, 128) <= self._tc_sm_count() else 2
         return 2 if row_tiles * _blocks(n, 256) >= self._tc_sm_count() else 1
 
     def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple) -> None:
@@ -220,16 +225,18 @@ class TensorCoreGemmLaunches:
                 b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
         suffix = _grouped_suffix(kind)
         if self.wgmma:
-            features = self._wg_features(block_m, pieces, p // block_m, two_inter, grouped=True)
+            tiles = min(p // block_m, rows * experts_per_token)  # a tile that holds a pair
+            features = self._wg_features(block_m, pieces, tiles, two_inter, grouped=True)
             self._wg_launch(f"_grouped_swiglu{suffix}", block_m, pieces, features, two_inter, p // block_m,
                             (*args, I32(vec8)))
             return
         self._tc_launch(f"gemm_tc_grouped_swiglu{suffix}", (_blocks(two_inter, TC_BLOCK_N), p // TC_BLOCK_M),
                         (*args, I32(pieces), I32(vec8)), pieces, (TC_BLOCK_M, TC_BLOCK_N))
 
-    def gemm_tc_grouped(self, y, gp, pair_of_padded, tile_expert, w2, b2) -> None:
+    def gemm_tc_grouped(self, y, gp, pair_of_padded, tile_expert, w2, b2, pairs: int | None = None) -> None:
         """y[p] (P,H) = w2[e] (H,I) @ g[p] + b2[e] for every non-pad padded position p of an expert-e tile,
-        g given as pieces gp (pieces, P, pieces_lda(I)); w2 bf16 bits or an `Mxfp4Matrix`."""
+        g given as pieces gp (pieces, P, pieces_lda(I)); w2 bf16 bits or an `Mxfp4Matrix`. pairs: how many
+        (row, expert) pairs were grouped (at most P), which picks the tiling (not the bits)."""
         n_experts, hidden, inter = w2.shape
         p, block_m = self._tc_grouping(pair_of_padded, tile_expert)
         pieces, _ = self._check_pieces("gp", gp, inter, p)
@@ -240,7 +247,8 @@ class TensorCoreGemmLaunches:
         args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, *w_args, b2, I32(hidden), I32(inter))
         suffix = _grouped_suffix(kind)
         if self.wgmma:
-            features = self._wg_features(block_m, pieces, p // block_m, hidden, grouped=True)
+            tiles = min(p // block_m, p if pairs is None else pairs)  # a tile that holds a pair
+            features = self._wg_features(block_m, pieces, tiles, hidden, grouped=True)
             self._wg_launch(f"_grouped{suffix}", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
         self._tc_launch(f"gemm_tc_grouped{suffix}", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
