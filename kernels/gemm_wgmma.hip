@@ -307,14 +307,13 @@ GETP_DEVICE void wg_stage_w(Dst dst, const unsigned short* const (&rows)[N], con
   #pragma unroll
   for (int u = 0; u < N; ++u) {
     const unsigned short* row = rows[u];
-    if (row == nullptr) continue;  // a row outside the product: zeros since wg_zero_absent_rows
     if (vec8) {
-      const bool valid = k < K;
+      const bool valid = row != nullptr && k < K;
       wg_copy16(dst(u), valid ? row + k : dummy, valid);
     } else {
       unsigned h[8];
       #pragma unroll
-      for (int j = 0; j < 8; ++j) h[j] = k + j < K ? row[k + j] : 0u;
+      for (int j = 0; j < 8; ++j) h[j] = row != nullptr && k + j < K ? row[k + j] : 0u;
       wg_store16(dst(u), make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16));
     }
   }
@@ -341,32 +340,9 @@ GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, W
   #pragma unroll
   for (int u = 0; u < src.A_LOADS; ++u) {
     const int r = i / 8 + 16 * u;
-    if (r < S::A_ROWS && src.a[u] != nullptr) {
-      const bool valid = k < K;
+    if (r < S::A_ROWS) {
+      const bool valid = src.a[u] != nullptr && k < K;
       wg_copy16(stage + S::W_BYTES + wg_swizzled(r, c), valid ? src.a[u] + k : dummy, valid);
-    }
-  }
-}
-
-// Zeros, once, in every stage, in this thread's chunks of the rows outside the product (W rows past N, tile
-// rows with no activation row): no stage copies them again. A zero-filling copy a stage costs as much as a
-// real one in the SM's outstanding copies, which bound a block's stages in flight: at one row 21 of an 8-row
-// tile's 24 piece rows, and the router's 96 of 128 W rows, are outside. Plain shared stores, which the
-// stage's `full` barrier releases to the consumers like every other store of the producer.
-template <int BR, int PIECES, int MB, class WRow>
-GETP_DEVICE void wg_zero_absent_rows(unsigned base, const WgSources<BR, PIECES, MB, WRow>& src) {
-  typedef WgStage<BR, PIECES, MB> S;
-  const int i = threadIdx.x % 128, c = i % 8;
-  const uint4 zero = make_uint4(0u, 0u, 0u, 0u);
-  for (int b = 0; b < S::STAGES; ++b) {
-    const unsigned stage = base + b * S::BYTES;
-    #pragma unroll
-    for (int u = 0; u < src.W_LOADS; ++u)
-      if (!row_ok(src.w[u])) wg_store16(stage + wg_swizzled(wg_w_slot(i / 8 + 16 * u), c), zero);
-    #pragma unroll
-    for (int u = 0; u < src.A_LOADS; ++u) {
-      const int r = i / 8 + 16 * u;
-      if (r < S::A_ROWS && src.a[u] == nullptr) wg_store16(stage + S::W_BYTES + wg_swizzled(r, c), zero);
     }
   }
 }
@@ -403,7 +379,6 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     typedef WgWNext<decltype(w_row(0)), Sources::W_LOADS> WNext;
     const Sources src(w_row, a_row, plane);
     const int kc = 8 * (threadIdx.x % 8);  // this thread's columns of a stage
-    wg_zero_absent_rows(base, src);
     WNext w_next;
     w_next.fetch(src.w, kc, K);
     w_next.prepare();
