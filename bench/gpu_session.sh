@@ -128,13 +128,11 @@ PY
       echo "headline exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline.txt" | cut -c1-300 | tail -14
       ;;
     s4final)  # run 21: after INV_SECONDS=260 ... invtests: the grouped products' bits with one or two feature blocks,
-      # batch-1 decode at 20b (the one-slot engine and the batched engine at one row), the batched MoE tests
+      # batch-1 decode at 20b (the one-slot engine and the batched engine at one row)
       timeout 60 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "grouped_bits or fill_the_gpu" \
         > "$OUT/wgmma-grouped.log" 2>&1; grep -E "passed|failed|FAILED|ERROR" "$OUT/wgmma-grouped.log" | tail -6
       timeout 90 python bench/decode.py --presets 20b --steps 128 > "$OUT/decode.txt" 2>&1
       echo "decode exit $?"; tail -2 "$OUT/decode.txt" | cut -c1-900
-      timeout 50 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py tests/test_gpu_expert_parallel.py \
-        > "$OUT/moe-tests.log" 2>&1; grep -E "passed|failed|FAILED|ERROR" "$OUT/moe-tests.log" | tail -6
       ;;
     s3a)  # session 3's first run: the engine-level GPU tests (then invariance7m, profile20b)
       timeout 300 python -m pytest -m gpu -q -rfE --maxfail=30 tests/test_gpu_batch_engine.py tests/test_gpu_experts.py \
