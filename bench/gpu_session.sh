@@ -140,8 +140,8 @@ PY
         tests/test_gpu_expert_parallel.py > "$OUT/rest-tests.log" 2>&1
       grep -E "passed|failed|FAILED|ERROR" "$OUT/rest-tests.log" | tail -20
       ;;
-    s4b)  # run 20: absent rows zeroed once (not copied every stage) and grouped blocks by occupied tiles: the wgmma
-      # bits, the one-row products, then the headline (exact, fast) with the 1- and 1024-row step profiles
+    s4b)  # run 20 (f0d37c1, whose absent-row zeroing was reverted): the wgmma bits, the one-row products, then the
+      # headline (exact, fast) with the 1- and 1024-row step profiles
       timeout 170 python -m pytest -m gpu -q -rfE --maxfail=10 tests/test_gpu_gemm_wgmma.py > "$OUT/wgmma-tests.log" 2>&1
       grep -E "passed|failed|FAILED|ERROR" "$OUT/wgmma-tests.log" | tail -10
       onerow_bench

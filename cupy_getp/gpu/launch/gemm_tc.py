@@ -144,6 +144,11 @@ class TensorCoreGemmLaunches:
             return 1 if row_tiles * _blocks(n, 128) <= self._tc_sm_count() else 2
         return 2 if row_tiles * _blocks(n, 256) >= self._tc_sm_count() else 1
 
+    def _wg_grouped_features(self, block_m: int, pieces: int, p: int, pairs: int, n: int) -> int:
+        """_wg_features of a grouped product of P padded positions holding `pairs` pairs, counting the tiles
+        that can hold a pair: at most one a pair."""
+        return self._wg_features(block_m, pieces, min(p // block_m, pairs), n, grouped=True)
+
     def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple) -> None:
         """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y)."""
         grid = (_blocks(n, 128 * features), grid_y)
@@ -225,8 +230,7 @@ class TensorCoreGemmLaunches:
                 b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
         suffix = _grouped_suffix(kind)
         if self.wgmma:
-            tiles = min(p // block_m, rows * experts_per_token)  # a tile that holds a pair
-            features = self._wg_features(block_m, pieces, tiles, two_inter, grouped=True)
+            features = self._wg_grouped_features(block_m, pieces, p, rows * experts_per_token, two_inter)
             self._wg_launch(f"_grouped_swiglu{suffix}", block_m, pieces, features, two_inter, p // block_m,
                             (*args, I32(vec8)))
             return
@@ -247,8 +251,7 @@ class TensorCoreGemmLaunches:
         args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, *w_args, b2, I32(hidden), I32(inter))
         suffix = _grouped_suffix(kind)
         if self.wgmma:
-            tiles = min(p // block_m, p if pairs is None else pairs)  # a tile that holds a pair
-            features = self._wg_features(block_m, pieces, tiles, hidden, grouped=True)
+            features = self._wg_grouped_features(block_m, pieces, p, p if pairs is None else pairs, hidden)
             self._wg_launch(f"_grouped{suffix}", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
         self._tc_launch(f"gemm_tc_grouped{suffix}", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
