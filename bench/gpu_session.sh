@@ -28,6 +28,12 @@ for line in open(sys.argv[1]):
     print(*(r.get(k) for k in ("pieces", "kind", "choice", "us_per_launch", "weight_gb_s", "of_copy")) if "kind" in r else r)
 PY
 }
+nccl_path() {  # CuPy's NCCL module needs libnccl.so.2: where CuPy finds none, take the one torch ships
+  python -c "from cupy.cuda import nccl; assert nccl.available" 2>/dev/null && return 0
+  local lib; lib=$(python -c "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'lib'))" 2>/dev/null)
+  [ -n "$lib" ] || lib=$(dirname "$(find / -name 'libnccl.so.2*' 2>/dev/null | head -1)")
+  export LD_LIBRARY_PATH=$lib:${LD_LIBRARY_PATH:-}; echo "NCCL from $lib"
+}
 serve_wheels() {  # FastAPI, uvicorn, pydantic, openai, ... for the server (that machine has no registry)
   [ -d /tmp/serve-site ] || python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/serve-site .whl-serve/*.whl || return 1
@@ -282,6 +288,33 @@ PY
       python bench/getp_throughput.py --precision exact,fast,fp32 --max-seconds 330,330,${FP32_SECONDS:-80} \
         --profile-rows 1,64,256,512 --skip single,transformers --out "$OUT/headline" 2>&1 | tee "$OUT/headline.txt" \
         | tail -60
+      ;;
+    nccl)  # CuPy's NCCL, or the one torch ships (put on LD_LIBRARY_PATH for this session's processes)
+      nccl_path
+      python -c "from cupy.cuda import nccl; import cupy; print('nccl', nccl.get_version(), 'gpus',
+        cupy.cuda.runtime.getDeviceCount())" 2>&1 | tail -2
+      ;;
+    multitests)  # issue 19 on two GPUs: the 2-GPU tests, expert parallelism in one process, --gpus on one device
+      nccl_path
+      timeout ${MULTI_SECONDS:-300} python -m pytest -m gpu -q -rfE tests/test_gpu_multi_gpu.py \
+        tests/test_gpu_expert_parallel.py tests/test_gpu_spread.py 2>&1 | tee "$OUT/multi-tests.log" \
+        | grep -E "passed|failed|FAILED|ERROR|skipped" | tail -30
+      ;;
+    eplogits120b)  # 120b: BF16 experts split over 2 GPUs (NCCL) against one GPU's MXFP4 run, logits bit for bit
+      nccl_path
+      timeout 280 python -m cupy_getp.gpu.ep_check 120b --gpus 0,1 --experts bf16 --one-gpu-experts mxfp4 \
+        --rows 8 --steps 3 > "$OUT/ep-logits-120b.json" 2> "$OUT/ep-logits-120b.err"; echo "ep_check 120b exit $?"
+      cut -c1-1500 "$OUT/ep-logits-120b.json"; tail -3 "$OUT/ep-logits-120b.err"
+      ;;
+    dpbench)  # 20b headline on one GPU, then a replica on each of 2 (DP_REQUESTS requests, -n DP_STEPS)
+      nccl_path
+      python bench/multi_gpu.py dp --requests ${DP_REQUESTS:-1024} -n ${DP_STEPS:-1024} --timeout 250 \
+        --out "$OUT/multi" 2>&1 | tee "$OUT/dp.txt" | tail -3 | cut -c1-1500
+      ;;
+    epbench)  # 120b: one GPU with MXFP4 experts, then BF16 experts over 2 GPUs (EP_REQUESTS requests, -n EP_STEPS)
+      nccl_path
+      python bench/multi_gpu.py ep --requests ${EP_REQUESTS:-256} -n ${EP_STEPS:-256} --timeout 250 \
+        --out "$OUT/multi" 2>&1 | tee "$OUT/ep.txt" | tail -3 | cut -c1-1500
       ;;
     transformers)  # with the precision drift (both short)
       python bench/getp_throughput.py --skip headline,profile,decode,single --out "$OUT/transformers" 2>&1 \

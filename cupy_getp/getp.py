@@ -18,6 +18,7 @@ from .engine.factory import create_engine, resolve_engine
 from .errors import GetpError, InputError
 from .fileio import atomic_output, read_text
 from .generation import check_prompt, resolve_steps
+from .gpu.expert_plan import check_divisible
 from .getp_session import (GetpHooks, GetpOptions, Session, elapsed_line, finish_line, format_output, infer, note,
                            warm_up_engine, warm_up_line)
 from .getp_session import describe_batch, run_batched, run_requests  # noqa: F401 (the getp API, as before)
@@ -25,7 +26,7 @@ from .sampler import Sampler
 from .shards import Shard, run_identity, shard_header
 from .startup import check_startup
 from .tokenizer import Tokenizer
-from .workers import parse_gpus, use_device, visible_gpus, worker_pool
+from .workers import nccl_missing, parse_gpus, use_device, visible_gpus, worker_pool
 
 
 @dataclass
@@ -100,18 +101,23 @@ class Spread:
     """Where a getp run's requests go. `shard`: a slice of the input (`shards.py`; None: all of it), whose
     file `merge` joins with the others'. `workers`: one engine process per entry, on that GPU (None: no
     device, the test-only `--workers`), fed from one queue (`workers.py`); empty: one engine in this
-    process, on `device` (None: HIP_DEVICE_ID's, as ever)."""
+    process, on `device` (None: HIP_DEVICE_ID's, as ever). `expert_parallel`: the workers are the ranks of one
+    model whose experts they split (`gpu/ep_engine.py`), not a model each."""
     shard: Shard | None = None
     workers: tuple[int | None, ...] = ()
     device: int | None = None
+    expert_parallel: bool = False
 
 
 def make_spread(shard: str | None, gpus: str | None, workers: int, engine: str, temperature: float,
-                seed: int) -> Spread:
-    """The command line's `--shard K/N`, `--gpus LIST|all` and test-only `--workers N` as a Spread, for a
-    run of `engine` (resolved) with the sampler's `temperature` and `seed` as the user gave it."""
+                seed: int, expert_parallel: int = 0) -> Spread:
+    """The command line's `--shard K/N`, `--gpus LIST|all`, `--expert-parallel G` and test-only `--workers N`
+    as a Spread, for a run of `engine` (resolved) with the sampler's `temperature` and `seed` as the user
+    gave it."""
     if gpus is not None and workers:
         raise GetpError("--gpus and --workers exclude each other")
+    if expert_parallel:
+        return _expert_parallel_spread(shard, gpus, workers, engine, expert_parallel)
     if shard is not None and temperature > 0 and seed == 0:
         raise GetpError("--shard at temperature > 0 needs a seed (-s N): seed 0 takes one from the clock, a "
                         "different one in each shard")
@@ -123,6 +129,23 @@ def make_spread(shard: str | None, gpus: str | None, workers: int, engine: str, 
     return Spread(shard=Shard.parse(shard) if shard is not None else None,
                   workers=(None,) * workers if workers else devices if len(devices) > 1 else (),
                   device=devices[0] if len(devices) == 1 else None)
+
+
+def _expert_parallel_spread(shard: str | None, gpus: str | None, workers: int, engine: str, ranks: int) -> Spread:
+    """`--expert-parallel G`: G worker processes, one a GPU (--gpus's, which must name G, else devices 0..G-1)."""
+    if engine != "cupy":
+        raise GetpError(f"--expert-parallel runs the cupy engine, not the {engine} engine")
+    if workers:
+        raise GetpError("--expert-parallel and --workers exclude each other")
+    if ranks < 2:
+        raise GetpError(f"--expert-parallel needs 2 or more GPUs, got {ranks}")
+    devices = parse_gpus(gpus if gpus is not None else ",".join(map(str, range(ranks))), visible_gpus)
+    if len(devices) != ranks:
+        raise GetpError(f"--expert-parallel {ranks} needs {ranks} GPUs; --gpus names {len(devices)}")
+    reason = nccl_missing()
+    if reason:
+        raise GetpError(f"--expert-parallel needs NCCL (RCCL on ROCm) through cupy.cuda.nccl: {reason}")
+    return Spread(shard=Shard.parse(shard) if shard is not None else None, workers=devices, expert_parallel=True)
 
 
 def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, *, tokenizer: Tokenizer,
@@ -145,8 +168,10 @@ def getp(source, input_path: str | os.PathLike, output_path: str | os.PathLike, 
     numbers = spread.shard.numbers(len(requests)) if spread.shard else range(len(requests))
     options = replace(options, engine=engine, steps=steps)
     if spread.workers:
+        if spread.expert_parallel:
+            check_divisible(weights.config.n_experts, len(spread.workers))
         runner = worker_pool(os.fspath(source), options, sampler, spread.workers, len(numbers),
-                             _one_at_a_time(engine), hooks)
+                             _one_at_a_time(engine), hooks, spread.expert_parallel)
     else:
         runner = _InProcess(weights, len(numbers), options, sampler, hooks)
     header = None

@@ -5,6 +5,7 @@ timing lines of spec section 4.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,6 +16,8 @@ from .errors import GetpError
 from .generation import decode
 from .sampler import RequestSamplers, Sampler
 from .tokenizer import STOP_TOKENS
+
+IDLE_S = 0.001  # run_lockstep's wait when no rank of the run had rows to step
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,40 @@ def run_fed(batched, sampler: Sampler, steps: int, take: Callable[[bool], list |
             on_result(numbers[seq.index], seq.output)
 
 
+def run_lockstep(batched, sampler: Sampler, steps: int, takes: Sequence[Callable[[bool], list | None]],
+                 on_result: Callable[[int, list[int]], None]) -> None:
+    """Continuous batching on the expert-parallel ranks of this process (`gpu/ep_engine.py`), each fed by its
+    `take` as `run_fed`'s (never blocking: the ranks step together, a rank with nothing to run steps pad
+    rows), in lockstep with the ranks of the other processes, until every rank of the run has finished."""
+    shape = batched.shape
+    schedulers = [Scheduler([], steps, shape.n_slots, shape.max_rows, shape.max_chunk, STOP_TOKENS) for _ in takes]
+    numbers: list[dict[int, int]] = [{} for _ in takes]  # per local rank: scheduler index -> number in the input
+    samplers = [None if sampler.temperature == 0 else RequestSamplers(sampler, n) for n in numbers]
+    more = [True] * len(takes)
+    while True:
+        for q, (scheduler, take) in enumerate(zip(schedulers, takes)):
+            while more[q] and len(scheduler.waiting) < len(scheduler.free_slots):
+                given = take(False)
+                if given is None:
+                    more[q] = False
+                elif not given:
+                    break
+                for number, prompt in given or ():
+                    numbers[q][scheduler.add(prompt).index] = number
+        rows = [None if s.done else s.next_rows() for s in schedulers]
+        views = batched.step(rows, [not m and s.done for m, s in zip(more, schedulers)])
+        if views is None:
+            return
+        if not any(v is not None for v in views):
+            time.sleep(IDLE_S)  # no rank had rows: more requests are on their way to some of them
+        for q, (scheduler, r, v) in enumerate(zip(schedulers, rows, views)):
+            if r is None or v is None:
+                continue
+            scheduler.record(r, batched.next_tokens(q, v, r, samplers[q]))
+            for seq in scheduler.finished:
+                on_result(numbers[q][seq.index], seq.output)
+
+
 @dataclass
 class Session:
     """The engine of one getp run and its batched engine, freed on one path whatever happens."""
@@ -176,6 +213,7 @@ def describe_batch(batched) -> str:
     """What the batched engine chose, in one line: slots, rows, precision and the products' kernels,
     graphs."""
     shape = batched.shape
-    graphs = "CUDA graphs" if batched.runner.use_graphs else "eager launches"
+    runner = getattr(batched, "runner", None)  # expert parallelism's steps have none: eager, a plan a layer
+    graphs = "CUDA graphs" if runner is not None and runner.use_graphs else "eager launches"
     return (f"batched engine: {shape.n_slots} request slots, up to {shape.max_rows} rows per step, "
             f"precision {batched.precision} ({batched.products_path}), {graphs}")

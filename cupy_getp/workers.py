@@ -38,13 +38,15 @@ class WorkerJob:
     """What one worker needs, all of it picklable: the model as the user named it (a path or a preset:
     each worker opens it), the run's options with its resolved steps, the sampler's settings (the seed
     resolved, so that a clock seed is the same in every worker), and the requests it sizes its batched
-    engine for (its even share of the run)."""
+    engine for (its even share of the run). `expert_parallel`: (ranks, NCCL unique id) where the workers are
+    the ranks of one model (rank = `number`), None where each runs a whole model."""
     number: int
     device: int | None
     model: str
     options: GetpOptions
     sampling: tuple[float, float, int]
     share: int
+    expert_parallel: tuple[int, object] | None = None
 
 
 def chunk_size(n_requests: int, n_workers: int, one_at_a_time: bool) -> int:
@@ -85,6 +87,17 @@ def visible_gpus() -> int:
     return cupy.cuda.runtime.getDeviceCount()
 
 
+def nccl_missing() -> str | None:
+    """Why CuPy's NCCL (RCCL) binding cannot be used here, or None."""
+    try:
+        from cupy.cuda import nccl
+    except ImportError as e:
+        return f"CuPy's NCCL module does not load ({e}); install NCCL (e.g. pip install nvidia-nccl-cu13) or RCCL"
+    if not getattr(nccl, "available", True):
+        return "CuPy finds no NCCL library; install NCCL (e.g. pip install nvidia-nccl-cu13) or RCCL"
+    return None
+
+
 def use_device(device: int | None) -> None:
     """Make `device` the GPU engine's (gpu/device.py reads HIP_DEVICE_ID when the engine opens it)."""
     if device is not None:
@@ -102,18 +115,43 @@ def worker_main(job: WorkerJob, tasks, results) -> None:
     session = Session()
     try:
         weights = open_weights(job.model, job.options.seed, job.options.config)
-        session.model = create_engine(weights, job.options.engine, job.options.experts, job.options.steps)
         hooks = GetpHooks(echo=None, note=lambda line: results.put(("note", job.number, line)),
                           load_progress=lambda n: results.put(("load", n)))
-        session.batched = warm_up_engine(session.model, job.share, job.options.steps, job.options, hooks)
-        results.put(("ready", job.number))
-        _serve(session, Sampler(*job.sampling), job.options.steps, tasks, results)
+        if job.expert_parallel is not None:
+            _expert_parallel_rank(job, weights, session, hooks, tasks, results)
+        else:
+            session.model = create_engine(weights, job.options.engine, job.options.experts, job.options.steps)
+            session.batched = warm_up_engine(session.model, job.share, job.options.steps, job.options, hooks)
+            results.put(("ready", job.number))
+            _serve(session, Sampler(*job.sampling), job.options.steps, tasks, results)
         _next_task(tasks)  # the None after the output is written (or the run's process gone)
         session.free()
         results.put(("freed", job.number))
     except BaseException as e:  # noqa: BLE001 (reported, whatever it is)
         results.put(("error", job.number, one_line(e)))
         session.free(failing=True)
+
+
+def _expert_parallel_rank(job: WorkerJob, weights, session: Session, hooks: GetpHooks, tasks, results) -> None:
+    """Rank `job.number` of an expert-parallel run: the dense weights and its slice of the experts, an NCCL
+    communicator with the other ranks, its requests from the shared queue, stepped in lockstep."""
+    from .gpu.engine import CupyEngine
+    from .getp_session import describe_batch, run_lockstep
+
+    n_ranks, unique_id = job.expert_parallel
+    o = job.options
+    session.model = model = CupyEngine(weights, o.experts, o.steps, expert_parallel=(job.number, n_ranks))
+    model.warm_up(progress=hooks.load_progress)
+    for line in model.storage_notes():
+        hooks.note(line)
+    comm = model.communicator(unique_id)
+    session.batched = model.expert_parallel_batched(job.share, o.steps, comm, o.batch or None, o.precision, o.chunk)
+    hooks.note(describe_batch(session.batched))
+    results.put(("ready", job.number))
+    take = lambda block: _take(tasks, False)  # noqa: E731 (lockstep ranks never wait: they step pad rows)
+    with model.device.cuda_device:
+        run_lockstep(session.batched, Sampler(*job.sampling), o.steps, [take],
+                     lambda number, tokens: results.put(("result", number, tokens)))
 
 
 def _serve(session: Session, sampler: Sampler, steps: int, tasks, results) -> None:
@@ -268,9 +306,15 @@ class WorkerPool:
 
 
 def worker_pool(model: str, options: GetpOptions, sampler: Sampler, devices: Sequence[int | None],
-                n_requests: int, one_at_a_time: bool, hooks: GetpHooks) -> WorkerPool:
-    """A pool of one worker per entry of `devices` for a run of `n_requests`."""
+                n_requests: int, one_at_a_time: bool, hooks: GetpHooks, expert_parallel: bool = False) -> WorkerPool:
+    """A pool of one worker per entry of `devices` for a run of `n_requests`: a model each, or the ranks of
+    one model whose experts they split (`expert_parallel`, over NCCL/RCCL)."""
     share = math.ceil(n_requests / len(devices))
     sampling = (sampler.temperature, sampler.topp, sampler.seed)
-    jobs = [WorkerJob(i, device, model, options, sampling, share) for i, device in enumerate(devices)]
+    ranks = None
+    if expert_parallel:
+        from cupy.cuda import nccl
+
+        ranks = (len(devices), nccl.get_unique_id())
+    jobs = [WorkerJob(i, device, model, options, sampling, share, ranks) for i, device in enumerate(devices)]
     return WorkerPool(jobs, hooks, chunk_size(n_requests, len(devices), one_at_a_time))

@@ -14,7 +14,7 @@ from cupy_getp.gpu import expert_plan
 from cupy_getp.gpu.comm import InProcessCommunicator
 from cupy_getp.gpu.expert_plan import check_divisible, plan_exchange
 
-from batch_fakes import FakeDevice, FakeKernels
+from batch_fakes import FakeDevice, FakeEngine, FakeKernels
 from conftest import TINY
 from ep_helpers import TINY_EP, device_weights, moe_chain, step_logits
 from test_batch_model import cupy_stand_in  # noqa: F401 (a fixture: CuPy's numpy stand-in)
@@ -298,3 +298,71 @@ def test_ranks_holding_only_their_experts_give_one_gpus_bits(cupy_stand_in, expe
     np.testing.assert_array_equal(got_x, want_x)
     with pytest.raises(ValueError, match="rank 0 needs experts 0..3; its weights hold experts 3..6"):
         moe_chain(TINY_EP, full, kernels, FakeDevice(), "exact", 4, 4, 3, shard_weights=shards[1:] + shards[:1])
+
+
+# -- getp's lockstep loop over G in-process ranks, against one GPU's batched engine -------------------------------
+def lockstep_lines(weights, requests, steps, n_ranks, n_slots, precision, sampler):
+    """Every request's tokens through G ranks in one process (rank q fed requests q, q + G, ... in one
+    chunk), stepped in lockstep by `run_lockstep`: in input order."""
+    from cupy_getp.getp_session import run_lockstep
+    from cupy_getp.gpu.batch_shape import BatchShape
+    from cupy_getp.gpu.ep_engine import ExpertParallelBatch
+
+    engine = FakeEngine(weights)
+    engine.kernels = stand_in_kernels(precision)
+    batched = ExpertParallelBatch(engine, BatchShape(n_slots, n_slots + 3, 3, steps), precision,
+                                  InProcessCommunicator(n_ranks))
+    shares = [[(i, requests[i]) for i in range(q, len(requests), n_ranks)] for q in range(n_ranks)]
+
+    def take(q):
+        def given(block):
+            assert not block  # lockstep ranks never wait for requests
+            share, shares[q] = shares[q], None
+            return share
+        return given
+
+    results = {}
+    run_lockstep(batched, sampler, steps, [take(q) for q in range(n_ranks)], results.__setitem__)
+    return [results[i] for i in range(len(requests))]
+
+
+@pytest.mark.parametrize("precision, temperature", [("exact", 0.0), ("exact", 0.8), ("fast", 0.0)])
+def test_getp_over_g_ranks_gives_one_gpus_lines(cupy_stand_in, tiny_ep_weights, precision, temperature):
+    """7 requests over 2 ranks of 2 slots (ranks with unequal work: one ends first and steps pad rows while
+    the other runs) against one batched engine of 3 slots: the same tokens, greedy and sampled."""
+    from cupy_getp.getp_session import run_batched
+    from cupy_getp.gpu.batch import BatchedEngine
+    from cupy_getp.gpu.batch_shape import BatchShape
+    from cupy_getp.sampler import Sampler
+    from test_batch_model import prompts
+
+    requests, steps = [p[:6] for p in prompts(7, 3)], 14
+    requests = [[t % TINY_EP.vocab_size for t in p] for p in requests]
+    engine = FakeEngine(tiny_ep_weights)
+    engine.kernels = stand_in_kernels(precision)
+    one = BatchedEngine(engine, BatchShape(3, 6, 3, steps), precision, use_graphs=False)
+    want = run_batched(one, Sampler(temperature, 0.9, 5), requests, steps)
+    got = lockstep_lines(tiny_ep_weights, requests, steps, 2, 2, precision, Sampler(temperature, 0.9, 5))
+    assert got == want
+    assert len({len(line) for line in want}) > 1  # requests of different lengths: the ranks' work differs
+
+
+def test_expert_parallel_on_the_command_line_refuses_the_numpy_engine(tmp_path):
+    from conftest import ROOT, cli
+
+    out = tmp_path / "out.txt"
+    result = cli("getp", "7m", "-i", str(ROOT / "data/input.txt"), "-o", str(out), "--expert-parallel", "2",
+                 "--engine", "numpy")
+    assert result.returncode != 0 and not out.exists()
+    assert "--expert-parallel runs the cupy engine, not the numpy engine" in result.stderr, result.stderr
+    assert result.stderr.count("error:") == 1, result.stderr
+
+
+@pytest.mark.parametrize("ranks, workers, message", [(1, 0, "needs 2 or more GPUs, got 1"),
+                                                     (2, 2, "--expert-parallel and --workers exclude each other")])
+def test_expert_parallel_spread_refuses_what_cannot_run(ranks, workers, message):
+    from cupy_getp.errors import GetpError
+    from cupy_getp.getp import make_spread
+
+    with pytest.raises(GetpError, match=message):
+        make_spread(None, None, workers, "cupy", 0.0, 0, expert_parallel=ranks)

@@ -68,6 +68,10 @@ ShardOption = Annotated[Optional[str], typer.Option("--shard", help="getp: run t
                                                                   "that `merge` joins with the others.")]
 Gpus = Annotated[Optional[str], typer.Option("--gpus", help="getp: one engine process per GPU (0,1,... or all), "
                                                            "fed from one queue; one output in input order.")]
+ExpertParallel = Annotated[int, typer.Option("--expert-parallel", min=0, metavar="G",
+                                             help="getp on the GPU: one model over G GPUs (--gpus's, else 0..G-1), "
+                                                  "each holding 1/G of every layer's experts (NCCL/RCCL), for "
+                                                  "models whose experts do not fit one GPU.")]
 Workers = Annotated[int, typer.Option("--workers", min=0, hidden=True,
                                       help="getp, for tests: N engine processes without a device (numpy engine).")]
 Experts = Annotated[str, typer.Option("--experts", help="GPU engine: the MoE experts on the device: bf16, mxfp4 "

@@ -13,9 +13,9 @@ import typer
 from ..checkpoint import open_weights
 from ..checkpoint.layout import n_params
 from ..errors import GetpError
-from .common import (MODES, Batch, Chunk, Gpus, Precision, RunOptions, ShardOption, Workers, app, check_precision,
-                     choice, config_overrides, describe_model, given_path, loaded_engine, make_sampler, note,
-                     open_tokenizer, pick_engine, with_run_options, write_out)
+from .common import (MODES, Batch, Chunk, ExpertParallel, Gpus, Precision, RunOptions, ShardOption, Workers, app,
+                     check_precision, choice, config_overrides, describe_model, given_path, loaded_engine,
+                     make_sampler, note, open_tokenizer, pick_engine, with_run_options, write_out)
 
 
 @contextlib.contextmanager
@@ -64,13 +64,14 @@ def run(
     precision: Precision = None,
     shard: ShardOption = None,
     gpus: Gpus = None,
+    expert_parallel: ExpertParallel = 0,
     workers: Workers = 0,
 ) -> None:
     """The original runtime's command line: run MODEL [-t -p -s -n -i -o -z -m -y]."""
     choice(mode, MODES, "mode")
-    spreading = _Spreading(shard, gpus, workers)
+    spreading = _Spreading(shard, gpus, workers, expert_parallel)
     if mode != "getp" and spreading != _Spreading():
-        raise GetpError("--shard, --gpus and --workers apply only with -m getp")
+        raise GetpError("--shard, --gpus, --expert-parallel and --workers apply only with -m getp")
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
@@ -95,18 +96,20 @@ def getp(
     precision: Precision = None,
     shard: ShardOption = None,
     gpus: Gpus = None,
+    expert_parallel: ExpertParallel = 0,
     workers: Workers = 0,
 ) -> None:
     """Batch evaluation: every request's token ids to OUTPUT, and the three timing lines."""
-    _run_getp(options, input, output, batch, chunk, precision, _Spreading(shard, gpus, workers))
+    _run_getp(options, input, output, batch, chunk, precision, _Spreading(shard, gpus, workers, expert_parallel))
 
 
 @dataclass(frozen=True)
 class _Spreading:
-    """--shard, --gpus and --workers as given."""
+    """--shard, --gpus, --workers and --expert-parallel as given."""
     shard: str | None = None
     gpus: str | None = None
     workers: int = 0
+    expert_parallel: int = 0
 
 
 def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, chunk: int | None = None,
@@ -117,7 +120,7 @@ def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, ch
     describe_model(options.model, options.weights_seed)
     engine = pick_engine(options.engine)
     spread = make_spread(spreading.shard, spreading.gpus, spreading.workers, engine, options.temperature,
-                         options.seed)
+                         options.seed, spreading.expert_parallel)
     overrides = config_overrides(options.config)
     weights = open_weights(options.model, options.weights_seed, overrides)
     with _getp_progress(n_params(weights.config)) as (load, progress):

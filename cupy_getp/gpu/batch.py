@@ -321,24 +321,14 @@ class BatchedEngine:
         """`memory`: (what, remedy) of the out-of-memory line; by default a batch's (request slots, --batch or -n)."""
         self.engine, self.config, self.shape = engine, engine.config, shape
         device = engine.device
-        precision = precision or default_precision(device)
-        if precision not in PRECISIONS:
-            raise DeviceError(f"unknown precision {precision!r} (expected {', '.join(PRECISIONS)})")
-        if precision != "fp32" and not tensor_cores_supported(device):
-            raise DeviceError(f"precision {precision!r} needs BF16 tensor cores (CUDA sm_80 or later); "
-                              f"{device.describe()} has none usable here: use --precision fp32")
+        precision = check_precision(device, engine.kernels, precision)
         self.precision = precision
         what, remedy = memory or (f"the step buffers and KV cache of {shape.n_slots} request slots at -n {shape.n_ctx}",
                                   engine.memory_remedy("a smaller --batch or -n"))
         with device.stream, device.allocating(what, remedy):
             self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision)
         self.runner = StepRunner(self.model, device, use_graphs, remedy)
-        kernels = engine.kernels
-        if precision == "fp32":
-            self.products_path = "CUDA cores"
-        else:
-            path = describe_products(device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
-            self.products_path = f"{path} at every row count"
+        self.products_path = products_path(device, engine.kernels, precision)
         self.device = device
         self.rows_host = device.pinned((3, shape.max_rows), np.int32)
         self.tokens_host = device.pinned(shape.max_rows, np.int32)
@@ -356,37 +346,17 @@ class BatchedEngine:
         if np.any(positions >= self.shape.n_ctx) or np.any(positions < 0):
             raise ValueError(f"positions must be in 0..{self.shape.n_ctx - 1}")
         v = self.model.view(self.shape.bucket(n))
-        rows = self.rows_host
-        rows[0, :] = self.shape.n_slots  # pad rows: the spare slot, position 0, token 0
-        rows[1, :] = 0
-        rows[2, :] = 0
-        rows[0, :n], rows[1, :n], rows[2, :n] = slots, positions, tokens
+        pack_rows(self.rows_host, self.shape.n_slots, slots, positions, tokens)
         with self.device.stream:
-            self.device.upload(v.rows_packed, rows)
+            self.device.upload(v.rows_packed, self.rows_host)
             self.runner.run(v, trace)
         return v
 
     def next_tokens(self, rows, samplers=None) -> np.ndarray:
         """Run a scheduler's `StepRows`; one next token per row (greedy on the device, or drawn by the
         row's request sampler from its logits when `samplers` is given)."""
-        n = len(rows)
         v = self.step(rows.slots, rows.positions, rows.tokens)
-        tokens = self.tokens(v, n)
-        wanted = np.flatnonzero(rows.wants_token)
-        bad = [i for i in wanted if tokens[i] < 0]
-        if bad:
-            owner = rows.owners[bad[0]]
-            raise NumericalError(f"request {owner.index + 1}: non-finite logits at position "
-                                 f"{int(rows.positions[bad[0]])} (NaN or infinite); `cupy-getp diff --batch` "
-                                 f"names the first layer")
-        if samplers is not None and wanted.size:
-            import cupy
-
-            with self.device.stream:
-                logits = v.logits[cupy.asarray(wanted.astype(np.int32))].get(stream=self.device.stream)
-            for j, i in enumerate(wanted):
-                tokens[i] = samplers[rows.owners[i].index](logits[j])
-        return tokens
+        return read_next_tokens(self.device, v, self.tokens_host, rows, samplers)
 
     def free(self) -> None:
         """Drop the graphs and every buffer (the pool gets them back at the engine's finish)."""
@@ -395,8 +365,64 @@ class BatchedEngine:
 
     def tokens(self, v: RowView, n: int) -> np.ndarray:
         """The greedy tokens of the first n rows (-1 where a row's logits hold a NaN)."""
-        out = self.device.download(v.next_token, self.tokens_host[: v.R])
-        return out[:n].copy()
+        return greedy_tokens(self.device, v, self.tokens_host, n)
+
+
+# -- shared by the engines over rows (this one, and expert parallelism's: gpu/ep_engine.py) -----------------
+def check_precision(device, kernels, precision: str | None) -> str:
+    """The precision asked for (None: the device's default), or one line saying why it cannot run here."""
+    precision = precision or default_precision(device)
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r} (expected {', '.join(PRECISIONS)})")
+    if precision != "fp32" and not tensor_cores_supported(device):
+        raise DeviceError(f"precision {precision!r} needs BF16 tensor cores (CUDA sm_80 or later); "
+                          f"{device.describe()} has none usable here: use --precision fp32")
+    return precision
+
+
+def products_path(device, kernels, precision: str) -> str:
+    """Which kernels the products take, in words (the warm-up note)."""
+    if precision == "fp32":
+        return "CUDA cores"
+    path = describe_products(device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
+    return f"{path} at every row count"
+
+
+def pack_rows(rows_host: np.ndarray, spare_slot: int, slots, positions, tokens) -> None:
+    """A step's row descriptors into the pinned (3, max_rows) buffer: (slot, position, token) of each row,
+    then pad rows (the spare slot, position 0, token 0) to the end."""
+    n = len(slots)
+    rows_host[0, :] = spare_slot
+    rows_host[1, :] = 0
+    rows_host[2, :] = 0
+    rows_host[0, :n], rows_host[1, :n], rows_host[2, :n] = slots, positions, tokens
+
+
+def greedy_tokens(device, v: RowView, tokens_host: np.ndarray, n: int) -> np.ndarray:
+    """The greedy tokens of a step's first n rows (-1 where a row's logits hold a NaN); synchronises."""
+    out = device.download(v.next_token, tokens_host[: v.R])
+    return out[:n].copy()
+
+
+def read_next_tokens(device, v: RowView, tokens_host: np.ndarray, rows, samplers=None) -> np.ndarray:
+    """One next token per row of a scheduler's `StepRows` after its step: greedy from the device, or drawn by
+    the row's request sampler from its logits (`samplers`); a NaN where a row wants a token is one line."""
+    tokens = greedy_tokens(device, v, tokens_host, len(rows))
+    wanted = np.flatnonzero(rows.wants_token)
+    bad = [i for i in wanted if tokens[i] < 0]
+    if bad:
+        owner = rows.owners[bad[0]]
+        raise NumericalError(f"request {owner.index + 1}: non-finite logits at position "
+                             f"{int(rows.positions[bad[0]])} (NaN or infinite); `cupy-getp diff --batch` "
+                             f"names the first layer")
+    if samplers is not None and wanted.size:
+        import cupy
+
+        with device.stream:
+            logits = v.logits[cupy.asarray(wanted.astype(np.int32))].get(stream=device.stream)
+        for j, i in enumerate(wanted):
+            tokens[i] = samplers[rows.owners[i].index](logits[j])
+    return tokens
 
 
 def default_precision(device) -> str:

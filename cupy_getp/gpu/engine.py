@@ -17,7 +17,10 @@ from .batch import BatchedEngine
 from .batch_shape import one_slot_shape
 from .batch_trace import BatchTrace
 from .device import Device, gib
-from .experts import ExpertStorage, check_expert_choice, choose_expert_storage
+from .comm import NcclCommunicator
+from .ep_engine import ExpertParallelBatch, agree_on_shape, exchange_bytes
+from .expert_plan import check_divisible
+from .experts import ExpertStorage, check_expert_choice, choose_expert_storage, rank_expert_storage
 from .kernels import Kernels
 from .weights import DeviceWeights
 
@@ -33,11 +36,15 @@ class CupyEngine(Engine):
     name = "cupy"
     batches = True
 
-    def __init__(self, weights: Weights, experts: str = "auto", steps: int | None = None):
+    def __init__(self, weights: Weights, experts: str = "auto", steps: int | None = None,
+                 expert_parallel: tuple[int, int] | None = None):
         """`experts`: the MoE experts' storage on the device, bf16, mxfp4 or auto (`gpu/experts.py`), decided
-        at warm-up for requests of `steps` positions (default seq_len)."""
+        at warm-up for requests of `steps` positions (default seq_len). `expert_parallel` (rank, ranks): this
+        engine holds that rank's slice of every layer's experts (`gpu/ep_engine.py`) and runs getp's batches
+        only (`expert_parallel_batched`)."""
         super().__init__(weights)
         self.requested_experts, self.steps = check_expert_choice(experts), steps
+        self.expert_parallel = expert_parallel
         self.device = self.kernels = self.w = None
         self.one_slot: BatchedEngine | None = None  # forward's model, made by its first call (`one_slot_model`)
         self.experts: ExpertStorage | None = None
@@ -49,10 +56,14 @@ class CupyEngine(Engine):
         with self.device.cuda_device, self.device.stream:
             self.memory_before = self.device.memory_in_use()
             # Decided from the free memory before anything of this engine is allocated (the plan counts it all).
-            self.experts = choose_expert_storage(self.weights, self.device.allocatable_bytes(),
-                                                 self.requested_experts, self.steps)
+            if self.expert_parallel:
+                self.experts = rank_expert_storage(self.config, self.requested_experts, *self.expert_parallel)
+            else:
+                self.experts = choose_expert_storage(self.weights, self.device.allocatable_bytes(),
+                                                     self.requested_experts, self.steps)
             self.kernels = Kernels(self.device)
-            self.w = DeviceWeights(self.weights, self.device, self.kernels, progress, self.experts.storage)
+            self.w = DeviceWeights(self.weights, self.device, self.kernels, progress, self.experts.storage,
+                                   expert_range=self.expert_range())
             self.memory_after_warm_up = self.device.memory_in_use()
         self.device.counters.reset()
 
@@ -92,6 +103,36 @@ class CupyEngine(Engine):
             shape = plan_batch(self.config, n_requests, steps, self.device.allocatable_bytes(), slots,
                                max_chunk or MAX_CHUNK, self.experts.hint())
             return BatchedEngine(self, shape, precision, use_graphs)
+
+    # -- expert parallelism --------------------------------------------------------------------------------
+    def expert_range(self) -> tuple[int, int] | None:
+        """The experts [lo, hi) of every layer this engine holds (None: all of them)."""
+        if not self.expert_parallel:
+            return None
+        rank, ranks = self.expert_parallel
+        per_rank = check_divisible(self.config.n_experts, ranks)
+        return rank * per_rank, (rank + 1) * per_rank
+
+    def communicator(self, unique_id) -> NcclCommunicator:
+        """This rank's NCCL (RCCL) communicator with the other ranks (waits until every rank has joined)."""
+        rank, ranks = self.expert_parallel
+        with self.device.cuda_device:
+            return NcclCommunicator(ranks, rank, unique_id, self.device.stream)
+
+    def expert_parallel_batched(self, n_requests: int, steps: int, comm, slots: int | None = None,
+                                precision: str | None = None, max_chunk: int | None = None) -> ExpertParallelBatch:
+        """The expert-parallel batched engine of this rank, sized from free memory as `batched` (less the
+        exchange buffers), the same shape on every rank (the fewest slots any rank can hold)."""
+        from .batch_shape import MAX_CHUNK, plan_batch
+
+        self.check_not_finished()
+        with self.device.cuda_device, self.device.stream:  # the shape's all-gather: on the stream NCCL uses
+            free = self.device.allocatable_bytes()
+            plan = lambda free_bytes: plan_batch(self.config, n_requests, steps, free_bytes, slots,  # noqa: E731
+                                                 max_chunk or MAX_CHUNK, self.experts.hint())
+            shape = plan(free)
+            shape = plan(free - exchange_bytes(self.config, shape, comm.n_ranks))
+            return ExpertParallelBatch(self, agree_on_shape(comm, shape), precision, comm)
 
     # -- forward ---------------------------------------------------------------------------------------
     def forward(self, token: int, pos: int, trace: Trace | None = None) -> np.ndarray:

@@ -84,6 +84,15 @@ def choose_expert_storage(weights: Weights, free_bytes: int | None, requested: s
     return ExpertStorage("bf16", f"auto: {short}, and the experts do not come in MXFP4", saves)
 
 
+def rank_expert_storage(config, requested: str, rank: int, ranks: int) -> ExpertStorage:
+    """A rank's storage under expert parallelism: as asked, `auto` taking BF16 (the spec's storage, which is
+    what spreading the experts over several GPUs makes room for)."""
+    per_rank = config.n_experts // ranks
+    held = f"experts {rank * per_rank}..{(rank + 1) * per_rank - 1} of each layer on this GPU (rank {rank} of {ranks})"
+    storage = "bf16" if requested == "auto" else requested
+    return ExpertStorage(storage, f"--expert-parallel: {held}" + (", auto: BF16" if requested == "auto" else ""))
+
+
 def device_bytes(weights: Weights, experts: str, steps: int) -> int:
     """Everything the GPU engine allocates for requests of `steps` positions with one request slot: the
     single-sequence engine's one-slot model, the weights as uploaded, then the larger of the dense weights' BF16
