@@ -306,9 +306,10 @@ PY
         --rows 8 --steps 3 > "$OUT/ep-logits-120b.json" 2> "$OUT/ep-logits-120b.err"; echo "ep_check 120b exit $?"
       cut -c1-1500 "$OUT/ep-logits-120b.json"; tail -3 "$OUT/ep-logits-120b.err"
       ;;
-    dpbench)  # 20b headline on one GPU, then a replica on each of 2 (DP_REQUESTS requests, -n DP_STEPS)
+    dpbench)  # 20b headline on one GPU, then a replica on each of 2 (DP_REQUESTS requests, -n DP_STEPS; DP_SHARE=1: and
+      # one GPU on half the requests, what each of the two runs at once)
       nccl_path
-      python bench/multi_gpu.py dp --requests ${DP_REQUESTS:-1024} -n ${DP_STEPS:-1024} --timeout 250 \
+      python bench/multi_gpu.py dp --requests ${DP_REQUESTS:-1024} -n ${DP_STEPS:-1024} --timeout 250 ${DP_SHARE:+--share} \
         --out "$OUT/multi" 2>&1 | tee "$OUT/dp.txt" | tail -3 | cut -c1-1500
       ;;
     epbench)  # 120b: one GPU with MXFP4 experts, then BF16 experts over 2 GPUs (EP_REQUESTS requests, -n EP_STEPS)

@@ -12,6 +12,7 @@ time); the two output files must be byte-identical (batch invariance). JSON line
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -55,20 +56,38 @@ def run_getp(name: str, model: str, input_path: Path, out: Path, steps: int, ext
     return record
 
 
+def digest(path: str | None) -> str | None:
+    """The output file's sha256, the file then removed (the logs keep the digest: outputs run to megabytes)."""
+    if path is None:
+        return None
+    data = Path(path).read_bytes()
+    Path(path).unlink()
+    return hashlib.sha256(data).hexdigest()
+
+
 def compare(name: str, model: str, sides: list[tuple[str, list[str]]], requests: int, steps: int, out: Path,
-            timeout: int) -> dict:
+            timeout: int, share_side: tuple[str, list[str], int] | None = None) -> dict:
+    """The two sides on the same input, output files compared; `share_side` (name, extra, requests): a third
+    run on one GPU of one GPU's share of the requests (what each GPU of the second side runs at once)."""
     out.mkdir(parents=True, exist_ok=True)
     input_path = out / f"{name}-input.txt"
     headline_input(input_path, requests)
     records = [run_getp(f"{name}-{side}", model, input_path, out, steps, extra, timeout) for side, extra in sides]
+    if share_side is not None:
+        side, extra, share = share_side
+        share_input = out / f"{name}-share-input.txt"
+        headline_input(share_input, share)
+        records.append({**run_getp(f"{name}-{side}", model, share_input, out, steps, extra, timeout),
+                        "requests": share})
     for r in records:
+        r["output_sha256"] = digest(r.pop("output"))
         print(json.dumps(r), flush=True)
-    outputs = [Path(r["output"]).read_bytes() if r["output"] else None for r in records]
     one, other = records[0]["tok_s"], records[1]["tok_s"]
     summary = {"bench": name, "model": model, "requests": requests, "steps": steps,
                "tok_s": {r["side"]: r["tok_s"] for r in records},
                "speedup": round(other / one, 3) if one and other else None,
-               "outputs_identical": outputs[0] is not None and outputs[0] == outputs[1],
+               "outputs_identical": records[0]["output_sha256"] is not None
+               and records[0]["output_sha256"] == records[1]["output_sha256"],
                "date": time.strftime("%Y-%m-%d")}
     print(json.dumps(summary), flush=True)
     with open(out / "results.jsonl", "a") as f:
@@ -83,13 +102,16 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1024)
     parser.add_argument("-n", "--steps", type=int, default=1024)
     parser.add_argument("--gpus", default="0,1")
+    parser.add_argument("--share", action="store_true", help="dp: also one GPU on one GPU's share of the requests")
     parser.add_argument("--timeout", type=int, default=280, help="seconds a side may take")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     gpus = args.gpus.split(",")
     if args.which == "dp":
         sides = [("one-gpu", ["--gpus", gpus[0]]), (f"{len(gpus)}-gpus", ["--gpus", args.gpus])]
-        summary = compare("dp", "20b", sides, args.requests, args.steps, args.out, args.timeout)
+        share = ("one-gpu-share", ["--gpus", gpus[0]], -(-args.requests // len(gpus)))
+        summary = compare("dp", "20b", sides, args.requests, args.steps, args.out, args.timeout,
+                          share if args.share else None)
     else:
         sides = [("one-gpu-mxfp4", ["--gpus", gpus[0], "--experts", "mxfp4"]),
                  (f"{len(gpus)}-gpus-ep-bf16", ["--gpus", args.gpus, "--expert-parallel", str(len(gpus)),
