@@ -4,7 +4,8 @@ Each kernel against float64 numpy products on odd shapes (M of 1, 7, 64, 333, 11
 of the tiles; experts with no rows, one row, all rows), with the bounds of tests/test_gpu_gemm_tc.py
 (pieces=3: <= 1e-6 of |A| @ |W|^T and <= 5e-5 absolute; pieces=1: <= 1e-2). Then the promise of these
 kernels: a row's bits do not depend on how many rows the product has, where the row sits, or the tile
-height, for each precision; and they equal the mma.sync kernels' bits (same k order, same promotion).
+height, for each precision; and they equal the mma.sync kernels' bits (same k order, same promotion). The TMA
+twins of the dense kernels (W by tensor maps) give the cp.async kernels' bits.
 """
 
 from __future__ import annotations
