@@ -116,7 +116,12 @@ def main() -> None:
                                 if r == height})
             choices.update({f"mma.sync {bm}x{bn}": (False, False, (bm, bn)) for bm, bn in DENSE_TILES})
             for choice, (wgmma, tma, tile) in choices.items():
-                ms, launches = timed(ws, lambda w, tile=tile: kernels.gemm_tc(c, ap, w, tile=tile), wgmma, tma)
+                try:  # a choice that cannot run (a tensor map refused, say) is reported, not the end of the run
+                    ms, launches = timed(ws, lambda w, tile=tile: kernels.gemm_tc(c, ap, w, tile=tile), wgmma, tma)
+                except Exception as e:
+                    print(json.dumps({"pieces": pieces, "product": kind, "choice": choice, "error": str(e)[:300]}),
+                          flush=True)
+                    continue
                 print(json.dumps({"pieces": pieces, **record(kind, choice, ms, launches, 2 * n * k, copy_gb_s)}),
                       flush=True)
 
