@@ -119,6 +119,28 @@ PY
       echo "ncu exit $?"; grep -E "gemm_wg|Duration|Throughput|Issued Ipc|No Eligible|Stall|Warp Cycles Per Issued|Registers" \
         "$OUT/onerow-ncu.txt" | head -40
       ;;
+    onerowstalls)  # where the one-row qkv product's warps wait, instruction by instruction (ncu full set, SASS page)
+      timeout 200 ncu --clock-control none -k regex:gemm_wg_r8_p3_b1 --launch-count 1 --set full -f -o /tmp/onerow-qkv \
+        python bench/onerow.py --pieces 3 --launches 1 > "$OUT/onerow-stalls.log" 2>&1; echo "ncu exit $?"
+      ncu --import /tmp/onerow-qkv.ncu-rep --page details --print-details all > "$OUT/onerow-qkv-details.txt" 2>&1
+      ncu --import /tmp/onerow-qkv.ncu-rep --page source --csv --print-source sass > "$OUT/onerow-qkv-sass.csv" 2>&1
+      grep -iE "stall|Warp Cycles|Eligible" "$OUT/onerow-qkv-details.txt" | head -40
+      python - "$OUT/onerow-qkv-sass.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+head = next((i for i, r in enumerate(rows) if any("Sampling" in c for c in r)), None)
+if head is None: print("no sampling column:", rows[:3]); sys.exit()
+cols = rows[head]; col = next(i for i, c in enumerate(cols) if "Sampling (All" in c or "Sampling" in c)
+src = next((i for i, c in enumerate(cols) if c.lower() in ("source", "sass")), 1)
+def n(v):
+    try: return float(v.replace(",", ""))
+    except ValueError: return 0.0
+body = [r for r in rows[head + 1:] if len(r) > col]
+total = sum(n(r[col]) for r in body) or 1
+print(cols[col], "total", total)
+for r in sorted(body, key=lambda r: -n(r[col]))[:25]: print(round(100 * n(r[col]) / total, 1), "%", r[src][:110])
+PY
+      ;;
     s4rest)  # the GPU tests run 18 did not reach (the batched engine's kernels, spread, experts, attention)
       timeout ${REST_SECONDS:-280} python -m pytest -m gpu -q -rfE --maxfail=30 --durations 10 \
         tests/test_gpu_weight_storage.py tests/test_gpu_batch_attention.py tests/test_gpu_spread.py \

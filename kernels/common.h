@@ -53,12 +53,25 @@
 #define GETP_CP_ASYNC 0
 #endif
 
+#if GETP_CP_ASYNC
+// The 32-bit shared-state-space address of a generic pointer into shared memory: the operand cp.async,
+// ldmatrix, the mbarriers and the wgmma descriptors take (gemm_tc.hip and gemm_wgmma.hip use it too).
+GETP_DEVICE unsigned shared_addr(const void* p) {
+  unsigned addr;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(p));
+  return addr;
+}
+
+// cp.async of 16 bytes from src to the shared address dst; !valid: 16 zero bytes, nothing read.
+GETP_DEVICE void cp_async16(unsigned dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
+}
+#endif
+
 GETP_DEVICE void copy16_async(void* dst, const void* src, bool valid) {
 #if GETP_CP_ASYNC
-  unsigned addr;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(addr), "l"(src), "r"(valid ? 16 : 0)
-               : "memory");
+  cp_async16(shared_addr(dst), src, valid);
+  asm volatile("" ::: "memory");  // no memory access moves across the copy's issue
 #else
   *(float4*)dst = valid ? *(const float4*)src : make_float4(0.f, 0.f, 0.f, 0.f);
 #endif

@@ -72,18 +72,12 @@ extern __shared__ __attribute__((aligned(16))) unsigned short tc_smem[];
 
 // ---- tensor-core primitives ---------------------------------------------------------------------------
 #if GETP_TC && !defined(GETP_HIP)
-GETP_DEVICE unsigned tc_smem_addr(const void* p) {
-  unsigned addr;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(p));
-  return addr;
-}
-
 // Four 8x8 b16 matrices; lane l gives the row address of matrix l / 8, row l % 8; register i of every
 // lane receives (row lane / 4, columns 2 (lane % 4) .. + 1) of matrix i.
 GETP_DEVICE void tc_ldmatrix_x4(unsigned (&r)[4], const unsigned short* p) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(tc_smem_addr(p)));
+               : "r"(shared_addr(p)));
 }
 
 // d = A (16 x 16) B (16 x 8) + c. Per lane, g = lane / 4, t = lane % 4: a = {(g, 2t..2t+1), (g+8, 2t..),
@@ -274,9 +268,7 @@ struct TcSources {
 
 GETP_DEVICE void tc_copy16(unsigned short* dst, const unsigned short* src, bool valid) {
 #if GETP_TC && !defined(GETP_HIP)
-  // src-size 0 fills the 16 bytes with zeros and reads nothing (src is still a valid address).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem_addr(dst)), "l"(src),
-               "r"(valid ? 16 : 0));
+  cp_async16(shared_addr(dst), src, valid);  // zeros where !valid (src still a valid address)
 #else
   *(uint4*)dst = valid ? *(const uint4*)src : make_uint4(0u, 0u, 0u, 0u);
 #endif

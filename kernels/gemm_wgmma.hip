@@ -82,12 +82,6 @@ struct alignas(64) WgTensorMap {
 #if GETP_WGMMA
 extern __shared__ __align__(1024) unsigned char wg_smem[];
 
-GETP_DEVICE unsigned wg_smem_u32(const void* p) {
-  unsigned addr;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(addr) : "l"(p));
-  return addr;
-}
-
 // Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart.
 GETP_DEVICE unsigned long long wg_desc(unsigned addr) {
   return (unsigned long long)((addr & 0x3FFFF) >> 4) | (1ull << 16) | ((unsigned long long)(1024 >> 4) << 32) |
@@ -226,11 +220,6 @@ GETP_DEVICE void wg_mma(float (&d)[BR / 2], unsigned long long a, unsigned long 
   static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 64 || BR == 128, "no wgmma of this N");
 }
 
-GETP_DEVICE void wg_copy16(unsigned dst, const unsigned short* src, bool valid) {
-  // src-size 0 writes 16 zero bytes and reads nothing (src must still be a valid address).
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 16 : 0));
-}
-
 GETP_DEVICE void wg_store16(unsigned dst, uint4 v) {
   asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(dst), "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w));
 }
@@ -338,7 +327,7 @@ GETP_DEVICE void wg_stage_w(Dst dst, const unsigned short* const (&rows)[N], con
     const unsigned short* row = rows[u];
     if (vec8) {
       const bool valid = row != nullptr && k < K;
-      wg_copy16(dst(u), valid ? row + k : dummy, valid);
+      cp_async16(dst(u), valid ? row + k : dummy, valid);
     } else {
       unsigned h[8];
       #pragma unroll
@@ -373,7 +362,7 @@ GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, W
     const int r = i / 8 + 16 * u;
     if (r < S::A_ROWS) {
       const bool valid = src.a[u] != nullptr && k < K;
-      wg_copy16(stage + S::W_BYTES + wg_swizzled(r, c), valid ? src.a[u] + k : dummy, valid);
+      cp_async16(stage + S::W_BYTES + wg_swizzled(r, c), valid ? src.a[u] + k : dummy, valid);
     }
   }
 }
@@ -436,8 +425,8 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
                             const unsigned short* dummy, int K, int vec8) {
   typedef WgStage<BR, PIECES, MB> S;
   __shared__ __align__(8) unsigned long long bars[2 * WG_MAX_STAGES];  // full[STAGES], then empty[STAGES]
-  const unsigned base = (wg_smem_u32(wg_smem) + WG_ALIGN - 1) & ~(unsigned)(WG_ALIGN - 1);
-  const unsigned full = wg_smem_u32(bars), empty = full + 8 * WG_MAX_STAGES;
+  const unsigned base = (shared_addr(wg_smem) + WG_ALIGN - 1) & ~(unsigned)(WG_ALIGN - 1);
+  const unsigned full = shared_addr(bars), empty = full + 8 * WG_MAX_STAGES;
   const int steps = (K + WG_BK - 1) / WG_BK, role = threadIdx.x / 128;
   const bool by_tma = WgByTma<WRowOf>::value;
   if (threadIdx.x == 0) {

@@ -60,3 +60,21 @@ def test_runtime_source_inlines_the_header_and_names_files():
     assert '#include "common.h"' not in source
     names = set(kernels.families())
     assert {p.stem for p in kernels.kernel_files()} == names
+
+
+@pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("readelf")), reason="nvcc and readelf needed")
+def test_machine_code_digests_name_every_kernel_of_a_file_and_repeat():
+    """`--digests`: one sha256 per entry point of the file (sm_90), the same on a second build, and different
+    between kernels whose code differs."""
+    first = portability.machine_code_digests(("rmsnorm",))
+    assert sorted(key.split(":.text.")[1] for key in first) == sorted(kernels.ENTRY_POINTS["rmsnorm"])
+    assert all(key.startswith("rmsnorm.hip:sm_90:") for key in first)
+    assert portability.machine_code_digests(("rmsnorm",)) == first
+    assert len(set(first.values())) == len(first)
+
+
+def test_digests_are_not_written_over_an_existing_file(tmp_path):
+    kept = tmp_path / "digests.txt"
+    kept.write_text("before\n")
+    assert portability.main(["--digests", str(kept)]) == 1  # it exists (or no nvcc here): exit 1, untouched
+    assert kept.read_text() == "before\n"

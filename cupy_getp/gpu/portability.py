@@ -6,11 +6,17 @@ its own (`-I kernels`, the shared constants of `constants.py` as -D options, com
 rest). hipcc gets `-include hip/hip_runtime.h`, which hiprtc prepends by itself.
 
     python -m cupy_getp.gpu.portability [--require hipcc,nvcc]
+    python -m cupy_getp.gpu.portability --digests FILE   # sha256 of every kernel's machine code (nvcc)
+
+`--digests` proves that a change to kernel source leaves the machine code alone (a refactor, a helper moved to
+common.h): it writes one line per kernel, "file:target:.text.<kernel> sha256" for sm_90 (every file) and sm_90a
+(the SM90A_FILES), taken from nvcc's cubins; `diff` two such files from before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -87,10 +93,42 @@ def compile_all(targets=TARGETS, sm90a: bool = False) -> list[Result]:
     return results
 
 
+def text_sections(cubin: Path) -> dict[str, bytes]:
+    """The .text.<kernel> sections of an ELF cubin (offsets and sizes as readelf lists them)."""
+    listing = subprocess.run(["readelf", "-SW", str(cubin)], capture_output=True, text=True, check=True).stdout
+    blob, sections = cubin.read_bytes(), {}
+    for line in listing.splitlines():
+        if " .text." in line:  # [Nr] Name Type Address Off Size ...
+            name, _, _, off, size = line[line.index(".text."):].split()[:5]
+            sections[name] = blob[int(off, 16):int(off, 16) + int(size, 16)]
+    return sections
+
+
+def machine_code_digests(stems: tuple[str, ...] | None = None) -> dict[str, str]:
+    """"file:target:.text.<kernel>" -> sha256 of its machine code, for sm_90 (every file, or `stems`) and
+    sm_90a (the SM90A_FILES among them), as the run-time compiler receives the source."""
+    files = [p for p in kernel_files() if stems is None or p.stem in stems]
+    jobs = [(p.stem, "sm_90", "-arch=sm_90") for p in files]
+    jobs += [(p.stem, "sm_90a", SM90A.arch) for p in files if p.name in SM90A_FILES]
+    digests = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for stem, label, arch in jobs:
+            source, cubin = Path(tmp) / f"{stem}.{label}.cu", Path(tmp) / f"{stem}.{label}.cubin"
+            source.write_text(assemble_source(stem, 32))
+            subprocess.run(["nvcc", "-x", "cu", arch, "-cubin", "-I", str(kernel_dir()), str(source), "-o",
+                            str(cubin)], capture_output=True, check=True)
+            for name, code in text_sections(cubin).items():
+                digests[f"{stem}.hip:{label}:{name}"] = hashlib.sha256(code).hexdigest()
+    return digests
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--require", default="", help="compilers that must be present, e.g. hipcc,nvcc")
+    parser.add_argument("--digests", metavar="FILE", help="write every kernel's machine-code sha256 (nvcc) to FILE")
     args = parser.parse_args(argv)
+    if args.digests:
+        return write_digests(Path(args.digests))
     required = {c for c in args.require.split(",") if c}
     targets, missing = [], []
     for target in TARGETS:
@@ -108,6 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     failed = sum(not r.ok for r in results)
     print(f"{len(results) - failed}/{len(results)} builds ok")
     return 1 if failed else 0
+
+
+def write_digests(path: Path) -> int:
+    if not (shutil.which("nvcc") and shutil.which("readelf")):
+        print("error: --digests needs nvcc and readelf")
+        return 1
+    if path.exists():
+        print(f"error: {path} exists: not overwritten")
+        return 1
+    digests = machine_code_digests()
+    text = "".join(f"{key} {value}\n" for key, value in sorted(digests.items()))
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text)
+    partial.replace(path)
+    print(f"{len(digests)} kernels' machine code digested into {path}")
+    return 0
 
 
 if __name__ == "__main__":
