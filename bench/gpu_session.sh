@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -18,8 +18,8 @@ for l in open(sys.argv[1]):
     except Exception: print(l.strip()); continue
     if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])" "$1"
 }
-onerow_bench() {  # bench/onerow.py, its records as lines: pieces, product, kernel choice, us a launch, GB/s, of copy
-  timeout 200 python bench/onerow.py > "$OUT/onerow.txt" 2>&1; echo "onerow exit $?"
+onerow_bench() {  # bench/onerow.py [its options], its records as lines: pieces, product, kernel choice, us a launch, GB/s, of copy
+  timeout 200 python bench/onerow.py "$@" > "$OUT/onerow.txt" 2>&1; echo "onerow exit $?"
   python - "$OUT/onerow.txt" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
@@ -109,6 +109,14 @@ PY
       ;;
     onerow)  # the one-row products at the 20b shape: every kernel choice with the same bits (bench/onerow.py)
       onerow_bench
+      ;;
+    tma)  # branch tma: the dense wgmma products with W by one TMA copy a stage, bit for bit the cp.async kernels'
+      # (every tile, 1 to 1024 rows), then the one-row products, exact, with the `wg tma` choices (not after a
+      # timeout: a TMA kernel that never completes its barrier would hang the bench as well)
+      timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k tma > "$OUT/tma-tests.log" 2>&1
+      rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/tma-tests.log" | tail -12
+      if [ $rc = 124 ]; then echo "tma tests timed out (a hang?): onerow skipped"; tail -5 "$OUT/tma-tests.log"
+      else onerow_bench --pieces 3; fi
       ;;
     onerowncu)  # ncu of the one-row wgmma qkv product (3 launches, exact)
       timeout 150 ncu --clock-control none -k regex:gemm_wg_r8_p3_b1 --launch-count 3 --section SpeedOfLight \

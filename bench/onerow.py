@@ -3,10 +3,11 @@
 The one-row step (batch-1 decode, the tail of a batch) must use the products of bigger steps (batch
 invariance), so its speed comes from which of them the launch helpers pick at one row: the wgmma kernels
 with one or two 64-feature blocks per consumer (MB), the mma.sync kernels' tiles (the same bits: same k
-order and promotion), and for the grouped expert products MB as well. Each product is launched `--launches`
-times back to back between two events, cycling through enough copies of its weights that L2 (50 MB on an
-H200) does not hold them, like 24 layers do; GB/s counts the weight bytes read. The copy bandwidth of
-bench/matvec.py is the reference.
+order and promotion), the wgmma kernels that read W through tensor maps (`wg tma`: one TMA copy a stage, the
+same bits; where cuda-bindings is installed), and for the grouped expert products MB as well. Each product is
+launched `--launches` times back to back between two events, cycling through enough copies of its weights
+that L2 (50 MB on an H200) does not hold them, like 24 layers do; GB/s counts the weight bytes read. The copy
+bandwidth of bench/matvec.py is the reference.
 
     python bench/onerow.py [--rows 1] [--launches 48] [--pieces 3,1]
 """
@@ -14,6 +15,7 @@ bench/matvec.py is the reference.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from functools import partial
@@ -55,6 +57,17 @@ def record(kind: str, choice: str, ms: float, launches: int, weight_bytes: int, 
             "of_copy": round(gb_s / copy_gb_s, 3)}
 
 
+def tma_unavailable(kernels) -> str | None:
+    """Why the `wg tma` choices cannot run here, or None."""
+    if not kernels.wgmma:
+        return "no wgmma kernels"
+    try:
+        found = importlib.util.find_spec("cuda.bindings.driver") is not None  # the tensor maps are made with it
+    except ImportError:
+        found = False
+    return None if found else "cuda-bindings not installed"
+
+
 def main() -> None:
     import cupy
 
@@ -74,15 +87,19 @@ def main() -> None:
     copy_gb_s = copy_bandwidth(rng, stream, 10)
     print(json.dumps({"device": device.describe(), "wgmma": kernels.wgmma, "rows": m, "copy_gb_s": copy_gb_s}),
           flush=True)
-    has_wgmma = kernels.wgmma
+    has_wgmma, has_tma, no_tma = kernels.wgmma, kernels.wg_tma, tma_unavailable(kernels)
+    if no_tma:
+        print(json.dumps({"wg_tma": f"skipped: {no_tma}"}), flush=True)
 
-    def timed(items, fn, wgmma: bool = has_wgmma) -> tuple[float, int]:
-        """(ms of one replay, launches in it) of fn over items, captured on the wgmma or mma.sync kernels."""
-        kernels.wgmma, sync_check, device.sync_check = wgmma, device.sync_check, False  # none while capturing
+    def timed(items, fn, wgmma: bool = has_wgmma, tma: bool = False) -> tuple[float, int]:
+        """(ms of one replay, launches in it) of fn over items, captured on the wgmma (W by the producer's
+        copies or, with tma, by tensor maps) or mma.sync kernels."""
+        kernels.wgmma, kernels.wg_tma, sync_check = wgmma, tma, device.sync_check
+        device.sync_check = False  # none while capturing
         try:
             graph, n = graph_of(stream, fn, items, args.launches)
         finally:
-            kernels.wgmma, device.sync_check = has_wgmma, sync_check
+            kernels.wgmma, kernels.wg_tma, device.sync_check = has_wgmma, has_tma, sync_check
         return time_ms(stream, lambda: graph.launch(stream), 5), n
 
     for pieces in map(int, args.pieces.split(",")):
@@ -93,10 +110,18 @@ def main() -> None:
             ap = cupy.zeros((pieces, m, pieces_lda(k)), np.uint16)
             c = cupy.empty((m, n), np.float32)
             height = kernels.wg_tile(m, n, pieces)[0] if has_wgmma else 0
-            choices = {f"wg {r}x{f}": (True, (r, f)) for r, f in WG_DENSE_TILES[pieces] if r == height}
-            choices.update({f"mma.sync {bm}x{bn}": (False, (bm, bn)) for bm, bn in DENSE_TILES})
-            for choice, (wgmma, tile) in choices.items():
-                ms, launches = timed(ws, lambda w, tile=tile: kernels.gemm_tc(c, ap, w, tile=tile), wgmma)
+            choices = {f"wg {r}x{f}": (True, False, (r, f)) for r, f in WG_DENSE_TILES[pieces] if r == height}
+            if not no_tma:
+                choices.update({f"wg tma {r}x{f}": (True, True, (r, f)) for r, f in WG_DENSE_TILES[pieces]
+                                if r == height})
+            choices.update({f"mma.sync {bm}x{bn}": (False, False, (bm, bn)) for bm, bn in DENSE_TILES})
+            for choice, (wgmma, tma, tile) in choices.items():
+                try:  # a choice that cannot run (a tensor map refused, say) is reported, not the end of the run
+                    ms, launches = timed(ws, lambda w, tile=tile: kernels.gemm_tc(c, ap, w, tile=tile), wgmma, tma)
+                except Exception as e:
+                    print(json.dumps({"pieces": pieces, "product": kind, "choice": choice, "error": str(e)[:300]}),
+                          flush=True)
+                    continue
                 print(json.dumps({"pieces": pieces, **record(kind, choice, ms, launches, 2 * n * k, copy_gb_s)}),
                       flush=True)
 

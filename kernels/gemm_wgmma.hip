@@ -29,6 +29,11 @@
 // (SwiGLU's pair, and neighbouring stores in the dense epilogue): tile row n goes to the smem row
 // 16 (n / 16) + 8 (n % 2) + (n % 16) / 2, whose accumulator rows are r and r + 8 of a warp's 16.
 //
+// TMA variant of the dense kernels (gemm_wg_tma_*, bf16 W with K % 8 == 0): the producer's W copies are one
+// tensor-memory-accelerator instruction a stage instead of 128 threads x BN / 16 cp.async with the swizzle
+// computed per chunk; W rows then sit in order (no wg_w_slot), which changes only which thread stores which
+// output, not a bit of it.
+//
 // Built only for sm_90a (the launch helper compiles this family with -arch=sm_90a on compute capability
 // 9.0); on every other target (sm_90 without the 'a' features, other CUDA GPUs, HIP) the kernels compile
 // to an immediate return, `wg_available` reports 0, and the engine keeps the mma.sync / MFMA kernels.
@@ -62,6 +67,17 @@ struct WgStage {
 };
 
 extern "C" __global__ void wg_available(int* out) { out[0] = GETP_WGMMA; }
+
+// A CUtensorMap (cuTensorMapEncodeTiled, cupy_getp/gpu/launch/tensor_map.py): 128 opaque bytes, passed by value
+// as a kernel's first parameter. __grid_constant__ keeps it in parameter space, where a TMA copy may name it.
+struct alignas(64) WgTensorMap {
+  unsigned long long words[16];
+};
+#ifdef GETP_HIP
+#define WG_GRID_CONSTANT
+#else
+#define WG_GRID_CONSTANT __grid_constant__
+#endif
 
 #if GETP_WGMMA
 extern __shared__ __align__(1024) unsigned char wg_smem[];
@@ -234,6 +250,19 @@ GETP_DEVICE void mbar_arrive_copies(unsigned bar) {
   asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
 }
 
+// One arrival on `bar` that also makes its phase wait for `bytes` more of asynchronous copies.
+GETP_DEVICE void mbar_arrive_expect_tx(unsigned bar, unsigned bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+
+// The box of `map` at (k, n) (elements along K, rows) into shared memory at dst (1024-byte aligned: the map's
+// 128-byte swizzle is then wg_swizzled's), completing its bytes on `bar`. Out-of-range elements are zeros.
+GETP_DEVICE void wg_tma_load(unsigned dst, const WgTensorMap& map, unsigned bar, int k, int n) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n"
+      ::"r"(dst), "l"(&map), "r"(k), "r"(n), "r"(bar) : "memory");
+}
+
 // What one producer thread (i of 128) copies: chunk i % 8 of W rows i / 8 + 16 u and of activation rows
 // i / 8 + 16 u (piece-major: row r is piece r / BR of tile row r % BR). Their sources are found once per
 // block (the grouped kernels read pair_of_padded there, not in every stage); null: a row outside the
@@ -317,15 +346,17 @@ GETP_DEVICE void wg_stage_w(Dst dst, const Mxfp4Row (&)[N], const WgWNext<Mxfp4R
   for (int u = 0; u < N; ++u) wg_store16(dst(u), mxfp4_bf16x8_table(next.codes[u], next.scales[u], next.table));
 }
 
-// Stage K columns k0 .. k0 + 63 of this thread's rows (W as wg_stage_w); piece rows hold zeros from K to lda.
-template <int BR, int PIECES, int MB, class WRow>
+// Stage K columns k0 .. k0 + 63 of this thread's rows (W as wg_stage_w, unless a TMA copy stages it: W_ROWS
+// false); piece rows hold zeros from K to lda.
+template <bool W_ROWS, int BR, int PIECES, int MB, class WRow>
 GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, WRow>& src,
                                const WgWNext<WRow, WgSources<BR, PIECES, MB, WRow>::W_LOADS>& w_next,
                                const unsigned short* dummy, int k0, int K, int vec8) {
   typedef WgStage<BR, PIECES, MB> S;
   const int i = threadIdx.x % 128, c = i % 8, k = k0 + 8 * c;
-  wg_stage_w([&](int u) { return stage + wg_swizzled(wg_w_slot(i / 8 + 16 * u), c); }, src.w, w_next, dummy, k, K,
-             vec8);
+  if constexpr (W_ROWS)
+    wg_stage_w([&](int u) { return stage + wg_swizzled(wg_w_slot(i / 8 + 16 * u), c); }, src.w, w_next, dummy, k, K,
+               vec8);
   #pragma unroll
   for (int u = 0; u < src.A_LOADS; ++u) {
     const int r = i / 8 + 16 * u;
@@ -336,10 +367,52 @@ GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, W
   }
 }
 
+// W read by the tensor memory accelerator (the TMA kernels): the block's rows n0 .. n0 + 128 MB of the matrix
+// `map` describes (its box: 64 K x 128 MB rows, 128-byte swizzle, zeros outside the matrix).
+struct WgTmaW {
+  const WgTensorMap* map;
+  int n0;
+};
+template <class WRowOf>
+struct WgByTma {
+  static const bool value = false;
+};
+template <>
+struct WgByTma<WgTmaW> {
+  static const bool value = true;
+};
+
+// The TMA producer's stages: one elected thread issues a stage's whole W tile, rows in order (not placed by
+// wg_w_slot: the epilogue's WG_IN_ORDER), as one copy, and arrives on `full` expecting its bytes; the 128
+// threads copy the activation rows with cp.async as wg_product's own producer does, each arriving once they
+// have landed: 128 + 1 arrivals a stage.
+template <int BR, int PIECES, int MB, class ARow>
+GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsigned short* dummy, int K,
+                                unsigned base, unsigned full, unsigned empty, int steps) {
+  typedef WgStage<BR, PIECES, MB> S;
+  typedef const unsigned short* WRow;
+  const WgSources<BR, PIECES, MB, WRow> src([](int) { return (WRow) nullptr; }, a_row, plane);  // pieces only
+  const WgWNext<WRow, WgSources<BR, PIECES, MB, WRow>::W_LOADS> none{};
+  const bool elected = threadIdx.x == 0;
+  if (elected) asm volatile("prefetch.tensormap [%0];\n" ::"l"(w.map) : "memory");
+  for (int s = 0; s < steps; ++s) {
+    const int b = s % S::STAGES;
+    if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
+    const unsigned stage = base + b * S::BYTES, bar = full + 8 * b;
+    if (elected) {
+      mbar_arrive_expect_tx(bar, S::W_BYTES);
+      wg_tma_load(stage, *w.map, bar, s * WG_BK, w.n0);
+    }
+    wg_load_stage<false>(stage, src, none, dummy, s * WG_BK, K, 1);
+    mbar_arrive_copies(bar);
+  }
+}
+
 // acc[mb] (64 features x BR rows of each of a consumer warpgroup's MB blocks) = W_tile A_tile^T over K.
-// Warpgroup 0 produces: it stages the ring with cp.async, each stage's `full` barrier completing once its
-// copies have landed; warpgroups 1 and 2 consume: wait for `full`, run the tensor cores, and arrive on
-// `empty` once the products that read the stage are done, which lets the producer refill it.
+// Warpgroup 0 produces: it stages the ring, W rows w_row(n) (bf16 or MXFP4, placed by wg_w_slot) and the
+// activation rows with cp.async, each stage's `full` barrier completing once its copies have landed (or, with
+// w_row a WgTmaW, as wg_produce_tma); warpgroups 1 and 2 consume: wait for `full`, run the tensor cores, and
+// arrive on `empty` once the products that read the stage are done, which lets the producer refill it.
 // pieces = 3: every k16 step, for each block, t = x3 W + x2 W + x1 W from zero, then a wait and acc += t
 // (waiting on the product before the next one is issued: reading t while a later wgmma runs would make
 // ptxas serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy).
@@ -355,15 +428,23 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
   const unsigned base = (shared_addr(wg_smem) + WG_ALIGN - 1) & ~(unsigned)(WG_ALIGN - 1);
   const unsigned full = shared_addr(bars), empty = full + 8 * WG_MAX_STAGES;
   const int steps = (K + WG_BK - 1) / WG_BK, role = threadIdx.x / 128;
+  const bool by_tma = WgByTma<WRowOf>::value;
   if (threadIdx.x == 0) {
     for (int b = 0; b < S::STAGES; ++b) {
-      mbar_init(full + 8 * b, 256);   // 128 producers x (copies landed + plain stores released)
+      // 128 producers x (copies landed + plain stores released); by TMA: copies landed + the W copy's arrival
+      mbar_init(full + 8 * b, by_tma ? 128 + 1 : 256);
       mbar_init(empty + 8 * b, 256);  // 256 consumer threads
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
-  if (role == 0) {
+  if constexpr (WgByTma<WRowOf>::value) {
+    if (role == 0) {
+      wg_produce_tma<BR, PIECES, MB>(w_row, a_row, plane, dummy, K, base, full, empty, steps);
+      asm volatile("cp.async.wait_all;\n" ::: "memory");
+      return false;
+    }
+  } else if (role == 0) {
     typedef WgSources<BR, PIECES, MB, decltype(w_row(0))> Sources;
     typedef WgWNext<decltype(w_row(0)), Sources::W_LOADS> WNext;
     const Sources src(w_row, a_row, plane);
@@ -374,7 +455,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     for (int s = 0; s < steps; ++s) {
       const int b = s % S::STAGES;
       if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
-      wg_load_stage(base + b * S::BYTES, src, w_next, dummy, s * WG_BK, K, vec8);
+      wg_load_stage<true>(base + b * S::BYTES, src, w_next, dummy, s * WG_BK, K, vec8);
       mbar_arrive_copies(full + 8 * b);
       mbar_arrive(full + 8 * b);
       if (s + 1 < steps) w_next.fetch(src.w, (s + 1) * WG_BK + kc, K);  // in flight during the next wait
@@ -443,14 +524,21 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
   return true;
 }
 
-// Calls emit(row, feature, v_feature, v_feature_plus_1) for every row of the tile and every even feature
-// of this consumer warpgroup (row and feature relative to the block tile).
-template <int BR, int MB, class Emit>
+// Where a thread's second accumulator row (r + 8 of a warp's 16) sits among the features: the next one when
+// W rows were placed by wg_w_slot (WG_PAIRED), 8 further when staged in order (WG_IN_ORDER: the TMA copies).
+#define WG_PAIRED 1
+#define WG_IN_ORDER 8
+
+// Calls emit(row, feature, v_feature, v_feature_plus_NEXT) for every row of the tile and every feature of this
+// consumer warpgroup's first accumulator rows (row and feature relative to the block tile): with WG_PAIRED
+// the even features.
+template <int BR, int MB, int NEXT, class Emit>
 GETP_DEVICE void wg_epilogue(const float (&acc)[MB][BR / 2], Emit emit) {
+  static_assert(NEXT == WG_PAIRED || NEXT == WG_IN_ORDER, "W rows are placed in pairs or in order");
   const int lane = threadIdx.x % 32, q = (threadIdx.x % 128) / 32;
   #pragma unroll
   for (int mb = 0; mb < MB; ++mb) {
-    const int feature = ((threadIdx.x / 128 - 1) * MB + mb) * 64 + 16 * q + 2 * (lane / 4);
+    const int feature = ((threadIdx.x / 128 - 1) * MB + mb) * 64 + 16 * q + (NEXT == WG_PAIRED ? 2 : 1) * (lane / 4);
     #pragma unroll
     for (int c = 0; c < BR / 8; ++c) {
       const int row = 8 * c + 2 * (lane % 4);
@@ -462,6 +550,25 @@ GETP_DEVICE void wg_epilogue(const float (&acc)[MB][BR / 2], Emit emit) {
 #endif  // GETP_WGMMA
 
 // ---- dense: c (M, N) = a @ w^T (+ bias) (+ c), a given as pieces (pieces, M, lda) --------------------------
+#if GETP_WGMMA
+// A consumer's share of the block tile at (m0, n0): c (+ bias) (+ c). NEXT: wg_epilogue's.
+template <int BR, int MB, int NEXT>
+GETP_DEVICE void wg_dense_store(const float (&acc)[MB][BR / 2], float* __restrict__ c, const float* __restrict__ bias,
+                                int m0, int n0, int M, int N, int accumulate) {
+  wg_epilogue<BR, MB, NEXT>(acc, [&](int row, int feature, float v0, float v1) {
+    const int m = m0 + row, n = n0 + feature;
+    if (m >= M || n >= N) return;
+    float* out = c + (size_t)m * N + n;
+    if (bias != nullptr) v0 += bias[n];
+    out[0] = accumulate ? v0 + out[0] : v0;
+    if (n + NEXT < N) {
+      if (bias != nullptr) v1 += bias[n + NEXT];
+      out[NEXT] = accumulate ? v1 + out[NEXT] : v1;
+    }
+  });
+}
+#endif
+
 // Grid (ceil(N / (128 MB)), ceil(M / BR)).
 template <int BR, int PIECES, int MB>
 GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restrict__ ap,
@@ -473,17 +580,20 @@ GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restric
   auto w_row = [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; };
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
   if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)M * lda, ap, K, vec8)) return;
-  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
-    const int m = m0 + row, n = n0 + feature;
-    if (m >= M || n >= N) return;
-    float* out = c + (size_t)m * N + n;
-    if (bias != nullptr) v0 += bias[n];
-    out[0] = accumulate ? v0 + out[0] : v0;
-    if (n + 1 < N) {
-      if (bias != nullptr) v1 += bias[n + 1];
-      out[1] = accumulate ? v1 + out[1] : v1;
-    }
-  });
+  wg_dense_store<BR, MB, WG_PAIRED>(acc, c, bias, m0, n0, M, N, accumulate);
+#endif
+}
+
+// The same product with W (N, K) bf16 read through w_map (box 64 x 128 MB rows, WgTmaW): the same bits.
+template <int BR, int PIECES, int MB>
+GETP_DEVICE void wg_dense_tma(const WgTensorMap& w_map, float* __restrict__ c, const unsigned short* __restrict__ ap,
+                              const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate) {
+#if GETP_WGMMA
+  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
+  float acc[MB][BR / 2];
+  auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
+  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0}, a_row, (size_t)M * lda, ap, K, 1)) return;
+  wg_dense_store<BR, MB, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate);
 #endif
 }
 
@@ -509,7 +619,7 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
   if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)rows * lda, ap, hidden, vec8)) return;
   const float* bias = b1 + (size_t)e * N;
   const size_t plane = (size_t)padded * ldg;
-  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
+  wg_epilogue<BR, MB, WG_PAIRED>(acc, [&](int row, int feature, float v0, float v1) {
     const int p = p0 + row, n = n0 + feature;  // n even, N even: n + 1 < N whenever n < N
     if (n >= N || pair_of_padded[p] < 0) return;
     unsigned piece[3];
@@ -539,7 +649,7 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   auto a_row = [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
   if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, gp, inter, vec8)) return;
   const float* bias = b2 + (size_t)e * hidden;
-  wg_epilogue<BR, MB>(acc, [&](int row, int feature, float v0, float v1) {
+  wg_epilogue<BR, MB, WG_PAIRED>(acc, [&](int row, int feature, float v0, float v1) {
     const int p = p0 + row, n = n0 + feature;
     if (n >= hidden || pair_of_padded[p] < 0) return;
     float* out = y + (size_t)p * hidden + n;
@@ -551,7 +661,8 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
 
 // One kernel per (row-tile height BR, pieces P, 64-feature blocks per consumer MB): gemm_wg_r{BR}_p{P}_b{MB},
 // gemm_wg_grouped_swiglu_r..., gemm_wg_grouped_r... (bf16 experts) and gemm_wg_grouped_swiglu_mxfp4w_r...,
-// gemm_wg_grouped_mxfp4w_r... (MXFP4 experts: codes (E, N, G, 16), scales (E, N, G)).
+// gemm_wg_grouped_mxfp4w_r... (MXFP4 experts: codes (E, N, G, 16), scales (E, N, G)); every dense tile also as
+// gemm_wg_tma_r{BR}_p{P}_b{MB} (W through a tensor map: WgTmaW).
 // With pieces = 3, t and acc take BR MB registers a thread: BR = 128 only with MB = 1 (and the grouped kernels
 // with 128 rows, whose epilogue would spill, only with MB = 1).
 #define WG_DENSE_KERNEL(BR, P, MB)                                                                                  \
@@ -559,6 +670,12 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8) {                     \
     wg_dense<BR, P, MB>(c, ap, w, bias, M, N, K, lda, accumulate, vec8);                                             \
+  }
+#define WG_DENSE_TMA_KERNEL(BR, P, MB)                                                                              \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_r##BR##_p##P##_b##MB(                  \
+      const WG_GRID_CONSTANT WgTensorMap w_map, float* __restrict__ c, const unsigned short* __restrict__ ap,       \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate) {                               \
+    wg_dense_tma<BR, P, MB>(w_map, c, ap, bias, M, N, K, lda, accumulate);                                           \
   }
 #define WG_GROUPED_KERNELS_OF(BR, P, MB, SUFFIX, W_PARAMS, W_VALUE)                                              \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_swiglu##SUFFIX##_r##BR##_p##P##_b##MB( \
@@ -580,8 +697,9 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   WG_GROUPED_KERNELS_OF(BR, P, MB, _mxfp4w,                                                                         \
                         const unsigned char* __restrict__ codes WG_COMMA const unsigned char* __restrict__ scales,  \
                         Mxfp4Experts{codes WG_COMMA scales})
+#define WG_DENSE_KERNELS(BR, P, MB) WG_DENSE_KERNEL(BR, P, MB) WG_DENSE_TMA_KERNEL(BR, P, MB)
 #define WG_KERNELS(BR, P)                                                                                           \
-  WG_DENSE_KERNEL(BR, P, 1) WG_DENSE_KERNEL(BR, P, 2) WG_GROUPED_KERNELS(BR, P, 1) WG_GROUPED_KERNELS(BR, P, 2)
+  WG_DENSE_KERNELS(BR, P, 1) WG_DENSE_KERNELS(BR, P, 2) WG_GROUPED_KERNELS(BR, P, 1) WG_GROUPED_KERNELS(BR, P, 2)
 WG_KERNELS(8, 3)
 WG_KERNELS(16, 3)
 WG_KERNELS(32, 3)
@@ -590,8 +708,8 @@ WG_KERNELS(8, 1)
 WG_KERNELS(16, 1)
 WG_KERNELS(32, 1)
 WG_KERNELS(64, 1)
-WG_DENSE_KERNEL(128, 3, 1)
-WG_DENSE_KERNEL(128, 1, 1)
-WG_DENSE_KERNEL(128, 1, 2)
+WG_DENSE_KERNELS(128, 3, 1)
+WG_DENSE_KERNELS(128, 1, 1)
+WG_DENSE_KERNELS(128, 1, 2)
 WG_GROUPED_KERNELS(128, 3, 1)
 WG_GROUPED_KERNELS(128, 1, 1)

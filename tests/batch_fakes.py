@@ -19,9 +19,10 @@ from cupy_getp.checkpoint import MOE_WEIGHTS, TENSOR_NAMES
 from cupy_getp.checkpoint.layout import LAYER_TENSORS
 from cupy_getp.gpu.constants import BLOCK_SIZE
 from cupy_getp.gpu.kernels import Kernels
+from cupy_getp.gpu.launch.tensor_map import TensorMaps
 from cupy_getp.gpu.weights import DENSE_GEMM_WEIGHTS
 
-from kernel_oracles import ORACLES
+from kernel_oracles import ORACLES, stand_in_tensor_map
 
 
 class HostArray(np.ndarray):
@@ -59,6 +60,7 @@ class FakeKernels(Kernels):
     the launch replaced: kernel `name` runs as its numpy oracle (tests/kernel_oracles.py)."""
 
     wgmma = False  # Kernels probes it at warm-up: True takes the wgmma products (every step in exact / fast)
+    tensor_maps = TensorMaps(encode=stand_in_tensor_map)  # what wg_tma = True reads W through
     not_built: dict = {}  # optional kernel families not built (Kernels.not_built)
 
     def __init__(self, device=None):

@@ -16,7 +16,9 @@ entry point has an oracle taking as many arguments as the kernel has parameters.
 
 from __future__ import annotations
 
+import ctypes
 import inspect
+import struct
 
 import numpy as np
 
@@ -27,6 +29,7 @@ from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES
 from cupy_getp.gpu.launch.moe import moe_align_host
+from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, map_argument
 from cupy_getp.reference import rmsnorm, rope, route, swiglu
 
 ORACLES: dict = {}
@@ -373,3 +376,16 @@ def synthetic_mxfp4_codes(blocks, scales, row0, rows, cols, key, scale_key, expo
 def mxfp4_widen_f32(out, codes, scales, n):
     with np.errstate(over="ignore"):  # scale 255: inf, as numpy's ldexp and the kernel give
         out[...] = dequantize_mxfp4(codes.reshape(-1, 16), scales).reshape(-1)
+
+
+# The TMA twins of the dense kernels: W named by a tensor map. On the CPU a stand-in map carries what a real
+# one encodes (address, N, K, box rows); its oracle reads W from that address, as the copies would.
+def stand_in_tensor_map(ptr: int, n: int, k: int, box_rows: int):
+    return map_argument(struct.pack("<4Q", ptr, n, k, box_rows).ljust(MAP_BYTES, b"\0"))
+
+
+@oracle(*(f"gemm_wg_tma_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1) for rows, blocks in WG_DENSE_TILES[pieces]))
+def gemm_wg_tma(w_map, c, ap, bias, m, n, k, lda, accumulate):
+    ptr, rows, cols, _ = struct.unpack_from("<4Q", w_map.tobytes())
+    w = np.ctypeslib.as_array((ctypes.c_uint16 * (rows * cols)).from_address(ptr)).reshape(rows, cols)
+    gemm(c, joined(ap, k), w, bias, m, n, k, accumulate, 1)

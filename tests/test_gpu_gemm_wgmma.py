@@ -4,7 +4,8 @@ Each kernel against float64 numpy products on odd shapes (M of 1, 7, 64, 333, 11
 of the tiles; experts with no rows, one row, all rows), with the bounds of tests/test_gpu_gemm_tc.py
 (pieces=3: <= 1e-6 of |A| @ |W|^T and <= 5e-5 absolute; pieces=1: <= 1e-2). Then the promise of these
 kernels: a row's bits do not depend on how many rows the product has, where the row sits, or the tile
-height, for each precision; and they equal the mma.sync kernels' bits (same k order, same promotion).
+height, for each precision; and they equal the mma.sync kernels' bits (same k order, same promotion). The TMA
+twins of the dense kernels (W by tensor maps) give the cp.async kernels' bits.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
 from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, bf16_weights, check_dense, check_grouped,
                               check_grouped_swiglu, choose_experts, product, split)
+from batch_fakes import FakeDevice, FakeKernels, host_array
+from kernel_oracles import stand_in_tensor_map
+from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, TensorMaps, map_argument, tma_eligible, wg_tma_enabled
 
 
 @pytest.fixture
@@ -120,6 +124,56 @@ def test_dense_bits_equal_the_mma_sync_kernels(gpu, rng, pieces, m, k, n):
     with mma_sync(gpu[1]):
         gpu[1].gemm_tc(c_mma, ap, w, tile=(64, 128))
     np.testing.assert_array_equal(host(c_wg, gpu), host(c_mma, gpu))
+
+
+# -- dense through tensor maps (TMA) -------------------------------------------------------------------
+def tma_launches(kernels) -> int:
+    """How many gemm_wg_tma_* kernels this device's Kernels launched so far."""
+    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith("gemm_wg_tma_"))
+
+
+def with_tma(kernels, on: bool, run) -> None:
+    """run() with the dense wgmma products reading W by TMA (on) or by the producer's cp.async (off)."""
+    kept, kernels.wg_tma = kernels.wg_tma, on
+    try:
+        run()
+    finally:
+        kernels.wg_tma = kept
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("k, n", [(2880, 32), (2880, 300), (2880, 5120), (4096, 32), (4096, 300), (4096, 5120)])
+def test_tma_dense_bits_equal_the_cp_async_kernels(gpu, rng, pieces, k, n):
+    """W staged by one TMA copy a stage (rows in order, zeros past N and K from the copy) gives the cp.async
+    kernels' bits at 1, 7, 64, 333 and 1024 rows with every tile, bias added, and accumulating into c."""
+    w, bias = dev(bf16_weights(rng, (n, k))), dev(rng.standard_normal(n).astype(np.float32))
+    for m in (1, 7, 64, 333, 1024):
+        ap = split(gpu[1], dev(activations(rng, (m, k), heavy=True)), pieces)
+        c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
+        for tile in [t for p, t in TILES if p == pieces]:
+            for accumulate in (False, True):
+                outputs = []
+                for on in (False, True):
+                    c = c0.copy() if accumulate else poisoned((m, n))
+                    launched = tma_launches(gpu[1])
+                    with_tma(gpu[1], on, lambda: gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=tile))
+                    assert tma_launches(gpu[1]) - launched == on, "the TMA kernels ran only when asked"
+                    outputs.append(host(c, gpu))
+                np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=f"{m} rows, tile {tile}, "
+                                              f"accumulate {accumulate}")
+
+
+@pytest.mark.gpu
+def test_tma_leaves_weights_no_tensor_map_can_describe_to_the_cp_async_kernels(gpu, rng):
+    """K = 100 (rows of 200 bytes) and W 2 bytes past a 16-byte boundary: the cp.async kernels, right bits."""
+    for k, offset in ((100, 0), (2880, 2)):
+        a, w = activations(rng, (9, k), heavy=True), bf16_weights(rng, (70, k))
+        ap, c = split(gpu[1], dev(a), 3), poisoned((9, 70))
+        launched = tma_launches(gpu[1])
+        with_tma(gpu[1], True, lambda: gpu[1].gemm_tc(c, ap, dev(w, offset)))
+        assert tma_launches(gpu[1]) == launched
+        assert_accurate(host(c, gpu), *product(a, w), pieces=3, exact_abs=False)
 
 
 # -- grouped MoE ---------------------------------------------------------------------------------------
@@ -284,3 +338,69 @@ def test_a_failed_wgmma_build_leaves_the_mma_sync_kernels(monkeypatch):
     assert k.not_built["gemm_wgmma"].startswith("build failed: ptxas fatal")
     assert not any(name.startswith("gemm_wg") for name in k.functions)
     assert k.functions["gemm_tc_grouped"] == "gemm_tc:gemm_tc_grouped"
+
+
+# -- the TMA products' host side (no GPU) -------------------------------------------------------------------------
+def test_the_tma_products_are_opt_in(monkeypatch):
+    monkeypatch.delenv("CUPY_GETP_WG_TMA", raising=False)
+    assert not wg_tma_enabled()
+    monkeypatch.setenv("CUPY_GETP_WG_TMA", "0")
+    assert not wg_tma_enabled()
+    monkeypatch.setenv("CUPY_GETP_WG_TMA", "1")
+    assert wg_tma_enabled()
+
+
+def test_tma_needs_a_contiguous_aligned_weight_with_16_byte_rows():
+    w = host_array(np.zeros((70, 2888), np.uint16))
+    assert tma_eligible(w)
+    assert not tma_eligible(w[:, :2880])  # strided
+    assert not tma_eligible(host_array(np.zeros((70, 100), np.uint16)))  # rows of 200 bytes
+    flat = host_array(np.zeros(70 * 2880 + 8, np.uint16))
+    start = (-flat.ctypes.data % 16) // 2  # elements to the first 16-byte boundary
+    assert tma_eligible(flat[start:start + 70 * 2880].reshape(70, 2880))
+    assert not tma_eligible(flat[start + 1:start + 1 + 70 * 2880].reshape(70, 2880))
+
+
+def test_a_tensor_map_is_made_once_per_address_shape_and_box():
+    made = []
+
+    def encode(ptr, n, k, box_rows):
+        made.append((ptr, n, k, box_rows))
+        return map_argument(bytes(MAP_BYTES))
+
+    maps, w = TensorMaps(encode), host_array(np.zeros((300, 2880), np.uint16))
+    first = maps.of(w, 128)
+    assert maps.of(w, 128) is first and made == [(w.ctypes.data, 300, 2880, 128)]
+    maps.of(w, 256)
+    maps.of(w[:64], 128)  # same address, another shape
+    assert len(maps) == 3 == len(made)
+
+
+def test_a_map_reaches_the_kernel_as_128_bytes_by_value():
+    """CuPy passes a size-one numpy array's bytes as the parameter (a CUtensorMap is 128)."""
+    raw = bytes(range(MAP_BYTES))
+    arg = map_argument(raw)
+    assert isinstance(arg, np.ndarray) and arg.size == 1 and arg.itemsize == MAP_BYTES and arg.tobytes() == raw
+    with pytest.raises(ValueError):
+        map_argument(raw[:64])
+
+
+@pytest.mark.parametrize("k", [2880, 100])
+def test_the_dense_product_takes_the_tma_kernels_where_asked_and_possible(rng, k):
+    """With wg_tma, an eligible W is read through a tensor map (gemm_wg_tma_*: the map first, no W pointer),
+    with the same results as the cp.async kernels; K = 100 (rows of 200 bytes) keeps those."""
+    kernels = FakeKernels(FakeDevice())
+    kernels.wgmma, kernels.tensor_maps = True, TensorMaps(stand_in_tensor_map)
+    a, w = activations(rng, (7, k), heavy=True), host_array(bf16_weights(rng, (300, k)))
+    bias = host_array(rng.standard_normal(300).astype(np.float32))
+    ap = host_array(np.zeros((3, 7, pieces_lda(k)), np.uint16))
+    kernels.split_pieces(ap, host_array(a))
+    outputs = []
+    for on in (False, True):
+        kernels.wg_tma, c = on, host_array(np.zeros((7, 300), np.float32))
+        kernels.gemm_tc(c, ap, w, bias, tile=(8, 2))
+        outputs.append(np.array(c))
+    tma = k == 2880
+    assert kernels.launches[-2:] == ["gemm_wg_r8_p3_b2", "gemm_wg_tma_r8_p3_b2" if tma else "gemm_wg_r8_p3_b2"]
+    assert len(kernels.tensor_maps) == tma
+    np.testing.assert_array_equal(outputs[1], outputs[0])

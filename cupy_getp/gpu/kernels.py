@@ -27,6 +27,7 @@ from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, wgmma_disabled
+from .launch.tensor_map import TensorMaps, wg_tma_enabled
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
 
@@ -43,7 +44,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "gemm_tc": ("tc_split_rows", *(f"gemm_tc_m{bm}_n{bn}" for bm, bn in DENSE_TILES),
                 *(f"gemm_tc_{kind}" for kind in GROUPED_KINDS)),
     "gemm_wgmma": ("wg_available",
-                   *(f"gemm_wg_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1)
+                   *(f"gemm_wg{tma}_r{rows}_p{pieces}_b{blocks}" for tma in ("", "_tma") for pieces in (3, 1)
                      for rows, blocks in WG_DENSE_TILES[pieces]),
                    *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in GROUPED_KINDS
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
@@ -147,6 +148,8 @@ class Kernels(BatchLaunches):
         self.profile: dict[str, list] | None = None  # name -> [(start, end) events] while profiling (eager)
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
         self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
+        self.wg_tma = self.wgmma and wg_tma_enabled()  # ... and their dense ones read W by TMA (opt-in)
+        self.tensor_maps = TensorMaps()
 
     def _open_family(self, family: str, module) -> None:
         """Every entry point of the family; opening the first compiles the module, so compile errors

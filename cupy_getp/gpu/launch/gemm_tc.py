@@ -18,6 +18,7 @@ import re
 from ...errors import KernelArgumentError
 from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
+from .tensor_map import tma_eligible
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
@@ -82,6 +83,10 @@ def tc_shared_bytes(pieces: int, block_m: int, block_n: int, is_hip: bool) -> in
 
 
 class TensorCoreGemmLaunches:
+    # Kernels sets them at warm-up, with `wgmma`: wg_tma (CUPY_GETP_WG_TMA=1 where the wgmma kernels run): the
+    # dense wgmma products read W through tensor maps, made once per weight by tensor_maps (a TensorMaps).
+    wg_tma = False
+    tensor_maps = None
     def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, tile: tuple[int, int]) -> None:
         if not tensor_cores_supported(self.device):
             raise RuntimeError(f"{name}: no tensor-core path on {self.device.arch} (needs CUDA sm_80+; "
@@ -171,7 +176,8 @@ class TensorCoreGemmLaunches:
     def gemm_tc(self, c, ap, w, bias=None, accumulate: bool = False, tile: tuple[int, int] | None = None) -> None:
         """c (M,N) = a @ w (N,K)^T (+ bias (N,)) (+ c when accumulate), a given as its pieces ap (split_pieces),
         w bf16 bits. `tile` on the wgmma kernels: (row-tile height of WG_ROWS, feature blocks 1 or 2), else
-        (BM, BN) of DENSE_TILES; None picks by shape."""
+        (BM, BN) of DENSE_TILES; None picks by shape. With wg_tma, a w that a tensor map can describe is read
+        by the TMA kernels (gemm_wg_tma_*: the same bits)."""
         n, k = w.shape
         _check("w", w, BF16)
         pieces, m = self._check_pieces("ap", ap, k)
@@ -184,8 +190,12 @@ class TensorCoreGemmLaunches:
             if (rows, features) not in WG_DENSE_TILES[pieces]:
                 raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
                                           f"with {pieces} pieces: {WG_DENSE_TILES[pieces]}")
-            self._wg_launch("", rows, pieces, features, n, _blocks(m, rows),
-                            (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(vec8)))
+            sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
+            if self.wg_tma and tma_eligible(w):
+                self._wg_launch("_tma", rows, pieces, features, n, _blocks(m, rows),
+                                (self.tensor_maps.of(w, 128 * features), c, ap, bias, *sizes))
+            else:
+                self._wg_launch("", rows, pieces, features, n, _blocks(m, rows), (c, ap, w, bias, *sizes, I32(vec8)))
             return
         tile = tile or self.tc_dense_tile(m, n)
         if tile not in DENSE_TILES or (self.device.is_hip and tile[0] != 64):

@@ -1,0 +1,80 @@
+"""Tensor maps (CUtensorMap) of bf16 weight matrices for the wgmma kernels' TMA producer (gemm_wg_tma_*,
+kernels/gemm_wgmma.hip): opt in with CUPY_GETP_WG_TMA=1 until measured faster.
+
+A map describes W (N, K) bf16, K contiguous, and the box one copy moves: 64 K (128 bytes, the 128-byte swizzle
+atom the wgmma descriptors name) x 128 MB rows, elements outside W read as zeros. It is made on the host by the
+driver (`cuda.bindings.driver.cuTensorMapEncodeTiled`, imported only when a map is made: the package is a
+dependency of the CUDA extras, never of the CPU tests) and reaches the kernel by value, as a size-one numpy
+array of 128 bytes (CuPy passes such an array's bytes as the parameter).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+import numpy as np
+
+WG_TMA_ENV = "CUPY_GETP_WG_TMA"
+MAP_BYTES = 128  # sizeof(CUtensorMap)
+MAP_DTYPE = np.dtype((np.void, MAP_BYTES))
+BOX_K = 64  # bf16 elements along K a copy moves: gemm_wgmma.hip's WG_BK
+
+
+def wg_tma_enabled() -> bool:
+    """CUPY_GETP_WG_TMA=1: the dense wgmma products read W through tensor maps (default off until measured)."""
+    return os.environ.get(WG_TMA_ENV, "") == "1"
+
+
+def tma_eligible(w) -> bool:
+    """Whether a tensor map can describe W (N, K): C-contiguous, starting on a 16-byte boundary, rows a
+    multiple of 16 bytes (the driver's rules for the address and the row stride)."""
+    n, k = w.shape
+    return bool(w.flags.c_contiguous) and w.data.ptr % 16 == 0 and (2 * k) % 16 == 0 and n > 0 and k > 0
+
+
+def encode_bf16_map(ptr: int, n: int, k: int, box_rows: int) -> np.ndarray:
+    """The map of a bf16 (n, k) matrix at device address ptr, boxes of BOX_K x box_rows, 128-byte swizzle,
+    zeros outside: a size-one array of MAP_DTYPE."""
+    from cuda.bindings import driver
+
+    u64, u32 = driver.cuuint64_t, driver.cuuint32_t
+    err, tensor_map = driver.cuTensorMapEncodeTiled(
+        driver.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, ptr,
+        [u64(k), u64(n)], [u64(2 * k)],  # sizes innermost first; the row stride in bytes
+        [u32(BOX_K), u32(box_rows)], [u32(1), u32(1)],
+        driver.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE,
+        driver.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B,
+        driver.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+        driver.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)  # NONE: out-of-range elements are 0
+    if err != driver.CUresult.CUDA_SUCCESS:
+        raise RuntimeError(f"cuTensorMapEncodeTiled of a bf16 ({n}, {k}) matrix, box ({box_rows}, {BOX_K}): {err}")
+    return map_argument(struct.pack("<16Q", *(int(word) for word in tensor_map.opaque)))
+
+
+def map_argument(raw: bytes) -> np.ndarray:
+    """128 map bytes as the kernel argument CuPy passes by value."""
+    if len(raw) != MAP_BYTES:
+        raise ValueError(f"a tensor map has {MAP_BYTES} bytes, not {len(raw)}")
+    return np.frombuffer(raw, MAP_DTYPE).copy()
+
+
+class TensorMaps:
+    """Maps made once per (address, shape, box): everything a map encodes, so a cached map stays right even
+    where a freed weight's address is reused by another of the same shape. Host work only (no device call):
+    safe while a CUDA graph is captured."""
+
+    def __init__(self, encode=encode_bf16_map):
+        self._encode = encode
+        self._maps: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+    def of(self, w, box_rows: int) -> np.ndarray:
+        n, k = w.shape
+        key = (int(w.data.ptr), n, k, box_rows)
+        found = self._maps.get(key)
+        if found is None:
+            found = self._maps[key] = self._encode(*key)
+        return found
+
+    def __len__(self) -> int:
+        return len(self._maps)
