@@ -297,6 +297,15 @@ PY
         --profile-rows 1,64,256,512 --skip single,transformers --out "$OUT/headline" 2>&1 | tee "$OUT/headline.txt" \
         | tail -60
       ;;
+    s5tma)  # the TMA products by default (run 25): the headline in exact (60 s) with the 1- and 1024-row step profiles
+      # and batch-1 decode, with them and without (CUPY_GETP_WG_TMA=0), in one run
+      for tma in 1 0; do
+        CUPY_GETP_WG_TMA=$tma timeout 170 python bench/getp_throughput.py --preset 20b --precision exact \
+          --max-seconds 60 --profile-rows 1,1024 --skip drift,single,transformers --out "$OUT/headline-tma$tma" \
+          > "$OUT/headline-tma$tma.txt" 2>&1
+        echo "CUPY_GETP_WG_TMA=$tma exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-tma$tma.txt" | cut -c1-300 | tail -9
+      done
+      ;;
     nccl)  # CuPy's NCCL, or the one torch ships (put on LD_LIBRARY_PATH for this session's processes)
       nccl_path
       python -c "from cupy.cuda import nccl; import cupy; print('nccl', nccl.get_version(), 'gpus',

@@ -341,8 +341,16 @@ def test_a_failed_wgmma_build_leaves_the_mma_sync_kernels(monkeypatch):
 
 
 # -- the TMA products' host side (no GPU) -------------------------------------------------------------------------
-def test_the_tma_products_are_opt_in(monkeypatch):
+def test_the_tma_products_are_on_where_the_bindings_import(monkeypatch):
+    import importlib.util
+
     monkeypatch.delenv("CUPY_GETP_WG_TMA", raising=False)
+    try:
+        bindings = importlib.util.find_spec("cuda.bindings") is not None
+    except ModuleNotFoundError:  # no `cuda` package at all
+        bindings = False
+    assert wg_tma_enabled() == bindings
+    monkeypatch.setitem(__import__("sys").modules, "cuda.bindings", None)  # an import that fails
     assert not wg_tma_enabled()
     monkeypatch.setenv("CUPY_GETP_WG_TMA", "0")
     assert not wg_tma_enabled()

@@ -148,7 +148,7 @@ class Kernels(BatchLaunches):
         self.profile: dict[str, list] | None = None  # name -> [(start, end) events] while profiling (eager)
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
         self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
-        self.wg_tma = self.wgmma and wg_tma_enabled()  # ... and their dense ones read W by TMA (opt-in)
+        self.wg_tma = self.wgmma and wg_tma_enabled()  # ... and their dense ones read W by TMA
         self.tensor_maps = TensorMaps()
 
     def _open_family(self, family: str, module) -> None:

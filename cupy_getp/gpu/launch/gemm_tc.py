@@ -83,7 +83,7 @@ def tc_shared_bytes(pieces: int, block_m: int, block_n: int, is_hip: bool) -> in
 
 
 class TensorCoreGemmLaunches:
-    # Kernels sets them at warm-up, with `wgmma`: wg_tma (CUPY_GETP_WG_TMA=1 where the wgmma kernels run): the
+    # Kernels sets them at warm-up, with `wgmma`: wg_tma (where the wgmma kernels run, `wg_tma_enabled()`): the
     # dense wgmma products read W through tensor maps, made once per weight by tensor_maps (a TensorMaps).
     wg_tma = False
     tensor_maps = None

@@ -22,8 +22,16 @@ BOX_K = 64  # bf16 elements along K a copy moves: gemm_wgmma.hip's WG_BK
 
 
 def wg_tma_enabled() -> bool:
-    """CUPY_GETP_WG_TMA=1: the dense wgmma products read W through tensor maps (default off until measured)."""
-    return os.environ.get(WG_TMA_ENV, "") == "1"
+    """Whether the dense wgmma products read W through tensor maps: CUPY_GETP_WG_TMA=1 yes, =0 no, unset where
+    the driver's Python bindings (which encode the maps) import."""
+    setting = os.environ.get(WG_TMA_ENV, "")
+    if setting in ("0", "1"):
+        return setting == "1"
+    try:
+        from cuda.bindings import driver  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def tma_eligible(w) -> bool:
