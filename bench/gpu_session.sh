@@ -299,8 +299,10 @@ PY
       ;;
     s5tma)  # the TMA products by default (run 25): the headline in exact (60 s) with the 1- and 1024-row step profiles
       # and batch-1 decode, with them and without (CUPY_GETP_WG_TMA=0), in one run
+      # (the first compiles every kernel on a fresh machine: ~125 s of warm-up; run 25's 170 s were too few)
+      python -c "from cupy_getp.gpu.launch.tensor_map import wg_tma_enabled as e; print('TMA by default:', e())"
       for tma in 1 0; do
-        CUPY_GETP_WG_TMA=$tma timeout 170 python bench/getp_throughput.py --preset 20b --precision exact \
+        CUPY_GETP_WG_TMA=$tma timeout $([ $tma = 1 ] && echo 270 || echo 170) python bench/getp_throughput.py --preset 20b --precision exact \
           --max-seconds 60 --profile-rows 1,1024 --skip drift,single,transformers --out "$OUT/headline-tma$tma" \
           > "$OUT/headline-tma$tma.txt" 2>&1
         echo "CUPY_GETP_WG_TMA=$tma exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-tma$tma.txt" | cut -c1-300 | tail -9
