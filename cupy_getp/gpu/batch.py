@@ -385,6 +385,8 @@ def products_path(device, kernels, precision: str) -> str:
     if precision == "fp32":
         return "CUDA cores"
     path = describe_products(device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
+    if kernels.wg_tma:
+        path += ", dense weights by TMA"
     return f"{path} at every row count"
 
 

@@ -1,5 +1,7 @@
 """Tensor maps (CUtensorMap) of bf16 weight matrices for the wgmma kernels' TMA producer (gemm_wg_tma_*,
-kernels/gemm_wgmma.hip): opt in with CUPY_GETP_WG_TMA=1 until measured faster.
+kernels/gemm_wgmma.hip): on wherever the wgmma kernels run and `cuda.bindings` imports (CUPY_GETP_WG_TMA=0
+turns them off, =1 insists on them); the same bits as the cp.async kernels, and faster: an H200's one-row qkv
+product 24.9 -> 20.0 us, batch-1 getp 188.4 -> 210.8 tok/s (bench/RESULTS.md, fifth session of 2026-11-29).
 
 A map describes W (N, K) bf16, K contiguous, and the box one copy moves: 64 K (128 bytes, the 128-byte swizzle
 atom the wgmma descriptors name) x 128 MB rows, elements outside W read as zeros. It is made on the host by the
