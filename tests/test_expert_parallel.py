@@ -366,3 +366,18 @@ def test_expert_parallel_spread_refuses_what_cannot_run(ranks, workers, message)
 
     with pytest.raises(GetpError, match=message):
         make_spread(None, None, workers, "cupy", 0.0, 0, expert_parallel=ranks)
+
+
+def test_a_rank_holding_a_slice_of_the_experts_runs_nothing_else(tiny_ep_weights):
+    """Its weights lack the other experts: a batched engine of its own or a single sequence would read
+    experts it does not hold, so both are one clear error (before any device work)."""
+    from cupy_getp.errors import GetpError
+    from cupy_getp.gpu.engine import CupyEngine
+
+    rank = CupyEngine(tiny_ep_weights, "bf16", 8, expert_parallel=(1, 2))
+    rank.device, rank.finished = FakeDevice(), False
+    assert rank.expert_range() == (6, 12)
+    with pytest.raises(GetpError, match=r"holds experts \(6, 12\) of each layer only: it cannot run a batched"):
+        rank.batched(4, 8)
+    with pytest.raises(GetpError, match="cannot run single sequences"):
+        rank.one_slot_model()

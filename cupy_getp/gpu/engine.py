@@ -13,6 +13,7 @@ import numpy as np
 
 from ..checkpoint import Weights
 from ..engine.base import Engine, Trace
+from ..errors import GetpError
 from .batch import BatchedEngine
 from .batch_shape import one_slot_shape
 from .batch_trace import BatchTrace
@@ -99,6 +100,7 @@ class CupyEngine(Engine):
         from .batch_shape import MAX_CHUNK, plan_batch
 
         self.check_not_finished()
+        self.check_whole_model("a batched engine of its own")
         with self.device.cuda_device:
             shape = plan_batch(self.config, n_requests, steps, self.device.allocatable_bytes(), slots,
                                max_chunk or MAX_CHUNK, self.experts.hint())
@@ -112,6 +114,12 @@ class CupyEngine(Engine):
         rank, ranks = self.expert_parallel
         per_rank = check_divisible(self.config.n_experts, ranks)
         return rank * per_rank, (rank + 1) * per_rank
+
+    def check_whole_model(self, what: str) -> None:
+        """A rank of expert parallelism holds a slice of the experts: it runs only its rank's steps."""
+        if self.expert_parallel:
+            raise GetpError(f"an expert-parallel rank holds experts {self.expert_range()} of each layer only: it "
+                            f"cannot run {what}")
 
     def communicator(self, unique_id) -> NcclCommunicator:
         """This rank's NCCL (RCCL) communicator with the other ranks (waits until every rank has joined)."""
@@ -151,6 +159,7 @@ class CupyEngine(Engine):
         ring, the step buffers, the graph), made on the first call, so that getp, which never calls `forward`,
         does not pay for it (`experts.resident_bytes` counts it all the same)."""
         self.check_not_finished()
+        self.check_whole_model("single sequences (generate, chat, diff)")
         if self.one_slot is None:
             what = f"the single-sequence state and KV cache ({self.config.seq_len} positions)"
             remedy = self.memory_remedy("a smaller seq_len (--config seq_len=N)")
