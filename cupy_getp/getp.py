@@ -116,11 +116,11 @@ def make_spread(shard: str | None, gpus: str | None, workers: int, engine: str, 
     gave it."""
     if gpus is not None and workers:
         raise GetpError("--gpus and --workers exclude each other")
-    if expert_parallel:
-        return _expert_parallel_spread(shard, gpus, workers, engine, expert_parallel)
     if shard is not None and temperature > 0 and seed == 0:
         raise GetpError("--shard at temperature > 0 needs a seed (-s N): seed 0 takes one from the clock, a "
                         "different one in each shard")
+    if expert_parallel:
+        return _expert_parallel_spread(shard, gpus, workers, engine, expert_parallel)
     devices = parse_gpus(gpus, visible_gpus) if gpus is not None else ()  # first: why no GPU, if none
     if gpus is not None and engine != "cupy":
         raise GetpError(f"--gpus runs the cupy engine, not the {engine} engine")

@@ -93,7 +93,7 @@ def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], st
     shape = batched.shape
     scheduler = Scheduler(requests, steps, shape.n_slots, shape.max_rows, shape.max_chunk, stop)
     samplers = None if sampler.temperature == 0 else RequestSamplers(sampler, numbers)
-    return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers), on_request)
+    return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers, numbers), on_request)
 
 
 def run_fed(batched, sampler: Sampler, steps: int, take: Callable[[bool], list | None],
@@ -122,7 +122,7 @@ def run_fed(batched, sampler: Sampler, steps: int, take: Callable[[bool], list |
             if not more:
                 return
             continue
-        scheduler.step(lambda rows: batched.next_tokens(rows, samplers))
+        scheduler.step(lambda rows: batched.next_tokens(rows, samplers, numbers))
         for seq in scheduler.finished:
             on_result(numbers[seq.index], seq.output)
 
@@ -156,7 +156,7 @@ def run_lockstep(batched, sampler: Sampler, steps: int, takes: Sequence[Callable
         for q, (scheduler, r, v) in enumerate(zip(schedulers, rows, views)):
             if r is None or v is None:
                 continue
-            scheduler.record(r, batched.next_tokens(q, v, r, samplers[q]))
+            scheduler.record(r, batched.next_tokens(q, v, r, samplers[q], numbers[q]))
             for seq in scheduler.finished:
                 on_result(numbers[q][seq.index], seq.output)
 

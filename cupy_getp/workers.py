@@ -148,7 +148,7 @@ def _expert_parallel_rank(job: WorkerJob, weights, session: Session, hooks: Getp
     session.batched = model.expert_parallel_batched(job.share, o.steps, comm, o.batch or None, o.precision, o.chunk)
     hooks.note(describe_batch(session.batched))
     results.put(("ready", job.number))
-    take = lambda block: _take(tasks, False)  # noqa: E731 (lockstep ranks never wait: they step pad rows)
+    take = lambda block: _take_in_lockstep(tasks)  # noqa: E731
     with model.device.cuda_device:
         run_lockstep(session.batched, Sampler(*job.sampling), o.steps, [take],
                      lambda number, tokens: results.put(("result", number, tokens)))
@@ -182,14 +182,27 @@ def _take(tasks, block: bool) -> list | None:
     return list(zip(task[1], task[2]))
 
 
+def _take_in_lockstep(tasks) -> list | None:
+    """`_take` for a lockstep rank, which never waits (the other ranks step with it: it steps pad rows). With
+    the run's process gone (killed) no end will come: None, so that every rank finishes its rows and exits."""
+    given = _take(tasks, False)
+    if given == [] and not _parent_alive():
+        return None
+    return given
+
+
+def _parent_alive() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is None or parent.is_alive()
+
+
 def _next_task(tasks):
     """The next task; None when the run's process is gone (killed: no one will ever send one)."""
-    parent = multiprocessing.parent_process()
     while True:
         try:
             return tasks.get(timeout=POLL_S * 5)
         except queue.Empty:
-            if parent is not None and not parent.is_alive():
+            if not _parent_alive():
                 return None
 
 

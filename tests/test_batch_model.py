@@ -82,9 +82,12 @@ def test_a_non_finite_logit_stops_with_the_request_and_position(cupy_stand_in):
     weights = Weights(SyntheticStore(TINY, seed=4))
     batched = batched_engine(weights, 2, 3, 30, "exact")
     batched.engine.w.out[5] = np.inf if batched.engine.w.out.dtype == np.float32 else 0x7F80  # +inf bits: logit 5
-    with np.errstate(invalid="ignore"), pytest.raises(NumericalError, match=r"request \d+: non-finite logits at "
+    with np.errstate(invalid="ignore"), pytest.raises(NumericalError, match=r"request 1: non-finite logits at "
                                                                           r"position \d+"):
-        run_batched(batched, GREEDY, prompts(2, 3), 20)
+        run_batched(batched, GREEDY, prompts(1, 3), 20)
+    # A part of the input (a worker's chunk, a shard): the request is named by its number in the whole input.
+    with np.errstate(invalid="ignore"), pytest.raises(NumericalError, match=r"request 17: non-finite logits"):
+        run_batched(batched, GREEDY, prompts(1, 3), 20, numbers=[16])
 
 
 def test_one_slot_runs_one_row_steps_like_the_reference(cupy_stand_in):

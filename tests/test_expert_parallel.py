@@ -358,14 +358,34 @@ def test_expert_parallel_on_the_command_line_refuses_the_numpy_engine(tmp_path):
     assert result.stderr.count("error:") == 1, result.stderr
 
 
-@pytest.mark.parametrize("ranks, workers, message", [(1, 0, "needs 2 or more GPUs, got 1"),
-                                                     (2, 2, "--expert-parallel and --workers exclude each other")])
-def test_expert_parallel_spread_refuses_what_cannot_run(ranks, workers, message):
+@pytest.mark.parametrize("ranks, workers, shard, message", [
+    (1, 0, None, "needs 2 or more GPUs, got 1"),
+    (2, 2, None, "--expert-parallel and --workers exclude each other"),
+    (2, 0, "1/2", "--shard at temperature > 0 needs a seed"),  # the clock's seed would differ in each shard
+])
+def test_expert_parallel_spread_refuses_what_cannot_run(ranks, workers, shard, message):
     from cupy_getp.errors import GetpError
     from cupy_getp.getp import make_spread
 
     with pytest.raises(GetpError, match=message):
-        make_spread(None, None, workers, "cupy", 0.0, 0, expert_parallel=ranks)
+        make_spread(shard, None, workers, "cupy", 0.8 if shard else 0.0, 0, expert_parallel=ranks)
+
+
+def test_a_lockstep_rank_whose_run_process_is_gone_takes_no_more(monkeypatch):
+    """A rank never waits for requests (the others step with it); with the run's process killed no end
+    will come, so an empty queue then means the end: the ranks finish their rows and exit instead of
+    stepping pad rows forever."""
+    import queue
+
+    from cupy_getp import workers
+
+    tasks = queue.Queue()
+    monkeypatch.setattr(workers, "_parent_alive", lambda: True)
+    assert workers._take_in_lockstep(tasks) == []
+    tasks.put(("chunk", [3], [[1, 2]]))
+    monkeypatch.setattr(workers, "_parent_alive", lambda: False)
+    assert workers._take_in_lockstep(tasks) == [(3, [1, 2])]  # what is there is still taken
+    assert workers._take_in_lockstep(tasks) is None
 
 
 def test_a_rank_holding_a_slice_of_the_experts_runs_nothing_else(tiny_ep_weights):

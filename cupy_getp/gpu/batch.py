@@ -352,11 +352,12 @@ class BatchedEngine:
             self.runner.run(v, trace)
         return v
 
-    def next_tokens(self, rows, samplers=None) -> np.ndarray:
+    def next_tokens(self, rows, samplers=None, numbers=None) -> np.ndarray:
         """Run a scheduler's `StepRows`; one next token per row (greedy on the device, or drawn by the
-        row's request sampler from its logits when `samplers` is given)."""
+        row's request sampler from its logits when `samplers` is given); `numbers`: the requests' numbers
+        in the input, by scheduler index (an error names the request by it; None: the index)."""
         v = self.step(rows.slots, rows.positions, rows.tokens)
-        return read_next_tokens(self.device, v, self.tokens_host, rows, samplers)
+        return read_next_tokens(self.device, v, self.tokens_host, rows, samplers, numbers)
 
     def free(self) -> None:
         """Drop the graphs and every buffer (the pool gets them back at the engine's finish)."""
@@ -406,15 +407,17 @@ def greedy_tokens(device, v: RowView, tokens_host: np.ndarray, n: int) -> np.nda
     return out[:n].copy()
 
 
-def read_next_tokens(device, v: RowView, tokens_host: np.ndarray, rows, samplers=None) -> np.ndarray:
+def read_next_tokens(device, v: RowView, tokens_host: np.ndarray, rows, samplers=None, numbers=None) -> np.ndarray:
     """One next token per row of a scheduler's `StepRows` after its step: greedy from the device, or drawn by
-    the row's request sampler from its logits (`samplers`); a NaN where a row wants a token is one line."""
+    the row's request sampler from its logits (`samplers`); a NaN where a row wants a token is one line naming
+    the request by its number in the input (`numbers`, by scheduler index; None: the index)."""
     tokens = greedy_tokens(device, v, tokens_host, len(rows))
     wanted = np.flatnonzero(rows.wants_token)
     bad = [i for i in wanted if tokens[i] < 0]
     if bad:
-        owner = rows.owners[bad[0]]
-        raise NumericalError(f"request {owner.index + 1}: non-finite logits at position "
+        index = rows.owners[bad[0]].index
+        number = index if numbers is None else numbers[index]
+        raise NumericalError(f"request {number + 1}: non-finite logits at position "
                              f"{int(rows.positions[bad[0]])} (NaN or infinite); `cupy-getp diff --batch` "
                              f"names the first layer")
     if samplers is not None and wanted.size:

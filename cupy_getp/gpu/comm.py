@@ -48,8 +48,9 @@ class InProcessCommunicator:
 
 class NcclCommunicator:
     """One rank of G over NCCL (RCCL on ROCm), through `cupy.cuda.nccl`: all-gather, and the all-to-all as
-    grouped send/recv pairs (NCCL >= 2.7). Never run on NCCL: no machine with several GPUs was lent
-    (docs/multi-gpu.md); its offsets and counts are checked over a fake NCCL (tests/test_expert_parallel.py)."""
+    grouped send/recv pairs (NCCL >= 2.7). Ran on 2 x H200 with NCCL 2.28.9 (tests/test_gpu_multi_gpu.py, the
+    120b's logits bit for bit: docs/multi-gpu.md); its offsets and counts are also checked over a fake NCCL
+    (tests/test_expert_parallel.py). Not run on RCCL."""
 
     def __init__(self, n_ranks: int, rank: int, unique_id, stream):
         from cupy.cuda import nccl

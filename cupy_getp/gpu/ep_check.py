@@ -50,7 +50,7 @@ def run_job(job: Job, results) -> None:
     try:
         results.put((job.rank, *_run(job)))
     except BaseException as e:  # noqa: BLE001 (reported to the parent, whatever it is)
-        results.put((job.rank, None, 0.0, f"{type(e).__name__}: {e}"))
+        results.put((job.rank, None, 0.0, " ".join(f"{type(e).__name__}: {e}".split())))  # one line
 
 
 def _run(job: Job):
@@ -95,8 +95,9 @@ def _run(job: Job):
 
 
 def compare(model: str, devices: list[int], experts: str, one_gpu_experts: str, precision: str, rows: int,
-            steps: int, seed: int = 1) -> dict:
-    """G = len(devices) ranks of `rows` rows each, then one GPU of G rows: {equal, differing rows, ...}."""
+            steps: int, seed: int = 1, timeout_s: float = 540.0) -> dict:
+    """G = len(devices) ranks of `rows` rows each, then one GPU of G rows: {equal, differing rows, ...}. A side
+    that takes longer than `timeout_s` (ranks waiting in NCCL for one that stalled) ends as a failure."""
     from cupy.cuda import nccl
 
     context = multiprocessing.get_context("spawn")
@@ -109,7 +110,11 @@ def compare(model: str, devices: list[int], experts: str, one_gpu_experts: str, 
         for p in processes:
             p.start()
         got: dict = {}
+        deadline = time.monotonic() + timeout_s
         while len(got) < len(jobs):
+            if time.monotonic() > deadline:
+                got.update({job.rank: (None, 0.0, f"no result after {timeout_s:.0f} s") for job in jobs
+                            if job.rank not in got})
             try:
                 rank, *rest = results.get(timeout=1.0)
                 got[rank] = rest
@@ -120,8 +125,9 @@ def compare(model: str, devices: list[int], experts: str, one_gpu_experts: str, 
             if any(r[0] is None for r in got.values()):  # its peers would wait for it in NCCL forever
                 for job, p in zip(jobs, processes):
                     if job.rank not in got:
-                        p.terminate()
                         got[job.rank] = (None, 0.0, "terminated: another rank failed")
+                    if p.is_alive():
+                        p.terminate()
         for p in processes:
             p.join()
         return got

@@ -85,9 +85,9 @@ class ExpertParallelBatch:
             self.ep.step(views)
         return views
 
-    def next_tokens(self, q: int, v: RowView, rows, samplers=None) -> np.ndarray:
+    def next_tokens(self, q: int, v: RowView, rows, samplers=None, numbers=None) -> np.ndarray:
         """Local rank q's next tokens of its rows after a step (as `BatchedEngine.next_tokens`)."""
-        return read_next_tokens(self.device, v, self.tokens_host[q], rows, samplers)
+        return read_next_tokens(self.device, v, self.tokens_host[q], rows, samplers, numbers)
 
     def free(self) -> None:
         self.ep = None
@@ -99,11 +99,13 @@ def exchange_bytes(config, shape: BatchShape, n_ranks: int) -> int:
     their BF16 pieces (3, `exact`)."""
     from .batch_shape import BLOCK_MS
     from .launch.gemm_tc import pieces_lda
+    from .launch.moe import moe_padded_pairs
 
     c = config
     own = shape.max_rows * c.experts_per_token
     capacity = n_ranks * own
-    padded = capacity + (c.n_experts // n_ranks) * max(BLOCK_MS)
+    padded = max(moe_padded_pairs(capacity, c.n_experts // n_ranks, bm) for bm in BLOCK_MS)  # ExpertShard's P
     floats = 2 * own * c.hidden_dim + 2 * capacity * c.hidden_dim + padded * (c.intermediate_dim + c.hidden_dim)
     pieces = 3 * (capacity * pieces_lda(c.hidden_dim) + padded * pieces_lda(c.intermediate_dim))
-    return 4 * floats + 2 * pieces + 4 * (3 * capacity + 2 * own + padded)
+    ints = 3 * capacity + 2 * own + padded + padded // min(BLOCK_MS)
+    return 4 * floats + 2 * pieces + 4 * ints
