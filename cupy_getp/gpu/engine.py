@@ -27,8 +27,8 @@ from .weights import DeviceWeights
 
 # The one-slot model's precision: `fp32`, the single-sequence engine's numerics as they have always been (FP32 on
 # the CUDA cores; at one row the matvec and the fused one-row expert kernels). The tensor-core products of
-# `exact` and `fast` are latency-bound at one row today: 197 tok/s against 281 for these on an H200 (20b shape,
-# bench/RESULTS.md, the fourth session of 2026-11-29).
+# `exact` and `fast` are latency-bound at one row today: 211 tok/s (TMA products) against 281 for these on an
+# H200 (20b shape, bench/RESULTS.md, the fourth and fifth sessions of 2026-11-29).
 ONE_ROW_PRECISION = "fp32"
 ONE_SLOT = np.zeros(1, np.int32)  # the rows' slots of a one-slot step: slot 0
 
