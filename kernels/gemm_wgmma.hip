@@ -6,8 +6,10 @@
 // first), then acc += t with an ordinary FP32 add ("promotion" at every k = 16, the same interval and
 // order as the mma.sync kernels). pieces = 1 ("fast"): the tensor cores accumulate over all of K. Every
 // output element sees the same sequence of operations whatever the tile it sits in, the number of rows
-// in the product or its place among them: there is no split-K, and the k order is 0, 16, 32, ... for
-// every tile shape (row-count invariance, tests/test_gpu_gemm_wgmma.py).
+// in the product or its place among them: the k order is 0, 16, 32, ... for every tile shape (row-count
+// invariance, tests/test_gpu_gemm_wgmma.py). The split-K twins (gemm_wg_splitk_*, gemm_wg_tma_splitk_*; off
+// unless CUPY_GETP_WG_SPLITK=1) cut K at fixed boundaries chosen from N and K alone and sum the splits' FP32
+// results in a fixed order: other bits than these kernels', but again the same whatever the row count.
 //
 // Operands are swapped with respect to gemm_tc.hip: the weights are wgmma's A operand (the 64-row M side
 // of the instruction: 64 output features per warpgroup) and the activation rows its N side (8 to 128
@@ -368,10 +370,11 @@ GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, W
 }
 
 // W read by the tensor memory accelerator (the TMA kernels): the block's rows n0 .. n0 + 128 MB of the matrix
-// `map` describes (its box: 64 K x 128 MB rows, 128-byte swizzle, zeros outside the matrix).
+// `map` describes (its box: 64 K x 128 MB rows, 128-byte swizzle, zeros outside the matrix), from column k0 on
+// (0, or a split's first column: the map names the whole of W).
 struct WgTmaW {
   const WgTensorMap* map;
-  int n0;
+  int n0, k0;
 };
 template <class WRowOf>
 struct WgByTma {
@@ -401,7 +404,7 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
     const unsigned stage = base + b * S::BYTES, bar = full + 8 * b;
     if (elected) {
       mbar_arrive_expect_tx(bar, S::W_BYTES);
-      wg_tma_load(stage, *w.map, bar, s * WG_BK, w.n0);
+      wg_tma_load(stage, *w.map, bar, w.k0 + s * WG_BK, w.n0);
     }
     wg_load_stage<false>(stage, src, none, dummy, s * WG_BK, K, 1);
     mbar_arrive_copies(bar);
@@ -529,11 +532,10 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
 #define WG_PAIRED 1
 #define WG_IN_ORDER 8
 
-// Calls emit(row, feature, v_feature, v_feature_plus_NEXT) for every row of the tile and every feature of this
-// consumer warpgroup's first accumulator rows (row and feature relative to the block tile): with WG_PAIRED
-// the even features.
-template <int BR, int MB, int NEXT, class Emit>
-GETP_DEVICE void wg_epilogue(const float (&acc)[MB][BR / 2], Emit emit) {
+// Calls at(mb, i, row, feature) for this consumer thread's first accumulator rows: acc[mb][i] sits at (row,
+// feature) of the block tile, acc[mb][i + 2] at (row, feature + NEXT); with WG_PAIRED the even features.
+template <int BR, int MB, int NEXT, class At>
+GETP_DEVICE void wg_acc_places(At at) {
   static_assert(NEXT == WG_PAIRED || NEXT == WG_IN_ORDER, "W rows are placed in pairs or in order");
   const int lane = threadIdx.x % 32, q = (threadIdx.x % 128) / 32;
   #pragma unroll
@@ -542,10 +544,19 @@ GETP_DEVICE void wg_epilogue(const float (&acc)[MB][BR / 2], Emit emit) {
     #pragma unroll
     for (int c = 0; c < BR / 8; ++c) {
       const int row = 8 * c + 2 * (lane % 4);
-      emit(row, feature, acc[mb][4 * c], acc[mb][4 * c + 2]);
-      emit(row + 1, feature, acc[mb][4 * c + 1], acc[mb][4 * c + 3]);
+      at(mb, 4 * c, row, feature);
+      at(mb, 4 * c + 1, row + 1, feature);
     }
   }
+}
+
+// Calls emit(row, feature, v_feature, v_feature_plus_NEXT) for every row of the tile and every feature of this
+// consumer warpgroup's first accumulator rows (row and feature relative to the block tile).
+template <int BR, int MB, int NEXT, class Emit>
+GETP_DEVICE void wg_epilogue(const float (&acc)[MB][BR / 2], Emit emit) {
+  wg_acc_places<BR, MB, NEXT>([&](int mb, int i, int row, int feature) {
+    emit(row, feature, acc[mb][i], acc[mb][i + 2]);
+  });
 }
 #endif  // GETP_WGMMA
 
@@ -592,8 +603,97 @@ GETP_DEVICE void wg_dense_tma(const WgTensorMap& w_map, float* __restrict__ c, c
   const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
   float acc[MB][BR / 2];
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0}, a_row, (size_t)M * lda, ap, K, 1)) return;
+  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0, 0}, a_row, (size_t)M * lda, ap, K, 1)) return;
   wg_dense_store<BR, MB, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate);
+#endif
+}
+
+// ---- dense split-K (CUPY_GETP_WG_SPLITK=1): the few feature tiles of a product of few rows, cut along K -------
+// Grid (ceil(N / 128), ceil(M / BR), S), S from the product's shape alone (launch/splitk.py: never from M, so a
+// row's bits do not depend on the rows beside it). Split s runs wg_product over K stages [s steps / S,
+// (s + 1) steps / S) (steps = ceil(K / WG_BK)): the k order inside a split is 0, 16, ... from its start,
+// promotion as ever. Its FP32 accumulators go to work (S, M, N); the last of a tile's S blocks to finish (a
+// counter per (feature tile, row tile)) sums them in the fixed order acc = p0, acc += p1, ... (whichever block
+// that is), adds bias and c as wg_dense_store does, and sets the counter back to 0 for the next launch (a CUDA
+// graph's replay needs no memset).
+
+// Split s's first K column (s = S: K). Mirrored by launch/splitk.py's wg_split_bounds.
+GETP_DEVICE int wg_split_k(int K, int S, int s) {
+  const int k = (s * ((K + WG_BK - 1) / WG_BK) / S) * WG_BK;
+  return k < K ? k : K;
+}
+
+#if GETP_WGMMA
+// A consumer's share of split blockIdx.z's partial, then, in the tile's last block, the fixup (see above).
+template <int BR, int MB, int NEXT>
+GETP_DEVICE void wg_splitk_store(float (&acc)[MB][BR / 2], float* __restrict__ c, const float* __restrict__ bias,
+                                 int m0, int n0, int M, int N, int accumulate, float* __restrict__ work,
+                                 unsigned* __restrict__ counters) {
+  const int splits = gridDim.z;
+  const size_t plane = (size_t)M * N;
+  wg_epilogue<BR, MB, NEXT>(acc, [&](int row, int feature, float v0, float v1) {
+    const int m = m0 + row, n = n0 + feature;
+    if (m >= M || n >= N) return;
+    float* out = work + blockIdx.z * plane + (size_t)m * N + n;
+    out[0] = v0;
+    if (n + NEXT < N) out[NEXT] = v1;
+  });
+  __threadfence();  // this thread's partial is visible to the whole GPU before the count says so
+  __shared__ int last;
+  asm volatile("bar.sync 2, 256;\n" ::: "memory");  // the two consumer warpgroups (the producer has left)
+  if (threadIdx.x == 128) {
+    unsigned* counter = counters + blockIdx.y * gridDim.x + blockIdx.x;
+    last = atomicAdd(counter, 1u) == (unsigned)splits - 1;
+    if (last) *counter = 0;  // all S have counted: none touches it again in this launch
+  }
+  asm volatile("bar.sync 2, 256;\n" ::: "memory");
+  if (!last) return;
+  __threadfence();
+  wg_acc_places<BR, MB, NEXT>([&](int mb, int i, int row, int feature) {
+    const int m = m0 + row, n = n0 + feature;
+    if (m >= M || n >= N) return;
+    const float* p = work + (size_t)m * N + n;  // __ldcg: from L2, where the other blocks' partials are
+    acc[mb][i] = __ldcg(p);
+    for (int s = 1; s < splits; ++s) acc[mb][i] += __ldcg(p + s * plane);
+    if (n + NEXT < N) {
+      acc[mb][i + 2] = __ldcg(p + NEXT);
+      for (int s = 1; s < splits; ++s) acc[mb][i + 2] += __ldcg(p + s * plane + NEXT);
+    }
+  });
+  wg_dense_store<BR, MB, NEXT>(acc, c, bias, m0, n0, M, N, accumulate);
+}
+#endif
+
+// wg_dense over split blockIdx.z's K columns: W rows and activation rows from its first column on.
+template <int BR, int PIECES, int MB>
+GETP_DEVICE void wg_dense_splitk(float* __restrict__ c, const unsigned short* __restrict__ ap,
+                                 const unsigned short* __restrict__ w, const float* __restrict__ bias, int M, int N,
+                                 int K, int lda, int accumulate, int vec8, float* __restrict__ work,
+                                 unsigned* __restrict__ counters) {
+#if GETP_WGMMA
+  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
+  const int k0 = wg_split_k(K, gridDim.z, blockIdx.z), k1 = wg_split_k(K, gridDim.z, blockIdx.z + 1);
+  float acc[MB][BR / 2];
+  auto w_row = [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K + k0 : nullptr; };
+  auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda + k0 : nullptr; };
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)M * lda, ap, k1 - k0, vec8)) return;
+  wg_splitk_store<BR, MB, WG_PAIRED>(acc, c, bias, m0, n0, M, N, accumulate, work, counters);
+#endif
+}
+
+// The same with W through w_map (wg_dense_tma's).
+template <int BR, int PIECES, int MB>
+GETP_DEVICE void wg_dense_tma_splitk(const WgTensorMap& w_map, float* __restrict__ c,
+                                     const unsigned short* __restrict__ ap, const float* __restrict__ bias, int M,
+                                     int N, int K, int lda, int accumulate, float* __restrict__ work,
+                                     unsigned* __restrict__ counters) {
+#if GETP_WGMMA
+  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
+  const int k0 = wg_split_k(K, gridDim.z, blockIdx.z), k1 = wg_split_k(K, gridDim.z, blockIdx.z + 1);
+  float acc[MB][BR / 2];
+  auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda + k0 : nullptr; };
+  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0, k0}, a_row, (size_t)M * lda, ap, k1 - k0, 1)) return;
+  wg_splitk_store<BR, MB, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate, work, counters);
 #endif
 }
 
@@ -697,6 +797,20 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   WG_GROUPED_KERNELS_OF(BR, P, MB, _mxfp4w,                                                                         \
                         const unsigned char* __restrict__ codes WG_COMMA const unsigned char* __restrict__ scales,  \
                         Mxfp4Experts{codes WG_COMMA scales})
+// Split-K twins of the one-block (MB = 1) dense tiles: gemm_wg_splitk_r{BR}_p{P}_b1, gemm_wg_tma_splitk_r..._b1.
+#define WG_SPLITK_KERNELS(BR, P)                                                                                    \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_splitk_r##BR##_p##P##_b1(                  \
+      float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8,                      \
+      float* __restrict__ work, unsigned* __restrict__ counters) {                                                  \
+    wg_dense_splitk<BR, P, 1>(c, ap, w, bias, M, N, K, lda, accumulate, vec8, work, counters);                      \
+  }                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_splitk_r##BR##_p##P##_b1(              \
+      const WG_GRID_CONSTANT WgTensorMap w_map, float* __restrict__ c, const unsigned short* __restrict__ ap,       \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, float* __restrict__ work,      \
+      unsigned* __restrict__ counters) {                                                                            \
+    wg_dense_tma_splitk<BR, P, 1>(w_map, c, ap, bias, M, N, K, lda, accumulate, work, counters);                    \
+  }
 #define WG_DENSE_KERNELS(BR, P, MB) WG_DENSE_KERNEL(BR, P, MB) WG_DENSE_TMA_KERNEL(BR, P, MB)
 #define WG_KERNELS(BR, P)                                                                                           \
   WG_DENSE_KERNELS(BR, P, 1) WG_DENSE_KERNELS(BR, P, 2) WG_GROUPED_KERNELS(BR, P, 1) WG_GROUPED_KERNELS(BR, P, 2)
@@ -713,3 +827,13 @@ WG_DENSE_KERNELS(128, 1, 1)
 WG_DENSE_KERNELS(128, 1, 2)
 WG_GROUPED_KERNELS(128, 3, 1)
 WG_GROUPED_KERNELS(128, 1, 1)
+WG_SPLITK_KERNELS(8, 3)
+WG_SPLITK_KERNELS(16, 3)
+WG_SPLITK_KERNELS(32, 3)
+WG_SPLITK_KERNELS(64, 3)
+WG_SPLITK_KERNELS(128, 3)
+WG_SPLITK_KERNELS(8, 1)
+WG_SPLITK_KERNELS(16, 1)
+WG_SPLITK_KERNELS(32, 1)
+WG_SPLITK_KERNELS(64, 1)
+WG_SPLITK_KERNELS(128, 1)
