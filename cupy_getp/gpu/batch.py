@@ -144,6 +144,10 @@ class RowModel:
         self.precision = precision
         self.pieces = 1 if precision == "fast" else 3
         self.buffers = StepBuffers(config, shape, 0 if precision == "fp32" else self.pieces)
+        if precision != "fp32":  # the dense products' split-K workspace, before any graph is captured
+            c = config
+            kernels.reserve_splitk(shape.max_rows, [(c.qkv_dim, c.hidden_dim), (c.hidden_dim, c.q_dim),
+                                                    (c.n_experts, c.hidden_dim), (c.vocab_size, c.hidden_dim)])
         self.cache = KVCache(config, shape)
         cos, sin = zip(*(rope_cos_sin(config, p) for p in range(shape.n_ctx)))
         import cupy

@@ -26,7 +26,8 @@ from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
-from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, wgmma_disabled
+from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_ROWS, wgmma_disabled
+from .launch.splitk import wg_splitk_enabled
 from .launch.tensor_map import TensorMaps, wg_tma_enabled
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
@@ -46,6 +47,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "gemm_wgmma": ("wg_available",
                    *(f"gemm_wg{tma}_r{rows}_p{pieces}_b{blocks}" for tma in ("", "_tma") for pieces in (3, 1)
                      for rows, blocks in WG_DENSE_TILES[pieces]),
+                   *(f"gemm_wg{tma}_splitk_r{rows}_p{pieces}_b1" for tma in ("", "_tma") for pieces in (3, 1)
+                     for rows in WG_ROWS[pieces]),
                    *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in GROUPED_KINDS
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
@@ -149,6 +152,7 @@ class Kernels(BatchLaunches):
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
         self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
         self.wg_tma = self.wgmma and wg_tma_enabled()  # ... and their dense ones read W by TMA
+        self.wg_splitk = self.wgmma and wg_splitk_enabled()  # ... split along K where few tiles (a prototype)
         self.tensor_maps = TensorMaps()
 
     def _open_family(self, family: str, module) -> None:

@@ -18,6 +18,7 @@ import re
 from ...errors import KernelArgumentError
 from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
+from .splitk import SplitKWorkspace, splitk_sizes, wg_splits
 from .tensor_map import tma_eligible
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
@@ -87,6 +88,10 @@ class TensorCoreGemmLaunches:
     # dense wgmma products read W through tensor maps, made once per weight by tensor_maps (a TensorMaps).
     wg_tma = False
     tensor_maps = None
+    # ... and wg_splitk (CUPY_GETP_WG_SPLITK=1, launch/splitk.py): products of few feature tiles split along K,
+    # into the workspace `_splitk` (made by reserve_splitk at warm-up, or on first use outside graph capture).
+    wg_splitk = False
+    _splitk = None
     def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, tile: tuple[int, int]) -> None:
         if not tensor_cores_supported(self.device):
             raise RuntimeError(f"{name}: no tensor-core path on {self.device.arch} (needs CUDA sm_80+; "
@@ -154,13 +159,41 @@ class TensorCoreGemmLaunches:
         that can hold a pair: at most one a pair."""
         return self._wg_features(block_m, pieces, min(p // block_m, pairs), n, grouped=True)
 
-    def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple) -> None:
-        """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y)."""
-        grid = (_blocks(n, 128 * features), grid_y)
+    def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple,
+                   splits: int = 1) -> None:
+        """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y); with
+        splits > 1 its split-K twin gemm_wg{kind}_splitk_... over (..., splits) (args then end in the workspace
+        and the counters)."""
+        grid = (_blocks(n, 128 * features), grid_y, splits)
         if grid[0] == 0 or grid[1] == 0:
             return
-        self._launch(f"gemm_wg{kind}_r{rows}_p{pieces}_b{features}", grid, (WG_THREADS,), args,
-                     shared_mem=WG_SMEM_BYTES)
+        name = f"gemm_wg{kind}{'_splitk' if splits > 1 else ''}_r{rows}_p{pieces}_b{features}"
+        self._launch(name, grid if splits > 1 else grid[:2], (WG_THREADS,), args, shared_mem=WG_SMEM_BYTES)
+
+    def wg_dense_splits(self, n: int, k: int) -> int:
+        """Split-K splits of a dense wgmma product of N features over K: 1 unless wg_splitk; never a function of
+        the row count (batch invariance)."""
+        return wg_splits(n, k, self._tc_sm_count()) if self.wg_splitk else 1
+
+    def reserve_splitk(self, rows: int, shapes) -> None:
+        """Size the split-K workspace for dense products of up to `rows` rows with weights of these (N, K)
+        shapes. Call it outside graph capture (at warm-up): a capture then never allocates."""
+        for n, k in shapes:
+            splits = self.wg_dense_splits(n, k)
+            if splits > 1:
+                self._splitk_buffers(*splitk_sizes(rows, n, k, splits, 8))  # 8: the shortest row tile
+
+    def _splitk_buffers(self, floats: int, tiles: int) -> tuple:
+        """(workspace, counters) holding at least these sizes; grown here only outside graph capture."""
+        if self._splitk is None:
+            self._splitk = SplitKWorkspace()
+        if not self._splitk.fits(floats, tiles):
+            capturing = getattr(self.device.stream, "is_capturing", None)
+            if capturing is not None and capturing():
+                raise KernelArgumentError(f"gemm_tc: the split-K workspace needs {floats} floats and {tiles} "
+                                          "counters while a CUDA graph is captured: reserve_splitk at warm-up")
+            self._splitk.grow(floats, tiles)
+        return self._splitk.work, self._splitk.counters
 
     def tc_dense_tile(self, m: int, n: int) -> tuple[int, int]:
         """The tile shape with the least estimated time: waves of blocks x blocks per SM x tile cost."""
@@ -177,7 +210,8 @@ class TensorCoreGemmLaunches:
         """c (M,N) = a @ w (N,K)^T (+ bias (N,)) (+ c when accumulate), a given as its pieces ap (split_pieces),
         w bf16 bits. `tile` on the wgmma kernels: (row-tile height of WG_ROWS, feature blocks 1 or 2), else
         (BM, BN) of DENSE_TILES; None picks by shape. With wg_tma, a w that a tensor map can describe is read
-        by the TMA kernels (gemm_wg_tma_*: the same bits)."""
+        by the TMA kernels (gemm_wg_tma_*: the same bits); with wg_splitk, a product of few feature tiles by
+        the split-K twins (other bits, the same at every row count)."""
         n, k = w.shape
         _check("w", w, BF16)
         pieces, m = self._check_pieces("ap", ap, k)
@@ -186,16 +220,7 @@ class TensorCoreGemmLaunches:
             _check("bias", bias, F32, (n,))
         vec8 = k % 8 == 0 and _aligned(w)
         if self.wgmma:
-            rows, features = tile or self.wg_tile(m, n, pieces)
-            if (rows, features) not in WG_DENSE_TILES[pieces]:
-                raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
-                                          f"with {pieces} pieces: {WG_DENSE_TILES[pieces]}")
-            sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
-            if self.wg_tma and tma_eligible(w):
-                self._wg_launch("_tma", rows, pieces, features, n, _blocks(m, rows),
-                                (self.tensor_maps.of(w, 128 * features), c, ap, bias, *sizes))
-            else:
-                self._wg_launch("", rows, pieces, features, n, _blocks(m, rows), (c, ap, w, bias, *sizes, I32(vec8)))
+            self._wg_dense(c, ap, w, bias, accumulate, tile, pieces, vec8)
             return
         tile = tile or self.tc_dense_tile(m, n)
         if tile not in DENSE_TILES or (self.device.is_hip and tile[0] != 64):
@@ -204,6 +229,25 @@ class TensorCoreGemmLaunches:
         self._tc_launch(f"gemm_tc_m{tile[0]}_n{tile[1]}", (_blocks(n, tile[1]), _blocks(m, tile[0])),
                         (c, ap, w, bias, I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate), I32(pieces),
                          I32(vec8)), pieces, tile)
+
+    def _wg_dense(self, c, ap, w, bias, accumulate: bool, tile, pieces: int, vec8: bool) -> None:
+        """gemm_tc on the wgmma kernels (arguments checked). Split along K (wg_dense_splits), a product takes
+        one-block tiles whatever `tile` asks: the bits depend on neither."""
+        (m, n), k = c.shape, w.shape[1]
+        rows, features = tile or self.wg_tile(m, n, pieces)
+        if (rows, features) not in WG_DENSE_TILES[pieces]:
+            raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
+                                      f"with {pieces} pieces: {WG_DENSE_TILES[pieces]}")
+        splits = self.wg_dense_splits(n, k)
+        features = 1 if splits > 1 else features
+        sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
+        if self.wg_tma and tma_eligible(w):
+            kind, args = "_tma", (self.tensor_maps.of(w, 128 * features), c, ap, bias, *sizes)
+        else:
+            kind, args = "", (c, ap, w, bias, *sizes, I32(vec8))
+        if splits > 1:
+            args += self._splitk_buffers(*splitk_sizes(m, n, k, splits, rows))
+        self._wg_launch(kind, rows, pieces, features, n, _blocks(m, rows), args, splits)
 
     def _tc_grouping(self, pair_of_padded, tile_expert) -> tuple[int, int]:
         """(P, tile height) of a moe_align grouping: TC_BLOCK_M on the mma.sync kernels, one of

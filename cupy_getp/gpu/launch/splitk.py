@@ -1,0 +1,77 @@
+"""Deterministic split-K of the dense wgmma products (kernels/gemm_wgmma.hip: gemm_wg_splitk_* and
+gemm_wg_tma_splitk_*), a prototype behind CUPY_GETP_WG_SPLITK=1 (off by default: it changes the bits of the
+exact and fast products, so it must be measured before it becomes the default).
+
+Why: at one row a dense product has ceil(N / 128) blocks (qkv 40, the output projection 23, the router 1) on
+132 SMs, and a block's time is proportional to its K stages, so most SMs idle. Cutting K into S splits gives
+S times the blocks, each with 1 / S of the stages.
+
+Batch invariance holds because S and the split boundaries come from the product's shape alone (N, K and the
+SM count, never the row count), and the splits' FP32 partials are summed in one fixed order. The kernels keep
+their partials in a workspace (S, M, N) FP32 and count finished splits per output tile in `counters` (zeros
+between launches: the tile's last block sets its counter back), both owned by `Kernels` (SplitKWorkspace).
+"""
+
+from __future__ import annotations
+
+import os
+
+from .common import _blocks
+
+SPLITK_ENV = "CUPY_GETP_WG_SPLITK"
+WG_BK = 64  # K per stage: gemm_wgmma.hip's WG_BK; split boundaries are multiples of it
+MIN_SPLIT_STAGES = 8  # a split keeps at least this many stages (the ring's prologue and the fixup amortised)
+SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-feature block per consumer)
+
+
+def wg_splitk_enabled() -> bool:
+    """CUPY_GETP_WG_SPLITK=1: the dense wgmma products of few feature tiles are split along K."""
+    return os.environ.get(SPLITK_ENV, "") == "1"
+
+
+def wg_splits(n: int, k: int, sms: int) -> int:
+    """Splits S of a product of N features over K: 1 where its feature tiles already give every SM a block;
+    else the S (each split keeping >= MIN_SPLIT_STAGES stages) with the fewest stages on the busiest SM, one
+    block an SM at a time: waves ceil(tiles S / SMs) x stages ceil(stages / S), the smaller S on a tie (a
+    second, partly empty wave costs more than it saves: qkv's 40 tiles take S = 3, not 4)."""
+    tiles, stages = _blocks(n, SPLITK_FEATURES), _blocks(k, WG_BK)
+    if tiles >= sms:
+        return 1
+    most = max(1, stages // MIN_SPLIT_STAGES)
+    return min(range(1, most + 1), key=lambda s: (_blocks(tiles * s, sms) * _blocks(stages, s), s))
+
+
+def wg_split_bounds(k: int, splits: int) -> list[int]:
+    """The S + 1 K boundaries of the splits: stage multiples of WG_BK, as equal as possible, the last K
+    (the kernels' wg_split_k)."""
+    stages = _blocks(k, WG_BK)
+    return [min(k, (s * stages // splits) * WG_BK) for s in range(splits + 1)]
+
+
+def splitk_sizes(m: int, n: int, k: int, splits: int, rows: int) -> tuple[int, int]:
+    """(workspace floats, counters) of a split product of M rows in row tiles of `rows`."""
+    return splits * m * n, _blocks(n, SPLITK_FEATURES) * _blocks(m, rows)
+
+
+class SplitKWorkspace:
+    """The split-K kernels' workspace (FP32) and tile counters (uint32, zeroed once when made: the kernels leave
+    them zero). Grown, never shrunk; a grown one keeps the old buffers alive, since a captured CUDA graph may
+    still name them. Growing allocates and zeroes on the device, so it must not happen while a graph is
+    captured: `Kernels.reserve_splitk` sizes it at warm-up."""
+
+    def __init__(self):
+        self.work = self.counters = None
+        self.kept: list = []
+
+    def fits(self, floats: int, tiles: int) -> bool:
+        return self.work is not None and self.work.size >= floats and self.counters.size >= tiles
+
+    def grow(self, floats: int, tiles: int) -> None:
+        import cupy
+        import numpy as np
+
+        if self.work is not None:
+            self.kept += [self.work, self.counters]
+            floats, tiles = max(floats, self.work.size), max(tiles, self.counters.size)
+        self.work = cupy.zeros(max(1, floats), np.float32)
+        self.counters = cupy.zeros(max(1, tiles), np.uint32)

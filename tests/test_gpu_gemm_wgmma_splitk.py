@@ -1,0 +1,227 @@
+"""Split-K of the dense wgmma products (CUPY_GETP_WG_SPLITK=1, cupy_getp/gpu/launch/splitk.py): the twins
+gemm_wg_splitk_* and gemm_wg_tma_splitk_* give exactly the ordered FP32 sum of the unsplit kernels' products
+over each K slice (acc = p0; acc += p1; ...; + bias; + c), a row's bits do not depend on the row count, and
+the tile counters go back to zero (two launches, and a CUDA graph replayed twice, give the same bits). The CPU
+tests check the split rule: S from the shape alone, 1 where the tiles fill the SMs, boundaries multiples of 64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from cupy_getp.gpu.launch.splitk import (MIN_SPLIT_STAGES, SPLITK_ENV, WG_BK, SplitKWorkspace, wg_split_bounds,
+                                         wg_splits, wg_splitk_enabled)
+from gpu_helpers import host, poisoned
+from gpu_helpers import to_device as dev
+from test_gpu_gemm_tc import activations, bf16_weights, split
+from test_gpu_gemm_wgmma import gpu, with_tma  # noqa: F401 (the fixture: wgmma kernels live)
+
+# (N, K): qkv, the output projection, the router, a few tiles with a partial last stage, K % 8 != 0 (neither
+# 16-byte copies nor a tensor map)
+SHAPES = [(5120, 2880), (2880, 4096), (32, 2880), (300, 1000), (130, 1100)]
+
+
+@contextlib.contextmanager
+def splitk(kernels, on: bool = True):
+    """The dense wgmma products with split-K on (or off), whatever CUPY_GETP_WG_SPLITK said."""
+    kept, kernels.wg_splitk = kernels.wg_splitk, on
+    try:
+        yield
+    finally:
+        kernels.wg_splitk = kept
+
+
+def splitk_launches(kernels) -> int:
+    return sum(n for name, n in kernels.device.counters.launches.items() if "_splitk_" in name)
+
+
+def split_product(gpu, a, w, bias, c0, pieces: int, accumulate: bool):
+    """gemm_tc with split-K on: the output, after checking that a split-K kernel ran."""
+    kernels = gpu[1]
+    c = c0.copy() if accumulate else poisoned(c0.shape)
+    launched = splitk_launches(kernels)
+    with splitk(kernels):
+        kernels.gemm_tc(c, split(kernels, dev(a), pieces), dev(w), bias, accumulate)
+    assert splitk_launches(kernels) == launched + 1
+    return host(c, gpu)
+
+
+def sliced_sum(gpu, a, w, bias, c0, pieces: int, accumulate: bool, splits: int):
+    """The unsplit kernels' products over each split's K slice, summed in float32 in split order, then the bias
+    and c: what the split-K kernels must write, bit for bit."""
+    kernels, parts = gpu[1], []
+    bounds = wg_split_bounds(w.shape[1], splits)
+    with splitk(kernels, False):
+        for k0, k1 in zip(bounds, bounds[1:]):
+            c = poisoned(c0.shape)
+            kernels.gemm_tc(c, split(kernels, dev(np.ascontiguousarray(a[:, k0:k1])), pieces),
+                            dev(np.ascontiguousarray(w[:, k0:k1])))
+            parts.append(host(c, gpu))
+    acc = parts[0].copy()
+    for part in parts[1:]:
+        acc += part
+    if bias is not None:
+        acc += host(bias, gpu)
+    return acc + host(c0, gpu) if accumulate else acc
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tma", [False, True])
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("n, k", SHAPES)
+def test_splitk_is_the_ordered_sum_of_the_slices(gpu, rng, tma, pieces, n, k):
+    splits = wg_splits(n, k, gpu[1]._tc_sm_count())
+    assert splits > 1, f"({n}, {k}) is not split on this GPU: pick shapes with fewer tiles"
+    w = bf16_weights(rng, (n, k))
+    bias = dev(rng.standard_normal(n).astype(np.float32))
+    for m in (1, 3, 64, 1024):
+        a = activations(rng, (m, k), heavy=True)
+        c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
+        for accumulate in (False, True):
+            want, got = [], []
+            with_tma(gpu[1], tma, lambda: want.append(sliced_sum(gpu, a, w, bias, c0, pieces, accumulate, splits)))
+            with_tma(gpu[1], tma, lambda: got.append(split_product(gpu, a, w, bias, c0, pieces, accumulate)))
+            np.testing.assert_array_equal(got[0], want[0], err_msg=f"{m} rows, {splits} splits, "
+                                          f"accumulate {accumulate}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tma", [False, True])
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("n, k", SHAPES[:3])
+def test_splitk_rows_do_not_depend_on_the_row_count(gpu, rng, tma, pieces, n, k):
+    """The same rows inside split products of 1, 7, 128 and 1024 rows, at different places: the bits of the
+    1024-row product."""
+    total = 1024
+    a, w = activations(rng, (total, k), heavy=True), bf16_weights(rng, (n, k))
+    bias = dev(rng.standard_normal(n).astype(np.float32))
+    c0 = dev(np.zeros((total, n), np.float32))
+
+    def run():
+        full = split_product(gpu, a, w, bias, c0, pieces, False)
+        for m in (1, 7, 128):
+            for start in (0, 5, total - m):
+                part = split_product(gpu, a[start:start + m], w, bias, c0[:m], pieces, False)
+                np.testing.assert_array_equal(part, full[start:start + m], err_msg=f"{m} rows at {start}")
+
+    with_tma(gpu[1], tma, run)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tma", [False, True])
+def test_splitk_counters_reset_for_the_next_launch_and_graph_replays(gpu, rng, tma):
+    """Two launches in a row give the same bits and leave every counter zero; so does a captured graph
+    replayed twice (its workspace reserved before the capture: none is made while capturing)."""
+    import cupy
+
+    device, kernels = gpu
+    m, n, k = 7, 5120, 2880
+    ap = split(kernels, dev(activations(rng, (m, k), heavy=True)), 3)
+    w, bias = dev(bf16_weights(rng, (n, k))), dev(rng.standard_normal(n).astype(np.float32))
+
+    def run():
+        outputs = []
+        with splitk(kernels):
+            kernels.reserve_splitk(m, [(n, k)])
+            for _ in range(2):
+                c = poisoned((m, n))
+                kernels.gemm_tc(c, ap, w, bias)
+                outputs.append(host(c, gpu))
+            assert not host(kernels._splitk.counters, gpu).any()
+            c = poisoned((m, n))
+            device.stream.begin_capture()
+            kernels.gemm_tc(c, ap, w, bias)
+            graph = device.stream.end_capture()
+            for _ in range(2):
+                c.fill(cupy.nan)
+                graph.launch(stream=device.stream)
+                outputs.append(host(c, gpu))
+            assert not host(kernels._splitk.counters, gpu).any()
+        for out in outputs[1:]:
+            np.testing.assert_array_equal(out, outputs[0])
+
+    with_tma(kernels, tma, run)
+
+
+# -- host side (no GPU) ----------------------------------------------------------------------------------
+def test_the_split_rule_depends_on_the_shape_alone():
+    """S = 1 where the feature tiles fill the SMs; else the fewest stages on the busiest SM with >= 8 stages a
+    split (one H200: qkv 40 tiles -> 3 splits of 15 stages, not 4 in two waves; the output projection 23 -> 5;
+    the router 1 -> 5, capped by its 45 stages)."""
+    assert wg_splits(201088, 2880, 132) == 1 and wg_splits(132 * 128, 2880, 132) == 1  # unembedding: tiles fill
+    assert wg_splits(5120, 2880, 132) == 3 and wg_splits(2880, 4096, 132) == 5 and wg_splits(32, 2880, 132) == 5
+    assert wg_splits(32, 7 * WG_BK, 132) == 1  # too few stages to split
+    assert wg_splits(5120, 2880, 40) == 1  # a GPU the tiles fill
+    for n, k in [*SHAPES, (64, 100), (2880, 64 * 8 * 3)]:
+        splits = wg_splits(n, k, 132)
+        bounds = wg_split_bounds(k, splits)
+        assert bounds[0] == 0 and bounds[-1] == k and all(b % WG_BK == 0 for b in bounds[:-1])
+        stages = [-(-(hi - lo) // WG_BK) for lo, hi in zip(bounds, bounds[1:])]
+        assert splits == 1 or min(stages) >= MIN_SPLIT_STAGES, (n, k, stages)
+        assert max(stages) - min(stages) <= 1, (n, k, stages)  # as equal as possible
+
+
+def test_splitk_is_off_unless_asked(monkeypatch):
+    monkeypatch.delenv(SPLITK_ENV, raising=False)
+    assert not wg_splitk_enabled()
+    monkeypatch.setenv(SPLITK_ENV, "0")
+    assert not wg_splitk_enabled()
+    monkeypatch.setenv(SPLITK_ENV, "1")
+    assert wg_splitk_enabled()
+
+
+def test_the_split_products_take_the_twins_with_a_workspace(monkeypatch, rng):
+    """With wg_splitk, a product of few tiles launches gemm_wg[_tma]_splitk_r{rows}_p{P}_b1 over (tiles, row
+    tiles, S) with the workspace and counters, made once and grown (never while a graph is captured); one of
+    many tiles keeps the unsplit kernels; results as the unsplit kernels' (the oracles)."""
+    import sys
+    import types
+
+    from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
+    from cupy_getp.errors import KernelArgumentError
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    kernels = FakeKernels(FakeDevice())
+    kernels.wgmma, kernels.wg_splitk, kernels._sm_count = True, True, 132
+    grids = []
+    launch = kernels._launch
+    monkeypatch.setattr(kernels, "_launch", lambda name, grid, *args, **kw: (grids.append(grid),
+                                                                               launch(name, grid, *args, **kw)))
+    k = 2880
+    a = activations(rng, (7, k), heavy=True)
+    ap = host_array(np.zeros((3, 7, pieces_lda(k)), np.uint16))
+    kernels.split_pieces(ap, host_array(a))
+    outputs, weights = [], {n: host_array(bf16_weights(rng, (n, k))) for n in (300, 40000)}
+    for n, on in ((300, False), (300, True), (40000, True)):
+        kernels.wg_splitk, w = on, weights[n]
+        c = host_array(np.zeros((7, n), np.float32))
+        kernels.gemm_tc(c, ap, w, tile=(8, 2))
+        outputs.append(np.array(c))
+    assert kernels.launches[-3:] == ["gemm_wg_r8_p3_b2", "gemm_wg_splitk_r8_p3_b1", "gemm_wg_r8_p3_b2"]
+    assert grids[-3:] == [(2, 1), (3, 1, 5), (157, 1)]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+    assert kernels._splitk.work.size == 5 * 7 * 300 and kernels._splitk.counters.size == 3
+    capturing = types.SimpleNamespace(is_capturing=lambda: True)  # a bigger product while capturing: refused
+    monkeypatch.setattr(kernels.device, "stream", capturing)
+    with pytest.raises(KernelArgumentError, match="reserve_splitk"):
+        kernels.gemm_tc(host_array(np.zeros((7, 2000), np.float32)), ap, host_array(bf16_weights(rng, (2000, k))))
+
+
+def test_a_grown_workspace_keeps_the_buffers_a_graph_may_name(monkeypatch):
+    import sys
+
+    from batch_fakes import fake_cupy
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    space = SplitKWorkspace()
+    assert not space.fits(1, 1)
+    space.grow(100, 4)
+    first = space.work
+    assert space.fits(100, 4) and not space.fits(101, 4)
+    space.grow(10, 8)
+    assert space.work.size == 100 and space.counters.size == 8 and space.kept[0] is first
+    assert not space.counters.any()
