@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -117,6 +117,32 @@ PY
       rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/tma-tests.log" | tail -12
       if [ $rc = 124 ]; then echo "tma tests timed out (a hang?): onerow skipped"; tail -5 "$OUT/tma-tests.log"
       else onerow_bench --pieces 3; fi
+      ;;
+    splitk)  # branch splitk: the split-K twins (CUPY_GETP_WG_SPLITK=1) bit for bit the ordered sum of the unsplit kernels'
+      # K slices, row-count invariant, counters reset (graph replays); then the one-row products with the `wg splitk`
+      # choices, exact and fast (not after a timeout: a fixup that never sees its last block would hang the bench too)
+      timeout 300 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
+      rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12
+      if [ $rc = 124 ]; then echo "splitk tests timed out (a hang?): onerow skipped"; tail -5 "$OUT/splitk-tests.log"
+      else onerow_bench --pieces 3,1; fi
+      ;;
+    splitkdecode)  # after `splitk` passed: batch-1 decode at 20b (exact) with split-K and without, then getp's
+      # batch invariance end to end with split-K on (INV_SECONDS)
+      for s in 1 0; do
+        CUPY_GETP_WG_SPLITK=$s timeout 150 python bench/decode.py --presets 20b --steps 128 --precision exact \
+          > "$OUT/decode-splitk$s.txt" 2>&1; echo "CUPY_GETP_WG_SPLITK=$s decode exit $?"
+        python - "$OUT/decode-splitk$s.txt" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except Exception: continue
+    if r.get("bench") == "batch1_batched":
+        print({k: v for k, v in r.items() if "tok_s" in k or "device_ms" in k or k == "products"})
+        print({k: v for k, v in r["kernel_ms_by_kernel"].items() if k.startswith("gemm_wg")})
+PY
+      done
+      CUPY_GETP_WG_SPLITK=1 timeout ${INV_SECONDS:-240} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py \
+        > "$OUT/inv-splitk.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-splitk.log" | tail -12
       ;;
     onerowncu)  # ncu of the one-row wgmma qkv product (3 launches, exact)
       timeout 150 ncu --clock-control none -k regex:gemm_wg_r8_p3_b1 --launch-count 3 --section SpeedOfLight \

@@ -4,7 +4,9 @@ The one-row step (batch-1 decode, the tail of a batch) must use the products of 
 invariance), so its speed comes from which of them the launch helpers pick at one row: the wgmma kernels
 with one or two 64-feature blocks per consumer (MB), the mma.sync kernels' tiles (the same bits: same k
 order and promotion), the wgmma kernels that read W through tensor maps (`wg tma`: one TMA copy a stage, the
-same bits; where cuda-bindings is installed), and for the grouped expert products MB as well. Each product is
+same bits; where cuda-bindings is installed), and for the grouped expert products MB as well; then the dense
+products split along K where the rule of launch/splitk.py splits them (`wg splitk`, `wg tma splitk`: other
+bits, the same at every row count; CUPY_GETP_WG_SPLITK=1 in the engine). Each product is
 launched `--launches` times back to back between two events, cycling through enough copies of its weights
 that L2 (50 MB on an H200) does not hold them, like 24 layers do; GB/s counts the weight bytes read. The copy
 bandwidth of bench/matvec.py is the reference.
@@ -75,6 +77,7 @@ def main() -> None:
     from cupy_getp.gpu.kernels import Kernels
     from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, pieces_lda
     from cupy_getp.gpu.launch.moe import moe_align_host, moe_padded_pairs
+    from cupy_getp.gpu.launch.splitk import wg_splits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1)
@@ -91,15 +94,15 @@ def main() -> None:
     if no_tma:
         print(json.dumps({"wg_tma": f"skipped: {no_tma}"}), flush=True)
 
-    def timed(items, fn, wgmma: bool = has_wgmma, tma: bool = False) -> tuple[float, int]:
+    def timed(items, fn, wgmma: bool = has_wgmma, tma: bool = False, splitk: bool = False) -> tuple[float, int]:
         """(ms of one replay, launches in it) of fn over items, captured on the wgmma (W by the producer's
-        copies or, with tma, by tensor maps) or mma.sync kernels."""
-        kernels.wgmma, kernels.wg_tma, sync_check = wgmma, tma, device.sync_check
+        copies or, with tma, by tensor maps; split along K with splitk) or mma.sync kernels."""
+        kernels.wgmma, kernels.wg_tma, kernels.wg_splitk, sync_check = wgmma, tma, splitk, device.sync_check
         device.sync_check = False  # none while capturing
         try:
             graph, n = graph_of(stream, fn, items, args.launches)
         finally:
-            kernels.wgmma, kernels.wg_tma, device.sync_check = has_wgmma, has_tma, sync_check
+            kernels.wgmma, kernels.wg_tma, kernels.wg_splitk, device.sync_check = has_wgmma, has_tma, False, sync_check
         return time_ms(stream, lambda: graph.launch(stream), 5), n
 
     for pieces in map(int, args.pieces.split(",")):
@@ -110,14 +113,22 @@ def main() -> None:
             ap = cupy.zeros((pieces, m, pieces_lda(k)), np.uint16)
             c = cupy.empty((m, n), np.float32)
             height = kernels.wg_tile(m, n, pieces)[0] if has_wgmma else 0
-            choices = {f"wg {r}x{f}": (True, False, (r, f)) for r, f in WG_DENSE_TILES[pieces] if r == height}
+            choices = {f"wg {r}x{f}": (True, False, (r, f), False) for r, f in WG_DENSE_TILES[pieces] if r == height}
             if not no_tma:
-                choices.update({f"wg tma {r}x{f}": (True, True, (r, f)) for r, f in WG_DENSE_TILES[pieces]
+                choices.update({f"wg tma {r}x{f}": (True, True, (r, f), False) for r, f in WG_DENSE_TILES[pieces]
                                 if r == height})
-            choices.update({f"mma.sync {bm}x{bn}": (False, False, (bm, bn)) for bm, bn in DENSE_TILES})
-            for choice, (wgmma, tma, tile) in choices.items():
+            splits = wg_splits(n, k, kernels._tc_sm_count())
+            if has_wgmma and splits > 1:  # the workspace made before the capture (as RowModel does)
+                kernels.wg_splitk = True
+                kernels.reserve_splitk(m, [(n, k)])
+                kernels.wg_splitk = False
+                for tma in (False, True) if not no_tma else (False,):
+                    choices[f"wg {'tma ' if tma else ''}splitk {height}x1 S={splits}"] = (True, tma, (height, 1), True)
+            choices.update({f"mma.sync {bm}x{bn}": (False, False, (bm, bn), False) for bm, bn in DENSE_TILES})
+            for choice, (wgmma, tma, tile, splitk) in choices.items():
                 try:  # a choice that cannot run (a tensor map refused, say) is reported, not the end of the run
-                    ms, launches = timed(ws, lambda w, tile=tile: kernels.gemm_tc(c, ap, w, tile=tile), wgmma, tma)
+                    ms, launches = timed(ws, lambda w, tile=tile: kernels.gemm_tc(c, ap, w, tile=tile), wgmma, tma,
+                                         splitk)
                 except Exception as e:
                     print(json.dumps({"pieces": pieces, "product": kind, "choice": choice, "error": str(e)[:300]}),
                           flush=True)

@@ -17,7 +17,10 @@ from cupy_getp.gpu.launch.splitk import (MIN_SPLIT_STAGES, SPLITK_ENV, WG_BK, Sp
 from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
 from test_gpu_gemm_tc import activations, bf16_weights, split
-from test_gpu_gemm_wgmma import gpu, with_tma  # noqa: F401 (the fixture: wgmma kernels live)
+import test_gpu_gemm_wgmma
+from test_gpu_gemm_wgmma import with_tma
+
+gpu = test_gpu_gemm_wgmma.gpu  # the fixture: conftest's (Device, Kernels) where the wgmma kernels are live
 
 # (N, K): qkv, the output projection, the router, a few tiles with a partial last stage, K % 8 != 0 (neither
 # 16-byte copies nor a tensor map)
