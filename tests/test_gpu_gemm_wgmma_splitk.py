@@ -228,3 +228,24 @@ def test_a_grown_workspace_keeps_the_buffers_a_graph_may_name(monkeypatch):
     space.grow(10, 8)
     assert space.work.size == 100 and space.counters.size == 8 and space.kept[0] is first
     assert not space.counters.any()
+
+
+def test_reserve_sizes_the_workspace_once_for_the_largest_product(monkeypatch):
+    """RowModel's reservation at warm-up: the largest split product's workspace and counters (row tiles of 8)
+    in one allocation; nothing where split-K is off or no product splits."""
+    import sys
+
+    from batch_fakes import FakeDevice, FakeKernels, fake_cupy
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    kernels = FakeKernels(FakeDevice())
+    kernels.wgmma, kernels._sm_count = True, 132
+    shapes = [(5120, 2880), (2880, 4096), (32, 2880), (201088, 2880)]  # qkv, output projection, router, unembedding
+    kernels.reserve_splitk(16, shapes)
+    assert kernels._splitk is None  # wg_splitk off
+    kernels.wg_splitk = True
+    kernels.reserve_splitk(16, shapes[3:])
+    assert kernels._splitk is None  # the unembedding is not split
+    kernels.reserve_splitk(16, shapes)
+    assert kernels._splitk.work.size == 3 * 16 * 5120 and kernels._splitk.counters.size == 40 * 2
+    assert kernels._splitk.kept == []

@@ -178,10 +178,10 @@ class TensorCoreGemmLaunches:
     def reserve_splitk(self, rows: int, shapes) -> None:
         """Size the split-K workspace for dense products of up to `rows` rows with weights of these (N, K)
         shapes. Call it outside graph capture (at warm-up): a capture then never allocates."""
-        for n, k in shapes:
-            splits = self.wg_dense_splits(n, k)
-            if splits > 1:
-                self._splitk_buffers(*splitk_sizes(rows, n, k, splits, 8))  # 8: the shortest row tile
+        sizes = [splitk_sizes(rows, n, k, splits, 8) for n, k in shapes  # 8 rows: the shortest row tile
+                 if (splits := self.wg_dense_splits(n, k)) > 1]
+        if sizes:  # one allocation for the largest (a grown workspace keeps the smaller alive)
+            self._splitk_buffers(max(f for f, _ in sizes), max(t for _, t in sizes))
 
     def _splitk_buffers(self, floats: int, tiles: int) -> tuple:
         """(workspace, counters) holding at least these sizes; grown here only outside graph capture."""
