@@ -96,6 +96,22 @@ def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], st
     return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers, numbers), on_request)
 
 
+def feed(scheduler: Scheduler, take: Callable[[bool], list | None], may_wait: bool, numbers: dict[int, int]) -> bool:
+    """Requests from `take(block)` into the scheduler while fewer wait than slots are free (no more than the
+    next step can start: the rest stay in the queue for the other workers), blocking only where `may_wait`
+    and the scheduler has nothing to run; each request's number in the input kept in `numbers` by scheduler
+    index. False once `take` says there will be no more."""
+    while len(scheduler.waiting) < len(scheduler.free_slots):
+        given = take(may_wait and scheduler.done)
+        if given is None:
+            return False
+        if not given:
+            break
+        for number, prompt in given:
+            numbers[scheduler.add(prompt).index] = number
+    return True
+
+
 def run_fed(batched, sampler: Sampler, steps: int, take: Callable[[bool], list | None],
             on_result: Callable[[int, list[int]], None]) -> None:
     """Continuous batching fed while it runs (a worker of `workers.py`, from the run's shared queue).
@@ -110,14 +126,7 @@ def run_fed(batched, sampler: Sampler, steps: int, take: Callable[[bool], list |
     samplers = None if sampler.temperature == 0 else RequestSamplers(sampler, numbers)
     more = True
     while True:
-        while more and len(scheduler.waiting) < len(scheduler.free_slots):  # slots the next step can fill
-            given = take(scheduler.done)
-            if given is None:
-                more = False
-            elif not given:
-                break
-            for number, prompt in given or ():
-                numbers[scheduler.add(prompt).index] = number
+        more = more and feed(scheduler, take, True, numbers)
         if scheduler.done:
             if not more:
                 return
@@ -138,15 +147,7 @@ def run_lockstep(batched, sampler: Sampler, steps: int, takes: Sequence[Callable
     samplers = [None if sampler.temperature == 0 else RequestSamplers(sampler, n) for n in numbers]
     more = [True] * len(takes)
     while True:
-        for q, (scheduler, take) in enumerate(zip(schedulers, takes)):
-            while more[q] and len(scheduler.waiting) < len(scheduler.free_slots):
-                given = take(False)
-                if given is None:
-                    more[q] = False
-                elif not given:
-                    break
-                for number, prompt in given or ():
-                    numbers[q][scheduler.add(prompt).index] = number
+        more = [m and feed(s, take, False, n) for m, s, take, n in zip(more, schedulers, takes, numbers)]
         rows = [None if s.done else s.next_rows() for s in schedulers]
         views = batched.step(rows, [not m and s.done for m, s in zip(more, schedulers)])
         if views is None:
@@ -213,7 +214,6 @@ def describe_batch(batched) -> str:
     """What the batched engine chose, in one line: slots, rows, precision and the products' kernels,
     graphs."""
     shape = batched.shape
-    runner = getattr(batched, "runner", None)  # expert parallelism's steps have none: eager, a plan a layer
-    graphs = "CUDA graphs" if runner is not None and runner.use_graphs else "eager launches"
+    graphs = "CUDA graphs" if batched.uses_graphs else "eager launches"
     return (f"batched engine: {shape.n_slots} request slots, up to {shape.max_rows} rows per step, "
             f"precision {batched.precision} ({batched.products_path}), {graphs}")

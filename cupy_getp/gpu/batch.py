@@ -337,6 +337,10 @@ class BatchedEngine:
         self.rows_host = device.pinned((3, shape.max_rows), np.int32)
         self.tokens_host = device.pinned(shape.max_rows, np.int32)
 
+    @property
+    def uses_graphs(self) -> bool:
+        return self.runner.use_graphs
+
     def step(self, slots: np.ndarray, positions: np.ndarray, tokens: np.ndarray,
              trace: BatchTrace | None = None) -> RowView:
         """Run one step over these rows (padded to their bucket); returns the bucket's view, whose

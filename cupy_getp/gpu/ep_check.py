@@ -4,7 +4,7 @@ process's `RowModel` (every expert, any storage: MXFP4 experts widen to the very
 sha256 of each row's logits bits. The one-GPU side runs after the ranks have ended, on the first of their
 devices: a model whose experts fit only when split (the 120b with BF16 experts) is compared with its MXFP4 run.
 
-    python -m cupy_getp.gpu.ep_check 7m --gpus 0,1          # bench/gpu_session.sh's `multigpu` runs the 120b
+    python -m cupy_getp.gpu.ep_check 7m --gpus 0,1          # bench/gpu_session.sh's `eplogits120b`: the 120b
 
 Rows: rank q's rows are requests q R .. (q + 1) R - 1 of the step (slot = request, position = step, random tokens).
 """

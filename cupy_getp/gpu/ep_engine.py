@@ -15,7 +15,7 @@ import numpy as np
 
 from .batch import RowView, check_precision, pack_rows, products_path, read_next_tokens
 from .batch_shape import BatchShape
-from .expert_parallel import ExpertParallel, ExpertShard
+from .expert_parallel import ExpertParallel, ExpertShard, exchange_sizes
 
 
 def gather_ints(comm, values: list[np.ndarray]) -> np.ndarray:
@@ -41,6 +41,8 @@ class ExpertParallelBatch:
     """The expert-parallel ranks of this process over an engine's device, weights (every expert, or this
     rank's: `DeviceWeights(expert_range=...)`) and kernels; every rank of the run has the same `shape`."""
 
+    uses_graphs = False  # eager steps: the exchange plan is read on the host once a layer
+
     def __init__(self, engine, shape: BatchShape, precision: str | None, comm):
         device = engine.device
         self.precision = check_precision(device, engine.kernels, precision)
@@ -55,10 +57,6 @@ class ExpertParallelBatch:
         self.ep = ExpertParallel(shards, comm, device)
         self.rows_host = [device.pinned((3, shape.max_rows), np.int32) for _ in shards]
         self.tokens_host = [device.pinned(shape.max_rows, np.int32) for _ in shards]
-
-    @property
-    def local_ranks(self) -> tuple[int, ...]:
-        return tuple(self.comm.local_ranks)
 
     def step(self, rows: list, finished: list[bool]) -> list[RowView | None] | None:
         """One lockstep step of the local ranks' `StepRows` (None: no rows now): their views after the
@@ -76,11 +74,10 @@ class ExpertParallelBatch:
         if most > self.shape.max_rows:
             raise ValueError(f"a step takes 1..{self.shape.max_rows} rows, got {most}")
         views = [shard.model.view(self.shape.bucket(most)) for shard in self.ep.shards]
+        none = (np.zeros(0, np.int32),) * 3  # a rank without rows: pad rows only
         with self.device.stream:
             for v, r, host in zip(views, rows, self.rows_host):
-                empty = np.zeros(0, np.int32)
-                pack_rows(host, self.shape.n_slots, *((r.slots, r.positions, r.tokens) if r is not None
-                                                       else (empty, empty, empty)))
+                pack_rows(host, self.shape.n_slots, *((r.slots, r.positions, r.tokens) if r is not None else none))
                 self.device.upload(v.rows_packed, host)
             self.ep.step(views)
         return views
@@ -99,12 +96,9 @@ def exchange_bytes(config, shape: BatchShape, n_ranks: int) -> int:
     their BF16 pieces (3, `exact`)."""
     from .batch_shape import BLOCK_MS
     from .launch.gemm_tc import pieces_lda
-    from .launch.moe import moe_padded_pairs
 
     c = config
-    own = shape.max_rows * c.experts_per_token
-    capacity = n_ranks * own
-    padded = max(moe_padded_pairs(capacity, c.n_experts // n_ranks, bm) for bm in BLOCK_MS)  # ExpertShard's P
+    own, capacity, padded = exchange_sizes(c, shape.max_rows, n_ranks)
     floats = 2 * own * c.hidden_dim + 2 * capacity * c.hidden_dim + padded * (c.intermediate_dim + c.hidden_dim)
     pieces = 3 * (capacity * pieces_lda(c.hidden_dim) + padded * pieces_lda(c.intermediate_dim))
     ints = 3 * capacity + 2 * own + padded + padded // min(BLOCK_MS)

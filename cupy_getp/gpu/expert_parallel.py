@@ -37,6 +37,15 @@ class ShardRowModel(RowModel):
         raise RuntimeError("a rank's MoE runs through ExpertParallel.moe_layer: it holds a slice of the experts")
 
 
+def exchange_sizes(config, max_rows: int, n_ranks: int) -> tuple[int, int, int]:
+    """A rank's exchange buffers in pairs: (its own pairs out, every rank's pairs in, those padded to the
+    largest tile of any expert's grouping)."""
+    own = max_rows * config.experts_per_token
+    capacity = n_ranks * own
+    padded = max(moe_padded_pairs(capacity, check_divisible(config.n_experts, n_ranks), bm) for bm in BLOCK_MS)
+    return own, capacity, padded
+
+
 class ExpertShard:
     """Rank q of G: its `RowModel` (its rows, step buffers and KV cache), its experts of every layer, and
     the exchange buffers: at most max_rows k pairs out, G max_rows k in (every rank's pairs on its experts).
@@ -52,8 +61,7 @@ class ExpertShard:
         lo = rank * per_rank
         self.experts = [ExpertWeights.of(model.w.layer(l), *self._held(model.w, lo, lo + per_rank))
                         for l in range(c.n_layers)]
-        own = model.shape.max_rows * c.experts_per_token
-        capacity = n_ranks * own
+        own, capacity, P = exchange_sizes(c, model.shape.max_rows, n_ranks)
         f32, i32, H = np.float32, np.int32, c.hidden_dim
         self.gathered_experts = cupy.zeros(capacity, i32)  # every rank's expert ids, rank order
         self.dispatch_rows = cupy.zeros(own, i32)  # the row of each pair sent, destination order
@@ -63,7 +71,6 @@ class ExpertShard:
         self.received = cupy.zeros((capacity, H), f32)  # pairs' activation rows in, source order
         self.received_experts = cupy.zeros((capacity, 1), i32)  # their local expert ids
         self.outputs = cupy.zeros((capacity, H), f32)  # their outputs, in the order received
-        P = max(moe_padded_pairs(capacity, per_rank, bm) for bm in BLOCK_MS)
         self.pair_of_padded, self.padded_of_pair = cupy.zeros(P, i32), cupy.zeros(capacity, i32)
         self.tile_expert = cupy.zeros(P // min(BLOCK_MS), i32)
         self.g, self.y = cupy.zeros((P, c.intermediate_dim), f32), cupy.zeros((P, H), f32)
