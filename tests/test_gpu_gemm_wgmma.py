@@ -26,10 +26,13 @@ from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, TensorMaps, map_argument,
 
 @pytest.fixture
 def gpu(gpu):
-    """conftest's (Device, Kernels) where the wgmma kernels are live (compute capability 9.0)."""
+    """conftest's (Device, Kernels) where the wgmma kernels are live (compute capability 9.0), split-K off:
+    these tests are about the unsplit kernels (tests/test_gpu_gemm_wgmma_splitk.py sets it per test)."""
     if not gpu[1].wgmma:
         pytest.skip(f"no wgmma kernels on {gpu[0].describe()}: {gpu[1].not_built.get('gemm_wgmma', 'disabled')}")
-    return gpu
+    kept, gpu[1].wg_splitk = gpu[1].wg_splitk, False
+    yield gpu
+    gpu[1].wg_splitk = kept
 
 
 @pytest.mark.gpu
@@ -116,8 +119,8 @@ def test_dense_row_count_invariance(gpu, rng, pieces, k, n):
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("m, k, n", [(1, 2880, 5120), (333, 2880, 300), (1152, 4096, 2880), (7, 100, 130)])
 def test_dense_bits_equal_the_mma_sync_kernels(gpu, rng, pieces, m, k, n):
-    """Same products, same k order, same promotion interval: the wgmma kernels give the mma.sync kernels'
-    bits, so sm_80 and sm_90 engines agree too."""
+    """Same products, same k order, same promotion interval: the unsplit wgmma kernels give the mma.sync
+    kernels' bits (the engine's split-K twins, on by default, sum K in other slices: a GPU model's own bits)."""
     ap, w = split(gpu[1], dev(activations(rng, (m, k), heavy=True)), pieces), dev(bf16_weights(rng, (n, k)))
     c_wg, c_mma = poisoned((m, n)), poisoned((m, n))
     gpu[1].gemm_tc(c_wg, ap, w)
