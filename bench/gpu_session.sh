@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -322,6 +322,38 @@ PY
       python bench/getp_throughput.py --precision exact,fast,fp32 --max-seconds 330,330,${FP32_SECONDS:-80} \
         --profile-rows 1,64,256,512 --skip single,transformers --out "$OUT/headline" 2>&1 | tee "$OUT/headline.txt" \
         | tail -60
+      ;;
+    s6a)  # sixth session, run 1 of 2: split-K on by default, att's pieces written by the merge, the combine with the
+      # next rmsnorm: the kernels' bits against the unfused ones, the engine against numpy, diff --batch, then
+      # batch-1 decode at 20b (exact) with split-K and without (the fusions in both)
+      timeout 270 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py tests/test_gpu_batch_moe.py \
+        tests/test_gpu_gemm_wgmma_splitk.py tests/test_gpu_engine.py tests/test_gpu_gemm_wgmma.py -k "not grouped" \
+        > "$OUT/s6-tests.log" 2>&1; echo "tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/s6-tests.log" | tail -12
+      timeout 60 python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1
+      echo "diff 7m --batch 8 exit $?"; tail -3 "$OUT/diff-batch-7m.txt"
+      for s in 1 0; do
+        CUPY_GETP_WG_SPLITK=$s timeout $([ $s = 1 ] && echo 170 || echo 100) python bench/decode.py --presets 20b \
+          --steps 128 --precision exact > "$OUT/decode-splitk$s.txt" 2>&1; echo "CUPY_GETP_WG_SPLITK=$s decode exit $?"
+        python - "$OUT/decode-splitk$s.txt" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except Exception: continue
+    if r.get("bench") == "batch1_batched":
+        print({k: v for k, v in r.items() if "tok_s" in k or "ms_per_step" in k or k == "launches_per_step"})
+PY
+      done
+      ;;
+    s6b)  # sixth session, run 2 of 2: getp's batch invariance end to end (split-K and the fusions on), then the
+      # headline in exact (60 s) with the 1- and 1024-row step profiles, split-K on and off in one run
+      timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
+      echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
+      for s in 1 0; do
+        CUPY_GETP_WG_SPLITK=$s timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
+          --precision exact --max-seconds 60 --profile-rows 1,1024 --skip drift,single,transformers \
+          --out "$OUT/headline-splitk$s" > "$OUT/headline-splitk$s.txt" 2>&1
+        echo "CUPY_GETP_WG_SPLITK=$s exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-splitk$s.txt" | cut -c1-300 | tail -9
+      done
       ;;
     s5tma)  # the TMA products by default (run 25): the headline in exact (60 s) with the 1- and 1024-row step profiles
       # and batch-1 decode, with them and without (CUPY_GETP_WG_TMA=0), in one run

@@ -255,11 +255,15 @@ ATTN_ROWS_PARTIAL_KERNEL(128, 16)
 
 // att[r, h D + d] = sum_s acc_s[d] exp(m_s - M) / L with M = max(max_s m_s, sink_h),
 // L = sum_s l_s exp(m_s - M) + exp(sink_h - M), over the splits s row r reaches (split order; the others
-// are not written). A warp per (row, head): grid ceil(R nh / WARPS_PER_BLOCK).
-extern "C" __global__ void attn_rows_merge_f32(float* __restrict__ att, const float* __restrict__ partial_acc,
-                                               const float* __restrict__ partial_ml, const float* __restrict__ sinks,
-                                               const int* __restrict__ row_pos, int n_items, int n_heads, int n_split,
-                                               int head_dim, int window, int split_len) {
+// are not written). A warp per (row, head): grid ceil(R nh / WARPS_PER_BLOCK). SPLIT: att's BF16 pieces too,
+// pieces (n_pieces, R, lda) as tc_split_rows would write them from att (zeros in columns nh D..lda-1), for the
+// output projection on tensor cores: one launch fewer.
+template <bool SPLIT>
+GETP_DEVICE void attn_rows_merge(float* __restrict__ att, unsigned short* __restrict__ pieces,
+                                 const float* __restrict__ partial_acc, const float* __restrict__ partial_ml,
+                                 const float* __restrict__ sinks, const int* __restrict__ row_pos, int n_items,
+                                 int n_heads, int n_split, int head_dim, int window, int split_len, int lda,
+                                 int n_pieces) {
   const int lane = threadIdx.x % WARP_SIZE;
   const int item = blockIdx.x * (int)(blockDim.x / WARP_SIZE) + (int)(threadIdx.x / WARP_SIZE);  // r nh + h
   if (item >= n_items) return;  // warp-uniform
@@ -276,9 +280,38 @@ extern "C" __global__ void attn_rows_merge_f32(float* __restrict__ att, const fl
   for (int s = lane; s < used; s += WARP_SIZE) l += ml[2 * s + 1] * expf(ml[2 * s] - m);
   l = warp_sum(l) + expf(sink - m);
   const float inv_l = 1.0f / l;
+  const size_t r = item / n_heads, plane = (size_t)(n_items / n_heads) * lda;
+  const int h = item % n_heads, row_len = n_heads * head_dim;
   for (int d = lane; d < head_dim; d += WARP_SIZE) {
     float o = 0.0f;
     for (int s = 0; s < used; ++s) o += acc[(size_t)s * head_dim + d] * expf(ml[2 * s] - m);
-    att[(size_t)item * head_dim + d] = o * inv_l;
+    const float v = o * inv_l;
+    att[(size_t)item * head_dim + d] = v;
+    if (SPLIT) {
+      unsigned piece[3];
+      tc_split_n(v, n_pieces, piece);
+      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + h * head_dim + d] = (unsigned short)piece[p];
+    }
   }
+  if (SPLIT && h == n_heads - 1)  // the row's padding columns
+    for (int i = row_len + lane; i < lda; i += WARP_SIZE)
+      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + i] = 0;
+}
+
+extern "C" __global__ void attn_rows_merge_f32(float* __restrict__ att, const float* __restrict__ partial_acc,
+                                               const float* __restrict__ partial_ml, const float* __restrict__ sinks,
+                                               const int* __restrict__ row_pos, int n_items, int n_heads, int n_split,
+                                               int head_dim, int window, int split_len) {
+  attn_rows_merge<false>(att, (unsigned short*)0, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split,
+                         head_dim, window, split_len, 0, 0);
+}
+
+extern "C" __global__ void attn_rows_merge_split(float* __restrict__ att, unsigned short* __restrict__ pieces,
+                                                 const float* __restrict__ partial_acc,
+                                                 const float* __restrict__ partial_ml, const float* __restrict__ sinks,
+                                                 const int* __restrict__ row_pos, int n_items, int n_heads,
+                                                 int n_split, int head_dim, int window, int split_len, int lda,
+                                                 int n_pieces) {
+  attn_rows_merge<true>(att, pieces, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split, head_dim,
+                        window, split_len, lda, n_pieces);
 }

@@ -372,6 +372,24 @@ GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
   }
 }
 
+// moe_out[r, h] = sum over s < top_k, in order, of weights[r, s] * y[padded_of_pair[r top_k + s], h] (each
+// product and sum rounded, as numpy's agg += weight * out); x[r, h] += moe_out[r, h], returned. A pair that was
+// not placed (padded position -1) adds nothing. One element of moe.hip's moe_combine and of rmsnorm.hip's
+// moe_combine_rmsnorm_split (one function: the same bits).
+GETP_DEVICE float moe_combine_at(float* __restrict__ x, float* __restrict__ moe_out, const float* __restrict__ y,
+                                 const float* __restrict__ weights, const int* __restrict__ padded_of_pair,
+                                 size_t r, int h, int hidden, int top_k) {
+  float total = 0.0f;
+  for (int s = 0; s < top_k; ++s) {
+    const int p = padded_of_pair[r * top_k + s];
+    if (p >= 0) total = mul_add_unfused(weights[r * top_k + s], y[(size_t)p * hidden + h], total);
+  }
+  moe_out[r * hidden + h] = total;
+  const float sum = x[r * hidden + h] + total;
+  x[r * hidden + h] = sum;
+  return sum;
+}
+
 // The same with the piece count known only at run time (1 or 3).
 GETP_DEVICE void tc_split_n(float x, int pieces, unsigned (&piece)[3]) {
   if (pieces == 3)

@@ -23,6 +23,21 @@ extern "C" __global__ void rmsnorm_rows_f32(float* __restrict__ out, const float
   rmsnorm_block(out + (size_t)blockIdx.x * n, x + (size_t)blockIdx.x * n, w, n, scratch);
 }
 
+// One row of rmsnorm_split_rows: out_row (n) = rmsnorm of xr (n) with w, its pieces at pieces + r lda, planes
+// `plane` apart (zeros in columns n..lda-1). Shared by the kernels below: the same bits.
+GETP_DEVICE void rmsnorm_split_row(float* __restrict__ out_row, unsigned short* __restrict__ pieces, size_t plane,
+                                   size_t r, const float* __restrict__ xr, const float* __restrict__ w, int n,
+                                   int lda, int n_pieces, float* scratch) {
+  const float inv_rms = rmsnorm_inv(xr, n, scratch);
+  for (int i = threadIdx.x; i < lda; i += blockDim.x) {
+    const float v = i < n ? w[i] * (inv_rms * xr[i]) : 0.0f;
+    if (i < n) out_row[i] = v;
+    unsigned piece[3];
+    tc_split_n(v, n_pieces, piece);
+    for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + i] = (unsigned short)piece[p];
+  }
+}
+
 // The batched engine's rmsnorm folded into the split that the tensor-core products read: out (R, n) =
 // rmsnorm_rows_f32's values, and pieces (n_pieces, R, lda) bf16 = tc_split_rows's pieces of them (zeros in
 // columns n..lda-1): the same bits as the two kernels in a row, one launch and one pass over out instead of
@@ -31,14 +46,23 @@ extern "C" __global__ void rmsnorm_split_rows(float* __restrict__ out, unsigned 
                                               const float* __restrict__ x, const float* __restrict__ w, int n,
                                               int lda, int n_pieces) {
   __shared__ float scratch[WARPS_PER_BLOCK];
-  const size_t r = blockIdx.x, plane = (size_t)gridDim.x * lda;
-  const float* xr = x + r * n;
-  const float inv_rms = rmsnorm_inv(xr, n, scratch);
-  for (int i = threadIdx.x; i < lda; i += blockDim.x) {
-    const float v = i < n ? w[i] * (inv_rms * xr[i]) : 0.0f;
-    if (i < n) out[r * n + i] = v;
-    unsigned piece[3];
-    tc_split_n(v, n_pieces, piece);
-    for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + i] = (unsigned short)piece[p];
-  }
+  const size_t r = blockIdx.x;
+  rmsnorm_split_row(out + r * n, pieces, (size_t)gridDim.x * lda, r, x + r * n, w, n, lda, n_pieces, scratch);
+}
+
+// The MoE's combine (moe.hip's moe_combine: x += moe_out) and the next rmsnorm_split_rows in one launch, the
+// bits of the two in a row: row r's new x is kept in shared memory (n <= COMBINE_NORM_MAX_HIDDEN) and the
+// rmsnorm reads it there. Grid (R,): one block per row; thread i combines the columns it then normalises.
+extern "C" __global__ void moe_combine_rmsnorm_split(float* __restrict__ x, float* __restrict__ moe_out,
+                                                     const float* __restrict__ y, const float* __restrict__ weights,
+                                                     const int* __restrict__ padded_of_pair, int top_k,
+                                                     float* __restrict__ out, unsigned short* __restrict__ pieces,
+                                                     const float* __restrict__ w, int n, int lda, int n_pieces) {
+  __shared__ float scratch[WARPS_PER_BLOCK];
+  __shared__ float xs[COMBINE_NORM_MAX_HIDDEN];
+  const size_t r = blockIdx.x;
+  for (int h = threadIdx.x; h < n; h += blockDim.x) xs[h] = moe_combine_at(x, moe_out, y, weights, padded_of_pair, r, h,
+                                                                           n, top_k);
+  __syncthreads();
+  rmsnorm_split_row(out + r * n, pieces, (size_t)gridDim.x * lda, r, xs, w, n, lda, n_pieces, scratch);
 }

@@ -260,6 +260,22 @@ def rmsnorm_split_rows(out, ap, x, w, hidden, lda, pieces):
     tc_split_rows(ap, out, out.shape[0], hidden, lda, pieces, 0)
 
 
+@oracle("moe_combine_rmsnorm_split")
+def moe_combine_rmsnorm_split(x, moe_out, y, weights, padded_of_pair, k, out, ap, w, hidden, lda, pieces):
+    """moe_combine, then rmsnorm_split_rows of the new x."""
+    moe_combine(x, moe_out, y, weights, padded_of_pair, hidden, k)
+    rmsnorm_split_rows(out, ap, x, w, hidden, lda, pieces)
+
+
+@oracle("attn_rows_merge_split")
+def attn_rows_merge_split(att, ap, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim,
+                          window, split_len, lda, pieces):
+    """attn_rows_merge_f32, then tc_split_rows of att."""
+    attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim, window,
+                    split_len)
+    tc_split_rows(ap, att, att.shape[0], n_heads * head_dim, lda, pieces, 0)
+
+
 def joined(ap, k: int) -> np.ndarray:
     """The float64 sum of pieces (pieces, rows, lda) bf16: the values they stand for."""
     return sum(bf16_to_f32(ap[p, :, :k]).astype(np.float64) for p in range(ap.shape[0]))

@@ -334,6 +334,39 @@ def test_attention_rows_merge_alone(gpu, rng, window, positions):
     assert np.max(np.abs(host(att, gpu) - want)) <= ELEMENT_TOL * 4
 
 
+@gpu_test
+@pytest.mark.parametrize("pieces", [1, 3])
+@pytest.mark.parametrize("n_heads, n_kv_heads, head_dim, window, positions", [
+    (64, 8, 64, 0, [511]), (5, 1, 30, 200, [100, 255, 0, 30]), (3, 1, 14, 0, [7, 0, 40])])
+def test_attention_merge_split_is_merge_then_split_bit_for_bit(gpu, rng, pieces, n_heads, n_kv_heads, head_dim,
+                                                               window, positions):
+    """attn_rows_merge with `pieces` (attn_rows_merge_split, the engine's launch before the output projection on
+    tensor cores): att and its pieces are the bits of the merge then split_pieces; pad columns (nh D = 42 and
+    150: not multiples of 8) zeros. 64 x 64: one 20b row at context 512."""
+    import cupy
+
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    n_split = splits_of(window, 1024, split_len)
+    row_pos = to_device(np.array(positions, np.int32))
+    R, width = len(positions), n_heads * head_dim
+    ml = np.stack([rng.standard_normal((R, n_heads, n_split)) * 3, rng.uniform(0.5, 20, (R, n_heads, n_split))],
+                  axis=-1).astype(np.float32)
+    acc = rng.standard_normal((R, n_heads, n_split, head_dim)).astype(np.float32)
+    acc[0, 0, 0, :3] = (1e30, -1e-30, 0.0)
+    acc, ml, sinks = to_device(acc), to_device(ml), to_device(rng.standard_normal(n_heads).astype(np.float32))
+    lda = pieces_lda(width)
+    att_want, att_got = poisoned((R, width)), poisoned((R, width))
+    ap_want = cupy.full((pieces, R, lda), 0xFFFF, np.uint16)
+    ap_got = cupy.full((pieces, R, lda), 0xFFFF, np.uint16)
+    gpu[1].attn_rows_merge(att_want, acc, ml, sinks, row_pos, window, split_len)
+    gpu[1].split_pieces(ap_want, att_want)
+    gpu[1].attn_rows_merge(att_got, acc, ml, sinks, row_pos, window, split_len, ap_got)
+    np.testing.assert_array_equal(host(att_got, gpu).view(np.uint32), host(att_want, gpu).view(np.uint32))
+    np.testing.assert_array_equal(host(ap_got, gpu), host(ap_want, gpu))
+
+
 PREFILL_CASES = [
     # head_dim, n_heads, n_kv_heads, window, cache_len, start, chunk: slot 0 holds positions 0..start-1 (earlier
     # steps) and takes start..start+chunk-1 in this step, beside a decode row of slot 1

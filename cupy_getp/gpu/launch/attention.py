@@ -1,5 +1,5 @@
 """Launch helpers for the batched engine (family: attention): flash-decoding over rows of different lengths
-(kernels/attention.hip, attn_rows_partial_d*_g*_f32 and attn_rows_merge_f32)."""
+(kernels/attention.hip, attn_rows_partial_d*_g*_f32 and attn_rows_merge_f32 / _split)."""
 
 from __future__ import annotations
 
@@ -68,10 +68,12 @@ class AttentionLaunches:
                      (partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, I32(n_heads),
                       I32(n_kv_heads), I32(head_dim), I32(cache_len), I32(window), I32(split_len), I32(vec4)))
 
-    def attn_rows_merge(self, att, partial_acc, partial_ml, sinks, row_pos, window: int, split_len: int) -> None:
+    def attn_rows_merge(self, att, partial_acc, partial_ml, sinks, row_pos, window: int, split_len: int,
+                        pieces=None) -> None:
         """att (R, nh D) = the splits row r reaches (those attn_rows_partial wrote for row_pos[r], window and
         split_len), merged in split order with the sink: M = max(max_s m_s, sink), L = sum_s l_s exp(m_s - M)
-        + exp(sink - M), att = sum_s acc_s exp(m_s - M) / L."""
+        + exp(sink - M), att = sum_s acc_s exp(m_s - M) / L. With `pieces` (1 or 3, R, pieces_lda(nh D)) bf16,
+        att's BF16 pieces too, as split_pieces would write them (attn_rows_merge_split: one launch)."""
         _check("partial_acc", partial_acc, F32)
         _require(partial_acc.ndim == 4, f"partial_acc: shape {tuple(partial_acc.shape)}, expected (R, nh, n_split, D)")
         rows, n_heads, n_split, head_dim = partial_acc.shape
@@ -81,6 +83,12 @@ class AttentionLaunches:
         _check("row_pos", row_pos, I32, (rows,))
         _require(window >= 0 and split_len > 0, f"attn_rows_merge: window {window}, split_len {split_len}")
         items = rows * n_heads
-        self._launch("attn_rows_merge_f32", (_blocks(items, self.warps_per_block),), (BLOCK_SIZE,),
-                     (att, partial_acc, partial_ml, sinks, row_pos, I32(items), I32(n_heads), I32(n_split),
-                      I32(head_dim), I32(window), I32(split_len)))
+        args = (partial_acc, partial_ml, sinks, row_pos, I32(items), I32(n_heads), I32(n_split), I32(head_dim),
+                I32(window), I32(split_len))
+        grid = (_blocks(items, self.warps_per_block),)
+        if pieces is None:
+            self._launch("attn_rows_merge_f32", grid, (BLOCK_SIZE,), (att, *args))
+            return
+        n_pieces, _ = self._check_pieces("pieces", pieces, n_heads * head_dim, rows)
+        self._launch("attn_rows_merge_split", grid, (BLOCK_SIZE,),
+                     (att, pieces, *args, I32(pieces.shape[2]), I32(n_pieces)))
