@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6c]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -344,16 +344,37 @@ for line in open(sys.argv[1]):
 PY
       done
       ;;
-    s6b)  # sixth session, run 2 of 2: getp's batch invariance end to end (split-K and the fusions on), then the
-      # headline in exact (60 s) with the 1- and 1024-row step profiles, split-K on and off in one run
-      timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
-      echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
+    s6b)  # sixth session: the headline in exact (60 s) with the 1- and 1024-row step profiles, split-K on and off
       for s in 1 0; do
         CUPY_GETP_WG_SPLITK=$s timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
           --precision exact --max-seconds 60 --profile-rows 1,1024 --skip drift,single,transformers \
           --out "$OUT/headline-splitk$s" > "$OUT/headline-splitk$s.txt" 2>&1
         echo "CUPY_GETP_WG_SPLITK=$s exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-splitk$s.txt" | cut -c1-300 | tail -9
       done
+      ;;
+    s6c)  # sixth session: the combine + rmsnorm kernel with U columns a thread (its bits against the two kernels),
+      # batch-1 decode at 20b (exact) with it and with the two kernels (COMBINE_NORM_MAX_HIDDEN = 0 in the bench's
+      # process only), then getp's batch invariance end to end
+      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py > "$OUT/moe-tests.log" 2>&1
+      echo "moe tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/moe-tests.log" | tail -5
+      for fused in 1 0; do
+        timeout $([ $fused = 1 ] && echo 170 || echo 90) python -c "import runpy, sys
+import cupy_getp.gpu.launch.moe as moe
+if sys.argv[1] == '0': moe.COMBINE_NORM_MAX_HIDDEN = 0
+sys.argv = ['bench/decode.py', '--presets', '20b', '--steps', '128', '--precision', 'exact']
+runpy.run_path('bench/decode.py', run_name='__main__')" $fused > "$OUT/decode-fused$fused.txt" 2>&1
+        echo "combine+rmsnorm fused=$fused decode exit $?"
+        python - "$OUT/decode-fused$fused.txt" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    try: r = json.loads(line)
+    except Exception: continue
+    if r.get("bench") == "batch1_batched":
+        print({k: v for k, v in r.items() if "tok_s" in k or "ms_per_step" in k or k == "launches_per_step"})
+PY
+      done
+      timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
+      echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
       ;;
     s5tma)  # the TMA products by default (run 25): the headline in exact (60 s) with the 1- and 1024-row step profiles
       # and batch-1 decode, with them and without (CUPY_GETP_WG_TMA=0), in one run

@@ -372,22 +372,26 @@ GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
   }
 }
 
-// moe_out[r, h] = sum over s < top_k, in order, of weights[r, s] * y[padded_of_pair[r top_k + s], h] (each
-// product and sum rounded, as numpy's agg += weight * out); x[r, h] += moe_out[r, h], returned. A pair that was
-// not placed (padded position -1) adds nothing. One element of moe.hip's moe_combine and of rmsnorm.hip's
-// moe_combine_rmsnorm_split (one function: the same bits).
-GETP_DEVICE float moe_combine_at(float* __restrict__ x, float* __restrict__ moe_out, const float* __restrict__ y,
-                                 const float* __restrict__ weights, const int* __restrict__ padded_of_pair,
-                                 size_t r, int h, int hidden, int top_k) {
-  float total = 0.0f;
+// The MoE's combine for U columns h0 + j stride (j < U) of one row: total[j] = sum over s < top_k, in order, of
+// slot_w[s] * y[slot_pos[s], h] (each product and sum rounded, as numpy's agg += weight * out); a pair that was
+// not placed (slot_pos -1) adds nothing; columns >= n are left 0. slot_pos and slot_w: the row's top_k padded
+// positions and weights (global or shared memory). U columns a thread keeps the y loads of U columns in
+// flight together (one-row steps: one block does a row). Serves moe.hip's moe_combine (U = 1) and rmsnorm.hip's
+// moe_combine_rmsnorm_split: the same bits.
+template <int U>
+GETP_DEVICE void moe_combine_sum(float (&total)[U], const int* slot_pos, const float* slot_w,
+                                 const float* __restrict__ y, int h0, int stride, int n, int top_k) {
+#pragma unroll
+  for (int j = 0; j < U; ++j) total[j] = 0.0f;
   for (int s = 0; s < top_k; ++s) {
-    const int p = padded_of_pair[r * top_k + s];
-    if (p >= 0) total = mul_add_unfused(weights[r * top_k + s], y[(size_t)p * hidden + h], total);
+    const int p = slot_pos[s];
+    if (p < 0) continue;
+    const float weight = slot_w[s];
+    const float* row = y + (size_t)p * n;
+#pragma unroll
+    for (int j = 0; j < U; ++j)
+      if (h0 + j * stride < n) total[j] = mul_add_unfused(weight, row[h0 + j * stride], total[j]);
   }
-  moe_out[r * hidden + h] = total;
-  const float sum = x[r * hidden + h] + total;
-  x[r * hidden + h] = sum;
-  return sum;
 }
 
 // The same with the piece count known only at run time (1 or 3).

@@ -277,10 +277,15 @@ moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, in
   }
 }
 
-// moe_out (R, H) and x += moe_out: common.h's moe_combine_at for each element. Grid (ceil(H / BLOCK_SIZE), R).
+// moe_out (R, H) = common.h's moe_combine_sum of each element, x += moe_out. Grid (ceil(H / BLOCK_SIZE), R).
 extern "C" __global__ void moe_combine(float* __restrict__ x, float* __restrict__ moe_out, const float* __restrict__ y,
                                        const float* __restrict__ weights, const int* __restrict__ padded_of_pair,
                                        int hidden, int top_k) {
   const int h = blockIdx.x * blockDim.x + threadIdx.x;
-  if (h < hidden) moe_combine_at(x, moe_out, y, weights, padded_of_pair, blockIdx.y, h, hidden, top_k);
+  const size_t r = blockIdx.y;
+  if (h >= hidden) return;
+  float total[1];
+  moe_combine_sum<1>(total, padded_of_pair + r * top_k, weights + r * top_k, y, h, 0, hidden, top_k);
+  moe_out[r * hidden + h] = total[0];
+  x[r * hidden + h] += total[0];
 }

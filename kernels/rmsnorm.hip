@@ -52,7 +52,9 @@ extern "C" __global__ void rmsnorm_split_rows(float* __restrict__ out, unsigned 
 
 // The MoE's combine (moe.hip's moe_combine: x += moe_out) and the next rmsnorm_split_rows in one launch, the
 // bits of the two in a row: row r's new x is kept in shared memory (n <= COMBINE_NORM_MAX_HIDDEN) and the
-// rmsnorm reads it there. Grid (R,): one block per row; thread i combines the columns it then normalises.
+// rmsnorm reads it there. Grid (R,): one block per row, so a thread combines COMBINE_COLUMNS columns at a time
+// (their y loads in flight together: at one row this block is the whole GPU's work). top_k <= MOE_MAX_K.
+#define COMBINE_COLUMNS 4
 extern "C" __global__ void moe_combine_rmsnorm_split(float* __restrict__ x, float* __restrict__ moe_out,
                                                      const float* __restrict__ y, const float* __restrict__ weights,
                                                      const int* __restrict__ padded_of_pair, int top_k,
@@ -60,9 +62,28 @@ extern "C" __global__ void moe_combine_rmsnorm_split(float* __restrict__ x, floa
                                                      const float* __restrict__ w, int n, int lda, int n_pieces) {
   __shared__ float scratch[WARPS_PER_BLOCK];
   __shared__ float xs[COMBINE_NORM_MAX_HIDDEN];
+  __shared__ int slot_pos[MOE_MAX_K];
+  __shared__ float slot_w[MOE_MAX_K];
   const size_t r = blockIdx.x;
-  for (int h = threadIdx.x; h < n; h += blockDim.x) xs[h] = moe_combine_at(x, moe_out, y, weights, padded_of_pair, r, h,
-                                                                           n, top_k);
+  const int stride = blockDim.x;
+  if (threadIdx.x < top_k) {
+    slot_pos[threadIdx.x] = padded_of_pair[r * top_k + threadIdx.x];
+    slot_w[threadIdx.x] = weights[r * top_k + threadIdx.x];
+  }
+  __syncthreads();
+  for (int h0 = threadIdx.x; h0 < n; h0 += COMBINE_COLUMNS * stride) {
+    float total[COMBINE_COLUMNS];
+    moe_combine_sum<COMBINE_COLUMNS>(total, slot_pos, slot_w, y, h0, stride, n, top_k);
+#pragma unroll
+    for (int j = 0; j < COMBINE_COLUMNS; ++j) {
+      const int h = h0 + j * stride;
+      if (h < n) {
+        moe_out[r * n + h] = total[j];
+        xs[h] = x[r * n + h] + total[j];
+        x[r * n + h] = xs[h];
+      }
+    }
+  }
   __syncthreads();
   rmsnorm_split_row(out + r * n, pieces, (size_t)gridDim.x * lda, r, xs, w, n, lda, n_pieces, scratch);
 }

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import KernelArgumentError
-from ..constants import BLOCK_SIZE, COMBINE_NORM_MAX_HIDDEN, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS
+from ..constants import BLOCK_SIZE, COMBINE_NORM_MAX_HIDDEN, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS, MOE_MAX_K
 from .common import F32, I32, _blocks, _check
 from .rows import _rmsnorm_shape
 
@@ -87,7 +87,7 @@ class MoeLaunches:
     def moe_combine(self, x, moe_out, y, weights, padded_of_pair, norm=None) -> None:
         """moe_out[r] = sum_s (in order) weights[r, s] * y[padded_of_pair[r top_k + s]]; x[r] += moe_out[r].
         norm = (t, t_pieces, w): then also t = rmsnorm(x) with w and its pieces (rmsnorm_split_rows of the new
-        x), in one launch (moe_combine_rmsnorm_split) where a row fits its shared memory, else two."""
+        x), in one launch (moe_combine_rmsnorm_split) where a row and its top_k fit its shared memory, else two."""
         rows, hidden = x.shape
         top_k = weights.shape[1] if weights.ndim == 2 else -1
         _check("x", x, F32)
@@ -101,7 +101,7 @@ class MoeLaunches:
             return
         if rows > 65535:
             raise KernelArgumentError(f"moe_combine: {rows} rows (grid y at most 65535)")
-        if norm is not None and hidden <= COMBINE_NORM_MAX_HIDDEN:
+        if norm is not None and hidden <= COMBINE_NORM_MAX_HIDDEN and top_k <= MOE_MAX_K:
             t, t_pieces, w = norm
             _rmsnorm_shape(t, x, w)
             n_pieces, _ = self._check_pieces("t_pieces", t_pieces, hidden, rows)
