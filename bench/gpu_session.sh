@@ -358,7 +358,7 @@ PY
       timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py > "$OUT/moe-tests.log" 2>&1
       echo "moe tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/moe-tests.log" | tail -5
       for fused in 1 0; do
-        timeout $([ $fused = 1 ] && echo 170 || echo 90) python -c "import runpy, sys
+        timeout $([ $fused = 1 ] && echo 170 || echo 90) python -c "import runpy, sys; sys.path.insert(0, 'bench')
 import cupy_getp.gpu.launch.moe as moe
 if sys.argv[1] == '0': moe.COMBINE_NORM_MAX_HIDDEN = 0
 sys.argv = ['bench/decode.py', '--presets', '20b', '--steps', '128', '--precision', 'exact']
