@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6c]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -352,28 +352,12 @@ PY
         echo "CUPY_GETP_WG_SPLITK=$s exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-splitk$s.txt" | cut -c1-300 | tail -9
       done
       ;;
-    s6c)  # sixth session: the combine + rmsnorm kernel with U columns a thread (its bits against the two kernels),
-      # batch-1 decode at 20b (exact) with it and with the two kernels (COMBINE_NORM_MAX_HIDDEN = 0 in the bench's
-      # process only), then getp's batch invariance end to end
-      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py > "$OUT/moe-tests.log" 2>&1
-      echo "moe tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/moe-tests.log" | tail -5
-      for fused in 1 0; do
-        timeout $([ $fused = 1 ] && echo 170 || echo 90) python -c "import runpy, sys; sys.path.insert(0, 'bench')
-import cupy_getp.gpu.launch.moe as moe
-if sys.argv[1] == '0': moe.COMBINE_NORM_MAX_HIDDEN = 0
-sys.argv = ['bench/decode.py', '--presets', '20b', '--steps', '128', '--precision', 'exact']
-runpy.run_path('bench/decode.py', run_name='__main__')" $fused > "$OUT/decode-fused$fused.txt" 2>&1
-        echo "combine+rmsnorm fused=$fused decode exit $?"
-        python - "$OUT/decode-fused$fused.txt" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    try: r = json.loads(line)
-    except Exception: continue
-    if r.get("bench") == "batch1_batched":
-        print({k: v for k, v in r.items() if "tok_s" in k or "ms_per_step" in k or k == "launches_per_step"})
-PY
-      done
-      timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
+    s6final)  # sixth session, on the final tree (split-K opt-in, the merge writing att's pieces): attention and the
+      # engine against numpy, then getp's batch invariance end to end. (Runs 33-34 measured a combine + next rmsnorm
+      # kernel, commit 61595c7's part s6c: slower at one row, removed.)
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py tests/test_gpu_engine.py \
+        > "$OUT/s6final-tests.log" 2>&1; echo "tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/s6final-tests.log" | tail -8
+      timeout ${INV_SECONDS:-160} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
       echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
       ;;
     s5tma)  # the TMA products by default (run 25): the headline in exact (60 s) with the 1- and 1024-row step profiles

@@ -372,28 +372,6 @@ GETP_DEVICE void tc_split(float x, unsigned (&piece)[3]) {
   }
 }
 
-// The MoE's combine for U columns h0 + j stride (j < U) of one row: total[j] = sum over s < top_k, in order, of
-// slot_w[s] * y[slot_pos[s], h] (each product and sum rounded, as numpy's agg += weight * out); a pair that was
-// not placed (slot_pos -1) adds nothing; columns >= n are left 0. slot_pos and slot_w: the row's top_k padded
-// positions and weights (global or shared memory). U columns a thread keeps the y loads of U columns in
-// flight together (one-row steps: one block does a row). Serves moe.hip's moe_combine (U = 1) and rmsnorm.hip's
-// moe_combine_rmsnorm_split: the same bits.
-template <int U>
-GETP_DEVICE void moe_combine_sum(float (&total)[U], const int* slot_pos, const float* slot_w,
-                                 const float* __restrict__ y, int h0, int stride, int n, int top_k) {
-#pragma unroll
-  for (int j = 0; j < U; ++j) total[j] = 0.0f;
-  for (int s = 0; s < top_k; ++s) {
-    const int p = slot_pos[s];
-    if (p < 0) continue;
-    const float weight = slot_w[s];
-    const float* row = y + (size_t)p * n;
-#pragma unroll
-    for (int j = 0; j < U; ++j)
-      if (h0 + j * stride < n) total[j] = mul_add_unfused(weight, row[h0 + j * stride], total[j]);
-  }
-}
-
 // The same with the piece count known only at run time (1 or 3).
 GETP_DEVICE void tc_split_n(float x, int pieces, unsigned (&piece)[3]) {
   if (pieces == 3)

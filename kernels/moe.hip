@@ -277,15 +277,20 @@ moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, in
   }
 }
 
-// moe_out (R, H) = common.h's moe_combine_sum of each element, x += moe_out. Grid (ceil(H / BLOCK_SIZE), R).
+// moe_out[r, h] = sum over s < top_k, in order, of weights[r, s] * y[padded_of_pair[r top_k + s], h] (each
+// product and sum rounded, as numpy's agg += weight * out); x[r, h] += moe_out[r, h].
+// Grid (ceil(H / BLOCK_SIZE), R). A pair that was not placed (padded position -1) adds nothing.
 extern "C" __global__ void moe_combine(float* __restrict__ x, float* __restrict__ moe_out, const float* __restrict__ y,
                                        const float* __restrict__ weights, const int* __restrict__ padded_of_pair,
                                        int hidden, int top_k) {
   const int h = blockIdx.x * blockDim.x + threadIdx.x;
   const size_t r = blockIdx.y;
   if (h >= hidden) return;
-  float total[1];
-  moe_combine_sum<1>(total, padded_of_pair + r * top_k, weights + r * top_k, y, h, 0, hidden, top_k);
-  moe_out[r * hidden + h] = total[0];
-  x[r * hidden + h] += total[0];
+  float total = 0.0f;
+  for (int s = 0; s < top_k; ++s) {
+    const int p = padded_of_pair[r * top_k + s];
+    if (p >= 0) total = mul_add_unfused(weights[r * top_k + s], y[(size_t)p * hidden + h], total);
+  }
+  moe_out[r * hidden + h] = total;
+  x[r * hidden + h] += total;
 }

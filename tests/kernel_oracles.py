@@ -260,13 +260,6 @@ def rmsnorm_split_rows(out, ap, x, w, hidden, lda, pieces):
     tc_split_rows(ap, out, out.shape[0], hidden, lda, pieces, 0)
 
 
-@oracle("moe_combine_rmsnorm_split")
-def moe_combine_rmsnorm_split(x, moe_out, y, weights, padded_of_pair, k, out, ap, w, hidden, lda, pieces):
-    """moe_combine, then rmsnorm_split_rows of the new x."""
-    moe_combine(x, moe_out, y, weights, padded_of_pair, hidden, k)
-    rmsnorm_split_rows(out, ap, x, w, hidden, lda, pieces)
-
-
 @oracle("attn_rows_merge_split")
 def attn_rows_merge_split(att, ap, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim,
                           window, split_len, lda, pieces):

@@ -152,30 +152,18 @@ def test_wgmma_products_take_every_step_one_row_included_like_the_reference(cupy
     assert {v.block_m for v in views.values()} <= {8, 16, 32, 64}
 
 
-@pytest.mark.parametrize("fits", [True, False])
-def test_tensor_core_steps_fold_the_splits_into_the_merge_and_the_combine(cupy_stand_in, monkeypatch, fits):
-    """On tensor cores a layer's attention merge writes att's pieces (no tc_split_rows) and its MoE combine
-    writes the next rmsnorm and its pieces (moe_combine_rmsnorm_split): per step one rmsnorm launch for the
-    first layer's attention and one a layer for the MoE's. A row wider than the fused kernel's shared memory
-    takes the two kernels. The lines stay the reference's."""
+def test_tensor_core_steps_fold_the_split_of_att_into_the_attention_merge(cupy_stand_in, monkeypatch):
+    """On tensor cores a layer's attention merge writes att's pieces for the output projection
+    (attn_rows_merge_split): no tc_split_rows launch in any step, one merge a layer; the lines stay the
+    reference's."""
     from batch_fakes import FakeKernels
-    from cupy_getp.gpu.launch import moe as moe_launch
 
     monkeypatch.setattr(FakeKernels, "wgmma", True)
-    if not fits:
-        monkeypatch.setattr(moe_launch, "COMBINE_NORM_MAX_HIDDEN", TINY.hidden_dim - 1)
     weights = Weights(SyntheticStore(TINY, seed=5))
     requests, steps = prompts(5, 7, longest=4), 5
     batched = batched_engine(weights, 3, 2, steps, "exact")
     assert run_batched(batched, GREEDY, requests, steps) == reference_lines(weights, requests, steps)
     launches = batched.model.kernels.launches
-    count = {name: launches.count(name) for name in set(launches)}
-    n_steps, layers = count["embedding_rows_f32"], TINY.n_layers
-    assert n_steps > 1 and count.get("tc_split_rows", 0) == 0
-    assert count["attn_rows_merge_split"] == n_steps * layers and "attn_rows_merge_f32" not in count
-    if fits:
-        assert count["moe_combine_rmsnorm_split"] == n_steps * layers and "moe_combine" not in count
-        assert count["rmsnorm_split_rows"] == n_steps * (layers + 1)
-    else:
-        assert count["moe_combine"] == n_steps * layers and "moe_combine_rmsnorm_split" not in count
-        assert count["rmsnorm_split_rows"] == n_steps * (2 * layers + 1)
+    n_steps = launches.count("embedding_rows_f32")
+    assert n_steps > 1 and "tc_split_rows" not in launches and "attn_rows_merge_f32" not in launches
+    assert launches.count("attn_rows_merge_split") == n_steps * TINY.n_layers

@@ -230,42 +230,6 @@ def test_moe_combine(dev, rng, rows, k, n_experts, block_m, hidden):
 
 
 @gpu
-@pytest.mark.parametrize("pieces", [1, 3])
-@pytest.mark.parametrize("rows, k, n_experts, block_m, hidden", [(1, 4, 32, 8, 2880), (37, 2, 5, 8, 300),
-                                                                 (1024, 4, 32, 64, 2880), (3, 1, 3, 8, 37)])
-def test_moe_combine_with_the_next_rmsnorm_is_the_two_kernels_bit_for_bit(dev, rng, pieces, rows, k, n_experts,
-                                                                          block_m, hidden):
-    """moe_combine with `norm` (moe_combine_rmsnorm_split, the engine's launch on tensor cores): x, moe_out, t
-    and t's pieces are the bits of moe_combine then rmsnorm_split_rows; a pair left unplaced adds nothing."""
-    import cupy
-
-    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
-
-    experts = np.argsort(rng.random((rows, n_experts)), axis=1)[:, :k].astype(np.int32)
-    _, padded_of_pair, _ = align_oracle(experts, n_experts, block_m)
-    padded_of_pair[0] = -1
-    padded = moe_padded_pairs(rows * k, n_experts, block_m)
-    x = (rng.standard_normal((rows, hidden)) * 3).astype(np.float32)
-    y = to_device(rng.standard_normal((padded, hidden)).astype(np.float32))
-    weights = to_device(rng.dirichlet(np.ones(k), rows).astype(np.float32))
-    w = to_device(rng.standard_normal(hidden).astype(np.float32))
-    order, lda = to_device(padded_of_pair), pieces_lda(hidden)
-    results = []
-    for fused in (False, True):
-        d_x, moe_out, t = to_device(x), garbage((rows, hidden), np.float32), garbage((rows, hidden), np.float32)
-        ap = cupy.full((pieces, rows, lda), 0xFFFF, np.uint16)
-        if fused:
-            dev[1].moe_combine(d_x, moe_out, y, weights, order, (t, ap, w))
-        else:
-            dev[1].moe_combine(d_x, moe_out, y, weights, order)
-            dev[1].rmsnorm_split_rows(t, ap, d_x, w)
-        results.append([host(a, dev) for a in (d_x, moe_out, t, ap)])
-    for name, want, got in zip(("x", "moe_out", "t", "pieces"), *results):
-        np.testing.assert_array_equal(got.view(np.uint32) if got.dtype == np.float32 else got,
-                                      want.view(np.uint32) if want.dtype == np.float32 else want, err_msg=name)
-
-
-@gpu
 def test_batched_moe_pipeline_matches_route_per_row(dev, rng):
     """router_topk_rows -> moe_align -> (y = a function of pair) -> moe_combine, against the reference per row."""
     rows, n_experts, k, block_m, hidden = 50, 32, 4, 8, 40

@@ -119,8 +119,8 @@ def test_dense_row_count_invariance(gpu, rng, pieces, k, n):
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("m, k, n", [(1, 2880, 5120), (333, 2880, 300), (1152, 4096, 2880), (7, 100, 130)])
 def test_dense_bits_equal_the_mma_sync_kernels(gpu, rng, pieces, m, k, n):
-    """Same products, same k order, same promotion interval: the unsplit wgmma kernels give the mma.sync
-    kernels' bits (the engine's split-K twins, on by default, sum K in other slices: a GPU model's own bits)."""
+    """Same products, same k order, same promotion interval: the wgmma kernels give the mma.sync kernels'
+    bits, so sm_80 and sm_90 engines agree too (not with CUPY_GETP_WG_SPLITK=1: its twins sum K in slices)."""
     ap, w = split(gpu[1], dev(activations(rng, (m, k), heavy=True)), pieces), dev(bf16_weights(rng, (n, k)))
     c_wg, c_mma = poisoned((m, n)), poisoned((m, n))
     gpu[1].gemm_tc(c_wg, ap, w)

@@ -1,4 +1,4 @@
-"""Split-K of the dense wgmma products (on unless CUPY_GETP_WG_SPLITK=0, cupy_getp/gpu/launch/splitk.py): the twins
+"""Split-K of the dense wgmma products (CUPY_GETP_WG_SPLITK=1, cupy_getp/gpu/launch/splitk.py): the twins
 gemm_wg_splitk_* and gemm_wg_tma_splitk_* give exactly the ordered FP32 sum of the unsplit kernels' products
 over each K slice (acc = p0; acc += p1; ...; + bias; + c), a row's bits do not depend on the row count, and
 the tile counters go back to zero (two launches, and a CUDA graph replayed twice, give the same bits). The CPU
@@ -167,9 +167,9 @@ def test_the_split_rule_depends_on_the_shape_alone():
         assert max(stages) - min(stages) <= 1, (n, k, stages)  # as equal as possible
 
 
-def test_splitk_is_on_unless_turned_off(monkeypatch):
+def test_splitk_is_off_unless_asked(monkeypatch):
     monkeypatch.delenv(SPLITK_ENV, raising=False)
-    assert wg_splitk_enabled()
+    assert not wg_splitk_enabled()
     monkeypatch.setenv(SPLITK_ENV, "0")
     assert not wg_splitk_enabled()
     monkeypatch.setenv(SPLITK_ENV, "1")

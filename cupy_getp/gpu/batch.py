@@ -163,7 +163,7 @@ class RowModel:
     def products(self, R: int) -> tuple[int, bool]:
         """(MoE tile height, tensor cores) of a step of R rows. In `exact` and `fast` the tensor-core products
         take every step, one row included: their bits do not depend on the row count, the tile or a row's
-        place (one k order; split-K's splits come from the product's shape alone), which is what makes a request's output independent of its batch.
+        place (one k order; opt-in split-K's splits come from the product's shape alone), which is what makes a request's output independent of its batch.
         `fp32` runs on the CUDA cores, whose kernels are chosen by row count (not batch-invariant)."""
         tensor_cores = self.precision != "fp32"
         if tensor_cores:
@@ -173,18 +173,11 @@ class RowModel:
         return (GROUPED_BLOCK_M[0] if R <= SKINNY_ROWS else GROUPED_BLOCK_M[1]), False
 
     def step(self, v: RowView, trace: BatchTrace | None = None) -> None:
-        """The layers as `NumpyEngine.forward`; on tensor cores each MoE's combine also writes the next rmsnorm
-        and its pieces (one launch: moe_combine's `norm`), handed on as `t_pieces`."""
         self.kernels.embedding_rows(v.x, self.w.embedding, v.row_token)
-        t_pieces = None
         for l in range(self.config.n_layers):
-            self.attention_block(l, v, trace, t_pieces)
-            t_pieces = self.moe_block(l, v, trace)
-        self.unembed(v, trace, t_pieces)
-
-    def next_norm_weight(self, l: int):
-        """The weights of the rmsnorm after layer l's MoE: layer l + 1's attention norm, or the final one."""
-        return self.w.layer(l + 1).rms_attn_w if l + 1 < self.config.n_layers else self.w.rms_out_w
+            self.attention_block(l, v, trace)
+            self.moe_block(l, v, trace)
+        self.unembed(v, trace)
 
     def matmul(self, v: RowView, c, a, w, bias=None, accumulate=False, a_pieces=None) -> None:
         """c = a @ w^T (+ bias) (+ c): tensor cores for BF16 weights where the precision allows (on a's
@@ -215,9 +208,9 @@ class RowModel:
         return t_pieces
 
     def pieces_for(self, v: RowView, w, a):
-        """A view for a (R, K)'s pieces in the step's buffer for them where a tensor-core product will read
-        them (w: its weights; None: the tensor-core path's norm), else None."""
-        if not v.tensor_cores or (w is not None and w.dtype != np.uint16):
+        """A view for a (R, K)'s pieces in the step's buffer for them where the tensor-core product with
+        weights w will read them, else None (the product then runs on the CUDA cores)."""
+        if not v.tensor_cores or w.dtype != np.uint16:
             return None
         return self.pieces_view(self.buffers.pieces_a, *a.shape)
 
@@ -225,11 +218,9 @@ class RowModel:
         lda = pieces_lda(k)
         return flat[: self.pieces * rows * lda].reshape(self.pieces, rows, lda)
 
-    def attention_block(self, l: int, v: RowView, trace: BatchTrace | None, t_pieces=None) -> None:
-        """x += attention(rmsnorm(x)); t_pieces: that rmsnorm's, where the previous layer's combine wrote it."""
+    def attention_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
         c, kernels, lw = self.config, self.kernels, self.w.layer(l)
-        if t_pieces is None:
-            t_pieces = self.norm(v, lw.rms_attn_w)
+        t_pieces = self.norm(v, lw.rms_attn_w)
         self.matmul(v, v.qkv, v.t, lw.w_qkv, lw.b_qkv, a_pieces=t_pieces)
         kernels.rope_kv_write(v.qkv, self.cos, self.sin, self.cache.keys[l], self.cache.values[l], v.row_slot,
                               v.row_pos, c.n_attn_heads, c.n_kv_heads, c.head_dim)
@@ -246,21 +237,18 @@ class RowModel:
             trace.record(l, "attn_out", v.att)
             trace.record(l, "x_attn", v.x)
 
-    def moe_block(self, l: int, v: RowView, trace: BatchTrace | None):
-        """x += MoE(rmsnorm(x)); returns the next rmsnorm's pieces where the combine wrote them (else None)."""
+    def moe_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
         t_pieces = self.router_scores(l, v)
         self.kernels.router_topk_rows(v.experts, v.expert_weights, v.router)
-        next_pieces = None
         if v.R == 1 and not v.tensor_cores:
             self.moe_one_row(l, v)
         else:
-            next_pieces = self.moe_rows(l, v, t_pieces)
+            self.moe_rows(l, v, t_pieces)
         if trace is not None:
             trace.record(l, "router", v.router)
             trace.record(l, "experts", v.experts)
             trace.record(l, "moe_out", v.moe_out)
             trace.record(l, "x_moe", v.x)
-        return next_pieces
 
     def router_scores(self, l: int, v: RowView):
         """t = rmsnorm(x), router scores (R, E) = w_router @ t + b; returns t's pieces on tensor cores (the
@@ -277,18 +265,13 @@ class RowModel:
         kernels.moe_mlp1_swiglu(g, lw.w_mlp1, lw.b_mlp1, v.t[0], v.experts[0], c.swiglu_limit)
         kernels.moe_mlp2_accumulate(v.x[0], v.moe_out[0], lw.w_mlp2, lw.b_mlp2, g, v.experts[0], v.expert_weights[0])
 
-    def moe_rows(self, l: int, v: RowView, t_pieces=None):
+    def moe_rows(self, l: int, v: RowView, t_pieces=None) -> None:
         """Rows grouped by expert: the grouped products (gpu/moe_products.py), combine in slot order (on tensor
-        cores: t given as its pieces, g kept as pieces; the combine then writes the next rmsnorm, t and its
-        pieces, returned)."""
+        cores: t given as its pieces, g kept as pieces)."""
         c, kernels = self.config, self.kernels
         expert_products(kernels, self.grouping(v), v.experts, v.t, t_pieces, ExpertWeights.of(self.w.layer(l)),
                         c.experts_per_token, c.swiglu_limit)
-        next_w = self.next_norm_weight(l)
-        next_pieces = self.pieces_for(v, None, v.t)
-        norm = None if next_pieces is None else (v.t, next_pieces, next_w)
-        kernels.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.padded_of_pair, norm)  # x += moe_out
-        return next_pieces
+        kernels.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.padded_of_pair)  # x += moe_out
 
     def grouping(self, v: RowView) -> Grouping:
         g_pieces = self.pieces_view(self.buffers.pieces_g, v.g.shape[0], self.config.intermediate_dim) \
@@ -296,12 +279,10 @@ class RowModel:
         return Grouping(v.block_m, v.tensor_cores, v.pair_of_padded, v.padded_of_pair, v.tile_expert, v.g, g_pieces,
                         v.y)
 
-    def unembed(self, v: RowView, trace: BatchTrace | None, t_pieces=None) -> None:
+    def unembed(self, v: RowView, trace: BatchTrace | None) -> None:
         """Logits of every row (pad and mid-prompt rows included: the graph's shape is the bucket's),
-        then the greedy token of each on the device. t_pieces: the final rmsnorm's, where the last combine
-        wrote it."""
-        if t_pieces is None:
-            t_pieces = self.norm(v, self.w.rms_out_w)
+        then the greedy token of each on the device."""
+        t_pieces = self.norm(v, self.w.rms_out_w)
         self.matmul(v, v.logits, v.t, self.w.out, a_pieces=t_pieces)
         self.kernels.argmax_rows(v.next_token, v.logits)
         if trace is not None:

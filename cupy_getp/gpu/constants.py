@@ -15,9 +15,6 @@ BLOCK_SIZE = 256  # threads per block of every kernel (WARPS_PER_BLOCK = BLOCK_S
 ATTN_MAX_GROUP = 16  # query heads per kv head attn_rows_partial handles (its largest variant)
 ATTN_MAX_HEAD_DIM = 128  # head_dim of attn_rows_partial's largest variant (host only: the variants name it)
 
-# rmsnorm.hip
-COMBINE_NORM_MAX_HIDDEN = 8192  # the widest row moe_combine_rmsnorm_split keeps in shared memory (32 KiB)
-
 # moe.hip
 MOE_MAX_K = 16  # experts per token moe_mlp2_accumulate_bf16w takes
 MOE_ALIGN_THREADS = 1024  # moe_align runs as one block of this many threads
@@ -42,7 +39,6 @@ KERNEL_CONSTANTS = {
     "BLOCK_SIZE": BLOCK_SIZE,
     "ATTN_MAX_GROUP": ATTN_MAX_GROUP,
     "MXFP4_BLOCK": MXFP4_BLOCK,
-    "COMBINE_NORM_MAX_HIDDEN": COMBINE_NORM_MAX_HIDDEN,
     "MOE_MAX_K": MOE_MAX_K,
     "MOE_ALIGN_THREADS": MOE_ALIGN_THREADS,
     "MOE_MAX_EXPERTS": MOE_MAX_EXPERTS,

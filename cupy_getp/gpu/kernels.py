@@ -54,7 +54,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
     "moe": ("moe_mlp1_swiglu_bf16w", "moe_mlp2_accumulate_bf16w", "moe_mlp1_swiglu_mxfp4w",
             "moe_mlp2_accumulate_mxfp4w", "router_topk_rows", "moe_align", "moe_combine"),
-    "rmsnorm": ("rmsnorm_rows_f32", "rmsnorm_split_rows", "moe_combine_rmsnorm_split"),
+    "rmsnorm": ("rmsnorm_rows_f32", "rmsnorm_split_rows"),
     "rope": ("rope_kv_write_f32",),
     "softmax": ("argmax_rows_f32",),
     "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "synthetic_mxfp4_codes",
@@ -152,7 +152,7 @@ class Kernels(BatchLaunches):
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
         self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
         self.wg_tma = self.wgmma and wg_tma_enabled()  # ... and their dense ones read W by TMA
-        self.wg_splitk = self.wgmma and wg_splitk_enabled()  # ... split along K where few tiles
+        self.wg_splitk = self.wgmma and wg_splitk_enabled()  # ... split along K where few tiles (opt-in)
         self.tensor_maps = TensorMaps()
 
     def _open_family(self, family: str, module) -> None:

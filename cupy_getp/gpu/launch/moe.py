@@ -1,14 +1,12 @@
-"""Launch helpers for the batched engine (family: moe): router over rows, expert grouping, combine (with the
-next rmsnorm folded in: kernels/rmsnorm.hip's moe_combine_rmsnorm_split)."""
+"""Launch helpers for the batched engine (family: moe): router over rows, expert grouping, combine."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ...errors import KernelArgumentError
-from ..constants import BLOCK_SIZE, COMBINE_NORM_MAX_HIDDEN, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS, MOE_MAX_K
+from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS
 from .common import F32, I32, _blocks, _check
-from .rows import _rmsnorm_shape
 
 
 def moe_padded_pairs(n_pairs: int, n_experts: int, block_m: int) -> int:
@@ -84,10 +82,8 @@ class MoeLaunches:
                      (pair_of_padded, padded_of_pair, tile_expert, experts, I32(n_pairs), I32(n_experts), I32(padded),
                       I32(block_m)))
 
-    def moe_combine(self, x, moe_out, y, weights, padded_of_pair, norm=None) -> None:
-        """moe_out[r] = sum_s (in order) weights[r, s] * y[padded_of_pair[r top_k + s]]; x[r] += moe_out[r].
-        norm = (t, t_pieces, w): then also t = rmsnorm(x) with w and its pieces (rmsnorm_split_rows of the new
-        x), in one launch (moe_combine_rmsnorm_split) where a row and its top_k fit its shared memory, else two."""
+    def moe_combine(self, x, moe_out, y, weights, padded_of_pair) -> None:
+        """moe_out[r] = sum_s (in order) weights[r, s] * y[padded_of_pair[r top_k + s]]; x[r] += moe_out[r]."""
         rows, hidden = x.shape
         top_k = weights.shape[1] if weights.ndim == 2 else -1
         _check("x", x, F32)
@@ -101,15 +97,5 @@ class MoeLaunches:
             return
         if rows > 65535:
             raise KernelArgumentError(f"moe_combine: {rows} rows (grid y at most 65535)")
-        if norm is not None and hidden <= COMBINE_NORM_MAX_HIDDEN and top_k <= MOE_MAX_K:
-            t, t_pieces, w = norm
-            _rmsnorm_shape(t, x, w)
-            n_pieces, _ = self._check_pieces("t_pieces", t_pieces, hidden, rows)
-            self._launch("moe_combine_rmsnorm_split", (rows,), (BLOCK_SIZE,),
-                         (x, moe_out, y, weights, padded_of_pair, I32(top_k), t, t_pieces, w, I32(hidden),
-                          I32(t_pieces.shape[2]), I32(n_pieces)))
-            return
         self._launch("moe_combine", (_blocks(hidden, BLOCK_SIZE), rows), (BLOCK_SIZE,),
                      (x, moe_out, y, weights, padded_of_pair, I32(hidden), I32(top_k)))
-        if norm is not None:
-            self.rmsnorm_split_rows(norm[0], norm[1], x, norm[2])

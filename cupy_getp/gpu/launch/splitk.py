@@ -1,8 +1,11 @@
 """Deterministic split-K of the dense wgmma products (kernels/gemm_wgmma.hip: gemm_wg_splitk_* and
-gemm_wg_tma_splitk_*), on by default on the wgmma path (CUPY_GETP_WG_SPLITK=0 turns it off). Measured on an
-H200 (bench/RESULTS.md, 2026-11-29, sixth session): batch-1 decode 215.7 -> 261.9 tok/s; the one-row qkv
-product 19.8 -> 12.2 us, the output projection 27.1 -> 11.2, the router 19.2 -> 7.6. It changes the bits of
-the exact and fast products (other K sums), the same at every row count.
+gemm_wg_tma_splitk_*), opt-in: CUPY_GETP_WG_SPLITK=1. Measured on an H200 (bench/RESULTS.md, 2026-11-29, sixth
+session, side by side): batch-1 decode 208.4 -> 253.3 tok/s (the one-row qkv product 19.8 -> 12.2 us, the
+output projection 27.1 -> 11.2, the router 19.2 -> 7.6), but the 1024-row step 68.6 -> 75.6 ms and the
+headline 13,254 -> 12,390 tok/s: three times the blocks, each with a third of the K stages, cost more than the
+workspace. Since a request's bits must not depend on its batch, S cannot follow the row count, so it is off
+by default (the headline first). It changes the bits of the exact and fast products (other K sums), the same
+at every row count.
 
 Why: at one row a dense product has ceil(N / 128) blocks (qkv 40, the output projection 23, the router 1) on
 132 SMs, and a block's time is proportional to its K stages, so most SMs idle. Cutting K into S splits gives
@@ -27,9 +30,8 @@ SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-
 
 
 def wg_splitk_enabled() -> bool:
-    """Whether the dense wgmma products of few feature tiles are split along K: yes unless
-    CUPY_GETP_WG_SPLITK=0."""
-    return os.environ.get(SPLITK_ENV, "") != "0"
+    """CUPY_GETP_WG_SPLITK=1: the dense wgmma products of few feature tiles are split along K."""
+    return os.environ.get(SPLITK_ENV, "") == "1"
 
 
 def wg_splits(n: int, k: int, sms: int) -> int:
