@@ -28,6 +28,17 @@ for line in open(sys.argv[1]):
     print(*(r.get(k) for k in ("pieces", "kind", "choice", "us_per_launch", "weight_gb_s", "of_copy")) if "kind" in r else r)
 PY
 }
+bench_records() {  # bench_records FILE BENCH EXPR...: each EXPR (python, over the record r) of FILE's JSON records of BENCH
+  python - "$@" <<'PY'
+import json, sys
+path, bench, *exprs = sys.argv[1:]
+for line in open(path):
+    try: r = json.loads(line)
+    except Exception: continue
+    if r.get("bench") == bench:
+        for e in exprs: print(eval(e, {"r": r}))
+PY
+}
 nccl_path() {  # CuPy's NCCL module needs libnccl.so.2: where CuPy finds none, take the one torch ships
   python -c "from cupy.cuda import nccl; assert nccl.available" 2>/dev/null && return 0
   local lib; lib=$(python -c "import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], 'lib'))" 2>/dev/null)
@@ -131,15 +142,9 @@ PY
       for s in 1 0; do
         CUPY_GETP_WG_SPLITK=$s timeout 150 python bench/decode.py --presets 20b --steps 128 --precision exact \
           > "$OUT/decode-splitk$s.txt" 2>&1; echo "CUPY_GETP_WG_SPLITK=$s decode exit $?"
-        python - "$OUT/decode-splitk$s.txt" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    try: r = json.loads(line)
-    except Exception: continue
-    if r.get("bench") == "batch1_batched":
-        print({k: v for k, v in r.items() if "tok_s" in k or "device_ms" in k or k == "products"})
-        print({k: v for k, v in r["kernel_ms_by_kernel"].items() if k.startswith("gemm_wg")})
-PY
+        bench_records "$OUT/decode-splitk$s.txt" batch1_batched \
+          '{k: v for k, v in r.items() if "tok_s" in k or "device_ms" in k or k == "products"}' \
+          '{k: v for k, v in r["kernel_ms_by_kernel"].items() if k.startswith("gemm_wg")}'
       done
       CUPY_GETP_WG_SPLITK=1 timeout ${INV_SECONDS:-240} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py \
         > "$OUT/inv-splitk.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-splitk.log" | tail -12
@@ -334,14 +339,8 @@ PY
       for s in 1 0; do
         CUPY_GETP_WG_SPLITK=$s timeout $([ $s = 1 ] && echo 170 || echo 100) python bench/decode.py --presets 20b \
           --steps 128 --precision exact > "$OUT/decode-splitk$s.txt" 2>&1; echo "CUPY_GETP_WG_SPLITK=$s decode exit $?"
-        python - "$OUT/decode-splitk$s.txt" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    try: r = json.loads(line)
-    except Exception: continue
-    if r.get("bench") == "batch1_batched":
-        print({k: v for k, v in r.items() if "tok_s" in k or "ms_per_step" in k or k == "launches_per_step"})
-PY
+        bench_records "$OUT/decode-splitk$s.txt" batch1_batched \
+          '{k: v for k, v in r.items() if "tok_s" in k or "ms_per_step" in k or k == "launches_per_step"}'
       done
       ;;
     s6b)  # sixth session: the headline in exact (60 s) with the 1- and 1024-row step profiles, split-K on and off
