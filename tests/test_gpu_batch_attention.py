@@ -367,6 +367,36 @@ def test_attention_merge_split_is_merge_then_split_bit_for_bit(gpu, rng, pieces,
     np.testing.assert_array_equal(host(ap_got, gpu), host(ap_want, gpu))
 
 
+@pytest.mark.parametrize("rows", [1, 64, 65, 300])
+def test_attention_merge_with_pieces_takes_one_launch_up_to_64_rows(monkeypatch, rows):
+    """attn_rows_merge with `pieces`: attn_rows_merge_split up to MERGE_SPLIT_MAX_ROWS rows, else the merge then
+    tc_split_rows (faster at 1024 rows); att and the pieces the same either way (the kernels' oracles here)."""
+    import sys
+
+    from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
+    from cupy_getp.gpu.launch.attention import MERGE_SPLIT_MAX_ROWS
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    rng = np.random.default_rng(rows)
+    kernels = FakeKernels(FakeDevice())
+    n_heads, head_dim, n_split, split_len = 3, 14, 2, 64
+    row_pos = host_array(rng.integers(0, 2 * split_len, rows).astype(np.int32))
+    acc = host_array(rng.standard_normal((rows, n_heads, n_split, head_dim)).astype(np.float32))
+    ml = host_array(np.stack([rng.standard_normal((rows, n_heads, n_split)),
+                              rng.uniform(0.5, 20, (rows, n_heads, n_split))], axis=-1).astype(np.float32))
+    sinks = host_array(rng.standard_normal(n_heads).astype(np.float32))
+    att = host_array(np.full((rows, n_heads * head_dim), np.nan, np.float32))
+    ap = host_array(np.full((3, rows, pieces_lda(n_heads * head_dim)), 0xFFFF, np.uint16))
+    kernels.attn_rows_merge(att, acc, ml, sinks, row_pos, 0, split_len, ap)
+    fused = rows <= MERGE_SPLIT_MAX_ROWS
+    assert kernels.launches == (["attn_rows_merge_split"] if fused else ["attn_rows_merge_f32", "tc_split_rows"])
+    want_ap = host_array(np.zeros_like(ap))
+    kernels.split_pieces(want_ap, att)
+    assert not np.isnan(att).any()
+    np.testing.assert_array_equal(ap, want_ap)
+
+
 PREFILL_CASES = [
     # head_dim, n_heads, n_kv_heads, window, cache_len, start, chunk: slot 0 holds positions 0..start-1 (earlier
     # steps) and takes start..start+chunk-1 in this step, beside a decode row of slot 1

@@ -9,6 +9,11 @@ from .common import F32, I32, _aligned, _blocks, _check, _require
 # attn_rows_partial's specialisations (kernels/attention.hip ATTN_ROWS_PARTIAL_KERNEL): (head_dim bound, group bound)
 ATTN_PARTIAL_BOUNDS = ((64, 8), (64, 16), (128, 8), (128, ATTN_MAX_GROUP))
 ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_f32" for d, g in ATTN_PARTIAL_BOUNDS)
+# attn_rows_merge with pieces: one launch (attn_rows_merge_split) up to this many rows, the merge then
+# split_pieces above (the same bits). Measured on the H200 (bench/RESULTS.md, 2026-11-29, sixth session, eager
+# profiles of a 20b step): one row 0.216 ms a step fused against 0.579 for the two; 1024 rows 1.632 against
+# 1.424 (the fused kernel stores the pieces 2 bytes a lane, tc_split_rows 16).
+MERGE_SPLIT_MAX_ROWS = 64
 
 
 def attn_variant(head_dim: int, group: int) -> tuple[int, int]:
@@ -73,7 +78,8 @@ class AttentionLaunches:
         """att (R, nh D) = the splits row r reaches (those attn_rows_partial wrote for row_pos[r], window and
         split_len), merged in split order with the sink: M = max(max_s m_s, sink), L = sum_s l_s exp(m_s - M)
         + exp(sink - M), att = sum_s acc_s exp(m_s - M) / L. With `pieces` (1 or 3, R, pieces_lda(nh D)) bf16,
-        att's BF16 pieces too, as split_pieces would write them (attn_rows_merge_split: one launch)."""
+        att's BF16 pieces too, as split_pieces would write them: in the same launch (attn_rows_merge_split) up
+        to MERGE_SPLIT_MAX_ROWS rows, else by split_pieces after the merge."""
         _check("partial_acc", partial_acc, F32)
         _require(partial_acc.ndim == 4, f"partial_acc: shape {tuple(partial_acc.shape)}, expected (R, nh, n_split, D)")
         rows, n_heads, n_split, head_dim = partial_acc.shape
@@ -86,9 +92,12 @@ class AttentionLaunches:
         args = (partial_acc, partial_ml, sinks, row_pos, I32(items), I32(n_heads), I32(n_split), I32(head_dim),
                 I32(window), I32(split_len))
         grid = (_blocks(items, self.warps_per_block),)
-        if pieces is None:
-            self._launch("attn_rows_merge_f32", grid, (BLOCK_SIZE,), (att, *args))
-            return
-        n_pieces, _ = self._check_pieces("pieces", pieces, n_heads * head_dim, rows)
-        self._launch("attn_rows_merge_split", grid, (BLOCK_SIZE,),
-                     (att, pieces, *args, I32(pieces.shape[2]), I32(n_pieces)))
+        if pieces is not None:
+            n_pieces, _ = self._check_pieces("pieces", pieces, n_heads * head_dim, rows)
+            if rows <= MERGE_SPLIT_MAX_ROWS:
+                self._launch("attn_rows_merge_split", grid, (BLOCK_SIZE,),
+                             (att, pieces, *args, I32(pieces.shape[2]), I32(n_pieces)))
+                return
+        self._launch("attn_rows_merge_f32", grid, (BLOCK_SIZE,), (att, *args))
+        if pieces is not None:
+            self.split_pieces(pieces, att)
