@@ -20,7 +20,7 @@ from .batch_trace import BatchTrace
 from .device import Device, gib
 from .comm import NcclCommunicator
 from .ep_engine import ExpertParallelBatch, agree_on_shape, exchange_bytes
-from .expert_plan import check_divisible
+from .expert_plan import rank_experts
 from .experts import ExpertStorage, check_expert_choice, choose_expert_storage, rank_expert_storage
 from .kernels import Kernels
 from .weights import DeviceWeights
@@ -58,7 +58,7 @@ class CupyEngine(Engine):
             self.memory_before = self.device.memory_in_use()
             # Decided from the free memory before anything of this engine is allocated (the plan counts it all).
             if self.expert_parallel:
-                self.experts = rank_expert_storage(self.config, self.requested_experts, *self.expert_parallel)
+                self.experts = rank_expert_storage(self.requested_experts, self.expert_range(), *self.expert_parallel)
             else:
                 self.experts = choose_expert_storage(self.weights, self.device.allocatable_bytes(),
                                                      self.requested_experts, self.steps)
@@ -111,9 +111,7 @@ class CupyEngine(Engine):
         """The experts [lo, hi) of every layer this engine holds (None: all of them)."""
         if not self.expert_parallel:
             return None
-        rank, ranks = self.expert_parallel
-        per_rank = check_divisible(self.config.n_experts, ranks)
-        return rank * per_rank, (rank + 1) * per_rank
+        return rank_experts(self.config.n_experts, *self.expert_parallel)
 
     def check_whole_model(self, what: str) -> None:
         """A rank of expert parallelism holds a slice of the experts: it runs only its rank's steps."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from .batch import RowModel, RowView
 from .batch_shape import BLOCK_MS
-from .expert_plan import ExchangePlan, check_divisible, plan_exchange
+from .expert_plan import ExchangePlan, check_divisible, plan_exchange, rank_experts
 from .launch.gemm_tc import pieces_lda
 from .launch.moe import moe_padded_pairs
 from .moe_products import ExpertWeights, Grouping, expert_products
@@ -55,11 +55,10 @@ class ExpertShard:
         import cupy
 
         c = model_args[0]
-        per_rank = check_divisible(c.n_experts, n_ranks)
+        lo, hi = rank_experts(c.n_experts, rank, n_ranks)
         model = ShardRowModel(n_ranks, *model_args)
-        self.rank, self.model, self.per_rank = rank, model, per_rank
-        lo = rank * per_rank
-        self.experts = [ExpertWeights.of(model.w.layer(l), *self._held(model.w, lo, lo + per_rank))
+        self.rank, self.model, self.per_rank = rank, model, hi - lo
+        self.experts = [ExpertWeights.of(model.w.layer(l), *self._held(model.w, lo, hi))
                         for l in range(c.n_layers)]
         own, capacity, P = exchange_sizes(c, model.shape.max_rows, n_ranks)
         f32, i32, H = np.float32, np.int32, c.hidden_dim

@@ -29,6 +29,12 @@ def check_divisible(n_experts: int, n_ranks: int) -> int:
     return n_experts // n_ranks
 
 
+def rank_experts(n_experts: int, rank: int, n_ranks: int) -> tuple[int, int]:
+    """The experts [lo, hi) of every layer that rank q of G holds: [q E/G, (q + 1) E/G)."""
+    per_rank = check_divisible(n_experts, n_ranks)
+    return rank * per_rank, (rank + 1) * per_rank
+
+
 @dataclass(frozen=True)
 class ExchangePlan:
     """Which pairs go where, for one layer of one step (every rank computes the same plan)."""

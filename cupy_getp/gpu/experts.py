@@ -84,12 +84,12 @@ def choose_expert_storage(weights: Weights, free_bytes: int | None, requested: s
     return ExpertStorage("bf16", f"auto: {short}, and the experts do not come in MXFP4", saves)
 
 
-def rank_expert_storage(config, requested: str, rank: int, ranks: int) -> ExpertStorage:
-    """A rank's storage under expert parallelism: as asked, `auto` taking BF16 (the spec's storage, which is
-    what spreading the experts over several GPUs makes room for; where a rank's slice does not fit, the
-    weights' out-of-memory line names `--experts mxfp4`)."""
-    per_rank = config.n_experts // ranks
-    held = f"experts {rank * per_rank}..{(rank + 1) * per_rank - 1} of each layer on this GPU (rank {rank} of {ranks})"
+def rank_expert_storage(requested: str, held_experts: tuple[int, int], rank: int, ranks: int) -> ExpertStorage:
+    """A rank's storage under expert parallelism (it holds experts [lo, hi) of each layer): as asked, `auto`
+    taking BF16 (the spec's storage, which is what spreading the experts over several GPUs makes room for;
+    where a rank's slice does not fit, the weights' out-of-memory line names `--experts mxfp4`)."""
+    lo, hi = held_experts
+    held = f"experts {lo}..{hi - 1} of each layer on this GPU (rank {rank} of {ranks})"
     storage = "bf16" if requested == "auto" else requested
     return ExpertStorage(storage, f"--expert-parallel: {held}" + (", auto: BF16" if requested == "auto" else ""))
 
