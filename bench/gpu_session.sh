@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|mlp1stalls]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -38,6 +38,34 @@ for line in open(path):
     if r.get("bench") == bench:
         for e in exprs: print(eval(e, {"r": r}))
 PY
+}
+stalls_report() {  # stalls_report REPORT NAME: an ncu report's stall lines, and its SASS lines by samples (top 25)
+  ncu --import "$1.ncu-rep" --page details --print-details all > "$OUT/$2-details.txt" 2>&1
+  ncu --import "$1.ncu-rep" --page source --csv --print-source sass > "$OUT/$2-sass.csv" 2>&1
+  grep -iE "stall|Warp Cycles|Eligible|Duration|Throughput|Registers|spill" "$OUT/$2-details.txt" | head -50
+  python - "$OUT/$2-sass.csv" <<'PY'
+import csv, sys
+rows = list(csv.reader(open(sys.argv[1])))
+head = next((i for i, r in enumerate(rows) if any("Sampling" in c for c in r)), None)
+if head is None: print("no sampling column:", rows[:3]); sys.exit()
+cols = rows[head]; col = next(i for i, c in enumerate(cols) if "Sampling (All" in c or "Sampling" in c)
+src = next((i for i, c in enumerate(cols) if c.lower() in ("source", "sass")), 1)
+def n(v):
+    try: return float(v.replace(",", ""))
+    except ValueError: return 0.0
+body = [r for r in rows[head + 1:] if len(r) > col]
+total = sum(n(r[col]) for r in body) or 1
+print(cols[col], "total", total)
+for r in sorted(body, key=lambda r: -n(r[col]))[:25]: print(round(100 * n(r[col]) / total, 1), "%", r[src][:110])
+PY
+}
+headline_splitk() {  # the exact headline (60 s) with the 1- and 1024-row step profiles, split-K on then off
+  for s in 1 0; do
+    CUPY_GETP_WG_SPLITK=$s timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
+      --precision exact --max-seconds 60 --profile-rows 1,1024 --skip drift,single,transformers \
+      --out "$OUT/headline-splitk$s" > "$OUT/headline-splitk$s.txt" 2>&1
+    echo "CUPY_GETP_WG_SPLITK=$s exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-splitk$s.txt" | cut -c1-300 | tail -9
+  done
 }
 nccl_path() {  # CuPy's NCCL module needs libnccl.so.2: where CuPy finds none, take the one torch ships
   python -c "from cupy.cuda import nccl; assert nccl.available" 2>/dev/null && return 0
@@ -159,24 +187,27 @@ PY
     onerowstalls)  # where the one-row qkv product's warps wait, instruction by instruction (ncu full set, SASS page)
       timeout 200 ncu --clock-control none -k regex:gemm_wg_r8_p3_b1 --launch-count 1 --set full -f -o /tmp/onerow-qkv \
         python bench/onerow.py --pieces 3 --launches 1 > "$OUT/onerow-stalls.log" 2>&1; echo "ncu exit $?"
-      ncu --import /tmp/onerow-qkv.ncu-rep --page details --print-details all > "$OUT/onerow-qkv-details.txt" 2>&1
-      ncu --import /tmp/onerow-qkv.ncu-rep --page source --csv --print-source sass > "$OUT/onerow-qkv-sass.csv" 2>&1
-      grep -iE "stall|Warp Cycles|Eligible" "$OUT/onerow-qkv-details.txt" | head -40
-      python - "$OUT/onerow-qkv-sass.csv" <<'PY'
-import csv, sys
-rows = list(csv.reader(open(sys.argv[1])))
-head = next((i for i, r in enumerate(rows) if any("Sampling" in c for c in r)), None)
-if head is None: print("no sampling column:", rows[:3]); sys.exit()
-cols = rows[head]; col = next(i for i, c in enumerate(cols) if "Sampling (All" in c or "Sampling" in c)
-src = next((i for i, c in enumerate(cols) if c.lower() in ("source", "sass")), 1)
-def n(v):
-    try: return float(v.replace(",", ""))
-    except ValueError: return 0.0
-body = [r for r in rows[head + 1:] if len(r) > col]
-total = sum(n(r[col]) for r in body) or 1
-print(cols[col], "total", total)
-for r in sorted(body, key=lambda r: -n(r[col]))[:25]: print(round(100 * n(r[col]) / total, 1), "%", r[src][:110])
-PY
+      stalls_report /tmp/onerow-qkv onerow-qkv
+      ;;
+    mlp1stalls)  # where the grouped mlp1 + SwiGLU product's warps wait (exact, 64-row tiles, the 1024-row step's largest)
+      timeout 240 ncu --clock-control none -k regex:gemm_wg_grouped_swiglu_r64_p3_b2 --launch-count 1 --set full -f \
+        -o /tmp/mlp1 python bench/gemm_tc.py --quick --grouped-only --repeats 1 > "$OUT/mlp1-stalls.log" 2>&1
+      echo "ncu exit $?"; stalls_report /tmp/mlp1 mlp1
+      ;;
+    s7a)  # seventh session, run 1: split-K's sliced mode (the split-K tests), then getp's invariance with split-K on
+      timeout 270 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
+      rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12
+      if [ $rc = 0 ]; then
+        CUPY_GETP_WG_SPLITK=1 timeout ${INV_SECONDS:-240} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py \
+          > "$OUT/inv-splitk.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-splitk.log" | tail -12
+      fi
+      ;;
+    s7b)  # seventh session, run 2: the exact headline with split-K on and off (s6b), then fast with split-K on
+      headline_splitk
+      CUPY_GETP_WG_SPLITK=1 timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
+        --precision fast --max-seconds 60 --profile-rows 1,1024 --skip drift,single,transformers \
+        --out "$OUT/headline-fast" > "$OUT/headline-fast.txt" 2>&1
+      echo "fast exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-fast.txt" | cut -c1-300 | tail -9
       ;;
     s4rest)  # the GPU tests run 18 did not reach (the batched engine's kernels, spread, experts, attention)
       timeout ${REST_SECONDS:-280} python -m pytest -m gpu -q -rfE --maxfail=30 --durations 10 \
@@ -344,12 +375,7 @@ PY
       done
       ;;
     s6b)  # sixth session: the headline in exact (60 s) with the 1- and 1024-row step profiles, split-K on and off
-      for s in 1 0; do
-        CUPY_GETP_WG_SPLITK=$s timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
-          --precision exact --max-seconds 60 --profile-rows 1,1024 --skip drift,single,transformers \
-          --out "$OUT/headline-splitk$s" > "$OUT/headline-splitk$s.txt" 2>&1
-        echo "CUPY_GETP_WG_SPLITK=$s exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-splitk$s.txt" | cut -c1-300 | tail -9
-      done
+      headline_splitk
       ;;
     s6final)  # sixth session, on the final tree (split-K opt-in, the merge writing att's pieces): attention and the
       # engine against numpy, then getp's batch invariance end to end. (Runs 33-34 measured a combine + next rmsnorm

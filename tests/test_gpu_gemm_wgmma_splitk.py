@@ -1,8 +1,9 @@
 """Split-K of the dense wgmma products (CUPY_GETP_WG_SPLITK=1, cupy_getp/gpu/launch/splitk.py): the twins
-gemm_wg_splitk_* and gemm_wg_tma_splitk_* give exactly the ordered FP32 sum of the unsplit kernels' products
-over each K slice (acc = p0; acc += p1; ...; + bias; + c), a row's bits do not depend on the row count, and
-the tile counters go back to zero (two launches, and a CUDA graph replayed twice, give the same bits). The CPU
-tests check the split rule: S from the shape alone, 1 where the tiles fill the SMs, boundaries multiples of 64.
+gemm_wg_splitk_* and gemm_wg_tma_splitk_* (split mode) and gemm_wg[_tma]_sliced_* (sliced mode, many rows) give
+exactly the ordered FP32 sum of the unsplit kernels' products over each K slice (acc = p0; acc += p1; ...; +
+bias; + c), the two modes the same bits, a row's bits do not depend on the row count, and the tile counters go
+back to zero (two launches, and a CUDA graph replayed twice, give the same bits). The CPU tests check the split
+rule (S from the shape alone, 1 where the tiles fill the SMs, boundaries multiples of 64) and the mode's.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import contextlib
 import numpy as np
 import pytest
 
-from cupy_getp.gpu.launch.splitk import (MIN_SPLIT_STAGES, SPLITK_ENV, WG_BK, SplitKWorkspace, wg_split_bounds,
-                                         wg_splits, wg_splitk_enabled)
+from cupy_getp.gpu.launch.splitk import (MIN_SPLIT_STAGES, SPLITK_ENV, WG_BK, SplitKWorkspace, wg_sliced,
+                                         wg_split_bounds, wg_split_rows_limit, wg_splits, wg_splitk_enabled)
 from gpu_helpers import host, poisoned
 from gpu_helpers import to_device as dev
 from test_gpu_gemm_tc import activations, bf16_weights, split
@@ -37,8 +38,8 @@ def splitk(kernels, on: bool = True):
         kernels.wg_splitk = kept
 
 
-def splitk_launches(kernels) -> int:
-    return sum(n for name, n in kernels.device.counters.launches.items() if "_splitk_" in name)
+def splitk_launches(kernels, modes=("_splitk_", "_sliced_")) -> int:
+    return sum(n for name, n in kernels.device.counters.launches.items() if any(m in name for m in modes))
 
 
 def split_product(gpu, a, w, bias, c0, pieces: int, accumulate: bool):
@@ -111,6 +112,29 @@ def test_splitk_rows_do_not_depend_on_the_row_count(gpu, rng, tma, pieces, n, k)
                 np.testing.assert_array_equal(part, full[start:start + m], err_msg=f"{m} rows at {start}")
 
     with_tma(gpu[1], tma, run)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("tma", [False, True])
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("n, k", SHAPES)
+def test_sliced_and_split_modes_give_the_same_bits(gpu, rng, monkeypatch, tma, pieces, n, k):
+    """The same split product in each mode, forced (the launch helper picks by the tiles): bit-identical, with
+    and without bias and c; and the forced mode's kernels are the ones that ran."""
+    kernels = gpu[1]
+    w = bf16_weights(rng, (n, k))
+    bias = dev(rng.standard_normal(n).astype(np.float32))
+    for m in (65, 300, 1024):
+        a = activations(rng, (m, k), heavy=True)
+        c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
+        for accumulate, b in ((False, None), (True, bias)):
+            outputs = []
+            for mode, sliced_rows in (("_sliced_", 64), ("_splitk_", None)):
+                monkeypatch.setattr(kernels, "wg_dense_sliced", lambda *args, rows=sliced_rows: rows)
+                launched = splitk_launches(kernels, (mode,))
+                with_tma(kernels, tma, lambda: outputs.append(split_product(gpu, a, w, b, c0, pieces, accumulate)))
+                assert splitk_launches(kernels, (mode,)) == launched + 1, mode
+            np.testing.assert_array_equal(outputs[0], outputs[1], err_msg=f"{m} rows, accumulate {accumulate}")
 
 
 @pytest.mark.gpu
@@ -214,6 +238,40 @@ def test_the_split_products_take_the_twins_with_a_workspace(monkeypatch, rng):
         kernels.gemm_tc(host_array(np.zeros((7, 2000), np.float32)), ap, host_array(bf16_weights(rng, (2000, k))))
 
 
+def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
+    """Where a split product's one-block tiles (64 rows high in sliced mode) give every SM a block, the helper
+    launches gemm_wg_sliced_r64_p{P}_b1 over (tiles, row tiles) with the splits and no workspace; below, the split
+    mode."""
+    import sys
+
+    from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    kernels = FakeKernels(FakeDevice())
+    kernels.wgmma, kernels.wg_splitk, kernels._sm_count = True, True, 132
+    grids = []
+    launch = kernels._launch
+    monkeypatch.setattr(kernels, "_launch", lambda name, grid, *args, **kw: (grids.append((name, grid, args[1][-1])),
+                                                                               launch(name, grid, *args, **kw)))
+    n, k = 5120, 24 * WG_BK  # qkv's 40 tiles; K of 24 stages (quicker oracles than qkv's 45), also S = 3
+    assert wg_splits(n, k, 132) == 3
+    w = host_array(bf16_weights(rng, (n, k)))
+    expected = {150: ("gemm_wg_splitk_r64_p3_b1", (40, 3, 3)), 200: ("gemm_wg_sliced_r64_p3_b1", (40, 4)),
+                400: ("gemm_wg_sliced_r64_p3_b1", (40, 7))}  # 3 x 40 < 132 <= 4 x 40 tiles
+    for m, (name, grid) in expected.items():
+        a = activations(rng, (m, k), heavy=True)
+        ap = host_array(np.zeros((3, m, pieces_lda(k)), np.uint16))
+        kernels.split_pieces(ap, host_array(a))
+        c = host_array(np.zeros((m, n), np.float32))
+        kernels.gemm_tc(c, ap, w)
+        assert grids[-1][:2] == (name, grid), m
+        if "sliced" in name:
+            assert int(grids[-1][2]) == 3  # the splits, as an argument
+    assert wg_sliced(5120, 129, 64, 132) is False and wg_sliced(5120, 193, 64, 132) is True
+    assert wg_sliced(5120, 4096, None, 132) is False  # rows below the sliced heights: split mode
+
+
 def test_a_grown_workspace_keeps_the_buffers_a_graph_may_name(monkeypatch):
     import sys
 
@@ -249,3 +307,9 @@ def test_reserve_sizes_the_workspace_once_for_the_largest_product(monkeypatch):
     kernels.reserve_splitk(16, shapes)
     assert kernels._splitk.work.size == 3 * 16 * 5120 and kernels._splitk.counters.size == 40 * 2
     assert kernels._splitk.kept == []
+    # 1152 rows: split mode holds qkv to 3 row tiles of 128 (384 rows), the output projection to 5 (640)
+    assert wg_split_rows_limit(5120, 132) == 384 and wg_split_rows_limit(2880, 132) == 640
+    assert wg_split_rows_limit(201088, 132) == 32
+    kernels.reserve_splitk(1152, shapes)
+    assert kernels._splitk.work.size == max(3 * 384 * 5120, 5 * 640 * 2880, 5 * 1152 * 32)
+    assert kernels._splitk.counters.size == max(40 * 48, 23 * 80, 1 * 144)

@@ -27,7 +27,7 @@ from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_ROWS, wgmma_disabled
-from .launch.splitk import wg_splitk_enabled
+from .launch.splitk import WG_SLICED_ROWS, wg_splitk_enabled
 from .launch.tensor_map import TensorMaps, wg_tma_enabled
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
@@ -49,6 +49,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                      for rows, blocks in WG_DENSE_TILES[pieces]),
                    *(f"gemm_wg{tma}_splitk_r{rows}_p{pieces}_b1" for tma in ("", "_tma") for pieces in (3, 1)
                      for rows in WG_ROWS[pieces]),
+                   *(f"gemm_wg{tma}_sliced_r{rows}_p{pieces}_b1" for tma in ("", "_tma") for pieces in (3, 1)
+                     for rows in WG_SLICED_ROWS[pieces]),
                    *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in GROUPED_KINDS
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),

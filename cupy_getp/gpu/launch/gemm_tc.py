@@ -18,7 +18,7 @@ import re
 from ...errors import KernelArgumentError
 from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
-from .splitk import SplitKWorkspace, splitk_sizes, wg_splits
+from .splitk import SplitKWorkspace, splitk_sizes, wg_sliced, wg_sliced_rows, wg_split_rows_limit, wg_splits
 from .tensor_map import tma_eligible
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
@@ -161,25 +161,33 @@ class TensorCoreGemmLaunches:
 
     def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple,
                    splits: int = 1) -> None:
-        """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y); with
-        splits > 1 its split-K twin gemm_wg{kind}_splitk_... over (..., splits) (args then end in the workspace
-        and the counters)."""
+        """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y); kind may
+        end in _splitk (split-K's split mode: grid z = splits) or _sliced (its sliced mode)."""
         grid = (_blocks(n, 128 * features), grid_y, splits)
         if grid[0] == 0 or grid[1] == 0:
             return
-        name = f"gemm_wg{kind}{'_splitk' if splits > 1 else ''}_r{rows}_p{pieces}_b{features}"
-        self._launch(name, grid if splits > 1 else grid[:2], (WG_THREADS,), args, shared_mem=WG_SMEM_BYTES)
+        name = f"gemm_wg{kind}_r{rows}_p{pieces}_b{features}"
+        self._launch(name, grid if kind.endswith("_splitk") else grid[:2], (WG_THREADS,), args,
+                     shared_mem=WG_SMEM_BYTES)
 
     def wg_dense_splits(self, n: int, k: int) -> int:
         """Split-K splits of a dense wgmma product of N features over K: 1 unless wg_splitk; never a function of
         the row count (batch invariance)."""
         return wg_splits(n, k, self._tc_sm_count()) if self.wg_splitk else 1
 
+    def wg_dense_sliced(self, n: int, m: int, rows: int, pieces: int) -> int | None:
+        """The sliced kernels' tile height for a split product of M rows tiled `rows` high, where it runs in
+        sliced mode (launch/splitk.py's wg_sliced); None: split mode."""
+        sliced_rows = wg_sliced_rows(rows, pieces)
+        return sliced_rows if wg_sliced(n, m, sliced_rows, self._tc_sm_count()) else None
+
     def reserve_splitk(self, rows: int, shapes) -> None:
         """Size the split-K workspace for dense products of up to `rows` rows with weights of these (N, K)
-        shapes. Call it outside graph capture (at warm-up): a capture then never allocates."""
-        sizes = [splitk_sizes(rows, n, k, splits, 8) for n, k in shapes  # 8 rows: the shortest row tile
-                 if (splits := self.wg_dense_splits(n, k)) > 1]
+        shapes (split mode's rows only: the sliced mode needs none). Call it outside graph capture (at
+        warm-up): a capture then never allocates."""
+        sms = self._tc_sm_count()
+        sizes = [splitk_sizes(min(rows, wg_split_rows_limit(n, sms)), n, k, splits, 8)  # 8: the shortest tile
+                 for n, k in shapes if (splits := self.wg_dense_splits(n, k)) > 1]
         if sizes:  # one allocation for the largest (a grown workspace keeps the smaller alive)
             self._splitk_buffers(max(f for f, _ in sizes), max(t for _, t in sizes))
 
@@ -232,21 +240,25 @@ class TensorCoreGemmLaunches:
 
     def _wg_dense(self, c, ap, w, bias, accumulate: bool, tile, pieces: int, vec8: bool) -> None:
         """gemm_tc on the wgmma kernels (arguments checked). Split along K (wg_dense_splits), a product takes
-        one-block tiles whatever `tile` asks: the bits depend on neither."""
+        one-block tiles whatever `tile` asks, in sliced mode where those fill the SMs (wg_dense_sliced's
+        height), else in split mode: the bits depend on none of it."""
         (m, n), k = c.shape, w.shape[1]
         rows, features = tile or self.wg_tile(m, n, pieces)
         if (rows, features) not in WG_DENSE_TILES[pieces]:
             raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
                                       f"with {pieces} pieces: {WG_DENSE_TILES[pieces]}")
         splits = self.wg_dense_splits(n, k)
-        features = 1 if splits > 1 else features
+        sliced_rows = self.wg_dense_sliced(n, m, rows, pieces) if splits > 1 else None
+        features, rows = (1, sliced_rows or rows) if splits > 1 else (features, rows)
         sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
         if self.wg_tma and tma_eligible(w):
             kind, args = "_tma", (self.tensor_maps.of(w, 128 * features), c, ap, bias, *sizes)
         else:
             kind, args = "", (c, ap, w, bias, *sizes, I32(vec8))
-        if splits > 1:
-            args += self._splitk_buffers(*splitk_sizes(m, n, k, splits, rows))
+        if sliced_rows:
+            kind, args = kind + "_sliced", args + (I32(splits),)
+        elif splits > 1:
+            kind, args = kind + "_splitk", args + self._splitk_buffers(*splitk_sizes(m, n, k, splits, rows))
         self._wg_launch(kind, rows, pieces, features, n, _blocks(m, rows), args, splits)
 
     def _tc_grouping(self, pair_of_padded, tile_expert) -> tuple[int, int]:

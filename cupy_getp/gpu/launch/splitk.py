@@ -27,6 +27,10 @@ SPLITK_ENV = "CUPY_GETP_WG_SPLITK"
 WG_BK = 64  # K per stage: gemm_wgmma.hip's WG_BK; split boundaries are multiples of it
 MIN_SPLIT_STAGES = 8  # a split keeps at least this many stages (the ring's prologue and the fixup amortised)
 SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-feature block per consumer)
+# Row-tile heights of the sliced kernels (gemm_wg[_tma]_sliced_r{rows}_p{pieces}_b1) per piece count: the
+# slices' total beside acc (and t with 3 pieces) fits the registers only up to 64 rows (128 rows with 1 piece
+# spill: 168 registers a thread at most).
+WG_SLICED_ROWS = {3: (64,), 1: (64,)}
 
 
 def wg_splitk_enabled() -> bool:
@@ -44,6 +48,27 @@ def wg_splits(n: int, k: int, sms: int) -> int:
         return 1
     most = max(1, stages // MIN_SPLIT_STAGES)
     return min(range(1, most + 1), key=lambda s: (_blocks(tiles * s, sms) * _blocks(stages, s), s))
+
+
+def wg_sliced_rows(rows: int, pieces: int) -> int | None:
+    """The sliced kernels' tile height for a product the helper would tile `rows` high: the tallest sliced
+    height up to `rows`; None below the shortest (few rows: the split mode's many blocks are what help)."""
+    heights = [r for r in WG_SLICED_ROWS[pieces] if r <= rows]
+    return heights[-1] if heights else None
+
+
+def wg_sliced(n: int, m: int, rows: int | None, sms: int) -> bool:
+    """Whether a split product of M rows runs in sliced mode (one block a tile running the S slices in turn)
+    rather than split mode (S blocks a tile): where its one-block tiles of `rows` (wg_sliced_rows) already
+    give every SM a block. Both give the same bits, so the choice may follow M."""
+    return rows is not None and _blocks(n, SPLITK_FEATURES) * _blocks(m, rows) >= sms
+
+
+def wg_split_rows_limit(n: int, sms: int) -> int:
+    """The most rows a product of N features has in split mode as the launch helper tiles it (tiles x row tiles
+    < SMs, row tiles at most 128 high; or at most 32 rows, below the sliced heights): what its workspace must
+    hold."""
+    return max(32, (sms - 1) // _blocks(n, SPLITK_FEATURES) * 128)  # 32: below the sliced heights
 
 
 def wg_split_bounds(k: int, splits: int) -> list[int]:
