@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|mlp1stalls]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|mlp1stalls]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -200,6 +200,15 @@ PY
       if [ $rc = 0 ]; then
         CUPY_GETP_WG_SPLITK=1 timeout ${INV_SECONDS:-240} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py \
           > "$OUT/inv-splitk.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-splitk.log" | tail -12
+      fi
+      ;;
+    s7c)  # seventh session, run 3: the sliced mode with 128-row tiles (the split-K tests), the 1024-row products
+      # with split-K on and off (bench/onerow.py --rows 1024), then the exact headline with split-K on and off
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
+      rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12
+      if [ $rc = 0 ]; then
+        onerow_bench --rows 1024 --pieces 3 --launches 24 | grep -vE "mma.sync"
+        headline_splitk
       fi
       ;;
     s7b)  # seventh session, run 2: the exact headline with split-K on and off (s6b), then fast with split-K on

@@ -119,8 +119,9 @@ def test_splitk_rows_do_not_depend_on_the_row_count(gpu, rng, tma, pieces, n, k)
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("n, k", SHAPES)
 def test_sliced_and_split_modes_give_the_same_bits(gpu, rng, monkeypatch, tma, pieces, n, k):
-    """The same split product in each mode, forced (the launch helper picks by the tiles): bit-identical, with
-    and without bias and c; and the forced mode's kernels are the ones that ran."""
+    """The same split product in each mode, forced (the launch helper picks by the tiles): sliced with 64-row
+    tiles (total in registers), with 128-row tiles (total in the workspace) and split, bit-identical, with and
+    without bias and c; and the forced mode's kernels are the ones that ran."""
     kernels = gpu[1]
     w = bf16_weights(rng, (n, k))
     bias = dev(rng.standard_normal(n).astype(np.float32))
@@ -129,12 +130,13 @@ def test_sliced_and_split_modes_give_the_same_bits(gpu, rng, monkeypatch, tma, p
         c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
         for accumulate, b in ((False, None), (True, bias)):
             outputs = []
-            for mode, sliced_rows in (("_sliced_", 64), ("_splitk_", None)):
+            for mode, sliced_rows in (("_sliced_r64_", 64), ("_sliced_r128_", 128), ("_splitk_", None)):
                 monkeypatch.setattr(kernels, "wg_dense_sliced", lambda *args, rows=sliced_rows: rows)
                 launched = splitk_launches(kernels, (mode,))
                 with_tma(kernels, tma, lambda: outputs.append(split_product(gpu, a, w, b, c0, pieces, accumulate)))
                 assert splitk_launches(kernels, (mode,)) == launched + 1, mode
-            np.testing.assert_array_equal(outputs[0], outputs[1], err_msg=f"{m} rows, accumulate {accumulate}")
+            for mode, out in zip(("128-row sliced", "split"), outputs[1:]):
+                np.testing.assert_array_equal(out, outputs[0], err_msg=f"{mode}, {m} rows, accumulate {accumulate}")
 
 
 @pytest.mark.gpu
@@ -239,9 +241,9 @@ def test_the_split_products_take_the_twins_with_a_workspace(monkeypatch, rng):
 
 
 def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
-    """Where a split product's one-block tiles (64 rows high in sliced mode) give every SM a block, the helper
-    launches gemm_wg_sliced_r64_p{P}_b1 over (tiles, row tiles) with the splits and no workspace; below, the split
-    mode."""
+    """Where a split product's one-block tiles give every SM a block, the helper launches
+    gemm_wg_sliced_r{rows}_p{P}_b1 over (tiles, row tiles) with the splits, and with a workspace for the
+    running total of 128-row tiles; below, the split mode."""
     import sys
 
     from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
@@ -252,13 +254,14 @@ def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
     kernels.wgmma, kernels.wg_splitk, kernels._sm_count = True, True, 132
     grids = []
     launch = kernels._launch
-    monkeypatch.setattr(kernels, "_launch", lambda name, grid, *args, **kw: (grids.append((name, grid, args[1][-1])),
+    monkeypatch.setattr(kernels, "_launch", lambda name, grid, *args, **kw: (grids.append((name, grid, args[1])),
                                                                                launch(name, grid, *args, **kw)))
     n, k = 5120, 24 * WG_BK  # qkv's 40 tiles; K of 24 stages (quicker oracles than qkv's 45), also S = 3
     assert wg_splits(n, k, 132) == 3
     w = host_array(bf16_weights(rng, (n, k)))
     expected = {150: ("gemm_wg_splitk_r64_p3_b1", (40, 3, 3)), 200: ("gemm_wg_sliced_r64_p3_b1", (40, 4)),
-                400: ("gemm_wg_sliced_r64_p3_b1", (40, 7))}  # 3 x 40 < 132 <= 4 x 40 tiles
+                400: ("gemm_wg_sliced_r64_p3_b1", (40, 7)),  # 3 x 40 < 132 <= 4 x 40 tiles
+                1024: ("gemm_wg_sliced_r128_p3_b1", (40, 8))}  # above 512 rows qkv's tiles are 128 high
     for m, (name, grid) in expected.items():
         a = activations(rng, (m, k), heavy=True)
         ap = host_array(np.zeros((3, m, pieces_lda(k)), np.uint16))
@@ -266,8 +269,10 @@ def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
         c = host_array(np.zeros((m, n), np.float32))
         kernels.gemm_tc(c, ap, w)
         assert grids[-1][:2] == (name, grid), m
-        if "sliced" in name:
-            assert int(grids[-1][2]) == 3  # the splits, as an argument
+        if "sliced" in name:  # the splits, then the running total's workspace (128-row tiles) or none
+            splits, work = grids[-1][2][-2:]
+            assert int(splits) == 3
+            assert work is None if m < 1024 else work.size >= m * n
     assert wg_sliced(5120, 129, 64, 132) is False and wg_sliced(5120, 193, 64, 132) is True
     assert wg_sliced(5120, 4096, None, 132) is False  # rows below the sliced heights: split mode
 
@@ -311,5 +316,6 @@ def test_reserve_sizes_the_workspace_once_for_the_largest_product(monkeypatch):
     assert wg_split_rows_limit(5120, 132) == 384 and wg_split_rows_limit(2880, 132) == 640
     assert wg_split_rows_limit(201088, 132) == 32
     kernels.reserve_splitk(1152, shapes)
-    assert kernels._splitk.work.size == max(3 * 384 * 5120, 5 * 640 * 2880, 5 * 1152 * 32)
+    assert kernels._splitk.work.size == max(3 * 384 * 5120, 5 * 640 * 2880, 5 * 1152 * 32,  # split mode
+                                            1152 * 5120)  # the sliced mode's running total (128-row tiles)
     assert kernels._splitk.counters.size == max(40 * 48, 23 * 80, 1 * 144)

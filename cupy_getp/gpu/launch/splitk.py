@@ -27,10 +27,10 @@ SPLITK_ENV = "CUPY_GETP_WG_SPLITK"
 WG_BK = 64  # K per stage: gemm_wgmma.hip's WG_BK; split boundaries are multiples of it
 MIN_SPLIT_STAGES = 8  # a split keeps at least this many stages (the ring's prologue and the fixup amortised)
 SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-feature block per consumer)
-# Row-tile heights of the sliced kernels (gemm_wg[_tma]_sliced_r{rows}_p{pieces}_b1) per piece count: the
-# slices' total beside acc (and t with 3 pieces) fits the registers only up to 64 rows (128 rows with 1 piece
-# spill: 168 registers a thread at most).
-WG_SLICED_ROWS = {3: (64,), 1: (64,)}
+# Row-tile heights of the sliced kernels (gemm_wg[_tma]_sliced_r{rows}_p{pieces}_b1) per piece count; the
+# 128-row ones keep the slices' running total in the workspace (M, N) (in registers it would spill).
+WG_SLICED_ROWS = {3: (64, 128), 1: (64, 128)}
+WG_SLICED_TOTAL_IN_MEMORY = 128
 
 
 def wg_splitk_enabled() -> bool:
@@ -81,6 +81,12 @@ def wg_split_bounds(k: int, splits: int) -> list[int]:
 def splitk_sizes(m: int, n: int, k: int, splits: int, rows: int) -> tuple[int, int]:
     """(workspace floats, counters) of a split product of M rows in row tiles of `rows`."""
     return splits * m * n, _blocks(n, SPLITK_FEATURES) * _blocks(m, rows)
+
+
+def sliced_sizes(m: int, n: int, rows: int) -> tuple[int, int]:
+    """(workspace floats, counters) of a sliced product of M rows in row tiles of `rows`: its (M, N) running
+    total where 128 rows high, else nothing."""
+    return (m * n if rows >= WG_SLICED_TOTAL_IN_MEMORY else 0), 0
 
 
 class SplitKWorkspace:
