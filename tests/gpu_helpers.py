@@ -3,6 +3,8 @@ synchronisation, and NaN-poisoned outputs (every element a kernel should write m
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 
@@ -43,3 +45,17 @@ def random_mxfp4_matrix(rng, shape) -> tuple[np.ndarray, np.ndarray]:
     pairs = codes.reshape(*lead, groups, 16, 2)
     middle = 127 + round(math.log2(1 / math.sqrt(cols) / 2.93))  # 2.93: the E2M1 codes' rms
     return pairs[..., 0] | (pairs[..., 1] << 4), rng.integers(middle - 1, middle + 2, (*lead, groups), dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def kernel_settings(kernels, **settings):
+    """A context in which `kernels` has these attributes (wgmma=False: the mma.sync kernels; wg_tma: W by TMA or
+    by cp.async; wg_splitk: split-K on or off), each set back as it was afterwards."""
+    kept = {name: getattr(kernels, name) for name in settings}
+    for name, value in settings.items():
+        setattr(kernels, name, value)
+    try:
+        yield
+    finally:
+        for name, value in kept.items():
+            setattr(kernels, name, value)

@@ -15,7 +15,7 @@ import pytest
 
 from cupy_getp.gpu.launch.gemm_tc import WG_DENSE_TILES, WG_GROUPED_ROWS, pieces_lda, wg_grouped_rows
 from cupy_getp.gpu.launch.moe import moe_align_host
-from gpu_helpers import host, poisoned
+from gpu_helpers import host, kernel_settings, poisoned
 from gpu_helpers import to_device as dev
 from test_gpu_gemm_tc import (LIMIT, activations, assert_accurate, bf16_weights, check_dense, check_grouped,
                               check_grouped_swiglu, choose_experts, product, split)
@@ -30,9 +30,8 @@ def gpu(gpu):
     these tests are about the unsplit kernels (tests/test_gpu_gemm_wgmma_splitk.py sets it per test)."""
     if not gpu[1].wgmma:
         pytest.skip(f"no wgmma kernels on {gpu[0].describe()}: {gpu[1].not_built.get('gemm_wgmma', 'disabled')}")
-    kept, gpu[1].wg_splitk = gpu[1].wg_splitk, False
-    yield gpu
-    gpu[1].wg_splitk = kept
+    with kernel_settings(gpu[1], wg_splitk=False):
+        yield gpu
 
 
 @pytest.mark.gpu
@@ -44,21 +43,6 @@ def test_wgmma_path_is_live_on_hopper(gpu_module):
         pytest.skip(f"not a Hopper GPU: {device.describe()}")
     assert "gemm_wgmma" not in kernels.not_built, kernels.not_built
     assert kernels.wgmma
-
-
-def mma_sync(kernels):
-    """A context in which the products take the mma.sync kernels."""
-    import contextlib
-
-    @contextlib.contextmanager
-    def switched():
-        kernels.wgmma = False
-        try:
-            yield
-        finally:
-            kernels.wgmma = True
-
-    return switched()
 
 
 # -- dense ---------------------------------------------------------------------------------------------
@@ -124,7 +108,7 @@ def test_dense_bits_equal_the_mma_sync_kernels(gpu, rng, pieces, m, k, n):
     ap, w = split(gpu[1], dev(activations(rng, (m, k), heavy=True)), pieces), dev(bf16_weights(rng, (n, k)))
     c_wg, c_mma = poisoned((m, n)), poisoned((m, n))
     gpu[1].gemm_tc(c_wg, ap, w)
-    with mma_sync(gpu[1]):
+    with kernel_settings(gpu[1], wgmma=False):
         gpu[1].gemm_tc(c_mma, ap, w, tile=(64, 128))
     np.testing.assert_array_equal(host(c_wg, gpu), host(c_mma, gpu))
 
@@ -133,15 +117,6 @@ def test_dense_bits_equal_the_mma_sync_kernels(gpu, rng, pieces, m, k, n):
 def tma_launches(kernels) -> int:
     """How many gemm_wg_tma_* kernels this device's Kernels launched so far."""
     return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith("gemm_wg_tma_"))
-
-
-def with_tma(kernels, on: bool, run) -> None:
-    """run() with the dense wgmma products reading W by TMA (on) or by the producer's cp.async (off)."""
-    kept, kernels.wg_tma = kernels.wg_tma, on
-    try:
-        run()
-    finally:
-        kernels.wg_tma = kept
 
 
 @pytest.mark.gpu
@@ -160,7 +135,8 @@ def test_tma_dense_bits_equal_the_cp_async_kernels(gpu, rng, pieces, k, n):
                 for on in (False, True):
                     c = c0.copy() if accumulate else poisoned((m, n))
                     launched = tma_launches(gpu[1])
-                    with_tma(gpu[1], on, lambda: gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=tile))
+                    with kernel_settings(gpu[1], wg_tma=on):
+                        gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=tile)
                     assert tma_launches(gpu[1]) - launched == on, "the TMA kernels ran only when asked"
                     outputs.append(host(c, gpu))
                 np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=f"{m} rows, tile {tile}, "
@@ -174,7 +150,8 @@ def test_tma_leaves_weights_no_tensor_map_can_describe_to_the_cp_async_kernels(g
         a, w = activations(rng, (9, k), heavy=True), bf16_weights(rng, (70, k))
         ap, c = split(gpu[1], dev(a), 3), poisoned((9, 70))
         launched = tma_launches(gpu[1])
-        with_tma(gpu[1], True, lambda: gpu[1].gemm_tc(c, ap, dev(w, offset)))
+        with kernel_settings(gpu[1], wg_tma=True):
+            gpu[1].gemm_tc(c, ap, dev(w, offset))
         assert tma_launches(gpu[1]) == launched
         assert_accurate(host(c, gpu), *product(a, w), pieces=3, exact_abs=False)
 

@@ -8,34 +8,21 @@ rule (S from the shape alone, 1 where the tiles fill the SMs, boundaries multipl
 
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import pytest
 
 from cupy_getp.gpu.launch.splitk import (MIN_SPLIT_STAGES, SPLITK_ENV, WG_BK, SplitKWorkspace, wg_sliced,
                                          wg_split_bounds, wg_split_rows_limit, wg_splits, wg_splitk_enabled)
-from gpu_helpers import host, poisoned
+from gpu_helpers import host, kernel_settings, poisoned
 from gpu_helpers import to_device as dev
 from test_gpu_gemm_tc import activations, bf16_weights, split
 import test_gpu_gemm_wgmma
-from test_gpu_gemm_wgmma import with_tma
 
 gpu = test_gpu_gemm_wgmma.gpu  # the fixture: conftest's (Device, Kernels) where the wgmma kernels are live
 
 # (N, K): qkv, the output projection, the router, a few tiles with a partial last stage, K % 8 != 0 (neither
 # 16-byte copies nor a tensor map)
 SHAPES = [(5120, 2880), (2880, 4096), (32, 2880), (300, 1000), (130, 1100)]
-
-
-@contextlib.contextmanager
-def splitk(kernels, on: bool = True):
-    """The dense wgmma products with split-K on (or off), whatever CUPY_GETP_WG_SPLITK said."""
-    kept, kernels.wg_splitk = kernels.wg_splitk, on
-    try:
-        yield
-    finally:
-        kernels.wg_splitk = kept
 
 
 def splitk_launches(kernels, modes=("_splitk_", "_sliced_")) -> int:
@@ -47,7 +34,7 @@ def split_product(gpu, a, w, bias, c0, pieces: int, accumulate: bool):
     kernels = gpu[1]
     c = c0.copy() if accumulate else poisoned(c0.shape)
     launched = splitk_launches(kernels)
-    with splitk(kernels):
+    with kernel_settings(kernels, wg_splitk=True):
         kernels.gemm_tc(c, split(kernels, dev(a), pieces), dev(w), bias, accumulate)
     assert splitk_launches(kernels) == launched + 1
     return host(c, gpu)
@@ -58,7 +45,7 @@ def sliced_sum(gpu, a, w, bias, c0, pieces: int, accumulate: bool, splits: int):
     and c: what the split-K kernels must write, bit for bit."""
     kernels, parts = gpu[1], []
     bounds = wg_split_bounds(w.shape[1], splits)
-    with splitk(kernels, False):
+    with kernel_settings(kernels, wg_splitk=False):
         for k0, k1 in zip(bounds, bounds[1:]):
             c = poisoned(c0.shape)
             kernels.gemm_tc(c, split(kernels, dev(np.ascontiguousarray(a[:, k0:k1])), pieces),
@@ -85,10 +72,10 @@ def test_splitk_is_the_ordered_sum_of_the_slices(gpu, rng, tma, pieces, n, k):
         a = activations(rng, (m, k), heavy=True)
         c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
         for accumulate in (False, True):
-            want, got = [], []
-            with_tma(gpu[1], tma, lambda: want.append(sliced_sum(gpu, a, w, bias, c0, pieces, accumulate, splits)))
-            with_tma(gpu[1], tma, lambda: got.append(split_product(gpu, a, w, bias, c0, pieces, accumulate)))
-            np.testing.assert_array_equal(got[0], want[0], err_msg=f"{m} rows, {splits} splits, "
+            with kernel_settings(gpu[1], wg_tma=tma):
+                want = sliced_sum(gpu, a, w, bias, c0, pieces, accumulate, splits)
+                got = split_product(gpu, a, w, bias, c0, pieces, accumulate)
+            np.testing.assert_array_equal(got, want, err_msg=f"{m} rows, {splits} splits, "
                                           f"accumulate {accumulate}")
 
 
@@ -111,7 +98,8 @@ def test_splitk_rows_do_not_depend_on_the_row_count(gpu, rng, tma, pieces, n, k)
                 part = split_product(gpu, a[start:start + m], w, bias, c0[:m], pieces, False)
                 np.testing.assert_array_equal(part, full[start:start + m], err_msg=f"{m} rows at {start}")
 
-    with_tma(gpu[1], tma, run)
+    with kernel_settings(gpu[1], wg_tma=tma):
+        run()
 
 
 @pytest.mark.gpu
@@ -133,7 +121,8 @@ def test_sliced_and_split_modes_give_the_same_bits(gpu, rng, monkeypatch, tma, p
             for mode, sliced_rows in (("_sliced_r64_", 64), ("_sliced_r128_", 128), ("_splitk_", None)):
                 monkeypatch.setattr(kernels, "wg_dense_sliced", lambda *args, rows=sliced_rows: rows)
                 launched = splitk_launches(kernels, (mode,))
-                with_tma(kernels, tma, lambda: outputs.append(split_product(gpu, a, w, b, c0, pieces, accumulate)))
+                with kernel_settings(kernels, wg_tma=tma):
+                    outputs.append(split_product(gpu, a, w, b, c0, pieces, accumulate))
                 assert splitk_launches(kernels, (mode,)) == launched + 1, mode
             for mode, out in zip(("128-row sliced", "split"), outputs[1:]):
                 np.testing.assert_array_equal(out, outputs[0], err_msg=f"{mode}, {m} rows, accumulate {accumulate}")
@@ -153,7 +142,7 @@ def test_splitk_counters_reset_for_the_next_launch_and_graph_replays(gpu, rng, t
 
     def run():
         outputs = []
-        with splitk(kernels):
+        with kernel_settings(kernels, wg_splitk=True):
             kernels.reserve_splitk(m, [(n, k)])
             for _ in range(2):
                 c = poisoned((m, n))
@@ -172,7 +161,8 @@ def test_splitk_counters_reset_for_the_next_launch_and_graph_replays(gpu, rng, t
         for out in outputs[1:]:
             np.testing.assert_array_equal(out, outputs[0])
 
-    with_tma(kernels, tma, run)
+    with kernel_settings(kernels, wg_tma=tma):
+        run()
 
 
 # -- host side (no GPU) ----------------------------------------------------------------------------------
