@@ -492,57 +492,62 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
   for (int mb = 0; mb < MB; ++mb)
     #pragma unroll
     for (int i = 0; i < BR / 2; ++i) t[mb][i] = 0.0f;
-  int slice = 0;  // Slices::SLICED: the slice step s is in
-  for (int s = 0; s < steps; ++s) {
-    const int b = s % S::STAGES;
-    mbar_wait(full + 8 * b, (s / S::STAGES) & 1);
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
-    const unsigned stage = base + b * S::BYTES, a0 = stage + w_off, b0 = stage + S::W_BYTES;
-    if constexpr (PIECES == 3) {
-      #pragma unroll
-      for (int kk = 0; kk < WG_BK / 16; ++kk) {
-        unsigned a[MB][4];  // W from registers: read from shared memory once for the three pieces
+  // Slices::SLICED: a loop a slice, its stages then (every product done) its fold, so that ptxas sees no
+  // non-wgmma write to acc while products are in flight (its C7515 serialisation, met with the fold inside
+  // the loop over stages); WgWhole: one slice of every stage, the plain loop over K.
+  const int n_slices = Slices::SLICED ? slices.splits : 1;
+  for (int slice = 0, s = 0; slice < n_slices; ++slice) {
+    const int end = Slices::SLICED ? wg_slice_end(steps, slices.splits, slice) : steps;
+    for (; s < end; ++s) {
+      const int b = s % S::STAGES;
+      mbar_wait(full + 8 * b, (s / S::STAGES) & 1);
+      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
+      const unsigned stage = base + b * S::BYTES, a0 = stage + w_off, b0 = stage + S::W_BYTES;
+      if constexpr (PIECES == 3) {
         #pragma unroll
-        for (int mb = 0; mb < MB; ++mb) wg_load_a(a[mb], a0 + mb * 64 * 128, kk);
-        wg_fence();
-        #pragma unroll
-        for (int mb = 0; mb < MB; ++mb) {
-          const unsigned bk = b0 + 32 * kk;
-          wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk + 2 * BR * 128), 0);
-          wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk + BR * 128), 1);
-          wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk), 1);
-        }
-        wg_commit();
-        wg_wait0();
-        #pragma unroll
-        for (int mb = 0; mb < MB; ++mb) {
-          wg_fence_operands(t[mb]);
+        for (int kk = 0; kk < WG_BK / 16; ++kk) {
+          unsigned a[MB][4];  // W from registers: read from shared memory once for the three pieces
           #pragma unroll
-          for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
-        }
-      }
-      mbar_arrive(empty + 8 * b);
-      if constexpr (Slices::SLICED)
-        if (s + 1 == wg_slice_end(steps, slices.splits, slice)) slices.fold(acc, slice++, s + 1 == steps);
-    } else {
-      wg_fence();
-      #pragma unroll
-      for (int kk = 0; kk < WG_BK / 16; ++kk)
-        #pragma unroll
-        for (int mb = 0; mb < MB; ++mb)
-          wg_mma<BR>(acc[mb], wg_desc(a0 + mb * 64 * 128 + 32 * kk), wg_desc(b0 + 32 * kk), 1);
-      wg_commit();
-      if (s > 0) {
-        asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-        mbar_arrive(empty + 8 * ((s - 1) % S::STAGES));  // step s - 1's products are done
-      }
-      if constexpr (Slices::SLICED)
-        if (s + 1 == wg_slice_end(steps, slices.splits, slice)) {
+          for (int mb = 0; mb < MB; ++mb) wg_load_a(a[mb], a0 + mb * 64 * 128, kk);
+          wg_fence();
+          #pragma unroll
+          for (int mb = 0; mb < MB; ++mb) {
+            const unsigned bk = b0 + 32 * kk;
+            wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk + 2 * BR * 128), 0);
+            wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk + BR * 128), 1);
+            wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk), 1);
+          }
+          wg_commit();
           wg_wait0();
           #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) wg_fence_operands(acc[mb]);
-          slices.fold(acc, slice++, s + 1 == steps);
+          for (int mb = 0; mb < MB; ++mb) {
+            wg_fence_operands(t[mb]);
+            #pragma unroll
+            for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+          }
         }
+        mbar_arrive(empty + 8 * b);
+      } else {
+        wg_fence();
+        #pragma unroll
+        for (int kk = 0; kk < WG_BK / 16; ++kk)
+          #pragma unroll
+          for (int mb = 0; mb < MB; ++mb)
+            wg_mma<BR>(acc[mb], wg_desc(a0 + mb * 64 * 128 + 32 * kk), wg_desc(b0 + 32 * kk), 1);
+        wg_commit();
+        if (s > 0) {
+          asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+          mbar_arrive(empty + 8 * ((s - 1) % S::STAGES));  // step s - 1's products are done
+        }
+      }
+    }
+    if constexpr (Slices::SLICED) {
+      if constexpr (PIECES == 1) {
+        wg_wait0();
+        #pragma unroll
+        for (int mb = 0; mb < MB; ++mb) wg_fence_operands(acc[mb]);
+      }
+      slices.fold(acc, slice, end == steps);
     }
   }
   if constexpr (PIECES == 1) {
