@@ -415,10 +415,10 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
 // the split mode's blockIdx.z = j runs them (wg_split_k); the step after which slice j ends.
 GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice + 1) * steps / splits; }
 
-// How wg_product cuts K: WgWhole, not at all (every product but the sliced ones); WgTotalInRegisters and
-// WgTotalInMemory, in `splits` slices, each summed from zero into acc and folded into a running total in slice
-// order at its end (`fold`): total = p0, then total += p1, ...; the last fold leaves total + acc in acc. These
-// are the split mode's fixup sums, bit for bit.
+// How wg_product cuts K: WgWhole, not at all (every product but the sliced ones); WgTotalInRegisters, in
+// `splits` slices, each summed from zero into acc and folded into a running total in slice order at its end
+// (`fold`): total = p0, then total += p1, ...; the last fold leaves total + acc in acc. These are the split
+// mode's fixup sums, bit for bit.
 struct WgWhole {
   static const bool SLICED = false;
   int splits;
@@ -437,7 +437,7 @@ struct WgWhole {
 // pieces = 1: the tensor cores accumulate into acc, one stage's products in flight while the next is
 // issued. `dummy`: the source of zero-filled copies, a valid 16-byte-aligned address (the activation pieces,
 // whose alignment the launch helper checks; W need not be aligned). `slices` (split-K's sliced mode): K in
-// slices, each summed from zero and folded into a running total in slice order (WgTotalIn...): the bits of
+// slices, each summed from zero and folded into a running total in slice order (WgTotalInRegisters): the bits of
 // the split mode's S blocks. Returns true on consumers (their acc holds the result).
 template <int BR, int PIECES, int MB, class WRowOf, class ARow, class Slices = WgWhole>
 GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, size_t plane,
@@ -733,10 +733,10 @@ GETP_DEVICE void wg_dense_tma_splitk(const WgTensorMap& w_map, float* __restrict
 // refill and drain a pipeline for a third of the stages (the 1024-row step: 68.6 -> 75.6 ms, bench/RESULTS.md).
 // The sliced kernels run the same S slices one after the other in one block and sum them in the split mode's
 // order (wg_product's `slices`): the same bits, so the launch helper may pick a mode by the row count. Grid
-// (ceil(N / 128), ceil(M / BR)); `splits` from launch/splitk.py; `work` (M, N) FP32 for 128-row tiles (their
-// total in memory), else unused.
+// (ceil(N / 128), ceil(M / BR)); `splits` from launch/splitk.py. BR <= 64: beside t and acc, the total of 128
+// rows would spill (kept in memory instead, it made the 1024-row qkv product 1.65x slower on an H100).
 #if GETP_WGMMA
-// The total in registers: up to 64 rows (t, acc and the total take 3 BR / 2 registers a thread with 3 pieces).
+// The total in registers (t, acc and the total take 3 BR / 2 registers a thread with 3 pieces).
 template <int MB, int N>
 struct WgTotalInRegisters {
   static const bool SLICED = true;
@@ -757,62 +757,19 @@ struct WgTotalInRegisters {
       }
   }
 };
-
-// The total in a workspace (M, N) FP32, each value written and read back by the thread that owns it (no other
-// thread touches it): 128-row tiles, whose total would not fit the registers. NEXT: wg_epilogue's.
-template <int BR, int NEXT>
-struct WgTotalInMemory {
-  static const bool SLICED = true;
-  int splits;
-  float* __restrict__ work;
-  int m0, n0, M, N;
-  GETP_DEVICE void fold(float (&acc)[1][BR / 2], int slice, bool last) {
-    wg_acc_places<BR, 1, NEXT>([&](int, int i, int row, int feature) {
-      const int m = m0 + row, n = n0 + feature;
-      float* p = work + (size_t)m * N + n;
-      #pragma unroll
-      for (int e = 0; e < 2; ++e) {  // acc[0][i] at feature, acc[0][i + 2] at feature + NEXT
-        const int j = i + 2 * e;
-        const bool inside = m < M && n + e * NEXT < N;
-        const float sum = slice == 0 || !inside ? acc[0][j] : p[e * NEXT] + acc[0][j];
-        if (last) {
-          acc[0][j] = sum;
-        } else {
-          if (inside) p[e * NEXT] = sum;
-          acc[0][j] = 0.0f;
-        }
-      }
-    });
-  }
-};
-
-// The running total of a sliced tile of BR rows: in registers up to 64 rows, in `work` for 128.
-template <int BR, int NEXT>
-struct WgSlicedTotal {
-  typedef WgTotalInRegisters<1, BR / 2> type;
-  GETP_DEVICE static type make(int splits, float*, int, int, int, int) { return type{splits}; }
-};
-template <int NEXT>
-struct WgSlicedTotal<128, NEXT> {
-  typedef WgTotalInMemory<128, NEXT> type;
-  GETP_DEVICE static type make(int splits, float* work, int m0, int n0, int M, int N) {
-    return type{splits, work, m0, n0, M, N};
-  }
-};
 #endif
 
 template <int BR, int PIECES>
 GETP_DEVICE void wg_dense_sliced(float* __restrict__ c, const unsigned short* __restrict__ ap,
                                  const unsigned short* __restrict__ w, const float* __restrict__ bias, int M, int N,
-                                 int K, int lda, int accumulate, int vec8, int splits, float* __restrict__ work) {
+                                 int K, int lda, int accumulate, int vec8, int splits) {
 #if GETP_WGMMA
   const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128;
   float acc[1][BR / 2];
   auto w_row = [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; };
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  typedef WgSlicedTotal<BR, WG_PAIRED> Total;
   if (!wg_product<BR, PIECES, 1>(acc, w_row, a_row, (size_t)M * lda, ap, K, vec8,
-                                 Total::make(splits, work, m0, n0, M, N)))
+                                 WgTotalInRegisters<1, BR / 2>{splits}))
     return;
   wg_dense_store<BR, 1, WG_PAIRED>(acc, c, bias, m0, n0, M, N, accumulate);
 #endif
@@ -822,14 +779,13 @@ GETP_DEVICE void wg_dense_sliced(float* __restrict__ c, const unsigned short* __
 template <int BR, int PIECES>
 GETP_DEVICE void wg_dense_tma_sliced(const WgTensorMap& w_map, float* __restrict__ c,
                                      const unsigned short* __restrict__ ap, const float* __restrict__ bias, int M,
-                                     int N, int K, int lda, int accumulate, int splits, float* __restrict__ work) {
+                                     int N, int K, int lda, int accumulate, int splits) {
 #if GETP_WGMMA
   const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128;
   float acc[1][BR / 2];
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  typedef WgSlicedTotal<BR, WG_IN_ORDER> Total;
   if (!wg_product<BR, PIECES, 1>(acc, WgTmaW{&w_map, n0, 0}, a_row, (size_t)M * lda, ap, K, 1,
-                                 Total::make(splits, work, m0, n0, M, N)))
+                                 WgTotalInRegisters<1, BR / 2>{splits}))
     return;
   wg_dense_store<BR, 1, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate);
 #endif
@@ -953,15 +909,13 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
 #define WG_SLICED_KERNELS(BR, P)                                                                                    \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_sliced_r##BR##_p##P##_b1(                  \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
-      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8, int splits,           \
-      float* __restrict__ work) {                                                                                   \
-    wg_dense_sliced<BR, P>(c, ap, w, bias, M, N, K, lda, accumulate, vec8, splits, work);                           \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8, int splits) {         \
+    wg_dense_sliced<BR, P>(c, ap, w, bias, M, N, K, lda, accumulate, vec8, splits);                                 \
   }                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_sliced_r##BR##_p##P##_b1(              \
       const WG_GRID_CONSTANT WgTensorMap w_map, float* __restrict__ c, const unsigned short* __restrict__ ap,       \
-      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int splits,                     \
-      float* __restrict__ work) {                                                                                   \
-    wg_dense_tma_sliced<BR, P>(w_map, c, ap, bias, M, N, K, lda, accumulate, splits, work);                         \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int splits) {                   \
+    wg_dense_tma_sliced<BR, P>(w_map, c, ap, bias, M, N, K, lda, accumulate, splits);                               \
   }
 #define WG_DENSE_KERNELS(BR, P, MB) WG_DENSE_KERNEL(BR, P, MB) WG_DENSE_TMA_KERNEL(BR, P, MB)
 #define WG_KERNELS(BR, P)                                                                                           \
@@ -991,5 +945,3 @@ WG_SPLITK_KERNELS(64, 1)
 WG_SPLITK_KERNELS(128, 1)
 WG_SLICED_KERNELS(64, 3)
 WG_SLICED_KERNELS(64, 1)
-WG_SLICED_KERNELS(128, 3)
-WG_SLICED_KERNELS(128, 1)

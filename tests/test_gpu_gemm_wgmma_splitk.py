@@ -20,9 +20,9 @@ import test_gpu_gemm_wgmma
 
 gpu = test_gpu_gemm_wgmma.gpu  # the fixture: conftest's (Device, Kernels) where the wgmma kernels are live
 
-# (N, K): qkv, the output projection, the router, a few tiles with a partial last stage, K % 8 != 0 (neither
-# 16-byte copies nor a tensor map)
-SHAPES = [(5120, 2880), (2880, 4096), (32, 2880), (300, 1000), (130, 1100)]
+# (N, K): 25 tiles over qkv's K, the output projection, the router, a few tiles with a partial last stage,
+# K % 8 != 0 (neither 16-byte copies nor a tensor map). qkv itself (40 tiles) is not split.
+SHAPES = [(3200, 2880), (2880, 4096), (32, 2880), (300, 1000), (130, 1100)]
 
 
 def splitk_launches(kernels, modes=("_splitk_", "_sliced_")) -> int:
@@ -107,9 +107,8 @@ def test_splitk_rows_do_not_depend_on_the_row_count(gpu, rng, tma, pieces, n, k)
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("n, k", SHAPES)
 def test_sliced_and_split_modes_give_the_same_bits(gpu, rng, monkeypatch, tma, pieces, n, k):
-    """The same split product in each mode, forced (the launch helper picks by the tiles): sliced with 64-row
-    tiles (total in registers), with 128-row tiles (total in the workspace) and split, bit-identical, with and
-    without bias and c; and the forced mode's kernels are the ones that ran."""
+    """The same split product in each mode, forced (the launch helper picks by the tiles): sliced and split,
+    bit-identical, with and without bias and c; and the forced mode's kernels are the ones that ran."""
     kernels = gpu[1]
     w = bf16_weights(rng, (n, k))
     bias = dev(rng.standard_normal(n).astype(np.float32))
@@ -118,14 +117,13 @@ def test_sliced_and_split_modes_give_the_same_bits(gpu, rng, monkeypatch, tma, p
         c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
         for accumulate, b in ((False, None), (True, bias)):
             outputs = []
-            for mode, sliced_rows in (("_sliced_r64_", 64), ("_sliced_r128_", 128), ("_splitk_", None)):
+            for mode, sliced_rows in (("_sliced_", 64), ("_splitk_", None)):
                 monkeypatch.setattr(kernels, "wg_dense_sliced", lambda *args, rows=sliced_rows: rows)
                 launched = splitk_launches(kernels, (mode,))
                 with kernel_settings(kernels, wg_tma=tma):
                     outputs.append(split_product(gpu, a, w, b, c0, pieces, accumulate))
                 assert splitk_launches(kernels, (mode,)) == launched + 1, mode
-            for mode, out in zip(("128-row sliced", "split"), outputs[1:]):
-                np.testing.assert_array_equal(out, outputs[0], err_msg=f"{mode}, {m} rows, accumulate {accumulate}")
+            np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=f"{m} rows, accumulate {accumulate}")
 
 
 @pytest.mark.gpu
@@ -136,7 +134,7 @@ def test_splitk_counters_reset_for_the_next_launch_and_graph_replays(gpu, rng, t
     import cupy
 
     device, kernels = gpu
-    m, n, k = 7, 5120, 2880
+    m, n, k = 7, 2880, 4096
     ap = split(kernels, dev(activations(rng, (m, k), heavy=True)), 3)
     w, bias = dev(bf16_weights(rng, (n, k))), dev(rng.standard_normal(n).astype(np.float32))
 
@@ -167,11 +165,13 @@ def test_splitk_counters_reset_for_the_next_launch_and_graph_replays(gpu, rng, t
 
 # -- host side (no GPU) ----------------------------------------------------------------------------------
 def test_the_split_rule_depends_on_the_shape_alone():
-    """S = 1 where the feature tiles fill the SMs; else the fewest stages on the busiest SM with >= 8 stages a
-    split (one H200: qkv 40 tiles -> 3 splits of 15 stages, not 4 in two waves; the output projection 23 -> 5;
-    the router 1 -> 5, capped by its 45 stages)."""
+    """S = 1 where the feature tiles give a quarter of the SMs a block; else the fewest stages on the busiest SM
+    with >= 8 stages a split (one H200: qkv's 40 tiles are not split; the output projection 23 -> 5; the router
+    1 -> 5, capped by its 45 stages)."""
     assert wg_splits(201088, 2880, 132) == 1 and wg_splits(132 * 128, 2880, 132) == 1  # unembedding: tiles fill
-    assert wg_splits(5120, 2880, 132) == 3 and wg_splits(2880, 4096, 132) == 5 and wg_splits(32, 2880, 132) == 5
+    assert wg_splits(5120, 2880, 132) == 1 and wg_splits(33 * 128, 2880, 132) == 1  # a quarter of the SMs
+    assert wg_splits(2880, 4096, 132) == 5 and wg_splits(32, 2880, 132) == 5
+    assert wg_splits(30 * 128, 2880, 132) == 4  # 120 blocks of 12 stages, not 150 in two waves of 9
     assert wg_splits(32, 7 * WG_BK, 132) == 1  # too few stages to split
     assert wg_splits(5120, 2880, 40) == 1  # a GPU the tiles fill
     for n, k in [*SHAPES, (64, 100), (2880, 64 * 8 * 3)]:
@@ -231,9 +231,9 @@ def test_the_split_products_take_the_twins_with_a_workspace(monkeypatch, rng):
 
 
 def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
-    """Where a split product's one-block tiles give every SM a block, the helper launches
-    gemm_wg_sliced_r{rows}_p{P}_b1 over (tiles, row tiles) with the splits, and with a workspace for the
-    running total of 128-row tiles; below, the split mode."""
+    """Where a split product's one-block tiles (64 rows high in sliced mode) give every SM a block, the helper
+    launches gemm_wg_sliced_r64_p{P}_b1 over (tiles, row tiles) with the splits and no workspace; below, the
+    split mode."""
     import sys
 
     from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
@@ -246,12 +246,12 @@ def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
     launch = kernels._launch
     monkeypatch.setattr(kernels, "_launch", lambda name, grid, *args, **kw: (grids.append((name, grid, args[1])),
                                                                                launch(name, grid, *args, **kw)))
-    n, k = 5120, 24 * WG_BK  # qkv's 40 tiles; K of 24 stages (quicker oracles than qkv's 45), also S = 3
+    n, k = 2880, 24 * WG_BK  # the output projection's 23 tiles; K of 24 stages (quick oracles): S = 3
     assert wg_splits(n, k, 132) == 3
     w = host_array(bf16_weights(rng, (n, k)))
-    expected = {150: ("gemm_wg_splitk_r64_p3_b1", (40, 3, 3)), 200: ("gemm_wg_sliced_r64_p3_b1", (40, 4)),
-                400: ("gemm_wg_sliced_r64_p3_b1", (40, 7)),  # 3 x 40 < 132 <= 4 x 40 tiles
-                1024: ("gemm_wg_sliced_r128_p3_b1", (40, 8))}  # above 512 rows qkv's tiles are 128 high
+    expected = {150: ("gemm_wg_splitk_r64_p3_b1", (23, 3, 3)), 320: ("gemm_wg_splitk_r64_p3_b1", (23, 5, 3)),
+                321: ("gemm_wg_sliced_r64_p3_b1", (23, 6)),  # 5 x 23 < 132 <= 6 x 23 tiles
+                1024: ("gemm_wg_sliced_r64_p3_b1", (23, 16))}
     for m, (name, grid) in expected.items():
         a = activations(rng, (m, k), heavy=True)
         ap = host_array(np.zeros((3, m, pieces_lda(k)), np.uint16))
@@ -259,11 +259,8 @@ def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
         c = host_array(np.zeros((m, n), np.float32))
         kernels.gemm_tc(c, ap, w)
         assert grids[-1][:2] == (name, grid), m
-        if "sliced" in name:  # the splits, then the running total's workspace (128-row tiles) or none
-            splits, work = grids[-1][2][-2:]
-            assert int(splits) == 3
-            assert work is None if m < 1024 else work.size >= m * n
-    assert wg_sliced(5120, 129, 64, 132) is False and wg_sliced(5120, 193, 64, 132) is True
+        if "sliced" in name:
+            assert int(grids[-1][2][-1]) == 3  # the splits, as the last argument
     assert wg_sliced(5120, 4096, None, 132) is False  # rows below the sliced heights: split mode
 
 
@@ -299,13 +296,12 @@ def test_reserve_sizes_the_workspace_once_for_the_largest_product(monkeypatch):
     kernels.wg_splitk = True
     kernels.reserve_splitk(16, shapes[3:])
     assert kernels._splitk is None  # the unembedding is not split
-    kernels.reserve_splitk(16, shapes)
-    assert kernels._splitk.work.size == 3 * 16 * 5120 and kernels._splitk.counters.size == 40 * 2
+    kernels.reserve_splitk(16, shapes)  # the output projection's 5 splits and 23 tiles (qkv is not split)
+    assert kernels._splitk.work.size == 5 * 16 * 2880 and kernels._splitk.counters.size == 23 * 2
     assert kernels._splitk.kept == []
-    # 1152 rows: split mode holds qkv to 3 row tiles of 128 (384 rows), the output projection to 5 (640)
-    assert wg_split_rows_limit(5120, 132) == 384 and wg_split_rows_limit(2880, 132) == 640
+    # 1152 rows: split mode holds the output projection to 5 row tiles of 128 (640 rows), the router to all
+    assert wg_split_rows_limit(2880, 132) == 640 and wg_split_rows_limit(32, 132) == 131 * 128
     assert wg_split_rows_limit(201088, 132) == 32
     kernels.reserve_splitk(1152, shapes)
-    assert kernels._splitk.work.size == max(3 * 384 * 5120, 5 * 640 * 2880, 5 * 1152 * 32,  # split mode
-                                            1152 * 5120)  # the sliced mode's running total (128-row tiles)
-    assert kernels._splitk.counters.size == max(40 * 48, 23 * 80, 1 * 144)
+    assert kernels._splitk.work.size == max(5 * 640 * 2880, 5 * 1152 * 32)
+    assert kernels._splitk.counters.size == max(23 * 80, 1 * 144)

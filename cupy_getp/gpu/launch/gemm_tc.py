@@ -18,8 +18,7 @@ import re
 from ...errors import KernelArgumentError
 from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
-from .splitk import (SplitKWorkspace, sliced_sizes, splitk_sizes, wg_sliced, wg_sliced_rows, wg_split_rows_limit,
-                     wg_splits)
+from .splitk import SplitKWorkspace, splitk_sizes, wg_sliced, wg_sliced_rows, wg_split_rows_limit, wg_splits
 from .tensor_map import tma_eligible
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
@@ -182,23 +181,15 @@ class TensorCoreGemmLaunches:
         sliced_rows = wg_sliced_rows(rows, pieces)
         return sliced_rows if wg_sliced(n, m, sliced_rows, self._tc_sm_count()) else None
 
-    def _sliced_total(self, m: int, n: int, rows: int):
-        """The sliced kernels' last argument: the workspace holding the running total of 128-row tiles, else
-        None (their total is in registers)."""
-        floats, _ = sliced_sizes(m, n, rows)
-        return self._splitk_buffers(floats, 0)[0] if floats else None
-
     def reserve_splitk(self, rows: int, shapes) -> None:
         """Size the split-K workspace for dense products of up to `rows` rows with weights of these (N, K)
-        shapes: split mode's S partials (for the rows it runs), the sliced mode's (M, N) running total. Call it
-        outside graph capture (at warm-up): a capture then never allocates."""
+        shapes (split mode's rows only: the sliced mode needs none). Call it outside graph capture (at
+        warm-up): a capture then never allocates."""
         sms = self._tc_sm_count()
-        sizes = [(splitk_sizes(min(rows, wg_split_rows_limit(n, sms)), n, k, splits, 8),  # 8: the shortest tile
-                  sliced_sizes(rows, n, 128))
+        sizes = [splitk_sizes(min(rows, wg_split_rows_limit(n, sms)), n, k, splits, 8)  # 8: the shortest tile
                  for n, k in shapes if (splits := self.wg_dense_splits(n, k)) > 1]
         if sizes:  # one allocation for the largest (a grown workspace keeps the smaller alive)
-            self._splitk_buffers(max(max(split[0], sliced[0]) for split, sliced in sizes),
-                                 max(split[1] for split, _ in sizes))
+            self._splitk_buffers(max(f for f, _ in sizes), max(t for _, t in sizes))
 
     def _splitk_buffers(self, floats: int, tiles: int) -> tuple:
         """(workspace, counters) holding at least these sizes; grown here only outside graph capture."""
@@ -265,7 +256,7 @@ class TensorCoreGemmLaunches:
         else:
             kind, args = "", (c, ap, w, bias, *sizes, I32(vec8))
         if sliced_rows:
-            kind, args = kind + "_sliced", args + (I32(splits), self._sliced_total(m, n, sliced_rows))
+            kind, args = kind + "_sliced", args + (I32(splits),)
         elif splits > 1:
             kind, args = kind + "_splitk", args + self._splitk_buffers(*splitk_sizes(m, n, k, splits, rows))
         self._wg_launch(kind, rows, pieces, features, n, _blocks(m, rows), args, splits)

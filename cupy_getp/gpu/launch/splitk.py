@@ -27,10 +27,15 @@ SPLITK_ENV = "CUPY_GETP_WG_SPLITK"
 WG_BK = 64  # K per stage: gemm_wgmma.hip's WG_BK; split boundaries are multiples of it
 MIN_SPLIT_STAGES = 8  # a split keeps at least this many stages (the ring's prologue and the fixup amortised)
 SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-feature block per consumer)
-# Row-tile heights of the sliced kernels (gemm_wg[_tma]_sliced_r{rows}_p{pieces}_b1) per piece count; the
-# 128-row ones keep the slices' running total in the workspace (M, N) (in registers it would spill).
-WG_SLICED_ROWS = {3: (64, 128), 1: (64, 128)}
-WG_SLICED_TOTAL_IN_MEMORY = 128
+# Split a product only where its feature tiles give fewer than a quarter of the SMs a block: the output
+# projection (23 tiles on 132 SMs) and the router (1), not qkv (40). qkv gains 19.8 -> 12.2 us at one row
+# (H200), but at many rows its 128-row tiles cannot be sliced at no cost: 64-row sliced tiles made the 1024-row
+# step ~0.6 ms slower (H200), 128-row ones with the running total in memory took 301 us a product against
+# 183 (H100, bench/RESULTS.md, seventh session).
+SPLIT_BELOW_FILL = 4
+# Row-tile heights of the sliced kernels (gemm_wg[_tma]_sliced_r{rows}_p{pieces}_b1) per piece count: their
+# total beside acc (and t with 3 pieces) fits the registers only up to 64 rows.
+WG_SLICED_ROWS = {3: (64,), 1: (64,)}
 
 
 def wg_splitk_enabled() -> bool:
@@ -39,12 +44,12 @@ def wg_splitk_enabled() -> bool:
 
 
 def wg_splits(n: int, k: int, sms: int) -> int:
-    """Splits S of a product of N features over K: 1 where its feature tiles already give every SM a block;
-    else the S (each split keeping >= MIN_SPLIT_STAGES stages) with the fewest stages on the busiest SM, one
-    block an SM at a time: waves ceil(tiles S / SMs) x stages ceil(stages / S), the smaller S on a tie (a
-    second, partly empty wave costs more than it saves: qkv's 40 tiles take S = 3, not 4)."""
+    """Splits S of a product of N features over K: 1 where its feature tiles give at least a quarter of the SMs
+    a block (SPLIT_BELOW_FILL); else the S (each split keeping >= MIN_SPLIT_STAGES stages) with the fewest
+    stages on the busiest SM, one block an SM at a time: waves ceil(tiles S / SMs) x stages ceil(stages / S),
+    the smaller S on a tie (a second, partly empty wave costs more than it saves)."""
     tiles, stages = _blocks(n, SPLITK_FEATURES), _blocks(k, WG_BK)
-    if tiles >= sms:
+    if tiles * SPLIT_BELOW_FILL >= sms:
         return 1
     most = max(1, stages // MIN_SPLIT_STAGES)
     return min(range(1, most + 1), key=lambda s: (_blocks(tiles * s, sms) * _blocks(stages, s), s))
@@ -82,11 +87,6 @@ def splitk_sizes(m: int, n: int, k: int, splits: int, rows: int) -> tuple[int, i
     """(workspace floats, counters) of a split product of M rows in row tiles of `rows`."""
     return splits * m * n, _blocks(n, SPLITK_FEATURES) * _blocks(m, rows)
 
-
-def sliced_sizes(m: int, n: int, rows: int) -> tuple[int, int]:
-    """(workspace floats, counters) of a sliced product of M rows in row tiles of `rows`: its (M, N) running
-    total where 128 rows high, else nothing."""
-    return (m * n if rows >= WG_SLICED_TOTAL_IN_MEMORY else 0), 0
 
 
 class SplitKWorkspace:
