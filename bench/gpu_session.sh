@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|mlp1stalls]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -59,12 +59,14 @@ print(cols[col], "total", total)
 for r in sorted(body, key=lambda r: -n(r[col]))[:25]: print(round(100 * n(r[col]) / total, 1), "%", r[src][:110])
 PY
 }
-headline_splitk() {  # the exact headline (60 s) with the 1- and 1024-row step profiles (PROFILE_ROWS), split-K on then off
+headline_splitk() {  # the exact headline (MAX_SECONDS, 60) with the 1- and 1024-row step profiles (PROFILE_ROWS), split-K on, off
   for s in 1 0; do
     CUPY_GETP_WG_SPLITK=$s timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
-      --precision exact --max-seconds 60 --profile-rows ${PROFILE_ROWS:-1,1024} --skip drift,single,transformers \
+      --precision exact --max-seconds ${MAX_SECONDS:-60} --profile-rows ${PROFILE_ROWS:-1,1024} \
+      --skip drift,single,transformers \
       --out "$OUT/headline-splitk$s" > "$OUT/headline-splitk$s.txt" 2>&1
     echo "CUPY_GETP_WG_SPLITK=$s exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-splitk$s.txt" | cut -c1-300 | tail -9
+    tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs  # what has run comes back even if the session is cut short
   done
 }
 nccl_path() {  # CuPy's NCCL module needs libnccl.so.2: where CuPy finds none, take the one torch ships
@@ -215,6 +217,9 @@ PY
       timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
       rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12
       [ $rc = 0 ] && headline_splitk
+      ;;
+    s7e)  # seventh session, last run (little device time left): the exact headline, split-K on and off
+      headline_splitk
       ;;
     s7b)  # seventh session, run 2: the exact headline with split-K on and off (s6b), then fast with split-K on
       headline_splitk
