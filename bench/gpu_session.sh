@@ -59,7 +59,7 @@ print(cols[col], "total", total)
 for r in sorted(body, key=lambda r: -n(r[col]))[:25]: print(round(100 * n(r[col]) / total, 1), "%", r[src][:110])
 PY
 }
-headline_splitk() {  # the exact headline (MAX_SECONDS, 60) with the 1- and 1024-row step profiles (PROFILE_ROWS), split-K on, off
+headline_splitk() {  # the exact headline (MAX_SECONDS: 60), step profiles (PROFILE_ROWS: 1,1024), split-K on then off
   for s in 1 0; do
     CUPY_GETP_WG_SPLITK=$s timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
       --precision exact --max-seconds ${MAX_SECONDS:-60} --profile-rows ${PROFILE_ROWS:-1,1024} \
@@ -191,7 +191,7 @@ PY
         python bench/onerow.py --pieces 3 --launches 1 > "$OUT/onerow-stalls.log" 2>&1; echo "ncu exit $?"
       stalls_report /tmp/onerow-qkv onerow-qkv
       ;;
-    mlp1stalls)  # where the grouped mlp1 + SwiGLU product's warps wait (exact, 64-row tiles, the 1024-row step's largest)
+    mlp1stalls)  # where the grouped mlp1 + SwiGLU product's warps wait (exact, 64-row tiles: the 1024-row step's most)
       timeout 240 ncu --clock-control none -k regex:gemm_wg_grouped_swiglu_r64_p3_b2 --launch-count 1 --set full -f \
         -o /tmp/mlp1 python bench/gemm_tc.py --quick --grouped-only --repeats 1 > "$OUT/mlp1-stalls.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/mlp1 mlp1

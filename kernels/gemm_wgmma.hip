@@ -7,9 +7,10 @@
 // order as the mma.sync kernels). pieces = 1 ("fast"): the tensor cores accumulate over all of K. Every
 // output element sees the same sequence of operations whatever the tile it sits in, the number of rows
 // in the product or its place among them: the k order is 0, 16, 32, ... for every tile shape (row-count
-// invariance, tests/test_gpu_gemm_wgmma.py). The split-K twins (gemm_wg_splitk_*, gemm_wg_tma_splitk_*; off
-// unless CUPY_GETP_WG_SPLITK=1) cut K at fixed boundaries chosen from N and K alone and sum the splits' FP32
-// results in a fixed order: other bits than these kernels', but again the same whatever the row count.
+// invariance, tests/test_gpu_gemm_wgmma.py). The split-K twins (gemm_wg_splitk_*, gemm_wg_tma_splitk_* and
+// their sliced mode gemm_wg[_tma]_sliced_*; on unless CUPY_GETP_WG_SPLITK=0) cut K at fixed boundaries chosen
+// from N and K alone and sum the splits' FP32 results in a fixed order: other bits than these kernels', but
+// again the same whatever the row count.
 //
 // Operands are swapped with respect to gemm_tc.hip: the weights are wgmma's A operand (the 64-row M side
 // of the instruction: 64 output features per warpgroup) and the activation rows its N side (8 to 128
@@ -639,7 +640,7 @@ GETP_DEVICE void wg_dense_tma(const WgTensorMap& w_map, float* __restrict__ c, c
 #endif
 }
 
-// ---- dense split-K (CUPY_GETP_WG_SPLITK=1): the few feature tiles of a product of few rows, cut along K -------
+// ---- dense split-K (on unless CUPY_GETP_WG_SPLITK=0): the few feature tiles of a product of few rows, cut along K
 // Grid (ceil(N / 128), ceil(M / BR), S), S from the product's shape alone (launch/splitk.py: never from M, so a
 // row's bits do not depend on the rows beside it). Split s runs wg_product over K stages [s steps / S,
 // (s + 1) steps / S) (steps = ceil(K / WG_BK)): the k order inside a split is 0, 16, ... from its start,

@@ -1,9 +1,10 @@
-"""Split-K of the dense wgmma products (CUPY_GETP_WG_SPLITK=1, cupy_getp/gpu/launch/splitk.py): the twins
-gemm_wg_splitk_* and gemm_wg_tma_splitk_* (split mode) and gemm_wg[_tma]_sliced_* (sliced mode, many rows) give
-exactly the ordered FP32 sum of the unsplit kernels' products over each K slice (acc = p0; acc += p1; ...; +
-bias; + c), the two modes the same bits, a row's bits do not depend on the row count, and the tile counters go
-back to zero (two launches, and a CUDA graph replayed twice, give the same bits). The CPU tests check the split
-rule (S from the shape alone, 1 where the tiles fill the SMs, boundaries multiples of 64) and the mode's.
+"""Split-K of the dense wgmma products (on unless CUPY_GETP_WG_SPLITK=0, cupy_getp/gpu/launch/splitk.py):
+the twins gemm_wg_splitk_* and gemm_wg_tma_splitk_* (split mode) and gemm_wg[_tma]_sliced_* (sliced mode, many
+rows) give exactly the ordered FP32 sum of the unsplit kernels' products over each K slice (acc = p0; acc +=
+p1; ...; + bias; + c), the two modes the same bits, a row's bits do not depend on the row count, and the tile
+counters go back to zero (two launches, and a CUDA graph replayed twice, give the same bits). The CPU tests
+check the split rule (S from the shape alone, 1 where the tiles give a quarter of the SMs a block, boundaries
+multiples of 64) and the mode's.
 """
 
 from __future__ import annotations
@@ -183,9 +184,9 @@ def test_the_split_rule_depends_on_the_shape_alone():
         assert max(stages) - min(stages) <= 1, (n, k, stages)  # as equal as possible
 
 
-def test_splitk_is_off_unless_asked(monkeypatch):
+def test_splitk_is_on_unless_turned_off(monkeypatch):
     monkeypatch.delenv(SPLITK_ENV, raising=False)
-    assert not wg_splitk_enabled()
+    assert wg_splitk_enabled()
     monkeypatch.setenv(SPLITK_ENV, "0")
     assert not wg_splitk_enabled()
     monkeypatch.setenv(SPLITK_ENV, "1")

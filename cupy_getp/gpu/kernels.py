@@ -154,7 +154,7 @@ class Kernels(BatchLaunches):
         self._shared_limit = {}  # kernel -> dynamic shared bytes it was opened up to (CUDA, > 48 KiB)
         self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
         self.wg_tma = self.wgmma and wg_tma_enabled()  # ... and their dense ones read W by TMA
-        self.wg_splitk = self.wgmma and wg_splitk_enabled()  # ... split along K where few tiles (opt-in)
+        self.wg_splitk = self.wgmma and wg_splitk_enabled()  # ... split along K where few tiles
         self.tensor_maps = TensorMaps()
 
     def _open_family(self, family: str, module) -> None:

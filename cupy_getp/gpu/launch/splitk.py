@@ -1,20 +1,26 @@
-"""Deterministic split-K of the dense wgmma products (kernels/gemm_wgmma.hip: gemm_wg_splitk_* and
-gemm_wg_tma_splitk_*), opt-in: CUPY_GETP_WG_SPLITK=1. Measured on an H200 (bench/RESULTS.md, 2026-11-29, sixth
-session, side by side): batch-1 decode 208.4 -> 253.3 tok/s (the one-row qkv product 19.8 -> 12.2 us, the
-output projection 27.1 -> 11.2, the router 19.2 -> 7.6), but the 1024-row step 68.6 -> 75.6 ms and the
-headline 13,254 -> 12,390 tok/s: three times the blocks, each with a third of the K stages, cost more than the
-workspace. Since a request's bits must not depend on its batch, S cannot follow the row count, so it is off
-by default (the headline first). It changes the bits of the exact and fast products (other K sums), the same
-at every row count.
+"""Deterministic split-K of the dense wgmma products (kernels/gemm_wgmma.hip), on by default on Hopper
+(CUPY_GETP_WG_SPLITK=0 turns it off).
 
 Why: at one row a dense product has ceil(N / 128) blocks (qkv 40, the output projection 23, the router 1) on
 132 SMs, and a block's time is proportional to its K stages, so most SMs idle. Cutting K into S splits gives
-S times the blocks, each with 1 / S of the stages.
+S times the blocks, each with 1 / S of the stages: at one row the output projection 27.1 -> 11.2 us and the
+router 19.2 -> 7.6 (H200). Only products whose tiles fill under a quarter of the SMs are split
+(SPLIT_BELOW_FILL: not qkv, see there).
+
+Two modes, the same bits. Split mode (gemm_wg[_tma]_splitk_*, few rows): grid (tiles, row tiles, S), each
+block one split; the FP32 partials go to a workspace (S, M, N), and the last of a tile's blocks (a counter per
+tile, zero between launches: it sets it back) sums them in split order. Sliced mode (gemm_wg[_tma]_sliced_*,
+many rows: where the one-block tiles already fill the SMs, S blocks a tile would each refill and drain a
+pipeline for 1 / S of the stages, the 1024-row step 68.6 -> 75.6 ms in the sixth session): one block a tile runs
+the S slices in turn and folds them in registers in the same order. Measured side by side (bench/RESULTS.md,
+seventh session, H100): the 1024-request headline 11,680 -> 11,668 tok/s (within noise), batch-1 decode 192.4
+-> 215.8 tok/s.
 
 Batch invariance holds because S and the split boundaries come from the product's shape alone (N, K and the
-SM count, never the row count), and the splits' FP32 partials are summed in one fixed order. The kernels keep
-their partials in a workspace (S, M, N) FP32 and count finished splits per output tile in `counters` (zeros
-between launches: the tile's last block sets its counter back), both owned by `Kernels` (SplitKWorkspace).
+SM count, never the row count), the slices' FP32 partials are summed in one fixed order in either mode, and
+the mode (which may follow the row count) does not change a bit. The split-K bits are not the unsplit kernels'
+(nor the mma.sync kernels' of other GPUs): other K sums. The workspace and counters belong to `Kernels`
+(SplitKWorkspace).
 """
 
 from __future__ import annotations
@@ -29,9 +35,9 @@ MIN_SPLIT_STAGES = 8  # a split keeps at least this many stages (the ring's prol
 SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-feature block per consumer)
 # Split a product only where its feature tiles give fewer than a quarter of the SMs a block: the output
 # projection (23 tiles on 132 SMs) and the router (1), not qkv (40). qkv gains 19.8 -> 12.2 us at one row
-# (H200), but at many rows its 128-row tiles cannot be sliced at no cost: 64-row sliced tiles made the 1024-row
-# step ~0.6 ms slower (H200), 128-row ones with the running total in memory took 301 us a product against
-# 183 (H100, bench/RESULTS.md, seventh session).
+# (H200), but at many rows its 128-row tiles cannot be sliced at no cost: with qkv split too (64-row sliced
+# tiles) the headline fell 13,503 -> 13,307 tok/s (H200, run 38); 128-row sliced tiles keeping their total in
+# memory took 301 us a 1024-row product against 183 (H100, run 39; bench/RESULTS.md, seventh session).
 SPLIT_BELOW_FILL = 4
 # Row-tile heights of the sliced kernels (gemm_wg[_tma]_sliced_r{rows}_p{pieces}_b1) per piece count: their
 # total beside acc (and t with 3 pieces) fits the registers only up to 64 rows.
@@ -39,8 +45,9 @@ WG_SLICED_ROWS = {3: (64,), 1: (64,)}
 
 
 def wg_splitk_enabled() -> bool:
-    """CUPY_GETP_WG_SPLITK=1: the dense wgmma products of few feature tiles are split along K."""
-    return os.environ.get(SPLITK_ENV, "") == "1"
+    """Whether the dense wgmma products of few feature tiles are split along K: yes unless
+    CUPY_GETP_WG_SPLITK=0."""
+    return os.environ.get(SPLITK_ENV, "") != "0"
 
 
 def wg_splits(n: int, k: int, sms: int) -> int:
