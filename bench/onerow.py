@@ -6,7 +6,7 @@ with one or two 64-feature blocks per consumer (MB), the mma.sync kernels' tiles
 order and promotion), the wgmma kernels that read W through tensor maps (`wg tma`: one TMA copy a stage, the
 same bits; where cuda-bindings is installed), and for the grouped expert products MB as well; then the dense
 products split along K where the rule of launch/splitk.py splits them (`wg splitk`, `wg tma splitk`: other
-bits, the same at every row count; CUPY_GETP_WG_SPLITK=1 in the engine). Each product is
+bits, the same at every row count; the engine's default, CUPY_GETP_WG_SPLITK=0 turns it off). Each product is
 launched `--launches` times back to back between two events, cycling through enough copies of its weights
 that L2 (50 MB on an H200) does not hold them, like 24 layers do; GB/s counts the weight bytes read. The copy
 bandwidth of bench/matvec.py is the reference.

@@ -163,7 +163,7 @@ class RowModel:
     def products(self, R: int) -> tuple[int, bool]:
         """(MoE tile height, tensor cores) of a step of R rows. In `exact` and `fast` the tensor-core products
         take every step, one row included: their bits do not depend on the row count, the tile or a row's
-        place (one k order; opt-in split-K's splits come from the product's shape alone), which is what makes
+        place (one k order; split-K's slices come from the product's shape alone), which is what makes
         a request's output independent of its batch.
         `fp32` runs on the CUDA cores, whose kernels are chosen by row count (not batch-invariant)."""
         tensor_cores = self.precision != "fp32"

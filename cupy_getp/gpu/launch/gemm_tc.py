@@ -88,7 +88,7 @@ class TensorCoreGemmLaunches:
     # dense wgmma products read W through tensor maps, made once per weight by tensor_maps (a TensorMaps).
     wg_tma = False
     tensor_maps = None
-    # ... and wg_splitk (CUPY_GETP_WG_SPLITK=1, launch/splitk.py): products of few feature tiles split along K,
+    # ... and wg_splitk (on unless CUPY_GETP_WG_SPLITK=0, launch/splitk.py): products of few tiles split along K,
     # into the workspace `_splitk` (made by reserve_splitk at warm-up, or on first use outside graph capture).
     wg_splitk = False
     _splitk = None
