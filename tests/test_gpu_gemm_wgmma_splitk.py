@@ -300,9 +300,9 @@ def test_reserve_sizes_the_workspace_once_for_the_largest_product(monkeypatch):
     kernels.reserve_splitk(16, shapes)  # the output projection's 5 splits and 23 tiles (qkv is not split)
     assert kernels._splitk.work.size == 5 * 16 * 2880 and kernels._splitk.counters.size == 23 * 2
     assert kernels._splitk.kept == []
-    # 1152 rows: split mode holds the output projection to 5 row tiles of 128 (640 rows), the router to all
-    assert wg_split_rows_limit(2880, 132) == 640 and wg_split_rows_limit(32, 132) == 131 * 128
+    # 1152 rows: split mode holds the output projection to 5 row tiles of 64 (320 rows), the router to all
+    assert wg_split_rows_limit(2880, 132) == 320 and wg_split_rows_limit(32, 132) == 131 * 64
     assert wg_split_rows_limit(201088, 132) == 32
     kernels.reserve_splitk(1152, shapes)
-    assert kernels._splitk.work.size == max(5 * 640 * 2880, 5 * 1152 * 32)
-    assert kernels._splitk.counters.size == max(23 * 80, 1 * 144)
+    assert kernels._splitk.work.size == max(5 * 320 * 2880, 5 * 1152 * 32)
+    assert kernels._splitk.counters.size == max(23 * 40, 1 * 144)

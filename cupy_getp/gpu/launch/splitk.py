@@ -77,10 +77,11 @@ def wg_sliced(n: int, m: int, rows: int | None, sms: int) -> bool:
 
 
 def wg_split_rows_limit(n: int, sms: int) -> int:
-    """The most rows a product of N features has in split mode as the launch helper tiles it (tiles x row tiles
-    < SMs, row tiles at most 128 high; or at most 32 rows, below the sliced heights): what its workspace must
-    hold."""
-    return max(32, (sms - 1) // _blocks(n, SPLITK_FEATURES) * 128)  # 32: below the sliced heights
+    """The most rows a product of N features has in split mode as the launch helper picks it (wg_sliced false:
+    tiles x row tiles of the tallest sliced height < SMs; or at most 32 rows, below the sliced heights): what
+    its workspace must hold."""
+    most_tiles = (sms - 1) // _blocks(n, SPLITK_FEATURES)
+    return max(32, most_tiles * max(max(heights) for heights in WG_SLICED_ROWS.values()))
 
 
 def wg_split_bounds(k: int, splits: int) -> list[int]:
@@ -93,7 +94,6 @@ def wg_split_bounds(k: int, splits: int) -> list[int]:
 def splitk_sizes(m: int, n: int, k: int, splits: int, rows: int) -> tuple[int, int]:
     """(workspace floats, counters) of a split product of M rows in row tiles of `rows`."""
     return splits * m * n, _blocks(n, SPLITK_FEATURES) * _blocks(m, rows)
-
 
 
 class SplitKWorkspace:
