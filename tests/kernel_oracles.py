@@ -413,11 +413,11 @@ def gemm_wg_tma_splitk(w_map, c, ap, bias, m, n, k, lda, accumulate, work, count
 
 
 # ... and their sliced mode (one block a tile, the slices in turn): the same contract again.
-@oracle(*(f"gemm_wg_sliced_r{rows}_p{pieces}_b1" for pieces in (3, 1) for rows in WG_SLICED_ROWS[pieces]))
+@oracle(*(f"gemm_wg_sliced_r{WG_SLICED_ROWS}_p{pieces}_b1" for pieces in (3, 1)))
 def gemm_wg_sliced(c, ap, w, bias, m, n, k, lda, accumulate, vec8, splits):
     gemm_wg(c, ap, w, bias, m, n, k, lda, accumulate, vec8)
 
 
-@oracle(*(f"gemm_wg_tma_sliced_r{rows}_p{pieces}_b1" for pieces in (3, 1) for rows in WG_SLICED_ROWS[pieces]))
+@oracle(*(f"gemm_wg_tma_sliced_r{WG_SLICED_ROWS}_p{pieces}_b1" for pieces in (3, 1)))
 def gemm_wg_tma_sliced(w_map, c, ap, bias, m, n, k, lda, accumulate, splits):
     gemm_wg_tma(w_map, c, ap, bias, m, n, k, lda, accumulate)

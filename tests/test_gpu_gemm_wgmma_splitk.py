@@ -262,7 +262,7 @@ def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
         assert grids[-1][:2] == (name, grid), m
         if "sliced" in name:
             assert int(grids[-1][2][-1]) == 3  # the splits, as the last argument
-    assert wg_sliced(5120, 4096, None, 132) is False  # rows below the sliced heights: split mode
+    assert wg_sliced(2880, 4096, 32, 132) is False  # tiled below the sliced height: split mode
 
 
 def test_a_grown_workspace_keeps_the_buffers_a_graph_may_name(monkeypatch):

@@ -49,8 +49,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                      for rows, blocks in WG_DENSE_TILES[pieces]),
                    *(f"gemm_wg{tma}_splitk_r{rows}_p{pieces}_b1" for tma in ("", "_tma") for pieces in (3, 1)
                      for rows in WG_ROWS[pieces]),
-                   *(f"gemm_wg{tma}_sliced_r{rows}_p{pieces}_b1" for tma in ("", "_tma") for pieces in (3, 1)
-                     for rows in WG_SLICED_ROWS[pieces]),
+                   *(f"gemm_wg{tma}_sliced_r{WG_SLICED_ROWS}_p{pieces}_b1" for tma in ("", "_tma")
+                     for pieces in (3, 1)),
                    *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in GROUPED_KINDS
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),

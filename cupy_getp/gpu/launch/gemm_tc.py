@@ -18,7 +18,7 @@ import re
 from ...errors import KernelArgumentError
 from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
-from .splitk import SplitKWorkspace, splitk_sizes, wg_sliced, wg_sliced_rows, wg_split_rows_limit, wg_splits
+from .splitk import WG_SLICED_ROWS, SplitKWorkspace, splitk_sizes, wg_sliced, wg_split_rows_limit, wg_splits
 from .tensor_map import tma_eligible
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
@@ -175,11 +175,10 @@ class TensorCoreGemmLaunches:
         the row count (batch invariance)."""
         return wg_splits(n, k, self._tc_sm_count()) if self.wg_splitk else 1
 
-    def wg_dense_sliced(self, n: int, m: int, rows: int, pieces: int) -> int | None:
+    def wg_dense_sliced(self, n: int, m: int, rows: int) -> int | None:
         """The sliced kernels' tile height for a split product of M rows tiled `rows` high, where it runs in
         sliced mode (launch/splitk.py's wg_sliced); None: split mode."""
-        sliced_rows = wg_sliced_rows(rows, pieces)
-        return sliced_rows if wg_sliced(n, m, sliced_rows, self._tc_sm_count()) else None
+        return WG_SLICED_ROWS if wg_sliced(n, m, rows, self._tc_sm_count()) else None
 
     def reserve_splitk(self, rows: int, shapes) -> None:
         """Size the split-K workspace for dense products of up to `rows` rows with weights of these (N, K)
@@ -248,8 +247,9 @@ class TensorCoreGemmLaunches:
             raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
                                       f"with {pieces} pieces: {WG_DENSE_TILES[pieces]}")
         splits = self.wg_dense_splits(n, k)
-        sliced_rows = self.wg_dense_sliced(n, m, rows, pieces) if splits > 1 else None
-        features, rows = (1, sliced_rows or rows) if splits > 1 else (features, rows)
+        sliced_rows = self.wg_dense_sliced(n, m, rows) if splits > 1 else None
+        if splits > 1:
+            features, rows = 1, sliced_rows or rows
         sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
         if self.wg_tma and tma_eligible(w):
             kind, args = "_tma", (self.tensor_maps.of(w, 128 * features), c, ap, bias, *sizes)

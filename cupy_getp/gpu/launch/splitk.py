@@ -39,9 +39,9 @@ SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-
 # tiles) the headline fell 13,503 -> 13,307 tok/s (H200, run 38); 128-row sliced tiles keeping their total in
 # memory took 301 us a 1024-row product against 183 (H100, run 39; bench/RESULTS.md, seventh session).
 SPLIT_BELOW_FILL = 4
-# Row-tile heights of the sliced kernels (gemm_wg[_tma]_sliced_r{rows}_p{pieces}_b1) per piece count: their
-# total beside acc (and t with 3 pieces) fits the registers only up to 64 rows.
-WG_SLICED_ROWS = {3: (64,), 1: (64,)}
+# Row-tile height of the sliced kernels (gemm_wg[_tma]_sliced_r64_p{pieces}_b1): their total beside acc (and
+# t with 3 pieces) fits the registers only up to 64 rows.
+WG_SLICED_ROWS = 64
 
 
 def wg_splitk_enabled() -> bool:
@@ -62,26 +62,19 @@ def wg_splits(n: int, k: int, sms: int) -> int:
     return min(range(1, most + 1), key=lambda s: (_blocks(tiles * s, sms) * _blocks(stages, s), s))
 
 
-def wg_sliced_rows(rows: int, pieces: int) -> int | None:
-    """The sliced kernels' tile height for a product the helper would tile `rows` high: the tallest sliced
-    height up to `rows`; None below the shortest (few rows: the split mode's many blocks are what help)."""
-    heights = [r for r in WG_SLICED_ROWS[pieces] if r <= rows]
-    return heights[-1] if heights else None
-
-
-def wg_sliced(n: int, m: int, rows: int | None, sms: int) -> bool:
-    """Whether a split product of M rows runs in sliced mode (one block a tile running the S slices in turn)
-    rather than split mode (S blocks a tile): where its one-block tiles of `rows` (wg_sliced_rows) already
-    give every SM a block. Both give the same bits, so the choice may follow M."""
-    return rows is not None and _blocks(n, SPLITK_FEATURES) * _blocks(m, rows) >= sms
+def wg_sliced(n: int, m: int, rows: int, sms: int) -> bool:
+    """Whether a split product of M rows, which the helper would tile `rows` high, runs in sliced mode (one
+    block a tile of WG_SLICED_ROWS running the S slices in turn) rather than split mode (S blocks a tile): where
+    those tiles already give every SM a block; never below the sliced height (few rows: the split mode's many
+    blocks are what help). Both give the same bits, so the choice may follow M."""
+    return rows >= WG_SLICED_ROWS and _blocks(n, SPLITK_FEATURES) * _blocks(m, WG_SLICED_ROWS) >= sms
 
 
 def wg_split_rows_limit(n: int, sms: int) -> int:
     """The most rows a product of N features has in split mode as the launch helper picks it (wg_sliced false:
-    tiles x row tiles of the tallest sliced height < SMs; or at most 32 rows, below the sliced heights): what
-    its workspace must hold."""
-    most_tiles = (sms - 1) // _blocks(n, SPLITK_FEATURES)
-    return max(32, most_tiles * max(max(heights) for heights in WG_SLICED_ROWS.values()))
+    tiles x row tiles of the sliced height < SMs; or at most 32 rows, tiled below the sliced height): what its
+    workspace must hold."""
+    return max(32, (sms - 1) // _blocks(n, SPLITK_FEATURES) * WG_SLICED_ROWS)
 
 
 def wg_split_bounds(k: int, splits: int) -> list[int]:
