@@ -59,15 +59,19 @@ print(cols[col], "total", total)
 for r in sorted(body, key=lambda r: -n(r[col]))[:25]: print(round(100 * n(r[col]) / total, 1), "%", r[src][:110])
 PY
 }
-headline_splitk() {  # the exact headline (MAX_SECONDS: 60), step profiles (PROFILE_ROWS: 1,1024), split-K on then off
-  for s in 1 0; do
-    CUPY_GETP_WG_SPLITK=$s timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
-      --precision exact --max-seconds ${MAX_SECONDS:-60} --profile-rows ${PROFILE_ROWS:-1,1024} \
-      --skip drift,single,transformers \
-      --out "$OUT/headline-splitk$s" > "$OUT/headline-splitk$s.txt" 2>&1
-    echo "CUPY_GETP_WG_SPLITK=$s exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-splitk$s.txt" | cut -c1-300 | tail -9
-    tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs  # what has run comes back even if the session is cut short
-  done
+splitk_tests() {  # splitk_tests SECONDS: the split-K GPU tests, their summary lines; returns pytest's status
+  timeout "$1" python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
+  local rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12; return $rc
+}
+headline_side() {  # headline_side SPLITK PRECISION NAME: getp_throughput, 20b (MAX_SECONDS: 60, PROFILE_ROWS)
+  CUPY_GETP_WG_SPLITK=$1 timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
+    --precision "$2" --max-seconds ${MAX_SECONDS:-60} --profile-rows ${PROFILE_ROWS:-1,1024} \
+    --skip drift,single,transformers --out "$OUT/$3" > "$OUT/$3.txt" 2>&1
+  echo "$3 (CUPY_GETP_WG_SPLITK=$1, $2) exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/$3.txt" | cut -c1-300 | tail -9
+  tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs  # what has run comes back even if the session is cut short
+}
+headline_splitk() {  # the exact headline, split-K on then off
+  for s in 1 0; do headline_side $s exact "headline-splitk$s"; done
 }
 nccl_path() {  # CuPy's NCCL module needs libnccl.so.2: where CuPy finds none, take the one torch ships
   python -c "from cupy.cuda import nccl; assert nccl.available" 2>/dev/null && return 0
@@ -162,8 +166,7 @@ PY
     splitk)  # branch splitk: the split-K twins (CUPY_GETP_WG_SPLITK=1) bit for bit the ordered sum of the unsplit kernels'
       # K slices, row-count invariant, counters reset (graph replays); then the one-row products with the `wg splitk`
       # choices, exact and fast (not after a timeout: a fixup that never sees its last block would hang the bench too)
-      timeout 300 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
-      rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12
+      splitk_tests 300; rc=$?
       if [ $rc = 124 ]; then echo "splitk tests timed out (a hang?): onerow skipped"; tail -5 "$OUT/splitk-tests.log"
       else onerow_bench --pieces 3,1; fi
       ;;
@@ -197,8 +200,7 @@ PY
       echo "ncu exit $?"; stalls_report /tmp/mlp1 mlp1
       ;;
     s7a)  # seventh session, run 1: split-K's sliced mode (the split-K tests), then getp's invariance with split-K on
-      timeout 270 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
-      rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12
+      splitk_tests 270; rc=$?
       if [ $rc = 0 ]; then
         CUPY_GETP_WG_SPLITK=1 timeout ${INV_SECONDS:-240} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py \
           > "$OUT/inv-splitk.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-splitk.log" | tail -12
@@ -206,16 +208,14 @@ PY
       ;;
     s7c)  # seventh session, run 3: the sliced mode with 128-row tiles (the split-K tests), the 1024-row products
       # with split-K on and off (bench/onerow.py --rows 1024), then the exact headline with split-K on and off
-      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
-      rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12
+      splitk_tests 200; rc=$?
       if [ $rc = 0 ]; then
         onerow_bench --rows 1024 --pieces 3 --launches 24 | grep -vE "mma.sync"
         headline_splitk
       fi
       ;;
     s7d)  # seventh session, last run: the split-K tests (qkv no longer split), then the exact headline on and off
-      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
-      rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12
+      splitk_tests 200; rc=$?
       [ $rc = 0 ] && headline_splitk
       ;;
     s7e)  # seventh session, last run (little device time left): the exact headline, split-K on and off
@@ -223,10 +223,7 @@ PY
       ;;
     s7b)  # seventh session, run 2: the exact headline with split-K on and off (s6b), then fast with split-K on
       headline_splitk
-      CUPY_GETP_WG_SPLITK=1 timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
-        --precision fast --max-seconds 60 --profile-rows 1,1024 --skip drift,single,transformers \
-        --out "$OUT/headline-fast" > "$OUT/headline-fast.txt" 2>&1
-      echo "fast exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-fast.txt" | cut -c1-300 | tail -9
+      headline_side 1 fast headline-fast
       ;;
     s4rest)  # the GPU tests run 18 did not reach (the batched engine's kernels, spread, experts, attention)
       timeout ${REST_SECONDS:-280} python -m pytest -m gpu -q -rfE --maxfail=30 --durations 10 \
