@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -116,7 +116,7 @@ PY
       timeout 150 python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1; echo "attention exit $?"
       grep -vE "^\{" "$OUT/attention.txt" | tail -22
       ;;
-    attnncu)  # ncu of attn_rows_partial and the merge at 1024 rows, context 512, full layer
+    attnncu)  # ncu of attn_rows (partials and merge) at 1024 rows, context 512, full layer
       timeout 150 ncu --clock-control none -k regex:attn_rows --launch-count 2 --section SpeedOfLight \
         --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
         --section SchedulerStats --section ComputeWorkloadAnalysis python bench/attention.py --reps 1 --warmup 1 \
@@ -198,6 +198,39 @@ PY
       timeout 240 ncu --clock-control none -k regex:gemm_wg_grouped_swiglu_r64_p3_b2 --launch-count 1 --set full -f \
         -o /tmp/mlp1 python bench/gemm_tc.py --quick --grouped-only --repeats 1 > "$OUT/mlp1-stalls.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/mlp1 mlp1
+      ;;
+    attnstalls)  # where attn_rows' warps wait (1024 rows, context 512, full layer), instruction by instruction
+      timeout 200 ncu --clock-control none -k regex:attn_rows_d --launch-count 1 --set full -f -o /tmp/attn \
+        python bench/attention.py --reps 1 --warmup 1 --no-copy --eager --rows 1024 --contexts 512 --layers full \
+        > "$OUT/attn-stalls.log" 2>&1
+      echo "ncu exit $?"; stalls_report /tmp/attn attn
+      ;;
+    s8a)  # eighth session, run 1: the attention in one launch (its GPU tests; bench/attention.py against the tree
+      # before it, carried as .carry/old, in the same run), then where the grouped mlp1's warps wait
+      timeout 300 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py > "$OUT/attn-tests.log" 2>&1
+      echo "attention tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/attn-tests.log" | tail -12
+      for side in old new; do
+        dir=$([ $side = old ] && echo .carry/old || echo .)
+        (cd $dir && PYTHONPATH=$PWD timeout 150 python bench/attention.py --rows 1,64,512,1024 \
+          --out "$OUT/attention-$side.jsonl" > "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
+        grep -vE "^\{" "$OUT/attention-$side.txt" | tail -18
+      done
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      for side in old new; do  # batch-1 decode (the attention's merge and the held rmsnorm rows at one row)
+        dir=$([ $side = old ] && echo .carry/old || echo .)
+        (cd $dir && PYTHONPATH=$PWD timeout 120 python bench/decode.py --presets 20b --steps 128 --precision exact \
+          > "$OUT/decode-$side.txt" 2>&1); echo "decode ($side) exit $?"; tail -2 "$OUT/decode-$side.txt" | cut -c1-600
+      done
+      ;;
+    s8b)  # eighth session, run 2: bench/attention.py, the tree before the one-launch attention (.carry/old) and this
+      # one in the same run (1024 rows), then where the attention's and the grouped mlp1's warps wait
+      for side in old new; do
+        dir=$([ $side = old ] && echo .carry/old || echo .)
+        (cd $dir && PYTHONPATH=$PWD timeout 100 python bench/attention.py --rows 64,1024 \
+          --out "$OUT/attention-$side.jsonl" > "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
+        grep -vE "^\{" "$OUT/attention-$side.txt" | tail -10
+      done
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       ;;
     s7a)  # seventh session, run 1: split-K's sliced mode (the split-K tests), then getp's invariance with split-K on
       splitk_tests 270; rc=$?
