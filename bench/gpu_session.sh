@@ -116,7 +116,7 @@ PY
       timeout 150 python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1; echo "attention exit $?"
       grep -vE "^\{" "$OUT/attention.txt" | tail -22
       ;;
-    attnncu)  # ncu of attn_rows (partials and merge) at 1024 rows, context 512, full layer
+    attnncu)  # ncu of attn_rows_partial and the merge at 1024 rows, context 512, full layer
       timeout 150 ncu --clock-control none -k regex:attn_rows --launch-count 2 --section SpeedOfLight \
         --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section LaunchStats \
         --section SchedulerStats --section ComputeWorkloadAnalysis python bench/attention.py --reps 1 --warmup 1 \
@@ -199,8 +199,8 @@ PY
         -o /tmp/mlp1 python bench/gemm_tc.py --quick --grouped-only --repeats 1 > "$OUT/mlp1-stalls.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/mlp1 mlp1
       ;;
-    attnstalls)  # where attn_rows' warps wait (1024 rows, context 512, full layer), instruction by instruction
-      timeout 200 ncu --clock-control none -k regex:attn_rows_d --launch-count 1 --set full -f -o /tmp/attn \
+    attnstalls)  # where attn_rows_partial's warps wait (1024 rows, context 512, full layer), instruction by instruction
+      timeout 200 ncu --clock-control none -k regex:attn_rows_partial --launch-count 1 --set full -f -o /tmp/attn \
         python bench/attention.py --reps 1 --warmup 1 --no-copy --eager --rows 1024 --contexts 512 --layers full \
         > "$OUT/attn-stalls.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/attn attn

@@ -1,5 +1,5 @@
-// attention.hip: decode attention over rows, split over positions (flash-decoding: attn_rows_d*_g*_f32, the
-// splits' partials and their merge in one launch), for every GPU path (one row of the single-sequence engine too).
+// attention.hip: decode attention over rows, split over positions (flash-decoding: attn_rows_partial_*,
+// attn_rows_merge_f32), for every GPU path (one row of the single-sequence engine too).
 #include "common.h"
 
 // ---------------------------------------------------------------------------------------------------
@@ -11,7 +11,7 @@
 // of the step or on how many there are (batch invariance). Each split is one pass, its softmax exact within
 // the split (no online rescaling); the merge combines the splits in split order.
 //
-// attn_rows_d{64,128}_g{8,16}_f32: grid (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
+// attn_rows_partial_d{64,128}_g{8,16}_f32: grid (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
 // takes row r's positions [lo + s split_len, min(lo + (s + 1) split_len, pos + 1)) of kv head j, for the G
 // query heads sharing it (K and V read once for all of them); lo = max(0, pos - window + 1) when window > 0,
 // else 0. split_len <= AttnRows::TILE (128 positions at head_dim <= 64 and G <= 8: the 20b and 120b).
@@ -24,11 +24,7 @@
 //   4. P.V: thread (slice, pair of dims) accumulates acc[g] over its positions (ascending) for all G heads
 //      from shared V; the slices' accumulators are then added through shared memory in slice order.
 // Output: partial_acc[r, h, s, :] (R, nh, n_split, D) and partial_ml[r, h, s, :] = (m, l) (R, nh, n_split, 2).
-// A split beyond the row's last position is not written (the merge reads only the splits a row uses).
-//   5. the merge (attn_rows_merge_last): the last block of (r, j) to finish, counted by an atomic counter,
-//      merges the splits of its G heads in split order into att (and its BF16 pieces when asked). A merge
-//      launched after would give the same bits at the price of a launch and a second pass over the partials
-//      from DRAM (~50 us of a 1024-row full layer at context 512, ~7 % of the attention: H200, sixth session).
+// A split beyond the row's last position is not written (attn_rows_merge reads only the splits a row uses).
 template <int DMAX, int GMAX>
 struct AttnRows {
   static const int PARTS = DMAX / 16;          // threads per position (pair) in the scores: 16 dims each
@@ -66,7 +62,7 @@ GETP_DEVICE int attn_ring_index(int first, int t, int cache_len) {
 }
 
 template <int DMAX, int GMAX>
-GETP_DEVICE bool attn_rows_partial(float* __restrict__ smem, float* __restrict__ partial_acc,
+GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__ partial_acc,
                                    float* __restrict__ partial_ml, const float* __restrict__ qkv,
                                    const float* __restrict__ key_cache, const float* __restrict__ value_cache,
                                    const int* __restrict__ row_slot, const int* __restrict__ row_pos,
@@ -87,7 +83,7 @@ GETP_DEVICE bool attn_rows_partial(float* __restrict__ smem, float* __restrict__
   const int pos = row_pos[r];
   const int lo = window > 0 ? max(0, pos - window + 1) : 0;
   const int t_begin = lo + split * split_len, t_end = min(t_begin + split_len, pos + 1);
-  if (t_begin >= t_end) return false;  // block-uniform: a split this row does not reach
+  if (t_begin >= t_end) return;  // block-uniform: a split this row does not reach
   const int tn = t_end - t_begin;
   const size_t out_row = ((size_t)r * n_heads + (size_t)kvh * G) * n_split + split;  // head g: + g n_split
   const float* kbase = key_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
@@ -238,102 +234,84 @@ GETP_DEVICE bool attn_rows_partial(float* __restrict__ smem, float* __restrict__
     partial_ml[(out_row + (size_t)tid * n_split) * 2] = m_s[tid];
     partial_ml[(out_row + (size_t)tid * n_split) * 2 + 1] = l_s[tid];
   }
-  return true;
 }
 
-// The splits row r reaches: ceil((pos + 1 - lo) / split_len), at most n_split (the launch helper's check).
-GETP_DEVICE int attn_splits_used(int pos, int window, int split_len, int n_split) {
-  const int lo = window > 0 ? max(0, pos - window + 1) : 0;
-  return min(n_split, (pos - lo + split_len) / split_len);
-}
+// One kernel per (head_dim bound, group bound): attn_rows_partial_d{64,128}_g{8,16}_f32 (ATTN_MAX_GROUP:
+// cupy_getp/gpu/constants.py).
+#define ATTN_ROWS_PARTIAL_KERNEL(DMAX, GMAX)                                                                     \
+  extern "C" __global__ void ATTN_BOUNDS(GMAX) attn_rows_partial_d##DMAX##_g##GMAX##_f32(                        \
+      float* __restrict__ partial_acc, float* __restrict__ partial_ml, const float* __restrict__ qkv,             \
+      const float* __restrict__ key_cache, const float* __restrict__ value_cache, const int* __restrict__ row_slot, \
+      const int* __restrict__ row_pos, int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,       \
+      int split_len, int vec4) {                                                                                  \
+    __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];                                                     \
+    attn_rows_partial<DMAX, GMAX>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,  \
+                                  row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4);    \
+  }
+ATTN_ROWS_PARTIAL_KERNEL(64, 8)
+ATTN_ROWS_PARTIAL_KERNEL(64, 16)
+ATTN_ROWS_PARTIAL_KERNEL(128, 8)
+ATTN_ROWS_PARTIAL_KERNEL(128, 16)
 
-// The merge of one (row r, head h), by one warp: att[r, h D + d] = sum_s acc_s[d] exp(m_s - M) / L with
-// M = max(max_s m_s, sink_h), L = sum_s l_s exp(m_s - M) + exp(sink_h - M), over the `used` splits (split
-// order). The partials are read from L2 (ld_l2: other blocks wrote them). n_pieces > 0: att's BF16 pieces too,
-// pieces (n_pieces, rows, lda) as tc_split_rows would write them from att (zeros in columns nh D..lda-1), for
-// the output projection on tensor cores.
-GETP_DEVICE void attn_merge_item(float* __restrict__ att, unsigned short* __restrict__ pieces,
+// att[r, h D + d] = sum_s acc_s[d] exp(m_s - M) / L with M = max(max_s m_s, sink_h),
+// L = sum_s l_s exp(m_s - M) + exp(sink_h - M), over the splits s row r reaches (split order; the others
+// are not written). A warp per (row, head): grid ceil(R nh / WARPS_PER_BLOCK). SPLIT: att's BF16 pieces too,
+// pieces (n_pieces, R, lda) as tc_split_rows would write them from att (zeros in columns nh D..lda-1), for the
+// output projection on tensor cores: one launch fewer.
+template <bool SPLIT>
+GETP_DEVICE void attn_rows_merge(float* __restrict__ att, unsigned short* __restrict__ pieces,
                                  const float* __restrict__ partial_acc, const float* __restrict__ partial_ml,
-                                 const float* __restrict__ sinks, int r, int h, int used, int rows, int n_heads,
-                                 int n_split, int head_dim, int lda, int n_pieces) {
+                                 const float* __restrict__ sinks, const int* __restrict__ row_pos, int n_items,
+                                 int n_heads, int n_split, int head_dim, int window, int split_len, int lda,
+                                 int n_pieces) {
   const int lane = threadIdx.x % WARP_SIZE;
-  const size_t item = (size_t)r * n_heads + h;
-  const float* ml = partial_ml + item * n_split * 2;
-  const float* acc = partial_acc + item * n_split * head_dim;
-  const float sink = sinks[h];
+  const int item = blockIdx.x * (int)(blockDim.x / WARP_SIZE) + (int)(threadIdx.x / WARP_SIZE);  // r nh + h
+  if (item >= n_items) return;  // warp-uniform
+  const int pos = row_pos[item / n_heads];
+  const int lo = window > 0 ? max(0, pos - window + 1) : 0;
+  const int used = min(n_split, (pos - lo + split_len) / split_len);  // ceil((pos + 1 - lo) / split_len)
+  const float* ml = partial_ml + (size_t)item * n_split * 2;
+  const float* acc = partial_acc + (size_t)item * n_split * head_dim;
+  const float sink = sinks[item % n_heads];
   float m = sink;
-  for (int s = lane; s < used; s += WARP_SIZE) m = fmaxf(m, ld_l2(ml + 2 * s));
+  for (int s = lane; s < used; s += WARP_SIZE) m = fmaxf(m, ml[2 * s]);
   m = warp_max(m);
   float l = 0.0f;
-  for (int s = lane; s < used; s += WARP_SIZE) l += ld_l2(ml + 2 * s + 1) * expf(ld_l2(ml + 2 * s) - m);
+  for (int s = lane; s < used; s += WARP_SIZE) l += ml[2 * s + 1] * expf(ml[2 * s] - m);
   l = warp_sum(l) + expf(sink - m);
   const float inv_l = 1.0f / l;
-  const size_t plane = (size_t)rows * lda;
-  const int row_len = n_heads * head_dim;
+  const size_t r = item / n_heads, plane = (size_t)(n_items / n_heads) * lda;
+  const int h = item % n_heads, row_len = n_heads * head_dim;
   for (int d = lane; d < head_dim; d += WARP_SIZE) {
     float o = 0.0f;
-    for (int s = 0; s < used; ++s) o += ld_l2(acc + (size_t)s * head_dim + d) * expf(ld_l2(ml + 2 * s) - m);
+    for (int s = 0; s < used; ++s) o += acc[(size_t)s * head_dim + d] * expf(ml[2 * s] - m);
     const float v = o * inv_l;
-    att[item * head_dim + d] = v;
-    if (n_pieces > 0) {
+    att[(size_t)item * head_dim + d] = v;
+    if (SPLIT) {
       unsigned piece[3];
       tc_split_n(v, n_pieces, piece);
-#pragma unroll
-      for (int p = 0; p < 3; ++p)  // constant indices: piece stays in registers
-        if (p < n_pieces) pieces[p * plane + (size_t)r * lda + h * head_dim + d] = (unsigned short)piece[p];
+      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + h * head_dim + d] = (unsigned short)piece[p];
     }
   }
-  if (n_pieces > 0 && h == n_heads - 1)  // the row's padding columns
+  if (SPLIT && h == n_heads - 1)  // the row's padding columns
     for (int i = row_len + lane; i < lda; i += WARP_SIZE)
-      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + (size_t)r * lda + i] = 0;
+      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + i] = 0;
 }
 
-// After a block's partial: the last of the row's `used` blocks of kv head j to finish (a counter per (row, kv
-// head), set back to 0 by that block: a CUDA graph's replay needs no memset) merges the G heads of j, a warp a
-// head. The merge's order is the split order whichever block that is: the same bits as a merge launched after.
-template <int GMAX>
-GETP_DEVICE void attn_rows_merge_last(float* __restrict__ att, unsigned short* __restrict__ pieces,
-                                      const float* __restrict__ partial_acc, const float* __restrict__ partial_ml,
-                                      unsigned* __restrict__ counters, const float* __restrict__ sinks, int used,
-                                      int n_heads, int n_kv_heads, int n_split, int head_dim, int lda, int n_pieces) {
-  __shared__ int last;
-  const int kvh = blockIdx.y, r = blockIdx.z, G = n_heads / n_kv_heads;
-  if (used > 1) __threadfence();  // this block's partial is visible to the whole GPU before the count says so
-  __syncthreads();                 // and to the whole block
-  if (used > 1) {
-    if (threadIdx.x == 0) {
-      unsigned* counter = counters + (size_t)r * n_kv_heads + kvh;
-      last = atomicAdd(counter, 1u) == (unsigned)used - 1;
-      if (last) *counter = 0;  // all the row's blocks of this head have counted
-    }
-    __syncthreads();
-    if (!last) return;  // block-uniform
-    __threadfence();
-  }
-  for (int g = threadIdx.x / WARP_SIZE; g < G; g += WARPS_PER_BLOCK)
-    attn_merge_item(att, pieces, partial_acc, partial_ml, sinks, r, kvh * G + g, used, gridDim.z, n_heads, n_split,
-                    head_dim, lda, n_pieces);
+extern "C" __global__ void attn_rows_merge_f32(float* __restrict__ att, const float* __restrict__ partial_acc,
+                                               const float* __restrict__ partial_ml, const float* __restrict__ sinks,
+                                               const int* __restrict__ row_pos, int n_items, int n_heads, int n_split,
+                                               int head_dim, int window, int split_len) {
+  attn_rows_merge<false>(att, (unsigned short*)0, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split,
+                         head_dim, window, split_len, 0, 0);
 }
 
-// One kernel per (head_dim bound, group bound): attn_rows_d{64,128}_g{8,16}_f32 (ATTN_MAX_GROUP:
-// cupy_getp/gpu/constants.py), a block's partial then, in the last block of a (row, kv head), the merge.
-#define ATTN_ROWS_KERNEL(DMAX, GMAX)                                                                             \
-  extern "C" __global__ void ATTN_BOUNDS(GMAX) attn_rows_d##DMAX##_g##GMAX##_f32(                                \
-      float* __restrict__ att, unsigned short* __restrict__ pieces, float* __restrict__ partial_acc,              \
-      float* __restrict__ partial_ml, unsigned* __restrict__ counters, const float* __restrict__ qkv,              \
-      const float* __restrict__ key_cache, const float* __restrict__ value_cache, const float* __restrict__ sinks,  \
-      const int* __restrict__ row_slot, const int* __restrict__ row_pos, int n_heads, int n_kv_heads,             \
-      int head_dim, int cache_len, int window, int split_len, int vec4, int lda, int n_pieces) {                  \
-    __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];                                                     \
-    if (!attn_rows_partial<DMAX, GMAX>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache,      \
-                                       row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window,      \
-                                       split_len, vec4))                                                          \
-      return;                                                                                                     \
-    const int used = attn_splits_used(row_pos[blockIdx.z], window, split_len, gridDim.x);                        \
-    attn_rows_merge_last<GMAX>(att, pieces, partial_acc, partial_ml, counters, sinks, used, n_heads, n_kv_heads,  \
-                               gridDim.x, head_dim, lda, n_pieces);                                               \
-  }
-ATTN_ROWS_KERNEL(64, 8)
-ATTN_ROWS_KERNEL(64, 16)
-ATTN_ROWS_KERNEL(128, 8)
-ATTN_ROWS_KERNEL(128, 16)
+extern "C" __global__ void attn_rows_merge_split(float* __restrict__ att, unsigned short* __restrict__ pieces,
+                                                 const float* __restrict__ partial_acc,
+                                                 const float* __restrict__ partial_ml, const float* __restrict__ sinks,
+                                                 const int* __restrict__ row_pos, int n_items, int n_heads,
+                                                 int n_split, int head_dim, int window, int split_len, int lda,
+                                                 int n_pieces) {
+  attn_rows_merge<true>(att, pieces, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split, head_dim,
+                        window, split_len, lda, n_pieces);
+}

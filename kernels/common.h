@@ -83,15 +83,6 @@ GETP_DEVICE void copy_async_wait_all() {
 #endif
 }
 
-// A load from L2, past this SM's L1: what other blocks of the same launch wrote before a __threadfence and a
-// counter that says so (the attention's last block of a row, after its own __threadfence). HIP: a plain load,
-// the fence before it having invalidated the CU's L1 (gfx90a's acquire at agent scope; compile-checked only).
-#ifdef GETP_HIP
-GETP_DEVICE float ld_l2(const float* p) { return *p; }
-#else
-GETP_DEVICE float ld_l2(const float* p) { return __ldcg(p); }
-#endif
-
 // False for NaN and +-inf (no <cmath> under hiprtc): NaN fails every comparison.
 GETP_DEVICE bool is_finite_f32(float v) { return fabsf(v) <= 3.402823466e+38f; }
 

@@ -1,55 +1,26 @@
 // rmsnorm.hip: out = w * x / sqrt(mean(x^2) + 1e-5), FP32 accumulation. One block per vector.
 #include "common.h"
 
-// Values of a row a thread holds in registers: a row of up to RMS_HELD x BLOCK_SIZE values (3072: the 20b's and
-// 120b's 2880) is read from memory once, every load issued before the first is used (at one row the block's
-// latency is the kernel's time); a longer row is read again past them.
-#define RMS_HELD 12
+// 1 / sqrt(mean(x^2) + 1e-5) of one vector, to every thread of the block (one order of additions for every
+// kernel of this file: rmsnorm_split_rows gives rmsnorm_rows_f32's bits through it).
+GETP_DEVICE float rmsnorm_inv(const float* __restrict__ x, int n, float* scratch) {
+  float ss = 0.0f;
+  for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
+  ss = block_sum(ss, scratch);
+  return 1.0f / sqrtf(ss / (float)n + 1e-5f);
+}
 
-// One row x (n values) as this thread of the block sees it, and 1 / sqrt(mean(x^2) + 1e-5) of it, to every thread:
-// the sum of squares in one order of additions for every kernel of this file (rmsnorm_split_rows gives
-// rmsnorm_rows_f32's bits through it): each thread its values x[tid + j blockDim] in increasing j, then
-// block_sum.
-struct RmsRow {
-  float held[RMS_HELD];  // x[tid + j blockDim], 0 past n
-  const float* x;
-  int n;
-  float inv_rms;
-
-  GETP_DEVICE RmsRow(const float* __restrict__ x_, int n_, float* scratch) : x(x_), n(n_) {
-    #pragma unroll
-    for (int j = 0; j < RMS_HELD; ++j) {
-      const int i = threadIdx.x + j * blockDim.x;
-      held[j] = i < n ? x[i] : 0.0f;
-    }
-    float ss = 0.0f;
-    #pragma unroll
-    for (int j = 0; j < RMS_HELD; ++j)
-      if (threadIdx.x + j * blockDim.x < n) ss += held[j] * held[j];
-    for (int i = threadIdx.x + RMS_HELD * blockDim.x; i < n; i += blockDim.x) ss += x[i] * x[i];
-    ss = block_sum(ss, scratch);
-    inv_rms = 1.0f / sqrtf(ss / (float)n + 1e-5f);
-  }
-
-  // f(i, x_i) for this thread's i < end (x_i = 0 from n on), held values first (constant indices: registers).
-  template <class F>
-  GETP_DEVICE void each(int end, F f) const {
-    #pragma unroll
-    for (int j = 0; j < RMS_HELD; ++j) {
-      const int i = threadIdx.x + j * blockDim.x;
-      if (i < end) f(i, held[j]);
-    }
-    for (int i = threadIdx.x + RMS_HELD * blockDim.x; i < end; i += blockDim.x) f(i, i < n ? x[i] : 0.0f);
-  }
-};
+GETP_DEVICE void rmsnorm_block(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ w,
+                               int n, float* scratch) {
+  const float inv_rms = rmsnorm_inv(x, n, scratch);
+  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = w[i] * (inv_rms * x[i]);
+}
 
 // Batched engine: every row of (R, n) out and x. Grid (R,): one block per row.
 extern "C" __global__ void rmsnorm_rows_f32(float* __restrict__ out, const float* __restrict__ x,
                                             const float* __restrict__ w, int n) {
   __shared__ float scratch[WARPS_PER_BLOCK];
-  float* row_out = out + (size_t)blockIdx.x * n;
-  const RmsRow row(x + (size_t)blockIdx.x * n, n, scratch);
-  row.each(n, [&](int i, float xi) { row_out[i] = w[i] * (row.inv_rms * xi); });
+  rmsnorm_block(out + (size_t)blockIdx.x * n, x + (size_t)blockIdx.x * n, w, n, scratch);
 }
 
 // The batched engine's rmsnorm folded into the split that the tensor-core products read: out (R, n) =
@@ -61,12 +32,13 @@ extern "C" __global__ void rmsnorm_split_rows(float* __restrict__ out, unsigned 
                                               int lda, int n_pieces) {
   __shared__ float scratch[WARPS_PER_BLOCK];
   const size_t r = blockIdx.x, plane = (size_t)gridDim.x * lda;
-  const RmsRow row(x + r * n, n, scratch);
-  row.each(lda, [&](int i, float xi) {
-    const float v = i < n ? w[i] * (row.inv_rms * xi) : 0.0f;
+  const float* xr = x + r * n;
+  const float inv_rms = rmsnorm_inv(xr, n, scratch);
+  for (int i = threadIdx.x; i < lda; i += blockDim.x) {
+    const float v = i < n ? w[i] * (inv_rms * xr[i]) : 0.0f;
     if (i < n) out[r * n + i] = v;
     unsigned piece[3];
     tc_split_n(v, n_pieces, piece);
     for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + i] = (unsigned short)piece[p];
-  });
+  }
 }

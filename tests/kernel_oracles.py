@@ -26,7 +26,7 @@ from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
 from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp4_values, uniform_values
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
-from cupy_getp.gpu.launch.attention import ATTN_VARIANTS
+from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_ROWS
 from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.gpu.launch.splitk import WG_SLICED_ROWS
@@ -98,22 +98,9 @@ def gemm(c, a, w, bias, m, n, k, accumulate, vec):
 
 
 # -- batched attention: flash-decoding partials and their merge ------------------------------------------------
-@oracle(*ATTN_VARIANTS)
-def attn_rows(att, pieces, partial_acc, partial_ml, counters, qkv, key_cache, value_cache, sinks, row_slot, row_pos,
-              n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4, lda, n_pieces):
-    """The splits' partials, their merge into att, and att's pieces when n_pieces > 0 (tc_split_rows');
-    counters stay zeros (the kernel's last block of a row sets each back)."""
-    assert not np.asarray(counters).any(), "attn_rows: its counters must be zeros"
-    attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
-                  head_dim, cache_len, window, split_len)
-    attn_merge(att, partial_acc, partial_ml, sinks, row_pos, n_heads, head_dim, window, split_len)
-    if n_pieces > 0:
-        tc_split_rows(pieces, att, att.shape[0], n_heads * head_dim, lda, n_pieces, 0)
-
-
-def attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
-                  head_dim, cache_len, window, split_len):
-    """Each split's (m, l) and acc of every row and head; a split the row does not reach is not written."""
+@oracle(*ATTN_PARTIAL_VARIANTS)
+def attn_rows_partial(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
+                      head_dim, cache_len, window, split_len, vec4):
     n_split, group = partial_acc.shape[2], n_heads // n_kv_heads
     for r, (slot, pos) in enumerate(zip(row_slot, row_pos)):
         lo = max(0, pos - window + 1) if window > 0 else 0
@@ -130,9 +117,9 @@ def attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot
                 partial_ml[r, h, s] = (scores.max(), p.sum())
 
 
-def attn_merge(att, partial_acc, partial_ml, sinks, row_pos, n_heads, head_dim, window, split_len):
-    """att = the splits each row reaches, merged with the sink (the others are not read)."""
-    n_split = partial_acc.shape[2]
+@oracle("attn_rows_merge_f32")
+def attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim, window,
+                    split_len):
     merged = np.zeros((len(row_pos), n_heads, head_dim))
     for r, pos in enumerate(row_pos):
         lo = max(0, pos - window + 1) if window > 0 else 0
@@ -272,6 +259,15 @@ def rmsnorm_split_rows(out, ap, x, w, hidden, lda, pieces):
     """rmsnorm_rows, then tc_split_rows of its output."""
     rmsnorm_rows(out, x, w, hidden)
     tc_split_rows(ap, out, out.shape[0], hidden, lda, pieces, 0)
+
+
+@oracle("attn_rows_merge_split")
+def attn_rows_merge_split(att, ap, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim,
+                          window, split_len, lda, pieces):
+    """attn_rows_merge_f32, then tc_split_rows of att."""
+    attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim, window,
+                    split_len)
+    tc_split_rows(ap, att, att.shape[0], n_heads * head_dim, lda, pieces, 0)
 
 
 def joined(ap, k: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """The batched engine's row kernels (embedding_rows, rmsnorm_rows, rope_kv_write, argmax_rows) and its
-flash-decoding attention (attn_rows: the splits' partials and their merge, one launch) against numpy: rows of different slots and
+flash-decoding attention (attn_rows_partial + attn_rows_merge) against numpy: rows of different slots and
 positions in one launch, contexts of 1 and of the whole cache (127, 128, 129 and seq_len at the 20b shape),
 windows with ring wrap, prefill-chunk rows of one slot at consecutive positions (the window's start moving
 inside the chunk), the engine's split length (`attn_split_len`), and a row's output bit-identical whatever
@@ -19,7 +19,6 @@ from cupy_getp.rope import rope_cos_sin
 from batch_fakes import expected
 from conftest import TINY
 from gpu_helpers import host, poisoned, to_device
-from kernel_oracles import attn_partials
 
 gpu_test = pytest.mark.gpu
 
@@ -30,14 +29,14 @@ ATTN_TOL = 5e-5
 def test_attention_variant_choice():
     from cupy_getp.gpu.launch import attention as attention_launch
 
-    assert attention_launch.attn_kernel(64, 8) == "attn_rows_d64_g8_f32"
-    assert attention_launch.attn_kernel(30, 3) == "attn_rows_d64_g8_f32"
-    assert attention_launch.attn_kernel(128, 16) == "attn_rows_d128_g16_f32"
+    assert attention_launch.attn_partial_kernel(64, 8) == "attn_rows_partial_d64_g8_f32"
+    assert attention_launch.attn_partial_kernel(30, 3) == "attn_rows_partial_d64_g8_f32"
+    assert attention_launch.attn_partial_kernel(128, 16) == "attn_rows_partial_d128_g16_f32"
     for bad in ((129, 8), (64, 17), (0, 1)):
         with pytest.raises(ValueError):
-            attention_launch.attn_kernel(*bad)
-    picks = {attention_launch.attn_kernel(d, g) for d in range(1, 129) for g in range(1, 17)}
-    assert picks == set(attention_launch.ATTN_VARIANTS)  # every variant used, none missing
+            attention_launch.attn_partial_kernel(*bad)
+    picks = {attention_launch.attn_partial_kernel(d, g) for d in range(1, 129) for g in range(1, 17)}
+    assert picks == set(attention_launch.ATTN_PARTIAL_VARIANTS)  # every variant used, none missing
 
 
 # -- rows ---------------------------------------------------------------------------------------------
@@ -54,7 +53,7 @@ def test_embedding_rows(gpu, rng, rows, hidden, vocab):
 
 
 @gpu_test
-@pytest.mark.parametrize("rows, hidden", [(1, 1), (3, 31), (7, 257), (5, 2880), (2, 5000)])  # 5000: past the held
+@pytest.mark.parametrize("rows, hidden", [(1, 1), (3, 31), (7, 257), (5, 2880)])
 def test_rmsnorm_rows(gpu, rng, rows, hidden):
     x = (rng.standard_normal((rows, hidden)) * 3).astype(np.float32)
     w = rng.standard_normal(hidden).astype(np.float32)
@@ -66,7 +65,7 @@ def test_rmsnorm_rows(gpu, rng, rows, hidden):
 
 @gpu_test
 @pytest.mark.parametrize("pieces", [1, 3])
-@pytest.mark.parametrize("rows, hidden", [(1, 2880), (3, 37), (70, 2880), (5, 100), (2, 3077)])
+@pytest.mark.parametrize("rows, hidden", [(1, 2880), (3, 37), (70, 2880), (5, 100)])
 def test_rmsnorm_split_rows_is_rmsnorm_then_split_bit_for_bit(gpu, rng, rows, hidden, pieces):
     """The fused kernel the engine runs on tensor cores: its t and its pieces are the two kernels' bits."""
     import cupy
@@ -210,13 +209,9 @@ def fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim):
     return key_cache, value_cache, history
 
 
-def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim, window, split_len,
-                  pieces=None, repeats: int = 1):
-    """attn_rows as the engine launches it (partial buffers of the engine's splits, NaN-poisoned; counters of
-    zeros, which it must leave zeros), `repeats` times on the same buffers (a graph's replays: the bits may not
-    change); host or device inputs. Returns the device att, partial_acc and partial_ml."""
-    import cupy
-
+def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim, window, split_len):
+    """attn_rows_partial then attn_rows_merge as the engine launches them (partial buffers of the engine's
+    splits, NaN-poisoned); host or device inputs. Returns the device att, partial_acc and partial_ml."""
     k = gpu[1]
     R = len(rows)
     n_split = splits_of(window, key_cache.shape[1], split_len)
@@ -225,17 +220,9 @@ def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_h
     partial_acc = poisoned((R, n_heads, n_split, head_dim))
     partial_ml = poisoned((R, n_heads, n_split, 2))
     att = poisoned((R, n_heads * head_dim))
-    counters = cupy.zeros(R * n_kv_heads + 5, np.uint32)  # more than the launch needs, as the engine's
-    args = (to_device(qkv), to_device(key_cache), to_device(value_cache), to_device(sinks), row_slot, row_pos,
-            n_heads, n_kv_heads, head_dim, window, split_len)
-    first = None
-    for _ in range(repeats):
-        k.attn_rows(att, partial_acc, partial_ml, counters, *args, pieces=pieces)
-        assert not host(counters, gpu).any(), "attn_rows left a counter that is not zero"
-        if first is None:
-            first = host(att, gpu).copy()
-        else:
-            np.testing.assert_array_equal(host(att, gpu).view(np.uint32), first.view(np.uint32))
+    k.attn_rows_partial(partial_acc, partial_ml, to_device(qkv), to_device(key_cache), to_device(value_cache),
+                        row_slot, row_pos, n_heads, n_kv_heads, head_dim, window, split_len)
+    k.attn_rows_merge(att, partial_acc, partial_ml, to_device(sinks), row_pos, window, split_len)
     return att, partial_acc, partial_ml
 
 
@@ -288,7 +275,7 @@ def test_attention_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window, cache_l
         sinks[0] = 20.0  # the sink takes nearly all of the probability
     split_len = split_len_of(head_dim, n_heads, n_kv_heads)
     att, partial_acc, partial_ml = run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads,
-                                                 n_kv_heads, head_dim, window, split_len, repeats=2)
+                                                 n_kv_heads, head_dim, window, split_len)
     att = host(att, gpu)
     q_dim = n_heads * head_dim
     for r, (slot, pos) in enumerate(rows):
@@ -309,11 +296,10 @@ def test_attention_rows_partials_per_split(gpu, rng, window, cache_len):
     qkv = rng.standard_normal((3, (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
     _, partial_acc, partial_ml = run_attention(gpu, qkv, key_cache, value_cache, rows, np.zeros(n_heads, np.float32),
                                                n_heads, n_kv_heads, head_dim, window, split_len)
+    want_acc, want_ml, *_ = expected("attn_rows_partial", partial_acc, partial_ml, qkv, key_cache, value_cache,
+                                     np.array([s for s, _ in rows], np.int32), np.array([p for _, p in rows], np.int32),
+                                     n_heads, n_kv_heads, head_dim, window, split_len)
     partial_acc, partial_ml = host(partial_acc, gpu), host(partial_ml, gpu)
-    want_acc, want_ml = np.full_like(partial_acc, np.nan), np.full_like(partial_ml, np.nan)
-    attn_partials(want_acc, want_ml, qkv, key_cache, value_cache, np.array([s for s, _ in rows], np.int32),
-                  np.array([p for _, p in rows], np.int32), n_heads, n_kv_heads, head_dim, cache_len, window,
-                  split_len)
     assert_only_reached_splits_written(partial_acc, partial_ml, rows, window, split_len)
     reached = reached_mask([p for _, p in rows], n_heads, partial_ml.shape[2], window, split_len)
     (m, l), (want_m, want_l) = partial_ml[reached].T, want_ml[reached].T
@@ -323,41 +309,68 @@ def test_attention_rows_partials_per_split(gpu, rng, window, cache_len):
 
 
 @gpu_test
+@pytest.mark.parametrize("window, positions", [(0, [100, 255, 0, 191, 64]), (200, [100, 255, 0, 30, 250])])
+def test_attention_rows_merge_alone(gpu, rng, window, positions):
+    """The merge against its oracle on made-up partials: a row reads only the splits it reaches (the others
+    hold NaNs here, as the partial kernel leaves them); the oracle sees them as empty (m = -inf, l = 0)."""
+    n_heads, head_dim = 5, 30
+    split_len = split_len_of(head_dim, n_heads, 1)
+    n_split = splits_of(window, 256, split_len)
+    row_pos = np.array(positions, np.int32)
+    R = len(row_pos)
+    reached = reached_mask(row_pos, n_heads, n_split, window, split_len)
+    assert len({int(n) for n in reached[:, 0].sum(axis=1)}) > 1  # rows reaching different numbers of splits
+    m = rng.standard_normal((R, n_heads, n_split)).astype(np.float32) * 3
+    l = rng.uniform(0.5, 20, (R, n_heads, n_split)).astype(np.float32)
+    ml = np.stack([m, l], axis=-1)
+    acc = rng.standard_normal((R, n_heads, n_split, head_dim)).astype(np.float32)
+    empty_ml, empty_acc = ml.copy(), acc.copy()
+    empty_ml[~reached], empty_acc[~reached] = (-np.inf, 0.0), 0.0
+    ml[~reached], acc[~reached] = np.nan, np.nan
+    sinks = rng.standard_normal(n_heads).astype(np.float32) * 4
+    att = poisoned((R, n_heads * head_dim))
+    gpu[1].attn_rows_merge(att, to_device(acc), to_device(ml), to_device(sinks), to_device(row_pos), window, split_len)
+    want, *_ = expected("attn_rows_merge", att, empty_acc, empty_ml, sinks, row_pos, window, split_len)
+    assert np.max(np.abs(host(att, gpu) - want)) <= ELEMENT_TOL * 4
+
+
+@gpu_test
 @pytest.mark.parametrize("pieces", [1, 3])
-@pytest.mark.parametrize("n_heads, n_kv_heads, head_dim, window, cache_len, rows", [
-    (64, 8, 64, 0, 600, [(0, 511)]), (5, 1, 30, 200, 230, [(0, 100), (1, 255), (2, 0), (3, 30)]),
-    (3, 1, 14, 0, 64, [(0, 7), (1, 0), (2, 40)]), (64, 8, 64, 128, 256, [(s, 300 + s) for s in range(64)])])
-def test_attention_pieces_are_the_split_of_att_bit_for_bit(gpu, rng, pieces, n_heads, n_kv_heads, head_dim, window,
-                                                            cache_len, rows):
-    """attn_rows with `pieces` (the engine's launch before the output projection on tensor cores; the merge
-    writes them up to 64 rows): att as without them, bit for bit, and the pieces split_pieces' of it; pad columns
-    (nh D = 42 and 150: not multiples of 8) zeros. 64 x 64: one 20b row at context 512; 64 rows on the ring."""
+@pytest.mark.parametrize("n_heads, n_kv_heads, head_dim, window, positions", [
+    (64, 8, 64, 0, [511]), (5, 1, 30, 200, [100, 255, 0, 30]), (3, 1, 14, 0, [7, 0, 40])])
+def test_attention_merge_split_is_merge_then_split_bit_for_bit(gpu, rng, pieces, n_heads, n_kv_heads, head_dim,
+                                                               window, positions):
+    """attn_rows_merge with `pieces` (attn_rows_merge_split, the engine's launch before the output projection on
+    tensor cores): att and its pieces are the bits of the merge then split_pieces; pad columns (nh D = 42 and
+    150: not multiples of 8) zeros. 64 x 64: one 20b row at context 512."""
     import cupy
 
     from cupy_getp.gpu.launch.gemm_tc import pieces_lda
 
-    slots = max(s for s, _ in rows) + 1
-    key_cache, value_cache, _ = fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim)
-    qkv = rng.standard_normal((len(rows), (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
-    qkv[0, :3] = (1e4, -1e-30, 0.0)
-    sinks = rng.standard_normal(n_heads).astype(np.float32)
     split_len = split_len_of(head_dim, n_heads, n_kv_heads)
-    R, lda = len(rows), pieces_lda(n_heads * head_dim)
+    n_split = splits_of(window, 1024, split_len)
+    row_pos = to_device(np.array(positions, np.int32))
+    R, width = len(positions), n_heads * head_dim
+    ml = np.stack([rng.standard_normal((R, n_heads, n_split)) * 3, rng.uniform(0.5, 20, (R, n_heads, n_split))],
+                  axis=-1).astype(np.float32)
+    acc = rng.standard_normal((R, n_heads, n_split, head_dim)).astype(np.float32)
+    acc[0, 0, 0, :3] = (1e30, -1e-30, 0.0)
+    acc, ml, sinks = to_device(acc), to_device(ml), to_device(rng.standard_normal(n_heads).astype(np.float32))
+    lda = pieces_lda(width)
+    att_want, att_got = poisoned((R, width)), poisoned((R, width))
     ap_want = cupy.full((pieces, R, lda), 0xFFFF, np.uint16)
     ap_got = cupy.full((pieces, R, lda), 0xFFFF, np.uint16)
-    case = (qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim, window, split_len)
-    att_want, *_ = run_attention(gpu, *case)
+    gpu[1].attn_rows_merge(att_want, acc, ml, sinks, row_pos, window, split_len)
     gpu[1].split_pieces(ap_want, att_want)
-    att_got, *_ = run_attention(gpu, *case, pieces=ap_got)
+    gpu[1].attn_rows_merge(att_got, acc, ml, sinks, row_pos, window, split_len, ap_got)
     np.testing.assert_array_equal(host(att_got, gpu).view(np.uint32), host(att_want, gpu).view(np.uint32))
     np.testing.assert_array_equal(host(ap_got, gpu), host(ap_want, gpu))
 
 
 @pytest.mark.parametrize("rows", [1, 64, 65, 300])
-def test_attention_pieces_by_the_merge_up_to_64_rows(monkeypatch, rows):
-    """attn_rows with `pieces`: the merge writes them up to MERGE_SPLIT_MAX_ROWS rows (one launch), else
-    tc_split_rows after it (faster at 1024 rows); att and the pieces the same either way (the kernels' oracles
-    here)."""
+def test_attention_merge_with_pieces_takes_one_launch_up_to_64_rows(monkeypatch, rows):
+    """attn_rows_merge with `pieces`: attn_rows_merge_split up to MERGE_SPLIT_MAX_ROWS rows, else the merge then
+    tc_split_rows (faster at 1024 rows); att and the pieces the same either way (the kernels' oracles here)."""
     import sys
 
     from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
@@ -367,23 +380,17 @@ def test_attention_pieces_by_the_merge_up_to_64_rows(monkeypatch, rows):
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     rng = np.random.default_rng(rows)
     kernels = FakeKernels(FakeDevice())
-    n_heads, n_kv_heads, head_dim, cache_len = 3, 1, 14, 40
-    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
-    n_split = splits_of(0, cache_len, split_len)
-    caches = host_array(rng.standard_normal((2, 2, cache_len, n_kv_heads * head_dim)).astype(np.float32))
-    qkv = host_array(rng.standard_normal((rows, (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32))
-    row_slot = host_array(rng.integers(0, 2, rows).astype(np.int32))
-    row_pos = host_array(rng.integers(0, cache_len, rows).astype(np.int32))
+    n_heads, head_dim, n_split, split_len = 3, 14, 2, 64
+    row_pos = host_array(rng.integers(0, 2 * split_len, rows).astype(np.int32))
+    acc = host_array(rng.standard_normal((rows, n_heads, n_split, head_dim)).astype(np.float32))
+    ml = host_array(np.stack([rng.standard_normal((rows, n_heads, n_split)),
+                              rng.uniform(0.5, 20, (rows, n_heads, n_split))], axis=-1).astype(np.float32))
     sinks = host_array(rng.standard_normal(n_heads).astype(np.float32))
-    acc = host_array(np.zeros((rows, n_heads, n_split, head_dim), np.float32))
-    ml = host_array(np.zeros((rows, n_heads, n_split, 2), np.float32))
     att = host_array(np.full((rows, n_heads * head_dim), np.nan, np.float32))
-    counters = host_array(np.zeros(rows * n_kv_heads, np.uint32))
     ap = host_array(np.full((3, rows, pieces_lda(n_heads * head_dim)), 0xFFFF, np.uint16))
-    kernels.attn_rows(att, acc, ml, counters, qkv, caches[0], caches[1], sinks, row_slot, row_pos, n_heads,
-                      n_kv_heads, head_dim, 0, split_len, pieces=ap)
-    by_merge = rows <= MERGE_SPLIT_MAX_ROWS
-    assert kernels.launches == (["attn_rows_d64_g8_f32"] if by_merge else ["attn_rows_d64_g8_f32", "tc_split_rows"])
+    kernels.attn_rows_merge(att, acc, ml, sinks, row_pos, 0, split_len, ap)
+    fused = rows <= MERGE_SPLIT_MAX_ROWS
+    assert kernels.launches == (["attn_rows_merge_split"] if fused else ["attn_rows_merge_f32", "tc_split_rows"])
     want_ap = host_array(np.zeros_like(ap))
     kernels.split_pieces(want_ap, att)
     assert not np.isnan(att).any()
@@ -484,14 +491,10 @@ def test_attention_rows_rejects_splits_that_cannot_cover_the_cache(gpu):
     split_len = split_len_of(head_dim, n_heads, n_kv_heads)
     cache_len = split_len + 36
     cache = cupy.zeros((2, cache_len, head_dim), np.float32)
-    att, counters = cupy.zeros((R, n_heads * head_dim), np.float32), cupy.zeros(R * n_kv_heads, np.uint32)
-    args = (cupy.zeros((R, (n_heads + 2) * head_dim), np.float32), cache, cache, cupy.zeros(n_heads, np.float32),
+    args = (cupy.zeros((R, (n_heads + 2) * head_dim), np.float32), cache, cache,
             cupy.zeros(R, np.int32), cupy.zeros(R, np.int32), n_heads, n_kv_heads, head_dim)
     with pytest.raises(ValueError):  # one split cannot cover the full layer's cache_len positions
-        gpu[1].attn_rows(att, cupy.zeros((R, n_heads, 1, head_dim), np.float32),
-                         cupy.zeros((R, n_heads, 1, 2), np.float32), counters, *args, 0, split_len)
-    with pytest.raises(ValueError):  # too few counters
-        gpu[1].attn_rows(att, cupy.zeros((R, n_heads, 1, head_dim), np.float32),
-                         cupy.zeros((R, n_heads, 1, 2), np.float32), counters[:0], *args, split_len - 14, split_len)
-    gpu[1].attn_rows(att, cupy.zeros((R, n_heads, 1, head_dim), np.float32),  # a window <= split_len: one
-                     cupy.zeros((R, n_heads, 1, 2), np.float32), counters, *args, split_len - 14, split_len)
+        gpu[1].attn_rows_partial(cupy.zeros((R, n_heads, 1, head_dim), np.float32),
+                                 cupy.zeros((R, n_heads, 1, 2), np.float32), *args, 0, split_len)
+    gpu[1].attn_rows_partial(cupy.zeros((R, n_heads, 1, head_dim), np.float32),  # a window <= split_len: one
+                             cupy.zeros((R, n_heads, 1, 2), np.float32), *args, split_len - 14, split_len)

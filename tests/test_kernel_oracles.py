@@ -73,10 +73,10 @@ def test_attention_oracles_equal_the_reference(rng, head_dim, n_heads, n_kv_head
     acc = np.zeros((len(rows), n_heads, n_split, head_dim), np.float32)
     ml = np.zeros((len(rows), n_heads, n_split, 2), np.float32)
     att = np.zeros((len(rows), n_heads * head_dim), np.float32)
-    counters = np.zeros(len(rows) * n_kv_heads, np.uint32)
     qkv, caches = host_array(qkv), host_array(caches)  # the helpers read device addresses (alignment)
-    k.attn_rows(att, acc, ml, counters, qkv, caches[0], caches[1], sinks, np.array([s for s, _ in rows], np.int32),
-                np.array([p for _, p in rows], np.int32), n_heads, n_kv_heads, head_dim, window, split_len)
+    k.attn_rows_partial(acc, ml, qkv, caches[0], caches[1], np.array([s for s, _ in rows], np.int32),
+                        np.array([p for _, p in rows], np.int32), n_heads, n_kv_heads, head_dim, window, split_len)
+    k.attn_rows_merge(att, acc, ml, sinks, np.array([p for _, p in rows], np.int32), window, split_len)
     for r, (slot, pos) in enumerate(rows):
         kv = history[slot][:pos + 1]
         want = attention(qkv[r, :n_heads * head_dim].reshape(n_heads, head_dim), kv[:, 0], kv[:, 1], sinks, window)

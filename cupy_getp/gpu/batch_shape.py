@@ -54,7 +54,7 @@ class BatchShape:
 def attn_split_len(config) -> int:
     """Positions per attention split, on every layer and at every row count: fixed by the model alone, so a
     row's attention depends on its own position and cache only (batch invariance). As many as one block of
-    attn_rows holds."""
+    attn_rows_partial holds."""
     return attn_split_positions(config.head_dim, config.n_attn_heads // config.n_kv_heads)
 
 

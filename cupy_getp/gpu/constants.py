@@ -12,8 +12,8 @@ from ..checkpoint.safetensors import MXFP4_BLOCK  # the format's block: defined 
 BLOCK_SIZE = 256  # threads per block of every kernel (WARPS_PER_BLOCK = BLOCK_SIZE / WARP_SIZE)
 
 # attention.hip
-ATTN_MAX_GROUP = 16  # query heads per kv head attn_rows handles (its largest variant)
-ATTN_MAX_HEAD_DIM = 128  # head_dim of attn_rows' largest variant (host only: the variants name it)
+ATTN_MAX_GROUP = 16  # query heads per kv head attn_rows_partial handles (its largest variant)
+ATTN_MAX_HEAD_DIM = 128  # head_dim of attn_rows_partial's largest variant (host only: the variants name it)
 
 # moe.hip
 MOE_MAX_K = 16  # experts per token moe_mlp2_accumulate_bf16w takes

@@ -24,7 +24,7 @@ from ..errors import KernelDtypeError
 from .constants import BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
-from .launch.attention import ATTN_VARIANTS
+from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_ROWS, wgmma_disabled
 from .launch.splitk import WG_SLICED_ROWS, wg_splitk_enabled
@@ -37,7 +37,7 @@ GROUPED_KINDS = ("grouped_swiglu", "grouped", "grouped_swiglu_mxfp4w", "grouped_
 
 # Every kernel of every family, by name (macro-made ones included): the launch helpers' targets.
 ENTRY_POINTS: dict[str, tuple[str, ...]] = {
-    "attention": ATTN_VARIANTS,
+    "attention": (*ATTN_PARTIAL_VARIANTS, "attn_rows_merge_f32", "attn_rows_merge_split"),
     "embedding": ("embedding_rows_f32",),
     "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped",
                                                       "grouped_swiglu_mxfp4w", "grouped_mxfp4w")
