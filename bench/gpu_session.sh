@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8d|s8e]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -229,6 +229,43 @@ PY
         (cd $dir && PYTHONPATH=$PWD timeout 100 python bench/attention.py --rows 64,1024 \
           --out "$OUT/attention-$side.jsonl" > "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
         grep -vE "^\{" "$OUT/attention-$side.txt" | tail -10
+      done
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      ;;
+    s8c)  # eighth session, run 3: attention's K loads by whole sectors: its GPU tests, then bench/attention.py of the
+      # tree before (.carry/old) and this one in the same run
+      timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k "attention" \
+        > "$OUT/attn-tests.log" 2>&1; echo "attention tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/attn-tests.log" | tail -12
+      for side in old new old new; do
+        dir=$([ $side = old ] && echo .carry/old || echo .)
+        (cd $dir && PYTHONPATH=$PWD timeout 100 python bench/attention.py --rows 64,1024 \
+          --out "$OUT/attention-$side.jsonl" >> "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
+        grep -vE "^\{" "$OUT/attention-$side.txt" | tail -8
+      done
+      ;;
+    s8d)  # eighth session, last run: getp's invariance end to end, then the exact headline (MAX_SECONDS, default 30;
+      # the step profile at PROFILE_ROWS, default 1024 (1 on an 80 GB card); batch-1) of this tree and of the one before (.carry/old)
+      timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
+      echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      # a 1024-row step profile does not fit an 80 GB card beside the headline's slots: one row there
+      rows=${PROFILE_ROWS:-$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{print ($1 > 100000) ? 1024 : 1}')}
+      for side in new old; do
+        dir=$([ $side = old ] && echo .carry/old || echo .)
+        (cd $dir && PYTHONPATH=$PWD timeout ${HEADLINE_SECONDS:-150} python bench/getp_throughput.py --preset 20b \
+          --precision exact --max-seconds ${MAX_SECONDS:-30} --profile-rows $rows \
+          --skip drift,single,transformers --out "$OUT/headline-$side" > "$OUT/headline-$side.txt" 2>&1)
+        echo "headline ($side) exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-$side.txt" | cut -c1-300 | tail -7
+        tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      done
+      ;;
+    s8e)  # eighth session: bench/attention.py of the tree before (.carry/old) and this one (the last run: s8e s8d)
+      for side in old new; do
+        dir=$([ $side = old ] && echo .carry/old || echo .)
+        (cd $dir && PYTHONPATH=$PWD timeout 100 python bench/attention.py --rows 64,1024 \
+          --out "$OUT/attention-$side.jsonl" >> "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
+        grep -vE "^\{" "$OUT/attention-$side.txt" | tail -8
       done
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       ;;
