@@ -245,13 +245,14 @@ PY
       done
       ;;
     s8d)  # eighth session, last run: getp's invariance end to end, then the exact headline (MAX_SECONDS, default 30;
-      # the step profile at PROFILE_ROWS, default 1024 (1 on an 80 GB card); batch-1) of this tree and of the one before (.carry/old)
+      # the step profile at PROFILE_ROWS, default 1024 (1 on an 80 GB card); batch-1) of this tree and of the one
+      # before (.carry/old; HEADLINE_SIDES="new": this tree's alone)
       timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
       echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       # a 1024-row step profile does not fit an 80 GB card beside the headline's slots: one row there
       rows=${PROFILE_ROWS:-$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{print ($1 > 100000) ? 1024 : 1}')}
-      for side in new old; do
+      for side in ${HEADLINE_SIDES:-new old}; do
         dir=$([ $side = old ] && echo .carry/old || echo .)
         (cd $dir && PYTHONPATH=$PWD timeout ${HEADLINE_SECONDS:-150} python bench/getp_throughput.py --preset 20b \
           --precision exact --max-seconds ${MAX_SECONDS:-30} --profile-rows $rows \
