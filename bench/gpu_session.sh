@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8d|s8e]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8d|s8e|s8f]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -269,6 +269,21 @@ PY
         grep -vE "^\{" "$OUT/attention-$side.txt" | tail -8
       done
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      ;;
+    s8f)  # eighth session, last run (the kernels of the seventh session's last tree): getp's invariance end to end,
+      # diff --batch, the exact headline and batch-1 of this tree (on an H200: the card), the split-K tests
+      timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
+      echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
+      timeout 90 python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1
+      echo "diff 7m --batch 8 exit $?"; tail -3 "$OUT/diff-batch-7m.txt"
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      rows=${PROFILE_ROWS:-$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{print ($1 > 100000) ? 1024 : 1}')}
+      timeout ${HEADLINE_SECONDS:-150} python bench/getp_throughput.py --preset 20b --precision exact \
+        --max-seconds ${MAX_SECONDS:-30} --profile-rows $rows --skip drift,single,transformers --out "$OUT/headline" \
+        > "$OUT/headline.txt" 2>&1
+      echo "headline exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline.txt" | cut -c1-300 | tail -7
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      splitk_tests ${SPLITK_SECONDS:-170}
       ;;
     s7a)  # seventh session, run 1: split-K's sliced mode (the split-K tests), then getp's invariance with split-K on
       splitk_tests 270; rc=$?

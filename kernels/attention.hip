@@ -15,11 +15,8 @@
 // takes row r's positions [lo + s split_len, min(lo + (s + 1) split_len, pos + 1)) of kv head j, for the G
 // query heads sharing it (K and V read once for all of them); lo = max(0, pos - window + 1) when window > 0,
 // else 0. split_len <= AttnRows::TILE (128 positions at head_dim <= 64 and G <= 8: the 20b and 120b).
-//   1. loads, all issued first: thread (pair of positions t, t + TILE/2; part p of PARTS) holds 16 dims of
-//      both K rows in registers, 16-byte loads of dims 4 (PARTS j + p) .. + 3, j = 0..3 (AttnRows::dim): a load
-//      instruction's PARTS lanes of a position read 16 PARTS consecutive bytes, whole 32-byte sectors (16
-//      consecutive dims a lane had two instructions ask for every sector of K, each using half: an L2 hit rate
-//      of 32 %, ncu on an H100, eighth session); V goes to shared memory by asynchronous 16-byte copies
+//   1. loads, all issued first: thread (pair of positions t, t + TILE/2; 16-dim part) holds those 16 dims of
+//      both K rows in registers (16-byte loads); V goes to shared memory by asynchronous 16-byte copies
 //      (cp.async) that land while the scores are computed; q of the G heads to shared memory (zero-padded).
 //   2. scores: per head g, thread (pair, part) dots its two K pieces with q_g (float4 broadcasts, each q
 //      load serving both positions), the PARTS lanes of a position add theirs with SHFL_XOR.
@@ -48,11 +45,6 @@ struct AttnRows {
   static_assert(BLOCK_SIZE % PARTS == 0 && BLOCK_SIZE % PAIRS == 0 && TILE % SLICES == 0, "thread mappings");
   static_assert(S_AT % 4 == 0 && P_AT % 4 == 0 && P_STRIDE % 4 == 0 && TOTAL % 4 == 0, "float4 alignment");
   static_assert(TOTAL * 4 <= 48 * 1024, "static shared memory");
-  // The dim that part p holds at k[u][i] (i < 16): 4 consecutive dims at every 4 PARTS, the part's q_g at
-  // Qs[g Q_STRIDE + p 20 + i].
-  static GETP_DEVICE int dim(int p, int i) { return 4 * (PARTS * (i / 4) + p) + i % 4; }
-  // Where dim d of q_g sits in Qs, after g Q_STRIDE: the inverse of dim.
-  static GETP_DEVICE int q_slot(int d) { return ((d / 4) % PARTS) * 20 + 4 * (d / (4 * PARTS)) + d % 4; }
 };
 
 // CUDA: blocks per SM the register allocation must allow. HIP's second __launch_bounds__ argument means
@@ -113,18 +105,17 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
       Vs[i] = (t < tn && e < D) ? vbase[(size_t)attn_ring_index(first, t, cache_len) * kv_dim + e] : 0.0f;
     }
   }
-  const int pair_qk = tid / L::PARTS, part = tid % L::PARTS;
+  const int pair_qk = tid / L::PARTS, part = tid % L::PARTS, d_qk = part * 16;
   float k[L::PER_THREAD][16];
 #pragma unroll
   for (int u = 0; u < L::PER_THREAD; ++u) {
     const int t = pair_qk + u * (L::TILE / L::PER_THREAD);
     const bool ok = t < tn;
-    const float* src = kbase + (size_t)attn_ring_index(first, ok ? t : 0, cache_len) * kv_dim;
+    const float* src = kbase + (size_t)attn_ring_index(first, ok ? t : 0, cache_len) * kv_dim + d_qk;
     if (vec4) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int d = L::dim(part, 4 * j);
-        const float4 v = (ok && d < D) ? *(const float4*)(src + d) : make_float4(0.f, 0.f, 0.f, 0.f);
+        const float4 v = (ok && d_qk + 4 * j < D) ? *(const float4*)(src + 4 * j) : make_float4(0.f, 0.f, 0.f, 0.f);
         k[u][4 * j] = v.x;
         k[u][4 * j + 1] = v.y;
         k[u][4 * j + 2] = v.z;
@@ -132,14 +123,14 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
       }
     } else {
 #pragma unroll
-      for (int j = 0; j < 16; ++j) k[u][j] = (ok && L::dim(part, j) < D) ? src[L::dim(part, j)] : 0.0f;
+      for (int j = 0; j < 16; ++j) k[u][j] = (ok && d_qk + j < D) ? src[j] : 0.0f;
     }
   }
   {
     const float* q = qkv + (size_t)r * (n_heads + 2 * n_kv_heads) * D + (size_t)kvh * G * D;
     for (int i = tid; i < G * DMAX; i += blockDim.x) {
       const int g = i / DMAX, d = i % DMAX;
-      Qs[g * L::Q_STRIDE + L::q_slot(d)] = d < D ? q[g * D + d] : 0.0f;
+      Qs[g * L::Q_STRIDE + (d / 16) * 20 + d % 16] = d < D ? q[g * D + d] : 0.0f;
     }
   }
   __syncthreads();
