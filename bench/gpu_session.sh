@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8d|s8e|s8f]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -63,15 +63,31 @@ splitk_tests() {  # splitk_tests SECONDS: the split-K GPU tests, their summary l
   timeout "$1" python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
   local rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12; return $rc
 }
-headline_side() {  # headline_side SPLITK PRECISION NAME: getp_throughput, 20b (MAX_SECONDS: 60, PROFILE_ROWS)
-  CUPY_GETP_WG_SPLITK=$1 timeout ${HEADLINE_SECONDS:-170} python bench/getp_throughput.py --preset 20b \
-    --precision "$2" --max-seconds ${MAX_SECONDS:-60} --profile-rows ${PROFILE_ROWS:-1,1024} \
-    --skip drift,single,transformers --out "$OUT/$3" > "$OUT/$3.txt" 2>&1
-  echo "$3 (CUPY_GETP_WG_SPLITK=$1, $2) exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/$3.txt" | cut -c1-300 | tail -9
+headline_side() {  # headline_side SPLITK PRECISION NAME: getp_throughput, 20b (MAX_SECONDS: 60, PROFILE_ROWS), in TREE (.)
+  (cd "${TREE:-.}" && PYTHONPATH=$PWD CUPY_GETP_WG_SPLITK=$1 timeout ${HEADLINE_SECONDS:-170} python \
+    bench/getp_throughput.py --preset 20b --precision "$2" --max-seconds ${MAX_SECONDS:-60} \
+    --profile-rows ${PROFILE_ROWS:-1,1024} --skip drift,single,transformers --out "$OUT/$3" > "$OUT/$3.txt" 2>&1)
+  echo "$3 (CUPY_GETP_WG_SPLITK=$1, $2${TREE:+, $TREE}) exit $?"
+  grep -E "^\| |tok_s|batch1" "$OUT/$3.txt" | cut -c1-300 | tail -9
   tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs  # what has run comes back even if the session is cut short
 }
 headline_splitk() {  # the exact headline, split-K on then off
   for s in 1 0; do headline_side $s exact "headline-splitk$s"; done
+}
+tree_of() {  # tree_of SIDE: where a side's commands run: old, the tree before a change (carried as .carry/old); new, this
+  if [ "$1" = old ]; then echo .carry/old; else echo .; fi
+}
+attention_sides() {  # attention_sides ROWS SIDE...: bench/attention.py at ROWS rows in each side's tree (attention-SIDE.txt)
+  local rows=$1 side; shift
+  for side in "$@"; do
+    (cd "$(tree_of $side)" && PYTHONPATH=$PWD timeout 150 python bench/attention.py --rows $rows \
+      --out "$OUT/attention-$side.jsonl" >> "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
+    grep -vE "^\{" "$OUT/attention-$side.txt" | tail -8
+  done
+  tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+}
+on_big_card() {  # true on a card of over 100 GB (an H200: the 1024-row step's profile fits beside the headline's slots)
+  [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -gt 100000 ]
 }
 nccl_path() {  # CuPy's NCCL module needs libnccl.so.2: where CuPy finds none, take the one torch ships
   python -c "from cupy.cuda import nccl; assert nccl.available" 2>/dev/null && return 0
@@ -205,85 +221,36 @@ PY
         > "$OUT/attn-stalls.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/attn attn
       ;;
-    s8a)  # eighth session, run 1: the attention in one launch (its GPU tests; bench/attention.py against the tree
-      # before it, carried as .carry/old, in the same run), then where the grouped mlp1's warps wait
+    s8a)  # eighth session, run 1 (run 41): the attention in one launch (its GPU tests; bench/attention.py and
+      # batch-1 decode against the tree before it, carried as .carry/old, in the same run)
       timeout 300 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py > "$OUT/attn-tests.log" 2>&1
       echo "attention tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/attn-tests.log" | tail -12
-      for side in old new; do
-        dir=$([ $side = old ] && echo .carry/old || echo .)
-        (cd $dir && PYTHONPATH=$PWD timeout 150 python bench/attention.py --rows 1,64,512,1024 \
-          --out "$OUT/attention-$side.jsonl" > "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
-        grep -vE "^\{" "$OUT/attention-$side.txt" | tail -18
-      done
-      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      attention_sides 1,64,512,1024 old new
       for side in old new; do  # batch-1 decode (the attention's merge and the held rmsnorm rows at one row)
-        dir=$([ $side = old ] && echo .carry/old || echo .)
-        (cd $dir && PYTHONPATH=$PWD timeout 120 python bench/decode.py --presets 20b --steps 128 --precision exact \
-          > "$OUT/decode-$side.txt" 2>&1); echo "decode ($side) exit $?"; tail -2 "$OUT/decode-$side.txt" | cut -c1-600
+        (cd "$(tree_of $side)" && PYTHONPATH=$PWD timeout 120 python bench/decode.py --presets 20b --steps 128 \
+          --precision exact > "$OUT/decode-$side.txt" 2>&1); echo "decode ($side) exit $?"
+        tail -2 "$OUT/decode-$side.txt" | cut -c1-600
       done
       ;;
-    s8b)  # eighth session, run 2: bench/attention.py, the tree before the one-launch attention (.carry/old) and this
-      # one in the same run (1024 rows), then where the attention's and the grouped mlp1's warps wait
-      for side in old new; do
-        dir=$([ $side = old ] && echo .carry/old || echo .)
-        (cd $dir && PYTHONPATH=$PWD timeout 100 python bench/attention.py --rows 64,1024 \
-          --out "$OUT/attention-$side.jsonl" > "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
-        grep -vE "^\{" "$OUT/attention-$side.txt" | tail -10
-      done
-      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+    s8b)  # eighth session, run 2 (run 42, then `mlp1stalls attnncu`): bench/attention.py of both trees, 1024 rows
+      attention_sides 64,1024 old new
       ;;
-    s8c)  # eighth session, run 3: attention's K loads by whole sectors: its GPU tests, then bench/attention.py of the
-      # tree before (.carry/old) and this one in the same run
+    s8c)  # eighth session, run 3 (run 43): attention's K loads by whole sectors: its GPU tests, then
+      # bench/attention.py of both trees, twice
       timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k "attention" \
         > "$OUT/attn-tests.log" 2>&1; echo "attention tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/attn-tests.log" | tail -12
-      for side in old new old new; do
-        dir=$([ $side = old ] && echo .carry/old || echo .)
-        (cd $dir && PYTHONPATH=$PWD timeout 100 python bench/attention.py --rows 64,1024 \
-          --out "$OUT/attention-$side.jsonl" >> "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
-        grep -vE "^\{" "$OUT/attention-$side.txt" | tail -8
-      done
-      ;;
-    s8d)  # eighth session, last run: getp's invariance end to end, then the exact headline (MAX_SECONDS, default 30;
-      # the step profile at PROFILE_ROWS, default 1024 (1 on an 80 GB card); batch-1) of this tree and of the one
-      # before (.carry/old; HEADLINE_SIDES="new": this tree's alone)
-      timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
-      echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
-      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      # a 1024-row step profile does not fit an 80 GB card beside the headline's slots: one row there
-      rows=${PROFILE_ROWS:-$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1 | awk '{print ($1 > 100000) ? 1024 : 1}')}
-      for side in ${HEADLINE_SIDES:-new old}; do
-        dir=$([ $side = old ] && echo .carry/old || echo .)
-        (cd $dir && PYTHONPATH=$PWD timeout ${HEADLINE_SECONDS:-150} python bench/getp_throughput.py --preset 20b \
-          --precision exact --max-seconds ${MAX_SECONDS:-30} --profile-rows $rows \
-          --skip drift,single,transformers --out "$OUT/headline-$side" > "$OUT/headline-$side.txt" 2>&1)
-        echo "headline ($side) exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline-$side.txt" | cut -c1-300 | tail -7
-        tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      done
-      ;;
-    s8e)  # eighth session: bench/attention.py of the tree before (.carry/old) and this one (the last run: s8e s8d)
-      for side in old new; do
-        dir=$([ $side = old ] && echo .carry/old || echo .)
-        (cd $dir && PYTHONPATH=$PWD timeout 100 python bench/attention.py --rows 64,1024 \
-          --out "$OUT/attention-$side.jsonl" >> "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
-        grep -vE "^\{" "$OUT/attention-$side.txt" | tail -8
-      done
-      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      attention_sides 64,1024 old new old new
       ;;
     s8f)  # eighth session, last run (the kernels of the seventh session's last tree): getp's invariance end to end,
-      # diff --batch, the exact headline and batch-1 of this tree (on an H200 only: the issue's card), the split-K tests
+      # diff --batch, the exact headline and batch-1 of this tree (on an H200 only: the issue's card; the seventh
+      # session's run 40 measured it on an 80 GB card), the split-K tests
       timeout ${INV_SECONDS:-200} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1
       echo "invariance exit $?"; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
       timeout 90 python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1
       echo "diff 7m --batch 8 exit $?"; tail -3 "$OUT/diff-batch-7m.txt"
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      if [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -gt 100000 ]; then
-        timeout ${HEADLINE_SECONDS:-150} python bench/getp_throughput.py --preset 20b --precision exact \
-          --max-seconds ${MAX_SECONDS:-30} --profile-rows 1,1024 --skip drift,single,transformers \
-          --out "$OUT/headline" > "$OUT/headline.txt" 2>&1
-        echo "headline exit $?"; grep -E "^\| |tok_s|batch1" "$OUT/headline.txt" | cut -c1-300 | tail -7
-        tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      fi  # (an 80 GB card: the seventh session's run 40 measured this tree's headline there)
+      if on_big_card; then MAX_SECONDS=${MAX_SECONDS:-30} HEADLINE_SECONDS=${HEADLINE_SECONDS:-150} headline_side 1 exact headline; fi
       splitk_tests ${SPLITK_SECONDS:-170}
       ;;
     s7a)  # seventh session, run 1: split-K's sliced mode (the split-K tests), then getp's invariance with split-K on
