@@ -82,6 +82,17 @@ struct alignas(64) WgTensorMap {
 #define WG_GRID_CONSTANT __grid_constant__
 #endif
 
+// How wg_product cuts K: WgWhole, not at all (every product but the sliced ones); WgTotalInRegisters, in
+// `splits` slices, each summed from zero into acc and folded into a running total in slice order at its end
+// (`fold`): total = p0, then total += p1, ...; the last fold leaves total + acc in acc. These are the split
+// mode's fixup sums, bit for bit.
+struct WgWhole {
+  static const bool SLICED = false;
+  int splits;
+  template <int MB, int N>
+  GETP_DEVICE void fold(float (&)[MB][N], int, bool) {}
+};
+
 #if GETP_WGMMA
 extern __shared__ __align__(1024) unsigned char wg_smem[];
 
@@ -416,17 +427,6 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
 // the split mode's blockIdx.z = j runs them (wg_split_k); the step after which slice j ends.
 GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice + 1) * steps / splits; }
 
-// How wg_product cuts K: WgWhole, not at all (every product but the sliced ones); WgTotalInRegisters, in
-// `splits` slices, each summed from zero into acc and folded into a running total in slice order at its end
-// (`fold`): total = p0, then total += p1, ...; the last fold leaves total + acc in acc. These are the split
-// mode's fixup sums, bit for bit.
-struct WgWhole {
-  static const bool SLICED = false;
-  int splits;
-  template <int MB, int N>
-  GETP_DEVICE void fold(float (&)[MB][N], int, bool) {}
-};
-
 // acc[mb] (64 features x BR rows of each of a consumer warpgroup's MB blocks) = W_tile A_tile^T over K.
 // Warpgroup 0 produces: it stages the ring, W rows w_row(n) (bf16 or MXFP4, placed by wg_w_slot) and the
 // activation rows with cp.async, each stage's `full` barrier completing once its copies have landed (or, with
@@ -612,30 +612,31 @@ GETP_DEVICE void wg_dense_store(const float (&acc)[MB][BR / 2], float* __restric
 }
 #endif
 
-// Grid (ceil(N / (128 MB)), ceil(M / BR)).
-template <int BR, int PIECES, int MB>
+// Grid (ceil(N / (128 MB)), ceil(M / BR)). `slices`: wg_product's (split-K's sliced mode: WgTotalInRegisters).
+template <int BR, int PIECES, int MB, class Slices = WgWhole>
 GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restrict__ ap,
                           const unsigned short* __restrict__ w, const float* __restrict__ bias, int M, int N, int K,
-                          int lda, int accumulate, int vec8) {
+                          int lda, int accumulate, int vec8, Slices slices = WgWhole{1}) {
 #if GETP_WGMMA
   const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
   float acc[MB][BR / 2];
   auto w_row = [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; };
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)M * lda, ap, K, vec8)) return;
+  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)M * lda, ap, K, vec8, slices)) return;
   wg_dense_store<BR, MB, WG_PAIRED>(acc, c, bias, m0, n0, M, N, accumulate);
 #endif
 }
 
 // The same product with W (N, K) bf16 read through w_map (box 64 x 128 MB rows, WgTmaW): the same bits.
-template <int BR, int PIECES, int MB>
+template <int BR, int PIECES, int MB, class Slices = WgWhole>
 GETP_DEVICE void wg_dense_tma(const WgTensorMap& w_map, float* __restrict__ c, const unsigned short* __restrict__ ap,
-                              const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate) {
+                              const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate,
+                              Slices slices = WgWhole{1}) {
 #if GETP_WGMMA
   const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
   float acc[MB][BR / 2];
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0, 0}, a_row, (size_t)M * lda, ap, K, 1)) return;
+  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0, 0}, a_row, (size_t)M * lda, ap, K, 1, slices)) return;
   wg_dense_store<BR, MB, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate);
 #endif
 }
@@ -736,7 +737,6 @@ GETP_DEVICE void wg_dense_tma_splitk(const WgTensorMap& w_map, float* __restrict
 // order (wg_product's `slices`): the same bits, so the launch helper may pick a mode by the row count. Grid
 // (ceil(N / 128), ceil(M / BR)); `splits` from launch/splitk.py. BR <= 64: beside t and acc, the total of 128
 // rows would spill (kept in memory instead, it made the 1024-row qkv product 1.65x slower on an H100).
-#if GETP_WGMMA
 // The total in registers (t, acc and the total take 3 BR / 2 registers a thread with 3 pieces).
 template <int MB, int N>
 struct WgTotalInRegisters {
@@ -758,39 +758,6 @@ struct WgTotalInRegisters {
       }
   }
 };
-#endif
-
-template <int BR, int PIECES>
-GETP_DEVICE void wg_dense_sliced(float* __restrict__ c, const unsigned short* __restrict__ ap,
-                                 const unsigned short* __restrict__ w, const float* __restrict__ bias, int M, int N,
-                                 int K, int lda, int accumulate, int vec8, int splits) {
-#if GETP_WGMMA
-  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128;
-  float acc[1][BR / 2];
-  auto w_row = [&](int n) { return n0 + n < N ? w + (size_t)(n0 + n) * K : nullptr; };
-  auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, 1>(acc, w_row, a_row, (size_t)M * lda, ap, K, vec8,
-                                 WgTotalInRegisters<1, BR / 2>{splits}))
-    return;
-  wg_dense_store<BR, 1, WG_PAIRED>(acc, c, bias, m0, n0, M, N, accumulate);
-#endif
-}
-
-// The same with W through w_map (wg_dense_tma's).
-template <int BR, int PIECES>
-GETP_DEVICE void wg_dense_tma_sliced(const WgTensorMap& w_map, float* __restrict__ c,
-                                     const unsigned short* __restrict__ ap, const float* __restrict__ bias, int M,
-                                     int N, int K, int lda, int accumulate, int splits) {
-#if GETP_WGMMA
-  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128;
-  float acc[1][BR / 2];
-  auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, 1>(acc, WgTmaW{&w_map, n0, 0}, a_row, (size_t)M * lda, ap, K, 1,
-                                 WgTotalInRegisters<1, BR / 2>{splits}))
-    return;
-  wg_dense_store<BR, 1, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate);
-#endif
-}
 
 // ---- grouped MoE: tiles of BR padded positions of one expert (moe_align with block_m = BR) ----------------
 // mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / (128 MB)), P / BR).
@@ -911,12 +878,12 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_sliced_r##BR##_p##P##_b1(                  \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8, int splits) {         \
-    wg_dense_sliced<BR, P>(c, ap, w, bias, M, N, K, lda, accumulate, vec8, splits);                                 \
+    wg_dense<BR, P, 1>(c, ap, w, bias, M, N, K, lda, accumulate, vec8, WgTotalInRegisters<1, BR / 2>{splits});      \
   }                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_sliced_r##BR##_p##P##_b1(              \
       const WG_GRID_CONSTANT WgTensorMap w_map, float* __restrict__ c, const unsigned short* __restrict__ ap,       \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int splits) {                   \
-    wg_dense_tma_sliced<BR, P>(w_map, c, ap, bias, M, N, K, lda, accumulate, splits);                               \
+    wg_dense_tma<BR, P, 1>(w_map, c, ap, bias, M, N, K, lda, accumulate, WgTotalInRegisters<1, BR / 2>{splits});    \
   }
 #define WG_DENSE_KERNELS(BR, P, MB) WG_DENSE_KERNEL(BR, P, MB) WG_DENSE_TMA_KERNEL(BR, P, MB)
 #define WG_KERNELS(BR, P)                                                                                           \
