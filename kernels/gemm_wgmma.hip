@@ -760,6 +760,49 @@ struct WgTotalInRegisters {
 };
 
 // ---- grouped MoE: tiles of BR padded positions of one expert (moe_align with block_m = BR) ----------------
+#if GETP_WGMMA
+// The grouped mlp1's epilogue, by the two consumer warpgroups once the producer has left: g = SwiGLU(acc + bias)
+// of the block tile split into its pieces in shared memory (the ring, free once both warpgroups' products are
+// done: a tile of PIECES x BR rows x 64 MB columns of bf16), then each valid row's columns out in 16-byte chunks
+// (zeros from column inter to ldg), pad positions not written. The same values as one 2-byte store an element:
+// those cost ~15 % of the kernel's warp samples in integer work (ncu, eighth session) while the tensor cores wait.
+template <int BR, int PIECES, int MB>
+GETP_DEVICE void wg_swiglu_store(const float (&acc)[MB][BR / 2], unsigned short* __restrict__ gp, int padded,
+                                 int ldg, const int* __restrict__ pair_of_padded, const float* __restrict__ bias,
+                                 int p0, int n0, int inter, float limit) {
+  const int COLS = 64 * MB, STRIDE = COLS + 8, CHUNKS = COLS / 8;  // bf16 a tile row (+ 16 bytes: fewer conflicts)
+  static_assert(PIECES * BR * (64 * MB + 8) * 2 <= WG_SMEM_BYTES, "the output tile fits in the ring");
+  unsigned short* tile = (unsigned short*)wg_smem;  // [PIECES][BR][STRIDE]
+  const int N = 2 * inter, c0 = n0 / 2;  // c0: the block's first output column
+  asm volatile("bar.sync 2, 256;\n" ::: "memory");  // both consumer warpgroups are done with the ring
+  wg_epilogue<BR, MB, WG_PAIRED>(acc, [&](int row, int feature, float v0, float v1) {
+    const int n = n0 + feature;  // n even, N even: n + 1 < N whenever n < N
+    if (n >= N) return;
+    unsigned piece[3];
+    tc_split<PIECES>(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), piece);
+    #pragma unroll
+    for (int q = 0; q < PIECES; ++q) tile[(q * BR + row) * STRIDE + feature / 2] = (unsigned short)piece[q];
+  });
+  asm volatile("bar.sync 2, 256;\n" ::: "memory");
+  const size_t plane = (size_t)padded * ldg;
+  for (int i = threadIdx.x - 128; i < PIECES * BR * CHUNKS; i += 256) {  // consecutive threads: a row's chunks
+    const int q = i / (BR * CHUNKS), row = (i / CHUNKS) % BR, col = c0 + 8 * (i % CHUNKS);
+    if (col >= ldg || pair_of_padded[p0 + row] < 0) continue;
+    const unsigned short* src = tile + (q * BR + row) * STRIDE + (col - c0);
+    uint4 v;
+    if (col + 8 <= inter) {
+      v = *(const uint4*)src;
+    } else {  // the row's last columns, then zeros to ldg
+      unsigned h[8];
+      #pragma unroll
+      for (int j = 0; j < 8; ++j) h[j] = col + j < inter ? src[j] : 0u;
+      v = make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
+    }
+    *(uint4*)(gp + q * plane + (size_t)(p0 + row) * ldg + col) = v;
+  }
+}
+#endif
+
 // mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / (128 MB)), P / BR).
 // W: Bf16Experts or Mxfp4Experts (common.h), the same products of the same BF16 values.
 template <int BR, int PIECES, int MB, class W>
@@ -779,21 +822,7 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
     return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
   };
   if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)rows * lda, ap, hidden, vec8)) return;
-  const float* bias = b1 + (size_t)e * N;
-  const size_t plane = (size_t)padded * ldg;
-  wg_epilogue<BR, MB, WG_PAIRED>(acc, [&](int row, int feature, float v0, float v1) {
-    const int p = p0 + row, n = n0 + feature;  // n even, N even: n + 1 < N whenever n < N
-    if (n >= N || pair_of_padded[p] < 0) return;
-    unsigned piece[3];
-    tc_split<PIECES>(swiglu_f32(v0 + bias[n], v1 + bias[n + 1], limit), piece);
-    unsigned short* out = gp + (size_t)p * ldg;
-    #pragma unroll
-    for (int q = 0; q < PIECES; ++q) {
-      out[q * plane + n / 2] = (unsigned short)piece[q];
-      if (n / 2 == inter - 1)  // the last column's thread zeroes the row's padding
-        for (int j = inter; j < ldg; ++j) out[q * plane + j] = 0;
-    }
-  });
+  wg_swiglu_store<BR, PIECES, MB>(acc, gp, padded, ldg, pair_of_padded, b1 + (size_t)e * N, p0, n0, inter, limit);
 #endif
 }
 

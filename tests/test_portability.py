@@ -23,8 +23,8 @@ def test_every_kernel_builds_for_mi250_and_h100():
 @pytest.mark.skipif(not shutil.which("nvcc"), reason="nvcc needed")
 def test_the_wgmma_kernels_build_for_sm90a_with_their_bodies_unserialised_and_unspilled():
     """Every entry point of the wgmma file compiles for sm_90a; ptxas serialises no wgmma (its C7514 note)
-    and spills in no kernel but the one known (the SwiGLU epilogue of the 64-row exact tile, ~140 bytes, with
-    bf16 and with MXFP4 experts)."""
+    and spills in no kernel (the SwiGLU epilogue of the 64-row exact tile did, ~140 bytes, until it went through
+    shared memory)."""
     results = portability.compile_all(targets=(), sm90a=True)
     assert [r.file for r in results] == list(portability.SM90A_FILES)
     for r in results:
@@ -38,7 +38,7 @@ def test_the_wgmma_kernels_build_for_sm90a_with_their_bodies_unserialised_and_un
             elif "bytes spill stores" in line and " 0 bytes spill stores" not in line:
                 spilled.add(entry)
         assert sorted(entries) == sorted(kernels.ENTRY_POINTS["gemm_wgmma"])
-        assert spilled <= {"gemm_wg_grouped_swiglu_r64_p3_b2", "gemm_wg_grouped_swiglu_mxfp4w_r64_p3_b2"}, spilled
+        assert not spilled, spilled
 
 
 @needs_compilers
