@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -77,14 +77,29 @@ headline_splitk() {  # the exact headline, split-K on then off
 tree_of() {  # tree_of SIDE: where a side's commands run: old, the tree before a change (carried as .carry/old); new, this
   if [ "$1" = old ]; then echo .carry/old; else echo .; fi
 }
-attention_sides() {  # attention_sides ROWS SIDE...: bench/attention.py at ROWS rows in each side's tree (attention-SIDE.txt)
-  local rows=$1 side; shift
+sides() {  # sides NAME SECONDS 'COMMAND' SIDE...: COMMAND (bash; PYTHONPATH its tree, SIDE its side) in each side's
+  # tree, its output in NAME-SIDE.txt
+  local name=$1 seconds=$2 cmd=$3 side; shift 3
   for side in "$@"; do
-    (cd "$(tree_of $side)" && PYTHONPATH=$PWD timeout 150 python bench/attention.py --rows $rows \
-      --out "$OUT/attention-$side.jsonl" >> "$OUT/attention-$side.txt" 2>&1); echo "attention ($side) exit $?"
-    grep -vE "^\{" "$OUT/attention-$side.txt" | tail -8
+    (cd "$(tree_of $side)" && PYTHONPATH=$PWD SIDE=$side timeout "$seconds" bash -c "$cmd" >> "$OUT/$name-$side.txt" 2>&1)
+    echo "$name ($side) exit $?"
   done
   tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+}
+attention_sides() {  # attention_sides ROWS SIDE...: bench/attention.py at ROWS rows in each side's tree (attention-SIDE.txt)
+  local rows=$1 side; shift
+  sides attention 150 "python bench/attention.py --rows $rows --out $OUT/attention-\$SIDE.jsonl" "$@"
+  for side in "$@"; do grep -vE "^\{" "$OUT/attention-$side.txt" | tail -8; done
+}
+grouped_sides() {  # grouped_sides SIDE...: bench/gemm_tc.py's grouped products (every row count) in each side's tree
+  sides grouped 200 "python bench/gemm_tc.py --grouped-only --experts bf16,mxfp4" "$@"
+  for side in "$@"; do echo "grouped ($side): path experts tile rows pieces TFLOP/s mlp1 mlp2"
+    grouped_tflops "$OUT/grouped-$side.txt"; done
+}
+onerow_stalls() {  # where the one-row qkv product's warps wait (the TMA kernel, the default at one row): ncu's stalls
+  timeout 200 ncu --clock-control none -k regex:^gemm_wg_tma_r8_p3_b1$ --launch-count 1 --set full -f \
+    -o /tmp/onerow-qkv python bench/onerow.py --pieces 3 --launches 1 > "$OUT/onerow-stalls.log" 2>&1
+  echo "ncu exit $?"; stalls_report /tmp/onerow-qkv onerow-qkv
 }
 on_big_card() {  # true on a card of over 100 GB (an H200: the 1024-row step's profile fits beside the headline's slots)
   [ "$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits | head -1)" -gt 100000 ]
@@ -144,8 +159,8 @@ PY
       grep -E "passed|failed|FAILED|ERROR" "$OUT/attn-tests.log" | tail -12
       ;;
     invtests)  # batch invariance end to end: getp's output across --batch, --chunk, shuffled input (INV_K: a -k filter)
-      timeout ${INV_SECONDS:-420} python -m pytest -m gpu -q -rfE tests/test_gpu_invariance.py -k "${INV_K:-not nothing}" \
-        > "$OUT/inv-tests.log" 2>&1; grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -20
+      timeout ${INV_SECONDS:-420} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py -k "${INV_K:-not nothing}" \
+        >> "$OUT/inv-tests.log" 2>&1; grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -20
       ;;
     s3final)  # session 3's last run, after `invtests` (INV_SECONDS=260 bash bench/gpu_session.sh invtests s3final):
       # the headline in exact and fast with the step profile and batch-1 decode (one 20b engine), then the batched
@@ -206,9 +221,7 @@ PY
         "$OUT/onerow-ncu.txt" | head -40
       ;;
     onerowstalls)  # where the one-row qkv product's warps wait, instruction by instruction (ncu full set, SASS page)
-      timeout 200 ncu --clock-control none -k regex:gemm_wg_r8_p3_b1 --launch-count 1 --set full -f -o /tmp/onerow-qkv \
-        python bench/onerow.py --pieces 3 --launches 1 > "$OUT/onerow-stalls.log" 2>&1; echo "ncu exit $?"
-      stalls_report /tmp/onerow-qkv onerow-qkv
+      onerow_stalls
       ;;
     mlp1stalls)  # where the grouped mlp1 + SwiGLU product's warps wait (exact, 64-row tiles: the 1024-row step's most)
       timeout 240 ncu --clock-control none -k regex:gemm_wg_grouped_swiglu_r64_p3_b2 --launch-count 1 --set full -f \
@@ -221,13 +234,36 @@ PY
         > "$OUT/attn-stalls.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/attn attn
       ;;
+    s9a)  # ninth session, run 1: the grouped mlp1's epilogue through shared memory: the grouped products' GPU tests
+      # (bits against mma.sync, the oracles, MXFP4), their speed in the tree before it (.carry/old) and in this one
+      timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_mxfp4.py \
+        -k "grouped or mxfp4" > "$OUT/grouped-tests.log" 2>&1; echo "grouped tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/grouped-tests.log" | tail -12
+      grouped_sides old new
+      ;;
+    s9b)  # ninth session, run 2: the MXFP4 grouped tests run 46 did not reach, where the one-row qkv product's warps
+      # wait (onerowstalls), the exact headline and batch-1 of this tree (20b; the 1024-row profile where it fits)
+      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_mxfp4.py > "$OUT/mxfp4-tests.log" 2>&1
+      echo "mxfp4 tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/mxfp4-tests.log" | tail -12
+      onerow_stalls > "$OUT/onerow-stalls-report.txt"; tail -32 "$OUT/onerow-stalls-report.txt"
+      on_big_card || export PROFILE_ROWS=${PROFILE_ROWS:-1}
+      MAX_SECONDS=${MAX_SECONDS:-30} HEADLINE_SECONDS=${HEADLINE_SECONDS:-170} headline_side 1 exact headline
+      ;;
+    s9c)  # ninth session, run 3 (then `invtests`): the MXFP4 experts' tensor-core products (the grouped mlp1 among
+      # them) bit for bit the BF16 experts', every kernel; diff --batch at 7m
+      timeout 150 python -m pytest -m gpu -v -rfE tests/test_gpu_mxfp4.py -k tensor_core > "$OUT/mxfp4-tc-tests.log" 2>&1
+      echo "mxfp4 tensor-core tests exit $?"; grep -E "PASSED|FAILED|passed|failed|ERROR" "$OUT/mxfp4-tc-tests.log" | tail -8
+      timeout 90 python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1
+      echo "diff 7m --batch 8 exit $?"; tail -3 "$OUT/diff-batch-7m.txt"
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      ;;
     s8a)  # eighth session, run 1 (run 41): the attention in one launch (its GPU tests; bench/attention.py and
       # batch-1 decode against the tree before it, carried as .carry/old, in the same run)
       timeout 300 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py > "$OUT/attn-tests.log" 2>&1
       echo "attention tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/attn-tests.log" | tail -12
       attention_sides 1,64,512,1024 old new
       for side in old new; do  # batch-1 decode (the attention's merge and the held rmsnorm rows at one row)
-        (cd "$(tree_of $side)" && PYTHONPATH=$PWD timeout 120 python bench/decode.py --presets 20b --steps 128 \
+        (cd "$(tree_of $side)" && PYTHONPATH=$PWD SIDE=$side timeout 120 python bench/decode.py --presets 20b --steps 128 \
           --precision exact > "$OUT/decode-$side.txt" 2>&1); echo "decode ($side) exit $?"
         tail -2 "$OUT/decode-$side.txt" | cut -c1-600
       done
