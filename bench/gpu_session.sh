@@ -75,6 +75,7 @@ headline_splitk() {  # the exact headline, split-K on then off
   for s in 1 0; do headline_side $s exact "headline-splitk$s"; done
 }
 tree_of() {  # tree_of SIDE: where a side's commands run: old, the tree before a change (carried as .carry/old); new, this
+  # (.carry/old: `git archive REV cupy_getp kernels bench/*.py pyproject.toml data | tar x -C .carry/old`)
   if [ "$1" = old ]; then echo .carry/old; else echo .; fi
 }
 sides() {  # sides NAME SECONDS 'COMMAND' SIDE...: COMMAND (bash; PYTHONPATH its tree, SIDE its side) in each side's
