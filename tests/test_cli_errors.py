@@ -42,29 +42,22 @@ def getp(tmp_path, *args, model="7m"):
     return cli("run", str(model), "-m", "getp", "-o", str(out), "--engine", "numpy", *args), out
 
 
-def test_truncated_model(tmp_path, tiny_bin):
-    bad = tmp_path / "truncated.bin"
-    bad.write_bytes(tiny_bin.read_bytes()[:-100])
+def head_dim_7(data: bytes) -> bytes:
+    header = bytearray(data)
+    header[24:28] = (7).to_bytes(4, "little")  # head_dim = 7
+    return bytes(header)
+
+
+@pytest.mark.parametrize("corrupt, message", [
+    (lambda data: data[:-100], "truncated"),
+    (lambda data: data + b"\0" * 8, "oversized"),
+    (head_dim_7, "head_dim = 7 must be even"),
+], ids=["truncated", "oversized", "invalid-header"])
+def test_a_bad_model_file_fails_cleanly(tmp_path, tiny_bin, corrupt, message):
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(corrupt(tiny_bin.read_bytes()))
     result, out = getp(tmp_path, "-i", str(ROOT / "data/input.txt"), model=bad)
-    assert_clean_failure(result, "truncated")
-    assert not out.exists()
-
-
-def test_oversized_model(tmp_path, tiny_bin):
-    bad = tmp_path / "oversized.bin"
-    bad.write_bytes(tiny_bin.read_bytes() + b"\0" * 8)
-    result, out = getp(tmp_path, "-i", str(ROOT / "data/input.txt"), model=bad)
-    assert_clean_failure(result, "oversized")
-    assert not out.exists()
-
-
-def test_invalid_header(tmp_path, tiny_bin):
-    bad = tmp_path / "header.bin"
-    data = bytearray(tiny_bin.read_bytes())
-    data[24:28] = (7).to_bytes(4, "little")  # head_dim = 7
-    bad.write_bytes(bytes(data))
-    result, out = getp(tmp_path, "-i", str(ROOT / "data/input.txt"), model=bad)
-    assert_clean_failure(result, "head_dim = 7 must be even")
+    assert_clean_failure(result, message)
     assert not out.exists()
 
 
@@ -74,27 +67,16 @@ def test_missing_input_file(tmp_path):
     assert not out.exists()
 
 
-def test_count_line_not_a_number(tmp_path, inputs):
-    result, out = getp(tmp_path, "-i", str(inputs("in.txt", "three\na\nb\nc\n")))
-    assert_clean_failure(result, "first line must be the number of requests (ASCII digits), got 'three'")
-    assert not out.exists()
-
-
-def test_fewer_prompts_than_the_count(tmp_path, inputs):
-    result, out = getp(tmp_path, "-i", str(inputs("in.txt", "5\na\nb\n")))
-    assert_clean_failure(result, "announces 5 requests but only 2 prompt lines follow")
-    assert not out.exists()
-
-
-def test_prompt_longer_than_the_step_budget(tmp_path, inputs):
-    result, out = getp(tmp_path, "-i", str(inputs("in.txt", "2\nshort\n" + "word " * 50 + "\n")), "-n", "20")
-    assert_clean_failure(result, "request 2 (line 3) is 51 tokens, longer than the step budget of 20")
-    assert not out.exists()
-
-
-def test_empty_prompt(tmp_path, inputs):
-    result, out = getp(tmp_path, "-i", str(inputs("in.txt", "2\nfine\n\n")))
-    assert_clean_failure(result, "request 2 (line 3) is empty")
+@pytest.mark.parametrize("text, args, message", [
+    ("three\na\nb\nc\n", (), "first line must be the number of requests (ASCII digits), got 'three'"),
+    ("5\na\nb\n", (), "announces 5 requests but only 2 prompt lines follow"),
+    ("2\nshort\n" + "word " * 50 + "\n", ("-n", "20"),
+     "request 2 (line 3) is 51 tokens, longer than the step budget of 20"),
+    ("2\nfine\n\n", (), "request 2 (line 3) is empty"),
+], ids=["count-not-a-number", "fewer-prompts-than-the-count", "prompt-longer-than-the-step-budget", "empty-prompt"])
+def test_a_bad_input_file_fails_cleanly(tmp_path, inputs, text, args, message):
+    result, out = getp(tmp_path, "-i", str(inputs("in.txt", text)), *args)
+    assert_clean_failure(result, message)
     assert not out.exists()
 
 

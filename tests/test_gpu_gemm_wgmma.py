@@ -182,19 +182,12 @@ def mlp1(kernels, ap, experts, n_experts, block_m, w1, b1, k, inter, pieces):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("check", [check_grouped_swiglu, check_grouped], ids=["mlp1_swiglu", "mlp2"])
 @pytest.mark.parametrize("block_m", WG_GROUPED_ROWS)
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
-def test_gemm_wg_grouped_swiglu(gpu, rng, block_m, pieces, rows, k, n_experts, used, hidden, inter):
-    check_grouped_swiglu(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter, block_m)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("block_m", WG_GROUPED_ROWS)
-@pytest.mark.parametrize("pieces", [3, 1])
-@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter", GROUPED)
-def test_gemm_wg_grouped(gpu, rng, block_m, pieces, rows, k, n_experts, used, hidden, inter):
-    check_grouped(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter, block_m)
+def test_gemm_wg_grouped_products(gpu, rng, check, block_m, pieces, rows, k, n_experts, used, hidden, inter):
+    check(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter, block_m)
 
 
 @pytest.mark.gpu

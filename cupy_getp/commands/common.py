@@ -113,21 +113,63 @@ class RunOptions:
     experts: str = "auto"
 
 
-def with_run_options(command):
-    """`command(options: RunOptions, **own)` as a typer command taking MODEL, its own parameters, then
-    the shared options. typer builds a command from the signature, so the wrapper's signature lists
-    them all, and the wrapper packs the shared ones into a RunOptions."""
+# getp's own options, for `getp` and for `run -m getp`: one definition, packed into GetpFlags by
+# `with_getp_flags`.
+GETP_FLAGS = {
+    "batch": (Batch, 0),
+    "chunk": (Chunk, None),
+    "precision": (Precision, None),
+    "shard": (ShardOption, None),
+    "gpus": (Gpus, None),
+    "expert_parallel": (ExpertParallel, 0),
+    "workers": (Workers, 0),
+}
+
+
+@dataclass(frozen=True)
+class GetpFlags:
+    batch: int = 0
+    chunk: Optional[int] = None
+    precision: Optional[str] = None
+    shard: Optional[str] = None
+    gpus: Optional[str] = None
+    expert_parallel: int = 0
+    workers: int = 0
+
+    def spreads(self) -> bool:
+        """Whether any option that spreads the run over shards, processes or GPUs was given."""
+        return (self.shard, self.gpus, self.expert_parallel, self.workers) != (None, None, 0, 0)
+
+
+def _packing(command, into: str, options: dict, pack, leading: int = 0):
+    """`command` as a typer command: its parameter `into` becomes the options of `options` (name ->
+    (annotation, default)), passed to it packed as pack(**values). typer builds a command from the
+    signature, so the wrapper's lists them all: the first `leading` of `options`, the command's own
+    parameters, then the rest."""
     keyword = inspect.Parameter.KEYWORD_ONLY  # any order, defaults or not
-    own = [p.replace(kind=keyword) for p in inspect.signature(command, eval_str=True).parameters.values()][1:]
-    shared = [inspect.Parameter(name, keyword, annotation=annotation, default=default)
-              for name, (annotation, default) in RUN_OPTIONS.items()]
+    own = [p.replace(kind=keyword) for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.name != into]
+    packed = [inspect.Parameter(name, keyword, annotation=annotation, default=default)
+              for name, (annotation, default) in options.items()]
 
     def wrapper(**values):
-        return command(RunOptions(**{name: values.pop(name) for name in RUN_OPTIONS}), **values)
+        return command(**{into: pack(**{name: values.pop(name) for name in options})}, **values)
 
     wrapper.__name__, wrapper.__doc__ = command.__name__, command.__doc__
-    wrapper.__signature__ = inspect.Signature([shared[0], *own, *shared[1:]])
+    wrapper.__signature__ = inspect.Signature([*packed[:leading], *own, *packed[leading:]])
     return wrapper
+
+
+def with_run_options(command):
+    """`command(options: RunOptions, **own)` as a typer command taking MODEL, its own parameters, then
+    the shared options, packed into a RunOptions."""
+    return _packing(command, "options", RUN_OPTIONS, RunOptions, leading=1)
+
+
+def with_getp_flags(command):
+    """`command(..., flags: GetpFlags)` as a typer command taking its own parameters, then getp's
+    options, packed into a GetpFlags."""
+    return _packing(command, "flags", GETP_FLAGS, GetpFlags)
 
 
 def refuse_unless(ctx: typer.Context, condition: str, names: list[str], applies: bool = True) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -13,9 +12,9 @@ import typer
 from ..checkpoint import open_weights
 from ..checkpoint.layout import n_params
 from ..errors import GetpError
-from .common import (MODES, Batch, Chunk, ExpertParallel, Gpus, Precision, RunOptions, ShardOption, Workers, app,
-                     check_precision, choice, config_overrides, describe_model, given_path, loaded_engine,
-                     make_sampler, note, open_tokenizer, pick_engine, with_run_options, write_out)
+from .common import (MODES, GetpFlags, RunOptions, app, check_precision, choice, config_overrides, describe_model,
+                     given_path, loaded_engine, make_sampler, note, open_tokenizer, pick_engine, with_getp_flags,
+                     with_run_options, write_out)
 
 
 @contextlib.contextmanager
@@ -51,6 +50,7 @@ def _getp_progress(weights_total: int):
 
 @app.command()
 @with_run_options
+@with_getp_flags
 def run(
     options: RunOptions,
     input: Annotated[Optional[str], typer.Option("-i", "--input", help="generate/chat: the prompt; "
@@ -59,23 +59,16 @@ def run(
                                                    help="getp: the output file.")] = None,
     mode: Annotated[str, typer.Option("-m", "--mode", help="generate, chat or getp.")] = "generate",
     system: Annotated[Optional[str], typer.Option("-y", "--system", help="chat: developer instructions.")] = None,
-    batch: Batch = 0,
-    chunk: Chunk = None,
-    precision: Precision = None,
-    shard: ShardOption = None,
-    gpus: Gpus = None,
-    expert_parallel: ExpertParallel = 0,
-    workers: Workers = 0,
+    flags: GetpFlags = GetpFlags(),
 ) -> None:
     """The original runtime's command line: run MODEL [-t -p -s -n -i -o -z -m -y]."""
     choice(mode, MODES, "mode")
-    spreading = _Spreading(shard, gpus, workers, expert_parallel)
-    if mode != "getp" and spreading != _Spreading():
+    if mode != "getp" and flags.spreads():
         raise GetpError("--shard, --gpus, --expert-parallel and --workers apply only with -m getp")
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
-        _run_getp(options, given_path(input, "'-i' / '--input'"), output, batch, chunk, precision, spreading)
+        _run_getp(options, given_path(input, "'-i' / '--input'"), output, flags)
     elif mode == "generate":
         _run_generate(options, input or "")
     else:
@@ -84,6 +77,7 @@ def run(
 
 @app.command()
 @with_run_options
+@with_getp_flags
 def getp(
     options: RunOptions,
     input: Annotated[Path, typer.Option("-i", "--input", parser=given_path, help="Requests: a count line, then one "
@@ -91,36 +85,20 @@ def getp(
         "data/input.txt"),
     output: Annotated[Path, typer.Option("-o", "--output", parser=given_path,
                                          help="Token ids, one line per request.")] = Path("data/output.txt"),
-    batch: Batch = 0,
-    chunk: Chunk = None,
-    precision: Precision = None,
-    shard: ShardOption = None,
-    gpus: Gpus = None,
-    expert_parallel: ExpertParallel = 0,
-    workers: Workers = 0,
+    flags: GetpFlags = GetpFlags(),
 ) -> None:
     """Batch evaluation: every request's token ids to OUTPUT, and the three timing lines."""
-    _run_getp(options, input, output, batch, chunk, precision, _Spreading(shard, gpus, workers, expert_parallel))
+    _run_getp(options, input, output, flags)
 
 
-@dataclass(frozen=True)
-class _Spreading:
-    """--shard, --gpus, --workers and --expert-parallel as given."""
-    shard: str | None = None
-    gpus: str | None = None
-    workers: int = 0
-    expert_parallel: int = 0
-
-
-def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, chunk: int | None = None,
-              precision: str | None = None, spreading: _Spreading = _Spreading()) -> None:
+def _run_getp(options: RunOptions, input: Path, output: Path, flags: GetpFlags) -> None:
     from ..getp import GetpHooks, GetpOptions, getp as run_getp, make_spread
 
-    check_precision(precision)
+    check_precision(flags.precision)
     describe_model(options.model, options.weights_seed)
     engine = pick_engine(options.engine)
-    spread = make_spread(spreading.shard, spreading.gpus, spreading.workers, engine, options.temperature,
-                         options.seed, spreading.expert_parallel)
+    spread = make_spread(flags.shard, flags.gpus, flags.workers, engine, options.temperature, options.seed,
+                         flags.expert_parallel)
     overrides = config_overrides(options.config)
     weights = open_weights(options.model, options.weights_seed, overrides)
     with _getp_progress(n_params(weights.config)) as (load, progress):
@@ -128,7 +106,7 @@ def _run_getp(options: RunOptions, input: Path, output: Path, batch: int = 0, ch
         run_getp(options.model, input, output, tokenizer=open_tokenizer(options.tokenizer),
                  sampler=make_sampler(options),
                  options=GetpOptions(engine=engine, steps=options.steps, seed=options.weights_seed, config=overrides,
-                                     batch=batch, chunk=chunk, precision=precision,
+                                     batch=flags.batch, chunk=flags.chunk, precision=flags.precision,
                                      experts=options.experts),
                  hooks=GetpHooks(echo=typer.echo, note=note, progress=progress, load_progress=load),
                  spread=spread)
