@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -18,9 +18,12 @@ for l in open(sys.argv[1]):
     except Exception: print(l.strip()); continue
     if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])" "$1"
 }
-onerow_bench() {  # bench/onerow.py [its options], its records as lines: pieces, product, kernel choice, us a launch, GB/s, of copy
+onerow_bench() {  # bench/onerow.py [its options], its records as lines (onerow_records)
   timeout 200 python bench/onerow.py "$@" > "$OUT/onerow.txt" 2>&1; echo "onerow exit $?"
-  python - "$OUT/onerow.txt" <<'PY'
+  onerow_records "$OUT/onerow.txt"
+}
+onerow_records() {  # onerow_records FILE: bench/onerow.py's records as lines: pieces, product, kernel choice, us a launch, GB/s, of copy
+  python - "$1" <<'PY'
 import json, sys
 for line in open(sys.argv[1]):
     try: r = json.loads(line)
@@ -257,6 +260,17 @@ PY
       timeout 90 python -m cupy_getp diff 7m --layers --batch 8 --steps 32 > "$OUT/diff-batch-7m.txt" 2>&1
       echo "diff 7m --batch 8 exit $?"; tail -3 "$OUT/diff-batch-7m.txt"
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      ;;
+    s10a)  # branch onerow-inflight (tiles of <= 16 rows, exact: a stage's k16 steps in flight together): the wgmma and
+      # split-K GPU tests (the changed r8/r16 kernels' bits against mma.sync and the ordered sums), then the one-row
+      # products and batch-1 decode in the tree before it (.carry/old) and in this one
+      timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
+        > "$OUT/inflight-tests.log" 2>&1; echo "wgmma + split-K tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/inflight-tests.log" | tail -12
+      sides onerow 200 "python bench/onerow.py --pieces 3 --launches 24" old new
+      for side in old new; do echo "onerow ($side)"; onerow_records "$OUT/onerow-$side.txt"; done
+      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
+      for side in old new; do tail -2 "$OUT/decode-$side.txt" | cut -c1-400; done
       ;;
     s8a)  # eighth session, run 1 (run 41): the attention in one launch (its GPU tests; bench/attention.py and
       # batch-1 decode against the tree before it, carried as .carry/old, in the same run)
