@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Optional, get_type_hints
 
 import typer
 
@@ -113,32 +113,25 @@ class RunOptions:
     experts: str = "auto"
 
 
-# getp's own options, for `getp` and for `run -m getp`: one definition, packed into GetpFlags by
-# `with_getp_flags`.
-GETP_FLAGS = {
-    "batch": (Batch, 0),
-    "chunk": (Chunk, None),
-    "precision": (Precision, None),
-    "shard": (ShardOption, None),
-    "gpus": (Gpus, None),
-    "expert_parallel": (ExpertParallel, 0),
-    "workers": (Workers, 0),
-}
-
-
 @dataclass(frozen=True)
 class GetpFlags:
-    batch: int = 0
-    chunk: Optional[int] = None
-    precision: Optional[str] = None
-    shard: Optional[str] = None
-    gpus: Optional[str] = None
-    expert_parallel: int = 0
-    workers: int = 0
+    """getp's own options, for `getp` and for `run -m getp` (`with_getp_flags`): each field's annotation is
+    its typer option."""
+    batch: Batch = 0
+    chunk: Chunk = None
+    precision: Precision = None
+    shard: ShardOption = None
+    gpus: Gpus = None
+    expert_parallel: ExpertParallel = 0
+    workers: Workers = 0
 
     def spreads(self) -> bool:
         """Whether any option that spreads the run over shards, processes or GPUs was given."""
         return (self.shard, self.gpus, self.expert_parallel, self.workers) != (None, None, 0, 0)
+
+
+# name -> (annotation, default), as RUN_OPTIONS, from GetpFlags's fields.
+GETP_FLAGS = {f.name: (get_type_hints(GetpFlags, include_extras=True)[f.name], f.default) for f in fields(GetpFlags)}
 
 
 def _packing(command, into: str, options: dict, pack, leading: int = 0):
