@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -261,9 +261,10 @@ PY
       echo "diff 7m --batch 8 exit $?"; tail -3 "$OUT/diff-batch-7m.txt"
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       ;;
-    s10a)  # branch onerow-inflight (tiles of <= 16 rows, exact: a stage's k16 steps in flight together): the wgmma and
-      # split-K GPU tests (the changed r8/r16 kernels' bits against mma.sync and the ordered sums), then the one-row
-      # products and batch-1 decode in the tree before it (.carry/old) and in this one
+    s10a)  # branch mb-pipeline (on onerow-inflight; .carry/old = main): exact tiles of <= 16 rows with a stage's k16
+      # steps in flight, and MB = 2 tiles with their two feature blocks' k16 steps staggered (the same bits): the
+      # wgmma and split-K GPU tests (bits against mma.sync and the ordered sums), the one-row products and batch-1
+      # decode in both trees
       timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
         > "$OUT/inflight-tests.log" 2>&1; echo "wgmma + split-K tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/inflight-tests.log" | tail -12
@@ -271,6 +272,11 @@ PY
       for side in old new; do echo "onerow ($side)"; onerow_records "$OUT/onerow-$side.txt"; done
       sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
       for side in old new; do tail -2 "$OUT/decode-$side.txt" | cut -c1-400; done
+      ;;
+    s10b)  # the same branch, many rows: the grouped products in both trees, then the exact headline in both
+      grouped_sides old new
+      for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
+        HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
       ;;
     s8a)  # eighth session, run 1 (run 41): the attention in one launch (its GPU tests; bench/attention.py and
       # batch-1 decode against the tree before it, carried as .carry/old, in the same run)
