@@ -23,10 +23,11 @@ from test_gpu_gemm_tc import activations, choose_experts, group_pairs, split
 pytestmark = pytest.mark.gpu
 
 
-def stored(mx, cols):
-    """{storage: device weights} of one expert matrix: its MXFP4 blocks and scales, and their BF16 values."""
-    return {"bf16": to_device(f32_to_bf16(widened(*mx, cols))),
-            "mxfp4": Mxfp4Matrix(to_device(mx[0]), to_device(mx[1]), cols)}
+def stored(mx, cols, bits=None):
+    """{storage: device weights} of one expert matrix: its MXFP4 blocks and scales, and their BF16 values (`bits`,
+    where the caller has widened them already: at the 20b shape that takes longer than the products)."""
+    bits = f32_to_bf16(widened(*mx, cols)) if bits is None else bits
+    return {"bf16": to_device(bits), "mxfp4": Mxfp4Matrix(to_device(mx[0]), to_device(mx[1]), cols)}
 
 
 @pytest.mark.parametrize("block_m", GROUPED_BLOCK_M)
@@ -40,8 +41,11 @@ def test_grouped_products_with_mxfp4_experts_equal_bf16(gpu, rng, block_m, rows,
     b1 = to_device(rng.standard_normal((n_experts, 2 * inter), dtype=np.float32))
     b2 = to_device(rng.standard_normal((n_experts, hidden), dtype=np.float32))
     pairs, tiles = to_device(pair_of_padded), to_device(tile_expert)
+    w1_bits = f32_to_bf16(widened(*mx1, hidden))
+    w1s, w2s = stored(mx1, hidden, w1_bits), stored(mx2, inter)
     got = {}
-    for storage, (w1, w2) in {s: (stored(mx1, hidden)[s], stored(mx2, inter)[s]) for s in ("bf16", "mxfp4")}.items():
+    for storage in ("bf16", "mxfp4"):
+        w1, w2 = w1s[storage], w2s[storage]
         g, y = poisoned((pair_of_padded.size, inter)), poisoned((pair_of_padded.size, hidden))
         gpu[1].gemm_grouped_swiglu(g, a, pairs, tiles, w1, b1, k, 1.5, block_m)
         gpu[1].gemm_grouped(y, g, pairs, tiles, w2, b2, block_m)
@@ -50,7 +54,7 @@ def test_grouped_products_with_mxfp4_experts_equal_bf16(gpu, rng, block_m, rows,
         np.testing.assert_array_equal(bf16.view(np.uint32), mxfp4.view(np.uint32), err_msg=name)  # pads: NaN both
     g = got["mxfp4"][0]
     want, *_ = expected("gemm_grouped_swiglu", poisoned(g.shape), host(a, gpu), pair_of_padded, tile_expert,
-                        f32_to_bf16(widened(*mx1, hidden)), host(b1, gpu), k, 1.5, block_m)
+                        w1_bits, host(b1, gpu), k, 1.5, block_m)
     real = pair_of_padded >= 0
     assert np.max(np.abs(g[real] - want[real]), initial=0.0) <= TOL
 
