@@ -261,10 +261,10 @@ PY
       echo "diff 7m --batch 8 exit $?"; tail -3 "$OUT/diff-batch-7m.txt"
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       ;;
-    s10a)  # branch mb-pipeline (on onerow-inflight; .carry/old = main): exact tiles of <= 16 rows with a stage's k16
-      # steps in flight, and MB = 2 tiles with their two feature blocks' k16 steps staggered (the same bits): the
-      # wgmma and split-K GPU tests (bits against mma.sync and the ordered sums), the one-row products and batch-1
-      # decode in both trees
+    s10a)  # branch row-stagger (on mb-pipeline, on onerow-inflight; .carry/old = main): exact tiles of <= 16 rows
+      # with a stage's k16 steps in flight, MB = 2 tiles with their two feature blocks' k16 steps staggered, MB = 1
+      # tiles of >= 32 rows with their two row halves staggered (the same bits): the wgmma and split-K GPU tests
+      # (bits against mma.sync and the ordered sums), the one-row products and batch-1 decode in both trees
       timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
         > "$OUT/inflight-tests.log" 2>&1; echo "wgmma + split-K tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/inflight-tests.log" | tail -12
