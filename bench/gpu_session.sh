@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -265,13 +265,19 @@ PY
       # with a stage's k16 steps in flight, MB = 2 tiles with their two feature blocks' k16 steps staggered, MB = 1
       # tiles of >= 32 rows with their two row halves staggered (the same bits): the wgmma and split-K GPU tests
       # (bits against mma.sync and the ordered sums), the one-row products and batch-1 decode in both trees
-      timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
-        > "$OUT/inflight-tests.log" 2>&1; echo "wgmma + split-K tests exit $?"
-      grep -E "passed|failed|FAILED|ERROR" "$OUT/inflight-tests.log" | tail -12
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "bits or row_count" \
+        > "$OUT/stack-bits-tests.log" 2>&1; echo "wgmma bit tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/stack-bits-tests.log" | tail -12
+      splitk_tests 150
       sides onerow 200 "python bench/onerow.py --pieces 3 --launches 24" old new
       for side in old new; do echo "onerow ($side)"; onerow_records "$OUT/onerow-$side.txt"; done
       sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
       for side in old new; do tail -2 "$OUT/decode-$side.txt" | cut -c1-400; done
+      ;;
+    s10c)  # the same branch: the rest of the wgmma tests (every tile against the oracles)
+      timeout 300 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "not (bits or row_count)" \
+        > "$OUT/stack-tests.log" 2>&1; echo "wgmma tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/stack-tests.log" | tail -12
       ;;
     s10b)  # the same branch, many rows: the grouped products in both trees, then the exact headline in both
       grouped_sides old new
