@@ -770,8 +770,8 @@ template <int BR, int PIECES, int MB>
 GETP_DEVICE void wg_swiglu_store(const float (&acc)[MB][BR / 2], unsigned short* __restrict__ gp, int padded,
                                  int ldg, const int* __restrict__ pair_of_padded, const float* __restrict__ bias,
                                  int p0, int n0, int inter, float limit) {
-  const int COLS = 64 * MB, STRIDE = COLS + 8, CHUNKS = COLS / 8;  // bf16 a tile row (+ 16 bytes: fewer conflicts)
-  static_assert(PIECES * BR * (64 * MB + 8) * 2 <= WG_SMEM_BYTES, "the output tile fits in the ring");
+  constexpr int COLS = 64 * MB, STRIDE = COLS + 8, CHUNKS = COLS / 8;  // bf16 a tile row (+ 16 bytes: fewer conflicts)
+  static_assert(PIECES * BR * STRIDE * 2 <= WG_SMEM_BYTES, "the output tile fits in the ring");
   unsigned short* tile = (unsigned short*)wg_smem;  // [PIECES][BR][STRIDE]
   const int N = 2 * inter, c0 = n0 / 2;  // c0: the block's first output column
   asm volatile("bar.sync 2, 256;\n" ::: "memory");  // both consumer warpgroups are done with the ring
