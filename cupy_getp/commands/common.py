@@ -131,7 +131,8 @@ class GetpFlags:
 
 
 # name -> (annotation, default), as RUN_OPTIONS, from GetpFlags's fields.
-GETP_FLAGS = {f.name: (get_type_hints(GetpFlags, include_extras=True)[f.name], f.default) for f in fields(GetpFlags)}
+_GETP_FLAG_TYPES = get_type_hints(GetpFlags, include_extras=True)
+GETP_FLAGS = {f.name: (_GETP_FLAG_TYPES[f.name], f.default) for f in fields(GetpFlags)}
 
 
 def _packing(command, into: str, options: dict, pack, leading: int = 0):

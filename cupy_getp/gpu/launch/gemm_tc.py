@@ -247,8 +247,9 @@ class TensorCoreGemmLaunches:
             raise KernelArgumentError(f"gemm_tc: tile {(rows, features)} not available on the wgmma kernels "
                                       f"with {pieces} pieces: {WG_DENSE_TILES[pieces]}")
         splits = self.wg_dense_splits(n, k)
-        sliced_rows = self.wg_dense_sliced(n, m, rows) if splits > 1 else None
+        sliced_rows = None
         if splits > 1:
+            sliced_rows = self.wg_dense_sliced(n, m, rows)
             features, rows = 1, sliced_rows or rows
         sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
         if self.wg_tma and tma_eligible(w):
