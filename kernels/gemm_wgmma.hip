@@ -52,6 +52,7 @@
 // consumer warpgroups): cupy_getp/gpu/constants.py.
 #define WG_BK 64         // K per stage (bf16): one 128-byte swizzle row
 #define WG_MAX_STAGES 8
+#define WG_IN_FLIGHT_ROWS 16  // exact tiles of at most this many rows keep a stage's k16 steps in flight (wg_product)
 #define WG_ALIGN 1024    // a 128-byte-swizzle atom: 8 rows of 128 bytes
 
 static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
@@ -433,8 +434,9 @@ GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice +
 // w_row a WgTmaW, as wg_produce_tma); warpgroups 1 and 2 consume: wait for `full`, run the tensor cores, and
 // arrive on `empty` once the products that read the stage are done, which lets the producer refill it.
 // pieces = 3: every k16 step, for each block, t = x3 W + x2 W + x1 W from zero, then a wait and acc += t
-// (waiting on the product before the next one is issued: reading t while a later wgmma runs would make
-// ptxas serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy).
+// (a t is read only once its products are done: reading it while a wgmma that writes it runs would make ptxas
+// serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy). Tiles of at
+// most WG_IN_FLIGHT_ROWS rows issue a stage's k16 steps together, each into its own t, before one wait.
 // pieces = 1: the tensor cores accumulate into acc, one stage's products in flight while the next is
 // issued. `dummy`: the source of zero-filled copies, a valid 16-byte-aligned address (the activation pieces,
 // whose alignment the launch helper checks; W need not be aligned). `slices` (split-K's sliced mode): K in
@@ -493,6 +495,16 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
   for (int mb = 0; mb < MB; ++mb)
     #pragma unroll
     for (int i = 0; i < BR / 2; ++i) t[mb][i] = 0.0f;
+  // Tiles of few rows (WG_IN_FLIGHT_ROWS): a stage's k16 steps in flight together, each in its own t.
+  constexpr bool IN_FLIGHT = PIECES == 3 && BR <= WG_IN_FLIGHT_ROWS;
+  constexpr int KK = WG_BK / 16;
+  float tk[IN_FLIGHT ? KK : 1][MB][BR / 2];
+  #pragma unroll
+  for (int kk = 0; kk < (IN_FLIGHT ? KK : 1); ++kk)
+    #pragma unroll
+    for (int mb = 0; mb < MB; ++mb)
+      #pragma unroll
+      for (int i = 0; i < BR / 2; ++i) tk[kk][mb][i] = 0.0f;
   // Slices::SLICED: a loop a slice, its stages then (every product done) its fold, so that ptxas sees no
   // non-wgmma write to acc while products are in flight (its C7515 serialisation, met with the fold inside
   // the loop over stages); WgWhole: one slice of every stage, the plain loop over K.
@@ -504,7 +516,41 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
       mbar_wait(full + 8 * b, (s / S::STAGES) & 1);
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
       const unsigned stage = base + b * S::BYTES, a0 = stage + w_off, b0 = stage + S::W_BYTES;
-      if constexpr (PIECES == 3) {
+      if constexpr (IN_FLIGHT) {
+        // The loop below with its wait a k16 step gone: every k16 step's three products (smallest piece first,
+        // into its own t) issued, one wait, then acc += t in k16 order: the same additions, the same bits. With
+        // few rows the consumers' chain of dependent products and waits bounds the product, not the memory
+        // (ncu, ninth session: the producer waits for free stages, ~840 cycles a stage at one row).
+        unsigned a[KK][MB][4];
+        #pragma unroll
+        for (int kk = 0; kk < KK; ++kk)
+          #pragma unroll
+          for (int mb = 0; mb < MB; ++mb) {
+            wg_load_a(a[kk][mb], a0 + mb * 64 * 128, kk);
+            wg_fence_operands(tk[kk][mb]);  // the last stage's reads of t stay above the fence (as CUTLASS does)
+          }
+        wg_fence();
+        #pragma unroll
+        for (int kk = 0; kk < KK; ++kk)
+          #pragma unroll
+          for (int mb = 0; mb < MB; ++mb) {
+            const unsigned bk = b0 + 32 * kk;
+            wg_mma_ra<BR>(tk[kk][mb], a[kk][mb], wg_desc(bk + 2 * BR * 128), 0);
+            wg_mma_ra<BR>(tk[kk][mb], a[kk][mb], wg_desc(bk + BR * 128), 1);
+            wg_mma_ra<BR>(tk[kk][mb], a[kk][mb], wg_desc(bk), 1);
+          }
+        wg_commit();
+        wg_wait0();
+        mbar_arrive(empty + 8 * b);  // the stage is read: the producer may refill it during the additions
+        #pragma unroll
+        for (int kk = 0; kk < KK; ++kk)
+          #pragma unroll
+          for (int mb = 0; mb < MB; ++mb) {
+            wg_fence_operands(tk[kk][mb]);
+            #pragma unroll
+            for (int i = 0; i < BR / 2; ++i) acc[mb][i] += tk[kk][mb][i];
+          }
+      } else if constexpr (PIECES == 3) {
         #pragma unroll
         for (int kk = 0; kk < WG_BK / 16; ++kk) {
           unsigned a[MB][4];  // W from registers: read from shared memory once for the three pieces
