@@ -109,6 +109,7 @@ GETP_DEVICE unsigned wg_swizzled(int r, int c) { return (unsigned)(r * 128 + ((c
 GETP_DEVICE void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 GETP_DEVICE void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 GETP_DEVICE void wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+GETP_DEVICE void wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory"); }
 
 // After a wait: the compiler must not move reads of the accumulators above it (CUTLASS's
 // warpgroup_fence_operand).
@@ -223,6 +224,15 @@ GETP_DEVICE void wg_load_a(unsigned (&a)[4], unsigned tile, int kk) {
   asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
                : "r"(tile + wg_swizzled(row, chunk)));
+}
+
+// One k16 step of an exact (3-piece) product: t = W x3, t += W x2, t += W x1 (smallest piece first, from zero:
+// the promotion of gemm_tc.hip), W from registers, the pieces' rows at b (x1), b + BR rows (x2), b + 2 BR (x3).
+template <int BR>
+GETP_DEVICE void wg_piece_products(float (&t)[BR / 2], const unsigned (&a)[4], unsigned b) {
+  wg_mma_ra<BR>(t, a, wg_desc(b + 2 * BR * 128), 0);
+  wg_mma_ra<BR>(t, a, wg_desc(b + BR * 128), 1);
+  wg_mma_ra<BR>(t, a, wg_desc(b), 1);
 }
 
 template <int BR>
@@ -437,6 +447,8 @@ GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice +
 // (a t is read only once its products are done: reading it while a wgmma that writes it runs would make ptxas
 // serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy). Tiles of at
 // most WG_IN_FLIGHT_ROWS rows issue a stage's k16 steps together, each into its own t, before one wait.
+// Tiles of two blocks (MB = 2) alternate the blocks' k16 steps: one block's t is added while the other's
+// products run (wait_group 1).
 // pieces = 1: the tensor cores accumulate into acc, one stage's products in flight while the next is
 // issued. `dummy`: the source of zero-filled copies, a valid 16-byte-aligned address (the activation pieces,
 // whose alignment the launch helper checks; W need not be aligned). `slices` (split-K's sliced mode): K in
@@ -517,7 +529,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
       asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
       const unsigned stage = base + b * S::BYTES, a0 = stage + w_off, b0 = stage + S::W_BYTES;
       if constexpr (IN_FLIGHT) {
-        // The loop below with its wait a k16 step gone: every k16 step's three products (smallest piece first,
+        // The last loop below with its wait a k16 step gone: every k16 step's three products (smallest piece first,
         // into its own t) issued, one wait, then acc += t in k16 order: the same additions, the same bits. With
         // few rows the consumers' chain of dependent products and waits bounds the product, not the memory
         // (ncu, ninth session: the producer waits for free stages, ~840 cycles a stage at one row).
@@ -533,12 +545,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
         #pragma unroll
         for (int kk = 0; kk < KK; ++kk)
           #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) {
-            const unsigned bk = b0 + 32 * kk;
-            wg_mma_ra<BR>(tk[kk][mb], a[kk][mb], wg_desc(bk + 2 * BR * 128), 0);
-            wg_mma_ra<BR>(tk[kk][mb], a[kk][mb], wg_desc(bk + BR * 128), 1);
-            wg_mma_ra<BR>(tk[kk][mb], a[kk][mb], wg_desc(bk), 1);
-          }
+          for (int mb = 0; mb < MB; ++mb) wg_piece_products<BR>(tk[kk][mb], a[kk][mb], b0 + 32 * kk);
         wg_commit();
         wg_wait0();
         mbar_arrive(empty + 8 * b);  // the stage is read: the producer may refill it during the additions
@@ -550,6 +557,38 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
             #pragma unroll
             for (int i = 0; i < BR / 2; ++i) acc[mb][i] += tk[kk][mb][i];
           }
+      } else if constexpr (PIECES == 3 && MB == 2) {
+        // The two feature blocks' k16 steps staggered: block 0's products of step kk + 1 run while block 1's
+        // of step kk are added, and the other way round (a wait for one commit group, not for both). Each
+        // block's t and acc += t keep their order: the bits of the loop below. One block's products are in
+        // flight at every wait, so the tensor cores are not left idle through the additions.
+        unsigned a[2][4];
+        #pragma unroll
+        for (int mb = 0; mb < 2; ++mb) {
+          wg_load_a(a[mb], a0 + mb * 64 * 128, 0);
+          wg_fence_operands(t[mb]);  // the last stage's reads of t stay above the fence (as CUTLASS does)
+          wg_fence();
+          wg_piece_products<BR>(t[mb], a[mb], b0);
+          wg_commit();
+        }
+        // Both loops unrolled: the waits' counts are constants, a and t stay in registers.
+        #pragma unroll
+        for (int kk = 0; kk < KK; ++kk)
+          #pragma unroll
+          for (int mb = 0; mb < 2; ++mb) {
+            if (kk + 1 < KK || mb == 0) wg_wait1(); else wg_wait0();  // this block's step kk is done
+            wg_fence_operands(t[mb]);
+            #pragma unroll
+            for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+            if (kk + 1 < KK) {  // its step kk + 1, behind the other block's step kk (or kk + 1)
+              wg_load_a(a[mb], a0 + mb * 64 * 128, kk + 1);
+              wg_fence_operands(t[mb]);
+              wg_fence();
+              wg_piece_products<BR>(t[mb], a[mb], b0 + 32 * (kk + 1));
+              wg_commit();
+            }
+          }
+        mbar_arrive(empty + 8 * b);
       } else if constexpr (PIECES == 3) {
         #pragma unroll
         for (int kk = 0; kk < WG_BK / 16; ++kk) {
@@ -558,12 +597,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
           for (int mb = 0; mb < MB; ++mb) wg_load_a(a[mb], a0 + mb * 64 * 128, kk);
           wg_fence();
           #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) {
-            const unsigned bk = b0 + 32 * kk;
-            wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk + 2 * BR * 128), 0);
-            wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk + BR * 128), 1);
-            wg_mma_ra<BR>(t[mb], a[mb], wg_desc(bk), 1);
-          }
+          for (int mb = 0; mb < MB; ++mb) wg_piece_products<BR>(t[mb], a[mb], b0 + 32 * kk);
           wg_commit();
           wg_wait0();
           #pragma unroll
