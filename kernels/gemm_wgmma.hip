@@ -228,11 +228,20 @@ GETP_DEVICE void wg_load_a(unsigned (&a)[4], unsigned tile, int kk) {
 
 // One k16 step of an exact (3-piece) product: t = W x3, t += W x2, t += W x1 (smallest piece first, from zero:
 // the promotion of gemm_tc.hip), W from registers, the pieces' rows at b (x1), b + BR rows (x2), b + 2 BR (x3).
-template <int BR>
-GETP_DEVICE void wg_piece_products(float (&t)[BR / 2], const unsigned (&a)[4], unsigned b) {
-  wg_mma_ra<BR>(t, a, wg_desc(b + 2 * BR * 128), 0);
-  wg_mma_ra<BR>(t, a, wg_desc(b + BR * 128), 1);
-  wg_mma_ra<BR>(t, a, wg_desc(b), 1);
+// N: the rows the products cover, BR or a part of the tile's BR rows starting at b (a row's products do not
+// depend on the instruction's width).
+template <int BR, int N = BR>
+GETP_DEVICE void wg_piece_products(float (&t)[N / 2], const unsigned (&a)[4], unsigned b) {
+  wg_mma_ra<N>(t, a, wg_desc(b + 2 * BR * 128), 0);
+  wg_mma_ra<N>(t, a, wg_desc(b + BR * 128), 1);
+  wg_mma_ra<N>(t, a, wg_desc(b), 1);
+}
+
+// Half h of an accumulator array of N registers: the rows of half h of the instruction's width (a thread's
+// registers go by column blocks of 8, in order).
+template <int N>
+GETP_DEVICE auto wg_half(float (&t)[N], int h) -> float (&)[N / 2] {
+  return *reinterpret_cast<float(*)[N / 2]>(t + h * (N / 2));
 }
 
 template <int BR>
@@ -448,7 +457,7 @@ GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice +
 // serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy). Tiles of at
 // most WG_IN_FLIGHT_ROWS rows issue a stage's k16 steps together, each into its own t, before one wait.
 // Tiles of two blocks (MB = 2) alternate the blocks' k16 steps: one block's t is added while the other's
-// products run (wait_group 1).
+// products run (wait_group 1); tiles of one block and 32 rows or more, the two halves of its rows.
 // pieces = 1: the tensor cores accumulate into acc, one stage's products in flight while the next is
 // issued. `dummy`: the source of zero-filled copies, a valid 16-byte-aligned address (the activation pieces,
 // whose alignment the launch helper checks; W need not be aligned). `slices` (split-K's sliced mode): K in
@@ -585,6 +594,39 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
               wg_fence_operands(t[mb]);
               wg_fence();
               wg_piece_products<BR>(t[mb], a[mb], b0 + 32 * (kk + 1));
+              wg_commit();
+            }
+          }
+        mbar_arrive(empty + 8 * b);
+      } else if constexpr (PIECES == 3 && MB == 1 && BR >= 32) {
+        // One block as two halves of BR / 2 rows staggered as the two blocks above (the same bits: a row's
+        // products do not depend on the instruction's width). Both halves read the same W fragment, so it is
+        // double-buffered by k16 step: step kk + 1's is loaded while half 1 of step kk still reads step kk's.
+        constexpr int H = BR / 2;
+        unsigned a[2][4];
+        wg_load_a(a[0], a0, 0);
+        #pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          wg_fence_operands(wg_half(t[0], h));
+          wg_fence();
+          wg_piece_products<BR, H>(wg_half(t[0], h), a[0], b0 + h * H * 128);
+          wg_commit();
+        }
+        // Both loops unrolled: the waits' counts are constants, a and t stay in registers.
+        #pragma unroll
+        for (int kk = 0; kk < KK; ++kk)
+          #pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            if (kk + 1 < KK || h == 0) wg_wait1(); else wg_wait0();  // this half's step kk is done
+            float(&th)[H / 2] = wg_half(t[0], h);
+            wg_fence_operands(th);
+            #pragma unroll
+            for (int i = 0; i < H / 2; ++i) acc[0][h * (H / 2) + i] += th[i];
+            if (kk + 1 < KK) {  // its step kk + 1, behind the other half's step kk (or kk + 1)
+              if (h == 0) wg_load_a(a[(kk + 1) % 2], a0, kk + 1);
+              wg_fence_operands(th);
+              wg_fence();
+              wg_piece_products<BR, H>(th, a[(kk + 1) % 2], b0 + 32 * (kk + 1) + h * H * 128);
               wg_commit();
             }
           }
