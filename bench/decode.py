@@ -11,9 +11,11 @@ Then the batched engine at one row in its precision (the device's default, or --
 lone request (a CUDA graph replayed per step, the token chosen on the device): host ms per step of the
 step's call alone (it enqueues without waiting) and with its token read back (which waits), device ms per
 step (events around graph replays back to back), and the launches of one eager step (what the graph replays)
-with their summed kernel time.
+with their summed kernel time. --profile-replay: then one more graph replay inside cudaProfilerStart/Stop, for
+`ncu --profile-from-start off --graph-profiling node` (gpu_session.sh's `stepkernels`).
 
     python bench/decode.py [--presets 7m,20b] [--steps 256] [--experts bf16,mxfp4] [--precision exact]
+        [--profile-replay]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from cupy_getp.checkpoint.weights import Weights  # noqa: E402
 from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.engine.factory import create_engine  # noqa: E402
 from cupy_getp.errors import GetpError  # noqa: E402
-from timing import eager_step_profile, graph_replay_ms  # noqa: E402 (bench/ is on sys.path)
+from timing import eager_step_profile, graph_replay_ms, profiled_replay  # noqa: E402 (bench/ is on sys.path)
 
 FIRST_POS = 8  # steps before it warm the caches, the allocator and (batched) the graph
 TOKEN = 13225
@@ -48,7 +50,8 @@ def decode_rate(engine, start_pos: int, steps: int) -> float:
     return steps / (time.perf_counter() - begin)
 
 
-def bench_preset(name: str, steps: int, experts: str = "auto", precision: str | None = None) -> list[dict]:
+def bench_preset(name: str, steps: int, experts: str = "auto", precision: str | None = None,
+                 profile_replay: bool = False) -> list[dict]:
     """The single-sequence engine's record (its one-slot model), then the batched engine's at one row (same
     engine)."""
     engine = create_engine(Weights(synthetic_store(name)), "cupy", experts=experts)
@@ -75,14 +78,15 @@ def bench_preset(name: str, steps: int, experts: str = "auto", precision: str | 
         f"host_ms_per_step_pos_{FIRST_POS}_{end}": round(1e3 / short, 3),
         "per_token": per_token,
     }
-    batched = batched_one_row(engine, steps, precision)
+    batched = batched_one_row(engine, steps, precision, profile_replay)
     batched.update(preset=name, experts=result["experts"])
     engine.finish()
     return [result, batched]
 
 
-def batched_one_row(engine, steps: int, precision: str | None) -> dict:
-    """The batched engine's one-row step as getp runs it: host and device time per step, launches per step."""
+def batched_one_row(engine, steps: int, precision: str | None, profile_replay: bool = False) -> dict:
+    """The batched engine's one-row step as getp runs it: host and device time per step, launches per step;
+    with profile_replay, then one replay for the profiler (profiled_replay)."""
     n_ctx = engine.config.seq_len
     batched = engine.batched(1, n_ctx, slots=1, precision=precision)
     slot, token = np.zeros(1, np.int32), TOKEN
@@ -112,6 +116,8 @@ def batched_one_row(engine, steps: int, precision: str | None) -> dict:
         "launches_by_kernel": dict(sorted(launches.items(), key=lambda kv: -kv[1])),
         "kernel_ms_by_kernel": {n: round(v, 3) for n, v in sorted(kernel_ms.items(), key=lambda kv: -kv[1])},
     }
+    if profile_replay:
+        profiled_replay(batched, end)
     batched.free()
     return result
 
@@ -123,6 +129,8 @@ def main() -> None:
     parser.add_argument("--experts", default="auto", help="expert storages, comma-separated: bf16, mxfp4, auto")
     parser.add_argument("--precision", default=None, help="the batched engine's: exact, fast or fp32 (default: "
                                                           "the device's)")
+    parser.add_argument("--profile-replay", action="store_true",
+                        help="one more graph replay of the one-row step inside cudaProfilerStart/Stop (for ncu)")
     args = parser.parse_args()
     try:
         longest = min(preset(name).seq_len for name in args.presets.split(","))
@@ -131,7 +139,7 @@ def main() -> None:
                             f"of --presets, {longest}, less the warm-up steps)")
         for name in args.presets.split(","):
             for experts in args.experts.split(","):
-                for record in bench_preset(name, args.steps, experts, args.precision):
+                for record in bench_preset(name, args.steps, experts, args.precision, args.profile_replay):
                     print(json.dumps(record), flush=True)
     except GetpError as e:
         sys.exit(f"error: {e}")

@@ -38,6 +38,19 @@ def graph_replay_ms(batched, pos: int, repeats: int = 50) -> float:
     return round(cupy.cuda.get_elapsed_time(start, end) / repeats, 3)
 
 
+def profiled_replay(batched, pos: int) -> None:
+    """One graph replay of a batched engine's single row at `pos` between cudaProfilerStart and Stop, so that
+    `ncu --profile-from-start off --graph-profiling node` times that step's kernels one by one, as the graph
+    runs them (gpu_session.sh's `stepkernels`)."""
+    import cupyx.profiler
+
+    v = batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([13225], np.int32))
+    batched.device.synchronize("the step before the profiled replay")
+    with cupyx.profiler.profile():
+        batched.runner.run(v)
+        batched.device.synchronize("the profiled replay")
+
+
 def kernel_profile(device, kernels, fn) -> tuple[dict[str, float], dict[str, int]]:
     """Run `fn` (eager launches) with every kernel launch event-timed: (kernel -> summed device ms, kernel ->
     launches). The launch counters start from zero here."""
