@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -87,7 +87,7 @@ head = next((i for i, r in enumerate(rows) if r[:1] == ["ID"]), None)
 if head is None: print("no ncu table in", sys.argv[1]); sys.exit()
 name, dur = rows[head].index("Kernel Name"), rows[head].index("gpu__time_duration.sum")
 unit = rows[head + 1][dur]  # the units row
-scale = {"nsecond": 1e-3, "usecond": 1.0, "msecond": 1e3}.get(unit, 1.0)
+scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3}[unit]
 by = defaultdict(list)
 for r in rows[head + 2:]:
     if len(r) > dur and r[0] != "ID": by[r[name].split("(")[0]].append(float(r[dur].replace(",", "")) * scale)
@@ -96,6 +96,13 @@ for k, v in sorted(by.items(), key=lambda kv: -sum(kv[1])):
     print(f"{k:44s} {len(v):4d} launches {sum(v):9.1f} us  ({100 * sum(v) / total:4.1f} %)  largest {max(v):7.1f}")
 print(f"total: {sum(map(len, by.values()))} launches, {total:.1f} us of kernel time")
 PY
+}
+step_kernels() {  # ncu: each kernel of one batch-1 step's graph replay (20b, exact), timed one by one as the graph
+  # runs them (L2 not flushed, clocks left alone): where the one-row step's device time goes
+  timeout 400 ncu --clock-control none --cache-control none --profile-from-start off --graph-profiling node \
+    --metrics gpu__time_duration.sum --csv --page raw python bench/decode.py --presets 20b --steps 16 \
+    --precision exact --profile-replay > "$OUT/step-kernels.csv" 2> "$OUT/step-kernels.err"
+  echo "ncu exit $?"; tail -3 "$OUT/step-kernels.err"; kernel_durations "$OUT/step-kernels.csv"
 }
 tree_of() {  # tree_of SIDE: where a side's commands run: old, the tree before a change (carried as .carry/old); new, this
   # (.carry/old: `git archive REV cupy_getp kernels bench/*.py pyproject.toml data | tar x -C .carry/old`)
@@ -294,13 +301,20 @@ PY
       sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
       for side in old new; do tail -2 "$OUT/decode-$side.txt" | cut -c1-400; done
       ;;
-    stepkernels)  # ncu: each kernel of one batch-1 step's graph replay (20b, exact), timed one by one as the graph
-      # runs them (L2 not flushed, clocks left alone): where the one-row step's device time goes
-      timeout 400 ncu --clock-control none --cache-control none --profile-from-start off --graph-profiling node \
-        --metrics gpu__time_duration.sum --csv --page raw python bench/decode.py --presets 20b --steps 16 \
-        --precision exact --profile-replay > "$OUT/step-kernels.csv" 2> "$OUT/step-kernels.err"
-      echo "ncu exit $?"; tail -3 "$OUT/step-kernels.err"; kernel_durations "$OUT/step-kernels.csv"
-      grep -o '"device_ms_per_step_pos_[0-9]*": [0-9.]*' "$OUT/step-kernels.csv"
+    s11a)  # tenth session: rmsnorm, RoPE + KV write and argmax with their loads in flight (.carry/old = the tree
+      # before): their GPU tests, batch-1 decode in both trees, the step's kernels by ncu (this tree), diff --batch
+      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k "rmsnorm or rope or argmax" \
+        > "$OUT/rows-tests.log" 2>&1; echo "rows kernel tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/rows-tests.log" | tail -12
+      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
+      for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
+        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+      step_kernels
+      timeout 120 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
+      echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+      ;;
+    stepkernels)  # ncu: each kernel of one batch-1 step's graph replay (20b, exact), one by one (step_kernels)
+      step_kernels
       ;;
     s10c)  # the same branch: the rest of the wgmma tests (every tile against the oracles)
       timeout 300 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "not (bits or row_count)" \

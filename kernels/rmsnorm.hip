@@ -1,26 +1,60 @@
 // rmsnorm.hip: out = w * x / sqrt(mean(x^2) + 1e-5), FP32 accumulation. One block per vector.
 #include "common.h"
 
-// 1 / sqrt(mean(x^2) + 1e-5) of one vector, to every thread of the block (one order of additions for every
-// kernel of this file: rmsnorm_split_rows gives rmsnorm_rows_f32's bits through it).
-GETP_DEVICE float rmsnorm_inv(const float* __restrict__ x, int n, float* scratch) {
-  float ss = 0.0f;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) ss += x[i] * x[i];
-  ss = block_sum(ss, scratch);
-  return 1.0f / sqrtf(ss / (float)n + 1e-5f);
-}
+// Values of a row a thread holds in registers: a row of up to RMS_HELD x BLOCK_SIZE values (3072: the 20b's and
+// 120b's 2880) is read from memory once, every load of x and w issued before the first is used; a longer row is
+// read again past them. At one row the block's chain of loads is the kernel's time: ncu (tenth session, H100)
+// timed rmsnorm_split_rows at 10.4 us a launch when each loop iteration waited for its own loads of x and w.
+#define RMS_HELD 12
 
-GETP_DEVICE void rmsnorm_block(float* __restrict__ out, const float* __restrict__ x, const float* __restrict__ w,
-                               int n, float* scratch) {
-  const float inv_rms = rmsnorm_inv(x, n, scratch);
-  for (int i = threadIdx.x; i < n; i += blockDim.x) out[i] = w[i] * (inv_rms * x[i]);
-}
+// One row x (n values) and the weights w as this thread of the block sees them, and 1 / sqrt(mean(x^2) + 1e-5)
+// of the row, to every thread: the sum of squares in one order of additions for every kernel of this file
+// (rmsnorm_split_rows gives rmsnorm_rows_f32's bits through it): each thread its x[tid + j blockDim] in
+// increasing j from 0.0f, then block_sum.
+struct RmsRow {
+  const float* x;
+  const float* w;
+  int n;
+  float held_x[RMS_HELD], held_w[RMS_HELD];  // x and w at tid + j blockDim; 0 from n on
+  float inv_rms;
+
+  GETP_DEVICE RmsRow(const float* __restrict__ x_, const float* __restrict__ w_, int n_, float* scratch)
+      : x(x_), w(w_), n(n_) {
+    #pragma unroll
+    for (int j = 0; j < RMS_HELD; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      held_x[j] = i < n ? x[i] : 0.0f;
+      held_w[j] = i < n ? w[i] : 0.0f;
+    }
+    float ss = 0.0f;
+    #pragma unroll
+    for (int j = 0; j < RMS_HELD; ++j)
+      if (threadIdx.x + j * blockDim.x < n) ss += held_x[j] * held_x[j];
+    for (int i = threadIdx.x + RMS_HELD * blockDim.x; i < n; i += blockDim.x) ss += x[i] * x[i];
+    ss = block_sum(ss, scratch);
+    inv_rms = 1.0f / sqrtf(ss / (float)n + 1e-5f);
+  }
+
+  // f(i, w_i * (inv_rms * x_i)) for this thread's i < end (0 from n on), the held values first.
+  template <class F>
+  GETP_DEVICE void each(int end, F f) const {
+    #pragma unroll
+    for (int j = 0; j < RMS_HELD; ++j) {
+      const int i = threadIdx.x + j * blockDim.x;
+      if (i < end) f(i, i < n ? held_w[j] * (inv_rms * held_x[j]) : 0.0f);
+    }
+    for (int i = threadIdx.x + RMS_HELD * blockDim.x; i < end; i += blockDim.x)
+      f(i, i < n ? w[i] * (inv_rms * x[i]) : 0.0f);
+  }
+};
 
 // Batched engine: every row of (R, n) out and x. Grid (R,): one block per row.
 extern "C" __global__ void rmsnorm_rows_f32(float* __restrict__ out, const float* __restrict__ x,
                                             const float* __restrict__ w, int n) {
   __shared__ float scratch[WARPS_PER_BLOCK];
-  rmsnorm_block(out + (size_t)blockIdx.x * n, x + (size_t)blockIdx.x * n, w, n, scratch);
+  float* row_out = out + (size_t)blockIdx.x * n;
+  const RmsRow row(x + (size_t)blockIdx.x * n, w, n, scratch);
+  row.each(n, [&](int i, float v) { row_out[i] = v; });
 }
 
 // The batched engine's rmsnorm folded into the split that the tensor-core products read: out (R, n) =
@@ -32,13 +66,11 @@ extern "C" __global__ void rmsnorm_split_rows(float* __restrict__ out, unsigned 
                                               int lda, int n_pieces) {
   __shared__ float scratch[WARPS_PER_BLOCK];
   const size_t r = blockIdx.x, plane = (size_t)gridDim.x * lda;
-  const float* xr = x + r * n;
-  const float inv_rms = rmsnorm_inv(xr, n, scratch);
-  for (int i = threadIdx.x; i < lda; i += blockDim.x) {
-    const float v = i < n ? w[i] * (inv_rms * xr[i]) : 0.0f;
+  const RmsRow row(x + r * n, w, n, scratch);
+  row.each(lda, [&](int i, float v) {
     if (i < n) out[r * n + i] = v;
     unsigned piece[3];
     tc_split_n(v, n_pieces, piece);
     for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + i] = (unsigned short)piece[p];
-  }
+  });
 }

@@ -8,6 +8,15 @@ GETP_DEVICE bool argmax_better(float av, int ai, float bv, int bi) { return av >
 // NaN or an infinity (the engine stops there, as the single-sequence decode loop does). Grid (R,): one block per row; each thread scans its indices in increasing order, then a
 // butterfly over (value, index) pairs (deterministic: a total order without NaN).
 // vec4: n % 4 == 0 and logits 16-byte aligned.
+#define ARGMAX_IN_FLIGHT 16
+// The comparisons' loop, which breaks at the row's end: nvcc unrolls it (the machine code the GPU tests and
+// benchmarks ran, tenth session); hipcc cannot unroll a loop that breaks (-Wpass-failed under -Werror), so
+// there it is left to the compiler.
+#ifdef GETP_HIP
+#define ARGMAX_UNROLL_BREAKING
+#else
+#define ARGMAX_UNROLL_BREAKING _Pragma("unroll")
+#endif
 extern "C" __global__ void argmax_rows_f32(int* __restrict__ next_token, const float* __restrict__ logits, int n,
                                            int vec4) {
   __shared__ float best_v[WARPS_PER_BLOCK];
@@ -19,14 +28,26 @@ extern "C" __global__ void argmax_rows_f32(int* __restrict__ next_token, const f
   float bv = GETP_NEG_INF;
   int bi = 0x7fffffff, nan_seen = 0;
   if (vec4) {
+    // ARGMAX_IN_FLIGHT 16-byte loads a thread issued before the first is compared: at one row the block's chain
+    // of loads is the kernel's time (ncu, tenth session, H100: 84 us over the 20b's 201,088 logits when every
+    // iteration waited for its own load). The thread still sees its indices in increasing order.
     const float4* row4 = (const float4*)row;
-    for (int j = threadIdx.x; j < n / 4; j += blockDim.x) {
-      const float4 v = row4[j];
-      const float e[4] = {v.x, v.y, v.z, v.w};
+    const int n4 = n / 4;
+    for (int j0 = threadIdx.x; j0 < n4; j0 += ARGMAX_IN_FLIGHT * blockDim.x) {
+      float4 v[ARGMAX_IN_FLIGHT];
 #pragma unroll
-      for (int k = 0; k < 4; ++k) {
-        if (!is_finite_f32(e[k])) nan_seen = 1;
-        else if (argmax_better(e[k], 4 * j + k, bv, bi)) { bv = e[k]; bi = 4 * j + k; }
+      for (int u = 0; u < ARGMAX_IN_FLIGHT; ++u)
+        if (j0 + u * (int)blockDim.x < n4) v[u] = row4[j0 + u * blockDim.x];
+      ARGMAX_UNROLL_BREAKING
+      for (int u = 0; u < ARGMAX_IN_FLIGHT; ++u) {
+        const int j = j0 + u * blockDim.x;
+        if (j >= n4) break;
+        const float e[4] = {v[u].x, v[u].y, v[u].z, v[u].w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+          if (!is_finite_f32(e[k])) nan_seen = 1;
+          else if (argmax_better(e[k], 4 * j + k, bv, bi)) { bv = e[k]; bi = 4 * j + k; }
+        }
       }
     }
   } else {

@@ -53,7 +53,8 @@ def test_embedding_rows(gpu, rng, rows, hidden, vocab):
 
 
 @gpu_test
-@pytest.mark.parametrize("rows, hidden", [(1, 1), (3, 31), (7, 257), (5, 2880)])
+# 5000: a row past the values a thread holds in registers (RMS_HELD x BLOCK_SIZE = 3072), read again
+@pytest.mark.parametrize("rows, hidden", [(1, 1), (3, 31), (7, 257), (5, 2880), (2, 5000)])
 def test_rmsnorm_rows(gpu, rng, rows, hidden):
     x = (rng.standard_normal((rows, hidden)) * 3).astype(np.float32)
     w = rng.standard_normal(hidden).astype(np.float32)
@@ -65,7 +66,7 @@ def test_rmsnorm_rows(gpu, rng, rows, hidden):
 
 @gpu_test
 @pytest.mark.parametrize("pieces", [1, 3])
-@pytest.mark.parametrize("rows, hidden", [(1, 2880), (3, 37), (70, 2880), (5, 100)])
+@pytest.mark.parametrize("rows, hidden", [(1, 2880), (3, 37), (70, 2880), (5, 100), (2, 5000)])
 def test_rmsnorm_split_rows_is_rmsnorm_then_split_bit_for_bit(gpu, rng, rows, hidden, pieces):
     """The fused kernel the engine runs on tensor cores: its t and its pieces are the two kernels' bits."""
     import cupy
@@ -101,6 +102,8 @@ def rope_tables(head_dim: int, n_pos: int):
     # a windowed ring: positions past the cache length wrap (p % C)
     (64, 8, 64, 4, 144, [(0, 500), (1, 143), (1, 144), (1, 145), (2, 7), (3, 1000)]),
     (3, 1, 30, 2, 9, [(0, 40), (1, 8), (0, 41)]),
+    # 104 heads x 32 pairs = 3328: more pairs than a block rotates at a time (ROPE_IN_FLIGHT x BLOCK_SIZE = 3072)
+    (96, 8, 64, 2, 32, [(0, 3), (1, 40), (2, 0)]),
 ])
 def test_rope_kv_write(gpu, rng, n_heads, n_kv_heads, head_dim, slots, cache_len, rows):
     kv_dim, q_dim = n_kv_heads * head_dim, n_heads * head_dim
@@ -128,7 +131,8 @@ def test_rope_kv_write(gpu, rng, n_heads, n_kv_heads, head_dim, slots, cache_len
 
 
 @gpu_test
-@pytest.mark.parametrize("rows, vocab", [(1, 1), (3, 7), (4, 1001), (5, 201088)])
+# 16392: 4098 float4s, past one round of loads in flight (ARGMAX_IN_FLIGHT x BLOCK_SIZE = 4096)
+@pytest.mark.parametrize("rows, vocab", [(1, 1), (3, 7), (4, 1001), (4, 16392), (5, 201088)])
 def test_argmax_rows(gpu, rng, rows, vocab):
     logits = rng.standard_normal((rows, vocab)).astype(np.float32)
     want = logits.argmax(axis=1).astype(np.int32)  # built by hand below, and checked against the oracle
