@@ -36,10 +36,10 @@ from cupy_getp.checkpoint.weights import Weights  # noqa: E402
 from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.engine.factory import create_engine  # noqa: E402
 from cupy_getp.errors import GetpError  # noqa: E402
-from timing import eager_step_profile, graph_replay_ms, profiled_replay  # noqa: E402 (bench/ is on sys.path)
+from timing import ONE_ROW_TOKEN, eager_step_profile, graph_replay_ms, one_row_step, profiled_replay  # noqa: E402
 
 FIRST_POS = 8  # steps before it warm the caches, the allocator and (batched) the graph
-TOKEN = 13225
+TOKEN = ONE_ROW_TOKEN
 
 
 def decode_rate(engine, start_pos: int, steps: int) -> float:
@@ -101,7 +101,7 @@ def batched_one_row(engine, steps: int, precision: str | None, profile_replay: b
     end = FIRST_POS + steps
 
     def step():
-        batched.tokens(batched.step(slot, np.array([end], np.int32), np.array([TOKEN], np.int32)), 1)
+        batched.tokens(one_row_step(batched, end), 1)
 
     kernel_ms, launches = eager_step_profile(batched, step)
     result = {

@@ -21,12 +21,20 @@ def time_ms(stream, fn, repeats: int) -> float:
     return float(np.median(times))
 
 
+ONE_ROW_TOKEN = 13225  # the token the one-row steps below feed (bench/decode.py's TOKEN)
+
+
+def one_row_step(batched, pos: int):
+    """A batched engine's step of its single row (slot 0) at `pos`, fed ONE_ROW_TOKEN; returns the step."""
+    return batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([ONE_ROW_TOKEN], np.int32))
+
+
 def graph_replay_ms(batched, pos: int, repeats: int = 50) -> float:
     """Device time of one step of a batched engine's single row at `pos`: its graph replayed back to back
     (no host work between the replays), between two events."""
     import cupy
 
-    v = batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([13225], np.int32))
+    v = one_row_step(batched, pos)
     stream = batched.device.stream
     start, end = cupy.cuda.Event(), cupy.cuda.Event()
     with stream:
@@ -44,7 +52,7 @@ def profiled_replay(batched, pos: int) -> None:
     runs them (gpu_session.sh's `stepkernels`)."""
     import cupyx.profiler
 
-    v = batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([13225], np.int32))
+    v = one_row_step(batched, pos)
     batched.device.synchronize("the step before the profiled replay")
     with cupyx.profiler.profile():
         batched.runner.run(v)
