@@ -138,17 +138,12 @@ GETP_DEVICE unsigned long long warp_max_u64(unsigned long long v) {
   return v;
 }
 
-// Per row r: experts[r, s] = the s-th best expert by score (ties to the lower index), weights[r, :] =
-// softmax of the k chosen scores (exp(score - the largest chosen), normalised). One warp per row: the
-// s-th chosen is the largest key below the (s-1)-th, so no per-expert state is kept. The single-sequence
-// engine runs it on one row.
-extern "C" __global__ void router_topk_rows(int* __restrict__ experts, float* __restrict__ weights,
-                                            const float* __restrict__ scores, int rows, int n_experts, int top_k) {
-  const int r = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-  if (r >= rows) return;  // whole warps
-  const float* row = scores + (size_t)r * n_experts;
-  int* out_e = experts + (size_t)r * top_k;
-  float* out_w = weights + (size_t)r * top_k;
+// The choice of one row's experts, by one warp: out_e[s] = the s-th best expert by score (ties to the lower
+// index), out_w = softmax of the k chosen scores (exp(score - the largest chosen), normalised). The s-th chosen
+// is the largest key below the (s-1)-th, so no per-expert state is kept.
+GETP_DEVICE void route_row(int* __restrict__ out_e, float* __restrict__ out_w, const float* row, int n_experts,
+                           int top_k) {
+  const int lane = threadIdx.x % WARP_SIZE;
   unsigned long long bound = ~0ull;  // every key is below: the first pick is the maximum
   for (int s = 0; s < top_k; ++s) {
     unsigned long long best = 0ull;  // keys are never 0: the index part of a key is > 0 for index < 2^32 - 1
@@ -169,6 +164,63 @@ extern "C" __global__ void router_topk_rows(int* __restrict__ experts, float* __
     }
     for (int s = 0; s < top_k; ++s) out_w[s] /= sum;
   }
+}
+
+// The router over rows with its choice, one launch: per row r, scores[r, e] = w_router[e] . t[r] + b[e] (one
+// warp an expert, warp_dot's FP32 products and order of additions: matvec's bits, the same for every row count
+// and place), then route_row on the row's scores from shared memory. Grid (R,): one block a row, of up to
+// ROUTER_THREADS threads (a warp an expert where they reach: at one row the dots' load latencies are the time,
+// so as many run at once as a block holds; which warp takes an expert changes no bit). On the CUDA cores at
+// every row count: E = 32 or 128 experts make a product too narrow for the tensor-core kernels (one 128-feature
+// tile, latency-bound at one row: 9 us a launch, then 3.7 us for the choice's own kernel: ncu, tenth session).
+template <class Dot>
+GETP_DEVICE void router_rows_core(int* __restrict__ experts, float* __restrict__ weights,
+                                  float* __restrict__ scores, const Dot& dot, const float* __restrict__ b,
+                                  int n_experts, int top_k) {
+  __shared__ float row_scores[MOE_MAX_EXPERTS];
+  const int r = blockIdx.x, warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+  for (int e = warp; e < n_experts; e += blockDim.x / WARP_SIZE) {
+    float score = dot(e, r);
+    score += b[e];
+    if (lane == 0) {
+      row_scores[e] = score;
+      scores[(size_t)r * n_experts + e] = score;
+    }
+  }
+  __syncthreads();
+  if (warp == 0) route_row(experts + (size_t)r * top_k, weights + (size_t)r * top_k, row_scores, n_experts, top_k);
+}
+
+// Router weight rows (E, H) . a row of t (R, H): BF16 bits (stored so where lossless) or FP32.
+struct RouterBf16 {
+  const unsigned short* w;
+  const float* t;
+  int hidden, vec8;
+  GETP_DEVICE float operator()(int e, int r) const {
+    return warp_dot_bf16(w + (size_t)e * hidden, t + (size_t)r * hidden, hidden, vec8);
+  }
+};
+struct RouterF32 {
+  const float* w;
+  const float* t;
+  int hidden, vec4;
+  GETP_DEVICE float operator()(int e, int r) const {
+    return warp_dot_f32(w + (size_t)e * hidden, t + (size_t)r * hidden, hidden, vec4);
+  }
+};
+
+extern "C" __global__ void __launch_bounds__(ROUTER_THREADS)
+router_rows_bf16w(int* __restrict__ experts, float* __restrict__ weights, float* __restrict__ scores,
+                  const unsigned short* __restrict__ w, const float* __restrict__ b, const float* __restrict__ t,
+                  int hidden, int n_experts, int top_k, int vec8) {
+  router_rows_core(experts, weights, scores, RouterBf16{w, t, hidden, vec8}, b, n_experts, top_k);
+}
+
+extern "C" __global__ void __launch_bounds__(ROUTER_THREADS)
+router_rows_f32w(int* __restrict__ experts, float* __restrict__ weights, float* __restrict__ scores,
+                 const float* __restrict__ w, const float* __restrict__ b, const float* __restrict__ t, int hidden,
+                 int n_experts, int top_k, int vec4) {
+  router_rows_core(experts, weights, scores, RouterF32{w, t, hidden, vec4}, b, n_experts, top_k);
 }
 
 // moe_align: one block of MOE_ALIGN_THREADS threads; warp w owns the pairs [w L, (w + 1) L) in order.

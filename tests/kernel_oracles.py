@@ -133,9 +133,10 @@ def attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, items, n_heads
 
 
 # -- MoE: router, grouping, expert products, combine ---------------------------------------------------------------
-@oracle("router_topk_rows")
-def router_topk_rows(experts, weights, scores, rows, n_experts, k):
-    for r in range(rows):
+@oracle("router_rows_bf16w", "router_rows_f32w")
+def router_rows(experts, weights, scores, w, b, t, hidden, n_experts, k, vec):
+    scores[...] = _product(t, w, b).astype(np.float32)
+    for r in range(scores.shape[0]):
         experts[r], weights[r] = route(np.asarray(scores[r]), k)
 
 

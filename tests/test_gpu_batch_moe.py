@@ -1,5 +1,5 @@
-"""The batched engine's MoE kernels (kernels/moe.hip, launch/moe.py): router over rows, grouping of the
-(row, top-k choice) pairs by expert into tiles (moe_align), the weighted combine. GPU tests compare with
+"""The batched engine's MoE kernels (kernels/moe.hip, launch/moe.py): router over rows with its choice, grouping
+of the (row, top-k choice) pairs by expert into tiles (moe_align), the weighted combine. GPU tests compare with
 the kernels' oracles (tests/kernel_oracles.py, through `expected`) and reference.route; the CPU tests
 check the padding bound, the grouping oracle itself and the launch helpers' arguments and grids."""
 
@@ -8,11 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cupy_getp.gpu.launch.common import F32, I32
+from cupy_getp.bf16 import f32_to_bf16, round_to_bf16
+from cupy_getp.gpu.launch.common import BF16, F32, I32
 from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_pairs
 from cupy_getp.gpu.launch.moe import moe_align_host as align_oracle
 from cupy_getp.reference import route
-from batch_fakes import expected
+from batch_fakes import FakeDevice, expected, host_array
 from seeding import seeded
 
 ELEMENT_TOL = 5e-6
@@ -74,6 +75,7 @@ class _Recorder(MoeLaunches):
 
     def __init__(self):
         self.calls = []
+        self.device = FakeDevice()
 
     def _launch(self, name, grid, block, args):
         assert isinstance(grid, tuple) and isinstance(block, tuple) and grid[0] > 0
@@ -85,13 +87,15 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
     rows, top, n_experts, block_m, hidden = 100, 4, 32, 16, 24
     padded = moe_padded_pairs(rows * top, n_experts, block_m)
     experts = np.zeros((rows, top), I32)
-    k.router_topk_rows(experts, np.zeros((rows, top), F32), np.zeros((rows, n_experts), F32))
+    k.router_rows(experts, np.zeros((rows, top), F32), np.zeros((rows, n_experts), F32),
+                  host_array(np.zeros((n_experts, hidden), BF16)), np.zeros(n_experts, F32),
+                  host_array(np.zeros((rows, hidden), F32)))
     k.moe_align(np.zeros(padded, I32), np.zeros(rows * top, I32), np.zeros(padded // block_m, I32), experts,
                 block_m, n_experts)
     k.moe_combine(np.zeros((rows, hidden), F32), np.zeros((rows, hidden), F32), np.zeros((padded, hidden), F32),
                   np.zeros((rows, top), F32), np.zeros(rows * top, I32))
     (n1, g1, b1, a1), (n2, g2, b2, a2), (n3, g3, b3, a3) = k.calls
-    assert (n1, g1, b1) == ("router_topk_rows", (13,), (256,))
+    assert (n1, g1, b1) == ("router_rows_bf16w", (rows,), (1024,))  # a warp an expert: 32 warps of 32
     assert (n2, g2, b2) == ("moe_align", (1,), (MOE_ALIGN_THREADS,))
     assert (n3, g3, b3) == ("moe_combine", (1, rows), (256,))
     for args in (a1, a2, a3):
@@ -99,8 +103,18 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
     with pytest.raises(ValueError, match="moe_padded_pairs"):
         k.moe_align(np.zeros(padded + block_m, I32), np.zeros(rows * top, I32),
                     np.zeros(padded // block_m + 1, I32), experts, block_m, n_experts)
-    with pytest.raises(ValueError):
-        k.router_topk_rows(np.zeros((rows, 33), I32), np.zeros((rows, 33), F32), np.zeros((rows, 32), F32))
+    with pytest.raises(ValueError, match="top_k = 33 of 32 experts"):
+        k.router_rows(np.zeros((rows, 33), I32), np.zeros((rows, 33), F32), np.zeros((rows, 32), F32),
+                      np.zeros((32, hidden), F32), np.zeros(32, F32), np.zeros((rows, hidden), F32))
+    with pytest.raises(ValueError, match="scores"):  # scores of other rows than t's
+        k.router_rows(experts, np.zeros((rows, top), F32), np.zeros((rows + 1, n_experts), F32),
+                      np.zeros((n_experts, hidden), F32), np.zeros(n_experts, F32), np.zeros((rows, hidden), F32))
+    with pytest.raises(TypeError):
+        k.router_rows(experts, np.zeros((rows, top), F32), np.zeros((rows, n_experts), F32),
+                      np.zeros((n_experts, hidden), np.float64), np.zeros(n_experts, F32), np.zeros((rows, hidden), F32))
+    k.router_rows(np.zeros((rows, 2), I32), np.zeros((rows, 2), F32), np.zeros((rows, 5), F32),
+                  host_array(np.zeros((5, hidden), F32)), np.zeros(5, F32), host_array(np.zeros((rows, hidden), F32)))
+    assert k.calls[-1][:3] == ("router_rows_f32w", (rows,), (5 * 32,))  # fewer experts, fewer warps
     with pytest.raises(TypeError):
         k.moe_combine(np.zeros((rows, hidden), F32), np.zeros((rows, hidden), F32), np.zeros((padded, hidden), F32),
                       np.zeros((rows, top), F32), np.zeros(rows * top, np.int64))
@@ -134,7 +148,8 @@ def garbage(shape, dtype):
 
 
 def router_scores(rng, rows, n_experts):
-    scores = rng.standard_normal((rows, n_experts)).astype(np.float32)
+    """Scores with ties of every kind; BF16 values, so that router weights of either dtype hold them exactly."""
+    scores = round_to_bf16(rng.standard_normal((rows, n_experts)).astype(np.float32))
     for r in range(0, rows, 3):  # ties at the top: several experts share the row's maximum
         scores[r, rng.integers(0, n_experts, 3)] = scores[r].max()
     for r in range(1, rows, 3):  # many ties everywhere
@@ -146,17 +161,32 @@ def router_scores(rng, rows, n_experts):
     return scores
 
 
+def route_scores(dev, scores, dtype, k):
+    """router_rows made to route given scores (R, E): t = the identity (R, R), w = scores^T (E, R) in `dtype`
+    (F32 or BF16 bits), b = 0, so that row r's dot with w[e] is scores[r, e] exactly (every other product 0).
+    Returns (experts, weights, the scores it wrote), on the device."""
+    rows, n_experts = scores.shape
+    w = np.ascontiguousarray(scores.T)
+    w = f32_to_bf16(w) if dtype == BF16 else w
+    experts, weights = garbage((rows, k), np.int32), garbage((rows, k), np.float32)
+    got_scores = garbage((rows, n_experts), np.float32)
+    dev[1].router_rows(experts, weights, got_scores, to_device(w), to_device(np.zeros(n_experts, F32)),
+                       to_device(np.eye(rows, dtype=F32)))
+    return experts, weights, got_scores
+
+
 @gpu
+@pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32w", "bf16w"])
 @pytest.mark.parametrize("n_experts", [5, 32, 128])
 @pytest.mark.parametrize("k", [1, 2, 4, "E"])
 @pytest.mark.parametrize("rows", [1, 37])
-def test_router_topk_rows(dev, rng, n_experts, k, rows):
+def test_router_rows_chooses_as_route(dev, rng, dtype, n_experts, k, rows):
     k = n_experts if k == "E" else k
     if k > n_experts:
         pytest.skip("k > E")
     scores = router_scores(rng, rows, n_experts)
-    experts, weights = garbage((rows, k), np.int32), garbage((rows, k), np.float32)
-    dev[1].router_topk_rows(experts, weights, to_device(scores))
+    experts, weights, got_scores = route_scores(dev, scores, dtype, k)
+    np.testing.assert_array_equal(host(got_scores, dev), scores)  # -0 == +0: the choice does not tell them apart
     got_experts, got_weights = host(experts, dev), host(weights, dev)
     for r in range(rows):
         want_experts, want_weights = route(scores[r], k)
@@ -165,15 +195,54 @@ def test_router_topk_rows(dev, rng, n_experts, k, rows):
 
 
 @gpu
-def test_router_topk_rows_4096_rows_gpt_oss_120b(dev, rng):
+def test_router_rows_4096_rows_gpt_oss_120b(dev, rng):
     rows, n_experts, k = 4096, 128, 4
     scores = router_scores(rng, rows, n_experts)
-    experts, weights = garbage((rows, k), np.int32), garbage((rows, k), np.float32)
-    dev[1].router_topk_rows(experts, weights, to_device(scores))
+    experts, weights, _ = route_scores(dev, scores, BF16, k)  # 4096 columns: the vector loads
     want = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     np.testing.assert_array_equal(host(experts, dev), want)
     want_weights = np.stack([route(scores[r], k)[1] for r in range(rows)])
     assert np.max(np.abs(host(weights, dev) - want_weights)) <= ELEMENT_TOL
+
+
+@gpu
+@pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32w", "bf16w"])
+@pytest.mark.parametrize("n_experts, hidden", [(32, 2880), (128, 2880), (7, 33)])
+def test_router_rows_scores_and_their_bits_for_every_row_count(dev, rng, dtype, n_experts, hidden):
+    """The scores against the float64 product; a row's scores, experts and weights the same bits alone, first
+    or 17th of 37 rows (the batch invariance the engine's step needs of it)."""
+    rows, k = 37, 4
+    t = rng.standard_normal((rows, hidden)).astype(np.float32)
+    w = (rng.standard_normal((n_experts, hidden)) / np.sqrt(hidden)).astype(np.float32)
+    w = f32_to_bf16(w) if dtype == BF16 else w
+    b = rng.standard_normal(n_experts).astype(np.float32)
+    outs = (garbage((rows, k), np.int32), garbage((rows, k), np.float32), garbage((rows, n_experts), np.float32))
+    _, _, want_scores = expected("router_rows", *outs, w, b, t)[:3]
+    d_w, d_b = to_device(w), to_device(b)
+    dev[1].router_rows(*outs, d_w, d_b, to_device(t))
+    experts, weights, scores = (host(a, dev) for a in outs)
+    # FP32 rounding bound of the longest chain of additions a score takes (a lane's share of the row, a vector
+    # load's 8 products, the warp's tree, the bias), over the sum of the terms' magnitudes
+    chain = hidden // 32 + 8 + 6 + 1
+    magnitude = np.abs(t).astype(np.float64) @ np.abs(expected_weights(w)).T.astype(np.float64) + np.abs(b)
+    assert np.all(np.abs(scores - want_scores) <= chain * 2.0**-24 * magnitude)
+    for r in range(rows):  # the choice is route's of the scores it computed
+        want_experts, want_weights = route(scores[r], k)
+        np.testing.assert_array_equal(experts[r], want_experts, err_msg=f"row {r}")
+        assert np.max(np.abs(weights[r] - want_weights)) <= ELEMENT_TOL, f"row {r}"
+    for r in (0, 16, rows - 1):
+        alone = (garbage((1, k), np.int32), garbage((1, k), np.float32), garbage((1, n_experts), np.float32))
+        dev[1].router_rows(*alone, d_w, d_b, to_device(t[r:r + 1]))
+        for name, got, batched in zip(("experts", "weights", "scores"), alone, (experts, weights, scores)):
+            np.testing.assert_array_equal(host(got, dev)[0].view(np.uint32), batched[r].view(np.uint32),
+                                          err_msg=f"{name} of row {r} alone")
+
+
+def expected_weights(w):
+    """Router weights as float32 values (bf16 bits widened)."""
+    from cupy_getp.bf16 import bf16_to_f32
+
+    return bf16_to_f32(w) if w.dtype == BF16 else w
 
 
 def align_cases():
@@ -231,15 +300,14 @@ def test_moe_combine(dev, rng, rows, k, n_experts, block_m, hidden):
 
 @gpu
 def test_batched_moe_pipeline_matches_route_per_row(dev, rng):
-    """router_topk_rows -> moe_align -> (y = a function of pair) -> moe_combine, against the reference per row."""
+    """router_rows -> moe_align -> (y = a function of pair) -> moe_combine, against the reference per row."""
     rows, n_experts, k, block_m, hidden = 50, 32, 4, 8, 40
     scores = router_scores(rng, rows, n_experts)
     padded = moe_padded_pairs(rows * k, n_experts, block_m)
-    experts, weights = garbage((rows, k), np.int32), garbage((rows, k), np.float32)
     pair_of_padded, padded_of_pair = garbage(padded, np.int32), garbage(rows * k, np.int32)
     tile_expert = garbage(padded // block_m, np.int32)
     k_ = dev[1]
-    k_.router_topk_rows(experts, weights, to_device(scores))
+    experts, weights, _ = route_scores(dev, scores, F32, k)
     k_.moe_align(pair_of_padded, padded_of_pair, tile_expert, experts, block_m, n_experts)
     out_of_pair = rng.standard_normal((rows * k, hidden)).astype(np.float32)
     pos = host(pair_of_padded, dev)

@@ -85,13 +85,17 @@ def test_attention_oracles_equal_the_reference(rng, head_dim, n_heads, n_kv_head
 
 def test_router_align_and_combine_oracles_equal_route_per_row(rng):
     rows, n_experts, top, block_m, hidden = 9, 7, 3, 4, 5
-    scores = rng.standard_normal((rows, n_experts)).astype(np.float32)
+    t = rng.standard_normal((rows, hidden)).astype(np.float32)
+    w_router = rng.standard_normal((n_experts, hidden)).astype(np.float32)
+    b_router = rng.standard_normal(n_experts).astype(np.float32)
+    scores = np.zeros((rows, n_experts), np.float32)
     padded = moe_padded_pairs(rows * top, n_experts, block_m)
     experts, weights = np.zeros((rows, top), np.int32), np.zeros((rows, top), np.float32)
     pair_of_padded, padded_of_pair = np.zeros(padded, np.int32), np.zeros(rows * top, np.int32)
     tile_expert = np.zeros(padded // block_m, np.int32)
     k = FakeKernels()
-    k.router_topk_rows(experts, weights, scores)
+    k.router_rows(experts, weights, scores, w_router, b_router, t)
+    np.testing.assert_allclose(scores, t @ w_router.T + b_router, rtol=1e-5, atol=1e-5)
     k.moe_align(pair_of_padded, padded_of_pair, tile_expert, experts, block_m, n_experts)
     out_of_pair = rng.standard_normal((rows * top, hidden)).astype(np.float32)
     y = np.zeros((padded, hidden), np.float32)

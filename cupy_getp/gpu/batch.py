@@ -147,7 +147,7 @@ class RowModel:
         if precision != "fp32":  # the dense products' split-K workspace, before any graph is captured
             c = config
             kernels.reserve_splitk(shape.max_rows, [(c.qkv_dim, c.hidden_dim), (c.hidden_dim, c.q_dim),
-                                                    (c.n_experts, c.hidden_dim), (c.vocab_size, c.hidden_dim)])
+                                                    (c.vocab_size, c.hidden_dim)])
         self.cache = KVCache(config, shape)
         cos, sin = zip(*(rope_cos_sin(config, p) for p in range(shape.n_ctx)))
         import cupy
@@ -239,8 +239,7 @@ class RowModel:
             trace.record(l, "x_attn", v.x)
 
     def moe_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
-        t_pieces = self.router_scores(l, v)
-        self.kernels.router_topk_rows(v.experts, v.expert_weights, v.router)
+        t_pieces = self.route(l, v)
         if v.R == 1 and not v.tensor_cores:
             self.moe_one_row(l, v)
         else:
@@ -251,12 +250,14 @@ class RowModel:
             trace.record(l, "moe_out", v.moe_out)
             trace.record(l, "x_moe", v.x)
 
-    def router_scores(self, l: int, v: RowView):
-        """t = rmsnorm(x), router scores (R, E) = w_router @ t + b; returns t's pieces on tensor cores (the
-        router's and mlp1's), else None. Expert parallelism (gpu/expert_parallel.py) starts here too."""
+    def route(self, l: int, v: RowView):
+        """t = rmsnorm(x), router scores (R, E) = w_router @ t + b and each row's experts and their weights
+        (reference.route), the router on the CUDA cores in every precision (one launch with the choice); returns
+        t's pieces on tensor cores (mlp1's), else None. Expert parallelism (gpu/expert_parallel.py) starts here
+        too."""
         lw = self.w.layer(l)
         t_pieces = self.norm(v, lw.rms_ffn_w)
-        self.matmul(v, v.router, v.t, lw.w_router, lw.b_router, a_pieces=t_pieces)  # (R, E)
+        self.kernels.router_rows(v.experts, v.expert_weights, v.router, lw.w_router, lw.b_router, v.t)
         return t_pieces
 
     def moe_one_row(self, l: int, v: RowView) -> None:

@@ -138,8 +138,7 @@ class ExpertParallel:
         if len(rows) != 1:
             raise ValueError(f"every rank's step needs the same number of rows, got {sorted(rows)}")
         for shard, v in zip(self.shards, views):
-            shard.model.router_scores(l, v)
-            shard.model.kernels.router_topk_rows(v.experts, v.expert_weights, v.router)
+            shard.model.route(l, v)
         plan = self.plan(views)
         self.dispatch(plan, views)
         block_m, tensor_cores = views[0].block_m, views[0].tensor_cores  # one GPU's for the whole step

@@ -1,12 +1,13 @@
-"""Launch helpers for the batched engine (family: moe): router over rows, expert grouping, combine."""
+"""Launch helpers for the batched engine (family: moe): router over rows with its choice, expert grouping,
+combine."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ...errors import KernelArgumentError
-from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS
-from .common import F32, I32, _blocks, _check
+from ...errors import KernelArgumentError, KernelDtypeError
+from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS, ROUTER_THREADS
+from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
 
 
 def moe_padded_pairs(n_pairs: int, n_experts: int, block_m: int) -> int:
@@ -40,18 +41,29 @@ def moe_align_host(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[n
 
 
 class MoeLaunches:
-    def router_topk_rows(self, experts, weights, scores) -> None:
-        """experts (R, top_k), weights (R, top_k) = per row of scores (R, E): top-k (ties to the lower index) and
-        the softmax of the chosen scores. One warp per row."""
-        rows, n_experts = scores.shape
+    def router_rows(self, experts, weights, scores, w, b, t) -> None:
+        """The router over rows and its choice, one launch: scores (R, E) = t (R, H) @ w^T + b (w (E, H) bf16 bits
+        or float32, on the CUDA cores in FP32, a warp an expert: the same bits at every row count), then per row
+        experts (R, top_k) = the top-k by score (ties to the lower index) and weights (R, top_k) = the softmax of
+        their scores: reference.route."""
+        rows, hidden = t.shape
+        n_experts = w.shape[0]
         top_k = experts.shape[1] if experts.ndim == 2 else -1
-        _check("scores", scores, F32)
+        if w.dtype not in (BF16, F32):
+            raise KernelDtypeError(f"router_rows: w dtype {w.dtype}, expected float32 or uint16 (bf16)")
+        _check("w", w, w.dtype, (n_experts, hidden))
+        _check("b", b, F32, (n_experts,))
+        _check("t", t, F32)
+        _check("scores", scores, F32, (rows, n_experts))
         _check("experts", experts, I32, (rows, top_k))
         _check("weights", weights, F32, (rows, top_k))
-        if not 0 < top_k <= n_experts:
-            raise KernelArgumentError(f"router_topk_rows: top_k = {top_k} for {n_experts} experts")
-        self._launch("router_topk_rows", (_blocks(rows, self.warps_per_block),), (BLOCK_SIZE,),
-                     (experts, weights, scores, I32(rows), I32(n_experts), I32(top_k)))
+        _require(0 < top_k <= n_experts <= MOE_MAX_EXPERTS,
+                 f"router_rows: top_k = {top_k} of {n_experts} experts (at most {MOE_MAX_EXPERTS})")
+        width = 8 if w.dtype == BF16 else 4  # values a vector load of w takes
+        vec = hidden % width == 0 and _aligned(w, t)
+        threads = min(ROUTER_THREADS, n_experts * self.device.warp_size)
+        self._launch("router_rows_bf16w" if w.dtype == BF16 else "router_rows_f32w", (rows,), (threads,),
+                     (experts, weights, scores, w, b, t, I32(hidden), I32(n_experts), I32(top_k), I32(vec)))
 
     def moe_align(self, pair_of_padded, padded_of_pair, tile_expert, experts, block_m: int,
                   n_experts: int | None = None) -> None:

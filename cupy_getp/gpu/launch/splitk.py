@@ -4,8 +4,8 @@
 Why: at one row a dense product has ceil(N / 128) blocks (qkv 40, the output projection 23, the router 1) on
 132 SMs, and a block's time is proportional to its K stages, so most SMs idle. Cutting K into S splits gives
 S times the blocks, each with 1 / S of the stages: at one row the output projection 27.1 -> 11.2 us and the
-router 19.2 -> 7.6 (H200). Only products whose tiles fill under a quarter of the SMs are split
-(SPLIT_BELOW_FILL: not qkv, see there).
+router 19.2 -> 7.6 (H200; the router has since moved to the CUDA cores, kernels/moe.hip router_rows). Only
+products whose tiles fill under a quarter of the SMs are split (SPLIT_BELOW_FILL: not qkv, see there).
 
 Two modes, the same bits. Split mode (gemm_wg[_tma]_splitk_*, few rows): grid (tiles, row tiles, S), each
 block one split; the FP32 partials go to a workspace (S, M, N), and the last of a tile's blocks (a counter per
@@ -34,7 +34,7 @@ WG_BK = 64  # K per stage: gemm_wgmma.hip's WG_BK; split boundaries are multiple
 MIN_SPLIT_STAGES = 8  # a split keeps at least this many stages (the ring's prologue and the fixup amortised)
 SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-feature block per consumer)
 # Split a product only where its feature tiles give fewer than a quarter of the SMs a block: the output
-# projection (23 tiles on 132 SMs) and the router (1), not qkv (40). qkv gains 19.8 -> 12.2 us at one row
+# projection (23 tiles on 132 SMs), not qkv (40). qkv gains 19.8 -> 12.2 us at one row
 # (H200), but at many rows its 128-row tiles cannot be sliced at no cost: with qkv split too (64-row sliced
 # tiles) the headline fell 13,503 -> 13,307 tok/s (H200, run 38); 128-row sliced tiles keeping their total in
 # memory took 301 us a 1024-row product against 183 (H100, run 39; bench/RESULTS.md, seventh session).
