@@ -223,13 +223,15 @@ router_rows_f32w(int* __restrict__ experts, float* __restrict__ weights, float* 
   router_rows_core(experts, weights, scores, RouterF32{w, t, hidden, vec4}, b, n_experts, top_k);
 }
 
-// moe_align: one block of MOE_ALIGN_THREADS threads; warp w owns the pairs [w L, (w + 1) L) in order.
+// moe_align: one block of up to MOE_ALIGN_THREADS threads, at least one a valid expert (launch/moe.py sizes it
+// from the pairs and E: a warp a step at one row, where the kernel is its barriers' latency); warp w owns the
+// pairs [w L, (w + 1) L) in order.
 //   1. each warp counts its pairs per expert (peers found with ballots over the expert id's bits);
 //   2. per expert, an exclusive prefix over warps (the warp's base rank) and the total n_e;
-//      tiles_e = ceil(n_e / BM), their inclusive scan over experts (Hillis-Steele in shared memory);
+//      tiles_e = ceil(n_e / BM), their inclusive scan over the E experts (Hillis-Steele in shared memory);
 //   3. pair_of_padded = -1 everywhere, tile_expert from the scan (-1 past the used tiles);
 //   4. each warp walks its pairs again in order: position = BM * first tile of e + base rank + rank
-//      among its peers of this chunk. Ranks follow pair ids; nothing depends on scheduling.
+//      among its peers of this chunk. Ranks follow pair ids; nothing depends on scheduling or the block size.
 // Pairs whose expert id is outside [0, E), or that would land past P, are not placed: padded_of_pair = -1.
 // MOE_ALIGN_THREADS and MOE_MAX_EXPERTS: cupy_getp/gpu/constants.py.
 #define MOE_ALIGN_WARPS (MOE_ALIGN_THREADS / WARP_SIZE)
@@ -260,8 +262,7 @@ moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, in
   const int first = warp * per_warp;
   const int last = min(first + per_warp, n_pairs);
 
-  for (int i = tid; i < n_warps * MOE_MAX_EXPERTS; i += blockDim.x)
-    warp_count[i / MOE_MAX_EXPERTS][i % MOE_MAX_EXPERTS] = 0;
+  for (int i = tid; i < n_warps * n_experts; i += blockDim.x) warp_count[i / n_experts][i % n_experts] = 0;
   __syncthreads();
 
   // 1. counts per (warp, expert): only each peer group's lowest lane writes, groups differ by expert.
@@ -275,21 +276,21 @@ moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, in
   }
   __syncthreads();
 
-  // 2. base ranks per warp, totals, tiles and their inclusive scan over experts.
-  for (int e = tid; e < MOE_MAX_EXPERTS; e += blockDim.x) {
+  // 2. base ranks per warp, totals, tiles and their inclusive scan over the experts (blockDim >= E).
+  for (int e = tid; e < n_experts; e += blockDim.x) {
     int run = 0;
     for (int w = 0; w < n_warps; ++w) {
       const int c = warp_count[w][e];
       warp_count[w][e] = run;
       run += c;
     }
-    tile_end[e] = e < n_experts ? (run + block_m - 1) / block_m : 0;
+    tile_end[e] = (run + block_m - 1) / block_m;
   }
   __syncthreads();
-  for (int offset = 1; offset < MOE_MAX_EXPERTS; offset <<= 1) {  // blockDim >= MOE_MAX_EXPERTS
-    const int add = tid < MOE_MAX_EXPERTS && tid >= offset ? tile_end[tid - offset] : 0;
+  for (int offset = 1; offset < n_experts; offset <<= 1) {
+    const int add = tid < n_experts && tid >= offset ? tile_end[tid - offset] : 0;
     __syncthreads();
-    if (tid < MOE_MAX_EXPERTS) tile_end[tid] += add;
+    if (tid < n_experts) tile_end[tid] += add;
     __syncthreads();
   }
 

@@ -96,7 +96,7 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
                   np.zeros((rows, top), F32), np.zeros(rows * top, I32))
     (n1, g1, b1, a1), (n2, g2, b2, a2), (n3, g3, b3, a3) = k.calls
     assert (n1, g1, b1) == ("router_rows_bf16w", (rows,), (1024,))  # a warp an expert: 32 warps of 32
-    assert (n2, g2, b2) == ("moe_align", (1,), (MOE_ALIGN_THREADS,))
+    assert (n2, g2, b2) == ("moe_align", (1,), (13 * 32,))  # a warp a 32 pairs: 400 pairs
     assert (n3, g3, b3) == ("moe_combine", (1, rows), (256,))
     for args in (a1, a2, a3):
         assert all(isinstance(a, (np.ndarray, np.int32)) for a in args)
@@ -115,6 +115,10 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
     k.router_rows(np.zeros((rows, 2), I32), np.zeros((rows, 2), F32), np.zeros((rows, 5), F32),
                   host_array(np.zeros((5, hidden), F32)), np.zeros(5, F32), host_array(np.zeros((rows, hidden), F32)))
     assert k.calls[-1][:3] == ("router_rows_f32w", (rows,), (5 * 32,))  # fewer experts, fewer warps
+    for pairs, experts_n, threads in ((4, 32, 32), (4, 128, 128), (4096, 32, MOE_ALIGN_THREADS), (32, 5, 32)):
+        k.moe_align(np.zeros(moe_padded_pairs(pairs, experts_n, 8), I32), np.zeros(pairs, I32),
+                    np.zeros(moe_padded_pairs(pairs, experts_n, 8) // 8, I32), np.zeros((pairs, 1), I32), 8, experts_n)
+        assert k.calls[-1][2] == (threads,), (pairs, experts_n)
     with pytest.raises(TypeError):
         k.moe_combine(np.zeros((rows, hidden), F32), np.zeros((rows, hidden), F32), np.zeros((padded, hidden), F32),
                       np.zeros((rows, top), F32), np.zeros(rows * top, np.int64))

@@ -40,6 +40,14 @@ def moe_align_host(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[n
     return pair_of_padded, padded_of_pair, tile_expert
 
 
+def _align_threads(n_pairs: int, n_experts: int, warp_size: int) -> int:
+    """moe_align's block: a warp per warp_size pairs, at least a thread an expert (its scan), at most
+    MOE_ALIGN_THREADS. Few pairs take few warps: the kernel's barriers and its per-warp tables then cost less
+    (at one row one warp, not 32); the grouping does not depend on it."""
+    warps = max(_blocks(n_pairs, warp_size), _blocks(n_experts, warp_size))
+    return min(MOE_ALIGN_THREADS // warp_size, warps) * warp_size
+
+
 class MoeLaunches:
     def router_rows(self, experts, weights, scores, w, b, t) -> None:
         """The router over rows and its choice, one launch: scores (R, E) = t (R, H) @ w^T + b (w (E, H) bf16 bits
@@ -71,7 +79,7 @@ class MoeLaunches:
         docs/batched-engine.md). With n_experts, P = pair_of_padded's length must be
         moe_padded_pairs(R top_k, E, BM); without, ids are taken as < MOE_MAX_EXPERTS and P is only checked
         to be whole tiles (the kernel never writes past P: a pair that would is left unplaced, padded position -1).
-        Writes every element of the three outputs; one block, grid from shapes only."""
+        Writes every element of the three outputs; one block, grid and block from shapes only."""
         rows, top_k = experts.shape
         n_pairs = rows * top_k
         padded = pair_of_padded.shape[0] if pair_of_padded.ndim == 1 else -1
@@ -90,7 +98,7 @@ class MoeLaunches:
             raise KernelArgumentError(f"moe_align: {n_experts} experts (at most {MOE_MAX_EXPERTS})")
         if padded >= 2**31:
             raise KernelArgumentError(f"moe_align: {padded} padded positions overflow int32")
-        self._launch("moe_align", (1,), (MOE_ALIGN_THREADS,),
+        self._launch("moe_align", (1,), (_align_threads(n_pairs, n_experts, self.device.warp_size),),
                      (pair_of_padded, padded_of_pair, tile_expert, experts, I32(n_pairs), I32(n_experts), I32(padded),
                       I32(block_m)))
 
