@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|s12a|rmsstalls]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -312,6 +312,22 @@ PY
       step_kernels
       timeout 120 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
       echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+      ;;
+    s12a)  # branch rmsnorm-blocks (.carry/old = main): rmsnorm with S blocks a row at few rows (the same bits): its
+      # GPU tests, batch-1 decode in both trees, the step's kernels by ncu (this tree)
+      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k "rmsnorm" \
+        > "$OUT/rms-tests.log" 2>&1; echo "rmsnorm tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/rms-tests.log" | tail -12
+      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
+      for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
+        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+      step_kernels
+      ;;
+    rmsstalls)  # where one rmsnorm_split_rows launch of getp's one-row step waits (ncu --set full, its SASS lines)
+      timeout 300 ncu --clock-control none --cache-control none --profile-from-start off --graph-profiling node \
+        -k regex:rmsnorm_split --launch-count 1 --set full -f -o /tmp/rms python bench/decode.py --presets 20b \
+        --steps 16 --precision exact --profile-replay > "$OUT/rms-stalls.log" 2>&1
+      echo "ncu exit $?"; stalls_report /tmp/rms rms
       ;;
     stepkernels)  # ncu: each kernel of one batch-1 step's graph replay (20b, exact), one by one (step_kernels)
       step_kernels

@@ -88,6 +88,38 @@ def test_rmsnorm_split_rows_is_rmsnorm_then_split_bit_for_bit(gpu, rng, rows, hi
     np.testing.assert_array_equal(host(ap_got, gpu), host(ap_want, gpu))
 
 
+@gpu_test
+@pytest.mark.parametrize("hidden", [37, 2880, 5000])
+def test_rmsnorm_row_bits_do_not_depend_on_the_blocks_a_row(gpu, rng, hidden):
+    """At few rows the helper runs several blocks a row, at many rows one (rows.py's _rmsnorm_grid): a row's
+    values and pieces are the same bits either way."""
+    import cupy
+
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+    from cupy_getp.gpu.launch.rows import RMS_SPLIT_ROWS, _rmsnorm_grid
+
+    rows, lda = RMS_SPLIT_ROWS + 3, pieces_lda(hidden)
+    if hidden > 256:  # the premise: one row takes several blocks, the whole batch one a row
+        assert _rmsnorm_grid(1, lda)[1] > 1 and _rmsnorm_grid(rows, lda)[1] == 1
+    x = (rng.standard_normal((rows, hidden)) * 3).astype(np.float32)
+    w = rng.standard_normal(hidden).astype(np.float32)
+    xd, wd = to_device(x), to_device(w)
+
+    def norms(n):  # rmsnorm_rows, then rmsnorm_split_rows' t and pieces, of the first n rows
+        t, t_split = poisoned((n, hidden)), poisoned((n, hidden))
+        ap = cupy.full((3, n, lda), 0xFFFF, np.uint16)
+        gpu[1].rmsnorm_rows(t, xd[:n], wd)
+        gpu[1].rmsnorm_split_rows(t_split, ap, xd[:n], wd)
+        return host(t, gpu).view(np.uint32), host(t_split, gpu).view(np.uint32), host(ap, gpu)
+
+    t_all, ts_all, ap_all = norms(rows)
+    for n in (1, 5, RMS_SPLIT_ROWS):
+        t, ts, ap = norms(n)
+        np.testing.assert_array_equal(t, t_all[:n])
+        np.testing.assert_array_equal(ts, ts_all[:n])
+        np.testing.assert_array_equal(ap, ap_all[:, :n])
+
+
 def rope_tables(head_dim: int, n_pos: int):
     config = TINY.replace(head_dim=head_dim)
     tables = [rope_cos_sin(config, p) for p in range(n_pos)]

@@ -6,6 +6,9 @@ from __future__ import annotations
 from ..constants import BLOCK_SIZE
 from .common import F32, I32, _aligned, _check, _require
 
+RMS_SPLIT_ROWS = 32  # rmsnorms of at most this many rows run several blocks a row (_rmsnorm_grid)
+RMS_MAX_SPLITS = 12  # blocks a row at most: the 20b's 2880 columns are 12 slabs of 256
+
 
 class RowLaunches:
     def embedding_rows(self, x, table, tokens) -> None:
@@ -19,15 +22,15 @@ class RowLaunches:
     def rmsnorm_rows(self, out, x, w) -> None:
         """out[i] = rmsnorm(x[i]) for each row; out, x (R, H), w (H,)."""
         rows, hidden = _rmsnorm_shape(out, x, w)
-        self._launch("rmsnorm_rows_f32", (rows,), (BLOCK_SIZE,), (out, x, w, I32(hidden)))
+        self._launch("rmsnorm_rows_f32", _rmsnorm_grid(rows, hidden), (BLOCK_SIZE,), (out, x, w, I32(hidden)))
 
     def rmsnorm_split_rows(self, out, ap, x, w) -> None:
         """out[i] = rmsnorm(x[i]) as rmsnorm_rows, and ap (pieces, R, pieces_lda(H)) bf16 = its BF16 pieces as
         split_pieces would write them, in one launch."""
         rows, hidden = _rmsnorm_shape(out, x, w)
         pieces, _ = self._check_pieces("ap", ap, hidden, rows)
-        self._launch("rmsnorm_split_rows", (rows,), (BLOCK_SIZE,), (out, ap, x, w, I32(hidden), I32(ap.shape[2]),
-                                                                   I32(pieces)))
+        self._launch("rmsnorm_split_rows", _rmsnorm_grid(rows, ap.shape[2]), (BLOCK_SIZE,),
+                     (out, ap, x, w, I32(hidden), I32(ap.shape[2]), I32(pieces)))
 
     def rope_kv_write(self, qkv, cos, sin, key_cache, value_cache, row_slot, row_pos,
                       n_heads: int, n_kv_heads: int, head_dim: int) -> None:
@@ -58,6 +61,17 @@ class RowLaunches:
         _check("next_token", next_token, I32, (rows,))
         vec4 = vocab % 4 == 0 and _aligned(logits)
         self._launch("argmax_rows_f32", (rows,), (BLOCK_SIZE,), (next_token, logits, I32(vocab), I32(vec4)))
+
+
+def _rmsnorm_grid(rows: int, width: int) -> tuple[int, int]:
+    """(R, S) blocks of an rmsnorm kernel over rows `width` columns wide (the padded width where it writes
+    pieces): up to RMS_SPLIT_ROWS rows, S blocks a row, one a slab of BLOCK_SIZE columns (at most
+    RMS_MAX_SPLITS), else one. At one row a single block runs the row's arithmetic on one SM, latency-bound
+    (ncu, tenth session: 9.2 us a launch); every block of a row sums the whole row in the same order, so S
+    changes no bit (kernels/rmsnorm.hip)."""
+    if rows > RMS_SPLIT_ROWS:
+        return rows, 1
+    return rows, max(1, min(RMS_MAX_SPLITS, -(-width // BLOCK_SIZE)))
 
 
 def _rmsnorm_shape(out, x, w) -> tuple[int, int]:
