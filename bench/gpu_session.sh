@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|s12a|rmsstalls]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|s12a|rmsstalls|s13a|s13b|s13c]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -322,6 +322,28 @@ PY
       for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
         "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
       step_kernels
+      ;;
+    s13a)  # eleventh session (.carry/old = main b6ebec5): router_rows (the router on the CUDA cores with its choice),
+      # moe_align's block sized by its pairs, rmsnorm with S blocks a row at few rows: their GPU tests and the
+      # engines' (one slot, rows), batch-1 decode in both trees
+      timeout 300 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py tests/test_gpu_engine.py \
+        tests/test_gpu_batch_engine.py > "$OUT/s13-tests.log" 2>&1; echo "tests exit $?"
+      timeout 60 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k rmsnorm >> "$OUT/s13-tests.log" 2>&1
+      echo "rmsnorm tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/s13-tests.log" | tail -14
+      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
+      for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
+        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+      ;;
+    s13b)  # the same tree: the step's kernels by ncu, batch invariance end to end (INV_SECONDS), diff --batch
+      step_kernels
+      timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
+      grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
+      timeout 120 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
+      echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+      ;;
+    s13c)  # the same tree against main: the exact headline in both trees (30 s each, the 1-row step's profile)
+      for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
+        HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
       ;;
     rmsstalls)  # where one rmsnorm_split_rows launch of getp's one-row step waits (ncu --set full, its SASS lines)
       timeout 300 ncu --clock-control none --cache-control none --profile-from-start off --graph-profiling node \
