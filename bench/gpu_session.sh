@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|s12a|rmsstalls|s13a|s13b|s13c|moeentry]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -116,6 +116,12 @@ sides() {  # sides NAME SECONDS 'COMMAND' SIDE...: COMMAND (bash; PYTHONPATH its
     echo "$name ($side) exit $?"
   done
   tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+}
+decode_sides() {  # batch-1 decode (20b, exact) in the trees before and after a change (sides), then each side's
+  # getp tok/s and device ms a step
+  sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
+  for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
+    "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
 }
 attention_sides() {  # attention_sides ROWS SIDE...: bench/attention.py at ROWS rows in each side's tree (attention-SIDE.txt)
   local rows=$1 side; shift
@@ -306,22 +312,10 @@ PY
       timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k "rmsnorm or rope or argmax" \
         > "$OUT/rows-tests.log" 2>&1; echo "rows kernel tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/rows-tests.log" | tail -12
-      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
-      for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
-        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+      decode_sides
       step_kernels
       timeout 120 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
       echo "diff exit $?"; tail -4 "$OUT/diff.txt"
-      ;;
-    s12a)  # branch rmsnorm-blocks (.carry/old = main): rmsnorm with S blocks a row at few rows (the same bits): its
-      # GPU tests, batch-1 decode in both trees, the step's kernels by ncu (this tree)
-      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k "rmsnorm" \
-        > "$OUT/rms-tests.log" 2>&1; echo "rmsnorm tests exit $?"
-      grep -E "passed|failed|FAILED|ERROR" "$OUT/rms-tests.log" | tail -12
-      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
-      for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
-        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
-      step_kernels
       ;;
     s13a)  # eleventh session (.carry/old = main b6ebec5): router_rows (the router on the CUDA cores with its choice),
       # moe_align's block sized by its pairs, rmsnorm with S blocks a row at few rows: their GPU tests and the
@@ -330,9 +324,7 @@ PY
         tests/test_gpu_batch_engine.py > "$OUT/s13-tests.log" 2>&1; echo "tests exit $?"
       timeout 60 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k rmsnorm >> "$OUT/s13-tests.log" 2>&1
       echo "rmsnorm tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/s13-tests.log" | tail -14
-      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
-      for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
-        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+      decode_sides
       ;;
     s13b)  # the same tree: the step's kernels by ncu, batch invariance end to end (INV_SECONDS), diff --batch
       step_kernels
