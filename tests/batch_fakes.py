@@ -10,6 +10,7 @@ device pointer) for gpu/batch.py.
 from __future__ import annotations
 
 import contextlib
+import sys
 import types
 
 import numpy as np
@@ -161,6 +162,12 @@ class FakeDevice:
     def allocating(self, what, remedy):  # host memory: an allocation that fails stays numpy's MemoryError
         return contextlib.nullcontext()
 
+    def memory_in_use(self):  # nothing held on a device
+        return 0
+
+    def free_all(self):
+        pass
+
 
 class FakeEngine:
     """What BatchedEngine needs of a CupyEngine: config, device weights (MoE and, where lossless, the
@@ -184,3 +191,14 @@ class FakeEngine:
 
     def memory_remedy(self, remedy):  # CupyEngine's: what would help an allocation that failed
         return remedy
+
+
+def use_stand_ins(monkeypatch, cupy_module, open_device) -> None:
+    """CuPy, the GPU engine's kernels and `Device.open` replaced by the CPU stand-ins for one test: `cupy_module`
+    (fake_cupy, or a counting one) and `open_device()`, the device the engine opens."""
+    import cupy_getp.gpu.engine as engine_module
+    from cupy_getp.gpu.device import Device
+
+    monkeypatch.setitem(sys.modules, "cupy", cupy_module)
+    monkeypatch.setattr(engine_module, "Kernels", FakeKernels)
+    monkeypatch.setattr(Device, "open", classmethod(lambda cls: open_device()))

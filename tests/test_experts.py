@@ -20,7 +20,7 @@ from cupy_getp.gpu.batch_shape import RESERVE_BYTES, batch_bytes, one_slot_bytes
 from cupy_getp.gpu.experts import ExpertStorage, choose_expert_storage, device_bytes
 from cupy_getp.gpu.weights import upload_bytes
 
-from batch_fakes import FakeDevice, FakeKernels, HostArray, fake_cupy
+from batch_fakes import FakeDevice, FakeKernels, HostArray, fake_cupy, use_stand_ins
 from conftest import ROOT, TINY, cli
 
 GiB = 2**30
@@ -162,24 +162,13 @@ class SizedDevice(FakeDevice):
     def device_free_bytes(self):
         return self.free, 80 * GiB
 
-    def memory_in_use(self):
-        return 0
-
-    def free_all(self):
-        pass
-
 
 @pytest.fixture
 def stand_ins(monkeypatch):
-    """CuPy, the device and the kernels replaced by the CPU stand-ins; yields the counting CuPy."""
-    import cupy_getp.gpu.engine as engine_module
-    from cupy_getp.gpu.device import Device
-
-    counting = CountingCupy()
-    monkeypatch.setitem(sys.modules, "cupy", counting)
-    monkeypatch.setattr(engine_module, "Kernels", FakeKernels)
-    devices = []
-    monkeypatch.setattr(Device, "open", classmethod(lambda cls: devices[-1]))
+    """CuPy, the device and the kernels replaced by the CPU stand-ins; yields the counting CuPy and the list whose
+    last device the engine opens."""
+    counting, devices = CountingCupy(), []
+    use_stand_ins(monkeypatch, counting, lambda: devices[-1])
     return counting, devices
 
 
@@ -288,8 +277,6 @@ import cupy_getp.gpu.device as device_module, cupy_getp.gpu.engine as engine_mod
 sys.modules["cupy"] = batch_fakes.fake_cupy
 class Device(batch_fakes.FakeDevice):
     counters = device_module.Counters()
-    memory_in_use = lambda self: 0
-    free_all = lambda self: None
 device_module.Device.open = classmethod(lambda cls: Device())
 engine_module.Kernels = batch_fakes.FakeKernels
 """

@@ -4,8 +4,6 @@ captures CUDA graphs and replays them), against the numpy reference engine."""
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 
@@ -16,7 +14,7 @@ from cupy_getp.engine.factory import create_engine
 from cupy_getp.getp import run_requests
 from cupy_getp.sampler import Sampler
 
-from batch_fakes import CapturingStream, FakeDevice, FakeKernels, fake_cupy
+from batch_fakes import CapturingStream, FakeDevice, fake_cupy, use_stand_ins
 from conftest import TINY
 
 GREEDY = Sampler(0.0, 0.9, 1)
@@ -35,23 +33,12 @@ class GraphDevice(FakeDevice):
         self.allocations.append((what, remedy))
         return super().allocating(what, remedy)
 
-    def memory_in_use(self):
-        return 0
-
-    def free_all(self):
-        pass
-
 
 @pytest.fixture
 def device(monkeypatch):
     """CuPy, the device and the kernels replaced by the stand-ins; the device the GPU engine opens."""
-    import cupy_getp.gpu.engine as engine_module
-    from cupy_getp.gpu.device import Device
-
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    monkeypatch.setattr(engine_module, "Kernels", FakeKernels)
     device = GraphDevice()
-    monkeypatch.setattr(Device, "open", classmethod(lambda cls: device))
+    use_stand_ins(monkeypatch, fake_cupy, lambda: device)
     return device
 
 
