@@ -14,6 +14,7 @@ from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_
 from cupy_getp.gpu.launch.moe import moe_align_host as align_oracle
 from cupy_getp.reference import route
 from batch_fakes import FakeDevice, expected, host_array
+from kernel_oracles import f32
 from seeding import seeded
 
 ELEMENT_TOL = 5e-6
@@ -228,7 +229,7 @@ def test_router_rows_scores_and_their_bits_for_every_row_count(dev, rng, dtype, 
     # FP32 rounding bound of the longest chain of additions a score takes (a lane's share of the row, a vector
     # load's 8 products, the warp's tree, the bias), over the sum of the terms' magnitudes
     chain = hidden // 32 + 8 + 6 + 1
-    magnitude = np.abs(t).astype(np.float64) @ np.abs(expected_weights(w)).T.astype(np.float64) + np.abs(b)
+    magnitude = np.abs(t).astype(np.float64) @ np.abs(f32(w)).T.astype(np.float64) + np.abs(b)
     assert np.all(np.abs(scores - want_scores) <= chain * 2.0**-24 * magnitude)
     for r in range(rows):  # the choice is route's of the scores it computed
         want_experts, want_weights = route(scores[r], k)
@@ -240,13 +241,6 @@ def test_router_rows_scores_and_their_bits_for_every_row_count(dev, rng, dtype, 
         for name, got, batched in zip(("experts", "weights", "scores"), alone, (experts, weights, scores)):
             np.testing.assert_array_equal(host(got, dev)[0].view(np.uint32), batched[r].view(np.uint32),
                                           err_msg=f"{name} of row {r} alone")
-
-
-def expected_weights(w):
-    """Router weights as float32 values (bf16 bits widened)."""
-    from cupy_getp.bf16 import bf16_to_f32
-
-    return bf16_to_f32(w) if w.dtype == BF16 else w
 
 
 def align_cases():

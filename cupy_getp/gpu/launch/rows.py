@@ -4,7 +4,7 @@ one block per row. Kernels in kernels/embedding.hip, rmsnorm.hip, rope.hip, soft
 from __future__ import annotations
 
 from ..constants import BLOCK_SIZE
-from .common import F32, I32, _aligned, _check, _require
+from .common import F32, I32, _aligned, _blocks, _check, _require
 
 RMS_SPLIT_ROWS = 32  # rmsnorms of at most this many rows run several blocks a row (_rmsnorm_grid)
 RMS_MAX_SPLITS = 12  # blocks a row at most: the 20b's 2880 columns are 12 slabs of 256
@@ -71,7 +71,7 @@ def _rmsnorm_grid(rows: int, width: int) -> tuple[int, int]:
     changes no bit (kernels/rmsnorm.hip)."""
     if rows > RMS_SPLIT_ROWS:
         return rows, 1
-    return rows, max(1, min(RMS_MAX_SPLITS, -(-width // BLOCK_SIZE)))
+    return rows, max(1, min(RMS_MAX_SPLITS, _blocks(width, BLOCK_SIZE)))
 
 
 def _rmsnorm_shape(out, x, w) -> tuple[int, int]:
