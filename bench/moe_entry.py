@@ -37,11 +37,10 @@ def entry(kernels, b, rows: int):
 
 
 def pieces_of(b: dict, rows: int):
-    """The (pieces, rows, lda) view the engine's pieces_view gives: the first of a flat buffer, contiguous."""
-    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+    """The pieces of the first `rows` rows, as the engine's pieces_view gives them."""
+    from cupy_getp.gpu.launch.gemm_tc import pieces_view
 
-    lda = pieces_lda(HIDDEN)
-    return b["ap"][: PIECES * rows * lda].reshape(PIECES, rows, lda)
+    return pieces_view(b["ap"], PIECES, rows, HIDDEN)
 
 
 def buffers(max_rows: int, rng) -> dict:

@@ -22,7 +22,8 @@ from ..rope import rope_cos_sin
 from .batch_trace import BatchTrace
 from .batch_shape import BLOCK_MS, BatchShape, attn_split_len, attn_splits
 from .launch.gemm import GROUPED_BLOCK_M
-from .launch.gemm_tc import TC_BLOCK_M, describe_products, pieces_lda, tensor_cores_supported, wg_grouped_rows
+from .launch.gemm_tc import (TC_BLOCK_M, describe_products, pieces_lda, pieces_view, tensor_cores_supported,
+                              wg_grouped_rows)
 from .launch.moe import moe_padded_pairs
 from .moe_products import ExpertWeights, Grouping, expert_products
 
@@ -216,8 +217,7 @@ class RowModel:
         return self.pieces_view(self.buffers.pieces_a, *a.shape)
 
     def pieces_view(self, flat, rows: int, k: int):
-        lda = pieces_lda(k)
-        return flat[: self.pieces * rows * lda].reshape(self.pieces, rows, lda)
+        return pieces_view(flat, self.pieces, rows, k)
 
     def attention_block(self, l: int, v: RowView, trace: BatchTrace | None) -> None:
         c, kernels, lw = self.config, self.kernels, self.w.layer(l)

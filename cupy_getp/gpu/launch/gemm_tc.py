@@ -77,6 +77,13 @@ def pieces_lda(k: int) -> int:
     return -(-k // 8) * 8
 
 
+def pieces_view(flat, pieces: int, rows: int, k: int):
+    """The (pieces, rows, pieces_lda(k)) split activations at the start of a flat bf16 buffer: contiguous, as the
+    launch helpers want them."""
+    lda = pieces_lda(k)
+    return flat[: pieces * rows * lda].reshape(pieces, rows, lda)
+
+
 def tc_shared_bytes(pieces: int, block_m: int, block_n: int, is_hip: bool) -> int:
     """Dynamic shared memory of one block: TC_STAGES stages of pieces x BM + BN rows, bf16."""
     stages = TC_STAGES_HIP if is_hip else TC_STAGES_CUDA
