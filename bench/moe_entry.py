@@ -1,9 +1,10 @@
 """The MoE block's entry at the 20b shape, timed in a CUDA graph: t = rmsnorm(x) with its BF16 pieces, the router
 scores and each row's experts, for `--layers` layers back to back (as the step runs them), at each `--rows`.
 
-Whichever kernels this tree has: `rmsnorm_route_rows` (one launch) where it exists, else `rmsnorm_split_rows` then
-`router_rows` (two). Run it from each tree (PYTHONPATH=TREE) in the same session to compare them; it builds only
-the rmsnorm and moe kernel families (seconds, not the minutes of the whole engine's). One JSON record a row count:
+The engine's launches, `rmsnorm_split_rows` then `router_rows`: a branch with other kernels there carries its own
+copy of this file (`norm-route`'s launched its fused `rmsnorm_route_rows`). Run it from each tree (PYTHONPATH=TREE)
+in the same session to compare them; it builds only the rmsnorm and moe kernel families (seconds, not the minutes
+of the whole engine's). One JSON record a row count:
 us a layer (graph replays between two events, median of --repeats). `--dump DIR` also writes each row count's
 outputs of one more launch (t, pieces, scores, experts, weights) to DIR/rows-R.npz, to compare trees' bits.
 
@@ -24,11 +25,6 @@ def entry(kernels, b, rows: int):
     """A function launching one layer's MoE entry on the buffers `b` (first `rows` rows), and its kernels' names."""
     t, ap, x = b["t"][:rows], pieces_of(b, rows), b["x"][:rows]
     scores, experts, weights = b["scores"][:rows], b["experts"][:rows], b["weights"][:rows]
-    if hasattr(kernels, "rmsnorm_route_rows"):
-        def launch():
-            kernels.rmsnorm_route_rows(t, ap, x, b["w_rms"], scores, experts, weights, b["w_router"], b["b_router"],
-                                       b["counters"])
-        return launch, "rmsnorm_route_rows"
 
     def launch():
         kernels.rmsnorm_split_rows(t, ap, x, b["w_rms"])
@@ -59,7 +55,6 @@ def buffers(max_rows: int, rng) -> dict:
         "scores": cupy.zeros((max_rows, EXPERTS), np.float32),
         "experts": cupy.zeros((max_rows, TOP_K), np.int32),
         "weights": cupy.zeros((max_rows, TOP_K), np.float32),
-        "counters": cupy.zeros(max_rows, np.uint32),
     }
 
 
