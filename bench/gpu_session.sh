@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -336,6 +336,15 @@ PY
     s13c)  # the same tree against main: the exact headline in both trees (30 s each, the 1-row step's profile)
       for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
         HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
+      ;;
+    s16a)  # branch router-inflight (.carry/old = main): router_rows with 4 experts a warp, all their loads in flight
+      # (the matvec's bits): its GPU tests, the MoE entry alone and batch-1 decode in both trees
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py > "$OUT/router-tests.log" 2>&1
+      echo "router tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/router-tests.log" | tail -12
+      sides moeentry 120 "python bench/moe_entry.py --rows 1,32,1024" old new
+      for side in old new; do grep -o '"kernels": "[^"]*", "rows": [0-9]*, "us_a_layer": [0-9.]*' \
+        "$OUT/moeentry-$side.txt"; done
+      decode_sides
       ;;
     moeentry)  # the MoE block's entry (rmsnorm, router, choice) alone, in a graph, in each side's tree (bench/moe_entry.py:
       # it builds only the rmsnorm and moe kernels, seconds a tree)

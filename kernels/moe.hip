@@ -179,33 +179,93 @@ GETP_DEVICE void router_rows_core(int* __restrict__ experts, float* __restrict__
                                   int n_experts, int top_k) {
   __shared__ float row_scores[MOE_MAX_EXPERTS];
   const int r = blockIdx.x, warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
-  for (int e = warp; e < n_experts; e += blockDim.x / WARP_SIZE) {
-    float score = dot(e, r);
-    score += b[e];
-    if (lane == 0) {
-      row_scores[e] = score;
-      scores[(size_t)r * n_experts + e] = score;
+  const int n_warps = blockDim.x / WARP_SIZE;
+  // A pass: experts e0 + k n_warps, k < ROUTER_EXPERTS, one round of loads for all of them.
+  for (int e0 = warp; e0 < n_experts; e0 += ROUTER_EXPERTS * n_warps) {
+    float score[ROUTER_EXPERTS];
+    dot.experts(e0, n_warps, n_experts, r, score);
+    #pragma unroll
+    for (int k = 0; k < ROUTER_EXPERTS; ++k) {
+      const int e = e0 + k * n_warps;
+      if (e >= n_experts) break;
+      score[k] += b[e];
+      if (lane == 0) {
+        row_scores[e] = score[k];
+        scores[(size_t)r * n_experts + e] = score[k];
+      }
     }
   }
   __syncthreads();
   if (warp == 0) route_row(experts + (size_t)r * top_k, weights + (size_t)r * top_k, row_scores, n_experts, top_k);
 }
 
-// Router weight rows (E, H) . a row of t (R, H): BF16 bits (stored so where lossless) or FP32.
+// warp_dot_bf16 of ROUTER_EXPERTS rows (rows e0 + k stride, k < ROUTER_EXPERTS, those below n_rows) with every
+// 16-byte load of them (up to ROUTER_HELD a lane a row: rows of up to 3072 values, the 20b's and 120b's 2880)
+// issued before the first product is added: each row's additions in warp_dot_bf16's order, so its bits, but one
+// round trip to memory for all the rows instead of one every four loads of each. One block a row streams all the
+// router's weights through one SM, so at one row the dots' latencies are the router's time (10.4 us a launch with
+// warp_dot_bf16 and a warp an expert, ncu, eleventh session). Rows of other lengths or alignments take
+// warp_dot_bf16.
+#define ROUTER_HELD 12
+GETP_DEVICE void warp_dots_bf16_held(const unsigned short* __restrict__ w, int e0, int stride, int n_rows,
+                                     const float* __restrict__ x, int n, int vec8, float (&out)[ROUTER_EXPERTS]) {
+  const int lane = threadIdx.x % WARP_SIZE, n8 = n / 8;
+  if (!vec8 || n8 > ROUTER_HELD * WARP_SIZE) {
+    #pragma unroll
+    for (int k = 0; k < ROUTER_EXPERTS; ++k) {
+      const int e = e0 + k * stride;
+      out[k] = e < n_rows ? warp_dot_bf16(w + (size_t)e * n, x, n, vec8) : 0.0f;
+    }
+    return;
+  }
+  const float4* x4 = (const float4*)x;
+  uint4 held[ROUTER_EXPERTS][ROUTER_HELD];
+  #pragma unroll
+  for (int k = 0; k < ROUTER_EXPERTS; ++k) {
+    const int e = e0 + k * stride;
+    const uint4* row = (const uint4*)(w + (size_t)(e < n_rows ? e : e0) * n);  // a row past n_rows: e0's, unused
+    #pragma unroll
+    for (int u = 0; u < ROUTER_HELD; ++u) {
+      const int i = lane + u * WARP_SIZE;
+      if (i < n8) held[k][u] = row[i];
+    }
+  }
+  float acc[ROUTER_EXPERTS];
+  #pragma unroll
+  for (int k = 0; k < ROUTER_EXPERTS; ++k) acc[k] = 0.0f;
+  #pragma unroll
+  for (int u = 0; u < ROUTER_HELD; ++u) {
+    const int i = lane + u * WARP_SIZE;
+    if (i < n8) {
+      #pragma unroll
+      for (int k = 0; k < ROUTER_EXPERTS; ++k) acc[k] += dot8_bf16(held[k][u], x4 + 2 * i);
+    }
+  }
+  #pragma unroll
+  for (int k = 0; k < ROUTER_EXPERTS; ++k) out[k] = warp_sum(acc[k]);
+}
+
+// Router weight rows (E, H) . a row of t (R, H): BF16 bits (stored so where lossless) or FP32. experts(e0, stride,
+// E, r): the scores for row r of experts e0 + k stride (k < ROUTER_EXPERTS; those >= E: not used), each the warp's
+// dot in warp_dot's order.
 struct RouterBf16 {
   const unsigned short* w;
   const float* t;
   int hidden, vec8;
-  GETP_DEVICE float operator()(int e, int r) const {
-    return warp_dot_bf16(w + (size_t)e * hidden, t + (size_t)r * hidden, hidden, vec8);
+  GETP_DEVICE void experts(int e0, int stride, int n_experts, int r, float (&out)[ROUTER_EXPERTS]) const {
+    warp_dots_bf16_held(w, e0, stride, n_experts, t + (size_t)r * hidden, hidden, vec8, out);
   }
 };
 struct RouterF32 {
   const float* w;
   const float* t;
   int hidden, vec4;
-  GETP_DEVICE float operator()(int e, int r) const {
-    return warp_dot_f32(w + (size_t)e * hidden, t + (size_t)r * hidden, hidden, vec4);
+  GETP_DEVICE void experts(int e0, int stride, int n_experts, int r, float (&out)[ROUTER_EXPERTS]) const {
+    #pragma unroll
+    for (int k = 0; k < ROUTER_EXPERTS; ++k) {
+      const int e = e0 + k * stride;
+      out[k] = e < n_experts ? warp_dot_f32(w + (size_t)e * hidden, t + (size_t)r * hidden, hidden, vec4) : 0.0f;
+    }
   }
 };
 

@@ -96,7 +96,7 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
     k.moe_combine(np.zeros((rows, hidden), F32), np.zeros((rows, hidden), F32), np.zeros((padded, hidden), F32),
                   np.zeros((rows, top), F32), np.zeros(rows * top, I32))
     (n1, g1, b1, a1), (n2, g2, b2, a2), (n3, g3, b3, a3) = k.calls
-    assert (n1, g1, b1) == ("router_rows_bf16w", (rows,), (1024,))  # a warp an expert: 32 warps of 32
+    assert (n1, g1, b1) == ("router_rows_bf16w", (rows,), (256,))  # a warp 4 experts a pass: 8 warps of 32
     assert (n2, g2, b2) == ("moe_align", (1,), (13 * 32,))  # a warp a 32 pairs: 400 pairs
     assert (n3, g3, b3) == ("moe_combine", (1, rows), (256,))
     for args in (a1, a2, a3):
@@ -115,7 +115,7 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
                       np.zeros((n_experts, hidden), np.float64), np.zeros(n_experts, F32), np.zeros((rows, hidden), F32))
     k.router_rows(np.zeros((rows, 2), I32), np.zeros((rows, 2), F32), np.zeros((rows, 5), F32),
                   host_array(np.zeros((5, hidden), F32)), np.zeros(5, F32), host_array(np.zeros((rows, hidden), F32)))
-    assert k.calls[-1][:3] == ("router_rows_f32w", (rows,), (5 * 32,))  # fewer experts, fewer warps
+    assert k.calls[-1][:3] == ("router_rows_f32w", (rows,), (2 * 32,))  # fewer experts, fewer warps
     for pairs, experts_n, threads in ((4, 32, 32), (4, 128, 128), (4096, 32, MOE_ALIGN_THREADS), (32, 5, 32)):
         k.moe_align(np.zeros(moe_padded_pairs(pairs, experts_n, 8), I32), np.zeros(pairs, I32),
                     np.zeros(moe_padded_pairs(pairs, experts_n, 8) // 8, I32), np.zeros((pairs, 1), I32), 8, experts_n)
@@ -212,10 +212,11 @@ def test_router_rows_4096_rows_gpt_oss_120b(dev, rng):
 
 @gpu
 @pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32w", "bf16w"])
-@pytest.mark.parametrize("n_experts, hidden", [(32, 2880), (128, 2880), (7, 33)])
+@pytest.mark.parametrize("n_experts, hidden", [(32, 2880), (128, 2880), (7, 33), (30, 3072), (32, 3080)])
 def test_router_rows_scores_and_their_bits_for_every_row_count(dev, rng, dtype, n_experts, hidden):
-    """The scores against the float64 product; a row's scores, experts and weights the same bits alone, first
-    or 17th of 37 rows (the batch invariance the engine's step needs of it)."""
+    """The scores against the float64 product, and bit for bit the matvec's of the same row (warp_dot's order:
+    the held loads change no bit; rows of up to 3072 values held, longer ones not); a row's scores, experts and
+    weights the same bits alone, first or 17th of 37 rows (the batch invariance the engine's step needs of it)."""
     rows, k = 37, 4
     t = rng.standard_normal((rows, hidden)).astype(np.float32)
     w = (rng.standard_normal((n_experts, hidden)) / np.sqrt(hidden)).astype(np.float32)
@@ -236,6 +237,9 @@ def test_router_rows_scores_and_their_bits_for_every_row_count(dev, rng, dtype, 
         np.testing.assert_array_equal(experts[r], want_experts, err_msg=f"row {r}")
         assert np.max(np.abs(weights[r] - want_weights)) <= ELEMENT_TOL, f"row {r}"
     for r in (0, 16, rows - 1):
+        y = garbage(n_experts, np.float32)
+        dev[1].matvec(y, d_w, to_device(t[r]), d_b)
+        np.testing.assert_array_equal(host(y, dev).view(np.uint32), scores[r].view(np.uint32), err_msg=f"row {r}")
         alone = (garbage((1, k), np.int32), garbage((1, k), np.float32), garbage((1, n_experts), np.float32))
         dev[1].router_rows(*alone, d_w, d_b, to_device(t[r:r + 1]))
         for name, got, batched in zip(("experts", "weights", "scores"), alone, (experts, weights, scores)):

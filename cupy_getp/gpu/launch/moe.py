@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import KernelArgumentError, KernelDtypeError
-from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS, ROUTER_THREADS
+from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS, ROUTER_EXPERTS, ROUTER_THREADS
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
 
 
@@ -51,7 +51,7 @@ def _align_threads(n_pairs: int, n_experts: int, warp_size: int) -> int:
 class MoeLaunches:
     def router_rows(self, experts, weights, scores, w, b, t) -> None:
         """The router over rows and its choice, one launch: scores (R, E) = t (R, H) @ w^T + b (w (E, H) bf16 bits
-        or float32, on the CUDA cores in FP32, a warp an expert: the same bits at every row count), then per row
+        or float32, on the CUDA cores in FP32, a warp an expert's dot: the same bits at every row count), then per row
         experts (R, top_k) = the top-k by score (ties to the lower index) and weights (R, top_k) = the softmax of
         their scores: reference.route."""
         rows, hidden = t.shape
@@ -69,7 +69,7 @@ class MoeLaunches:
                  f"router_rows: top_k = {top_k} of {n_experts} experts (at most {MOE_MAX_EXPERTS})")
         width = 8 if w.dtype == BF16 else 4  # values a vector load of w takes
         vec = hidden % width == 0 and _aligned(w, t)
-        threads = min(ROUTER_THREADS, n_experts * self.device.warp_size)
+        threads = min(ROUTER_THREADS, _blocks(n_experts, ROUTER_EXPERTS) * self.device.warp_size)
         self._launch("router_rows_bf16w" if w.dtype == BF16 else "router_rows_f32w", (rows,), (threads,),
                      (experts, weights, scores, w, b, t, I32(hidden), I32(n_experts), I32(top_k), I32(vec)))
 
