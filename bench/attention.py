@@ -1,4 +1,4 @@
-"""The batched engine's attention alone (attn_rows_partial + attn_rows_merge) against the copy bandwidth.
+"""The batched engine's attention alone (attn_rows: the partials and their merge) against the copy bandwidth.
 
 The 20b shape (64 query heads, 8 kv heads, head_dim 64), FP32 KV caches of random values, the engine's
 split over positions (`attn_split_len`); a full-attention layer and a windowed one (window 128, a ring
@@ -139,11 +139,11 @@ def attention_call(kernels, config, case: Case, caches: Caches, split_len: int, 
     partial_acc = cupy.zeros((R, c.n_attn_heads, n_split, c.head_dim), np.float32)
     partial_ml = cupy.zeros((R, c.n_attn_heads, n_split, 2), np.float32)
     att = cupy.zeros((R, c.q_dim), np.float32)
+    counters = cupy.zeros((R, c.n_kv_heads), np.uint32)
 
-    def call():
-        kernels.attn_rows_partial(partial_acc, partial_ml, qkv, caches.keys, caches.values, row_slot, row_pos,
-                                  c.n_attn_heads, c.n_kv_heads, c.head_dim, window, split_len)
-        kernels.attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, window, split_len)
+    def call():  # as the engine launches it: in one launch up to ATTN_FUSED_MAX_ROWS rows, else two
+        kernels.attn_rows(att, partial_acc, partial_ml, qkv, caches.keys, caches.values, row_slot, row_pos, sinks,
+                          counters, c.n_attn_heads, c.n_kv_heads, c.head_dim, window, split_len)
 
     return call, n_split
 

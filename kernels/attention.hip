@@ -61,13 +61,90 @@ GETP_DEVICE int attn_ring_index(int first, int t, int cache_len) {
   return i < cache_len ? i : i - cache_len;
 }
 
+// att[r, h D + d] = sum_s acc_s[d] exp(m_s - M) / L with M = max(max_s m_s, sink_h),
+// L = sum_s l_s exp(m_s - M) + exp(sink_h - M), over the splits s row r reaches (split order; the others
+// are not written), for item = r nh + h, by one warp. R: the rows of the step. pieces (n_pieces, R, lda), or null:
+// att's BF16 pieces too, as tc_split_rows would write them from att (zeros in columns nh D..lda-1), for the output
+// projection on tensor cores: one launch fewer. Partials are read from L2 (load_cg): in attn_rows_partial's last
+// block they were written by other blocks.
+GETP_DEVICE void attn_merge_item(int item, int R, float* __restrict__ att, unsigned short* __restrict__ pieces,
+                                 const float* __restrict__ partial_acc, const float* __restrict__ partial_ml,
+                                 const float* __restrict__ sinks, const int* __restrict__ row_pos, int n_heads,
+                                 int n_split, int head_dim, int window, int split_len, int lda, int n_pieces) {
+  const int lane = threadIdx.x % WARP_SIZE;
+  const int pos = row_pos[item / n_heads];
+  const int lo = window > 0 ? max(0, pos - window + 1) : 0;
+  const int used = min(n_split, (pos - lo + split_len) / split_len);  // ceil((pos + 1 - lo) / split_len)
+  const float* ml = partial_ml + (size_t)item * n_split * 2;
+  const float* acc = partial_acc + (size_t)item * n_split * head_dim;
+  const float sink = sinks[item % n_heads];
+  float m = sink;
+  for (int s = lane; s < used; s += WARP_SIZE) m = fmaxf(m, load_cg(ml + 2 * s));
+  m = warp_max(m);
+  float l = 0.0f;
+  for (int s = lane; s < used; s += WARP_SIZE) l += load_cg(ml + 2 * s + 1) * expf(load_cg(ml + 2 * s) - m);
+  l = warp_sum(l) + expf(sink - m);
+  const float inv_l = 1.0f / l;
+  const size_t r = item / n_heads, plane = (size_t)R * lda;
+  const int h = item % n_heads, row_len = n_heads * head_dim;
+  for (int d = lane; d < head_dim; d += WARP_SIZE) {
+    float o = 0.0f;
+    for (int s = 0; s < used; ++s) o += load_cg(acc + (size_t)s * head_dim + d) * expf(load_cg(ml + 2 * s) - m);
+    const float v = o * inv_l;
+    att[(size_t)item * head_dim + d] = v;
+    if (pieces) {
+      unsigned piece[3];
+      tc_split_n(v, n_pieces, piece);
+      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + h * head_dim + d] = (unsigned short)piece[p];
+    }
+  }
+  if (pieces && h == n_heads - 1)  // the row's padding columns
+    for (int i = row_len + lane; i < lda; i += WARP_SIZE)
+      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + i] = 0;
+}
+
+// The merge in attn_rows_partial's launch (counters not null; else the partials alone, merged by
+// attn_rows_merge_*): att, its pieces (or null), the sinks, and a counter per (row, kv head), zero between
+// launches.
+struct AttnMerge {
+  float* att;
+  unsigned short* pieces;
+  const float* sinks;
+  unsigned* counters;
+  int lda, n_pieces;
+};
+
+// After a split's partials are written: the last of row r's splits of kv head kvh to finish (a counter per (row,
+// kv head), set back to 0 by that block, so graph replays need no memset) merges its G heads, a warp a head, with
+// attn_merge_item: the bits of attn_rows_merge_* (the same function). span: the row's positions - 1.
+GETP_DEVICE void attn_merge_last(const AttnMerge& merge, const float* __restrict__ partial_acc,
+                                 const float* __restrict__ partial_ml, const int* __restrict__ row_pos, int r, int kvh,
+                                 int G, int n_heads, int n_kv_heads, int n_split, int D, int window, int split_len,
+                                 int span) {
+  __shared__ int last;
+  __threadfence();  // this block's partials are visible to the whole GPU before the count says so
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int used = min(n_split, (span + split_len) / split_len);  // the splits that write (attn_merge_item's)
+    unsigned* counter = merge.counters + (size_t)r * n_kv_heads + kvh;
+    last = atomicAdd(counter, 1u) == (unsigned)used - 1;
+    if (last) *counter = 0;  // every split has counted: none touches it again in this launch
+  }
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  for (int g = threadIdx.x / WARP_SIZE; g < G; g += blockDim.x / WARP_SIZE)
+    attn_merge_item(r * n_heads + kvh * G + g, gridDim.z, merge.att, merge.pieces, partial_acc, partial_ml,
+                    merge.sinks, row_pos, n_heads, n_split, D, window, split_len, merge.lda, merge.n_pieces);
+}
+
 template <int DMAX, int GMAX>
 GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__ partial_acc,
                                    float* __restrict__ partial_ml, const float* __restrict__ qkv,
                                    const float* __restrict__ key_cache, const float* __restrict__ value_cache,
                                    const int* __restrict__ row_slot, const int* __restrict__ row_pos,
                                    int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,
-                                   int split_len, int vec4) {
+                                   int split_len, int vec4, const AttnMerge merge) {
   typedef AttnRows<DMAX, GMAX> L;
   float* Qs = smem + L::Q_AT;
   float* S = smem + L::S_AT;
@@ -234,6 +311,8 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
     partial_ml[(out_row + (size_t)tid * n_split) * 2] = m_s[tid];
     partial_ml[(out_row + (size_t)tid * n_split) * 2 + 1] = l_s[tid];
   }
+  if (merge.counters) attn_merge_last(merge, partial_acc, partial_ml, row_pos, r, kvh, G, n_heads, n_kv_heads,
+                                      n_split, D, window, split_len, pos - lo);
 }
 
 // One kernel per (head_dim bound, group bound): attn_rows_partial_d{64,128}_g{8,16}_f32 (ATTN_MAX_GROUP:
@@ -243,66 +322,35 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
       float* __restrict__ partial_acc, float* __restrict__ partial_ml, const float* __restrict__ qkv,             \
       const float* __restrict__ key_cache, const float* __restrict__ value_cache, const int* __restrict__ row_slot, \
       const int* __restrict__ row_pos, int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,       \
-      int split_len, int vec4) {                                                                                  \
+      int split_len, int vec4, float* __restrict__ att, unsigned short* __restrict__ pieces,                      \
+      const float* __restrict__ sinks, unsigned* __restrict__ counters, int lda, int n_pieces) {                   \
     __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];                                                     \
     attn_rows_partial<DMAX, GMAX>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,  \
-                                  row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4);    \
+                                  row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4,     \
+                                  AttnMerge{att, pieces, sinks, counters, lda, n_pieces});                        \
   }
 ATTN_ROWS_PARTIAL_KERNEL(64, 8)
 ATTN_ROWS_PARTIAL_KERNEL(64, 16)
 ATTN_ROWS_PARTIAL_KERNEL(128, 8)
 ATTN_ROWS_PARTIAL_KERNEL(128, 16)
 
-// att[r, h D + d] = sum_s acc_s[d] exp(m_s - M) / L with M = max(max_s m_s, sink_h),
-// L = sum_s l_s exp(m_s - M) + exp(sink_h - M), over the splits s row r reaches (split order; the others
-// are not written). A warp per (row, head): grid ceil(R nh / WARPS_PER_BLOCK). SPLIT: att's BF16 pieces too,
-// pieces (n_pieces, R, lda) as tc_split_rows would write them from att (zeros in columns nh D..lda-1), for the
-// output projection on tensor cores: one launch fewer.
-template <bool SPLIT>
+// The merge alone: a warp per (row, head), grid ceil(R nh / WARPS_PER_BLOCK).
 GETP_DEVICE void attn_rows_merge(float* __restrict__ att, unsigned short* __restrict__ pieces,
                                  const float* __restrict__ partial_acc, const float* __restrict__ partial_ml,
                                  const float* __restrict__ sinks, const int* __restrict__ row_pos, int n_items,
                                  int n_heads, int n_split, int head_dim, int window, int split_len, int lda,
                                  int n_pieces) {
-  const int lane = threadIdx.x % WARP_SIZE;
   const int item = blockIdx.x * (int)(blockDim.x / WARP_SIZE) + (int)(threadIdx.x / WARP_SIZE);  // r nh + h
   if (item >= n_items) return;  // warp-uniform
-  const int pos = row_pos[item / n_heads];
-  const int lo = window > 0 ? max(0, pos - window + 1) : 0;
-  const int used = min(n_split, (pos - lo + split_len) / split_len);  // ceil((pos + 1 - lo) / split_len)
-  const float* ml = partial_ml + (size_t)item * n_split * 2;
-  const float* acc = partial_acc + (size_t)item * n_split * head_dim;
-  const float sink = sinks[item % n_heads];
-  float m = sink;
-  for (int s = lane; s < used; s += WARP_SIZE) m = fmaxf(m, ml[2 * s]);
-  m = warp_max(m);
-  float l = 0.0f;
-  for (int s = lane; s < used; s += WARP_SIZE) l += ml[2 * s + 1] * expf(ml[2 * s] - m);
-  l = warp_sum(l) + expf(sink - m);
-  const float inv_l = 1.0f / l;
-  const size_t r = item / n_heads, plane = (size_t)(n_items / n_heads) * lda;
-  const int h = item % n_heads, row_len = n_heads * head_dim;
-  for (int d = lane; d < head_dim; d += WARP_SIZE) {
-    float o = 0.0f;
-    for (int s = 0; s < used; ++s) o += acc[(size_t)s * head_dim + d] * expf(ml[2 * s] - m);
-    const float v = o * inv_l;
-    att[(size_t)item * head_dim + d] = v;
-    if (SPLIT) {
-      unsigned piece[3];
-      tc_split_n(v, n_pieces, piece);
-      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + h * head_dim + d] = (unsigned short)piece[p];
-    }
-  }
-  if (SPLIT && h == n_heads - 1)  // the row's padding columns
-    for (int i = row_len + lane; i < lda; i += WARP_SIZE)
-      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + i] = 0;
+  attn_merge_item(item, n_items / n_heads, att, pieces, partial_acc, partial_ml, sinks, row_pos, n_heads, n_split,
+                  head_dim, window, split_len, lda, n_pieces);
 }
 
 extern "C" __global__ void attn_rows_merge_f32(float* __restrict__ att, const float* __restrict__ partial_acc,
                                                const float* __restrict__ partial_ml, const float* __restrict__ sinks,
                                                const int* __restrict__ row_pos, int n_items, int n_heads, int n_split,
                                                int head_dim, int window, int split_len) {
-  attn_rows_merge<false>(att, (unsigned short*)0, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split,
+  attn_rows_merge(att, (unsigned short*)0, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split,
                          head_dim, window, split_len, 0, 0);
 }
 
@@ -312,6 +360,6 @@ extern "C" __global__ void attn_rows_merge_split(float* __restrict__ att, unsign
                                                  const int* __restrict__ row_pos, int n_items, int n_heads,
                                                  int n_split, int head_dim, int window, int split_len, int lda,
                                                  int n_pieces) {
-  attn_rows_merge<true>(att, pieces, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split, head_dim,
+  attn_rows_merge(att, pieces, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split, head_dim,
                         window, split_len, lda, n_pieces);
 }

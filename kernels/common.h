@@ -44,6 +44,15 @@
 
 #define GETP_NEG_INF __int_as_float(0xff800000)
 
+// A load from L2, past this SM's L1: for values other blocks wrote in this launch, read after a __threadfence()
+// that followed their count (CUDA's L1 is not coherent). HIP: a plain load: on gfx90a the fence's acquire
+// invalidates the L1 (not run on AMD hardware here).
+#ifdef GETP_HIP
+GETP_DEVICE float load_cg(const float* p) { return *p; }
+#else
+GETP_DEVICE float load_cg(const float* p) { return __ldcg(p); }
+#endif
+
 // Asynchronous 16-byte copies from global to shared memory: cp.async on CUDA sm_80+, a plain copy
 // elsewhere (HIP, older CUDA). Then copy_async_wait_all() and a barrier before the bytes are read. An
 // invalid copy fills zeros and reads nothing (src must still be a valid address).

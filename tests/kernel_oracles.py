@@ -100,7 +100,23 @@ def gemm(c, a, w, bias, m, n, k, accumulate, vec):
 # -- batched attention: flash-decoding partials and their merge ------------------------------------------------
 @oracle(*ATTN_PARTIAL_VARIANTS)
 def attn_rows_partial(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
-                      head_dim, cache_len, window, split_len, vec4):
+                      head_dim, cache_len, window, split_len, vec4, att, ap, sinks, counters, lda, pieces):
+    """The partials; with counters (not null), merged in the same launch: attn_rows_merge_f32's att, and
+    attn_rows_merge_split's pieces too where ap is not null. The counters stay zero."""
+    attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
+                  head_dim, cache_len, window, split_len)
+    if isinstance(counters, np.ndarray):
+        assert not counters.any(), "attn_rows_partial's merge counters must be zero"
+        merge = (partial_acc, partial_ml, sinks, row_pos, len(row_pos) * n_heads, n_heads, partial_acc.shape[2],
+                 head_dim, window, split_len)
+        if isinstance(ap, np.ndarray):
+            attn_rows_merge_split(att, ap, *merge, lda, pieces)
+        else:
+            attn_rows_merge(att, *merge)
+
+
+def attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
+                  head_dim, cache_len, window, split_len):
     n_split, group = partial_acc.shape[2], n_heads // n_kv_heads
     for r, (slot, pos) in enumerate(zip(row_slot, row_pos)):
         lo = max(0, pos - window + 1) if window > 0 else 0

@@ -152,10 +152,10 @@ def test_wgmma_products_take_every_step_one_row_included_like_the_reference(cupy
     assert {v.block_m for v in views.values()} <= {8, 16, 32, 64}
 
 
-def test_tensor_core_steps_fold_the_split_of_att_into_the_attention_merge(cupy_stand_in, monkeypatch):
-    """On tensor cores a layer's attention merge writes att's pieces for the output projection
-    (attn_rows_merge_split): no tc_split_rows launch in any step, one merge a layer; the lines stay the
-    reference's."""
+def test_tensor_core_steps_take_attention_its_merge_and_att_pieces_in_one_launch(cupy_stand_in, monkeypatch):
+    """On tensor cores, steps of few rows take a layer's attention in one launch: the partials, their merge and
+    att's pieces for the output projection (attn_rows_partial with its merge): no merge or tc_split_rows launch
+    in any step, one attention launch a layer; the lines stay the reference's."""
     from batch_fakes import FakeKernels
 
     monkeypatch.setattr(FakeKernels, "wgmma", True)
@@ -165,5 +165,5 @@ def test_tensor_core_steps_fold_the_split_of_att_into_the_attention_merge(cupy_s
     assert run_batched(batched, GREEDY, requests, steps) == reference_lines(weights, requests, steps)
     launches = batched.model.kernels.launches
     n_steps = launches.count("embedding_rows_f32")
-    assert n_steps > 1 and "tc_split_rows" not in launches and "attn_rows_merge_f32" not in launches
-    assert launches.count("attn_rows_merge_split") == n_steps * TINY.n_layers
+    assert n_steps > 1 and not {"tc_split_rows", "attn_rows_merge_f32", "attn_rows_merge_split"} & set(launches)
+    assert launches.count("attn_rows_partial_d64_g8_f32") == n_steps * TINY.n_layers

@@ -245,9 +245,11 @@ def fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim):
     return key_cache, value_cache, history
 
 
-def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim, window, split_len):
-    """attn_rows_partial then attn_rows_merge as the engine launches them (partial buffers of the engine's
-    splits, NaN-poisoned); host or device inputs. Returns the device att, partial_acc and partial_ml."""
+def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim, window, split_len,
+                  fused: bool = True):
+    """Attention as the engine launches it (attn_rows: one launch up to ATTN_FUSED_MAX_ROWS rows), or with fused
+    False attn_rows_partial then attn_rows_merge; partial buffers of the engine's splits, NaN-poisoned; host or
+    device inputs. Returns the device att, partial_acc and partial_ml."""
     k = gpu[1]
     R = len(rows)
     n_split = splits_of(window, key_cache.shape[1], split_len)
@@ -256,9 +258,17 @@ def run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_h
     partial_acc = poisoned((R, n_heads, n_split, head_dim))
     partial_ml = poisoned((R, n_heads, n_split, 2))
     att = poisoned((R, n_heads * head_dim))
-    k.attn_rows_partial(partial_acc, partial_ml, to_device(qkv), to_device(key_cache), to_device(value_cache),
-                        row_slot, row_pos, n_heads, n_kv_heads, head_dim, window, split_len)
-    k.attn_rows_merge(att, partial_acc, partial_ml, to_device(sinks), row_pos, window, split_len)
+    partial = (partial_acc, partial_ml, to_device(qkv), to_device(key_cache), to_device(value_cache), row_slot,
+               row_pos)
+    if fused:
+        import cupy
+
+        counters = cupy.zeros((R, n_kv_heads), np.uint32)
+        k.attn_rows(att, *partial, to_device(sinks), counters, n_heads, n_kv_heads, head_dim, window, split_len)
+        assert not counters.any(), "the merge's counters are left zero for the next launch"
+    else:
+        k.attn_rows_partial(*partial, n_heads, n_kv_heads, head_dim, window, split_len)
+        k.attn_rows_merge(att, partial_acc, partial_ml, to_device(sinks), row_pos, window, split_len)
     return att, partial_acc, partial_ml
 
 
@@ -319,6 +329,63 @@ def test_attention_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window, cache_l
         want = attention(qkv[r, :q_dim].reshape(n_heads, head_dim), keys[: pos + 1], values[: pos + 1], sinks, window)
         assert np.max(np.abs(att[r] - want)) <= ATTN_TOL, f"row {r} (slot {slot}, position {pos})"
     assert_only_reached_splits_written(host(partial_acc, gpu), host(partial_ml, gpu), rows, window, split_len)
+
+
+@gpu_test
+@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, rows",
+                         [ATTENTION_CASES[i] for i in (0, 2, 4, 7, 8, 10, 14)])
+def test_attention_in_one_launch_gives_the_two_launches_bits(gpu, rng, head_dim, n_heads, n_kv_heads, window,
+                                                             cache_len, rows):
+    """attn_rows_partial with its merge (the last split of each row and kv head merges) against the partials then
+    attn_rows_merge: att and the partials bit for bit, twice in a row on the same counters (a graph replay's
+    case: the last block sets its counter back to zero)."""
+    slots = max(s for s, _ in rows) + 1
+    key_cache, value_cache, _ = fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim)
+    qkv = rng.standard_normal((len(rows), (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
+    sinks = rng.standard_normal(n_heads).astype(np.float32)
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    want = [host(a, gpu) for a in run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads,
+                                                head_dim, window, split_len, fused=False)]
+    for _ in range(2):
+        got = [host(a, gpu) for a in run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads,
+                                                   n_kv_heads, head_dim, window, split_len)]
+        for name, g, w in zip(("att", "partial_acc", "partial_ml"), got, want):
+            np.testing.assert_array_equal(g.view(np.uint32), w.view(np.uint32), err_msg=name)
+
+
+@gpu_test
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_attention_in_one_launch_writes_the_merge_split_pieces(gpu, rng, pieces):
+    """With pieces, the one launch writes attn_rows_merge_split's (att's BF16 pieces, zero padding columns) bit for
+    bit, on a 20b-shaped layer of mixed contexts."""
+    import cupy
+
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    head_dim, n_heads, n_kv_heads, window, cache_len = 64, 64, 8, 0, 300
+    rows = [(0, 299), (1, 0), (2, 40), (3, 255), (3, 256)]
+    key_cache, value_cache, _ = fill_caches(rng, rows, 4, cache_len, n_kv_heads, head_dim)
+    qkv = to_device(rng.standard_normal((len(rows), (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32))
+    sinks = to_device(rng.standard_normal(n_heads).astype(np.float32))
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    R, n_split, lda = len(rows), splits_of(window, cache_len, split_len), pieces_lda(n_heads * head_dim)
+    row_slot = to_device(np.array([s for s, _ in rows], np.int32))
+    row_pos = to_device(np.array([p for _, p in rows], np.int32))
+    kd, vd = to_device(key_cache), to_device(value_cache)
+    outputs = []
+    for fused in (False, True):
+        acc, ml = poisoned((R, n_heads, n_split, head_dim)), poisoned((R, n_heads, n_split, 2))
+        att, ap = poisoned((R, n_heads * head_dim)), cupy.full((pieces, R, lda), 0xFFFF, np.uint16)
+        partial = (acc, ml, qkv, kd, vd, row_slot, row_pos)
+        if fused:
+            gpu[1].attn_rows(att, *partial, sinks, cupy.zeros((R, n_kv_heads), np.uint32), n_heads, n_kv_heads,
+                             head_dim, window, split_len, ap)
+        else:
+            gpu[1].attn_rows_partial(*partial, n_heads, n_kv_heads, head_dim, window, split_len)
+            gpu[1].attn_rows_merge(att, acc, ml, sinks, row_pos, window, split_len, ap)
+        outputs.append((host(att, gpu).view(np.uint32), host(ap, gpu)))
+    np.testing.assert_array_equal(outputs[1][0], outputs[0][0])
+    np.testing.assert_array_equal(outputs[1][1], outputs[0][1])
 
 
 @gpu_test
@@ -431,6 +498,52 @@ def test_attention_merge_with_pieces_takes_one_launch_up_to_64_rows(monkeypatch,
     kernels.split_pieces(want_ap, att)
     assert not np.isnan(att).any()
     np.testing.assert_array_equal(ap, want_ap)
+
+
+@pytest.mark.parametrize("rows", [1, 64, 65, 300])
+def test_attention_takes_one_launch_up_to_64_rows(monkeypatch, rows):
+    """attn_rows: the partials and their merge (with att's pieces) in one launch up to ATTN_FUSED_MAX_ROWS rows,
+    else the partials then attn_rows_merge (with its own choice); the same att and pieces either way (the
+    kernels' oracles here), the counters left zero."""
+    import sys
+
+    from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
+    from cupy_getp.gpu.launch.attention import ATTN_FUSED_MAX_ROWS, MERGE_SPLIT_MAX_ROWS
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    rng = np.random.default_rng(rows)
+    n_heads, n_kv_heads, head_dim, cache_len = 4, 2, 16, 150
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    n_split = splits_of(0, cache_len, split_len)
+    positions = rng.integers(0, cache_len, rows)
+    row_slot, row_pos = host_array(np.arange(rows, dtype=np.int32)), host_array(positions.astype(np.int32))
+    caches = [host_array(rng.standard_normal((rows, cache_len, n_kv_heads * head_dim)).astype(np.float32))
+              for _ in range(2)]
+    qkv = host_array(rng.standard_normal((rows, (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32))
+    sinks = host_array(rng.standard_normal(n_heads).astype(np.float32))
+    results = []
+    for one_launch in (True, False):
+        kernels = FakeKernels(FakeDevice())
+        acc = host_array(np.zeros((rows, n_heads, n_split, head_dim), np.float32))
+        ml = host_array(np.zeros((rows, n_heads, n_split, 2), np.float32))
+        att = host_array(np.full((rows, n_heads * head_dim), np.nan, np.float32))
+        ap = host_array(np.full((3, rows, pieces_lda(n_heads * head_dim)), 0xFFFF, np.uint16))
+        partial = (acc, ml, qkv, *caches, row_slot, row_pos)
+        if one_launch:
+            counters = host_array(np.zeros((rows, n_kv_heads), np.uint32))
+            kernels.attn_rows(att, *partial, sinks, counters, n_heads, n_kv_heads, head_dim, 0, split_len, ap)
+            fused, merged = rows <= ATTN_FUSED_MAX_ROWS, rows <= MERGE_SPLIT_MAX_ROWS
+            merge = ["attn_rows_merge_split"] if merged else ["attn_rows_merge_f32", "tc_split_rows"]
+            assert kernels.launches == ["attn_rows_partial_d64_g8_f32"] + ([] if fused else merge)
+            assert not counters.any()
+        else:
+            kernels.attn_rows_partial(*partial, n_heads, n_kv_heads, head_dim, 0, split_len)
+            kernels.attn_rows_merge(att, acc, ml, sinks, row_pos, 0, split_len, ap)
+        results.append((att, ap))
+    assert not np.isnan(results[0][0]).any()
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
 PREFILL_CASES = [

@@ -75,9 +75,9 @@ def test_launches_and_copies_are_accounted_for(weights_7m):
     gpu.forward(1, 0)
     counters = gpu.device.counters
     L = weights_7m.config.n_layers
-    # embedding; per layer 6 attention (rmsnorm, qkv, RoPE + KV write, partial, merge, o) + 4 MoE (rmsnorm,
-    # router with its top-k, mlp1, mlp2) launches; final rmsnorm, unembedding, argmax
-    step_launches = 1 + 10 * L + 3
+    # embedding; per layer 5 attention (rmsnorm, qkv, RoPE + KV write, attention with its merge, o) + 4 MoE
+    # (rmsnorm, router with its top-k, mlp1, mlp2) launches; final rmsnorm, unembedding, argmax
+    step_launches = 1 + 9 * L + 3
     assert counters.total_launches() == step_launches, counters.launches
     assert counters.h2d_copies == 1 and counters.d2h_copies == 1  # the row up; logits down
     gpu.forward(2, 1)

@@ -50,6 +50,8 @@ class StepBuffers:
         splits = R * attn_splits(c, shape.n_ctx)
         self.partial_acc = cupy.zeros(splits * c.n_attn_heads * c.head_dim, f32)
         self.partial_ml = cupy.zeros(splits * c.n_attn_heads * 2, f32)
+        # A count of finished splits per (row, kv head) for the merge in attention's launch: zero between launches.
+        self.attn_counters = cupy.zeros((R, c.n_kv_heads), np.uint32)
         self.router = cupy.zeros((R, c.n_experts), f32)
         self.experts = cupy.zeros((R, c.experts_per_token), i32)
         self.expert_weights = cupy.zeros((R, c.experts_per_token), f32)
@@ -99,6 +101,7 @@ class RowView:
     partial_ml_full: object
     partial_acc_window: object
     partial_ml_window: object
+    attn_counters: object
     router: object
     experts: object
     expert_weights: object
@@ -128,8 +131,8 @@ def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -
         R=R, block_m=block_m, tensor_cores=tensor_cores, attn_split=attn_split, rows_packed=b.rows_packed,
         row_slot=b.rows_packed[0, :R], row_pos=b.rows_packed[1, :R], row_token=b.rows_packed[2, :R],
         x=b.x[:R], t=b.t[:R], qkv=b.qkv[:R], att=b.att[:R], partial_acc_full=acc_full, partial_ml_full=ml_full,
-        partial_acc_window=acc_win, partial_ml_window=ml_win, router=b.router[:R], experts=b.experts[:R],
-        expert_weights=b.expert_weights[:R], pair_of_padded=b.pair_of_padded[:P],
+        partial_acc_window=acc_win, partial_ml_window=ml_win, attn_counters=b.attn_counters[:R], router=b.router[:R],
+        experts=b.experts[:R], expert_weights=b.expert_weights[:R], pair_of_padded=b.pair_of_padded[:P],
         padded_of_pair=b.padded_of_pair[: R * top_k],
         tile_expert=b.tile_expert[: P // block_m], g=b.g[:P], y=b.y[:P], moe_out=b.moe_out[:R], logits=b.logits[:R],
         next_token=b.next_token[:R],
@@ -229,10 +232,10 @@ class RowModel:
         windowed = c.uses_sliding_window(l)
         window = c.sliding_window if windowed else 0
         acc, ml = (v.partial_acc_window, v.partial_ml_window) if windowed else (v.partial_acc_full, v.partial_ml_full)
-        kernels.attn_rows_partial(acc, ml, v.qkv, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
-                                  c.n_attn_heads, c.n_kv_heads, c.head_dim, window, v.attn_split)
         att_pieces = self.pieces_for(v, lw.w_o, v.att)  # the merge writes them for the output projection
-        kernels.attn_rows_merge(v.att, acc, ml, lw.attn_sinks, v.row_pos, window, v.attn_split, att_pieces)
+        kernels.attn_rows(v.att, acc, ml, v.qkv, self.cache.keys[l], self.cache.values[l], v.row_slot, v.row_pos,
+                          lw.attn_sinks, v.attn_counters, c.n_attn_heads, c.n_kv_heads, c.head_dim, window,
+                          v.attn_split, att_pieces)
         self.matmul(v, v.x, v.att, lw.w_o, lw.b_o, accumulate=True, a_pieces=att_pieces)  # x += w_o @ att + b_o
         if trace is not None:
             trace.record(l, "attn_out", v.att)

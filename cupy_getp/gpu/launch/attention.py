@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
+
 from ..constants import ATTN_MAX_GROUP, ATTN_MAX_HEAD_DIM, BLOCK_SIZE
 from .common import F32, I32, _aligned, _blocks, _check, _require
 
@@ -14,6 +18,21 @@ ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_f32" for d, g in ATT
 # profiles of a 20b step): one row 0.216 ms a step fused against 0.579 for the two; 1024 rows 1.632 against
 # 1.424 (the fused kernel stores the pieces 2 bytes a lane, tc_split_rows 16).
 MERGE_SPLIT_MAX_ROWS = 64
+# attn_rows: the merge in attention's launch (the last split of each row and kv head merges) up to this many rows,
+# the two launches above it (the same bits). At few rows a launch a layer fewer; at many rows not yet measured.
+ATTN_FUSED_MAX_ROWS = 64
+NULL = np.uint64(0)  # a null pointer argument (8 bytes, as a device pointer is packed)
+
+
+@dataclass(frozen=True)
+class AttnMergeArgs:
+    """attn_rows_partial's merge in the same launch: att (R, nh D) and, or None, its pieces (1 or 3, R,
+    pieces_lda(nh D)) bf16, as attn_rows_merge writes them; the sinks (nh,); counters (R, nkv) uint32, zero."""
+
+    att: object
+    sinks: object
+    counters: object
+    pieces: object = None
 
 
 def attn_variant(head_dim: int, group: int) -> tuple[int, int]:
@@ -38,13 +57,30 @@ def attn_split_positions(head_dim: int, group: int) -> int:
 
 
 class AttentionLaunches:
+    def attn_rows(self, att, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, sinks, counters,
+                  n_heads: int, n_kv_heads: int, head_dim: int, window: int, split_len: int, pieces=None) -> None:
+        """att (R, nh D) (and its pieces, if given) = attention of each row over its cache, as attn_rows_partial
+        then attn_rows_merge compute it: in one launch up to ATTN_FUSED_MAX_ROWS rows (counters (R, nkv)
+        uint32, zero, and left so), else those two. The same bits either way."""
+        partial = (partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
+                   head_dim, window, split_len)
+        if qkv.shape[0] <= ATTN_FUSED_MAX_ROWS:
+            self.attn_rows_partial(*partial, merge=AttnMergeArgs(att, sinks, counters, pieces))
+            return
+        self.attn_rows_partial(*partial)
+        self.attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, window, split_len, pieces)
+
     def attn_rows_partial(self, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos,
-                          n_heads: int, n_kv_heads: int, head_dim: int, window: int, split_len: int) -> None:
+                          n_heads: int, n_kv_heads: int, head_dim: int, window: int, split_len: int,
+                          merge: AttnMergeArgs | None = None) -> None:
         """Per row r, kv head j and split s (grid (n_split, nkv, R), n_split from the partial buffers):
         partial_acc (R, nh, n_split, D), partial_ml (R, nh, n_split, 2) of positions
         [lo + s split_len, lo + (s + 1) split_len) ∩ [lo, row_pos[r]], lo = max(0, pos - window + 1) if
         window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D). A split a row
-        does not reach is not written. split_len <= attn_split_positions(head_dim, G)."""
+        does not reach is not written. split_len <= attn_split_positions(head_dim, G). With `merge`, the same
+        launch merges them as attn_rows_merge does, bit for bit (the last split of each row and kv head to finish
+        merges that kv head's query heads; `merge.counters` (R, nkv) uint32 must be zero, and are left so), its
+        pieces included where given."""
         rows = qkv.shape[0]
         _require(n_kv_heads > 0 and n_heads % n_kv_heads == 0,
                  f"attn_rows_partial: {n_heads} query heads over {n_kv_heads} kv heads")
@@ -67,11 +103,26 @@ class AttentionLaunches:
         _require(n_split * split_len >= span,
                  f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
         vec4 = head_dim % 4 == 0 and _aligned(key_cache, value_cache)
+        merged = self._attn_merge_args(merge, rows, n_heads, n_kv_heads, head_dim)
         if rows == 0:  # the grid's last dimension: CuPy would still launch one block
             return
         self._launch(name, (n_split, n_kv_heads, rows), (BLOCK_SIZE,),
                      (partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, I32(n_heads),
-                      I32(n_kv_heads), I32(head_dim), I32(cache_len), I32(window), I32(split_len), I32(vec4)))
+                      I32(n_kv_heads), I32(head_dim), I32(cache_len), I32(window), I32(split_len), I32(vec4), *merged))
+
+    def _attn_merge_args(self, merge: AttnMergeArgs | None, rows: int, n_heads: int, n_kv_heads: int,
+                         head_dim: int) -> tuple:
+        """attn_rows_partial's merge arguments (att, pieces, sinks, counters, lda, n_pieces), checked; nulls
+        without a merge."""
+        if merge is None:
+            return (NULL, NULL, NULL, NULL, I32(0), I32(0))
+        _check("att", merge.att, F32, (rows, n_heads * head_dim))
+        _check("sinks", merge.sinks, F32, (n_heads,))
+        _check("counters", merge.counters, np.uint32, (rows, n_kv_heads))
+        if merge.pieces is None:
+            return (merge.att, NULL, merge.sinks, merge.counters, I32(0), I32(0))
+        n_pieces, _ = self._check_pieces("pieces", merge.pieces, n_heads * head_dim, rows)
+        return (merge.att, merge.pieces, merge.sinks, merge.counters, I32(merge.pieces.shape[2]), I32(n_pieces))
 
     def attn_rows_merge(self, att, partial_acc, partial_ml, sinks, row_pos, window: int, split_len: int,
                         pieces=None) -> None:
