@@ -351,7 +351,7 @@ extern "C" __global__ void attn_rows_merge_f32(float* __restrict__ att, const fl
                                                const int* __restrict__ row_pos, int n_items, int n_heads, int n_split,
                                                int head_dim, int window, int split_len) {
   attn_rows_merge(att, (unsigned short*)0, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split,
-                         head_dim, window, split_len, 0, 0);
+                  head_dim, window, split_len, 0, 0);
 }
 
 extern "C" __global__ void attn_rows_merge_split(float* __restrict__ att, unsigned short* __restrict__ pieces,
@@ -361,5 +361,5 @@ extern "C" __global__ void attn_rows_merge_split(float* __restrict__ att, unsign
                                                  int n_split, int head_dim, int window, int split_len, int lda,
                                                  int n_pieces) {
   attn_rows_merge(att, pieces, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split, head_dim,
-                        window, split_len, lda, n_pieces);
+                  window, split_len, lda, n_pieces);
 }
