@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -104,9 +104,16 @@ step_kernels() {  # ncu: each kernel of one batch-1 step's graph replay (20b, ex
     --precision exact --profile-replay > "$OUT/step-kernels.csv" 2> "$OUT/step-kernels.err"
   echo "ncu exit $?"; tail -3 "$OUT/step-kernels.err"; kernel_durations "$OUT/step-kernels.csv"
 }
-tree_of() {  # tree_of SIDE: where a side's commands run: old, the tree before a change (carried as .carry/old); new, this
-  # (.carry/old: `git archive REV cupy_getp kernels bench/*.py pyproject.toml data | tar x -C .carry/old`)
-  if [ "$1" = old ]; then echo .carry/old; else echo .; fi
+one_row_stalls() {  # ncu --set full: the first qkv and mlp1 + SwiGLU products of getp's one-row step (graph replay,
+  # exact), where their warps wait, SASS line by line
+  timeout 200 ncu --clock-control none --cache-control none --profile-from-start off --graph-profiling node \
+    -k regex:"gemm_wg_tma_r8_p3_b1|gemm_wg_grouped_swiglu_r8_p3_b2" --launch-count 2 --set full -f -o /tmp/onerow \
+    python bench/decode.py --presets 20b --steps 16 --precision exact --profile-replay > "$OUT/onerow-stalls.log" 2>&1
+  echo "ncu exit $?"; stalls_report /tmp/onerow onerow
+}
+tree_of() {  # tree_of SIDE: where a side's commands run: new, this tree; any other, a tree carried as .carry/SIDE (old:
+  # the tree before a change; `git archive REV cupy_getp kernels 'bench/*.py' pyproject.toml data | tar x -C .carry/old`)
+  if [ "$1" = new ]; then echo .; else echo ".carry/$1"; fi
 }
 sides() {  # sides NAME SECONDS 'COMMAND' SIDE...: COMMAND (bash; PYTHONPATH its tree, SIDE its side) in each side's
   # tree, its output in NAME-SIDE.txt
@@ -117,11 +124,25 @@ sides() {  # sides NAME SECONDS 'COMMAND' SIDE...: COMMAND (bash; PYTHONPATH its
   done
   tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
 }
-decode_sides() {  # batch-1 decode (20b, exact) in the trees before and after a change (sides), then each side's
-  # getp tok/s and device ms a step
-  sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
-  for side in old new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
+decode_sides() {  # decode_sides [SIDE...]: batch-1 decode (20b, exact) in each side's tree (default: old new), then
+  # each side's getp tok/s and device ms a step
+  local side sides_=${*:-old new}
+  sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" $sides_
+  for side in $sides_; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
     "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+}
+onerow_sides() {  # onerow_sides [SIDE...]: the one-row products (bench/onerow.py, 3 pieces) in each side's tree (default:
+  # old new), their records
+  local side sides_=${*:-old new}
+  sides onerow 200 "python bench/onerow.py --pieces 3 --launches 24" $sides_
+  for side in $sides_; do echo "onerow ($side)"; onerow_records "$OUT/onerow-$side.txt"; done
+}
+moeentry_sides() {  # moeentry_sides [SIDE...]: the MoE block's entry alone (bench/moe_entry.py: only the rmsnorm and moe
+  # kernels built) in each side's tree (default: old new), us a layer at 1, 32 and 1024 rows
+  local side sides_=${*:-old new}
+  sides moeentry 120 "python bench/moe_entry.py --rows 1,32,1024" $sides_
+  for side in $sides_; do grep -o '"kernels": "[^"]*", "rows": [0-9]*, "us_a_layer": [0-9.]*' \
+    "$OUT/moeentry-$side.txt"; done
 }
 attention_sides() {  # attention_sides ROWS SIDE...: bench/attention.py at ROWS rows in each side's tree (attention-SIDE.txt)
   local rows=$1 side; shift
@@ -302,8 +323,7 @@ PY
         > "$OUT/stack-bits-tests.log" 2>&1; echo "wgmma bit tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/stack-bits-tests.log" | tail -12
       splitk_tests 150
-      sides onerow 200 "python bench/onerow.py --pieces 3 --launches 24" old new
-      for side in old new; do echo "onerow ($side)"; onerow_records "$OUT/onerow-$side.txt"; done
+      onerow_sides
       sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
       for side in old new; do tail -2 "$OUT/decode-$side.txt" | cut -c1-400; done
       ;;
@@ -341,16 +361,132 @@ PY
       # (the matvec's bits): its GPU tests, the MoE entry alone and batch-1 decode in both trees
       timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py > "$OUT/router-tests.log" 2>&1
       echo "router tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/router-tests.log" | tail -12
-      sides moeentry 120 "python bench/moe_entry.py --rows 1,32,1024" old new
-      for side in old new; do grep -o '"kernels": "[^"]*", "rows": [0-9]*, "us_a_layer": [0-9.]*' \
-        "$OUT/moeentry-$side.txt"; done
+      moeentry_sides
       decode_sides
+      ;;
+    s15a)  # branch half-ring (.carry/old = main): wgmma tiles of 8 rows and one feature block two an SM (the same
+      # bits): the wgmma and split-K GPU tests, the one-row products and batch-1 decode in both trees; then
+      # s13b (ncu, invariance, diff --batch) and s13c (the headline) if it is kept
+      timeout 330 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py > "$OUT/wg-tests.log" 2>&1
+      echo "wgmma tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/wg-tests.log" | tail -12
+      splitk_tests 150
+      onerow_sides
+      decode_sides
+      ;;
+    s17a)  # branch next-stack (.carry/old = main): router-inflight and half-ring together (each the same bits as
+      # main): the wgmma, split-K and MoE GPU tests, the one-row products, the MoE entry alone and batch-1 decode
+      # in both trees (one decode for both changes: onerow and moe_entry tell them apart); then s13b and s13c
+      timeout 330 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_batch_moe.py \
+        > "$OUT/stack-tests.log" 2>&1; echo "tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/stack-tests.log" | tail -12
+      splitk_tests 150
+      onerow_sides
+      moeentry_sides
+      decode_sides
+      ;;
+    s18a)  # twelfth session, three trees: old = main, mid = stack12 (router-inflight and half-ring on main c0d89fa),
+      # new = pipe (stack12 + exact tiles of few rows with two stages' products in flight): the one-row products in
+      # the three, the MoE entry alone in old and mid (pipe changes no router), batch-1 decode in old and new
+      onerow_sides old mid new
+      moeentry_sides old mid
+      decode_sides old new
+      ;;
+    s18e)  # one call for the branch pipe (router-inflight, half-ring, exact tiles of few rows pipelined; .carry/old =
+      # main): the wgmma bit and row-count tests, the router tests, the split-K tests; the one-row products, the MoE
+      # entry alone and batch-1 decode in both trees
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "bits or row_count or share_an_sm" \
+        > "$OUT/pipe-bits-tests.log" 2>&1; echo "wgmma bit tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/pipe-bits-tests.log" | tail -8
+      timeout 90 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py -k router > "$OUT/router-tests.log" 2>&1
+      echo "router tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/router-tests.log" | tail -6
+      splitk_tests 120
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      onerow_sides
+      moeentry_sides
+      decode_sides
+      ;;
+    s18f)  # s18e by value, for a short call: the wgmma bit and row-count tests, the split-K tests, the one-row
+      # products in both trees; then the router tests, the MoE entry alone and batch-1 decode in both trees
+      timeout 170 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "bits or row_count or share_an_sm" \
+        > "$OUT/pipe-bits-tests.log" 2>&1; echo "wgmma bit tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/pipe-bits-tests.log" | tail -8
+      splitk_tests 90
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      onerow_sides
+      timeout 60 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py -k router > "$OUT/router-tests.log" 2>&1
+      echo "router tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/router-tests.log" | tail -6
+      moeentry_sides
+      decode_sides
+      ;;
+    s19a)  # branch stack13 = pipe + attn-fused (.carry/old = main), one short call: the wgmma bit and row-count
+      # tests, the attention tests (one launch against two, bit for bit; against numpy), batch-1 decode in both
+      # trees; then (s18f's rest) the split-K and router tests, the one-row products
+      timeout 170 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "bits or row_count or share_an_sm" \
+        > "$OUT/pipe-bits-tests.log" 2>&1; echo "wgmma bit tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/pipe-bits-tests.log" | tail -8
+      timeout 120 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py -k "attention" \
+        > "$OUT/attention-tests.log" 2>&1; echo "attention tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/attention-tests.log" | tail -8
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      decode_sides
+      splitk_tests 90
+      timeout 60 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py -k router > "$OUT/router-tests.log" 2>&1
+      echo "router tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/router-tests.log" | tail -6
+      onerow_sides
+      ;;
+    s20a)  # branch stack13d = router-inflight + pipe + attn-fused, without the paired ring (.carry/old = main): the
+      # grouped bit tests (the pipelined 8-row tiles now on the whole ring), batch-1 decode in both trees, then
+      # batch invariance end to end (INV_SECONDS)
+      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "grouped_bits" \
+        > "$OUT/grouped-bits-tests.log" 2>&1; echo "grouped bit tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/grouped-bits-tests.log" | tail -8
+      decode_sides
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
+      grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
+      ;;
+    s20b)  # the same trees: diff --batch in this one, then the exact headline in both (s13c)
+      timeout 120 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
+      echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+      for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
+        HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
+      ;;
+    s20c)  # branch land13 = main + router-inflight + attn-fused (.carry/old = main): the MoE, engine, batched-engine
+      # and attention GPU tests, batch-1 decode in both trees, the step's kernels by ncu, where one row's qkv and
+      # mlp1 products wait (qkvstalls), diff --batch, then batch invariance end to end (INV_SECONDS)
+      timeout 240 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_moe.py tests/test_gpu_engine.py \
+        tests/test_gpu_batch_engine.py tests/test_gpu_batch_attention.py > "$OUT/land-tests.log" 2>&1
+      echo "tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/land-tests.log" | tail -12
+      decode_sides
+      step_kernels
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      timeout 60 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
+      echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+      one_row_stalls
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
+      grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
+      ;;
+    qkvstalls)  # where one row's qkv and mlp1 products wait (one_row_stalls)
+      one_row_stalls
+      ;;
+    s18m)  # old = main, mid = stack12 only: the one-row products, the MoE entry alone, batch-1 decode
+      onerow_sides old mid
+      moeentry_sides old mid
+      decode_sides old mid
+      ;;
+    s18d)  # the same three trees: batch-1 decode
+      decode_sides old mid new
+      ;;
+    s18b)  # this tree: the wgmma, MoE and split-K GPU tests (every tile against the oracles and mma.sync's bits)
+      timeout 330 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_batch_moe.py \
+        > "$OUT/stack-tests.log" 2>&1; echo "tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/stack-tests.log" | tail -12
+      splitk_tests 150
       ;;
     moeentry)  # the MoE block's entry (rmsnorm, router, choice) alone, in a graph, in each side's tree (bench/moe_entry.py:
       # it builds only the rmsnorm and moe kernels, seconds a tree)
-      sides moeentry 120 "python bench/moe_entry.py --rows 1,32,1024" old new
-      for side in old new; do grep -o '"kernels": "[^"]*", "rows": [0-9]*, "us_a_layer": [0-9.]*' \
-        "$OUT/moeentry-$side.txt"; done
+      moeentry_sides
       ;;
     rmsstalls)  # where one rmsnorm_split_rows launch of getp's one-row step waits (ncu --set full, its SASS lines)
       timeout 300 ncu --clock-control none --cache-control none --profile-from-start off --graph-profiling node \
