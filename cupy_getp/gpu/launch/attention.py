@@ -21,7 +21,6 @@ MERGE_SPLIT_MAX_ROWS = 64
 # attn_rows: the merge in attention's launch (the last split of each row and kv head merges) up to this many rows,
 # the two launches above it (the same bits). At few rows a launch a layer fewer; at many rows not yet measured.
 ATTN_FUSED_MAX_ROWS = 64
-NULL = np.uint64(0)  # a null pointer argument (8 bytes, as a device pointer is packed)
 
 
 @dataclass(frozen=True)
@@ -112,17 +111,18 @@ class AttentionLaunches:
 
     def _attn_merge_args(self, merge: AttnMergeArgs | None, rows: int, n_heads: int, n_kv_heads: int,
                          head_dim: int) -> tuple:
-        """attn_rows_partial's merge arguments (att, pieces, sinks, counters, lda, n_pieces), checked; nulls
-        without a merge."""
+        """attn_rows_partial's merge arguments (att, pieces, sinks, counters, lda, n_pieces), checked; None (a
+        null pointer, as an absent bias is passed) where there is no merge or no pieces."""
         if merge is None:
-            return (NULL, NULL, NULL, NULL, I32(0), I32(0))
+            return (None, None, None, None, I32(0), I32(0))
         _check("att", merge.att, F32, (rows, n_heads * head_dim))
         _check("sinks", merge.sinks, F32, (n_heads,))
         _check("counters", merge.counters, np.uint32, (rows, n_kv_heads))
-        if merge.pieces is None:
-            return (merge.att, NULL, merge.sinks, merge.counters, I32(0), I32(0))
-        n_pieces, _ = self._check_pieces("pieces", merge.pieces, n_heads * head_dim, rows)
-        return (merge.att, merge.pieces, merge.sinks, merge.counters, I32(merge.pieces.shape[2]), I32(n_pieces))
+        lda = n_pieces = 0
+        if merge.pieces is not None:
+            n_pieces, _ = self._check_pieces("pieces", merge.pieces, n_heads * head_dim, rows)
+            lda = merge.pieces.shape[2]
+        return (merge.att, merge.pieces, merge.sinks, merge.counters, I32(lda), I32(n_pieces))
 
     def attn_rows_merge(self, att, partial_acc, partial_ml, sinks, row_pos, window: int, split_len: int,
                         pieces=None) -> None:
