@@ -61,6 +61,14 @@ GETP_DEVICE int attn_ring_index(int first, int t, int cache_len) {
   return i < cache_len ? i : i - cache_len;
 }
 
+// A row's first position: lo = max(0, pos - window + 1) with a window, else 0.
+GETP_DEVICE int attn_first_position(int pos, int window) { return window > 0 ? max(0, pos - window + 1) : 0; }
+
+// The splits a row at pos reaches (those attn_rows_partial writes): ceil((pos + 1 - lo) / split_len), at most n_split.
+GETP_DEVICE int attn_used_splits(int pos, int lo, int n_split, int split_len) {
+  return min(n_split, (pos - lo + split_len) / split_len);
+}
+
 // att[r, h D + d] = sum_s acc_s[d] exp(m_s - M) / L with M = max(max_s m_s, sink_h),
 // L = sum_s l_s exp(m_s - M) + exp(sink_h - M), over the splits s row r reaches (split order; the others
 // are not written), for item = r nh + h, by one warp. R: the rows of the step. pieces (n_pieces, R, lda), or null:
@@ -73,8 +81,7 @@ GETP_DEVICE void attn_merge_item(int item, int R, float* __restrict__ att, unsig
                                  int n_split, int head_dim, int window, int split_len, int lda, int n_pieces) {
   const int lane = threadIdx.x % WARP_SIZE;
   const int pos = row_pos[item / n_heads];
-  const int lo = window > 0 ? max(0, pos - window + 1) : 0;
-  const int used = min(n_split, (pos - lo + split_len) / split_len);  // ceil((pos + 1 - lo) / split_len)
+  const int used = attn_used_splits(pos, attn_first_position(pos, window), n_split, split_len);
   const float* ml = partial_ml + (size_t)item * n_split * 2;
   const float* acc = partial_acc + (size_t)item * n_split * head_dim;
   const float sink = sinks[item % n_heads];
@@ -116,16 +123,16 @@ struct AttnMerge {
 
 // After a split's partials are written: the last of row r's splits of kv head kvh to finish (a counter per (row,
 // kv head), set back to 0 by that block, so graph replays need no memset) merges its G heads, a warp a head, with
-// attn_merge_item: the bits of attn_rows_merge_* (the same function). span: the row's positions - 1.
+// attn_merge_item: the bits of attn_rows_merge_* (the same function). pos, lo: the row's last and first positions.
 GETP_DEVICE void attn_merge_last(const AttnMerge& merge, const float* __restrict__ partial_acc,
                                  const float* __restrict__ partial_ml, const int* __restrict__ row_pos, int r, int kvh,
                                  int G, int n_heads, int n_kv_heads, int n_split, int D, int window, int split_len,
-                                 int span) {
+                                 int pos, int lo) {
   __shared__ int last;
   __threadfence();  // this block's partials are visible to the whole GPU before the count says so
   __syncthreads();
   if (threadIdx.x == 0) {
-    const int used = min(n_split, (span + split_len) / split_len);  // the splits that write (attn_merge_item's)
+    const int used = attn_used_splits(pos, lo, n_split, split_len);
     unsigned* counter = merge.counters + (size_t)r * n_kv_heads + kvh;
     last = atomicAdd(counter, 1u) == (unsigned)used - 1;
     if (last) *counter = 0;  // every split has counted: none touches it again in this launch
@@ -158,7 +165,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;
   const int D = head_dim, G = n_heads / n_kv_heads, kv_dim = n_kv_heads * D;
   const int pos = row_pos[r];
-  const int lo = window > 0 ? max(0, pos - window + 1) : 0;
+  const int lo = attn_first_position(pos, window);
   const int t_begin = lo + split * split_len, t_end = min(t_begin + split_len, pos + 1);
   if (t_begin >= t_end) return;  // block-uniform: a split this row does not reach
   const int tn = t_end - t_begin;
@@ -312,7 +319,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
     partial_ml[(out_row + (size_t)tid * n_split) * 2 + 1] = l_s[tid];
   }
   if (merge.counters) attn_merge_last(merge, partial_acc, partial_ml, row_pos, r, kvh, G, n_heads, n_kv_heads,
-                                      n_split, D, window, split_len, pos - lo);
+                                      n_split, D, window, split_len, pos, lo);
 }
 
 // One kernel per (head_dim bound, group bound): attn_rows_partial_d{64,128}_g{8,16}_f32 (ATTN_MAX_GROUP:
