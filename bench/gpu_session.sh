@@ -104,6 +104,19 @@ step_kernels() {  # ncu: each kernel of one batch-1 step's graph replay (20b, ex
     --precision exact --profile-replay > "$OUT/step-kernels.csv" 2> "$OUT/step-kernels.err"
   echo "ncu exit $?"; tail -3 "$OUT/step-kernels.err"; kernel_durations "$OUT/step-kernels.csv"
 }
+batch_diff() {  # batch_diff [SECONDS]: `diff 7m --layers --batch 8 --steps 32` (two batched shapes bit for bit, against
+  # numpy layer by layer) in this tree: its exit status and last lines
+  timeout ${1:-120} python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
+  echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+}
+invariance_tests() {  # tests/test_gpu_invariance.py in this tree within INV_SECONDS (default 300): its result lines
+  timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
+  grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
+}
+headline_sides() {  # the exact headline in the trees old and new (30 s each, the one-row step's profile)
+  for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
+    HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
+}
 one_row_stalls() {  # ncu --set full: the first qkv and mlp1 + SwiGLU products of getp's one-row step (graph replay,
   # exact), where their warps wait, SASS line by line
   timeout 200 ncu --clock-control none --cache-control none --profile-from-start off --graph-profiling node \
@@ -334,8 +347,7 @@ PY
       grep -E "passed|failed|FAILED|ERROR" "$OUT/rows-tests.log" | tail -12
       decode_sides
       step_kernels
-      timeout 120 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
-      echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+      batch_diff
       ;;
     s13a)  # eleventh session (.carry/old = main b6ebec5): router_rows (the router on the CUDA cores with its choice),
       # moe_align's block sized by its pairs, rmsnorm with S blocks a row at few rows: their GPU tests and the
@@ -348,14 +360,11 @@ PY
       ;;
     s13b)  # the same tree: the step's kernels by ncu, batch invariance end to end (INV_SECONDS), diff --batch
       step_kernels
-      timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
-      grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
-      timeout 120 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
-      echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+      invariance_tests
+      batch_diff
       ;;
     s13c)  # the same tree against main: the exact headline in both trees (30 s each, the 1-row step's profile)
-      for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
-        HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
+      headline_sides
       ;;
     s16a)  # branch router-inflight (.carry/old = main): router_rows with 4 experts a warp, all their loads in flight
       # (the matvec's bits): its GPU tests, the MoE entry alone and batch-1 decode in both trees
@@ -442,14 +451,11 @@ PY
       grep -E "passed|failed|FAILED|ERROR" "$OUT/grouped-bits-tests.log" | tail -8
       decode_sides
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
-      grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
+      invariance_tests
       ;;
     s20b)  # the same trees: diff --batch in this one, then the exact headline in both (s13c)
-      timeout 120 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
-      echo "diff exit $?"; tail -4 "$OUT/diff.txt"
-      for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
-        HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
+      batch_diff
+      headline_sides
       ;;
     s20c)  # branch land13 = main + router-inflight + attn-fused (.carry/old = main): the MoE, engine, batched-engine
       # and attention GPU tests, batch-1 decode in both trees, the step's kernels by ncu, where one row's qkv and
@@ -460,12 +466,10 @@ PY
       decode_sides
       step_kernels
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      timeout 60 python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
-      echo "diff exit $?"; tail -4 "$OUT/diff.txt"
+      batch_diff 60
       one_row_stalls
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
-      grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
+      invariance_tests
       ;;
     qkvstalls)  # where one row's qkv and mlp1 products wait (one_row_stalls)
       one_row_stalls
@@ -504,8 +508,7 @@ PY
       ;;
     s10b)  # the same branch, many rows: the grouped products in both trees, then the exact headline in both
       grouped_sides old new
-      for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
-        HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
+      headline_sides
       ;;
     s8a)  # eighth session, run 1 (run 41): the attention in one launch (its GPU tests; bench/attention.py and
       # batch-1 decode against the tree before it, carried as .carry/old, in the same run)
