@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -473,6 +473,30 @@ PY
       ;;
     qkvstalls)  # where one row's qkv and mlp1 products wait (one_row_stalls)
       one_row_stalls
+      ;;
+    s21a)  # branch deep-ring (.carry/old = main): the wgmma ring up to 16 stages (tiles of few rows: 8 rows, 3 pieces,
+      # one block 8 -> 11): the wgmma bit and row-count tests, the one-row products and batch-1 decode in both trees
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "bits or row_count" \
+        > "$OUT/ring-bits-tests.log" 2>&1; echo "wgmma bit tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/ring-bits-tests.log" | tail -8
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      onerow_sides
+      decode_sides
+      ;;
+    s21b)  # the same trees: the headline in both, exact then fast (fast's 64-row tiles of one piece: 8 -> 9 stages)
+      for prec in exact fast; do for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} \
+        MAX_SECONDS=${MAX_SECONDS:-30} HEADLINE_SECONDS=${HEADLINE_SECONDS:-140} headline_side 1 $prec "headline-$prec-$side"
+      done; done
+      ;;
+    s21c)  # three trees: old = main, mid = deep-ring (the ring up to 16 stages), new = half-blocks (deep-ring + dense
+      # TMA tiles of <= 16 rows in half blocks where few feature tiles): the half-block, wgmma bit and row-count
+      # tests, the one-row products in the three trees, batch-1 decode in the three
+      timeout 220 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "half or bits or row_count" \
+        > "$OUT/half-tests.log" 2>&1; echo "half and wgmma bit tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/half-tests.log" | tail -8
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      onerow_sides old mid new
+      decode_sides old mid new
       ;;
     s18m)  # old = main, mid = stack12 only: the one-row products, the MoE entry alone, batch-1 decode
       onerow_sides old mid

@@ -94,15 +94,21 @@ def main() -> None:
     if no_tma:
         print(json.dumps({"wg_tma": f"skipped: {no_tma}"}), flush=True)
 
-    def timed(items, fn, wgmma: bool = has_wgmma, tma: bool = False, splitk: bool = False) -> tuple[float, int]:
+    has_half = getattr(kernels, "wg_half", False)  # the half blocks (trees before them have none)
+
+    def timed(items, fn, wgmma: bool = has_wgmma, tma: bool = False, splitk: bool = False,
+              half: bool = False) -> tuple[float, int]:
         """(ms of one replay, launches in it) of fn over items, captured on the wgmma (W by the producer's
-        copies or, with tma, by tensor maps; split along K with splitk) or mma.sync kernels."""
+        copies or, with tma, by tensor maps, in half blocks with half; split along K with splitk) or mma.sync
+        kernels."""
         kernels.wgmma, kernels.wg_tma, kernels.wg_splitk, sync_check = wgmma, tma, splitk, device.sync_check
+        kernels.wg_half = half
         device.sync_check = False  # none while capturing
         try:
             graph, n = graph_of(stream, fn, items, args.launches)
         finally:
             kernels.wgmma, kernels.wg_tma, kernels.wg_splitk, device.sync_check = has_wgmma, has_tma, False, sync_check
+            kernels.wg_half = has_half
         return time_ms(stream, lambda: graph.launch(stream), 5), n
 
     for pieces in map(int, args.pieces.split(",")):
@@ -113,22 +119,26 @@ def main() -> None:
             ap = cupy.zeros((pieces, m, pieces_lda(k)), np.uint16)
             c = cupy.empty((m, n), np.float32)
             height = kernels.wg_tile(m, n, pieces)[0] if has_wgmma else 0
-            choices = {f"wg {r}x{f}": (True, False, (r, f), False) for r, f in WG_DENSE_TILES[pieces] if r == height}
+            choices = {f"wg {r}x{f}": (True, False, (r, f), False, False) for r, f in WG_DENSE_TILES[pieces]
+                       if r == height}
             if not no_tma:
-                choices.update({f"wg tma {r}x{f}": (True, True, (r, f), False) for r, f in WG_DENSE_TILES[pieces]
+                choices.update({f"wg tma {r}x{f}": (True, True, (r, f), False, False) for r, f in WG_DENSE_TILES[pieces]
                                 if r == height})
+                if has_half and kernels.wg_half_blocks(m, n, height, 1):
+                    choices[f"wg tma half {height}x1"] = (True, True, (height, 1), False, True)
             splits = wg_splits(n, k, kernels._tc_sm_count())
             if has_wgmma and splits > 1:  # the workspace made before the capture (as RowModel does)
                 kernels.wg_splitk = True
                 kernels.reserve_splitk(m, [(n, k)])
                 kernels.wg_splitk = False
                 for tma in (False, True) if not no_tma else (False,):
-                    choices[f"wg {'tma ' if tma else ''}splitk {height}x1 S={splits}"] = (True, tma, (height, 1), True)
-            choices.update({f"mma.sync {bm}x{bn}": (False, False, (bm, bn), False) for bm, bn in DENSE_TILES})
-            for choice, (wgmma, tma, tile, splitk) in choices.items():
+                    choices[f"wg {'tma ' if tma else ''}splitk {height}x1 S={splits}"] = (True, tma, (height, 1), True,
+                                                                                       False)
+            choices.update({f"mma.sync {bm}x{bn}": (False, False, (bm, bn), False, False) for bm, bn in DENSE_TILES})
+            for choice, (wgmma, tma, tile, splitk, half) in choices.items():
                 try:  # a choice that cannot run (a tensor map refused, say) is reported, not the end of the run
                     ms, launches = timed(ws, lambda w, tile=tile: kernels.gemm_tc(c, ap, w, tile=tile), wgmma, tma,
-                                         splitk)
+                                         splitk, half)
                 except Exception as e:
                     print(json.dumps({"pieces": pieces, "product": kind, "choice": choice, "error": str(e)[:300]}),
                           flush=True)

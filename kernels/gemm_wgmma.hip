@@ -56,12 +56,13 @@
 #define WG_ALIGN 1024    // a 128-byte-swizzle atom: 8 rows of 128 bytes
 
 static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
+static_assert(WG_HALF_THREADS == 256, "half blocks (gemm_wg_tma_half_*) are a producer and one consumer");
 
-// The ring of one product: STAGES stages of W (BN = 128 MB rows) then PIECES x BR activation rows, 128 B
-// each.
-template <int BR, int PIECES, int MB>
+// The ring of one product: STAGES stages of W (BN = 64 MB rows a consumer warpgroup: CONS = 2, or 1 in the
+// half blocks) then PIECES x BR activation rows, 128 B each.
+template <int BR, int PIECES, int MB, int CONS = 2>
 struct WgStage {
-  static const int BN = 128 * MB;
+  static const int BN = 64 * CONS * MB;
   static const int W_BYTES = BN * 128;
   static const int A_ROWS = PIECES * BR;
   static const int BYTES = W_BYTES + A_ROWS * 128;
@@ -382,11 +383,12 @@ GETP_DEVICE void wg_stage_w(Dst dst, const Mxfp4Row (&)[N], const WgWNext<Mxfp4R
 
 // Stage K columns k0 .. k0 + 63 of this thread's rows (W as wg_stage_w, unless a TMA copy stages it: W_ROWS
 // false); piece rows hold zeros from K to lda.
-template <bool W_ROWS, int BR, int PIECES, int MB, class WRow>
+template <bool W_ROWS, int CONS = 2, int BR, int PIECES, int MB, class WRow>
 GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, WRow>& src,
                                const WgWNext<WRow, WgSources<BR, PIECES, MB, WRow>::W_LOADS>& w_next,
                                const unsigned short* dummy, int k0, int K, int vec8) {
-  typedef WgStage<BR, PIECES, MB> S;
+  typedef WgStage<BR, PIECES, MB, CONS> S;
+  static_assert(CONS == 2 || !W_ROWS, "the producer's own W rows are a two-consumer block's");
   const int i = threadIdx.x % 128, c = i % 8, k = k0 + 8 * c;
   if constexpr (W_ROWS)
     wg_stage_w([&](int u) { return stage + wg_swizzled(wg_w_slot(i / 8 + 16 * u), c); }, src.w, w_next, dummy, k, K,
@@ -421,10 +423,10 @@ struct WgByTma<WgTmaW> {
 // wg_w_slot: the epilogue's WG_IN_ORDER), as one copy, and arrives on `full` expecting its bytes; the 128
 // threads copy the activation rows with cp.async as wg_product's own producer does, each arriving once they
 // have landed: 128 + 1 arrivals a stage.
-template <int BR, int PIECES, int MB, class ARow>
+template <int BR, int PIECES, int MB, int CONS, class ARow>
 GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsigned short* dummy, int K,
                                 unsigned base, unsigned full, unsigned empty, int steps) {
-  typedef WgStage<BR, PIECES, MB> S;
+  typedef WgStage<BR, PIECES, MB, CONS> S;
   typedef const unsigned short* WRow;
   const WgSources<BR, PIECES, MB, WRow> src([](int) { return (WRow) nullptr; }, a_row, plane);  // pieces only
   const WgWNext<WRow, WgSources<BR, PIECES, MB, WRow>::W_LOADS> none{};
@@ -438,7 +440,7 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
       mbar_arrive_expect_tx(bar, S::W_BYTES);
       wg_tma_load(stage, *w.map, bar, w.k0 + s * WG_BK, w.n0);
     }
-    wg_load_stage<false>(stage, src, none, dummy, s * WG_BK, K, 1);
+    wg_load_stage<false, CONS>(stage, src, none, dummy, s * WG_BK, K, 1);
     mbar_arrive_copies(bar);
   }
 }
@@ -462,11 +464,13 @@ GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice +
 // issued. `dummy`: the source of zero-filled copies, a valid 16-byte-aligned address (the activation pieces,
 // whose alignment the launch helper checks; W need not be aligned). `slices` (split-K's sliced mode): K in
 // slices, each summed from zero and folded into a running total in slice order (WgTotalInRegisters): the bits of
-// the split mode's S blocks. Returns true on consumers (their acc holds the result).
-template <int BR, int PIECES, int MB, class WRowOf, class ARow, class Slices = WgWhole>
+// the split mode's S blocks. CONS = 1 (the half blocks, W by TMA only): one consumer warpgroup, 64 MB features.
+// Returns true on consumers (their acc holds the result).
+template <int BR, int PIECES, int MB, int CONS = 2, class WRowOf, class ARow, class Slices = WgWhole>
 GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, size_t plane,
                             const unsigned short* dummy, int K, int vec8, Slices slices = WgWhole{1}) {
-  typedef WgStage<BR, PIECES, MB> S;
+  typedef WgStage<BR, PIECES, MB, CONS> S;
+  static_assert(CONS == 2 || (CONS == 1 && WgByTma<WRowOf>::value), "half blocks take W by TMA");
   __shared__ __align__(8) unsigned long long bars[2 * WG_MAX_STAGES];  // full[STAGES], then empty[STAGES]
   const unsigned base = (shared_addr(wg_smem) + WG_ALIGN - 1) & ~(unsigned)(WG_ALIGN - 1);
   const unsigned full = shared_addr(bars), empty = full + 8 * WG_MAX_STAGES;
@@ -476,14 +480,14 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     for (int b = 0; b < S::STAGES; ++b) {
       // 128 producers x (copies landed + plain stores released); by TMA: copies landed + the W copy's arrival
       mbar_init(full + 8 * b, by_tma ? 128 + 1 : 256);
-      mbar_init(empty + 8 * b, 256);  // 256 consumer threads
+      mbar_init(empty + 8 * b, 128 * CONS);  // the consumer threads
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
   if constexpr (WgByTma<WRowOf>::value) {
     if (role == 0) {
-      wg_produce_tma<BR, PIECES, MB>(w_row, a_row, plane, dummy, K, base, full, empty, steps);
+      wg_produce_tma<BR, PIECES, MB, CONS>(w_row, a_row, plane, dummy, K, base, full, empty, steps);
       asm volatile("cp.async.wait_all;\n" ::: "memory");
       return false;
     }
@@ -749,16 +753,20 @@ GETP_DEVICE void wg_dense(float* __restrict__ c, const unsigned short* __restric
 #endif
 }
 
-// The same product with W (N, K) bf16 read through w_map (box 64 x 128 MB rows, WgTmaW): the same bits.
-template <int BR, int PIECES, int MB, class Slices = WgWhole>
+// The same product with W (N, K) bf16 read through w_map (box 64 x 64 CONS MB rows, WgTmaW): the same bits.
+// CONS = 1: the half blocks (gemm_wg_tma_half_*, WG_HALF_THREADS), 64 MB features a block: at few rows twice the
+// blocks of the two-consumer tiles, so a product of few feature tiles streams its weights through twice the SMs;
+// each feature's sum is the same, so are the bits.
+template <int BR, int PIECES, int MB, int CONS = 2, class Slices = WgWhole>
 GETP_DEVICE void wg_dense_tma(const WgTensorMap& w_map, float* __restrict__ c, const unsigned short* __restrict__ ap,
                               const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate,
                               Slices slices = WgWhole{1}) {
 #if GETP_WGMMA
-  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
+  const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 64 * CONS * MB;
   float acc[MB][BR / 2];
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0, 0}, a_row, (size_t)M * lda, ap, K, 1, slices)) return;
+  if (!wg_product<BR, PIECES, MB, CONS>(acc, WgTmaW{&w_map, n0, 0}, a_row, (size_t)M * lda, ap, K, 1, slices))
+    return;
   wg_dense_store<BR, MB, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate);
 #endif
 }
@@ -990,6 +998,13 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate) {                               \
     wg_dense_tma<BR, P, MB>(w_map, c, ap, bias, M, N, K, lda, accumulate);                                           \
   }
+// gemm_wg_tma_half_r{BR}_p{P}_b1: the half blocks (one consumer warpgroup, 64 features a block).
+#define WG_DENSE_TMA_HALF_KERNEL(BR, P)                                                                             \
+  extern "C" __global__ void __launch_bounds__(WG_HALF_THREADS, 1) gemm_wg_tma_half_r##BR##_p##P##_b1(           \
+      const WG_GRID_CONSTANT WgTensorMap w_map, float* __restrict__ c, const unsigned short* __restrict__ ap,       \
+      const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate) {                               \
+    wg_dense_tma<BR, P, 1, 1>(w_map, c, ap, bias, M, N, K, lda, accumulate);                                         \
+  }
 #define WG_GROUPED_KERNELS_OF(BR, P, MB, SUFFIX, W_PARAMS, W_VALUE)                                              \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_grouped_swiglu##SUFFIX##_r##BR##_p##P##_b##MB( \
       unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows,       \
@@ -1052,6 +1067,10 @@ WG_DENSE_KERNELS(128, 1, 1)
 WG_DENSE_KERNELS(128, 1, 2)
 WG_GROUPED_KERNELS(128, 3, 1)
 WG_GROUPED_KERNELS(128, 1, 1)
+WG_DENSE_TMA_HALF_KERNEL(8, 3)
+WG_DENSE_TMA_HALF_KERNEL(16, 3)
+WG_DENSE_TMA_HALF_KERNEL(8, 1)
+WG_DENSE_TMA_HALF_KERNEL(16, 1)
 WG_SPLITK_KERNELS(8, 3)
 WG_SPLITK_KERNELS(16, 3)
 WG_SPLITK_KERNELS(32, 3)

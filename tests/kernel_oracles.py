@@ -27,7 +27,7 @@ from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
 from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp4_values, uniform_values
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
-from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_ROWS
+from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS
 from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.gpu.launch.splitk import WG_SLICED_ROWS
 from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, map_argument
@@ -416,6 +416,15 @@ def gemm_wg_tma(w_map, c, ap, bias, m, n, k, lda, accumulate):
     ptr, rows, cols, _ = struct.unpack_from("<4Q", w_map.tobytes())
     w = np.ctypeslib.as_array((ctypes.c_uint16 * (rows * cols)).from_address(ptr)).reshape(rows, cols)
     gemm(c, joined(ap, k), w, bias, m, n, k, accumulate, 1)
+
+
+# ... and in half blocks (one consumer warpgroup, 64 features a block): the same contract, W through a map of
+# 64-row boxes.
+@oracle(*(f"gemm_wg_tma_half_r{rows}_p{pieces}_b1" for pieces in (3, 1) for rows in WG_HALF_ROWS))
+def gemm_wg_tma_half(w_map, c, ap, bias, m, n, k, lda, accumulate):
+    box_rows = struct.unpack_from("<4Q", w_map.tobytes())[3]
+    assert box_rows == 64, f"a half block's map moves boxes of 64 W rows, not {box_rows}"
+    gemm_wg_tma(w_map, c, ap, bias, m, n, k, lda, accumulate)
 
 
 # Their split-K twins (launch/splitk.py): the same contract; the workspace and the counters are the kernels' own.

@@ -143,6 +143,38 @@ def test_tma_dense_bits_equal_the_cp_async_kernels(gpu, rng, pieces, k, n):
                                               f"accumulate {accumulate}")
 
 
+def half_launches(kernels) -> int:
+    """How many gemm_wg_tma_half_* kernels this device's Kernels launched so far."""
+    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith("gemm_wg_tma_half_"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("k, n", [(2880, 5120), (4096, 2880), (2880, 300), (2880, 72), (200, 5120)])
+def test_half_blocks_give_the_two_consumer_tiles_bits(gpu, rng, pieces, k, n):
+    """One consumer warpgroup of 64 features a block (the half blocks, W by 64-row boxes) gives the
+    two-consumer TMA tiles' bits at 1, 5, 8, 13 and 16 rows, with both heights, bias added, and accumulating
+    into c; they run wherever wg_half_blocks says (here every case: few feature tiles)."""
+    if not gpu[1].wg_tma:
+        pytest.skip("the half blocks read W by TMA: the tensor maps are off here")
+    w, bias = dev(bf16_weights(rng, (n, k))), dev(rng.standard_normal(n).astype(np.float32))
+    for m in (1, 5, 8, 13, 16):
+        ap = split(gpu[1], dev(activations(rng, (m, k), heavy=True)), pieces)
+        c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
+        for rows in [r for r in (8, 16) if r >= m]:
+            for accumulate in (False, True):
+                outputs = []
+                for on in (False, True):
+                    c = c0.copy() if accumulate else poisoned((m, n))
+                    launched = half_launches(gpu[1])
+                    with kernel_settings(gpu[1], wg_half=on):
+                        gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=(rows, 1))
+                    assert half_launches(gpu[1]) - launched == on, "the half blocks ran only when asked"
+                    outputs.append(host(c, gpu))
+                np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=f"{m} rows, tile ({rows}, 1), "
+                                              f"accumulate {accumulate}")
+
+
 @pytest.mark.gpu
 def test_tma_leaves_weights_no_tensor_map_can_describe_to_the_cp_async_kernels(gpu, rng):
     """K = 100 (rows of 200 bytes) and W 2 bytes past a 16-byte boundary: the cp.async kernels, right bits."""
@@ -384,4 +416,43 @@ def test_the_dense_product_takes_the_tma_kernels_where_asked_and_possible(rng, k
     tma = k == 2880
     assert kernels.launches[-2:] == ["gemm_wg_r8_p3_b2", "gemm_wg_tma_r8_p3_b2" if tma else "gemm_wg_r8_p3_b2"]
     assert len(kernels.tensor_maps) == tma
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
+def test_half_blocks_only_where_few_tiles_of_few_rows_leave_sms_idle():
+    """wg_half_blocks: with wg_half, unsplit tiles of one feature block and 8 or 16 rows whose 64-feature
+    halves fit one wave (qkv at one row: 80 halves on 132 SMs); not two-block tiles, taller tiles, more
+    halves than SMs, or with wg_half off."""
+    from cupy_getp.gpu.launch.gemm_tc import TensorCoreGemmLaunches
+
+    class Launches(TensorCoreGemmLaunches):
+        def __init__(self):
+            self._sm_count, self.wg_half = 132, True
+
+    k = Launches()
+    assert k.wg_half_blocks(1, 5120, 8, 1) and k.wg_half_blocks(16, 5120, 16, 1) and k.wg_half_blocks(1, 72, 8, 1)
+    assert k.wg_half_blocks(9, 8448, 16, 1) and not k.wg_half_blocks(9, 8512, 16, 1)  # 132 halves fit, 133 do not
+    assert not k.wg_half_blocks(17, 5120, 32, 1) and not k.wg_half_blocks(1, 5120, 8, 2)
+    assert not k.wg_half_blocks(24, 5120, 8, 1)  # three row tiles: 240 halves
+    k.wg_half = False
+    assert not k.wg_half_blocks(1, 5120, 8, 1)
+
+
+@pytest.mark.parametrize("n", [300, 72])
+def test_the_dense_product_takes_the_half_blocks_where_asked(rng, n):
+    """With wg_tma and wg_half, a product of few rows and few feature tiles runs gemm_wg_tma_half_* (its map
+    of 64-row boxes: the oracle checks it) with the two-consumer kernels' results; with wg_half off, not."""
+    kernels = FakeKernels(FakeDevice())
+    kernels.wgmma, kernels.wg_tma, kernels._sm_count = True, True, 132
+    kernels.tensor_maps = TensorMaps(stand_in_tensor_map)
+    a, w = activations(rng, (7, 2880), heavy=True), host_array(bf16_weights(rng, (n, 2880)))
+    bias = host_array(rng.standard_normal(n).astype(np.float32))
+    ap = host_array(np.zeros((3, 7, pieces_lda(2880)), np.uint16))
+    kernels.split_pieces(ap, host_array(a))
+    outputs = []
+    for on in (False, True):
+        kernels.wg_half, c = on, host_array(np.zeros((7, n), np.float32))
+        kernels.gemm_tc(c, ap, w, bias, tile=(8, 1))
+        outputs.append(np.array(c))
+    assert kernels.launches[-2:] == ["gemm_wg_tma_r8_p3_b1", "gemm_wg_tma_half_r8_p3_b1"]
     np.testing.assert_array_equal(outputs[1], outputs[0])

@@ -35,6 +35,7 @@ TC_STAGES_CUDA, TC_STAGES_HIP = 4, 2  # shared-memory pipeline stages (HIP: 64 K
 
 # gemm_wgmma.hip
 WG_THREADS = 384  # a producer warpgroup and two consumer warpgroups per block
+WG_HALF_THREADS = 256  # the half blocks (gemm_wg_tma_half_*): a producer warpgroup and one consumer warpgroup
 WG_SMEM_BYTES = 225 * 1024  # dynamic shared memory of every block: sizes its ring of stages
 
 KERNEL_CONSTANTS = {
@@ -56,6 +57,7 @@ KERNEL_CONSTANTS = {
     "TC_STAGES_CUDA": TC_STAGES_CUDA,
     "TC_STAGES_HIP": TC_STAGES_HIP,
     "WG_THREADS": WG_THREADS,
+    "WG_HALF_THREADS": WG_HALF_THREADS,
     "WG_SMEM_BYTES": WG_SMEM_BYTES,
 }
 

@@ -16,7 +16,8 @@ import os
 import re
 
 from ...errors import KernelArgumentError
-from ..constants import TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_SMEM_BYTES, WG_THREADS
+from ..constants import (TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_HALF_THREADS, WG_SMEM_BYTES,
+                         WG_THREADS)
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
 from .splitk import WG_SLICED_ROWS, SplitKWorkspace, splitk_sizes, wg_sliced, wg_split_rows_limit, wg_splits
 from .tensor_map import tma_eligible
@@ -31,6 +32,11 @@ WG_ROWS = {3: (8, 16, 32, 64, 128), 1: (8, 16, 32, 64, 128)}
 WG_DENSE_TILES = {p: [(r, f) for r in WG_ROWS[p] for f in (1, 2) if (p, r, f) != (3, 128, 2)] for p in WG_ROWS}
 WG_GROUPED_ROWS = (8, 16, 32, 64, 128)
 WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) != (128, 2)]  # either piece count
+# The half blocks (gemm_wg_tma_half_r{rows}_p{pieces}_b1: a producer and one consumer warpgroup, 64 features,
+# WG_HALF_THREADS): dense TMA tiles of one feature block and these heights, where the two-consumer tiles would
+# leave most SMs idle (wg_half_blocks). CUPY_GETP_WG_HALF=0 turns them off; the bits are the same either way.
+WG_HALF_ROWS = (8, 16)
+WG_HALF_ENV = "CUPY_GETP_WG_HALF"
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int, pieces: int) -> int:
@@ -54,6 +60,12 @@ def tensor_cores_supported(device) -> bool:
 def wgmma_disabled() -> bool:
     """CUPY_GETP_WGMMA=0: the products keep the mma.sync kernels on Hopper too."""
     return os.environ.get("CUPY_GETP_WGMMA", "") == "0"
+
+
+def wg_half_enabled() -> bool:
+    """Whether the dense TMA products of few rows and few feature tiles take the half blocks: yes unless
+    CUPY_GETP_WG_HALF=0."""
+    return os.environ.get(WG_HALF_ENV, "") != "0"
 
 
 def describe_products(device, wgmma: bool | None = None, not_built: str | None = None) -> str:
@@ -99,6 +111,8 @@ class TensorCoreGemmLaunches:
     # into the workspace `_splitk` (made by reserve_splitk at warm-up, or on first use outside graph capture).
     wg_splitk = False
     _splitk = None
+    # ... and wg_half (with wg_tma, unless CUPY_GETP_WG_HALF=0): wg_half_blocks.
+    wg_half = False
     def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, tile: tuple[int, int]) -> None:
         if not tensor_cores_supported(self.device):
             raise RuntimeError(f"{name}: no tensor-core path on {self.device.arch} (needs CUDA sm_80+; "
@@ -168,14 +182,25 @@ class TensorCoreGemmLaunches:
 
     def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple,
                    splits: int = 1) -> None:
-        """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / (128 features)), grid_y); kind may
-        end in _splitk (split-K's split mode: grid z = splits) or _sliced (its sliced mode)."""
-        grid = (_blocks(n, 128 * features), grid_y, splits)
+        """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / block features), grid_y), a block
+        128 features (64 in the half blocks: kind _tma_half); kind may end in _splitk (split-K's split mode:
+        grid z = splits) or _sliced (its sliced mode)."""
+        half = kind == "_tma_half"
+        grid = (_blocks(n, (64 if half else 128) * features), grid_y, splits)
         if grid[0] == 0 or grid[1] == 0:
             return
         name = f"gemm_wg{kind}_r{rows}_p{pieces}_b{features}"
-        self._launch(name, grid if kind.endswith("_splitk") else grid[:2], (WG_THREADS,), args,
-                     shared_mem=WG_SMEM_BYTES)
+        self._launch(name, grid if kind.endswith("_splitk") else grid[:2], (WG_HALF_THREADS if half else WG_THREADS,),
+                     args, shared_mem=WG_SMEM_BYTES)
+
+    def wg_half_blocks(self, m: int, n: int, rows: int, features: int) -> bool:
+        """Whether an unsplit dense TMA product of M rows and N features, tiled (rows, features), takes the half
+        blocks: with wg_half, tiles of one feature block and a height of WG_HALF_ROWS whose 64-feature halves
+        all fit one wave on the SMs. At one row qkv's 40 tiles leave 92 of an H100's 132 SMs idle, and a tile
+        of few rows waits on its own ring (ncu, thirteenth session: its weights in L2, it takes as long), so
+        twice the blocks stream twice the rings. Each feature's sum is the same: so are the bits."""
+        return (self.wg_half and features == 1 and rows in WG_HALF_ROWS
+                and _blocks(n, 64) * _blocks(m, rows) <= self._tc_sm_count())
 
     def wg_dense_splits(self, n: int, k: int) -> int:
         """Split-K splits of a dense wgmma product of N features over K: 1 unless wg_splitk; never a function of
@@ -260,7 +285,9 @@ class TensorCoreGemmLaunches:
             features, rows = 1, sliced_rows or rows
         sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
         if self.wg_tma and tma_eligible(w):
-            kind, args = "_tma", (self.tensor_maps.of(w, 128 * features), c, ap, bias, *sizes)
+            half = splits == 1 and self.wg_half_blocks(m, n, rows, features)
+            kind = "_tma_half" if half else "_tma"
+            args = (self.tensor_maps.of(w, (64 if half else 128) * features), c, ap, bias, *sizes)
         else:
             kind, args = "", (c, ap, w, bias, *sizes, I32(vec8))
         if sliced_rows:
