@@ -131,16 +131,24 @@ def test_tma_dense_bits_equal_the_cp_async_kernels(gpu, rng, pieces, k, n):
         c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
         for tile in [t for p, t in TILES if p == pieces]:
             for accumulate in (False, True):
-                outputs = []
-                for on in (False, True):
-                    c = c0.copy() if accumulate else poisoned((m, n))
-                    launched = tma_launches(gpu[1])
-                    with kernel_settings(gpu[1], wg_tma=on):
-                        gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=tile)
-                    assert tma_launches(gpu[1]) - launched == on, "the TMA kernels ran only when asked"
-                    outputs.append(host(c, gpu))
-                np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=f"{m} rows, tile {tile}, "
-                                              f"accumulate {accumulate}")
+                assert_off_and_on_agree(gpu, "wg_tma", tma_launches, c0 if accumulate else (m, n),
+                                        lambda c: gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=tile),
+                                        f"{m} rows, tile {tile}, accumulate {accumulate}")
+
+
+def assert_off_and_on_agree(gpu, setting: str, launches, c0, product, label: str) -> None:
+    """product(c) with the Kernels attribute `setting` off, then on, into a copy of c0 (or, given a shape, a
+    poisoned array): the same bits, and `launches` (a count of the kernels the setting picks) up by one only
+    when on."""
+    outputs = []
+    for on in (False, True):
+        c = poisoned(c0) if isinstance(c0, tuple) else c0.copy()
+        launched = launches(gpu[1])
+        with kernel_settings(gpu[1], **{setting: on}):
+            product(c)
+        assert launches(gpu[1]) - launched == on, f"{label}: {setting} picks its kernels only when on"
+        outputs.append(host(c, gpu))
+    np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=label)
 
 
 def half_launches(kernels) -> int:
@@ -163,16 +171,9 @@ def test_half_blocks_give_the_two_consumer_tiles_bits(gpu, rng, pieces, k, n):
         c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
         for rows in [r for r in (8, 16) if r >= m]:
             for accumulate in (False, True):
-                outputs = []
-                for on in (False, True):
-                    c = c0.copy() if accumulate else poisoned((m, n))
-                    launched = half_launches(gpu[1])
-                    with kernel_settings(gpu[1], wg_half=on):
-                        gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=(rows, 1))
-                    assert half_launches(gpu[1]) - launched == on, "the half blocks ran only when asked"
-                    outputs.append(host(c, gpu))
-                np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=f"{m} rows, tile ({rows}, 1), "
-                                              f"accumulate {accumulate}")
+                assert_off_and_on_agree(gpu, "wg_half", half_launches, c0 if accumulate else (m, n),
+                                        lambda c: gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=(rows, 1)),
+                                        f"{m} rows, tile ({rows}, 1), accumulate {accumulate}")
 
 
 @pytest.mark.gpu
