@@ -489,13 +489,15 @@ PY
       done; done
       ;;
     s21c)  # three trees: old = main, mid = deep-ring (the ring up to 16 stages), new = half-blocks (deep-ring + dense
-      # TMA tiles of <= 16 rows in half blocks where few feature tiles): the half-block, wgmma bit and row-count
-      # tests, the one-row products in the three trees, batch-1 decode in the three
+      # TMA tiles of <= 16 rows in half blocks where few feature tiles): the one-row products in the three trees
+      # (first: they say whether the rest is worth it), the half-block, wgmma bit and row-count tests, batch-1
+      # decode in the three
+      onerow_sides old mid new
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       timeout 260 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "half or bits or row_count" \
         > "$OUT/half-tests.log" 2>&1; echo "half and wgmma bit tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/half-tests.log" | tail -8
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      onerow_sides old mid new
       decode_sides old mid new
       ;;
     s18m)  # old = main, mid = stack12 only: the one-row products, the MoE entry alone, batch-1 decode
