@@ -17,7 +17,8 @@
 // rows a tile: WG_ROWS, chosen by the launch helper from the row count), so a product of a few rows still
 // fills the instruction and reads each weight tile once for all pieces of its rows.
 //
-// Tiles. A block of WG_THREADS = 384 threads is one producer warpgroup and two consumer warpgroups; it
+// Tiles. A block of WG_THREADS = 384 threads is one producer warpgroup and two consumer warpgroups (the half
+// blocks, WG_HALF_THREADS = 256: one consumer, 64 MB features); it
 // computes 128 MB output features (MB blocks of 64 per consumer) x BR rows, stepping over K by WG_BK = 64
 // (one 128-byte row of bf16 per operand row: the 128-byte swizzle atom). The producer copies 16-byte
 // chunks with cp.async into a ring of stages (as many as WG_SMEM_BYTES holds, at most WG_MAX_STAGES),
