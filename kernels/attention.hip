@@ -331,6 +331,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
       const int* __restrict__ row_pos, int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,       \
       int split_len, int vec4, float* __restrict__ att, unsigned short* __restrict__ pieces,                      \
       const float* __restrict__ sinks, unsigned* __restrict__ counters, int lda, int n_pieces) {                   \
+    grid_begin();                                                                                                  \
     __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];                                                     \
     attn_rows_partial<DMAX, GMAX>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,  \
                                   row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4,     \
@@ -357,6 +358,7 @@ extern "C" __global__ void attn_rows_merge_f32(float* __restrict__ att, const fl
                                                const float* __restrict__ partial_ml, const float* __restrict__ sinks,
                                                const int* __restrict__ row_pos, int n_items, int n_heads, int n_split,
                                                int head_dim, int window, int split_len) {
+  grid_begin();
   attn_rows_merge(att, (unsigned short*)0, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split,
                   head_dim, window, split_len, 0, 0);
 }
@@ -367,6 +369,7 @@ extern "C" __global__ void attn_rows_merge_split(float* __restrict__ att, unsign
                                                  const int* __restrict__ row_pos, int n_items, int n_heads,
                                                  int n_split, int head_dim, int window, int split_len, int lda,
                                                  int n_pieces) {
+  grid_begin();
   attn_rows_merge(att, pieces, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split, head_dim,
                   window, split_len, lda, n_pieces);
 }

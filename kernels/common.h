@@ -44,6 +44,23 @@
 
 #define GETP_NEG_INF __int_as_float(0xff800000)
 
+// Programmatic dependent launch (CUDA, sm_90 on). The engine launches a step graph's kernels with programmatic
+// stream serialization (cupy_getp/gpu/launch/pdl.py), so a kernel's blocks may be resident before the kernel
+// ahead of it in the stream has finished: the launch and the blocks' start leave the step's critical path.
+// grid_begin(): wait until the kernels ahead have finished and their writes are visible (griddepcontrol.wait),
+// then let the next kernel's blocks launch (they wait in their own grid_begin). Every kernel calls it before its
+// first access to global memory (tests/test_kernel_sources.py checks the sources); the TMA products call it
+// after issuing their first weight copies (weights are never written by a step). A no-op on ROCm, before sm_90,
+// and in a launch without the attribute (eager launches).
+#if !defined(GETP_HIP) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+GETP_DEVICE void grid_begin() {
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+#else
+GETP_DEVICE void grid_begin() {}
+#endif
+
 // A load from L2, past this SM's L1: for values other blocks wrote in this launch, read after a __threadfence()
 // that followed their count (CUDA's L1 is not coherent). HIP: a plain load: on gfx90a the fence's acquire
 // invalidates the L1 (not run on AMD hardware here).

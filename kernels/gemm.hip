@@ -370,6 +370,7 @@ GETP_DEVICE void gemm_tiled_core(const GemmArgs& g) {
 extern "C" __global__ void gemm_f32w_skinny(float* __restrict__ c, const float* __restrict__ a,
                                             const float* __restrict__ w, const float* __restrict__ bias, int M,
                                             int N, int K, int accumulate, int vec) GEMM_BOUNDS {
+  grid_begin();
   const GemmArgs g = {c, a, w, bias, 0, 0, M, N, K, accumulate, 1, 0.0f, vec};
   gemm_skinny_core<float, GEMM_DENSE>(g);
 }
@@ -377,6 +378,7 @@ extern "C" __global__ void gemm_f32w_skinny(float* __restrict__ c, const float* 
 extern "C" __global__ void gemm_bf16w_skinny(float* __restrict__ c, const float* __restrict__ a,
                                              const unsigned short* __restrict__ w, const float* __restrict__ bias,
                                              int M, int N, int K, int accumulate, int vec) GEMM_BOUNDS {
+  grid_begin();
   const GemmArgs g = {c, a, w, bias, 0, 0, M, N, K, accumulate, 1, 0.0f, vec};
   gemm_skinny_core<unsigned short, GEMM_DENSE>(g);
 }
@@ -384,6 +386,7 @@ extern "C" __global__ void gemm_bf16w_skinny(float* __restrict__ c, const float*
 extern "C" __global__ void gemm_f32w_tiled(float* __restrict__ c, const float* __restrict__ a,
                                            const float* __restrict__ w, const float* __restrict__ bias, int M, int N,
                                            int K, int accumulate, int vec) GEMM_BOUNDS {
+  grid_begin();
   const GemmArgs g = {c, a, w, bias, 0, 0, M, N, K, accumulate, 1, 0.0f, vec};
   gemm_tiled_core<float, GEMM_DENSE>(g);
 }
@@ -391,6 +394,7 @@ extern "C" __global__ void gemm_f32w_tiled(float* __restrict__ c, const float* _
 extern "C" __global__ void gemm_bf16w_tiled(float* __restrict__ c, const float* __restrict__ a,
                                             const unsigned short* __restrict__ w, const float* __restrict__ bias,
                                             int M, int N, int K, int accumulate, int vec) GEMM_BOUNDS {
+  grid_begin();
   const GemmArgs g = {c, a, w, bias, 0, 0, M, N, K, accumulate, 1, 0.0f, vec};
   gemm_tiled_core<unsigned short, GEMM_DENSE>(g);
 }
@@ -403,6 +407,7 @@ extern "C" __global__ void gemm_grouped_swiglu_skinny(float* __restrict__ g, con
                                                       const unsigned short* __restrict__ w1,
                                                       const float* __restrict__ b1, int P, int N, int K,
                                                       int experts_per_token, float limit, int vec) GEMM_BOUNDS {
+  grid_begin();
   const GemmArgs args = {g, a, w1, b1, pair_of_padded, tile_expert, P, N, K, 0, experts_per_token, limit, vec};
   gemm_skinny_core<unsigned short, GEMM_SWIGLU>(args);
 }
@@ -413,6 +418,7 @@ extern "C" __global__ void gemm_grouped_swiglu_tiled(float* __restrict__ g, cons
                                                      const unsigned short* __restrict__ w1,
                                                      const float* __restrict__ b1, int P, int N, int K,
                                                      int experts_per_token, float limit, int vec) GEMM_BOUNDS {
+  grid_begin();
   const GemmArgs args = {g, a, w1, b1, pair_of_padded, tile_expert, P, N, K, 0, experts_per_token, limit, vec};
   gemm_tiled_core<unsigned short, GEMM_SWIGLU>(args);
 }
@@ -423,6 +429,7 @@ extern "C" __global__ void gemm_grouped_skinny(float* __restrict__ y, const floa
                                                const int* __restrict__ tile_expert,
                                                const unsigned short* __restrict__ w2, const float* __restrict__ b2,
                                                int P, int N, int K, int vec) GEMM_BOUNDS {
+  grid_begin();
   const GemmArgs args = {y, g, w2, b2, pair_of_padded, tile_expert, P, N, K, 0, 1, 0.0f, vec};
   gemm_skinny_core<unsigned short, GEMM_GROUPED>(args);
 }
@@ -432,6 +439,7 @@ extern "C" __global__ void gemm_grouped_tiled(float* __restrict__ y, const float
                                               const int* __restrict__ tile_expert,
                                               const unsigned short* __restrict__ w2, const float* __restrict__ b2,
                                               int P, int N, int K, int vec) GEMM_BOUNDS {
+  grid_begin();
   const GemmArgs args = {y, g, w2, b2, pair_of_padded, tile_expert, P, N, K, 0, 1, 0.0f, vec};
   gemm_tiled_core<unsigned short, GEMM_GROUPED>(args);
 }
@@ -446,6 +454,7 @@ extern "C" __global__ void gemm_grouped_tiled(float* __restrict__ y, const float
                                   const unsigned char* __restrict__ codes, const unsigned char* __restrict__ scales, \
                                   const float* __restrict__ b1, int P, int N, int K, int experts_per_token,        \
                                   float limit, int vec) GEMM_BOUNDS {                                              \
+    grid_begin();                                                                                                  \
     const GemmArgs args = {g, a, codes, b1, pair_of_padded, tile_expert, P, N, K, 0, experts_per_token, limit,    \
                            vec, scales};                                                                           \
     CORE<Mxfp4, GEMM_SWIGLU>(args);                                                                                \
@@ -458,6 +467,7 @@ GEMM_GROUPED_SWIGLU_MXFP4(gemm_grouped_swiglu_mxfp4w_tiled, gemm_tiled_core)
                                   const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,     \
                                   const unsigned char* __restrict__ codes, const unsigned char* __restrict__ scales, \
                                   const float* __restrict__ b2, int P, int N, int K, int vec) GEMM_BOUNDS {        \
+    grid_begin();                                                                                                  \
     const GemmArgs args = {y, g, codes, b2, pair_of_padded, tile_expert, P, N, K, 0, 1, 0.0f, vec, scales};       \
     CORE<Mxfp4, GEMM_GROUPED>(args);                                                                               \
   }

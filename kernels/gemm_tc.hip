@@ -211,6 +211,7 @@ GETP_DEVICE void tc_epilogue(const TcAcc<BM, BN>& acc, Emit emit) {
 // a thread per 8 columns of a row (two 16-byte loads when vec4, one 16-byte store per piece).
 extern "C" __global__ void tc_split_rows(unsigned short* __restrict__ pieces, const float* __restrict__ a, int rows,
                                          int K, int lda, int n_pieces, int vec4) {
+  grid_begin();
   const int chunks = lda / 8;
   const size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= (size_t)rows * chunks) return;
@@ -415,6 +416,7 @@ GETP_DEVICE void tc_dense(float* __restrict__ c, const unsigned short* __restric
   extern "C" __global__ void __launch_bounds__(BLOCK_SIZE, MIN_BLOCKS) gemm_tc_m##BM##_n##BN(                      \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,         \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int pieces, int vec8) {       \
+    grid_begin();                                                                                                 \
     if (GETP_TC) tc_dense<BM, BN>(c, ap, w, bias, M, N, K, lda, accumulate, pieces, vec8);                        \
   }
 TC_DENSE_KERNEL(128, 128, 1)
@@ -496,6 +498,7 @@ GETP_DEVICE void tc_grouped(float* __restrict__ y, const unsigned short* __restr
       int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,              \
       const float* __restrict__ b1, int hidden, int inter, int experts_per_token, float limit, int pieces,         \
       int vec8) {                                                                                                   \
+    grid_begin();                                                                                                   \
     tc_grouped_swiglu(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, W_VALUE, b1, hidden, inter,       \
                       experts_per_token, limit, pieces, vec8);                                                     \
   }                                                                                                                 \
@@ -503,6 +506,7 @@ GETP_DEVICE void tc_grouped(float* __restrict__ y, const unsigned short* __restr
       float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,                           \
       const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,                        \
       const float* __restrict__ b2, int hidden, int inter, int pieces, int vec8) {                                  \
+    grid_begin();                                                                                                   \
     tc_grouped(y, gp, padded, lda, pair_of_padded, tile_expert, W_VALUE, b2, hidden, inter, pieces, vec8);          \
   }
 #define TC_COMMA ,

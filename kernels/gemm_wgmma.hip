@@ -72,7 +72,7 @@ struct WgStage {
   static_assert(STAGES >= 2, "the ring needs two stages: one filling while one is read");
 };
 
-extern "C" __global__ void wg_available(int* out) { out[0] = GETP_WGMMA; }
+extern "C" __global__ void wg_available(int* out) { grid_begin(); out[0] = GETP_WGMMA; }
 
 // A CUtensorMap (cuTensorMapEncodeTiled, cupy_getp/gpu/launch/tensor_map.py): 128 opaque bytes, passed by value
 // as a kernel's first parameter. __grid_constant__ keeps it in parameter space, where a TMA copy may name it.
@@ -432,12 +432,22 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
   const WgSources<BR, PIECES, MB, WRow> src([](int) { return (WRow) nullptr; }, a_row, plane);  // pieces only
   const WgWNext<WRow, WgSources<BR, PIECES, MB, WRow>::W_LOADS> none{};
   const bool elected = threadIdx.x == 0;
-  if (elected) asm volatile("prefetch.tensormap [%0];\n" ::"l"(w.map) : "memory");
+  // The first ring's weights before grid_begin: a step never writes W, so they may stream in while the kernel
+  // ahead in the stream finishes (programmatic dependent launch); the activations come after it.
+  const int ahead = steps < S::STAGES ? steps : S::STAGES;
+  if (elected) {
+    asm volatile("prefetch.tensormap [%0];\n" ::"l"(w.map) : "memory");
+    for (int s = 0; s < ahead; ++s) {
+      mbar_arrive_expect_tx(full + 8 * s, S::W_BYTES);
+      wg_tma_load(base + s * S::BYTES, *w.map, full + 8 * s, w.k0 + s * WG_BK, w.n0);
+    }
+  }
+  grid_begin();
   for (int s = 0; s < steps; ++s) {
     const int b = s % S::STAGES;
     if (s >= S::STAGES) mbar_wait(empty + 8 * b, (s / S::STAGES - 1) & 1);
     const unsigned stage = base + b * S::BYTES, bar = full + 8 * b;
-    if (elected) {
+    if (elected && s >= ahead) {
       mbar_arrive_expect_tx(bar, S::W_BYTES);
       wg_tma_load(stage, *w.map, bar, w.k0 + s * WG_BK, w.n0);
     }
@@ -511,6 +521,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return false;
   }
+  if constexpr (WgByTma<WRowOf>::value) grid_begin();  // the TMA kernels' own (their producer's: above)
   const unsigned w_off = (role - 1) * MB * 64 * 128;  // this warpgroup's MB x 64 W rows
   #pragma unroll
   for (int mb = 0; mb < MB; ++mb)
@@ -991,6 +1002,7 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_r##BR##_p##P##_b##MB(                      \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8) {                     \
+    grid_begin();                                                                                                   \
     wg_dense<BR, P, MB>(c, ap, w, bias, M, N, K, lda, accumulate, vec8);                                             \
   }
 #define WG_DENSE_TMA_KERNEL(BR, P, MB)                                                                              \
@@ -1011,6 +1023,7 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
       unsigned short* __restrict__ gp, int padded, int ldg, const unsigned short* __restrict__ ap, int rows,       \
       int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,              \
       const float* __restrict__ b1, int hidden, int inter, int experts_per_token, float limit, int vec8) {         \
+    grid_begin();                                                                                                  \
     wg_grouped_swiglu<BR, P, MB>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, W_VALUE, b1, hidden,   \
                                  inter, experts_per_token, limit, vec8);                                            \
   }                                                                                                                 \
@@ -1018,6 +1031,7 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
       float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,                           \
       const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W_PARAMS,                        \
       const float* __restrict__ b2, int hidden, int inter, int vec8) {                                              \
+    grid_begin();                                                                                                   \
     wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, W_VALUE, b2, hidden, inter, vec8);         \
   }
 #define WG_COMMA ,
@@ -1032,6 +1046,7 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8,                      \
       float* __restrict__ work, unsigned* __restrict__ counters) {                                                  \
+    grid_begin();                                                                                                   \
     wg_dense_splitk<BR, P, 1>(c, ap, w, bias, M, N, K, lda, accumulate, vec8, work, counters);                      \
   }                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_splitk_r##BR##_p##P##_b1(              \
@@ -1045,6 +1060,7 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_sliced_r##BR##_p##P##_b1(                  \
       float* __restrict__ c, const unsigned short* __restrict__ ap, const unsigned short* __restrict__ w,           \
       const float* __restrict__ bias, int M, int N, int K, int lda, int accumulate, int vec8, int splits) {         \
+    grid_begin();                                                                                                   \
     wg_dense<BR, P, 1>(c, ap, w, bias, M, N, K, lda, accumulate, vec8, WgTotalInRegisters<1, BR / 2>{splits});      \
   }                                                                                                                 \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_sliced_r##BR##_p##P##_b1(              \

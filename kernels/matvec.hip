@@ -8,6 +8,7 @@
 extern "C" __global__ void matvec_f32(float* __restrict__ y, const float* __restrict__ W,
                                       const float* __restrict__ x, const float* __restrict__ b,
                                       int rows, int cols, int accumulate, int vec4) {
+  grid_begin();
   const int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE;
   if (row >= rows) return;
   float acc = warp_dot_f32(W + (size_t)row * cols, x, cols, vec4);
@@ -23,6 +24,7 @@ extern "C" __global__ void matvec_f32(float* __restrict__ y, const float* __rest
 extern "C" __global__ void matvec_bf16w_f32(float* __restrict__ y, const unsigned short* __restrict__ W,
                                             const float* __restrict__ x, const float* __restrict__ b, int rows,
                                             int cols, int accumulate, int vec8) {
+  grid_begin();
   const int row = blockIdx.x * WARPS_PER_BLOCK + threadIdx.x / WARP_SIZE;
   if (row >= rows) return;
   float acc = warp_dot_bf16(W + (size_t)row * cols, x, cols, vec8);

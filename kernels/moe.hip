@@ -43,6 +43,7 @@ extern "C" __global__ void moe_mlp1_swiglu_bf16w(float* __restrict__ g, const un
                                                  const float* __restrict__ b_mlp1, const float* __restrict__ t,
                                                  const int* __restrict__ experts, int hidden, int inter,
                                                  float limit, int vec8) {
+  grid_begin();
   moe_mlp1_swiglu_core(g, Bf16Rows{w_mlp1, hidden, vec8}, b_mlp1, t, experts, inter, limit);
 }
 
@@ -51,6 +52,7 @@ extern "C" __global__ void moe_mlp1_swiglu_mxfp4w(float* __restrict__ g, const u
                                                   const float* __restrict__ b_mlp1, const float* __restrict__ t,
                                                   const int* __restrict__ experts, int hidden, int inter,
                                                   float limit, int vec8) {
+  grid_begin();
   moe_mlp1_swiglu_core(g, Mxfp4Rows{codes, scales, hidden, vec8}, b_mlp1, t, experts, inter, limit);
 }
 
@@ -91,6 +93,7 @@ extern "C" __global__ void moe_mlp2_accumulate_bf16w(float* __restrict__ x, floa
                                                      const int* __restrict__ experts,
                                                      const float* __restrict__ weights, int top_k, int hidden,
                                                      int inter, int vec8) {
+  grid_begin();
   moe_mlp2_accumulate_core(x, moe_out, Bf16Rows{w_mlp2, inter, vec8}, b_mlp2, g, experts, weights, top_k, hidden,
                            inter);
 }
@@ -102,6 +105,7 @@ extern "C" __global__ void moe_mlp2_accumulate_mxfp4w(float* __restrict__ x, flo
                                                       const int* __restrict__ experts,
                                                       const float* __restrict__ weights, int top_k, int hidden,
                                                       int inter, int vec8) {
+  grid_begin();
   moe_mlp2_accumulate_core(x, moe_out, Mxfp4Rows{codes, scales, inter, vec8}, b_mlp2, g, experts, weights, top_k,
                            hidden, inter);
 }
@@ -273,6 +277,7 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS)
 router_rows_bf16w(int* __restrict__ experts, float* __restrict__ weights, float* __restrict__ scores,
                   const unsigned short* __restrict__ w, const float* __restrict__ b, const float* __restrict__ t,
                   int hidden, int n_experts, int top_k, int vec8) {
+  grid_begin();
   router_rows_core(experts, weights, scores, RouterBf16{w, t, hidden, vec8}, b, n_experts, top_k);
 }
 
@@ -280,6 +285,7 @@ extern "C" __global__ void __launch_bounds__(ROUTER_THREADS)
 router_rows_f32w(int* __restrict__ experts, float* __restrict__ weights, float* __restrict__ scores,
                  const float* __restrict__ w, const float* __restrict__ b, const float* __restrict__ t, int hidden,
                  int n_experts, int top_k, int vec4) {
+  grid_begin();
   router_rows_core(experts, weights, scores, RouterF32{w, t, hidden, vec4}, b, n_experts, top_k);
 }
 
@@ -311,6 +317,7 @@ GETP_DEVICE unsigned long long moe_peers(int e, bool valid, int id_bits) {
 extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
 moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, int* __restrict__ tile_expert,
           const int* __restrict__ experts, int n_pairs, int n_experts, int padded, int block_m) {
+  grid_begin();
   __shared__ int warp_count[MOE_ALIGN_WARPS][MOE_MAX_EXPERTS];  // then the warp's base rank per expert
   __shared__ int tile_end[MOE_MAX_EXPERTS];                      // inclusive scan of tiles per expert
   const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;
@@ -396,6 +403,7 @@ moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, in
 extern "C" __global__ void moe_combine(float* __restrict__ x, float* __restrict__ moe_out, const float* __restrict__ y,
                                        const float* __restrict__ weights, const int* __restrict__ padded_of_pair,
                                        int hidden, int top_k) {
+  grid_begin();
   const int h = blockIdx.x * blockDim.x + threadIdx.x;
   const size_t r = blockIdx.y;
   if (h >= hidden) return;

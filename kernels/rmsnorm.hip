@@ -63,6 +63,7 @@ struct RmsRow {
 // Batched engine: every row of (R, n) out and x. Grid (R, S): S blocks a row (slabs, above).
 extern "C" __global__ void rmsnorm_rows_f32(float* __restrict__ out, const float* __restrict__ x,
                                             const float* __restrict__ w, int n) {
+  grid_begin();
   __shared__ float scratch[WARPS_PER_BLOCK];
   float* row_out = out + (size_t)blockIdx.x * n;
   const RmsRow row(x + (size_t)blockIdx.x * n, w, n, scratch);
@@ -76,6 +77,7 @@ extern "C" __global__ void rmsnorm_rows_f32(float* __restrict__ out, const float
 extern "C" __global__ void rmsnorm_split_rows(float* __restrict__ out, unsigned short* __restrict__ pieces,
                                               const float* __restrict__ x, const float* __restrict__ w, int n,
                                               int lda, int n_pieces) {
+  grid_begin();
   __shared__ float scratch[WARPS_PER_BLOCK];
   const size_t r = blockIdx.x, plane = (size_t)gridDim.x * lda;
   const RmsRow row(x + r * n, w, n, scratch);

@@ -14,6 +14,7 @@ extern "C" __global__ void rope_kv_write_f32(float* __restrict__ qkv, const floa
                                              float* __restrict__ value_cache, const int* __restrict__ row_slot,
                                              const int* __restrict__ row_pos, int n_heads, int n_kv_heads,
                                              int head_dim, int cache_len) {
+  grid_begin();
   const int r = blockIdx.x, half = head_dim / 2;
   const int pos = row_pos[r];
   const int q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;

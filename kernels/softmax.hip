@@ -19,6 +19,7 @@ GETP_DEVICE bool argmax_better(float av, int ai, float bv, int bi) { return av >
 #endif
 extern "C" __global__ void argmax_rows_f32(int* __restrict__ next_token, const float* __restrict__ logits, int n,
                                            int vec4) {
+  grid_begin();
   __shared__ float best_v[WARPS_PER_BLOCK];
   __shared__ int best_i[WARPS_PER_BLOCK];
   __shared__ int any_nan;

@@ -25,6 +25,7 @@ GETP_DEVICE float synthetic_value(unsigned int i, unsigned int key, float scale,
 // models); a grid-stride loop (n may exceed the grid).
 extern "C" __global__ void synthetic_f32(float* __restrict__ out, unsigned int start, unsigned int n,
                                          unsigned int key, float scale, float offset, int round_bf16) {
+  grid_begin();
   for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x) {
     const float v = synthetic_value(start + j, key, scale, offset);
     out[j] = round_bf16 ? bf16_to_f32(f32_to_bf16_rne(v)) : v;
@@ -34,6 +35,7 @@ extern "C" __global__ void synthetic_f32(float* __restrict__ out, unsigned int s
 // The same, rounded to bf16 (the MoE matrices).
 extern "C" __global__ void synthetic_bf16(unsigned short* __restrict__ out, unsigned int start, unsigned int n,
                                           unsigned int key, float scale, float offset) {
+  grid_begin();
   for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x)
     out[j] = f32_to_bf16_rne(synthetic_value(start + j, key, scale, offset));
 }
@@ -55,6 +57,7 @@ GETP_DEVICE float synthetic_mxfp4_value(unsigned int i, unsigned int cols, unsig
 extern "C" __global__ void synthetic_mxfp4_bf16(unsigned short* __restrict__ out, unsigned int start, unsigned int n,
                                                 unsigned int cols, unsigned int key, unsigned int scale_key,
                                                 int exponent) {
+  grid_begin();
   for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x)
     out[j] = f32_to_bf16_rne(synthetic_mxfp4_value(start + j, cols, key, scale_key, exponent));
 }
@@ -65,6 +68,7 @@ extern "C" __global__ void synthetic_mxfp4_bf16(unsigned short* __restrict__ out
 extern "C" __global__ void synthetic_mxfp4_codes(unsigned char* __restrict__ blocks, unsigned char* __restrict__ scales,
                                                  unsigned int row0, unsigned int rows, unsigned int cols,
                                                  unsigned int key, unsigned int scale_key, int exponent) {
+  grid_begin();
   const unsigned int groups = (cols + MXFP4_BLOCK - 1) / MXFP4_BLOCK, row_bytes = groups * (MXFP4_BLOCK / 2);
   for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < rows * row_bytes; j += gridDim.x * blockDim.x) {
     const unsigned int row = j / row_bytes, col = 2u * (j - row * row_bytes);
@@ -83,6 +87,7 @@ extern "C" __global__ void synthetic_mxfp4_codes(unsigned char* __restrict__ blo
 // float32 (the widening every MXFP4 kernel does, on its own: tested against numpy on every code and scale).
 extern "C" __global__ void mxfp4_widen_f32(float* __restrict__ out, const unsigned char* __restrict__ codes,
                                            const unsigned char* __restrict__ scales, unsigned int n) {
+  grid_begin();
   for (unsigned int j = blockIdx.x * blockDim.x + threadIdx.x; j < n; j += gridDim.x * blockDim.x)
     out[j] = mxfp4_value((codes[j >> 1] >> ((j & 1u) * 4u)) & 15u, scales[j / MXFP4_BLOCK]);
 }

@@ -29,12 +29,20 @@ def _skip_balanced(text: str, i: int) -> int:
     raise ValueError("unbalanced parentheses")
 
 
+def preprocessed(family: str, warp_size: int) -> str:
+    """The assembled source after the preprocessor (CUDA side)."""
+    source = kernels.assemble_source(family, warp_size)
+    return subprocess.run(["cpp", "-P", "-D__CUDA_ARCH__=900", "-"], input=source, capture_output=True, text=True,
+                          check=True).stdout
+
+
 def declared_kernels(family: str, warp_size: int) -> dict[str, int]:
     """Kernel name -> number of parameters, from the preprocessed assembled source (CUDA side)."""
-    source = kernels.assemble_source(family, warp_size)
-    text = subprocess.run(["cpp", "-P", "-D__CUDA_ARCH__=900", "-"], input=source, capture_output=True, text=True,
-                          check=True).stdout
-    found = {}
+    return {name: count for name, count, _ in kernel_definitions(preprocessed(family, warp_size))}
+
+
+def kernel_definitions(text: str):
+    """(name, number of parameters, the body's text from its first statement) of each kernel in `text`."""
     for match in _DECLARATION.finditer(text):
         i = match.end()
         while True:  # attributes before the name: __launch_bounds__(...), __attribute__((...))
@@ -49,8 +57,8 @@ def declared_kernels(family: str, warp_size: int) -> dict[str, int]:
         for ch in params:
             depth += {"(": 1, ")": -1, "<": 1, ">": -1}.get(ch, 0)
             count += ch == "," and depth == 0
-        found[name.group(1)] = count
-    return found
+        body = text[text.index("{", _skip_balanced(text, i)) + 1:]
+        yield name.group(1), count, body.lstrip()
 
 
 needs_cpp = pytest.mark.skipif(not shutil.which("cpp"), reason="the C preprocessor (cpp) is needed")
@@ -61,6 +69,25 @@ needs_cpp = pytest.mark.skipif(not shutil.which("cpp"), reason="the C preprocess
 def test_entry_points_are_exactly_the_declared_kernels(family):
     for warp_size in (32, 64):
         assert sorted(declared_kernels(family, warp_size)) == sorted(kernels.ENTRY_POINTS[family])
+
+
+@needs_cpp
+@pytest.mark.parametrize("family", kernels.families())
+def test_every_kernel_waits_for_the_kernels_ahead_first(family):
+    """Programmatic dependent launch (gpu/launch/pdl.py) lets a kernel start before the one ahead has finished:
+    each kernel's first statement is grid_begin(), or, for the TMA products, the product whose producer calls it
+    once its first weight copies are issued (wg_produce_tma) and whose consumers call it first."""
+    text = preprocessed(family, 32)
+    for name, _, body in kernel_definitions(text):
+        if "_tma_" in name:
+            assert re.match(r"wg_dense_tma(_splitk)?<", body), name
+        else:
+            assert body.startswith("grid_begin();"), f"{name} starts with {body[:60]!r}"
+    if family == "gemm_wgmma":  # the source: the preprocessor here leaves out the sm_90a bodies
+        text = (kernels.kernel_dir() / "gemm_wgmma.hip").read_text()
+        producer = text[text.index("void wg_produce_tma"):]
+        assert re.search(r"wg_tma_load\(.*?\}\s*\}\s*grid_begin\(\);", producer, re.DOTALL), "producer's wait"
+        assert "if constexpr (WgByTma<WRowOf>::value) grid_begin();" in text, "the consumers' wait"
 
 
 def test_every_family_has_its_entry_points():
