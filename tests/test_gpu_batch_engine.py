@@ -72,6 +72,34 @@ def test_7m_batched_with_every_precision_and_eager_launches(engine_7m, standard_
     assert batched_lines(engine_7m, prompts, steps, use_graphs=False) == want
 
 
+def test_graph_steps_give_the_eager_steps_logits_bits(engine_7m, standard_prompts):
+    """A step's CUDA graph (on sm_90 on its kernels launched programmatically: each one's blocks may start while
+    the kernel ahead finishes, gpu/launch/pdl.py) against the same step's eager launches: every step's logits
+    bit for bit, a prompt chunk, a mixed step and one-row decode steps, in two engines fed the same rows."""
+    arch = engine_7m.device.arch
+    if arch.startswith("sm_") and int(arch[3:]) >= 90:
+        assert engine_7m.kernels.pdl is not None, engine_7m.kernels.pdl_off
+    prompt = standard_prompts[0][:16]
+    runs = [engine_7m.batched(2, 64, use_graphs=graphs) for graphs in (True, False)]
+    try:
+        assert [run.uses_graphs for run in runs] == [True, False]
+        # (slots, positions, tokens; None: slot 0's greedy token from the step before)
+        steps = [([0] * len(prompt), list(range(len(prompt))), prompt), ([0, 1], [16, 0], [None, prompt[1]])]
+        steps += [([0], [17 + i], [None]) for i in range(8)]
+        token = None
+        for i, (slots, positions, tokens) in enumerate(steps):
+            logits = []
+            for run in runs:
+                v = run.step(np.array(slots, np.int32), np.array(positions, np.int32),
+                             np.array([token if t is None else t for t in tokens], np.int32))
+                logits.append(v.logits[:len(slots)].get())
+            assert np.array_equal(logits[0].view(np.uint32), logits[1].view(np.uint32)), f"step {i}"
+            token = int(np.argmax(logits[0][len(slots) - 1 if i == 0 else 0]))  # slot 0's last row
+    finally:
+        for run in runs:
+            run.free()
+
+
 def test_tiny_odd_config_lines_equal_the_single_sequence_engine(engine_tiny):
     rng = np.random.default_rng(3)
     prompts = tiny_prompts(19, rng)

@@ -319,7 +319,8 @@ class StepRunner:
         try:
             stream.begin_capture()
             try:
-                self.model.step(v)
+                with self.model.kernels.capturing():
+                    self.model.step(v)
             except BaseException:
                 with contextlib.suppress(Exception):  # leave capture mode; the launch's error is the news
                     stream.end_capture()
@@ -409,6 +410,8 @@ def products_path(device, kernels, precision: str) -> str:
     path = describe_products(device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
     if kernels.wg_tma:
         path += ", dense weights by TMA"
+    if kernels.pdl is not None:
+        path += ", a step graph's kernels overlapping (PDL)"
     return f"{path} at every row count"
 
 

@@ -13,6 +13,7 @@ the grid, launches on the engine's stream and counts the launch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 from importlib import resources
@@ -26,6 +27,7 @@ from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
+from .launch.pdl import ProgrammaticLaunch, pdl_wanted
 from .launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS, wg_half_enabled,
                               wgmma_disabled)
 from .launch.splitk import WG_SLICED_ROWS, wg_splitk_enabled
@@ -136,6 +138,10 @@ class Kernels(BatchLaunches):
     (matvec, the fused one-row experts) and the weight generator's are here; the rest are per family in
     `launch/` (mixed in)."""
 
+    pdl: ProgrammaticLaunch | None = None  # set by the probe at warm-up
+    pdl_off = "not probed"
+    _capturing = False  # inside capturing()
+
     def __init__(self, device: Device):
         self.device = device
         self.warps_per_block = BLOCK_SIZE // device.warp_size
@@ -160,6 +166,7 @@ class Kernels(BatchLaunches):
         self.wg_splitk = self.wgmma and wg_splitk_enabled()  # ... split along K where few tiles
         self.wg_half = self.wg_tma and wg_half_enabled()  # ... in half blocks where few tiles of few rows
         self.tensor_maps = TensorMaps()
+        self.pdl, self.pdl_off = self._probe_pdl()  # a step graph's launches overlap (launch/pdl.py), or why not
 
     def _open_family(self, family: str, module) -> None:
         """Every entry point of the family; opening the first compiles the module, so compile errors
@@ -194,7 +201,10 @@ class Kernels(BatchLaunches):
             self._shared_limit[name] = shared_mem
         events = self._profile_start(name)
         try:
-            function(grid, block, args, shared_mem=shared_mem, stream=self.device.stream)
+            if self._capturing and self.pdl is not None:
+                self.pdl.launch(function, grid, block, args, shared_mem, self.device.stream.ptr)
+            else:
+                function(grid, block, args, shared_mem=shared_mem, stream=self.device.stream)
         except Exception as e:
             raise RuntimeError(f"launch of kernel {name} (grid {grid}, block {block}) failed: {e}") from e
         if events:
@@ -203,6 +213,49 @@ class Kernels(BatchLaunches):
         counters.launches[name] = counters.launches.get(name, 0) + 1
         if self.device.sync_check:
             self.device.synchronize(f"kernel {name}")
+
+    @contextlib.contextmanager
+    def capturing(self):
+        """The launches inside are a CUDA graph's, being captured: with `pdl`, each kernel's blocks may start
+        while the kernel ahead finishes (launch/pdl.py)."""
+        self._capturing = True
+        try:
+            yield
+        finally:
+            self._capturing = False
+
+    def _probe_pdl(self) -> tuple[ProgrammaticLaunch | None, str]:
+        """(the programmatic launch, "") where this device takes it: CUDA compute capability 9.0 on, the
+        driver's cuLaunchKernelEx, CUPY_GETP_PDL not 0, and a graph captured through it giving the right answer
+        (once, at warm-up); else (None, why not)."""
+        if not pdl_wanted():
+            return None, "CUPY_GETP_PDL=0"
+        if self.device.is_hip or not self.device.arch.startswith("sm_") or int(self.device.arch[3:]) < 90:
+            return None, f"not on {self.device.arch} (CUDA sm_90 on)"
+        try:
+            pdl = ProgrammaticLaunch()
+        except (OSError, AttributeError) as e:
+            return None, f"no cuLaunchKernelEx: {e}"
+        import cupy
+
+        logits = cupy.zeros((1, 8), np.float32)
+        logits[0, 5] = 1.0
+        token = cupy.full(1, -1, np.int32)
+        stream, self.pdl = self.device.stream, pdl
+        try:
+            stream.begin_capture()
+            try:
+                with self.capturing():
+                    self.argmax_rows(token, logits)
+            finally:
+                graph = stream.end_capture()
+            graph.launch(stream=stream)
+            got = int(token.get(stream=stream)[0])
+        except Exception as e:  # any failure here: the plain launches, as before
+            return None, f"probe failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+        finally:
+            self.pdl = None
+        return (pdl, "") if got == 5 else (None, f"probe gave token {got}, not 5")
 
     def _profile_start(self, name: str):
         """(start, end) events around this launch when profiling (bench/getp_throughput.py --profile)."""
