@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22a|s22b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -499,6 +499,29 @@ PY
       grep -E "passed|failed|FAILED|ERROR" "$OUT/half-tests.log" | tail -8
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       decode_sides old mid new
+      ;;
+    s22a)  # three trees: old = main, mid = half8 (half blocks, the ring of 8), new = pdl (half8 + programmatic dependent
+      # launch in the step graphs): batch-1 decode in the three and in new with CUPY_GETP_PDL=0 (first: they say
+      # whether the rest is worth it), then new's GPU tests: graph vs eager logits bits and the engine's, the wgmma
+      # bit and row-count tests and split-K's (the TMA producer's first weights before its wait)
+      decode_sides old mid new
+      CUPY_GETP_PDL=0 sides decode-nopdl 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
+      grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*\|"products": "[^"]*"' \
+        "$OUT/decode-nopdl-new.txt" | tr '\n' ' '; echo "(new, CUPY_GETP_PDL=0)"
+      grep -o '"products": "[^"]*"' "$OUT/decode-new.txt"
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py tests/test_gpu_engine.py \
+        -k "not 20b" > "$OUT/engine-tests.log" 2>&1; echo "engine tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/engine-tests.log" | tail -8
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
+        -k "half or bits or row_count or splitk or sliced" > "$OUT/wg-tests.log" 2>&1; echo "wgmma tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/wg-tests.log" | tail -8
+      ;;
+    s22b)  # new: batch invariance (INV_SECONDS) and diff --batch; the exact headline in old and new
+      INV_SECONDS=${INV_SECONDS:-250} invariance_tests
+      batch_diff 60
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      headline_sides
       ;;
     s18m)  # old = main, mid = stack12 only: the one-row products, the MoE entry alone, batch-1 decode
       onerow_sides old mid
