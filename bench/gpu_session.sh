@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22a|s22b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22a|s22b|s22c]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -517,10 +517,11 @@ PY
         -k "half or bits or row_count or splitk or sliced" > "$OUT/wg-tests.log" 2>&1; echo "wgmma tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/wg-tests.log" | tail -8
       ;;
-    s22b)  # new: batch invariance (INV_SECONDS) and diff --batch; the exact headline in old and new
+    s22b)  # new: batch invariance (INV_SECONDS) and diff --batch
       INV_SECONDS=${INV_SECONDS:-250} invariance_tests
       batch_diff 60
-      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      ;;
+    s22c)  # the exact headline in old and new
       headline_sides
       ;;
     s18m)  # old = main, mid = stack12 only: the one-row products, the MoE entry alone, batch-1 decode
