@@ -27,9 +27,9 @@ from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
-from .launch.pdl import ProgrammaticLaunch, pdl_wanted
 from .launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS, wg_half_enabled,
                               wgmma_disabled)
+from .launch.pdl import ProgrammaticLaunch, pdl_wanted
 from .launch.splitk import WG_SLICED_ROWS, wg_splitk_enabled
 from .launch.tensor_map import TensorMaps, wg_tma_enabled
 
