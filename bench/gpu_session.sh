@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22a|s22b|s22c]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22a|s22b|s22c|s22d]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -520,6 +520,21 @@ PY
       INV_SECONDS=${INV_SECONDS:-120} invariance_tests
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       batch_diff 50
+      ;;
+    s22d)  # s22a in short (device time is short): batch-1 decode in old, new and new with CUPY_GETP_PDL=0, then new's
+      # graph vs eager logits bits, the half-block and wgmma bit tests
+      decode_sides old new
+      CUPY_GETP_PDL=0 sides decode-nopdl 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
+      grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' "$OUT/decode-nopdl-new.txt" \
+        | tr '\n' ' '; echo "(new, CUPY_GETP_PDL=0)"
+      grep -o '"products": "[^"]*"' "$OUT/decode-new.txt" | head -1
+      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py -k "graph_steps or every_precision" \
+        > "$OUT/engine-tests.log" 2>&1; echo "engine tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/engine-tests.log" | tail -8
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      timeout 80 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "half or bits" > "$OUT/wg-tests.log" \
+        2>&1; echo "wgmma tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/wg-tests.log" | tail -8
       ;;
     s22b)  # new: batch invariance (INV_SECONDS) and diff --batch
       INV_SECONDS=${INV_SECONDS:-250} invariance_tests
