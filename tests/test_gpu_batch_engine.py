@@ -13,6 +13,7 @@ from cupy_getp.diff import TOLERANCES, BatchDiffShape, DiffSummary, batch_diff_e
 from cupy_getp.engine.factory import create_engine
 from cupy_getp.generation import decode
 from cupy_getp.getp import encode_requests, read_requests, run_batched, run_requests
+from cupy_getp.gpu.launch.pdl import PDL_ENV
 from cupy_getp.sampler import Sampler
 from cupy_getp.tokenizer import STOP_TOKENS
 
@@ -72,14 +73,26 @@ def test_7m_batched_with_every_precision_and_eager_launches(engine_7m, standard_
     assert batched_lines(engine_7m, prompts, steps, use_graphs=False) == want
 
 
-def test_graph_steps_give_the_eager_steps_logits_bits(engine_7m, standard_prompts):
+@pytest.fixture
+def programmatic_launch(engine_7m, monkeypatch):
+    """engine_7m's kernels with programmatic dependent launch asked for (CUPY_GETP_PDL=1) and probed, as a warm-up
+    with that setting does; the engine's own setting back afterwards."""
+    kernels = engine_7m.kernels
+    saved = kernels.pdl, kernels.pdl_off
+    monkeypatch.setenv(PDL_ENV, "1")
+    kernels.pdl, kernels.pdl_off = kernels._probe_pdl()
+    yield kernels
+    kernels.pdl, kernels.pdl_off = saved
+
+
+def test_graph_steps_give_the_eager_steps_logits_bits(engine_7m, standard_prompts, programmatic_launch):
     """A step's CUDA graph (on sm_90 on its kernels launched programmatically: each one's blocks may start while
     the kernel ahead finishes, gpu/launch/pdl.py) against the same step's eager launches: every step's logits
     bit for bit, a prompt chunk, a mixed step and one-row decode steps, in two engines fed the same rows."""
     arch = engine_7m.device.arch
     if arch.startswith("sm_") and int(arch[3:]) >= 90:
-        assert engine_7m.kernels.pdl is not None, engine_7m.kernels.pdl_off
-    prompt = standard_prompts[0][:16]
+        assert programmatic_launch.pdl is not None, programmatic_launch.pdl_off
+    prompt = max(standard_prompts, key=len)[:16]  # 16 tokens (the first prompt has one)
     runs = [engine_7m.batched(2, 64, use_graphs=graphs) for graphs in (True, False)]
     try:
         assert [run.uses_graphs for run in runs] == [True, False]
