@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22a|s22b|s22c|s22d]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -500,48 +500,39 @@ PY
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       decode_sides old mid new
       ;;
-    s22a)  # old = main, new = pdl (half blocks + programmatic dependent launch in the step graphs): batch-1 decode in
-      # both and in new with CUPY_GETP_PDL=0 (first: they say whether the rest is worth it), then new's GPU tests
-      # (graph vs eager logits bits and the engine's; the wgmma bit tests, the TMA producer's first weights before
-      # its wait; split-K's), batch invariance in what time is left (INV_SECONDS), diff --batch
-      decode_sides old new
-      CUPY_GETP_PDL=0 sides decode-nopdl 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
-      grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' "$OUT/decode-nopdl-new.txt" \
-        | tr '\n' ' '; echo "(new, CUPY_GETP_PDL=0)"
+    s22d)  # old = main 9c13702, new = half blocks + programmatic dependent launch (run 75, when PDL was on by default;
+      # now CUPY_GETP_PDL=1 asks for it): batch-1 decode in old, new and new without PDL, then new's graph vs eager
+      # logits bits (its prompt fixed after this run) and the eager tests, the half-block and wgmma bit tests
+      decode_sides old
+      CUPY_GETP_PDL=1 sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
+      sides decode-nopdl 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
+      for side in new nopdl-new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
+        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
       grep -o '"products": "[^"]*"' "$OUT/decode-new.txt" | head -1
-      timeout 150 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py tests/test_gpu_engine.py \
-        -k "graph_steps or 7m_getp or every_precision or launches or 7m_32" > "$OUT/engine-tests.log" 2>&1
-      echo "engine tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/engine-tests.log" | tail -8
-      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
-        -k "half or bits or row_count or splitk" > "$OUT/wg-tests.log" 2>&1; echo "wgmma tests exit $?"
-      grep -E "passed|failed|FAILED|ERROR" "$OUT/wg-tests.log" | tail -8
-      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      INV_SECONDS=${INV_SECONDS:-120} invariance_tests
-      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      batch_diff 50
-      ;;
-    s22d)  # s22a in short (device time is short): batch-1 decode in old, new and new with CUPY_GETP_PDL=0, then new's
-      # graph vs eager logits bits, the half-block and wgmma bit tests
-      decode_sides old new
-      CUPY_GETP_PDL=0 sides decode-nopdl 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
-      grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' "$OUT/decode-nopdl-new.txt" \
-        | tr '\n' ' '; echo "(new, CUPY_GETP_PDL=0)"
-      grep -o '"products": "[^"]*"' "$OUT/decode-new.txt" | head -1
-      timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py -k "graph_steps or every_precision" \
-        > "$OUT/engine-tests.log" 2>&1; echo "engine tests exit $?"
+      CUPY_GETP_PDL=1 timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py \
+        -k "graph_steps or every_precision" > "$OUT/engine-tests.log" 2>&1; echo "engine tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/engine-tests.log" | tail -8
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       timeout 80 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "half or bits" > "$OUT/wg-tests.log" \
         2>&1; echo "wgmma tests exit $?"
       grep -E "passed|failed|FAILED|ERROR" "$OUT/wg-tests.log" | tail -8
       ;;
-    s22b)  # new: batch invariance (INV_SECONDS) and diff --batch
-      INV_SECONDS=${INV_SECONDS:-250} invariance_tests
+    s23a)  # programmatic dependent launch (opt-in, CUPY_GETP_PDL=1), this tree: its logits bit test and the graph vs
+      # eager lines, batch-1 decode without and with it, batch invariance with it (INV_SECONDS), diff --batch
+      timeout 120 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py -k "graph_steps or every_precision" \
+        > "$OUT/pdl-tests.log" 2>&1; echo "pdl tests exit $?"
+      grep -E "passed|failed|FAILED|ERROR" "$OUT/pdl-tests.log" | tail -8
+      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
+      CUPY_GETP_PDL=1 sides decode-pdl 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
+      for side in new pdl-new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
+        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+      CUPY_GETP_PDL=1 INV_SECONDS=${INV_SECONDS:-250} invariance_tests
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       batch_diff 60
       ;;
-    s22c)  # the exact headline in old and new
-      headline_sides
+    s23b)  # the exact headline without and with programmatic dependent launch, this tree
+      for pdl in 0 1; do CUPY_GETP_PDL=$pdl TREE=. PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
+        HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-pdl$pdl"; done
       ;;
     s18m)  # old = main, mid = stack12 only: the one-row products, the MoE entry alone, batch-1 decode
       onerow_sides old mid
