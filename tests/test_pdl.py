@@ -109,7 +109,7 @@ def test_without_a_programmatic_launch_a_capture_launches_as_cupy_does():
     with kernels.capturing():
         kernels._launch("k", (3,), (128,), (None,))
     assert [how for how, _ in recorder.calls] == ["cupy"]
-    assert not kernels._capturing
+    assert kernels._graph_launch is None
 
 
 def test_the_probe_says_why_not(monkeypatch):

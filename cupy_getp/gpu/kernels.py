@@ -140,7 +140,7 @@ class Kernels(BatchLaunches):
 
     pdl: ProgrammaticLaunch | None = None  # set by the probe at warm-up
     pdl_off = "not probed"
-    _capturing = False  # inside capturing()
+    _graph_launch: ProgrammaticLaunch | None = None  # inside capturing(): what launches the graph's kernels
 
     def __init__(self, device: Device):
         self.device = device
@@ -201,8 +201,8 @@ class Kernels(BatchLaunches):
             self._shared_limit[name] = shared_mem
         events = self._profile_start(name)
         try:
-            if self._capturing and self.pdl is not None:
-                self.pdl.launch(function, grid, block, args, shared_mem, self.device.stream.ptr)
+            if self._graph_launch is not None:
+                self._graph_launch.launch(function, grid, block, args, shared_mem, self.device.stream.ptr)
             else:
                 function(grid, block, args, shared_mem=shared_mem, stream=self.device.stream)
         except Exception as e:
@@ -215,14 +215,14 @@ class Kernels(BatchLaunches):
             self.device.synchronize(f"kernel {name}")
 
     @contextlib.contextmanager
-    def capturing(self):
-        """The launches inside are a CUDA graph's, being captured: with `pdl`, each kernel's blocks may start
-        while the kernel ahead finishes (launch/pdl.py)."""
-        self._capturing = True
+    def capturing(self, pdl: ProgrammaticLaunch | None = None):
+        """The launches inside are a CUDA graph's, being captured: through `pdl` (by default the probed one;
+        None: CuPy's launches), each kernel's blocks may start while the kernel ahead finishes (launch/pdl.py)."""
+        self._graph_launch = pdl or self.pdl
         try:
             yield
         finally:
-            self._capturing = False
+            self._graph_launch = None
 
     def _probe_pdl(self) -> tuple[ProgrammaticLaunch | None, str]:
         """(the programmatic launch, "") where this device takes it: CUDA compute capability 9.0 on, the
@@ -241,11 +241,11 @@ class Kernels(BatchLaunches):
         logits = cupy.zeros((1, 8), np.float32)
         logits[0, 5] = 1.0
         token = cupy.full(1, -1, np.int32)
-        stream, self.pdl = self.device.stream, pdl
+        stream = self.device.stream
         try:
             stream.begin_capture()
             try:
-                with self.capturing():
+                with self.capturing(pdl):
                     self.argmax_rows(token, logits)
             finally:
                 graph = stream.end_capture()
@@ -253,8 +253,6 @@ class Kernels(BatchLaunches):
             got = int(token.get(stream=stream)[0])
         except Exception as e:  # any failure here: the plain launches, as before
             return None, f"probe failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-        finally:
-            self.pdl = None
         return (pdl, "") if got == 5 else (None, f"probe gave token {got}, not 5")
 
     def _profile_start(self, name: str):
