@@ -62,6 +62,12 @@ def wgmma_disabled() -> bool:
     return os.environ.get("CUPY_GETP_WGMMA", "") == "0"
 
 
+def wg_block_features(kind: str, features: int) -> int:
+    """Features a block of gemm_wg{kind}_..._b{features} computes (and a TMA map's box rows): 64 a consumer
+    warpgroup and feature block, two consumers but in the half blocks (kind _tma_half)."""
+    return (64 if kind == "_tma_half" else 128) * features
+
+
 def wg_half_enabled() -> bool:
     """Whether the dense TMA products of few rows and few feature tiles take the half blocks: yes unless
     CUPY_GETP_WG_HALF=0."""
@@ -185,13 +191,12 @@ class TensorCoreGemmLaunches:
         """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / block features), grid_y), a block
         128 features (64 in the half blocks: kind _tma_half); kind may end in _splitk (split-K's split mode:
         grid z = splits) or _sliced (its sliced mode)."""
-        half = kind == "_tma_half"
-        grid = (_blocks(n, (64 if half else 128) * features), grid_y, splits)
+        grid = (_blocks(n, wg_block_features(kind, features)), grid_y, splits)
         if grid[0] == 0 or grid[1] == 0:
             return
         name = f"gemm_wg{kind}_r{rows}_p{pieces}_b{features}"
-        self._launch(name, grid if kind.endswith("_splitk") else grid[:2], (WG_HALF_THREADS if half else WG_THREADS,),
-                     args, shared_mem=WG_SMEM_BYTES)
+        threads = WG_HALF_THREADS if kind == "_tma_half" else WG_THREADS
+        self._launch(name, grid if kind.endswith("_splitk") else grid[:2], (threads,), args, shared_mem=WG_SMEM_BYTES)
 
     def wg_half_blocks(self, m: int, n: int, rows: int, features: int) -> bool:
         """Whether an unsplit dense TMA product of M rows and N features, tiled (rows, features), takes the half
@@ -285,9 +290,8 @@ class TensorCoreGemmLaunches:
             features, rows = 1, sliced_rows or rows
         sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
         if self.wg_tma and tma_eligible(w):
-            half = splits == 1 and self.wg_half_blocks(m, n, rows, features)
-            kind = "_tma_half" if half else "_tma"
-            args = (self.tensor_maps.of(w, (64 if half else 128) * features), c, ap, bias, *sizes)
+            kind = "_tma_half" if splits == 1 and self.wg_half_blocks(m, n, rows, features) else "_tma"
+            args = (self.tensor_maps.of(w, wg_block_features(kind, features)), c, ap, bias, *sizes)
         else:
             kind, args = "", (c, ap, w, bias, *sizes, I32(vec8))
         if sliced_rows:
