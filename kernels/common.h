@@ -49,7 +49,7 @@
 // ahead of it in the stream has finished: the launch and the blocks' start leave the step's critical path.
 // grid_begin(): wait until the kernels ahead have finished and their writes are visible (griddepcontrol.wait),
 // then let the next kernel's blocks launch (they wait in their own grid_begin). Every kernel calls it before its
-// first access to global memory (tests/test_kernel_sources.py checks the sources); the TMA products call it
+// first access to global memory (tests/test_kernel_contracts.py checks the sources); the TMA products call it
 // after issuing their first weight copies (weights are never written by a step). A no-op on ROCm, before sm_90,
 // and in a launch without the attribute (eager launches).
 #if !defined(GETP_HIP) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
