@@ -137,12 +137,22 @@ sides() {  # sides NAME SECONDS 'COMMAND' SIDE...: COMMAND (bash; PYTHONPATH its
   done
   tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
 }
-decode_sides() {  # decode_sides [SIDE...]: batch-1 decode (20b, exact) in each side's tree (default: old new), then
+DECODE="python bench/decode.py --presets 20b --steps 128 --precision exact"  # batch-1 decode, 20b, exact
+decode_figures() {  # decode_figures NAME...: getp tok/s and device ms a step of each $OUT/NAME.txt (a DECODE log)
+  local name
+  for name in "$@"; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
+    "$OUT/$name.txt" | tr '\n' ' '; echo "($name)"; done
+}
+decode_sides() {  # decode_sides [SIDE...]: batch-1 decode (DECODE) in each side's tree (default: old new), then
   # each side's getp tok/s and device ms a step
   local side sides_=${*:-old new}
-  sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" $sides_
-  for side in $sides_; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
-    "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+  sides decode 150 "$DECODE" $sides_
+  decode_figures $(for side in $sides_; do echo "decode-$side"; done)
+}
+gpu_tests() {  # gpu_tests NAME SECONDS PYTEST_ARGS...: the gpu-marked tests in $OUT/NAME.log, its exit and summary lines
+  local name=$1 seconds=$2; shift 2
+  timeout "$seconds" python -m pytest -m gpu -q -rfE "$@" > "$OUT/$name.log" 2>&1
+  echo "$name exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/$name.log" | tail -8
 }
 onerow_sides() {  # onerow_sides [SIDE...]: the one-row products (bench/onerow.py, 3 pieces) in each side's tree (default:
   # old new), their records
@@ -275,8 +285,8 @@ PY
     splitkdecode)  # after `splitk` passed: batch-1 decode at 20b (exact) with split-K and without, then getp's
       # batch invariance end to end with split-K on (INV_SECONDS)
       for s in 1 0; do
-        CUPY_GETP_WG_SPLITK=$s timeout 150 python bench/decode.py --presets 20b --steps 128 --precision exact \
-          > "$OUT/decode-splitk$s.txt" 2>&1; echo "CUPY_GETP_WG_SPLITK=$s decode exit $?"
+        CUPY_GETP_WG_SPLITK=$s timeout 150 $DECODE > "$OUT/decode-splitk$s.txt" 2>&1
+        echo "CUPY_GETP_WG_SPLITK=$s decode exit $?"
         bench_records "$OUT/decode-splitk$s.txt" batch1_batched \
           '{k: v for k, v in r.items() if "tok_s" in k or "device_ms" in k or k == "products"}' \
           '{k: v for k, v in r["kernel_ms_by_kernel"].items() if k.startswith("gemm_wg")}'
@@ -337,7 +347,7 @@ PY
       grep -E "passed|failed|FAILED|ERROR" "$OUT/stack-bits-tests.log" | tail -12
       splitk_tests 150
       onerow_sides
-      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" old new
+      sides decode 150 "$DECODE" old new
       for side in old new; do tail -2 "$OUT/decode-$side.txt" | cut -c1-400; done
       ;;
     s11a)  # tenth session: rmsnorm, RoPE + KV write and argmax with their loads in flight (.carry/old = the tree
@@ -494,9 +504,7 @@ PY
       # decode in the three
       onerow_sides old mid new
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      timeout 260 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "half or bits or row_count" \
-        > "$OUT/half-tests.log" 2>&1; echo "half and wgmma bit tests exit $?"
-      grep -E "passed|failed|FAILED|ERROR" "$OUT/half-tests.log" | tail -8
+      gpu_tests half-tests 260 tests/test_gpu_gemm_wgmma.py -k "half or bits or row_count"
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       decode_sides old mid new
       ;;
@@ -504,28 +512,20 @@ PY
       # now CUPY_GETP_PDL=1 asks for it): batch-1 decode in old, new and new without PDL, then new's graph vs eager
       # logits bits (its prompt fixed after this run) and the eager tests, the half-block and wgmma bit tests
       decode_sides old
-      CUPY_GETP_PDL=1 sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
-      sides decode-nopdl 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
-      for side in new nopdl-new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
-        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+      CUPY_GETP_PDL=1 sides decode 150 "$DECODE" new
+      sides decode-nopdl 150 "$DECODE" new
+      decode_figures decode-new decode-nopdl-new
       grep -o '"products": "[^"]*"' "$OUT/decode-new.txt" | head -1
-      CUPY_GETP_PDL=1 timeout 100 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py \
-        -k "graph_steps or every_precision" > "$OUT/engine-tests.log" 2>&1; echo "engine tests exit $?"
-      grep -E "passed|failed|FAILED|ERROR" "$OUT/engine-tests.log" | tail -8
+      CUPY_GETP_PDL=1 gpu_tests engine-tests 100 tests/test_gpu_batch_engine.py -k "graph_steps or every_precision"
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      timeout 80 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k "half or bits" > "$OUT/wg-tests.log" \
-        2>&1; echo "wgmma tests exit $?"
-      grep -E "passed|failed|FAILED|ERROR" "$OUT/wg-tests.log" | tail -8
+      gpu_tests wg-tests 80 tests/test_gpu_gemm_wgmma.py -k "half or bits"
       ;;
     s23a)  # programmatic dependent launch (opt-in, CUPY_GETP_PDL=1), this tree: its logits bit test and the graph vs
       # eager lines, batch-1 decode without and with it, batch invariance with it (INV_SECONDS), diff --batch
-      timeout 120 python -m pytest -m gpu -q -rfE tests/test_gpu_batch_engine.py -k "graph_steps or every_precision" \
-        > "$OUT/pdl-tests.log" 2>&1; echo "pdl tests exit $?"
-      grep -E "passed|failed|FAILED|ERROR" "$OUT/pdl-tests.log" | tail -8
-      sides decode 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
-      CUPY_GETP_PDL=1 sides decode-pdl 150 "python bench/decode.py --presets 20b --steps 128 --precision exact" new
-      for side in new pdl-new; do grep -o '"device_ms_per_step_pos_136": [0-9.]*\|"tok_s_pos_8_136": [0-9.]*' \
-        "$OUT/decode-$side.txt" | tr '\n' ' '; echo "($side)"; done
+      gpu_tests pdl-tests 120 tests/test_gpu_batch_engine.py -k "graph_steps or every_precision"
+      sides decode 150 "$DECODE" new
+      CUPY_GETP_PDL=1 sides decode-pdl 150 "$DECODE" new
+      decode_figures decode-new decode-pdl-new
       CUPY_GETP_PDL=1 INV_SECONDS=${INV_SECONDS:-250} invariance_tests
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       batch_diff 60
