@@ -299,6 +299,16 @@ GETP_DEVICE void wg_tma_load(unsigned dst, const WgTensorMap& map, unsigned bar,
       ::"r"(dst), "l"(&map), "r"(k), "r"(n), "r"(bar) : "memory");
 }
 
+// The same copy through a paired map (launch/tensor_map.py, the grouped kernels' experts): four dimensions (K, 8
+// pairs two rows apart, 2 rows of a pair, groups of 16 rows), so that row 16 g + 2 i + q of the box lands in
+// slot 16 g + 8 q + i, where wg_w_slot places it: features 2j and 2j + 1 in one thread (the SwiGLU pair, the
+// grouped epilogues' WG_PAIRED). n: the box's first row, a multiple of 16.
+GETP_DEVICE void wg_tma_load_paired(unsigned dst, const WgTensorMap& map, unsigned bar, int k, int n) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5}], "
+      "[%6];\n" ::"r"(dst), "l"(&map), "r"(k), "r"(0), "r"(0), "r"(n / 16), "r"(bar) : "memory");
+}
+
 // What one producer thread (i of 128) copies: chunk i % 8 of W rows i / 8 + 16 u and of activation rows
 // i / 8 + 16 u (piece-major: row r is piece r / BR of tile row r % BR). Their sources are found once per
 // block (the grouped kernels read pair_of_padded there, not in every stage); null: a row outside the
@@ -410,7 +420,16 @@ GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, W
 struct WgTmaW {
   const WgTensorMap* map;
   int n0, k0;
+  bool paired = false;  // a paired map (wg_tma_load_paired): rows in wg_w_slot's places, the WG_PAIRED epilogues
 };
+
+// Stage s's W copy of the block's box.
+GETP_DEVICE void wg_tma_w(unsigned dst, const WgTmaW& w, unsigned bar, int s) {
+  if (w.paired)
+    wg_tma_load_paired(dst, *w.map, bar, w.k0 + s * WG_BK, w.n0);
+  else
+    wg_tma_load(dst, *w.map, bar, w.k0 + s * WG_BK, w.n0);
+}
 template <class WRowOf>
 struct WgByTma {
   static const bool value = false;
@@ -439,7 +458,7 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(w.map) : "memory");
     for (int s = 0; s < ahead; ++s) {
       mbar_arrive_expect_tx(full + 8 * s, S::W_BYTES);
-      wg_tma_load(base + s * S::BYTES, *w.map, full + 8 * s, w.k0 + s * WG_BK, w.n0);
+      wg_tma_w(base + s * S::BYTES, w, full + 8 * s, s);
     }
   }
   grid_begin();
@@ -449,7 +468,7 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
     const unsigned stage = base + b * S::BYTES, bar = full + 8 * b;
     if (elected && s >= ahead) {
       mbar_arrive_expect_tx(bar, S::W_BYTES);
-      wg_tma_load(stage, *w.map, bar, w.k0 + s * WG_BK, w.n0);
+      wg_tma_w(stage, w, bar, s);
     }
     wg_load_stage<false, CONS>(stage, src, none, dummy, s * WG_BK, K, 1);
     mbar_arrive_copies(bar);
@@ -945,8 +964,25 @@ GETP_DEVICE void wg_swiglu_store(const float (&acc)[MB][BR / 2], unsigned short*
 }
 #endif
 
+// The grouped kernels' W: expert e's rows n0 .. of its N (each K long), as wg_product takes them: a row function of
+// Bf16Experts or Mxfp4Experts (zeros past N), or, for WgPairedMap (bf16 experts by TMA: the experts as (E N, K)
+// rows of a paired map), the box from global row e N + n0 (past N the next expert's rows, zeros past the last:
+// the epilogues drop features n >= N either way).
+struct WgPairedMap {
+  const WgTensorMap* map;
+};
+#if GETP_WGMMA
+template <class W>
+GETP_DEVICE auto wg_expert_rows(const W& w, int e, int N, int n0, int K) {
+  return [=](int n) { return n0 + n < N ? w.row((size_t)e * N + n0 + n, K) : W::none(); };
+}
+GETP_DEVICE WgTmaW wg_expert_rows(const WgPairedMap& w, int e, int N, int n0, int) {
+  return WgTmaW{w.map, e * N + n0, 0, true};
+}
+#endif
+
 // mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / (128 MB)), P / BR).
-// W: Bf16Experts or Mxfp4Experts (common.h), the same products of the same BF16 values.
+// W: Bf16Experts, Mxfp4Experts (common.h) or WgPairedMap, the same products of the same BF16 values.
 template <int BR, int PIECES, int MB, class W>
 GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, int ldg,
                                    const unsigned short* __restrict__ ap, int rows, int lda,
@@ -958,7 +994,7 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
   if (e < 0) return;
   const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB, N = 2 * inter;
   float acc[MB][BR / 2];
-  auto w_row = [&](int n) { return n0 + n < N ? w1.row((size_t)e * N + n0 + n, hidden) : W::none(); };
+  const auto w_row = wg_expert_rows(w1, e, N, n0, hidden);
   auto a_row = [&](int r) {
     const int pair = pair_of_padded[p0 + r];
     return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
@@ -978,7 +1014,7 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
   if (e < 0) return;
   const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
   float acc[MB][BR / 2];
-  auto w_row = [&](int n) { return n0 + n < hidden ? w2.row((size_t)e * hidden + n0 + n, inter) : W::none(); };
+  const auto w_row = wg_expert_rows(w2, e, hidden, n0, inter);
   auto a_row = [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
   if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, gp, inter, vec8)) return;
   const float* bias = b2 + (size_t)e * hidden;
@@ -1034,6 +1070,25 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
     grid_begin();                                                                                                   \
     wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, W_VALUE, b2, hidden, inter, vec8);         \
   }
+// gemm_wg_tma_grouped_swiglu_r{BR}_p{P}_b{MB}, gemm_wg_tma_grouped_r...: bf16 experts through a paired map (boxes
+// of 128 MB rows). Their tile's expert comes from moe_align, the kernel ahead: no weights before grid_begin.
+#define WG_GROUPED_TMA_KERNELS(BR, P, MB)                                                                           \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_grouped_swiglu_r##BR##_p##P##_b##MB(   \
+      const WG_GRID_CONSTANT WgTensorMap w_map, unsigned short* __restrict__ gp, int padded, int ldg,              \
+      const unsigned short* __restrict__ ap, int rows, int lda, const int* __restrict__ pair_of_padded,            \
+      const int* __restrict__ tile_expert, const float* __restrict__ b1, int hidden, int inter,                    \
+      int experts_per_token, float limit) {                                                                         \
+    grid_begin();                                                                                                   \
+    wg_grouped_swiglu<BR, P, MB>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, WgPairedMap{&w_map},  \
+                                 b1, hidden, inter, experts_per_token, limit, 1);                                   \
+  }                                                                                                                 \
+  extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_grouped_r##BR##_p##P##_b##MB(          \
+      const WG_GRID_CONSTANT WgTensorMap w_map, float* __restrict__ y, const unsigned short* __restrict__ gp,       \
+      int padded, int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,            \
+      const float* __restrict__ b2, int hidden, int inter) {                                                        \
+    grid_begin();                                                                                                   \
+    wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, WgPairedMap{&w_map}, b2, hidden, inter, 1); \
+  }
 #define WG_COMMA ,
 #define WG_GROUPED_KERNELS(BR, P, MB)                                                                               \
   WG_GROUPED_KERNELS_OF(BR, P, MB, , const unsigned short* __restrict__ w, Bf16Experts{w})                         \
@@ -1084,6 +1139,14 @@ WG_DENSE_KERNELS(128, 1, 1)
 WG_DENSE_KERNELS(128, 1, 2)
 WG_GROUPED_KERNELS(128, 3, 1)
 WG_GROUPED_KERNELS(128, 1, 1)
+WG_GROUPED_TMA_KERNELS(8, 3, 1)
+WG_GROUPED_TMA_KERNELS(8, 3, 2)
+WG_GROUPED_TMA_KERNELS(16, 3, 1)
+WG_GROUPED_TMA_KERNELS(16, 3, 2)
+WG_GROUPED_TMA_KERNELS(8, 1, 1)
+WG_GROUPED_TMA_KERNELS(8, 1, 2)
+WG_GROUPED_TMA_KERNELS(16, 1, 1)
+WG_GROUPED_TMA_KERNELS(16, 1, 2)
 WG_DENSE_TMA_HALF_KERNEL(8, 3)
 WG_DENSE_TMA_HALF_KERNEL(16, 3)
 WG_DENSE_TMA_HALF_KERNEL(8, 1)

@@ -27,7 +27,8 @@ from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
 from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp4_values, uniform_values
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
-from cupy_getp.gpu.launch.gemm_tc import DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS
+from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
+                                          WG_TMA_GROUPED_ROWS)
 from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.gpu.launch.splitk import WG_SLICED_ROWS
 from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, map_argument
@@ -363,6 +364,21 @@ def _wg_grouped(block_m):
     return run
 
 
+def _with_mapped_experts(run, w_at: int, n_of):
+    """An oracle for a grouped TMA kernel (gemm_wg_tma_grouped*): the bf16 kernel's arguments (`run`'s) with the
+    experts, at w_at, as a paired map placed first instead, and no vec8; run on the matrix the map names as
+    (E, N, K), N = n_of(the arguments without the map)."""
+    def run_mapped(w_map, *args):
+        rows = mapped_matrix(w_map, paired=True)
+        experts = rows.reshape(-1, n_of(args), rows.shape[1])
+        return run(*args[:w_at], experts, *args[w_at:], 1)
+
+    params = list(inspect.signature(run).parameters.values())
+    w_map = inspect.Parameter("w_map", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    run_mapped.__signature__ = inspect.Signature([w_map, *params[:w_at], *params[w_at + 1:-1]])  # the kernel's arity
+    return run_mapped
+
+
 for _pieces in (3, 1):
     for _rows, _blocks in WG_GROUPED_TILES:
         oracle(f"gemm_wg_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(_wg_grouped_swiglu(_rows))
@@ -371,6 +387,11 @@ for _pieces in (3, 1):
             _with_widened_experts(_wg_grouped_swiglu(_rows), 8, 10))
         oracle(f"gemm_wg_grouped_mxfp4w_r{_rows}_p{_pieces}_b{_blocks}")(
             _with_widened_experts(_wg_grouped(_rows), 6, 9))
+        if _rows in WG_TMA_GROUPED_ROWS:  # N: 2 inter (mlp1), hidden (mlp2), from the arguments without W
+            oracle(f"gemm_wg_tma_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(
+                _with_mapped_experts(_wg_grouped_swiglu(_rows), 8, lambda args: 2 * int(args[10])))
+            oracle(f"gemm_wg_tma_grouped_r{_rows}_p{_pieces}_b{_blocks}")(
+                _with_mapped_experts(_wg_grouped(_rows), 6, lambda args: int(args[7])))
 
 
 # -- synthetic weights ----------------------------------------------------------------------------------------------
@@ -407,15 +428,21 @@ def mxfp4_widen_f32(out, codes, scales, n):
 
 # The TMA twins of the dense kernels: W named by a tensor map. On the CPU a stand-in map carries what a real
 # one encodes (address, N, K, box rows); its oracle reads W from that address, as the copies would.
-def stand_in_tensor_map(ptr: int, n: int, k: int, box_rows: int):
-    return map_argument(struct.pack("<4Q", ptr, n, k, box_rows).ljust(MAP_BYTES, b"\0"))
+def stand_in_tensor_map(ptr: int, n: int, k: int, box_rows: int, paired: bool = False):
+    return map_argument(struct.pack("<5Q", ptr, n, k, box_rows, paired).ljust(MAP_BYTES, b"\0"))
+
+
+def mapped_matrix(w_map, paired: bool = False):
+    """The bf16 (N, K) matrix a stand-in map names, read at its address as the copies would; the map must be
+    of the kind the kernel takes (paired: the grouped TMA kernels' rows in wg_w_slot's order)."""
+    ptr, rows, cols, _, is_paired = struct.unpack_from("<5Q", w_map.tobytes())
+    assert bool(is_paired) == paired, f"a {'paired' if paired else 'plain'} map expected"
+    return np.ctypeslib.as_array((ctypes.c_uint16 * (rows * cols)).from_address(ptr)).reshape(rows, cols)
 
 
 @oracle(*(f"gemm_wg_tma_r{rows}_p{pieces}_b{blocks}" for pieces in (3, 1) for rows, blocks in WG_DENSE_TILES[pieces]))
 def gemm_wg_tma(w_map, c, ap, bias, m, n, k, lda, accumulate):
-    ptr, rows, cols, _ = struct.unpack_from("<4Q", w_map.tobytes())
-    w = np.ctypeslib.as_array((ctypes.c_uint16 * (rows * cols)).from_address(ptr)).reshape(rows, cols)
-    gemm(c, joined(ap, k), w, bias, m, n, k, accumulate, 1)
+    gemm(c, joined(ap, k), mapped_matrix(w_map), bias, m, n, k, accumulate, 1)
 
 
 # ... and in half blocks (one consumer warpgroup, 64 features a block): the same contract, W through a map of

@@ -260,6 +260,52 @@ def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces,
         np.testing.assert_array_equal(y, first[1], err_msg=label)
 
 
+def grouped_tma_launches(kernels) -> int:
+    """How many gemm_wg_tma_grouped* kernels this device's Kernels launched so far."""
+    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith("gemm_wg_tma_grouped"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter",
+                         [(1, 4, 32, 32, 2880, 2880), GROUPED[1], GROUPED[3], GROUPED[4]])
+def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
+    """bf16 experts by TMA through a paired map (rows in wg_w_slot's places; past an expert's N the next
+    expert's rows, past the last zeros) give the cp.async kernels' g and y bits, tiles of 8 and 16 rows, one and
+    two feature blocks; the TMA kernels run wherever the expert's N (mlp1: 2I, mlp2: H) is a multiple of 16 and
+    its K (H, I) of 8."""
+    if not gpu[1].wg_tma:
+        pytest.skip("the grouped TMA kernels read W by TMA: the tensor maps are off here")
+    experts = choose_experts(rng, rows, k, n_experts, used)
+    ap = split(gpu[1], dev(activations(rng, (rows, hidden), heavy=True)), pieces)
+    w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
+    b1 = dev(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
+    w2 = dev(bf16_weights(rng, (n_experts, hidden, inter)))
+    b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
+    chosen = gpu[1]._wg_features
+    try:
+        for block_m in (8, 16):
+            for features in (1, 2):
+                gpu[1]._wg_features = lambda *args, f=features, **kw: f
+                results = []
+                for on in (False, True):
+                    launched = grouped_tma_launches(gpu[1])
+                    with kernel_settings(gpu[1], wg_tma_grouped=on):
+                        bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts,
+                                                                             block_m, w1, b1, k, inter, pieces)
+                        y = poisoned((pair_of_padded.size, hidden))
+                        gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_padded), dev(tile_expert), w2, b2)
+                    # a map's rows: K a multiple of 8 (16 bytes); its boxes: N a multiple of 16
+                    want = on * ((2 * inter) % 16 == 0 and hidden % 8 == 0) + on * (hidden % 16 == 0 and inter % 8 == 0)
+                    assert grouped_tma_launches(gpu[1]) - launched == want, (block_m, features, on)
+                    results.append((bits[:, padded_of_pair], host(y, gpu)[padded_of_pair]))
+                label = f"tiles of {block_m} rows, {features} feature blocks"
+                np.testing.assert_array_equal(results[1][0], results[0][0], err_msg=f"g, {label}")
+                np.testing.assert_array_equal(results[1][1], results[0][1], err_msg=f"y, {label}")
+    finally:
+        gpu[1]._wg_features = chosen
+
+
 # -- host side (no GPU) ----------------------------------------------------------------------------------
 def test_wgmma_tiles_fill_the_gpu():
     """Two feature blocks per consumer where the product has blocks for every SM, else one (twice the
@@ -378,16 +424,36 @@ def test_tma_needs_a_contiguous_aligned_weight_with_16_byte_rows():
 def test_a_tensor_map_is_made_once_per_address_shape_and_box():
     made = []
 
-    def encode(ptr, n, k, box_rows):
-        made.append((ptr, n, k, box_rows))
+    def encode(ptr, n, k, box_rows, paired):
+        made.append((ptr, n, k, box_rows, paired))
         return map_argument(bytes(MAP_BYTES))
 
     maps, w = TensorMaps(encode), host_array(np.zeros((300, 2880), np.uint16))
     first = maps.of(w, 128)
-    assert maps.of(w, 128) is first and made == [(w.ctypes.data, 300, 2880, 128)]
+    assert maps.of(w, 128) is first and made == [(w.ctypes.data, 300, 2880, 128, False)]
     maps.of(w, 256)
     maps.of(w[:64], 128)  # same address, another shape
-    assert len(maps) == 3 == len(made)
+    maps.of(w, 128, paired=True)  # the same box in wg_w_slot's order: another map
+    assert len(maps) == 4 == len(made)
+
+
+def test_a_paired_map_places_each_row_where_wg_w_slot_does():
+    """The paired map's four dimensions (K; 8 pairs two rows apart; a pair's 2 rows; 16-row groups) lay a box's
+    row 16 g + 2 i + q at shared-memory row 16 g + 8 q + i: gemm_wgmma.hip's wg_w_slot, reproduced here."""
+    from cupy_getp.gpu.launch.tensor_map import paired_shape
+
+    k, n, box_rows = 2880, 5760 * 4, 256
+    sizes, strides, box = paired_shape(n, k, box_rows)
+    assert sizes == [k, 8, 2, n // 16] and box == [64, 8, 2, box_rows // 16] and all(s % 16 == 0 for s in strides)
+    row_bytes = 2 * k
+    placed = {}
+    for g in range(box[3]):  # smem rows in the box's order: innermost dimension past K first
+        for q in range(box[2]):
+            for i in range(box[1]):
+                global_row = (i * strides[0] + q * strides[1] + g * strides[2]) // row_bytes
+                placed[global_row] = len(placed)
+    wg_w_slot = [(r & ~15) + 8 * (r & 1) + (r & 15) // 2 for r in range(box_rows)]
+    assert [placed[r] for r in range(box_rows)] == wg_w_slot
 
 
 def test_a_map_reaches_the_kernel_as_128_bytes_by_value():
@@ -457,3 +523,36 @@ def test_the_dense_product_takes_the_half_blocks_where_asked(rng, n):
         outputs.append(np.array(c))
     assert kernels.launches[-2:] == ["gemm_wg_tma_r8_p3_b1", "gemm_wg_tma_half_r8_p3_b1"]
     np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
+def test_the_grouped_products_take_the_paired_map_where_asked(rng):
+    """With wg_tma and wg_tma_grouped, one row's mlp1 and mlp2 on bf16 experts run gemm_wg_tma_grouped* through a
+    paired map of the experts as (E N, K) rows (the oracle checks its kind) with the cp.async kernels' results;
+    off, or past 16-row tiles, the cp.async kernels."""
+    kernels = FakeKernels(FakeDevice())
+    kernels.wgmma, kernels.wg_tma, kernels._sm_count = True, True, 132
+    kernels.tensor_maps = TensorMaps(stand_in_tensor_map)
+    n_experts, hidden, inter = 6, 64, 48
+    experts = choose_experts(rng, 3, 2, n_experts, 4)
+    w1 = host_array(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
+    b1 = host_array(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
+    w2 = host_array(bf16_weights(rng, (n_experts, hidden, inter)))
+    b2 = host_array(rng.standard_normal((n_experts, hidden)).astype(np.float32))
+    ap = host_array(np.zeros((3, 3, pieces_lda(hidden)), np.uint16))
+    kernels.split_pieces(ap, host_array(activations(rng, (3, hidden), heavy=True)))
+    for block_m, takes_map in ((8, True), (16, True), (32, False)):
+        pair_of_padded, _, tile_expert = moe_align_host(experts, n_experts, block_m)
+        outputs = []
+        for on in (False, True):
+            kernels.wg_tma_grouped = on
+            gp = host_array(np.zeros((3, pair_of_padded.size, pieces_lda(inter)), np.uint16))
+            kernels.gemm_tc_grouped_swiglu(gp, ap, host_array(pair_of_padded), host_array(tile_expert), w1, b1, 2,
+                                           LIMIT)
+            y = host_array(np.zeros((pair_of_padded.size, hidden), np.float32))
+            kernels.gemm_tc_grouped(y, gp, host_array(pair_of_padded), host_array(tile_expert), w2, b2)
+            outputs.append((np.array(gp), np.array(y)))
+        tma = "_tma" if takes_map else ""
+        assert [name.split("_r")[0] for name in kernels.launches[-2:]] == \
+            [f"gemm_wg{tma}_grouped_swiglu", f"gemm_wg{tma}_grouped"], block_m
+        np.testing.assert_array_equal(outputs[1][0], outputs[0][0])
+        np.testing.assert_array_equal(outputs[1][1], outputs[0][1])

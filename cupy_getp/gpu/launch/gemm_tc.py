@@ -20,7 +20,7 @@ from ..constants import (TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAG
                          WG_THREADS)
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
 from .splitk import WG_SLICED_ROWS, SplitKWorkspace, splitk_sizes, wg_sliced, wg_split_rows_limit, wg_splits
-from .tensor_map import tma_eligible
+from .tensor_map import paired_eligible, tma_eligible
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
 # H100 at M = 512: bench/RESULTS.md). ROCm: 64-row tiles only (LDS 64 KiB).
@@ -37,6 +37,11 @@ WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) !=
 # leave most SMs idle (wg_half_blocks). CUPY_GETP_WG_HALF=0 turns them off; the bits are the same either way.
 WG_HALF_ROWS = (8, 16)
 WG_HALF_ENV = "CUPY_GETP_WG_HALF"
+# The grouped TMA kernels (gemm_wg_tma_grouped{,_swiglu}_r{rows}_p{pieces}_b{blocks}: bf16 experts through a paired
+# map, launch/tensor_map.py): tiles of these heights, the steps of few rows. CUPY_GETP_WG_TMA_GROUPED=0 turns them
+# off; the bits are the same either way.
+WG_TMA_GROUPED_ROWS = (8, 16)
+WG_TMA_GROUPED_ENV = "CUPY_GETP_WG_TMA_GROUPED"
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int, pieces: int) -> int:
@@ -66,6 +71,12 @@ def wg_block_features(kind: str, features: int) -> int:
     """Features a block of gemm_wg{kind}_..._b{features} computes (and a TMA map's box rows): 64 a consumer
     warpgroup and feature block, two consumers but in the half blocks (kind _tma_half)."""
     return (64 if kind == "_tma_half" else 128) * features
+
+
+def wg_tma_grouped_enabled() -> bool:
+    """Whether the grouped products of few rows with bf16 experts read them by TMA: yes unless
+    CUPY_GETP_WG_TMA_GROUPED=0."""
+    return os.environ.get(WG_TMA_GROUPED_ENV, "") != "0"
 
 
 def wg_half_enabled() -> bool:
@@ -119,6 +130,8 @@ class TensorCoreGemmLaunches:
     _splitk = None
     # ... and wg_half (with wg_tma, unless CUPY_GETP_WG_HALF=0): wg_half_blocks.
     wg_half = False
+    # ... and wg_tma_grouped (with wg_tma, unless CUPY_GETP_WG_TMA_GROUPED=0): _wg_grouped_map.
+    wg_tma_grouped = False
     def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, tile: tuple[int, int]) -> None:
         if not tensor_cores_supported(self.device):
             raise RuntimeError(f"{name}: no tensor-core path on {self.device.arch} (needs CUDA sm_80+; "
@@ -300,6 +313,17 @@ class TensorCoreGemmLaunches:
             kind, args = kind + "_splitk", args + self._splitk_buffers(*splitk_sizes(m, n, k, splits, rows))
         self._wg_launch(kind, rows, pieces, features, n, _blocks(m, rows), args, splits)
 
+    def _wg_grouped_map(self, kind: str, w, block_m: int, features: int):
+        """The paired map of bf16 experts w (E, N, K) for the grouped TMA kernels (boxes of 128 features rows),
+        or None where they do not run: wg_tma_grouped off, MXFP4 experts, tiles of more than 16 rows, or a
+        matrix no map describes (launch/tensor_map.py: paired_eligible)."""
+        if not (self.wg_tma_grouped and kind == "bf16w" and block_m in WG_TMA_GROUPED_ROWS):
+            return None
+        rows = w.reshape(-1, w.shape[2])  # (E N, K): one matrix, expert e's rows from e N
+        if not paired_eligible(rows, w.shape[1]):
+            return None
+        return self.tensor_maps.of(rows, wg_block_features("_tma_grouped", features), paired=True)
+
     def _tc_grouping(self, pair_of_padded, tile_expert) -> tuple[int, int]:
         """(P, tile height) of a moe_align grouping: TC_BLOCK_M on the mma.sync kernels, one of
         WG_GROUPED_ROWS on the wgmma kernels."""
@@ -336,6 +360,11 @@ class TensorCoreGemmLaunches:
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, rows * experts_per_token, two_inter)
+            w_map = self._wg_grouped_map(kind, w1, block_m, features)
+            if w_map is not None:  # the same arguments, W by the map
+                self._wg_launch("_tma_grouped_swiglu", block_m, pieces, features, two_inter, p // block_m,
+                                (w_map, *args[:8], *args[9:]))
+                return
             self._wg_launch(f"_grouped_swiglu{suffix}", block_m, pieces, features, two_inter, p // block_m,
                             (*args, I32(vec8)))
             return
@@ -357,6 +386,11 @@ class TensorCoreGemmLaunches:
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, p if pairs is None else pairs, hidden)
+            w_map = self._wg_grouped_map(kind, w2, block_m, features)
+            if w_map is not None:  # the same arguments, W by the map
+                self._wg_launch("_tma_grouped", block_m, pieces, features, hidden, p // block_m,
+                                (w_map, *args[:6], *args[7:]))
+                return
             self._wg_launch(f"_grouped{suffix}", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
         self._tc_launch(f"gemm_tc_grouped{suffix}", (_blocks(hidden, TC_BLOCK_N), p // TC_BLOCK_M),
