@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -529,6 +529,16 @@ PY
       CUPY_GETP_PDL=1 INV_SECONDS=${INV_SECONDS:-250} invariance_tests
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       batch_diff 60
+      ;;
+    s23c)  # branch grouped-tma (.carry/old = main): the grouped products of few rows read bf16 experts by TMA through a
+      # paired map: its bit tests (against the cp.async kernels) and the grouped ones, the one-row products and
+      # batch-1 decode in both trees
+      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py \
+        -k "grouped_tma or grouped_bits or wg_grouped_products" > "$OUT/grouped-tma-tests.log" 2>&1
+      echo "grouped TMA tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/grouped-tma-tests.log" | tail -8
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      onerow_sides
+      decode_sides
       ;;
     s23b)  # the exact headline without and with programmatic dependent launch, this tree
       for pdl in 0 1; do CUPY_GETP_PDL=$pdl TREE=. PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
