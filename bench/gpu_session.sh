@@ -533,9 +533,7 @@ PY
     s23c)  # branch grouped-tma (.carry/old = main): the grouped products of few rows read bf16 experts by TMA through a
       # paired map: its bit tests (against the cp.async kernels) and the grouped ones, the one-row products and
       # batch-1 decode in both trees
-      timeout 200 python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py \
-        -k "grouped_tma or grouped_bits or wg_grouped_products" > "$OUT/grouped-tma-tests.log" 2>&1
-      echo "grouped TMA tests exit $?"; grep -E "passed|failed|FAILED|ERROR" "$OUT/grouped-tma-tests.log" | tail -8
+      gpu_tests grouped-tma-tests 200 tests/test_gpu_gemm_wgmma.py -k "grouped_tma or grouped_bits or wg_grouped_products"
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       onerow_sides
       decode_sides
