@@ -4,7 +4,8 @@ The one-row step (batch-1 decode, the tail of a batch) must use the products of 
 invariance), so its speed comes from which of them the launch helpers pick at one row: the wgmma kernels
 with one or two 64-feature blocks per consumer (MB), the mma.sync kernels' tiles (the same bits: same k
 order and promotion), the wgmma kernels that read W through tensor maps (`wg tma`: one TMA copy a stage, the
-same bits; where cuda-bindings is installed), and for the grouped expert products MB as well; then the dense
+same bits; where cuda-bindings is installed), and for the grouped expert products MB as well, their experts
+read by the producer's copies or through a paired tensor map (`wg tma`, the same bits); then the dense
 products split along K where the rule of launch/splitk.py splits them (`wg splitk`, `wg tma splitk`: other
 bits, the same at every row count; the engine's default, CUPY_GETP_WG_SPLITK=0 turns it off). Each product is
 launched `--launches` times back to back between two events, cycling through enough copies of its weights
@@ -165,18 +166,22 @@ def main() -> None:
         y = cupy.empty((p, HIDDEN), np.float32)
         bytes1, bytes2 = TOP_K * 2 * (2 * INTER * HIDDEN), TOP_K * 2 * (HIDDEN * INTER)  # at one row
         real_features = kernels._wg_features
-        for features in (1, 2) if has_wgmma else ():  # mma.sync groups by TC_BLOCK_M: not this grouping
+        has_tma_grouped = getattr(kernels, "wg_tma_grouped", False)  # the experts by TMA (trees before them have none)
+        for features, tma in ((f, t) for f in ((1, 2) if has_wgmma else ())  # mma.sync groups by TC_BLOCK_M
+                              for t in ((False, True) if has_tma_grouped else (False,))):
             kernels._wg_features = lambda *a, f=features, **kw: f
+            kernels.wg_tma_grouped = tma
             try:
                 mlp1 = partial(timed, groupings,
                                lambda g: kernels.gemm_tc_grouped_swiglu(gp, ap, g[0], g[1], w1, b1, TOP_K, 7.0))
                 mlp2 = partial(timed, groupings, lambda g: kernels.gemm_tc_grouped(y, gp, g[0], g[1], w2, b2))
                 for kind, run, nbytes in (("mlp1_swiglu", mlp1, bytes1), ("mlp2", mlp2, bytes2)):
                     ms, launches = run()
-                    print(json.dumps({"pieces": pieces, **record(kind, f"wg {block_m}x{features}", ms, launches,
-                                                                 nbytes, copy_gb_s)}), flush=True)
+                    choice = f"wg {'tma ' if tma else ''}{block_m}x{features}"
+                    print(json.dumps({"pieces": pieces, **record(kind, choice, ms, launches, nbytes, copy_gb_s)}),
+                          flush=True)
             finally:
-                kernels._wg_features = real_features
+                kernels._wg_features, kernels.wg_tma_grouped = real_features, has_tma_grouped
 
 
 if __name__ == "__main__":
