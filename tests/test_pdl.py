@@ -115,11 +115,11 @@ def test_without_a_programmatic_launch_a_capture_launches_as_cupy_does():
 def test_the_probe_says_why_not(monkeypatch):
     kernels = Kernels.__new__(Kernels)
     kernels.device = FakeDevice()
-    for setting in ("", "0", "yes"):  # opt-in: only 1 asks for it
+    monkeypatch.setenv(pdl.PDL_ENV, "0")
+    assert kernels._probe_pdl() == (None, "off (CUPY_GETP_PDL=0)")
+    for setting in ("", "1"):  # on by default: only 0 turns it off
         monkeypatch.setenv(pdl.PDL_ENV, setting)
-        assert kernels._probe_pdl() == (None, "off (CUPY_GETP_PDL=1 turns it on)")
-    monkeypatch.setenv(pdl.PDL_ENV, "1")
-    kernels.device.arch = "sm_80"
-    assert kernels._probe_pdl() == (None, "not on sm_80 (CUDA sm_90 on)")
+        kernels.device.arch = "sm_80"
+        assert kernels._probe_pdl() == (None, "not on sm_80 (CUDA sm_90 on)")
     kernels.device.is_hip, kernels.device.arch = True, "gfx90a"
     assert kernels._probe_pdl() == (None, "not on gfx90a (CUDA sm_90 on)")

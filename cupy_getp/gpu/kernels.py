@@ -229,10 +229,10 @@ class Kernels(BatchLaunches):
 
     def _probe_pdl(self) -> tuple[ProgrammaticLaunch | None, str]:
         """(the programmatic launch, "") where this device takes it: CUDA compute capability 9.0 on, the
-        driver's cuLaunchKernelEx, CUPY_GETP_PDL=1 (opt-in), and a graph captured through it giving the right answer
+        driver's cuLaunchKernelEx, CUPY_GETP_PDL not 0, and a graph captured through it giving the right answer
         (once, at warm-up); else (None, why not)."""
         if not pdl_wanted():
-            return None, "off (CUPY_GETP_PDL=1 turns it on)"
+            return None, "off (CUPY_GETP_PDL=0)"
         if self.device.is_hip or not self.device.arch.startswith("sm_") or int(self.device.arch[3:]) < 90:
             return None, f"not on {self.device.arch} (CUDA sm_90 on)"
         try:

@@ -6,9 +6,9 @@ kernels; the TMA products also stream their first weights in that time. Nothing 
 
 CuPy's kernel call takes no launch attributes, so these launches go through the driver's cuLaunchKernelEx by
 ctypes (libcuda, which CuPy has loaded already), their arguments packed as CuPy packs them. Only launches made
-while a graph is captured take this path (Kernels.capturing): eager launches stay CuPy's. Opt-in for now:
-CUPY_GETP_PDL=1 turns it on (batch-1 decode 4.080 -> 3.935 ms a step on an H100, bench/RESULTS.md run 75), since
-its logits bit test and the batch-invariance suite have not yet run with it on a GPU; Kernels probes it once at
+while a graph is captured take this path (Kernels.capturing): eager launches stay CuPy's. On by default where the
+device takes it (batch-1 decode 4.080 -> 3.935 ms a step on an H100, bench/RESULTS.md run 75; its logits bit test
+and the batch-invariance suite pass with it on, run 76); CUPY_GETP_PDL=0 turns it off. Kernels probes it once at
 warm-up (a captured launch through it must give the right answer)."""
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ class LaunchConfig(ctypes.Structure):
 
 
 def pdl_wanted() -> bool:
-    """True where CUPY_GETP_PDL=1 (opt-in); whether the device takes it is Kernels' probe."""
-    return os.environ.get(PDL_ENV, "") == "1"
+    """False where CUPY_GETP_PDL=0 (on by default); whether the device takes it is Kernels' probe."""
+    return os.environ.get(PDL_ENV, "") != "0"
 
 
 def dims(sizes: tuple) -> tuple[int, int, int]:
