@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -537,6 +537,24 @@ PY
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       onerow_sides
       decode_sides
+      ;;
+    s24a)  # branch s24 (grouped TMA + programmatic dependent launch on by default): the grouped TMA bit tests, the
+      # graph vs eager logits bits and every precision (PDL on), the one-row products (the grouped ones with their
+      # experts by cp.async and by TMA, one run), batch-1 decode with and without the grouped TMA kernels
+      gpu_tests grouped-tma-tests 150 tests/test_gpu_gemm_wgmma.py -k "grouped_tma or grouped_bits or wg_grouped_products"
+      gpu_tests pdl-tests 120 tests/test_gpu_batch_engine.py -k "graph_steps or every_precision"
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      onerow_sides new
+      sides decode 150 "$DECODE" new
+      CUPY_GETP_WG_TMA_GROUPED=0 sides decode-nogrouped 150 "$DECODE" new
+      decode_figures decode-new decode-nogrouped-new
+      ;;
+    s24b)  # branch s24: batch invariance (INV_SECONDS), diff --batch, batch-1 decode without PDL
+      INV_SECONDS=${INV_SECONDS:-250} invariance_tests
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      batch_diff 60
+      CUPY_GETP_PDL=0 sides decode-nopdl 150 "$DECODE" new
+      decode_figures decode-nopdl-new
       ;;
     s23b)  # the exact headline without and with programmatic dependent launch, this tree
       for pdl in 0 1; do CUPY_GETP_PDL=$pdl TREE=. PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
