@@ -549,7 +549,9 @@ PY
       CUPY_GETP_WG_TMA_GROUPED=0 sides decode-nogrouped 150 "$DECODE" new
       decode_figures decode-new decode-nogrouped-new
       ;;
-    s24b)  # branch s24: batch invariance (INV_SECONDS), diff --batch, batch-1 decode without PDL
+    s24b)  # branch s24: the graph vs eager logits bits and every precision (PDL on; the test reading the logits on the
+      # step's stream), batch invariance (INV_SECONDS), diff --batch, batch-1 decode without PDL
+      gpu_tests pdl-tests 120 tests/test_gpu_batch_engine.py -k "graph_steps or every_precision"
       INV_SECONDS=${INV_SECONDS:-250} invariance_tests
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       batch_diff 60

@@ -105,7 +105,7 @@ def test_graph_steps_give_the_eager_steps_logits_bits(engine_7m, standard_prompt
             for run in runs:
                 v = run.step(np.array(slots, np.int32), np.array(positions, np.int32),
                              np.array([token if t is None else t for t in tokens], np.int32))
-                logits.append(v.logits[:len(slots)].get())
+                logits.append(v.logits[:len(slots)].get(stream=engine_7m.device.stream))  # the step's stream
             assert np.array_equal(logits[0].view(np.uint32), logits[1].view(np.uint32)), f"step {i}"
             token = int(np.argmax(logits[0][len(slots) - 1 if i == 0 else 0]))  # slot 0's last row
     finally:

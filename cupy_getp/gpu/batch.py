@@ -358,9 +358,10 @@ class BatchedEngine:
     def step(self, slots: np.ndarray, positions: np.ndarray, tokens: np.ndarray,
              trace: BatchTrace | None = None) -> RowView:
         """Run one step over these rows (padded to their bucket); returns the bucket's view, whose
-        `next_token` and `logits` hold the results (read them with `tokens()` / `.get()`). The rows go up
-        from one pinned buffer without waiting: read the step's results (which synchronises) before the
-        next step rewrites it."""
+        `next_token` and `logits` hold the results (read them with `tokens()`, or `.get(stream=device.stream)`:
+        the step runs on the device's non-blocking stream, which a plain `.get()` outside it does not wait for).
+        The rows go up from one pinned buffer without waiting: read the step's results (which synchronises)
+        before the next step rewrites it."""
         self.engine.check_not_finished()  # the graphs hold the weights' addresses
         n = len(slots)
         if not 0 < n <= self.shape.max_rows:
