@@ -8,7 +8,7 @@ CuPy's kernel call takes no launch attributes, so these launches go through the 
 ctypes (libcuda, which CuPy has loaded already), their arguments packed as CuPy packs them. Only launches made
 while a graph is captured take this path (Kernels.capturing): eager launches stay CuPy's. On by default where the
 device takes it (batch-1 decode 4.080 -> 3.935 ms a step on an H100, bench/RESULTS.md run 75; its logits bit test
-and the batch-invariance suite pass with it on, run 76); CUPY_GETP_PDL=0 turns it off. Kernels probes it once at
+and the batch-invariance suite pass with it on, run 78); CUPY_GETP_PDL=0 turns it off. Kernels probes it once at
 warm-up (a captured launch through it must give the right answer)."""
 
 from __future__ import annotations
