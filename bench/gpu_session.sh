@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -117,10 +117,12 @@ headline_sides() {  # the exact headline in the trees old and new (30 s each, th
   for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
     HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
 }
-one_row_stalls() {  # ncu --set full: the first qkv and mlp1 + SwiGLU products of getp's one-row step (graph replay,
-  # exact), where their warps wait, SASS line by line
+one_row_stalls() {  # ncu --set full: the first of getp's one-row step's products named by STALL_KERNELS (a regex; by
+  # default qkv and mlp1 + SwiGLU as they were before the half blocks and grouped TMA; graph replay, exact), where
+  # their warps wait, SASS line by line
   timeout 200 ncu --clock-control none --cache-control none --profile-from-start off --graph-profiling node \
-    -k regex:"gemm_wg_tma_r8_p3_b1|gemm_wg_grouped_swiglu_r8_p3_b2" --launch-count 2 --set full -f -o /tmp/onerow \
+    -k regex:"${STALL_KERNELS:-gemm_wg_tma_r8_p3_b1|gemm_wg_grouped_swiglu_r8_p3_b2}" --launch-count 2 --set full \
+    -f -o /tmp/onerow \
     python bench/decode.py --presets 20b --steps 16 --precision exact --profile-replay > "$OUT/onerow-stalls.log" 2>&1
   echo "ncu exit $?"; stalls_report /tmp/onerow onerow
 }
@@ -562,6 +564,13 @@ PY
       decode_sides old new
       TREE=. PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} \
         headline_side 1 exact headline-new
+      ;;
+    s25a)  # this tree: the one-row products with 3 pieces and with 1 (on an H200 qkv by TMA took 19.8 us with 3
+      # pieces, 11.7 with 1, run 30: is a TMA product bounded by its consumers' chain of wgmmas?), then where one
+      # row's grouped TMA mlp1 + SwiGLU and mlp2 wait (ncu --set full)
+      sides onerow 240 "python bench/onerow.py --pieces 3,1 --launches 24" new
+      onerow_records "$OUT/onerow-new.txt"
+      STALL_KERNELS="gemm_wg_tma_grouped_swiglu_r8_p3_b2|gemm_wg_tma_grouped_r8_p3_b1" one_row_stalls
       ;;
     s23b)  # the exact headline without and with programmatic dependent launch, this tree
       for pdl in 0 1; do CUPY_GETP_PDL=$pdl TREE=. PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
