@@ -173,8 +173,9 @@ def main() -> None:
             kernels.wg_tma_grouped = tma
             try:
                 mlp1 = partial(timed, groupings,
-                               lambda g: kernels.gemm_tc_grouped_swiglu(gp, ap, g[0], g[1], w1, b1, TOP_K, 7.0))
-                mlp2 = partial(timed, groupings, lambda g: kernels.gemm_tc_grouped(y, gp, g[0], g[1], w2, b2))
+                               lambda g: kernels.gemm_tc_grouped_swiglu(gp, ap, g[0], g[1], w1, b1, TOP_K, 7.0),
+                               tma=tma)
+                mlp2 = partial(timed, groupings, lambda g: kernels.gemm_tc_grouped(y, gp, g[0], g[1], w2, b2), tma=tma)
                 for kind, run, nbytes in (("mlp1_swiglu", mlp1, bytes1), ("mlp2", mlp2, bytes2)):
                     ms, launches = run()
                     choice = f"wg {'tma ' if tma else ''}{block_m}x{features}"

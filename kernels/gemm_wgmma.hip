@@ -36,7 +36,7 @@
 // TMA variant of the dense kernels (gemm_wg_tma_*, bf16 W with K % 8 == 0): the producer's W copies are one
 // tensor-memory-accelerator instruction a stage instead of 128 threads x BN / 16 cp.async with the swizzle
 // computed per chunk; W rows then sit in order (no wg_w_slot), which changes only which thread stores which
-// output, not a bit of it.
+// output, not a bit of it. The grouped TMA kernels' paired map lands rows in wg_w_slot's places instead.
 //
 // Built only for sm_90a (the launch helper compiles this family with -arch=sm_90a on compute capability
 // 9.0); on every other target (sm_90 without the 'a' features, other CUDA GPUs, HIP) the kernels compile
@@ -440,7 +440,8 @@ struct WgByTma<WgTmaW> {
 };
 
 // The TMA producer's stages: one elected thread issues a stage's whole W tile, rows in order (not placed by
-// wg_w_slot: the epilogue's WG_IN_ORDER), as one copy, and arrives on `full` expecting its bytes; the 128
+// wg_w_slot: the epilogue's WG_IN_ORDER; by a paired map in wg_w_slot's places), as one copy, and arrives on
+// `full` expecting its bytes; the 128
 // threads copy the activation rows with cp.async as wg_product's own producer does, each arriving once they
 // have landed: 128 + 1 arrivals a stage.
 template <int BR, int PIECES, int MB, int CONS, class ARow>
@@ -452,7 +453,8 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
   const WgWNext<WRow, WgSources<BR, PIECES, MB, WRow>::W_LOADS> none{};
   const bool elected = threadIdx.x == 0;
   // The first ring's weights before grid_begin: a step never writes W, so they may stream in while the kernel
-  // ahead in the stream finishes (programmatic dependent launch); the activations come after it.
+  // ahead in the stream finishes (programmatic dependent launch); the activations come after it. (The grouped
+  // kernels call grid_begin first: their tile's expert comes from the kernel ahead.)
   const int ahead = steps < S::STAGES ? steps : S::STAGES;
   if (elected) {
     asm volatile("prefetch.tensormap [%0];\n" ::"l"(w.map) : "memory");
@@ -717,7 +719,8 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
 }
 
 // Where a thread's second accumulator row (r + 8 of a warp's 16) sits among the features: the next one when
-// W rows were placed by wg_w_slot (WG_PAIRED), 8 further when staged in order (WG_IN_ORDER: the TMA copies).
+// W rows were placed by wg_w_slot or a paired map (WG_PAIRED), 8 further when staged in order (WG_IN_ORDER: the
+// dense TMA copies).
 #define WG_PAIRED 1
 #define WG_IN_ORDER 8
 

@@ -411,6 +411,8 @@ def products_path(device, kernels, precision: str) -> str:
     path = describe_products(device, kernels.wgmma, kernels.not_built.get("gemm_wgmma"))
     if kernels.wg_tma:
         path += ", dense weights by TMA"
+        if kernels.wg_tma_grouped:
+            path += ", experts of few rows by TMA"
     if kernels.pdl is not None:
         path += ", a step graph's kernels overlapping (PDL)"
     return f"{path} at every row count"

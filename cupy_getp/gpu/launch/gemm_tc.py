@@ -315,9 +315,9 @@ class TensorCoreGemmLaunches:
 
     def _wg_grouped_map(self, kind: str, w, block_m: int, features: int):
         """The paired map of bf16 experts w (E, N, K) for the grouped TMA kernels (boxes of 128 features rows),
-        or None where they do not run: wg_tma_grouped off, MXFP4 experts, tiles of more than 16 rows, or a
+        or None where they do not run: wg_tma or wg_tma_grouped off, MXFP4 experts, tiles of more than 16 rows, or a
         matrix no map describes (launch/tensor_map.py: paired_eligible)."""
-        if not (self.wg_tma_grouped and kind == "bf16w" and block_m in WG_TMA_GROUPED_ROWS):
+        if not (self.wg_tma and self.wg_tma_grouped and kind == "bf16w" and block_m in WG_TMA_GROUPED_ROWS):
             return None
         rows = w.reshape(-1, w.shape[2])  # (E N, K): one matrix, expert e's rows from e N
         if not paired_eligible(rows, w.shape[1]):

@@ -77,8 +77,9 @@ def encode_bf16_map(ptr: int, n: int, k: int, box_rows: int, paired: bool = Fals
         driver.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
         driver.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)  # NONE: out-of-range elements are 0
     if err != driver.CUresult.CUDA_SUCCESS:
+        off = "CUPY_GETP_WG_TMA_GROUPED=0" if paired else "CUPY_GETP_WG_TMA=0"
         raise RuntimeError(f"cuTensorMapEncodeTiled of a bf16 ({n}, {k}) matrix, box ({box_rows}, {BOX_K})"
-                           f"{', paired' if paired else ''}: {err}")
+                           f"{', paired' if paired else ''}: {err} ({off} reads these weights without a map)")
     return map_argument(struct.pack("<16Q", *(int(word) for word in tensor_map.opaque)))
 
 
@@ -90,9 +91,9 @@ def map_argument(raw: bytes) -> np.ndarray:
 
 
 class TensorMaps:
-    """Maps made once per (address, shape, box): everything a map encodes, so a cached map stays right even
-    where a freed weight's address is reused by another of the same shape. Host work only (no device call):
-    safe while a CUDA graph is captured."""
+    """Maps made once per (address, shape, box, paired or not): everything a map encodes, so a cached map stays
+    right even where a freed weight's address is reused by another of the same shape. Host work only (no device
+    call): safe while a CUDA graph is captured."""
 
     def __init__(self, encode=encode_bf16_map):
         self._encode = encode
