@@ -355,15 +355,17 @@ class TensorCoreGemmLaunches:
         _require(two_inter == 2 * inter and experts_per_token > 0,
                  f"gemm_tc_grouped_swiglu: w1 {tuple(w1.shape)}, {experts_per_token} experts per token")
         vec8 = hidden % 8 == 0 and _aligned(loaded)
-        args = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert, *w_args,
-                b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
+        # the arguments around the experts (the TMA kernels take a map of them first instead)
+        head = (gp, I32(p), I32(gp.shape[2]), ap, I32(rows), I32(ap.shape[2]), pair_of_padded, tile_expert)
+        tail = (b1, I32(hidden), I32(inter), I32(experts_per_token), F32(limit))
+        args = (*head, *w_args, *tail)
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, rows * experts_per_token, two_inter)
             w_map = self._wg_grouped_map(kind, w1, block_m, features)
             if w_map is not None:  # the same arguments, W by the map
                 self._wg_launch("_tma_grouped_swiglu", block_m, pieces, features, two_inter, p // block_m,
-                                (w_map, *args[:8], *args[9:]))
+                                (w_map, *head, *tail))
                 return
             self._wg_launch(f"_grouped_swiglu{suffix}", block_m, pieces, features, two_inter, p // block_m,
                             (*args, I32(vec8)))
@@ -382,14 +384,15 @@ class TensorCoreGemmLaunches:
         kind, w_args, loaded = _expert_weights("w2", w2)
         _check("b2", b2, F32, (n_experts, hidden))
         vec8 = inter % 8 == 0 and _aligned(loaded)
-        args = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert, *w_args, b2, I32(hidden), I32(inter))
+        head, tail = (y, gp, I32(p), I32(gp.shape[2]), pair_of_padded, tile_expert), (b2, I32(hidden), I32(inter))
+        args = (*head, *w_args, *tail)
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, p if pairs is None else pairs, hidden)
             w_map = self._wg_grouped_map(kind, w2, block_m, features)
             if w_map is not None:  # the same arguments, W by the map
                 self._wg_launch("_tma_grouped", block_m, pieces, features, hidden, p // block_m,
-                                (w_map, *args[:6], *args[7:]))
+                                (w_map, *head, *tail))
                 return
             self._wg_launch(f"_grouped{suffix}", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
             return
