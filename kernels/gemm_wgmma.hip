@@ -58,9 +58,10 @@
 
 static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
 static_assert(WG_HALF_THREADS == 256, "half blocks (gemm_wg_tma_half_*) are a producer and one consumer");
+static_assert(WG_WIDE_THREADS == 512, "wide blocks (gemm_wg_tma_grouped_swiglu_wide_*) are a producer and three consumers");
 
-// The ring of one product: STAGES stages of W (BN = 64 MB rows a consumer warpgroup: CONS = 2, or 1 in the
-// half blocks) then PIECES x BR activation rows, 128 B each.
+// The ring of one product: STAGES stages of W (BN = 64 MB rows a consumer warpgroup: CONS = 2, 1 in the half
+// blocks, 3 in the wide ones) then PIECES x BR activation rows, 128 B each.
 template <int BR, int PIECES, int MB, int CONS = 2>
 struct WgStage {
   static const int BN = 64 * CONS * MB;
@@ -496,13 +497,14 @@ GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice +
 // issued. `dummy`: the source of zero-filled copies, a valid 16-byte-aligned address (the activation pieces,
 // whose alignment the launch helper checks; W need not be aligned). `slices` (split-K's sliced mode): K in
 // slices, each summed from zero and folded into a running total in slice order (WgTotalInRegisters): the bits of
-// the split mode's S blocks. CONS = 1 (the half blocks, W by TMA only): one consumer warpgroup, 64 MB features.
+// the split mode's S blocks. CONS = 1 (the half blocks, W by TMA only): one consumer warpgroup, 64 MB features;
+// CONS = 3 (the wide blocks, W by TMA only): three, 192 MB features.
 // Returns true on consumers (their acc holds the result).
 template <int BR, int PIECES, int MB, int CONS = 2, class WRowOf, class ARow, class Slices = WgWhole>
 GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, size_t plane,
                             const unsigned short* dummy, int K, int vec8, Slices slices = WgWhole{1}) {
   typedef WgStage<BR, PIECES, MB, CONS> S;
-  static_assert(CONS == 2 || (CONS == 1 && WgByTma<WRowOf>::value), "half blocks take W by TMA");
+  static_assert(CONS == 2 || ((CONS == 1 || CONS == 3) && WgByTma<WRowOf>::value), "half and wide blocks take W by TMA");
   __shared__ __align__(8) unsigned long long bars[2 * WG_MAX_STAGES];  // full[STAGES], then empty[STAGES]
   const unsigned base = (shared_addr(wg_smem) + WG_ALIGN - 1) & ~(unsigned)(WG_ALIGN - 1);
   const unsigned full = shared_addr(bars), empty = full + 8 * WG_MAX_STAGES;
@@ -925,20 +927,21 @@ struct WgTotalInRegisters {
 
 // ---- grouped MoE: tiles of BR padded positions of one expert (moe_align with block_m = BR) ----------------
 #if GETP_WGMMA
-// The grouped mlp1's epilogue, by the two consumer warpgroups once the producer has left: g = SwiGLU(acc + bias)
-// of the block tile split into its pieces in shared memory (the ring, free once both warpgroups' products are
-// done: a tile of PIECES x BR rows x 64 MB columns of bf16), then each valid row's columns out in 16-byte chunks
+// The grouped mlp1's epilogue, by the CONS consumer warpgroups once the producer has left: g = SwiGLU(acc + bias)
+// of the block tile split into its pieces in shared memory (the ring, free once every warpgroup's products are
+// done: a tile of PIECES x BR rows x 32 CONS MB columns of bf16), then each valid row's columns out in 16-byte chunks
 // (zeros from column inter to ldg), pad positions not written. The same values as one 2-byte store an element:
 // those cost ~15 % of the kernel's warp samples in integer work (ncu, eighth session) while the tensor cores wait.
-template <int BR, int PIECES, int MB>
+template <int BR, int PIECES, int MB, int CONS = 2>
 GETP_DEVICE void wg_swiglu_store(const float (&acc)[MB][BR / 2], unsigned short* __restrict__ gp, int padded,
                                  int ldg, const int* __restrict__ pair_of_padded, const float* __restrict__ bias,
                                  int p0, int n0, int inter, float limit) {
-  constexpr int COLS = 64 * MB, STRIDE = COLS + 8, CHUNKS = COLS / 8;  // bf16 a tile row (+ 16 bytes: fewer conflicts)
+  // bf16 a tile row (+ 16 bytes: fewer conflicts); the consumers' threads
+  constexpr int COLS = 32 * CONS * MB, STRIDE = COLS + 8, CHUNKS = COLS / 8, THREADS = 128 * CONS;
   static_assert(PIECES * BR * STRIDE * 2 <= WG_SMEM_BYTES, "the output tile fits in the ring");
   unsigned short* tile = (unsigned short*)wg_smem;  // [PIECES][BR][STRIDE]
   const int N = 2 * inter, c0 = n0 / 2;  // c0: the block's first output column
-  asm volatile("bar.sync 2, 256;\n" ::: "memory");  // both consumer warpgroups are done with the ring
+  asm volatile("bar.sync 2, %0;\n" ::"n"(THREADS) : "memory");  // every consumer warpgroup is done with the ring
   wg_epilogue<BR, MB, WG_PAIRED>(acc, [&](int row, int feature, float v0, float v1) {
     const int n = n0 + feature;  // n even, N even: n + 1 < N whenever n < N
     if (n >= N) return;
@@ -947,9 +950,9 @@ GETP_DEVICE void wg_swiglu_store(const float (&acc)[MB][BR / 2], unsigned short*
     #pragma unroll
     for (int q = 0; q < PIECES; ++q) tile[(q * BR + row) * STRIDE + feature / 2] = (unsigned short)piece[q];
   });
-  asm volatile("bar.sync 2, 256;\n" ::: "memory");
+  asm volatile("bar.sync 2, %0;\n" ::"n"(THREADS) : "memory");
   const size_t plane = (size_t)padded * ldg;
-  for (int i = threadIdx.x - 128; i < PIECES * BR * CHUNKS; i += 256) {  // consecutive threads: a row's chunks
+  for (int i = threadIdx.x - 128; i < PIECES * BR * CHUNKS; i += THREADS) {  // consecutive threads: a row's chunks
     const int q = i / (BR * CHUNKS), row = (i / CHUNKS) % BR, col = c0 + 8 * (i % CHUNKS);
     if (col >= ldg || pair_of_padded[p0 + row] < 0) continue;
     const unsigned short* src = tile + (q * BR + row) * STRIDE + (col - c0);
@@ -984,9 +987,10 @@ GETP_DEVICE WgTmaW wg_expert_rows(const WgPairedMap& w, int e, int N, int n0, in
 }
 #endif
 
-// mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / (128 MB)), P / BR).
-// W: Bf16Experts, Mxfp4Experts (common.h) or WgPairedMap, the same products of the same BF16 values.
-template <int BR, int PIECES, int MB, class W>
+// mlp1 + SwiGLU, the contract of gemm_tc_grouped_swiglu (gemm_tc.hip). Grid (ceil(2I / (64 CONS MB)), P / BR).
+// W: Bf16Experts, Mxfp4Experts (common.h) or WgPairedMap, the same products of the same BF16 values. CONS = 3
+// (the wide blocks, WgPairedMap only): 192 MB features a block, each computed as the two-consumer blocks do.
+template <int BR, int PIECES, int MB, int CONS = 2, class W>
 GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, int ldg,
                                    const unsigned short* __restrict__ ap, int rows, int lda,
                                    const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W w1,
@@ -995,15 +999,16 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
 #if GETP_WGMMA
   const int e = tile_expert[blockIdx.y];
   if (e < 0) return;
-  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB, N = 2 * inter;
+  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 64 * CONS * MB, N = 2 * inter;
   float acc[MB][BR / 2];
   const auto w_row = wg_expert_rows(w1, e, N, n0, hidden);
   auto a_row = [&](int r) {
     const int pair = pair_of_padded[p0 + r];
     return pair >= 0 ? ap + (size_t)(pair / experts_per_token) * lda : nullptr;
   };
-  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)rows * lda, ap, hidden, vec8)) return;
-  wg_swiglu_store<BR, PIECES, MB>(acc, gp, padded, ldg, pair_of_padded, b1 + (size_t)e * N, p0, n0, inter, limit);
+  if (!wg_product<BR, PIECES, MB, CONS>(acc, w_row, a_row, (size_t)rows * lda, ap, hidden, vec8)) return;
+  wg_swiglu_store<BR, PIECES, MB, CONS>(acc, gp, padded, ldg, pair_of_padded, b1 + (size_t)e * N, p0, n0, inter,
+                                        limit);
 #endif
 }
 
@@ -1092,6 +1097,19 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
     grid_begin();                                                                                                   \
     wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, WgPairedMap{&w_map}, b2, hidden, inter, 1); \
   }
+// gemm_wg_tma_grouped_swiglu_wide_r{BR}_p{P}_b1: the wide blocks (three consumer warpgroups, 192 features a
+// block): at one row mlp1's 4 experts x 30 tiles fill 120 of an H100's 132 SMs, where 128-feature tiles are two
+// waves (180 blocks) and 256-feature ones leave 40 idle (92).
+#define WG_GROUPED_TMA_WIDE_KERNEL(BR, P)                                                                           \
+  extern "C" __global__ void __launch_bounds__(WG_WIDE_THREADS, 1) gemm_wg_tma_grouped_swiglu_wide_r##BR##_p##P##_b1( \
+      const WG_GRID_CONSTANT WgTensorMap w_map, unsigned short* __restrict__ gp, int padded, int ldg,              \
+      const unsigned short* __restrict__ ap, int rows, int lda, const int* __restrict__ pair_of_padded,            \
+      const int* __restrict__ tile_expert, const float* __restrict__ b1, int hidden, int inter,                    \
+      int experts_per_token, float limit) {                                                                         \
+    grid_begin();                                                                                                   \
+    wg_grouped_swiglu<BR, P, 1, 3>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, WgPairedMap{&w_map}, \
+                                   b1, hidden, inter, experts_per_token, limit, 1);                                 \
+  }
 #define WG_COMMA ,
 #define WG_GROUPED_KERNELS(BR, P, MB)                                                                               \
   WG_GROUPED_KERNELS_OF(BR, P, MB, , const unsigned short* __restrict__ w, Bf16Experts{w})                         \
@@ -1154,6 +1172,8 @@ WG_DENSE_TMA_HALF_KERNEL(8, 3)
 WG_DENSE_TMA_HALF_KERNEL(16, 3)
 WG_DENSE_TMA_HALF_KERNEL(8, 1)
 WG_DENSE_TMA_HALF_KERNEL(16, 1)
+WG_GROUPED_TMA_WIDE_KERNEL(8, 3)
+WG_GROUPED_TMA_WIDE_KERNEL(8, 1)
 WG_SPLITK_KERNELS(8, 3)
 WG_SPLITK_KERNELS(16, 3)
 WG_SPLITK_KERNELS(32, 3)

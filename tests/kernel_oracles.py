@@ -28,7 +28,7 @@ from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
-                                          WG_TMA_GROUPED_ROWS)
+                                          WG_TMA_GROUPED_ROWS, WG_WIDE_KIND, WG_WIDE_ROWS)
 from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.gpu.launch.splitk import WG_SLICED_ROWS
 from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, map_argument
@@ -392,6 +392,27 @@ for _pieces in (3, 1):
                 _with_mapped_experts(_wg_grouped_swiglu(_rows), 8, lambda args: 2 * int(args[10])))
             oracle(f"gemm_wg_tma_grouped_r{_rows}_p{_pieces}_b{_blocks}")(
                 _with_mapped_experts(_wg_grouped(_rows), 6, lambda args: int(args[7])))
+
+
+
+
+def _wg_wide_swiglu(block_m):
+    """The wide blocks' mlp1 + SwiGLU (three consumer warpgroups, 192 features a block): the grouped TMA kernel's
+    contract, W through a paired map of 192-row boxes."""
+    mapped = _with_mapped_experts(_wg_grouped_swiglu(block_m), 8, lambda args: 2 * int(args[10]))
+
+    def run(w_map, *args):
+        box_rows = struct.unpack_from("<4Q", w_map.tobytes())[3]
+        assert box_rows == 192, f"a wide block's map moves boxes of 192 W rows, not {box_rows}"
+        return mapped(w_map, *args)
+
+    run.__signature__ = inspect.signature(mapped)
+    return run
+
+
+for _pieces in (3, 1):
+    for _rows in WG_WIDE_ROWS:
+        oracle(f"gemm_wg{WG_WIDE_KIND}_r{_rows}_p{_pieces}_b1")(_wg_wide_swiglu(_rows))
 
 
 # -- synthetic weights ----------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cupy_getp.gpu.launch.gemm_tc import WG_DENSE_TILES, WG_GROUPED_ROWS, pieces_lda, wg_grouped_rows
+from cupy_getp.gpu.launch.gemm_tc import WG_DENSE_TILES, WG_GROUPED_ROWS, WG_WIDE_KIND, pieces_lda, wg_grouped_rows
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, kernel_settings, poisoned
 from gpu_helpers import to_device as dev
@@ -290,7 +290,7 @@ def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, 
                 results = []
                 for on in (False, True):
                     launched = grouped_tma_launches(gpu[1])
-                    with kernel_settings(gpu[1], wg_tma_grouped=on):
+                    with kernel_settings(gpu[1], wg_tma_grouped=on, wg_wide=False):  # wide: the test below
                         bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts,
                                                                              block_m, w1, b1, k, inter, pieces)
                         y = poisoned((pair_of_padded.size, hidden))
@@ -304,6 +304,42 @@ def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, 
                 np.testing.assert_array_equal(results[1][1], results[0][1], err_msg=f"y, {label}")
     finally:
         gpu[1]._wg_features = chosen
+
+
+def wide_launches(kernels) -> int:
+    """How many wide-block kernels (gemm_wg_tma_grouped_swiglu_wide_*) this device's Kernels launched so far."""
+    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith(f"gemm_wg{WG_WIDE_KIND}"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+def test_wide_blocks_give_the_two_consumer_blocks_bits(gpu, rng, pieces):
+    """One row's mlp1 + SwiGLU at the 20b shape (4 of 32 experts, 5760 features) in wide blocks (three consumer
+    warpgroups, 192 features a block: 120 blocks on 132 SMs) gives the bits of the two-consumer TMA blocks (one
+    and two feature blocks) and of the cp.async kernels; only the wide run launches a wide kernel."""
+    if not gpu[1].wg_tma:
+        pytest.skip("the wide blocks read W by TMA: the tensor maps are off here")
+    k, n_experts, hidden, inter = 4, 32, 2880, 2880
+    experts = choose_experts(rng, 1, k, n_experts, n_experts)
+    ap = split(gpu[1], dev(activations(rng, (1, hidden), heavy=True)), pieces)
+    w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
+    b1 = dev(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
+    chosen, results = gpu[1]._wg_features, {}
+    runs = [("wide", dict(wg_tma_grouped=True, wg_wide=True), None),
+            *((f"two consumers x{f}", dict(wg_tma_grouped=True, wg_wide=False), f) for f in (1, 2)),
+            ("cp.async", dict(wg_tma_grouped=False, wg_wide=False), None)]
+    try:
+        for label, settings, features in runs:
+            gpu[1]._wg_features = chosen if features is None else (lambda *args, f=features, **kw: f)
+            launched = wide_launches(gpu[1])
+            with kernel_settings(gpu[1], _sm_count=132, **settings):  # the rule's count: an H100's, an H200's
+                bits, _, padded_of_pair, _ = mlp1(gpu[1], ap, experts, n_experts, 8, w1, b1, k, inter, pieces)
+            assert wide_launches(gpu[1]) - launched == (label == "wide"), label
+            results[label] = bits[:, padded_of_pair]  # in pair order
+    finally:
+        gpu[1]._wg_features = chosen
+    for label, bits in results.items():
+        np.testing.assert_array_equal(bits, results["wide"], err_msg=label)
 
 
 # -- host side (no GPU) ----------------------------------------------------------------------------------
@@ -505,6 +541,24 @@ def test_half_blocks_only_where_few_tiles_of_few_rows_leave_sms_idle():
     assert not k.wg_half_blocks(1, 5120, 8, 1)
 
 
+def test_wide_blocks_only_where_they_fit_one_wave_and_128_feature_tiles_do_not():
+    """wg_wide_blocks: with wg_wide, 8-row tiles whose 128-feature blocks take two waves and 192-feature ones one
+    (one row's mlp1: 4 x 45 blocks of 128 on 132 SMs, 4 x 30 of 192); not where 128-feature blocks fit (mlp2's
+    2880 features), where 192-feature ones do not (two rows: 8 tiles), 16-row tiles, or with wg_wide off."""
+    from cupy_getp.gpu.launch.gemm_tc import TensorCoreGemmLaunches
+
+    class Launches(TensorCoreGemmLaunches):
+        def __init__(self):
+            self._sm_count, self.wg_wide = 132, True
+
+    k = Launches()
+    assert k.wg_wide_blocks(4, 5760, 8) and not k.wg_wide_blocks(4, 2880, 8)
+    assert k.wg_wide_blocks(4, 6336, 8) and not k.wg_wide_blocks(4, 6528, 8)  # 132 blocks of 192 fit, 136 do not
+    assert not k.wg_wide_blocks(8, 5760, 8) and not k.wg_wide_blocks(4, 5760, 16)
+    k.wg_wide = False
+    assert not k.wg_wide_blocks(4, 5760, 8)
+
+
 @pytest.mark.parametrize("n", [300, 72])
 def test_the_dense_product_takes_the_half_blocks_where_asked(rng, n):
     """With wg_tma and wg_half, a product of few rows and few feature tiles runs gemm_wg_tma_half_* (its map
@@ -556,3 +610,28 @@ def test_the_grouped_products_take_the_paired_map_where_asked(rng):
             [f"gemm_wg{tma}_grouped_swiglu", f"gemm_wg{tma}_grouped"], block_m
         np.testing.assert_array_equal(outputs[1][0], outputs[0][0])
         np.testing.assert_array_equal(outputs[1][1], outputs[0][1])
+
+
+def test_one_rows_mlp1_takes_the_wide_blocks_where_asked(rng):
+    """With wg_tma, wg_tma_grouped and wg_wide, one row's mlp1 + SwiGLU at 20b's 5760 features (4 tiles x 45
+    blocks of 128 on 132 SMs) runs gemm_wg_tma_grouped_swiglu_wide_r8_* (its map of 192-row boxes: the oracle
+    checks it) with the cp.async kernels' g; with wg_wide off the two-consumer TMA kernel."""
+    kernels = FakeKernels(FakeDevice())
+    kernels.wgmma, kernels.wg_tma, kernels._sm_count = True, True, 132
+    kernels.tensor_maps = TensorMaps(stand_in_tensor_map)
+    n_experts, hidden, inter = 4, 64, 2880
+    w1 = host_array(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
+    b1 = host_array(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
+    ap = host_array(np.zeros((3, 1, pieces_lda(hidden)), np.uint16))
+    kernels.split_pieces(ap, host_array(activations(rng, (1, hidden), heavy=True)))
+    pair_of_padded, _, tile_expert = moe_align_host(np.arange(4, dtype=np.int32)[None], n_experts, 8)
+    outputs = []
+    for tma, wide in ((False, False), (True, False), (True, True)):
+        kernels.wg_tma_grouped, kernels.wg_wide = tma, wide
+        gp = host_array(np.zeros((3, pair_of_padded.size, pieces_lda(inter)), np.uint16))
+        kernels.gemm_tc_grouped_swiglu(gp, ap, host_array(pair_of_padded), host_array(tile_expert), w1, b1, 4, LIMIT)
+        outputs.append(np.array(gp))
+    assert kernels.launches[-3:] == ["gemm_wg_grouped_swiglu_r8_p3_b2", "gemm_wg_tma_grouped_swiglu_r8_p3_b2",
+                                     "gemm_wg_tma_grouped_swiglu_wide_r8_p3_b1"]
+    for gp in outputs[1:]:
+        np.testing.assert_array_equal(gp, outputs[0])

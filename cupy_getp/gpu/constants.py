@@ -36,6 +36,7 @@ TC_STAGES_CUDA, TC_STAGES_HIP = 4, 2  # shared-memory pipeline stages (HIP: 64 K
 # gemm_wgmma.hip
 WG_THREADS = 384  # a producer warpgroup and two consumer warpgroups per block
 WG_HALF_THREADS = 256  # the half blocks (gemm_wg_tma_half_*): a producer warpgroup and one consumer warpgroup
+WG_WIDE_THREADS = 512  # the wide blocks (gemm_wg_tma_grouped_swiglu_wide_*): a producer and three consumers
 WG_SMEM_BYTES = 225 * 1024  # dynamic shared memory of every block: sizes its ring of stages
 
 KERNEL_CONSTANTS = {
@@ -58,6 +59,7 @@ KERNEL_CONSTANTS = {
     "TC_STAGES_HIP": TC_STAGES_HIP,
     "WG_THREADS": WG_THREADS,
     "WG_HALF_THREADS": WG_HALF_THREADS,
+    "WG_WIDE_THREADS": WG_WIDE_THREADS,
     "WG_SMEM_BYTES": WG_SMEM_BYTES,
 }
 

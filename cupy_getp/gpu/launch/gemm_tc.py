@@ -17,7 +17,7 @@ import re
 
 from ...errors import KernelArgumentError
 from ..constants import (TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_HALF_THREADS, WG_SMEM_BYTES,
-                         WG_THREADS)
+                         WG_THREADS, WG_WIDE_THREADS)
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
 from .splitk import WG_SLICED_ROWS, SplitKWorkspace, splitk_sizes, wg_sliced, wg_split_rows_limit, wg_splits
 from .tensor_map import paired_eligible, tma_eligible
@@ -42,6 +42,12 @@ WG_HALF_ENV = "CUPY_GETP_WG_HALF"
 # off; the bits are the same either way.
 WG_TMA_GROUPED_ROWS = (8, 16)
 WG_TMA_GROUPED_ENV = "CUPY_GETP_WG_TMA_GROUPED"
+# The wide blocks (gemm_wg_tma_grouped_swiglu_wide_r{rows}_p{pieces}_b1: a producer and three consumer warpgroups,
+# 192 features, WG_WIDE_THREADS): the grouped TMA mlp1 of tiles of these heights where 128-feature tiles would take
+# two waves and 192-feature ones fit one (wg_wide_blocks). CUPY_GETP_WG_WIDE=0 turns them off; the same bits.
+WG_WIDE_ROWS = (8,)
+WG_WIDE_ENV = "CUPY_GETP_WG_WIDE"
+WG_WIDE_KIND = "_tma_grouped_swiglu_wide"
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int, pieces: int) -> int:
@@ -69,8 +75,19 @@ def wgmma_disabled() -> bool:
 
 def wg_block_features(kind: str, features: int) -> int:
     """Features a block of gemm_wg{kind}_..._b{features} computes (and a TMA map's box rows): 64 a consumer
-    warpgroup and feature block, two consumers but in the half blocks (kind _tma_half)."""
-    return (64 if kind == "_tma_half" else 128) * features
+    warpgroup and feature block, two consumers but in the half blocks (kind _tma_half: one) and the wide ones
+    (WG_WIDE_KIND: three)."""
+    return 64 * wg_consumers(kind) * features
+
+
+def wg_consumers(kind: str) -> int:
+    """Consumer warpgroups in a block of gemm_wg{kind}_...: one in the half blocks, three in the wide ones, else two."""
+    return {"_tma_half": 1, WG_WIDE_KIND: 3}.get(kind, 2)
+
+
+def wg_wide_enabled() -> bool:
+    """Whether the grouped TMA mlp1 of few tiles takes the wide blocks: yes unless CUPY_GETP_WG_WIDE=0."""
+    return os.environ.get(WG_WIDE_ENV, "") != "0"
 
 
 def wg_tma_grouped_enabled() -> bool:
@@ -132,6 +149,8 @@ class TensorCoreGemmLaunches:
     wg_half = False
     # ... and wg_tma_grouped (with wg_tma, unless CUPY_GETP_WG_TMA_GROUPED=0): _wg_grouped_map.
     wg_tma_grouped = False
+    # ... and wg_wide (with wg_tma_grouped, unless CUPY_GETP_WG_WIDE=0): wg_wide_blocks.
+    wg_wide = False
     def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, tile: tuple[int, int]) -> None:
         if not tensor_cores_supported(self.device):
             raise RuntimeError(f"{name}: no tensor-core path on {self.device.arch} (needs CUDA sm_80+; "
@@ -202,13 +221,13 @@ class TensorCoreGemmLaunches:
     def _wg_launch(self, kind: str, rows: int, pieces: int, features: int, n: int, grid_y: int, args: tuple,
                    splits: int = 1) -> None:
         """Kernel gemm_wg{kind}_r{rows}_p{pieces}_b{features} over (ceil(N / block features), grid_y), a block
-        128 features (64 in the half blocks: kind _tma_half); kind may end in _splitk (split-K's split mode:
-        grid z = splits) or _sliced (its sliced mode)."""
+        wg_block_features (128 features; 64 in the half blocks, 192 in the wide ones) and wg_consumers + 1
+        warpgroups; kind may end in _splitk (split-K's split mode: grid z = splits) or _sliced (its sliced mode)."""
         grid = (_blocks(n, wg_block_features(kind, features)), grid_y, splits)
         if grid[0] == 0 or grid[1] == 0:
             return
         name = f"gemm_wg{kind}_r{rows}_p{pieces}_b{features}"
-        threads = WG_HALF_THREADS if kind == "_tma_half" else WG_THREADS
+        threads = {1: WG_HALF_THREADS, 2: WG_THREADS, 3: WG_WIDE_THREADS}[wg_consumers(kind)]
         self._launch(name, grid if kind.endswith("_splitk") else grid[:2], (threads,), args, shared_mem=WG_SMEM_BYTES)
 
     def wg_half_blocks(self, m: int, n: int, rows: int, features: int) -> bool:
@@ -219,6 +238,16 @@ class TensorCoreGemmLaunches:
         twice the blocks stream twice the rings. Each feature's sum is the same: so are the bits."""
         return (self.wg_half and features == 1 and rows in WG_HALF_ROWS
                 and _blocks(n, 64) * _blocks(m, rows) <= self._tc_sm_count())
+
+    def wg_wide_blocks(self, row_tiles: int, n: int, rows: int) -> bool:
+        """Whether a grouped TMA mlp1 + SwiGLU of N features whose tiles (`rows` high) that can hold a pair are
+        row_tiles takes the wide blocks: with wg_wide, where its 128-feature tiles would take more than one wave on
+        the SMs and its 192-feature ones fit one. At one row mlp1's 4 experts x 45 tiles of 128 features are two
+        waves (180 blocks on 132 SMs), of 256 they leave 40 SMs idle (92), of 192 fill 120. Each feature's sum and
+        SwiGLU are the two-consumer blocks': the same bits."""
+        sms = self._tc_sm_count()
+        return (self.wg_wide and rows in WG_WIDE_ROWS
+                and row_tiles * _blocks(n, 128) > sms >= row_tiles * _blocks(n, wg_block_features(WG_WIDE_KIND, 1)))
 
     def wg_dense_splits(self, n: int, k: int) -> int:
         """Split-K splits of a dense wgmma product of N features over K: 1 unless wg_splitk; never a function of
@@ -313,16 +342,16 @@ class TensorCoreGemmLaunches:
             kind, args = kind + "_splitk", args + self._splitk_buffers(*splitk_sizes(m, n, k, splits, rows))
         self._wg_launch(kind, rows, pieces, features, n, _blocks(m, rows), args, splits)
 
-    def _wg_grouped_map(self, kind: str, w, block_m: int, features: int):
-        """The paired map of bf16 experts w (E, N, K) for the grouped TMA kernels (boxes of 128 features rows),
-        or None where they do not run: wg_tma or wg_tma_grouped off, MXFP4 experts, tiles of more than 16 rows, or a
-        matrix no map describes (launch/tensor_map.py: paired_eligible)."""
+    def _wg_grouped_map(self, kind: str, w, block_m: int, box_rows: int):
+        """The paired map of bf16 experts w (E, N, K) for the grouped TMA kernels (boxes of box_rows rows: a
+        block's features), or None where they do not run: wg_tma or wg_tma_grouped off, MXFP4 experts, tiles of
+        more than 16 rows, or a matrix no map describes (launch/tensor_map.py: paired_eligible)."""
         if not (self.wg_tma and self.wg_tma_grouped and kind == "bf16w" and block_m in WG_TMA_GROUPED_ROWS):
             return None
         rows = w.reshape(-1, w.shape[2])  # (E N, K): one matrix, expert e's rows from e N
         if not paired_eligible(rows, w.shape[1]):
             return None
-        return self.tensor_maps.of(rows, wg_block_features("_tma_grouped", features), paired=True)
+        return self.tensor_maps.of(rows, box_rows, paired=True)
 
     def _tc_grouping(self, pair_of_padded, tile_expert) -> tuple[int, int]:
         """(P, tile height) of a moe_align grouping: TC_BLOCK_M on the mma.sync kernels, one of
@@ -362,10 +391,12 @@ class TensorCoreGemmLaunches:
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, rows * experts_per_token, two_inter)
-            w_map = self._wg_grouped_map(kind, w1, block_m, features)
+            tma_kind = "_tma_grouped_swiglu"
+            if self.wg_wide_blocks(min(p // block_m, rows * experts_per_token), two_inter, block_m):
+                tma_kind, features = WG_WIDE_KIND, 1
+            w_map = self._wg_grouped_map(kind, w1, block_m, wg_block_features(tma_kind, features))
             if w_map is not None:  # the same arguments, W by the map
-                self._wg_launch("_tma_grouped_swiglu", block_m, pieces, features, two_inter, p // block_m,
-                                (w_map, *head, *tail))
+                self._wg_launch(tma_kind, block_m, pieces, features, two_inter, p // block_m, (w_map, *head, *tail))
                 return
             self._wg_launch(f"_grouped_swiglu{suffix}", block_m, pieces, features, two_inter, p // block_m,
                             (*args, I32(vec8)))
@@ -389,7 +420,7 @@ class TensorCoreGemmLaunches:
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, p if pairs is None else pairs, hidden)
-            w_map = self._wg_grouped_map(kind, w2, block_m, features)
+            w_map = self._wg_grouped_map(kind, w2, block_m, wg_block_features("_tma_grouped", features))
             if w_map is not None:  # the same arguments, W by the map
                 self._wg_launch("_tma_grouped", block_m, pieces, features, hidden, p // block_m,
                                 (w_map, *head, *tail))
