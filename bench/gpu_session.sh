@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -571,6 +571,14 @@ PY
       sides onerow 240 "python bench/onerow.py --pieces 3,1 --launches 24" new
       onerow_records "$OUT/onerow-new.txt"
       STALL_KERNELS="gemm_wg_tma_grouped_swiglu_r8_p3_b2|gemm_wg_tma_grouped_r8_p3_b1" one_row_stalls
+      ;;
+    s25b)  # branch stage-overlap (.carry/old = main): exact tiles of few rows (BR MB <= 16) issue two stages' products
+      # before adding the first (wg_overlapped_stages): the one-row products and batch-1 decode in both trees, the
+      # wgmma and split-K bit tests (every tile against mma.sync's bits, row-count invariance)
+      onerow_sides
+      gpu_tests overlap-tests 260 tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      decode_sides
       ;;
     s23b)  # the exact headline without and with programmatic dependent launch, this tree
       for pdl in 0 1; do CUPY_GETP_PDL=$pdl TREE=. PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \

@@ -54,6 +54,8 @@
 #define WG_BK 64         // K per stage (bf16): one 128-byte swizzle row
 #define WG_MAX_STAGES 8
 #define WG_IN_FLIGHT_ROWS 16  // exact tiles of at most this many rows keep a stage's k16 steps in flight (wg_product)
+// ... and where rows x blocks (BR MB) is at most this, two stages' (wg_overlapped_stages: two sets of t)
+#define WG_OVERLAP_FEATURE_ROWS 16
 #define WG_ALIGN 1024    // a 128-byte-swizzle atom: 8 rows of 128 bytes
 
 static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
@@ -482,6 +484,90 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
 // the split mode's blockIdx.z = j runs them (wg_split_k); the step after which slice j ends.
 GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice + 1) * steps / splits; }
 
+// One stage's products of an exact (3-piece) tile, one commit group: for each k16 step kk and block mb,
+// tb[kk][mb] = x3 W + x2 W + x1 W from zero (wg_piece_products' order and promotion), W by descriptor from the
+// stage at a0 (so no W fragment is held in registers while the group runs), the pieces' rows at b0.
+template <int BR, int MB, int KK>
+GETP_DEVICE void wg_issue_stage(float (&tb)[KK][MB][BR / 2], unsigned a0, unsigned b0) {
+  #pragma unroll
+  for (int kk = 0; kk < KK; ++kk)
+    #pragma unroll
+    for (int mb = 0; mb < MB; ++mb) wg_fence_operands(tb[kk][mb]);  // their last additions stay above the fence
+  wg_fence();
+  #pragma unroll
+  for (int kk = 0; kk < KK; ++kk)
+    #pragma unroll
+    for (int mb = 0; mb < MB; ++mb) {
+      const unsigned long long w = wg_desc(a0 + mb * 64 * 128 + 32 * kk);
+      const unsigned b = b0 + 32 * kk;
+      wg_mma<BR>(tb[kk][mb], w, wg_desc(b + 2 * BR * 128), 0);
+      wg_mma<BR>(tb[kk][mb], w, wg_desc(b + BR * 128), 1);
+      wg_mma<BR>(tb[kk][mb], w, wg_desc(b), 1);
+    }
+  wg_commit();
+}
+
+// acc += tb, k16 step by k16 step (the order of wg_product's other exact paths).
+template <int BR, int MB, int KK>
+GETP_DEVICE void wg_add_stage(float (&acc)[MB][BR / 2], float (&tb)[KK][MB][BR / 2]) {
+  #pragma unroll
+  for (int kk = 0; kk < KK; ++kk)
+    #pragma unroll
+    for (int mb = 0; mb < MB; ++mb) {
+      wg_fence_operands(tb[kk][mb]);
+      #pragma unroll
+      for (int i = 0; i < BR / 2; ++i) acc[mb][i] += tb[kk][mb][i];
+    }
+}
+
+// A consumer's whole K for exact tiles of few rows (WG_OVERLAP_FEATURE_ROWS), two stages at a time: both
+// stages' products issued (two commit groups, each stage into its own set of t), then the first stage's t added
+// while the second's products run, then the second's (wg_product's in-flight path waits for each stage's group
+// before adding it, the tensor cores idle meanwhile). The same products, the same additions in the same order:
+// the same bits. Both stages' copies are waited for first, with nothing in flight: a wait's spin loop between a
+// group's issue and the reading of its t makes ptxas serialise every product (C7518).
+template <class S, int BR, int MB>
+GETP_DEVICE void wg_overlapped_stages(float (&acc)[MB][BR / 2], unsigned base, unsigned w_off, unsigned full,
+                                      unsigned empty, int steps) {
+  static_assert(S::STAGES >= 2, "two stages at a time");
+  constexpr int KK = WG_BK / 16;
+  float tb[2][KK][MB][BR / 2];
+  #pragma unroll
+  for (int h = 0; h < 2; ++h)
+    #pragma unroll
+    for (int kk = 0; kk < KK; ++kk)
+      #pragma unroll
+      for (int mb = 0; mb < MB; ++mb)
+        #pragma unroll
+        for (int i = 0; i < BR / 2; ++i) tb[h][kk][mb][i] = 0.0f;
+  auto landed = [&](int s) {  // stage s's address, once its copies have landed
+    mbar_wait(full + 8 * (s % S::STAGES), (s / S::STAGES) & 1);
+    return base + (s % S::STAGES) * S::BYTES;
+  };
+  auto retire = [&](int s, float (&t)[KK][MB][BR / 2]) {  // t: stage s's, its group done
+    mbar_arrive(empty + 8 * (s % S::STAGES));  // the stage is read: the producer may refill it
+    wg_add_stage<BR, MB, KK>(acc, t);
+  };
+  int s = 0;
+  for (; s + 1 < steps; s += 2) {
+    const unsigned first = landed(s), second = landed(s + 1);
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
+    wg_issue_stage<BR, MB, KK>(tb[0], first + w_off, first + S::W_BYTES);
+    wg_issue_stage<BR, MB, KK>(tb[1], second + w_off, second + S::W_BYTES);
+    wg_wait1();  // stage s's group is done, s + 1's runs
+    retire(s, tb[0]);
+    wg_wait0();
+    retire(s + 1, tb[1]);
+  }
+  if (s < steps) {  // an odd count: the last stage alone
+    const unsigned last = landed(s);
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    wg_issue_stage<BR, MB, KK>(tb[0], last + w_off, last + S::W_BYTES);
+    wg_wait0();
+    retire(s, tb[0]);
+  }
+}
+
 // acc[mb] (64 features x BR rows of each of a consumer warpgroup's MB blocks) = W_tile A_tile^T over K.
 // Warpgroup 0 produces: it stages the ring, W rows w_row(n) (bf16 or MXFP4, placed by wg_w_slot) and the
 // activation rows with cp.async, each stage's `full` barrier completing once its copies have landed (or, with
@@ -490,7 +576,9 @@ GETP_DEVICE int wg_slice_end(int steps, int splits, int slice) { return (slice +
 // pieces = 3: every k16 step, for each block, t = x3 W + x2 W + x1 W from zero, then a wait and acc += t
 // (a t is read only once its products are done: reading it while a wgmma that writes it runs would make ptxas
 // serialise every wgmma, warning C7514; the other consumer warpgroup keeps the tensor cores busy). Tiles of at
-// most WG_IN_FLIGHT_ROWS rows issue a stage's k16 steps together, each into its own t, before one wait.
+// most WG_IN_FLIGHT_ROWS rows issue a stage's k16 steps together, each into its own t, before one wait; where
+// BR MB <= WG_OVERLAP_FEATURE_ROWS (one row's tiles), two stages, the first added while the second's run
+// (wg_overlapped_stages; not in split-K's sliced mode).
 // Tiles of two blocks (MB = 2) alternate the blocks' k16 steps: one block's t is added while the other's
 // products run (wait_group 1); tiles of one block and 32 rows or more, the two halves of its rows.
 // pieces = 1: the tensor cores accumulate into acc, one stage's products in flight while the next is
@@ -565,6 +653,10 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     for (int mb = 0; mb < MB; ++mb)
       #pragma unroll
       for (int i = 0; i < BR / 2; ++i) tk[kk][mb][i] = 0.0f;
+  if constexpr (IN_FLIGHT && !Slices::SLICED && BR * MB <= WG_OVERLAP_FEATURE_ROWS) {
+    wg_overlapped_stages<S, BR, MB>(acc, base, w_off, full, empty, steps);
+    return true;
+  }
   // Slices::SLICED: a loop a slice, its stages then (every product done) its fold, so that ptxas sees no
   // non-wgmma write to acc while products are in flight (its C7515 serialisation, met with the fold inside
   // the loop over stages); WgWhole: one slice of every stage, the plain loop over K.
