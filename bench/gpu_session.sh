@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -579,6 +579,18 @@ PY
       gpu_tests overlap-tests 260 tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       decode_sides
+      ;;
+    s25c)  # branch s25 (stage-overlap + wide blocks; .carry/old = main): their bit tests (every wgmma tile against
+      # mma.sync's bits and across row counts; the wide blocks against the two-consumer and cp.async kernels), then
+      # the one-row products in both trees
+      gpu_tests s25-tests 300 tests/test_gpu_gemm_wgmma.py -k "wide or grouped_tma or bits or row_count or half"
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      onerow_sides
+      ;;
+    s25d)  # branch s25 against main: batch-1 decode in main, in s25, and in s25 without the wide blocks
+      decode_sides old new
+      CUPY_GETP_WG_WIDE=0 sides decode-nowide 150 "$DECODE" new
+      decode_figures decode-nowide-new
       ;;
     s23b)  # the exact headline without and with programmatic dependent launch, this tree
       for pdl in 0 1; do CUPY_GETP_PDL=$pdl TREE=. PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \

@@ -5,7 +5,8 @@ invariance), so its speed comes from which of them the launch helpers pick at on
 with one or two 64-feature blocks per consumer (MB), the mma.sync kernels' tiles (the same bits: same k
 order and promotion), the wgmma kernels that read W through tensor maps (`wg tma`: one TMA copy a stage, the
 same bits; where cuda-bindings is installed), and for the grouped expert products MB as well, their experts
-read by the producer's copies or through a paired tensor map (`wg tma`, the same bits); then the dense
+read by the producer's copies or through a paired tensor map (`wg tma`, the same bits), mlp1 also in wide blocks
+where they fit (`wg tma wide`: 192 features, the same bits); then the dense
 products split along K where the rule of launch/splitk.py splits them (`wg splitk`, `wg tma splitk`: other
 bits, the same at every row count; the engine's default, CUPY_GETP_WG_SPLITK=0 turns it off). Each product is
 launched `--launches` times back to back between two events, cycling through enough copies of its weights
@@ -167,22 +168,26 @@ def main() -> None:
         bytes1, bytes2 = TOP_K * 2 * (2 * INTER * HIDDEN), TOP_K * 2 * (HIDDEN * INTER)  # at one row
         real_features = kernels._wg_features
         has_tma_grouped = getattr(kernels, "wg_tma_grouped", False)  # the experts by TMA (trees before them have none)
-        for features, tma in ((f, t) for f in ((1, 2) if has_wgmma else ())  # mma.sync groups by TC_BLOCK_M
-                              for t in ((False, True) if has_tma_grouped else (False,))):
+        has_wide = getattr(kernels, "wg_wide", False)  # mlp1 in wide blocks where they fit (trees before: none)
+        # (feature blocks, experts by TMA, wide blocks allowed); mma.sync groups by TC_BLOCK_M: not this grouping
+        runs = [(f, t, False) for f in ((1, 2) if has_wgmma else ()) for t in (False, True) if t <= has_tma_grouped]
+        runs += [(1, True, True)] if has_wide else []
+        for features, tma, wide in runs:
             kernels._wg_features = lambda *a, f=features, **kw: f
-            kernels.wg_tma_grouped = tma
+            kernels.wg_tma_grouped, kernels.wg_wide = tma, wide
             try:
                 mlp1 = partial(timed, groupings,
                                lambda g: kernels.gemm_tc_grouped_swiglu(gp, ap, g[0], g[1], w1, b1, TOP_K, 7.0),
                                tma=tma)
                 mlp2 = partial(timed, groupings, lambda g: kernels.gemm_tc_grouped(y, gp, g[0], g[1], w2, b2), tma=tma)
-                for kind, run, nbytes in (("mlp1_swiglu", mlp1, bytes1), ("mlp2", mlp2, bytes2)):
+                for kind, run, nbytes in (("mlp1_swiglu", mlp1, bytes1), ("mlp2", mlp2, bytes2))[:2 - wide]:
                     ms, launches = run()
-                    choice = f"wg {'tma ' if tma else ''}{block_m}x{features}"
+                    choice = f"wg {'tma ' if tma else ''}{'wide ' if wide else ''}{block_m}x{features}"
                     print(json.dumps({"pieces": pieces, **record(kind, choice, ms, launches, nbytes, copy_gb_s)}),
                           flush=True)
             finally:
                 kernels._wg_features, kernels.wg_tma_grouped = real_features, has_tma_grouped
+                kernels.wg_wide = has_wide
 
 
 if __name__ == "__main__":
