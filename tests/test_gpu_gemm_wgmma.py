@@ -10,6 +10,9 @@ twins of the dense kernels (W by tensor maps) give the cp.async kernels' bits.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -476,8 +479,12 @@ def test_a_tensor_map_is_made_once_per_address_shape_and_box():
 
 def test_a_paired_map_places_each_row_where_wg_w_slot_does():
     """The paired map's four dimensions (K; 8 pairs two rows apart; a pair's 2 rows; 16-row groups) lay a box's
-    row 16 g + 2 i + q at shared-memory row 16 g + 8 q + i: gemm_wgmma.hip's wg_w_slot, reproduced here."""
+    row 16 g + 2 i + q at shared-memory row 16 g + 8 q + i: gemm_wgmma.hip's wg_w_slot, its expression read from
+    the kernel source and evaluated here (C's integer / on non-negative ints is Python's //)."""
     from cupy_getp.gpu.launch.tensor_map import paired_shape
+
+    source = (Path(__file__).resolve().parents[1] / "kernels" / "gemm_wgmma.hip").read_text()
+    expression = re.search(r"int wg_w_slot\(int n\) \{ return (.+?); \}", source).group(1)
 
     k, n, box_rows = 2880, 5760 * 4, 256
     sizes, strides, box = paired_shape(n, k, box_rows)
@@ -489,7 +496,7 @@ def test_a_paired_map_places_each_row_where_wg_w_slot_does():
             for i in range(box[1]):
                 global_row = (i * strides[0] + q * strides[1] + g * strides[2]) // row_bytes
                 placed[global_row] = len(placed)
-    wg_w_slot = [(r & ~15) + 8 * (r & 1) + (r & 15) // 2 for r in range(box_rows)]
+    wg_w_slot = [eval(expression.replace("/", "//"), {"n": r}) for r in range(box_rows)]
     assert [placed[r] for r in range(box_rows)] == wg_w_slot
 
 
