@@ -18,7 +18,8 @@
 // fills the instruction and reads each weight tile once for all pieces of its rows.
 //
 // Tiles. A block of WG_THREADS = 384 threads is one producer warpgroup and two consumer warpgroups (the half
-// blocks, WG_HALF_THREADS = 256: one consumer, 64 MB features); it
+// blocks, WG_HALF_THREADS = 256: one consumer, 64 MB features; the wide ones, WG_WIDE_THREADS = 512: three,
+// 192 MB features); it
 // computes 128 MB output features (MB blocks of 64 per consumer) x BR rows, stepping over K by WG_BK = 64
 // (one 128-byte row of bf16 per operand row: the 128-byte swizzle atom). The producer copies 16-byte
 // chunks with cp.async into a ring of stages (as many as WG_SMEM_BYTES holds, at most WG_MAX_STAGES),
@@ -50,7 +51,7 @@
 #endif
 
 // WG_SMEM_BYTES (dynamic shared memory of every block) and WG_THREADS (a producer warpgroup and two
-// consumer warpgroups): cupy_getp/gpu/constants.py.
+// consumer warpgroups; WG_HALF_THREADS one, WG_WIDE_THREADS three): cupy_getp/gpu/constants.py.
 #define WG_BK 64         // K per stage (bf16): one 128-byte swizzle row
 #define WG_MAX_STAGES 8
 #define WG_IN_FLIGHT_ROWS 16  // exact tiles of at most this many rows keep a stage's k16 steps in flight (wg_product)
@@ -60,7 +61,7 @@
 
 static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
 static_assert(WG_HALF_THREADS == 256, "half blocks (gemm_wg_tma_half_*) are a producer and one consumer");
-static_assert(WG_WIDE_THREADS == 512, "wide blocks (gemm_wg_tma_grouped_swiglu_wide_*) are a producer and three consumers");
+static_assert(WG_WIDE_THREADS == 512, "wide blocks (gemm_wg_tma_grouped_swiglu_wide_*): a producer, three consumers");
 
 // The ring of one product: STAGES stages of W (BN = 64 MB rows a consumer warpgroup: CONS = 2, 1 in the half
 // blocks, 3 in the wide ones) then PIECES x BR activation rows, 128 B each.
@@ -417,8 +418,8 @@ GETP_DEVICE void wg_load_stage(unsigned stage, const WgSources<BR, PIECES, MB, W
   }
 }
 
-// W read by the tensor memory accelerator (the TMA kernels): the block's rows n0 .. n0 + 128 MB of the matrix
-// `map` describes (its box: 64 K x 128 MB rows, 128-byte swizzle, zeros outside the matrix), from column k0 on
+// W read by the tensor memory accelerator (the TMA kernels): the block's rows n0 .. n0 + 64 CONS MB of the matrix
+// `map` describes (its box: 64 K x 64 CONS MB rows, 128-byte swizzle, zeros outside the matrix), from column k0 on
 // (0, or a split's first column: the map names the whole of W).
 struct WgTmaW {
   const WgTensorMap* map;
@@ -592,7 +593,8 @@ template <int BR, int PIECES, int MB, int CONS = 2, class WRowOf, class ARow, cl
 GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, size_t plane,
                             const unsigned short* dummy, int K, int vec8, Slices slices = WgWhole{1}) {
   typedef WgStage<BR, PIECES, MB, CONS> S;
-  static_assert(CONS == 2 || ((CONS == 1 || CONS == 3) && WgByTma<WRowOf>::value), "half and wide blocks take W by TMA");
+  static_assert(CONS == 2 || ((CONS == 1 || CONS == 3) && WgByTma<WRowOf>::value),
+                "half and wide blocks take W by TMA");
   __shared__ __align__(8) unsigned long long bars[2 * WG_MAX_STAGES];  // full[STAGES], then empty[STAGES]
   const unsigned base = (shared_addr(wg_smem) + WG_ALIGN - 1) & ~(unsigned)(WG_ALIGN - 1);
   const unsigned full = shared_addr(bars), empty = full + 8 * WG_MAX_STAGES;
@@ -1171,7 +1173,8 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
     wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, W_VALUE, b2, hidden, inter, vec8);         \
   }
 // gemm_wg_tma_grouped_swiglu_r{BR}_p{P}_b{MB}, gemm_wg_tma_grouped_r...: bf16 experts through a paired map (boxes
-// of 128 MB rows). Their tile's expert comes from moe_align, the kernel ahead: no weights before grid_begin.
+// of 128 MB rows; the wide kernels' below, 192). Their tile's expert comes from moe_align, the kernel ahead: no
+// weights before grid_begin.
 #define WG_GROUPED_TMA_KERNELS(BR, P, MB)                                                                           \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_tma_grouped_swiglu_r##BR##_p##P##_b##MB(   \
       const WG_GRID_CONSTANT WgTensorMap w_map, unsigned short* __restrict__ gp, int padded, int ldg,              \

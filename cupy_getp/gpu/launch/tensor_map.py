@@ -4,7 +4,8 @@ turns them off, =1 insists on them); the same bits as the cp.async kernels, and 
 product 24.9 -> 20.0 us, batch-1 getp 188.4 -> 210.8 tok/s (bench/RESULTS.md, fifth session of 2026-11-29).
 
 A map describes W (N, K) bf16, K contiguous, and the box one copy moves: 64 K (128 bytes, the 128-byte swizzle
-atom the wgmma descriptors name) x 128 MB rows, elements outside W read as zeros. It is made on the host by the
+atom the wgmma descriptors name) x a block's feature rows (128 MB; 64 MB in the half blocks, 192 in the wide
+ones), elements outside W read as zeros. It is made on the host by the
 driver (`cuda.bindings.driver.cuTensorMapEncodeTiled`, imported only when a map is made: the package is a
 dependency of the CUDA extras, never of the CPU tests) and reaches the kernel by value, as a size-one numpy
 array of 128 bytes (CuPy passes such an array's bytes as the parameter).
