@@ -117,9 +117,10 @@ def test_dense_bits_equal_the_mma_sync_kernels(gpu, rng, pieces, m, k, n):
 
 
 # -- dense through tensor maps (TMA) -------------------------------------------------------------------
-def tma_launches(kernels) -> int:
-    """How many gemm_wg_tma_* kernels this device's Kernels launched so far."""
-    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith("gemm_wg_tma_"))
+def launches_of(kernels, prefix: str) -> int:
+    """How many kernels named prefix... this device's Kernels launched so far (gemm_wg_tma_: the TMA products;
+    gemm_wg_tma_half_: the half blocks; gemm_wg_tma_grouped: the grouped TMA products)."""
+    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith(prefix))
 
 
 @pytest.mark.gpu
@@ -134,29 +135,24 @@ def test_tma_dense_bits_equal_the_cp_async_kernels(gpu, rng, pieces, k, n):
         c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
         for tile in [t for p, t in TILES if p == pieces]:
             for accumulate in (False, True):
-                assert_off_and_on_agree(gpu, "wg_tma", tma_launches, c0 if accumulate else (m, n),
+                assert_off_and_on_agree(gpu, "wg_tma", "gemm_wg_tma_", c0 if accumulate else (m, n),
                                         lambda c: gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=tile),
                                         f"{m} rows, tile {tile}, accumulate {accumulate}")
 
 
-def assert_off_and_on_agree(gpu, setting: str, launches, c0, product, label: str) -> None:
+def assert_off_and_on_agree(gpu, setting: str, prefix: str, c0, product, label: str) -> None:
     """product(c) with the Kernels attribute `setting` off, then on, into a copy of c0 (or, given a shape, a
-    poisoned array): the same bits, and `launches` (a count of the kernels the setting picks) up by one only
-    when on."""
+    poisoned array): the same bits, and the launches of the kernels the setting picks (named prefix...) up by
+    one only when on."""
     outputs = []
     for on in (False, True):
         c = poisoned(c0) if isinstance(c0, tuple) else c0.copy()
-        launched = launches(gpu[1])
+        launched = launches_of(gpu[1], prefix)
         with kernel_settings(gpu[1], **{setting: on}):
             product(c)
-        assert launches(gpu[1]) - launched == on, f"{label}: {setting} picks its kernels only when on"
+        assert launches_of(gpu[1], prefix) - launched == on, f"{label}: {setting} picks its kernels only when on"
         outputs.append(host(c, gpu))
     np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=label)
-
-
-def half_launches(kernels) -> int:
-    """How many gemm_wg_tma_half_* kernels this device's Kernels launched so far."""
-    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith("gemm_wg_tma_half_"))
 
 
 @pytest.mark.gpu
@@ -174,7 +170,7 @@ def test_half_blocks_give_the_two_consumer_tiles_bits(gpu, rng, pieces, k, n):
         c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
         for rows in [r for r in (8, 16) if r >= m]:
             for accumulate in (False, True):
-                assert_off_and_on_agree(gpu, "wg_half", half_launches, c0 if accumulate else (m, n),
+                assert_off_and_on_agree(gpu, "wg_half", "gemm_wg_tma_half_", c0 if accumulate else (m, n),
                                         lambda c: gpu[1].gemm_tc(c, ap, w, bias, accumulate, tile=(rows, 1)),
                                         f"{m} rows, tile ({rows}, 1), accumulate {accumulate}")
 
@@ -185,10 +181,10 @@ def test_tma_leaves_weights_no_tensor_map_can_describe_to_the_cp_async_kernels(g
     for k, offset in ((100, 0), (2880, 2)):
         a, w = activations(rng, (9, k), heavy=True), bf16_weights(rng, (70, k))
         ap, c = split(gpu[1], dev(a), 3), poisoned((9, 70))
-        launched = tma_launches(gpu[1])
+        launched = launches_of(gpu[1], "gemm_wg_tma_")
         with kernel_settings(gpu[1], wg_tma=True):
             gpu[1].gemm_tc(c, ap, dev(w, offset))
-        assert tma_launches(gpu[1]) == launched
+        assert launches_of(gpu[1], "gemm_wg_tma_") == launched
         assert_accurate(host(c, gpu), *product(a, w), pieces=3, exact_abs=False)
 
 
@@ -263,11 +259,6 @@ def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces,
         np.testing.assert_array_equal(y, first[1], err_msg=label)
 
 
-def grouped_tma_launches(kernels) -> int:
-    """How many gemm_wg_tma_grouped* kernels this device's Kernels launched so far."""
-    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith("gemm_wg_tma_grouped"))
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("rows, k, n_experts, used, hidden, inter",
@@ -292,7 +283,7 @@ def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, 
                 gpu[1]._wg_features = lambda *args, f=features, **kw: f
                 results = []
                 for on in (False, True):
-                    launched = grouped_tma_launches(gpu[1])
+                    launched = launches_of(gpu[1], "gemm_wg_tma_grouped")
                     with kernel_settings(gpu[1], wg_tma_grouped=on, wg_wide=False):  # wide: the test below
                         bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts,
                                                                              block_m, w1, b1, k, inter, pieces)
@@ -300,18 +291,13 @@ def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, 
                         gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_padded), dev(tile_expert), w2, b2)
                     # a map's rows: K a multiple of 8 (16 bytes); its boxes: N a multiple of 16
                     want = on * ((2 * inter) % 16 == 0 and hidden % 8 == 0) + on * (hidden % 16 == 0 and inter % 8 == 0)
-                    assert grouped_tma_launches(gpu[1]) - launched == want, (block_m, features, on)
+                    assert launches_of(gpu[1], "gemm_wg_tma_grouped") - launched == want, (block_m, features, on)
                     results.append((bits[:, padded_of_pair], host(y, gpu)[padded_of_pair]))
                 label = f"tiles of {block_m} rows, {features} feature blocks"
                 np.testing.assert_array_equal(results[1][0], results[0][0], err_msg=f"g, {label}")
                 np.testing.assert_array_equal(results[1][1], results[0][1], err_msg=f"y, {label}")
     finally:
         gpu[1]._wg_features = chosen
-
-
-def wide_launches(kernels) -> int:
-    """How many wide-block kernels (gemm_wg_tma_grouped_swiglu_wide_*) this device's Kernels launched so far."""
-    return sum(n for name, n in kernels.device.counters.launches.items() if name.startswith(f"gemm_wg{WG_WIDE_KIND}"))
 
 
 @pytest.mark.gpu
@@ -338,10 +324,10 @@ def test_wide_blocks_give_the_two_consumer_blocks_bits(gpu, rng, pieces, inter):
     try:
         for label, settings, features in runs:
             gpu[1]._wg_features = chosen if features is None else (lambda *args, f=features, **kw: f)
-            launched = wide_launches(gpu[1])
+            launched = launches_of(gpu[1], f"gemm_wg{WG_WIDE_KIND}")
             with kernel_settings(gpu[1], _sm_count=132, **settings):  # the rule's count: an H100's, an H200's
                 bits, _, padded_of_pair, _ = mlp1(gpu[1], ap, experts, n_experts, 8, w1, b1, k, inter, pieces)
-            assert wide_launches(gpu[1]) - launched == (label == "wide"), label
+            assert launches_of(gpu[1], f"gemm_wg{WG_WIDE_KIND}") - launched == (label == "wide"), label
             results[label] = bits[:, padded_of_pair]  # in pair order
     finally:
         gpu[1]._wg_features = chosen
