@@ -9,10 +9,13 @@ comes out as pieces for mlp2); `of_peak` divides by 790 TFLOP/s (measured BF16 o
 H200). Times
 are the median of device-event timings after warm-up. Under a minute on an H100; `--quick` one M only.
 
-    python bench/gemm_tc.py [--quick] [--repeats 20] [--experts bf16,mxfp4] [--grouped-only]
+    python bench/gemm_tc.py [--quick] [--rows 606,1024] [--repeats 20] [--experts bf16,mxfp4] [--grouped-only]
 
 `--experts mxfp4` times the grouped products on MXFP4 experts too (the *_mxfp4w kernels: a quarter of the
-expert bytes, widened to BF16 while staged), beside BF16 experts in the same run.
+expert bytes, widened to BF16 while staged), beside BF16 experts in the same run. The grouped wgmma products
+run at the engine's tile height and every other one (`block_m`), bf16 experts both by cp.async ("wg") and by TMA
+("wg tma") where the device takes tensor maps; `padded` counts the rows the tiles hold, the figures only the
+pairs' rows.
 """
 
 from __future__ import annotations
@@ -66,11 +69,12 @@ def main() -> None:
 
     from cupy_getp.gpu.device import Device
     from cupy_getp.gpu.kernels import Kernels
-    from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, TC_BLOCK_M, WG_DENSE_TILES, pieces_lda,
+    from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, TC_BLOCK_M, WG_DENSE_TILES, WG_GROUPED_ROWS, pieces_lda,
                                               tensor_cores_supported, wg_grouped_rows)
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="M = 512 and 1024 only")
+    parser.add_argument("--rows", default=None, help="comma-separated M (rows of a step), instead of the defaults")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--experts", default="bf16", help="expert storages of the grouped products: bf16, mxfp4")
     parser.add_argument("--grouped-only", action="store_true", help="skip the dense products")
@@ -85,17 +89,19 @@ def main() -> None:
     stream = device.stream
     rng = cupy.random.default_rng(0)
     host_rng = np.random.default_rng(0)
-    rows = (512, 1024) if args.quick else ROWS
+    rows = tuple(int(r) for r in args.rows.split(",")) if args.rows else (512, 1024) if args.quick else ROWS
     has_wgmma = kernels.wgmma
     print(json.dumps({"device": device.describe(), "bf16_peak_tflops": BF16_PEAK_TFLOPS, "wgmma": has_wgmma,
                       "not_built": kernels.not_built}), flush=True)
 
-    def on(wgmma: bool, fn, *a, **kw):
-        kernels.wgmma = wgmma
+    has_tma_grouped = kernels.wg_tma_grouped
+
+    def on(wgmma: bool, fn, *a, tma_grouped: bool = has_tma_grouped, **kw):
+        kernels.wgmma, kernels.wg_tma_grouped = wgmma, tma_grouped
         try:
             return fn(*a, **kw)
         finally:
-            kernels.wgmma = has_wgmma
+            kernels.wgmma, kernels.wg_tma_grouped = has_wgmma, has_tma_grouped
 
     def split_then(product, a, ap, *rest, **options):
         """What the engine does: split a, then the product on its pieces (both timed)."""
@@ -137,10 +143,14 @@ def main() -> None:
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
         for pieces in (3, 1):
-            paths = [("mma.sync", False, TC_BLOCK_M)]
-            if has_wgmma:  # the engine's tile height, then 64 and 128 rows
-                paths += [("wg", True, b) for b in dict.fromkeys((wg_grouped_rows(pairs, N_EXPERTS, pieces), 64, 128))]
-            for (label, wgmma, block_m), storage in ((p, s) for p in paths for s in storages):
+            paths = [("mma.sync", False, TC_BLOCK_M, False)]
+            if has_wgmma:  # the engine's tile height first, then every other; by cp.async, then by TMA
+                heights = dict.fromkeys((wg_grouped_rows(pairs, N_EXPERTS, pieces), *WG_GROUPED_ROWS))
+                paths += [(label, True, b, tma) for b in heights
+                          for label, tma in (("wg", False), ("wg tma", True)) if tma <= has_tma_grouped]
+            for (label, wgmma, block_m, tma), storage in ((p, s) for p in paths for s in storages):
+                if tma and storage != "bf16":
+                    continue  # the TMA kernels take bf16 experts only
                 w1, w2 = experts_w[storage]
                 pair_host, tile_host = group_pairs(experts, N_EXPERTS, block_m)
                 pair_of_padded, tile_expert = cupy.asarray(pair_host), cupy.asarray(tile_host)
@@ -149,9 +159,9 @@ def main() -> None:
                 gp = cupy.zeros((pieces, pair_host.size, pieces_lda(INTER)), np.uint16)
                 ms1 = on(wgmma, time_ms, stream, partial(split_then, partial(kernels.gemm_tc_grouped_swiglu, gp), a,
                                                          ap, pair_of_padded, tile_expert, w1, b1, TOP_K, 7.0),
-                         args.repeats)
+                         args.repeats, tma_grouped=tma)
                 ms2 = on(wgmma, time_ms, stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_padded, tile_expert,
-                                                         w2, b2), args.repeats)
+                                                         w2, b2), args.repeats, tma_grouped=tma)
                 print(json.dumps({"kernel": "grouped", "path": label, "experts": storage, "block_m": block_m, "rows": r, "pairs": pairs,
                                   "padded": int(pair_host.size), "pieces": pieces,
                                   "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),

@@ -580,6 +580,19 @@ PY
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       decode_sides
       ;;
+    s26a)  # branch grouped-tma-tall (the grouped TMA kernels at every tile height): their bits against the cp.async
+      # kernels', then the grouped products at 606 (an H100's headline steps) and 1024 rows, every tile height, W by
+      # cp.async and by TMA
+      gpu_tests s26-tests 240 tests/test_gpu_gemm_wgmma.py -k grouped
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      sides grouped 200 "python bench/gemm_tc.py --grouped-only --rows 606,1024" new
+      echo "path experts tile rows pieces TFLOP/s mlp1 mlp2"; grouped_tflops "$OUT/grouped-new.txt"
+      ;;
+    s26b)  # the exact headline (30 s, 1024 requests) in main before (.carry/old), this tree, and this tree with the
+      # grouped tiles at most 32 rows tall (.carry/r32)
+      for side in old new r32; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=170 \
+        headline_side 1 exact "headline-$side"; done
+      ;;
     s25c)  # branch s25 (stage-overlap + wide blocks; .carry/old = main): their bit tests (every wgmma tile against
       # mma.sync's bits and across row counts; the wide blocks against the two-consumer and cp.async kernels), then
       # the one-row products in both trees

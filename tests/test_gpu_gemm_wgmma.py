@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cupy_getp.gpu.launch.gemm_tc import WG_DENSE_TILES, WG_GROUPED_ROWS, WG_WIDE_KIND, pieces_lda, wg_grouped_rows
+from cupy_getp.gpu.launch.gemm_tc import (WG_DENSE_TILES, WG_GROUPED_ROWS, WG_GROUPED_TILES, WG_TMA_GROUPED_ROWS,
+                                          WG_WIDE_KIND, pieces_lda, wg_grouped_rows)
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, kernel_settings, poisoned
 from gpu_helpers import to_device as dev
@@ -265,7 +266,7 @@ def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces,
                          [(1, 4, 32, 32, 2880, 2880), GROUPED[1], GROUPED[3], GROUPED[4]])
 def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, n_experts, used, hidden, inter):
     """bf16 experts by TMA through a paired map (rows in wg_w_slot's places; past an expert's N the next
-    expert's rows, past the last zeros) give the cp.async kernels' g and y bits, tiles of 8 and 16 rows, one and
+    expert's rows, past the last zeros) give the cp.async kernels' g and y bits, tiles of every height, one and
     two feature blocks; the TMA kernels run wherever the expert's N (mlp1: 2I, mlp2: H) is a multiple of 16 and
     its K (H, I) of 8."""
     if not gpu[1].wg_tma:
@@ -278,24 +279,23 @@ def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, 
     b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
     chosen = gpu[1]._wg_features
     try:
-        for block_m in (8, 16):
-            for features in (1, 2):
-                gpu[1]._wg_features = lambda *args, f=features, **kw: f
-                results = []
-                for on in (False, True):
-                    launched = launches_of(gpu[1], "gemm_wg_tma_grouped")
-                    with kernel_settings(gpu[1], wg_tma_grouped=on, wg_wide=False):  # wide: the test below
-                        bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts,
-                                                                             block_m, w1, b1, k, inter, pieces)
-                        y = poisoned((pair_of_padded.size, hidden))
-                        gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_padded), dev(tile_expert), w2, b2)
-                    # a map's rows: K a multiple of 8 (16 bytes); its boxes: N a multiple of 16
-                    want = on * ((2 * inter) % 16 == 0 and hidden % 8 == 0) + on * (hidden % 16 == 0 and inter % 8 == 0)
-                    assert launches_of(gpu[1], "gemm_wg_tma_grouped") - launched == want, (block_m, features, on)
-                    results.append((bits[:, padded_of_pair], host(y, gpu)[padded_of_pair]))
-                label = f"tiles of {block_m} rows, {features} feature blocks"
-                np.testing.assert_array_equal(results[1][0], results[0][0], err_msg=f"g, {label}")
-                np.testing.assert_array_equal(results[1][1], results[0][1], err_msg=f"y, {label}")
+        for block_m, features in [(r, f) for r, f in WG_GROUPED_TILES if r in WG_TMA_GROUPED_ROWS]:
+            gpu[1]._wg_features = lambda *args, f=features, **kw: f
+            results = []
+            for on in (False, True):
+                launched = launches_of(gpu[1], "gemm_wg_tma_grouped")
+                with kernel_settings(gpu[1], wg_tma_grouped=on, wg_wide=False):  # wide: the test below
+                    bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts,
+                                                                         block_m, w1, b1, k, inter, pieces)
+                    y = poisoned((pair_of_padded.size, hidden))
+                    gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_padded), dev(tile_expert), w2, b2)
+                # a map's rows: K a multiple of 8 (16 bytes); its boxes: N a multiple of 16
+                want = on * ((2 * inter) % 16 == 0 and hidden % 8 == 0) + on * (hidden % 16 == 0 and inter % 8 == 0)
+                assert launches_of(gpu[1], "gemm_wg_tma_grouped") - launched == want, (block_m, features, on)
+                results.append((bits[:, padded_of_pair], host(y, gpu)[padded_of_pair]))
+            label = f"tiles of {block_m} rows, {features} feature blocks"
+            np.testing.assert_array_equal(results[1][0], results[0][0], err_msg=f"g, {label}")
+            np.testing.assert_array_equal(results[1][1], results[0][1], err_msg=f"y, {label}")
     finally:
         gpu[1]._wg_features = chosen
 
@@ -578,8 +578,8 @@ def test_the_dense_product_takes_the_half_blocks_where_asked(rng, n):
 
 def test_the_grouped_products_take_the_paired_map_where_asked(rng):
     """With wg_tma and wg_tma_grouped, one row's mlp1 and mlp2 on bf16 experts run gemm_wg_tma_grouped* through a
-    paired map of the experts as (E N, K) rows (the oracle checks its kind) with the cp.async kernels' results;
-    off, or past 16-row tiles, the cp.async kernels."""
+    paired map of the experts as (E N, K) rows (the oracle checks its kind) with the cp.async kernels' results,
+    tiles of every height; off, the cp.async kernels."""
     kernels = FakeKernels(FakeDevice())
     kernels.wgmma, kernels.wg_tma, kernels._sm_count = True, True, 132
     kernels.tensor_maps = TensorMaps(stand_in_tensor_map)
@@ -591,7 +591,7 @@ def test_the_grouped_products_take_the_paired_map_where_asked(rng):
     b2 = host_array(rng.standard_normal((n_experts, hidden)).astype(np.float32))
     ap = host_array(np.zeros((3, 3, pieces_lda(hidden)), np.uint16))
     kernels.split_pieces(ap, host_array(activations(rng, (3, hidden), heavy=True)))
-    for block_m, takes_map in ((8, True), (16, True), (32, False)):
+    for block_m in WG_GROUPED_ROWS:
         pair_of_padded, _, tile_expert = moe_align_host(experts, n_experts, block_m)
         outputs = []
         for on in (False, True):
@@ -602,9 +602,9 @@ def test_the_grouped_products_take_the_paired_map_where_asked(rng):
             y = host_array(np.zeros((pair_of_padded.size, hidden), np.float32))
             kernels.gemm_tc_grouped(y, gp, host_array(pair_of_padded), host_array(tile_expert), w2, b2)
             outputs.append((np.array(gp), np.array(y)))
-        tma = "_tma" if takes_map else ""
-        assert [name.split("_r")[0] for name in kernels.launches[-2:]] == \
-            [f"gemm_wg{tma}_grouped_swiglu", f"gemm_wg{tma}_grouped"], block_m
+            tma = "_tma" if on else ""
+            assert [name.split("_r")[0] for name in kernels.launches[-2:]] == \
+                [f"gemm_wg{tma}_grouped_swiglu", f"gemm_wg{tma}_grouped"], (block_m, on)
         np.testing.assert_array_equal(outputs[1][0], outputs[0][0])
         np.testing.assert_array_equal(outputs[1][1], outputs[0][1])
 

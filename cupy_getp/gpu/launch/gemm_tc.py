@@ -38,9 +38,9 @@ WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) !=
 WG_HALF_ROWS = (8, 16)
 WG_HALF_ENV = "CUPY_GETP_WG_HALF"
 # The grouped TMA kernels (gemm_wg_tma_grouped{,_swiglu}_r{rows}_p{pieces}_b{blocks}: bf16 experts through a paired
-# map, launch/tensor_map.py): tiles of these heights, the steps of few rows. CUPY_GETP_WG_TMA_GROUPED=0 turns them
-# off; the bits are the same either way.
-WG_TMA_GROUPED_ROWS = (8, 16)
+# map, launch/tensor_map.py): tiles of every height. CUPY_GETP_WG_TMA_GROUPED=0 turns them off; the bits are the
+# same either way.
+WG_TMA_GROUPED_ROWS = WG_GROUPED_ROWS
 WG_TMA_GROUPED_ENV = "CUPY_GETP_WG_TMA_GROUPED"
 # The wide blocks (gemm_wg_tma_grouped_swiglu_wide_r{rows}_p{pieces}_b1: a producer and three consumer warpgroups,
 # 192 features, WG_WIDE_THREADS): the grouped TMA mlp1 of tiles of these heights where 128-feature tiles would take
