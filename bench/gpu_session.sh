@@ -588,9 +588,9 @@ PY
       sides grouped 200 "python bench/gemm_tc.py --grouped-only --rows 606,1024" new
       echo "path experts tile rows pieces TFLOP/s mlp1 mlp2"; grouped_tflops "$OUT/grouped-new.txt"
       ;;
-    s26b)  # the exact headline (30 s, 1024 requests) in main before (.carry/old), this tree, and this tree with the
-      # grouped tiles at most 32 rows tall (.carry/r32)
-      for side in old new r32; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=170 \
+    s26b)  # the exact headline (30 s, 1024 requests) in main before (.carry/old) and this tree (HEADLINE_SIDES: others
+      # carried as .carry/SIDE)
+      for side in ${HEADLINE_SIDES:-old new}; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=170 \
         headline_side 1 exact "headline-$side"; done
       ;;
     s25c)  # branch s25 (stage-overlap + wide blocks; .carry/old = main): their bit tests (every wgmma tile against

@@ -28,7 +28,7 @@ from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp
 from cupy_getp.gpu.constants import SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
-                                          WG_TMA_GROUPED_ROWS, WG_WIDE_KIND, WG_WIDE_ROWS)
+                                          WG_WIDE_KIND, WG_WIDE_ROWS)
 from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.gpu.launch.splitk import WG_SLICED_ROWS
 from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, map_argument
@@ -387,11 +387,11 @@ for _pieces in (3, 1):
             _with_widened_experts(_wg_grouped_swiglu(_rows), 8, 10))
         oracle(f"gemm_wg_grouped_mxfp4w_r{_rows}_p{_pieces}_b{_blocks}")(
             _with_widened_experts(_wg_grouped(_rows), 6, 9))
-        if _rows in WG_TMA_GROUPED_ROWS:  # N: 2 inter (mlp1), hidden (mlp2), from the arguments without W
-            oracle(f"gemm_wg_tma_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(
-                _with_mapped_experts(_wg_grouped_swiglu(_rows), 8, lambda args: 2 * int(args[10])))
-            oracle(f"gemm_wg_tma_grouped_r{_rows}_p{_pieces}_b{_blocks}")(
-                _with_mapped_experts(_wg_grouped(_rows), 6, lambda args: int(args[7])))
+        # the TMA kernels' N: 2 inter (mlp1), hidden (mlp2), from the arguments without W
+        oracle(f"gemm_wg_tma_grouped_swiglu_r{_rows}_p{_pieces}_b{_blocks}")(
+            _with_mapped_experts(_wg_grouped_swiglu(_rows), 8, lambda args: 2 * int(args[10])))
+        oracle(f"gemm_wg_tma_grouped_r{_rows}_p{_pieces}_b{_blocks}")(
+            _with_mapped_experts(_wg_grouped(_rows), 6, lambda args: int(args[7])))
 
 
 

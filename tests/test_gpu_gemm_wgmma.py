@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cupy_getp.gpu.launch.gemm_tc import (WG_DENSE_TILES, WG_GROUPED_ROWS, WG_GROUPED_TILES, WG_TMA_GROUPED_ROWS,
+from cupy_getp.gpu.launch.gemm_tc import (WG_DENSE_TILES, WG_GROUPED_ROWS, WG_GROUPED_TILES,
                                           WG_WIDE_KIND, pieces_lda, wg_grouped_rows)
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, kernel_settings, poisoned
@@ -279,7 +279,7 @@ def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, 
     b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
     chosen = gpu[1]._wg_features
     try:
-        for block_m, features in [(r, f) for r, f in WG_GROUPED_TILES if r in WG_TMA_GROUPED_ROWS]:
+        for block_m, features in WG_GROUPED_TILES:
             gpu[1]._wg_features = lambda *args, f=features, **kw: f
             results = []
             for on in (False, True):

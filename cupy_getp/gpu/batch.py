@@ -412,7 +412,7 @@ def products_path(device, kernels, precision: str) -> str:
     if kernels.wg_tma:
         path += ", dense weights by TMA"
         if kernels.wg_tma_grouped:
-            path += ", experts of few rows by TMA"
+            path += ", experts by TMA"
     if kernels.pdl is not None:
         path += ", a step graph's kernels overlapping (PDL)"
     return f"{path} at every row count"

@@ -38,9 +38,8 @@ WG_GROUPED_TILES = [(r, f) for r in WG_GROUPED_ROWS for f in (1, 2) if (r, f) !=
 WG_HALF_ROWS = (8, 16)
 WG_HALF_ENV = "CUPY_GETP_WG_HALF"
 # The grouped TMA kernels (gemm_wg_tma_grouped{,_swiglu}_r{rows}_p{pieces}_b{blocks}: bf16 experts through a paired
-# map, launch/tensor_map.py): tiles of every height. CUPY_GETP_WG_TMA_GROUPED=0 turns them off; the bits are the
-# same either way.
-WG_TMA_GROUPED_ROWS = WG_GROUPED_ROWS
+# map, launch/tensor_map.py): every grouped tile (WG_GROUPED_TILES). CUPY_GETP_WG_TMA_GROUPED=0 turns them off; the
+# bits are the same either way.
 WG_TMA_GROUPED_ENV = "CUPY_GETP_WG_TMA_GROUPED"
 # The wide blocks (gemm_wg_tma_grouped_swiglu_wide_r{rows}_p{pieces}_b1: a producer and three consumer warpgroups,
 # 192 features, WG_WIDE_THREADS): the grouped TMA mlp1 of tiles of these heights where 128-feature tiles would take
@@ -91,8 +90,7 @@ def wg_wide_enabled() -> bool:
 
 
 def wg_tma_grouped_enabled() -> bool:
-    """Whether the grouped products of few rows with bf16 experts read them by TMA: yes unless
-    CUPY_GETP_WG_TMA_GROUPED=0."""
+    """Whether the grouped products with bf16 experts read them by TMA: yes unless CUPY_GETP_WG_TMA_GROUPED=0."""
     return os.environ.get(WG_TMA_GROUPED_ENV, "") != "0"
 
 
@@ -342,11 +340,11 @@ class TensorCoreGemmLaunches:
             kind, args = kind + "_splitk", args + self._splitk_buffers(*splitk_sizes(m, n, k, splits, rows))
         self._wg_launch(kind, rows, pieces, features, n, _blocks(m, rows), args, splits)
 
-    def _wg_grouped_map(self, kind: str, w, block_m: int, box_rows: int):
+    def _wg_grouped_map(self, kind: str, w, box_rows: int):
         """The paired map of bf16 experts w (E, N, K) for the grouped TMA kernels (boxes of box_rows rows: a
-        block's features), or None where they do not run: wg_tma or wg_tma_grouped off, MXFP4 experts, tiles of
-        more than 16 rows, or a matrix no map describes (launch/tensor_map.py: paired_eligible)."""
-        if not (self.wg_tma and self.wg_tma_grouped and kind == "bf16w" and block_m in WG_TMA_GROUPED_ROWS):
+        block's features), or None where they do not run: wg_tma or wg_tma_grouped off, MXFP4 experts, or a matrix
+        no map describes (launch/tensor_map.py: paired_eligible)."""
+        if not (self.wg_tma and self.wg_tma_grouped and kind == "bf16w"):
             return None
         rows = w.reshape(-1, w.shape[2])  # (E N, K): one matrix, expert e's rows from e N
         if not paired_eligible(rows, w.shape[1]):
@@ -393,11 +391,11 @@ class TensorCoreGemmLaunches:
             features = self._wg_grouped_features(block_m, pieces, p, rows * experts_per_token, two_inter)
             tma_kind, w_map = "_tma_grouped_swiglu", None
             if self.wg_wide_blocks(min(p // block_m, rows * experts_per_token), two_inter, block_m):
-                w_map = self._wg_grouped_map(kind, w1, block_m, wg_block_features(WG_WIDE_KIND, 1))
+                w_map = self._wg_grouped_map(kind, w1, wg_block_features(WG_WIDE_KIND, 1))
                 if w_map is not None:  # wide only with its map: without one the cp.async kernels keep `features`
                     tma_kind, features = WG_WIDE_KIND, 1
             if w_map is None:
-                w_map = self._wg_grouped_map(kind, w1, block_m, wg_block_features(tma_kind, features))
+                w_map = self._wg_grouped_map(kind, w1, wg_block_features(tma_kind, features))
             if w_map is not None:  # the same arguments, W by the map
                 self._wg_launch(tma_kind, block_m, pieces, features, two_inter, p // block_m, (w_map, *head, *tail))
                 return
@@ -423,7 +421,7 @@ class TensorCoreGemmLaunches:
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, p if pairs is None else pairs, hidden)
-            w_map = self._wg_grouped_map(kind, w2, block_m, wg_block_features("_tma_grouped", features))
+            w_map = self._wg_grouped_map(kind, w2, wg_block_features("_tma_grouped", features))
             if w_map is not None:  # the same arguments, W by the map
                 self._wg_launch("_tma_grouped", block_m, pieces, features, hidden, p // block_m,
                                 (w_map, *head, *tail))
