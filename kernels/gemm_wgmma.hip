@@ -1206,11 +1206,13 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
                                    b1, hidden, inter, experts_per_token, limit, 1);                                 \
   }
 #define WG_COMMA ,
+// Every grouped tile in three kinds: bf16 experts by cp.async, MXFP4 experts, bf16 experts by TMA.
 #define WG_GROUPED_KERNELS(BR, P, MB)                                                                               \
   WG_GROUPED_KERNELS_OF(BR, P, MB, , const unsigned short* __restrict__ w, Bf16Experts{w})                         \
   WG_GROUPED_KERNELS_OF(BR, P, MB, _mxfp4w,                                                                         \
                         const unsigned char* __restrict__ codes WG_COMMA const unsigned char* __restrict__ scales,  \
-                        Mxfp4Experts{codes WG_COMMA scales})
+                        Mxfp4Experts{codes WG_COMMA scales})                                                        \
+  WG_GROUPED_TMA_KERNELS(BR, P, MB)
 // Split-K twins of the one-block (MB = 1) dense tiles: gemm_wg_splitk_r{BR}_p{P}_b1, gemm_wg_tma_splitk_r..._b1.
 #define WG_SPLITK_KERNELS(BR, P)                                                                                    \
   extern "C" __global__ void __launch_bounds__(WG_THREADS, 1) gemm_wg_splitk_r##BR##_p##P##_b1(                  \
@@ -1255,24 +1257,6 @@ WG_DENSE_KERNELS(128, 1, 1)
 WG_DENSE_KERNELS(128, 1, 2)
 WG_GROUPED_KERNELS(128, 3, 1)
 WG_GROUPED_KERNELS(128, 1, 1)
-WG_GROUPED_TMA_KERNELS(8, 3, 1)
-WG_GROUPED_TMA_KERNELS(8, 3, 2)
-WG_GROUPED_TMA_KERNELS(16, 3, 1)
-WG_GROUPED_TMA_KERNELS(16, 3, 2)
-WG_GROUPED_TMA_KERNELS(8, 1, 1)
-WG_GROUPED_TMA_KERNELS(8, 1, 2)
-WG_GROUPED_TMA_KERNELS(16, 1, 1)
-WG_GROUPED_TMA_KERNELS(16, 1, 2)
-WG_GROUPED_TMA_KERNELS(32, 3, 1)
-WG_GROUPED_TMA_KERNELS(32, 3, 2)
-WG_GROUPED_TMA_KERNELS(64, 3, 1)
-WG_GROUPED_TMA_KERNELS(64, 3, 2)
-WG_GROUPED_TMA_KERNELS(128, 3, 1)
-WG_GROUPED_TMA_KERNELS(32, 1, 1)
-WG_GROUPED_TMA_KERNELS(32, 1, 2)
-WG_GROUPED_TMA_KERNELS(64, 1, 1)
-WG_GROUPED_TMA_KERNELS(64, 1, 2)
-WG_GROUPED_TMA_KERNELS(128, 1, 1)
 WG_DENSE_TMA_HALF_KERNEL(8, 3)
 WG_DENSE_TMA_HALF_KERNEL(16, 3)
 WG_DENSE_TMA_HALF_KERNEL(8, 1)

@@ -394,8 +394,6 @@ for _pieces in (3, 1):
             _with_mapped_experts(_wg_grouped(_rows), 6, lambda args: int(args[7])))
 
 
-
-
 def _wg_wide_swiglu(block_m):
     """The wide blocks' mlp1 + SwiGLU (three consumer warpgroups, 192 features a block): the grouped TMA kernel's
     contract, W through a paired map of 192-row boxes."""

@@ -389,15 +389,12 @@ class TensorCoreGemmLaunches:
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, rows * experts_per_token, two_inter)
-            tma_kind, w_map = "_tma_grouped_swiglu", None
-            if self.wg_wide_blocks(min(p // block_m, rows * experts_per_token), two_inter, block_m):
-                w_map = self._wg_grouped_map(kind, w1, wg_block_features(WG_WIDE_KIND, 1))
-                if w_map is not None:  # wide only with its map: without one the cp.async kernels keep `features`
-                    tma_kind, features = WG_WIDE_KIND, 1
-            if w_map is None:
-                w_map = self._wg_grouped_map(kind, w1, wg_block_features(tma_kind, features))
-            if w_map is not None:  # the same arguments, W by the map
-                self._wg_launch(tma_kind, block_m, pieces, features, two_inter, p // block_m, (w_map, *head, *tail))
+            wide = self.wg_wide_blocks(min(p // block_m, rows * experts_per_token), two_inter, block_m)
+            tma_kind, tma_features = (WG_WIDE_KIND, 1) if wide else ("_tma_grouped_swiglu", features)
+            w_map = self._wg_grouped_map(kind, w1, wg_block_features(tma_kind, tma_features))
+            if w_map is not None:  # the same arguments, W by the map (without one the cp.async kernels, never wide)
+                self._wg_launch(tma_kind, block_m, pieces, tma_features, two_inter, p // block_m,
+                                (w_map, *head, *tail))
                 return
             self._wg_launch(f"_grouped_swiglu{suffix}", block_m, pieces, features, two_inter, p // block_m,
                             (*args, I32(vec8)))
