@@ -163,7 +163,8 @@ def main() -> None:
                 ms2 = on(wgmma, time_ms, stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_padded, tile_expert,
                                                          w2, b2), args.repeats, tma_grouped=tma)
                 print(json.dumps({"kernel": "grouped", "path": label, "experts": storage, "block_m": block_m, "rows": r, "pairs": pairs,
-                                  "padded": int(pair_host.size), "pieces": pieces,
+                                  "padded": int(pair_host.size), "slots": int((tile_host >= 0).sum()) * block_m,
+                                  "pieces": pieces,
                                   "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
                                   "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -11,12 +11,13 @@ trap 'tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs' EXIT
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 CUPY_GETP_O200K_BASE=$PWD/.carry/o200k_base.tiktoken.gz
 export CUPY_CACHE_DIR=/tmp/cupy-cache
 parts=${*:-tests quick}
-grouped_tflops() {  # the grouped rows of a bench/gemm_tc.py log: path, experts, tile, rows, pieces, TFLOP/s mlp1 / mlp2
+grouped_tflops() {  # the grouped rows of a bench/gemm_tc.py log: path, experts, tile, rows, pieces, TFLOP/s mlp1 / mlp2,
+  # padded rows of the used tiles (slots), ms of both
   python -c "import json,sys
 for l in open(sys.argv[1]):
     try: r=json.loads(l)
     except Exception: print(l.strip()); continue
-    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'])" "$1"
+    if r.get('kernel')=='grouped': print(r['path'], r['experts'], r['block_m'], r['rows'], r['pieces'], r['mlp1_swiglu']['tflops'], r['mlp2']['tflops'], r.get('slots', ''), round(r['mlp1_swiglu']['ms'] + r['mlp2']['ms'], 4))" "$1"
 }
 onerow_bench() {  # bench/onerow.py [its options], its records as lines (onerow_records)
   timeout 200 python bench/onerow.py "$@" > "$OUT/onerow.txt" 2>&1; echo "onerow exit $?"
@@ -66,10 +67,12 @@ splitk_tests() {  # splitk_tests SECONDS: the split-K GPU tests, their summary l
   timeout "$1" python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma_splitk.py > "$OUT/splitk-tests.log" 2>&1
   local rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12; return $rc
 }
-headline_side() {  # headline_side SPLITK PRECISION NAME: getp_throughput, 20b (MAX_SECONDS: 60, PROFILE_ROWS), in TREE (.)
+headline_side() {  # headline_side SPLITK PRECISION NAME: getp_throughput, 20b (MAX_SECONDS: 60, PROFILE_ROWS, HEADLINE_BATCH:
+  # request slots, default from free memory), in TREE (.)
   (cd "${TREE:-.}" && PYTHONPATH=$PWD CUPY_GETP_WG_SPLITK=$1 timeout ${HEADLINE_SECONDS:-170} python \
     bench/getp_throughput.py --preset 20b --precision "$2" --max-seconds ${MAX_SECONDS:-60} \
-    --profile-rows ${PROFILE_ROWS:-1,1024} --skip drift,single,transformers --out "$OUT/$3" > "$OUT/$3.txt" 2>&1)
+    --profile-rows ${PROFILE_ROWS:-1,1024} --skip drift,single,transformers ${HEADLINE_BATCH:+--batch $HEADLINE_BATCH} \
+    --out "$OUT/$3" > "$OUT/$3.txt" 2>&1)
   echo "$3 (CUPY_GETP_WG_SPLITK=$1, $2${TREE:+, $TREE}) exit $?"
   grep -E "^\| |tok_s|batch1" "$OUT/$3.txt" | cut -c1-300 | tail -9
   tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs  # what has run comes back even if the session is cut short
@@ -592,6 +595,28 @@ PY
       # carried as .carry/SIDE)
       for side in ${HEADLINE_SIDES:-old new}; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=170 \
         headline_side 1 exact "headline-$side"; done
+      ;;
+    s27)  # grouped tiles of 96 rows (the patch of the seventeenth session's closing note) in one call: the grouped bit
+      # tests that run them (against the oracles; every tile against each other, mma.sync's and the cp.async kernels'
+      # bits), then the exact headline in main (.carry/old) and this tree. A first call compiles gemm_wgmma (NVRTC)
+      # inside TEST_SECONDS: 95 s was too little for it and the tests (run 90)
+      gpu_tests s27-tests ${TEST_SECONDS:-200} tests/test_gpu_gemm_wgmma.py -k "${TEST_SELECTION:-grouped and (96 or bits)}"
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} \
+        headline_side 1 exact "headline-$side"; done
+      ;;
+    s27a)  # the same tree: the grouped bit tests (every tile, 96 rows among them, against the
+      # oracles, each other, mma.sync's and the cp.async kernels' bits), then the grouped products at 640 rows (an
+      # H100's headline bucket) at every tile height, W by cp.async and by TMA
+      gpu_tests s27-tests ${TEST_SECONDS:-290} tests/test_gpu_gemm_wgmma.py -k "${TEST_SELECTION:-grouped}"
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      sides grouped ${GROUPED_SECONDS:-200} "python bench/gemm_tc.py --grouped-only --rows 640" new
+      echo "path experts tile rows pieces TFLOP/s mlp1 mlp2 slots ms"; grouped_tflops "$OUT/grouped-new.txt"
+      ;;
+    s27b)  # the fast headline (30 s) in main before (.carry/old) and this tree, then the invariance and batch MoE tests
+      for side in ${HEADLINE_SIDES:-old new}; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=150 \
+        headline_side 1 fast "fast-$side"; done
+      gpu_tests invariance 240 tests/test_gpu_invariance.py tests/test_gpu_batch_moe.py
       ;;
     s25c)  # branch s25 (stage-overlap + wide blocks; .carry/old = main): their bit tests (every wgmma tile against
       # mma.sync's bits and across row counts; the wide blocks against the two-consumer and cp.async kernels), then
