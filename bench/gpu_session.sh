@@ -605,7 +605,7 @@ PY
       for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} \
         headline_side 1 exact "headline-$side"; done
       ;;
-    s27a)  # the same tree: the grouped bit tests (every tile, 96 rows among them, against the
+    s27a)  # this tree: the grouped bit tests (every tile, 96 rows among them where the patch is applied, against the
       # oracles, each other, mma.sync's and the cp.async kernels' bits), then the grouped products at 640 rows (an
       # H100's headline bucket) at every tile height, W by cp.async and by TMA
       gpu_tests s27-tests ${TEST_SECONDS:-290} tests/test_gpu_gemm_wgmma.py -k "${TEST_SELECTION:-grouped}"
