@@ -203,9 +203,9 @@ class TensorCoreGemmLaunches:
         """Feature blocks per consumer: dense, two where that still gives every SM a block; grouped (row_tiles:
         at most the tiles that hold a pair), one where one-block tiles all fit in one wave (measured at one
         row, bench/onerow.py: mlp2's 4 x 23 blocks of one in 26.5 us, of two in 35.7; mlp1's 4 x 45 blocks
-        of one are two waves: 54 us, of two 40). One for 128-row tiles of 3 pieces, and of the grouped
-        kernels: registers."""
-        if rows == 128 and (pieces == 3 or grouped):
+        of one are two waves: 54 us, of two 40). One where no two-block kernel of that height exists (registers:
+        WG_DENSE_TILES, WG_GROUPED_TILES)."""
+        if (rows, 2) not in (WG_GROUPED_TILES if grouped else WG_DENSE_TILES[pieces]):
             return 1
         if grouped:
             return 1 if row_tiles * _blocks(n, 128) <= self._tc_sm_count() else 2
