@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -612,6 +612,15 @@ PY
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       sides grouped ${GROUPED_SECONDS:-200} "python bench/gemm_tc.py --grouped-only --rows 640" new
       echo "path experts tile rows pieces TFLOP/s mlp1 mlp2 slots ms"; grouped_tflops "$OUT/grouped-new.txt"
+      ;;
+    s28a)  # how the 20b synthetic model's router spreads rows over the experts (bench/routing.py): the busiest quarter's
+      # share of the routes and the padded tile rows a route at 64, 96 and 128 rows, against even routes
+      timeout ${ROUTING_SECONDS:-280} python bench/routing.py ${ROUTING_ARGS:-} > "$OUT/routing.txt" 2>&1; echo "routing exit $?"
+      python -c "import json,sys
+for l in open(sys.argv[1]):
+    try: r=json.loads(l)
+    except Exception: print(l.rstrip()[:200]); continue
+    print(*(f'{k}={v}' for k, v in r.items() if k != 'bench'))" "$OUT/routing.txt" | tail -30
       ;;
     s27b)  # the fast headline (30 s) in main before (.carry/old) and this tree, then the invariance and batch MoE tests
       for side in ${HEADLINE_SIDES:-old new}; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=150 \

@@ -181,9 +181,10 @@ class BatchedRow:
 
 
 def batched_rows(batched, prompts: Sequence[Sequence[int]], positions: int,
-                 feed: Callable[[int, int], int]) -> Iterator[BatchedRow]:
+                 feed: Callable[[int, int], int] | None = None) -> Iterator[BatchedRow]:
     """`prompts` through a batched engine (`gpu/batch.py`) with continuous batching, `positions` positions
-    each, every row as its step ends; after its prompt, request r is fed `feed(r, pos)` at pos + 1."""
+    each, every row as its step ends; after its prompt, request r is fed `feed(r, pos)` at pos + 1 (without
+    `feed`, the device's greedy token)."""
     from .engine.scheduler import Scheduler
     from .gpu.batch import BatchTrace
 
@@ -197,7 +198,7 @@ def batched_rows(batched, prompts: Sequence[Sequence[int]], positions: int,
         forced = np.zeros(len(rows), np.int32)
         for i, owner in enumerate(rows.owners):
             pos = int(rows.positions[i])
-            forced[i] = feed(owner.index, pos)
+            forced[i] = feed(owner.index, pos) if feed is not None else device_tokens[i]
             yield BatchedRow(owner.index, pos, int(rows.tokens[i]), bool(rows.wants_token[i]), trace.row(i),
                              int(device_tokens[i]), int(forced[i]))
         scheduler.record(rows, forced)
