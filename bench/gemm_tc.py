@@ -26,7 +26,8 @@ from cupy_getp.gpu.launch.moe import moe_align_host
 from functools import partial
 
 import numpy as np
-from timing import time_ms  # bench/ is on sys.path when run as a script
+from routing import even_routes  # bench/ is on sys.path when run as a script
+from timing import time_ms
 
 BF16_PEAK_TFLOPS = 790.0
 DENSE = ((2880, 5760), (2880, 5120), (4096, 2880))  # (K, N): mlp1 of one expert's width, qkv, attention out
@@ -139,7 +140,7 @@ def main() -> None:
     b1 = rng.standard_normal((N_EXPERTS, 2 * INTER), dtype=np.float32)
     b2 = rng.standard_normal((N_EXPERTS, HIDDEN), dtype=np.float32)
     for r in rows:
-        experts = np.stack([host_rng.permutation(N_EXPERTS)[:TOP_K] for _ in range(r)]).astype(np.int32)
+        experts = even_routes(host_rng, r, N_EXPERTS, TOP_K)
         a = rng.standard_normal((r, HIDDEN), dtype=np.float32)
         pairs = r * TOP_K  # useful rows: padding is not counted
         for pieces in (3, 1):

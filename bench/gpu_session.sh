@@ -602,8 +602,7 @@ PY
       # inside TEST_SECONDS: 95 s was too little for it and the tests (run 90)
       gpu_tests s27-tests ${TEST_SECONDS:-200} tests/test_gpu_gemm_wgmma.py -k "${TEST_SELECTION:-grouped and (96 or bits)}"
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=30 HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} \
-        headline_side 1 exact "headline-$side"; done
+      headline_sides
       ;;
     s27a)  # this tree: the grouped bit tests (every tile, 96 rows among them where the patch is applied, against the
       # oracles, each other, mma.sync's and the cp.async kernels' bits), then the grouped products at 640 rows (an

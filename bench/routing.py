@@ -5,7 +5,8 @@ The standard prompts run through the batched engine (prompt, then greedy tokens,
 every row's chosen experts are kept, layer by layer. Then, per layer: the share of routes taken by the busiest
 quarter of the experts (an even spread: a quarter), and, for steps of --rows rows drawn from the kept rows, the
 padded tile rows a route costs at each tile height (grouped kernels pad each expert's routes to whole tiles),
-beside the same for routes drawn evenly (each row TOP_K distinct experts, uniformly: bench/gemm_tc.py's routes).
+beside the same for routes drawn evenly (each row TOP_K distinct experts, uniformly, as bench/gemm_tc.py draws
+them).
 
     python bench/routing.py                              # 20b synthetic, the GPU engine
     python bench/routing.py --preset 7m --engine numpy   # a CPU check of the tool itself
@@ -30,6 +31,7 @@ from cupy_getp.checkpoint import SyntheticStore, Weights  # noqa: E402
 from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.engine.factory import create_engine  # noqa: E402
 from cupy_getp.getp import encode_requests, read_requests  # noqa: E402
+from cupy_getp.gpu.launch.moe import moe_align_host  # noqa: E402
 from cupy_getp.tokenizer import harmony_tokenizer  # noqa: E402
 
 HEIGHTS = (64, 96, 128)
@@ -42,15 +44,15 @@ def busiest_quarter_share(experts: np.ndarray, n_experts: int) -> float:
 
 
 def padded_rows_per_route(experts: np.ndarray, n_experts: int, height: int) -> float:
-    """Tile rows the routes of one step (`experts`, (R, k)) take when each expert's routes fill whole tiles of
-    `height` rows, per route (1.0: no padding)."""
-    load = np.bincount(experts.reshape(-1), minlength=n_experts)
-    return float((-(-load // height) * height).sum() / max(1, load.sum()))
+    """Tile rows the routes of one step (`experts`, (R, k)) take, as `moe_align` groups them in tiles of `height`
+    rows (its used tiles), per route (1.0: no padding)."""
+    _, _, tile_expert = moe_align_host(experts, n_experts, height)
+    return float((tile_expert >= 0).sum() * height / max(1, experts.size))
 
 
 def even_routes(rng: np.random.Generator, rows: int, n_experts: int, top_k: int) -> np.ndarray:
-    """(rows, top_k) distinct experts a row, uniformly."""
-    return np.argsort(rng.random((rows, n_experts)), axis=1)[:, :top_k].astype(np.int32)
+    """(rows, top_k) distinct experts a row, uniformly (bench/gemm_tc.py's routes)."""
+    return np.stack([rng.permutation(n_experts)[:top_k] for _ in range(rows)]).astype(np.int32)
 
 
 def layer_record(experts: np.ndarray, n_experts: int, rows: int, draws: int, rng: np.random.Generator) -> dict:
