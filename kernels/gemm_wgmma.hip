@@ -152,6 +152,14 @@ GETP_DEVICE void wg_mma_n32(float (&d)[16], unsigned long long desc_a, unsigned 
       : "l"(desc_a), "l"(desc_b), "r"(scale_d));
 }
 
+GETP_DEVICE void wg_mma_n48(float (&d)[24], unsigned long long desc_a, unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %26, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, %24, %25, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+      : "l"(desc_a), "l"(desc_b), "r"(scale_d));
+}
+
 GETP_DEVICE void wg_mma_n64(float (&d)[32], unsigned long long desc_a, unsigned long long desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
@@ -196,6 +204,14 @@ GETP_DEVICE void wg_mma_ra_n32(float (&d)[16], const unsigned (&a)[4], unsigned 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
 }
 
+GETP_DEVICE void wg_mma_ra_n48(float (&d)[24], const unsigned (&a)[4], unsigned long long desc_b, int scale_d) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %29, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n48k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23}, {%24, %25, %26, %27}, %28, p, 1, 1, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "r"(scale_d));
+}
+
 GETP_DEVICE void wg_mma_ra_n64(float (&d)[32], const unsigned (&a)[4], unsigned long long desc_b, int scale_d) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
@@ -217,9 +233,10 @@ GETP_DEVICE void wg_mma_ra(float (&d)[BR / 2], const unsigned (&a)[4], unsigned 
   if constexpr (BR == 8) wg_mma_ra_n8(d, a, b, scale_d);
   if constexpr (BR == 16) wg_mma_ra_n16(d, a, b, scale_d);
   if constexpr (BR == 32) wg_mma_ra_n32(d, a, b, scale_d);
+  if constexpr (BR == 48) wg_mma_ra_n48(d, a, b, scale_d);
   if constexpr (BR == 64) wg_mma_ra_n64(d, a, b, scale_d);
   if constexpr (BR == 128) wg_mma_ra_n128(d, a, b, scale_d);
-  static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 64 || BR == 128, "no wgmma of this N");
+  static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 48 || BR == 64 || BR == 128, "no wgmma of this N");
 }
 
 // This warp's A fragment (rows 16 q .. + 15 of the 64 at `tile`, k 16 kk .. + 15) from a 128-byte-swizzled
@@ -255,9 +272,40 @@ GETP_DEVICE void wg_mma(float (&d)[BR / 2], unsigned long long a, unsigned long 
   if constexpr (BR == 8) wg_mma_n8(d, a, b, scale_d);
   if constexpr (BR == 16) wg_mma_n16(d, a, b, scale_d);
   if constexpr (BR == 32) wg_mma_n32(d, a, b, scale_d);
+  if constexpr (BR == 48) wg_mma_n48(d, a, b, scale_d);
   if constexpr (BR == 64) wg_mma_n64(d, a, b, scale_d);
   if constexpr (BR == 128) wg_mma_n128(d, a, b, scale_d);
-  static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 64 || BR == 128, "no wgmma of this N");
+  static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 48 || BR == 64 || BR == 128, "no wgmma of this N");
+}
+
+// The first N / 2 registers of an accumulator array: rows 0 .. N - 1 of an instruction N rows wide (a thread's
+// registers go by column blocks of 8, in order).
+template <int N, int R>
+GETP_DEVICE auto wg_first(float (&t)[R]) -> float (&)[N / 2] {
+  static_assert(N / 2 <= R, "a part of the array");
+  return *reinterpret_cast<float(*)[N / 2]>(t);
+}
+
+// A width N for the products of a tile's first rows (wg_product's consumer loop).
+template <int W>
+struct WgWidth {
+  static constexpr int N = W;
+};
+
+// The tile's products for its rows 0 .. N - 1 alone, by an instruction N rows wide (N <= BR): an expert's last
+// tile, or a product's last row tile, holds fewer rows than the tile (grouped tiles fill from their first row), and
+// the tensor cores' work goes with the width. A row's products do not depend on the instruction's width, so the
+// bits are the full width's; the registers of the rows past N (padding, which no epilogue stores) keep what they
+// held. wg_piece_products_of: an exact product's k16 step (3 pieces, W from registers); wg_mma_of: a 1-piece one,
+// into acc.
+template <int BR, int N>
+GETP_DEVICE void wg_piece_products_of(float (&t)[BR / 2], const unsigned (&a)[4], unsigned b) {
+  wg_piece_products<BR, N>(wg_first<N>(t), a, b);
+}
+
+template <int BR, int N>
+GETP_DEVICE void wg_mma_of(float (&d)[BR / 2], unsigned long long a, unsigned long long b) {
+  wg_mma<N>(wg_first<N>(d), a, b, 1);
 }
 
 GETP_DEVICE void wg_store16(unsigned dst, uint4 v) {
@@ -659,158 +707,200 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     wg_overlapped_stages<S, BR, MB>(acc, base, w_off, full, empty, steps);
     return true;
   }
-  // Slices::SLICED: a loop a slice, its stages then (every product done) its fold, so that ptxas sees no
-  // non-wgmma write to acc while products are in flight (its C7515 serialisation, met with the fold inside
-  // the loop over stages); WgWhole: one slice of every stage, the plain loop over K.
-  const int n_slices = Slices::SLICED ? slices.splits : 1;
-  for (int slice = 0, s = 0; slice < n_slices; ++slice) {
-    const int end = Slices::SLICED ? wg_slice_end(steps, slices.splits, slice) : steps;
-    for (; s < end; ++s) {
-      const int b = s % S::STAGES;
-      mbar_wait(full + 8 * b, (s / S::STAGES) & 1);
-      asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
-      const unsigned stage = base + b * S::BYTES, a0 = stage + w_off, b0 = stage + S::W_BYTES;
-      if constexpr (IN_FLIGHT) {
-        // The last loop below with its wait a k16 step gone: every k16 step's three products (smallest piece first,
-        // into its own t) issued, one wait, then acc += t in k16 order: the same additions, the same bits. With
-        // few rows the consumers' chain of dependent products and waits bounds the product, not the memory
-        // (ncu, ninth session: the producer waits for free stages, ~840 cycles a stage at one row).
-        unsigned a[KK][MB][4];
-        #pragma unroll
-        for (int kk = 0; kk < KK; ++kk)
+  // The paths whose products narrow (tiles of 16 rows or more): the 1-piece products, and the exact ones of two
+  // feature blocks (or of one where no half-split path takes them); the halves and in-flight paths keep the full
+  // width. `used`: 1 + the last row of the tile that holds data (a_row not null); past it, padding. Every warp
+  // finds it alone, 32 rows a ballot.
+  constexpr bool NARROWS = BR >= 16 && !IN_FLIGHT && !(PIECES == 3 && MB == 1 && BR >= 32);
+  int used = BR;
+  if constexpr (NARROWS) {
+    used = 1;
+    #pragma unroll
+    for (int r0 = 0; r0 < BR; r0 += 32) {
+      const int r = r0 + threadIdx.x % 32;
+      const unsigned held = __ballot_sync(0xffffffffu, r < BR && a_row(r) != nullptr);
+      if (held != 0) used = r0 + 32 - __clz(held);
+    }
+  }
+  // The consumers' loop over K, its products N rows wide (WgWidth): the narrowest that holds the used rows (a
+  // quarter, a half, three quarters (64-row tiles) or the whole of the tile), chosen once a tile, so that each
+  // width's loop is its own code (a width chosen inside the loop would merge the accumulators' definitions, and
+  // ptxas would fence every product: its C7519 notes).
+  auto consume = [&](auto width) {
+    constexpr int N = decltype(width)::N;
+    (void)N;  // the halves' and in-flight paths keep BR
+    // Slices::SLICED: a loop a slice, its stages then (every product done) its fold, so that ptxas sees no
+    // non-wgmma write to acc while products are in flight (its C7515 serialisation, met with the fold inside
+    // the loop over stages); WgWhole: one slice of every stage, the plain loop over K.
+    const int n_slices = Slices::SLICED ? slices.splits : 1;
+    for (int slice = 0, s = 0; slice < n_slices; ++slice) {
+      const int end = Slices::SLICED ? wg_slice_end(steps, slices.splits, slice) : steps;
+      for (; s < end; ++s) {
+        const int b = s % S::STAGES;
+        mbar_wait(full + 8 * b, (s / S::STAGES) & 1);
+        asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");  // generic-proxy writes -> wgmma reads
+        const unsigned stage = base + b * S::BYTES, a0 = stage + w_off, b0 = stage + S::W_BYTES;
+        if constexpr (IN_FLIGHT) {
+          // The last loop below with its wait a k16 step gone: every k16 step's three products (smallest piece first,
+          // into its own t) issued, one wait, then acc += t in k16 order: the same additions, the same bits. With
+          // few rows the consumers' chain of dependent products and waits bounds the product, not the memory
+          // (ncu, ninth session: the producer waits for free stages, ~840 cycles a stage at one row).
+          unsigned a[KK][MB][4];
           #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) {
-            wg_load_a(a[kk][mb], a0 + mb * 64 * 128, kk);
-            wg_fence_operands(tk[kk][mb]);  // the last stage's reads of t stay above the fence (as CUTLASS does)
-          }
-        wg_fence();
-        #pragma unroll
-        for (int kk = 0; kk < KK; ++kk)
-          #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) wg_piece_products<BR>(tk[kk][mb], a[kk][mb], b0 + 32 * kk);
-        wg_commit();
-        wg_wait0();
-        mbar_arrive(empty + 8 * b);  // the stage is read: the producer may refill it during the additions
-        #pragma unroll
-        for (int kk = 0; kk < KK; ++kk)
-          #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) {
-            wg_fence_operands(tk[kk][mb]);
+          for (int kk = 0; kk < KK; ++kk)
             #pragma unroll
-            for (int i = 0; i < BR / 2; ++i) acc[mb][i] += tk[kk][mb][i];
-          }
-      } else if constexpr (PIECES == 3 && MB == 2) {
-        // The two feature blocks' k16 steps staggered: block 0's products of step kk + 1 run while block 1's
-        // of step kk are added, and the other way round (a wait for one commit group, not for both). Each
-        // block's t and acc += t keep their order: the bits of the loop below. One block's products are in
-        // flight at every wait, so the tensor cores are not left idle through the additions.
-        unsigned a[2][4];
-        #pragma unroll
-        for (int mb = 0; mb < 2; ++mb) {
-          wg_load_a(a[mb], a0 + mb * 64 * 128, 0);
-          wg_fence_operands(t[mb]);  // the last stage's reads of t stay above the fence (as CUTLASS does)
-          wg_fence();
-          wg_piece_products<BR>(t[mb], a[mb], b0);
-          wg_commit();
-        }
-        // Both loops unrolled: the waits' counts are constants, a and t stay in registers.
-        #pragma unroll
-        for (int kk = 0; kk < KK; ++kk)
-          #pragma unroll
-          for (int mb = 0; mb < 2; ++mb) {
-            if (kk + 1 < KK || mb == 0) wg_wait1(); else wg_wait0();  // this block's step kk is done
-            wg_fence_operands(t[mb]);
-            #pragma unroll
-            for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
-            if (kk + 1 < KK) {  // its step kk + 1, behind the other block's step kk (or kk + 1)
-              wg_load_a(a[mb], a0 + mb * 64 * 128, kk + 1);
-              wg_fence_operands(t[mb]);
-              wg_fence();
-              wg_piece_products<BR>(t[mb], a[mb], b0 + 32 * (kk + 1));
-              wg_commit();
+            for (int mb = 0; mb < MB; ++mb) {
+              wg_load_a(a[kk][mb], a0 + mb * 64 * 128, kk);
+              wg_fence_operands(tk[kk][mb]);  // the last stage's reads of t stay above the fence (as CUTLASS does)
             }
-          }
-        mbar_arrive(empty + 8 * b);
-      } else if constexpr (PIECES == 3 && MB == 1 && BR >= 32) {
-        // One block as two halves of BR / 2 rows staggered as the two blocks above (the same bits: a row's
-        // products do not depend on the instruction's width). Both halves read the same W fragment, so it is
-        // double-buffered by k16 step: step kk + 1's is loaded while half 1 of step kk still reads step kk's.
-        constexpr int H = BR / 2;
-        unsigned a[2][4];
-        wg_load_a(a[0], a0, 0);
-        #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          wg_fence_operands(wg_half(t[0], h));
           wg_fence();
-          wg_piece_products<BR, H>(wg_half(t[0], h), a[0], b0 + h * H * 128);
-          wg_commit();
-        }
-        // Both loops unrolled: the waits' counts are constants, a and t stay in registers.
-        #pragma unroll
-        for (int kk = 0; kk < KK; ++kk)
           #pragma unroll
-          for (int h = 0; h < 2; ++h) {
-            if (kk + 1 < KK || h == 0) wg_wait1(); else wg_wait0();  // this half's step kk is done
-            float(&th)[H / 2] = wg_half(t[0], h);
-            wg_fence_operands(th);
+          for (int kk = 0; kk < KK; ++kk)
             #pragma unroll
-            for (int i = 0; i < H / 2; ++i) acc[0][h * (H / 2) + i] += th[i];
-            if (kk + 1 < KK) {  // its step kk + 1, behind the other half's step kk (or kk + 1)
-              if (h == 0) wg_load_a(a[(kk + 1) % 2], a0, kk + 1);
-              wg_fence_operands(th);
-              wg_fence();
-              wg_piece_products<BR, H>(th, a[(kk + 1) % 2], b0 + 32 * (kk + 1) + h * H * 128);
-              wg_commit();
-            }
-          }
-        mbar_arrive(empty + 8 * b);
-      } else if constexpr (PIECES == 3) {
-        #pragma unroll
-        for (int kk = 0; kk < WG_BK / 16; ++kk) {
-          unsigned a[MB][4];  // W from registers: read from shared memory once for the three pieces
-          #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) wg_load_a(a[mb], a0 + mb * 64 * 128, kk);
-          wg_fence();
-          #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) wg_piece_products<BR>(t[mb], a[mb], b0 + 32 * kk);
+            for (int mb = 0; mb < MB; ++mb) wg_piece_products<BR>(tk[kk][mb], a[kk][mb], b0 + 32 * kk);
           wg_commit();
           wg_wait0();
+          mbar_arrive(empty + 8 * b);  // the stage is read: the producer may refill it during the additions
           #pragma unroll
-          for (int mb = 0; mb < MB; ++mb) {
-            wg_fence_operands(t[mb]);
+          for (int kk = 0; kk < KK; ++kk)
             #pragma unroll
-            for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+            for (int mb = 0; mb < MB; ++mb) {
+              wg_fence_operands(tk[kk][mb]);
+              #pragma unroll
+              for (int i = 0; i < BR / 2; ++i) acc[mb][i] += tk[kk][mb][i];
+            }
+        } else if constexpr (PIECES == 3 && MB == 2) {
+          // The two feature blocks' k16 steps staggered: block 0's products of step kk + 1 run while block 1's
+          // of step kk are added, and the other way round (a wait for one commit group, not for both). Each
+          // block's t and acc += t keep their order: the bits of the loop below. One block's products are in
+          // flight at every wait, so the tensor cores are not left idle through the additions.
+          unsigned a[2][4];
+          #pragma unroll
+          for (int mb = 0; mb < 2; ++mb) {
+            wg_load_a(a[mb], a0 + mb * 64 * 128, 0);
+            wg_fence_operands(t[mb]);  // the last stage's reads of t stay above the fence (as CUTLASS does)
+            wg_fence();
+            wg_piece_products_of<BR, N>(t[mb], a[mb], b0);
+            wg_commit();
+          }
+          // Both loops unrolled: the waits' counts are constants, a and t stay in registers.
+          #pragma unroll
+          for (int kk = 0; kk < KK; ++kk)
+            #pragma unroll
+            for (int mb = 0; mb < 2; ++mb) {
+              if (kk + 1 < KK || mb == 0) wg_wait1(); else wg_wait0();  // this block's step kk is done
+              wg_fence_operands(t[mb]);
+              #pragma unroll
+              for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+              if (kk + 1 < KK) {  // its step kk + 1, behind the other block's step kk (or kk + 1)
+                wg_load_a(a[mb], a0 + mb * 64 * 128, kk + 1);
+                wg_fence_operands(t[mb]);
+                wg_fence();
+                wg_piece_products_of<BR, N>(t[mb], a[mb], b0 + 32 * (kk + 1));
+                wg_commit();
+              }
+            }
+          mbar_arrive(empty + 8 * b);
+        } else if constexpr (PIECES == 3 && MB == 1 && BR >= 32) {
+          // One block as two halves of BR / 2 rows staggered as the two blocks above (the same bits: a row's
+          // products do not depend on the instruction's width). Both halves read the same W fragment, so it is
+          // double-buffered by k16 step: step kk + 1's is loaded while half 1 of step kk still reads step kk's.
+          constexpr int H = BR / 2;
+          unsigned a[2][4];
+          wg_load_a(a[0], a0, 0);
+          #pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            wg_fence_operands(wg_half(t[0], h));
+            wg_fence();
+            wg_piece_products<BR, H>(wg_half(t[0], h), a[0], b0 + h * H * 128);
+            wg_commit();
+          }
+          // Both loops unrolled: the waits' counts are constants, a and t stay in registers.
+          #pragma unroll
+          for (int kk = 0; kk < KK; ++kk)
+            #pragma unroll
+            for (int h = 0; h < 2; ++h) {
+              if (kk + 1 < KK || h == 0) wg_wait1(); else wg_wait0();  // this half's step kk is done
+              float(&th)[H / 2] = wg_half(t[0], h);
+              wg_fence_operands(th);
+              #pragma unroll
+              for (int i = 0; i < H / 2; ++i) acc[0][h * (H / 2) + i] += th[i];
+              if (kk + 1 < KK) {  // its step kk + 1, behind the other half's step kk (or kk + 1)
+                if (h == 0) wg_load_a(a[(kk + 1) % 2], a0, kk + 1);
+                wg_fence_operands(th);
+                wg_fence();
+                wg_piece_products<BR, H>(th, a[(kk + 1) % 2], b0 + 32 * (kk + 1) + h * H * 128);
+                wg_commit();
+              }
+            }
+          mbar_arrive(empty + 8 * b);
+        } else if constexpr (PIECES == 3) {
+          #pragma unroll
+          for (int kk = 0; kk < WG_BK / 16; ++kk) {
+            unsigned a[MB][4];  // W from registers: read from shared memory once for the three pieces
+            #pragma unroll
+            for (int mb = 0; mb < MB; ++mb) wg_load_a(a[mb], a0 + mb * 64 * 128, kk);
+            wg_fence();
+            #pragma unroll
+            for (int mb = 0; mb < MB; ++mb) wg_piece_products_of<BR, N>(t[mb], a[mb], b0 + 32 * kk);
+            wg_commit();
+            wg_wait0();
+            #pragma unroll
+            for (int mb = 0; mb < MB; ++mb) {
+              wg_fence_operands(t[mb]);
+              #pragma unroll
+              for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+            }
+          }
+          mbar_arrive(empty + 8 * b);
+        } else {
+          wg_fence();
+          #pragma unroll
+          for (int kk = 0; kk < WG_BK / 16; ++kk)
+            #pragma unroll
+            for (int mb = 0; mb < MB; ++mb)
+              wg_mma_of<BR, N>(acc[mb], wg_desc(a0 + mb * 64 * 128 + 32 * kk), wg_desc(b0 + 32 * kk));
+          wg_commit();
+          if (s > 0) {
+            asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
+            mbar_arrive(empty + 8 * ((s - 1) % S::STAGES));  // step s - 1's products are done
           }
         }
-        mbar_arrive(empty + 8 * b);
-      } else {
-        wg_fence();
-        #pragma unroll
-        for (int kk = 0; kk < WG_BK / 16; ++kk)
+      }
+      if constexpr (Slices::SLICED) {
+        if constexpr (PIECES == 1) {
+          wg_wait0();
           #pragma unroll
-          for (int mb = 0; mb < MB; ++mb)
-            wg_mma<BR>(acc[mb], wg_desc(a0 + mb * 64 * 128 + 32 * kk), wg_desc(b0 + 32 * kk), 1);
-        wg_commit();
-        if (s > 0) {
-          asm volatile("wgmma.wait_group.sync.aligned 1;\n" ::: "memory");
-          mbar_arrive(empty + 8 * ((s - 1) % S::STAGES));  // step s - 1's products are done
+          for (int mb = 0; mb < MB; ++mb) wg_fence_operands(acc[mb]);
         }
+        slices.fold(acc, slice, end == steps);
       }
     }
-    if constexpr (Slices::SLICED) {
-      if constexpr (PIECES == 1) {
-        wg_wait0();
-        #pragma unroll
-        for (int mb = 0; mb < MB; ++mb) wg_fence_operands(acc[mb]);
-      }
-      slices.fold(acc, slice, end == steps);
+    if constexpr (PIECES == 1) {
+      wg_wait0();
+      #pragma unroll
+      for (int mb = 0; mb < MB; ++mb) wg_fence_operands(acc[mb]);
+    }
+  };
+  if constexpr (NARROWS && BR >= 32) {
+    if (used <= BR / 4) {
+      consume(WgWidth<BR / 4>{});
+      return true;
     }
   }
-  if constexpr (PIECES == 1) {
-    wg_wait0();
-    #pragma unroll
-    for (int mb = 0; mb < MB; ++mb) wg_fence_operands(acc[mb]);
+  if constexpr (NARROWS && BR >= 16) {
+    if (used <= BR / 2) {
+      consume(WgWidth<BR / 2>{});
+      return true;
+    }
   }
+  if constexpr (NARROWS && BR == 64) {  // three quarters: the one such width with an instruction here (48)
+    if (used <= 48) {
+      consume(WgWidth<48>{});
+      return true;
+    }
+  }
+  consume(WgWidth<BR>{});
   return true;
 }
 

@@ -229,8 +229,9 @@ def test_gemm_wg_grouped_products(gpu, rng, check, block_m, pieces, rows, k, n_e
 def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces, rows, k, n_experts, used, hidden,
                                                                inter):
     """A pair's g and y are the same bits with every tile height (a step's size picks it), with one or two
-    feature blocks per consumer (the launch helper picks by the tiles that hold a pair), and the same as the
-    mma.sync kernels' (64-position tiles)."""
+    feature blocks per consumer (the launch helper picks by the tiles that hold a pair), whatever width the
+    products of an expert's last tile take (the rows it holds), and the same as the mma.sync kernels'
+    (64-position tiles)."""
     experts = choose_experts(rng, rows, k, n_experts, used)
     a = activations(rng, (rows, hidden), heavy=True)
     w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
@@ -240,8 +241,11 @@ def test_grouped_bits_do_not_depend_on_the_tile_or_the_kernels(gpu, rng, pieces,
     ap = split(gpu[1], dev(a), pieces)
     results = {}
     chosen = gpu[1]._wg_features
-    for label, block_m, features in [*((f"wgmma {b}", b, None) for b in WG_GROUPED_ROWS),
-                                     *((f"wgmma 8 x{f}", 8, f) for f in (1, 2)), ("mma.sync 64", 64, None)]:
+    # one and two feature blocks forced at 8, 32 and 64 rows: an expert's last tile is narrowed to the rows it
+    # holds (a quarter, a half or the whole of the tile) in both
+    forced = [(f"wgmma {b} x{f}", b, f) for b in (8, 32, 64) for f in (1, 2)]
+    for label, block_m, features in [*((f"wgmma {b}", b, None) for b in WG_GROUPED_ROWS), *forced,
+                                     ("mma.sync 64", 64, None)]:
         if label.startswith("mma.sync"):
             gpu[1].wgmma = False
         if features is not None:
