@@ -26,7 +26,7 @@ from cupy_getp.gpu.launch.moe import moe_align_host
 from functools import partial
 
 import numpy as np
-from routing import even_routes  # bench/ is on sys.path when run as a script
+from routing import even_routes, used_tile_rows  # bench/ is on sys.path when run as a script
 from timing import time_ms
 
 BF16_PEAK_TFLOPS = 790.0
@@ -164,7 +164,7 @@ def main() -> None:
                 ms2 = on(wgmma, time_ms, stream, partial(kernels.gemm_tc_grouped, y, gp, pair_of_padded, tile_expert,
                                                          w2, b2), args.repeats, tma_grouped=tma)
                 print(json.dumps({"kernel": "grouped", "path": label, "experts": storage, "block_m": block_m, "rows": r, "pairs": pairs,
-                                  "padded": int(pair_host.size), "slots": int((tile_host >= 0).sum()) * block_m,
+                                  "padded": int(pair_host.size), "slots": used_tile_rows(tile_host, block_m),
                                   "pieces": pieces,
                                   "mlp1_swiglu": rate(2.0 * pairs * 2 * INTER * HIDDEN * pieces, ms1),
                                   "mlp2": rate(2.0 * pairs * HIDDEN * INTER * pieces, ms2)}), flush=True)

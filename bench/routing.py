@@ -43,11 +43,17 @@ def busiest_quarter_share(experts: np.ndarray, n_experts: int) -> float:
     return float(load[: max(1, n_experts // 4)].sum() / max(1, load.sum()))
 
 
+def used_tile_rows(tile_expert: np.ndarray, height: int) -> int:
+    """Rows of the tiles a `moe_align` grouping uses (tile_expert >= 0), padding included: what the grouped
+    products compute."""
+    return int((np.asarray(tile_expert) >= 0).sum()) * height
+
+
 def padded_rows_per_route(experts: np.ndarray, n_experts: int, height: int) -> float:
     """Tile rows the routes of one step (`experts`, (R, k)) take, as `moe_align` groups them in tiles of `height`
     rows (its used tiles), per route (1.0: no padding)."""
     _, _, tile_expert = moe_align_host(experts, n_experts, height)
-    return float((tile_expert >= 0).sum() * height / max(1, experts.size))
+    return used_tile_rows(tile_expert, height) / max(1, experts.size)
 
 
 def even_routes(rng: np.random.Generator, rows: int, n_experts: int, top_k: int) -> np.ndarray:
