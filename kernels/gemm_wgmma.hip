@@ -260,11 +260,13 @@ GETP_DEVICE void wg_piece_products(float (&t)[N / 2], const unsigned (&a)[4], un
   wg_mma_ra<N>(t, a, wg_desc(b), 1);
 }
 
-// Half h of an accumulator array of N registers: the rows of half h of the instruction's width (a thread's
-// registers go by column blocks of 8, in order).
-template <int N>
-GETP_DEVICE auto wg_half(float (&t)[N], int h) -> float (&)[N / 2] {
-  return *reinterpret_cast<float(*)[N / 2]>(t + h * (N / 2));
+// The registers of an accumulator array (R of them) that hold its rows first .. first + N - 1, the accumulator
+// of an instruction N rows wide over them (a thread's registers go by column blocks of 8, in order): half h of a
+// tile is wg_rows<BR / 2>(t, h BR / 2), its first N rows wg_rows<N>(t).
+template <int N, int R>
+GETP_DEVICE auto wg_rows(float (&t)[R], int first = 0) -> float (&)[N / 2] {
+  static_assert(N / 2 <= R, "a part of the array");
+  return *reinterpret_cast<float(*)[N / 2]>(t + first / 2);
 }
 
 template <int BR>
@@ -276,14 +278,6 @@ GETP_DEVICE void wg_mma(float (&d)[BR / 2], unsigned long long a, unsigned long 
   if constexpr (BR == 64) wg_mma_n64(d, a, b, scale_d);
   if constexpr (BR == 128) wg_mma_n128(d, a, b, scale_d);
   static_assert(BR == 8 || BR == 16 || BR == 32 || BR == 48 || BR == 64 || BR == 128, "no wgmma of this N");
-}
-
-// The first N / 2 registers of an accumulator array: rows 0 .. N - 1 of an instruction N rows wide (a thread's
-// registers go by column blocks of 8, in order).
-template <int N, int R>
-GETP_DEVICE auto wg_first(float (&t)[R]) -> float (&)[N / 2] {
-  static_assert(N / 2 <= R, "a part of the array");
-  return *reinterpret_cast<float(*)[N / 2]>(t);
 }
 
 // A width N for the products of a tile's first rows (wg_product's consumer loop).
@@ -300,12 +294,12 @@ struct WgWidth {
 // into acc.
 template <int BR, int N>
 GETP_DEVICE void wg_piece_products_of(float (&t)[BR / 2], const unsigned (&a)[4], unsigned b) {
-  wg_piece_products<BR, N>(wg_first<N>(t), a, b);
+  wg_piece_products<BR, N>(wg_rows<N>(t), a, b);
 }
 
 template <int BR, int N>
 GETP_DEVICE void wg_mma_of(float (&d)[BR / 2], unsigned long long a, unsigned long long b) {
-  wg_mma<N>(wg_first<N>(d), a, b, 1);
+  wg_mma<N>(wg_rows<N>(d), a, b, 1);
 }
 
 GETP_DEVICE void wg_store16(unsigned dst, uint4 v) {
@@ -810,9 +804,9 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
           wg_load_a(a[0], a0, 0);
           #pragma unroll
           for (int h = 0; h < 2; ++h) {
-            wg_fence_operands(wg_half(t[0], h));
+            wg_fence_operands(wg_rows<H>(t[0], h * H));
             wg_fence();
-            wg_piece_products<BR, H>(wg_half(t[0], h), a[0], b0 + h * H * 128);
+            wg_piece_products<BR, H>(wg_rows<H>(t[0], h * H), a[0], b0 + h * H * 128);
             wg_commit();
           }
           // Both loops unrolled: the waits' counts are constants, a and t stay in registers.
@@ -821,7 +815,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
             #pragma unroll
             for (int h = 0; h < 2; ++h) {
               if (kk + 1 < KK || h == 0) wg_wait1(); else wg_wait0();  // this half's step kk is done
-              float(&th)[H / 2] = wg_half(t[0], h);
+              float(&th)[H / 2] = wg_rows<H>(t[0], h * H);
               wg_fence_operands(th);
               #pragma unroll
               for (int i = 0; i < H / 2; ++i) acc[0][h * (H / 2) + i] += th[i];
