@@ -116,8 +116,8 @@ invariance_tests() {  # tests/test_gpu_invariance.py in this tree within INV_SEC
   timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
   grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
 }
-headline_sides() {  # the exact headline in the trees old and new (30 s each, the one-row step's profile)
-  for side in old new; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
+headline_sides() {  # the exact headline in the trees HEADLINE_SIDES (old new) (30 s each, the one-row step's profile)
+  for side in ${HEADLINE_SIDES:-old new}; do TREE=$(tree_of $side) PROFILE_ROWS=${PROFILE_ROWS:-1} MAX_SECONDS=${MAX_SECONDS:-30} \
     HEADLINE_SECONDS=${HEADLINE_SECONDS:-175} headline_side 1 exact "headline-$side"; done
 }
 one_row_stalls() {  # ncu --set full: the first of getp's one-row step's products named by STALL_KERNELS (a regex; by
@@ -628,8 +628,7 @@ PY
     s29c)  # pad rows without expert products (.carry/old = main before): moe_align's tests (pad rows among them),
       # the exact headline in both trees (MAX_SECONDS each, first this tree's), then diff --batch in this tree
       gpu_tests moe-align 120 tests/test_gpu_batch_moe.py -k "moe_align or pipeline or combine"
-      for side in new old; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-25} \
-        HEADLINE_SECONDS=${HEADLINE_SECONDS:-240} headline_side 1 exact "headline-$side"; done
+      HEADLINE_SIDES="new old" MAX_SECONDS=${MAX_SECONDS:-25} HEADLINE_SECONDS=${HEADLINE_SECONDS:-240} headline_sides
       batch_diff ${DIFF_SECONDS:-120}
       ;;
     s28a)  # how the 20b synthetic model's router spreads rows over the experts (bench/routing.py): the busiest quarter's
