@@ -882,7 +882,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
       return true;
     }
   }
-  if constexpr (NARROWS && BR >= 16) {
+  if constexpr (NARROWS) {  // NARROWS: BR >= 16
     if (used <= BR / 2) {
       consume(WgWidth<BR / 2>{});
       return true;
