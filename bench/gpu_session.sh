@@ -614,6 +614,7 @@ PY
       ;;
     s29a)  # an H200 (its 1024 slots): the whole exact and fast headlines in this tree (1024 requests, -n 1024, no
       # 30-s cut), then attention alone (bench/attention.py). A fresh machine compiles every kernel inside the first
+      # (exact) run's HEADLINE_SECONDS, hence its longer limit
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-330} headline_side 1 exact headline-exact
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=200 headline_side 1 fast headline-fast
       timeout 150 python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1; echo "attention exit $?"
