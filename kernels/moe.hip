@@ -299,6 +299,9 @@ router_rows_f32w(int* __restrict__ experts, float* __restrict__ weights, float* 
 //   4. each warp walks its pairs again in order: position = BM * first tile of e + base rank + rank
 //      among its peers of this chunk. Ranks follow pair ids; nothing depends on scheduling or the block size.
 // Pairs whose expert id is outside [0, E), or that would land past P, are not placed: padded_of_pair = -1.
+// With row_slot (not null), neither are the pairs of the rows in slot spare_slot (row = pair / top_k): a step's
+// pad rows, whose results nobody reads. They all hold the same token and position, so they would all take the
+// same top_k experts and lengthen their tiles (a pair's products do not depend on the others of its tile).
 // MOE_ALIGN_THREADS and MOE_MAX_EXPERTS: cupy_getp/gpu/constants.py.
 #define MOE_ALIGN_WARPS (MOE_ALIGN_THREADS / WARP_SIZE)
 static_assert(MOE_ALIGN_THREADS >= MOE_MAX_EXPERTS, "moe_align scans the experts with one thread each");
@@ -314,9 +317,16 @@ GETP_DEVICE unsigned long long moe_peers(int e, bool valid, int id_bits) {
   return peers;
 }
 
+// The expert of pair `pair` (< last) as moe_align places it: -1 (not placed) for a pad row's pair.
+GETP_DEVICE int moe_align_expert(const int* __restrict__ experts, const int* __restrict__ row_slot, int spare_slot,
+                                 int top_k, int pair) {
+  return row_slot != nullptr && row_slot[pair / top_k] == spare_slot ? -1 : experts[pair];
+}
+
 extern "C" __global__ void __launch_bounds__(MOE_ALIGN_THREADS)
 moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, int* __restrict__ tile_expert,
-          const int* __restrict__ experts, int n_pairs, int n_experts, int padded, int block_m) {
+          const int* __restrict__ experts, int n_pairs, int n_experts, int padded, int block_m,
+          const int* __restrict__ row_slot, int spare_slot, int top_k) {
   grid_begin();
   __shared__ int warp_count[MOE_ALIGN_WARPS][MOE_MAX_EXPERTS];  // then the warp's base rank per expert
   __shared__ int tile_end[MOE_MAX_EXPERTS];                      // inclusive scan of tiles per expert
@@ -335,7 +345,7 @@ moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, in
   // 1. counts per (warp, expert): only each peer group's lowest lane writes, groups differ by expert.
   for (int base = first; base < last; base += WARP_SIZE) {  // uniform over the warp
     const int pair = base + lane;
-    const int e = pair < last ? experts[pair] : -1;
+    const int e = pair < last ? moe_align_expert(experts, row_slot, spare_slot, top_k, pair) : -1;
     const bool valid = e >= 0 && e < n_experts;
     const unsigned long long peers = moe_peers(e, valid, id_bits);
     if (valid && (peers & below) == 0ull) warp_count[warp][e] += __popcll(peers);
@@ -378,7 +388,7 @@ moe_align(int* __restrict__ pair_of_padded, int* __restrict__ padded_of_pair, in
   // 4. stable scatter.
   for (int base = first; base < last; base += WARP_SIZE) {
     const int pair = base + lane;
-    const int e = pair < last ? experts[pair] : -1;
+    const int e = pair < last ? moe_align_expert(experts, row_slot, spare_slot, top_k, pair) : -1;
     const bool valid = e >= 0 && e < n_experts;
     const unsigned long long peers = moe_peers(e, valid, id_bits);
     int pos = -1;

@@ -158,8 +158,13 @@ def router_rows(experts, weights, scores, w, b, t, hidden, n_experts, k, vec):
 
 
 @oracle("moe_align")
-def moe_align(pair_of_padded, padded_of_pair, tile_expert, experts, n_pairs, n_experts, padded, block_m):
-    """moe_align_host, cut to P padded positions: a pair that would land past P is not placed (slot -1)."""
+def moe_align(pair_of_padded, padded_of_pair, tile_expert, experts, n_pairs, n_experts, padded, block_m, row_slot,
+              spare_slot, top_k):
+    """moe_align_host, cut to P padded positions: a pair that would land past P is not placed (slot -1), nor
+    (with row_slot) one of a row in the spare slot."""
+    experts = np.array(experts, np.int32).reshape(-1, int(top_k))
+    if row_slot is not None:
+        experts[np.asarray(row_slot) == spare_slot] = -1
     pairs, slots, tiles = moe_align_host(experts, int(n_experts), int(block_m))
     pair_of_padded[...], tile_expert[...] = -1, -1
     pair_of_padded[:min(padded, pairs.size)] = pairs[:padded]

@@ -123,6 +123,34 @@ def test_a_budget_of_one_position(cupy_stand_in):
     assert got == reference_lines(weights, requests, 1) and all(len(line) == 1 for line in got)
 
 
+@pytest.mark.parametrize("precision", ["exact", "fp32"])
+def test_pad_rows_take_no_expert_products(cupy_stand_in, monkeypatch, precision):
+    """Steps of 3 and 5 rows run in the buckets of 4 and 7: on every layer the pad rows (the spare slot's)
+    place no pair in the MoE grouping (they would lengthen their experts' tiles; nobody reads their results),
+    and every pair of the step's own rows is placed."""
+    from batch_fakes import FakeKernels
+
+    groupings = []
+    align = FakeKernels.moe_align
+
+    def recording_align(self, pair_of_padded, padded_of_pair, *args, **kwargs):
+        align(self, pair_of_padded, padded_of_pair, *args, **kwargs)
+        groupings.append(np.array(padded_of_pair))
+
+    monkeypatch.setattr(FakeKernels, "moe_align", recording_align)
+    weights = Weights(SyntheticStore(TINY, seed=5))
+    batched = batched_engine(weights, 4, 3, 8, precision)
+    assert batched.shape.buckets == (1, 2, 4, 7)
+    top_k = TINY.experts_per_token
+    for slots, positions, bucket in [([0, 1, 2], [0, 0, 0], 4), ([0, 0, 0, 1, 3], [1, 2, 3, 1, 0], 7)]:
+        groupings.clear()
+        v = batched.step(np.array(slots), np.array(positions), np.array([5, 17, 80, 3, 9])[:len(slots)])
+        assert v.R == bucket and len(groupings) == TINY.n_layers
+        for padded_of_pair in groupings:
+            placed = padded_of_pair.reshape(bucket, top_k) >= 0
+            assert placed[:len(slots)].all() and not placed[len(slots):].any()
+
+
 def test_many_rows_take_the_tensor_core_path_like_the_reference(cupy_stand_in):
     """40 slots on the mma.sync path: every step, one row included, goes through the split pieces and the
     tensor-core kernels' contracts (dense and grouped), and still gives the reference's lines."""

@@ -92,7 +92,7 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
                   host_array(np.zeros((n_experts, hidden), BF16)), np.zeros(n_experts, F32),
                   host_array(np.zeros((rows, hidden), F32)))
     k.moe_align(np.zeros(padded, I32), np.zeros(rows * top, I32), np.zeros(padded // block_m, I32), experts,
-                block_m, n_experts)
+                block_m, n_experts, np.zeros(rows, I32), 7)
     k.moe_combine(np.zeros((rows, hidden), F32), np.zeros((rows, hidden), F32), np.zeros((padded, hidden), F32),
                   np.zeros((rows, top), F32), np.zeros(rows * top, I32))
     (n1, g1, b1, a1), (n2, g2, b2, a2), (n3, g3, b3, a3) = k.calls
@@ -101,6 +101,9 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
     assert (n3, g3, b3) == ("moe_combine", (1, rows), (256,))
     for args in (a1, a2, a3):
         assert all(isinstance(a, (np.ndarray, np.int32)) for a in args)
+    with pytest.raises(ValueError, match="row_slot"):  # a slot for each row of experts, no more
+        k.moe_align(np.zeros(padded, I32), np.zeros(rows * top, I32), np.zeros(padded // block_m, I32), experts,
+                    block_m, n_experts, np.zeros(rows + 1, I32), 7)
     with pytest.raises(ValueError, match="moe_padded_pairs"):
         k.moe_align(np.zeros(padded + block_m, I32), np.zeros(rows * top, I32),
                     np.zeros(padded // block_m + 1, I32), experts, block_m, n_experts)
@@ -265,18 +268,39 @@ def align_cases():
     ]
 
 
+def pad_row_slots(rows: int, pad: str):
+    """(row_slot, spare slot) for moe_align: None, or rows in slots 0..6 with the pad rows in slot 7 (the last
+    third of the rows, or every third row: the kernel reads each pair's row, wherever it is)."""
+    if pad == "none":
+        return None, -1
+    row_slot = (np.arange(rows) % 7).astype(np.int32)
+    if pad == "last third":
+        row_slot[rows - rows // 3:] = 7
+    else:
+        row_slot[::3] = 7
+    return row_slot, 7
+
+
 @gpu
 @pytest.mark.parametrize("case", align_cases(), ids=lambda c: c[0])
-@pytest.mark.parametrize("pass_n_experts", [True, False])
-def test_moe_align(dev, case, pass_n_experts):
+@pytest.mark.parametrize("pass_n_experts, pad", [(True, "none"), (False, "none"), (True, "last third"),
+                                                 (True, "every third")])
+def test_moe_align(dev, case, pass_n_experts, pad):
+    """Against moe_align's oracle, with and without n_experts, and with pad rows (the spare slot's) whose pairs
+    are not placed."""
     _, experts, n_experts, block_m = case
     experts = np.ascontiguousarray(experts, np.int32)
+    row_slot, spare = pad_row_slots(experts.shape[0], pad)
     padded = moe_padded_pairs(experts.size, n_experts, block_m)
     outs = (garbage(padded, np.int32), garbage(experts.size, np.int32), garbage(padded // block_m, np.int32))
-    want = expected("moe_align", *outs, experts, block_m, n_experts if pass_n_experts else None)[:3]
-    d_experts = to_device(experts)
+    want = expected("moe_align", *outs, experts, block_m, n_experts if pass_n_experts else None, row_slot,
+                    spare)[:3]
+    if row_slot is not None:  # the oracle's pad rows: none of their pairs placed, every other pair placed
+        placed = want[1].reshape(experts.shape) >= 0
+        assert not placed[row_slot == spare].any() and placed[row_slot != spare].all()
+    d_experts, d_row_slot = to_device(experts), None if row_slot is None else to_device(row_slot)
     for _ in range(2):  # the same buffers again: every element rewritten, the same result
-        dev[1].moe_align(*outs, d_experts, block_m, n_experts if pass_n_experts else None)
+        dev[1].moe_align(*outs, d_experts, block_m, n_experts if pass_n_experts else None, d_row_slot, spare)
         for name, got, want_one in zip(("pair_of_padded", "padded_of_pair", "tile_expert"), outs, want):
             np.testing.assert_array_equal(host(got, dev), want_one, err_msg=name)
         for out in outs:

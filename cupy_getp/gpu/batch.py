@@ -279,10 +279,11 @@ class RowModel:
         kernels.moe_combine(v.x, v.moe_out, v.y, v.expert_weights, v.padded_of_pair)  # x += moe_out
 
     def grouping(self, v: RowView) -> Grouping:
+        """The step's grouping; the pad rows (the spare slot's) take no expert products: nobody reads them."""
         g_pieces = self.pieces_view(self.buffers.pieces_g, v.g.shape[0], self.config.intermediate_dim) \
             if v.tensor_cores else None
         return Grouping(v.block_m, v.tensor_cores, v.pair_of_padded, v.padded_of_pair, v.tile_expert, v.g, g_pieces,
-                        v.y)
+                        v.y, row_slot=v.row_slot, spare_slot=self.shape.n_slots)
 
     def unembed(self, v: RowView, trace: BatchTrace | None) -> None:
         """Logits of every row (pad and mid-prompt rows included: the graph's shape is the bucket's),

@@ -25,6 +25,10 @@ class Grouping:
     g: object  # (P, I) f32, CUDA cores
     g_pieces: object  # (pieces, P, lda_I) bf16, tensor cores (None otherwise)
     y: object  # (P, H) f32
+    # Rows whose pairs are not placed: those whose slot (row_slot (rows,) i32) is spare_slot, a step's pad rows
+    # (their results are never read; they would all lengthen the same experts' tiles). None: every row's.
+    row_slot: object = None
+    spare_slot: int = -1
 
 
 @dataclass(frozen=True)
@@ -53,10 +57,11 @@ class ExpertWeights:
 def expert_products(kernels, grouping: Grouping, experts, a, a_pieces, w: ExpertWeights, top_k: int,
                     limit: float) -> None:
     """y at pair p's padded position = w_mlp2[e] @ SwiGLU(w_mlp1[e] @ a[p // top_k] + b_mlp1[e]) + b_mlp2[e],
-    e = experts.flat[p] (ids in [0, E'), E' = w's experts; other ids are not placed). experts (rows, top_k);
-    a (rows, H) f32, or on tensor cores its pieces a_pieces."""
+    e = experts.flat[p] (ids in [0, E'), E' = w's experts; other ids, and the grouping's pad rows, are not
+    placed). experts (rows, top_k); a (rows, H) f32, or on tensor cores its pieces a_pieces."""
     G = grouping
-    kernels.moe_align(G.pair_of_padded, G.padded_of_pair, G.tile_expert, experts, G.block_m, w.n_experts)
+    kernels.moe_align(G.pair_of_padded, G.padded_of_pair, G.tile_expert, experts, G.block_m, w.n_experts,
+                      G.row_slot, G.spare_slot)
     if G.tensor_cores:
         kernels.gemm_tc_grouped_swiglu(G.g_pieces, a_pieces, G.pair_of_padded, G.tile_expert, w.w_mlp1, w.b_mlp1,
                                        top_k, limit)

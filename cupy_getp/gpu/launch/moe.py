@@ -74,13 +74,16 @@ class MoeLaunches:
                      (experts, weights, scores, w, b, t, I32(hidden), I32(n_experts), I32(top_k), I32(vec)))
 
     def moe_align(self, pair_of_padded, padded_of_pair, tile_expert, experts, block_m: int,
-                  n_experts: int | None = None) -> None:
+                  n_experts: int | None = None, row_slot=None, spare_slot: int = -1) -> None:
         """Group the R top_k (row, choice) pairs of experts (R, top_k) by expert into BM-row tiles (see
         docs/batched-engine.md). With n_experts, P = pair_of_padded's length must be
         moe_padded_pairs(R top_k, E, BM); without, ids are taken as < MOE_MAX_EXPERTS and P is only checked
         to be whole tiles (the kernel never writes past P: a pair that would is left unplaced, padded position -1).
+        With row_slot (R,) i32, the pairs of rows in slot `spare_slot` (a step's pad rows) are left unplaced too.
         Writes every element of the three outputs; one block, grid and block from shapes only."""
         rows, top_k = experts.shape
+        if row_slot is not None:
+            _check("row_slot", row_slot, I32, (rows,))
         n_pairs = rows * top_k
         padded = pair_of_padded.shape[0] if pair_of_padded.ndim == 1 else -1
         _check("experts", experts, I32)
@@ -100,7 +103,7 @@ class MoeLaunches:
             raise KernelArgumentError(f"moe_align: {padded} padded positions overflow int32")
         self._launch("moe_align", (1,), (_align_threads(n_pairs, n_experts, self.device.warp_size),),
                      (pair_of_padded, padded_of_pair, tile_expert, experts, I32(n_pairs), I32(n_experts), I32(padded),
-                      I32(block_m)))
+                      I32(block_m), row_slot, I32(spare_slot), I32(top_k)))
 
     def moe_combine(self, x, moe_out, y, weights, padded_of_pair) -> None:
         """moe_out[r] = sum_s (in order) weights[r, s] * y[padded_of_pair[r top_k + s]]; x[r] += moe_out[r]."""
