@@ -723,6 +723,8 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
   auto consume = [&](auto width) {
     constexpr int N = decltype(width)::N;
     (void)N;  // the halves' and in-flight paths keep BR
+    // The exact paths add only t's first N rows: its others are never written (0 since the start), and the rows
+    // past `used` that they would add to are pad rows, never stored: the stored rows' bits do not change.
     // Slices::SLICED: a loop a slice, its stages then (every product done) its fold, so that ptxas sees no
     // non-wgmma write to acc while products are in flight (its C7515 serialisation, met with the fold inside
     // the loop over stages); WgWhole: one slice of every stage, the plain loop over K.
@@ -785,7 +787,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
               if (kk + 1 < KK || mb == 0) wg_wait1(); else wg_wait0();  // this block's step kk is done
               wg_fence_operands(t[mb]);
               #pragma unroll
-              for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+              for (int i = 0; i < N / 2; ++i) acc[mb][i] += t[mb][i];  // t's rows past N stay 0
               if (kk + 1 < KK) {  // its step kk + 1, behind the other block's step kk (or kk + 1)
                 wg_load_a(a[mb], a0 + mb * 64 * 128, kk + 1);
                 wg_fence_operands(t[mb]);
@@ -843,7 +845,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
             for (int mb = 0; mb < MB; ++mb) {
               wg_fence_operands(t[mb]);
               #pragma unroll
-              for (int i = 0; i < BR / 2; ++i) acc[mb][i] += t[mb][i];
+              for (int i = 0; i < N / 2; ++i) acc[mb][i] += t[mb][i];  // t's rows past N stay 0
             }
           }
           mbar_arrive(empty + 8 * b);
