@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -640,6 +640,11 @@ PY
       batch_diff ${DIFF_SECONDS:-120}
       for side in ${FAST_SIDES:-new old}; do TREE=$(tree_of $side) PROFILE_ROWS=1 MAX_SECONDS=25 HEADLINE_SECONDS=150 \
         headline_side 1 fast "fast-$side"; done
+      ;;
+    s30c)  # pad rows alone (.carry/pads; .carry/old = main before), when little device time is left: moe_align's
+      # tests (this tree's moe.hip is the pads tree's), then the exact headline with pad rows and in main
+      gpu_tests moe-align 90 tests/test_gpu_batch_moe.py -k "moe_align"
+      HEADLINE_SIDES="pads old" MAX_SECONDS=${MAX_SECONDS:-20} HEADLINE_SECONDS=${HEADLINE_SECONDS:-150} headline_sides
       ;;
     s29c)  # pad rows without expert products (.carry/old = main before): moe_align's tests (pad rows among them),
       # the exact headline in both trees (MAX_SECONDS each, first this tree's), then diff --batch in this tree
