@@ -1081,8 +1081,10 @@ GETP_DEVICE void wg_dense_tma_splitk(const WgTensorMap& w_map, float* __restrict
 // refill and drain a pipeline for a third of the stages (the 1024-row step: 68.6 -> 75.6 ms, bench/RESULTS.md).
 // The sliced kernels run the same S slices one after the other in one block and sum them in the split mode's
 // order (wg_product's `slices`): the same bits, so the launch helper may pick a mode by the row count. Grid
-// (ceil(N / 128), ceil(M / BR)); `splits` from launch/splitk.py. BR <= 64: beside t and acc, the total of 128
-// rows would spill (kept in memory instead, it made the 1024-row qkv product 1.65x slower on an H100).
+// (ceil(N / 128), ceil(M / BR)); `splits` from launch/splitk.py. With 3 pieces BR <= 64: beside t and acc, the
+// total of 128 rows would spill (kept in memory instead, it made the 1024-row qkv product 1.65x slower on an
+// H100). With 1 piece (no t) acc and the total of 128 rows take 128 registers a thread: BR = 128 too, the height
+// the unsplit products of many rows take (a 64-row tile reads as much W a stage for half the products).
 // The total in registers (t, acc and the total take 3 BR / 2 registers a thread with 3 pieces).
 template <int MB, int N>
 struct WgTotalInRegisters {
@@ -1361,3 +1363,4 @@ WG_SPLITK_KERNELS(64, 1)
 WG_SPLITK_KERNELS(128, 1)
 WG_SLICED_KERNELS(64, 3)
 WG_SLICED_KERNELS(64, 1)
+WG_SLICED_KERNELS(128, 1)

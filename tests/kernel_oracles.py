@@ -30,7 +30,7 @@ from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
                                           WG_WIDE_KIND, WG_WIDE_ROWS)
 from cupy_getp.gpu.launch.moe import moe_align_host
-from cupy_getp.gpu.launch.splitk import WG_SLICED_ROWS
+from cupy_getp.gpu.launch.splitk import WG_SLICED_HEIGHTS
 from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, map_argument
 from cupy_getp.reference import rmsnorm, rope, route, swiglu
 
@@ -490,11 +490,11 @@ def gemm_wg_tma_splitk(w_map, c, ap, bias, m, n, k, lda, accumulate, work, count
 
 
 # ... and their sliced mode (one block a tile, the slices in turn): the same contract again.
-@oracle(*(f"gemm_wg_sliced_r{WG_SLICED_ROWS}_p{pieces}_b1" for pieces in (3, 1)))
+@oracle(*(f"gemm_wg_sliced_r{rows}_p{pieces}_b1" for pieces in (3, 1) for rows in WG_SLICED_HEIGHTS[pieces]))
 def gemm_wg_sliced(c, ap, w, bias, m, n, k, lda, accumulate, vec8, splits):
     gemm_wg(c, ap, w, bias, m, n, k, lda, accumulate, vec8)
 
 
-@oracle(*(f"gemm_wg_tma_sliced_r{WG_SLICED_ROWS}_p{pieces}_b1" for pieces in (3, 1)))
+@oracle(*(f"gemm_wg_tma_sliced_r{rows}_p{pieces}_b1" for pieces in (3, 1) for rows in WG_SLICED_HEIGHTS[pieces]))
 def gemm_wg_tma_sliced(w_map, c, ap, bias, m, n, k, lda, accumulate, splits):
     gemm_wg_tma(w_map, c, ap, bias, m, n, k, lda, accumulate)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cupy_getp.gpu.launch.splitk import (MIN_SPLIT_STAGES, SPLITK_ENV, WG_BK, SplitKWorkspace, wg_sliced,
+from cupy_getp.gpu.launch.splitk import (MIN_SPLIT_STAGES, SLICED_TALL_ENV, SPLITK_ENV, WG_BK, WG_SLICED_HEIGHTS,
+                                         SplitKWorkspace, wg_sliced, wg_sliced_height, wg_sliced_tall_enabled,
                                          wg_split_bounds, wg_split_rows_limit, wg_splits, wg_splitk_enabled)
 from gpu_helpers import host, kernel_settings, poisoned
 from gpu_helpers import to_device as dev
@@ -108,8 +109,9 @@ def test_splitk_rows_do_not_depend_on_the_row_count(gpu, rng, tma, pieces, n, k)
 @pytest.mark.parametrize("pieces", [3, 1])
 @pytest.mark.parametrize("n, k", SHAPES)
 def test_sliced_and_split_modes_give_the_same_bits(gpu, rng, monkeypatch, tma, pieces, n, k):
-    """The same split product in each mode, forced (the launch helper picks by the tiles): sliced and split,
-    bit-identical, with and without bias and c; and the forced mode's kernels are the ones that ran."""
+    """The same split product in each mode, forced (the launch helper picks by the tiles): sliced at each of its
+    heights and split, bit-identical, with and without bias and c; and the forced mode's kernels (and height)
+    are the ones that ran."""
     kernels = gpu[1]
     w = bf16_weights(rng, (n, k))
     bias = dev(rng.standard_normal(n).astype(np.float32))
@@ -117,14 +119,17 @@ def test_sliced_and_split_modes_give_the_same_bits(gpu, rng, monkeypatch, tma, p
         a = activations(rng, (m, k), heavy=True)
         c0 = dev(rng.standard_normal((m, n)).astype(np.float32))
         for accumulate, b in ((False, None), (True, bias)):
-            outputs = []
-            for mode, sliced_rows in (("_sliced_", 64), ("_splitk_", None)):
+            outputs = {}
+            for mode, sliced_rows in (*(("_sliced_", h) for h in WG_SLICED_HEIGHTS[pieces]), ("_splitk_", None)):
                 monkeypatch.setattr(kernels, "wg_dense_sliced", lambda *args, rows=sliced_rows: rows)
-                launched = splitk_launches(kernels, (mode,))
+                kind = f"{mode}r{sliced_rows}_" if sliced_rows else mode
+                launched = splitk_launches(kernels, (kind,))
                 with kernel_settings(kernels, wg_tma=tma):
-                    outputs.append(split_product(gpu, a, w, b, c0, pieces, accumulate))
-                assert splitk_launches(kernels, (mode,)) == launched + 1, mode
-            np.testing.assert_array_equal(outputs[1], outputs[0], err_msg=f"{m} rows, accumulate {accumulate}")
+                    outputs[kind] = split_product(gpu, a, w, b, c0, pieces, accumulate)
+                assert splitk_launches(kernels, (kind,)) == launched + 1, kind
+            for kind, got in outputs.items():
+                np.testing.assert_array_equal(got, outputs["_splitk_"],
+                                              err_msg=f"{kind}: {m} rows, accumulate {accumulate}")
 
 
 @pytest.mark.gpu
@@ -263,6 +268,51 @@ def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
         if "sliced" in name:
             assert int(grids[-1][2][-1]) == 3  # the splits, as the last argument
     assert wg_sliced(2880, 4096, 32, 132) is False  # tiled below the sliced height: split mode
+
+
+def test_fast_products_of_many_rows_take_the_tall_sliced_kernels(monkeypatch, rng):
+    """With one piece, where the unsplit product would take 128-row tiles, the sliced mode takes them too
+    (gemm_wg_sliced_r128_p1_b1 over (tiles, row tiles of 128)), unless wg_sliced_tall is off (then 64 rows);
+    the split mode's choice (by 64-row tiles) is unchanged; three pieces keep 64 rows."""
+    import sys
+
+    from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
+    kernels = FakeKernels(FakeDevice())
+    kernels.wgmma, kernels.wg_splitk, kernels._sm_count = True, True, 132
+    grids = []
+    launch = kernels._launch
+    monkeypatch.setattr(kernels, "_launch", lambda name, grid, *args, **kw: (grids.append((name, grid)),
+                                                                               launch(name, grid, *args, **kw)))
+    n, k = 2880, 24 * WG_BK  # the output projection's 23 tiles, S = 3
+    w = host_array(bf16_weights(rng, (n, k)))
+    expected = {(1, True): {320: ("gemm_wg_splitk_r128_p1_b1", (23, 3, 3)),
+                            321: ("gemm_wg_sliced_r128_p1_b1", (23, 3)), 1024: ("gemm_wg_sliced_r128_p1_b1", (23, 8))},
+                (1, False): {321: ("gemm_wg_sliced_r64_p1_b1", (23, 6)), 1024: ("gemm_wg_sliced_r64_p1_b1", (23, 16))},
+                (3, True): {1024: ("gemm_wg_sliced_r64_p3_b1", (23, 16))}}
+    for (pieces, tall), cases in expected.items():
+        kernels.wg_sliced_tall = tall
+        for m, want in cases.items():
+            a = activations(rng, (m, k), heavy=True)
+            ap = host_array(np.zeros((pieces, m, pieces_lda(k)), np.uint16))
+            kernels.split_pieces(ap, host_array(a))
+            kernels.gemm_tc(host_array(np.zeros((m, n), np.float32)), ap, w)
+            assert grids[-1] == want, (pieces, tall, m)
+
+
+def test_the_sliced_height_follows_the_unsplit_tiles():
+    assert wg_sliced_height(128, 1) == 128 and wg_sliced_height(128, 1, tall=False) == 64
+    assert wg_sliced_height(128, 3) == 64 and wg_sliced_height(64, 1) == 64 and wg_sliced_height(64, 3) == 64
+    assert all(h in (64, 128) for p in (1, 3) for h in WG_SLICED_HEIGHTS[p])
+
+
+def test_tall_sliced_kernels_are_on_unless_turned_off(monkeypatch):
+    monkeypatch.delenv(SLICED_TALL_ENV, raising=False)
+    assert wg_sliced_tall_enabled()
+    monkeypatch.setenv(SLICED_TALL_ENV, "0")
+    assert not wg_sliced_tall_enabled()
 
 
 def test_a_grown_workspace_keeps_the_buffers_a_graph_may_name(monkeypatch):

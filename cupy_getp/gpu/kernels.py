@@ -31,7 +31,7 @@ from .launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_H
                               WG_WIDE_KIND, WG_WIDE_ROWS, wg_half_enabled,
                               wg_tma_grouped_enabled, wg_wide_enabled, wgmma_disabled)
 from .launch.pdl import ProgrammaticLaunch, pdl_wanted
-from .launch.splitk import WG_SLICED_ROWS, wg_splitk_enabled
+from .launch.splitk import WG_SLICED_HEIGHTS, wg_sliced_tall_enabled, wg_splitk_enabled
 from .launch.tensor_map import TensorMaps, wg_tma_enabled
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"common\.h"\s*$', re.MULTILINE)
@@ -53,8 +53,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                      for rows, blocks in WG_DENSE_TILES[pieces]),
                    *(f"gemm_wg{tma}_splitk_r{rows}_p{pieces}_b1" for tma in ("", "_tma") for pieces in (3, 1)
                      for rows in WG_ROWS[pieces]),
-                   *(f"gemm_wg{tma}_sliced_r{WG_SLICED_ROWS}_p{pieces}_b1" for tma in ("", "_tma")
-                     for pieces in (3, 1)),
+                   *(f"gemm_wg{tma}_sliced_r{rows}_p{pieces}_b1" for tma in ("", "_tma")
+                     for pieces in (3, 1) for rows in WG_SLICED_HEIGHTS[pieces]),
                    *(f"gemm_wg_tma_half_r{rows}_p{pieces}_b1" for pieces in (3, 1) for rows in WG_HALF_ROWS),
                    *(f"gemm_wg_tma_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in ("grouped_swiglu", "grouped")
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES),
@@ -168,6 +168,7 @@ class Kernels(BatchLaunches):
         self.wgmma = self._probe_wgmma()  # the products take the wgmma kernels (launch/gemm_tc.py)
         self.wg_tma = self.wgmma and wg_tma_enabled()  # ... and their dense ones read W by TMA
         self.wg_splitk = self.wgmma and wg_splitk_enabled()  # ... split along K where few tiles
+        self.wg_sliced_tall = self.wg_splitk and wg_sliced_tall_enabled()  # ... sliced 128 rows high in `fast`
         self.wg_half = self.wg_tma and wg_half_enabled()  # ... in half blocks where few tiles of few rows
         self.wg_tma_grouped = self.wg_tma and wg_tma_grouped_enabled()  # ... and the bf16 experts too
         self.wg_wide = self.wg_tma_grouped and wg_wide_enabled()  # ... mlp1 in wide blocks where few tiles

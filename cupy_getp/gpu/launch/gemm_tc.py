@@ -19,7 +19,8 @@ from ...errors import KernelArgumentError
 from ..constants import (TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_HALF_THREADS, WG_SMEM_BYTES,
                          WG_THREADS, WG_WIDE_THREADS)
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
-from .splitk import WG_SLICED_ROWS, SplitKWorkspace, splitk_sizes, wg_sliced, wg_split_rows_limit, wg_splits
+from .splitk import (SplitKWorkspace, splitk_sizes, wg_sliced, wg_sliced_height, wg_split_rows_limit,
+                     wg_splits)
 from .tensor_map import paired_eligible, tma_eligible
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
@@ -143,6 +144,8 @@ class TensorCoreGemmLaunches:
     # into the workspace `_splitk` (made by reserve_splitk at warm-up, or on first use outside graph capture).
     wg_splitk = False
     _splitk = None
+    # ... and wg_sliced_tall (with wg_splitk, unless CUPY_GETP_WG_SLICED_TALL=0): wg_dense_sliced's 128-row height.
+    wg_sliced_tall = False
     # ... and wg_half (with wg_tma, unless CUPY_GETP_WG_HALF=0): wg_half_blocks.
     wg_half = False
     # ... and wg_tma_grouped (with wg_tma, unless CUPY_GETP_WG_TMA_GROUPED=0): _wg_grouped_map.
@@ -252,10 +255,12 @@ class TensorCoreGemmLaunches:
         the row count (batch invariance)."""
         return wg_splits(n, k, self._tc_sm_count()) if self.wg_splitk else 1
 
-    def wg_dense_sliced(self, n: int, m: int, rows: int) -> int | None:
+    def wg_dense_sliced(self, n: int, m: int, rows: int, pieces: int) -> int | None:
         """The sliced kernels' tile height for a split product of M rows tiled `rows` high, where it runs in
-        sliced mode (launch/splitk.py's wg_sliced); None: split mode."""
-        return WG_SLICED_ROWS if wg_sliced(n, m, rows, self._tc_sm_count()) else None
+        sliced mode (launch/splitk.py's wg_sliced; its height by wg_sliced_height); None: split mode."""
+        if not wg_sliced(n, m, rows, self._tc_sm_count()):
+            return None
+        return wg_sliced_height(rows, pieces, self.wg_sliced_tall)
 
     def reserve_splitk(self, rows: int, shapes) -> None:
         """Size the split-K workspace for dense products of up to `rows` rows with weights of these (N, K)
@@ -326,7 +331,7 @@ class TensorCoreGemmLaunches:
         splits = self.wg_dense_splits(n, k)
         sliced_rows = None
         if splits > 1:
-            sliced_rows = self.wg_dense_sliced(n, m, rows)
+            sliced_rows = self.wg_dense_sliced(n, m, rows, pieces)
             features, rows = 1, sliced_rows or rows
         sizes = (I32(m), I32(n), I32(k), I32(ap.shape[2]), I32(accumulate))
         if self.wg_tma and tma_eligible(w):

@@ -30,6 +30,7 @@ import os
 from .common import _blocks
 
 SPLITK_ENV = "CUPY_GETP_WG_SPLITK"
+SLICED_TALL_ENV = "CUPY_GETP_WG_SLICED_TALL"
 WG_BK = 64  # K per stage: gemm_wgmma.hip's WG_BK; split boundaries are multiples of it
 MIN_SPLIT_STAGES = 8  # a split keeps at least this many stages (the ring's prologue and the fixup amortised)
 SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-feature block per consumer)
@@ -39,15 +40,25 @@ SPLITK_FEATURES = 128  # output features per block of the split-K twins (one 64-
 # tiles) the headline fell 13,503 -> 13,307 tok/s (H200, run 38); 128-row sliced tiles keeping their total in
 # memory took 301 us a 1024-row product against 183 (H100, run 39; bench/RESULTS.md, seventh session).
 SPLIT_BELOW_FILL = 4
-# Row-tile height of the sliced kernels (gemm_wg[_tma]_sliced_r64_p{pieces}_b1): their total beside acc (and
-# t with 3 pieces) fits the registers only up to 64 rows.
+# Row-tile height of the sliced kernels (gemm_wg[_tma]_sliced_r64_p{pieces}_b1), by which wg_sliced picks the
+# mode: with 3 pieces their total beside acc and t fits the registers only up to 64 rows.
 WG_SLICED_ROWS = 64
+# The heights of the sliced kernels by pieces: with 1 piece (no t) also 128 rows (gemm_wg[_tma]_sliced_r128_p1_b1),
+# the height the unsplit products of many rows take in `fast` (launch/gemm_tc.py's wg_tile): its W stage serves
+# twice the rows.
+WG_SLICED_HEIGHTS = {3: (WG_SLICED_ROWS,), 1: (WG_SLICED_ROWS, 128)}
 
 
 def wg_splitk_enabled() -> bool:
     """Whether the dense wgmma products of few feature tiles are split along K: yes unless
     CUPY_GETP_WG_SPLITK=0."""
     return os.environ.get(SPLITK_ENV, "") != "0"
+
+
+def wg_sliced_tall_enabled() -> bool:
+    """Whether split products of many rows in `fast` take the 128-row sliced kernels where the unsplit ones would
+    take 128-row tiles (wg_sliced_height): yes unless CUPY_GETP_WG_SLICED_TALL=0 (the same bits either way)."""
+    return os.environ.get(SLICED_TALL_ENV, "") != "0"
 
 
 def wg_splits(n: int, k: int, sms: int) -> int:
@@ -68,6 +79,15 @@ def wg_sliced(n: int, m: int, rows: int, sms: int) -> bool:
     those tiles already give every SM a block; never below the sliced height (few rows: the split mode's many
     blocks are what help). Both give the same bits, so the choice may follow M."""
     return rows >= WG_SLICED_ROWS and _blocks(n, SPLITK_FEATURES) * _blocks(m, WG_SLICED_ROWS) >= sms
+
+
+def wg_sliced_height(rows: int, pieces: int, tall: bool = True) -> int:
+    """The sliced kernels' height for a product the helper would tile `rows` high: that height where a sliced
+    kernel of it exists (and `tall`, for heights above WG_SLICED_ROWS), else WG_SLICED_ROWS. The height changes
+    no bit (a row's products do not depend on the tile's height)."""
+    if rows in WG_SLICED_HEIGHTS[pieces] and (tall or rows <= WG_SLICED_ROWS):
+        return rows
+    return WG_SLICED_ROWS
 
 
 def wg_split_rows_limit(n: int, sms: int) -> int:
