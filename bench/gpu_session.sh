@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -641,6 +641,12 @@ PY
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       for tall in ${TALL_SIDES:-1 0}; do CUPY_GETP_WG_SLICED_TALL=$tall PROFILE_ROWS=640 MAX_SECONDS=${MAX_SECONDS:-25} \
         HEADLINE_SECONDS=${HEADLINE_SECONDS:-150} headline_side 1 fast "fast-tall$tall"; done
+      ;;
+    s31e)  # s31d's two parts the other way round (a machine whose kernels are cached): the fast headline with and
+      # without the 128-row sliced kernels, then the split-K tests
+      for tall in ${TALL_SIDES:-1 0}; do CUPY_GETP_WG_SLICED_TALL=$tall PROFILE_ROWS=640 MAX_SECONDS=${MAX_SECONDS:-25} \
+        HEADLINE_SECONDS=${HEADLINE_SECONDS:-150} headline_side 1 fast "fast-tall$tall"; done
+      gpu_tests splitk ${TEST_SECONDS:-240} tests/test_gpu_gemm_wgmma_splitk.py
       ;;
     s29b)  # main (.carry/old) against this tree on one machine: the grouped products alone (bench/gemm_tc.py
       # --grouped-only, routes spread evenly) at ROWS (default 418, 606 and 640: the H100 headline's two waves)
