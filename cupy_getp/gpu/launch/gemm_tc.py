@@ -19,8 +19,7 @@ from ...errors import KernelArgumentError
 from ..constants import (TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_HALF_THREADS, WG_SMEM_BYTES,
                          WG_THREADS, WG_WIDE_THREADS)
 from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
-from .splitk import (SplitKWorkspace, splitk_sizes, wg_sliced, wg_sliced_height, wg_split_rows_limit,
-                     wg_splits)
+from .splitk import SplitKWorkspace, splitk_sizes, wg_sliced, wg_sliced_height, wg_split_rows_limit, wg_splits
 from .tensor_map import paired_eligible, tma_eligible
 
 # Dense tile shapes (BM, BN): blocks per SM, and time per output relative to 64 x 128 (measured on an
