@@ -112,6 +112,16 @@ batch_diff() {  # batch_diff [SECONDS]: `diff 7m --layers --batch 8 --steps 32` 
   timeout ${1:-120} python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
   echo "diff exit $?"; tail -4 "$OUT/diff.txt"
 }
+attention_bench() {  # attention_bench SECONDS: bench/attention.py (1/64/512/1024 rows, contexts 512, 2048), its table
+  timeout "$1" python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1
+  echo "attention exit $?"
+  grep -vE "^\{" "$OUT/attention.txt" | tail -22
+}
+fast_tall_sides() {  # the fast headline's first MAX_SECONDS with the 128-row sliced kernels and without
+  # (TALL_SIDES: 1 0), each with a 640-row step kernel by kernel
+  for tall in ${TALL_SIDES:-1 0}; do CUPY_GETP_WG_SLICED_TALL=$tall PROFILE_ROWS=640 MAX_SECONDS=${MAX_SECONDS:-25} \
+    HEADLINE_SECONDS=${HEADLINE_SECONDS:-150} headline_side 1 fast "fast-tall$tall"; done
+}
 invariance_tests() {  # tests/test_gpu_invariance.py in this tree within INV_SECONDS (default 300): its result lines
   timeout ${INV_SECONDS:-300} python -m pytest -m gpu -v -rfE tests/test_gpu_invariance.py >> "$OUT/inv-tests.log" 2>&1
   grep -E "PASSED|FAILED|passed|failed|ERROR|differ" "$OUT/inv-tests.log" | tail -16
@@ -230,8 +240,7 @@ PY
       done
       ;;
     attnbench)  # attention alone: fraction of the copy bandwidth at 1/64/512/1024 rows, contexts 512 and 2048
-      timeout 150 python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1; echo "attention exit $?"
-      grep -vE "^\{" "$OUT/attention.txt" | tail -22
+      attention_bench 150
       ;;
     attnncu)  # ncu of attn_rows_partial and the merge at 1024 rows, context 512, full layer
       timeout 150 ncu --clock-control none -k regex:attn_rows --launch-count 2 --section SpeedOfLight \
@@ -617,13 +626,11 @@ PY
       # (exact) run's HEADLINE_SECONDS, hence its longer limit
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-330} headline_side 1 exact headline-exact
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=200 headline_side 1 fast headline-fast
-      timeout 150 python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1; echo "attention exit $?"
-      grep -vE "^\{" "$OUT/attention.txt" | tail -22
+      attention_bench 150
       ;;
     s31a)  # an H200, first call: attention alone (it compiles only attention's kernels), then the whole exact
       # headline (1024 requests, -n 1024, its 1024 slots; a fresh machine compiles every kernel inside its limit)
-      timeout ${ATTENTION_SECONDS:-110} python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1
-      echo "attention exit $?"; grep -vE "^\{" "$OUT/attention.txt" | tail -22
+      attention_bench ${ATTENTION_SECONDS:-110}
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-420} headline_side 1 exact headline-exact
       ;;
     s31b)  # an H200, the next call on the same machine (kernels cached): the whole fast headline
@@ -639,13 +646,11 @@ PY
       # and without, each with a 640-row step kernel by kernel
       gpu_tests splitk ${TEST_SECONDS:-240} tests/test_gpu_gemm_wgmma_splitk.py
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
-      for tall in ${TALL_SIDES:-1 0}; do CUPY_GETP_WG_SLICED_TALL=$tall PROFILE_ROWS=640 MAX_SECONDS=${MAX_SECONDS:-25} \
-        HEADLINE_SECONDS=${HEADLINE_SECONDS:-150} headline_side 1 fast "fast-tall$tall"; done
+      fast_tall_sides
       ;;
     s31e)  # s31d's two parts the other way round (a machine whose kernels are cached): the fast headline with and
       # without the 128-row sliced kernels, then the split-K tests
-      for tall in ${TALL_SIDES:-1 0}; do CUPY_GETP_WG_SLICED_TALL=$tall PROFILE_ROWS=640 MAX_SECONDS=${MAX_SECONDS:-25} \
-        HEADLINE_SECONDS=${HEADLINE_SECONDS:-150} headline_side 1 fast "fast-tall$tall"; done
+      fast_tall_sides
       gpu_tests splitk ${TEST_SECONDS:-240} tests/test_gpu_gemm_wgmma_splitk.py
       ;;
     s29b)  # main (.carry/old) against this tree on one machine: the grouped products alone (bench/gemm_tc.py
