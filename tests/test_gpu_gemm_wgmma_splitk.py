@@ -238,8 +238,9 @@ def test_the_split_products_take_the_twins_with_a_workspace(monkeypatch, rng):
 
 def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
     """Where a split product's one-block tiles (64 rows high in sliced mode) give every SM a block, the helper
-    launches gemm_wg_sliced_r64_p{P}_b1 over (tiles, row tiles) with the splits and no workspace; below, the
-    split mode."""
+    launches gemm_wg_sliced_r{H}_p{P}_b1 over (tiles, row tiles) with the splits and no workspace; below, the
+    split mode. H is 64, but with one piece 128 where the unsplit product would take 128-row tiles, unless
+    wg_sliced_tall is off (the mode is chosen by the 64-row tiles either way)."""
     import sys
 
     from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
@@ -255,51 +256,24 @@ def test_many_rows_take_the_sliced_kernels(monkeypatch, rng):
     n, k = 2880, 24 * WG_BK  # the output projection's 23 tiles; K of 24 stages (quick oracles): S = 3
     assert wg_splits(n, k, 132) == 3
     w = host_array(bf16_weights(rng, (n, k)))
-    expected = {150: ("gemm_wg_splitk_r64_p3_b1", (23, 3, 3)), 320: ("gemm_wg_splitk_r64_p3_b1", (23, 5, 3)),
-                321: ("gemm_wg_sliced_r64_p3_b1", (23, 6)),  # 5 x 23 < 132 <= 6 x 23 tiles
-                1024: ("gemm_wg_sliced_r64_p3_b1", (23, 16))}
-    for m, (name, grid) in expected.items():
-        a = activations(rng, (m, k), heavy=True)
-        ap = host_array(np.zeros((3, m, pieces_lda(k)), np.uint16))
-        kernels.split_pieces(ap, host_array(a))
-        c = host_array(np.zeros((m, n), np.float32))
-        kernels.gemm_tc(c, ap, w)
-        assert grids[-1][:2] == (name, grid), m
-        if "sliced" in name:
-            assert int(grids[-1][2][-1]) == 3  # the splits, as the last argument
-    assert wg_sliced(2880, 4096, 32, 132) is False  # tiled below the sliced height: split mode
-
-
-def test_fast_products_of_many_rows_take_the_tall_sliced_kernels(monkeypatch, rng):
-    """With one piece, where the unsplit product would take 128-row tiles, the sliced mode takes them too
-    (gemm_wg_sliced_r128_p1_b1 over (tiles, row tiles of 128)), unless wg_sliced_tall is off (then 64 rows);
-    the split mode's choice (by 64-row tiles) is unchanged; three pieces keep 64 rows."""
-    import sys
-
-    from batch_fakes import FakeDevice, FakeKernels, fake_cupy, host_array
-    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
-
-    monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
-    kernels = FakeKernels(FakeDevice())
-    kernels.wgmma, kernels.wg_splitk, kernels._sm_count = True, True, 132
-    grids = []
-    launch = kernels._launch
-    monkeypatch.setattr(kernels, "_launch", lambda name, grid, *args, **kw: (grids.append((name, grid)),
-                                                                               launch(name, grid, *args, **kw)))
-    n, k = 2880, 24 * WG_BK  # the output projection's 23 tiles, S = 3
-    w = host_array(bf16_weights(rng, (n, k)))
-    expected = {(1, True): {320: ("gemm_wg_splitk_r128_p1_b1", (23, 3, 3)),
+    expected = {(3, True): {150: ("gemm_wg_splitk_r64_p3_b1", (23, 3, 3)),
+                            320: ("gemm_wg_splitk_r64_p3_b1", (23, 5, 3)),
+                            321: ("gemm_wg_sliced_r64_p3_b1", (23, 6)),  # 5 x 23 < 132 <= 6 x 23 tiles
+                            1024: ("gemm_wg_sliced_r64_p3_b1", (23, 16))},
+                (1, True): {320: ("gemm_wg_splitk_r128_p1_b1", (23, 3, 3)),
                             321: ("gemm_wg_sliced_r128_p1_b1", (23, 3)), 1024: ("gemm_wg_sliced_r128_p1_b1", (23, 8))},
-                (1, False): {321: ("gemm_wg_sliced_r64_p1_b1", (23, 6)), 1024: ("gemm_wg_sliced_r64_p1_b1", (23, 16))},
-                (3, True): {1024: ("gemm_wg_sliced_r64_p3_b1", (23, 16))}}
+                (1, False): {321: ("gemm_wg_sliced_r64_p1_b1", (23, 6)), 1024: ("gemm_wg_sliced_r64_p1_b1", (23, 16))}}
     for (pieces, tall), cases in expected.items():
         kernels.wg_sliced_tall = tall
-        for m, want in cases.items():
+        for m, (name, grid) in cases.items():
             a = activations(rng, (m, k), heavy=True)
             ap = host_array(np.zeros((pieces, m, pieces_lda(k)), np.uint16))
             kernels.split_pieces(ap, host_array(a))
             kernels.gemm_tc(host_array(np.zeros((m, n), np.float32)), ap, w)
-            assert grids[-1] == want, (pieces, tall, m)
+            assert grids[-1][:2] == (name, grid), (pieces, tall, m)
+            if "sliced" in name:
+                assert int(grids[-1][2][-1]) == 3  # the splits, as the last argument
+    assert wg_sliced(2880, 4096, 32, 132) is False  # tiled below the sliced height: split mode
 
 
 def test_the_sliced_height_follows_the_unsplit_tiles():
