@@ -1,19 +1,20 @@
 """The batched engine's attention alone (attn_rows: the partials and their merge) against the copy bandwidth.
 
-The 20b shape (64 query heads, 8 kv heads, head_dim 64), FP32 KV caches of random values, the engine's
+The 20b shape (64 query heads, 8 kv heads, head_dim 64), KV caches of random values (FP32, or BF16 with
+`--kv-cache fp32,bf16`: the engine's `--kv-cache`), the engine's
 split over positions (`attn_split_len`); a full-attention layer and a windowed one (window 128, a ring
 of window + chunk positions) reported apart. Every row of a launch sits at the same position (context - 1)
 in its own slot. On CUDA the calls are captured in a CUDA graph (`--reps` calls back to back) so the time
 is the device's, not the launches'; each configuration reports the median of a few timed replays.
 
-KV bytes read per row: positions read x kv_dim x 2 (K and V) x 4. The copy bandwidth is a 1 GiB
+KV bytes read per row: positions read x kv_dim x 2 (K and V) x 4 (2 in BF16). The copy bandwidth is a 1 GiB
 device-to-device copy's, measured in the same run as bench/matvec.py measures it (each copy timed alone
 between two events, the median; bytes read + written): ~4.2 TB/s on the H200. of_copy = (KV bytes / time) /
 that bandwidth. (A graph of 50 copies back to back, this bench's first reference, ran at only ~2.8 TB/s,
 cudaMemcpy or a copy kernel alike, which flattered every fraction: bench/RESULTS.md, run 16.) Small cases fit
 in the L2 cache.
 
-    python bench/attention.py [--rows 1,64,512,1024] [--contexts 512,2048] [--out attn.jsonl]
+    python bench/attention.py [--rows 1,64,512,1024] [--contexts 512,2048] [--kv-cache fp32,bf16] [--out attn.jsonl]
     ncu --clock-control none python bench/attention.py --reps 3 --warmup 1 --no-copy --eager --rows 1024 --contexts 512
 """
 
@@ -64,12 +65,23 @@ def layer_list(text: str) -> list[str]:
     return layers
 
 
+def kv_cache_list(text: str) -> list[str]:
+    from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES
+
+    caches = text.split(",")
+    unknown = [x for x in caches if x not in KV_CACHE_DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown KV cache {unknown[0]!r} (expected {', '.join(KV_CACHE_DTYPES)})")
+    return caches
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="20b", help="the model shape (heads, head_dim, window)")
     parser.add_argument("--rows", type=positive_ints, default=[1, 64, 512, 1024], help="rows per launch, a comma list")
     parser.add_argument("--contexts", type=positive_ints, default=[512, 2048], help="positions per row, a comma list")
     parser.add_argument("--layers", type=layer_list, default=list(LAYERS), help="full, window or both")
+    parser.add_argument("--kv-cache", type=kv_cache_list, default=["fp32"], help="fp32, bf16 or both (comma list)")
     parser.add_argument("--reps", type=int, default=50, help="calls timed per configuration (one graph of them)")
     parser.add_argument("--warmup", type=int, default=5, help="calls before timing")
     parser.add_argument("--no-copy", action="store_true", help="skip the copy bandwidth (e.g. under ncu)")
@@ -93,6 +105,7 @@ class Case:
     layer: str
     rows: int
     context: int
+    kv_cache: str = "fp32"
 
     def window(self, config) -> int:
         return config.sliding_window if self.layer == "window" else 0
@@ -105,20 +118,27 @@ class Case:
         return min(self.window(config), self.context) if self.window(config) else self.context
 
     def kv_bytes(self, config) -> int:
-        return self.rows * self.positions_read(config) * config.kv_dim * 2 * 4
+        from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES
+
+        item = np.dtype(KV_CACHE_DTYPES[self.kv_cache]).itemsize
+        return self.rows * self.positions_read(config) * config.kv_dim * 2 * item
 
 
 class Caches:
-    """Random FP32 K and V of one layer kind and context for the most rows asked (slots 0..R-1, one spare),
-    reused by every row count."""
+    """Random K and V of one layer kind, context and KV cache element for the most rows asked (slots 0..R-1, one
+    spare), reused by every row count (BF16: the top halves of FP32 values)."""
 
     def __init__(self, config, case: Case, max_rows: int, seed: int):
         import cupy
 
         rng = cupy.random.default_rng(seed)
         shape = (max_rows + 1, case.cache_len(config), config.kv_dim)  # (S + 1, C, nkv D)
-        self.keys = rng.standard_normal(shape, dtype=np.float32)
-        self.values = rng.standard_normal(shape, dtype=np.float32)
+        self.keys, self.values = (self.held(rng.standard_normal(shape, dtype=np.float32), case.kv_cache)
+                                  for _ in range(2))
+
+    @staticmethod
+    def held(values, kv_cache: str):
+        return (values.view(np.uint32) >> 16).astype(np.uint16) if kv_cache == "bf16" else values
 
 
 def attention_call(kernels, config, case: Case, caches: Caches, split_len: int, seed: int):
@@ -180,19 +200,19 @@ def run(args) -> list[dict]:
     eager = args.eager or device.is_hip  # CuPy on ROCm cannot capture graphs
     device.sync_check = device.sync_check and eager  # no synchronisation while capturing
     split_len = attn_split_len(config)
-    cases = [Case(layer, rows, context) for layer in args.layers for context in args.contexts for rows in args.rows]
     with stream:
         copy_gb_s = None if args.no_copy else copy_bandwidth(cupy.random.default_rng(0), stream, 20)
         results = [emit(setup_record(device, args, split_len, eager, copy_gb_s), args.out)]
-        for layer in args.layers:
-            for context in args.contexts:
-                group = [c for c in cases if c.layer == layer and c.context == context]
-                caches = Caches(config, group[0], max(c.rows for c in group), seed=context)
-                for case in group:
-                    results.append(emit(measure(kernels, config, case, caches, split_len, copy_gb_s, args, eager),
-                                        args.out))
-                del caches
-                cupy.get_default_memory_pool().free_all_blocks()
+        for kv_cache in args.kv_cache:
+            for layer in args.layers:
+                for context in args.contexts:
+                    group = [Case(layer, rows, context, kv_cache) for rows in args.rows]
+                    caches = Caches(config, group[0], max(c.rows for c in group), seed=context)
+                    for case in group:
+                        results.append(emit(measure(kernels, config, case, caches, split_len, copy_gb_s, args,
+                                                    eager), args.out))
+                    del caches
+                    cupy.get_default_memory_pool().free_all_blocks()
     return results
 
 
@@ -210,7 +230,8 @@ def measure(kernels, config, case: Case, caches: Caches, split_len: int, copy_gb
     ms = ms_per_call(kernels.device.stream, call, args.reps, args.warmup, eager)
     kv_bytes = case.kv_bytes(config)
     gb_s = kv_bytes / ms / 1e6
-    return {"bench": "attention", "layer": case.layer, "rows": case.rows, "context": case.context,
+    return {"bench": "attention", "layer": case.layer, "kv_cache": case.kv_cache, "rows": case.rows,
+            "context": case.context,
             "positions_read": case.positions_read(config), "cache_len": case.cache_len(config),
             "split_len": split_len, "n_split": n_split, "ms": round(ms, 5), "kv_bytes": kv_bytes,
             "gb_s": round(gb_s, 1), "copy_gb_s": round(copy_gb_s, 1) if copy_gb_s else None,
@@ -227,11 +248,12 @@ def emit(record: dict, out: Path | None) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    print("\n| layer | rows | context | ms/call | KV MB read | GB/s | copy GB/s | of copy |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| layer | KV cache | rows | context | ms/call | KV MB read | GB/s | copy GB/s | of copy |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if r["bench"] == "attention":
-            print(f"| {r['layer']} | {r['rows']} | {r['context']} | {r['ms']} | {r['kv_bytes'] / 1e6:.1f} | "
+            print(f"| {r['layer']} | {r['kv_cache']} | {r['rows']} | {r['context']} | {r['ms']} | "
+                  f"{r['kv_bytes'] / 1e6:.1f} | "
                   f"{r['gb_s']} | {r['copy_gb_s'] or '-'} | {r['of_copy'] or '-'} |")
 
 

@@ -68,16 +68,17 @@ def copy_bandwidth() -> float:
 
 # -- step lower bound -----------------------------------------------------------------------------------
 def step_bound(c, rows: int, context: float, precision: str, bandwidth: float, dense_bf16: bool,
-               ) -> tuple[float, float]:
+               kv_item: int = 4) -> tuple[float, float]:
     """(bytes / bandwidth, FLOPs / peak) of one step of `rows` rows at mean context `context`. GEMMs on
-    BF16 weights count `pieces` products on tensor cores in exact/fast; the rest runs on CUDA cores."""
+    BF16 weights count `pieces` products on tensor cores in exact/fast; the rest runs on CUDA cores. kv_item: bytes
+    of a KV cache element (4 FP32, 2 BF16)."""
     H, I, E, k, L = c.hidden_dim, c.intermediate_dim, c.n_experts, c.experts_per_token, c.n_layers
     dense = L * (H * c.qkv_dim + c.q_dim * H + H * E) + c.vocab_size * H  # weights
     expert = 3 * I * H  # mlp1 (2I x H) + mlp2 (H x I), BF16
     touched = E * (1 - (1 - 1 / E) ** (rows * k))  # expected distinct experts per layer
     windowed = sum(c.uses_sliding_window(layer) for layer in range(L))
     kv_positions = (L - windowed) * context + windowed * min(context, c.sliding_window)
-    bytes_ = (2 if dense_bf16 else 4) * dense + 2 * L * touched * expert + rows * kv_positions * c.kv_dim * 8
+    bytes_ = (2 if dense_bf16 else 4) * dense + 2 * L * touched * expert + rows * kv_positions * c.kv_dim * 2 * kv_item
     flops_dense, flops_moe = 2 * rows * dense, 2 * rows * L * k * expert
     flops_attn = 4 * rows * kv_positions * c.q_dim
     if precision == "fp32":
@@ -94,7 +95,8 @@ class _OutOfTime(Exception):
 
 
 def headline(engine, prompts, steps, args, precision, bandwidth, out: Path, max_seconds: float) -> dict:
-    batched = engine.batched(len(prompts), steps, slots=args.batch or None, precision=precision)
+    batched = engine.batched(len(prompts), steps, slots=args.batch or None, precision=precision,
+                             kv_cache=args.kv_cache)
     memory = engine.device.memory_in_use()
     scheduler = Scheduler(prompts, steps, batched.shape.n_slots, batched.shape.max_rows, batched.shape.max_chunk,
                           STOP_TOKENS)
@@ -122,12 +124,14 @@ def headline(engine, prompts, steps, args, precision, bandwidth, out: Path, max_
     elapsed = end - begin
     (out / f"steps-{batched.precision}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in step_log))
     dense_bf16 = engine.w.storage["w_qkv"] != "fp32"
-    table = step_table(step_log, engine.config, batched.precision, bandwidth, dense_bf16)
+    table = step_table(step_log, engine.config, batched.precision, bandwidth, dense_bf16,
+                       np.dtype(batched.shape.kv_dtype).itemsize)
     plot(step_log, out / f"step_time_vs_rows-{batched.precision}.png")
     result = {
         "bench": "headline", "requests": len(prompts), "steps": steps, "tok_s": round(tokens / elapsed, 1),
         "tokens": tokens, "seconds": round(elapsed, 2), "partial": partial, "n_slots": batched.shape.n_slots,
-        "max_rows": batched.shape.max_rows, "precision": batched.precision, "graphs": batched.runner.use_graphs,
+        "max_rows": batched.shape.max_rows, "precision": batched.precision, "kv_cache": batched.shape.kv_cache,
+        "graphs": batched.runner.use_graphs,
         "device_gib_in_use": round(memory / 2**30, 2),
         "weights_gib": round((engine.memory_after_warm_up - engine.memory_before) / 2**30, 2),
         "steps_run": len(step_log), "dense_storage": engine.w.describe_storage(), "per_bucket": table,
@@ -136,7 +140,7 @@ def headline(engine, prompts, steps, args, precision, bandwidth, out: Path, max_
     return result
 
 
-def step_table(step_log, c, precision, bandwidth, dense_bf16) -> list[dict]:
+def step_table(step_log, c, precision, bandwidth, dense_bf16, kv_item: int = 4) -> list[dict]:
     """Median step time per bucket of rows, with the bound and the fraction of it reached."""
     by_bucket: dict[int, list] = {}
     for rows, bucket, pos, seconds in step_log:
@@ -146,7 +150,7 @@ def step_table(step_log, c, precision, bandwidth, dense_bf16) -> list[dict]:
         seconds = statistics.median(e[2] for e in entries)
         rows = statistics.median(e[0] for e in entries)
         context = statistics.mean(e[1] for e in entries) + 1
-        memory_s, compute_s = step_bound(c, bucket, context, precision, bandwidth, dense_bf16)
+        memory_s, compute_s = step_bound(c, bucket, context, precision, bandwidth, dense_bf16, kv_item)
         table.append({"bucket": bucket, "steps": len(entries), "rows": rows, "ms": round(1e3 * seconds, 3),
                       "tok_s": round(rows / seconds, 1), "bound_ms": round(1e3 * max(memory_s, compute_s), 3),
                       "bound": "memory" if memory_s > compute_s else "compute",
@@ -175,10 +179,10 @@ def plot(step_log, path: Path) -> None:
 
 
 # -- baselines ------------------------------------------------------------------------------------------
-def batch1_decode(engine, prompt, precision) -> dict:
+def batch1_decode(engine, prompt, precision, kv_cache="fp32") -> dict:
     """One request, graph-replayed steps: tok/s at positions 8..264 and 1792..2048."""
     n_ctx = engine.config.seq_len
-    batched = engine.batched(1, n_ctx, slots=1, precision=precision)
+    batched = engine.batched(1, n_ctx, slots=1, precision=precision, kv_cache=kv_cache)
     times = []
     token = prompt[0]
     for pos in range(n_ctx):
@@ -194,9 +198,9 @@ def batch1_decode(engine, prompt, precision) -> dict:
             "device_ms_per_step_pos_264": device_ms}
 
 
-def profile_step(engine, rows: int, context: int, precision) -> dict:
+def profile_step(engine, rows: int, context: int, precision, kv_cache="fp32") -> dict:
     """Device time per kernel of one eager step of `rows` decode rows at position `context`."""
-    batched = engine.batched(rows, context + 1, slots=rows, precision=precision)
+    batched = engine.batched(rows, context + 1, slots=rows, precision=precision, kv_cache=kv_cache)
     v = batched.model.view(batched.shape.bucket(rows))
     args = (np.arange(rows, dtype=np.int32), np.full(rows, context, np.int32), np.full(rows, 13225, np.int32))
     batched.step(*args)  # graphs captured, caches warm
@@ -205,13 +209,19 @@ def profile_step(engine, rows: int, context: int, precision) -> dict:
     total = sum(times.values())
     top = sorted(times.items(), key=lambda kv: -kv[1])
     return {"bench": "profile", "rows": rows, "bucket": v.R, "context": context, "precision": batched.precision,
+            "kv_cache": kv_cache,
             "kernel_ms_total": round(total, 3),
             "per_kernel_ms": {name: round(ms, 3) for name, ms in top}}
 
 
+# The drift part's runs against `exact` (FP32 KV cache): name -> (precision, KV cache)
+DRIFT_RUNS = {"fast": ("fast", "fp32"), "fp32": ("fp32", "fp32"), "bf16kv": ("exact", "bf16"),
+              "fast_bf16kv": ("fast", "bf16")}
+
+
 def precision_drift(engine, prompts, steps) -> dict:
-    """`fast` (1 BF16 piece) against `exact` (3 pieces) on the standard prompts: identical lines and the
-    max logit difference over the first step's rows."""
+    """`fast` (1 BF16 piece), `fp32` and the BF16 KV cache (in exact and fast) against `exact` (3 pieces, FP32 KV
+    cache) on the standard prompts: identical lines and the max logit difference over the first step's rows."""
     from cupy_getp.gpu.batch import default_precision
     from cupy_getp.getp import run_batched
 
@@ -222,21 +232,22 @@ def precision_drift(engine, prompts, steps) -> dict:
     # starts with the same harmony token: its middle and last tokens differ).
     tokens = np.array([p[len(p) // 2] for p in prompts] + [p[-1] for p in prompts], np.int32)
     rows = len(tokens)
-    for precision in ("exact", "fast", "fp32"):
-        batched = engine.batched(rows, steps, precision=precision)
+    for name, (precision, kv_cache) in {"exact": ("exact", "fp32"), **DRIFT_RUNS}.items():
+        batched = engine.batched(rows, steps, precision=precision, kv_cache=kv_cache)
         v = batched.step(np.arange(rows, dtype=np.int32), np.zeros(rows, np.int32), tokens)
-        logits[precision] = v.logits[:rows].get(stream=engine.device.stream)  # the engine's stream, not the null one
+        logits[name] = v.logits[:rows].get(stream=engine.device.stream)  # the engine's stream, not the null one
         batched.free()
-        batched = engine.batched(len(prompts), steps, precision=precision)
-        lines[precision] = run_batched(batched, GREEDY, prompts, steps)
+        batched = engine.batched(len(prompts), steps, precision=precision, kv_cache=kv_cache)
+        lines[name] = run_batched(batched, GREEDY, prompts, steps)
         batched.free()
-    same = {p: sum(a == b for a, b in zip(lines[p], lines["exact"])) for p in ("fast", "fp32")}
-    diff = {p: float(np.max(np.abs(logits[p] - logits["exact"]))) for p in ("fast", "fp32")}
-    return {"bench": "precision_drift", "requests": len(prompts), "steps": steps,
-            "fast_lines_identical_to_exact": f"{same['fast']}/{len(prompts)}",
-            "fp32_lines_identical_to_exact": f"{same['fp32']}/{len(prompts)}",
-            "distinct_tokens_pos0": int(np.unique(tokens).size), "logit_scale_pos0": float(np.abs(logits["exact"]).max()),
-            "fast_max_logit_diff_pos0": diff["fast"], "fp32_max_logit_diff_pos0": diff["fp32"]}
+    result = {"bench": "precision_drift", "requests": len(prompts), "steps": steps,
+              "distinct_tokens_pos0": int(np.unique(tokens).size),
+              "logit_scale_pos0": float(np.abs(logits["exact"]).max())}
+    for name in DRIFT_RUNS:
+        same = sum(a == b for a, b in zip(lines[name], lines["exact"]))
+        result[f"{name}_lines_identical_to_exact"] = f"{same}/{len(prompts)}"
+        result[f"{name}_max_logit_diff_pos0"] = float(np.max(np.abs(logits[name] - logits["exact"])))
+    return result
 
 
 def single_sequence(engine, prompts, steps) -> dict:
@@ -314,6 +325,8 @@ def main() -> None:
                                                    "transformers")
     parser.add_argument("--experts", default="auto", help="expert storage (bf16, mxfp4, auto); a comma list runs "
                                                           "everything once for each, in this process")
+    parser.add_argument("--kv-cache", default="fp32", choices=("fp32", "bf16"),
+                        help="the KV cache's element (getp's --kv-cache) of the headline, profile and decode parts")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -368,13 +381,13 @@ def bench_storage(weights, experts: str, prompts, standard, steps: int, precisio
     precision = precisions[0]
     if "profile" not in skip:
         for rows in map(int, args.profile_rows.split(",")):
-            results.append(profile_step(engine, rows, min(512, steps - 1), precision))
+            results.append(profile_step(engine, rows, min(512, steps - 1), precision, args.kv_cache))
             log(results[-1], args.out)
     if "drift" not in skip:
         results.append(precision_drift(engine, standard, 256))
         log(results[-1], args.out)
     if "decode" not in skip:
-        results.append(batch1_decode(engine, standard[0], precision))
+        results.append(batch1_decode(engine, standard[0], precision, args.kv_cache))
         log(results[-1], args.out)
     if "single" not in skip:
         short = 128
@@ -393,7 +406,8 @@ def print_summary(results) -> None:
     for r in results:
         if r["bench"] == "headline":
             note = (f"{r['requests']} requests, -n {r['steps']}, {r['n_slots']} slots, precision {r['precision']}, "
-                    f"{r['device_gib_in_use']} GiB in use{', PARTIAL' if r['partial'] else ''}")
+                    f"{r['kv_cache']} KV cache, {r['device_gib_in_use']} GiB in use"
+                    f"{', PARTIAL' if r['partial'] else ''}")
             print(f"| headline ({r['experts']} experts) | {r['tok_s']} | {note} |")
             print("\n| rows bucket | steps | median rows | ms/step | tok/s | bound ms | bound | of bound |")
             print("|---|---|---|---|---|---|---|---|")

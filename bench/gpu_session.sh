@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32h|s32i]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -68,12 +68,12 @@ splitk_tests() {  # splitk_tests SECONDS: the split-K GPU tests, their summary l
   local rc=$?; grep -E "passed|failed|FAILED|ERROR|Error" "$OUT/splitk-tests.log" | tail -12; return $rc
 }
 headline_side() {  # headline_side SPLITK PRECISION NAME: getp_throughput, 20b (MAX_SECONDS: 60, PROFILE_ROWS, HEADLINE_BATCH:
-  # request slots, default from free memory), in TREE (.)
+  # request slots, default from free memory; HEADLINE_KV: the KV cache, fp32 by default), in TREE (.)
   (cd "${TREE:-.}" && PYTHONPATH=$PWD CUPY_GETP_WG_SPLITK=$1 timeout ${HEADLINE_SECONDS:-170} python \
     bench/getp_throughput.py --preset 20b --precision "$2" --max-seconds ${MAX_SECONDS:-60} \
     --profile-rows ${PROFILE_ROWS:-1,1024} --skip drift,single,transformers ${HEADLINE_BATCH:+--batch $HEADLINE_BATCH} \
-    --out "$OUT/$3" > "$OUT/$3.txt" 2>&1)
-  echo "$3 (CUPY_GETP_WG_SPLITK=$1, $2${TREE:+, $TREE}) exit $?"
+    ${HEADLINE_KV:+--kv-cache $HEADLINE_KV} --out "$OUT/$3" > "$OUT/$3.txt" 2>&1)
+  echo "$3 (CUPY_GETP_WG_SPLITK=$1, $2${HEADLINE_KV:+, $HEADLINE_KV KV cache}${TREE:+, $TREE}) exit $?"
   grep -E "^\| |tok_s|batch1" "$OUT/$3.txt" | cut -c1-300 | tail -9
   tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs  # what has run comes back even if the session is cut short
 }
@@ -112,10 +112,17 @@ batch_diff() {  # batch_diff [SECONDS]: `diff 7m --layers --batch 8 --steps 32` 
   timeout ${1:-120} python -m cupy_getp.cli diff 7m --layers --batch 8 --steps 32 > "$OUT/diff.txt" 2>&1
   echo "diff exit $?"; tail -4 "$OUT/diff.txt"
 }
-attention_bench() {  # attention_bench SECONDS: bench/attention.py (1/64/512/1024 rows, contexts 512, 2048), its table
-  timeout "$1" python bench/attention.py --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1
+attention_bench() {  # attention_bench SECONDS [ARGS...]: bench/attention.py (1/64/512/1024 rows, contexts 512, 2048;
+  # ARGS: more options, e.g. --kv-cache fp32,bf16), its table
+  local seconds=$1; shift
+  timeout "$seconds" python bench/attention.py "$@" --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1
   echo "attention exit $?"
-  grep -vE "^\{" "$OUT/attention.txt" | tail -22
+  grep -vE "^\{" "$OUT/attention.txt" | tail -40
+}
+kv_sides() {  # kv_sides PRECISION: the headline's first MAX_SECONDS (25) with an FP32 and a BF16 KV cache (KV_SIDES),
+  # each with a PROFILE_ROWS (640) step kernel by kernel
+  for kv in ${KV_SIDES:-fp32 bf16}; do HEADLINE_KV=$kv PROFILE_ROWS=${PROFILE_ROWS:-640} MAX_SECONDS=${MAX_SECONDS:-25} \
+    headline_side 1 "$1" "$1-kv$kv"; done
 }
 fast_tall_sides() {  # the fast headline's first MAX_SECONDS with the 128-row sliced kernels and without
   # (TALL_SIDES: 1 0), each with a 640-row step kernel by kernel
@@ -647,6 +654,26 @@ PY
       gpu_tests splitk ${TEST_SECONDS:-240} tests/test_gpu_gemm_wgmma_splitk.py
       tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
       fast_tall_sides
+      ;;
+    s32a)  # the BF16 KV cache, first call (a fresh machine): attention and RoPE + KV write over BF16 caches against
+      # numpy, attention alone over both caches, then the fast headline with each (the first side compiles)
+      gpu_tests kvattn ${TEST_SECONDS:-150} tests/test_gpu_batch_attention.py \
+        -k "rope_kv_write or attention_rows or bit_identical or variant"
+      attention_bench ${ATTENTION_SECONDS:-150} --kv-cache fp32,bf16
+      HEADLINE_SECONDS=${HEADLINE_SECONDS:-240} kv_sides fast
+      ;;
+    s32b)  # the BF16 KV cache, second call: its invariance tests (7m, the tiny config; diff --batch against the numpy
+      # engine that rounds its cache), then the exact headline with each cache
+      gpu_tests kvinv ${INV_SECONDS:-240} tests/test_gpu_invariance.py -k bf16
+      HEADLINE_SECONDS=${HEADLINE_SECONDS:-200} kv_sides exact
+      ;;
+    s32h)  # an H200 (1024 slots), first call: attention alone over both caches, then the whole exact headline
+      attention_bench ${ATTENTION_SECONDS:-150} --kv-cache fp32,bf16
+      PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-400} headline_side 1 exact headline-exact
+      ;;
+    s32i)  # an H200, second call: the whole fast headline, FP32 then BF16 KV cache
+      for kv in fp32 bf16; do HEADLINE_KV=$kv PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} \
+        HEADLINE_SECONDS=${HEADLINE_SECONDS:-250} headline_side 1 fast "headline-fast-kv$kv"; done
       ;;
     s31e)  # s31d's two parts the other way round (a machine whose kernels are cached): the fast headline with and
       # without the 128-row sliced kernels, then the split-K tests

@@ -16,6 +16,7 @@ import numpy as np
 from .checkpoint import Weights
 from .engine.base import TRACE_POINTS, Engine, Trace
 from .engine.factory import create_engine
+from .errors import GetpError
 from .generation import check_prompt
 from .invariance import SECOND_CHUNK, InvarianceCheck, RowDigests, compare_rows, describe_shape
 
@@ -235,12 +236,12 @@ class BatchDiffShape:
     slots: int | None = None
     chunk: int = 3
     precision: str | None = None
+    kv_cache: str = "fp32"
 
 
 def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: int,
                       shape: BatchDiffShape = BatchDiffShape()):
     """A batched engine over `engine` shaped as `shape` says, with room for the diff's positions."""
-    from .errors import GetpError
     from .gpu.batch import BatchedEngine
     from .gpu.batch_shape import BatchShape
 
@@ -249,7 +250,7 @@ def batch_diff_engine(engine: Engine, prompts: Sequence[Sequence[int]], steps: i
     n_ctx = diff_positions(prompts, steps, engine.config.seq_len)
     n_slots = shape.slots or max(1, len(prompts) // 2)
     chunk = min(shape.chunk, n_ctx)
-    return BatchedEngine(engine, BatchShape(n_slots, n_slots + chunk, chunk, n_ctx), shape.precision)
+    return BatchedEngine(engine, BatchShape(n_slots, n_slots + chunk, chunk, n_ctx, shape.kv_cache), shape.precision)
 
 
 def second_shape(first, n_requests: int, precision: str) -> BatchDiffShape:
@@ -259,7 +260,7 @@ def second_shape(first, n_requests: int, precision: str) -> BatchDiffShape:
     SECOND_CHUNK (the default's where the first's are SECOND_CHUNK)."""
     slots = n_requests if first.n_slots < n_requests else max(1, first.n_slots // 2)
     chunk = SECOND_CHUNK if first.max_chunk != SECOND_CHUNK else BatchDiffShape.chunk
-    return BatchDiffShape(slots if slots != first.n_slots else slots + 1, chunk, precision)
+    return BatchDiffShape(slots if slots != first.n_slots else slots + 1, chunk, precision, first.kv_cache)
 
 
 def check_invariance(engine: Engine, first_shape, precision: str, digests: RowDigests,
@@ -306,17 +307,22 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
     batched engine's), for shapes numpy is too slow for. Then the same rows
     through a batched engine of another shape, bit for bit against the first (`invariance.py`): one line,
     and a violation where they differ in a precision the promise covers."""
+    from .reference import NumpyEngine
+
+    if reference_name == "cupy" and shape.kv_cache != "fp32":
+        raise GetpError(f"diff --kv-cache {shape.kv_cache} runs against the numpy reference (--reference numpy): the "
+                        f"single-sequence GPU engine's KV cache is FP32")
     with create_engine(weights, engine, experts) as other:
         other.warm_up()
-        reference = other if reference_name == "cupy" else create_engine(weights, "numpy")
+        reference = other if reference_name == "cupy" else NumpyEngine(weights, shape.kv_cache)
         if reference is not other:
             reference.warm_up()
         batched = batch_diff_engine(other, prompts, steps, shape)
         echo(f"diff: {reference.name} (one sequence at a time) vs the batched {other.name} engine on "
              f"{weights.description}: {len(prompts)} requests over {batched.shape.n_slots} slots, prompt chunks "
              f"of {batched.shape.max_chunk}, {batched.shape.n_ctx} positions each (the longest prompt, then "
-             f"{greedy_steps(prompts, steps, batched.shape.n_ctx)}), precision {batched.precision}"
-             f"{_storage(other)}")
+             f"{greedy_steps(prompts, steps, batched.shape.n_ctx)}), precision {batched.precision}, "
+             f"{batched.shape.kv_cache} KV cache{_storage(other)}")
         echo(format_header(layers))
         summary, digests = DiffSummary(), RowDigests()
         for request, step in diff_batched(reference, batched, prompts, steps, digests.record):

@@ -24,8 +24,8 @@ IDLE_S = 0.001  # run_lockstep's wait when no rank of the run had rows to step
 class GetpOptions:
     """How getp runs: the engine, the positions per request, a preset's weights and config overrides, the
     batched engine's request slots (None or 0: as many as free device memory allows), prompt positions of
-    one request per step (None: gpu/batch_shape.py's MAX_CHUNK) and precision, and the GPU engine's expert storage
-    (bf16, mxfp4 or auto: `gpu/experts.py`)."""
+    one request per step (None: gpu/batch_shape.py's MAX_CHUNK), precision and KV cache element (fp32, bf16), and
+    the GPU engine's expert storage (bf16, mxfp4 or auto: `gpu/experts.py`)."""
     engine: str = "auto"
     steps: int = 1024
     seed: int = DEFAULT_SEED
@@ -34,6 +34,7 @@ class GetpOptions:
     precision: str | None = None
     experts: str = "auto"
     chunk: int | None = None
+    kv_cache: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.chunk is not None:
@@ -194,12 +195,12 @@ def warm_up_engine(model: Engine, n_requests: int, steps: int, options: GetpOpti
     for line in model.storage_notes():
         note(hooks, line)
     batched = model.batched(n_requests, steps, slots=options.batch or None, precision=options.precision,
-                            max_chunk=options.chunk)
+                            max_chunk=options.chunk, kv_cache=options.kv_cache)
     if batched is not None:
         note(hooks, describe_batch(batched))
-    if batched is None and (options.batch or options.chunk or options.precision):
-        note(hooks, f"--batch, --chunk and --precision apply to the GPU engine; the {model.name} engine runs one "
-                     f"request at a time")
+    if batched is None and (options.batch or options.chunk or options.precision or options.kv_cache != "fp32"):
+        note(hooks, f"--batch, --chunk, --precision and --kv-cache apply to the GPU engine; the {model.name} engine "
+                     f"runs one request at a time")
     return batched
 
 
@@ -216,4 +217,4 @@ def describe_batch(batched) -> str:
     shape = batched.shape
     graphs = "CUDA graphs" if batched.uses_graphs else "eager launches"
     return (f"batched engine: {shape.n_slots} request slots, up to {shape.max_rows} rows per step, "
-            f"precision {batched.precision} ({batched.products_path}), {graphs}")
+            f"precision {batched.precision} ({batched.products_path}), {shape.kv_cache} KV cache, {graphs}")

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .bf16 import round_to_bf16
 from .checkpoint import ArrayStore, BinStore, MOE_WEIGHTS, TENSOR_NAMES, Weights
 from .checkpoint.weights import FLOAT32
 from .config import ModelConfig
@@ -95,6 +96,12 @@ def swiglu(m: np.ndarray, limit: float) -> np.ndarray:
 class NumpyEngine(Engine):
     name = "numpy"
 
+    def __init__(self, weights: Weights, kv_cache: str = "fp32"):
+        """`kv_cache`: fp32, or bf16: each key and value rounded to the nearest BF16 value as it is cached, as
+        the GPU engine's `--kv-cache bf16` stores them (the reference of that mode)."""
+        super().__init__(weights)
+        self.kv_cache = kv_cache
+
     def warm_up(self, progress: Callable[[int], None] | None = None) -> None:
         with allocating("the numpy engine's weights", numpy_host_bytes(self.weights)):
             self.weights = host_weights(self.weights, progress)
@@ -134,8 +141,8 @@ class NumpyEngine(Engine):
         qkv = matvec(lw.w_qkv, t, lw.b_qkv)  # (Q,)
         q = rope(qkv[: c.q_dim].reshape(c.n_attn_heads, c.head_dim), cos, sin)
         key = rope(qkv[c.q_dim: c.q_dim + c.kv_dim].reshape(c.n_kv_heads, c.head_dim), cos, sin)
-        self.key_cache[l, pos] = key.reshape(-1)
-        self.value_cache[l, pos] = qkv[c.q_dim + c.kv_dim:]
+        self.key_cache[l, pos] = self.cached(key.reshape(-1))
+        self.value_cache[l, pos] = self.cached(qkv[c.q_dim + c.kv_dim:])
         shape = (pos + 1, c.n_kv_heads, c.head_dim)
         window = c.sliding_window if c.uses_sliding_window(l) else 0
         att = attention(q, self.key_cache[l, : pos + 1].reshape(shape),
@@ -145,6 +152,10 @@ class NumpyEngine(Engine):
             trace.record(l, "attn_out", att)
             trace.record(l, "x_attn", x)
         return x
+
+    def cached(self, values: np.ndarray) -> np.ndarray:
+        """Keys or values as the KV cache holds them: as computed, or rounded to BF16."""
+        return round_to_bf16(values) if self.kv_cache == "bf16" else values
 
     def moe_block(self, l: int, x: np.ndarray, trace: Trace | None) -> np.ndarray:
         c, lw = self.config, self.weights.layer(l)

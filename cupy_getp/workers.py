@@ -145,7 +145,8 @@ def _expert_parallel_rank(job: WorkerJob, weights, session: Session, hooks: Getp
     for line in model.storage_notes():
         hooks.note(line)
     comm = model.communicator(unique_id)
-    session.batched = model.expert_parallel_batched(job.share, o.steps, comm, o.batch or None, o.precision, o.chunk)
+    session.batched = model.expert_parallel_batched(job.share, o.steps, comm, o.batch or None, o.precision, o.chunk,
+                                                    o.kv_cache)
     hooks.note(describe_batch(session.batched))
     results.put(("ready", job.number))
     take = lambda block: _take_in_lockstep(tasks)  # noqa: E731

@@ -11,13 +11,15 @@
 // of the step or on how many there are (batch invariance). Each split is one pass, its softmax exact within
 // the split (no online rescaling); the merge combines the splits in split order.
 //
-// attn_rows_partial_d{64,128}_g{8,16}_f32: grid (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
+// attn_rows_partial_d{64,128}_g{8,16}_{f32,bf16kv} (an FP32 or a BF16 KV cache; FP32 arithmetic on either): grid
+// (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
 // takes row r's positions [lo + s split_len, min(lo + (s + 1) split_len, pos + 1)) of kv head j, for the G
 // query heads sharing it (K and V read once for all of them); lo = max(0, pos - window + 1) when window > 0,
 // else 0. split_len <= AttnRows::TILE (128 positions at head_dim <= 64 and G <= 8: the 20b and 120b).
 //   1. loads, all issued first: thread (pair of positions t, t + TILE/2; 16-dim part) holds those 16 dims of
-//      both K rows in registers (16-byte loads); V goes to shared memory by asynchronous 16-byte copies
-//      (cp.async) that land while the scores are computed; q of the G heads to shared memory (zero-padded).
+//      both K rows in registers (16-byte loads, widened from BF16 where the cache holds it); V goes to shared
+//      memory as the cache holds it by asynchronous 16-byte copies (cp.async) that land while the scores are
+//      computed; q of the G heads to shared memory (zero-padded).
 //   2. scores: per head g, thread (pair, part) dots its two K pieces with q_g (float4 broadcasts, each q
 //      load serving both positions), the PARTS lanes of a position add theirs with SHFL_XOR.
 //   3. softmax within the split, a warp per head: m = max_t S, p_t = exp(S - m) into P[t][g], l = sum p.
@@ -145,10 +147,47 @@ GETP_DEVICE void attn_merge_last(const AttnMerge& merge, const float* __restrict
                     merge.sinks, row_pos, n_heads, n_split, D, window, split_len, merge.lda, merge.n_pieces);
 }
 
-template <int DMAX, int GMAX>
+// A KV cache holds FP32 values or BF16 ones (uint16 bit patterns, rope_kv_write's round to nearest even); the
+// attention arithmetic is FP32 either way, on the exactly widened values.
+GETP_DEVICE float kv_value(float v) { return v; }
+GETP_DEVICE float kv_value(unsigned short v) { return bf16_to_f32(v); }
+
+// Cache values d, d + 1 (d even) of a row in shared memory.
+GETP_DEVICE float2 kv_pair(const float* v) { return *(const float2*)v; }
+GETP_DEVICE float2 kv_pair(const unsigned short* v) {
+  const unsigned int w = *(const unsigned int*)v;
+  return make_float2(bf16_lo(w), bf16_hi(w));
+}
+
+// Dims d0..d0+15 of a head's cache row by 16-byte loads (4 of FP32, 2 of BF16); a load at or past the head's D
+// dims, or any where !ok, gives zeros. d0, D and the row's address: multiples of 4 (FP32) or 8 (BF16) values.
+GETP_DEVICE void attn_load16(float (&k)[16], const float* src, bool ok, int d0, int D) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
+    const float4 v = (ok && d0 + 4 * j < D) ? *(const float4*)(src + 4 * j) : make_float4(0.f, 0.f, 0.f, 0.f);
+    k[4 * j] = v.x;
+    k[4 * j + 1] = v.y;
+    k[4 * j + 2] = v.z;
+    k[4 * j + 3] = v.w;
+  }
+}
+GETP_DEVICE void attn_load16(float (&k)[16], const unsigned short* src, bool ok, int d0, int D) {
+#pragma unroll
+  for (int j = 0; j < 2; ++j) {
+    const uint4 w = (ok && d0 + 8 * j < D) ? *(const uint4*)(src + 8 * j) : make_uint4(0u, 0u, 0u, 0u);
+    const unsigned int words[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      k[8 * j + 2 * i] = bf16_lo(words[i]);
+      k[8 * j + 2 * i + 1] = bf16_hi(words[i]);
+    }
+  }
+}
+
+template <int DMAX, int GMAX, typename KV>
 GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__ partial_acc,
                                    float* __restrict__ partial_ml, const float* __restrict__ qkv,
-                                   const float* __restrict__ key_cache, const float* __restrict__ value_cache,
+                                   const KV* __restrict__ key_cache, const KV* __restrict__ value_cache,
                                    const int* __restrict__ row_slot, const int* __restrict__ row_pos,
                                    int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,
                                    int split_len, int vec4, const AttnMerge merge) {
@@ -156,8 +195,8 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   float* Qs = smem + L::Q_AT;
   float* S = smem + L::S_AT;
   float* P = smem + L::P_AT;
-  float* Vs = smem + L::V_AT;
-  float* red = Vs;  // after P.V
+  KV* Vs = (KV*)(smem + L::V_AT);  // V[t][d] as the cache holds it (a BF16 cache: half the region)
+  float* red = smem + L::V_AT;  // after P.V
   float* m_s = smem + L::ML_AT;
   float* l_s = m_s + GMAX;
 
@@ -170,15 +209,15 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   if (t_begin >= t_end) return;  // block-uniform: a split this row does not reach
   const int tn = t_end - t_begin;
   const size_t out_row = ((size_t)r * n_heads + (size_t)kvh * G) * n_split + split;  // head g: + g n_split
-  const float* kbase = key_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
-  const float* vbase = value_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
+  const KV* kbase = key_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
+  const KV* vbase = value_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
   const int first = t_begin % cache_len;  // the split's first position in the ring (one division a block)
 
   // 1. Every load of the split, issued before any use: V (asynchronous, to shared), K (registers), q.
-  if (vec4) {
-    const int per = DMAX / 4;
+  if (vec4) {  // 16-byte copies: 4 FP32 or 8 BF16 values
+    const int n16 = 16 / (int)sizeof(KV), per = DMAX / n16;
     for (int i = tid; i < L::TILE * per; i += blockDim.x) {
-      const int t = i / per, e = (i % per) * 4;
+      const int t = i / per, e = (i % per) * n16;
       const bool ok = t < tn && e < D;
       copy16_async(Vs + t * DMAX + e, ok ? vbase + (size_t)attn_ring_index(first, t, cache_len) * kv_dim + e : vbase,
                    ok);
@@ -186,7 +225,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   } else {
     for (int i = tid; i < L::TILE * DMAX; i += blockDim.x) {
       const int t = i / DMAX, e = i % DMAX;
-      Vs[i] = (t < tn && e < D) ? vbase[(size_t)attn_ring_index(first, t, cache_len) * kv_dim + e] : 0.0f;
+      Vs[i] = (t < tn && e < D) ? vbase[(size_t)attn_ring_index(first, t, cache_len) * kv_dim + e] : (KV)0;
     }
   }
   const int pair_qk = tid / L::PARTS, part = tid % L::PARTS, d_qk = part * 16;
@@ -195,19 +234,12 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   for (int u = 0; u < L::PER_THREAD; ++u) {
     const int t = pair_qk + u * (L::TILE / L::PER_THREAD);
     const bool ok = t < tn;
-    const float* src = kbase + (size_t)attn_ring_index(first, ok ? t : 0, cache_len) * kv_dim + d_qk;
+    const KV* src = kbase + (size_t)attn_ring_index(first, ok ? t : 0, cache_len) * kv_dim + d_qk;
     if (vec4) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const float4 v = (ok && d_qk + 4 * j < D) ? *(const float4*)(src + 4 * j) : make_float4(0.f, 0.f, 0.f, 0.f);
-        k[u][4 * j] = v.x;
-        k[u][4 * j + 1] = v.y;
-        k[u][4 * j + 2] = v.z;
-        k[u][4 * j + 3] = v.w;
-      }
+      attn_load16(k[u], src, ok, d_qk, D);
     } else {
 #pragma unroll
-      for (int j = 0; j < 16; ++j) k[u][j] = (ok && d_qk + j < D) ? src[j] : 0.0f;
+      for (int j = 0; j < 16; ++j) k[u][j] = (ok && d_qk + j < D) ? kv_value(src[j]) : 0.0f;
     }
   }
   {
@@ -270,7 +302,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   for (int g = 0; g < GMAX; ++g) acc0[g] = acc1[g] = 0.0f;
   const int t_stop = min(tn, L::TILE);
   for (int t = sl; t < t_stop; t += L::SLICES) {
-    const float2 v = *(const float2*)(Vs + t * DMAX + d_pv);
+    const float2 v = kv_pair(Vs + t * DMAX + d_pv);
     const float4* p4 = (const float4*)(P + t * L::P_STRIDE);
 #pragma unroll
     for (int j = 0; j < GMAX / 4; ++j) {
@@ -322,25 +354,29 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
                                       n_split, D, window, split_len, pos, lo);
 }
 
-// One kernel per (head_dim bound, group bound): attn_rows_partial_d{64,128}_g{8,16}_f32 (ATTN_MAX_GROUP:
-// cupy_getp/gpu/constants.py).
-#define ATTN_ROWS_PARTIAL_KERNEL(DMAX, GMAX)                                                                     \
-  extern "C" __global__ void ATTN_BOUNDS(GMAX) attn_rows_partial_d##DMAX##_g##GMAX##_f32(                        \
+// One kernel per (head_dim bound, group bound, cache): attn_rows_partial_d{64,128}_g{8,16}_{f32,bf16kv}
+// (ATTN_MAX_GROUP: cupy_getp/gpu/constants.py); f32: an FP32 KV cache, bf16kv: a BF16 one (uint16).
+#define ATTN_ROWS_PARTIAL_KERNEL(DMAX, GMAX, KV, CACHE)                                                          \
+  extern "C" __global__ void ATTN_BOUNDS(GMAX) attn_rows_partial_d##DMAX##_g##GMAX##_##CACHE(                    \
       float* __restrict__ partial_acc, float* __restrict__ partial_ml, const float* __restrict__ qkv,             \
-      const float* __restrict__ key_cache, const float* __restrict__ value_cache, const int* __restrict__ row_slot, \
+      const KV* __restrict__ key_cache, const KV* __restrict__ value_cache, const int* __restrict__ row_slot,     \
       const int* __restrict__ row_pos, int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,       \
       int split_len, int vec4, float* __restrict__ att, unsigned short* __restrict__ pieces,                      \
       const float* __restrict__ sinks, unsigned* __restrict__ counters, int lda, int n_pieces) {                   \
     grid_begin();                                                                                                  \
     __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];                                                     \
-    attn_rows_partial<DMAX, GMAX>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,  \
+    attn_rows_partial<DMAX, GMAX, KV>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,  \
                                   row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4,     \
                                   AttnMerge{att, pieces, sinks, counters, lda, n_pieces});                        \
   }
-ATTN_ROWS_PARTIAL_KERNEL(64, 8)
-ATTN_ROWS_PARTIAL_KERNEL(64, 16)
-ATTN_ROWS_PARTIAL_KERNEL(128, 8)
-ATTN_ROWS_PARTIAL_KERNEL(128, 16)
+ATTN_ROWS_PARTIAL_KERNEL(64, 8, float, f32)
+ATTN_ROWS_PARTIAL_KERNEL(64, 16, float, f32)
+ATTN_ROWS_PARTIAL_KERNEL(128, 8, float, f32)
+ATTN_ROWS_PARTIAL_KERNEL(128, 16, float, f32)
+ATTN_ROWS_PARTIAL_KERNEL(64, 8, unsigned short, bf16kv)
+ATTN_ROWS_PARTIAL_KERNEL(64, 16, unsigned short, bf16kv)
+ATTN_ROWS_PARTIAL_KERNEL(128, 8, unsigned short, bf16kv)
+ATTN_ROWS_PARTIAL_KERNEL(128, 16, unsigned short, bf16kv)
 
 // The merge alone: a warp per (row, head), grid ceil(R nh / WARPS_PER_BLOCK).
 GETP_DEVICE void attn_rows_merge(float* __restrict__ att, unsigned short* __restrict__ pieces,

@@ -68,7 +68,13 @@ def rmsnorm_rows(out, x, w, hidden):
         out[r] = rmsnorm(np.asarray(x[r]), w)
 
 
-@oracle("rope_kv_write_f32")
+def cached(values, dtype) -> np.ndarray:
+    """Values as a KV cache of `dtype` holds them: float32, or bf16 bits (uint16) rounded to nearest even."""
+    values = np.asarray(values, np.float32)
+    return f32_to_bf16(values) if np.dtype(dtype) == np.uint16 else values
+
+
+@oracle("rope_kv_write_f32", "rope_kv_write_bf16kv")
 def rope_kv_write(qkv, cos, sin, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads, head_dim,
                   cache_len):
     q_dim, kv_dim = n_heads * head_dim, n_kv_heads * head_dim
@@ -76,8 +82,8 @@ def rope_kv_write(qkv, cos, sin, key_cache, value_cache, row_slot, row_pos, n_he
         q = rope(np.array(qkv[r, :q_dim]).reshape(n_heads, head_dim), cos[pos], sin[pos])
         key = rope(np.array(qkv[r, q_dim:q_dim + kv_dim]).reshape(n_kv_heads, head_dim), cos[pos], sin[pos])
         qkv[r, :q_dim], qkv[r, q_dim:q_dim + kv_dim] = q.reshape(-1), key.reshape(-1)
-        key_cache[slot, pos % cache_len] = key.reshape(-1)
-        value_cache[slot, pos % cache_len] = qkv[r, q_dim + kv_dim:]
+        key_cache[slot, pos % cache_len] = cached(key.reshape(-1), key_cache.dtype)
+        value_cache[slot, pos % cache_len] = cached(qkv[r, q_dim + kv_dim:], value_cache.dtype)
 
 
 @oracle("argmax_rows_f32")
@@ -128,9 +134,9 @@ def attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot
             for h in range(n_heads):
                 kv = slice((h // group) * head_dim, (h // group + 1) * head_dim)
                 q = np.asarray(qkv[r, h * head_dim:(h + 1) * head_dim], np.float64)
-                scores = np.asarray(key_cache[slot, ts, kv], np.float64) @ q / np.sqrt(head_dim)
+                scores = f32(key_cache[slot, ts, kv]).astype(np.float64) @ q / np.sqrt(head_dim)
                 p = np.exp(scores - scores.max())
-                partial_acc[r, h, s] = p @ np.asarray(value_cache[slot, ts, kv], np.float64)
+                partial_acc[r, h, s] = p @ f32(value_cache[slot, ts, kv]).astype(np.float64)
                 partial_ml[r, h, s] = (scores.max(), p.sum())
 
 

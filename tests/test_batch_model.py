@@ -44,12 +44,12 @@ def reference_lines(weights, requests, steps):
     return run_requests(reference_engine(weights), GREEDY, requests, steps)
 
 
-def batched_engine(weights, n_slots, max_chunk, n_ctx, precision):
+def batched_engine(weights, n_slots, max_chunk, n_ctx, precision, kv_cache="fp32"):
     from cupy_getp.gpu.batch import BatchedEngine
     from cupy_getp.gpu.batch_shape import BatchShape
 
-    return BatchedEngine(FakeEngine(weights), BatchShape(n_slots, n_slots + max_chunk, max_chunk, n_ctx), precision,
-                         use_graphs=False)
+    return BatchedEngine(FakeEngine(weights), BatchShape(n_slots, n_slots + max_chunk, max_chunk, n_ctx, kv_cache),
+                         precision, use_graphs=False)
 
 
 @pytest.mark.parametrize("bf16_exact, precision", [(True, "exact"), (False, "fp32")])
@@ -74,6 +74,29 @@ def test_batched_diff_of_every_row_has_no_violation(cupy_stand_in):
         summary.add(step)
     assert summary.generated >= 5 * 20 and summary.positions > summary.generated
     assert not summary.violations, summary.violations[:3]
+
+
+def test_a_bf16_kv_cache_matches_the_reference_that_rounds_its_keys_and_values(cupy_stand_in):
+    """`kv_cache="bf16"`: the caches hold BF16 bits, and every row diffs within the spec's tolerances against the
+    numpy engine that rounds each key and value to BF16 as it caches them, far closer than against the FP32
+    one (the rounding is where the engines agree)."""
+    from cupy_getp.reference import NumpyEngine
+
+    weights = Weights(SyntheticStore(TINY, seed=4))
+    requests = prompts(5, 2)
+    worst = {}
+    for kv_cache in ("bf16", "fp32"):  # the reference's cache
+        reference = NumpyEngine(weights, kv_cache)
+        reference.warm_up()
+        batched = batched_engine(weights, 2, 3, 30, "exact", kv_cache="bf16")
+        assert all(keys.dtype == np.uint16 for keys in batched.model.cache.keys + batched.model.cache.values)
+        summary = DiffSummary()
+        for _, step in diff_batched(reference, batched, requests, 20):
+            summary.add(step)
+        worst[kv_cache] = summary.worst["attn_out"]
+        if kv_cache == "bf16":
+            assert not summary.violations, summary.violations[:3]
+    assert 0 < 100 * worst["bf16"] < worst["fp32"], worst
 
 
 def test_a_non_finite_logit_stops_with_the_request_and_position(cupy_stand_in):

@@ -159,13 +159,26 @@ def test_an_unknown_precision_is_refused_before_loading(tmp_path):
     assert not (tmp_path / "out.txt").exists()
 
 
-@pytest.mark.parametrize("option", [["--batch", "4"], ["--chunk", "16"]])
+def test_an_unknown_kv_cache_is_refused_before_loading(tmp_path):
+    result = cli("getp", "20b", "-o", str(tmp_path / "out.txt"), "--kv-cache", "fp8")
+    assert result.returncode != 0 and result.stderr.strip().splitlines()[-1] == (
+        "error: unknown KV cache 'fp8' (expected fp32, bf16)")
+    assert not (tmp_path / "out.txt").exists()
+
+
+def test_a_kv_cache_without_the_batched_engine_is_refused_by_diff():
+    result = cli("diff", "7m", "--kv-cache", "bf16")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == "error: --kv-cache applies only with --batch N"
+
+
+@pytest.mark.parametrize("option", [["--batch", "4"], ["--chunk", "16"], ["--kv-cache", "bf16"]])
 def test_batch_options_on_the_numpy_engine_are_noted(tmp_path, option):
     (tmp_path / "in.txt").write_text("1\nHello world\n")
     result = cli("getp", "7m", "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"), "-n", "8",
                  "--engine", "numpy", *option)
     assert result.returncode == 0, result.stderr
-    assert "--batch, --chunk and --precision apply to the GPU engine" in result.stderr
+    assert "--batch, --chunk, --precision and --kv-cache apply to the GPU engine" in result.stderr
 
 
 @pytest.mark.parametrize("command", [["getp", "7m"], ["run", "7m", "-m", "getp"]])

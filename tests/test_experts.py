@@ -199,14 +199,29 @@ def test_the_plan_counts_everything_the_engine_allocates(stand_ins):
         assert engine.w.nbytes() <= upload_bytes(weights, experts)
 
 
-def test_a_batch_of_n_slots_allocates_within_batch_bytes(stand_ins):
+@pytest.mark.parametrize("kv_cache", ["fp32", "bf16"])
+def test_a_batch_of_n_slots_allocates_within_batch_bytes(stand_ins, kv_cache):
     counting = stand_ins[0]
     engine = warmed_cupy(Weights(SyntheticStore(TINY, seed=5)), stand_ins, 100 * GiB, "bf16")
     for slots, steps in ((1, 8), (5, 40), (12, TINY.seq_len)):
         counting.allocated = 0
-        batched = engine.batched(slots, steps, slots=slots, precision="fp32")
+        batched = engine.batched(slots, steps, slots=slots, precision="fp32", kv_cache=kv_cache)
         assert batched.shape.n_slots == slots
-        assert 0 < counting.allocated <= batch_bytes(TINY, steps, slots) - RESERVE_BYTES, (slots, steps)
+        assert 0 < counting.allocated <= batch_bytes(TINY, steps, slots, kv_cache=kv_cache) - RESERVE_BYTES, \
+            (slots, steps)
+
+
+def test_a_bf16_kv_cache_takes_half_the_bytes_so_more_slots_fit():
+    """At the 20b shape, -n 1024: a slot's KV cache halves, and the same free memory holds more slots."""
+    from cupy_getp.gpu.batch_shape import plan_batch
+
+    c = preset("20b")
+    shapes = {kv: plan_batch(c, 1024, 1024, 40 * GiB, kv_cache=kv) for kv in ("fp32", "bf16")}
+    assert shapes["bf16"].kv_cache == "bf16" and shapes["fp32"].kv_cache == "fp32"
+    assert 2 * shapes["bf16"].slot_bytes(c) == shapes["fp32"].slot_bytes(c)
+    assert shapes["bf16"].n_slots > 1.5 * shapes["fp32"].n_slots
+    with pytest.raises(GetpError, match="^unknown KV cache 'fp16': choose one of fp32, bf16$"):
+        plan_batch(c, 4, 64, 40 * GiB, kv_cache="fp16")
 
 
 def test_warm_up_takes_the_storage_auto_picks_and_says_why(stand_ins):

@@ -260,13 +260,15 @@ class BatchAskingEngine(CountingEngine):
         super().__init__()
         self.asked = []
 
-    def batched(self, n_requests, steps, slots=None, precision=None, use_graphs=True, max_chunk=None):
-        self.asked.append({"slots": slots, "precision": precision, "max_chunk": max_chunk})
+    def batched(self, n_requests, steps, slots=None, precision=None, use_graphs=True, max_chunk=None,
+                kv_cache="fp32"):
+        self.asked.append({"slots": slots, "precision": precision, "max_chunk": max_chunk, "kv_cache": kv_cache})
         return None
 
 
-@pytest.mark.parametrize("chunk", [None, 1, 16, 128])
-def test_getp_passes_the_prompt_chunk_to_the_batched_engine(tmp_path, monkeypatch, tokenizer, chunk):
+@pytest.mark.parametrize("chunk, kv_cache", [(None, "fp32"), (1, "bf16"), (16, "fp32"), (128, "fp32")])
+def test_getp_passes_the_prompt_chunk_and_kv_cache_to_the_batched_engine(tmp_path, monkeypatch, tokenizer, chunk,
+                                                                         kv_cache):
     from cupy_getp import getp as getp_module
 
     engine, notes = BatchAskingEngine(), []
@@ -274,10 +276,11 @@ def test_getp_passes_the_prompt_chunk_to_the_batched_engine(tmp_path, monkeypatc
     requests = tmp_path / "in.txt"
     requests.write_text("2\nhello\nworld\n")
     getp_module.getp("7m", requests, tmp_path / "out.txt", tokenizer=tokenizer, sampler=Sampler(0.0),
-                     options=getp_module.GetpOptions(engine="numpy", steps=4, batch=3, chunk=chunk),
+                     options=getp_module.GetpOptions(engine="numpy", steps=4, batch=3, chunk=chunk,
+                                                     kv_cache=kv_cache),
                      hooks=getp_module.GetpHooks(echo=lambda line: None, note=notes.append))
-    assert engine.asked == [{"slots": 3, "precision": None, "max_chunk": chunk}]
-    assert any("--batch, --chunk and --precision apply to the GPU engine" in n for n in notes), notes
+    assert engine.asked == [{"slots": 3, "precision": None, "max_chunk": chunk, "kv_cache": kv_cache}]
+    assert any("--batch, --chunk, --precision and --kv-cache apply to the GPU engine" in n for n in notes), notes
 
 
 @pytest.mark.parametrize("chunk", [0, -3, 129])

@@ -12,11 +12,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cupy_getp.bf16 import round_to_bf16
 from cupy_getp.config import preset
+from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES
 from cupy_getp.reference import attention, rope
 from cupy_getp.rope import rope_cos_sin
 
 from batch_fakes import expected
+from kernel_oracles import cached
 from conftest import TINY
 from gpu_helpers import host, poisoned, to_device
 
@@ -32,10 +35,12 @@ def test_attention_variant_choice():
     assert attention_launch.attn_partial_kernel(64, 8) == "attn_rows_partial_d64_g8_f32"
     assert attention_launch.attn_partial_kernel(30, 3) == "attn_rows_partial_d64_g8_f32"
     assert attention_launch.attn_partial_kernel(128, 16) == "attn_rows_partial_d128_g16_f32"
-    for bad in ((129, 8), (64, 17), (0, 1)):
+    assert attention_launch.attn_partial_kernel(64, 8, np.uint16) == "attn_rows_partial_d64_g8_bf16kv"
+    for bad in ((129, 8), (64, 17), (0, 1), (64, 8, np.float16)):
         with pytest.raises(ValueError):
             attention_launch.attn_partial_kernel(*bad)
-    picks = {attention_launch.attn_partial_kernel(d, g) for d in range(1, 129) for g in range(1, 17)}
+    picks = {attention_launch.attn_partial_kernel(d, g, dtype) for d in range(1, 129) for g in range(1, 17)
+             for dtype in KV_CACHE_DTYPES.values()}
     assert picks == set(attention_launch.ATTN_PARTIAL_VARIANTS)  # every variant used, none missing
 
 
@@ -137,14 +142,17 @@ def rope_tables(head_dim: int, n_pos: int):
     # 104 heads x 32 pairs = 3328: more pairs than a block rotates at a time (ROPE_IN_FLIGHT x BLOCK_SIZE = 3072)
     (96, 8, 64, 2, 32, [(0, 3), (1, 40), (2, 0)]),
 ])
-def test_rope_kv_write(gpu, rng, n_heads, n_kv_heads, head_dim, slots, cache_len, rows):
-    kv_dim, q_dim = n_kv_heads * head_dim, n_heads * head_dim
+@pytest.mark.parametrize("kv_cache", ["fp32", "bf16"])
+def test_rope_kv_write(gpu, rng, n_heads, n_kv_heads, head_dim, slots, cache_len, rows, kv_cache):
+    """The rotation against the oracle; the cache holds the rotated k heads the kernel leaves in qkv and the v
+    heads, as its element holds them (bf16: each rounded to nearest even, bit for bit); nothing else moves."""
+    kv_dim, q_dim, dtype = n_kv_heads * head_dim, n_heads * head_dim, KV_CACHE_DTYPES[kv_cache]
     row_slot = np.array([s for s, _ in rows], np.int32)
     row_pos = np.array([p for _, p in rows], np.int32)
     cos, sin = rope_tables(head_dim, int(row_pos.max()) + 3)
     qkv = rng.standard_normal((len(rows), q_dim + 2 * kv_dim)).astype(np.float32)
-    key_cache = rng.standard_normal((slots + 1, cache_len, kv_dim)).astype(np.float32)
-    value_cache = rng.standard_normal((slots + 1, cache_len, kv_dim)).astype(np.float32)
+    key_cache = cached(rng.standard_normal((slots + 1, cache_len, kv_dim)), dtype)
+    value_cache = cached(rng.standard_normal((slots + 1, cache_len, kv_dim)), dtype)
     qkv_d, kd, vd = to_device(qkv), to_device(key_cache), to_device(value_cache)
     gpu[1].rope_kv_write(qkv_d, to_device(cos), to_device(sin), kd, vd, to_device(row_slot), to_device(row_pos),
                          n_heads, n_kv_heads, head_dim)
@@ -156,8 +164,9 @@ def test_rope_kv_write(gpu, rng, n_heads, n_kv_heads, head_dim, slots, cache_len
     got_qkv, got_k, got_v = host(qkv_d, gpu), host(kd, gpu), host(vd, gpu)
     assert np.max(np.abs(got_qkv[:, : q_dim + kv_dim] - want_qkv[:, : q_dim + kv_dim])) <= ELEMENT_TOL
     np.testing.assert_array_equal(got_qkv[:, q_dim + kv_dim:], qkv[:, q_dim + kv_dim:])  # v untouched
-    assert np.max(np.abs(got_k[written] - want_k[written])) <= ELEMENT_TOL
-    np.testing.assert_array_equal(got_v[written], want_v[written])  # a copy
+    rotated_k = cached(got_qkv[:, q_dim: q_dim + kv_dim], dtype)
+    np.testing.assert_array_equal(got_k[row_slot, row_pos % cache_len], rotated_k)
+    np.testing.assert_array_equal(got_v[written], want_v[written])  # a copy (rounded to the cache's element)
     np.testing.assert_array_equal(got_k[~written], key_cache[~written])  # untouched entries
     np.testing.assert_array_equal(got_v[~written], value_cache[~written])
 
@@ -227,20 +236,22 @@ def reached_mask(positions, n_heads: int, n_split: int, window: int, split_len: 
     return np.broadcast_to(mask[:, None, :], (len(positions), n_heads, n_split))
 
 
-def fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim):
+def fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim, kv_cache="fp32"):
     """Each slot's history of K and V (positions 0..its largest row position), written to the caches at
-    p % C in increasing p (as the engine writes them), and the caches."""
-    kv_dim = n_kv_heads * head_dim
-    key_cache = rng.standard_normal((slots + 1, cache_len, kv_dim)).astype(np.float32)  # stale entries
-    value_cache = rng.standard_normal((slots + 1, cache_len, kv_dim)).astype(np.float32)
+    p % C in increasing p (as the engine writes them), and the caches, of `kv_cache` elements (a BF16 cache's
+    history: the values it holds, rounded to BF16, as the numpy engine's `kv_cache="bf16"` keeps them)."""
+    kv_dim, dtype = n_kv_heads * head_dim, KV_CACHE_DTYPES[kv_cache]
+    as_held = round_to_bf16 if kv_cache == "bf16" else (lambda a: a)
+    key_cache = cached(rng.standard_normal((slots + 1, cache_len, kv_dim)), dtype)  # stale entries
+    value_cache = cached(rng.standard_normal((slots + 1, cache_len, kv_dim)), dtype)
     history = {}
     for slot in {s for s, _ in rows}:
         n = max(p for s, p in rows if s == slot) + 1
-        keys = rng.standard_normal((n, n_kv_heads, head_dim)).astype(np.float32)
-        values = rng.standard_normal((n, n_kv_heads, head_dim)).astype(np.float32)
+        keys = as_held(rng.standard_normal((n, n_kv_heads, head_dim)).astype(np.float32))
+        values = as_held(rng.standard_normal((n, n_kv_heads, head_dim)).astype(np.float32))
         for p in range(n):
-            key_cache[slot, p % cache_len] = keys[p].reshape(-1)
-            value_cache[slot, p % cache_len] = values[p].reshape(-1)
+            key_cache[slot, p % cache_len] = cached(keys[p].reshape(-1), dtype)
+            value_cache[slot, p % cache_len] = cached(values[p].reshape(-1), dtype)
         history[slot] = keys, values
     return key_cache, value_cache, history
 
@@ -311,10 +322,11 @@ ATTENTION_CASES += [(head_dim, 2 * group, 2, window, cache_len, SHAPE_ROWS)
 
 @gpu_test
 @pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, rows", ATTENTION_CASES)
-@pytest.mark.parametrize("sink_scale", [0.5, 8.0])
-def test_attention_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window, cache_len, rows, sink_scale):
+@pytest.mark.parametrize("sink_scale, kv_cache", [(0.5, "fp32"), (8.0, "fp32"), (0.5, "bf16")])
+def test_attention_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window, cache_len, rows, sink_scale, kv_cache):
+    """Against the reference over each slot's history (a BF16 cache: the history it holds, rounded to BF16)."""
     slots = max(s for s, _ in rows) + 1
-    key_cache, value_cache, history = fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim)
+    key_cache, value_cache, history = fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim, kv_cache)
     qkv = rng.standard_normal((len(rows), (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
     sinks = (rng.standard_normal(n_heads) * sink_scale).astype(np.float32)
     if sink_scale > 1:
@@ -601,13 +613,14 @@ def test_rope_kv_write_then_attention_over_a_prefill_chunk(gpu, rng, head_dim, n
 @gpu_test
 @pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len", [
     (64, 64, 8, 0, CTX_20B), (64, 64, 8, 128, 256), (80, 32, 2, 0, 300), (40, 16, 16, 100, 164)])
+@pytest.mark.parametrize("kv_cache", ["fp32", "bf16"])
 def test_attention_row_is_bit_identical_whatever_the_other_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window,
-                                                                  cache_len):
+                                                                  cache_len, kv_cache):
     """The invariance the engine relies on: a row's attention output is a function of its q, slot and position
     alone, bit for bit: the same alone, among 7 other rows, and among 300 others at another index."""
-    slots, kv_dim = 24, n_kv_heads * head_dim
-    key_cache = to_device(rng.standard_normal((slots + 1, cache_len, kv_dim), dtype=np.float32))  # uploaded once
-    value_cache = to_device(rng.standard_normal((slots + 1, cache_len, kv_dim), dtype=np.float32))
+    slots, kv_dim, dtype = 24, n_kv_heads * head_dim, KV_CACHE_DTYPES[kv_cache]
+    key_cache = to_device(cached(rng.standard_normal((slots + 1, cache_len, kv_dim)), dtype))  # uploaded once
+    value_cache = to_device(cached(rng.standard_normal((slots + 1, cache_len, kv_dim)), dtype))
     sinks = rng.standard_normal(n_heads).astype(np.float32)
     split_len = split_len_of(head_dim, n_heads, n_kv_heads)
     last = 4 * cache_len if window else cache_len - 1  # the largest position: windowed rows wrap the ring

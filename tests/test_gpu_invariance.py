@@ -78,12 +78,14 @@ def assert_same_output(want, got, what: str) -> None:
     assert format_output(got).encode() == format_output(want).encode(), what  # the file, byte for byte
 
 
-def assert_invariant(engine, prompts, steps, precision, runs=tuple(RUNS), sampler=GREEDY) -> list[list[int]]:
-    """Every run of `runs` writes the default run's file; returns the default's lines."""
-    want = getp_lines(engine, prompts, steps, precision, sampler)
+def assert_invariant(engine, prompts, steps, precision, runs=tuple(RUNS), sampler=GREEDY,
+                     kv_cache="fp32") -> list[list[int]]:
+    """Every run of `runs` writes the default run's file (all with a KV cache of `kv_cache` elements); returns the
+    default's lines."""
+    want = getp_lines(engine, prompts, steps, precision, sampler, kv_cache=kv_cache)
     for name in runs:
-        got = getp_lines(engine, prompts, steps, precision, sampler, **RUNS[name])
-        assert_same_output(want, got, f"{name} against the default run, precision {precision}")
+        got = getp_lines(engine, prompts, steps, precision, sampler, kv_cache=kv_cache, **RUNS[name])
+        assert_same_output(want, got, f"{name} against the default run, precision {precision}, {kv_cache} KV cache")
     return want
 
 
@@ -106,6 +108,22 @@ def test_tiny_odd_config_lines_do_not_depend_on_batch_chunk_or_order(engine_tiny
     want = assert_invariant(engine_tiny, prompts, TINY.seq_len, precision)
     assert_same_output(want, getp_lines(engine_tiny, prompts, TINY.seq_len, precision, slots=5, max_chunk=3),
                        f"--batch 5 --chunk 3 against the default run, precision {precision}")
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_bf16_kv_cache_lines_do_not_depend_on_batch_chunk_or_order(engine_7m, engine_tiny, standard_prompts,
+                                                                   precision):
+    """--kv-cache bf16 keeps the promise (each key and value rounded as it is written, whatever the batch): 7m,
+    and the tiny odd config with chunks of 3, the batched engines' caches holding BF16 bits."""
+    batched = engine_7m.batched(4, 16, precision=precision, kv_cache="bf16")
+    assert {keys.dtype for keys in batched.model.cache.keys + batched.model.cache.values} == {np.dtype(np.uint16)}
+    batched.free()
+    assert_invariant(engine_7m, standard_prompts, 256, precision, kv_cache="bf16")
+    prompts = tiny_prompts(19, np.random.default_rng(3))
+    want = assert_invariant(engine_tiny, prompts, TINY.seq_len, precision, FEW_RUNS, kv_cache="bf16")
+    assert_same_output(want, getp_lines(engine_tiny, prompts, TINY.seq_len, precision, slots=5, max_chunk=3,
+                                        kv_cache="bf16"),
+                       f"--batch 5 --chunk 3 against the default run, precision {precision}, bf16 KV cache")
 
 
 @pytest.mark.parametrize("precision", PRECISIONS)
@@ -159,3 +177,14 @@ def test_cli_diff_batch_runs_of_two_shapes_agree_bit_for_bit(precision):
     if precision == "exact":
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
         assert "violations: 0" in result.stdout
+
+
+def test_cli_diff_batch_with_a_bf16_kv_cache_passes_against_the_reference_that_rounds_it():
+    """`--kv-cache bf16` (exact): every row within the spec's tolerances of the numpy engine that rounds each key
+    and value to BF16 as it caches them, and two batched shapes bit for bit."""
+    result = cli("diff", "7m", "--batch", "8", "--steps", "16", "--precision", "exact", "--kv-cache", "bf16")
+    out = result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.returncode == 0 and "violations: 0" in result.stdout, out
+    assert "bf16 KV cache" in result.stdout, out
+    line = next((l for l in result.stdout.splitlines() if l.startswith("batch invariance")), "")
+    assert "agree bit for bit" in line, out

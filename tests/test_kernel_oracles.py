@@ -10,14 +10,16 @@ import shutil
 import numpy as np
 import pytest
 
+from cupy_getp.bf16 import round_to_bf16
 from cupy_getp.errors import KernelArgumentError, KernelDtypeError
 from cupy_getp.gpu import kernels
+from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES
 from cupy_getp.gpu.launch.gemm_tc import pieces_lda
 from cupy_getp.gpu.launch.moe import moe_padded_pairs
 from cupy_getp.reference import attention, route
 
 from batch_fakes import FakeKernels, expected, host_array
-from kernel_oracles import ORACLES, joined
+from kernel_oracles import ORACLES, cached, joined
 from test_kernel_contracts import declared_kernels
 
 
@@ -52,20 +54,25 @@ def test_helper_checks_run_on_the_cpu():
     assert k.launches == ["rmsnorm_rows_f32"]
 
 
+@pytest.mark.parametrize("kv_cache", ["fp32", "bf16"])
 @pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, split_len, rows", [
     (8, 6, 2, 0, 64, 16, [(0, 63), (1, 0), (2, 17), (2, 18)]),
     (30, 3, 1, 5, 9, 4, [(0, 40), (0, 41), (1, 3)]),  # a windowed ring that wraps
 ])
 def test_attention_oracles_equal_the_reference(rng, head_dim, n_heads, n_kv_heads, window, cache_len, split_len,
-                                               rows):
+                                               rows, kv_cache):
+    """Over an FP32 cache, and over a BF16 one against the reference's keys and values rounded to BF16 (the
+    numpy engine's `kv_cache="bf16"`)."""
     kv_dim = n_kv_heads * head_dim
     slots = max(s for s, _ in rows) + 1
     history = {s: rng.standard_normal((max(p for t, p in rows if t == s) + 1, 2, n_kv_heads, head_dim))
                .astype(np.float32) for s in range(slots)}
-    caches = np.zeros((2, slots, cache_len, kv_dim), np.float32)
+    if kv_cache == "bf16":
+        history = {s: round_to_bf16(kv) for s, kv in history.items()}
+    caches = np.zeros((2, slots, cache_len, kv_dim), KV_CACHE_DTYPES[kv_cache])
     for slot, kv in history.items():
         for p in range(kv.shape[0]):
-            caches[:, slot, p % cache_len] = kv[p].reshape(2, -1)
+            caches[:, slot, p % cache_len] = cached(kv[p].reshape(2, -1), caches.dtype)
     qkv = rng.standard_normal((len(rows), (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
     sinks = rng.standard_normal(n_heads).astype(np.float32)
     n_split = -(-min(window or cache_len, cache_len) // split_len)

@@ -63,6 +63,11 @@ Precision = Annotated[Optional[str], typer.Option("--precision", help="getp on t
                                                                       "FP32-accurate; default where available), "
                                                                       "fast (BF16 activations) or fp32 (CUDA "
                                                                       "cores).")]
+KvCache = Annotated[str, typer.Option("--kv-cache", help="getp on the GPU: the KV cache's element: fp32 (default) "
+                                                      "or bf16 (half the bytes, so more request slots, and "
+                                                      "attention reads half as much; each key and value "
+                                                      "rounded to BF16, a drift `diff --batch --kv-cache bf16` "
+                                                      "measures).")]
 ShardOption = Annotated[Optional[str], typer.Option("--shard", help="getp: run the K-th of N slices of the input "
                                                                   "(K/N: requests K-1, K-1+N, ...) into a file "
                                                                   "that `merge` joins with the others.")]
@@ -120,6 +125,7 @@ class GetpFlags:
     batch: Batch = 0
     chunk: Chunk = None
     precision: Precision = None
+    kv_cache: KvCache = "fp32"
     shard: ShardOption = None
     gpus: Gpus = None
     expert_parallel: ExpertParallel = 0
@@ -239,12 +245,15 @@ def open_tokenizer(path: Path | None):
     return load_tokenizer(path)
 
 
-def check_precision(precision: str | None) -> None:
-    """Refuse an unknown --precision before anything loads."""
+def check_precision(precision: str | None, kv_cache: str = "fp32") -> None:
+    """Refuse an unknown --precision or --kv-cache before anything loads."""
     if precision is not None:
         from ..gpu.batch import PRECISIONS
 
         choice(precision, PRECISIONS, "precision")
+    from ..gpu.batch_shape import KV_CACHE_DTYPES
+
+    choice(kv_cache, tuple(KV_CACHE_DTYPES), "KV cache")
 
 
 def write_out(text: str) -> None:

@@ -10,8 +10,8 @@ import typer
 from ..checkpoint import DEFAULT_SEED, open_weights
 from ..diff import BatchDiffShape
 from ..errors import InputError
-from .common import (DEFAULT_MODEL, ConfigOverrides, Experts, Model, Precision, TokenizerPath, WeightsSeed, app,
-                     check_precision, choice, config_overrides, describe_model, given_path, open_tokenizer,
+from .common import (DEFAULT_MODEL, ConfigOverrides, Experts, KvCache, Model, Precision, TokenizerPath, WeightsSeed,
+                     app, check_precision, choice, config_overrides, describe_model, given_path, open_tokenizer,
                      refuse_unless)
 
 
@@ -33,6 +33,7 @@ def diff_command(
     input: Annotated[Path, typer.Option("-i", "--input", parser=given_path,
                                         help="With --batch: the requests file.")] = Path("data/input.txt"),
     precision: Precision = None,
+    kv_cache: KvCache = "fp32",
     reference: Annotated[str, typer.Option("--reference", help="With --batch: numpy, or cupy (the single-sequence "
                                                                "GPU engine, for shapes numpy is too slow for)."
                                            )] = "numpy",
@@ -52,8 +53,8 @@ def diff_command(
     if batch:
         refuse_unless(ctx, "--batch N", ["prompt"], applies=False)
     else:
-        refuse_unless(ctx, "--batch N", ["input", "precision", "reference", "slots", "chunk"])
-    check_precision(precision)
+        refuse_unless(ctx, "--batch N", ["input", "precision", "kv_cache", "reference", "slots", "chunk"])
+    check_precision(precision, kv_cache)
     describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, config_overrides(config))
     check_expert_request(weights, experts)
@@ -66,7 +67,7 @@ def diff_command(
             raise InputError(f"diff --batch {batch}: {input} has only {len(requests)} requests")
         prompts = encode_requests(open_tokenizer(tokenizer), requests[:batch], weights.config.seq_len, str(input))
         summary = diff_batched_model(weights, engine, reference, prompts, steps, layers, typer.echo,
-                                     BatchDiffShape(slots or None, chunk, precision), experts)
+                                     BatchDiffShape(slots or None, chunk, precision, kv_cache), experts)
     else:
         summary = diff_model(weights, engine, open_tokenizer(tokenizer).encode(prompt), steps, layers, typer.echo,
                              experts)

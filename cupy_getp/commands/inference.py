@@ -94,7 +94,7 @@ def getp(
 def _run_getp(options: RunOptions, input: Path, output: Path, flags: GetpFlags) -> None:
     from ..getp import GetpHooks, GetpOptions, getp as run_getp, make_spread
 
-    check_precision(flags.precision)
+    check_precision(flags.precision, flags.kv_cache)
     describe_model(options.model, options.weights_seed)
     engine = pick_engine(options.engine)
     spread = make_spread(flags.shard, flags.gpus, flags.workers, engine, options.temperature, options.seed,
@@ -107,7 +107,7 @@ def _run_getp(options: RunOptions, input: Path, output: Path, flags: GetpFlags) 
                  sampler=make_sampler(options),
                  options=GetpOptions(engine=engine, steps=options.steps, seed=options.weights_seed, config=overrides,
                                      batch=flags.batch, chunk=flags.chunk, precision=flags.precision,
-                                     experts=options.experts),
+                                     kv_cache=flags.kv_cache, experts=options.experts),
                  hooks=GetpHooks(echo=typer.echo, note=note, progress=progress, load_progress=load),
                  spread=spread)
 

@@ -71,13 +71,14 @@ class StepBuffers:
 
 
 class KVCache:
-    """Per layer (S + 1, C_l, kv_dim) FP32 keys and values; slot S is the pad rows' spare slot."""
+    """Per layer (S + 1, C_l, kv_dim) keys and values, FP32 or BF16 bits (`shape.kv_cache`); slot S is the pad
+    rows' spare slot."""
 
     def __init__(self, config, shape: BatchShape):
         import cupy
 
         self.lengths = [shape.cache_len(config, l) for l in range(config.n_layers)]
-        self.keys = [cupy.zeros((shape.n_slots + 1, n, config.kv_dim), np.float32) for n in self.lengths]
+        self.keys = [cupy.zeros((shape.n_slots + 1, n, config.kv_dim), shape.kv_dtype) for n in self.lengths]
         self.values = [cupy.zeros_like(key) for key in self.keys]
 
 

@@ -9,7 +9,9 @@ import bisect
 import functools
 from dataclasses import dataclass
 
-from ..errors import DeviceError
+import numpy as np
+
+from ..errors import DeviceError, GetpError
 from .launch.attention import attn_split_positions
 from .launch.gemm import GROUPED_BLOCK_M
 from .launch.gemm_tc import TC_BLOCK_M, WG_GROUPED_ROWS, pieces_lda
@@ -19,6 +21,9 @@ MAX_SLOTS = 1024
 RESERVE_BYTES = 2 << 30  # device memory left free for CuPy, the graphs and the driver
 # Every MoE tile height a bucket may use (the buffers fit them all).
 BLOCK_MS = (*GROUPED_BLOCK_M, TC_BLOCK_M, *WG_GROUPED_ROWS)
+# The KV cache's element (`--kv-cache`): FP32 by default; BF16 (bit patterns, each key and value rounded to nearest
+# even when written) halves its bytes and attention's reads, at a drift `cupy-getp diff` and the benchmarks report.
+KV_CACHE_DTYPES = {"fp32": np.float32, "bf16": np.uint16}
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,7 @@ class BatchShape:
     max_rows: int  # rows per step
     max_chunk: int  # prompt positions of one request per step
     n_ctx: int  # positions per request (the step budget): the full layers' cache length
+    kv_cache: str = "fp32"  # the KV cache's element: a key of KV_CACHE_DTYPES
 
     def cache_len(self, config, layer: int) -> int:
         """C of a layer: a ring of window + max_chunk positions where that is shorter than n_ctx."""
@@ -36,9 +42,14 @@ class BatchShape:
             return min(self.n_ctx, config.sliding_window + self.max_chunk)
         return self.n_ctx
 
+    @property
+    def kv_dtype(self):
+        return KV_CACHE_DTYPES[self.kv_cache]
+
     def slot_bytes(self, config) -> int:
-        """KV-cache bytes of one slot (K and V, every layer, FP32)."""
-        return sum(2 * 4 * self.cache_len(config, l) * config.kv_dim for l in range(config.n_layers))
+        """KV-cache bytes of one slot (K and V, every layer)."""
+        item = np.dtype(self.kv_dtype).itemsize
+        return sum(2 * item * self.cache_len(config, l) * config.kv_dim for l in range(config.n_layers))
 
     @functools.cached_property
     def buckets(self) -> tuple[int, ...]:
@@ -73,27 +84,27 @@ def row_bytes(config, n_split: int) -> int:
     return 4 * floats + 2 * pieces  # pieces: bf16
 
 
-def _shape_for(config, steps: int, max_chunk: int) -> tuple[int, int, int]:
+def _shape_for(config, steps: int, max_chunk: int, kv_cache: str = "fp32") -> tuple[int, int, int]:
     """(prompt chunk, one slot's KV-cache bytes, one row's step-buffer bytes) of a batch at -n `steps`."""
     chunk = max(1, min(max_chunk, steps))
-    probe = BatchShape(1, 1 + chunk, chunk, steps)
+    probe = BatchShape(1, 1 + chunk, chunk, steps, kv_cache)
     return chunk, probe.slot_bytes(config), row_bytes(config, attn_splits(config, steps))
 
 
-def model_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK) -> int:
+def model_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK, kv_cache: str = "fp32") -> int:
     """Device bytes of a model over rows (`gpu/batch.py`'s `RowModel`) of `n_slots` request slots at -n `steps`:
     their KV caches and rows, the spare slot of pad rows, the prompt-chunk rows, the MoE's tile padding and
     RoPE's tables."""
-    chunk, slot, row = _shape_for(config, steps, max_chunk)
+    chunk, slot, row = _shape_for(config, steps, max_chunk, kv_cache)
     pad = config.n_experts * max(BLOCK_MS) * (config.intermediate_dim * (4 + 6) + config.hidden_dim * 4)
     rope = 2 * 4 * steps * (config.head_dim // 2)  # cos, sin: (n_ctx, D/2) FP32 each
     return pad + rope + slot + chunk * row + n_slots * (slot + row)
 
 
-def batch_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK) -> int:
+def batch_bytes(config, steps: int, n_slots: int, max_chunk: int = MAX_CHUNK, kv_cache: str = "fp32") -> int:
     """Device bytes a batched engine of `n_slots` request slots at -n `steps` takes: its model (`model_bytes`)
     and RESERVE_BYTES left for CuPy, the graphs and the driver."""
-    return RESERVE_BYTES + model_bytes(config, steps, n_slots, max_chunk)
+    return RESERVE_BYTES + model_bytes(config, steps, n_slots, max_chunk, kv_cache)
 
 
 def one_slot_shape(config) -> BatchShape:
@@ -108,22 +119,24 @@ def one_slot_bytes(config) -> int:
     return model_bytes(config, shape.n_ctx, shape.n_slots, shape.max_chunk)
 
 
-def slots_that_fit(config, steps: int, free_bytes: int, max_chunk: int = MAX_CHUNK) -> int:
+def slots_that_fit(config, steps: int, free_bytes: int, max_chunk: int = MAX_CHUNK, kv_cache: str = "fp32") -> int:
     """Request slots `batch_bytes` fits in `free_bytes` (0 or less: not one)."""
-    _, slot, row = _shape_for(config, steps, max_chunk)
-    return (free_bytes - batch_bytes(config, steps, 0, max_chunk)) // (slot + row)
+    _, slot, row = _shape_for(config, steps, max_chunk, kv_cache)
+    return (free_bytes - batch_bytes(config, steps, 0, max_chunk, kv_cache)) // (slot + row)
 
 
 def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int | None = None,
-               max_chunk: int = MAX_CHUNK, hint: str = "") -> BatchShape:
+               max_chunk: int = MAX_CHUNK, hint: str = "", kv_cache: str = "fp32") -> BatchShape:
     """Slots and rows from free device memory and the step budget (`slots` overrides the count); `hint`:
-    what else would help when they do not fit (`--experts mxfp4`, where it frees memory)."""
+    what else would help when they do not fit (`--experts mxfp4`, where it frees memory); `kv_cache`: the KV
+    cache's element (KV_CACHE_DTYPES)."""
+    check_kv_cache(kv_cache)
     also = f", or {hint}" if hint else ""
-    chunk, slot, row = _shape_for(config, steps, max_chunk)
-    fit = slots_that_fit(config, steps, free_bytes, max_chunk)
+    chunk, slot, row = _shape_for(config, steps, max_chunk, kv_cache)
+    fit = slots_that_fit(config, steps, free_bytes, max_chunk, kv_cache)
     wanted = slots if slots else min(n_requests, MAX_SLOTS)
     if fit < 1:
-        one = batch_bytes(config, steps, 1, max_chunk)
+        one = batch_bytes(config, steps, 1, max_chunk, kv_cache)
         raise DeviceError(f"not even one request slot fits: one needs {(slot + row) / 2**20:.0f} MiB of KV cache and "
                           f"buffers at -n {steps} ({one / 2**30:.2f} GiB with the step buffers and "
                           f"{RESERVE_BYTES / 2**30:.0f} GiB of reserve), {free_bytes / 2**30:.2f} GiB are free after "
@@ -132,4 +145,10 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
         raise DeviceError(f"--batch {slots} does not fit: at most {fit} request slots fit in free device memory "
                           f"at -n {steps}" + (f"; a smaller --batch or -n{also}" if hint else ""))
     n_slots = int(max(1, min(wanted, fit)))
-    return BatchShape(n_slots, n_slots + chunk, chunk, steps)
+    return BatchShape(n_slots, n_slots + chunk, chunk, steps, kv_cache)
+
+
+def check_kv_cache(kv_cache: str) -> None:
+    """Refuse a KV cache element that is not one of KV_CACHE_DTYPES, in one line."""
+    if kv_cache not in KV_CACHE_DTYPES:
+        raise GetpError(f"unknown KV cache {kv_cache!r}: choose one of {', '.join(KV_CACHE_DTYPES)}")

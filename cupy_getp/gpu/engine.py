@@ -95,15 +95,16 @@ class CupyEngine(Engine):
         self.finished = True
 
     def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
-                use_graphs: bool = True, max_chunk: int | None = None):
-        """A `BatchedEngine` over this engine's device, weights and kernels, sized from free memory."""
+                use_graphs: bool = True, max_chunk: int | None = None, kv_cache: str = "fp32"):
+        """A `BatchedEngine` over this engine's device, weights and kernels, sized from free memory, its KV cache
+        of `kv_cache` elements (fp32, bf16)."""
         from .batch_shape import MAX_CHUNK, plan_batch
 
         self.check_not_finished()
         self.check_whole_model("a batched engine of its own")
         with self.device.cuda_device:
             shape = plan_batch(self.config, n_requests, steps, self.device.allocatable_bytes(), slots,
-                               max_chunk or MAX_CHUNK, self.experts.hint())
+                               max_chunk or MAX_CHUNK, self.experts.hint(), kv_cache)
             return BatchedEngine(self, shape, precision, use_graphs)
 
     # -- expert parallelism --------------------------------------------------------------------------------
@@ -126,7 +127,8 @@ class CupyEngine(Engine):
             return NcclCommunicator(ranks, rank, unique_id, self.device.stream)
 
     def expert_parallel_batched(self, n_requests: int, steps: int, comm, slots: int | None = None,
-                                precision: str | None = None, max_chunk: int | None = None) -> ExpertParallelBatch:
+                                precision: str | None = None, max_chunk: int | None = None,
+                                kv_cache: str = "fp32") -> ExpertParallelBatch:
         """The expert-parallel batched engine of this rank, sized from free memory as `batched` (less the
         exchange buffers), the same shape on every rank (the fewest slots any rank can hold)."""
         from .batch_shape import MAX_CHUNK, plan_batch
@@ -135,7 +137,7 @@ class CupyEngine(Engine):
         with self.device.cuda_device, self.device.stream:  # the shape's all-gather: on the stream NCCL uses
             free = self.device.allocatable_bytes()
             plan = lambda free_bytes: plan_batch(self.config, n_requests, steps, free_bytes, slots,  # noqa: E731
-                                                 max_chunk or MAX_CHUNK, self.experts.hint())
+                                                 max_chunk or MAX_CHUNK, self.experts.hint(), kv_cache)
             shape = plan(free)
             shape = plan(free - exchange_bytes(self.config, shape, comm.n_ranks))
             return ExpertParallelBatch(self, agree_on_shape(comm, shape), precision, comm)

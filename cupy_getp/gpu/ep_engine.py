@@ -11,6 +11,8 @@ is one GPU's. Steps run eagerly (no CUDA graphs): the exchange plan is read on t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .batch import RowView, check_precision, pack_rows, products_path, read_next_tokens
@@ -34,7 +36,7 @@ def agree_on_shape(comm, shape: BatchShape) -> BatchShape:
     planned, so that every rank has every bucket of the run's steps."""
     planned = gather_ints(comm, [np.array([shape.n_slots])] * len(comm.local_ranks))
     n_slots = int(planned[:, 0].min())
-    return BatchShape(n_slots, n_slots + shape.max_chunk, shape.max_chunk, shape.n_ctx)
+    return replace(shape, n_slots=n_slots, max_rows=n_slots + shape.max_chunk)
 
 
 class ExpertParallelBatch:

@@ -25,7 +25,7 @@ from ..errors import KernelDtypeError
 from .constants import BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
-from .launch.attention import ATTN_PARTIAL_VARIANTS
+from .launch.attention import ATTN_PARTIAL_VARIANTS, KV_CACHE_SUFFIX
 from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
                               WG_WIDE_KIND, WG_WIDE_ROWS, wg_half_enabled,
@@ -66,7 +66,7 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
             "moe_mlp2_accumulate_mxfp4w", "router_rows_bf16w", "router_rows_f32w", "moe_align",
             "moe_combine"),
     "rmsnorm": ("rmsnorm_rows_f32", "rmsnorm_split_rows"),
-    "rope": ("rope_kv_write_f32",),
+    "rope": tuple(f"rope_kv_write_{cache}" for cache in KV_CACHE_SUFFIX.values()),
     "softmax": ("argmax_rows_f32",),
     "synthetic": ("synthetic_f32", "synthetic_bf16", "synthetic_mxfp4_bf16", "synthetic_mxfp4_codes",
                   "mxfp4_widen_f32"),

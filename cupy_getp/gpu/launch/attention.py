@@ -1,5 +1,6 @@
 """Launch helpers for the batched engine (family: attention): flash-decoding over rows of different lengths
-(kernels/attention.hip, attn_rows_partial_d*_g*_f32 and attn_rows_merge_f32 / _split)."""
+(kernels/attention.hip, attn_rows_partial_d*_g*_{f32,bf16kv} and attn_rows_merge_f32 / _split), over an FP32
+or a BF16 KV cache."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..constants import ATTN_MAX_GROUP, ATTN_MAX_HEAD_DIM, BLOCK_SIZE
-from .common import F32, I32, _aligned, _blocks, _check, _require
+from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
 
 # attn_rows_partial's specialisations (kernels/attention.hip ATTN_ROWS_PARTIAL_KERNEL): (head_dim bound, group bound)
+# for each KV cache: its dtype -> the kernel names' suffix (a BF16 cache holds uint16 bit patterns).
 ATTN_PARTIAL_BOUNDS = ((64, 8), (64, 16), (128, 8), (128, ATTN_MAX_GROUP))
-ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_f32" for d, g in ATTN_PARTIAL_BOUNDS)
+KV_CACHE_SUFFIX = {np.dtype(F32): "f32", np.dtype(BF16): "bf16kv"}
+ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_{cache}" for cache in KV_CACHE_SUFFIX.values()
+                              for d, g in ATTN_PARTIAL_BOUNDS)
 # attn_rows_merge with pieces: one launch (attn_rows_merge_split) up to this many rows, the merge then
 # split_pieces above (the same bits). Measured on the H200 (bench/RESULTS.md, 2026-11-29, sixth session, eager
 # profiles of a 20b step): one row 0.216 ms a step fused against 0.579 for the two; 1024 rows 1.632 against
@@ -42,10 +46,26 @@ def attn_variant(head_dim: int, group: int) -> tuple[int, int]:
     return 64 if head_dim <= 64 else 128, 8 if group <= 8 else 16
 
 
-def attn_partial_kernel(head_dim: int, group: int) -> str:
-    """The attn_rows_partial specialisation's name."""
+def attn_partial_kernel(head_dim: int, group: int, cache_dtype=F32) -> str:
+    """The attn_rows_partial specialisation's name for a KV cache of `cache_dtype` (float32 or bf16 bits)."""
     d, g = attn_variant(head_dim, group)
-    return f"attn_rows_partial_d{d}_g{g}_f32"
+    return f"attn_rows_partial_d{d}_g{g}_{kv_cache_suffix(cache_dtype)}"
+
+
+def kv_cache_suffix(cache_dtype) -> str:
+    """The kernels' name suffix of a KV cache's dtype: f32 (float32) or bf16kv (uint16 bit patterns)."""
+    suffix = KV_CACHE_SUFFIX.get(np.dtype(cache_dtype))
+    _require(suffix is not None, f"KV cache: dtype {np.dtype(cache_dtype)}, expected float32 or uint16 (bf16)")
+    return suffix
+
+
+def check_kv_caches(key_cache, value_cache, kv_dim: int) -> None:
+    """Keys and values (slots, C, kv_dim), both float32 or both bf16 bits (uint16), C-contiguous."""
+    kv_cache_suffix(key_cache.dtype)
+    _check("key_cache", key_cache, key_cache.dtype)
+    _require(key_cache.ndim == 3 and key_cache.shape[2] == kv_dim,
+             f"key_cache: shape {tuple(key_cache.shape)}, expected (slots, C, {kv_dim})")
+    _check("value_cache", value_cache, key_cache.dtype, key_cache.shape)
 
 
 def attn_split_positions(head_dim: int, group: int) -> int:
@@ -75,23 +95,20 @@ class AttentionLaunches:
         """Per row r, kv head j and split s (grid (n_split, nkv, R), n_split from the partial buffers):
         partial_acc (R, nh, n_split, D), partial_ml (R, nh, n_split, 2) of positions
         [lo + s split_len, lo + (s + 1) split_len) ∩ [lo, row_pos[r]], lo = max(0, pos - window + 1) if
-        window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D). A split a row
-        does not reach is not written. split_len <= attn_split_positions(head_dim, G). With `merge`, the same
-        launch merges them as attn_rows_merge does, bit for bit (the last split of each row and kv head to finish
-        merges that kv head's query heads; `merge.counters` (R, nkv) uint32 must be zero, and are left so), its
-        pieces included where given."""
+        window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D), float32 or bf16
+        bits (widened exactly). A split a row does not reach is not written. split_len <= attn_split_positions(
+        head_dim, G). With `merge`, the same launch merges them as attn_rows_merge does, bit for bit (the last
+        split of each row and kv head to finish merges that kv head's query heads; `merge.counters` (R, nkv)
+        uint32 must be zero, and are left so), its pieces included where given."""
         rows = qkv.shape[0]
         _require(n_kv_heads > 0 and n_heads % n_kv_heads == 0,
                  f"attn_rows_partial: {n_heads} query heads over {n_kv_heads} kv heads")
-        name = attn_partial_kernel(head_dim, n_heads // n_kv_heads)
+        check_kv_caches(key_cache, value_cache, n_kv_heads * head_dim)
+        name = attn_partial_kernel(head_dim, n_heads // n_kv_heads, key_cache.dtype)
         n_split = partial_ml.shape[2] if partial_ml.ndim == 4 else 0
         _check("partial_ml", partial_ml, F32, (rows, n_heads, n_split, 2))
         _check("partial_acc", partial_acc, F32, (rows, n_heads, n_split, head_dim))
         _check("qkv", qkv, F32, (rows, (n_heads + 2 * n_kv_heads) * head_dim))
-        _check("key_cache", key_cache, F32)
-        _require(key_cache.ndim == 3 and key_cache.shape[2] == n_kv_heads * head_dim,
-                 f"key_cache: shape {tuple(key_cache.shape)}, expected (slots, C, {n_kv_heads * head_dim})")
-        _check("value_cache", value_cache, F32, key_cache.shape)
         _check("row_slot", row_slot, I32, (rows,))
         _check("row_pos", row_pos, I32, (rows,))
         cache_len = key_cache.shape[1]
@@ -101,7 +118,8 @@ class AttentionLaunches:
         span = min(window, cache_len) if window > 0 else cache_len  # most positions a row attends to
         _require(n_split * split_len >= span,
                  f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
-        vec4 = head_dim % 4 == 0 and _aligned(key_cache, value_cache)
+        # 16-byte loads: 4 FP32 or 8 BF16 values, a head's rows at 16-byte multiples
+        vec4 = head_dim % (16 // key_cache.dtype.itemsize) == 0 and _aligned(key_cache, value_cache)
         merged = self._attn_merge_args(merge, rows, n_heads, n_kv_heads, head_dim)
         if rows == 0:  # the grid's last dimension: CuPy would still launch one block
             return

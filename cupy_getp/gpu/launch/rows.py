@@ -4,6 +4,7 @@ one block per row. Kernels in kernels/embedding.hip, rmsnorm.hip, rope.hip, soft
 from __future__ import annotations
 
 from ..constants import BLOCK_SIZE
+from .attention import check_kv_caches, kv_cache_suffix
 from .common import F32, I32, _aligned, _blocks, _check, _require
 
 RMS_SPLIT_ROWS = 32  # rmsnorms of at most this many rows run several blocks a row (_rmsnorm_grid)
@@ -36,7 +37,7 @@ class RowLaunches:
                       n_heads: int, n_kv_heads: int, head_dim: int) -> None:
         """Row r at position p = row_pos[r]: rotate its q and k heads in place with cos/sin (n_pos, D/2) row p,
         write the rotated k heads to key_cache[row_slot[r], p % C], its v heads to value_cache there.
-        Caches (S1, C, n_kv_heads * head_dim)."""
+        Caches (S1, C, n_kv_heads * head_dim), float32 or bf16 bits (each value rounded to nearest even)."""
         rows = qkv.shape[0]
         kv_dim = n_kv_heads * head_dim
         _require(head_dim % 2 == 0 and n_kv_heads > 0 and n_heads % n_kv_heads == 0,
@@ -44,13 +45,10 @@ class RowLaunches:
         _check("qkv", qkv, F32, (rows, (n_heads + 2 * n_kv_heads) * head_dim))
         _check("cos", cos, F32, (cos.shape[0], head_dim // 2))
         _check("sin", sin, F32, cos.shape)
-        _check("key_cache", key_cache, F32)
-        _require(key_cache.ndim == 3 and key_cache.shape[2] == kv_dim,
-                 f"key_cache: shape {tuple(key_cache.shape)}, expected (slots, C, {kv_dim})")
-        _check("value_cache", value_cache, F32, key_cache.shape)
+        check_kv_caches(key_cache, value_cache, kv_dim)
         _check("row_slot", row_slot, I32, (rows,))
         _check("row_pos", row_pos, I32, (rows,))
-        self._launch("rope_kv_write_f32", (rows,), (BLOCK_SIZE,),
+        self._launch(f"rope_kv_write_{kv_cache_suffix(key_cache.dtype)}", (rows,), (BLOCK_SIZE,),
                      (qkv, cos, sin, key_cache, value_cache, row_slot, row_pos, I32(n_heads), I32(n_kv_heads),
                       I32(head_dim), I32(key_cache.shape[1])))
 
