@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32h|s32i]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32h|s32i]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -330,10 +330,11 @@ PY
         -o /tmp/mlp1 python bench/gemm_tc.py --quick --grouped-only --repeats 1 > "$OUT/mlp1-stalls.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/mlp1 mlp1
       ;;
-    attnstalls)  # where attn_rows_partial's warps wait (1024 rows, context 512, full layer), instruction by instruction
+    attnstalls)  # where attn_rows_partial's warps wait (1024 rows, context 512, full layer; ATTN_KV: the KV cache,
+      # fp32 by default), instruction by instruction
       timeout 200 ncu --clock-control none -k regex:attn_rows_partial --launch-count 1 --set full -f -o /tmp/attn \
         python bench/attention.py --reps 1 --warmup 1 --no-copy --eager --rows 1024 --contexts 512 --layers full \
-        > "$OUT/attn-stalls.log" 2>&1
+        --kv-cache ${ATTN_KV:-fp32} > "$OUT/attn-stalls.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/attn attn
       ;;
     s9a)  # ninth session, run 1: the grouped mlp1's epilogue through shared memory: the grouped products' GPU tests
@@ -666,6 +667,14 @@ PY
       # engine that rounds its cache), then the exact headline with each cache
       gpu_tests kvinv ${INV_SECONDS:-240} tests/test_gpu_invariance.py -k bf16
       HEADLINE_SECONDS=${HEADLINE_SECONDS:-200} kv_sides exact
+      ;;
+    s32c)  # the whole headlines with a BF16 KV cache (its 1024 slots fit an H100), fast then exact, then the drift
+      # part (fast, fp32 and the BF16 KV cache in exact and fast against exact with FP32 KV: identical lines)
+      for prec in fast exact; do HEADLINE_KV=bf16 PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} \
+        HEADLINE_SECONDS=${HEADLINE_SECONDS:-230} headline_side 1 $prec "headline-$prec-kvbf16"; done
+      timeout ${DRIFT_SECONDS:-150} python bench/getp_throughput.py --preset 20b \
+        --skip headline,profile,decode,single,transformers --out "$OUT/drift" > "$OUT/drift.txt" 2>&1
+      echo "drift exit $?"; grep -E "precision drift" "$OUT/drift.txt" | cut -c1-1500
       ;;
     s32h)  # an H200 (1024 slots), first call: attention alone over both caches, then the whole exact headline
       attention_bench ${ATTENTION_SECONDS:-150} --kv-cache fp32,bf16
