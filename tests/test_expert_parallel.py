@@ -401,3 +401,12 @@ def test_a_rank_holding_a_slice_of_the_experts_runs_nothing_else(tiny_ep_weights
         rank.batched(4, 8)
     with pytest.raises(GetpError, match="cannot run single sequences"):
         rank.one_slot_model()
+
+
+def test_the_shape_the_ranks_agree_on_keeps_the_kv_cache(cupy_stand_in):
+    """The ranks' agreed shape (the fewest slots any planned) keeps the rest of the plan: its KV cache too."""
+    from cupy_getp.gpu.batch_shape import BatchShape
+    from cupy_getp.gpu.ep_engine import agree_on_shape
+
+    assert agree_on_shape(InProcessCommunicator(2), BatchShape(5, 5 + 3, 3, 40, "bf16")) == BatchShape(5, 8, 3, 40,
+                                                                                                      "bf16")
