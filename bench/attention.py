@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.errors import DeviceError  # noqa: E402
+from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES  # noqa: E402
 from matvec import copy_bandwidth  # noqa: E402 (bench/ is on sys.path when run as a script)
 from timing import time_ms  # noqa: E402
 
@@ -57,22 +58,15 @@ def positive_ints(text: str) -> list[int]:
     return values
 
 
-def layer_list(text: str) -> list[str]:
-    layers = text.split(",")
-    unknown = [x for x in layers if x not in LAYERS]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown layer {unknown[0]!r} (expected {', '.join(LAYERS)})")
-    return layers
-
-
-def kv_cache_list(text: str) -> list[str]:
-    from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES
-
-    caches = text.split(",")
-    unknown = [x for x in caches if x not in KV_CACHE_DTYPES]
-    if unknown:
-        raise argparse.ArgumentTypeError(f"unknown KV cache {unknown[0]!r} (expected {', '.join(KV_CACHE_DTYPES)})")
-    return caches
+def choices_list(what: str, allowed) -> callable:
+    """An argparse type: a comma list of `allowed` values, one line naming the first unknown one."""
+    def parse(text: str) -> list[str]:
+        values = text.split(",")
+        unknown = [x for x in values if x not in allowed]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {what} {unknown[0]!r} (expected {', '.join(allowed)})")
+        return values
+    return parse
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -80,8 +74,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--preset", default="20b", help="the model shape (heads, head_dim, window)")
     parser.add_argument("--rows", type=positive_ints, default=[1, 64, 512, 1024], help="rows per launch, a comma list")
     parser.add_argument("--contexts", type=positive_ints, default=[512, 2048], help="positions per row, a comma list")
-    parser.add_argument("--layers", type=layer_list, default=list(LAYERS), help="full, window or both")
-    parser.add_argument("--kv-cache", type=kv_cache_list, default=["fp32"], help="fp32, bf16 or both (comma list)")
+    parser.add_argument("--layers", type=choices_list("layer", LAYERS), default=list(LAYERS),
+                        help="full, window or both")
+    parser.add_argument("--kv-cache", type=choices_list("KV cache", tuple(KV_CACHE_DTYPES)), default=["fp32"],
+                        help="fp32, bf16 or both (comma list)")
     parser.add_argument("--reps", type=int, default=50, help="calls timed per configuration (one graph of them)")
     parser.add_argument("--warmup", type=int, default=5, help="calls before timing")
     parser.add_argument("--no-copy", action="store_true", help="skip the copy bandwidth (e.g. under ncu)")
@@ -118,8 +114,6 @@ class Case:
         return min(self.window(config), self.context) if self.window(config) else self.context
 
     def kv_bytes(self, config) -> int:
-        from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES
-
         item = np.dtype(KV_CACHE_DTYPES[self.kv_cache]).itemsize
         return self.rows * self.positions_read(config) * config.kv_dim * 2 * item
 
