@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32h|s32i]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -675,6 +675,16 @@ PY
       timeout ${DRIFT_SECONDS:-150} python bench/getp_throughput.py --preset 20b \
         --skip headline,profile,decode,single,transformers --out "$OUT/drift" > "$OUT/drift.txt" 2>&1
       echo "drift exit $?"; grep -E "precision drift" "$OUT/drift.txt" | cut -c1-1500
+      ;;
+    s32d)  # attention over a BF16 cache on the tensor cores (a fresh machine): its tests against numpy, attention
+      # alone over both caches, the BF16 cache's invariance tests, then the fast headline's first 25 s with it
+      gpu_tests kvattn ${TEST_SECONDS:-150} tests/test_gpu_batch_attention.py -k "bf16 or variant"
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      attention_bench 60 --kv-cache fp32,bf16 --layers full --contexts 512 --rows 64,512,1024
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      gpu_tests kvinv ${INV_SECONDS:-220} tests/test_gpu_invariance.py -k bf16
+      tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs
+      KV_SIDES=bf16 HEADLINE_SECONDS=${HEADLINE_SECONDS:-120} kv_sides fast
       ;;
     s32h)  # an H200 (1024 slots), first call: attention alone over both caches, then the whole exact headline
       attention_bench ${ATTENTION_SECONDS:-150} --kv-cache fp32,bf16

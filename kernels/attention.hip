@@ -354,6 +354,224 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
                                       n_split, D, window, split_len, pos, lo);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// Over a BF16 cache on CUDA sm_80 on (GETP_MMA_SYNC): the same contract on the tensor cores (mma.sync m16n8k16).
+// A BF16 cache halves the bytes, and the CUDA-core kernel above is then bound by its arithmetic (ncu, an H100:
+// 49 % of the copy bandwidth, 71 % of the issue slots); here the two products go to the tensor cores, exactly:
+// K and V are BF16 values, q and p are split into three BF16 pieces (tc_split: their sum is the FP32 value to
+// 2^-24), each BF16 x BF16 product is exact in FP32, and each 16-wide k step is summed on the tensor cores
+// (smallest piece first) before it joins an FP32 accumulator, as the exact products do (gemm_tc.hip). The same
+// split of positions (TILE of the kernel above), the same softmax and merge; other bits than the CUDA cores'
+// (other sums), the same whatever the step (each row, split and head takes one fixed order).
+//   1. K and V of the split to shared memory by 16-byte asynchronous copies, two groups (K first), zeros outside
+//      the split and past head_dim; q's three pieces to shared memory (zeros for heads past G, dims past D).
+//   2. scores: warp w takes 16-position by 8-head tiles w, w + 8, ...: S = K q (A: K by ldmatrix; B: q's pieces).
+//   3. the softmax, a warp a head; p's three pieces to shared memory (where K was), zeros past tn.
+//   4. P.V: warp w takes 8-dim tiles w, w + 8, ...: acc = P V over all the split's positions (A: p's pieces, rows
+//      past G zero; B: V by ldmatrix.trans), written straight to partial_acc: no slices to add.
+template <int DMAX, int GMAX>
+struct AttnMma {
+  static const int TILE = AttnRows<DMAX, GMAX>::TILE;  // positions of a split: the CUDA-core kernel's
+  static const int KS = DMAX + 8;                      // bf16 row stride of K, V and q's pieces: 16-byte rows,
+  static const int PS = TILE + 8;                      // and of p's pieces: no bank conflicts in the fragments
+  static const int S_STRIDE = TILE + 1;
+  static const int K_AT = 0, V_AT = K_AT + TILE * KS * 2, Q_AT = V_AT + TILE * KS * 2;  // bytes
+  static const int S_AT = Q_AT + 3 * GMAX * KS * 2, ML_AT = S_AT + GMAX * S_STRIDE * 4;
+  static const int TOTAL = ML_AT + 2 * GMAX * 4;
+  static_assert(TILE % 16 == 0 && DMAX % 16 == 0 && GMAX % 8 == 0 && GMAX <= 16, "mma tiles");
+  static_assert(3 * GMAX * PS <= TILE * KS, "p's pieces fit where K was");
+  static_assert(V_AT % 16 == 0 && Q_AT % 16 == 0 && S_AT % 16 == 0 && ML_AT % 4 == 0, "alignment");
+  static_assert(TOTAL <= 48 * 1024, "static shared memory");
+};
+
+#if GETP_MMA_SYNC
+// A split's rows of one kv head (tn of them, from the ring at `first`) to shared memory [t][KS], zeros past tn
+// and past D; 16-byte copies where vec (D a multiple of 8, 16-byte rows), else element by element.
+template <int DMAX, int GMAX>
+GETP_DEVICE void attn_tile_to_shared(unsigned short* dst, const unsigned short* base, int tn, int D, int first,
+                                     int cache_len, int kv_dim, int vec) {
+  typedef AttnMma<DMAX, GMAX> L;
+  if (vec) {
+    const int per = DMAX / 8;
+    for (int i = threadIdx.x; i < L::TILE * per; i += blockDim.x) {
+      const int t = i / per, e = (i % per) * 8;
+      const bool ok = t < tn && e < D;
+      copy16_async(dst + t * L::KS + e, ok ? base + (size_t)attn_ring_index(first, t, cache_len) * kv_dim + e : base,
+                   ok);
+    }
+  } else {
+    for (int i = threadIdx.x; i < L::TILE * DMAX; i += blockDim.x) {
+      const int t = i / DMAX, e = i % DMAX;
+      dst[t * L::KS + e] =
+          (t < tn && e < D) ? base[(size_t)attn_ring_index(first, t, cache_len) * kv_dim + e] : (unsigned short)0;
+    }
+  }
+}
+
+// Three BF16 pieces of v at pieces[p * plane + at], p = 0 the largest.
+GETP_DEVICE void attn_store_pieces(unsigned short* pieces, int plane, int at, float v) {
+  unsigned piece[3];
+  tc_split<3>(v, piece);
+#pragma unroll
+  for (int p = 0; p < 3; ++p) pieces[p * plane + at] = (unsigned short)piece[p];
+}
+
+template <int DMAX, int GMAX>
+GETP_DEVICE void attn_rows_partial_mma(unsigned char* __restrict__ smem, float* __restrict__ partial_acc,
+                                       float* __restrict__ partial_ml, const float* __restrict__ qkv,
+                                       const unsigned short* __restrict__ key_cache,
+                                       const unsigned short* __restrict__ value_cache, const int* __restrict__ row_slot,
+                                       const int* __restrict__ row_pos, int n_heads, int n_kv_heads, int head_dim,
+                                       int cache_len, int window, int split_len, int vec, const AttnMerge merge) {
+  typedef AttnMma<DMAX, GMAX> L;
+  unsigned short* Ks = (unsigned short*)(smem + L::K_AT);
+  unsigned short* Vs = (unsigned short*)(smem + L::V_AT);
+  unsigned short* Qp = (unsigned short*)(smem + L::Q_AT);  // [3][GMAX][KS]
+  unsigned short* Pp = Ks;                                 // [3][GMAX][PS], once the scores are done
+  float* S = (float*)(smem + L::S_AT);
+  float* m_s = (float*)(smem + L::ML_AT);
+  float* l_s = m_s + GMAX;
+
+  const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z, n_split = gridDim.x;
+  const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE, warps = blockDim.x / WARP_SIZE;
+  const int gq = lane / 4, tq = lane % 4;  // the mma fragments' row and column pair
+  const int D = head_dim, G = n_heads / n_kv_heads, kv_dim = n_kv_heads * D;
+  const int pos = row_pos[r];
+  const int lo = attn_first_position(pos, window);
+  const int t_begin = lo + split * split_len, t_end = min(t_begin + split_len, pos + 1);
+  if (t_begin >= t_end) return;  // block-uniform: a split this row does not reach
+  const int tn = t_end - t_begin;
+  const size_t out_row = ((size_t)r * n_heads + (size_t)kvh * G) * n_split + split;  // head g: + g n_split
+  const size_t slot_at = (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
+  const int first = t_begin % cache_len;
+
+  // 1. K, then V (two copy groups), q's pieces.
+  attn_tile_to_shared<DMAX, GMAX>(Ks, key_cache + slot_at, tn, D, first, cache_len, kv_dim, vec);
+  copy_async_commit();
+  attn_tile_to_shared<DMAX, GMAX>(Vs, value_cache + slot_at, tn, D, first, cache_len, kv_dim, vec);
+  copy_async_commit();
+  {
+    const float* q = qkv + (size_t)r * (n_heads + 2 * n_kv_heads) * D + (size_t)kvh * G * D;
+    for (int i = tid; i < GMAX * DMAX; i += blockDim.x) {
+      const int g = i / DMAX, d = i % DMAX;
+      attn_store_pieces(Qp, GMAX * L::KS, g * L::KS + d, (g < G && d < D) ? q[g * D + d] : 0.0f);
+    }
+  }
+  copy_async_wait_groups<1>();  // this thread's K copies have landed (the barrier makes it everyone's)
+  __syncthreads();
+
+  // 2. Scores: S[g][t] = (K q_g)[t] / sqrt(D).
+  const float scale = 1.0f / sqrtf((float)D);
+  const int m_tiles = L::TILE / 16;
+  for (int item = warp; item < m_tiles * (GMAX / 8); item += warps) {
+    const int m0 = (item % m_tiles) * 16, n0 = (item / m_tiles) * 8;
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int kk = 0; kk < DMAX; kk += 16) {
+      unsigned a[4];
+      tc_ldmatrix_x4(a, Ks + (m0 + lane % 8 + 8 * ((lane / 8) % 2)) * L::KS + kk + 8 * (lane / 16));
+      float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int p = 2; p >= 0; --p) {
+        const unsigned short* b = Qp + (p * GMAX + n0 + gq) * L::KS + kk + 2 * tq;
+        tc_mma_bf16(t, a, *(const unsigned*)b, *(const unsigned*)(b + 8), t);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[i] += t[i];
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i)  // (position m0 + gq (+ 8), head n0 + 2 tq (+ 1))
+      S[(n0 + 2 * tq + i % 2) * L::S_STRIDE + m0 + gq + 8 * (i / 2)] = acc[i] * scale;
+  }
+  __syncthreads();  // the scores are written, K is read: p's pieces take its place
+
+  // 3. Softmax within the split, a warp a head; heads past G get zero pieces (rows of the P.V fragments).
+  for (int g = warp; g < GMAX; g += warps) {
+    if (g >= G) {
+      for (int t = lane; t < L::TILE; t += WARP_SIZE) attn_store_pieces(Pp, GMAX * L::PS, g * L::PS + t, 0.0f);
+      continue;
+    }
+    float mx = GETP_NEG_INF;
+    for (int t = lane; t < tn; t += WARP_SIZE) mx = fmaxf(mx, S[g * L::S_STRIDE + t]);
+    mx = warp_max(mx);
+    float sum = 0.0f;
+    for (int t = lane; t < L::TILE; t += WARP_SIZE) {
+      const float p = t < tn ? expf(S[g * L::S_STRIDE + t] - mx) : 0.0f;
+      attn_store_pieces(Pp, GMAX * L::PS, g * L::PS + t, p);
+      sum += p;
+    }
+    sum = warp_sum(sum);
+    if (lane == 0) {
+      m_s[g] = mx;
+      l_s[g] = sum;
+    }
+  }
+  copy_async_wait_groups<0>();  // V has landed
+  __syncthreads();
+
+  // 4. P.V: acc[g][d] = sum_t p_g[t] V[t][d], 8 dims a tile, every position of the split.
+  for (int n0 = 8 * warp; n0 < DMAX; n0 += 8 * warps) {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll 2
+    for (int kk = 0; kk < L::TILE; kk += 16) {
+      unsigned b[2];
+      tc_ldmatrix_x2_trans(b, Vs + (kk + lane % 16) * L::KS + n0);
+      float t[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+      for (int p = 2; p >= 0; --p) {
+        const unsigned short* pa = Pp + (p * GMAX + gq) * L::PS + kk + 2 * tq;
+        const unsigned a[4] = {*(const unsigned*)pa, GMAX > 8 ? *(const unsigned*)(pa + 8 * L::PS) : 0u,
+                               *(const unsigned*)(pa + 8), GMAX > 8 ? *(const unsigned*)(pa + 8 * L::PS + 8) : 0u};
+        tc_mma_bf16(t, a, b[0], b[1], t);
+      }
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[i] += t[i];
+    }
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // (head gq (+ 8), dim n0 + 2 tq (+ 1))
+      const int g = gq + 8 * (i / 2), d = n0 + 2 * tq + i % 2;
+      if (g < G && d < D) partial_acc[(out_row + (size_t)g * n_split) * D + d] = acc[i];
+    }
+  }
+  if (tid < G) {
+    partial_ml[(out_row + (size_t)tid * n_split) * 2] = m_s[tid];
+    partial_ml[(out_row + (size_t)tid * n_split) * 2 + 1] = l_s[tid];
+  }
+  if (merge.counters) attn_merge_last(merge, partial_acc, partial_ml, row_pos, r, kvh, G, n_heads, n_kv_heads,
+                                      n_split, D, window, split_len, pos, lo);
+}
+#endif
+
+// A kernel's body by its cache: FP32 on the CUDA cores; BF16 on the tensor cores where mma.sync is (else the
+// CUDA cores, widening it).
+template <int DMAX, int GMAX>
+GETP_DEVICE void attn_rows_partial_of(float* partial_acc, float* partial_ml, const float* qkv, const float* key_cache,
+                                      const float* value_cache, const int* row_slot, const int* row_pos, int n_heads,
+                                      int n_kv_heads, int head_dim, int cache_len, int window, int split_len, int vec,
+                                      const AttnMerge merge) {
+  __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];
+  attn_rows_partial<DMAX, GMAX, float>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,
+                                       row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec, merge);
+}
+template <int DMAX, int GMAX>
+GETP_DEVICE void attn_rows_partial_of(float* partial_acc, float* partial_ml, const float* qkv,
+                                      const unsigned short* key_cache, const unsigned short* value_cache,
+                                      const int* row_slot, const int* row_pos, int n_heads, int n_kv_heads,
+                                      int head_dim, int cache_len, int window, int split_len, int vec,
+                                      const AttnMerge merge) {
+#if GETP_MMA_SYNC
+  __shared__ float4 smem4[(AttnMma<DMAX, GMAX>::TOTAL + 15) / 16];
+  attn_rows_partial_mma<DMAX, GMAX>((unsigned char*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache,
+                                    row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,
+                                    merge);
+#else
+  __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];
+  attn_rows_partial<DMAX, GMAX, unsigned short>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache,
+                                                row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window,
+                                                split_len, vec, merge);
+#endif
+}
+
 // One kernel per (head_dim bound, group bound, cache): attn_rows_partial_d{64,128}_g{8,16}_{f32,bf16kv}
 // (ATTN_MAX_GROUP: cupy_getp/gpu/constants.py); f32: an FP32 KV cache, bf16kv: a BF16 one (uint16).
 #define ATTN_ROWS_PARTIAL_KERNEL(DMAX, GMAX, KV, CACHE)                                                          \
@@ -364,10 +582,9 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
       int split_len, int vec4, float* __restrict__ att, unsigned short* __restrict__ pieces,                      \
       const float* __restrict__ sinks, unsigned* __restrict__ counters, int lda, int n_pieces) {                   \
     grid_begin();                                                                                                  \
-    __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];                                                     \
-    attn_rows_partial<DMAX, GMAX, KV>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,  \
-                                  row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4,     \
-                                  AttnMerge{att, pieces, sinks, counters, lda, n_pieces});                        \
+    attn_rows_partial_of<DMAX, GMAX>(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos,       \
+                                     n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4,             \
+                                     AttnMerge{att, pieces, sinks, counters, lda, n_pieces});                       \
   }
 ATTN_ROWS_PARTIAL_KERNEL(64, 8, float, f32)
 ATTN_ROWS_PARTIAL_KERNEL(64, 16, float, f32)

@@ -103,6 +103,47 @@ GETP_DEVICE void copy16_async(void* dst, const void* src, bool valid) {
 #endif
 }
 
+// Tensor-core primitives of CUDA sm_80 on (gemm_tc.hip's products, attention.hip's over a BF16 cache).
+#if !defined(GETP_HIP) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#define GETP_MMA_SYNC 1
+// Four 8x8 b16 matrices; lane l gives the row address of matrix l / 8, row l % 8; register i of every
+// lane receives (row lane / 4, columns 2 (lane % 4) .. + 1) of matrix i.
+GETP_DEVICE void tc_ldmatrix_x4(unsigned (&r)[4], const unsigned short* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(shared_addr(p)));
+}
+
+// Two 8x8 b16 matrices, transposed: lanes 0-15 give the row addresses (matrix l / 8, row l % 8); register i of
+// every lane receives (rows 2 (lane % 4) .. + 1, column lane / 4) of matrix i: an mma's B fragment from a
+// k-major (row = k) tile.
+GETP_DEVICE void tc_ldmatrix_x2_trans(unsigned (&r)[2], const unsigned short* p) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(shared_addr(p)));
+}
+
+// d = A (16 x 16) B (16 x 8) + c. Per lane, g = lane / 4, t = lane % 4: a = {(g, 2t..2t+1), (g+8, 2t..),
+// (g, 2t+8..), (g+8, 2t+8..)}, b = {k 2t..2t+1, k 2t+8..2t+9} of column g, c/d = {(g, 2t), (g, 2t+1),
+// (g+8, 2t), (g+8, 2t+1)}.
+GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1, const float (&c)[4]) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+}
+
+// cp.async groups: close the copies issued so far into a group; wait until at most N groups are in flight.
+GETP_DEVICE void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N>
+GETP_DEVICE void copy_async_wait_groups() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+#else
+#define GETP_MMA_SYNC 0
+#endif
+
 GETP_DEVICE void copy_async_wait_all() {
 #if GETP_CP_ASYNC
   asm volatile("cp.async.wait_all;\n" ::: "memory");

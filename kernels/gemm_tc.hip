@@ -70,28 +70,6 @@ struct TcAcc {
 
 extern __shared__ __attribute__((aligned(16))) unsigned short tc_smem[];
 
-// ---- tensor-core primitives ---------------------------------------------------------------------------
-#if GETP_TC && !defined(GETP_HIP)
-// Four 8x8 b16 matrices; lane l gives the row address of matrix l / 8, row l % 8; register i of every
-// lane receives (row lane / 4, columns 2 (lane % 4) .. + 1) of matrix i.
-GETP_DEVICE void tc_ldmatrix_x4(unsigned (&r)[4], const unsigned short* p) {
-  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-               : "r"(shared_addr(p)));
-}
-
-// d = A (16 x 16) B (16 x 8) + c. Per lane, g = lane / 4, t = lane % 4: a = {(g, 2t..2t+1), (g+8, 2t..),
-// (g, 2t+8..), (g+8, 2t+8..)}, b = {k 2t..2t+1, k 2t+8..2t+9} of column g, c/d = {(g, 2t), (g, 2t+1),
-// (g+8, 2t), (g+8, 2t+1)}.
-GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1, const float (&c)[4]) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
-      "{%10, %11, %12, %13};\n"
-      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
-        "f"(c[3]));
-}
-#endif
-
 // Eight bf16 values (low halves of h) as one 16-byte vector, element 0 first.
 GETP_DEVICE uint4 tc_pack8(const unsigned (&h)[8]) {
   return make_uint4(h[0] | h[1] << 16, h[2] | h[3] << 16, h[4] | h[5] << 16, h[6] | h[7] << 16);
