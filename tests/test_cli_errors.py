@@ -172,6 +172,15 @@ def test_a_kv_cache_without_the_batched_engine_is_refused_by_diff():
     assert result.stderr.strip().splitlines()[-1] == "error: --kv-cache applies only with --batch N"
 
 
+def test_a_bf16_kv_cache_is_diffed_against_numpy_only():
+    """The single-sequence GPU engine (--reference cupy) keeps an FP32 cache: not the same model."""
+    result = cli("diff", "7m", "--batch", "2", "--kv-cache", "bf16", "--reference", "cupy")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: diff --kv-cache bf16 runs against the numpy reference (--reference numpy): the single-sequence GPU "
+        "engine's KV cache is FP32")
+
+
 @pytest.mark.parametrize("option", [["--batch", "4"], ["--chunk", "16"], ["--kv-cache", "bf16"]])
 def test_batch_options_on_the_numpy_engine_are_noted(tmp_path, option):
     (tmp_path / "in.txt").write_text("1\nHello world\n")

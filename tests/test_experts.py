@@ -220,7 +220,7 @@ def test_a_bf16_kv_cache_takes_half_the_bytes_so_more_slots_fit():
     assert shapes["bf16"].kv_cache == "bf16" and shapes["fp32"].kv_cache == "fp32"
     assert 2 * shapes["bf16"].slot_bytes(c) == shapes["fp32"].slot_bytes(c)
     assert shapes["bf16"].n_slots > 1.5 * shapes["fp32"].n_slots
-    with pytest.raises(GetpError, match="^unknown KV cache 'fp16': choose one of fp32, bf16$"):
+    with pytest.raises(GetpError, match=r"^unknown KV cache 'fp16' \(expected fp32, bf16\)$"):
         plan_batch(c, 4, 64, 40 * GiB, kv_cache="fp16")
 
 

@@ -251,9 +251,9 @@ def check_precision(precision: str | None, kv_cache: str = "fp32") -> None:
         from ..gpu.batch import PRECISIONS
 
         choice(precision, PRECISIONS, "precision")
-    from ..gpu.batch_shape import KV_CACHE_DTYPES
+    from ..gpu.batch_shape import check_kv_cache
 
-    choice(kv_cache, tuple(KV_CACHE_DTYPES), "KV cache")
+    check_kv_cache(kv_cache)
 
 
 def write_out(text: str) -> None:

@@ -151,4 +151,4 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
 def check_kv_cache(kv_cache: str) -> None:
     """Refuse a KV cache element that is not one of KV_CACHE_DTYPES, in one line."""
     if kv_cache not in KV_CACHE_DTYPES:
-        raise GetpError(f"unknown KV cache {kv_cache!r}: choose one of {', '.join(KV_CACHE_DTYPES)}")
+        raise GetpError(f"unknown KV cache {kv_cache!r} (expected {', '.join(KV_CACHE_DTYPES)})")
