@@ -3,7 +3,8 @@ flash-decoding attention (attn_rows_partial + attn_rows_merge) against numpy: ro
 positions in one launch, contexts of 1 and of the whole cache (127, 128, 129 and seq_len at the 20b shape),
 windows with ring wrap, prefill-chunk rows of one slot at consecutive positions (the window's start moving
 inside the chunk), the engine's split length (`attn_split_len`), and a row's output bit-identical whatever
-the launch's other rows. Outputs are poisoned first. What a kernel must write comes from its
+the launch's other rows; over an FP32 cache and a BF16 one (`--kv-cache bf16`: against the reference over the
+history rounded to BF16). Outputs are poisoned first. What a kernel must write comes from its
 oracle (tests/kernel_oracles.py, through `expected`), the whole attention from the reference engine's.
 Tolerances as docs/batched-engine.md asks: element kernels 5e-6, attention 5e-5 (max abs, O(1) inputs)."""
 
