@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 import sys
 import time
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.errors import DeviceError  # noqa: E402
-from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES  # noqa: E402
+from cupy_getp.kv_cache import KV_CACHE_DTYPES  # noqa: E402
 from matvec import copy_bandwidth  # noqa: E402 (bench/ is on sys.path when run as a script)
 from timing import time_ms  # noqa: E402
 
@@ -58,7 +59,7 @@ def positive_ints(text: str) -> list[int]:
     return values
 
 
-def choices_list(what: str, allowed) -> callable:
+def choices_list(what: str, allowed) -> Callable[[str], list[str]]:
     """An argparse type: a comma list of `allowed` values, one line naming the first unknown one."""
     def parse(text: str) -> list[str]:
         values = text.split(",")

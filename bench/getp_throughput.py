@@ -33,6 +33,7 @@ from cupy_getp.config import preset  # noqa: E402
 from cupy_getp.engine.factory import create_engine  # noqa: E402
 from cupy_getp.engine.scheduler import Scheduler, run_scheduled  # noqa: E402
 from cupy_getp.getp import encode_requests, read_requests, run_requests  # noqa: E402
+from cupy_getp.kv_cache import KV_CACHE_DTYPES  # noqa: E402
 from cupy_getp.sampler import Sampler  # noqa: E402
 from cupy_getp.tokenizer import STOP_TOKENS, harmony_tokenizer  # noqa: E402
 from timing import eager_step_profile, graph_replay_ms  # noqa: E402 (bench/ is on sys.path as a script)
@@ -122,11 +123,12 @@ def headline(engine, prompts, steps, args, precision, bandwidth, out: Path, max_
     except _OutOfTime:
         partial = True
     elapsed = end - begin
-    (out / f"steps-{batched.precision}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in step_log))
+    name = batched.precision + ("" if batched.shape.kv_cache == "fp32" else f"-kv{batched.shape.kv_cache}")
+    (out / f"steps-{name}.jsonl").write_text("".join(json.dumps(s) + "\n" for s in step_log))
     dense_bf16 = engine.w.storage["w_qkv"] != "fp32"
     table = step_table(step_log, engine.config, batched.precision, bandwidth, dense_bf16,
                        np.dtype(batched.shape.kv_dtype).itemsize)
-    plot(step_log, out / f"step_time_vs_rows-{batched.precision}.png")
+    plot(step_log, out / f"step_time_vs_rows-{name}.png")
     result = {
         "bench": "headline", "requests": len(prompts), "steps": steps, "tok_s": round(tokens / elapsed, 1),
         "tokens": tokens, "seconds": round(elapsed, 2), "partial": partial, "n_slots": batched.shape.n_slots,
@@ -325,7 +327,7 @@ def main() -> None:
                                                    "transformers")
     parser.add_argument("--experts", default="auto", help="expert storage (bf16, mxfp4, auto); a comma list runs "
                                                           "everything once for each, in this process")
-    parser.add_argument("--kv-cache", default="fp32", choices=("fp32", "bf16"),
+    parser.add_argument("--kv-cache", default="fp32", choices=tuple(KV_CACHE_DTYPES),
                         help="the KV cache's element (getp's --kv-cache) of the headline, profile and decode parts")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     args = parser.parse_args()

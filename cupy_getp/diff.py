@@ -298,6 +298,14 @@ def diff_model(weights: Weights, engine: str, prompt: Sequence[int], steps: int,
     return summary
 
 
+def check_reference(reference_name: str, kv_cache: str) -> None:
+    """`diff --batch`'s reference must hold its KV cache as the batched engine does: numpy rounds it as asked, the
+    single-sequence GPU engine (`cupy`) keeps FP32."""
+    if reference_name == "cupy" and kv_cache != "fp32":
+        raise GetpError(f"diff --kv-cache {kv_cache} runs against the numpy reference (--reference numpy): the "
+                        f"single-sequence GPU engine's KV cache is FP32")
+
+
 def diff_batched_model(weights: Weights, engine: str, reference_name: str, prompts: Sequence[Sequence[int]],
                        steps: int, layers: bool, echo: Callable[[str], None],
                        shape: BatchDiffShape = BatchDiffShape(), experts: str = "auto") -> DiffSummary:
@@ -309,9 +317,7 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
     and a violation where they differ in a precision the promise covers."""
     from .reference import NumpyEngine
 
-    if reference_name == "cupy" and shape.kv_cache != "fp32":
-        raise GetpError(f"diff --kv-cache {shape.kv_cache} runs against the numpy reference (--reference numpy): the "
-                        f"single-sequence GPU engine's KV cache is FP32")
+    check_reference(reference_name, shape.kv_cache)
     with create_engine(weights, engine, experts) as other:
         other.warm_up()
         reference = other if reference_name == "cupy" else NumpyEngine(weights, shape.kv_cache)

@@ -21,6 +21,7 @@ from .checkpoint.weights import FLOAT32
 from .config import ModelConfig
 from .engine.base import Engine, Trace
 from .hostmem import allocating
+from .kv_cache import check_kv_cache
 from .rope import rope_cos_sin
 
 RMS_EPS = 1e-5
@@ -99,6 +100,7 @@ class NumpyEngine(Engine):
     def __init__(self, weights: Weights, kv_cache: str = "fp32"):
         """`kv_cache`: fp32, or bf16: each key and value rounded to the nearest BF16 value as it is cached, as
         the GPU engine's `--kv-cache bf16` stores them (the reference of that mode)."""
+        check_kv_cache(kv_cache)
         super().__init__(weights)
         self.kv_cache = kv_cache
 

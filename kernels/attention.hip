@@ -11,7 +11,7 @@
 // of the step or on how many there are (batch invariance). Each split is one pass, its softmax exact within
 // the split (no online rescaling); the merge combines the splits in split order.
 //
-// attn_rows_partial_d{64,128}_g{8,16}_{f32,bf16kv} (an FP32 or a BF16 KV cache; FP32 arithmetic on either): grid
+// attn_rows_partial_d{64,128}_g{8,16}_{f32,bf16kv} (an FP32 or a BF16 KV cache; FP32-accurate on either): grid
 // (n_split, n_kv_heads, R), BLOCK_SIZE threads. Block (s, j, r)
 // takes row r's positions [lo + s split_len, min(lo + (s + 1) split_len, pos + 1)) of kv head j, for the G
 // query heads sharing it (K and V read once for all of them); lo = max(0, pos - window + 1) when window > 0,
@@ -184,6 +184,29 @@ GETP_DEVICE void attn_load16(float (&k)[16], const unsigned short* src, bool ok,
   }
 }
 
+// Rows t < TILE of a split (tn of them, from the ring at `first`) of one kv head to shared memory, STRIDE elements
+// a row: 16-byte asynchronous copies where vec (16-byte rows: head_dim a multiple of 4 FP32 or 8 BF16 values), else
+// element by element; zeros past tn and past D.
+template <int TILE, int DMAX, int STRIDE, typename KV>
+GETP_DEVICE void attn_rows_to_shared(KV* dst, const KV* base, int tn, int D, int first, int cache_len, int kv_dim,
+                                     int vec) {
+  if (vec) {
+    const int n16 = 16 / (int)sizeof(KV), per = DMAX / n16;
+    for (int i = threadIdx.x; i < TILE * per; i += blockDim.x) {
+      const int t = i / per, e = (i % per) * n16;
+      const bool ok = t < tn && e < D;
+      copy16_async(dst + t * STRIDE + e, ok ? base + (size_t)attn_ring_index(first, t, cache_len) * kv_dim + e : base,
+                   ok);
+    }
+  } else {
+    for (int i = threadIdx.x; i < TILE * DMAX; i += blockDim.x) {
+      const int t = i / DMAX, e = i % DMAX;
+      dst[STRIDE == DMAX ? i : t * STRIDE + e] =
+          (t < tn && e < D) ? base[(size_t)attn_ring_index(first, t, cache_len) * kv_dim + e] : (KV)0;
+    }
+  }
+}
+
 template <int DMAX, int GMAX, typename KV>
 GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__ partial_acc,
                                    float* __restrict__ partial_ml, const float* __restrict__ qkv,
@@ -214,20 +237,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   const int first = t_begin % cache_len;  // the split's first position in the ring (one division a block)
 
   // 1. Every load of the split, issued before any use: V (asynchronous, to shared), K (registers), q.
-  if (vec4) {  // 16-byte copies: 4 FP32 or 8 BF16 values
-    const int n16 = 16 / (int)sizeof(KV), per = DMAX / n16;
-    for (int i = tid; i < L::TILE * per; i += blockDim.x) {
-      const int t = i / per, e = (i % per) * n16;
-      const bool ok = t < tn && e < D;
-      copy16_async(Vs + t * DMAX + e, ok ? vbase + (size_t)attn_ring_index(first, t, cache_len) * kv_dim + e : vbase,
-                   ok);
-    }
-  } else {
-    for (int i = tid; i < L::TILE * DMAX; i += blockDim.x) {
-      const int t = i / DMAX, e = i % DMAX;
-      Vs[i] = (t < tn && e < D) ? vbase[(size_t)attn_ring_index(first, t, cache_len) * kv_dim + e] : (KV)0;
-    }
-  }
+  attn_rows_to_shared<L::TILE, DMAX, DMAX>(Vs, vbase, tn, D, first, cache_len, kv_dim, vec4);
   const int pair_qk = tid / L::PARTS, part = tid % L::PARTS, d_qk = part * 16;
   float k[L::PER_THREAD][16];
 #pragma unroll
@@ -385,29 +395,6 @@ struct AttnMma {
 };
 
 #if GETP_MMA_SYNC
-// A split's rows of one kv head (tn of them, from the ring at `first`) to shared memory [t][KS], zeros past tn
-// and past D; 16-byte copies where vec (D a multiple of 8, 16-byte rows), else element by element.
-template <int DMAX, int GMAX>
-GETP_DEVICE void attn_tile_to_shared(unsigned short* dst, const unsigned short* base, int tn, int D, int first,
-                                     int cache_len, int kv_dim, int vec) {
-  typedef AttnMma<DMAX, GMAX> L;
-  if (vec) {
-    const int per = DMAX / 8;
-    for (int i = threadIdx.x; i < L::TILE * per; i += blockDim.x) {
-      const int t = i / per, e = (i % per) * 8;
-      const bool ok = t < tn && e < D;
-      copy16_async(dst + t * L::KS + e, ok ? base + (size_t)attn_ring_index(first, t, cache_len) * kv_dim + e : base,
-                   ok);
-    }
-  } else {
-    for (int i = threadIdx.x; i < L::TILE * DMAX; i += blockDim.x) {
-      const int t = i / DMAX, e = i % DMAX;
-      dst[t * L::KS + e] =
-          (t < tn && e < D) ? base[(size_t)attn_ring_index(first, t, cache_len) * kv_dim + e] : (unsigned short)0;
-    }
-  }
-}
-
 // Three BF16 pieces of v at pieces[p * plane + at], p = 0 the largest.
 GETP_DEVICE void attn_store_pieces(unsigned short* pieces, int plane, int at, float v) {
   unsigned piece[3];
@@ -446,9 +433,9 @@ GETP_DEVICE void attn_rows_partial_mma(unsigned char* __restrict__ smem, float* 
   const int first = t_begin % cache_len;
 
   // 1. K, then V (two copy groups), q's pieces.
-  attn_tile_to_shared<DMAX, GMAX>(Ks, key_cache + slot_at, tn, D, first, cache_len, kv_dim, vec);
+  attn_rows_to_shared<L::TILE, DMAX, L::KS>(Ks, key_cache + slot_at, tn, D, first, cache_len, kv_dim, vec);
   copy_async_commit();
-  attn_tile_to_shared<DMAX, GMAX>(Vs, value_cache + slot_at, tn, D, first, cache_len, kv_dim, vec);
+  attn_rows_to_shared<L::TILE, DMAX, L::KS>(Vs, value_cache + slot_at, tn, D, first, cache_len, kv_dim, vec);
   copy_async_commit();
   {
     const float* q = qkv + (size_t)r * (n_heads + 2 * n_kv_heads) * D + (size_t)kvh * G * D;
@@ -551,7 +538,8 @@ GETP_DEVICE void attn_rows_partial_of(float* partial_acc, float* partial_ml, con
                                       const AttnMerge merge) {
   __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];
   attn_rows_partial<DMAX, GMAX, float>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,
-                                       row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec, merge);
+                                       row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,
+                                       merge);
 }
 template <int DMAX, int GMAX>
 GETP_DEVICE void attn_rows_partial_of(float* partial_acc, float* partial_ml, const float* qkv,
@@ -562,8 +550,8 @@ GETP_DEVICE void attn_rows_partial_of(float* partial_acc, float* partial_ml, con
 #if GETP_MMA_SYNC
   __shared__ float4 smem4[(AttnMma<DMAX, GMAX>::TOTAL + 15) / 16];
   attn_rows_partial_mma<DMAX, GMAX>((unsigned char*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache,
-                                    row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,
-                                    merge);
+                                    row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len,
+                                    vec, merge);
 #else
   __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];
   attn_rows_partial<DMAX, GMAX, unsigned short>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache,

@@ -172,6 +172,15 @@ def test_a_kv_cache_without_the_batched_engine_is_refused_by_diff():
     assert result.stderr.strip().splitlines()[-1] == "error: --kv-cache applies only with --batch N"
 
 
+@pytest.mark.parametrize("options, flags", [(["--kv-cache", "bf16"], "--kv-cache applies"),
+                                            (["--batch", "4", "--precision", "fast"], "--batch, --precision apply")])
+def test_the_batched_engines_options_outside_getp_are_refused(options, flags):
+    """`run -m generate` runs the single-sequence engine: getp's batched-engine options would be ignored."""
+    result = cli("run", "7m", "-m", "generate", "-n", "4", *options)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == f"error: {flags} only with -m getp"
+
+
 def test_a_bf16_kv_cache_is_diffed_against_numpy_only():
     """The single-sequence GPU engine (--reference cupy) keeps an FP32 cache: not the same model."""
     result = cli("diff", "7m", "--batch", "2", "--kv-cache", "bf16", "--reference", "cupy")

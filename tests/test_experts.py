@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import replace
 import subprocess
 import sys
 
@@ -199,16 +200,21 @@ def test_the_plan_counts_everything_the_engine_allocates(stand_ins):
         assert engine.w.nbytes() <= upload_bytes(weights, experts)
 
 
-@pytest.mark.parametrize("kv_cache", ["fp32", "bf16"])
-def test_a_batch_of_n_slots_allocates_within_batch_bytes(stand_ins, kv_cache):
+def test_a_batch_of_n_slots_allocates_within_batch_bytes(stand_ins):
+    """With either KV cache; a BF16 one allocates half the cache bytes of an FP32 one, every slot and the spare."""
     counting = stand_ins[0]
     engine = warmed_cupy(Weights(SyntheticStore(TINY, seed=5)), stand_ins, 100 * GiB, "bf16")
     for slots, steps in ((1, 8), (5, 40), (12, TINY.seq_len)):
-        counting.allocated = 0
-        batched = engine.batched(slots, steps, slots=slots, precision="fp32", kv_cache=kv_cache)
-        assert batched.shape.n_slots == slots
-        assert 0 < counting.allocated <= batch_bytes(TINY, steps, slots, kv_cache=kv_cache) - RESERVE_BYTES, \
-            (slots, steps)
+        allocated = {}
+        for kv_cache in ("fp32", "bf16"):
+            counting.allocated = 0
+            batched = engine.batched(slots, steps, slots=slots, precision="fp32", kv_cache=kv_cache)
+            assert batched.shape.n_slots == slots
+            assert 0 < counting.allocated <= batch_bytes(TINY, steps, slots, kv_cache=kv_cache) - RESERVE_BYTES, \
+                (slots, steps, kv_cache)
+            allocated[kv_cache] = counting.allocated
+            fp32_slot = replace(batched.shape, kv_cache="fp32").slot_bytes(TINY)
+        assert allocated["fp32"] - allocated["bf16"] == (slots + 1) * fp32_slot // 2, (slots, steps)
 
 
 def test_a_bf16_kv_cache_takes_half_the_bytes_so_more_slots_fit():

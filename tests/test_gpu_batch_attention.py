@@ -15,7 +15,7 @@ import pytest
 
 from cupy_getp.bf16 import round_to_bf16
 from cupy_getp.config import preset
-from cupy_getp.gpu.batch_shape import KV_CACHE_DTYPES
+from cupy_getp.kv_cache import KV_CACHE_DTYPES
 from cupy_getp.reference import attention, rope
 from cupy_getp.rope import rope_cos_sin
 
@@ -158,8 +158,8 @@ def test_rope_kv_write(gpu, rng, n_heads, n_kv_heads, head_dim, slots, cache_len
     gpu[1].rope_kv_write(qkv_d, to_device(cos), to_device(sin), kd, vd, to_device(row_slot), to_device(row_pos),
                          n_heads, n_kv_heads, head_dim)
 
-    want_qkv, _, _, want_k, want_v, *_ = expected("rope_kv_write", qkv, cos, sin, key_cache, value_cache, row_slot,
-                                                 row_pos, n_heads, n_kv_heads, head_dim)
+    want_qkv, _, _, _, want_v, *_ = expected("rope_kv_write", qkv, cos, sin, key_cache, value_cache, row_slot,
+                                             row_pos, n_heads, n_kv_heads, head_dim)
     written = np.zeros(key_cache.shape[:2], bool)
     written[row_slot, row_pos % cache_len] = True
     got_qkv, got_k, got_v = host(qkv_d, gpu), host(kd, gpu), host(vd, gpu)

@@ -66,8 +66,8 @@ Precision = Annotated[Optional[str], typer.Option("--precision", help="getp on t
 KvCache = Annotated[str, typer.Option("--kv-cache", help="getp on the GPU: the KV cache's element: fp32 (default) "
                                                       "or bf16 (half the bytes, so more request slots, and "
                                                       "attention reads half as much; each key and value "
-                                                      "rounded to BF16, a drift `diff --batch --kv-cache bf16` "
-                                                      "measures).")]
+                                                      "rounded to BF16: not FP32-accurate, whatever the "
+                                                      "precision).")]
 ShardOption = Annotated[Optional[str], typer.Option("--shard", help="getp: run the K-th of N slices of the input "
                                                                   "(K/N: requests K-1, K-1+N, ...) into a file "
                                                                   "that `merge` joins with the others.")]
@@ -130,6 +130,12 @@ class GetpFlags:
     gpus: Gpus = None
     expert_parallel: ExpertParallel = 0
     workers: Workers = 0
+
+    def batched_options(self) -> list[str]:
+        """The batched engine's options given (getp's alone), as the command line spells them."""
+        given = {"--batch": self.batch, "--chunk": self.chunk, "--precision": self.precision,
+                 "--kv-cache": self.kv_cache != "fp32"}
+        return [flag for flag, value in given.items() if value]
 
     def spreads(self) -> bool:
         """Whether any option that spreads the run over shards, processes or GPUs was given."""
@@ -245,15 +251,12 @@ def open_tokenizer(path: Path | None):
     return load_tokenizer(path)
 
 
-def check_precision(precision: str | None, kv_cache: str = "fp32") -> None:
-    """Refuse an unknown --precision or --kv-cache before anything loads."""
+def check_precision(precision: str | None) -> None:
+    """Refuse an unknown --precision before anything loads."""
     if precision is not None:
         from ..gpu.batch import PRECISIONS
 
         choice(precision, PRECISIONS, "precision")
-    from ..gpu.batch_shape import check_kv_cache
-
-    check_kv_cache(kv_cache)
 
 
 def write_out(text: str) -> None:

@@ -10,6 +10,7 @@ import typer
 from ..checkpoint import DEFAULT_SEED, open_weights
 from ..diff import BatchDiffShape
 from ..errors import InputError
+from ..kv_cache import check_kv_cache
 from .common import (DEFAULT_MODEL, ConfigOverrides, Experts, KvCache, Model, Precision, TokenizerPath, WeightsSeed,
                      app, check_precision, choice, config_overrides, describe_model, given_path, open_tokenizer,
                      refuse_unless)
@@ -47,14 +48,15 @@ def diff_command(
     any value over the spec's tolerances, differing experts, or a differing greedy token. With --batch,
     the same rows run again through a batched engine of another shape (other slots, prompt chunks of 16)
     and must agree bit for bit (exact and fast)."""
-    from ..diff import diff_batched_model, diff_model
+    from ..diff import check_reference, diff_batched_model, diff_model
     from ..gpu.experts import check_expert_request
 
     if batch:
         refuse_unless(ctx, "--batch N", ["prompt"], applies=False)
     else:
         refuse_unless(ctx, "--batch N", ["input", "precision", "kv_cache", "reference", "slots", "chunk"])
-    check_precision(precision, kv_cache)
+    check_precision(precision)
+    check_kv_cache(kv_cache)
     describe_model(model, weights_seed)
     weights = open_weights(model, weights_seed, config_overrides(config))
     check_expert_request(weights, experts)
@@ -62,6 +64,7 @@ def diff_command(
         from ..getp import encode_requests, read_requests
 
         choice(reference, ("numpy", "cupy"), "reference")
+        check_reference(reference, kv_cache)
         requests = read_requests(input)
         if len(requests) < batch:
             raise InputError(f"diff --batch {batch}: {input} has only {len(requests)} requests")

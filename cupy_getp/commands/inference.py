@@ -12,6 +12,7 @@ import typer
 from ..checkpoint import open_weights
 from ..checkpoint.layout import n_params
 from ..errors import GetpError
+from ..kv_cache import check_kv_cache
 from .common import (MODES, GetpFlags, RunOptions, app, check_precision, choice, config_overrides, describe_model,
                      given_path, loaded_engine, make_sampler, note, open_tokenizer, pick_engine, with_getp_flags,
                      with_run_options, write_out)
@@ -65,6 +66,9 @@ def run(
     choice(mode, MODES, "mode")
     if mode != "getp" and flags.spreads():
         raise GetpError("--shard, --gpus, --expert-parallel and --workers apply only with -m getp")
+    if mode != "getp" and flags.batched_options():
+        given = flags.batched_options()
+        raise GetpError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} only with -m getp")
     if mode == "getp":
         if input is None or output is None:
             raise GetpError("getp mode needs an input file (-i FILE) and an output file (-o FILE)")
@@ -94,7 +98,8 @@ def getp(
 def _run_getp(options: RunOptions, input: Path, output: Path, flags: GetpFlags) -> None:
     from ..getp import GetpHooks, GetpOptions, getp as run_getp, make_spread
 
-    check_precision(flags.precision, flags.kv_cache)
+    check_precision(flags.precision)
+    check_kv_cache(flags.kv_cache)
     describe_model(options.model, options.weights_seed)
     engine = pick_engine(options.engine)
     spread = make_spread(flags.shard, flags.gpus, flags.workers, engine, options.temperature, options.seed,

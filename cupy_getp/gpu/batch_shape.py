@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import DeviceError, GetpError
+from ..errors import DeviceError
+from ..kv_cache import KV_CACHE_DTYPES, check_kv_cache
 from .launch.attention import attn_split_positions
 from .launch.gemm import GROUPED_BLOCK_M
 from .launch.gemm_tc import TC_BLOCK_M, WG_GROUPED_ROWS, pieces_lda
@@ -21,9 +22,6 @@ MAX_SLOTS = 1024
 RESERVE_BYTES = 2 << 30  # device memory left free for CuPy, the graphs and the driver
 # Every MoE tile height a bucket may use (the buffers fit them all).
 BLOCK_MS = (*GROUPED_BLOCK_M, TC_BLOCK_M, *WG_GROUPED_ROWS)
-# The KV cache's element (`--kv-cache`): FP32 by default; BF16 (bit patterns, each key and value rounded to nearest
-# even when written) halves its bytes and attention's reads, at a drift `cupy-getp diff` and the benchmarks report.
-KV_CACHE_DTYPES = {"fp32": np.float32, "bf16": np.uint16}
 
 
 @dataclass(frozen=True)
@@ -35,6 +33,9 @@ class BatchShape:
     max_chunk: int  # prompt positions of one request per step
     n_ctx: int  # positions per request (the step budget): the full layers' cache length
     kv_cache: str = "fp32"  # the KV cache's element: a key of KV_CACHE_DTYPES
+
+    def __post_init__(self) -> None:
+        check_kv_cache(self.kv_cache)
 
     def cache_len(self, config, layer: int) -> int:
         """C of a layer: a ring of window + max_chunk positions where that is shorter than n_ctx."""
@@ -130,10 +131,9 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
     """Slots and rows from free device memory and the step budget (`slots` overrides the count); `hint`:
     what else would help when they do not fit (`--experts mxfp4`, where it frees memory); `kv_cache`: the KV
     cache's element (KV_CACHE_DTYPES)."""
-    check_kv_cache(kv_cache)
     also = f", or {hint}" if hint else ""
     chunk, slot, row = _shape_for(config, steps, max_chunk, kv_cache)
-    fit = slots_that_fit(config, steps, free_bytes, max_chunk, kv_cache)
+    fit = slots_that_fit(config, steps, free_bytes, max_chunk, kv_cache)  # refuses an unknown kv_cache
     wanted = slots if slots else min(n_requests, MAX_SLOTS)
     if fit < 1:
         one = batch_bytes(config, steps, 1, max_chunk, kv_cache)
@@ -147,8 +147,3 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
     n_slots = int(max(1, min(wanted, fit)))
     return BatchShape(n_slots, n_slots + chunk, chunk, steps, kv_cache)
 
-
-def check_kv_cache(kv_cache: str) -> None:
-    """Refuse a KV cache element that is not one of KV_CACHE_DTYPES, in one line."""
-    if kv_cache not in KV_CACHE_DTYPES:
-        raise GetpError(f"unknown KV cache {kv_cache!r} (expected {', '.join(KV_CACHE_DTYPES)})")

@@ -9,12 +9,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..constants import ATTN_MAX_GROUP, ATTN_MAX_HEAD_DIM, BLOCK_SIZE
-from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
+from .common import (F32, I32, KV_CACHE_SUFFIX, _aligned, _blocks, _check, _require, check_kv_caches,
+                     kv_cache_suffix)
 
 # attn_rows_partial's specialisations (kernels/attention.hip ATTN_ROWS_PARTIAL_KERNEL): (head_dim bound, group bound)
-# for each KV cache: its dtype -> the kernel names' suffix (a BF16 cache holds uint16 bit patterns).
+# for each KV cache (KV_CACHE_SUFFIX).
 ATTN_PARTIAL_BOUNDS = ((64, 8), (64, 16), (128, 8), (128, ATTN_MAX_GROUP))
-KV_CACHE_SUFFIX = {np.dtype(F32): "f32", np.dtype(BF16): "bf16kv"}
 ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_{cache}" for cache in KV_CACHE_SUFFIX.values()
                               for d, g in ATTN_PARTIAL_BOUNDS)
 # attn_rows_merge with pieces: one launch (attn_rows_merge_split) up to this many rows, the merge then
@@ -50,22 +50,6 @@ def attn_partial_kernel(head_dim: int, group: int, cache_dtype=F32) -> str:
     """The attn_rows_partial specialisation's name for a KV cache of `cache_dtype` (float32 or bf16 bits)."""
     d, g = attn_variant(head_dim, group)
     return f"attn_rows_partial_d{d}_g{g}_{kv_cache_suffix(cache_dtype)}"
-
-
-def kv_cache_suffix(cache_dtype) -> str:
-    """The kernels' name suffix of a KV cache's dtype: f32 (float32) or bf16kv (uint16 bit patterns)."""
-    suffix = KV_CACHE_SUFFIX.get(np.dtype(cache_dtype))
-    _require(suffix is not None, f"KV cache: dtype {np.dtype(cache_dtype)}, expected float32 or uint16 (bf16)")
-    return suffix
-
-
-def check_kv_caches(key_cache, value_cache, kv_dim: int) -> None:
-    """Keys and values (slots, C, kv_dim), both float32 or both bf16 bits (uint16), C-contiguous."""
-    kv_cache_suffix(key_cache.dtype)
-    _check("key_cache", key_cache, key_cache.dtype)
-    _require(key_cache.ndim == 3 and key_cache.shape[2] == kv_dim,
-             f"key_cache: shape {tuple(key_cache.shape)}, expected (slots, C, {kv_dim})")
-    _check("value_cache", value_cache, key_cache.dtype, key_cache.shape)
 
 
 def attn_split_positions(head_dim: int, group: int) -> int:

@@ -17,6 +17,8 @@ from ...errors import KernelArgumentError, KernelDtypeError
 from ..constants import MXFP4_BLOCK
 
 F32, BF16, I32 = np.float32, np.uint16, np.int32
+# A KV cache's dtype -> its kernels' name suffix (rope_kv_write_*, attn_rows_partial_*): FP32, or BF16 bit patterns.
+KV_CACHE_SUFFIX = {np.dtype(F32): "f32", np.dtype(BF16): "bf16kv"}
 
 
 @dataclass(frozen=True)
@@ -81,3 +83,19 @@ def _grouped_suffix(kind: str) -> str:
     """The grouped kernels' name suffix for `_expert_weights`' kind: none for bf16 experts (their kernels keep
     their names), _mxfp4w for MXFP4."""
     return "" if kind == "bf16w" else f"_{kind}"
+
+
+def kv_cache_suffix(cache_dtype) -> str:
+    """The kernels' name suffix of a KV cache's dtype: f32 (float32) or bf16kv (uint16 bit patterns)."""
+    suffix = KV_CACHE_SUFFIX.get(np.dtype(cache_dtype))
+    _require(suffix is not None, f"KV cache: dtype {np.dtype(cache_dtype)}, expected float32 or uint16 (bf16)")
+    return suffix
+
+
+def check_kv_caches(key_cache, value_cache, kv_dim: int) -> None:
+    """Keys and values (slots, C, kv_dim), both float32 or both bf16 bits (uint16), C-contiguous."""
+    kv_cache_suffix(key_cache.dtype)
+    _check("key_cache", key_cache, key_cache.dtype)
+    _require(key_cache.ndim == 3 and key_cache.shape[2] == kv_dim,
+             f"key_cache: shape {tuple(key_cache.shape)}, expected (slots, C, {kv_dim})")
+    _check("value_cache", value_cache, key_cache.dtype, key_cache.shape)

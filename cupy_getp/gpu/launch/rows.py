@@ -4,8 +4,7 @@ one block per row. Kernels in kernels/embedding.hip, rmsnorm.hip, rope.hip, soft
 from __future__ import annotations
 
 from ..constants import BLOCK_SIZE
-from .attention import check_kv_caches, kv_cache_suffix
-from .common import F32, I32, _aligned, _blocks, _check, _require
+from .common import F32, I32, _aligned, _blocks, _check, _require, check_kv_caches, kv_cache_suffix
 
 RMS_SPLIT_ROWS = 32  # rmsnorms of at most this many rows run several blocks a row (_rmsnorm_grid)
 RMS_MAX_SPLITS = 12  # blocks a row at most: the 20b's 2880 columns are 12 slabs of 256
