@@ -17,7 +17,7 @@ from cupy_getp.engine.factory import create_engine  # noqa: E402
 from cupy_getp.getp import run_requests  # noqa: E402
 from cupy_getp.sampler import Sampler  # noqa: E402
 from cupy_getp.serve.engine_loop import (BatchedStepper, Draining, End, EngineLoop, Job, QueueFull,  # noqa: E402
-                                         SequentialStepper)
+                                         SequentialStepper, stepper_for)
 from cupy_getp.serve.metrics import Metrics  # noqa: E402
 
 from batch_fakes import FakeEngine, fake_cupy  # noqa: E402
@@ -235,3 +235,17 @@ def test_an_engine_loop_that_stops_ends_every_job_and_refuses_new_ones():
 
     tokens, reason = run_loop(loop, scenario())
     assert reason == "error" and tokens == [] and "SystemExit" in loop.failed
+
+
+def test_the_stepper_asks_the_engine_for_the_slots_precision_and_kv_cache():
+    """`serve --batch --precision --kv-cache` reach the engine's batched mode; without one, one request at a time."""
+    asked = []
+
+    class AskingEngine:
+        def batched(self, n_requests, steps, **options):
+            asked.append(options)
+            return None
+
+    stepper = stepper_for(AskingEngine(), 16, slots=4, precision="fast", kv_cache="bf16")
+    assert isinstance(stepper, SequentialStepper)
+    assert asked == [{"slots": 4, "precision": "fast", "kv_cache": "bf16"}]

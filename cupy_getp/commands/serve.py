@@ -8,8 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import GetpError
-from .common import Batch, Precision, RunOptions, app, check_precision, choice, loaded_engine, make_sampler, note, \
-    open_tokenizer, with_run_options
+from ..kv_cache import check_kv_cache
+from .common import Batch, KvCache, Precision, RunOptions, app, check_precision, choice, loaded_engine, make_sampler, \
+    note, open_tokenizer, with_run_options
 
 SERVE_PACKAGES = ("fastapi", "uvicorn", "prometheus_client")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -25,6 +26,7 @@ def serve(
                                                    help="Requests must send Authorization: Bearer KEY.")] = None,
     batch: Batch = 0,
     precision: Precision = None,
+    kv_cache: KvCache = "fp32",
     max_queue: Annotated[int, typer.Option("--max-queue", min=0, help="Requests waiting for a slot (beyond "
                                                                       "those a free slot takes at the next step) "
                                                                       "before the next gets 429; 0: none wait.")] = 256,
@@ -44,6 +46,7 @@ def serve(
     from ..serve.server import Listen, bind, exposure_warning, serve as run_server, server_state, url
 
     check_precision(precision)
+    check_kv_cache(kv_cache)
     log_level = choice(log_level, LOG_LEVELS, "log level")
     warning = exposure_warning(host, api_key)
     if warning:
@@ -52,9 +55,9 @@ def serve(
     with bind(host, port) as sock, loaded_engine(options, tokenizer) as engine:
         steps = resolve_steps(options.steps, engine.config.seq_len)
         state = server_state(engine, tokenizer, sampler, steps, model_name or options.model, slots=batch,
-                             precision=precision, max_queue=max_queue, api_key=api_key)
-        if state.engine.n_slots == 1 and (batch or precision):
-            note(f"--batch and --precision apply to the GPU engine; the {engine.name} engine serves one request "
-                 f"at a time")
+                             precision=precision, max_queue=max_queue, api_key=api_key, kv_cache=kv_cache)
+        if state.engine.n_slots == 1 and (batch or precision or kv_cache != "fp32"):
+            note(f"--batch, --precision and --kv-cache apply to the GPU engine; the {engine.name} engine serves one "
+                 f"request at a time")
         note(f"serving {state.model_id!r} at {url(sock)} ({state.engine.n_slots} request slots, context {steps})")
         run_server(state, sock, Listen(max_body, drain_timeout, log_level))

@@ -43,11 +43,11 @@ def exposure_warning(host: str, api_key: str | None) -> str | None:
 
 
 def server_state(engine, tokenizer, sampler, steps: int, model_id: str, slots: int = 0, precision: str | None = None,
-                 max_queue: int = 256, api_key: str | None = None) -> ServerState:
+                 max_queue: int = 256, api_key: str | None = None, kv_cache: str = "fp32") -> ServerState:
     """Everything the app needs around a warmed-up engine: its stepper (batched where it can, `slots`
     request slots, 0 = as many as fit), the engine loop, the metrics; `sampler` holds the defaults of
     requests that do not say."""
-    stepper = stepper_for(engine, steps, slots, precision)
+    stepper = stepper_for(engine, steps, slots, precision, kv_cache)
     metrics = Metrics(stepper.n_slots)
     loop = EngineLoop(stepper, steps, frozenset(), max_queue, metrics)  # every job brings its stop tokens
     return ServerState(loop, tokenizer, metrics, model_id, steps, sampler.temperature, sampler.topp, sampler.seed,
