@@ -133,16 +133,24 @@ GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
         "f"(c[3]));
 }
-
-// cp.async groups: close the copies issued so far into a group; wait until at most N groups are in flight.
-GETP_DEVICE void copy_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int N>
-GETP_DEVICE void copy_async_wait_groups() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 #else
 #define GETP_MMA_SYNC 0
 #endif
+
+// cp.async groups (gemm_tc.hip's stages, attention.hip's K then V): close the copies issued so far into a group;
+// wait until at most N groups are in flight. No-ops where the copies are plain stores.
+GETP_DEVICE void copy_async_commit() {
+#if GETP_CP_ASYNC
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+template <int N>
+GETP_DEVICE void copy_async_wait_groups() {
+#if GETP_CP_ASYNC
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#endif
+}
 
 GETP_DEVICE void copy_async_wait_all() {
 #if GETP_CP_ASYNC

@@ -253,19 +253,6 @@ GETP_DEVICE void tc_copy16(unsigned short* dst, const unsigned short* src, bool 
 #endif
 }
 
-GETP_DEVICE void tc_copy_commit() {
-#if GETP_TC && !defined(GETP_HIP)
-  asm volatile("cp.async.commit_group;\n" ::);
-#endif
-}
-
-template <int N>
-GETP_DEVICE void tc_copy_wait() {
-#if GETP_TC && !defined(GETP_HIP)
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
-#endif
-}
-
 // W columns k .. k + 7 of a bf16 row into the stage: a 16-byte copy when vec8 (K % 8 == 0, aligned), else
 // 8 scalar loads.
 GETP_DEVICE void tc_stage_w8(unsigned short* d, const unsigned short* row, const unsigned short* dummy, int k, int K,
@@ -316,15 +303,15 @@ GETP_DEVICE void tc_mainloop(TcAcc<BM, BN>& acc, const TcSources<BM, BN, PIECES,
   #pragma unroll
   for (int s = 0; s < TC_STAGES - 1; ++s) {
     if (s < steps) tc_load_stage(tc_smem + s * S::SIZE, src, dummy, s * TC_BK + kc, K, vec8);
-    tc_copy_commit();
+    copy_async_commit();
   }
   for (int s = 0; s < steps; ++s) {
-    tc_copy_wait<TC_STAGES - 2>();
+    copy_async_wait_groups<TC_STAGES - 2>();
     __syncthreads();
     const int next = s + TC_STAGES - 1;
     if (next < steps)
       tc_load_stage(tc_smem + (next % TC_STAGES) * S::SIZE, src, dummy, next * TC_BK + kc, K, vec8);
-    tc_copy_commit();
+    copy_async_commit();
     tc_compute_stage<BM, PIECES, BN>(acc, tc_smem + (s % TC_STAGES) * S::SIZE);
   }
 }
