@@ -66,8 +66,8 @@ def run(
     choice(mode, MODES, "mode")
     if mode != "getp" and flags.spreads():
         raise GetpError("--shard, --gpus, --expert-parallel and --workers apply only with -m getp")
-    if mode != "getp" and flags.batched_options():
-        given = flags.batched_options()
+    given = flags.batched_options()
+    if mode != "getp" and given:
         raise GetpError(f"{', '.join(given)} appl{'y' if len(given) > 1 else 'ies'} only with -m getp")
     if mode == "getp":
         if input is None or output is None:
