@@ -1,7 +1,8 @@
 """Expert storage, `--experts bf16|mxfp4|auto` (gpu/experts.py), on the CPU: the option on every command that
 builds an engine, `mxfp4` refused in one line where the experts do not come in MXFP4, what `auto` picks on
-simulated devices, the plan against what the engine allocates (the CPU stand-ins count it), the remedies that
-name `--experts mxfp4`, and a host slice that cannot be allocated while loading."""
+simulated devices (its slots sized with the KV cache asked for), the plan against what the engine allocates (the
+CPU stand-ins count it), the remedies that name `--experts mxfp4`, and a host slice that cannot be allocated
+while loading."""
 
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ import pytest
 from cupy_getp.checkpoint import BinStore, SyntheticStore, Weights, write_bin
 from cupy_getp.config import preset
 from cupy_getp.errors import DeviceError, GetpError
-from cupy_getp.gpu.batch_shape import RESERVE_BYTES, batch_bytes, one_slot_bytes
-from cupy_getp.gpu.experts import ExpertStorage, choose_expert_storage, device_bytes
+from cupy_getp.gpu.batch_shape import MAX_SLOTS, RESERVE_BYTES, batch_bytes, one_slot_bytes, slots_that_fit
+from cupy_getp.gpu.experts import ExpertStorage, choose_expert_storage, device_bytes, resident_bytes
 from cupy_getp.gpu.weights import upload_bytes
 
 from batch_fakes import FakeDevice, FakeKernels, HostArray, fake_cupy, use_stand_ins
@@ -101,11 +102,43 @@ def test_auto_keeps_bf16_while_it_fits_with_a_slot_then_takes_mxfp4():
     assert at.storage == "bf16" and at.reason.startswith("auto: fits with room for ") and at.mxfp4_saves > 20 * GiB
     below = choose_expert_storage(weights, need - 1, "auto", 1024)
     assert below.storage == "mxfp4"
-    assert below.describe() == f"experts: MXFP4 (auto: BF16 experts need {need / GiB:.2f} GiB, " \
-                               f"{(need - 1) / GiB:.2f} GiB free)"
+    assert below.describe() == f"experts: MXFP4 (auto: BF16 experts need {need / GiB:.2f} GiB at -n 1024 with " \
+                               f"fp32 KV caches, {(need - 1) / GiB:.2f} GiB free)"
     assert choose_expert_storage(weights, 139 * GiB, "auto", 1024).reason == \
-           "auto: fits with room for 1024 request slots at -n 1024"
+           "auto: fits with room for 1024 request slots at -n 1024 with fp32 KV caches"
     assert device_bytes(weights, "mxfp4", 1024) < need - 25 * GiB
+
+
+def test_auto_sizes_its_slot_with_the_kv_cache_asked_for():
+    """20b shape, -n 1024: at the free memory BF16 experts and one slot need with a BF16 KV cache, auto keeps BF16
+    with that cache and takes MXFP4 with an FP32 one (whose slot needs more); one byte less, MXFP4 with either."""
+    weights = Weights(SyntheticStore(preset("20b")))
+    need = {kv: device_bytes(weights, "bf16", 1024, kv) for kv in ("fp32", "bf16")}
+    assert need["bf16"] < need["fp32"]
+    chosen = {kv: choose_expert_storage(weights, need["bf16"], "auto", 1024, kv) for kv in ("fp32", "bf16")}
+    assert chosen["bf16"].storage == "bf16" and chosen["bf16"].reason.endswith(" at -n 1024 with bf16 KV caches")
+    assert chosen["fp32"].describe() == f"experts: MXFP4 (auto: BF16 experts need {need['fp32'] / GiB:.2f} GiB at " \
+                                        f"-n 1024 with fp32 KV caches, {need['bf16'] / GiB:.2f} GiB free)"
+    assert choose_expert_storage(weights, need["bf16"] - 1, "auto", 1024, "bf16").storage == "mxfp4"
+    with pytest.raises(GetpError, match=r"^unknown KV cache 'fp16'"):
+        choose_expert_storage(weights, need["bf16"], "auto", 1024, "fp16")
+
+
+def test_the_slots_auto_has_room_for_are_those_of_the_kv_cache_asked_for():
+    """The "room for N request slots" of a roomy 20b device is `slots_that_fit` with the cache asked for: N slots'
+    batch fits beside the resident model and weights, N + 1 do not; a BF16 cache has room for more."""
+    weights, free = Weights(SyntheticStore(preset("20b"))), 60 * GiB
+    after = free - resident_bytes(weights, "bf16")
+    room = {}
+    for kv in ("fp32", "bf16"):
+        reason = choose_expert_storage(weights, free, "auto", 1024, kv).reason
+        n = int(re.fullmatch(rf"auto: fits with room for (\d+) request slots at -n 1024 with {kv} KV caches",
+                             reason)[1])
+        assert n == slots_that_fit(weights.config, 1024, after, kv_cache=kv) < MAX_SLOTS, kv
+        assert batch_bytes(weights.config, 1024, n, kv_cache=kv) <= after < \
+               batch_bytes(weights.config, 1024, n + 1, kv_cache=kv), kv
+        room[kv] = n
+    assert room["bf16"] > 1.5 * room["fp32"]
 
 
 def test_auto_on_experts_not_stored_as_mxfp4_stays_bf16_and_its_weights_end_in_the_line(bin_7m):

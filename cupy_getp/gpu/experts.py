@@ -3,8 +3,8 @@ place, `choose_expert_storage`, from what the GPU engine will allocate.
 
 BF16 is the spec's storage. MXFP4 keeps the experts as the published checkpoints store them (17 bytes per
 32 weights instead of 64); every MXFP4 value is a BF16 value and the kernels widen it exactly, so both give
-the same bits. `auto` keeps BF16 where the model fits with room for at least one request slot, and takes
-MXFP4 where it does not and the experts come in MXFP4.
+the same bits. `auto` keeps BF16 where the model fits with room for at least one request slot (its KV cache of
+the element `--kv-cache` names), and takes MXFP4 where it does not and the experts come in MXFP4.
 """
 
 from __future__ import annotations
@@ -57,11 +57,12 @@ def check_expert_request(weights: Weights, requested: str) -> None:
 
 
 def choose_expert_storage(weights: Weights, free_bytes: int | None, requested: str = "auto",
-                          steps: int | None = None) -> ExpertStorage:
+                          steps: int | None = None, kv_cache: str = "fp32") -> ExpertStorage:
     """The expert storage for `weights` on a device with `free_bytes` allocatable (None: not known), for
-    requests of `steps` positions (default seq_len). `mxfp4` is refused in one line unless every expert
-    comes in MXFP4; `auto` is BF16 when `device_bytes(..., "bf16")` fit, else MXFP4 when the experts come
-    in MXFP4, else BF16 (whose weights or slots then end in the out-of-memory line)."""
+    requests of `steps` positions (default seq_len) in a batched engine whose KV cache holds `kv_cache` elements
+    (KV_CACHE_DTYPES). `mxfp4` is refused in one line unless every expert comes in MXFP4; `auto` is BF16 when
+    `device_bytes(..., "bf16", steps, kv_cache)` fit (its request slots counted with that cache), else MXFP4 when
+    the experts come in MXFP4, else BF16 (whose weights or slots then end in the out-of-memory line)."""
     check_expert_request(weights, requested)
     if requested == "mxfp4":
         return ExpertStorage("mxfp4", "--experts mxfp4")
@@ -70,15 +71,16 @@ def choose_expert_storage(weights: Weights, free_bytes: int | None, requested: s
     if requested == "bf16":
         return ExpertStorage("bf16", "--experts bf16", saves)
     steps = steps or weights.config.seq_len
-    need = device_bytes(weights, "bf16", steps)
+    need, at = device_bytes(weights, "bf16", steps, kv_cache), f"at -n {steps} with {kv_cache} KV caches"
     if free_bytes is None:
-        otherwise = f"else MXFP4 ({gib(device_bytes(weights, 'mxfp4', steps))})" if mxfp4 else \
+        otherwise = f"else MXFP4 ({gib(device_bytes(weights, 'mxfp4', steps, kv_cache))})" if mxfp4 else \
             "the experts do not come in MXFP4"
-        return ExpertStorage(None, f"auto: depends on the device: BF16 where {gib(need)} are free; {otherwise}")
+        return ExpertStorage(None, f"auto: depends on the device: BF16 where {gib(need)} are free {at}; {otherwise}")
     if need <= free_bytes:
-        slots = min(MAX_SLOTS, slots_that_fit(weights.config, steps, free_bytes - resident_bytes(weights, "bf16")))
-        return ExpertStorage("bf16", f"auto: fits with room for {slots} request slots at -n {steps}", saves)
-    short = f"BF16 experts need {gib(need)}, {gib(free_bytes)} free"
+        free = free_bytes - resident_bytes(weights, "bf16")
+        slots = min(MAX_SLOTS, slots_that_fit(weights.config, steps, free, kv_cache=kv_cache))
+        return ExpertStorage("bf16", f"auto: fits with room for {slots} request slots {at}", saves)
+    short = f"BF16 experts need {gib(need)} {at}, {gib(free_bytes)} free"
     if mxfp4:
         return ExpertStorage("mxfp4", f"auto: {short}")
     return ExpertStorage("bf16", f"auto: {short}, and the experts do not come in MXFP4", saves)
@@ -94,12 +96,13 @@ def rank_expert_storage(requested: str, held_experts: tuple[int, int], rank: int
     return ExpertStorage(storage, f"--expert-parallel: {held}" + (", auto: BF16" if requested == "auto" else ""))
 
 
-def device_bytes(weights: Weights, experts: str, steps: int) -> int:
+def device_bytes(weights: Weights, experts: str, steps: int, kv_cache: str = "fp32") -> int:
     """Everything the GPU engine allocates for requests of `steps` positions with one request slot: the
-    single-sequence engine's one-slot model, the weights as uploaded, then the larger of the dense weights' BF16
-    conversion temporaries and one slot's batched engine (the conversion ends before the batch is sized)."""
+    single-sequence engine's one-slot model (its KV cache FP32 whatever `kv_cache`), the weights as uploaded, then
+    the larger of the dense weights' BF16 conversion temporaries and one slot's batched engine with a KV cache of
+    `kv_cache` elements (the conversion ends before the batch is sized)."""
     return (resident_bytes(weights, experts)
-            + max(conversion_bytes(weights), batch_bytes(weights.config, steps, 1)))
+            + max(conversion_bytes(weights), batch_bytes(weights.config, steps, 1, kv_cache=kv_cache)))
 
 
 def resident_bytes(weights: Weights, experts: str) -> int:
