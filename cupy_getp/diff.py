@@ -318,7 +318,7 @@ def diff_batched_model(weights: Weights, engine: str, reference_name: str, promp
     from .reference import NumpyEngine
 
     check_reference(reference_name, shape.kv_cache)
-    with create_engine(weights, engine, experts) as other:
+    with create_engine(weights, engine, experts, kv_cache=shape.kv_cache) as other:
         other.warm_up()
         reference = other if reference_name == "cupy" else NumpyEngine(weights, shape.kv_cache)
         if reference is not other:

@@ -208,7 +208,7 @@ class _InProcess:
 
     def warm_up(self) -> None:
         o = self.options
-        self.session.model = create_engine(self.weights, o.engine, o.experts, o.steps)
+        self.session.model = create_engine(self.weights, o.engine, o.experts, o.steps, o.kv_cache)
         self.session.batched = warm_up_engine(self.session.model, self.n_requests, o.steps, o, self.hooks)
 
     def infer(self, requests: Sequence[Sequence[int]], numbers: Sequence[int]) -> list[list[int]]:

@@ -78,9 +78,9 @@ def _numpy_cost(weights: Weights) -> list[str]:
 
 
 def start_engine(weights: Weights, engine: str, progress: Callable[[int], None] | None = None,
-                 experts: str = "auto", steps: int | None = None) -> Engine:
-    """A warmed-up engine; `progress(n)` hears of every n weights loaded; `experts` and `steps` as
+                 experts: str = "auto", steps: int | None = None, kv_cache: str = "fp32") -> Engine:
+    """A warmed-up engine; `progress(n)` hears of every n weights loaded; `experts`, `steps` and `kv_cache` as
     `create_engine`'s."""
-    model = create_engine(weights, engine, experts, steps)
+    model = create_engine(weights, engine, experts, steps, kv_cache)
     model.warm_up(progress=progress)
     return model

@@ -120,7 +120,8 @@ def worker_main(job: WorkerJob, tasks, results) -> None:
         if job.expert_parallel is not None:
             _expert_parallel_rank(job, weights, session, hooks, tasks, results)
         else:
-            session.model = create_engine(weights, job.options.engine, job.options.experts, job.options.steps)
+            session.model = create_engine(weights, job.options.engine, job.options.experts, job.options.steps,
+                                          job.options.kv_cache)
             session.batched = warm_up_engine(session.model, job.share, job.options.steps, job.options, hooks)
             results.put(("ready", job.number))
             _serve(session, Sampler(*job.sampling), job.options.steps, tasks, results)

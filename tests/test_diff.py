@@ -173,8 +173,8 @@ def batched_diff_on_stand_ins(monkeypatch, precision, flip=None):
 
     monkeypatch.setitem(sys.modules, "cupy", fake_cupy)
     real_create, real_shaped = diff.create_engine, diff.batch_diff_engine
-    monkeypatch.setattr(diff, "create_engine", lambda weights, name, *storage: (
-        StandInGpuEngine(weights) if name == "cupy" else real_create(weights, name, *storage)))
+    monkeypatch.setattr(diff, "create_engine", lambda weights, name, *storage, **kv_cache: (
+        StandInGpuEngine(weights) if name == "cupy" else real_create(weights, name, *storage, **kv_cache)))
     if flip is not None:
         monkeypatch.setattr(diff, "batch_diff_engine", lambda *args: flipping(real_shaped(*args), *flip))
     rng = np.random.default_rng(2)

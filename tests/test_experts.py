@@ -1,8 +1,8 @@
 """Expert storage, `--experts bf16|mxfp4|auto` (gpu/experts.py), on the CPU: the option on every command that
 builds an engine, `mxfp4` refused in one line where the experts do not come in MXFP4, what `auto` picks on
-simulated devices (its slots sized with the KV cache asked for), the plan against what the engine allocates (the
-CPU stand-ins count it), the remedies that name `--experts mxfp4`, and a host slice that cannot be allocated
-while loading."""
+simulated devices (its slots sized with the KV cache `--kv-cache` names, which reaches the engine from every
+command that takes it), the plan against what the engine allocates (the CPU stand-ins count it), the remedies that
+name `--experts mxfp4`, and a host slice that cannot be allocated while loading."""
 
 from __future__ import annotations
 
@@ -90,6 +90,41 @@ def test_info_says_what_auto_would_pick_or_that_it_depends_on_the_device(bin_7m)
     assert "; else MXFP4 (6" in preset_info and "GiB with MXFP4 experts" in preset_info
     assert "the experts do not come in MXFP4" in cli("info", str(bin_7m)).stdout
     assert "experts: MXFP4 (--experts mxfp4)" in cli("info", "7m", "--experts", "mxfp4").stdout
+
+
+class EngineMade(Exception):
+    """Raised by a stand-in create_engine once it has recorded its arguments (the run goes no further)."""
+
+
+@pytest.mark.parametrize("kv_cache", ["bf16", "fp32"])
+@pytest.mark.parametrize("command, module", [("getp", "getp"), ("run", "getp"), ("serve", "startup"),
+                                             ("diff", "diff")])
+def test_the_kv_cache_option_reaches_the_engine_auto_sizes_with(monkeypatch, tmp_path, command, module, kv_cache):
+    """getp, run -m getp, serve and diff --batch: `--kv-cache` (its default when not given) reaches create_engine,
+    whose GPU engine's `--experts auto` sizes its slot with it (test_warm_up_decides_with_the_kv_cache_...)."""
+    import importlib
+    import inspect
+
+    from typer.testing import CliRunner
+
+    import cupy_getp.cli  # noqa: F401  (registers the commands)
+    from cupy_getp.commands.common import app
+    from cupy_getp.engine.factory import create_engine
+
+    if command == "serve":
+        pytest.importorskip("fastapi", reason="serve needs the serve extra: pip install '.[serve]'")
+    made = []
+
+    def record(*args, **kwargs):
+        made.append(inspect.signature(create_engine).bind(*args, **kwargs).arguments.get("kv_cache", "fp32"))
+        raise EngineMade()
+
+    monkeypatch.setattr(importlib.import_module(f"cupy_getp.{module}"), "create_engine", record)
+    argv = {**commands("7m", tmp_path), "diff": ("diff", "7m", "--batch", "2", "-i", str(ROOT / "data/input.txt"))}
+    given = ["--kv-cache", kv_cache] if kv_cache != "fp32" else []
+    result = CliRunner().invoke(app, [*argv[command], "--engine", "numpy", *given])
+    assert isinstance(result.exception, EngineMade), result.output
+    assert made == [kv_cache]
 
 
 # -- what auto picks --------------------------------------------------------------------------------------
@@ -206,11 +241,11 @@ def stand_ins(monkeypatch):
     return counting, devices
 
 
-def warmed_cupy(weights, stand_ins, free: int, experts="auto", steps=None):
+def warmed_cupy(weights, stand_ins, free: int, experts="auto", steps=None, kv_cache="fp32"):
     from cupy_getp.engine.factory import create_engine
 
     stand_ins[1].append(SizedDevice(free))
-    engine = create_engine(weights, "cupy", experts, steps)
+    engine = create_engine(weights, "cupy", experts, steps, kv_cache)
     engine.warm_up()
     return engine
 
@@ -275,6 +310,19 @@ def test_warm_up_takes_the_storage_auto_picks_and_says_why(stand_ins):
     assert notes[1].startswith("device weights: ") and f"({tight.w.nbytes():,} bytes)" in notes[1]
 
 
+def test_warm_up_decides_with_the_kv_cache_the_engine_is_made_for(stand_ins):
+    """create_engine's `kv_cache` reaches the warm-up's decision: at the free memory BF16 experts need with a BF16
+    cache, BF16 for an engine made for one, MXFP4 for one made for an FP32 cache (the default)."""
+    weights = Weights(SyntheticStore(TINY, seed=5))
+    free = device_bytes(weights, "bf16", 40, "bf16")
+    assert free < device_bytes(weights, "bf16", 40)
+    bf16 = warmed_cupy(weights, stand_ins, free, steps=40, kv_cache="bf16")
+    assert bf16.experts.storage == "bf16" and bf16.experts.reason.endswith(" with bf16 KV caches")
+    assert warmed_cupy(weights, stand_ins, free, steps=40).experts.storage == "mxfp4"
+    with pytest.raises(GetpError, match=r"^unknown KV cache 'fp16'"):
+        warmed_cupy(weights, stand_ins, free, steps=40, kv_cache="fp16")
+
+
 def test_not_even_one_slot_names_mxfp4_where_it_would_help(stand_ins):
     weights = Weights(SyntheticStore(TINY, seed=5))
     engine = warmed_cupy(weights, stand_ins, 100 * GiB, "bf16")
@@ -307,6 +355,26 @@ def test_getp_on_mxfp4_experts_writes_the_numpy_engines_lines(stand_ins, tmp_pat
         outputs[engine] = out.read_text()
     assert outputs["cupy"] == outputs["numpy"] and outputs["cupy"].count("\n") == 3
     assert "experts: MXFP4 (--experts mxfp4)" in lines
+
+
+@pytest.mark.parametrize("kv_cache, storage", [("bf16", "BF16"), ("fp32", "MXFP4")])
+def test_getp_decides_auto_with_its_kv_cache(stand_ins, tmp_path, tokenizer, kv_cache, storage):
+    """The getp flow (GetpOptions.kv_cache, as `--kv-cache` sets it) on a device with the free memory BF16 experts
+    need with a BF16 cache at -n 12: BF16 experts with that cache, MXFP4 with an FP32 one; the batch takes it."""
+    from cupy_getp.getp import GetpHooks, GetpOptions, getp
+    from cupy_getp.sampler import Sampler
+
+    store = SyntheticStore(preset("7m"), seed=42, name="7m")
+    stand_ins[1].append(SizedDevice(device_bytes(Weights(store), "bf16", 12, "bf16")))
+    requests = tmp_path / "in.txt"
+    requests.write_text("2\nHello\nworld\n")
+    lines = []
+    getp(store, requests, tmp_path / "out.txt", tokenizer=tokenizer, sampler=Sampler(0.0),
+         options=GetpOptions(engine="cupy", steps=12, precision="fp32", kv_cache=kv_cache),
+         hooks=GetpHooks(echo=lines.append, note=lines.append))
+    assert any(line.startswith(f"experts: {storage} (auto: ") and f" with {kv_cache} KV caches" in line
+               for line in lines), lines
+    assert any(line.startswith("batched engine: ") and f", {kv_cache} KV cache, " in line for line in lines), lines
 
 
 # -- the host side of loading --------------------------------------------------------------------------------

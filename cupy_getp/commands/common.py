@@ -220,9 +220,10 @@ def pick_engine(name: str) -> str:
     return resolved
 
 
-def loaded_engine(options: RunOptions, tokenizer):
+def loaded_engine(options: RunOptions, tokenizer, kv_cache: str = "fp32"):
     """A warmed-up engine for an interactive command, after saying what runs and checking it can (the
-    context manager frees it)."""
+    context manager frees it); `kv_cache`: the KV cache's element of the batches it will run (serve's
+    `--kv-cache`), which the GPU engine's `--experts auto` sizes them with."""
     from ..generation import resolve_steps
     from ..startup import check_startup, start_engine
 
@@ -233,7 +234,7 @@ def loaded_engine(options: RunOptions, tokenizer):
         note(line)
     steps = resolve_steps(options.steps, weights.config.seq_len)
     with weights_progress(n_params(weights.config), "loading weights") as progress:
-        model = start_engine(weights, engine, progress, options.experts, steps)
+        model = start_engine(weights, engine, progress, options.experts, steps, kv_cache)
     for line in model.storage_notes():
         note(line)
     return model

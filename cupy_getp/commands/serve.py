@@ -52,7 +52,7 @@ def serve(
     if warning:
         typer.echo(f"warning: {warning}", err=True)
     sampler, tokenizer = make_sampler(options), open_tokenizer(options.tokenizer)
-    with bind(host, port) as sock, loaded_engine(options, tokenizer) as engine:
+    with bind(host, port) as sock, loaded_engine(options, tokenizer, kv_cache) as engine:
         steps = resolve_steps(options.steps, engine.config.seq_len)
         state = server_state(engine, tokenizer, sampler, steps, model_name or options.model, slots=batch,
                              precision=precision, max_queue=max_queue, api_key=api_key, kv_cache=kv_cache)

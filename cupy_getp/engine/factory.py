@@ -30,10 +30,12 @@ def resolve_engine(name: str) -> str:
     return name
 
 
-def create_engine(weights: Weights, engine: str = "numpy", experts: str = "auto", steps: int | None = None) -> Engine:
+def create_engine(weights: Weights, engine: str = "numpy", experts: str = "auto", steps: int | None = None,
+                  kv_cache: str = "fp32") -> Engine:
     """An engine for `weights`, not yet warmed up. The GPU engine's `experts` storage (bf16, mxfp4 or auto:
-    `gpu/experts.py`) is decided at warm-up for requests of `steps` positions (default seq_len); the numpy
-    engine has one way."""
+    `gpu/experts.py`) is decided at warm-up for requests of `steps` positions (default seq_len) in batches whose
+    KV cache holds `kv_cache` elements (the one its `batched` will be asked for); the numpy engine has one way
+    (its KV cache is NumpyEngine's to choose)."""
     from ..gpu.experts import check_expert_choice
 
     check_expert_choice(experts)
@@ -44,7 +46,7 @@ def create_engine(weights: Weights, engine: str = "numpy", experts: str = "auto"
         return NumpyEngine(weights)
     from ..gpu.engine import CupyEngine
 
-    return CupyEngine(weights, experts, steps)
+    return CupyEngine(weights, experts, steps, kv_cache=kv_cache)
 
 
 def load(source: str | os.PathLike | TensorStore, engine: str = "numpy", seed: int = DEFAULT_SEED,

@@ -14,6 +14,7 @@ import numpy as np
 from ..checkpoint import Weights
 from ..engine.base import Engine, Trace
 from ..errors import GetpError
+from ..kv_cache import check_kv_cache
 from .batch import BatchedEngine
 from .batch_shape import one_slot_shape
 from .batch_trace import BatchTrace
@@ -38,13 +39,15 @@ class CupyEngine(Engine):
     batches = True
 
     def __init__(self, weights: Weights, experts: str = "auto", steps: int | None = None,
-                 expert_parallel: tuple[int, int] | None = None):
+                 expert_parallel: tuple[int, int] | None = None, kv_cache: str = "fp32"):
         """`experts`: the MoE experts' storage on the device, bf16, mxfp4 or auto (`gpu/experts.py`), decided
-        at warm-up for requests of `steps` positions (default seq_len). `expert_parallel` (rank, ranks): this
-        engine holds that rank's slice of every layer's experts (`gpu/ep_engine.py`) and runs getp's batches
-        only (`expert_parallel_batched`)."""
+        at warm-up for requests of `steps` positions (default seq_len) in batches whose KV cache holds `kv_cache`
+        elements (what `batched` will be asked for; the one-slot model's cache is FP32). `expert_parallel` (rank,
+        ranks): this engine holds that rank's slice of every layer's experts (`gpu/ep_engine.py`) and runs getp's
+        batches only (`expert_parallel_batched`)."""
         super().__init__(weights)
-        self.requested_experts, self.steps = check_expert_choice(experts), steps
+        check_kv_cache(kv_cache)
+        self.requested_experts, self.steps, self.kv_cache = check_expert_choice(experts), steps, kv_cache
         self.expert_parallel = expert_parallel
         self.device = self.kernels = self.w = None
         self.one_slot: BatchedEngine | None = None  # forward's model, made by its first call (`one_slot_model`)
@@ -61,7 +64,7 @@ class CupyEngine(Engine):
                 self.experts = rank_expert_storage(self.requested_experts, self.expert_range(), *self.expert_parallel)
             else:
                 self.experts = choose_expert_storage(self.weights, self.device.allocatable_bytes(),
-                                                     self.requested_experts, self.steps)
+                                                     self.requested_experts, self.steps, self.kv_cache)
             self.kernels = Kernels(self.device)
             self.w = DeviceWeights(self.weights, self.device, self.kernels, progress, self.experts.storage,
                                    expert_range=self.expert_range())
