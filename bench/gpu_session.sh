@@ -113,9 +113,10 @@ batch_diff() {  # batch_diff [SECONDS]: `diff 7m --layers --batch 8 --steps 32` 
   echo "diff exit $?"; tail -4 "$OUT/diff.txt"
 }
 attention_bench() {  # attention_bench SECONDS [ARGS...]: bench/attention.py (1/64/512/1024 rows, contexts 512, 2048;
-  # ARGS: more options, e.g. --kv-cache fp32,bf16), its table
+  # ARGS: more options, e.g. --kv-cache fp32,bf16) in TREE (.), its table
   local seconds=$1; shift
-  timeout "$seconds" python bench/attention.py "$@" --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1
+  (cd "${TREE:-.}" && PYTHONPATH=$PWD timeout "$seconds" python bench/attention.py "$@" --out "$OUT/attention.jsonl" \
+    > "$OUT/attention.txt" 2>&1)
   echo "attention exit $?"
   grep -vE "^\{" "$OUT/attention.txt" | tail -40
 }
