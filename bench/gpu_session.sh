@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33c|s33d]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -697,22 +697,18 @@ PY
       attention_bench ${ATTENTION_SECONDS:-150} --kv-cache fp32,bf16
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-400} headline_side 1 exact headline-exact
       ;;
-    s33a)  # the dense TMA products' weights into L2 before grid_begin (one row tile): batch-1 decode in main (.carry/old)
-      # and this tree (200 s each: a fresh machine compiles each tree's kernels), then s33c in this tree
-      DECODE_SECONDS=${DECODE_SECONDS:-200} decode_sides old new
-      step_ablation
-      ;;
-    s33b)  # this tree's tests: the dense TMA products' bits and split-K (the L2 requests), the attention kernels (the
-      # shared softmax), the mma.sync products (copy16_async)
-      gpu_tests wgtma ${TEST_SECONDS:-200} tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
+    s33a)  # first call (fresh machine): batch-1 decode in main (.carry/old) and this tree (the dense TMA products'
+      # weights into L2 before grid_begin), then this tree's tests: the dense TMA products' bits and split-K, the
+      # attention kernels (the shared softmax)
+      DECODE_SECONDS=${DECODE_SECONDS:-170} decode_sides old new
+      gpu_tests wgtma ${TEST_SECONDS:-120} tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
         -k "tma_dense_bits or half_blocks_give or splitk or sliced or row_count"
-      gpu_tests attn ${TEST_SECONDS:-200} tests/test_gpu_batch_attention.py -k "attention_rows or bit_identical or variant"
-      gpu_tests tc ${TC_SECONDS:-100} tests/test_gpu_gemm_tc.py
+      gpu_tests attn ${TEST_SECONDS:-110} tests/test_gpu_batch_attention.py -k "attention_rows or bit_identical or variant"
       ;;
-    s33c)  # where the one-row step's graph time goes: each kernel group's cost inside the graph (bench/step_ablation.py)
+    s33b)  # second call: where the one-row step's graph time goes, the mma.sync products' tests (copy16_async),
+      # attention alone in main (.carry/old) and this tree at 1024 rows, context 512, both caches
       step_ablation
-      ;;
-    s33d)  # attention alone in main (.carry/old) and this tree at 1024 rows, context 512, both caches
+      gpu_tests tc ${TC_SECONDS:-100} tests/test_gpu_gemm_tc.py
       sides attention 150 "python bench/attention.py --rows 1024 --contexts 512 --kv-cache fp32,bf16 \
         --out $OUT/attention-\$SIDE.jsonl" old new
       for side in old new; do grep -vE "^\{" "$OUT/attention-$side.txt" | tail -6; done
