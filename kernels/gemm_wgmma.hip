@@ -467,18 +467,7 @@ struct WgTmaW {
   const WgTensorMap* map;
   int n0, k0;
   bool paired = false;  // a paired map (wg_tma_load_paired): rows in wg_w_slot's places, the WG_PAIRED epilogues
-  bool l2_ahead = false;  // the stages past the first ring into L2 before grid_begin too (wg_l2_ahead)
 };
-
-// Dense products of one row tile whose weights fit in L2 (the one-row step's qkv and output projection: 29.5 and
-// 23.6 MB of BF16 at the 20b shape): each block asks for all of its W stages before grid_begin, the first ring
-// into shared memory and the rest into L2, so that the whole product streams from DRAM while the kernel ahead
-// (rmsnorm, attention: one row's latency, DRAM idle) finishes. Only with one row tile (gridDim.y == 1: no two
-// blocks read the same W) and W at most WG_L2_AHEAD_BYTES, so that it stays in L2 until read. No bit changes.
-#define WG_L2_AHEAD_BYTES (32 << 20)
-GETP_DEVICE bool wg_l2_ahead(int N, int K) {
-  return gridDim.y == 1 && (long long)N * K * 2 <= WG_L2_AHEAD_BYTES;
-}
 
 // Stage s's W copy of the block's box.
 GETP_DEVICE void wg_tma_w(unsigned dst, const WgTmaW& w, unsigned bar, int s) {
@@ -486,16 +475,6 @@ GETP_DEVICE void wg_tma_w(unsigned dst, const WgTmaW& w, unsigned bar, int s) {
     wg_tma_load_paired(dst, *w.map, bar, w.k0 + s * WG_BK, w.n0);
   else
     wg_tma_load(dst, *w.map, bar, w.k0 + s * WG_BK, w.n0);
-}
-
-// Stage s's W box into L2 (no shared memory, no barrier).
-GETP_DEVICE void wg_tma_w_to_l2(const WgTmaW& w, int s) {
-  if (w.paired)
-    asm volatile("cp.async.bulk.prefetch.tensor.4d.L2.global.tile [%0, {%1, %2, %3, %4}];\n" ::"l"(w.map),
-                 "r"(w.k0 + s * WG_BK), "r"(0), "r"(0), "r"(w.n0 / 16) : "memory");
-  else
-    asm volatile("cp.async.bulk.prefetch.tensor.2d.L2.global.tile [%0, {%1, %2}];\n" ::"l"(w.map),
-                 "r"(w.k0 + s * WG_BK), "r"(w.n0) : "memory");
 }
 template <class WRowOf>
 struct WgByTma {
@@ -529,8 +508,6 @@ GETP_DEVICE void wg_produce_tma(WgTmaW w, ARow a_row, size_t plane, const unsign
       mbar_arrive_expect_tx(full + 8 * s, S::W_BYTES);
       wg_tma_w(base + s * S::BYTES, w, full + 8 * s, s);
     }
-    if (w.l2_ahead)
-      for (int s = ahead; s < steps; ++s) wg_tma_w_to_l2(w, s);
   }
   grid_begin();
   for (int s = 0; s < steps; ++s) {
@@ -1004,7 +981,7 @@ GETP_DEVICE void wg_dense_tma(const WgTensorMap& w_map, float* __restrict__ c, c
   const int m0 = blockIdx.y * BR, n0 = blockIdx.x * 64 * CONS * MB;
   float acc[MB][BR / 2];
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, MB, CONS>(acc, WgTmaW{&w_map, n0, 0, false, wg_l2_ahead(N, K)}, a_row, (size_t)M * lda, ap, K, 1, slices))
+  if (!wg_product<BR, PIECES, MB, CONS>(acc, WgTmaW{&w_map, n0, 0}, a_row, (size_t)M * lda, ap, K, 1, slices))
     return;
   wg_dense_store<BR, MB, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate);
 #endif
@@ -1094,7 +1071,7 @@ GETP_DEVICE void wg_dense_tma_splitk(const WgTensorMap& w_map, float* __restrict
   const int k0 = wg_split_k(K, gridDim.z, blockIdx.z), k1 = wg_split_k(K, gridDim.z, blockIdx.z + 1);
   float acc[MB][BR / 2];
   auto a_row = [&](int r) { return m0 + r < M ? ap + (size_t)(m0 + r) * lda + k0 : nullptr; };
-  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0, k0, false, wg_l2_ahead(N, K)}, a_row, (size_t)M * lda, ap, k1 - k0, 1)) return;
+  if (!wg_product<BR, PIECES, MB>(acc, WgTmaW{&w_map, n0, k0}, a_row, (size_t)M * lda, ap, k1 - k0, 1)) return;
   wg_splitk_store<BR, MB, WG_IN_ORDER>(acc, c, bias, m0, n0, M, N, accumulate, work, counters);
 #endif
 }

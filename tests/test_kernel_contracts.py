@@ -76,9 +76,8 @@ def test_entry_points_are_exactly_the_declared_kernels(family):
 def test_every_kernel_waits_for_the_kernels_ahead_first(family):
     """Programmatic dependent launch (gpu/launch/pdl.py) lets a kernel start before the one ahead has finished:
     each kernel's first statement is grid_begin(), or, for the TMA products, the product whose producer calls it
-    once its first weight copies (and its requests for the rest into L2) are issued (wg_produce_tma) and whose
-    consumers call it first (the grouped TMA products wait first: their tiles' experts come from the kernel
-    ahead)."""
+    once its first weight copies are issued (wg_produce_tma) and whose consumers call it first (the grouped TMA
+    products wait first: their tiles' experts come from the kernel ahead)."""
     text = preprocessed(family, 32)
     for name, _, body in kernel_definitions(text):
         if "_tma_" in name and re.match(r"wg_dense_tma(_splitk)?<", body):
@@ -87,9 +86,7 @@ def test_every_kernel_waits_for_the_kernels_ahead_first(family):
     if family == "gemm_wgmma":  # the source: the preprocessor here leaves out the sm_90a bodies
         text = (kernels.kernel_dir() / "gemm_wgmma.hip").read_text()
         producer = text[text.index("void wg_produce_tma"):]
-        # the first ring's copies, then the rest of W into L2 (wg_l2_ahead), then the wait: nothing else before it
-        assert re.search(r"wg_tma_w\(.*?\}\s*if \(w\.l2_ahead\)\s*for \([^)]*\) wg_tma_w_to_l2\(w, s\);\s*\}\s*"
-                         r"grid_begin\(\);", producer, re.DOTALL), "producer's wait"
+        assert re.search(r"wg_tma_w\(.*?\}\s*\}\s*grid_begin\(\);", producer, re.DOTALL), "producer's wait"
         assert "if constexpr (WgByTma<WRowOf>::value) grid_begin();" in text, "the consumers' wait"
 
 
