@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -113,9 +113,10 @@ batch_diff() {  # batch_diff [SECONDS]: `diff 7m --layers --batch 8 --steps 32` 
   echo "diff exit $?"; tail -4 "$OUT/diff.txt"
 }
 attention_bench() {  # attention_bench SECONDS [ARGS...]: bench/attention.py (1/64/512/1024 rows, contexts 512, 2048;
-  # ARGS: more options, e.g. --kv-cache fp32,bf16), its table
+  # ARGS: more options, e.g. --kv-cache fp32,bf16) in TREE (.), its table
   local seconds=$1; shift
-  timeout "$seconds" python bench/attention.py "$@" --out "$OUT/attention.jsonl" > "$OUT/attention.txt" 2>&1
+  (cd "${TREE:-.}" && PYTHONPATH=$PWD timeout "$seconds" python bench/attention.py "$@" --out "$OUT/attention.jsonl" \
+    > "$OUT/attention.txt" 2>&1)
   echo "attention exit $?"
   grep -vE "^\{" "$OUT/attention.txt" | tail -40
 }
@@ -168,8 +169,14 @@ decode_figures() {  # decode_figures NAME...: getp tok/s and device ms a step of
 decode_sides() {  # decode_sides [SIDE...]: batch-1 decode (DECODE) in each side's tree (default: old new), then
   # each side's getp tok/s and device ms a step
   local side sides_=${*:-old new}
-  sides decode 150 "$DECODE" $sides_
+  sides decode ${DECODE_SECONDS:-150} "$DECODE" $sides_
   decode_figures $(for side in $sides_; do echo "decode-$side"; done)
+}
+step_ablation() {  # where the one-row step's graph time goes (bench/step_ablation.py, this tree): a line a group
+  timeout ${ABLATION_SECONDS:-300} python bench/step_ablation.py > "$OUT/ablation.txt" 2>&1
+  echo "ablation exit $?"
+  grep -o '"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"its_cost_ms": [-0-9.]*\|"launches_left_out": [0-9]*' \
+    "$OUT/ablation.txt" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g'
 }
 gpu_tests() {  # gpu_tests NAME SECONDS PYTEST_ARGS...: the gpu-marked tests in $OUT/NAME.log, its exit and summary lines
   local name=$1 seconds=$2; shift 2
@@ -689,6 +696,26 @@ PY
     s32h)  # an H200 (1024 slots), first call: attention alone over both caches, then the whole exact headline
       attention_bench ${ATTENTION_SECONDS:-150} --kv-cache fp32,bf16
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-400} headline_side 1 exact headline-exact
+      ;;
+    s33a)  # first call (fresh machine): batch-1 decode in main (.carry/old) and this tree (the dense TMA products'
+      # weights into L2 before grid_begin), then this tree's tests: the dense TMA products' bits and split-K, the
+      # attention kernels (the shared softmax)
+      DECODE_SECONDS=${DECODE_SECONDS:-170} decode_sides old new
+      gpu_tests wgtma ${TEST_SECONDS:-120} tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
+        -k "tma_dense_bits or half_blocks_give or splitk or sliced or row_count"
+      gpu_tests attn ${TEST_SECONDS:-110} tests/test_gpu_batch_attention.py -k "attention_rows or bit_identical or variant"
+      ;;
+    s33b)  # second call: where the one-row step's graph time goes, the mma.sync products' tests (copy16_async),
+      # attention alone in main (.carry/old) and this tree at 1024 rows, context 512, both caches
+      step_ablation
+      gpu_tests tc ${TC_SECONDS:-100} tests/test_gpu_gemm_tc.py
+      sides attention 150 "python bench/attention.py --rows 1024 --contexts 512 --kv-cache fp32,bf16 \
+        --out $OUT/attention-\$SIDE.jsonl" old new
+      for side in old new; do grep -vE "^\{" "$OUT/attention-$side.txt" | tail -6; done
+      ;;
+    s33h)  # an H200 (1024 slots with an FP32 cache), one call: the whole exact headline, then attention alone
+      PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-380} headline_side 1 exact headline-exact
+      attention_bench ${ATTENTION_SECONDS:-150}
       ;;
     s32i)  # an H200, second call: the whole fast headline, FP32 then BF16 KV cache
       for kv in fp32 bf16; do HEADLINE_KV=$kv PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} \

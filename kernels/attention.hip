@@ -207,6 +207,26 @@ GETP_DEVICE void attn_rows_to_shared(KV* dst, const KV* base, int tn, int D, int
   }
 }
 
+// Step 3's softmax of one head within a split (a warp's): m = max of its tn scores S[0 .. tn), p_t = exp(S_t - m)
+// handed to store(t, p) for t < TILE (zeros past tn), l = sum p; lane 0 writes m and l. Both kernels' order.
+template <int TILE, class Store>
+GETP_DEVICE void attn_head_softmax(const float* S, int tn, int lane, float* m_out, float* l_out, Store store) {
+  float mx = GETP_NEG_INF;
+  for (int t = lane; t < tn; t += WARP_SIZE) mx = fmaxf(mx, S[t]);
+  mx = warp_max(mx);
+  float sum = 0.0f;
+  for (int t = lane; t < TILE; t += WARP_SIZE) {
+    const float p = t < tn ? expf(S[t] - mx) : 0.0f;
+    store(t, p);
+    sum += p;
+  }
+  sum = warp_sum(sum);
+  if (lane == 0) {
+    *m_out = mx;
+    *l_out = sum;
+  }
+}
+
 template <int DMAX, int GMAX, typename KV>
 GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__ partial_acc,
                                    float* __restrict__ partial_ml, const float* __restrict__ qkv,
@@ -287,22 +307,9 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   __syncthreads();
 
   // 3. Softmax within the split, a warp per head.
-  for (int g = warp; g < G; g += (int)(blockDim.x / WARP_SIZE)) {
-    float mx = GETP_NEG_INF;
-    for (int t = lane; t < tn; t += WARP_SIZE) mx = fmaxf(mx, S[g * L::S_STRIDE + t]);
-    mx = warp_max(mx);
-    float sum = 0.0f;
-    for (int t = lane; t < L::TILE; t += WARP_SIZE) {
-      const float p = t < tn ? expf(S[g * L::S_STRIDE + t] - mx) : 0.0f;
-      P[t * L::P_STRIDE + g] = p;
-      sum += p;
-    }
-    sum = warp_sum(sum);
-    if (lane == 0) {
-      m_s[g] = mx;
-      l_s[g] = sum;
-    }
-  }
+  for (int g = warp; g < G; g += (int)(blockDim.x / WARP_SIZE))
+    attn_head_softmax<L::TILE>(S + g * L::S_STRIDE, tn, lane, m_s + g, l_s + g,
+                               [&](int t, float p) { P[t * L::P_STRIDE + g] = p; });
   __syncthreads();
 
   // 4. P.V over this thread's positions, ascending.
@@ -478,20 +485,8 @@ GETP_DEVICE void attn_rows_partial_mma(unsigned char* __restrict__ smem, float* 
       for (int t = lane; t < L::TILE; t += WARP_SIZE) attn_store_pieces(Pp, GMAX * L::PS, g * L::PS + t, 0.0f);
       continue;
     }
-    float mx = GETP_NEG_INF;
-    for (int t = lane; t < tn; t += WARP_SIZE) mx = fmaxf(mx, S[g * L::S_STRIDE + t]);
-    mx = warp_max(mx);
-    float sum = 0.0f;
-    for (int t = lane; t < L::TILE; t += WARP_SIZE) {
-      const float p = t < tn ? expf(S[g * L::S_STRIDE + t] - mx) : 0.0f;
-      attn_store_pieces(Pp, GMAX * L::PS, g * L::PS + t, p);
-      sum += p;
-    }
-    sum = warp_sum(sum);
-    if (lane == 0) {
-      m_s[g] = mx;
-      l_s[g] = sum;
-    }
+    attn_head_softmax<L::TILE>(S + g * L::S_STRIDE, tn, lane, m_s + g, l_s + g,
+                               [&](int t, float p) { attn_store_pieces(Pp, GMAX * L::PS, g * L::PS + t, p); });
   }
   copy_async_wait_groups<0>();  // V has landed
   __syncthreads();

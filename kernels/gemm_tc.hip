@@ -245,21 +245,13 @@ struct TcSources {
   WRow w[TcStage<BM, BN, PIECES>::W_LOADS];
 };
 
-GETP_DEVICE void tc_copy16(unsigned short* dst, const unsigned short* src, bool valid) {
-#if GETP_TC && !defined(GETP_HIP)
-  cp_async16(shared_addr(dst), src, valid);  // zeros where !valid (src still a valid address)
-#else
-  *(uint4*)dst = valid ? *(const uint4*)src : make_uint4(0u, 0u, 0u, 0u);
-#endif
-}
-
 // W columns k .. k + 7 of a bf16 row into the stage: a 16-byte copy when vec8 (K % 8 == 0, aligned), else
 // 8 scalar loads.
 GETP_DEVICE void tc_stage_w8(unsigned short* d, const unsigned short* row, const unsigned short* dummy, int k, int K,
                              int vec8) {
   if (vec8) {
     const bool valid = row != nullptr && k < K;
-    tc_copy16(d, valid ? row + k : dummy, valid);
+    copy16_async(d, valid ? row + k : dummy, valid);
   } else {
     unsigned h[8];
     #pragma unroll
@@ -286,7 +278,7 @@ GETP_DEVICE void tc_load_stage(unsigned short* stage, const TcSources<BM, BN, PI
   #pragma unroll
   for (int i = 0; i < S::A_LOADS; ++i) {
     const bool valid = src.a[i] != nullptr && k < K;
-    tc_copy16(dst + 64 * i * TC_LDS, valid ? src.a[i] + k : dummy, valid);
+    copy16_async(dst + 64 * i * TC_LDS, valid ? src.a[i] + k : dummy, valid);
   }
   #pragma unroll
   for (int j = 0; j < S::W_LOADS; ++j) tc_stage_w8(dst + (S::A_ROWS + 64 * j) * TC_LDS, src.w[j], dummy, k, K, vec8);
