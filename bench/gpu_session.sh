@@ -697,9 +697,9 @@ PY
       attention_bench ${ATTENTION_SECONDS:-150} --kv-cache fp32,bf16
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-400} headline_side 1 exact headline-exact
       ;;
-    s33a)  # first call (fresh machine): batch-1 decode in main (.carry/old) and this tree (the dense TMA products'
-      # weights into L2 before grid_begin), then this tree's tests: the dense TMA products' bits and split-K, the
-      # attention kernels (the shared softmax)
+    s33a)  # first call (fresh machine): batch-1 decode in main (.carry/old) and this tree (run 113: with the dense TMA
+      # products' weights into L2 before grid_begin, b6d64c1, since reverted), then this tree's tests: the dense TMA
+      # products' bits and split-K, the attention kernels (the shared softmax)
       DECODE_SECONDS=${DECODE_SECONDS:-170} decode_sides old new
       gpu_tests wgtma ${TEST_SECONDS:-120} tests/test_gpu_gemm_wgmma.py tests/test_gpu_gemm_wgmma_splitk.py \
         -k "tma_dense_bits or half_blocks_give or splitk or sliced or row_count"
