@@ -43,7 +43,7 @@ GROUPS = {
     "small": r"^(rmsnorm|rope|attn|router|moe_align|moe_combine)",
     "products": r"^gemm_",
 }
-POSITION = 264  # the step's position (the decode bench's first stretch ends here)
+POSITION = 264  # the step's position: where bench/decode.py's default 256 steps end
 
 
 @contextlib.contextmanager
