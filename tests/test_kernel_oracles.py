@@ -13,9 +13,9 @@ import pytest
 from cupy_getp.bf16 import round_to_bf16
 from cupy_getp.errors import KernelArgumentError, KernelDtypeError
 from cupy_getp.gpu import kernels
-from cupy_getp.kv_cache import KV_CACHE_DTYPES
 from cupy_getp.gpu.launch.gemm_tc import pieces_lda
 from cupy_getp.gpu.launch.moe import moe_padded_pairs
+from cupy_getp.kv_cache import KV_CACHE_DTYPES
 from cupy_getp.reference import attention, route
 
 from batch_fakes import FakeKernels, expected, host_array

@@ -146,4 +146,3 @@ def plan_batch(config, n_requests: int, steps: int, free_bytes: int, slots: int 
                           f"at -n {steps}" + (f"; a smaller --batch or -n{also}" if hint else ""))
     n_slots = int(max(1, min(wanted, fit)))
     return BatchShape(n_slots, n_slots + chunk, chunk, steps, kv_cache)
-

@@ -26,8 +26,7 @@ from .constants import BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
-from .launch.common import KV_CACHE_SUFFIX
-from .launch.common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _require
+from .launch.common import BF16, F32, I32, KV_CACHE_SUFFIX, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
                               WG_WIDE_KIND, WG_WIDE_ROWS, wg_half_enabled,
                               wg_tma_grouped_enabled, wg_wide_enabled, wgmma_disabled)
