@@ -123,29 +123,60 @@ struct AttnMerge {
   int lda, n_pieces;
 };
 
-// After a split's partials are written: the last of row r's splits of kv head kvh to finish (a counter per (row,
-// kv head), set back to 0 by that block, so graph replays need no memset) merges its G heads, a warp a head, with
-// attn_merge_item: the bits of attn_rows_merge_* (the same function). pos, lo: the row's last and first positions.
-GETP_DEVICE void attn_merge_last(const AttnMerge& merge, const float* __restrict__ partial_acc,
-                                 const float* __restrict__ partial_ml, const int* __restrict__ row_pos, int r, int kvh,
-                                 int G, int n_heads, int n_kv_heads, int n_split, int D, int window, int split_len,
-                                 int pos, int lo) {
-  __shared__ int last;
-  __threadfence();  // this block's partials are visible to the whole GPU before the count says so
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    const int used = attn_used_splits(pos, lo, n_split, split_len);
-    unsigned* counter = merge.counters + (size_t)r * n_kv_heads + kvh;
-    last = atomicAdd(counter, 1u) == (unsigned)used - 1;
-    if (last) *counter = 0;  // every split has counted: none touches it again in this launch
+// The split a block of attn_rows_partial(_mma) takes: row r = blockIdx.z, kv head kvh = blockIdx.y, split =
+// blockIdx.x of n_split = gridDim.x; its positions t_begin .. t_begin + tn - 1 (tn <= 0: the row does not reach
+// it), the first at ring index `first`; head g's partial row out_row + g n_split; the row's slot's kv head kvh in
+// the cache at slot_at. One prologue and one epilogue (finish) for both kernels.
+struct AttnSplit {
+  int split, kvh, r, n_split;
+  int n_heads, n_kv_heads, D, G, kv_dim, window, split_len;
+  int pos, lo, t_begin, tn, first;
+  size_t out_row, slot_at;
+
+  GETP_DEVICE AttnSplit(const int* __restrict__ row_slot, const int* __restrict__ row_pos, int n_heads_,
+                        int n_kv_heads_, int head_dim, int cache_len, int window_, int split_len_)
+      : split(blockIdx.x), kvh(blockIdx.y), r(blockIdx.z), n_split(gridDim.x), n_heads(n_heads_),
+        n_kv_heads(n_kv_heads_), D(head_dim), G(n_heads_ / n_kv_heads_), kv_dim(n_kv_heads_ * head_dim),
+        window(window_), split_len(split_len_) {
+    pos = row_pos[r];
+    lo = attn_first_position(pos, window);
+    t_begin = lo + split * split_len;
+    tn = min(t_begin + split_len, pos + 1) - t_begin;
+    first = t_begin % cache_len;  // one division a block
+    out_row = ((size_t)r * n_heads + (size_t)kvh * G) * n_split + split;
+    slot_at = (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
   }
-  __syncthreads();
-  if (!last) return;
-  __threadfence();
-  for (int g = threadIdx.x / WARP_SIZE; g < G; g += blockDim.x / WARP_SIZE)
-    attn_merge_item(r * n_heads + kvh * G + g, gridDim.z, merge.att, merge.pieces, partial_acc, partial_ml,
-                    merge.sinks, row_pos, n_heads, n_split, D, window, split_len, merge.lda, merge.n_pieces);
-}
+
+  GETP_DEVICE bool reached() const { return tn > 0; }  // block-uniform
+
+  // After the split's acc partials: each head's (m, l) from shared memory to partial_ml, then, where the launch
+  // merges (merge.counters not null), the last of the row's splits of kv head kvh to finish (a counter per (row,
+  // kv head), set back to 0 by that block, so graph replays need no memset) merges its G heads, a warp a head,
+  // with attn_merge_item: the bits of attn_rows_merge_* (the same function).
+  GETP_DEVICE void finish(float* __restrict__ partial_acc, float* __restrict__ partial_ml, const float* m_s,
+                          const float* l_s, const int* __restrict__ row_pos, const AttnMerge& merge) const {
+    if (threadIdx.x < G) {
+      partial_ml[(out_row + (size_t)threadIdx.x * n_split) * 2] = m_s[threadIdx.x];
+      partial_ml[(out_row + (size_t)threadIdx.x * n_split) * 2 + 1] = l_s[threadIdx.x];
+    }
+    if (!merge.counters) return;
+    __shared__ int last;
+    __threadfence();  // this block's partials are visible to the whole GPU before the count says so
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const int used = attn_used_splits(pos, lo, n_split, split_len);
+      unsigned* counter = merge.counters + (size_t)r * n_kv_heads + kvh;
+      last = atomicAdd(counter, 1u) == (unsigned)used - 1;
+      if (last) *counter = 0;  // every split has counted: none touches it again in this launch
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    for (int g = threadIdx.x / WARP_SIZE; g < G; g += blockDim.x / WARP_SIZE)
+      attn_merge_item(r * n_heads + kvh * G + g, gridDim.z, merge.att, merge.pieces, partial_acc, partial_ml,
+                      merge.sinks, row_pos, n_heads, n_split, D, window, split_len, merge.lda, merge.n_pieces);
+  }
+};
 
 // A KV cache holds FP32 values or BF16 ones (uint16 bit patterns, rope_kv_write's round to nearest even); the
 // attention arithmetic is FP32 either way, on the exactly widened values.
@@ -243,18 +274,14 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   float* m_s = smem + L::ML_AT;
   float* l_s = m_s + GMAX;
 
-  const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z, n_split = gridDim.x;
+  const AttnSplit sp(row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len);
+  if (!sp.reached()) return;
   const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;
-  const int D = head_dim, G = n_heads / n_kv_heads, kv_dim = n_kv_heads * D;
-  const int pos = row_pos[r];
-  const int lo = attn_first_position(pos, window);
-  const int t_begin = lo + split * split_len, t_end = min(t_begin + split_len, pos + 1);
-  if (t_begin >= t_end) return;  // block-uniform: a split this row does not reach
-  const int tn = t_end - t_begin;
-  const size_t out_row = ((size_t)r * n_heads + (size_t)kvh * G) * n_split + split;  // head g: + g n_split
-  const KV* kbase = key_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
-  const KV* vbase = value_cache + (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
-  const int first = t_begin % cache_len;  // the split's first position in the ring (one division a block)
+  const int D = sp.D, G = sp.G, kv_dim = sp.kv_dim, tn = sp.tn, first = sp.first, n_split = sp.n_split;
+  const int r = sp.r, kvh = sp.kvh;
+  const size_t out_row = sp.out_row;
+  const KV* kbase = key_cache + sp.slot_at;
+  const KV* vbase = value_cache + sp.slot_at;
 
   // 1. Every load of the split, issued before any use: V (asynchronous, to shared), K (registers), q.
   attn_rows_to_shared<L::TILE, DMAX, DMAX>(Vs, vbase, tn, D, first, cache_len, kv_dim, vec4);
@@ -363,12 +390,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
       }
     }
   }
-  if (tid < G) {
-    partial_ml[(out_row + (size_t)tid * n_split) * 2] = m_s[tid];
-    partial_ml[(out_row + (size_t)tid * n_split) * 2 + 1] = l_s[tid];
-  }
-  if (merge.counters) attn_merge_last(merge, partial_acc, partial_ml, row_pos, r, kvh, G, n_heads, n_kv_heads,
-                                      n_split, D, window, split_len, pos, lo);
+  sp.finish(partial_acc, partial_ml, m_s, l_s, row_pos, merge);
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -426,18 +448,13 @@ GETP_DEVICE void attn_rows_partial_mma(unsigned char* __restrict__ smem, float* 
   float* m_s = (float*)(smem + L::ML_AT);
   float* l_s = m_s + GMAX;
 
-  const int split = blockIdx.x, kvh = blockIdx.y, r = blockIdx.z, n_split = gridDim.x;
+  const AttnSplit sp(row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len);
+  if (!sp.reached()) return;
   const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE, warps = blockDim.x / WARP_SIZE;
   const int gq = lane / 4, tq = lane % 4;  // the mma fragments' row and column pair
-  const int D = head_dim, G = n_heads / n_kv_heads, kv_dim = n_kv_heads * D;
-  const int pos = row_pos[r];
-  const int lo = attn_first_position(pos, window);
-  const int t_begin = lo + split * split_len, t_end = min(t_begin + split_len, pos + 1);
-  if (t_begin >= t_end) return;  // block-uniform: a split this row does not reach
-  const int tn = t_end - t_begin;
-  const size_t out_row = ((size_t)r * n_heads + (size_t)kvh * G) * n_split + split;  // head g: + g n_split
-  const size_t slot_at = (size_t)row_slot[r] * cache_len * kv_dim + (size_t)kvh * D;
-  const int first = t_begin % cache_len;
+  const int D = sp.D, G = sp.G, kv_dim = sp.kv_dim, tn = sp.tn, first = sp.first, n_split = sp.n_split;
+  const int r = sp.r, kvh = sp.kvh;
+  const size_t out_row = sp.out_row, slot_at = sp.slot_at;
 
   // 1. K, then V (two copy groups), q's pieces.
   attn_rows_to_shared<L::TILE, DMAX, L::KS>(Ks, key_cache + slot_at, tn, D, first, cache_len, kv_dim, vec);
@@ -515,12 +532,7 @@ GETP_DEVICE void attn_rows_partial_mma(unsigned char* __restrict__ smem, float* 
       if (g < G && d < D) partial_acc[(out_row + (size_t)g * n_split) * D + d] = acc[i];
     }
   }
-  if (tid < G) {
-    partial_ml[(out_row + (size_t)tid * n_split) * 2] = m_s[tid];
-    partial_ml[(out_row + (size_t)tid * n_split) * 2 + 1] = l_s[tid];
-  }
-  if (merge.counters) attn_merge_last(merge, partial_acc, partial_ml, row_pos, r, kvh, G, n_heads, n_kv_heads,
-                                      n_split, D, window, split_len, pos, lo);
+  sp.finish(partial_acc, partial_ml, m_s, l_s, row_pos, merge);
 }
 #endif
 
