@@ -264,7 +264,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
                                    const KV* __restrict__ key_cache, const KV* __restrict__ value_cache,
                                    const int* __restrict__ row_slot, const int* __restrict__ row_pos,
                                    int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,
-                                   int split_len, int vec4, const AttnMerge merge) {
+                                   int split_len, int vec, const AttnMerge merge) {
   typedef AttnRows<DMAX, GMAX> L;
   float* Qs = smem + L::Q_AT;
   float* S = smem + L::S_AT;
@@ -284,7 +284,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   const KV* vbase = value_cache + sp.slot_at;
 
   // 1. Every load of the split, issued before any use: V (asynchronous, to shared), K (registers), q.
-  attn_rows_to_shared<L::TILE, DMAX, DMAX>(Vs, vbase, tn, D, first, cache_len, kv_dim, vec4);
+  attn_rows_to_shared<L::TILE, DMAX, DMAX>(Vs, vbase, tn, D, first, cache_len, kv_dim, vec);
   const int pair_qk = tid / L::PARTS, part = tid % L::PARTS, d_qk = part * 16;
   float k[L::PER_THREAD][16];
 #pragma unroll
@@ -292,7 +292,7 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
     const int t = pair_qk + u * (L::TILE / L::PER_THREAD);
     const bool ok = t < tn;
     const KV* src = kbase + (size_t)attn_ring_index(first, ok ? t : 0, cache_len) * kv_dim + d_qk;
-    if (vec4) {
+    if (vec) {
       attn_load16(k[u], src, ok, d_qk, D);
     } else {
 #pragma unroll
@@ -574,11 +574,11 @@ GETP_DEVICE void attn_rows_partial_of(float* partial_acc, float* partial_ml, con
       float* __restrict__ partial_acc, float* __restrict__ partial_ml, const float* __restrict__ qkv,             \
       const KV* __restrict__ key_cache, const KV* __restrict__ value_cache, const int* __restrict__ row_slot,     \
       const int* __restrict__ row_pos, int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,       \
-      int split_len, int vec4, float* __restrict__ att, unsigned short* __restrict__ pieces,                      \
+      int split_len, int vec, float* __restrict__ att, unsigned short* __restrict__ pieces,                      \
       const float* __restrict__ sinks, unsigned* __restrict__ counters, int lda, int n_pieces) {                   \
     grid_begin();                                                                                                  \
     attn_rows_partial_of<DMAX, GMAX>(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos,       \
-                                     n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec4,             \
+                                     n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,             \
                                      AttnMerge{att, pieces, sinks, counters, lda, n_pieces});                       \
   }
 ATTN_ROWS_PARTIAL_KERNEL(64, 8, float, f32)

@@ -103,13 +103,13 @@ class AttentionLaunches:
         _require(n_split * split_len >= span,
                  f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
         # 16-byte loads: 4 FP32 or 8 BF16 values, a head's rows at 16-byte multiples
-        vec4 = head_dim % (16 // key_cache.dtype.itemsize) == 0 and _aligned(key_cache, value_cache)
+        vec = head_dim % (16 // key_cache.dtype.itemsize) == 0 and _aligned(key_cache, value_cache)
         merged = self._attn_merge_args(merge, rows, n_heads, n_kv_heads, head_dim)
         if rows == 0:  # the grid's last dimension: CuPy would still launch one block
             return
         self._launch(name, (n_split, n_kv_heads, rows), (BLOCK_SIZE,),
                      (partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, I32(n_heads),
-                      I32(n_kv_heads), I32(head_dim), I32(cache_len), I32(window), I32(split_len), I32(vec4), *merged))
+                      I32(n_kv_heads), I32(head_dim), I32(cache_len), I32(window), I32(split_len), I32(vec), *merged))
 
     def _attn_merge_args(self, merge: AttnMergeArgs | None, rows: int, n_heads: int, n_kv_heads: int,
                          head_dim: int) -> tuple:
