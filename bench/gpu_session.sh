@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -712,6 +712,35 @@ PY
       sides attention 150 "python bench/attention.py --rows 1024 --contexts 512 --kv-cache fp32,bf16 \
         --out $OUT/attention-\$SIDE.jsonl" old new
       for side in old new; do grep -vE "^\{" "$OUT/attention-$side.txt" | tail -6; done
+      ;;
+    s34a)  # branch router-blocks carried as .carry/router (main is this tree): the MoE kernels' and rmsnorm's GPU tests
+      # there (the router's parts against one block, the grouping in the router's launch against moe_align's, the
+      # combine with the next rmsnorm against the two kernels), batch-1 decode in both trees, where the step's time
+      # goes in the branch
+      (cd .carry/router && PYTHONPATH=$PWD gpu_tests router ${TEST_SECONDS:-150} tests/test_gpu_batch_moe.py \
+        tests/test_gpu_batch_attention.py -k "router or moe_align or combine or rmsnorm")
+      DECODE_SECONDS=${DECODE_SECONDS:-170} decode_sides new router
+      (cd .carry/router && PYTHONPATH=$PWD step_ablation)
+      ;;
+    s34c)  # after run 117 (the fused launches slower): the combine's tests (its loads ahead of its stores), the step
+      # with each few-row fusion switched off against all on (bench/step_ablation.py --switches, one process), then
+      # batch invariance end to end, all in the branch (.carry/router)
+      (cd .carry/router && PYTHONPATH=$PWD gpu_tests combine ${TEST_SECONDS:-120} tests/test_gpu_batch_moe.py -k combine)
+      off="CUPY_GETP_ROUTER_PARTS=0 CUPY_GETP_ROUTER_GROUPS=0 CUPY_GETP_COMBINE_NORM=0"
+      all_off=$(echo $off | tr ' ' '+')
+      (cd .carry/router && PYTHONPATH=$PWD timeout ${ABLATION_SECONDS:-200} python bench/step_ablation.py \
+        --groups router,moe_align,moe_combine,rmsnorm --switches "$(echo $off | tr ' ' ','),$all_off" \
+        > "$OUT/switches.txt" 2>&1; echo "switches exit $?")
+      grep -o '"left_out": [^,]*\|"switched": "[^"]*"\|"device_ms_per_step": [0-9.]*\|"its_cost_ms": [-0-9.]*\|"saves_ms": [-0-9.]*' \
+        "$OUT/switches.txt" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g; s/ "switched"/\n"switched"/g'
+      (cd .carry/router && PYTHONPATH=$PWD timeout ${INV_SECONDS:-240} python -m pytest -m gpu -q -rfE \
+        tests/test_gpu_invariance.py > "$OUT/inv-tests.log" 2>&1; echo "invariance exit $?")
+      grep -E "passed|failed|FAILED|ERROR|differ" "$OUT/inv-tests.log" | tail -12
+      ;;
+    s34d)  # main with the attention kernels' shared split prologue and epilogue (AttnSplit; the machine code of run
+      # 118's branch): attention against numpy at every odd shape, FP32 and BF16 caches with small and large sinks,
+      # rows bit-identical among other rows, the kernel variants
+      gpu_tests attn ${TEST_SECONDS:-300} tests/test_gpu_batch_attention.py -k "attention_rows or bit_identical or variant"
       ;;
     s33h)  # an H200 (1024 slots with an FP32 cache), one call: the whole exact headline, then attention alone
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-380} headline_side 1 exact headline-exact
