@@ -323,7 +323,7 @@ ATTENTION_CASES += [(head_dim, 2 * group, 2, window, cache_len, SHAPE_ROWS)
 
 @gpu_test
 @pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, rows", ATTENTION_CASES)
-@pytest.mark.parametrize("sink_scale, kv_cache", [(0.5, "fp32"), (8.0, "fp32"), (0.5, "bf16")])
+@pytest.mark.parametrize("sink_scale, kv_cache", [(0.5, "fp32"), (8.0, "fp32"), (0.5, "bf16"), (8.0, "bf16")])
 def test_attention_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window, cache_len, rows, sink_scale, kv_cache):
     """Against the reference over each slot's history (a BF16 cache: the history it holds, rounded to BF16)."""
     slots = max(s for s, _ in rows) + 1
