@@ -9,8 +9,8 @@ passes to the launch (arrays, then exact numpy scalars; outputs written in place
 - the GPU kernel tests (tests/test_gpu_*.py) compute what a kernel must write with `expected(...)`:
   the same launch helper on host copies, through the same oracle.
 
-Products are taken in float64 and rounded once (the GPU tests' tolerances are against that); vec4 and
-vec8 flags only pick load widths and are ignored here. tests/test_kernel_oracles.py checks that every
+Products are taken in float64 and rounded once (the GPU tests' tolerances are against that); vec4, vec8 and
+vec flags only pick load widths and are ignored here. tests/test_kernel_oracles.py checks that every
 entry point has an oracle taking as many arguments as the kernel has parameters.
 """
 
@@ -107,7 +107,7 @@ def gemm(c, a, w, bias, m, n, k, accumulate, vec):
 # -- batched attention: flash-decoding partials and their merge ------------------------------------------------
 @oracle(*ATTN_PARTIAL_VARIANTS)
 def attn_rows_partial(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
-                      head_dim, cache_len, window, split_len, vec4, att, ap, sinks, counters, lda, pieces):
+                      head_dim, cache_len, window, split_len, vec, att, ap, sinks, counters, lda, pieces):
     """The partials; with counters (not null), merged in the same launch: attn_rows_merge_f32's att, and
     attn_rows_merge_split's pieces too where ap is not null. The counters stay zero."""
     attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
