@@ -138,7 +138,8 @@ GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
 #endif
 
 // cp.async groups (gemm_tc.hip's stages, attention.hip's K then V): close the copies issued so far into a group;
-// wait until at most N groups are in flight. No-ops where the copies are plain stores.
+// wait until at most N groups are in flight (a memory clobber: no read of the copied bytes moves above it, barrier
+// or not). No-ops where the copies are plain stores.
 GETP_DEVICE void copy_async_commit() {
 #if GETP_CP_ASYNC
   asm volatile("cp.async.commit_group;\n" ::);
@@ -148,7 +149,7 @@ GETP_DEVICE void copy_async_commit() {
 template <int N>
 GETP_DEVICE void copy_async_wait_groups() {
 #if GETP_CP_ASYNC
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
 
