@@ -128,7 +128,7 @@ def main() -> None:
                                 if r == height})
                 if has_half and kernels.wg_half_blocks(m, n, height, 1):
                     choices[f"wg tma half {height}x1"] = (True, True, (height, 1), False, True)
-            splits = wg_splits(n, k, kernels._tc_sm_count())
+            splits = wg_splits(n, k, kernels.sm_count())
             if has_wgmma and splits > 1:  # the workspace made before the capture (as RowModel does)
                 kernels.wg_splitk = True
                 kernels.reserve_splitk(m, [(n, k)])

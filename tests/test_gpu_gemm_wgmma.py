@@ -321,7 +321,7 @@ def test_wide_blocks_give_the_two_consumer_blocks_bits(gpu, rng, pieces, inter):
     w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
     b1 = dev(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
     chosen, results = gpu[1]._wg_features, {}
-    gpu[1]._tc_sm_count()  # counted once (kernel_settings sets it back after each run)
+    gpu[1].sm_count()  # counted once (kernel_settings sets it back after each run)
     runs = [("wide", dict(wg_tma_grouped=True, wg_wide=True), None),
             *((f"two consumers x{f}", dict(wg_tma_grouped=True, wg_wide=False), f) for f in (1, 2)),
             ("cp.async", dict(wg_tma_grouped=False, wg_wide=False), None)]

@@ -160,12 +160,6 @@ class TensorCoreGemmLaunches:
         block = (self.warps_per_block * self.device.warp_size,)
         self._launch(name, grid, block, args, shared_mem=tc_shared_bytes(pieces, *tile, self.device.is_hip))
 
-    def _tc_sm_count(self) -> int:
-        count = getattr(self, "_sm_count", None)
-        if count is None:  # a device attribute, not device data: fine during graph capture
-            count = self._sm_count = int(self.device.cuda_device.attributes["MultiProcessorCount"])
-        return count
-
     def _check_pieces(self, name: str, ap, k: int, rows: int | None = None) -> tuple[int, int]:
         """(pieces, rows) of split activations (pieces, rows, pieces_lda(k)) bf16."""
         _check(name, ap, BF16)
@@ -210,8 +204,8 @@ class TensorCoreGemmLaunches:
         if (rows, 2) not in (WG_GROUPED_TILES if grouped else WG_DENSE_TILES[pieces]):
             return 1
         if grouped:
-            return 1 if row_tiles * _blocks(n, 128) <= self._tc_sm_count() else 2
-        return 2 if row_tiles * _blocks(n, 256) >= self._tc_sm_count() else 1
+            return 1 if row_tiles * _blocks(n, 128) <= self.sm_count() else 2
+        return 2 if row_tiles * _blocks(n, 256) >= self.sm_count() else 1
 
     def _wg_grouped_features(self, block_m: int, pieces: int, p: int, pairs: int, n: int) -> int:
         """_wg_features of a grouped product of P padded positions holding `pairs` pairs, counting the tiles
@@ -237,7 +231,7 @@ class TensorCoreGemmLaunches:
         of few rows waits on its own ring (ncu, thirteenth session: its weights in L2, it takes as long), so
         twice the blocks stream twice the rings. Each feature's sum is the same: so are the bits."""
         return (self.wg_half and features == 1 and rows in WG_HALF_ROWS
-                and _blocks(n, 64) * _blocks(m, rows) <= self._tc_sm_count())
+                and _blocks(n, 64) * _blocks(m, rows) <= self.sm_count())
 
     def wg_wide_blocks(self, row_tiles: int, n: int, rows: int) -> bool:
         """Whether a grouped TMA mlp1 + SwiGLU of N features whose tiles (`rows` high) that can hold a pair are
@@ -245,19 +239,19 @@ class TensorCoreGemmLaunches:
         the SMs and its 192-feature ones fit one. At one row mlp1's 4 experts x 45 tiles of 128 features are two
         waves (180 blocks on 132 SMs), of 256 they leave 40 SMs idle (92), of 192 fill 120. Each feature's sum and
         SwiGLU are the two-consumer blocks': the same bits."""
-        sms = self._tc_sm_count()
+        sms = self.sm_count()
         return (self.wg_wide and rows in WG_WIDE_ROWS
                 and row_tiles * _blocks(n, 128) > sms >= row_tiles * _blocks(n, wg_block_features(WG_WIDE_KIND, 1)))
 
     def wg_dense_splits(self, n: int, k: int) -> int:
         """Split-K splits of a dense wgmma product of N features over K: 1 unless wg_splitk; never a function of
         the row count (batch invariance)."""
-        return wg_splits(n, k, self._tc_sm_count()) if self.wg_splitk else 1
+        return wg_splits(n, k, self.sm_count()) if self.wg_splitk else 1
 
     def wg_dense_sliced(self, n: int, m: int, rows: int, pieces: int) -> int | None:
         """The sliced kernels' tile height for a split product of M rows tiled `rows` high, where it runs in
         sliced mode (launch/splitk.py's wg_sliced; its height by wg_sliced_height); None: split mode."""
-        if not wg_sliced(n, m, rows, self._tc_sm_count()):
+        if not wg_sliced(n, m, rows, self.sm_count()):
             return None
         return wg_sliced_height(rows, pieces, self.wg_sliced_tall)
 
@@ -265,7 +259,7 @@ class TensorCoreGemmLaunches:
         """Size the split-K workspace for dense products of up to `rows` rows with weights of these (N, K)
         shapes (split mode's rows only: the sliced mode needs none). Call it outside graph capture (at
         warm-up): a capture then never allocates."""
-        sms = self._tc_sm_count()
+        sms = self.sm_count()
         sizes = [splitk_sizes(min(rows, wg_split_rows_limit(n, sms)), n, k, splits, 8)  # 8: the shortest tile
                  for n, k in shapes if (splits := self.wg_dense_splits(n, k)) > 1]
         if sizes:  # one allocation for the largest (a grown workspace keeps the smaller alive)
@@ -285,7 +279,7 @@ class TensorCoreGemmLaunches:
 
     def tc_dense_tile(self, m: int, n: int) -> tuple[int, int]:
         """The tile shape with the least estimated time: waves of blocks x blocks per SM x tile cost."""
-        sms = self._tc_sm_count()
+        sms = self.sm_count()
 
         def cost(tile):
             per_sm, weight = DENSE_TILES[tile]
