@@ -172,68 +172,97 @@ GETP_DEVICE void route_row(int* __restrict__ out_e, float* __restrict__ out_w, c
 
 // The router over rows with its choice, one launch: per row r, scores[r, e] = w_router[e] . t[r] + b[e] (one
 // warp an expert, warp_dot's FP32 products and order of additions: matvec's bits, the same for every row count
-// and place), then route_row on the row's scores from shared memory. Grid (R,): one block a row, of up to
-// ROUTER_THREADS threads (a warp an expert where they reach: at one row the dots' load latencies are the time,
-// so as many run at once as a block holds; which warp takes an expert changes no bit). On the CUDA cores at
-// every row count: E = 32 or 128 experts make a product too narrow for the tensor-core kernels (one 128-feature
-// tile, latency-bound at one row: 9 us a launch, then 3.7 us for the choice's own kernel: ncu, tenth session).
+// and place), then route_row on the row's scores from shared memory. Grid (ceil(R / rows_per_block),): block i
+// takes rows [i rows_per_block, (i + 1) rows_per_block) of up to ROUTER_MAX_ROWS, with up to ROUTER_THREADS threads
+// (a warp an expert where they reach: at one row the dots' load latencies are the time, so as many run at once as
+// a block holds; which warp takes an expert changes no bit). A warp loads its experts' weights once and takes
+// every row of its block with them: one block a row streamed the router's weights (184 KB at the 20b) through an
+// SM for every row, 37 us a layer at 640 rows (bench/RESULTS.md, twenty-second session). Which block takes a row
+// and how many rows it takes change no bit: each row's dots are the same additions in the same order. On the CUDA
+// cores at every row count: E = 32 or 128 experts make a product too narrow for the tensor-core kernels (one
+// 128-feature tile, latency-bound at one row: 9 us a launch, then 3.7 us for the choice's own kernel: ncu, tenth
+// session).
 template <class Dot>
 GETP_DEVICE void router_rows_core(int* __restrict__ experts, float* __restrict__ weights,
                                   float* __restrict__ scores, const Dot& dot, const float* __restrict__ b,
-                                  int n_experts, int top_k) {
-  __shared__ float row_scores[MOE_MAX_EXPERTS];
-  const int r = blockIdx.x, warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
+                                  int n_rows, int rows_per_block, int n_experts, int top_k) {
+  __shared__ float row_scores[ROUTER_MAX_ROWS][MOE_MAX_EXPERTS];
+  const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
   const int n_warps = blockDim.x / WARP_SIZE;
-  // A pass: experts e0 + k n_warps, k < ROUTER_EXPERTS, one round of loads for all of them.
+  const int r0 = blockIdx.x * rows_per_block;
+  const int mine = min(rows_per_block, n_rows - r0);  // this block's rows, r0 .. r0 + mine - 1
+  // A pass: experts e0 + k n_warps, k < ROUTER_EXPERTS, one round of loads of their weights for all the rows.
   for (int e0 = warp; e0 < n_experts; e0 += ROUTER_EXPERTS * n_warps) {
-    float score[ROUTER_EXPERTS];
-    dot.experts(e0, n_warps, n_experts, r, score);
-    #pragma unroll
-    for (int k = 0; k < ROUTER_EXPERTS; ++k) {
-      const int e = e0 + k * n_warps;
-      if (e >= n_experts) break;
-      score[k] += b[e];
-      if (lane == 0) {
-        row_scores[e] = score[k];
-        scores[(size_t)r * n_experts + e] = score[k];
+    const typename Dot::Held held = dot.hold(e0, n_warps);
+    for (int i = 0; i < mine; ++i) {
+      const int r = r0 + i;
+      float score[ROUTER_EXPERTS];
+      dot.experts(held, e0, n_warps, r, score);
+      #pragma unroll
+      for (int k = 0; k < ROUTER_EXPERTS; ++k) {
+        const int e = e0 + k * n_warps;
+        if (e >= n_experts) break;
+        score[k] += b[e];
+        if (lane == 0) {
+          row_scores[i][e] = score[k];
+          scores[(size_t)r * n_experts + e] = score[k];
+        }
       }
     }
   }
   __syncthreads();
-  if (warp == 0) route_row(experts + (size_t)r * top_k, weights + (size_t)r * top_k, row_scores, n_experts, top_k);
+  for (int i = warp; i < mine; i += n_warps) {
+    const int r = r0 + i;
+    route_row(experts + (size_t)r * top_k, weights + (size_t)r * top_k, row_scores[i], n_experts, top_k);
+  }
 }
 
-// warp_dot_bf16 of ROUTER_EXPERTS rows (rows e0 + k stride, k < ROUTER_EXPERTS, those below n_rows) with every
-// 16-byte load of them (up to ROUTER_HELD a lane a row: rows of up to 3072 values, the 20b's and 120b's 2880)
-// issued before the first product is added: each row's additions in warp_dot_bf16's order, so its bits, but one
-// round trip to memory for all the rows instead of one every four loads of each. One block a row streams all the
-// router's weights through one SM, so at one row the dots' latencies are the router's time (10.4 us a launch with
-// warp_dot_bf16 and a warp an expert, ncu, eleventh session). Rows of other lengths or alignments take
-// warp_dot_bf16.
+// ROUTER_EXPERTS rows of bf16 weights (rows e0 + k stride, k < ROUTER_EXPERTS, those below n_w) held in a
+// lane's registers, up to ROUTER_HELD 16-byte loads a lane a row (rows of up to 3072 values, the 20b's and 120b's
+// 2880), every load issued before the first product is added; rows of other lengths or alignments are not held
+// (bf16_rows_held false) and their dots take warp_dot_bf16. One block a row streams all the router's weights through one
+// SM, so at one row the dots' latencies are the router's time (10.4 us a launch with warp_dot_bf16 and a warp an
+// expert, ncu, eleventh session).
 #define ROUTER_HELD 12
-GETP_DEVICE void warp_dots_bf16_held(const unsigned short* __restrict__ w, int e0, int stride, int n_rows,
-                                     const float* __restrict__ x, int n, int vec8, float (&out)[ROUTER_EXPERTS]) {
+struct HeldBf16Rows {
+  uint4 v[ROUTER_EXPERTS][ROUTER_HELD];
+};
+
+GETP_DEVICE bool bf16_rows_held(int n, int vec8) { return vec8 && n / 8 <= ROUTER_HELD * WARP_SIZE; }
+
+GETP_DEVICE HeldBf16Rows hold_bf16_rows(const unsigned short* __restrict__ w, int e0, int stride, int n_w, int n,
+                                        int vec8) {
   const int lane = threadIdx.x % WARP_SIZE, n8 = n / 8;
-  if (!vec8 || n8 > ROUTER_HELD * WARP_SIZE) {
+  HeldBf16Rows h = {};  // zeros where not held (not read there)
+  if (!bf16_rows_held(n, vec8)) return h;
+  #pragma unroll
+  for (int k = 0; k < ROUTER_EXPERTS; ++k) {
+    const int e = e0 + k * stride;
+    const uint4* row = (const uint4*)(w + (size_t)(e < n_w ? e : e0) * n);  // a row past n_w: e0's, unused
+    #pragma unroll
+    for (int u = 0; u < ROUTER_HELD; ++u) {
+      const int i = lane + u * WARP_SIZE;
+      if (i < n8) h.v[k][u] = row[i];
+    }
+  }
+  return h;
+}
+
+// warp_dot_bf16 of the held rows (h: rows e0 + k stride of w) with x (n values): each row's additions in
+// warp_dot_bf16's order, so its bits.
+GETP_DEVICE void warp_dots_bf16_held(const HeldBf16Rows& h, const unsigned short* __restrict__ w, int e0, int stride,
+                                     int n_w, const float* __restrict__ x, int n, int vec8,
+                                     float (&out)[ROUTER_EXPERTS]) {
+  const int lane = threadIdx.x % WARP_SIZE, n8 = n / 8;
+  if (!bf16_rows_held(n, vec8)) {
     #pragma unroll
     for (int k = 0; k < ROUTER_EXPERTS; ++k) {
       const int e = e0 + k * stride;
-      out[k] = e < n_rows ? warp_dot_bf16(w + (size_t)e * n, x, n, vec8) : 0.0f;
+      out[k] = e < n_w ? warp_dot_bf16(w + (size_t)e * n, x, n, vec8) : 0.0f;
     }
     return;
   }
   const float4* x4 = (const float4*)x;
-  uint4 held[ROUTER_EXPERTS][ROUTER_HELD];
-  #pragma unroll
-  for (int k = 0; k < ROUTER_EXPERTS; ++k) {
-    const int e = e0 + k * stride;
-    const uint4* row = (const uint4*)(w + (size_t)(e < n_rows ? e : e0) * n);  // a row past n_rows: e0's, unused
-    #pragma unroll
-    for (int u = 0; u < ROUTER_HELD; ++u) {
-      const int i = lane + u * WARP_SIZE;
-      if (i < n8) held[k][u] = row[i];
-    }
-  }
   float acc[ROUTER_EXPERTS];
   #pragma unroll
   for (int k = 0; k < ROUTER_EXPERTS; ++k) acc[k] = 0.0f;
@@ -242,29 +271,33 @@ GETP_DEVICE void warp_dots_bf16_held(const unsigned short* __restrict__ w, int e
     const int i = lane + u * WARP_SIZE;
     if (i < n8) {
       #pragma unroll
-      for (int k = 0; k < ROUTER_EXPERTS; ++k) acc[k] += dot8_bf16(held[k][u], x4 + 2 * i);
+      for (int k = 0; k < ROUTER_EXPERTS; ++k) acc[k] += dot8_bf16(h.v[k][u], x4 + 2 * i);
     }
   }
   #pragma unroll
   for (int k = 0; k < ROUTER_EXPERTS; ++k) out[k] = warp_sum(acc[k]);
 }
 
-// Router weight rows (E, H) . a row of t (R, H): BF16 bits (stored so where lossless) or FP32. experts(e0, stride,
-// E, r): the scores for row r of experts e0 + k stride (k < ROUTER_EXPERTS; those >= E: not used), each the warp's
-// dot in warp_dot's order.
+// Router weight rows (E, H) . a row of t (R, H): BF16 bits (stored so where lossless) or FP32. hold(e0, stride):
+// what a warp keeps of experts e0 + k stride (k < ROUTER_EXPERTS) across the rows; experts(held, e0, stride, r,
+// out): the scores for row r of those experts (those >= E: not used), each the warp's dot in warp_dot's order.
 struct RouterBf16 {
   const unsigned short* w;
   const float* t;
-  int hidden, vec8;
-  GETP_DEVICE void experts(int e0, int stride, int n_experts, int r, float (&out)[ROUTER_EXPERTS]) const {
-    warp_dots_bf16_held(w, e0, stride, n_experts, t + (size_t)r * hidden, hidden, vec8, out);
+  int hidden, n_experts, vec8;
+  typedef HeldBf16Rows Held;
+  GETP_DEVICE Held hold(int e0, int stride) const { return hold_bf16_rows(w, e0, stride, n_experts, hidden, vec8); }
+  GETP_DEVICE void experts(const Held& h, int e0, int stride, int r, float (&out)[ROUTER_EXPERTS]) const {
+    warp_dots_bf16_held(h, w, e0, stride, n_experts, t + (size_t)r * hidden, hidden, vec8, out);
   }
 };
 struct RouterF32 {
   const float* w;
   const float* t;
-  int hidden, vec4;
-  GETP_DEVICE void experts(int e0, int stride, int n_experts, int r, float (&out)[ROUTER_EXPERTS]) const {
+  int hidden, n_experts, vec4;
+  struct Held {};  // FP32 rows: not held
+  GETP_DEVICE Held hold(int, int) const { return Held{}; }
+  GETP_DEVICE void experts(const Held&, int e0, int stride, int r, float (&out)[ROUTER_EXPERTS]) const {
     #pragma unroll
     for (int k = 0; k < ROUTER_EXPERTS; ++k) {
       const int e = e0 + k * stride;
@@ -276,17 +309,19 @@ struct RouterF32 {
 extern "C" __global__ void __launch_bounds__(ROUTER_THREADS)
 router_rows_bf16w(int* __restrict__ experts, float* __restrict__ weights, float* __restrict__ scores,
                   const unsigned short* __restrict__ w, const float* __restrict__ b, const float* __restrict__ t,
-                  int hidden, int n_experts, int top_k, int vec8) {
+                  int hidden, int n_experts, int top_k, int vec8, int n_rows, int rows_per_block) {
   grid_begin();
-  router_rows_core(experts, weights, scores, RouterBf16{w, t, hidden, vec8}, b, n_experts, top_k);
+  router_rows_core(experts, weights, scores, RouterBf16{w, t, hidden, n_experts, vec8}, b, n_rows, rows_per_block,
+                   n_experts, top_k);
 }
 
 extern "C" __global__ void __launch_bounds__(ROUTER_THREADS)
 router_rows_f32w(int* __restrict__ experts, float* __restrict__ weights, float* __restrict__ scores,
                  const float* __restrict__ w, const float* __restrict__ b, const float* __restrict__ t, int hidden,
-                 int n_experts, int top_k, int vec4) {
+                 int n_experts, int top_k, int vec4, int n_rows, int rows_per_block) {
   grid_begin();
-  router_rows_core(experts, weights, scores, RouterF32{w, t, hidden, vec4}, b, n_experts, top_k);
+  router_rows_core(experts, weights, scores, RouterF32{w, t, hidden, n_experts, vec4}, b, n_rows, rows_per_block,
+                   n_experts, top_k);
 }
 
 // moe_align: one block of up to MOE_ALIGN_THREADS threads, at least one a valid expert (launch/moe.py sizes it

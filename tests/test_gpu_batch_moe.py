@@ -10,10 +10,11 @@ import pytest
 
 from cupy_getp.bf16 import f32_to_bf16, round_to_bf16
 from cupy_getp.gpu.launch.common import BF16, F32, I32
-from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_pairs
+from cupy_getp.gpu.launch.moe import MOE_ALIGN_THREADS, MoeLaunches, moe_padded_pairs, router_rows_per_block
 from cupy_getp.gpu.launch.moe import moe_align_host as align_oracle
 from cupy_getp.reference import route
 from batch_fakes import FakeDevice, expected, host_array
+from gpu_helpers import kernel_settings
 from kernel_oracles import f32
 from seeding import seeded
 
@@ -78,6 +79,9 @@ class _Recorder(MoeLaunches):
         self.calls = []
         self.device = FakeDevice()
 
+    def sm_count(self):
+        return 132  # an H100's, an H200's
+
     def _launch(self, name, grid, block, args):
         assert isinstance(grid, tuple) and isinstance(block, tuple) and grid[0] > 0
         self.calls.append((name, grid, block, args))
@@ -119,6 +123,12 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
     k.router_rows(np.zeros((rows, 2), I32), np.zeros((rows, 2), F32), np.zeros((rows, 5), F32),
                   host_array(np.zeros((5, hidden), F32)), np.zeros(5, F32), host_array(np.zeros((rows, hidden), F32)))
     assert k.calls[-1][:3] == ("router_rows_f32w", (rows,), (2 * 32,))  # fewer experts, fewer warps
+    for many, blocks, per_block in ((132, 132, 1), (133, 67, 2), (640, 128, 5), (2000, 250, 8)):
+        k.router_rows(np.zeros((many, top), I32), np.zeros((many, top), F32), np.zeros((many, n_experts), F32),
+                      host_array(np.zeros((n_experts, hidden), BF16)), np.zeros(n_experts, F32),
+                      host_array(np.zeros((many, hidden), F32)))
+        name, grid, _, args = k.calls[-1]
+        assert (grid, args[-2:]) == ((blocks,), (many, per_block)), many  # rows a block: the SMs filled, <= 8
     for pairs, experts_n, threads in ((4, 32, 32), (4, 128, 128), (4096, 32, MOE_ALIGN_THREADS), (32, 5, 32)):
         k.moe_align(np.zeros(moe_padded_pairs(pairs, experts_n, 8), I32), np.zeros(pairs, I32),
                     np.zeros(moe_padded_pairs(pairs, experts_n, 8) // 8, I32), np.zeros((pairs, 1), I32), 8, experts_n)
@@ -248,6 +258,15 @@ def test_router_rows_scores_and_their_bits_for_every_row_count(dev, rng, dtype, 
         for name, got, batched in zip(("experts", "weights", "scores"), alone, (experts, weights, scores)):
             np.testing.assert_array_equal(host(got, dev)[0].view(np.uint32), batched[r].view(np.uint32),
                                           err_msg=f"{name} of row {r} alone")
+    dev[1].sm_count()  # read once, so that kernel_settings can set it back
+    for sms in (5, 13):  # 8 rows a block (the last block 5), then 3 (the last 1): the same bits as a row a block
+        assert router_rows_per_block(rows, sms) > 1 and rows % router_rows_per_block(rows, sms)
+        several = tuple(garbage(a.shape, a.dtype) for a in outs)
+        with kernel_settings(dev[1], _sm_count=sms):
+            dev[1].router_rows(*several, d_w, d_b, to_device(t))
+        for name, got, one in zip(("experts", "weights", "scores"), several, (experts, weights, scores)):
+            np.testing.assert_array_equal(host(got, dev).view(np.uint32), one.view(np.uint32),
+                                          err_msg=f"{name}, {router_rows_per_block(rows, sms)} rows a block")
 
 
 def align_cases():
