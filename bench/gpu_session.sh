@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -177,6 +177,15 @@ step_ablation() {  # where the one-row step's graph time goes (bench/step_ablati
   echo "ablation exit $?"
   grep -o '"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"its_cost_ms": [-0-9.]*\|"launches_left_out": [0-9]*' \
     "$OUT/ablation.txt" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g'
+}
+set_sides() {  # set_sides PRECISION ROWS: bench/step_ablation.py at ROWS decode rows, context 512, every group kept,
+  # timed with each of SET (launch constants) against the default in one process
+  local log="$OUT/set-$1-$2.txt"
+  timeout ${SET_SECONDS:-200} python bench/step_ablation.py --precision $1 --rows $2 --context 512 --groups none \
+    --set "${SET:-moe.ROUTER_MAX_ROWS=1,attention.ATTN_FUSED_MAX_ROWS=100000}" > "$log" 2>&1
+  echo "set $1 $2 exit $?"
+  grep -o '"set": "[^"]*"\|"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"default_saves_ms": [-0-9.]*\|"launches": [0-9]*' \
+    "$log" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g; s/ "set"/\n"set"/g'
 }
 gpu_tests() {  # gpu_tests NAME SECONDS PYTEST_ARGS...: the gpu-marked tests in $OUT/NAME.log, its exit and summary lines
   local name=$1 seconds=$2; shift 2
@@ -741,6 +750,18 @@ PY
       # 118's branch): attention against numpy at every odd shape, FP32 and BF16 caches with small and large sinks,
       # rows bit-identical among other rows, the kernel variants
       gpu_tests attn ${TEST_SECONDS:-300} tests/test_gpu_batch_attention.py -k "attention_rows or bit_identical or variant"
+      ;;
+    s35a)  # the router's rows a block: its tests (several rows a block against one), then steps of 640 decode rows
+      # at context 512, exact and fast, each timed with the router one row a block and with attention's merge in
+      # its launch at every row count, against the default, in one process (bench/step_ablation.py --set)
+      gpu_tests router ${TEST_SECONDS:-150} tests/test_gpu_batch_moe.py -k router
+      for rows in ${SET_ROWS:-640}; do for precision in ${SET_PRECISIONS:-exact fast}; do set_sides $precision $rows; done; done
+      ;;
+    s35b)  # after s35a on the same machine: main's attention tests (owed since the twenty-fifth session), the
+      # many-row steps at 1024 rows, then batch invariance end to end
+      gpu_tests attn ${TEST_SECONDS:-200} tests/test_gpu_batch_attention.py -k "attention_rows or bit_identical or variant"
+      for precision in ${SET_PRECISIONS:-exact fast}; do set_sides $precision 1024; done
+      invariance_tests
       ;;
     s33h)  # an H200 (1024 slots with an FP32 cache), one call: the whole exact headline, then attention alone
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-380} headline_side 1 exact headline-exact

@@ -22,19 +22,30 @@ def time_ms(stream, fn, repeats: int) -> float:
 
 
 ONE_ROW_TOKEN = 13225  # the token the one-row steps below feed (bench/decode.py's TOKEN)
+SPREAD_STRIDE = 7919  # a prime: the tokens of a step of many rows, ONE_ROW_TOKEN + i SPREAD_STRIDE
 
 
 def one_row_step(batched, pos: int):
     """A batched engine's step of its single row (slot 0) at `pos`, fed ONE_ROW_TOKEN; returns the step."""
-    return batched.step(np.array([0], np.int32), np.array([pos], np.int32), np.array([ONE_ROW_TOKEN], np.int32))
+    return rows_step(batched, pos, 1)
 
 
-def graph_replay_ms(batched, pos: int, repeats: int = 50) -> float:
-    """Device time of one step of a batched engine's single row at `pos`: its graph replayed back to back
-    (no host work between the replays), between two events."""
+def rows_step(batched, pos: int, rows: int):
+    """A batched engine's step of `rows` decode rows, row i in slot i at `pos`: one row fed ONE_ROW_TOKEN, more rows
+    tokens spread over the vocabulary (so that their routes spread over the experts, as real rows' do; one token
+    for all would send every row to the same experts); returns the step."""
+    vocab = batched.model.config.vocab_size
+    tokens = (ONE_ROW_TOKEN + SPREAD_STRIDE * np.arange(rows)) % vocab
+    slots = np.arange(rows, dtype=np.int32)
+    return batched.step(slots, np.full(rows, pos, np.int32), tokens.astype(np.int32))
+
+
+def graph_replay_ms(batched, pos: int, repeats: int = 50, rows: int = 1) -> float:
+    """Device time of one step of a batched engine's `rows` rows at `pos` (rows_step): its graph replayed back to
+    back (no host work between the replays), between two events."""
     import cupy
 
-    v = one_row_step(batched, pos)
+    v = rows_step(batched, pos, rows)
     stream = batched.device.stream
     start, end = cupy.cuda.Event(), cupy.cuda.Event()
     with stream:

@@ -1,11 +1,14 @@
-"""bench/step_ablation.py: its groups name kernels that exist, `small` and `products` are the unions they say, and a
-group's launches are left out only inside the context that leaves them out."""
+"""bench/step_ablation.py: its groups name kernels that exist, `small` and `products` are the unions they say, a
+group's launches are left out only inside the context that leaves them out, and --set's constants hold only inside
+theirs."""
 
 from __future__ import annotations
 
 import importlib.util
 import re
 from pathlib import Path
+
+import pytest
 
 from cupy_getp.gpu.kernels import ENTRY_POINTS
 
@@ -59,3 +62,20 @@ def test_launches_are_left_out_only_inside_the_context(monkeypatch):
     kernels._launch("router_rows_bf16w", (1,), (256,), ())
     assert kernels.names == ["moe_align", "router_rows_bf16w"]
     assert "_launch" not in vars(kernels)  # the class's launch again
+
+
+def test_set_constants_hold_inside_the_context_only_and_bad_ones_are_refused(monkeypatch):
+    ablation = ablation_module(monkeypatch)
+    from cupy_getp.gpu.launch import attention, moe
+
+    fused, rows = attention.ATTN_FUSED_MAX_ROWS, moe.ROUTER_MAX_ROWS
+    with ablation.constants_set("attention.ATTN_FUSED_MAX_ROWS=100000+moe.ROUTER_MAX_ROWS=1"):
+        assert (attention.ATTN_FUSED_MAX_ROWS, moe.ROUTER_MAX_ROWS) == (100000, 1)
+        assert moe.router_rows_per_block(2000, 132) == 1  # the launch helper reads the module's constant
+    assert (attention.ATTN_FUSED_MAX_ROWS, moe.ROUTER_MAX_ROWS) == (fused, rows)
+    for bad in ("attention.ATTN_FUSED_MAX_ROWS=many", "attention.NO_SUCH=1", "attention.ATTN_PARTIAL_BOUNDS=1",
+                "moe.ROUTER_MAX_ROWS=2+attention.NO_SUCH=1"):
+        with pytest.raises(ValueError, match="module.NAME=integer"):
+            with ablation.constants_set(bad):
+                pass
+        assert (attention.ATTN_FUSED_MAX_ROWS, moe.ROUTER_MAX_ROWS) == (fused, rows), bad  # set back after a failure
