@@ -194,13 +194,6 @@ class Kernels(BatchLaunches):
         self._launch("wg_available", (1,), (1,), (flag,))
         return bool(int(flag.get(stream=self.device.stream)[0]))
 
-    def sm_count(self) -> int:
-        """The device's multiprocessors (compute units on ROCm), read once: launch helpers size grids by it."""
-        count = getattr(self, "_sm_count", None)
-        if count is None:  # a device attribute, not device data: fine during graph capture
-            count = self._sm_count = int(self.device.cuda_device.attributes["MultiProcessorCount"])
-        return count
-
     def _launch(self, name: str, grid: tuple, block: tuple, args: tuple, shared_mem: int = 0) -> None:
         if grid[0] == 0:  # CuPy would still launch one block
             return

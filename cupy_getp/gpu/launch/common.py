@@ -21,6 +21,17 @@ F32, BF16, I32 = np.float32, np.uint16, np.int32
 KV_CACHE_SUFFIX = {np.dtype(F32): "f32", np.dtype(BF16): "bf16kv"}
 
 
+class DeviceSms:
+    """A launch mixin's `self.sm_count()`: the device's multiprocessors (compute units on ROCm), read once; launch
+    helpers size grids by it."""
+
+    def sm_count(self) -> int:
+        count = getattr(self, "_sm_count", None)
+        if count is None:  # a device attribute, not device data: fine during graph capture
+            count = self._sm_count = int(self.device.cuda_device.attributes["MultiProcessorCount"])
+        return count
+
+
 @dataclass(frozen=True)
 class Mxfp4Matrix:
     """Expert weights kept in MXFP4 on the device, as the checkpoints store them: blocks (..., rows, G, 16)

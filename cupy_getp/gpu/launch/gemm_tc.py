@@ -18,7 +18,7 @@ import re
 from ...errors import KernelArgumentError
 from ..constants import (TC_BLOCK_M, TC_BLOCK_N, TC_LDS, TC_STAGES_CUDA, TC_STAGES_HIP, WG_HALF_THREADS, WG_SMEM_BYTES,
                          WG_THREADS, WG_WIDE_THREADS)
-from .common import BF16, F32, I32, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
+from .common import BF16, F32, I32, DeviceSms, _aligned, _blocks, _check, _expert_weights, _grouped_suffix, _require
 from .splitk import SplitKWorkspace, splitk_sizes, wg_sliced, wg_sliced_height, wg_split_rows_limit, wg_splits
 from .tensor_map import paired_eligible, tma_eligible
 
@@ -134,7 +134,7 @@ def tc_shared_bytes(pieces: int, block_m: int, block_n: int, is_hip: bool) -> in
     return stages * (pieces * block_m + block_n) * TC_LDS * 2
 
 
-class TensorCoreGemmLaunches:
+class TensorCoreGemmLaunches(DeviceSms):
     # Kernels sets them at warm-up, with `wgmma`: wg_tma (where the wgmma kernels run, `wg_tma_enabled()`): the
     # dense wgmma products read W through tensor maps, made once per weight by tensor_maps (a TensorMaps).
     wg_tma = False

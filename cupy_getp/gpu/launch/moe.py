@@ -7,7 +7,7 @@ import numpy as np
 
 from ...errors import KernelArgumentError, KernelDtypeError
 from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS, ROUTER_EXPERTS, ROUTER_MAX_ROWS, ROUTER_THREADS
-from .common import BF16, F32, I32, _aligned, _blocks, _check, _require
+from .common import BF16, F32, I32, DeviceSms, _aligned, _blocks, _check, _require
 
 
 def moe_padded_pairs(n_pairs: int, n_experts: int, block_m: int) -> int:
@@ -55,7 +55,7 @@ def _align_threads(n_pairs: int, n_experts: int, warp_size: int) -> int:
     return min(MOE_ALIGN_THREADS // warp_size, warps) * warp_size
 
 
-class MoeLaunches:
+class MoeLaunches(DeviceSms):
     def router_rows(self, experts, weights, scores, w, b, t) -> None:
         """The router over rows and its choice, one launch: scores (R, E) = t (R, H) @ w^T + b (w (E, H) bf16 bits
         or float32, on the CUDA cores in FP32, a warp an expert's dot: the same bits at every row count), then per row
