@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -773,6 +773,18 @@ PY
         grep -o '"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"its_cost_ms": [-0-9.]*\|"launches_left_out": [0-9]*' \
           "$log" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g'
       done
+      ;;
+    s35d)  # the router's rows of t through shared memory: its tests, then steps of 640 decode rows at context 512 (exact,
+      # fast) and the one-row step (exact) timed without the staging, and without it and with a row a block, against
+      # the default in one process; then batch invariance end to end
+      gpu_tests router ${TEST_SECONDS:-150} tests/test_gpu_batch_moe.py -k router
+      for precision in ${SET_PRECISIONS:-exact fast}; do
+        SET="moe.ROUTER_STAGING=0,moe.ROUTER_STAGING=0+moe.ROUTER_MAX_ROWS=1" set_sides $precision 640; done
+      timeout ${ABLATION_SECONDS:-150} python bench/step_ablation.py --groups router --set moe.ROUTER_STAGING=0 \
+        > "$OUT/set-exact-1.txt" 2>&1; echo "set exact 1 exit $?"
+      grep -o '"set": "[^"]*"\|"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"default_saves_ms": [-0-9.]*\|"its_cost_ms": [-0-9.]*' \
+        "$OUT/set-exact-1.txt" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g; s/ "set"/\n"set"/g'
+      invariance_tests
       ;;
     s33h)  # an H200 (1024 slots with an FP32 cache), one call: the whole exact headline, then attention alone
       PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-380} headline_side 1 exact headline-exact

@@ -177,27 +177,49 @@ GETP_DEVICE void route_row(int* __restrict__ out_e, float* __restrict__ out_w, c
 // (a warp an expert where they reach: at one row the dots' load latencies are the time, so as many run at once as
 // a block holds; which warp takes an expert changes no bit). A warp loads its experts' weights once and takes
 // every row of its block with them: one block a row streamed the router's weights (184 KB at the 20b) through an
-// SM for every row, 37 us a layer at 640 rows (bench/RESULTS.md, twenty-second session). Which block takes a row
-// and how many rows it takes change no bit: each row's dots are the same additions in the same order. On the CUDA
-// cores at every row count: E = 32 or 128 experts make a product too narrow for the tensor-core kernels (one
-// 128-feature tile, latency-bound at one row: 9 us a launch, then 3.7 us for the choice's own kernel: ncu, tenth
-// session).
+// SM for every row, 37 us a layer at 640 rows (bench/RESULTS.md, twenty-second session). With `staged` (rows of
+// up to ROUTER_STAGED values, 16-byte aligned), the block copies each row of t into shared memory, the next row's
+// copies in flight while the warps take this one: the held weights leave no registers for a row's loads, which
+// would otherwise wait one after another. Which block takes a row, how many rows it takes and where its x is read
+// from change no bit: each row's dots are the same additions in the same order. On the CUDA cores at every row
+// count: E = 32 or 128 experts make a product too narrow for the tensor-core kernels (one 128-feature tile,
+// latency-bound at one row: 9 us a launch, then 3.7 us for the choice's own kernel: ncu, tenth session).
+// A row x of t (n values, n % 4 == 0, 16-byte aligned) into shared memory by the block's threads, the copies a
+// commit group of their own.
+GETP_DEVICE void router_stage_row(float4* staged, const float* __restrict__ x, int n) {
+  for (int j = threadIdx.x; j < n / 4; j += blockDim.x) copy16_async(staged + j, (const float4*)x + j, true);
+  copy_async_commit();
+}
+
 template <class Dot>
 GETP_DEVICE void router_rows_core(int* __restrict__ experts, float* __restrict__ weights,
-                                  float* __restrict__ scores, const Dot& dot, const float* __restrict__ b,
-                                  int n_rows, int rows_per_block, int n_experts, int top_k) {
+                                  float* __restrict__ scores, const Dot& dot, const float* __restrict__ t,
+                                  const float* __restrict__ b, int hidden, int n_rows, int rows_per_block,
+                                  int n_experts, int top_k, int staged) {
   __shared__ float row_scores[ROUTER_MAX_ROWS][MOE_MAX_EXPERTS];
+  __shared__ float4 x_staged[2][ROUTER_STAGED / 4];  // rows of t, two at a time (this one, the next one)
   const int warp = threadIdx.x / WARP_SIZE, lane = threadIdx.x % WARP_SIZE;
   const int n_warps = blockDim.x / WARP_SIZE;
   const int r0 = blockIdx.x * rows_per_block;
   const int mine = min(rows_per_block, n_rows - r0);  // this block's rows, r0 .. r0 + mine - 1
   // A pass: experts e0 + k n_warps, k < ROUTER_EXPERTS, one round of loads of their weights for all the rows.
-  for (int e0 = warp; e0 < n_experts; e0 += ROUTER_EXPERTS * n_warps) {
+  // Every warp takes every pass (experts past E are not written), so that the block's barriers are all reached.
+  const int passes = (n_experts + ROUTER_EXPERTS * n_warps - 1) / (ROUTER_EXPERTS * n_warps);
+  for (int pass = 0; pass < passes; ++pass) {
+    const int e0 = warp + pass * ROUTER_EXPERTS * n_warps;
     const typename Dot::Held held = dot.hold(e0, n_warps);
+    if (staged) router_stage_row(x_staged[0], t + (size_t)r0 * hidden, hidden);
     for (int i = 0; i < mine; ++i) {
       const int r = r0 + i;
       float score[ROUTER_EXPERTS];
-      dot.experts(held, e0, n_warps, r, score);
+      const float* x = t + (size_t)r * hidden;
+      if (staged) {
+        copy_async_wait_all();
+        __syncthreads();  // row i's copies landed, and every warp is done with row i - 1's buffer
+        if (i + 1 < mine) router_stage_row(x_staged[(i + 1) % 2], t + (size_t)(r + 1) * hidden, hidden);
+        x = (const float*)x_staged[i % 2];
+      }
+      dot.experts(held, e0, n_warps, x, score);
       #pragma unroll
       for (int k = 0; k < ROUTER_EXPERTS; ++k) {
         const int e = e0 + k * n_warps;
@@ -209,6 +231,7 @@ GETP_DEVICE void router_rows_core(int* __restrict__ experts, float* __restrict__
         }
       }
     }
+    if (staged) __syncthreads();  // the last row's buffer read before the next pass stages into it
   }
   __syncthreads();
   for (int i = warp; i < mine; i += n_warps) {
@@ -220,9 +243,8 @@ GETP_DEVICE void router_rows_core(int* __restrict__ experts, float* __restrict__
 // ROUTER_EXPERTS rows of bf16 weights (rows e0 + k stride, k < ROUTER_EXPERTS, those below n_w) held in a
 // lane's registers, up to ROUTER_HELD 16-byte loads a lane a row (rows of up to 3072 values, the 20b's and 120b's
 // 2880), every load issued before the first product is added; rows of other lengths or alignments are not held
-// (bf16_rows_held false) and their dots take warp_dot_bf16. One block a row streams all the router's weights through one
-// SM, so at one row the dots' latencies are the router's time (10.4 us a launch with warp_dot_bf16 and a warp an
-// expert, ncu, eleventh session).
+// (bf16_rows_held false) and their dots take warp_dot_bf16. At one row the dots' latencies are the router's time
+// (10.4 us a launch with warp_dot_bf16 and a warp an expert, ncu, eleventh session).
 #define ROUTER_HELD 12
 struct HeldBf16Rows {
   uint4 v[ROUTER_EXPERTS][ROUTER_HELD];
@@ -238,7 +260,7 @@ GETP_DEVICE HeldBf16Rows hold_bf16_rows(const unsigned short* __restrict__ w, in
   #pragma unroll
   for (int k = 0; k < ROUTER_EXPERTS; ++k) {
     const int e = e0 + k * stride;
-    const uint4* row = (const uint4*)(w + (size_t)(e < n_w ? e : e0) * n);  // a row past n_w: e0's, unused
+    const uint4* row = (const uint4*)(w + (size_t)(e < n_w ? e : 0) * n);  // a row past n_w: row 0's, unused
     #pragma unroll
     for (int u = 0; u < ROUTER_HELD; ++u) {
       const int i = lane + u * WARP_SIZE;
@@ -278,30 +300,28 @@ GETP_DEVICE void warp_dots_bf16_held(const HeldBf16Rows& h, const unsigned short
   for (int k = 0; k < ROUTER_EXPERTS; ++k) out[k] = warp_sum(acc[k]);
 }
 
-// Router weight rows (E, H) . a row of t (R, H): BF16 bits (stored so where lossless) or FP32. hold(e0, stride):
-// what a warp keeps of experts e0 + k stride (k < ROUTER_EXPERTS) across the rows; experts(held, e0, stride, r,
-// out): the scores for row r of those experts (those >= E: not used), each the warp's dot in warp_dot's order.
+// Router weight rows (E, H) . a row x of t (R, H): BF16 bits (stored so where lossless) or FP32. hold(e0, stride):
+// what a warp keeps of experts e0 + k stride (k < ROUTER_EXPERTS) across the rows; experts(held, e0, stride, x,
+// out): the scores of x for those experts (those >= E: not used), each the warp's dot in warp_dot's order.
 struct RouterBf16 {
   const unsigned short* w;
-  const float* t;
   int hidden, n_experts, vec8;
   typedef HeldBf16Rows Held;
   GETP_DEVICE Held hold(int e0, int stride) const { return hold_bf16_rows(w, e0, stride, n_experts, hidden, vec8); }
-  GETP_DEVICE void experts(const Held& h, int e0, int stride, int r, float (&out)[ROUTER_EXPERTS]) const {
-    warp_dots_bf16_held(h, w, e0, stride, n_experts, t + (size_t)r * hidden, hidden, vec8, out);
+  GETP_DEVICE void experts(const Held& h, int e0, int stride, const float* x, float (&out)[ROUTER_EXPERTS]) const {
+    warp_dots_bf16_held(h, w, e0, stride, n_experts, x, hidden, vec8, out);
   }
 };
 struct RouterF32 {
   const float* w;
-  const float* t;
   int hidden, n_experts, vec4;
   struct Held {};  // FP32 rows: not held
   GETP_DEVICE Held hold(int, int) const { return Held{}; }
-  GETP_DEVICE void experts(const Held&, int e0, int stride, int r, float (&out)[ROUTER_EXPERTS]) const {
+  GETP_DEVICE void experts(const Held&, int e0, int stride, const float* x, float (&out)[ROUTER_EXPERTS]) const {
     #pragma unroll
     for (int k = 0; k < ROUTER_EXPERTS; ++k) {
       const int e = e0 + k * stride;
-      out[k] = e < n_experts ? warp_dot_f32(w + (size_t)e * hidden, t + (size_t)r * hidden, hidden, vec4) : 0.0f;
+      out[k] = e < n_experts ? warp_dot_f32(w + (size_t)e * hidden, x, hidden, vec4) : 0.0f;
     }
   }
 };
@@ -309,19 +329,19 @@ struct RouterF32 {
 extern "C" __global__ void __launch_bounds__(ROUTER_THREADS)
 router_rows_bf16w(int* __restrict__ experts, float* __restrict__ weights, float* __restrict__ scores,
                   const unsigned short* __restrict__ w, const float* __restrict__ b, const float* __restrict__ t,
-                  int hidden, int n_experts, int top_k, int vec8, int n_rows, int rows_per_block) {
+                  int hidden, int n_experts, int top_k, int vec8, int n_rows, int rows_per_block, int staged) {
   grid_begin();
-  router_rows_core(experts, weights, scores, RouterBf16{w, t, hidden, n_experts, vec8}, b, n_rows, rows_per_block,
-                   n_experts, top_k);
+  router_rows_core(experts, weights, scores, RouterBf16{w, hidden, n_experts, vec8}, t, b, hidden, n_rows,
+                   rows_per_block, n_experts, top_k, staged);
 }
 
 extern "C" __global__ void __launch_bounds__(ROUTER_THREADS)
 router_rows_f32w(int* __restrict__ experts, float* __restrict__ weights, float* __restrict__ scores,
                  const float* __restrict__ w, const float* __restrict__ b, const float* __restrict__ t, int hidden,
-                 int n_experts, int top_k, int vec4, int n_rows, int rows_per_block) {
+                 int n_experts, int top_k, int vec4, int n_rows, int rows_per_block, int staged) {
   grid_begin();
-  router_rows_core(experts, weights, scores, RouterF32{w, t, hidden, n_experts, vec4}, b, n_rows, rows_per_block,
-                   n_experts, top_k);
+  router_rows_core(experts, weights, scores, RouterF32{w, hidden, n_experts, vec4}, t, b, hidden, n_rows,
+                   rows_per_block, n_experts, top_k, staged);
 }
 
 // moe_align: one block of up to MOE_ALIGN_THREADS threads, at least one a valid expert (launch/moe.py sizes it

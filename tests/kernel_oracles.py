@@ -25,7 +25,7 @@ import numpy as np
 from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
 from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp4_values, uniform_values
-from cupy_getp.gpu.constants import ROUTER_MAX_ROWS, SKINNY_BM, TC_BLOCK_M, TILE_BM
+from cupy_getp.gpu.constants import ROUTER_MAX_ROWS, ROUTER_STAGED, SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
                                           WG_WIDE_KIND, WG_WIDE_ROWS)
@@ -157,8 +157,9 @@ def attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, items, n_heads
 
 # -- MoE: router, grouping, expert products, combine ---------------------------------------------------------------
 @oracle("router_rows_bf16w", "router_rows_f32w")
-def router_rows(experts, weights, scores, w, b, t, hidden, n_experts, k, vec, n_rows, rows_per_block):
+def router_rows(experts, weights, scores, w, b, t, hidden, n_experts, k, vec, n_rows, rows_per_block, staged):
     assert n_rows == scores.shape[0] and 1 <= rows_per_block <= ROUTER_MAX_ROWS
+    assert not staged or (vec and hidden <= ROUTER_STAGED), "rows of t staged only where they fit the buffers"
     scores[...] = _product(t, w, b).astype(np.float32)
     for r in range(scores.shape[0]):
         experts[r], weights[r] = route(np.asarray(scores[r]), k)

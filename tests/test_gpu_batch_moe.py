@@ -126,7 +126,11 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
                       host_array(np.zeros((n_experts, hidden), BF16)), np.zeros(n_experts, F32),
                       host_array(np.zeros((many, hidden), F32)))
         name, grid, _, args = k.calls[-1]
-        assert (grid, args[-2:]) == ((blocks,), (many, per_block)), many  # rows a block: the SMs filled, <= 8
+        assert (grid, args[-3:]) == ((blocks,), (many, per_block, 1)), many  # rows a block: the SMs filled, <= 8
+    k.router_rows(np.zeros((rows, top), I32), np.zeros((rows, top), F32), np.zeros((rows, n_experts), F32),
+                  host_array(np.zeros((n_experts, 3080), BF16)), np.zeros(n_experts, F32),
+                  host_array(np.zeros((rows, 3080), F32)))
+    assert k.calls[-1][3][-1] == 0  # rows of t past ROUTER_STAGED values: read from global memory
     for pairs, experts_n, threads in ((4, 32, 32), (4, 128, 128), (4096, 32, MOE_ALIGN_THREADS), (32, 5, 32)):
         k.moe_align(np.zeros(moe_padded_pairs(pairs, experts_n, 8), I32), np.zeros(pairs, I32),
                     np.zeros(moe_padded_pairs(pairs, experts_n, 8) // 8, I32), np.zeros((pairs, 1), I32), 8, experts_n)
@@ -223,11 +227,13 @@ def test_router_rows_4096_rows_gpt_oss_120b(dev, rng):
 
 @gpu
 @pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32w", "bf16w"])
-@pytest.mark.parametrize("n_experts, hidden", [(32, 2880), (128, 2880), (7, 33), (30, 3072), (32, 3080)])
+@pytest.mark.parametrize("n_experts, hidden", [(32, 2880), (128, 2880), (7, 33), (30, 3072), (32, 3080), (33, 2880)])
 def test_router_rows_scores_and_their_bits_for_every_row_count(dev, rng, dtype, n_experts, hidden):
     """The scores against the float64 product, and bit for bit the matvec's of the same row (warp_dot's order:
-    the held loads change no bit; rows of up to 3072 values held, longer ones not); a row's scores, experts and
-    weights the same bits alone, first or 17th of 37 rows (the batch invariance the engine's step needs of it)."""
+    the held loads change no bit; rows of up to 3072 values held and staged in shared memory, longer ones not); a
+    row's scores, experts and weights the same bits alone, first or 17th of 37 rows (the batch invariance the
+    engine's step needs of it), and with several rows a block. E = 33: a second pass of experts that only one warp
+    has (every warp reaches the staging's barriers)."""
     rows, k = 37, 4
     t = rng.standard_normal((rows, hidden)).astype(np.float32)
     w = (rng.standard_normal((n_experts, hidden)) / np.sqrt(hidden)).astype(np.float32)

@@ -21,7 +21,8 @@ MOE_ALIGN_THREADS = 1024  # moe_align runs as one block of this many threads
 MOE_MAX_EXPERTS = 256  # experts moe_align's and router_rows's shared arrays hold
 ROUTER_THREADS = 256  # router_rows: a block of at most this many threads ...
 ROUTER_EXPERTS = 4  # ... a warp this many experts a pass (one round of loads: 32 experts, 8 warps) ...
-ROUTER_MAX_ROWS = 8  # ... and at most this many rows a block, every row with the weights loaded once
+ROUTER_MAX_ROWS = 8  # ... and at most this many rows a block, every row with the weights loaded once ...
+ROUTER_STAGED = 3072  # ... each row of t through shared memory where it has at most this many values
 
 # gemm.hip: the two kernel shapes' tiles; their row counts are the block_m values moe_align groups by
 SKINNY_BM = 8  # activation rows per skinny tile
@@ -50,6 +51,7 @@ KERNEL_CONSTANTS = {
     "ROUTER_THREADS": ROUTER_THREADS,
     "ROUTER_EXPERTS": ROUTER_EXPERTS,
     "ROUTER_MAX_ROWS": ROUTER_MAX_ROWS,
+    "ROUTER_STAGED": ROUTER_STAGED,
     "SKINNY_BM": SKINNY_BM,
     "TILE_BM": TILE_BM,
     "TILE_BN": TILE_BN,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import KernelArgumentError, KernelDtypeError
-from ..constants import BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS, ROUTER_EXPERTS, ROUTER_MAX_ROWS, ROUTER_THREADS
+from ..constants import (BLOCK_SIZE, MOE_ALIGN_THREADS, MOE_MAX_EXPERTS, ROUTER_EXPERTS, ROUTER_MAX_ROWS,
+                         ROUTER_STAGED, ROUTER_THREADS)
 from .common import BF16, F32, I32, DeviceSms, _aligned, _blocks, _check, _require
 
 
@@ -40,6 +41,11 @@ def moe_align_host(experts: np.ndarray, n_experts: int, block_m: int) -> tuple[n
     return pair_of_padded, padded_of_pair, tile_expert
 
 
+# router_rows: rows of t through shared memory (kernels/moe.hip) where they fit; 0 reads them from global memory
+# instead (the same bits; for timing comparisons, bench/step_ablation.py --set moe.ROUTER_STAGING=0).
+ROUTER_STAGING = 1
+
+
 def router_rows_per_block(rows: int, sms: int) -> int:
     """router_rows' rows a block: as few as fill every SM with a block (one at up to `sms` rows, the
     latency-bound case), at most ROUTER_MAX_ROWS. Each block loads the router's weights once for all its rows; a
@@ -60,7 +66,8 @@ class MoeLaunches(DeviceSms):
         """The router over rows and its choice, one launch: scores (R, E) = t (R, H) @ w^T + b (w (E, H) bf16 bits
         or float32, on the CUDA cores in FP32, a warp an expert's dot: the same bits at every row count), then per row
         experts (R, top_k) = the top-k by score (ties to the lower index) and weights (R, top_k) = the softmax of
-        their scores: reference.route. A block takes router_rows_per_block rows."""
+        their scores: reference.route. A block takes router_rows_per_block rows, each row of t copied to shared
+        memory where it fits (ROUTER_STAGED values, 16-byte aligned)."""
         rows, hidden = t.shape
         n_experts = w.shape[0]
         top_k = experts.shape[1] if experts.ndim == 2 else -1
@@ -78,9 +85,10 @@ class MoeLaunches(DeviceSms):
         vec = hidden % width == 0 and _aligned(w, t)
         threads = min(ROUTER_THREADS, _blocks(n_experts, ROUTER_EXPERTS) * self.device.warp_size)
         per_block = router_rows_per_block(rows, self.sm_count())
+        staged = bool(ROUTER_STAGING) and vec and hidden <= ROUTER_STAGED  # 16-byte copies of t's rows
         self._launch("router_rows_bf16w" if w.dtype == BF16 else "router_rows_f32w", (_blocks(rows, per_block),),
                      (threads,), (experts, weights, scores, w, b, t, I32(hidden), I32(n_experts), I32(top_k), I32(vec),
-                                  I32(rows), I32(per_block)))
+                                  I32(rows), I32(per_block), I32(staged)))
 
     def moe_align(self, pair_of_padded, padded_of_pair, tile_expert, experts, block_m: int,
                   n_experts: int | None = None, row_slot=None, spare_slot: int = -1) -> None:
