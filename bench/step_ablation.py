@@ -33,7 +33,8 @@ from cupy_getp.checkpoint.weights import Weights  # noqa: E402
 from cupy_getp.engine.factory import create_engine  # noqa: E402
 from timing import graph_replay_ms, rows_step  # noqa: E402
 
-# Kernel groups by kernel-name pattern (the one-row step's kernels at the 20b shape, exact or fast).
+# Kernel groups by kernel-name pattern (the one-row step's kernels at the 20b shape, exact or fast; at many rows qkv
+# takes unembed_argmax's dense tiles, and a group upstream of the router, left out, changes the rows' routes).
 GROUPS = {
     "rmsnorm": r"^rmsnorm",
     "rope_kv_write": r"^rope",
@@ -42,7 +43,7 @@ GROUPS = {
     "moe_align": r"^moe_align",
     "moe_combine": r"^moe_combine",
     "qkv": r"^gemm_wg_tma_half",
-    "out_proj": r"splitk",
+    "out_proj": r"splitk|_sliced_",  # split-K: split blocks at few rows, sliced ones at many
     "mlp1": r"grouped_swiglu",
     "mlp2": r"^gemm_wg_(tma_)?grouped_r",
     "unembed_argmax": r"^gemm_wg_tma_r|^argmax",
