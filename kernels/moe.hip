@@ -170,6 +170,13 @@ GETP_DEVICE void route_row(int* __restrict__ out_e, float* __restrict__ out_w, c
   }
 }
 
+// A row x of t (n values, n % 4 == 0, 16-byte aligned) into shared memory by the block's threads, the copies a
+// commit group of their own.
+GETP_DEVICE void router_stage_row(float4* staged, const float* __restrict__ x, int n) {
+  for (int j = threadIdx.x; j < n / 4; j += blockDim.x) copy16_async(staged + j, (const float4*)x + j, true);
+  copy_async_commit();
+}
+
 // The router over rows with its choice, one launch: per row r, scores[r, e] = w_router[e] . t[r] + b[e] (one
 // warp an expert, warp_dot's FP32 products and order of additions: matvec's bits, the same for every row count
 // and place), then route_row on the row's scores from shared memory. Grid (ceil(R / rows_per_block),): block i
@@ -184,13 +191,6 @@ GETP_DEVICE void route_row(int* __restrict__ out_e, float* __restrict__ out_w, c
 // from change no bit: each row's dots are the same additions in the same order. On the CUDA cores at every row
 // count: E = 32 or 128 experts make a product too narrow for the tensor-core kernels (one 128-feature tile,
 // latency-bound at one row: 9 us a launch, then 3.7 us for the choice's own kernel: ncu, tenth session).
-// A row x of t (n values, n % 4 == 0, 16-byte aligned) into shared memory by the block's threads, the copies a
-// commit group of their own.
-GETP_DEVICE void router_stage_row(float4* staged, const float* __restrict__ x, int n) {
-  for (int j = threadIdx.x; j < n / 4; j += blockDim.x) copy16_async(staged + j, (const float4*)x + j, true);
-  copy_async_commit();
-}
-
 template <class Dot>
 GETP_DEVICE void router_rows_core(int* __restrict__ experts, float* __restrict__ weights,
                                   float* __restrict__ scores, const Dot& dot, const float* __restrict__ t,
