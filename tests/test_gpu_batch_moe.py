@@ -125,7 +125,7 @@ def test_launch_helpers_check_shapes_and_size_grids_from_shapes():
         k.router_rows(np.zeros((many, top), I32), np.zeros((many, top), F32), np.zeros((many, n_experts), F32),
                       host_array(np.zeros((n_experts, hidden), BF16)), np.zeros(n_experts, F32),
                       host_array(np.zeros((many, hidden), F32)))
-        name, grid, _, args = k.calls[-1]
+        _, grid, _, args = k.calls[-1]
         assert (grid, args[-3:]) == ((blocks,), (many, per_block, 1)), many  # rows a block: the SMs filled, <= 8
     k.router_rows(np.zeros((rows, top), I32), np.zeros((rows, top), F32), np.zeros((rows, n_experts), F32),
                   host_array(np.zeros((n_experts, 3080), BF16)), np.zeros(n_experts, F32),
