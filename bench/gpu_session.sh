@@ -172,11 +172,15 @@ decode_sides() {  # decode_sides [SIDE...]: batch-1 decode (DECODE) in each side
   sides decode ${DECODE_SECONDS:-150} "$DECODE" $sides_
   decode_figures $(for side in $sides_; do echo "decode-$side"; done)
 }
+ablation_lines() {  # ablation_lines LOG: bench/step_ablation.py's records in LOG, a line each (left out or set: device
+  # ms a step, launches, its cost or what the default saves)
+  grep -o '"set": "[^"]*"\|"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"its_cost_ms": [-0-9.]*\|"default_saves_ms": [-0-9.]*\|"launches_left_out": [0-9]*\|"launches": [0-9]*' \
+    "$1" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g; s/ "set"/\n"set"/g'
+}
 step_ablation() {  # where the one-row step's graph time goes (bench/step_ablation.py, this tree): a line a group
   timeout ${ABLATION_SECONDS:-300} python bench/step_ablation.py > "$OUT/ablation.txt" 2>&1
   echo "ablation exit $?"
-  grep -o '"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"its_cost_ms": [-0-9.]*\|"launches_left_out": [0-9]*' \
-    "$OUT/ablation.txt" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g'
+  ablation_lines "$OUT/ablation.txt"
 }
 set_sides() {  # set_sides PRECISION ROWS: bench/step_ablation.py at ROWS decode rows, context 512, every group kept,
   # timed with each of SET (launch constants) against the default in one process
@@ -184,8 +188,7 @@ set_sides() {  # set_sides PRECISION ROWS: bench/step_ablation.py at ROWS decode
   timeout ${SET_SECONDS:-200} python bench/step_ablation.py --precision $1 --rows $2 --context 512 --groups none \
     --set "${SET:-moe.ROUTER_MAX_ROWS=1,attention.ATTN_FUSED_MAX_ROWS=100000}" > "$log" 2>&1
   echo "set $1 $2 exit $?"
-  grep -o '"set": "[^"]*"\|"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"default_saves_ms": [-0-9.]*\|"launches": [0-9]*' \
-    "$log" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g; s/ "set"/\n"set"/g'
+  ablation_lines "$log"
 }
 gpu_tests() {  # gpu_tests NAME SECONDS PYTEST_ARGS...: the gpu-marked tests in $OUT/NAME.log, its exit and summary lines
   local name=$1 seconds=$2; shift 2
@@ -770,8 +773,7 @@ PY
         timeout ${ABLATION_SECONDS:-200} python bench/step_ablation.py --precision $precision --rows 640 --context 512 \
           --groups rmsnorm,rope_kv_write,attention,router,moe_align,moe_combine,out_proj,mlp1,mlp2,unembed_argmax,small,products \
           > "$log" 2>&1; echo "ablation $precision exit $?"
-        grep -o '"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"its_cost_ms": [-0-9.]*\|"launches_left_out": [0-9]*' \
-          "$log" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g'
+        ablation_lines "$log"
       done
       ;;
     s35d)  # the router's rows of t through shared memory: its tests, then steps of 640 decode rows at context 512 (exact,
@@ -782,8 +784,7 @@ PY
         SET="moe.ROUTER_STAGING=0,moe.ROUTER_STAGING=0+moe.ROUTER_MAX_ROWS=1" set_sides $precision 640; done
       timeout ${ABLATION_SECONDS:-150} python bench/step_ablation.py --groups router --set moe.ROUTER_STAGING=0 \
         > "$OUT/set-exact-1.txt" 2>&1; echo "set exact 1 exit $?"
-      grep -o '"set": "[^"]*"\|"left_out": [^,]*\|"device_ms_per_step": [0-9.]*\|"default_saves_ms": [-0-9.]*\|"its_cost_ms": [-0-9.]*' \
-        "$OUT/set-exact-1.txt" | paste -sd' ' | sed 's/ "left_out"/\n"left_out"/g; s/ "set"/\n"set"/g'
+      ablation_lines "$OUT/set-exact-1.txt"
       invariance_tests
       ;;
     s35h)  # an H200 with little device time left: the exact headline's first MAX_SECONDS (25) with 1024 slots and an

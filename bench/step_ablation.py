@@ -7,10 +7,11 @@ out (their launches skipped at capture), and each graph is replayed back to back
 (`timing.graph_replay_ms`). A group's cost in the step is the whole step's device time less the step's without
 it. --set measures the whole step again with a launch module's constants set otherwise (`attention.
 ATTN_FUSED_MAX_ROWS=100000`: module cupy_getp.gpu.launch.attention; several joined by `+`), each against the
-default: choices that give the same bits (every launch helper's does), timed side by side. Per-kernel profilers (ncu) time each kernel alone, with its launch
-and without its neighbours; under programmatic dependent launch a kernel's start and its neighbours' ends overlap,
-so the sum of their times is not the step's (bench/RESULTS.md, thirteenth session). This is a timing tool only:
-a step without some kernels computes nothing meaningful (skipped kernels leave their outputs stale).
+default: choices that give the same bits (every launch helper's does), timed side by side. Per-kernel profilers
+(ncu) time each kernel alone, with its launch and without its neighbours; under programmatic dependent launch a
+kernel's start and its neighbours' ends overlap, so the sum of their times is not the step's (bench/RESULTS.md,
+thirteenth session). This is a timing tool only: a step without some kernels computes nothing meaningful (skipped
+kernels leave their outputs stale).
 
     python bench/step_ablation.py [--preset 20b] [--precision exact] [--groups rmsnorm,router,...] [--repeats 50]
         [--rows 1 --context 264] [--set attention.ATTN_FUSED_MAX_ROWS=100000,moe.ROUTER_MAX_ROWS=1]

@@ -227,7 +227,8 @@ def test_router_rows_4096_rows_gpt_oss_120b(dev, rng):
 
 @gpu
 @pytest.mark.parametrize("dtype", [F32, BF16], ids=["f32w", "bf16w"])
-@pytest.mark.parametrize("n_experts, hidden", [(32, 2880), (128, 2880), (7, 33), (30, 3072), (32, 3080), (33, 2880)])
+@pytest.mark.parametrize("n_experts, hidden",
+                         [(32, 2880), (128, 2880), (7, 33), (30, 3072), (32, 3080), (33, 2880)])
 def test_router_rows_scores_and_their_bits_for_every_row_count(dev, rng, dtype, n_experts, hidden):
     """The scores against the float64 product, and bit for bit the matvec's of the same row (warp_dot's order:
     the held loads change no bit; rows of up to 3072 values held and staged in shared memory, longer ones not); a
