@@ -80,7 +80,8 @@ GETP_DEVICE int attn_used_splits(int pos, int lo, int n_split, int split_len) {
 GETP_DEVICE void attn_merge_item(int item, int R, float* __restrict__ att, unsigned short* __restrict__ pieces,
                                  const float* __restrict__ partial_acc, const float* __restrict__ partial_ml,
                                  const float* __restrict__ sinks, const int* __restrict__ row_pos, int n_heads,
-                                 int n_split, int head_dim, int window, int split_len, int lda, int n_pieces) {
+                                 int n_split, int head_dim, int window, int split_len, int lda, int n_pieces,
+                                 bool pairs = true) {
   const int lane = threadIdx.x % WARP_SIZE;
   const int pos = row_pos[item / n_heads];
   const int used = attn_used_splits(pos, attn_first_position(pos, window), n_split, split_len);
@@ -96,15 +97,41 @@ GETP_DEVICE void attn_merge_item(int item, int R, float* __restrict__ att, unsig
   const float inv_l = 1.0f / l;
   const size_t r = item / n_heads, plane = (size_t)R * lda;
   const int h = item % n_heads, row_len = n_heads * head_dim;
-  for (int d = lane; d < head_dim; d += WARP_SIZE) {
-    float o = 0.0f;
-    for (int s = 0; s < used; ++s) o += load_cg(acc + (size_t)s * head_dim + d) * expf(load_cg(ml + 2 * s) - m);
-    const float v = o * inv_l;
-    att[(size_t)item * head_dim + d] = v;
-    if (pieces) {
-      unsigned piece[3];
-      tc_split_n(v, n_pieces, piece);
-      for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + h * head_dim + d] = (unsigned short)piece[p];
+  // (head_dim even, so every item's acc and att sit at even offsets; the bases checked too: they may be views.
+  // pairs false: one dim a lane, the same bits; launch/attention.py's MERGE_PAIRS, to time the two.)
+  const bool in_pairs = pairs && head_dim % 2 == 0 && ((size_t)partial_acc % 8 | (size_t)att % 8 | (size_t)pieces % 4) == 0;
+  if (in_pairs) {
+    // Two adjacent dims a lane: 8-byte loads of acc and stores of att, each piece stored 4 bytes a lane (a warp's
+    // 128 bytes in one store), and one exp a split for both. Each value's operations are the one-dim loop's below.
+    for (int d = 2 * lane; d < head_dim; d += 2 * WARP_SIZE) {
+      float o0 = 0.0f, o1 = 0.0f;
+      for (int s = 0; s < used; ++s) {
+        const float2 a = load_cg2(acc + (size_t)s * head_dim + d);
+        const float scale = expf(load_cg(ml + 2 * s) - m);
+        o0 += a.x * scale;
+        o1 += a.y * scale;
+      }
+      const float v0 = o0 * inv_l, v1 = o1 * inv_l;
+      *(float2*)(att + (size_t)item * head_dim + d) = make_float2(v0, v1);
+      if (pieces) {
+        unsigned piece0[3], piece1[3];
+        tc_split_n(v0, n_pieces, piece0);
+        tc_split_n(v1, n_pieces, piece1);
+        for (int p = 0; p < n_pieces; ++p)  // lda even (a multiple of 8), head_dim even: 4-byte aligned
+          *(unsigned*)(pieces + p * plane + r * lda + h * head_dim + d) = piece0[p] | (piece1[p] << 16);
+      }
+    }
+  } else {
+    for (int d = lane; d < head_dim; d += WARP_SIZE) {
+      float o = 0.0f;
+      for (int s = 0; s < used; ++s) o += load_cg(acc + (size_t)s * head_dim + d) * expf(load_cg(ml + 2 * s) - m);
+      const float v = o * inv_l;
+      att[(size_t)item * head_dim + d] = v;
+      if (pieces) {
+        unsigned piece[3];
+        tc_split_n(v, n_pieces, piece);
+        for (int p = 0; p < n_pieces; ++p) pieces[p * plane + r * lda + h * head_dim + d] = (unsigned short)piece[p];
+      }
     }
   }
   if (pieces && h == n_heads - 1)  // the row's padding columns
@@ -595,20 +622,20 @@ GETP_DEVICE void attn_rows_merge(float* __restrict__ att, unsigned short* __rest
                                  const float* __restrict__ partial_acc, const float* __restrict__ partial_ml,
                                  const float* __restrict__ sinks, const int* __restrict__ row_pos, int n_items,
                                  int n_heads, int n_split, int head_dim, int window, int split_len, int lda,
-                                 int n_pieces) {
+                                 int n_pieces, int pairs) {
   const int item = blockIdx.x * (int)(blockDim.x / WARP_SIZE) + (int)(threadIdx.x / WARP_SIZE);  // r nh + h
   if (item >= n_items) return;  // warp-uniform
   attn_merge_item(item, n_items / n_heads, att, pieces, partial_acc, partial_ml, sinks, row_pos, n_heads, n_split,
-                  head_dim, window, split_len, lda, n_pieces);
+                  head_dim, window, split_len, lda, n_pieces, pairs != 0);
 }
 
 extern "C" __global__ void attn_rows_merge_f32(float* __restrict__ att, const float* __restrict__ partial_acc,
                                                const float* __restrict__ partial_ml, const float* __restrict__ sinks,
                                                const int* __restrict__ row_pos, int n_items, int n_heads, int n_split,
-                                               int head_dim, int window, int split_len) {
+                                               int head_dim, int window, int split_len, int pairs) {
   grid_begin();
   attn_rows_merge(att, (unsigned short*)0, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split,
-                  head_dim, window, split_len, 0, 0);
+                  head_dim, window, split_len, 0, 0, pairs);
 }
 
 extern "C" __global__ void attn_rows_merge_split(float* __restrict__ att, unsigned short* __restrict__ pieces,
@@ -616,8 +643,8 @@ extern "C" __global__ void attn_rows_merge_split(float* __restrict__ att, unsign
                                                  const float* __restrict__ partial_ml, const float* __restrict__ sinks,
                                                  const int* __restrict__ row_pos, int n_items, int n_heads,
                                                  int n_split, int head_dim, int window, int split_len, int lda,
-                                                 int n_pieces) {
+                                                 int n_pieces, int pairs) {
   grid_begin();
   attn_rows_merge(att, pieces, partial_acc, partial_ml, sinks, row_pos, n_items, n_heads, n_split, head_dim,
-                  window, split_len, lda, n_pieces);
+                  window, split_len, lda, n_pieces, pairs);
 }

@@ -66,8 +66,10 @@ GETP_DEVICE void grid_begin() {}
 // invalidates the L1 (not run on AMD hardware here).
 #ifdef GETP_HIP
 GETP_DEVICE float load_cg(const float* p) { return *p; }
+GETP_DEVICE float2 load_cg2(const float* p) { return *(const float2*)p; }
 #else
 GETP_DEVICE float load_cg(const float* p) { return __ldcg(p); }
+GETP_DEVICE float2 load_cg2(const float* p) { return __ldcg((const float2*)p); }  // p 8-byte aligned
 #endif
 
 // Asynchronous 16-byte copies from global to shared memory: cp.async on CUDA sm_80+, a plain copy

@@ -117,9 +117,9 @@ def attn_rows_partial(partial_acc, partial_ml, qkv, key_cache, value_cache, row_
         merge = (partial_acc, partial_ml, sinks, row_pos, len(row_pos) * n_heads, n_heads, partial_acc.shape[2],
                  head_dim, window, split_len)
         if isinstance(ap, np.ndarray):
-            attn_rows_merge_split(att, ap, *merge, lda, pieces)
+            attn_rows_merge_split(att, ap, *merge, lda, pieces, 1)
         else:
-            attn_rows_merge(att, *merge)
+            attn_rows_merge(att, *merge, 1)
 
 
 def attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
@@ -142,7 +142,7 @@ def attn_partials(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot
 
 @oracle("attn_rows_merge_f32")
 def attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim, window,
-                    split_len):
+                    split_len, pairs):  # pairs: how the lanes share the dims, the same values either way
     merged = np.zeros((len(row_pos), n_heads, head_dim))
     for r, pos in enumerate(row_pos):
         lo = max(0, pos - window + 1) if window > 0 else 0
@@ -294,10 +294,10 @@ def rmsnorm_split_rows(out, ap, x, w, hidden, lda, pieces):
 
 @oracle("attn_rows_merge_split")
 def attn_rows_merge_split(att, ap, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim,
-                          window, split_len, lda, pieces):
+                          window, split_len, lda, pieces, pairs):
     """attn_rows_merge_f32, then tc_split_rows of att."""
     attn_rows_merge(att, partial_acc, partial_ml, sinks, row_pos, items, n_heads, n_split, head_dim, window,
-                    split_len)
+                    split_len, pairs)
     tc_split_rows(ap, att, att.shape[0], n_heads * head_dim, lda, pieces, 0)
 
 

@@ -483,6 +483,46 @@ def test_attention_merge_split_is_merge_then_split_bit_for_bit(gpu, rng, pieces,
     np.testing.assert_array_equal(host(ap_got, gpu), host(ap_want, gpu))
 
 
+@gpu_test
+@pytest.mark.parametrize("with_pieces", [False, True])
+@pytest.mark.parametrize("offset_bytes", [0, 4])
+@pytest.mark.parametrize("n_heads, head_dim, rows", [(64, 64, 70), (5, 30, 3), (3, 15, 4), (2, 128, 1)])
+def test_attention_merge_in_pairs_gives_the_one_dim_a_lane_bits(gpu, rng, monkeypatch, with_pieces, offset_bytes,
+                                                                 n_heads, head_dim, rows):
+    """attn_rows_merge takes two adjacent dims a lane (MERGE_PAIRS, the default) where head_dim is even and its
+    buffers 8-byte aligned: att and its pieces (through attn_rows_merge_split, at up to 64 rows, and tc_split_rows
+    above) are the bits of one dim a lane. Odd head_dim (15) and buffers 4 bytes past alignment take the one-dim
+    path either way."""
+    import cupy
+
+    from cupy_getp.gpu.launch import attention as launch_attention
+    from cupy_getp.gpu.launch.gemm_tc import pieces_lda
+
+    split_len, window = 64, 0
+    n_split = splits_of(window, 300, split_len)
+    positions = rng.integers(0, 300, rows).astype(np.int32)
+    positions[0] = 299
+    row_pos = to_device(positions)
+    ml = np.stack([rng.standard_normal((rows, n_heads, n_split)) * 3,
+                   rng.uniform(0.5, 20, (rows, n_heads, n_split))], axis=-1).astype(np.float32)
+    acc = rng.standard_normal((rows, n_heads, n_split, head_dim)).astype(np.float32)
+    acc, ml = to_device(acc, offset_bytes), to_device(ml)
+    sinks = to_device(rng.standard_normal(n_heads).astype(np.float32))
+    width = n_heads * head_dim
+    results = []
+    for pairs in (0, 1):
+        monkeypatch.setattr(launch_attention, "MERGE_PAIRS", pairs)
+        att = to_device(np.full((rows, width), np.nan, np.float32), offset_bytes)
+        ap = cupy.full((3, rows, pieces_lda(width)), 0xFFFF, np.uint16) if with_pieces else None
+        gpu[1].attn_rows_merge(att, acc, ml, sinks, row_pos, window, split_len, ap)
+        results.append((host(att, gpu), None if ap is None else host(ap, gpu)))
+    (att_one, ap_one), (att_pairs, ap_pairs) = results
+    assert not np.isnan(att_one).any()
+    np.testing.assert_array_equal(att_pairs.view(np.uint32), att_one.view(np.uint32))
+    if with_pieces:
+        np.testing.assert_array_equal(ap_pairs, ap_one)
+
+
 @pytest.mark.parametrize("rows", [1, 64, 65, 300])
 def test_attention_merge_with_pieces_takes_one_launch_up_to_64_rows(monkeypatch, rows):
     """attn_rows_merge with `pieces`: attn_rows_merge_split up to MERGE_SPLIT_MAX_ROWS rows, else the merge then

@@ -22,6 +22,10 @@ ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_{cache}" for cache i
 # profiles of a 20b step): one row 0.216 ms a step fused against 0.579 for the two; 1024 rows 1.632 against
 # 1.424 (the fused kernel stores the pieces 2 bytes a lane, tc_split_rows 16).
 MERGE_SPLIT_MAX_ROWS = 64
+# attn_rows_merge: two adjacent dims a lane where head_dim is even (8-byte loads, each piece stored 4 bytes a lane);
+# 0: one dim a lane (the same bits; for timing comparisons, bench/step_ablation.py --set attention.MERGE_PAIRS=0).
+# The merge in attention's own launch always takes pairs.
+MERGE_PAIRS = 1
 # attn_rows: the merge in attention's launch (the last split of each row and kv head merges) up to this many rows,
 # the two launches above it (the same bits). At few rows a launch a layer fewer; at many rows not yet measured.
 ATTN_FUSED_MAX_ROWS = 64
@@ -145,12 +149,13 @@ class AttentionLaunches:
         args = (partial_acc, partial_ml, sinks, row_pos, I32(items), I32(n_heads), I32(n_split), I32(head_dim),
                 I32(window), I32(split_len))
         grid = (_blocks(items, self.warps_per_block),)
+        pairs = I32(MERGE_PAIRS)
         if pieces is not None:
             n_pieces, _ = self._check_pieces("pieces", pieces, n_heads * head_dim, rows)
             if rows <= MERGE_SPLIT_MAX_ROWS:
                 self._launch("attn_rows_merge_split", grid, (BLOCK_SIZE,),
-                             (att, pieces, *args, I32(pieces.shape[2]), I32(n_pieces)))
+                             (att, pieces, *args, I32(pieces.shape[2]), I32(n_pieces), pairs))
                 return
-        self._launch("attn_rows_merge_f32", grid, (BLOCK_SIZE,), (att, *args))
+        self._launch("attn_rows_merge_f32", grid, (BLOCK_SIZE,), (att, *args, pairs))
         if pieces is not None:
             self.split_pieces(pieces, att)
