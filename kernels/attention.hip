@@ -99,7 +99,8 @@ GETP_DEVICE void attn_merge_item(int item, int R, float* __restrict__ att, unsig
   const int h = item % n_heads, row_len = n_heads * head_dim;
   // (head_dim even, so every item's acc and att sit at even offsets; the bases checked too: they may be views.
   // pairs false: one dim a lane, the same bits; launch/attention.py's MERGE_PAIRS, to time the two.)
-  const bool in_pairs = pairs && head_dim % 2 == 0 && ((size_t)partial_acc % 8 | (size_t)att % 8 | (size_t)pieces % 4) == 0;
+  const bool in_pairs =
+      pairs && head_dim % 2 == 0 && ((size_t)partial_acc % 8 | (size_t)att % 8 | (size_t)pieces % 4) == 0;
   if (in_pairs) {
     // Two adjacent dims a lane: 8-byte loads of acc and stores of att, each piece stored 4 bytes a lane (a warp's
     // 128 bytes in one store), and one exp a split for both. Each value's operations are the one-dim loop's below.
