@@ -794,7 +794,7 @@ PY
       gpu_tests attn ${TEST_SECONDS:-300} tests/test_gpu_batch_attention.py -k "merge or one_launch or attention_rows"
       for precision in ${SET_PRECISIONS:-exact fast}; do
         SET="attention.MERGE_PAIRS=0,attention.MERGE_SPLIT_MAX_ROWS=100000" set_sides $precision 640; done
-      timeout ${NCU_SECONDS:-240} ncu --clock-control none -k regex:grouped_swiglu --launch-count 1 --set full -f \
+      timeout ${NCU_SECONDS:-240} ncu --clock-control none -k regex:wg_tma_grouped_swiglu --launch-count 1 --set full -f \
         -o /tmp/mlp1 python bench/gemm_tc.py --grouped-only --rows 640 --repeats 1 > "$OUT/mlp1-640.log" 2>&1
       echo "ncu exit $?"; stalls_report /tmp/mlp1 mlp1-640
       ;;
