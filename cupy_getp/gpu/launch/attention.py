@@ -20,14 +20,16 @@ ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_{cache}" for cache i
 # attn_rows_merge with pieces: one launch (attn_rows_merge_split) up to this many rows, the merge then
 # split_pieces above (the same bits). Measured on the H200 (bench/RESULTS.md, 2026-11-29, sixth session, eager
 # profiles of a 20b step): one row 0.216 ms a step fused against 0.579 for the two; 1024 rows 1.632 against
-# 1.424 (the fused kernel stores the pieces 2 bytes a lane, tc_split_rows 16).
+# 1.424 (the fused kernel then stored the pieces 2 bytes a lane, tc_split_rows 16). With two dims a lane
+# (MERGE_PAIRS) a 640-row step is still slower fused: +0.75 ms exact, +0.81 fast (H100, twenty-seventh session).
 MERGE_SPLIT_MAX_ROWS = 64
 # attn_rows_merge: two adjacent dims a lane where head_dim is even (8-byte loads, each piece stored 4 bytes a lane);
 # 0: one dim a lane (the same bits; for timing comparisons, bench/step_ablation.py --set attention.MERGE_PAIRS=0).
 # The merge in attention's own launch always takes pairs.
 MERGE_PAIRS = 1
 # attn_rows: the merge in attention's launch (the last split of each row and kv head merges) up to this many rows,
-# the two launches above it (the same bits). At few rows a launch a layer fewer; at many rows not yet measured.
+# the two launches above it (the same bits). At few rows a launch a layer fewer; at 640 rows a step is slower
+# with it: +0.41 ms exact, +0.26 fast (H100, twenty-sixth session).
 ATTN_FUSED_MAX_ROWS = 64
 
 
