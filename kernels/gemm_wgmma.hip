@@ -62,6 +62,12 @@
 static_assert(WG_THREADS == 384, "gemm_wgmma blocks are one producer and two consumer warpgroups");
 static_assert(WG_HALF_THREADS == 256, "half blocks (gemm_wg_tma_half_*) are a producer and one consumer");
 static_assert(WG_WIDE_THREADS == 512, "wide blocks (gemm_wg_tma_grouped_swiglu_wide_*): a producer, three consumers");
+// The tall wide blocks (three consumers of two feature blocks each, WgRegisters): 512 threads get 128 registers
+// each at launch, where an exact consumer of two blocks needs ~152 (acc and t: 2 BR registers); the producer,
+// which only issues copies, gives back what the consumers take: 128 x 56 + 384 x 152 = 65536, the register file.
+#define WG_WIDE_PRODUCER_REGS 56
+#define WG_WIDE_CONSUMER_REGS 152
+static_assert(128 * WG_WIDE_PRODUCER_REGS + 3 * 128 * WG_WIDE_CONSUMER_REGS <= 65536, "the tall wide blocks");
 
 // The ring of one product: STAGES stages of W (BN = 64 MB rows a consumer warpgroup: CONS = 2, 1 in the half
 // blocks, 3 in the wide ones) then PIECES x BR activation rows, 128 B each.
@@ -111,6 +117,31 @@ GETP_DEVICE unsigned long long wg_desc(unsigned addr) {
 
 // Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled tile (tile start 1024-byte aligned).
 GETP_DEVICE unsigned wg_swizzled(int r, int c) { return (unsigned)(r * 128 + ((c ^ (r & 7)) << 4)); }
+
+// Where a block's warpgroups need other register counts than the launch's even share (the tall wide blocks: three
+// consumers of two feature blocks), the producer gives registers back and the consumers take them (setmaxnreg, as
+// CUTLASS's warp-specialised kernels do); ptxas then allocates each side's code within its own count.
+template <int CONS, int MB>
+struct WgRegisters {
+  static const bool SHIFTED = CONS == 3 && MB == 2;
+};
+template <int CONS, int MB>
+GETP_DEVICE void wg_producer_registers() {
+  if constexpr (WgRegisters<CONS, MB>::SHIFTED)
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(WG_WIDE_PRODUCER_REGS));
+}
+// ... and leaves the kernel where it is done: returning, its path would join the consumers' (the caller's test of
+// wg_product's result), and ptxas would fit the code past the join, the epilogue with its accumulators, in the
+// producer's count (spilling). The producer returns once its copies have landed either way.
+template <int CONS, int MB>
+GETP_DEVICE void wg_producer_exit() {
+  if constexpr (WgRegisters<CONS, MB>::SHIFTED) asm volatile("exit;\n" ::: "memory");
+}
+template <int CONS, int MB>
+GETP_DEVICE void wg_consumer_registers() {
+  if constexpr (WgRegisters<CONS, MB>::SHIFTED)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(WG_WIDE_CONSUMER_REGS));
+}
 
 GETP_DEVICE void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 GETP_DEVICE void wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
@@ -653,8 +684,10 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
   __syncthreads();
   if constexpr (WgByTma<WRowOf>::value) {
     if (role == 0) {
+      wg_producer_registers<CONS, MB>();
       wg_produce_tma<BR, PIECES, MB, CONS>(w_row, a_row, plane, dummy, K, base, full, empty, steps);
       asm volatile("cp.async.wait_all;\n" ::: "memory");
+      wg_producer_exit<CONS, MB>();
       return false;
     }
   } else if (role == 0) {
@@ -676,6 +709,7 @@ GETP_DEVICE bool wg_product(float (&acc)[MB][BR / 2], WRowOf w_row, ARow a_row, 
     asm volatile("cp.async.wait_all;\n" ::: "memory");
     return false;
   }
+  wg_consumer_registers<CONS, MB>();
   if constexpr (WgByTma<WRowOf>::value) grid_begin();  // the TMA kernels' own (their producer's: above)
   const unsigned w_off = (role - 1) * MB * 64 * 128;  // this warpgroup's MB x 64 W rows
   #pragma unroll
@@ -1194,19 +1228,20 @@ GETP_DEVICE void wg_grouped_swiglu(unsigned short* __restrict__ gp, int padded, 
 #endif
 }
 
-// mlp2, the contract of gemm_tc_grouped (gemm_tc.hip). Grid (ceil(H / (128 MB)), P / BR).
-template <int BR, int PIECES, int MB, class W>
+// mlp2, the contract of gemm_tc_grouped (gemm_tc.hip). Grid (ceil(H / (64 CONS MB)), P / BR). CONS = 3 (the wide
+// blocks, WgPairedMap only): 192 MB features a block, as for mlp1.
+template <int BR, int PIECES, int MB, int CONS = 2, class W>
 GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restrict__ gp, int padded, int lda,
                             const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert, W w2,
                             const float* __restrict__ b2, int hidden, int inter, int vec8) {
 #if GETP_WGMMA
   const int e = tile_expert[blockIdx.y];
   if (e < 0) return;
-  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 128 * MB;
+  const int p0 = blockIdx.y * BR, n0 = blockIdx.x * 64 * CONS * MB;
   float acc[MB][BR / 2];
   const auto w_row = wg_expert_rows(w2, e, hidden, n0, inter);
   auto a_row = [&](int r) { return pair_of_padded[p0 + r] >= 0 ? gp + (size_t)(p0 + r) * lda : nullptr; };
-  if (!wg_product<BR, PIECES, MB>(acc, w_row, a_row, (size_t)padded * lda, gp, inter, vec8)) return;
+  if (!wg_product<BR, PIECES, MB, CONS>(acc, w_row, a_row, (size_t)padded * lda, gp, inter, vec8)) return;
   const float* bias = b2 + (size_t)e * hidden;
   wg_epilogue<BR, MB, WG_PAIRED>(acc, [&](int row, int feature, float v0, float v1) {
     const int p = p0 + row, n = n0 + feature;
@@ -1280,18 +1315,32 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
     grid_begin();                                                                                                   \
     wg_grouped<BR, P, MB>(y, gp, padded, lda, pair_of_padded, tile_expert, WgPairedMap{&w_map}, b2, hidden, inter, 1); \
   }
-// gemm_wg_tma_grouped_swiglu_wide_r{BR}_p{P}_b1: the wide blocks (three consumer warpgroups, 192 features a
-// block): at one row mlp1's 4 experts x 30 tiles fill 120 of an H100's 132 SMs, where 128-feature tiles are two
-// waves (180 blocks) and 256-feature ones leave 40 idle (92).
-#define WG_GROUPED_TMA_WIDE_KERNEL(BR, P)                                                                           \
-  extern "C" __global__ void __launch_bounds__(WG_WIDE_THREADS, 1) gemm_wg_tma_grouped_swiglu_wide_r##BR##_p##P##_b1( \
+// gemm_wg_tma_grouped_swiglu_wide_r{BR}_p{P}_b{MB}, gemm_wg_tma_grouped_wide_r...: the wide blocks (three consumer
+// warpgroups, 192 MB features a block). At one row (8-row tiles, MB = 1: mlp1 only) mlp1's 4 experts x 30 tiles fill
+// 120 of an H100's 132 SMs, where 128-feature tiles are two waves (180 blocks) and 256-feature ones leave 40 idle
+// (92). Tall (many rows: 64-row exact tiles of two blocks, WgRegisters, and 128-row 1-piece tiles of one): each
+// tile's activation rows are read by a third fewer blocks than in 256- (128-) feature tiles, where the products of
+// many rows are bound by L2's throughput (ncu, twenty-seventh session).
+#define WG_GROUPED_TMA_WIDE_SWIGLU_KERNEL(BR, P, MB)                                                              \
+  extern "C" __global__ void __launch_bounds__(WG_WIDE_THREADS, 1)                                                \
+      gemm_wg_tma_grouped_swiglu_wide_r##BR##_p##P##_b##MB(                                                         \
       const WG_GRID_CONSTANT WgTensorMap w_map, unsigned short* __restrict__ gp, int padded, int ldg,              \
       const unsigned short* __restrict__ ap, int rows, int lda, const int* __restrict__ pair_of_padded,            \
       const int* __restrict__ tile_expert, const float* __restrict__ b1, int hidden, int inter,                    \
       int experts_per_token, float limit) {                                                                         \
     grid_begin();                                                                                                   \
-    wg_grouped_swiglu<BR, P, 1, 3>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, WgPairedMap{&w_map}, \
-                                   b1, hidden, inter, experts_per_token, limit, 1);                                 \
+    wg_grouped_swiglu<BR, P, MB, 3>(gp, padded, ldg, ap, rows, lda, pair_of_padded, tile_expert, WgPairedMap{&w_map}, \
+                                    b1, hidden, inter, experts_per_token, limit, 1);                                \
+  }
+#define WG_GROUPED_TMA_WIDE_KERNELS(BR, P, MB)                                                                     \
+  WG_GROUPED_TMA_WIDE_SWIGLU_KERNEL(BR, P, MB)                                                                      \
+  extern "C" __global__ void __launch_bounds__(WG_WIDE_THREADS, 1) gemm_wg_tma_grouped_wide_r##BR##_p##P##_b##MB( \
+      const WG_GRID_CONSTANT WgTensorMap w_map, float* __restrict__ y, const unsigned short* __restrict__ gp,       \
+      int padded, int lda, const int* __restrict__ pair_of_padded, const int* __restrict__ tile_expert,            \
+      const float* __restrict__ b2, int hidden, int inter) {                                                        \
+    grid_begin();                                                                                                   \
+    wg_grouped<BR, P, MB, 3>(y, gp, padded, lda, pair_of_padded, tile_expert, WgPairedMap{&w_map}, b2, hidden, inter, \
+                             1);                                                                                    \
   }
 #define WG_COMMA ,
 // Every grouped tile in three kinds: bf16 experts by cp.async, MXFP4 experts, bf16 experts by TMA.
@@ -1349,8 +1398,10 @@ WG_DENSE_TMA_HALF_KERNEL(8, 3)
 WG_DENSE_TMA_HALF_KERNEL(16, 3)
 WG_DENSE_TMA_HALF_KERNEL(8, 1)
 WG_DENSE_TMA_HALF_KERNEL(16, 1)
-WG_GROUPED_TMA_WIDE_KERNEL(8, 3)
-WG_GROUPED_TMA_WIDE_KERNEL(8, 1)
+WG_GROUPED_TMA_WIDE_SWIGLU_KERNEL(8, 3, 1)
+WG_GROUPED_TMA_WIDE_SWIGLU_KERNEL(8, 1, 1)
+WG_GROUPED_TMA_WIDE_KERNELS(64, 3, 2)
+WG_GROUPED_TMA_WIDE_KERNELS(128, 1, 1)
 WG_SPLITK_KERNELS(8, 3)
 WG_SPLITK_KERNELS(16, 3)
 WG_SPLITK_KERNELS(32, 3)

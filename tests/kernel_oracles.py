@@ -28,7 +28,7 @@ from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp
 from cupy_getp.gpu.constants import ROUTER_MAX_ROWS, ROUTER_STAGED, SKINNY_BM, TC_BLOCK_M, TILE_BM
 from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
 from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
-                                          WG_WIDE_KIND, WG_WIDE_ROWS)
+                                          WG_WIDE_KIND, WG_WIDE_PLAIN_KIND, WG_WIDE_ROWS, WG_WIDE_TALL)
 from cupy_getp.gpu.launch.moe import moe_align_host
 from cupy_getp.gpu.launch.splitk import WG_SLICED_HEIGHTS
 from cupy_getp.gpu.launch.tensor_map import MAP_BYTES, map_argument
@@ -407,23 +407,30 @@ for _pieces in (3, 1):
             _with_mapped_experts(_wg_grouped(_rows), 6, lambda args: int(args[7])))
 
 
-def _wg_wide_swiglu(block_m):
-    """The wide blocks' mlp1 + SwiGLU (three consumer warpgroups, 192 features a block): the grouped TMA kernel's
-    contract, W through a paired map of 192-row boxes."""
-    mapped = _with_mapped_experts(_wg_grouped_swiglu(block_m), 8, lambda args: 2 * int(args[10]))
-
+def _wg_wide(mapped, blocks: int):
+    """The wide blocks (three consumer warpgroups, 192 x blocks features a block) of a grouped TMA kernel's oracle
+    `mapped`: its contract, W through a paired map of boxes of the block's rows."""
     def run(w_map, *args):
         box_rows = struct.unpack_from("<4Q", w_map.tobytes())[3]
-        assert box_rows == 192, f"a wide block's map moves boxes of 192 W rows, not {box_rows}"
+        assert box_rows == 192 * blocks, f"a wide block's map moves boxes of {192 * blocks} W rows, not {box_rows}"
         return mapped(w_map, *args)
 
     run.__signature__ = inspect.signature(mapped)
     return run
 
 
+def _wg_wide_swiglu(block_m, blocks: int = 1):
+    """The wide blocks' mlp1 + SwiGLU."""
+    return _wg_wide(_with_mapped_experts(_wg_grouped_swiglu(block_m), 8, lambda args: 2 * int(args[10])), blocks)
+
+
 for _pieces in (3, 1):
     for _rows in WG_WIDE_ROWS:
         oracle(f"gemm_wg{WG_WIDE_KIND}_r{_rows}_p{_pieces}_b1")(_wg_wide_swiglu(_rows))
+for (_rows, _pieces), _blocks in WG_WIDE_TALL.items():  # the tall ones, mlp1 and mlp2
+    oracle(f"gemm_wg{WG_WIDE_KIND}_r{_rows}_p{_pieces}_b{_blocks}")(_wg_wide_swiglu(_rows, _blocks))
+    oracle(f"gemm_wg{WG_WIDE_PLAIN_KIND}_r{_rows}_p{_pieces}_b{_blocks}")(
+        _wg_wide(_with_mapped_experts(_wg_grouped(_rows), 6, lambda args: int(args[7])), _blocks))
 
 
 # -- synthetic weights ----------------------------------------------------------------------------------------------

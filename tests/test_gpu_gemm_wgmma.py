@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from cupy_getp.gpu.launch.gemm_tc import (WG_DENSE_TILES, WG_GROUPED_ROWS, WG_GROUPED_TILES,
-                                          WG_WIDE_KIND, pieces_lda, wg_grouped_rows)
+                                          WG_WIDE_KIND, WG_WIDE_TALL, pieces_lda, wg_grouped_rows)
 from cupy_getp.gpu.launch.moe import moe_align_host
 from gpu_helpers import host, kernel_settings, poisoned
 from gpu_helpers import to_device as dev
@@ -339,6 +339,46 @@ def test_wide_blocks_give_the_two_consumer_blocks_bits(gpu, rng, pieces, inter):
         np.testing.assert_array_equal(bits, results["wide"], err_msg=label)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("pieces", [3, 1])
+@pytest.mark.parametrize("inter", [2880, 2912])
+def test_tall_wide_blocks_give_the_two_consumer_blocks_bits(gpu, rng, pieces, inter, monkeypatch):
+    """Many rows' mlp1 + SwiGLU and mlp2 (200 rows, 4 of 8 experts, tiles of 64 rows exact and 128 fast) in the tall
+    wide blocks (three consumers; 384 features a block exact, with the registers shifted from the producer to them;
+    192 fast) give the bits of the two-consumer TMA blocks; only the wide runs launch wide kernels. mlp2's 2880
+    features are 7.5 blocks of 384 and mlp1's 5824 are 15.2: the last block's box reads past its expert's rows (the
+    next expert's, zeros past the last), which the epilogues must drop."""
+    from cupy_getp.gpu.launch import gemm_tc
+
+    if not gpu[1].wg_tma:
+        pytest.skip("the wide blocks read W by TMA: the tensor maps are off here")
+    monkeypatch.setattr(gemm_tc, "WG_WIDE_TALL_ON", 1)
+    rows, k, n_experts, hidden = 200, 4, 8, 2880
+    block_m = wg_grouped_rows(rows * k, n_experts, pieces)
+    assert WG_WIDE_TALL.get((block_m, pieces)), (block_m, pieces)
+    experts = choose_experts(rng, rows, k, n_experts, n_experts)
+    ap = split(gpu[1], dev(activations(rng, (rows, hidden), heavy=True)), pieces)
+    w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
+    b1 = dev(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
+    w2 = dev(bf16_weights(rng, (n_experts, hidden, inter)))
+    b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
+    results = {}
+    for wide in (True, False):
+        kinds = ("gemm_wg_tma_grouped_swiglu_wide", "gemm_wg_tma_grouped_wide")
+        launched = [launches_of(gpu[1], kind) for kind in kinds]
+        # 4 SMs for the rule: this product's 8 (fast) or ~16 (exact) tiles then give every SM a wide block
+        with kernel_settings(gpu[1], _sm_count=4, wg_tma_grouped=True, wg_wide=wide):
+            bits, pair_of_padded, padded_of_pair, tile_expert = mlp1(gpu[1], ap, experts, n_experts, block_m, w1, b1,
+                                                                     k, inter, pieces)
+            y = poisoned((pair_of_padded.size, hidden))
+            gpu[1].gemm_tc_grouped(y, dev(bits), dev(pair_of_padded), dev(tile_expert), w2, b2)
+        assert [launches_of(gpu[1], kind) - n for kind, n in zip(kinds, launched)] == [int(wide)] * 2, wide
+        results[wide] = (bits[:, padded_of_pair], host(y, gpu)[padded_of_pair])  # in pair order
+    np.testing.assert_array_equal(results[True][0], results[False][0], err_msg="g")
+    np.testing.assert_array_equal(results[True][1], results[False][1], err_msg="y")
+    assert np.isfinite(results[True][1]).all()
+
+
 # -- host side (no GPU) ----------------------------------------------------------------------------------
 def test_wgmma_tiles_fill_the_gpu():
     """Two feature blocks per consumer where the product has blocks for every SM, else one (twice the
@@ -558,6 +598,31 @@ def test_wide_blocks_only_where_they_fit_one_wave_and_128_feature_tiles_do_not()
     assert not k.wg_wide_blocks(8, 5760, 8) and not k.wg_wide_blocks(4, 5760, 16)
     k.wg_wide = False
     assert not k.wg_wide_blocks(4, 5760, 8)
+
+
+def test_tall_wide_blocks_where_their_blocks_still_fill_the_gpu(monkeypatch):
+    """wg_wide_tall_blocks: with wg_wide and WG_WIDE_TALL_ON, exact 64-row tiles in blocks of 384 features and fast
+    128-row ones of 192 where row_tiles x blocks gives every SM one (640 rows: mlp1's 72 tiles x 15, mlp2's x 8);
+    not with few tiles, other heights, wg_wide off or WG_WIDE_TALL_ON = 0."""
+    from cupy_getp.gpu.launch import gemm_tc
+    from cupy_getp.gpu.launch.gemm_tc import TensorCoreGemmLaunches
+
+    class Launches(TensorCoreGemmLaunches):
+        def __init__(self):
+            self._sm_count, self.wg_wide = 132, True
+
+    k = Launches()
+    monkeypatch.setattr(gemm_tc, "WG_WIDE_TALL_ON", 1)
+    assert k.wg_wide_tall_blocks(72, 5760, 64, 3) == 2 and k.wg_wide_tall_blocks(72, 2880, 64, 3) == 2
+    assert k.wg_wide_tall_blocks(36, 5760, 128, 1) == 1 and k.wg_wide_tall_blocks(36, 2880, 128, 1) == 1
+    assert k.wg_wide_tall_blocks(9, 5760, 64, 3) == 2 and k.wg_wide_tall_blocks(8, 5760, 64, 3) == 0  # 135, 120
+    assert k.wg_wide_tall_blocks(16, 2880, 64, 3) == 0 and k.wg_wide_tall_blocks(17, 2880, 64, 3) == 2  # 128, 136
+    assert k.wg_wide_tall_blocks(72, 5760, 32, 3) == 0 and k.wg_wide_tall_blocks(72, 5760, 64, 1) == 0
+    monkeypatch.setattr(gemm_tc, "WG_WIDE_TALL_ON", 0)
+    assert k.wg_wide_tall_blocks(72, 5760, 64, 3) == 0
+    monkeypatch.setattr(gemm_tc, "WG_WIDE_TALL_ON", 1)
+    k.wg_wide = False
+    assert k.wg_wide_tall_blocks(72, 5760, 64, 3) == 0
 
 
 @pytest.mark.parametrize("n", [300, 72])

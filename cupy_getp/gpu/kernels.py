@@ -28,7 +28,7 @@ from .launch import BatchLaunches
 from .launch.attention import ATTN_PARTIAL_VARIANTS
 from .launch.common import BF16, F32, I32, KV_CACHE_SUFFIX, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
-                              WG_WIDE_KIND, WG_WIDE_ROWS, wg_half_enabled,
+                              WG_WIDE_KIND, WG_WIDE_PLAIN_KIND, WG_WIDE_ROWS, WG_WIDE_TALL, wg_half_enabled,
                               wg_tma_grouped_enabled, wg_wide_enabled, wgmma_disabled)
 from .launch.pdl import ProgrammaticLaunch, pdl_wanted
 from .launch.splitk import WG_SLICED_HEIGHTS, wg_sliced_tall_enabled, wg_splitk_enabled
@@ -59,6 +59,8 @@ ENTRY_POINTS: dict[str, tuple[str, ...]] = {
                    *(f"gemm_wg_tma_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in ("grouped_swiglu", "grouped")
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES),
                    *(f"gemm_wg{WG_WIDE_KIND}_r{rows}_p{pieces}_b1" for pieces in (3, 1) for rows in WG_WIDE_ROWS),
+                   *(f"gemm_wg{kind}_r{rows}_p{pieces}_b{blocks}" for kind in (WG_WIDE_KIND, WG_WIDE_PLAIN_KIND)
+                     for (rows, pieces), blocks in WG_WIDE_TALL.items()),
                    *(f"gemm_wg_{kind}_r{rows}_p{pieces}_b{blocks}" for kind in GROUPED_KINDS
                      for pieces in (3, 1) for rows, blocks in WG_GROUPED_TILES)),
     "matvec": ("matvec_f32", "matvec_bf16w_f32"),
@@ -171,7 +173,7 @@ class Kernels(BatchLaunches):
         self.wg_sliced_tall = self.wg_splitk and wg_sliced_tall_enabled()  # ... sliced 128 rows high in `fast`
         self.wg_half = self.wg_tma and wg_half_enabled()  # ... in half blocks where few tiles of few rows
         self.wg_tma_grouped = self.wg_tma and wg_tma_grouped_enabled()  # ... and the bf16 experts too
-        self.wg_wide = self.wg_tma_grouped and wg_wide_enabled()  # ... mlp1 in wide blocks where few tiles
+        self.wg_wide = self.wg_tma_grouped and wg_wide_enabled()  # ... in wide blocks (few tiles; many, opt-in)
         self.tensor_maps = TensorMaps()
         self.pdl, self.pdl_off = self._probe_pdl()  # a step graph's launches overlap (launch/pdl.py), or why not
 

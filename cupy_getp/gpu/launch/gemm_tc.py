@@ -47,6 +47,16 @@ WG_TMA_GROUPED_ENV = "CUPY_GETP_WG_TMA_GROUPED"
 WG_WIDE_ROWS = (8,)
 WG_WIDE_ENV = "CUPY_GETP_WG_WIDE"
 WG_WIDE_KIND = "_tma_grouped_swiglu_wide"
+# The tall wide blocks (gemm_wg_tma_grouped{_swiglu}_wide_r{rows}_p{pieces}_b{blocks}, mlp1 and mlp2): grouped TMA
+# products of many tiles, of these (tile height, pieces), in blocks of 192 x this many features, where they still
+# give every SM a block (wg_wide_tall_blocks). Many rows' grouped products are bound by L2's throughput (ncu,
+# twenty-seventh session), and a third of their bytes are the tile's activation pieces, read once a feature block: a
+# block of 384 features (192) reads them a third fewer times than one of 256 (128). Opt-in until measured:
+# WG_WIDE_TALL_ON = 1 takes them (bench/step_ablation.py --set gemm_tc.WG_WIDE_TALL_ON=1); 0, or
+# CUPY_GETP_WG_WIDE=0, keeps the two-consumer blocks. The same bits either way.
+WG_WIDE_TALL = {(64, 3): 2, (128, 1): 1}
+WG_WIDE_TALL_ON = 0
+WG_WIDE_PLAIN_KIND = "_tma_grouped_wide"
 
 
 def wg_grouped_rows(n_pairs: int, n_experts: int, pieces: int) -> int:
@@ -75,17 +85,18 @@ def wgmma_disabled() -> bool:
 def wg_block_features(kind: str, features: int) -> int:
     """Features a block of gemm_wg{kind}_..._b{features} computes (and a TMA map's box rows): 64 a consumer
     warpgroup and feature block, two consumers but in the half blocks (kind _tma_half: one) and the wide ones
-    (WG_WIDE_KIND: three)."""
+    (WG_WIDE_KIND, WG_WIDE_PLAIN_KIND: three)."""
     return 64 * wg_consumers(kind) * features
 
 
 def wg_consumers(kind: str) -> int:
     """Consumer warpgroups in a block of gemm_wg{kind}_...: one in the half blocks, three in the wide ones, else two."""
-    return {"_tma_half": 1, WG_WIDE_KIND: 3}.get(kind, 2)
+    return {"_tma_half": 1, WG_WIDE_KIND: 3, WG_WIDE_PLAIN_KIND: 3}.get(kind, 2)
 
 
 def wg_wide_enabled() -> bool:
-    """Whether the grouped TMA mlp1 of few tiles takes the wide blocks: yes unless CUPY_GETP_WG_WIDE=0."""
+    """Whether the grouped TMA products take the wide blocks (mlp1 of few tiles; with WG_WIDE_TALL_ON, both of many):
+    yes unless CUPY_GETP_WG_WIDE=0."""
     return os.environ.get(WG_WIDE_ENV, "") != "0"
 
 
@@ -149,7 +160,7 @@ class TensorCoreGemmLaunches(DeviceSms):
     wg_half = False
     # ... and wg_tma_grouped (with wg_tma, unless CUPY_GETP_WG_TMA_GROUPED=0): _wg_grouped_map.
     wg_tma_grouped = False
-    # ... and wg_wide (with wg_tma_grouped, unless CUPY_GETP_WG_WIDE=0): wg_wide_blocks.
+    # ... and wg_wide (with wg_tma_grouped, unless CUPY_GETP_WG_WIDE=0): wg_wide_blocks, wg_wide_tall_blocks.
     wg_wide = False
     def _tc_launch(self, name: str, grid: tuple, args: tuple, pieces: int, tile: tuple[int, int]) -> None:
         if not tensor_cores_supported(self.device):
@@ -242,6 +253,16 @@ class TensorCoreGemmLaunches(DeviceSms):
         sms = self.sm_count()
         return (self.wg_wide and rows in WG_WIDE_ROWS
                 and row_tiles * _blocks(n, 128) > sms >= row_tiles * _blocks(n, wg_block_features(WG_WIDE_KIND, 1)))
+
+    def wg_wide_tall_blocks(self, row_tiles: int, n: int, rows: int, pieces: int) -> int:
+        """Feature blocks per consumer of the tall wide blocks for a grouped TMA product of N features whose tiles
+        (`rows` high) that can hold a pair are row_tiles, or 0 where it keeps the two-consumer blocks: with wg_wide
+        and WG_WIDE_TALL_ON, tiles of a WG_WIDE_TALL shape whose wide blocks still give every SM one (640 rows'
+        mlp1: 72 x 15 blocks of 384 features). Each feature's sum is the two-consumer blocks': the same bits."""
+        blocks = WG_WIDE_TALL.get((rows, pieces), 0)
+        if not (self.wg_wide and WG_WIDE_TALL_ON and blocks):
+            return 0
+        return blocks if row_tiles * _blocks(n, wg_block_features(WG_WIDE_KIND, blocks)) >= self.sm_count() else 0
 
     def wg_dense_splits(self, n: int, k: int) -> int:
         """Split-K splits of a dense wgmma product of N features over K: 1 unless wg_splitk; never a function of
@@ -387,8 +408,10 @@ class TensorCoreGemmLaunches(DeviceSms):
         suffix = _grouped_suffix(kind)
         if self.wgmma:
             features = self._wg_grouped_features(block_m, pieces, p, rows * experts_per_token, two_inter)
-            wide = self.wg_wide_blocks(min(p // block_m, rows * experts_per_token), two_inter, block_m)
-            tma_kind, tma_features = (WG_WIDE_KIND, 1) if wide else ("_tma_grouped_swiglu", features)
+            tiles = min(p // block_m, rows * experts_per_token)  # those that can hold a pair
+            wide = 1 if self.wg_wide_blocks(tiles, two_inter, block_m) else self.wg_wide_tall_blocks(
+                tiles, two_inter, block_m, pieces)
+            tma_kind, tma_features = (WG_WIDE_KIND, wide) if wide else ("_tma_grouped_swiglu", features)
             w_map = self._wg_grouped_map(kind, w1, wg_block_features(tma_kind, tma_features))
             if w_map is not None:  # the same arguments, W by the map (without one the cp.async kernels, never wide)
                 self._wg_launch(tma_kind, block_m, pieces, tma_features, two_inter, p // block_m,
@@ -415,10 +438,13 @@ class TensorCoreGemmLaunches(DeviceSms):
         args = (*head, *w_args, *tail)
         suffix = _grouped_suffix(kind)
         if self.wgmma:
-            features = self._wg_grouped_features(block_m, pieces, p, p if pairs is None else pairs, hidden)
-            w_map = self._wg_grouped_map(kind, w2, wg_block_features("_tma_grouped", features))
+            pairs = p if pairs is None else pairs
+            features = self._wg_grouped_features(block_m, pieces, p, pairs, hidden)
+            wide = self.wg_wide_tall_blocks(min(p // block_m, pairs), hidden, block_m, pieces)
+            tma_kind, tma_features = (WG_WIDE_PLAIN_KIND, wide) if wide else ("_tma_grouped", features)
+            w_map = self._wg_grouped_map(kind, w2, wg_block_features(tma_kind, tma_features))
             if w_map is not None:  # the same arguments, W by the map
-                self._wg_launch("_tma_grouped", block_m, pieces, features, hidden, p // block_m,
+                self._wg_launch(tma_kind, block_m, pieces, tma_features, hidden, p // block_m,
                                 (w_map, *head, *tail))
                 return
             self._wg_launch(f"_grouped{suffix}", block_m, pieces, features, hidden, p // block_m, (*args, I32(vec8)))
