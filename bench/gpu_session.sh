@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -806,9 +806,17 @@ PY
         SET="gemm_tc.WG_WIDE_TALL_ON=${WIDE_TALL:-1}" set_sides $precision ${SET_ROWS:-1024}; done
       ;;
     s37b)  # after s37a on the same machine (an H200: 1024 slots with an FP32 cache): the whole exact headline, then
-      # the whole fast one (with the tall wide blocks once they are the default)
-      for precision in ${HEADLINE_PRECISIONS:-exact fast}; do PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} \
-        HEADLINE_SECONDS=${HEADLINE_SECONDS:-270} headline_side 1 $precision headline-$precision; done
+      # the whole fast one, with the tall wide blocks (CUPY_GETP_WG_WIDE_TALL=${WIDE_TALL:-1})
+      for precision in ${HEADLINE_PRECISIONS:-exact fast}; do CUPY_GETP_WG_WIDE_TALL=${WIDE_TALL:-1} PROFILE_ROWS=1 \
+        MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-270} headline_side 1 $precision \
+        headline-$precision-wide${WIDE_TALL:-1}; done
+      ;;
+    s37h)  # an H200, one call (~560 s on a fresh machine): the tall wide blocks' tests, a 1024-row exact step with
+      # them against without (one process), then the whole exact headline with them
+      gpu_tests wide ${TEST_SECONDS:-240} tests/test_gpu_gemm_wgmma.py -k "tall_wide or wide_blocks"
+      SET_SECONDS=${SET_SECONDS:-150} SET="gemm_tc.WG_WIDE_TALL_ON=1" set_sides exact 1024
+      CUPY_GETP_WG_WIDE_TALL=1 PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-200} \
+        headline_side 1 exact headline-exact-wide1
       ;;
     s35h)  # an H200 with little device time left: the exact headline's first MAX_SECONDS (25) with 1024 slots and an
       # FP32 cache, nothing else

@@ -625,6 +625,21 @@ def test_tall_wide_blocks_where_their_blocks_still_fill_the_gpu(monkeypatch):
     assert k.wg_wide_tall_blocks(72, 5760, 64, 3) == 0
 
 
+@pytest.mark.parametrize("value, on", [(None, 0), ("1", 1), ("0", 0), ("yes", 0)])
+def test_the_tall_wide_blocks_are_switched_on_by_their_environment_variable(value, on):
+    """WG_WIDE_TALL_ON's default comes from CUPY_GETP_WG_WIDE_TALL at import: on only for "1"."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CUPY_GETP_WG_WIDE_TALL"}
+    if value is not None:
+        env["CUPY_GETP_WG_WIDE_TALL"] = value
+    code = "from cupy_getp.gpu.launch import gemm_tc; print(gemm_tc.WG_WIDE_TALL_ON)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(on)
+
+
 @pytest.mark.parametrize("n", [300, 72])
 def test_the_dense_product_takes_the_half_blocks_where_asked(rng, n):
     """With wg_tma and wg_half, a product of few rows and few feature tiles runs gemm_wg_tma_half_* (its map

@@ -52,10 +52,11 @@ WG_WIDE_KIND = "_tma_grouped_swiglu_wide"
 # give every SM a block (wg_wide_tall_blocks). Many rows' grouped products are bound by L2's throughput (ncu,
 # twenty-seventh session), and a third of their bytes are the tile's activation pieces, read once a feature block: a
 # block of 384 features (192) reads them a third fewer times than one of 256 (128). Opt-in until measured:
-# WG_WIDE_TALL_ON = 1 takes them (bench/step_ablation.py --set gemm_tc.WG_WIDE_TALL_ON=1); 0, or
-# CUPY_GETP_WG_WIDE=0, keeps the two-consumer blocks. The same bits either way.
+# CUPY_GETP_WG_WIDE_TALL=1 (or WG_WIDE_TALL_ON = 1: bench/step_ablation.py --set gemm_tc.WG_WIDE_TALL_ON=1) takes
+# them; by default, or with CUPY_GETP_WG_WIDE=0, the two-consumer blocks. The same bits either way.
 WG_WIDE_TALL = {(64, 3): 2, (128, 1): 1}
-WG_WIDE_TALL_ON = 0
+WG_WIDE_TALL_ENV = "CUPY_GETP_WG_WIDE_TALL"
+WG_WIDE_TALL_ON = int(os.environ.get(WG_WIDE_TALL_ENV, "0") == "1")
 WG_WIDE_PLAIN_KIND = "_tma_grouped_wide"
 
 
