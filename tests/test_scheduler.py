@@ -78,6 +78,41 @@ def test_batched_lines_equal_sequential(n_requests, n_slots, extra_rows, max_chu
     assert any(r and r[-1] in STOP for r in results) or steps < 20  # stops really happen in the toy
 
 
+def rows_by_request(active, max_rows, max_chunk) -> list[tuple]:
+    """A step's rows as (request, position, token, wants a token), written the plain way from the requests in
+    flight: each decoding request's next position, then prompt chunks in order while the row budget lasts."""
+    rows = [(s, s.fed) for s in active if s.fed >= len(s.prompt)]
+    for seq in active:
+        budget = max_rows - len(rows)
+        if budget > 0 and seq.fed < len(seq.prompt):
+            rows += [(seq, seq.fed + i) for i in range(min(len(seq.prompt) - seq.fed, max_chunk, budget))]
+    return [(s, p, s.token_at(p), p >= len(s.prompt) - 1) for s, p in rows]
+
+
+@pytest.mark.parametrize("n_requests, n_slots, extra_rows, max_chunk, steps", [
+    (9, 3, 4, 4, 30), (13, 5, 1, 2, 25), (40, 16, 3, 5, 60), (6, 6, 0, 1, 20)])
+def test_each_step_holds_the_rows_of_the_plain_rule_in_its_order(n_requests, n_slots, extra_rows, max_chunk, steps):
+    """next_rows' loops (written for speed: the host's time between steps is the GPU's idle time) give, step by
+    step, the very rows of the plain rule, in its order: the same requests, slots, positions, tokens and wants."""
+    rng = np.random.default_rng(n_requests + 7 * n_slots)
+    prompts = prompts_of(rng, n_requests, min(steps, 23))
+    model = ToyBatched(n_slots, steps, n_slots + extra_rows, max_chunk)
+    scheduler = Scheduler(prompts, steps, n_slots, n_slots + extra_rows, max_chunk, STOP)
+    chunked = 0
+    while not scheduler.done:
+        rows = scheduler.next_rows()
+        want = rows_by_request(scheduler.active, n_slots + extra_rows, max_chunk)
+        assert [s for s, *_ in want] == rows.owners  # identity: Request compares by object
+        assert rows.slots.tolist() == [s.slot for s, *_ in want]
+        assert rows.positions.tolist() == [p for _, p, *_ in want]
+        assert rows.tokens.tolist() == [t for *_, t, _ in want]
+        assert rows.wants_token.tolist() == [w for *_, w in want]
+        chunked += len(set(map(id, rows.owners))) < len(rows)
+        scheduler.record(rows, model(rows))
+    assert scheduler.results == sequential(prompts, steps)
+    assert chunked or max_chunk == 1  # steps with several rows of one request did happen
+
+
 def test_a_stopped_request_frees_its_slot_for_the_next_at_once():
     steps = 30
     prompts = [[3], [4], [5]]
