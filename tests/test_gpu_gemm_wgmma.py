@@ -204,6 +204,18 @@ def grouping(experts, n_experts: int, block_m: int):
     return pair_of_padded, padded_of_pair, tile_expert
 
 
+def moe_inputs(gpu, rng, rows, k, n_experts, used, hidden, inter, pieces):
+    """A grouped MoE problem on the device: (rows, k) experts among the first `used`, t's pieces (heavy-tailed
+    rows), bf16 w1 (E, 2I, H) and w2 (E, H, I), FP32 biases."""
+    experts = choose_experts(rng, rows, k, n_experts, used)
+    ap = split(gpu[1], dev(activations(rng, (rows, hidden), heavy=True)), pieces)
+    w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
+    b1 = dev(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
+    w2 = dev(bf16_weights(rng, (n_experts, hidden, inter)))
+    b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
+    return experts, ap, w1, b1, w2, b2
+
+
 def mlp1(kernels, ap, experts, n_experts, block_m, w1, b1, k, inter, pieces):
     """g's pieces (pieces, P, lda) of gemm_tc_grouped_swiglu on this grouping, and the grouping."""
     import cupy
@@ -275,12 +287,7 @@ def test_grouped_tma_bits_equal_the_cp_async_kernels(gpu, rng, pieces, rows, k, 
     its K (H, I) of 8."""
     if not gpu[1].wg_tma:
         pytest.skip("the grouped TMA kernels read W by TMA: the tensor maps are off here")
-    experts = choose_experts(rng, rows, k, n_experts, used)
-    ap = split(gpu[1], dev(activations(rng, (rows, hidden), heavy=True)), pieces)
-    w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
-    b1 = dev(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
-    w2 = dev(bf16_weights(rng, (n_experts, hidden, inter)))
-    b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
+    experts, ap, w1, b1, w2, b2 = moe_inputs(gpu, rng, rows, k, n_experts, used, hidden, inter, pieces)
     chosen = gpu[1]._wg_features
     try:
         for block_m, features in WG_GROUPED_TILES:
@@ -356,12 +363,7 @@ def test_tall_wide_blocks_give_the_two_consumer_blocks_bits(gpu, rng, pieces, in
     rows, k, n_experts, hidden = 200, 4, 8, 2880
     block_m = wg_grouped_rows(rows * k, n_experts, pieces)
     assert WG_WIDE_TALL.get((block_m, pieces)), (block_m, pieces)
-    experts = choose_experts(rng, rows, k, n_experts, n_experts)
-    ap = split(gpu[1], dev(activations(rng, (rows, hidden), heavy=True)), pieces)
-    w1 = dev(bf16_weights(rng, (n_experts, 2 * inter, hidden)))
-    b1 = dev(rng.standard_normal((n_experts, 2 * inter)).astype(np.float32))
-    w2 = dev(bf16_weights(rng, (n_experts, hidden, inter)))
-    b2 = dev(rng.standard_normal((n_experts, hidden)).astype(np.float32))
+    experts, ap, w1, b1, w2, b2 = moe_inputs(gpu, rng, rows, k, n_experts, n_experts, hidden, inter, pieces)
     results = {}
     for wide in (True, False):
         kinds = ("gemm_wg_tma_grouped_swiglu_wide", "gemm_wg_tma_grouped_wide")
