@@ -132,7 +132,7 @@ GETP_DEVICE void wg_producer_registers() {
 }
 // ... and leaves the kernel where it is done: returning, its path would join the consumers' (the caller's test of
 // wg_product's result), and ptxas would fit the code past the join, the epilogue with its accumulators, in the
-// producer's count (spilling). The producer returns once its copies have landed either way.
+// producer's count (spilling). Either way the producer is gone once its copies have landed.
 template <int CONS, int MB>
 GETP_DEVICE void wg_producer_exit() {
   if constexpr (WgRegisters<CONS, MB>::SHIFTED) asm volatile("exit;\n" ::: "memory");
