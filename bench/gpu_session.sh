@@ -811,8 +811,11 @@ PY
         MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-270} headline_side 1 $precision \
         headline-$precision-wide${WIDE_TALL:-1}; done
       ;;
-    s37h)  # an H200, one call (~560 s on a fresh machine): the tall wide blocks' tests, a 1024-row exact step with
-      # them against without (one process), then the whole exact headline with them
+    s37h)  # an H200, one call (~560 s on a fresh machine): the host's work between steps on this machine's CPU (this
+      # tree, and .carry/old's where carried), the tall wide blocks' tests, a 1024-row exact step with them against
+      # without (one process), then the whole exact headline with them
+      for tree in $([ -d .carry/old ] && echo .carry/old) .; do PYTHONPATH=$tree timeout 60 python \
+        bench/scheduler_host.py; done 2>&1 | tee "$OUT/scheduler-host.txt"
       gpu_tests wide ${TEST_SECONDS:-240} tests/test_gpu_gemm_wgmma.py -k "tall_wide or wide_blocks"
       SET_SECONDS=${SET_SECONDS:-150} SET="gemm_tc.WG_WIDE_TALL_ON=1" set_sides exact 1024
       CUPY_GETP_WG_WIDE_TALL=1 PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-200} \
