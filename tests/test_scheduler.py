@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cupy_getp.engine.scheduler import Scheduler, run_scheduled
+from cupy_getp.engine.scheduler import Scheduler, run_overlapped, run_scheduled
 from cupy_getp.generation import decode
 
 VOCAB, STOP = 50, frozenset({7})
@@ -111,6 +111,49 @@ def test_each_step_holds_the_rows_of_the_plain_rule_in_its_order(n_requests, n_s
         scheduler.record(rows, model(rows))
     assert scheduler.results == sequential(prompts, steps)
     assert chunked or max_chunk == 1  # steps with several rows of one request did happen
+
+
+class ToyAhead(ToyBatched):
+    """ToyBatched stepping ahead (run_overlapped's launch and collect): a row that names a `sources` row takes
+    the token the step before sampled there, as the device does; `launch` computes at once and `collect` hands
+    the tokens over later, as a device and its copy would."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.last = None  # the tokens of the step launched last
+        self.fed_ahead = 0  # rows that took their token from the step before
+
+    def launch(self, rows):
+        assert self.last is not None or rows.sources is None
+        if rows.sources is not None:
+            ahead = rows.sources >= 0
+            assert (rows.tokens[ahead] == 0).all()  # the host does not know them yet
+            rows.tokens = np.where(ahead, self.last[np.maximum(rows.sources, 0)], rows.tokens)
+            self.fed_ahead += int(ahead.sum())
+        self.last = self(rows)
+        return self.last
+
+    @staticmethod
+    def collect(pending):
+        return pending
+
+
+@pytest.mark.parametrize("n_requests, n_slots, extra_rows, max_chunk, steps", [
+    (1, 1, 1, 1, 12), (9, 3, 4, 4, 30), (20, 20, 64, 128, 40), (13, 5, 1, 2, 25), (40, 16, 3, 5, 60)])
+def test_steps_run_ahead_give_the_sequential_lines(n_requests, n_slots, extra_rows, max_chunk, steps):
+    """run_overlapped (each step built and launched before the last one's tokens are read, decoding rows fed on
+    the device) gives every request the tokens of one-at-a-time decoding, with stops, chunks and more requests
+    than slots; a request a stop token ends has one row more (dropped), so its slot frees a step later."""
+    rng = np.random.default_rng(n_requests * 100 + n_slots)
+    prompts = prompts_of(rng, n_requests, min(steps, 17))
+    model = ToyAhead(n_slots, steps, n_slots + extra_rows, max_chunk)
+    scheduler = Scheduler(prompts, steps, n_slots, n_slots + extra_rows, max_chunk, STOP)
+    finished = []
+    results = run_overlapped(scheduler, model.launch, model.collect, finished.append)
+    assert results == sequential(prompts, steps)
+    assert sorted(finished) == sorted(map(len, results))
+    assert model.fed_ahead > 0 and scheduler.done and not scheduler.active
+    assert sorted(scheduler.free_slots) == list(range(n_slots))  # every slot back, none twice
 
 
 def test_a_stopped_request_frees_its_slot_for_the_next_at_once():

@@ -34,6 +34,8 @@ class Request:
     output: list[int] = field(default_factory=list)
     last_pos: int = -1  # the last position it may feed: it ends when the token sampled there is recorded
     stop: frozenset[int] = frozenset()  # tokens that end it
+    released: bool = False  # its slot is free again (it ended, or it is ending: overlapped steps)
+    ended: bool = False  # its last token is recorded (a row of it in a step run ahead is then dropped)
 
     def token_at(self, pos: int) -> int:
         return self.prompt[pos] if pos < len(self.prompt) else self.output[pos - len(self.prompt)]
@@ -53,6 +55,9 @@ class StepRows:
     tokens: np.ndarray
     wants_token: np.ndarray  # bool
     owners: list[Request]
+    # overlapped steps (next_rows_ahead): per row, the row of the step before whose sampled token it feeds (its
+    # `tokens` entry is then 0: the device feeds it), else -1; None: every token is in `tokens`
+    sources: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.owners)
@@ -111,7 +116,25 @@ class Scheduler:
         self.record(rows, next_tokens(rows))
         return rows
 
-    def next_rows(self) -> StepRows:
+    def next_rows_ahead(self, rows: StepRows) -> StepRows:
+        """The step after `rows`, built before `rows`' tokens are known (overlapped steps: run_overlapped).
+        Every request is advanced past its rows there; one whose row samples its last position is ending, and
+        its slot is free for this step (its token is recorded with `rows`'); a decoding row feeds the token its
+        request's row in `rows` samples, named in `sources` (the device takes it from that step's output). A
+        request that a stop token ends in `rows` still has its row here: `record` drops it, and its slot frees
+        a step later than in `step`'s order. The tokens of every request are the same either way."""
+        sampled: dict[Request, int] = {}  # request -> its row in `rows` that samples a token
+        for i, (seq, pos, wanted) in enumerate(zip(rows.owners, rows.positions.tolist(), rows.wants_token.tolist())):
+            if seq.ended:
+                continue
+            seq.fed = pos + 1
+            if wanted and pos == seq.last_pos:
+                self._release(seq)
+            elif wanted:
+                sampled[seq] = i
+        return self.next_rows(sampled)
+
+    def next_rows(self, sampled: dict[Request, int] | None = None) -> StepRows:
         """The next step's rows: decode rows first, then prompt chunks, admitting as slots allow.
 
         The host's time between two steps is time the GPU waits (a step needs the last one's tokens): at 1024
@@ -125,7 +148,12 @@ class Scheduler:
         for seq in self.active:
             (owners if seq.fed >= len(seq.prompt) else prefilling).append(seq)
         positions = [s.fed for s in owners]
-        tokens = [s.output[s.fed - len(s.prompt)] for s in owners]
+        if sampled is None:
+            tokens = [s.output[s.fed - len(s.prompt)] for s in owners]
+            sources = None
+        else:  # run ahead: a decoding request's token is the one its last row samples, on the device
+            tokens = [0] * len(owners)
+            sources = [sampled[s] for s in owners]
         wants = [True] * len(owners)
         for seq in prefilling:
             budget = self.max_rows - len(owners)
@@ -137,12 +165,15 @@ class Scheduler:
             positions += chunk
             tokens += seq.prompt[seq.fed:seq.fed + count]
             wants += [p >= len(seq.prompt) - 1 for p in chunk]
+            if sources is not None:
+                sources += [-1] * count
         return StepRows(
             slots=np.array([s.slot for s in owners], np.int32),
             positions=np.array(positions, np.int32),
             tokens=np.array(tokens, np.int32),
             wants_token=np.array(wants, bool),
             owners=owners,
+            sources=None if sources is None else np.array(sources, np.int32),
         )
 
     def record(self, rows: StepRows, tokens: np.ndarray) -> None:
@@ -151,6 +182,8 @@ class Scheduler:
         # Python ints once for all rows (indexing numpy arrays row by row costs ~10x as much)
         positions, wants, tokens = rows.positions.tolist(), rows.wants_token.tolist(), np.asarray(tokens).tolist()
         for seq, pos, wanted, token in zip(rows.owners, positions, wants, tokens):
+            if seq.ended:  # a row run ahead of a request a stop token ended: dropped
+                continue
             seq.fed = pos + 1
             if not wanted:
                 continue
@@ -160,11 +193,15 @@ class Scheduler:
 
     def _finish(self, seq: Request) -> None:
         self._release(seq)
+        seq.ended = True
         if seq.index < len(self.results):
             self.results[seq.index] = seq.output
         self.finished.append(seq)
 
     def _release(self, seq: Request) -> None:
+        if seq.released:  # ending already (next_rows_ahead)
+            return
+        seq.released = True
         self.active.remove(seq)
         self.free_slots.append(seq.slot)
         self.free_slots.sort(reverse=True)
@@ -179,3 +216,26 @@ def run_scheduled(scheduler: Scheduler, next_tokens, on_finish=None) -> list[lis
             for seq in scheduler.finished:
                 on_finish(len(seq.output))
     return scheduler.results
+
+
+def run_overlapped(scheduler: Scheduler, launch, collect, on_finish=None) -> list[list[int]]:
+    """run_scheduled with each step started before the last one's tokens are read, so that the host's work (the
+    next step's rows, its upload and launch, then recording the last step's tokens) runs while the device
+    computes. `launch(rows)` starts a step and returns at once, feeding each row that names a `sources` row the
+    token the step before sampled there; `collect(pending)` waits for that step's tokens. Greedy tokens only: a
+    sampler on the host would need the logits first."""
+    rows = scheduler.next_rows()
+    pending = launch(rows)
+    while True:
+        ahead = scheduler.next_rows_ahead(rows)
+        pending_ahead = launch(ahead) if len(ahead) else None
+        scheduler.record(rows, collect(pending))
+        if on_finish:
+            for seq in scheduler.finished:
+                on_finish(len(seq.output))
+        if pending_ahead is None:
+            if scheduler.done:
+                return scheduler.results
+            ahead = scheduler.next_rows()  # nothing ran ahead (every request was ending): start afresh
+            pending_ahead = launch(ahead)
+        rows, pending = ahead, pending_ahead
