@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from .checkpoint import DEFAULT_SEED
 from .engine.base import Engine
-from .engine.scheduler import Scheduler, run_scheduled
+from .engine.scheduler import Scheduler, run_overlapped, run_scheduled
 from .errors import GetpError
 from .generation import decode
 from .sampler import RequestSamplers, Sampler
@@ -94,6 +94,9 @@ def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], st
     shape = batched.shape
     scheduler = Scheduler(requests, steps, shape.n_slots, shape.max_rows, shape.max_chunk, stop)
     samplers = None if sampler.temperature == 0 else RequestSamplers(sampler, numbers)
+    if samplers is None and batched.overlap:  # greedy steps run ahead of the host (CUPY_GETP_OVERLAP=1)
+        return run_overlapped(scheduler, batched.launch, lambda pending: batched.collect(pending, numbers),
+                              on_request)
     return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers, numbers), on_request)
 
 

@@ -9,3 +9,17 @@ extern "C" __global__ void embedding_rows_f32(float* __restrict__ x, const float
   float* dst = x + (size_t)blockIdx.x * hidden;
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = src[i];
 }
+
+// The same with tokens fed on the device (overlapped steps: a step launched before the host has read the tokens
+// of the step before): row r's token is last_tokens[sources[r]], the token row sources[r] of that step sampled,
+// where sources[r] >= 0, else tokens[r].
+extern "C" __global__ void embedding_rows_fed_f32(float* __restrict__ x, const float* __restrict__ embedding,
+                                                  const int* __restrict__ tokens, const int* __restrict__ sources,
+                                                  const int* __restrict__ last_tokens, int hidden) {
+  grid_begin();
+  const int source = sources[blockIdx.x];
+  const int token = source >= 0 ? last_tokens[source] : tokens[blockIdx.x];
+  const float* src = embedding + (size_t)token * hidden;
+  float* dst = x + (size_t)blockIdx.x * hidden;
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = src[i];
+}

@@ -62,6 +62,11 @@ def embedding_rows(x, table, tokens, hidden):
     x[...] = table[tokens]
 
 
+@oracle("embedding_rows_fed_f32")
+def embedding_rows_fed(x, table, tokens, sources, last_tokens, hidden):
+    x[...] = table[np.where(sources >= 0, np.asarray(last_tokens)[np.maximum(sources, 0)], tokens)]
+
+
 @oracle("rmsnorm_rows_f32")
 def rmsnorm_rows(out, x, w, hidden):
     for r in range(x.shape[0]):

@@ -44,12 +44,12 @@ def reference_lines(weights, requests, steps):
     return run_requests(reference_engine(weights), GREEDY, requests, steps)
 
 
-def batched_engine(weights, n_slots, max_chunk, n_ctx, precision, kv_cache="fp32"):
+def batched_engine(weights, n_slots, max_chunk, n_ctx, precision, kv_cache="fp32", overlap=False):
     from cupy_getp.gpu.batch import BatchedEngine
     from cupy_getp.gpu.batch_shape import BatchShape
 
     return BatchedEngine(FakeEngine(weights), BatchShape(n_slots, n_slots + max_chunk, max_chunk, n_ctx, kv_cache),
-                         precision, use_graphs=False)
+                         precision, use_graphs=False, overlap=overlap)
 
 
 @pytest.mark.parametrize("bf16_exact, precision", [(True, "exact"), (False, "fp32")])
@@ -62,6 +62,26 @@ def test_batched_lines_equal_the_reference_one_request_at_a_time(cupy_stand_in, 
     batched = batched_engine(weights, 4, 3, steps, precision)
     assert batched.model.cache.lengths[0] == TINY.sliding_window + 3 < steps  # a real ring
     assert run_batched(batched, GREEDY, requests, steps) == want
+
+
+@pytest.mark.parametrize("precision", ["exact", "fp32"])
+def test_steps_run_ahead_give_the_reference_lines(cupy_stand_in, precision):
+    """Overlapped steps (run_overlapped: each step launched before the last one's tokens are read, a decoding
+    row's token fed on the device from the step before's next_token by embedding_rows_fed): the greedy lines of
+    the reference, 11 requests over 4 slots in chunks of 3; the fed kernel runs, and a NaN still names its
+    request."""
+    from cupy_getp.errors import NumericalError
+
+    weights = Weights(SyntheticStore(TINY, seed=9))
+    requests, steps = prompts(11, 1), 40
+    batched = batched_engine(weights, 4, 3, steps, precision, overlap=True)
+    assert batched.model.view(4).row_source is not None
+    assert run_batched(batched, GREEDY, requests, steps) == reference_lines(weights, requests, steps)
+    launches = batched.engine.kernels.launches
+    assert "embedding_rows_fed_f32" in launches and "embedding_rows_f32" not in launches
+    batched.engine.w.out[5] = np.inf if batched.engine.w.out.dtype == np.float32 else 0x7F80  # +inf bits: logit 5
+    with np.errstate(invalid="ignore"), pytest.raises(NumericalError, match=r"request 17: non-finite logits"):
+        run_batched(batched, GREEDY, prompts(1, 3), 20, numbers=[16])
 
 
 def test_batched_diff_of_every_row_has_no_violation(cupy_stand_in):

@@ -59,6 +59,22 @@ def test_embedding_rows(gpu, rng, rows, hidden, vocab):
 
 
 @gpu_test
+@pytest.mark.parametrize("rows, hidden, vocab", [(1, 1, 3), (5, 37, 50), (17, 2880, 33)])
+def test_embedding_rows_fed_from_the_step_before(gpu, rng, rows, hidden, vocab):
+    """Overlapped steps: a row whose source is a row of the step before takes the token sampled there
+    (last_tokens[source]); a source of -1 takes its own token."""
+    table = rng.standard_normal((vocab, hidden)).astype(np.float32)
+    tokens = np.zeros(rows, np.int32)  # the host's placeholder where a source feeds the token
+    last = rng.integers(0, vocab, rows + 3).astype(np.int32)
+    sources = rng.integers(-1, rows + 3, rows).astype(np.int32)
+    sources[0] = rows + 2
+    tokens[sources < 0] = rng.integers(0, vocab, int((sources < 0).sum()))
+    x = poisoned((rows, hidden))
+    gpu[1].embedding_rows(x, to_device(table), to_device(tokens), to_device(sources), to_device(last))
+    np.testing.assert_array_equal(host(x, gpu), table[np.where(sources >= 0, last[np.maximum(sources, 0)], tokens)])
+
+
+@gpu_test
 # 5000: a row past the values a thread holds in registers (RMS_HELD x BLOCK_SIZE = 3072), read again
 @pytest.mark.parametrize("rows, hidden", [(1, 1), (3, 31), (7, 257), (5, 2880), (2, 5000)])
 def test_rmsnorm_rows(gpu, rng, rows, hidden):

@@ -13,6 +13,7 @@ from cupy_getp.diff import TOLERANCES, BatchDiffShape, DiffSummary, batch_diff_e
 from cupy_getp.engine.factory import create_engine
 from cupy_getp.generation import decode
 from cupy_getp.getp import encode_requests, read_requests, run_batched, run_requests
+from cupy_getp.gpu.batch import OVERLAP_ENV
 from cupy_getp.gpu.launch.pdl import PDL_ENV
 from cupy_getp.sampler import Sampler
 from cupy_getp.tokenizer import STOP_TOKENS
@@ -121,15 +122,24 @@ def test_tiny_odd_config_lines_equal_the_single_sequence_engine(engine_tiny):
     assert batched_lines(engine_tiny, prompts, TINY.seq_len, slots=5, max_chunk=3) == want
 
 
-def test_stops_free_slots_for_waiting_requests(engine_7m, standard_prompts):
-    """A frequent token made a stop token: requests end early at different steps, and 4 slots serve 32."""
+@pytest.mark.parametrize("overlap", ["0", "1"])
+def test_stops_free_slots_for_waiting_requests(engine_7m, standard_prompts, overlap, monkeypatch):
+    """A frequent token made a stop token: requests end early at different steps, and 4 slots serve 32. With
+    CUPY_GETP_OVERLAP=1 each step is launched before the last one's tokens are read (a decoding row's token fed
+    on the device, a stopped request's row run ahead dropped, its slot freed a step later): the same lines."""
+    monkeypatch.setenv(OVERLAP_ENV, overlap)
     steps = 64
     plain = run_requests(engine_7m, GREEDY, standard_prompts, steps)
     counts = np.bincount([t for line in plain for t in line[:-1]])
     stop = frozenset({int(np.argmax(counts))})
     want = [list(decode(engine_7m, GREEDY, p, steps, stop)) for p in standard_prompts]
     assert sum(len(w) < len(p) for w, p in zip(want, plain)) >= 4, "the stop token must end several requests"
-    assert batched_lines(engine_7m, standard_prompts, steps, stop=stop, slots=4) == want
+    batched = engine_7m.batched(len(standard_prompts), steps, slots=4)
+    try:
+        assert batched.overlap == (overlap == "1")
+        assert run_batched(batched, GREEDY, standard_prompts, steps, stop=stop) == want
+    finally:
+        batched.free()
 
 
 def test_sampling_above_zero_does_not_depend_on_the_batch(engine_7m, standard_prompts):

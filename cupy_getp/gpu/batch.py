@@ -13,6 +13,7 @@ bucket, captured on first use and replayed; on ROCm (CuPy 13.3 cannot capture) t
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ from .launch.gemm_tc import (TC_BLOCK_M, describe_products, pieces_lda, pieces_v
 from .launch.moe import moe_padded_pairs
 from .moe_products import ExpertWeights, Grouping, expert_products
 
+OVERLAP_ENV = "CUPY_GETP_OVERLAP"
 SKINNY_ROWS = 32  # up to this many rows the MoE uses the weight-streaming kernels (bandwidth-bound)
 PRECISIONS = ("exact", "fast", "fp32")  # tensor cores with 3 BF16 pieces / 1 piece / CUDA cores only
 
@@ -35,12 +37,14 @@ PRECISIONS = ("exact", "fast", "fp32")  # tensor cores with 3 BF16 pieces / 1 pi
 class StepBuffers:
     """Every buffer of a step at capacity (max_rows rows); `view(R)` are the first R rows of each."""
 
-    def __init__(self, config, shape: BatchShape, n_pieces: int):
+    def __init__(self, config, shape: BatchShape, n_pieces: int, feeds_tokens: bool = False):
         import cupy
 
         c, R = config, shape.max_rows
         f32, i32 = np.float32, np.int32
-        self.rows_packed = cupy.zeros((3, R), i32)  # slot, pos, token per row: one upload per step
+        # slot, pos, token per row (and with feeds_tokens, overlapped steps: the row of the step before whose
+        # sampled token it takes, or -1): one upload per step
+        self.rows_packed = cupy.zeros((4 if feeds_tokens else 3, R), i32)
         self.x = cupy.zeros((R, c.hidden_dim), f32)
         self.t = cupy.zeros((R, c.hidden_dim), f32)
         self.qkv = cupy.zeros((R, c.qkv_dim), f32)
@@ -94,6 +98,7 @@ class RowView:
     row_slot: object
     row_pos: object
     row_token: object
+    row_source: object  # overlapped steps: the row of the step before whose token a row takes (-1: row_token); None
     x: object
     t: object
     qkv: object
@@ -131,6 +136,7 @@ def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -
     return RowView(
         R=R, block_m=block_m, tensor_cores=tensor_cores, attn_split=attn_split, rows_packed=b.rows_packed,
         row_slot=b.rows_packed[0, :R], row_pos=b.rows_packed[1, :R], row_token=b.rows_packed[2, :R],
+        row_source=b.rows_packed[3, :R] if b.rows_packed.shape[0] > 3 else None,
         x=b.x[:R], t=b.t[:R], qkv=b.qkv[:R], att=b.att[:R], partial_acc_full=acc_full, partial_ml_full=ml_full,
         partial_acc_window=acc_win, partial_ml_window=ml_win, attn_counters=b.attn_counters[:R], router=b.router[:R],
         experts=b.experts[:R], expert_weights=b.expert_weights[:R], pair_of_padded=b.pair_of_padded[:P],
@@ -144,11 +150,13 @@ def row_view(b: StepBuffers, config, R: int, block_m: int, tensor_cores: bool) -
 class RowModel:
     """`NumpyEngine.forward` over rows: the same functions at the same points, on step buffers."""
 
-    def __init__(self, config, weights, kernels, shape: BatchShape, precision: str):
+    def __init__(self, config, weights, kernels, shape: BatchShape, precision: str, feeds_tokens: bool = False):
+        """feeds_tokens (overlapped steps): a row may take its token from the step before's `next_token` on the
+        device (RowView.row_source) instead of the host's upload."""
         self.config, self.w, self.kernels, self.shape = config, weights, kernels, shape
         self.precision = precision
         self.pieces = 1 if precision == "fast" else 3
-        self.buffers = StepBuffers(config, shape, 0 if precision == "fp32" else self.pieces)
+        self.buffers = StepBuffers(config, shape, 0 if precision == "fp32" else self.pieces, feeds_tokens)
         if precision != "fp32":  # the dense products' split-K workspace, before any graph is captured
             c = config
             kernels.reserve_splitk(shape.max_rows, [(c.qkv_dim, c.hidden_dim), (c.hidden_dim, c.q_dim),
@@ -179,7 +187,9 @@ class RowModel:
         return (GROUPED_BLOCK_M[0] if R <= SKINNY_ROWS else GROUPED_BLOCK_M[1]), False
 
     def step(self, v: RowView, trace: BatchTrace | None = None) -> None:
-        self.kernels.embedding_rows(v.x, self.w.embedding, v.row_token)
+        # (overlapped steps: the step before's next_token is the buffer's, whatever its row count)
+        self.kernels.embedding_rows(v.x, self.w.embedding, v.row_token, v.row_source,
+                                    None if v.row_source is None else self.buffers.next_token)
         for l in range(self.config.n_layers):
             self.attention_block(l, v, trace)
             self.moe_block(l, v, trace)
@@ -337,33 +347,40 @@ class BatchedEngine:
     engine's own one-slot model behind `forward`."""
 
     def __init__(self, engine, shape: BatchShape, precision: str | None = None, use_graphs: bool = True,
-                 memory: tuple[str, str] | None = None):
-        """`memory`: (what, remedy) of the out-of-memory line; by default a batch's (request slots, --batch or -n)."""
+                 memory: tuple[str, str] | None = None, overlap: bool | None = None):
+        """`memory`: (what, remedy) of the out-of-memory line; by default a batch's (request slots, --batch or -n).
+        `overlap`: greedy steps may run ahead (`launch`, `collect`; None: CUPY_GETP_OVERLAP=1 asks for it)."""
         self.engine, self.config, self.shape = engine, engine.config, shape
         device = engine.device
         precision = check_precision(device, engine.kernels, precision)
         self.precision = precision
         what, remedy = memory or (f"the step buffers and KV cache of {shape.n_slots} request slots at -n {shape.n_ctx}",
                                   engine.memory_remedy("a smaller --batch or -n"))
+        self.overlap = overlap_enabled() if overlap is None else overlap
         with device.stream, device.allocating(what, remedy):
-            self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision)
+            self.model = RowModel(engine.config, engine.w, engine.kernels, shape, precision, self.overlap)
         self.runner = StepRunner(self.model, device, use_graphs, remedy)
         self.products_path = products_path(device, engine.kernels, precision)
         self.device = device
-        self.rows_host = device.pinned((3, shape.max_rows), np.int32)
-        self.tokens_host = device.pinned(shape.max_rows, np.int32)
+        # Two of each host buffer where steps run ahead: a step's rows go up, and its tokens come down, while
+        # the host writes the next step's rows and reads the last step's tokens in the other.
+        fields, turns = (4, 2) if self.overlap else (3, 1)
+        self.rows_hosts = [device.pinned((fields, shape.max_rows), np.int32) for _ in range(turns)]
+        self.tokens_hosts = [device.pinned(shape.max_rows, np.int32) for _ in range(turns)]
+        self.rows_host, self.tokens_host = self.rows_hosts[0], self.tokens_hosts[0]
+        self._turn = 0  # the buffers of the next step launched ahead
 
     @property
     def uses_graphs(self) -> bool:
         return self.runner.use_graphs
 
     def step(self, slots: np.ndarray, positions: np.ndarray, tokens: np.ndarray,
-             trace: BatchTrace | None = None) -> RowView:
+             trace: BatchTrace | None = None, sources=None, rows_host=None) -> RowView:
         """Run one step over these rows (padded to their bucket); returns the bucket's view, whose
         `next_token` and `logits` hold the results (read them with `tokens()`, or `.get(stream=device.stream)`:
         the step runs on the device's non-blocking stream, which a plain `.get()` outside it does not wait for).
         The rows go up from one pinned buffer without waiting: read the step's results (which synchronises)
-        before the next step rewrites it."""
+        before the next step rewrites it. `sources`, `rows_host`: `launch`'s (a step run ahead)."""
         self.engine.check_not_finished()  # the graphs hold the weights' addresses
         n = len(slots)
         if not 0 < n <= self.shape.max_rows:
@@ -371,11 +388,31 @@ class BatchedEngine:
         if np.any(positions >= self.shape.n_ctx) or np.any(positions < 0):
             raise ValueError(f"positions must be in 0..{self.shape.n_ctx - 1}")
         v = self.model.view(self.shape.bucket(n))
-        pack_rows(self.rows_host, self.shape.n_slots, slots, positions, tokens)
+        rows_host = self.rows_host if rows_host is None else rows_host
+        pack_rows(rows_host, self.shape.n_slots, slots, positions, tokens, sources)
         with self.device.stream:
-            self.device.upload(v.rows_packed, self.rows_host)
+            self.device.upload(v.rows_packed, rows_host)
             self.runner.run(v, trace)
         return v
+
+    def launch(self, rows) -> PendingStep:
+        """Start a greedy step over a scheduler's `StepRows` and return at once (overlapped steps,
+        `run_overlapped`): a row whose `sources` entry is a row of the step launched before takes the token that
+        row samples, on the device; the step's tokens come down into this turn's pinned buffer behind it."""
+        if not self.overlap:
+            raise RuntimeError("launch: this batched engine was built without overlap (its steps do not run ahead)")
+        turn, self._turn = self._turn, 1 - self._turn
+        v = self.step(rows.slots, rows.positions, rows.tokens, sources=rows.sources, rows_host=self.rows_hosts[turn])
+        with self.device.stream:
+            done = self.device.download_started(v.next_token, self.tokens_hosts[turn][: v.R])
+        return PendingStep(rows, done, self.tokens_hosts[turn])
+
+    def collect(self, pending: PendingStep, numbers=None) -> np.ndarray:
+        """The tokens of a step `launch` started (waits for them alone, not for a step launched after it)."""
+        self.device.wait(pending.done, "copy to host")
+        tokens = pending.tokens_host[: len(pending.rows)].copy()
+        check_tokens(tokens, pending.rows, numbers)
+        return tokens
 
     def next_tokens(self, rows, samplers=None, numbers=None) -> np.ndarray:
         """Run a scheduler's `StepRows`; one next token per row (greedy on the device, or drawn by the
@@ -392,6 +429,21 @@ class BatchedEngine:
     def tokens(self, v: RowView, n: int) -> np.ndarray:
         """The greedy tokens of the first n rows (-1 where a row's logits hold a NaN)."""
         return greedy_tokens(self.device, v, self.tokens_host, n)
+
+
+@dataclass
+class PendingStep:
+    """A step `BatchedEngine.launch` started: its rows, the event after its tokens' copy to `tokens_host`."""
+
+    rows: object
+    done: object
+    tokens_host: np.ndarray
+
+
+def overlap_enabled() -> bool:
+    """Whether greedy getp steps run ahead of the host (`run_overlapped`): only with CUPY_GETP_OVERLAP=1 until
+    measured on a GPU."""
+    return os.environ.get(OVERLAP_ENV, "") == "1"
 
 
 # -- shared by the engines over rows (this one, and expert parallelism's: gpu/ep_engine.py) -----------------
@@ -420,14 +472,19 @@ def products_path(device, kernels, precision: str) -> str:
     return f"{path} at every row count"
 
 
-def pack_rows(rows_host: np.ndarray, spare_slot: int, slots, positions, tokens) -> None:
+def pack_rows(rows_host: np.ndarray, spare_slot: int, slots, positions, tokens, sources=None) -> None:
     """A step's row descriptors into the pinned (3, max_rows) buffer: (slot, position, token) of each row,
-    then pad rows (the spare slot, position 0, token 0) to the end."""
+    then pad rows (the spare slot, position 0, token 0) to the end; a (4, max_rows) buffer (overlapped steps)
+    also holds each row's source (`sources`, or -1: every token from the host)."""
     n = len(slots)
     rows_host[0, :] = spare_slot
     rows_host[1, :] = 0
     rows_host[2, :] = 0
     rows_host[0, :n], rows_host[1, :n], rows_host[2, :n] = slots, positions, tokens
+    if rows_host.shape[0] > 3:
+        rows_host[3, :] = -1
+        if sources is not None:
+            rows_host[3, :n] = sources
 
 
 def greedy_tokens(device, v: RowView, tokens_host: np.ndarray, n: int) -> np.ndarray:
@@ -436,11 +493,9 @@ def greedy_tokens(device, v: RowView, tokens_host: np.ndarray, n: int) -> np.nda
     return out[:n].copy()
 
 
-def read_next_tokens(device, v: RowView, tokens_host: np.ndarray, rows, samplers=None, numbers=None) -> np.ndarray:
-    """One next token per row of a scheduler's `StepRows` after its step: greedy from the device, or drawn by
-    the row's request sampler from its logits (`samplers`); a NaN where a row wants a token is one line naming
-    the request by its number in the input (`numbers`, by scheduler index; None: the index)."""
-    tokens = greedy_tokens(device, v, tokens_host, len(rows))
+def check_tokens(tokens: np.ndarray, rows, numbers=None) -> np.ndarray:
+    """The rows of a scheduler's `StepRows` that want a token; a NaN's -1 among them is one line naming the
+    request by its number in the input (`numbers`, by scheduler index; None: the index)."""
     wanted = np.flatnonzero(rows.wants_token)
     bad = wanted[tokens[wanted] < 0]  # vectorised: a loop over 1024 rows costs ~0.13 ms of the GPU's waiting
     if bad.size:
@@ -449,6 +504,15 @@ def read_next_tokens(device, v: RowView, tokens_host: np.ndarray, rows, samplers
         raise NumericalError(f"request {number + 1}: non-finite logits at position "
                              f"{int(rows.positions[bad[0]])} (NaN or infinite); `cupy-getp diff --batch` "
                              f"names the first layer")
+    return wanted
+
+
+def read_next_tokens(device, v: RowView, tokens_host: np.ndarray, rows, samplers=None, numbers=None) -> np.ndarray:
+    """One next token per row of a scheduler's `StepRows` after its step: greedy from the device, or drawn by
+    the row's request sampler from its logits (`samplers`); a NaN where a row wants a token is one line naming
+    the request by its number in the input (`numbers`, by scheduler index; None: the index)."""
+    tokens = greedy_tokens(device, v, tokens_host, len(rows))
+    wanted = check_tokens(tokens, rows, numbers)
     if samplers is not None and wanted.size:
         import cupy
 

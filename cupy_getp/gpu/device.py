@@ -126,6 +126,25 @@ class Device:
         self.counters.d2h_bytes += src.nbytes
         return out
 
+    def download_started(self, src, out: np.ndarray):
+        """Device -> host into pinned `out` behind the work already on the engine's stream, without waiting;
+        returns the event after the copy (`wait` for it: later work on the stream need not be done)."""
+        import cupy
+
+        src.get(stream=self.stream, out=out, blocking=False)
+        done = cupy.cuda.Event(block=False, disable_timing=True)
+        done.record(self.stream)
+        self.counters.d2h_copies += 1
+        self.counters.d2h_bytes += src.nbytes
+        return done
+
+    def wait(self, event, what: str) -> None:
+        """Wait for an event of `download_started` (one line naming `what` if the device failed)."""
+        try:
+            event.synchronize()
+        except Exception as e:
+            raise RuntimeError(f"GPU error detected at {what}: {e}") from e
+
     def synchronize(self, what: str) -> None:
         try:
             self.stream.synchronize()

@@ -44,6 +44,7 @@ class ExpertParallelBatch:
     rank's: `DeviceWeights(expert_range=...)`) and kernels; every rank of the run has the same `shape`."""
 
     uses_graphs = False  # eager steps: the exchange plan is read on the host once a layer
+    overlap = False  # no steps run ahead (run_overlapped): each waits for the exchange's plan on the host
 
     def __init__(self, engine, shape: BatchShape, precision: str | None, comm):
         device = engine.device

@@ -42,7 +42,7 @@ GROUPED_KINDS = ("grouped_swiglu", "grouped", "grouped_swiglu_mxfp4w", "grouped_
 # Every kernel of every family, by name (macro-made ones included): the launch helpers' targets.
 ENTRY_POINTS: dict[str, tuple[str, ...]] = {
     "attention": (*ATTN_PARTIAL_VARIANTS, "attn_rows_merge_f32", "attn_rows_merge_split"),
-    "embedding": ("embedding_rows_f32",),
+    "embedding": ("embedding_rows_f32", "embedding_rows_fed_f32"),
     "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped",
                                                       "grouped_swiglu_mxfp4w", "grouped_mxfp4w")
                   for shape in ("skinny", "tiled")),

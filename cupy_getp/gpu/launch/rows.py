@@ -11,13 +11,20 @@ RMS_MAX_SPLITS = 12  # blocks a row at most: the 20b's 2880 columns are 12 slabs
 
 
 class RowLaunches:
-    def embedding_rows(self, x, table, tokens) -> None:
-        """x[r] = table[tokens[r]]; x (R, H), table (V, H) f32, tokens (R,) i32."""
+    def embedding_rows(self, x, table, tokens, sources=None, last_tokens=None) -> None:
+        """x[r] = table[tokens[r]]; x (R, H), table (V, H) f32, tokens (R,) i32. With sources (R,) i32 and
+        last_tokens (R',) i32 (overlapped steps): row r's token is last_tokens[sources[r]] where sources[r] >= 0."""
         rows, hidden = x.shape
         _check("x", x, F32)
         _check("table", table, F32, (table.shape[0], hidden))
         _check("tokens", tokens, I32, (rows,))
-        self._launch("embedding_rows_f32", (rows,), (BLOCK_SIZE,), (x, table, tokens, I32(hidden)))
+        if sources is None:
+            self._launch("embedding_rows_f32", (rows,), (BLOCK_SIZE,), (x, table, tokens, I32(hidden)))
+            return
+        _check("sources", sources, I32, (rows,))
+        _check("last_tokens", last_tokens, I32, (last_tokens.shape[0],))
+        self._launch("embedding_rows_fed_f32", (rows,), (BLOCK_SIZE,),
+                     (x, table, tokens, sources, last_tokens, I32(hidden)))
 
     def rmsnorm_rows(self, out, x, w) -> None:
         """out[i] = rmsnorm(x[i]) for each row; out, x (R, H), w (H,)."""
