@@ -71,7 +71,7 @@ headline_side() {  # headline_side SPLITK PRECISION NAME: getp_throughput, 20b (
   # request slots, default from free memory; HEADLINE_KV: the KV cache, fp32 by default), in TREE (.)
   (cd "${TREE:-.}" && PYTHONPATH=$PWD CUPY_GETP_WG_SPLITK=$1 timeout ${HEADLINE_SECONDS:-170} python \
     bench/getp_throughput.py --preset 20b --precision "$2" --max-seconds ${MAX_SECONDS:-60} \
-    --profile-rows ${PROFILE_ROWS:-1,1024} --skip drift,single,transformers ${HEADLINE_BATCH:+--batch $HEADLINE_BATCH} \
+    --profile-rows ${PROFILE_ROWS:-1,1024} --skip ${HEADLINE_SKIP:-drift,single,transformers} ${HEADLINE_BATCH:+--batch $HEADLINE_BATCH} \
     ${HEADLINE_KV:+--kv-cache $HEADLINE_KV} --out "$OUT/$3" > "$OUT/$3.txt" 2>&1)
   echo "$3 (CUPY_GETP_WG_SPLITK=$1, $2${HEADLINE_KV:+, $HEADLINE_KV KV cache}${TREE:+, $TREE}) exit $?"
   grep -E "^\| |tok_s|batch1" "$OUT/$3.txt" | cut -c1-300 | tail -9
@@ -853,8 +853,8 @@ PY
       # neither switch, with overlapped steps, and with both (SIDES: overlap,wide pairs), one process each
       for side in ${SIDES:-0,0 1,0 1,1}; do
         IFS=, read -r overlap wide <<< "$side"
-        CUPY_GETP_OVERLAP=$overlap CUPY_GETP_WG_WIDE_TALL=$wide PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-25} \
-          HEADLINE_SECONDS=${HEADLINE_SECONDS:-120} headline_side 1 ${PRECISION:-exact} \
+        CUPY_GETP_OVERLAP=$overlap CUPY_GETP_WG_WIDE_TALL=$wide HEADLINE_SKIP=profile,decode,drift,single,transformers \
+          MAX_SECONDS=${MAX_SECONDS:-25} HEADLINE_SECONDS=${HEADLINE_SECONDS:-120} headline_side 1 ${PRECISION:-exact} \
           headline-${PRECISION:-exact}-first-overlap$overlap-wide$wide
       done
       ;;
