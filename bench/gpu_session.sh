@@ -845,8 +845,9 @@ PY
       wide_rc=$?; echo "wide tests exit $wide_rc"; grep -E "passed|failed|FAILED|ERROR" "$OUT/wide-tests.log" | tail -6
       overlap=$([ $overlap_rc = 0 ] && echo 1 || echo 0); wide=$([ $wide_rc = 0 ] && echo 1 || echo 0)
       for precision in ${HEADLINE_PRECISIONS:-exact fast}; do
-        CUPY_GETP_OVERLAP=$overlap CUPY_GETP_WG_WIDE_TALL=$wide PROFILE_ROWS=1 MAX_SECONDS=${MAX_SECONDS:-200} \
-          HEADLINE_SECONDS=${HEADLINE_SECONDS:-170} headline_side 1 $precision headline-$precision-overlap$overlap-wide$wide
+        CUPY_GETP_OVERLAP=$overlap CUPY_GETP_WG_WIDE_TALL=$wide HEADLINE_SKIP=profile,decode,drift,single,transformers \
+          MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-170} headline_side 1 $precision \
+          headline-$precision-overlap$overlap-wide$wide
       done
       ;;
     s38y)  # after s38x on the same machine (or alone on any GPU): the exact headline's first MAX_SECONDS (25) with
