@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h|s38h|s38x|s38y]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h|s38h|s38x|s38y|s38t]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -76,6 +76,17 @@ headline_side() {  # headline_side SPLITK PRECISION NAME: getp_throughput, 20b (
   echo "$3 (CUPY_GETP_WG_SPLITK=$1, $2${HEADLINE_KV:+, $HEADLINE_KV KV cache}${TREE:+, $TREE}) exit $?"
   grep -E "^\| |tok_s|batch1" "$OUT/$3.txt" | cut -c1-300 | tail -9
   tar czf "$FINAL/logs.tgz" -C /tmp gpu-logs  # what has run comes back even if the session is cut short
+}
+switch_tests() {  # the opt-in switches' tests (overlapped steps, the tall wide blocks), and the host's work between
+  # steps on this CPU; sets overlap and wide to 1 where their tests passed, else 0
+  PYTHONPATH=. timeout 60 python bench/scheduler_host.py 2>&1 | tee "$OUT/scheduler-host.txt"
+  timeout ${TEST_SECONDS:-300} python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py \
+    tests/test_gpu_batch_engine.py -k "embedding or stops" > "$OUT/overlap-tests.log" 2>&1
+  local overlap_rc=$?; echo "overlap tests exit $overlap_rc"; grep -E "passed|failed|FAILED|ERROR" "$OUT/overlap-tests.log" | tail -6
+  timeout ${WIDE_TEST_SECONDS:-150} python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k tall_wide \
+    > "$OUT/wide-tests.log" 2>&1
+  local wide_rc=$?; echo "wide tests exit $wide_rc"; grep -E "passed|failed|FAILED|ERROR" "$OUT/wide-tests.log" | tail -6
+  overlap=$([ $overlap_rc = 0 ] && echo 1 || echo 0); wide=$([ $wide_rc = 0 ] && echo 1 || echo 0)
 }
 headline_splitk() {  # the exact headline, split-K on then off
   for s in 1 0; do headline_side $s exact "headline-splitk$s"; done
@@ -836,19 +847,15 @@ PY
     s38x)  # an H200, one call for both opt-in switches: the host's work between steps on this CPU; the overlap
       # tests, then the tall wide blocks' tests; then the whole exact and fast headlines with each switch whose
       # tests passed (CUPY_GETP_OVERLAP, CUPY_GETP_WG_WIDE_TALL)
-      PYTHONPATH=. timeout 60 python bench/scheduler_host.py 2>&1 | tee "$OUT/scheduler-host.txt"
-      timeout ${TEST_SECONDS:-300} python -m pytest -m gpu -q -rfE tests/test_gpu_batch_attention.py \
-        tests/test_gpu_batch_engine.py -k "embedding or stops" > "$OUT/overlap-tests.log" 2>&1
-      overlap_rc=$?; echo "overlap tests exit $overlap_rc"; grep -E "passed|failed|FAILED|ERROR" "$OUT/overlap-tests.log" | tail -6
-      timeout ${WIDE_TEST_SECONDS:-150} python -m pytest -m gpu -q -rfE tests/test_gpu_gemm_wgmma.py -k tall_wide \
-        > "$OUT/wide-tests.log" 2>&1
-      wide_rc=$?; echo "wide tests exit $wide_rc"; grep -E "passed|failed|FAILED|ERROR" "$OUT/wide-tests.log" | tail -6
-      overlap=$([ $overlap_rc = 0 ] && echo 1 || echo 0); wide=$([ $wide_rc = 0 ] && echo 1 || echo 0)
+      switch_tests
       for precision in ${HEADLINE_PRECISIONS:-exact fast}; do
         CUPY_GETP_OVERLAP=$overlap CUPY_GETP_WG_WIDE_TALL=$wide HEADLINE_SKIP=profile,decode,drift,single,transformers \
           MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-170} headline_side 1 $precision \
           headline-$precision-overlap$overlap-wide$wide
       done
+      ;;
+    s38t)  # the opt-in switches' tests alone (then s38y's sides: SIDES from what passed)
+      switch_tests
       ;;
     s38y)  # after s38x on the same machine (or alone on any GPU): the exact headline's first MAX_SECONDS (25) with
       # neither switch, with overlapped steps, and with both (SIDES: overlap,wide pairs), one process each
