@@ -118,7 +118,7 @@ def headline(engine, prompts, steps, args, precision, bandwidth, out: Path, max_
         return next_tokens
 
     def timed_collect(pending):
-        """Overlapped steps (CUPY_GETP_OVERLAP=1: run_overlapped drives them): a step's time is from the last
+        """Overlapped steps (the default; CUPY_GETP_OVERLAP=0 turns them off): a step's time is from the last
         step's tokens to its own (the host's work runs while the device computes); its tokens count where their
         request has not ended (a stop token ends one a step before its row run ahead is dropped)."""
         nonlocal tokens, end

@@ -94,7 +94,7 @@ def run_batched(batched, sampler: Sampler, requests: Sequence[Sequence[int]], st
     shape = batched.shape
     scheduler = Scheduler(requests, steps, shape.n_slots, shape.max_rows, shape.max_chunk, stop)
     samplers = None if sampler.temperature == 0 else RequestSamplers(sampler, numbers)
-    if samplers is None and batched.overlap:  # greedy steps run ahead of the host (CUPY_GETP_OVERLAP=1)
+    if samplers is None and batched.overlap:  # greedy steps run ahead of the host (unless CUPY_GETP_OVERLAP=0)
         return run_overlapped(scheduler, batched.launch, lambda pending: batched.collect(pending, numbers),
                               on_request)
     return run_scheduled(scheduler, lambda rows: batched.next_tokens(rows, samplers, numbers), on_request)

@@ -125,8 +125,9 @@ def test_tiny_odd_config_lines_equal_the_single_sequence_engine(engine_tiny):
 @pytest.mark.parametrize("overlap", ["0", "1"])
 def test_stops_free_slots_for_waiting_requests(engine_7m, standard_prompts, overlap, monkeypatch):
     """A frequent token made a stop token: requests end early at different steps, and 4 slots serve 32. With
-    CUPY_GETP_OVERLAP=1 each step is launched before the last one's tokens are read (a decoding row's token fed
-    on the device, a stopped request's row run ahead dropped, its slot freed a step later): the same lines."""
+    overlapped steps (the default; CUPY_GETP_OVERLAP=0 turns them off) each step is launched before the last one's
+    tokens are read (a decoding row's token fed on the device, a stopped request's row run ahead dropped, its slot
+    freed a step later): the same lines."""
     monkeypatch.setenv(OVERLAP_ENV, overlap)
     steps = 64
     plain = run_requests(engine_7m, GREEDY, standard_prompts, steps)

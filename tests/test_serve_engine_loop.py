@@ -238,7 +238,8 @@ def test_an_engine_loop_that_stops_ends_every_job_and_refuses_new_ones():
 
 
 def test_the_stepper_asks_the_engine_for_the_slots_precision_and_kv_cache():
-    """`serve --batch --precision --kv-cache` reach the engine's batched mode; without one, one request at a time."""
+    """`serve --batch --precision --kv-cache` reach the engine's batched mode, its steps not run ahead (a server's
+    requests come and go between steps); without one, one request at a time."""
     asked = []
 
     class AskingEngine:
@@ -248,4 +249,4 @@ def test_the_stepper_asks_the_engine_for_the_slots_precision_and_kv_cache():
 
     stepper = stepper_for(AskingEngine(), 16, slots=4, precision="fast", kv_cache="bf16")
     assert isinstance(stepper, SequentialStepper)
-    assert asked == [{"slots": 4, "precision": "fast", "kv_cache": "bf16"}]
+    assert asked == [{"slots": 4, "precision": "fast", "kv_cache": "bf16", "overlap": False}]

@@ -69,7 +69,8 @@ class Engine(ABC):
         """Free everything `warm_up` allocated."""
 
     def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
-                use_graphs: bool = True, max_chunk: int | None = None, kv_cache: str = "fp32"):
+                use_graphs: bool = True, max_chunk: int | None = None, kv_cache: str = "fp32",
+                overlap: bool | None = None):
         """A batched engine over this one's weights (`gpu/batch.py`), or None where the engine runs one
         sequence at a time (the numpy reference)."""
         return None

@@ -15,7 +15,7 @@ from ..checkpoint import Weights
 from ..engine.base import Engine, Trace
 from ..errors import GetpError
 from ..kv_cache import check_kv_cache
-from .batch import BatchedEngine
+from .batch import BatchedEngine, overlap_enabled
 from .batch_shape import one_slot_shape
 from .batch_trace import BatchTrace
 from .device import Device, gib
@@ -98,9 +98,11 @@ class CupyEngine(Engine):
         self.finished = True
 
     def batched(self, n_requests: int, steps: int, slots: int | None = None, precision: str | None = None,
-                use_graphs: bool = True, max_chunk: int | None = None, kv_cache: str = "fp32"):
+                use_graphs: bool = True, max_chunk: int | None = None, kv_cache: str = "fp32",
+                overlap: bool | None = None):
         """A `BatchedEngine` over this engine's device, weights and kernels, sized from free memory, its KV cache
-        of `kv_cache` elements (fp32, bf16)."""
+        of `kv_cache` elements (fp32, bf16); its greedy steps run ahead of the host (`overlap`; None: unless
+        CUPY_GETP_OVERLAP=0)."""
         from .batch_shape import MAX_CHUNK, plan_batch
 
         self.check_not_finished()
@@ -108,7 +110,8 @@ class CupyEngine(Engine):
         with self.device.cuda_device:
             shape = plan_batch(self.config, n_requests, steps, self.device.allocatable_bytes(), slots,
                                max_chunk or MAX_CHUNK, self.experts.hint(), kv_cache)
-            return BatchedEngine(self, shape, precision, use_graphs)
+            return BatchedEngine(self, shape, precision, use_graphs,
+                                 overlap=overlap_enabled() if overlap is None else overlap)
 
     # -- expert parallelism --------------------------------------------------------------------------------
     def expert_range(self) -> tuple[int, int] | None:

@@ -266,7 +266,9 @@ class EngineLoop:
 def stepper_for(engine, steps: int, slots: int = 0, precision: str | None = None, kv_cache: str = "fp32"):
     """The stepper of a warmed-up engine: its batched engine where it has one (the GPU's: `slots`
     request slots, 0 = as many as fit, its KV cache of `kv_cache` elements), else one request at a time."""
-    batched = engine.batched(slots or 1024, steps, slots=slots or None, precision=precision, kv_cache=kv_cache)
+    # overlap=False: a server's requests join and leave between steps, and may sample on the host
+    batched = engine.batched(slots or 1024, steps, slots=slots or None, precision=precision, kv_cache=kv_cache,
+                             overlap=False)
     return SequentialStepper(engine) if batched is None else BatchedStepper(batched)
 
 
