@@ -105,32 +105,30 @@ def headline(engine, prompts, steps, args, precision, bandwidth, out: Path, max_
     tokens, begin = 0, time.perf_counter()
     end = begin
 
-    def timed_step(rows):
-        """getp's step (run_scheduled drives it), timed; past max_seconds the run stops before the next."""
+    def timed(rows, t0, run, count):
+        """One step's tokens by run(), logged with its time since t0 and `count` new tokens; past max_seconds
+        the run stops before the next step."""
         nonlocal tokens, end
         if end - begin > max_seconds:
             raise _OutOfTime
-        t0 = time.perf_counter()
-        next_tokens = batched.next_tokens(rows)
+        t0 = time.perf_counter() if t0 is None else t0
+        next_tokens = run()
         end = time.perf_counter()
         step_log.append((len(rows), batched.shape.bucket(len(rows)), float(rows.positions.mean()), end - t0))
-        tokens += int(rows.wants_token.sum())
+        tokens += count
         return next_tokens
+
+    def timed_step(rows):
+        """getp's step (run_scheduled drives it), timed from its start."""
+        return timed(rows, None, lambda: batched.next_tokens(rows), int(rows.wants_token.sum()))
 
     def timed_collect(pending):
         """Overlapped steps (the default; CUPY_GETP_OVERLAP=0 turns them off): a step's time is from the last
         step's tokens to its own (the host's work runs while the device computes); its tokens count where their
         request has not ended (a stop token ends one a step before its row run ahead is dropped)."""
-        nonlocal tokens, end
-        if end - begin > max_seconds:
-            raise _OutOfTime
-        t0 = end
-        next_tokens = batched.collect(pending)
-        end = time.perf_counter()
         rows = pending.rows
-        step_log.append((len(rows), batched.shape.bucket(len(rows)), float(rows.positions.mean()), end - t0))
-        tokens += sum(1 for seq, wanted in zip(rows.owners, rows.wants_token.tolist()) if wanted and not seq.ended)
-        return next_tokens
+        count = sum(1 for seq, wanted in zip(rows.owners, rows.wants_token.tolist()) if wanted and not seq.ended)
+        return timed(rows, end, lambda: batched.collect(pending), count)
 
     try:
         if batched.overlap:

@@ -364,8 +364,9 @@ class BatchedEngine:
         self.device = device
         # Two of each host buffer where steps run ahead: a step's rows go up, and its tokens come down, while
         # the host writes the next step's rows and reads the last step's tokens in the other.
-        fields, turns = (4, 2) if self.overlap else (3, 1)
-        self.rows_hosts = [device.pinned((fields, shape.max_rows), np.int32) for _ in range(turns)]
+        turns = 2 if self.overlap else 1
+        packed = self.model.buffers.rows_packed.shape  # (fields, max_rows): the upload's shape
+        self.rows_hosts = [device.pinned(packed, np.int32) for _ in range(turns)]
         self.tokens_hosts = [device.pinned(shape.max_rows, np.int32) for _ in range(turns)]
         self.rows_host, self.tokens_host = self.rows_hosts[0], self.tokens_hosts[0]
         self._turn = 0  # the buffers of the next step launched ahead
