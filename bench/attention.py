@@ -21,6 +21,7 @@ in the L2 cache.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from collections.abc import Callable
 import sys
@@ -160,7 +161,7 @@ def attention_call(kernels, config, case: Case, caches: Caches, split_len: int, 
         kernels.attn_rows(att, partial_acc, partial_ml, qkv, caches.keys, caches.values, row_slot, row_pos, sinks,
                           counters, c.n_attn_heads, c.n_kv_heads, c.head_dim, window, split_len)
 
-    return call, n_split
+    return call, n_split, (att, partial_acc, partial_ml)
 
 
 # -- timing ----------------------------------------------------------------------------------------------------
@@ -221,8 +222,9 @@ def setup_record(device, args, split_len: int, eager: bool, copy_gb_s) -> dict:
 
 
 def measure(kernels, config, case: Case, caches: Caches, split_len: int, copy_gb_s, args, eager: bool) -> dict:
-    call, n_split = attention_call(kernels, config, case, caches, split_len, seed=case.rows)
+    call, n_split, outputs = attention_call(kernels, config, case, caches, split_len, seed=case.rows)
     ms = ms_per_call(kernels.device.stream, call, args.reps, args.warmup, eager)
+    digest = outputs_digest(outputs)
     kv_bytes = case.kv_bytes(config)
     gb_s = kv_bytes / ms / 1e6
     return {"bench": "attention", "layer": case.layer, "kv_cache": case.kv_cache, "rows": case.rows,
@@ -230,7 +232,16 @@ def measure(kernels, config, case: Case, caches: Caches, split_len: int, copy_gb
             "positions_read": case.positions_read(config), "cache_len": case.cache_len(config),
             "split_len": split_len, "n_split": n_split, "ms": round(ms, 5), "kv_bytes": kv_bytes,
             "gb_s": round(gb_s, 1), "copy_gb_s": round(copy_gb_s, 1) if copy_gb_s else None,
-            "of_copy": round(gb_s / copy_gb_s, 3) if copy_gb_s else None}
+            "of_copy": round(gb_s / copy_gb_s, 3) if copy_gb_s else None, "digest": digest}
+
+
+def outputs_digest(outputs) -> str:
+    """sha256 (16 hex digits) of att and the partials after the timed calls: the inputs are seeded, so two builds
+    (a tree before a kernel change and after) that compute the same bits print the same digest."""
+    h = hashlib.sha256()
+    for a in outputs:
+        h.update(a.get().tobytes())
+    return h.hexdigest()[:16]
 
 
 def emit(record: dict, out: Path | None) -> dict:
@@ -243,13 +254,13 @@ def emit(record: dict, out: Path | None) -> dict:
 
 
 def print_table(results: list[dict]) -> None:
-    print("\n| layer | KV cache | rows | context | ms/call | KV MB read | GB/s | copy GB/s | of copy |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("\n| layer | KV cache | rows | context | ms/call | KV MB read | GB/s | copy GB/s | of copy | digest |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         if r["bench"] == "attention":
             print(f"| {r['layer']} | {r['kv_cache']} | {r['rows']} | {r['context']} | {r['ms']} | "
                   f"{r['kv_bytes'] / 1e6:.1f} | "
-                  f"{r['gb_s']} | {r['copy_gb_s'] or '-'} | {r['of_copy'] or '-'} |")
+                  f"{r['gb_s']} | {r['copy_gb_s'] or '-'} | {r['of_copy'] or '-'} | {r['digest']} |")
 
 
 def main(argv=None) -> None:

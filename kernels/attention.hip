@@ -245,17 +245,35 @@ GETP_DEVICE void attn_load16(float (&k)[16], const unsigned short* src, bool ok,
 
 // Rows t < TILE of a split (tn of them, from the ring at `first`) of one kv head to shared memory, STRIDE elements
 // a row: 16-byte asynchronous copies where vec (16-byte rows: head_dim a multiple of 4 FP32 or 8 BF16 values), else
-// element by element; zeros past tn and past D.
+// element by element; zeros past tn and past D. A block of BLOCK_SIZE threads (every launch's).
+// With vec each thread keeps one 16-byte column of rows t0, t0 + ROWS, ... and carries the rows' ring index from
+// one to the next: no division a copy (sm_90 SASS: ~17 instructions a copy where a loop over i / per took ~45, a
+// fifth of the FP32 kernel's; ncu found that kernel bound by its issue slots as much as by DRAM).
 template <int TILE, int DMAX, int STRIDE, typename KV>
 GETP_DEVICE void attn_rows_to_shared(KV* dst, const KV* base, int tn, int D, int first, int cache_len, int kv_dim,
                                      int vec) {
   if (vec) {
-    const int n16 = 16 / (int)sizeof(KV), per = DMAX / n16;
-    for (int i = threadIdx.x; i < TILE * per; i += blockDim.x) {
-      const int t = i / per, e = (i % per) * n16;
-      const bool ok = t < tn && e < D;
-      copy16_async(dst + t * STRIDE + e, ok ? base + (size_t)attn_ring_index(first, t, cache_len) * kv_dim + e : base,
-                   ok);
+    enum { N16 = 16 / sizeof(KV), PER = DMAX / N16, ROWS = BLOCK_SIZE / PER };  // values a copy, copies a row
+    static_assert(BLOCK_SIZE % PER == 0 && TILE % ROWS == 0, "whole rows a pass, whole passes a tile");
+    const int e = (int)(threadIdx.x % PER) * N16, t0 = (int)(threadIdx.x / PER);
+    const bool e_ok = e < D;
+    // Row t's ring index and offset from base (32 bits: a slot's rows of a layer, launch/attention.py checks):
+    // right for every row read (t < tn <= cache_len): row t0 < min(ROWS, tn) needs one wrap at most, and each
+    // pass adds ROWS <= cache_len where a later row is read (else t >= ROWS > cache_len). A row not read passes
+    // its (unread) address on: a copy of !ok reads nothing.
+    int ring = first + t0;
+    if (ring >= cache_len) ring -= cache_len;
+    unsigned at = (unsigned)ring * kv_dim + e;
+    KV* to = dst + t0 * STRIDE + e;
+#pragma unroll
+    for (int k = 0; k < TILE / ROWS; ++k) {
+      copy16_async(to + k * ROWS * STRIDE, base + at, t0 + k * ROWS < tn && e_ok);
+      ring += ROWS;
+      at += ROWS * kv_dim;
+      if (ring >= cache_len) {
+        ring -= cache_len;
+        at -= cache_len * kv_dim;
+      }
     }
   } else {
     for (int i = threadIdx.x; i < TILE * DMAX; i += blockDim.x) {
@@ -329,16 +347,26 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
   }
   {
     const float* q = qkv + (size_t)r * (n_heads + 2 * n_kv_heads) * D + (size_t)kvh * G * D;
-    for (int i = tid; i < G * DMAX; i += blockDim.x) {
-      const int g = i / DMAX, d = i % DMAX;
-      Qs[g * L::Q_STRIDE + (d / 16) * 20 + d % 16] = d < D ? q[g * D + d] : 0.0f;
+    // (all GMAX heads, zeros past G and D; every load issued before the first store waits on one)
+    enum { NQ = GMAX * DMAX / BLOCK_SIZE };
+    static_assert(GMAX * DMAX % BLOCK_SIZE == 0, "whole passes over q");
+    float qv[NQ];
+#pragma unroll
+    for (int k = 0; k < NQ; ++k) {
+      const unsigned i = threadIdx.x + k * BLOCK_SIZE, g = i / DMAX, d = i % DMAX;
+      qv[k] = g < (unsigned)G && d < (unsigned)D ? q[g * D + d] : 0.0f;
+    }
+#pragma unroll
+    for (int k = 0; k < NQ; ++k) {
+      const unsigned i = threadIdx.x + k * BLOCK_SIZE, g = i / DMAX, d = i % DMAX;
+      Qs[g * L::Q_STRIDE + (d / 16) * 20 + d % 16] = qv[k];
     }
   }
   __syncthreads();
 
   // 2. Scores.
   const float scale = 1.0f / sqrtf((float)D);
-  for (int g = 0; g < G; ++g) {
+  const auto score_head = [&](int g) {
     const float4* qg = (const float4*)(Qs + g * L::Q_STRIDE + part * 20);
     float s[L::PER_THREAD];
 #pragma unroll
@@ -357,14 +385,26 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
       const int t = pair_qk + u * (L::TILE / L::PER_THREAD);
       if (part == 0 && t < tn) S[g * L::S_STRIDE + t] = s[u] * scale;
     }
+  };
+  if (G == GMAX) {  // (unrolled: q's and S's shared addresses become constants)
+#pragma unroll
+    for (int g = 0; g < GMAX; ++g) score_head(g);
+  } else {
+    for (int g = 0; g < G; ++g) score_head(g);
   }
   copy_async_wait_all();  // V has landed (this thread's copies; the barrier makes it everyone's)
   __syncthreads();
 
-  // 3. Softmax within the split, a warp per head.
-  for (int g = warp; g < G; g += (int)(blockDim.x / WARP_SIZE))
-    attn_head_softmax<L::TILE>(S + g * L::S_STRIDE, tn, lane, m_s + g, l_s + g,
-                               [&](int t, float p) { P[t * L::P_STRIDE + g] = p; });
+  // 3. Softmax within the split, a warp per head; heads past G get zero p (P.V then takes all GMAX heads with no
+  // test a position: their accumulators are never stored).
+  for (int g = warp; g < GMAX; g += BLOCK_SIZE / WARP_SIZE) {
+    if (g < G) {
+      attn_head_softmax<L::TILE>(S + g * L::S_STRIDE, tn, lane, m_s + g, l_s + g,
+                                 [&](int t, float p) { P[t * L::P_STRIDE + g] = p; });
+    } else {
+      for (int t = lane; t < L::TILE; t += WARP_SIZE) P[t * L::P_STRIDE + g] = 0.0f;
+    }
+  }
   __syncthreads();
 
   // 4. P.V over this thread's positions, ascending.
@@ -378,17 +418,15 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
     const float4* p4 = (const float4*)(P + t * L::P_STRIDE);
 #pragma unroll
     for (int j = 0; j < GMAX / 4; ++j) {
-      if (4 * j < G) {
-        const float4 p = p4[j];
-        acc0[4 * j] += p.x * v.x;
-        acc1[4 * j] += p.x * v.y;
-        acc0[4 * j + 1] += p.y * v.x;
-        acc1[4 * j + 1] += p.y * v.y;
-        acc0[4 * j + 2] += p.z * v.x;
-        acc1[4 * j + 2] += p.z * v.y;
-        acc0[4 * j + 3] += p.w * v.x;
-        acc1[4 * j + 3] += p.w * v.y;
-      }
+      const float4 p = p4[j];
+      acc0[4 * j] += p.x * v.x;
+      acc1[4 * j] += p.x * v.y;
+      acc0[4 * j + 1] += p.y * v.x;
+      acc1[4 * j + 1] += p.y * v.y;
+      acc0[4 * j + 2] += p.z * v.x;
+      acc1[4 * j + 2] += p.z * v.y;
+      acc0[4 * j + 3] += p.w * v.x;
+      acc1[4 * j + 3] += p.w * v.y;
     }
   }
 
@@ -408,13 +446,16 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
         }
       }
       __syncthreads();
-      for (int i = tid; i < ng * D; i += blockDim.x) {
-        const int gi = i / D, d = i % D;
-        const float* src = red + gi * L::SLICES * DMAX + d;
-        float sum = 0.0f;
+      // (i over DMAX dims a head, not D: no division by the run-time D; dims past D skipped)
+      for (int i = tid; i < ng * DMAX; i += BLOCK_SIZE) {
+        const int gi = i / DMAX, d = i % DMAX;
+        if (d < D) {
+          const float* src = red + gi * L::SLICES * DMAX + d;
+          float sum = 0.0f;
 #pragma unroll
-        for (int s = 0; s < L::SLICES; ++s) sum += src[s * DMAX];
-        partial_acc[(out_row + (size_t)(g0 + gi) * n_split) * D + d] = sum;
+          for (int s = 0; s < L::SLICES; ++s) sum += src[s * DMAX];
+          partial_acc[(out_row + (size_t)(g0 + gi) * n_split) * D + d] = sum;
+        }
       }
     }
   }

@@ -328,6 +328,8 @@ ATTENTION_CASES = [
     (128, 16, 2, 0, 70, [(0, 69), (1, 20)]),  # head_dim 128
     (96, 12, 1, 20, 28, [(0, 60), (0, 61), (1, 27)]),  # 64 < head_dim < 128, G = 12, windowed
     (64, 8, 8, 0, 1024, [(0, 1023), (1, 511), (2, 700)]),
+    # a ring shorter than a pass of the 16-byte copies (16 FP32 rows, 32 BF16): wraps within a pass
+    (64, 8, 1, 5, 9, [(0, 40), (0, 41), (1, 3), (2, 4), (2, 5), (3, 0)]),
 ]
 # head_dim 64 and two odd ones (40: the 64-position splits, 80: the 32-position ones) at groups 1, 8 and 16;
 # contexts on both sides of the split boundaries; a full layer and a windowed ring (C = window + 64)
@@ -380,6 +382,30 @@ def test_attention_in_one_launch_gives_the_two_launches_bits(gpu, rng, head_dim,
                                                    n_kv_heads, head_dim, window, split_len)]
         for name, g, w in zip(("att", "partial_acc", "partial_ml"), got, want):
             np.testing.assert_array_equal(g.view(np.uint32), w.view(np.uint32), err_msg=name)
+
+
+@gpu_test
+@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, rows",
+                         [c for c in ATTENTION_CASES if c[0] % 8 == 0 and c[4] < 4096])
+@pytest.mark.parametrize("kv_cache", ["fp32", "bf16"])
+def test_attention_copies_by_16_bytes_give_the_element_copies_bits(gpu, rng, head_dim, n_heads, n_kv_heads, window,
+                                                                   cache_len, rows, kv_cache):
+    """The caches' rows copied 16 bytes at a time (aligned caches: each thread carrying its rows' ring index from
+    pass to pass) against element by element (the same caches 4 bytes past alignment): att and the partials bit for
+    bit, rings shorter than a pass of copies among them."""
+    slots = max(s for s, _ in rows) + 1
+    key_cache, value_cache, _ = fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim, kv_cache)
+    qkv = rng.standard_normal((len(rows), (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
+    sinks = rng.standard_normal(n_heads).astype(np.float32)
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    runs = []
+    for offset in (0, 4):  # aligned: 16-byte copies; 4 bytes past: element by element
+        caches = to_device(key_cache, offset), to_device(value_cache, offset)
+        runs.append([host(a, gpu) for a in run_attention(gpu, qkv, *caches, rows, sinks, n_heads, n_kv_heads, head_dim,
+                                                         window, split_len)])
+    for name, vec, scalar in zip(("att", "partial_acc", "partial_ml"), *runs):
+        np.testing.assert_array_equal(vec.view(np.uint32), scalar.view(np.uint32), err_msg=name)
+    assert np.isfinite(runs[0][0]).all()
 
 
 @gpu_test

@@ -105,6 +105,9 @@ class AttentionLaunches:
         most = attn_split_positions(head_dim, n_heads // n_kv_heads)
         _require(window >= 0 and 0 < split_len <= most and n_split > 0,
                  f"attn_rows_partial: window {window}, split_len {split_len} (at most {most} here), n_split {n_split}")
+        # a slot's rows of a layer are indexed in 32 bits (attn_rows_to_shared)
+        _require(cache_len * n_kv_heads * head_dim < 2**31,
+                 f"attn_rows_partial: a slot's cache of {cache_len} x {n_kv_heads * head_dim} values passes 2^31")
         span = min(window, cache_len) if window > 0 else cache_len  # most positions a row attends to
         _require(n_split * split_len >= span,
                  f"attn_rows_partial: {n_split} splits of {split_len} positions cannot cover {span}")
