@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h|s38h|s38x|s38y|s38t]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h|s38h|s38x|s38y|s38t|s39a]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -130,6 +130,25 @@ attention_bench() {  # attention_bench SECONDS [ARGS...]: bench/attention.py (1/
     > "$OUT/attention.txt" 2>&1)
   echo "attention exit $?"
   grep -vE "^\{" "$OUT/attention.txt" | tail -40
+}
+attention_compare() {  # attention_compare OLD.jsonl NEW.jsonl: bench/attention.py's cases side by side: ms, of copy,
+  # and whether the two digests (att and the partials) agree
+  python - "$1" "$2" <<'PY'
+import json, sys
+def cases(path):
+    out = {}
+    for line in open(path):
+        r = json.loads(line)
+        if r.get("bench") == "attention":
+            out[(r["layer"], r["kv_cache"], r["rows"], r["context"])] = r
+    return out
+old, new = cases(sys.argv[1]), cases(sys.argv[2])
+print("layer kv rows context | ms old new | of copy old new | digests")
+for key in sorted(set(old) & set(new)):
+    o, n = old[key], new[key]
+    same = "same" if o.get("digest") == n.get("digest") else f"DIFFER {o.get('digest')} {n.get('digest')}"
+    print(*key, "|", o["ms"], n["ms"], f"({100 * (n['ms'] / o['ms'] - 1):+.1f} %)", "|", o["of_copy"], n["of_copy"], "|", same)
+PY
 }
 kv_sides() {  # kv_sides PRECISION: the headline's first MAX_SECONDS (25) with an FP32 and a BF16 KV cache (KV_SIDES),
   # each with a PROFILE_ROWS (640) step kernel by kernel
@@ -853,6 +872,18 @@ PY
           MAX_SECONDS=${MAX_SECONDS:-200} HEADLINE_SECONDS=${HEADLINE_SECONDS:-170} headline_side 1 $precision \
           headline-$precision-overlap$overlap-wide$wide
       done
+      ;;
+    s39a)  # attention with fewer instructions a KV byte (.carry/old: main before, with this tree's bench/attention.py):
+      # its GPU tests and the opt-in TF32 kernel's; bench/attention.py in both trees (the same digests: the same
+      # bits) and with CUPY_GETP_ATTN_TF32=1; then (part attnstalls after it) where the new kernel's warps wait
+      gpu_tests attn ${TEST_SECONDS:-240} tests/test_gpu_batch_attention.py \
+        -k "attention_rows or copies_by_16 or one_launch or bit_identical or tf32"
+      attention_sides ${ATTN_ROWS:-1,64,512,1024} old new
+      CUPY_GETP_ATTN_TF32=1 sides attention-tf32 150 \
+        "python bench/attention.py --rows ${ATTN_ROWS:-1,64,512,1024} --out $OUT/attention-tf32.jsonl" new
+      grep -vE "^\{" "$OUT/attention-tf32-new.txt" | tail -18
+      echo "old -> new (the CUDA-core kernel):"; attention_compare "$OUT/attention-old.jsonl" "$OUT/attention-new.jsonl"
+      echo "new -> TF32:"; attention_compare "$OUT/attention-new.jsonl" "$OUT/attention-tf32.jsonl"
       ;;
     s38t)  # the opt-in switches' tests alone (then s38y's sides: SIDES from what passed)
       switch_tests

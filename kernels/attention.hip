@@ -605,6 +605,202 @@ GETP_DEVICE void attn_rows_partial_mma(unsigned char* __restrict__ smem, float* 
 }
 #endif
 
+// ---------------------------------------------------------------------------------------------------
+// Over an FP32 cache on CUDA sm_80 on, opt-in (launch/attention.py ATTN_TF32): the same contract on the tensor
+// cores in TF32, three products a pair of FP32 values (x = hi + lo, hi and lo TF32: hi hi + hi lo + lo hi, the
+// smallest first; each to ~2^-22 of it, the CUDA-core kernel's FMAs to 2^-24), so a split costs a fraction of the
+// CUDA-core kernel's instructions, that kernel being bound by its issue slots as much as by DRAM. Head dims up to
+// 64, groups up to 8 (the 20b and 120b shape). The same split of positions (TILE), softmax and merge; other bits
+// than the CUDA cores' (other sums), the same whatever the step.
+//   1. K: warp w's 16 positions 16 w + (0..15) in registers, 16-byte loads: lane (g, t) = (lane / 4, lane % 4)
+//      holds dims 16 c + 4 t .. + 3 (c = 0..3) of positions 16 w + g and + 8, the mma's A fragments of all eight
+//      8-dim k steps (k step s: dims 16 (s / 2) + 4 t + 2 (s % 2) + {0, 1} as its k t and t + 4; q's pieces are
+//      stored in that order). V to shared memory (asynchronous 16-byte copies), q's TF32 pieces to shared memory.
+//   2. scores: warp w: S[g][16 w + i] = (K q_g) / sqrt(D), 3 mmas a k step (hi hi in one accumulator, the two
+//      smaller products in another, added at the end).
+//   3. the softmax, a warp a head, p's TF32 pieces: hi in place of S, lo where q's pieces were (zeros past tn;
+//      heads past G all zero).
+//   4. P.V: warp w takes dims 16 (w % 4) .. + 15 (A = V^T: its rows 2 g and 2 g + 1 of the tile as m rows g and
+//      g + 8) over positions 64 (w / 4) .. + 63 (k step s: positions 8 s + 2 t, + 1 as k t and t + 4; B = P^T); the
+//      two halves of the positions added in order (warps w and w + 4), written straight to partial_acc.
+template <int DMAX, int GMAX>
+struct AttnTf32 {
+  static const int TILE = AttnRows<DMAX, GMAX>::TILE;  // positions of a split: the CUDA-core kernel's
+  static const int QS = DMAX + 8;    // q's pieces a head: k step s's 8 values of lane t at 8 s + 2 t (no conflicts)
+  static const int SS = TILE + 8;    // S and P a head: P.V's B reads 8-byte pairs, no conflicts
+  static const int VS = DMAX + 4;    // V a position: 16-byte rows, P.V's A pairs without conflicts
+  static const int QHI_AT = 0, QLO_AT = GMAX * QS, S_AT = 2 * GMAX * QS, V_AT = S_AT + GMAX * SS;
+  static const int ML_AT = V_AT + TILE * VS, TOTAL = ML_AT + 2 * GMAX;
+  static const int PLO_AT = 0;       // p's lo pieces, where q's pieces were (GMAX x SS)
+  static const int RED_AT = 0;       // then the P.V halves' sums: 4 warps x 32 lanes x 4
+  static_assert(DMAX == 64 && GMAX == 8 && TILE == 16 * (BLOCK_SIZE / WARP_SIZE), "the 20b/120b shape");
+  static_assert(GMAX * SS <= 2 * GMAX * QS && 4 * WARP_SIZE * 4 <= 2 * GMAX * QS, "p's lo, the sums fit there");
+  static_assert(V_AT % 4 == 0 && VS % 4 == 0 && TOTAL % 4 == 0 && TOTAL * 4 <= 48 * 1024,
+                "16-byte rows, static shared memory");
+};
+
+#if GETP_MMA_SYNC
+template <int DMAX, int GMAX>
+GETP_DEVICE void attn_rows_partial_tf32(float* __restrict__ smem, float* __restrict__ partial_acc,
+                                        float* __restrict__ partial_ml, const float* __restrict__ qkv,
+                                        const float* __restrict__ key_cache, const float* __restrict__ value_cache,
+                                        const int* __restrict__ row_slot, const int* __restrict__ row_pos,
+                                        int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,
+                                        int split_len, int vec, const AttnMerge merge) {
+  typedef AttnTf32<DMAX, GMAX> L;
+  unsigned* Qhi = (unsigned*)(smem + L::QHI_AT);
+  unsigned* Qlo = (unsigned*)(smem + L::QLO_AT);
+  float* S = smem + L::S_AT;  // S[g][t], then p's hi pieces in its place
+  unsigned* Plo = (unsigned*)(smem + L::PLO_AT);
+  float* Vs = smem + L::V_AT;
+  float* red = smem + L::RED_AT;
+  float* m_s = smem + L::ML_AT;
+  float* l_s = m_s + GMAX;
+
+  const AttnSplit sp(row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len);
+  if (!sp.reached()) return;
+  const int tid = threadIdx.x, lane = tid % WARP_SIZE, warp = tid / WARP_SIZE;
+  const int gq = lane / 4, tq = lane % 4;
+  const int D = sp.D, G = sp.G, kv_dim = sp.kv_dim, tn = sp.tn, first = sp.first, n_split = sp.n_split;
+  const size_t out_row = sp.out_row;
+  const float* kbase = key_cache + sp.slot_at;
+
+  // 1. V (asynchronous), K of this lane's two positions (registers), q's pieces.
+  attn_rows_to_shared<L::TILE, DMAX, L::VS>(Vs, value_cache + sp.slot_at, tn, D, first, cache_len, kv_dim, vec);
+  float k[2][16];  // [position 16 w + g, + 8][16 c + 4 t + i as 4 c + i]
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int t = 16 * warp + gq + 8 * h;
+    const bool ok = t < tn;
+    const float* src = kbase + (size_t)attn_ring_index(first, ok ? t : 0, cache_len) * kv_dim;
+#pragma unroll
+    for (int c = 0; c < 4; ++c) {
+      const int d0 = 16 * c + 4 * tq;
+      if (vec) {
+        const float4 v = ok && d0 < D ? *(const float4*)(src + d0) : make_float4(0.f, 0.f, 0.f, 0.f);
+        k[h][4 * c] = v.x;
+        k[h][4 * c + 1] = v.y;
+        k[h][4 * c + 2] = v.z;
+        k[h][4 * c + 3] = v.w;
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) k[h][4 * c + i] = ok && d0 + i < D ? src[d0 + i] : 0.0f;
+      }
+    }
+  }
+  {
+    const float* q = qkv + (size_t)sp.r * (n_heads + 2 * n_kv_heads) * D + (size_t)sp.kvh * G * D;
+    for (int i = tid; i < GMAX * DMAX; i += BLOCK_SIZE) {
+      const int g = i / DMAX, slot = i % DMAX, s = slot / 8, t = (slot % 8) / 2, j = slot % 2;
+      const int d = 16 * (s / 2) + 4 * t + 2 * (s % 2) + j;  // the dim k step s pairs with lane t's K
+      unsigned hi, lo;
+      tc_split_tf32(g < G && d < D ? q[g * D + d] : 0.0f, hi, lo);
+      Qhi[g * L::QS + slot] = hi;
+      Qlo[g * L::QS + slot] = lo;
+    }
+  }
+  __syncthreads();
+
+  // 2. Scores of positions 16 warp + (0..15), all GMAX heads.
+  {
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, small[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int s = 0; s < DMAX / 8; ++s) {
+      const int i0 = 4 * (s / 2) + 2 * (s % 2);
+      const float a[4] = {k[0][i0], k[1][i0], k[0][i0 + 1], k[1][i0 + 1]};
+      unsigned ahi[4], alo[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) tc_split_tf32(a[i], ahi[i], alo[i]);
+      const uint2 bhi = *(const uint2*)(Qhi + gq * L::QS + 8 * s + 2 * tq);
+      const uint2 blo = *(const uint2*)(Qlo + gq * L::QS + 8 * s + 2 * tq);
+      tc_mma_tf32(small, alo, bhi.x, bhi.y, small);
+      tc_mma_tf32(small, ahi, blo.x, blo.y, small);
+      tc_mma_tf32(acc, ahi, bhi.x, bhi.y, acc);
+    }
+    const float scale = 1.0f / sqrtf((float)D);
+#pragma unroll
+    for (int i = 0; i < 4; ++i)  // (position 16 warp + g (+ 8), head 2 t (+ 1))
+      S[(2 * tq + i % 2) * L::SS + 16 * warp + gq + 8 * (i / 2)] = (acc[i] + small[i]) * scale;
+  }
+  copy_async_wait_all();  // V has landed (this thread's copies; the barrier makes it everyone's)
+  __syncthreads();
+
+  // 3. Softmax within the split, a warp a head: p's pieces, hi over S; heads past G all zero.
+  for (int g = warp; g < GMAX; g += BLOCK_SIZE / WARP_SIZE) {
+    float* row = S + g * L::SS;
+    unsigned* row_lo = Plo + g * L::SS;
+    const auto store = [&](int t, float p) {
+      unsigned hi, lo;
+      tc_split_tf32(p, hi, lo);
+      row[t] = __uint_as_float(hi);
+      row_lo[t] = lo;
+    };
+    if (g < G) {
+      attn_head_softmax<L::TILE>(row, tn, lane, m_s + g, l_s + g, store);
+    } else {
+      for (int t = lane; t < L::TILE; t += WARP_SIZE) store(t, 0.0f);
+    }
+  }
+  __syncthreads();
+
+  // 4. P.V: out[d][g] over positions 64 half .. + 63 of dims 16 mt .. + 15.
+  const int mt = warp % 4, half = warp / 4;
+  float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f}, small[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+  for (int s = 0; s < L::TILE / 16; ++s) {
+    const int t0 = L::TILE / 2 * half + 8 * s + 2 * tq;
+    const float2 v0 = *(const float2*)(Vs + t0 * L::VS + 16 * mt + 2 * gq);        // (m g, k t), (m g + 8, k t)
+    const float2 v1 = *(const float2*)(Vs + (t0 + 1) * L::VS + 16 * mt + 2 * gq);  // k t + 4
+    const uint2 bhi = *(const uint2*)(S + gq * L::SS + t0);  // head g: k t, k t + 4
+    const uint2 blo = *(const uint2*)(Plo + gq * L::SS + t0);
+    const float a[4] = {v0.x, v0.y, v1.x, v1.y};
+    unsigned ahi[4], alo[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) tc_split_tf32(a[i], ahi[i], alo[i]);
+    tc_mma_tf32(small, alo, bhi.x, bhi.y, small);
+    tc_mma_tf32(small, ahi, blo.x, blo.y, small);
+    tc_mma_tf32(acc, ahi, bhi.x, bhi.y, acc);
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) acc[i] += small[i];
+  __syncthreads();  // every warp has read p's lo pieces: the second halves' sums go there
+  if (half == 1) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) red[(mt * WARP_SIZE + lane) * 4 + i] = acc[i];
+  }
+  __syncthreads();
+  if (half == 0) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {  // (dim 16 mt + 2 g + i / 2, head 2 t + i % 2)
+      const int d = 16 * mt + 2 * gq + i / 2, g = 2 * tq + i % 2;
+      const float sum = acc[i] + red[(mt * WARP_SIZE + lane) * 4 + i];
+      if (g < G && d < D) partial_acc[(out_row + (size_t)g * n_split) * D + d] = sum;
+    }
+  }
+  sp.finish(partial_acc, partial_ml, m_s, l_s, row_pos, merge);
+}
+#endif
+
+// The opt-in TF32 kernel: its body where mma.sync is, else the CUDA-core kernel's (the same bits as _f32).
+template <int DMAX, int GMAX>
+GETP_DEVICE void attn_rows_partial_tf32_of(float* partial_acc, float* partial_ml, const float* qkv,
+                                           const float* key_cache, const float* value_cache, const int* row_slot,
+                                           const int* row_pos, int n_heads, int n_kv_heads, int head_dim,
+                                           int cache_len, int window, int split_len, int vec,
+                                           const AttnMerge merge) {
+#if GETP_MMA_SYNC
+  __shared__ float4 smem4[AttnTf32<DMAX, GMAX>::TOTAL / 4];
+  attn_rows_partial_tf32<DMAX, GMAX>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,
+                                     row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,
+                                     merge);
+#else
+  __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];
+  attn_rows_partial<DMAX, GMAX, float>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,
+                                       row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,
+                                       merge);
+#endif
+}
+
 // A kernel's body by its cache: FP32 on the CUDA cores; BF16 on the tensor cores where mma.sync is (else the
 // CUDA cores, widening it).
 template <int DMAX, int GMAX>
@@ -658,6 +854,19 @@ ATTN_ROWS_PARTIAL_KERNEL(64, 8, unsigned short, bf16kv)
 ATTN_ROWS_PARTIAL_KERNEL(64, 16, unsigned short, bf16kv)
 ATTN_ROWS_PARTIAL_KERNEL(128, 8, unsigned short, bf16kv)
 ATTN_ROWS_PARTIAL_KERNEL(128, 16, unsigned short, bf16kv)
+
+// attn_rows_partial_d64_g8_f32tc: an FP32 cache on the tensor cores (TF32, three products), opt-in.
+extern "C" __global__ void ATTN_BOUNDS(8) attn_rows_partial_d64_g8_f32tc(
+    float* __restrict__ partial_acc, float* __restrict__ partial_ml, const float* __restrict__ qkv,
+    const float* __restrict__ key_cache, const float* __restrict__ value_cache, const int* __restrict__ row_slot,
+    const int* __restrict__ row_pos, int n_heads, int n_kv_heads, int head_dim, int cache_len, int window,
+    int split_len, int vec, float* __restrict__ att, unsigned short* __restrict__ pieces,
+    const float* __restrict__ sinks, unsigned* __restrict__ counters, int lda, int n_pieces) {
+  grid_begin();
+  attn_rows_partial_tf32_of<64, 8>(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads,
+                                   n_kv_heads, head_dim, cache_len, window, split_len, vec,
+                                   AttnMerge{att, pieces, sinks, counters, lda, n_pieces});
+}
 
 // The merge alone: a warp per (row, head), grid ceil(R nh / WARPS_PER_BLOCK).
 GETP_DEVICE void attn_rows_merge(float* __restrict__ att, unsigned short* __restrict__ pieces,

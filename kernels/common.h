@@ -135,6 +135,27 @@ GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
         "f"(c[3]));
 }
+
+// TF32 of a finite x (an FP32 bit pattern, its low 13 mantissa bits cleared), to nearest, ties away from zero:
+// cvt.rna.tf32.f32's value in two integer instructions (sm_90 emulates the cvt in about six, NaN and inf
+// included; a value within 2^-11 of FLT_MAX rounds to inf here).
+GETP_DEVICE unsigned tc_tf32(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
+
+// x = hi + lo to ~2^-22 of x: hi = tf32(x), lo = tf32(x - hi) (the subtraction exact).
+GETP_DEVICE void tc_split_tf32(float x, unsigned& hi, unsigned& lo) {
+  hi = tc_tf32(x);
+  lo = tc_tf32(x - __uint_as_float(hi));
+}
+
+// d = A (16 x 8) B (8 x 8) + c on TF32 values. Per lane, g = lane / 4, t = lane % 4: a = {(g, t), (g+8, t),
+// (g, t+4), (g+8, t+4)}, b = {k t, k t+4} of column g, c/d = {(g, 2t), (g, 2t+1), (g+8, 2t), (g+8, 2t+1)}.
+GETP_DEVICE void tc_mma_tf32(float (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1, const float (&c)[4]) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+}
 #else
 #define GETP_MMA_SYNC 0
 #endif

@@ -26,7 +26,7 @@ from cupy_getp.bf16 import bf16_to_f32, f32_to_bf16
 from cupy_getp.checkpoint.safetensors import dequantize_mxfp4
 from cupy_getp.checkpoint.synthetic import Init, Mxfp4Stream, mxfp4_blocks, mxfp4_values, uniform_values
 from cupy_getp.gpu.constants import ROUTER_MAX_ROWS, ROUTER_STAGED, SKINNY_BM, TC_BLOCK_M, TILE_BM
-from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS
+from cupy_getp.gpu.launch.attention import ATTN_PARTIAL_VARIANTS, ATTN_TF32_KERNEL
 from cupy_getp.gpu.launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
                                           WG_WIDE_KIND, WG_WIDE_PLAIN_KIND, WG_WIDE_ROWS, WG_WIDE_TALL)
 from cupy_getp.gpu.launch.moe import moe_align_host
@@ -110,7 +110,7 @@ def gemm(c, a, w, bias, m, n, k, accumulate, vec):
 
 
 # -- batched attention: flash-decoding partials and their merge ------------------------------------------------
-@oracle(*ATTN_PARTIAL_VARIANTS)
+@oracle(*ATTN_PARTIAL_VARIANTS, ATTN_TF32_KERNEL)
 def attn_rows_partial(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads, n_kv_heads,
                       head_dim, cache_len, window, split_len, vec, att, ap, sinks, counters, lda, pieces):
     """The partials; with counters (not null), merged in the same launch: attn_rows_merge_f32's att, and

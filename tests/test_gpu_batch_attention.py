@@ -693,6 +693,59 @@ def test_rope_kv_write_then_attention_over_a_prefill_chunk(gpu, rng, head_dim, n
         assert np.max(np.abs(att[r] - want)) <= ATTN_TOL, f"row {r} (slot {slot}, position {pos})"
 
 
+# The cases the TF32 kernel takes (an FP32 cache, head_dim <= 64, groups <= 8)
+TF32_CASES = [c for c in ATTENTION_CASES if c[0] <= 64 and c[1] // c[2] <= 8]
+
+
+@pytest.fixture
+def attn_tf32(monkeypatch):
+    """ATTN_TF32 on for the test: the FP32 cache's head_dim <= 64, group <= 8 rows go to the TF32 kernel."""
+    from cupy_getp.gpu.launch import attention as launch_attention
+
+    monkeypatch.setattr(launch_attention, "ATTN_TF32", 1)
+    assert launch_attention.attn_partial_kernel(64, 8) == launch_attention.ATTN_TF32_KERNEL
+
+
+@gpu_test
+@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len, rows", TF32_CASES)
+@pytest.mark.parametrize("sink_scale", [0.5, 8.0])
+@pytest.mark.parametrize("offset", [0, 4])
+def test_attention_rows_on_the_tensor_cores_in_tf32(gpu, rng, attn_tf32, head_dim, n_heads, n_kv_heads, window,
+                                                    cache_len, rows, sink_scale, offset):
+    """The TF32 kernel against the reference over each slot's history, at the CUDA-core kernel's tolerance: the
+    caches aligned (16-byte loads and copies) and 4 bytes past (element by element); the partials of the splits
+    a row does not reach left alone; in one launch (<= 64 rows) and in two, the same bits."""
+    slots = max(s for s, _ in rows) + 1
+    key_cache, value_cache, history = fill_caches(rng, rows, slots, cache_len, n_kv_heads, head_dim)
+    caches = to_device(key_cache, offset), to_device(value_cache, offset)
+    qkv = rng.standard_normal((len(rows), (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
+    sinks = (rng.standard_normal(n_heads) * sink_scale).astype(np.float32)
+    if sink_scale > 1:
+        sinks[0] = 20.0
+    split_len = split_len_of(head_dim, n_heads, n_kv_heads)
+    runs = [[host(a, gpu) for a in run_attention(gpu, qkv, *caches, rows, sinks, n_heads, n_kv_heads, head_dim,
+                                                 window, split_len, fused=fused)] for fused in (True, False)]
+    for name, one, two in zip(("att", "partial_acc", "partial_ml"), *runs):
+        np.testing.assert_array_equal(one.view(np.uint32), two.view(np.uint32), err_msg=name)
+    att, partial_acc, partial_ml = runs[0]
+    q_dim = n_heads * head_dim
+    for r, (slot, pos) in enumerate(rows):
+        keys, values = history[slot]
+        want = attention(qkv[r, :q_dim].reshape(n_heads, head_dim), keys[: pos + 1], values[: pos + 1], sinks, window)
+        assert np.max(np.abs(att[r] - want)) <= ATTN_TOL, f"row {r} (slot {slot}, position {pos})"
+    assert_only_reached_splits_written(partial_acc, partial_ml, rows, window, split_len)
+
+
+@gpu_test
+@pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len", [(64, 64, 8, 0, CTX_20B),
+                                                                              (64, 64, 8, 128, 256)])
+def test_attention_row_in_tf32_is_bit_identical_whatever_the_other_rows(gpu, rng, attn_tf32, head_dim, n_heads,
+                                                                        n_kv_heads, window, cache_len):
+    """The TF32 kernel keeps the invariance: test_attention_row_is_bit_identical_whatever_the_other_rows on it."""
+    test_attention_row_is_bit_identical_whatever_the_other_rows(gpu, rng, head_dim, n_heads, n_kv_heads, window,
+                                                                cache_len, "fp32")
+
+
 @gpu_test
 @pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len", [
     (64, 64, 8, 0, CTX_20B), (64, 64, 8, 128, 256), (80, 32, 2, 0, 300), (40, 16, 16, 100, 164)])

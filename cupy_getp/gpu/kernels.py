@@ -25,7 +25,7 @@ from ..errors import KernelDtypeError
 from .constants import BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
-from .launch.attention import ATTN_PARTIAL_VARIANTS
+from .launch.attention import ATTN_PARTIAL_VARIANTS, ATTN_TF32_KERNEL
 from .launch.common import BF16, F32, I32, KV_CACHE_SUFFIX, _aligned, _blocks, _check, _expert_weights, _require
 from .launch.gemm_tc import (DENSE_TILES, WG_DENSE_TILES, WG_GROUPED_TILES, WG_HALF_ROWS, WG_ROWS,
                               WG_WIDE_KIND, WG_WIDE_PLAIN_KIND, WG_WIDE_ROWS, WG_WIDE_TALL, wg_half_enabled,
@@ -41,7 +41,7 @@ GROUPED_KINDS = ("grouped_swiglu", "grouped", "grouped_swiglu_mxfp4w", "grouped_
 
 # Every kernel of every family, by name (macro-made ones included): the launch helpers' targets.
 ENTRY_POINTS: dict[str, tuple[str, ...]] = {
-    "attention": (*ATTN_PARTIAL_VARIANTS, "attn_rows_merge_f32", "attn_rows_merge_split"),
+    "attention": (*ATTN_PARTIAL_VARIANTS, ATTN_TF32_KERNEL, "attn_rows_merge_f32", "attn_rows_merge_split"),
     "embedding": ("embedding_rows_f32", "embedding_rows_fed_f32"),
     "gemm": tuple(f"gemm_{kind}_{shape}" for kind in ("f32w", "bf16w", "grouped_swiglu", "grouped",
                                                       "grouped_swiglu_mxfp4w", "grouped_mxfp4w")

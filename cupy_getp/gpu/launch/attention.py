@@ -4,6 +4,7 @@ or a BF16 KV cache."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,13 @@ from .common import (F32, I32, KV_CACHE_SUFFIX, _aligned, _blocks, _check, _requ
 ATTN_PARTIAL_BOUNDS = ((64, 8), (64, 16), (128, 8), (128, ATTN_MAX_GROUP))
 ATTN_PARTIAL_VARIANTS = tuple(f"attn_rows_partial_d{d}_g{g}_{cache}" for cache in KV_CACHE_SUFFIX.values()
                               for d, g in ATTN_PARTIAL_BOUNDS)
+# attn_rows_partial over an FP32 cache on the tensor cores, for head_dim <= 64 and groups <= 8 (the 20b and 120b):
+# TF32 in three products a pair of FP32 values (~2^-22 of each where the CUDA cores' FMAs give 2^-24; other bits
+# than the CUDA-core kernel's, the same whatever the step). Opt-in: CUPY_GETP_ATTN_TF32=1 (or ATTN_TF32 = 1:
+# bench/step_ablation.py --set attention.ATTN_TF32=1). Where mma.sync is not (HIP), the kernel is the CUDA-core one.
+ATTN_TF32_ENV = "CUPY_GETP_ATTN_TF32"
+ATTN_TF32 = int(os.environ.get(ATTN_TF32_ENV, "0") == "1")
+ATTN_TF32_KERNEL = "attn_rows_partial_d64_g8_f32tc"
 # attn_rows_merge with pieces: one launch (attn_rows_merge_split) up to this many rows, the merge then
 # split_pieces above (the same bits). Measured on the H200 (bench/RESULTS.md, 2026-11-29, sixth session, eager
 # profiles of a 20b step): one row 0.216 ms a step fused against 0.579 for the two; 1024 rows 1.632 against
@@ -53,9 +61,11 @@ def attn_variant(head_dim: int, group: int) -> tuple[int, int]:
 
 
 def attn_partial_kernel(head_dim: int, group: int, cache_dtype=F32) -> str:
-    """The attn_rows_partial specialisation's name for a KV cache of `cache_dtype` (float32 or bf16 bits)."""
+    """The attn_rows_partial specialisation's name for a KV cache of `cache_dtype` (float32 or bf16 bits); with
+    ATTN_TF32 the tensor-core one where it applies (an FP32 cache, head_dim <= 64, group <= 8)."""
     d, g = attn_variant(head_dim, group)
-    return f"attn_rows_partial_d{d}_g{g}_{kv_cache_suffix(cache_dtype)}"
+    name = f"attn_rows_partial_d{d}_g{g}_{kv_cache_suffix(cache_dtype)}"
+    return ATTN_TF32_KERNEL if ATTN_TF32 and name == "attn_rows_partial_d64_g8_f32" else name
 
 
 def attn_split_positions(head_dim: int, group: int) -> int:
