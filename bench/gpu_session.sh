@@ -874,15 +874,17 @@ PY
       done
       ;;
     s39a)  # attention with fewer instructions a KV byte (.carry/old: main before, with this tree's bench/attention.py):
-      # its GPU tests and the opt-in TF32 kernel's; bench/attention.py in both trees (the same digests: the same
-      # bits) and with CUPY_GETP_ATTN_TF32=1; then (part attnstalls after it) where the new kernel's warps wait
+      # its GPU tests (ATTN_TESTS: a -k filter) and the opt-in TF32 kernel's; bench/attention.py in the trees
+      # ATTN_SIDES (old new: the same digests, the same bits) and with CUPY_GETP_ATTN_TF32=1; then (part attnstalls
+      # after it) where the new kernel's warps wait
       gpu_tests attn ${TEST_SECONDS:-240} tests/test_gpu_batch_attention.py \
-        -k "attention_rows or copies_by_16 or one_launch or bit_identical or tf32"
-      attention_sides ${ATTN_ROWS:-1,64,512,1024} old new
+        -k "${ATTN_TESTS:-attention_rows or copies_by_16 or one_launch or bit_identical or tf32}"
+      attention_sides ${ATTN_ROWS:-1,64,512,1024} ${ATTN_SIDES:-old new}
       CUPY_GETP_ATTN_TF32=1 sides attention-tf32 150 \
         "python bench/attention.py --rows ${ATTN_ROWS:-1,64,512,1024} --out $OUT/attention-tf32.jsonl" new
       grep -vE "^\{" "$OUT/attention-tf32-new.txt" | tail -18
-      echo "old -> new (the CUDA-core kernel):"; attention_compare "$OUT/attention-old.jsonl" "$OUT/attention-new.jsonl"
+      [ -f "$OUT/attention-old.jsonl" ] && { echo "old -> new (the CUDA-core kernel):"
+        attention_compare "$OUT/attention-old.jsonl" "$OUT/attention-new.jsonl"; }
       echo "new -> TF32:"; attention_compare "$OUT/attention-new.jsonl" "$OUT/attention-tf32.jsonl"
       ;;
     s38t)  # the opt-in switches' tests alone (then s38y's sides: SIDES from what passed)
