@@ -259,15 +259,16 @@ GETP_DEVICE void attn_rows_to_shared(KV* dst, const KV* base, int tn, int D, int
     const bool e_ok = e < D;
     // Row t's ring index and offset from base (32 bits: a slot's rows of a layer, launch/attention.py checks):
     // right for every row read (t < tn <= cache_len): row t0 < min(ROWS, tn) needs one wrap at most, and each
-    // pass adds ROWS <= cache_len where a later row is read (else t >= ROWS > cache_len). A row not read passes
-    // its (unread) address on: a copy of !ok reads nothing.
+    // pass adds ROWS <= cache_len where a later row is read (else t >= ROWS > cache_len). A row not read copies
+    // zeros from `base` (its own index may then lie past the ring).
     int ring = first + t0;
     if (ring >= cache_len) ring -= cache_len;
     unsigned at = (unsigned)ring * kv_dim + e;
     KV* to = dst + t0 * STRIDE + e;
 #pragma unroll
     for (int k = 0; k < TILE / ROWS; ++k) {
-      copy16_async(to + k * ROWS * STRIDE, base + at, t0 + k * ROWS < tn && e_ok);
+      const bool ok = t0 + k * ROWS < tn && e_ok;
+      copy16_async(to + k * ROWS * STRIDE, ok ? base + at : base, ok);
       ring += ROWS;
       at += ROWS * kv_dim;
       if (ring >= cache_len) {
