@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h|s38h|s38x|s38y|s38t|s39a|s39h]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h|s38h|s38x|s38y|s38t|s39a|s39h|s39x]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -894,6 +894,13 @@ PY
           CUPY_GETP_ATTN_TF32=$tf32 HEADLINE_SKIP=profile,decode,drift,single,transformers MAX_SECONDS=${MAX_SECONDS:-25} \
             HEADLINE_SECONDS=${HEADLINE_SECONDS:-150} headline_side 1 $precision headline-$precision-first-tf32$tf32
         done
+      done
+      ;;
+    s39x)  # an H200: the whole headlines in HEADLINE_PRECISIONS (exact fast) as getp runs them now (overlapped steps;
+      # CUPY_GETP_ATTN_TF32 as the caller sets it), nothing else
+      for precision in ${HEADLINE_PRECISIONS:-exact fast}; do
+        HEADLINE_SKIP=profile,decode,drift,single,transformers MAX_SECONDS=${MAX_SECONDS:-200} \
+          HEADLINE_SECONDS=${HEADLINE_SECONDS:-330} headline_side 1 $precision headline-$precision
       done
       ;;
     s38t)  # the opt-in switches' tests alone (then s38y's sides: SIDES from what passed)
