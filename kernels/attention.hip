@@ -353,14 +353,14 @@ GETP_DEVICE void attn_rows_partial(float* __restrict__ smem, float* __restrict__
     static_assert(GMAX * DMAX % BLOCK_SIZE == 0, "whole passes over q");
     float qv[NQ];
 #pragma unroll
-    for (int k = 0; k < NQ; ++k) {
-      const unsigned i = threadIdx.x + k * BLOCK_SIZE, g = i / DMAX, d = i % DMAX;
-      qv[k] = g < (unsigned)G && d < (unsigned)D ? q[g * D + d] : 0.0f;
+    for (int n = 0; n < NQ; ++n) {
+      const unsigned i = threadIdx.x + n * BLOCK_SIZE, g = i / DMAX, d = i % DMAX;
+      qv[n] = g < (unsigned)G && d < (unsigned)D ? q[g * D + d] : 0.0f;
     }
 #pragma unroll
-    for (int k = 0; k < NQ; ++k) {
-      const unsigned i = threadIdx.x + k * BLOCK_SIZE, g = i / DMAX, d = i % DMAX;
-      Qs[g * L::Q_STRIDE + (d / 16) * 20 + d % 16] = qv[k];
+    for (int n = 0; n < NQ; ++n) {
+      const unsigned i = threadIdx.x + n * BLOCK_SIZE, g = i / DMAX, d = i % DMAX;
+      Qs[g * L::Q_STRIDE + (d / 16) * 20 + d % 16] = qv[n];
     }
   }
   __syncthreads();
