@@ -874,10 +874,11 @@ PY
       done
       ;;
     s39a)  # attention with fewer instructions a KV byte (.carry/old: main before, with this tree's bench/attention.py):
-      # its GPU tests (ATTN_TESTS: a -k filter) and the opt-in TF32 kernel's; bench/attention.py in the trees
+      # its GPU tests (ATTN_TESTS: a -k filter; TEST_SECONDS 420: a fresh machine's warm-up builds every family
+      # first, 150-230 s, run 131) and the opt-in TF32 kernel's; bench/attention.py in the trees
       # ATTN_SIDES (old new: the same digests, the same bits) and with CUPY_GETP_ATTN_TF32=1; then (part attnstalls
       # after it) where the new kernel's warps wait
-      gpu_tests attn ${TEST_SECONDS:-240} tests/test_gpu_batch_attention.py \
+      gpu_tests attn ${TEST_SECONDS:-420} tests/test_gpu_batch_attention.py \
         -k "${ATTN_TESTS:-attention_rows or copies_by_16 or one_launch or bit_identical or tf32}"
       attention_sides ${ATTN_ROWS:-1,64,512,1024} ${ATTN_SIDES:-old new}
       CUPY_GETP_ATTN_TF32=1 sides attention-tf32 150 \
