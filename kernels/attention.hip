@@ -782,26 +782,6 @@ GETP_DEVICE void attn_rows_partial_tf32(float* __restrict__ smem, float* __restr
 }
 #endif
 
-// The opt-in TF32 kernel: its body where mma.sync is, else the CUDA-core kernel's (the same bits as _f32).
-template <int DMAX, int GMAX>
-GETP_DEVICE void attn_rows_partial_tf32_of(float* partial_acc, float* partial_ml, const float* qkv,
-                                           const float* key_cache, const float* value_cache, const int* row_slot,
-                                           const int* row_pos, int n_heads, int n_kv_heads, int head_dim,
-                                           int cache_len, int window, int split_len, int vec,
-                                           const AttnMerge merge) {
-#if GETP_MMA_SYNC
-  __shared__ float4 smem4[AttnTf32<DMAX, GMAX>::TOTAL / 4];
-  attn_rows_partial_tf32<DMAX, GMAX>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,
-                                     row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,
-                                     merge);
-#else
-  __shared__ float4 smem4[AttnRows<DMAX, GMAX>::TOTAL / 4];
-  attn_rows_partial<DMAX, GMAX, float>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,
-                                       row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,
-                                       merge);
-#endif
-}
-
 // A kernel's body by its cache: FP32 on the CUDA cores; BF16 on the tensor cores where mma.sync is (else the
 // CUDA cores, widening it).
 template <int DMAX, int GMAX>
@@ -830,6 +810,24 @@ GETP_DEVICE void attn_rows_partial_of(float* partial_acc, float* partial_ml, con
   attn_rows_partial<DMAX, GMAX, unsigned short>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache,
                                                 row_slot, row_pos, n_heads, n_kv_heads, head_dim, cache_len, window,
                                                 split_len, vec, merge);
+#endif
+}
+
+// The opt-in TF32 kernel: its body where mma.sync is, else the CUDA-core kernel's (the same bits as _f32).
+template <int DMAX, int GMAX>
+GETP_DEVICE void attn_rows_partial_tf32_of(float* partial_acc, float* partial_ml, const float* qkv,
+                                           const float* key_cache, const float* value_cache, const int* row_slot,
+                                           const int* row_pos, int n_heads, int n_kv_heads, int head_dim,
+                                           int cache_len, int window, int split_len, int vec,
+                                           const AttnMerge merge) {
+#if GETP_MMA_SYNC
+  __shared__ float4 smem4[AttnTf32<DMAX, GMAX>::TOTAL / 4];
+  attn_rows_partial_tf32<DMAX, GMAX>((float*)smem4, partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot,
+                                     row_pos, n_heads, n_kv_heads, head_dim, cache_len, window, split_len, vec,
+                                     merge);
+#else
+  attn_rows_partial_of<DMAX, GMAX>(partial_acc, partial_ml, qkv, key_cache, value_cache, row_slot, row_pos, n_heads,
+                                   n_kv_heads, head_dim, cache_len, window, split_len, vec, merge);
 #endif
 }
 
