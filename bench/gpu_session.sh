@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One device session: environment, GPU tests, batched diffs, benchmarks; every log under $OUT (or ./gpu-out).
-#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h|s38h|s38x|s38y|s38t|s39a|s39h|s39x]...
+#   bash bench/gpu_session.sh [alltests|tests|wgtests|enginetests|diff|diag20b|quick|headline|servetests|serveload|tma|splitk|splitkdecode|s6a|s6b|s6final|s7a|s7b|s7c|s7d|s7e|mlp1stalls|attnstalls|s8a|s8b|s8c|s8f|s9a|s9b|s9c|s10a|s10b|s10c|stepkernels|s11a|rmsstalls|s13a|s13b|s13c|moeentry|s16a|s15a|s17a|s18a|s18b|s18d|s18e|s18f|s18m|s19a|s20a|s20b|s20c|qkvstalls|s21a|s21b|s21c|s22d|s23a|s23b|s23c|s24a|s24b|s24c|s25a|s25b|s25c|s25d|s26a|s26b|s27|s27a|s27b|s28a|s29a|s29b|s29c|s30a|s30b|s30c|s31a|s31b|s31c|s31d|s31e|s32a|s32b|s32c|s32d|s32h|s32i|s33a|s33b|s33h|s34a|s34c|s34d|s35a|s35b|s35c|s35d|s35h|s36a|s37a|s37b|s37h|s38h|s38x|s38y|s38t|s39a|s39h|s39x|warmbg|warmwait]...
 #   (default: tests quick; the serve parts also need /work/wheels-serve carried as .whl-serve)
 # Needs the tokenizer file carried as .carry/o200k_base.tiktoken.gz (that machine has no package registry).
 set -uo pipefail
@@ -873,12 +873,20 @@ PY
           headline-$precision-overlap$overlap-wide$wide
       done
       ;;
+    warmbg)  # every kernel family into CuPy's compile cache, one process a family, in the background (warmwait: its
+      # end; later parts of the same call, and later calls on the same warm machine, open the families from the cache)
+      python bench/warm_cache.py > "$OUT/warm-cache.txt" 2>&1 & warm_pid=$!
+      ;;
+    warmwait)  # the end of warmbg's builds, their seconds a family
+      [ -n "${warm_pid:-}" ] && { wait "$warm_pid"; echo "warm cache exit $?"; cat "$OUT/warm-cache.txt"; }
+      ;;
     s39a)  # attention with fewer instructions a KV byte (.carry/old: main before, with this tree's bench/attention.py):
-      # its GPU tests (ATTN_TESTS: a -k filter; TEST_SECONDS 420: a fresh machine's warm-up builds every family
-      # first, 150-230 s, run 131) and the opt-in TF32 kernel's; bench/attention.py in the trees
+      # its GPU tests (ATTN_TESTS: a -k filter; TEST_SECONDS 420; only TEST_FAMILIES built, not the minutes of
+      # every family, run 131) and the opt-in TF32 kernel's; bench/attention.py in the trees
       # ATTN_SIDES (old new: the same digests, the same bits) and with CUPY_GETP_ATTN_TF32=1; then (part attnstalls
       # after it) where the new kernel's warps wait
-      gpu_tests attn ${TEST_SECONDS:-420} tests/test_gpu_batch_attention.py \
+      CUPY_GETP_TEST_FAMILIES=${TEST_FAMILIES:-attention,gemm_tc,softmax,rope,embedding,rmsnorm} \
+        gpu_tests attn ${TEST_SECONDS:-420} tests/test_gpu_batch_attention.py \
         -k "${ATTN_TESTS:-attention_rows or copies_by_16 or one_launch or bit_identical or tf32}"
       attention_sides ${ATTN_ROWS:-1,64,512,1024} ${ATTN_SIDES:-old new}
       CUPY_GETP_ATTN_TF32=1 sides attention-tf32 150 \

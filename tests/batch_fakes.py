@@ -64,7 +64,7 @@ class FakeKernels(Kernels):
     tensor_maps = TensorMaps(encode=stand_in_tensor_map)  # what wg_tma = True reads W through
     not_built: dict = {}  # optional kernel families not built (Kernels.not_built)
 
-    def __init__(self, device=None):
+    def __init__(self, device=None, only=None):  # only: the families built (every oracle stands in, whatever)
         self.device = device or FakeDevice()
         self.warps_per_block = BLOCK_SIZE // self.device.warp_size
         self.launches: list[str] = []  # kernel names, in launch order

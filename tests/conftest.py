@@ -56,7 +56,10 @@ def gpu_module():
     from cupy_getp.gpu.kernels import Kernels
 
     device = Device.open()
-    return device, Kernels(device)
+    # CUPY_GETP_TEST_FAMILIES=attention,gemm_tc,...: build only these (a device session's focused run: the
+    # whole warm-up is minutes of NVRTC on a fresh machine); a test needing another family then fails by name
+    only = os.environ.get("CUPY_GETP_TEST_FAMILIES")
+    return device, Kernels(device, only=tuple(only.split(",")) if only else None)
 
 
 @pytest.fixture

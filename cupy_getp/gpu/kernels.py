@@ -148,13 +148,21 @@ class Kernels(BatchLaunches):
     pdl_off = "not probed"
     _graph_launch: ProgrammaticLaunch | None = None  # inside capturing(): what launches the graph's kernels
 
-    def __init__(self, device: Device):
+    def __init__(self, device: Device, only: tuple[str, ...] | None = None):
+        """Builds every family, or those of `only` (benchmarks and tests of a few kernels: seconds of NVRTC
+        instead of minutes; a kernel of another family then fails its launch with the family's name)."""
+        unknown = set(only or ()) - set(families())
+        if unknown:
+            raise ValueError(f"no kernel families {sorted(unknown)}: kernels/ has {', '.join(families())}")
         self.device = device
         self.warps_per_block = BLOCK_SIZE // device.warp_size
         self.functions = {}  # name -> kernel of every built family's ENTRY_POINTS
         self.modules = {}
         self.not_built: dict[str, str] = {}  # optional family -> why it is not available
         for family in families():
+            if only is not None and family not in only:
+                self.not_built[family] = "not asked for"
+                continue
             options = family_options(family, device)
             if options is None:
                 self.not_built[family] = f"not built for {device.arch}"
