@@ -82,7 +82,17 @@ struct WgStage {
   static_assert(STAGES >= 2, "the ring needs two stages: one filling while one is read");
 };
 
+// The file's kernels come in parts (FAMILY_PARTS in cupy_getp/gpu/kernels.py), each its own program where the
+// run-time compiler is given -DGETP_PART=k, built side by side (the whole file is ~90 s of NVRTC on one core);
+// without GETP_PART, one program has them all. Which part a kernel is in changes none of its machine code.
+#ifndef GETP_PART
+#define GETP_PART -1
+#endif
+#define WG_PART_HAS(k) (GETP_PART < 0 || GETP_PART == (k))
+
+#if WG_PART_HAS(0)
 extern "C" __global__ void wg_available(int* out) { grid_begin(); out[0] = GETP_WGMMA; }
+#endif
 
 // A CUtensorMap (cuTensorMapEncodeTiled, cupy_getp/gpu/launch/tensor_map.py): 128 opaque bytes, passed by value
 // as a kernel's first parameter. __grid_constant__ keeps it in parameter space, where a TMA copy may name it.
@@ -1381,37 +1391,53 @@ GETP_DEVICE void wg_grouped(float* __restrict__ y, const unsigned short* __restr
 #define WG_DENSE_KERNELS(BR, P, MB) WG_DENSE_KERNEL(BR, P, MB) WG_DENSE_TMA_KERNEL(BR, P, MB)
 #define WG_KERNELS(BR, P)                                                                                           \
   WG_DENSE_KERNELS(BR, P, 1) WG_DENSE_KERNELS(BR, P, 2) WG_GROUPED_KERNELS(BR, P, 1) WG_GROUPED_KERNELS(BR, P, 2)
+#if WG_PART_HAS(0)
 WG_KERNELS(8, 3)
 WG_KERNELS(16, 3)
+#endif
+#if WG_PART_HAS(1)
 WG_KERNELS(32, 3)
-WG_KERNELS(64, 3)
 WG_KERNELS(8, 1)
+#endif
+#if WG_PART_HAS(2)
+WG_KERNELS(64, 3)
+#endif
+#if WG_PART_HAS(3)
 WG_KERNELS(16, 1)
 WG_KERNELS(32, 1)
+#endif
+#if WG_PART_HAS(4)
 WG_KERNELS(64, 1)
+WG_DENSE_TMA_HALF_KERNEL(8, 3)
+WG_DENSE_TMA_HALF_KERNEL(16, 3)
+WG_DENSE_TMA_HALF_KERNEL(8, 1)
+WG_DENSE_TMA_HALF_KERNEL(16, 1)
+#endif
+#if WG_PART_HAS(5)
 WG_DENSE_KERNELS(128, 3, 1)
 WG_DENSE_KERNELS(128, 1, 1)
 WG_DENSE_KERNELS(128, 1, 2)
 WG_GROUPED_KERNELS(128, 3, 1)
 WG_GROUPED_KERNELS(128, 1, 1)
-WG_DENSE_TMA_HALF_KERNEL(8, 3)
-WG_DENSE_TMA_HALF_KERNEL(16, 3)
-WG_DENSE_TMA_HALF_KERNEL(8, 1)
-WG_DENSE_TMA_HALF_KERNEL(16, 1)
+#endif
+#if WG_PART_HAS(6)
 WG_GROUPED_TMA_WIDE_SWIGLU_KERNEL(8, 3, 1)
 WG_GROUPED_TMA_WIDE_SWIGLU_KERNEL(8, 1, 1)
 WG_GROUPED_TMA_WIDE_KERNELS(64, 3, 2)
 WG_GROUPED_TMA_WIDE_KERNELS(128, 1, 1)
-WG_SPLITK_KERNELS(8, 3)
-WG_SPLITK_KERNELS(16, 3)
-WG_SPLITK_KERNELS(32, 3)
-WG_SPLITK_KERNELS(64, 3)
-WG_SPLITK_KERNELS(128, 3)
+WG_SLICED_KERNELS(64, 3)
+WG_SLICED_KERNELS(64, 1)
+WG_SLICED_KERNELS(128, 1)
 WG_SPLITK_KERNELS(8, 1)
 WG_SPLITK_KERNELS(16, 1)
 WG_SPLITK_KERNELS(32, 1)
 WG_SPLITK_KERNELS(64, 1)
 WG_SPLITK_KERNELS(128, 1)
-WG_SLICED_KERNELS(64, 3)
-WG_SLICED_KERNELS(64, 1)
-WG_SLICED_KERNELS(128, 1)
+#endif
+#if WG_PART_HAS(7)
+WG_SPLITK_KERNELS(8, 3)
+WG_SPLITK_KERNELS(16, 3)
+WG_SPLITK_KERNELS(32, 3)
+WG_SPLITK_KERNELS(64, 3)
+WG_SPLITK_KERNELS(128, 3)
+#endif

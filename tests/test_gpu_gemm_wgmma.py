@@ -434,6 +434,7 @@ def test_the_products_path_is_named_per_device(monkeypatch):
 def test_a_failed_wgmma_build_leaves_the_mma_sync_kernels(monkeypatch):
     """On compute capability 9.0, an sm_90a build that fails (an older NVRTC, say) must leave the engine on
     the mma.sync kernels with the reason recorded, not stop it."""
+    import contextlib
     import sys
     import types
 
@@ -443,7 +444,8 @@ def test_a_failed_wgmma_build_leaves_the_mma_sync_kernels(monkeypatch):
         pass
 
     compiler = types.SimpleNamespace(CompileException=CompileException)
-    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=types.SimpleNamespace(compiler=compiler)))
+    cuda = types.SimpleNamespace(compiler=compiler, Device=lambda device_id: contextlib.nullcontext())
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
     monkeypatch.setitem(sys.modules, "cupy.cuda", sys.modules["cupy"].cuda)
     monkeypatch.setitem(sys.modules, "cupy.cuda.compiler", compiler)
 
@@ -451,9 +453,11 @@ def test_a_failed_wgmma_build_leaves_the_mma_sync_kernels(monkeypatch):
         def __init__(self, family):
             self.family = family
 
-        def get_function(self, name):
+        def compile(self):
             if self.family == "gemm_wgmma":
                 raise CompileException("ptxas fatal: 'wgmma.fence' not supported on .target 'sm_90'")
+
+        def get_function(self, name):
             return f"{self.family}:{name}"
 
     monkeypatch.setattr(kernels_module, "_module", lambda family, *args: Module(family))
@@ -466,6 +470,73 @@ def test_a_failed_wgmma_build_leaves_the_mma_sync_kernels(monkeypatch):
     assert k.not_built["gemm_wgmma"].startswith("build failed: ptxas fatal")
     assert not any(name.startswith("gemm_wg") for name in k.functions)
     assert k.functions["gemm_tc_grouped"] == "gemm_tc:gemm_tc_grouped"
+
+
+def test_a_family_in_parts_opens_each_kernel_from_the_one_part_that_has_it(monkeypatch):
+    """FAMILY_PARTS: each program of gemm_wgmma is one part (-DGETP_PART=k); a kernel is taken from the part whose
+    loaded module has it, and a kernel found in no part or in two is an error naming it (for the optional wgmma
+    family: recorded as not built, the engine on the other kernels)."""
+    import contextlib
+    import sys
+    import types
+
+    from cupy_getp.gpu import kernels as kernels_module
+
+    cuda = types.SimpleNamespace(compiler=types.SimpleNamespace(CompileException=RuntimeError),
+                                 Device=lambda device_id: contextlib.nullcontext())
+    monkeypatch.setitem(sys.modules, "cupy", types.SimpleNamespace(cuda=cuda))
+    names = kernels_module.ENTRY_POINTS["gemm_wgmma"]
+    parts = kernels_module.FAMILY_PARTS["gemm_wgmma"]
+    holds = {k: set(names[k::parts]) for k in range(parts)}  # part k -> its kernels
+
+    class Program:
+        def __init__(self, family, options):
+            self.family, self.compiled = family, False
+            self.part = next((int(o.split("=")[1]) for o in options if o.startswith("-DGETP_PART=")), None)
+            self.module = self  # the loaded module's look-up
+
+        def compile(self):
+            self.compiled = True
+
+        def get_function(self, name):
+            assert self.compiled, "looked up before it was compiled"
+            if self.part is not None and name not in holds[self.part]:
+                raise LookupError(f"CUDA_ERROR_NOT_FOUND: {name}")
+            return (self.family, self.part, name)
+
+    monkeypatch.setattr(kernels_module, "_module", lambda family, w, i, options: Program(family, options))
+
+    class Device:
+        arch, is_hip, warp_size, id = "sm_90", False, 32, 0
+
+    monkeypatch.setattr(kernels_module.Kernels, "_probe_wgmma", lambda self: False)
+    monkeypatch.setattr(kernels_module.Kernels, "_probe_pdl", lambda self: (None, "not probed here"))
+    k = kernels_module.Kernels(Device())
+    assert len(k.modules["gemm_wgmma"]) == parts and len(k.modules["gemm_tc"]) == 1
+    assert all(k.functions[name] == ("gemm_wgmma", part, name) for part in holds for name in holds[part])
+    assert k.functions["gemm_tc_grouped"] == ("gemm_tc", None, "gemm_tc_grouped")
+
+    holds[1].add(names[0])  # a kernel of part 0 in part 1 too: the family is not built, and says why
+    k = kernels_module.Kernels(Device())
+    assert "gemm_wgmma" not in k.modules and not any(name.startswith("gemm_wg") for name in k.functions)
+    assert k.not_built["gemm_wgmma"] == (f"build failed: kernels/gemm_wgmma.hip has kernel {names[0]} in 2 of its "
+                                         "parts, not one (FAMILY_PARTS, its GETP_PART blocks)")
+    holds[0].discard(names[0]), holds[1].discard(names[0])  # ... in none
+    programs = [Program("gemm_wgmma", options) for options in kernels_module.family_parts("gemm_wgmma")]
+    for program in programs:
+        program.compile()
+    assert kernels_module._open_function("gemm_wgmma", programs, names[1]) == ("gemm_wgmma", 1, names[1])
+    with pytest.raises(RuntimeError, match=f"has kernel {names[0]} in 0 of its parts"):
+        kernels_module._open_function("gemm_wgmma", programs, names[0])
+
+    def broken(self):  # a required family's compile error stops the warm-up, whichever thread compiled it
+        if self.family == "gemm_tc":
+            raise RuntimeError("gemm_tc.hip(3): error: identifier undefined")
+        self.compiled = True
+
+    monkeypatch.setattr(Program, "compile", broken)
+    with pytest.raises(RuntimeError, match="gemm_tc.hip.3.: error"):
+        kernels_module.Kernels(Device())
 
 
 # -- the TMA products' host side (no GPU) -------------------------------------------------------------------------

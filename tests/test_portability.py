@@ -41,6 +41,27 @@ def test_the_wgmma_kernels_build_for_sm90a_with_their_bodies_unserialised_and_un
         assert not spilled, spilled
 
 
+@pytest.mark.skipif(not (shutil.which("nvcc") and shutil.which("readelf")), reason="nvcc and readelf needed")
+def test_the_wgmma_parts_hold_each_kernel_once_with_the_whole_files_machine_code():
+    """kernels.FAMILY_PARTS: gemm_wgmma as its parts (-DGETP_PART=k, built side by side at warm-up) has every entry
+    point in exactly one part and no part empty, and each kernel's sm_90a machine code is the whole file's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    parts = kernels.family_parts("gemm_wgmma")
+    assert len(parts) == kernels.FAMILY_PARTS["gemm_wgmma"] > 1
+    with ThreadPoolExecutor() as pool:  # nvcc processes
+        whole, *pieces = pool.map(lambda defines: portability.cubin_sections("gemm_wgmma", portability.SM90A.arch,
+                                                                             defines), [(), *parts])
+    part_of = {}
+    for k, sections in enumerate(pieces):
+        assert sections, f"part {k} has no kernel"
+        for name, code in sections.items():
+            assert name not in part_of, f"{name} in parts {part_of[name]} and {k}"
+            part_of[name] = k
+            assert code == whole[name], f"{name}: its machine code in part {k} is not the whole file's"
+    assert sorted(part_of) == sorted(f".text.{name}" for name in kernels.ENTRY_POINTS["gemm_wgmma"])
+
+
 @needs_compilers
 def test_a_cuda_only_shuffle_fails_for_the_hip_target(tmp_path, monkeypatch):
     """The check is real: a kernel using __shfl_xor_sync directly (CUDA only on ROCm 5) fails for gfx90a."""

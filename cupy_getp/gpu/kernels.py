@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
@@ -122,16 +124,61 @@ def family_options(family: str, device: Device) -> tuple | None:
     return ()
 
 
-def _open_function(family: str, module, name: str):
-    """Kernel `name` of kernels/<family>.hip (compiling the module on first use)."""
-    from cupy.cuda.compiler import CompileException
+# Families compiled as several programs, one a part (their .hip's GETP_PART blocks, -DGETP_PART=k): a kernel's
+# machine code is the same in its part as in the whole file, and the parts build side by side (gemm_wgmma alone
+# is ~90 s of NVRTC on one core, two thirds of a fresh machine's warm-up).
+FAMILY_PARTS = {"gemm_wgmma": 8}
 
+
+def family_parts(family: str) -> tuple[tuple[str, ...], ...]:
+    """The extra compile options of each program of the family: one program without any, or one a part."""
+    parts = FAMILY_PARTS.get(family)
+    return ((),) if parts is None else tuple((f"-DGETP_PART={k}",) for k in range(parts))
+
+
+def _compile(module, device_id: int) -> None:
+    """Compiles (or finds in CuPy's cache) and loads one program: NVRTC and hiprtc let go of the GIL meanwhile."""
+    import cupy
+
+    with cupy.cuda.Device(device_id):
+        module.compile()
+
+
+def _compile_all(programs: dict[str, list], device: Device) -> dict[str, Exception]:
+    """Every program of every family, side by side in threads on CUDA (NVRTC compiles programs concurrently); in
+    order on ROCm (hiprtc's thread safety is not proven here). family -> the first compile error of its parts."""
+    jobs = [(family, module) for family, modules in programs.items() for module in modules]
+    workers = 1 if device.is_hip else max(1, min(len(jobs), os.cpu_count() or 1))
+    failed: dict[str, Exception] = {}
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [(family, pool.submit(_compile, module, device.id)) for family, module in jobs]
+        for family, future in futures:
+            error = future.exception()
+            if error is not None:
+                failed.setdefault(family, error)
+    return failed
+
+
+def _open_function(family: str, modules: list, name: str):
+    """Kernel `name` of kernels/<family>.hip, from the one program (of the family's parts) that has it."""
+    if len(modules) > 1:
+        modules = [m for m in modules if _has_function(m, name)]
+    if len(modules) != 1:
+        raise RuntimeError(f"kernels/{family}.hip has kernel {name} in {len(modules)} of its parts, not one "
+                           f"(FAMILY_PARTS, its GETP_PART blocks)")
     try:
-        return module.get_function(name)
-    except CompileException:
-        raise
+        return modules[0].get_function(name)
     except Exception as e:  # CUDADriverError (CUDA_ERROR_NOT_FOUND) / hipErrorNotFound
         raise RuntimeError(f"kernels/{family}.hip has no kernel {name} (ENTRY_POINTS): {e}") from e
+
+
+def _has_function(module, name: str) -> bool:
+    """Whether a compiled program has kernel `name`: a look-up in its loaded module, nothing loaded again."""
+    try:
+        module.module.get_function(name)
+    except Exception:  # CUDADriverError (CUDA_ERROR_NOT_FOUND) / hipErrorNotFound
+        return False
+    return True
 
 
 def families() -> tuple[str, ...]:
@@ -159,6 +206,7 @@ class Kernels(BatchLaunches):
         self.functions = {}  # name -> kernel of every built family's ENTRY_POINTS
         self.modules = {}
         self.not_built: dict[str, str] = {}  # optional family -> why it is not available
+        programs = {}  # family -> its programs (RawModules), one a part
         for family in families():
             if only is not None and family not in only:
                 self.not_built[family] = "not asked for"
@@ -167,8 +215,14 @@ class Kernels(BatchLaunches):
             if options is None:
                 self.not_built[family] = f"not built for {device.arch}"
                 continue
+            programs[family] = [_module(family, device.warp_size, device.id, options + part)
+                                for part in family_parts(family)]
+        failed = _compile_all(programs, device)
+        for family, modules in programs.items():
             try:
-                self._open_family(family, _module(family, device.warp_size, device.id, options))
+                if family in failed:
+                    raise failed[family]
+                self._open_family(family, modules)
             except Exception as e:
                 if family not in OPTIONAL_FAMILIES:
                     raise
@@ -185,12 +239,11 @@ class Kernels(BatchLaunches):
         self.tensor_maps = TensorMaps()
         self.pdl, self.pdl_off = self._probe_pdl()  # a step graph's launches overlap (launch/pdl.py), or why not
 
-    def _open_family(self, family: str, module) -> None:
-        """Every entry point of the family; opening the first compiles the module, so compile errors
-        belong to the warm-up. The family is recorded only once all of them opened (a failed optional
-        build leaves nothing behind)."""
-        functions = {name: _open_function(family, module, name) for name in ENTRY_POINTS[family]}
-        self.modules[family] = module
+    def _open_family(self, family: str, modules: list) -> None:
+        """Every entry point of the family, from its compiled programs (compile errors belong to the warm-up).
+        The family is recorded only once all of them opened (a failed optional build leaves nothing behind)."""
+        functions = {name: _open_function(family, modules, name) for name in ENTRY_POINTS[family]}
+        self.modules[family] = modules
         self.functions.update(functions)
 
     def _probe_wgmma(self) -> bool:

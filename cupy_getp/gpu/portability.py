@@ -104,6 +104,17 @@ def text_sections(cubin: Path) -> dict[str, bytes]:
     return sections
 
 
+def cubin_sections(stem: str, arch: str, defines: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """nvcc's machine code of kernels/<stem>.hip as the run-time compiler receives it (warp 32), with `defines`
+    (-DNAME=VALUE): ".text.<kernel>" -> its bytes. arch: "-arch=sm_90" or SM90A.arch."""
+    with tempfile.TemporaryDirectory() as tmp:
+        source, cubin = Path(tmp) / f"{stem}.cu", Path(tmp) / f"{stem}.cubin"
+        source.write_text(assemble_source(stem, 32))
+        subprocess.run(["nvcc", "-x", "cu", arch, "-cubin", "-I", str(kernel_dir()), *defines, str(source), "-o",
+                        str(cubin)], capture_output=True, check=True)
+        return text_sections(cubin)
+
+
 def machine_code_digests(stems: tuple[str, ...] | None = None) -> dict[str, str]:
     """"file:target:.text.<kernel>" -> sha256 of its machine code, for sm_90 (every file, or `stems`) and
     sm_90a (the SM90A_FILES among them), as the run-time compiler receives the source."""
@@ -111,14 +122,9 @@ def machine_code_digests(stems: tuple[str, ...] | None = None) -> dict[str, str]
     jobs = [(p.stem, "sm_90", "-arch=sm_90") for p in files]
     jobs += [(p.stem, "sm_90a", SM90A.arch) for p in files if p.name in SM90A_FILES]
     digests = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for stem, label, arch in jobs:
-            source, cubin = Path(tmp) / f"{stem}.{label}.cu", Path(tmp) / f"{stem}.{label}.cubin"
-            source.write_text(assemble_source(stem, 32))
-            subprocess.run(["nvcc", "-x", "cu", arch, "-cubin", "-I", str(kernel_dir()), str(source), "-o",
-                            str(cubin)], capture_output=True, check=True)
-            for name, code in text_sections(cubin).items():
-                digests[f"{stem}.hip:{label}:{name}"] = hashlib.sha256(code).hexdigest()
+    for stem, label, arch in jobs:
+        for name, code in cubin_sections(stem, arch).items():
+            digests[f"{stem}.hip:{label}:{name}"] = hashlib.sha256(code).hexdigest()
     return digests
 
 
