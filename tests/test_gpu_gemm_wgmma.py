@@ -539,6 +539,27 @@ def test_a_family_in_parts_opens_each_kernel_from_the_one_part_that_has_it(monke
         kernels_module.Kernels(Device())
 
 
+def test_the_warm_up_compiles_in_one_thread_a_program_up_to_the_cpus_on_cuda_one_on_rocm(monkeypatch):
+    import os
+    import types
+
+    from cupy_getp.errors import DeviceError
+    from cupy_getp.gpu.kernels import build_threads
+
+    cuda, rocm = (types.SimpleNamespace(is_hip=hip) for hip in (False, True))
+    monkeypatch.delenv("CUPY_GETP_BUILD_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert (build_threads(cuda, 18), build_threads(cuda, 5), build_threads(rocm, 18)) == (16, 5, 1)
+    monkeypatch.setenv("CUPY_GETP_BUILD_THREADS", "1")
+    assert build_threads(cuda, 18) == 1
+    monkeypatch.setenv("CUPY_GETP_BUILD_THREADS", "4")
+    assert (build_threads(cuda, 18), build_threads(rocm, 18), build_threads(cuda, 2)) == (4, 4, 2)
+    for bad in ("0", "-2", "four", " 3"):
+        monkeypatch.setenv("CUPY_GETP_BUILD_THREADS", bad)
+        with pytest.raises(DeviceError, match="CUPY_GETP_BUILD_THREADS"):
+            build_threads(cuda, 18)
+
+
 # -- the TMA products' host side (no GPU) -------------------------------------------------------------------------
 def test_the_tma_products_are_on_where_the_bindings_import(monkeypatch):
     import importlib.util

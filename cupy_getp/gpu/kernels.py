@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import KernelDtypeError
+from ..errors import DeviceError, KernelDtypeError
 from .constants import BLOCK_SIZE, MOE_MAX_K, MXFP4_BLOCK, kernel_defines
 from .device import Device
 from .launch import BatchLaunches
@@ -144,11 +144,23 @@ def _compile(module, device_id: int) -> None:
         module.compile()
 
 
+def build_threads(device: Device, jobs: int) -> int:
+    """Threads compiling at warm-up: one a program up to the CPUs on CUDA (NVRTC compiles programs concurrently),
+    one on ROCm (hiprtc's thread safety is not proven here) or with CUPY_GETP_BUILD_THREADS=1; that variable sets
+    the count."""
+    asked = os.environ.get("CUPY_GETP_BUILD_THREADS", "")
+    if asked:
+        if not asked.isdigit() or int(asked) < 1:
+            raise DeviceError(f"CUPY_GETP_BUILD_THREADS={asked!r} is not a number of threads (1 or more)")
+        return min(int(asked), max(jobs, 1))
+    return 1 if device.is_hip else max(1, min(jobs, os.cpu_count() or 1))
+
+
 def _compile_all(programs: dict[str, list], device: Device) -> dict[str, Exception]:
-    """Every program of every family, side by side in threads on CUDA (NVRTC compiles programs concurrently); in
-    order on ROCm (hiprtc's thread safety is not proven here). family -> the first compile error of its parts."""
+    """Every program of every family, in `build_threads` threads. family -> the first compile error of its
+    parts."""
     jobs = [(family, module) for family, modules in programs.items() for module in modules]
-    workers = 1 if device.is_hip else max(1, min(len(jobs), os.cpu_count() or 1))
+    workers = build_threads(device, len(jobs))
     failed: dict[str, Exception] = {}
     with ThreadPoolExecutor(workers) as pool:
         futures = [(family, pool.submit(_compile, module, device.id)) for family, module in jobs]
