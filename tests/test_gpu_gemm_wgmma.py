@@ -478,6 +478,7 @@ def test_a_family_in_parts_opens_each_kernel_from_the_one_part_that_has_it(monke
     family: recorded as not built, the engine on the other kernels)."""
     import contextlib
     import sys
+    import threading
     import types
 
     from cupy_getp.gpu import kernels as kernels_module
@@ -528,6 +529,16 @@ def test_a_family_in_parts_opens_each_kernel_from_the_one_part_that_has_it(monke
     assert kernels_module._open_function("gemm_wgmma", programs, names[1]) == ("gemm_wgmma", 1, names[1])
     with pytest.raises(RuntimeError, match=f"has kernel {names[0]} in 0 of its parts"):
         kernels_module._open_function("gemm_wgmma", programs, names[0])
+
+    def fails_in_pool_threads(self):  # a thread's own trouble: the program compiles again in the warm-up's thread
+        if threading.current_thread() is not threading.main_thread():
+            raise RuntimeError("CUDA_ERROR_INVALID_CONTEXT")
+        self.compiled = True
+
+    monkeypatch.setattr(Program, "compile", fails_in_pool_threads)
+    holds[0].add(names[0])
+    k = kernels_module.Kernels(Device())
+    assert len(k.modules["gemm_wgmma"]) == parts and k.functions[names[0]] == ("gemm_wgmma", 0, names[0])
 
     def broken(self):  # a required family's compile error stops the warm-up, whichever thread compiled it
         if self.family == "gemm_tc":

@@ -157,17 +157,19 @@ def build_threads(device: Device, jobs: int) -> int:
 
 
 def _compile_all(programs: dict[str, list], device: Device) -> dict[str, Exception]:
-    """Every program of every family, in `build_threads` threads. family -> the first compile error of its
-    parts."""
+    """Every program of every family, in `build_threads` threads; a program that failed in a pool thread is
+    compiled again in this one, so that only the source's own errors count (not a thread's: the side-by-side
+    builds had not run on a GPU machine when they landed). family -> the first error of its parts."""
     jobs = [(family, module) for family, modules in programs.items() for module in modules]
-    workers = build_threads(device, len(jobs))
+    with ThreadPoolExecutor(build_threads(device, len(jobs))) as pool:
+        futures = [(family, module, pool.submit(_compile, module, device.id)) for family, module in jobs]
     failed: dict[str, Exception] = {}
-    with ThreadPoolExecutor(workers) as pool:
-        futures = [(family, pool.submit(_compile, module, device.id)) for family, module in jobs]
-        for family, future in futures:
-            error = future.exception()
-            if error is not None:
-                failed.setdefault(family, error)
+    for family, module, future in futures:
+        if future.exception() is not None and family not in failed:
+            try:
+                _compile(module, device.id)
+            except Exception as e:
+                failed[family] = e
     return failed
 
 
