@@ -136,10 +136,16 @@ GETP_DEVICE void tc_mma_bf16(float (&d)[4], const unsigned (&a)[4], unsigned b0,
         "f"(c[3]));
 }
 
-// TF32 of a finite x (an FP32 bit pattern, its low 13 mantissa bits cleared), to nearest, ties away from zero:
-// cvt.rna.tf32.f32's value in two integer instructions (sm_90 emulates the cvt in about six, NaN and inf
-// included; a value within 2^-11 of FLT_MAX rounds to inf here).
-GETP_DEVICE unsigned tc_tf32(float x) { return (__float_as_uint(x) + 0x1000u) & 0xffffe000u; }
+// TF32 of x (an FP32 bit pattern, its low 13 mantissa bits cleared), to nearest, ties away from zero:
+// cvt.rna.tf32.f32's value in a few integer instructions (sm_90 emulates the cvt in about six; a value within
+// 2^-11 of FLT_MAX rounds to inf here). Inf passes unchanged and a NaN becomes 0x7fffffff, a NaN in its top
+// 10 mantissa bits too (the tensor cores read no others): the add would turn a NaN into zero or inf, and
+// attention would then give finite, wrong values where the CUDA-core kernel gives NaN.
+GETP_DEVICE unsigned tc_tf32(float x) {
+  const unsigned u = __float_as_uint(x);
+  if ((u & 0x7f800000u) != 0x7f800000u) return (u + 0x1000u) & 0xffffe000u;
+  return (u & 0x007fffffu) ? 0x7fffffffu : u;
+}
 
 // x = hi + lo to ~2^-22 of x: hi = tf32(x), lo = tf32(x - hi) (the subtraction exact).
 GETP_DEVICE void tc_split_tf32(float x, unsigned& hi, unsigned& lo) {

@@ -737,6 +737,29 @@ def test_attention_rows_on_the_tensor_cores_in_tf32(gpu, rng, attn_tf32, head_di
 
 
 @gpu_test
+@pytest.mark.parametrize("tf32", [False, True])
+@pytest.mark.parametrize("bits", [0x7FFFFFFF, 0x7F800001, 0xFFC00000])
+def test_a_nan_in_the_cache_gives_nan_attention_on_either_kernel(gpu, rng, monkeypatch, tf32, bits):
+    """A NaN in a K row the row reads (any NaN: the GPU's own, one in the low mantissa bits the tensor cores do not
+    read, a negative one) makes that KV head's outputs NaN, on the CUDA cores and in TF32 (whose integer rounding
+    turned NaNs into zeros or inf, finite wrong outputs, until tc_tf32 passed them on); the other KV head's stay
+    finite."""
+    from cupy_getp.gpu.launch import attention as launch_attention
+
+    monkeypatch.setattr(launch_attention, "ATTN_TF32", int(tf32))
+    head_dim, n_heads, n_kv_heads, cache_len, rows = 64, 16, 2, 300, [(0, 200)]
+    key_cache, value_cache, _ = fill_caches(rng, rows, 1, cache_len, n_kv_heads, head_dim)
+    key_cache[0, 37, 5:6] = np.array([bits], np.uint32).view(np.float32)  # KV head 0, position 37
+    qkv = rng.standard_normal((1, (n_heads + 2 * n_kv_heads) * head_dim)).astype(np.float32)
+    sinks = rng.standard_normal(n_heads).astype(np.float32)
+    att, _, _ = run_attention(gpu, qkv, key_cache, value_cache, rows, sinks, n_heads, n_kv_heads, head_dim, 0,
+                              split_len_of(head_dim, n_heads, n_kv_heads))
+    att = host(att, gpu).reshape(n_heads, head_dim)
+    group = n_heads // n_kv_heads
+    assert np.all(np.isnan(att[:group])) and np.all(np.isfinite(att[group:]))
+
+
+@gpu_test
 @pytest.mark.parametrize("head_dim, n_heads, n_kv_heads, window, cache_len", [(64, 64, 8, 0, CTX_20B),
                                                                               (64, 64, 8, 128, 256)])
 def test_attention_row_in_tf32_is_bit_identical_whatever_the_other_rows(gpu, rng, attn_tf32, head_dim, n_heads,
@@ -796,3 +819,6 @@ def test_attention_rows_rejects_splits_that_cannot_cover_the_cache(gpu):
                                  cupy.zeros((R, n_heads, 1, 2), np.float32), *args, 0, split_len)
     gpu[1].attn_rows_partial(cupy.zeros((R, n_heads, 1, head_dim), np.float32),  # a window <= split_len: one
                              cupy.zeros((R, n_heads, 1, 2), np.float32), *args, split_len - 14, split_len)
+    with pytest.raises(ValueError, match="a window of"):  # a window longer than the ring cannot hold its positions
+        gpu[1].attn_rows_partial(cupy.zeros((R, n_heads, 2, head_dim), np.float32),
+                                 cupy.zeros((R, n_heads, 2, 2), np.float32), *args, cache_len + 1, split_len)
