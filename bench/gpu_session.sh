@@ -887,7 +887,7 @@ PY
       # after it) where the new kernel's warps wait
       CUPY_GETP_TEST_FAMILIES=${TEST_FAMILIES:-attention,gemm_tc,softmax,rope,embedding,rmsnorm} \
         gpu_tests attn ${TEST_SECONDS:-420} tests/test_gpu_batch_attention.py \
-        -k "${ATTN_TESTS:-attention_rows or copies_by_16 or one_launch or bit_identical or tf32}"
+        -k "${ATTN_TESTS:-attention_rows or copies_by_16 or one_launch or bit_identical or tf32 or nan_in_the_cache}"
       attention_sides ${ATTN_ROWS:-1,64,512,1024} ${ATTN_SIDES:-old new}
       CUPY_GETP_ATTN_TF32=1 sides attention-tf32 150 \
         "python bench/attention.py --rows ${ATTN_ROWS:-1,64,512,1024} --out $OUT/attention-tf32.jsonl" new
