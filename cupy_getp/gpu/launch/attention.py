@@ -96,8 +96,9 @@ class AttentionLaunches:
         partial_acc (R, nh, n_split, D), partial_ml (R, nh, n_split, 2) of positions
         [lo + s split_len, lo + (s + 1) split_len) ∩ [lo, row_pos[r]], lo = max(0, pos - window + 1) if
         window > 0 else 0, read at index p % C of slot row_slot[r] of the caches (S1, C, nkv D), float32 or bf16
-        bits (widened exactly), which must hold the row's positions: window <= C (checked), and on a full layer
-        row_pos[r] < C (device data, not checked: the kernels' ring index wraps once). A split a row does not reach
+        bits (widened exactly), which must hold the positions the row reads: at most C of them (row_pos[r] < C on a
+        full layer, a window longer than C only where the positions stay below C: the engine's rings of a short
+        budget), device data not checked here (the kernels' ring index wraps once). A split a row does not reach
         is not written. split_len <= attn_split_positions(
         head_dim, G). With `merge`, the same launch merges them as attn_rows_merge does, bit for bit (the last
         split of each row and kv head to finish merges that kv head's query heads; `merge.counters` (R, nkv)
@@ -117,7 +118,6 @@ class AttentionLaunches:
         most = attn_split_positions(head_dim, n_heads // n_kv_heads)
         _require(window >= 0 and 0 < split_len <= most and n_split > 0,
                  f"attn_rows_partial: window {window}, split_len {split_len} (at most {most} here), n_split {n_split}")
-        _require(window <= cache_len, f"attn_rows_partial: a window of {window} positions over a ring of {cache_len}")
         # a slot's rows of a layer are indexed in 32 bits (attn_rows_to_shared)
         _require(cache_len * n_kv_heads * head_dim < 2**31,
                  f"attn_rows_partial: a slot's cache of {cache_len} x {n_kv_heads * head_dim} values passes 2^31")
