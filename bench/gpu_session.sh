@@ -873,11 +873,12 @@ PY
           headline-$precision-overlap$overlap-wide$wide
       done
       ;;
-    warmbg)  # every kernel family into CuPy's compile cache, one process a family, in the background (warmwait: its
-      # end; later parts of the same call, and later calls on the same warm machine, open the families from the cache)
+    warmbg)  # every kernel family into CuPy's compile cache (bench/warm_cache.py: one process, the warm-up's threads),
+      # in the background (warmwait: its end; later parts of the same call, and later calls on the same warm
+      # machine, open the families from the cache)
       python bench/warm_cache.py > "$OUT/warm-cache.txt" 2>&1 & warm_pid=$!
       ;;
-    warmwait)  # the end of warmbg's builds, their seconds a family
+    warmwait)  # the end of warmbg's builds, and their seconds
       [ -n "${warm_pid:-}" ] && { wait "$warm_pid"; echo "warm cache exit $?"; cat "$OUT/warm-cache.txt"; }
       ;;
     s39a)  # attention with fewer instructions a KV byte (.carry/old: main before, with this tree's bench/attention.py):
